@@ -1,0 +1,48 @@
+# remediator: two commands on a fresh machine: `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+LISTEN ?= 127.0.0.1:8080
+REMEDIATOR_WEBHOOK_TOKENS ?= dev-token
+export REMEDIATOR_WEBHOOK_TOKENS
+
+.PHONY: run test lint bench services alertmanager venv clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+## Start the daemon on the embedded default (SQLite + file guardrails under ./var), dry-run, shipped playbooks.
+run: $(STAMP)
+	$(BIN)/remediator serve --dry-run --playbooks playbooks --listen $(LISTEN) --data-dir var
+
+## PostgreSQL and Redis on 127.0.0.1, started when they are not running.
+services:
+	@pg_isready -q -h 127.0.0.1 -p 5432 || pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start
+	@for i in $$(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
+	@redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 || redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no
+	@for i in $$(seq 1 30); do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break; sleep 1; done
+
+## The real Alertmanager (and amtool) for the end-to-end tests, from Debian's package.
+alertmanager:
+	@command -v prometheus-alertmanager >/dev/null 2>&1 || command -v alertmanager >/dev/null 2>&1 || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus-alertmanager >/dev/null)
+
+lint: $(STAMP)
+	$(BIN)/ruff check remediator tests
+	$(BIN)/mypy remediator
+
+test: $(STAMP) services alertmanager lint
+	$(BIN)/pytest -q -p no:cacheprovider
+
+bench: $(STAMP) services
+	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,76 @@
+"""Clocks: the real one and a virtual one for tests and replay.
+
+Nothing in remediator reads the time except through a Clock, so tests advance time
+explicitly instead of sleeping, and replay runs history at full speed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import time
+from datetime import UTC, datetime, timedelta
+
+
+class SystemClock:
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(max(0.0, seconds))
+
+
+class VirtualClock:
+    """Time moves only when told; sleepers wake when the clock passes their deadline."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self._now = start or datetime(2026, 1, 1, tzinfo=UTC)
+        self._mono = 0.0
+        self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._seq = itertools.count()
+
+    def now(self) -> datetime:
+        return self._now
+
+    def monotonic(self) -> float:
+        return self._mono
+
+    async def sleep(self, seconds: float) -> None:
+        if seconds <= 0:
+            await asyncio.sleep(0)
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._sleepers, (self._mono + seconds, next(self._seq), fut))
+        await fut
+
+    def _wake_due(self) -> None:
+        while self._sleepers and self._sleepers[0][0] <= self._mono:
+            _, _, fut = heapq.heappop(self._sleepers)
+            if not fut.done():
+                fut.set_result(None)
+
+    def set(self, when: datetime) -> None:
+        """Jump to ``when`` (never backwards): replay drives time from history this way."""
+        if when > self._now:
+            self.advance_sync((when - self._now).total_seconds())
+
+    def advance_sync(self, seconds: float) -> None:
+        self._now += timedelta(seconds=seconds)
+        self._mono += seconds
+        self._wake_due()
+
+    async def advance(self, seconds: float) -> None:
+        """Advance in steps so every woken task runs before later deadlines fire."""
+        target = self._mono + seconds
+        while self._sleepers and self._sleepers[0][0] <= target:
+            step = self._sleepers[0][0] - self._mono
+            self.advance_sync(step)
+            for _ in range(5):
+                await asyncio.sleep(0)
+        self.advance_sync(target - self._mono)
+        for _ in range(5):
+            await asyncio.sleep(0)

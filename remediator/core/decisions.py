@@ -1,0 +1,118 @@
+"""What the pipeline decided for one (alert, playbook) pair, and why.
+
+Every matching playbook gets exactly one decision per alert delivery; the kinds are
+part of the public contract (replay output, API, metrics labels).
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from remediator.core.alerts import format_time
+
+
+class DecisionKind(enum.StrEnum):
+    EXECUTED = "executed"
+    RATE_LIMITED = "rate_limited"
+    COOLDOWN = "cooldown"
+    LOCKED = "locked"
+    BUDGET_EXHAUSTED = "budget_exhausted"
+    CIRCUIT_OPEN = "circuit_open"
+    PAUSED = "paused"
+    NOT_ALLOWED = "not_allowed"
+    NO_MATCH = "no_match"
+    RESOLVED_CANCELLED = "resolved_cancelled"
+    STABILISING = "stabilising"
+    GUARDRAIL_UNAVAILABLE = "guardrail_unavailable"
+    RESOLVED = "resolved"  # a resolved alert that a playbook matched but that had nothing to cancel
+
+
+@dataclass(frozen=True)
+class ResolvedTarget:
+    kind: str
+    namespace: str
+    name: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind}/{self.namespace}/{self.name}"
+
+    def to_json(self) -> dict[str, str]:
+        return {"kind": self.kind, "namespace": self.namespace, "name": self.name}
+
+
+@dataclass(frozen=True)
+class PlannedStep:
+    index: int
+    action: str
+    params: dict[str, Any]
+    phase: str = "main"  # "main" or "on_failure"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"index": self.index, "action": self.action, "phase": self.phase, "params": self.params}
+
+
+@dataclass(frozen=True)
+class Decision:
+    alert_key: str
+    fingerprint: str
+    playbook: str
+    playbook_version: str
+    kind: DecisionKind
+    reason: str
+    at: datetime
+    target: ResolvedTarget | None = None
+    steps: tuple[PlannedStep, ...] = ()
+    on_failure: tuple[PlannedStep, ...] = ()
+    dry_run: bool = True
+    execution_id: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "fingerprint": self.fingerprint,
+            "alert": self.alert_key,
+            "playbook": self.playbook,
+            "playbook_version": self.playbook_version,
+            "at": format_time(self.at),
+            "decision": self.kind.value,
+            "reason": self.reason,
+            "target": self.target.to_json() if self.target else None,
+            "dry_run": self.dry_run,
+            "execution_id": self.execution_id,
+            "steps": [s.to_json() for s in self.steps],
+            "on_failure": [s.to_json() for s in self.on_failure],
+        }
+
+
+def execution_id(alert_key: str, playbook: str) -> str:
+    """Deterministic, so a redelivered or re-processed alert maps to the same execution."""
+    return "ex-" + hashlib.sha256(f"{alert_key}#{playbook}".encode()).hexdigest()[:24]
+
+
+def decision_from_json(raw: dict[str, Any]) -> Decision:
+    """Inverse of :meth:`Decision.to_json` (the store keeps decisions as JSON)."""
+    from remediator.core.alerts import parse_time
+
+    def steps(items: list[dict[str, Any]]) -> tuple[PlannedStep, ...]:
+        return tuple(PlannedStep(s["index"], s["action"], dict(s["params"]), s.get("phase", "main")) for s in items)
+
+    target = raw.get("target")
+    return Decision(
+        alert_key=raw["alert"],
+        fingerprint=raw["fingerprint"],
+        playbook=raw["playbook"],
+        playbook_version=raw.get("playbook_version", ""),
+        kind=DecisionKind(raw["decision"]),
+        reason=raw.get("reason", ""),
+        at=parse_time(raw["at"]),
+        target=ResolvedTarget(**target) if target else None,
+        steps=steps(raw.get("steps", [])),
+        on_failure=steps(raw.get("on_failure", [])),
+        dry_run=bool(raw.get("dry_run", True)),
+        execution_id=raw.get("execution_id"),
+    )

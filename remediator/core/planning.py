@@ -1,0 +1,95 @@
+"""From (playbook, alert) to a concrete plan: rendered target, key and steps.
+
+Pure: it reads nothing but its arguments.  A plan that cannot be made (missing
+label, forbidden namespace, invalid name) is a :class:`Refusal`, never an exception.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from remediator.core.alerts import Alert
+from remediator.core.decisions import PlannedStep, ResolvedTarget
+from remediator.core.errors import TemplateError
+from remediator.core.playbooks import Playbook, Step
+from remediator.core.templates import alert_context, render, render_value
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+@dataclass(frozen=True)
+class Plan:
+    playbook: Playbook
+    target: ResolvedTarget
+    limit_key: str
+    steps: tuple[PlannedStep, ...]
+    on_failure: tuple[PlannedStep, ...]
+    dry_run: bool
+
+
+@dataclass(frozen=True)
+class Refusal:
+    reason: str
+    target: ResolvedTarget | None = None
+
+
+def _steps(steps: tuple[Step, ...], context: Mapping[str, Any], phase: str) -> tuple[PlannedStep, ...]:
+    return tuple(
+        PlannedStep(index=i, action=s.action, params=dict(render_value(dict(s.params), context)), phase=phase)
+        for i, s in enumerate(steps)
+    )
+
+
+def make_plan(playbook: Playbook, alert: Alert, *, global_dry_run: bool) -> Plan | Refusal:
+    context = alert_context(alert)
+    try:
+        namespace = render(playbook.target.namespace, context)
+        name = render(playbook.target.name, context)
+    except TemplateError as exc:
+        return Refusal(f"invalid target: {exc}")
+    target = ResolvedTarget(playbook.target.kind, namespace, name)
+    if not _DNS_LABEL.match(namespace):
+        return Refusal(f"invalid target: namespace {namespace!r} is not a valid Kubernetes namespace", target)
+    if not _DNS_SUBDOMAIN.match(name):
+        return Refusal(f"invalid target: name {name!r} is not a valid Kubernetes object name", target)
+    allowed = playbook.guardrails.namespaces
+    if allowed and namespace not in allowed:
+        return Refusal(f"namespace {namespace!r} is not in the playbook's allowlist {list(allowed)}", target)
+    try:
+        steps = _steps(playbook.steps, context, "main")
+        on_failure = _steps(playbook.on_failure, context, "on_failure")
+        rl = playbook.guardrails.rate_limit
+        key = render(rl.key, context) if rl and rl.key else target.key
+    except TemplateError as exc:
+        return Refusal(f"invalid step parameters: {exc}", target)
+    dry = playbook.guardrails.dry_run if playbook.guardrails.dry_run is not None else global_dry_run
+    return Plan(playbook, target, f"{playbook.name}|{key}", steps, on_failure, dry)
+
+
+def desired_amount(current: int, params: Mapping[str, Any], *, ceiling: int | None = None) -> int:
+    """The new replica count or pool size for ``to``/``by``/``factor`` within ``min``/``max``.
+
+    ``factor`` rounds away from the current value (growing 3 by 1.5 gives 5) so a
+    small service still moves.
+    """
+    if "to" in params:
+        value = int(params["to"])
+    elif "by" in params:
+        value = current + int(params["by"])
+    elif "factor" in params:
+        raw = current * float(params["factor"])
+        value = math.ceil(raw) if raw >= current else math.floor(raw)
+    else:
+        value = current
+    if params.get("min") is not None:
+        value = max(value, int(params["min"]))
+    if params.get("max") is not None:
+        value = min(value, int(params["max"]))
+    if ceiling is not None:
+        value = min(value, ceiling)
+    return max(value, 0)

@@ -1,0 +1,316 @@
+"""Playbook model and its construction from YAML, with ``file:line`` problems.
+
+A playbook set is immutable once built: reloads build a new set and swap it in
+whole, so an alert is always matched against one consistent version.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Literal
+
+import jsonschema
+
+from remediator.core.alerts import Alert
+from remediator.core.durations import parse_duration
+from remediator.core.errors import DurationError, MatcherError, TemplateError
+from remediator.core.matchers import Matcher, Op, parse_matcher
+from remediator.core.schema import ACTIONS, DURATION, playbook_schema
+from remediator.core.templates import check_template
+from remediator.core.yamllines import Document, Problem, load_documents
+
+MatchStatus = Literal["firing", "resolved", "any"]
+_VALIDATOR = jsonschema.Draft202012Validator(playbook_schema())
+_DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+DEFAULT_WAIT_TIMEOUT = 300.0
+
+
+@dataclass(frozen=True)
+class Match:
+    matchers: tuple[Matcher, ...]
+    status: MatchStatus = "firing"
+
+    def selects(self, alert: Alert) -> bool:
+        if self.status != "any" and alert.status != self.status:
+            return False
+        return all(m.matches(alert.labels) for m in self.matchers)
+
+
+@dataclass(frozen=True)
+class Target:
+    kind: str
+    namespace: str
+    name: str
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    max: int
+    per: float
+    key: str | None = None
+
+
+@dataclass(frozen=True)
+class Guardrails:
+    namespaces: tuple[str, ...] = ()
+    rate_limit: RateLimit | None = None
+    cooldown: float = 0.0
+    dry_run: bool | None = None
+    stabilize_for: float = 0.0
+    min_occurrences: int = 1
+    max_replicas: int | None = None
+    lock_ttl: float = 600.0
+
+
+@dataclass(frozen=True)
+class Step:
+    action: str
+    params: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    line: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"action": self.action, **dict(self.params)}
+
+
+@dataclass(frozen=True)
+class Playbook:
+    name: str
+    match: Match
+    target: Target
+    steps: tuple[Step, ...]
+    guardrails: Guardrails = Guardrails()
+    on_failure: tuple[Step, ...] = ()
+    notify: tuple[str, ...] = ()
+    description: str = ""
+    source: str = "<memory>"
+    line: int = 1
+    version: str = ""
+
+    @property
+    def location(self) -> str:
+        return f"{self.source}:{self.line}"
+
+
+@dataclass(frozen=True)
+class PlaybookSet:
+    playbooks: tuple[Playbook, ...] = ()
+
+    def matching(self, alert: Alert) -> list[Playbook]:
+        return [p for p in self.playbooks if p.match.selects(alert)]
+
+    def by_name(self, name: str) -> Playbook | None:
+        return next((p for p in self.playbooks if p.name == name), None)
+
+    @property
+    def version(self) -> str:
+        digest = hashlib.sha256("".join(p.version for p in self.playbooks).encode()).hexdigest()
+        return digest[:12]
+
+
+def _schema_problems(raw: Any, doc: Document, base: tuple[str | int, ...], source: str) -> list[Problem]:
+    out = []
+    for error in sorted(_VALIDATOR.iter_errors(raw), key=lambda e: list(map(str, e.absolute_path))):
+        path = base + tuple(error.absolute_path)
+        out.append(Problem(source, doc.line(path), _describe(error)))
+    return out
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    where = ".".join(str(p) for p in error.absolute_path) or "playbook"
+    validator = error.validator
+    schema: dict[str, Any] = error.schema if isinstance(error.schema, dict) else {}
+    if validator == "additionalProperties":
+        extra = [
+            k
+            for k in (error.instance if isinstance(error.instance, dict) else {})
+            if k not in schema.get("properties", {})
+        ]
+        return f"{where}: unknown field {', '.join(map(repr, extra))}"
+    if validator == "required":
+        return f"{where}: {error.message}"
+    if validator == "enum" and where.endswith("action"):
+        return f"{where}: unknown action {error.instance!r}; expected one of {', '.join(ACTIONS)}"
+    if validator == "oneOf" and isinstance(error.instance, dict) and "action" in error.instance:
+        return f"{where}: give exactly one of to, by, factor"
+    if error.schema is DURATION or (validator == "anyOf" and "pattern" in json.dumps(error.schema)):
+        return f"{where}: invalid duration {error.instance!r}: expected e.g. 30s, 10m, 1h"
+    return f"{where}: {error.message}"
+
+
+def _collect_step_problems(
+    steps: Sequence[Mapping[str, Any]], doc: Document, base: tuple[str | int, ...], source: str
+) -> list[Problem]:
+    problems = []
+    for i, step in enumerate(steps):
+        params = step
+        lo, hi = params.get("min"), params.get("max")
+        if isinstance(lo, int) and isinstance(hi, int) and lo > hi:
+            problems.append(Problem(source, doc.line((*base, i, "min")), f"min ({lo}) is greater than max ({hi})"))
+        if "timeout" in params:
+            try:
+                if parse_duration(params["timeout"]) <= 0:
+                    problems.append(Problem(source, doc.line((*base, i, "timeout")), "timeout must be positive"))
+            except DurationError:
+                pass  # reported by the schema
+        for key in params:
+            if key not in ("action", "description") and isinstance(params.get(key), str):
+                try:
+                    check_template(params[key])
+                except TemplateError as exc:
+                    problems.append(Problem(source, doc.line((*base, i, key)), str(exc)))
+    return problems
+
+
+def _semantic_problems(
+    raw: Mapping[str, Any], doc: Document, base: tuple[str | int, ...], source: str
+) -> list[Problem]:
+    problems: list[Problem] = []
+
+    def at(*path: str | int) -> int:
+        return doc.line(base + path)
+
+    for i, text in enumerate(raw["match"].get("matchers", [])):
+        try:
+            parse_matcher(text)
+        except MatcherError as exc:
+            problems.append(Problem(source, at("match", "matchers", i), str(exc)))
+    for key in ("namespace", "name"):
+        try:
+            check_template(raw["target"][key])
+        except TemplateError as exc:
+            problems.append(Problem(source, at("target", key), str(exc)))
+    guard = raw.get("guardrails", {})
+    ns_allowed = guard.get("namespaces")
+    static_ns = raw["target"]["namespace"]
+    if ns_allowed is not None and "{" not in static_ns and static_ns not in ns_allowed:
+        problems.append(
+            Problem(source, at("target", "namespace"), f"namespace {static_ns!r} is not in guardrails.namespaces")
+        )
+    for ns in ns_allowed or []:
+        if not _DNS1123.match(ns):
+            problems.append(Problem(source, at("guardrails", "namespaces"), f"{ns!r} is not a valid namespace name"))
+    if "key" in guard.get("rate_limit", {}):
+        try:
+            check_template(guard["rate_limit"]["key"])
+        except TemplateError as exc:
+            problems.append(Problem(source, at("guardrails", "rate_limit", "key"), str(exc)))
+    for key in ("cooldown", "for", "lock_ttl"):
+        if key in guard and isinstance(guard[key], str):
+            try:
+                parse_duration(guard[key])
+            except DurationError as exc:
+                problems.append(Problem(source, at("guardrails", key), str(exc)))
+    problems += _collect_step_problems(raw["steps"], doc, (*base, "steps"), source)
+    problems += _collect_step_problems(raw.get("on_failure", []), doc, (*base, "on_failure"), source)
+    return problems
+
+
+def _build_step(raw: Mapping[str, Any], line: int) -> Step:
+    params = {k: v for k, v in raw.items() if k not in ("action", "description")}
+    if raw["action"] == "wait_healthy":
+        params["timeout"] = parse_duration(params.get("timeout", DEFAULT_WAIT_TIMEOUT))
+    return Step(action=raw["action"], params=MappingProxyType(params), line=line)
+
+
+def build_playbook(raw: Mapping[str, Any], doc: Document, base: tuple[str | int, ...], source: str) -> Playbook:
+    """Build from a mapping already checked by :func:`check_playbook`."""
+    match_raw = raw["match"]
+    matchers: list[Matcher] = []
+    if "alertname" in match_raw:
+        matchers.append(Matcher.create("alertname", Op.EQ, match_raw["alertname"]))
+    matchers += [parse_matcher(t) for t in match_raw.get("matchers", [])]
+    g = raw.get("guardrails", {})
+    rl = g.get("rate_limit")
+    guardrails = Guardrails(
+        namespaces=tuple(g.get("namespaces", ())),
+        rate_limit=RateLimit(rl["max"], parse_duration(rl["per"]), rl.get("key")) if rl else None,
+        cooldown=parse_duration(g.get("cooldown", 0)),
+        dry_run=g.get("dry_run"),
+        stabilize_for=parse_duration(g.get("for", 0)),
+        min_occurrences=g.get("min_occurrences", 1),
+        max_replicas=g.get("max_replicas"),
+        lock_ttl=parse_duration(g.get("lock_ttl", 600)),
+    )
+    steps_base = (*base, "steps")
+    fail_base = (*base, "on_failure")
+    canonical = json.dumps(raw, sort_keys=True, default=str)
+    return Playbook(
+        name=raw["name"],
+        description=raw.get("description", ""),
+        match=Match(tuple(matchers), match_raw.get("status", "firing")),
+        target=Target(raw["target"]["kind"], raw["target"]["namespace"], raw["target"]["name"]),
+        guardrails=guardrails,
+        steps=tuple(_build_step(s, doc.line((*steps_base, i))) for i, s in enumerate(raw["steps"])),
+        on_failure=tuple(_build_step(s, doc.line((*fail_base, i))) for i, s in enumerate(raw.get("on_failure", []))),
+        notify=tuple(raw.get("notify", ())),
+        source=source,
+        line=doc.line(base),
+        version=hashlib.sha256(canonical.encode()).hexdigest()[:16],
+    )
+
+
+def parse_playbooks(text: str, source: str) -> tuple[list[Playbook], list[Problem]]:
+    """Parse one file's text.  A file holds one playbook per YAML document, or a list."""
+    docs, problems = load_documents(text, source)
+    playbooks: list[Playbook] = []
+    for doc in docs:
+        if doc.data is None:
+            continue
+        if isinstance(doc.data, list):
+            items: list[tuple[Any, tuple[str | int, ...]]] = [(d, (i,)) for i, d in enumerate(doc.data)]
+        elif isinstance(doc.data, dict) and set(doc.data) == {"playbooks"} and isinstance(doc.data["playbooks"], list):
+            items = [(d, ("playbooks", i)) for i, d in enumerate(doc.data["playbooks"])]
+        else:
+            items = [(doc.data, ())]
+        for raw, base in items:
+            found = _schema_problems(raw, doc, base, source)
+            # When the structure is broken the schema problems already say how.
+            with contextlib.suppress(KeyError, TypeError, AttributeError):
+                found += _semantic_problems(raw, doc, base, source)
+            if found:
+                problems += found
+                continue
+            playbooks.append(build_playbook(raw, doc, base, source))
+    return playbooks, problems
+
+
+def combine(sets: Iterable[tuple[list[Playbook], list[Problem]]]) -> tuple[PlaybookSet, list[Problem]]:
+    """Join per-file results, reporting names defined twice (in any files)."""
+    seen: dict[str, Playbook] = {}
+    problems: list[Problem] = []
+    ordered: list[Playbook] = []
+    for pbs, probs in sets:
+        problems += probs
+        for pb in pbs:
+            if pb.name in seen:
+                first = seen[pb.name]
+                problems.append(
+                    Problem(
+                        pb.source, pb.line, f"duplicate playbook name {pb.name!r} (first defined at {first.location})"
+                    )
+                )
+                continue
+            seen[pb.name] = pb
+            ordered.append(pb)
+    return PlaybookSet(tuple(ordered)), problems
+
+
+def check_channels(playbooks: PlaybookSet, channels: Iterable[str]) -> list[Problem]:
+    """Playbooks may only notify channels the configuration defines."""
+    known = set(channels)
+    out = []
+    for pb in playbooks.playbooks:
+        for name in pb.notify:
+            if name not in known:
+                out.append(Problem(pb.source, pb.line, f"playbook {pb.name!r} notifies unknown channel {name!r}"))
+        for step in pb.steps + pb.on_failure:
+            channel = step.params.get("channel")
+            if step.action == "notify" and channel not in known:
+                out.append(Problem(pb.source, step.line, f"notify step uses unknown channel {channel!r}"))
+    return out

@@ -1,0 +1,156 @@
+"""The published JSON Schema of playbook format v1 (``remediator schema``).
+
+Structure lives here, declaratively; checks a schema cannot express (regex
+compilation, template names, duplicate names across files) live in ``playbooks``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+ACTIONS = ("restart", "scale", "resize_pool", "rollback", "delete_pod", "wait_healthy", "notify")
+#: Actions that change the cluster: guarded by the lock and dry-run.
+MUTATING_ACTIONS = frozenset({"restart", "scale", "resize_pool", "rollback", "delete_pod"})
+
+DURATION: dict[str, Any] = {
+    "description": "Prometheus-style duration such as 30s, 10m, 1h30m",
+    "anyOf": [
+        {"type": "string", "pattern": r"^(\d+(ms|s|m|h|d|w|y))+$"},
+        {"type": "integer", "minimum": 0},
+    ],
+}
+_TEMPLATE = {"type": "string", "minLength": 1, "maxLength": 1024}
+_AMOUNT = {
+    "to": {"type": "integer", "minimum": 0},
+    "by": {"type": "integer"},
+    "factor": {"type": "number", "exclusiveMinimum": 0},
+    "min": {"type": "integer", "minimum": 0},
+    "max": {"type": "integer", "minimum": 0},
+}
+_ONE_AMOUNT = {
+    "oneOf": [{"required": ["to"]}, {"required": ["by"]}, {"required": ["factor"]}],
+}
+_COMMON_STEP = {"action": {"enum": list(ACTIONS)}, "description": {"type": "string"}}
+
+_ACTION_PARAMS: dict[str, dict[str, Any]] = {
+    "restart": {"properties": {}},
+    "scale": {"properties": dict(_AMOUNT), **_ONE_AMOUNT},
+    "resize_pool": {
+        "properties": {
+            "container": {"type": "string", "minLength": 1},
+            "env": {"type": "string", "pattern": r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"},
+            **_AMOUNT,
+        },
+        "required": ["container", "env"],
+        **_ONE_AMOUNT,
+    },
+    "rollback": {"properties": {"to_revision": {"type": "integer", "minimum": 0}}},
+    "delete_pod": {"properties": {"pod": _TEMPLATE}, "required": ["pod"]},
+    "wait_healthy": {"properties": {"timeout": DURATION}},
+    "notify": {
+        "properties": {"channel": {"type": "string", "minLength": 1}, "message": {"type": "string"}},
+        "required": ["channel"],
+    },
+}
+
+
+def _step_schema() -> dict[str, Any]:
+    branches = []
+    for action, spec in _ACTION_PARAMS.items():
+        then: dict[str, Any] = {
+            "properties": {**_COMMON_STEP, **spec["properties"]},
+            "additionalProperties": False,
+        }
+        for key in ("required", "oneOf"):
+            if key in spec:
+                then[key] = spec[key]
+        branches.append({"if": {"properties": {"action": {"const": action}}}, "then": then})
+    return {
+        "type": "object",
+        "required": ["action"],
+        "properties": _COMMON_STEP,
+        "allOf": branches,
+    }
+
+
+def playbook_schema() -> dict[str, Any]:
+    step = _step_schema()
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "https://remediator.dev/schemas/playbook-v1.json",
+        "title": "remediator playbook, format v1",
+        "type": "object",
+        "required": ["name", "match", "target", "steps"],
+        "additionalProperties": False,
+        "properties": {
+            "name": {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9_.]{0,126}[a-z0-9])?$"},
+            "description": {"type": "string"},
+            "match": {
+                "type": "object",
+                "additionalProperties": False,
+                "anyOf": [{"required": ["alertname"]}, {"required": ["matchers"]}],
+                "properties": {
+                    "alertname": {"type": "string", "minLength": 1},
+                    "matchers": {"type": "array", "items": {"type": "string", "minLength": 1}},
+                    "status": {"enum": ["firing", "resolved", "any"]},
+                },
+            },
+            "target": {
+                "type": "object",
+                "required": ["kind", "namespace", "name"],
+                "additionalProperties": False,
+                "properties": {
+                    "kind": {"enum": ["Deployment", "StatefulSet"]},
+                    "namespace": _TEMPLATE,
+                    "name": _TEMPLATE,
+                },
+            },
+            "guardrails": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "namespaces": {"type": "array", "items": {"type": "string", "minLength": 1}},
+                    "rate_limit": {
+                        "type": "object",
+                        "required": ["max", "per"],
+                        "additionalProperties": False,
+                        "properties": {
+                            "max": {"type": "integer", "minimum": 1},
+                            "per": DURATION,
+                            "key": _TEMPLATE,
+                        },
+                    },
+                    "cooldown": DURATION,
+                    "dry_run": {"type": "boolean"},
+                    "for": DURATION,
+                    "min_occurrences": {"type": "integer", "minimum": 1},
+                    "max_replicas": {"type": "integer", "minimum": 1},
+                    "lock_ttl": DURATION,
+                },
+            },
+            "steps": {"type": "array", "minItems": 1, "items": step},
+            "on_failure": {"type": "array", "items": step},
+            "notify": {"type": "array", "items": {"type": "string", "minLength": 1}},
+        },
+    }
+
+
+def document_schema() -> dict[str, Any]:
+    """A file holds one playbook, a list of them, or ``{playbooks: [...]}``."""
+    pb = playbook_schema()
+    return {
+        "$schema": pb["$schema"],
+        "$id": "https://remediator.dev/schemas/playbook-file-v1.json",
+        "title": "remediator playbook file, format v1",
+        "$defs": {"playbook": {k: v for k, v in pb.items() if not k.startswith("$")}},
+        "anyOf": [
+            {"$ref": "#/$defs/playbook"},
+            {"type": "array", "items": {"$ref": "#/$defs/playbook"}},
+            {
+                "type": "object",
+                "required": ["playbooks"],
+                "additionalProperties": False,
+                "properties": {"playbooks": {"type": "array", "items": {"$ref": "#/$defs/playbook"}}},
+            },
+        ],
+    }

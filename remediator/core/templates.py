@@ -1,0 +1,99 @@
+"""Sandboxed rendering of playbook templates against an alert.
+
+Alert labels are attacker-adjacent input (anything that can push a metric label can
+shape them), so templates run in Jinja's immutable sandbox with strict undefineds:
+a missing label is a clear error, never an empty Kubernetes name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import lru_cache
+from typing import Any
+
+import jinja2
+import jinja2.meta
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from remediator.core.alerts import Alert, format_time
+from remediator.core.errors import TemplateError
+
+#: The names a playbook template may use.
+CONTEXT_NAMES = frozenset({"labels", "annotations", "status", "fingerprint", "startsAt", "generatorURL"})
+
+
+class _Undefined(jinja2.StrictUndefined):
+    """Strict, but with a message an SRE understands at 3 a.m."""
+
+    def _fail_with_undefined_error(self, *args: Any, **kwargs: Any) -> Any:
+        name = self._undefined_name
+        raise TemplateError(f"the alert has no {name!r}" if name else "undefined value in template")
+
+    __str__ = _fail_with_undefined_error
+
+
+def _env() -> ImmutableSandboxedEnvironment:
+    return ImmutableSandboxedEnvironment(undefined=_Undefined, autoescape=False, keep_trailing_newline=False)
+
+
+@lru_cache(maxsize=1)
+def environment() -> ImmutableSandboxedEnvironment:
+    """One shared environment: compiled templates are cached per source string."""
+    return _env()
+
+
+@lru_cache(maxsize=4096)
+def _compile(source: str) -> jinja2.Template:
+    try:
+        return environment().from_string(source)
+    except jinja2.TemplateSyntaxError as exc:
+        raise TemplateError(f"template {source!r}: {exc.message}") from None
+
+
+def check_template(source: str) -> None:
+    """Raise TemplateError for syntax errors or names outside :data:`CONTEXT_NAMES`."""
+    try:
+        ast = environment().parse(source)
+    except jinja2.TemplateSyntaxError as exc:
+        raise TemplateError(f"template {source!r}: {exc.message}") from None
+    unknown = sorted(jinja2.meta.find_undeclared_variables(ast) - CONTEXT_NAMES)
+    if unknown:
+        raise TemplateError(
+            f"template {source!r} uses unknown name(s) {', '.join(unknown)}; "
+            f"available: {', '.join(sorted(CONTEXT_NAMES))}"
+        )
+
+
+def alert_context(alert: Alert) -> dict[str, Any]:
+    return {
+        "labels": dict(alert.labels),
+        "annotations": dict(alert.annotations),
+        "status": alert.status,
+        "fingerprint": alert.fingerprint,
+        "startsAt": format_time(alert.starts_at),
+        "generatorURL": alert.generator_url,
+    }
+
+
+def render(source: str, context: Mapping[str, Any]) -> str:
+    if "{" not in source:
+        return source
+    try:
+        return _compile(source).render(context).strip()
+    except TemplateError:
+        raise
+    except jinja2.TemplateError as exc:
+        raise TemplateError(f"template {source!r}: {exc}") from None
+    except Exception as exc:  # a sandbox violation or a filter misuse, still the playbook's fault
+        raise TemplateError(f"template {source!r}: {type(exc).__name__}: {exc}") from None
+
+
+def render_value(value: Any, context: Mapping[str, Any]) -> Any:
+    """Render strings inside nested step parameters; other values pass through."""
+    if isinstance(value, str):
+        return render(value, context)
+    if isinstance(value, Mapping):
+        return {k: render_value(v, context) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [render_value(v, context) for v in value]
+    return value

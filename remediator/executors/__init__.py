@@ -1,0 +1,1 @@
+"""Executors: what a planned step turns into (a record, or a Kubernetes call)."""

@@ -1,0 +1,1 @@
+"""Guardrail state adapters: embedded (single node) and Redis (shared by replicas)."""

@@ -1,0 +1,50 @@
+"""Prometheus metrics, one registry per daemon instance (no global state)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.alerts_received = Counter(
+            "remediator_alerts_received_total", "Alerts received by the webhook (new ones)", ["status"], registry=r
+        )
+        self.alerts_duplicate = Counter(
+            "remediator_alerts_duplicate_total", "Alert deliveries ignored as duplicates", registry=r
+        )
+        self.webhook_rejected = Counter(
+            "remediator_webhook_rejected_total", "Webhook requests rejected", ["reason"], registry=r
+        )
+        self.webhook_latency = Histogram(
+            "remediator_webhook_duration_seconds",
+            "Webhook handler latency",
+            registry=r,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+        )
+        self.matches = Counter(
+            "remediator_playbook_matches_total", "Alerts matched by playbook", ["playbook"], registry=r
+        )
+        self.decisions = Counter(
+            "remediator_decisions_total", "Decisions by playbook and kind", ["playbook", "decision"], registry=r
+        )
+        self.executions = Counter(
+            "remediator_executions_total", "Finished executions by result", ["playbook", "result"], registry=r
+        )
+        self.steps = Counter("remediator_steps_total", "Steps by action and status", ["action", "status"], registry=r)
+        self.guardrail_unavailable = Counter(
+            "remediator_guardrail_unavailable_total",
+            "Decisions refused because guardrail state was unreachable",
+            registry=r,
+        )
+        self.store_unavailable = Counter(
+            "remediator_store_unavailable_total", "Store operations that failed because it was unreachable", registry=r
+        )
+        self.pending_alerts = Gauge("remediator_queue_wakeups", "Worker wake-ups", registry=r)
+        self.playbooks_loaded = Gauge("remediator_playbooks_loaded", "Playbooks in the active set", registry=r)
+        self.playbook_reloads = Counter(
+            "remediator_playbook_reloads_total", "Playbook reload attempts", ["result"], registry=r
+        )
+        self.paused = Gauge("remediator_paused", "1 while the kill switch is engaged", registry=r)

@@ -1,0 +1,1 @@
+"""Notification channels (Slack, generic webhook, PagerDuty) behind the Notifier port."""

@@ -1,0 +1,257 @@
+"""The one pipeline: alert -> matching playbooks -> plan -> guardrails -> steps -> audit.
+
+Serve, dry-run and replay all run this class; they differ only in the adapters
+(store, guardrail state, executors, clock) they hand it.  It never decides twice
+for the same (alert, playbook): decision ids are deterministic and the store keeps
+the first, so redelivery and crash-recovery are safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from remediator.core.decisions import Decision, DecisionKind, PlannedStep, execution_id
+from remediator.core.errors import GuardrailUnavailable
+from remediator.core.guardrails import Request
+from remediator.core.planning import Plan, Refusal, make_plan
+from remediator.core.playbooks import Playbook, PlaybookSet
+from remediator.metrics import Metrics
+from remediator.ports import (
+    Clock,
+    Executor,
+    GuardrailStore,
+    Notifier,
+    ReceivedAlert,
+    StepContext,
+    StepResult,
+    Store,
+)
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    dry_run: bool = True
+    step_timeout: float = 900.0
+
+
+class Pipeline:
+    def __init__(
+        self,
+        *,
+        playbooks: Callable[[], PlaybookSet],
+        store: Store,
+        guardrails: GuardrailStore,
+        live: Executor,
+        dry: Executor,
+        notifier: Notifier,
+        clock: Clock,
+        settings: PipelineSettings,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self._playbooks = playbooks
+        self.store = store
+        self.guardrails = guardrails
+        self._live = live
+        self._dry = dry
+        self._notifier = notifier
+        self.clock = clock
+        self.settings = settings
+        self.metrics = metrics or Metrics()
+        self._log = structlog.get_logger("remediator.pipeline")
+        self._requests: dict[str, Request] = {}
+
+    async def process(self, received: ReceivedAlert) -> list[Decision]:
+        """Decide (and execute) every playbook that selects this alert."""
+        alert = received.alert
+        log = self._log.bind(fingerprint=alert.fingerprint, alertname=alert.alertname, status=alert.status)
+        selected = self._playbooks().matching(alert)
+        if not selected:
+            log.debug("no playbook matches")
+            return [
+                Decision(
+                    alert.dedup_key,
+                    alert.fingerprint,
+                    "",
+                    "",
+                    DecisionKind.NO_MATCH,
+                    "no playbook matches",
+                    self.clock.now(),
+                )
+            ]
+        decisions = []
+        for playbook in selected:
+            self.metrics.matches.labels(playbook.name).inc()
+            decisions.append(await self._decide_and_run(playbook, received, log.bind(playbook=playbook.name)))
+        return decisions
+
+    async def _decide_and_run(self, playbook: Playbook, received: ReceivedAlert, log: Any) -> Decision:
+        alert = received.alert
+        did = execution_id(alert.dedup_key, playbook.name)
+        log = log.bind(execution_id=did)
+        existing = await self.store.decision(did)
+        if existing is not None:
+            log.info("decision already recorded", decision=existing.kind.value)
+            return existing
+        plan = make_plan(playbook, alert, global_dry_run=self.settings.dry_run)
+        now = self.clock.now()
+        base: dict[str, Any] = dict(
+            alert_key=alert.dedup_key,
+            fingerprint=alert.fingerprint,
+            playbook=playbook.name,
+            playbook_version=playbook.version,
+            at=now,
+            execution_id=did,
+        )
+        if isinstance(plan, Refusal):
+            decision = Decision(kind=DecisionKind.NOT_ALLOWED, reason=plan.reason, target=plan.target, **base)
+        elif alert.status == "resolved" and playbook.match.status == "firing":
+            decision = Decision(kind=DecisionKind.RESOLVED, reason="alert resolved", target=plan.target, **base)
+        else:
+            verdict_kind, reason = await self._admit(plan, did, now.timestamp(), log)
+            decision = Decision(
+                kind=verdict_kind,
+                reason=reason,
+                target=plan.target,
+                steps=plan.steps,
+                on_failure=plan.on_failure,
+                dry_run=plan.dry_run,
+                **base,
+            )
+        recorded = await self.store.record_decision(decision)
+        self.metrics.decisions.labels(playbook.name, decision.kind.value).inc()
+        log.info(
+            "decision",
+            decision=decision.kind.value,
+            reason=decision.reason,
+            target=decision.target.key if decision.target else None,
+            dry_run=decision.dry_run,
+        )
+        if not recorded:  # another worker won the race: it owns the execution
+            if decision.kind is DecisionKind.EXECUTED:
+                await self._release(did, succeeded=True)
+            return await self.store.decision(did) or decision
+        if decision.kind is DecisionKind.EXECUTED:
+            await self.execute(decision, playbook=playbook, received=received)
+        return decision
+
+    async def _admit(self, plan: Plan, did: str, now: float, log: Any) -> tuple[DecisionKind, str]:
+        g = plan.playbook.guardrails
+        req = Request(
+            owner=did,
+            playbook=plan.playbook.name,
+            target_key=plan.target.key,
+            limit_key=plan.limit_key,
+            namespace=plan.target.namespace,
+            now=now,
+            rate_max=g.rate_limit.max if g.rate_limit else 0,
+            rate_per=g.rate_limit.per if g.rate_limit else 0.0,
+            cooldown=g.cooldown,
+            lock_ttl=g.lock_ttl,
+        )
+        try:
+            verdict = await self.guardrails.admit(req)
+        except GuardrailUnavailable as exc:
+            self.metrics.guardrail_unavailable.inc()
+            log.error("guardrail state unreachable: failing closed", error=str(exc))
+            return DecisionKind.GUARDRAIL_UNAVAILABLE, f"guardrail state unreachable, nothing done: {exc}"
+        if verdict.admitted:
+            self._requests[did] = req
+        return verdict.kind, verdict.reason
+
+    async def _release(self, did: str, *, succeeded: bool) -> None:
+        req = self._requests.pop(did, None)
+        if req is None:
+            return
+        try:
+            await self.guardrails.release(req, succeeded=succeeded)
+        except GuardrailUnavailable as exc:  # the lock expires by its TTL instead
+            self._log.error("could not release guardrails", execution_id=did, error=str(exc))
+
+    async def execute(
+        self, decision: Decision, *, playbook: Playbook | None = None, received: ReceivedAlert | None = None
+    ) -> str:
+        """Run (or resume) an admitted execution; steps already recorded are not repeated."""
+        did = decision.execution_id or execution_id(decision.alert_key, decision.playbook)
+        log = self._log.bind(execution_id=did, playbook=decision.playbook, fingerprint=decision.fingerprint)
+        assert decision.target is not None
+        alert = received.alert if received else None
+        if alert is None:
+            from remediator.core.alerts import Alert
+
+            alert = Alert(decision.fingerprint, "firing", {})
+        done = await self.store.step_results(did)
+        executor = self._dry if decision.dry_run else self._live
+        ctx = StepContext(did, alert, decision.target, decision.dry_run, self.clock)
+        channels = playbook.notify if playbook else ()
+        if not done:
+            await self._notify("started", decision, channels)
+        failed = await self._run_steps(decision.steps, done, executor, ctx, log)
+        if failed and decision.on_failure:
+            log.warning("step failed: running on_failure")
+            await self._run_steps(decision.on_failure, done, executor, ctx, log)
+        status = "failed" if failed else ("dry_run" if decision.dry_run else "succeeded")
+        await self.store.finish_execution(did, status, self.clock.now())
+        self.metrics.executions.labels(decision.playbook, status).inc()
+        await self._release(did, succeeded=not failed)
+        log.info("execution finished", result=status)
+        await self._notify(status, decision, channels)
+        return status
+
+    async def _run_steps(
+        self,
+        steps: tuple[PlannedStep, ...],
+        done: dict[tuple[str, int], StepResult],
+        executor: Executor,
+        ctx: StepContext,
+        log: Any,
+    ) -> bool:
+        for step in steps:
+            previous = done.get((step.phase, step.index))
+            if previous is not None:
+                if not previous.ok:
+                    return True
+                continue
+            started = self.clock.now()
+            try:
+                result = await asyncio.wait_for(executor.run(step, ctx), timeout=self.settings.step_timeout)
+            except TimeoutError:
+                result = StepResult("failed", f"step did not finish within {self.settings.step_timeout:.0f}s")
+            except Exception as exc:  # an executor bug must be recorded, not crash the worker
+                log.exception("executor raised", action=step.action)
+                result = StepResult("failed", f"{type(exc).__name__}: {exc}")
+            await self.store.record_step(ctx.execution_id, step, result, started=started, finished=self.clock.now())
+            self.metrics.steps.labels(step.action, result.status).inc()
+            log.info(
+                "step",
+                phase=step.phase,
+                index=step.index,
+                action=step.action,
+                status=result.status,
+                message=result.message,
+            )
+            if not result.ok:
+                return True
+        return False
+
+    async def _notify(self, event: str, decision: Decision, channels: tuple[str, ...]) -> None:
+        with contextlib.suppress(Exception):
+            await self._notifier.notify(event, decision, {"channels": channels})
+
+    async def resume_unfinished(self) -> int:
+        """After a restart: finish executions that were admitted but not completed."""
+        count = 0
+        for did in await self.store.unfinished_executions():
+            decision = await self.store.decision(did)
+            if decision is None:
+                continue
+            playbook = self._playbooks().by_name(decision.playbook)
+            self._log.warning("resuming interrupted execution", execution_id=did, playbook=decision.playbook)
+            await self.execute(decision, playbook=playbook)
+            count += 1
+        return count

@@ -1,0 +1,140 @@
+"""The seams of the pipeline, as small Protocols.
+
+The pipeline depends on these and on the pure core only; which adapters fill them
+(SQLite or PostgreSQL, memory or Redis, dry-run or Kubernetes, real or virtual
+clock) is the only difference between serve, dry-run and replay.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal, Protocol
+
+from remediator.core.alerts import Alert
+from remediator.core.decisions import Decision, PlannedStep, ResolvedTarget
+from remediator.core.guardrails import Request, Verdict
+
+
+class Clock(Protocol):
+    def now(self) -> datetime:
+        """Wall-clock time, timezone-aware UTC."""
+
+    def monotonic(self) -> float:
+        """Seconds for measuring intervals; never goes backwards."""
+
+    async def sleep(self, seconds: float) -> None: ...
+
+
+@dataclass(frozen=True)
+class ReceivedAlert:
+    alert: Alert
+    received_at: datetime
+    receiver: str = ""
+    group_key: str = ""
+    external_url: str = ""
+
+
+@dataclass(frozen=True)
+class StoredAlert:
+    id: int
+    received: ReceivedAlert
+
+
+StepStatus = Literal["ok", "failed", "planned", "skipped"]
+
+
+@dataclass(frozen=True)
+class StepResult:
+    status: StepStatus
+    message: str = ""
+    before: Mapping[str, Any] | None = None
+    after: Mapping[str, Any] | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("ok", "planned", "skipped")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "message": self.message,
+            "before": self.before,
+            "after": self.after,
+            "details": dict(self.details),
+        }
+
+
+@dataclass(frozen=True)
+class StepContext:
+    execution_id: str
+    alert: Alert
+    target: ResolvedTarget
+    dry_run: bool
+    clock: Clock
+
+
+class Store(Protocol):
+    """Intake and audit: alerts in, decisions and executions out."""
+
+    async def record_alerts(self, alerts: Sequence[ReceivedAlert]) -> int:
+        """Durably store alerts; return how many were new.  Raise StoreUnavailable."""
+
+    async def claim_alerts(self, worker: str, limit: int, lease: float) -> list[StoredAlert]:
+        """Take unprocessed alerts for ``lease`` seconds, oldest first."""
+
+    async def mark_processed(self, alert_id: int) -> None: ...
+
+    async def record_decision(self, decision: Decision) -> bool:
+        """Record once per (alert, playbook); False when it was already recorded."""
+
+    async def decision(self, decision_id: str) -> Decision | None: ...
+
+    async def record_step(
+        self, execution_id: str, step: PlannedStep, result: StepResult, *, started: datetime, finished: datetime
+    ) -> None: ...
+
+    async def step_results(self, execution_id: str) -> dict[tuple[str, int], StepResult]: ...
+
+    async def finish_execution(self, execution_id: str, status: str, finished: datetime) -> None: ...
+
+    async def unfinished_executions(self) -> list[str]: ...
+
+    async def list_executions(
+        self, *, playbook: str | None = None, status: str | None = None, limit: int = 50
+    ) -> list[dict[str, Any]]: ...
+
+    async def get_execution(self, execution_id: str) -> dict[str, Any] | None: ...
+
+    async def ping(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class GuardrailStore(Protocol):
+    """Shared guardrail state; every method raises GuardrailUnavailable when unreachable."""
+
+    async def admit(self, req: Request) -> Verdict: ...
+
+    async def renew(self, req: Request) -> bool: ...
+
+    async def release(self, req: Request, *, succeeded: bool) -> None: ...
+
+    async def paused(self) -> bool: ...
+
+    async def set_paused(self, paused: bool) -> None: ...
+
+    async def ping(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class Executor(Protocol):
+    async def run(self, step: PlannedStep, ctx: StepContext) -> StepResult: ...
+
+
+class Notifier(Protocol):
+    async def notify(self, event: str, decision: Decision, detail: Mapping[str, Any]) -> None:
+        """Queue a notification; must never block or fail the remediation."""

@@ -1,0 +1,195 @@
+"""The wired daemon: every adapter chosen from settings, built and closed in order.
+
+``open_runtime`` is an async context manager so that the HTTP app (through
+aiohttp's ``cleanup_ctx``), the CLI and the tests all build and tear down the same
+way: stores first in, last out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+from aiohttp import web
+
+from remediator.clock import SystemClock
+from remediator.core.errors import ConfigError
+from remediator.core.guardrails import Budget, Policy
+from remediator.executors.plan_only import PlanOnlyExecutor, UnconfiguredExecutor
+from remediator.guardstate.memory import MemoryGuardrails
+from remediator.metrics import Metrics
+from remediator.notify.log import LogNotifier
+from remediator.pipeline import Pipeline, PipelineSettings
+from remediator.playbook_files import PlaybookRepository
+from remediator.ports import Clock, Executor, GuardrailStore, Notifier, Store
+from remediator.settings import Settings
+from remediator.worker import Worker
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    clock: Clock
+    metrics: Metrics
+    store: Store
+    guardrails: GuardrailStore
+    playbooks: PlaybookRepository
+    pipeline: Pipeline
+    worker: Worker
+    tokens: tuple[str, ...]
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def wake(self) -> None:
+        self.worker.wake()
+
+
+RUNTIME = web.AppKey("runtime", Runtime)
+
+
+def guard_policy(settings: Settings) -> Policy:
+    g = settings.guardrails
+    return Policy(
+        budgets=tuple(Budget(b.scope, b.max, b.per) for b in g.budgets),
+        max_running=g.max_running,
+        max_running_per_namespace=g.max_running_per_namespace,
+        breaker_threshold=g.breaker_threshold,
+        breaker_cooloff=g.breaker_cooloff,
+    )
+
+
+async def _open_store(settings: Settings, clock: Clock, stack: contextlib.AsyncExitStack) -> Store:
+    if settings.database_url:
+        try:
+            from remediator.store.postgres import PostgresStore  # type: ignore[import-not-found,unused-ignore]
+        except ImportError:
+            raise ConfigError("database_url is set but the PostgreSQL store is not available in this build") from None
+        store: Store = await PostgresStore.open(settings.database_url, clock)  # pragma: no cover
+    else:
+        from remediator.store.sqlite import SQLiteStore
+
+        store = await SQLiteStore.open(Path(settings.data_dir) / "remediator.db", clock)
+    stack.push_async_callback(store.close)
+    return store
+
+
+async def _open_guardrails(settings: Settings, clock: Clock, stack: contextlib.AsyncExitStack) -> GuardrailStore:
+    policy = guard_policy(settings)
+    if settings.redis_url:
+        try:
+            from remediator.guardstate.redis import RedisGuardrails  # type: ignore[import-not-found,unused-ignore]
+        except ImportError:
+            raise ConfigError("redis_url is set but the Redis guardrail state is not available in this build") from None
+        guard: GuardrailStore = await RedisGuardrails.open(settings.redis_url, policy, clock)  # pragma: no cover
+    else:
+        guard = MemoryGuardrails(policy, clock, Path(settings.data_dir) / "guardrails.json")
+    stack.push_async_callback(guard.close)
+    if settings.guardrails.paused:
+        await guard.set_paused(True)
+    return guard
+
+
+async def _live_executor(settings: Settings, stack: contextlib.AsyncExitStack) -> tuple[Executor, Executor]:
+    """(live, dry) executors: with a cluster, dry-run becomes server-side."""
+    if settings.kubernetes.mode == "none":
+        return UnconfiguredExecutor(), PlanOnlyExecutor()
+    try:
+        from remediator.executors.kube import open_kube_executors  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        raise ConfigError("kubernetes.mode is set but the Kubernetes executor is not available in this build") from None
+    live, dry = await stack.enter_async_context(open_kube_executors(settings))  # pragma: no cover
+    return live, dry
+
+
+@contextlib.asynccontextmanager
+async def open_runtime(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    notifier: Notifier | None = None,
+    executors: tuple[Executor, Executor] | None = None,
+    start_worker: bool = True,
+) -> AsyncIterator[Runtime]:
+    clock = clock or SystemClock()
+    log = structlog.get_logger("remediator")
+    tokens = settings.webhook_tokens()
+    if not tokens and not settings.webhook.insecure_no_auth:
+        raise ConfigError(
+            "no webhook credentials configured: set REMEDIATOR_WEBHOOK_TOKENS or webhook.tokens_file, "
+            "or pass --insecure-no-auth"
+        )
+    metrics = Metrics()
+    repo = PlaybookRepository(settings.playbooks.split(","), channels=None)
+    repo.reload()
+    metrics.playbooks_loaded.set(len(repo.current.playbooks))
+    async with contextlib.AsyncExitStack() as stack:
+        store = await _open_store(settings, clock, stack)
+        guard = await _open_guardrails(settings, clock, stack)
+        live, dry = executors or await _live_executor(settings, stack)
+        pipeline = Pipeline(
+            playbooks=repo,
+            store=store,
+            guardrails=guard,
+            live=live,
+            dry=dry,
+            notifier=notifier or LogNotifier(),
+            clock=clock,
+            settings=PipelineSettings(dry_run=settings.dry_run, step_timeout=settings.worker.step_timeout),
+            metrics=metrics,
+        )
+        worker = Worker(pipeline, settings.worker)
+        rt = Runtime(settings, clock, metrics, store, guard, repo, pipeline, worker, tokens)
+        if start_worker:
+            rt.tasks.append(asyncio.create_task(worker.run(), name="remediator-worker"))
+            rt.tasks.append(asyncio.create_task(_watch_playbooks(rt), name="remediator-playbook-watch"))
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(signal.SIGHUP, lambda: _reload(rt))
+        log.info(
+            "runtime ready",
+            dry_run=settings.dry_run,
+            store="postgresql" if settings.database_url else "embedded",
+            guardrails="redis" if settings.redis_url else "embedded",
+            playbooks=len(repo.current.playbooks),
+        )
+        try:
+            yield rt
+        finally:
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.remove_signal_handler(signal.SIGHUP)
+            await _stop(rt)
+
+
+def _reload(rt: Runtime) -> None:
+    ok = rt.playbooks.reload()
+    rt.metrics.playbook_reloads.labels("ok" if ok else "rejected").inc()
+    rt.metrics.playbooks_loaded.set(len(rt.playbooks.current.playbooks))
+
+
+async def _watch_playbooks(rt: Runtime) -> None:
+    while True:
+        await asyncio.sleep(2.0)
+        if rt.playbooks.changed():
+            _reload(rt)
+
+
+async def _stop(rt: Runtime) -> None:
+    """Staged shutdown: stop taking work, let the current alert finish, then cancel."""
+    rt.worker.stop()
+    timeout = rt.settings.worker.shutdown_timeout
+    for task in rt.tasks:
+        if task.get_name() != "remediator-worker":
+            task.cancel()
+    worker_tasks = [t for t in rt.tasks if t.get_name() == "remediator-worker"]
+    if worker_tasks:
+        _done, pending = await asyncio.wait(worker_tasks, timeout=timeout)
+        for t in pending:
+            structlog.get_logger("remediator").warning(
+                "worker did not finish in time; its alert stays pending and resumes on restart"
+            )
+            t.cancel()
+    await asyncio.gather(*rt.tasks, return_exceptions=True)

@@ -1,0 +1,1 @@
+"""Intake/audit store adapters: embedded SQLite (single node) and PostgreSQL."""

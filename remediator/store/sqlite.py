@@ -1,0 +1,284 @@
+"""Embedded single-node store on SQLite.
+
+Why SQLite: it is in the standard library, durable (WAL + ``synchronous=FULL``
+means a committed alert survives power loss), needs no server, and one file under
+``--data-dir`` is easy to back up.  aiosqlite runs it on a thread so the event loop
+never blocks.  One connection, one writer: that is all a single node needs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from remediator.core.alerts import Alert, format_time, parse_time
+from remediator.core.decisions import Decision, PlannedStep, decision_from_json
+from remediator.core.errors import StoreUnavailable
+from remediator.ports import Clock, ReceivedAlert, StepResult, StoredAlert
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS alerts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    dedup_key TEXT NOT NULL UNIQUE,
+    fingerprint TEXT NOT NULL,
+    status TEXT NOT NULL,
+    alert TEXT NOT NULL,
+    receiver TEXT NOT NULL,
+    group_key TEXT NOT NULL,
+    external_url TEXT NOT NULL DEFAULT '',
+    received_at TEXT NOT NULL,
+    processed INTEGER NOT NULL DEFAULT 0,
+    claimed_by TEXT,
+    claimed_until REAL
+);
+CREATE INDEX IF NOT EXISTS alerts_pending ON alerts (processed, id);
+CREATE TABLE IF NOT EXISTS decisions (
+    id TEXT PRIMARY KEY,
+    alert_key TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    playbook TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    at TEXT NOT NULL,
+    body TEXT NOT NULL,
+    exec_status TEXT,
+    finished_at TEXT,
+    UNIQUE (alert_key, playbook)
+);
+CREATE INDEX IF NOT EXISTS decisions_at ON decisions (at);
+CREATE TABLE IF NOT EXISTS steps (
+    execution_id TEXT NOT NULL,
+    phase TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    action TEXT NOT NULL,
+    params TEXT NOT NULL,
+    result TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    finished_at TEXT NOT NULL,
+    PRIMARY KEY (execution_id, phase, idx)
+);
+"""
+
+
+class SQLiteStore:
+    def __init__(self, conn: aiosqlite.Connection, clock: Clock) -> None:
+        self._db = conn
+        self._clock = clock
+
+    @classmethod
+    async def open(cls, path: str | Path, clock: Clock) -> SQLiteStore:
+        if str(path) != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        conn = await aiosqlite.connect(str(path), isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        await conn.execute("PRAGMA journal_mode=WAL")
+        await conn.execute("PRAGMA synchronous=FULL")
+        await conn.execute("PRAGMA busy_timeout=5000")
+        await conn.executescript(SCHEMA)
+        return cls(conn, clock)
+
+    async def _run(self, sql: str, args: Sequence[Any] = ()) -> aiosqlite.Cursor:
+        try:
+            return await self._db.execute(sql, args)
+        except (sqlite3.OperationalError, ValueError) as exc:  # disk full, closed, locked
+            raise StoreUnavailable(f"embedded store: {exc}") from exc
+
+    async def record_alerts(self, alerts: Sequence[ReceivedAlert]) -> int:
+        rows = [
+            (
+                r.alert.dedup_key,
+                r.alert.fingerprint,
+                r.alert.status,
+                json.dumps(r.alert.to_json()),
+                r.receiver,
+                r.group_key,
+                r.external_url,
+                format_time(r.received_at),
+            )
+            for r in alerts
+        ]
+        try:
+            await self._db.execute("BEGIN IMMEDIATE")
+            before = self._db.total_changes
+            await self._db.executemany(
+                "INSERT OR IGNORE INTO alerts (dedup_key, fingerprint, status, alert, receiver, group_key,"
+                " external_url, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            new = self._db.total_changes - before
+            await self._db.execute("COMMIT")
+        except (sqlite3.Error, ValueError) as exc:
+            with contextlib.suppress(sqlite3.Error, ValueError):
+                await self._db.execute("ROLLBACK")
+            raise StoreUnavailable(f"embedded store: {exc}") from exc
+        return new
+
+    async def claim_alerts(self, worker: str, limit: int, lease: float) -> list[StoredAlert]:
+        now = self._clock.now().timestamp()
+        cur = await self._run(
+            "UPDATE alerts SET claimed_by = ?, claimed_until = ? WHERE id IN ("
+            " SELECT id FROM alerts WHERE processed = 0 AND (claimed_until IS NULL OR claimed_until < ?)"
+            " ORDER BY id LIMIT ?) RETURNING id, alert, receiver, group_key, external_url, received_at",
+            (worker, now + lease, now, limit),
+        )
+        rows = list(await cur.fetchall())
+        rows.sort(key=lambda r: r["id"])
+        return [
+            StoredAlert(
+                r["id"],
+                ReceivedAlert(
+                    Alert.from_json(json.loads(r["alert"])),
+                    parse_time(r["received_at"]),
+                    r["receiver"],
+                    r["group_key"],
+                    r["external_url"],
+                ),
+            )
+            for r in rows
+        ]
+
+    async def mark_processed(self, alert_id: int) -> None:
+        await self._run("UPDATE alerts SET processed = 1, claimed_until = NULL WHERE id = ?", (alert_id,))
+
+    async def count_alerts(self) -> int:
+        cur = await self._run("SELECT count(*) FROM alerts")
+        row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def record_decision(self, decision: Decision) -> bool:
+        from remediator.core.decisions import DecisionKind, execution_id
+
+        did = decision.execution_id or execution_id(decision.alert_key, decision.playbook)
+        status = "pending" if decision.kind is DecisionKind.EXECUTED else None
+        cur = await self._run(
+            "INSERT OR IGNORE INTO decisions (id, alert_key, fingerprint, playbook, kind, at, body, exec_status)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                did,
+                decision.alert_key,
+                decision.fingerprint,
+                decision.playbook,
+                decision.kind.value,
+                format_time(decision.at),
+                json.dumps(decision.to_json()),
+                status,
+            ),
+        )
+        return cur.rowcount == 1
+
+    async def decision(self, decision_id: str) -> Decision | None:
+        cur = await self._run("SELECT body FROM decisions WHERE id = ?", (decision_id,))
+        row = await cur.fetchone()
+        return decision_from_json(json.loads(row["body"])) if row else None
+
+    async def record_step(
+        self, execution_id: str, step: PlannedStep, result: StepResult, *, started: datetime, finished: datetime
+    ) -> None:
+        await self._run(
+            "INSERT OR REPLACE INTO steps (execution_id, phase, idx, action, params, result, started_at, finished_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                execution_id,
+                step.phase,
+                step.index,
+                step.action,
+                json.dumps(step.params, default=str),
+                json.dumps(result.to_json(), default=str),
+                format_time(started),
+                format_time(finished),
+            ),
+        )
+        await self._run(
+            "UPDATE decisions SET exec_status = 'running' WHERE id = ? AND exec_status = 'pending'", (execution_id,)
+        )
+
+    async def step_results(self, execution_id: str) -> dict[tuple[str, int], StepResult]:
+        cur = await self._run("SELECT phase, idx, result FROM steps WHERE execution_id = ?", (execution_id,))
+        out = {}
+        for row in await cur.fetchall():
+            r = json.loads(row["result"])
+            out[(row["phase"], row["idx"])] = StepResult(
+                r["status"], r.get("message", ""), r.get("before"), r.get("after"), r.get("details") or {}
+            )
+        return out
+
+    async def finish_execution(self, execution_id: str, status: str, finished: datetime) -> None:
+        await self._run(
+            "UPDATE decisions SET exec_status = ?, finished_at = ? WHERE id = ?",
+            (status, format_time(finished), execution_id),
+        )
+
+    async def unfinished_executions(self) -> list[str]:
+        cur = await self._run("SELECT id FROM decisions WHERE exec_status IN ('pending', 'running') ORDER BY at")
+        return [r["id"] for r in await cur.fetchall()]
+
+    def _summary(self, row: sqlite3.Row) -> dict[str, Any]:
+        body: dict[str, Any] = json.loads(row["body"])
+        body["id"] = row["id"]
+        body["status"] = row["exec_status"]
+        body["finished_at"] = row["finished_at"]
+        return body
+
+    async def list_executions(
+        self, *, playbook: str | None = None, status: str | None = None, limit: int = 50
+    ) -> list[dict[str, Any]]:
+        sql = "SELECT id, body, exec_status, finished_at FROM decisions WHERE exec_status IS NOT NULL"
+        args: list[Any] = []
+        if playbook:
+            sql += " AND playbook = ?"
+            args.append(playbook)
+        if status:
+            sql += " AND exec_status = ?"
+            args.append(status)
+        sql += " ORDER BY at DESC, rowid DESC LIMIT ?"
+        args.append(limit)
+        cur = await self._run(sql, args)
+        return [self._summary(r) for r in await cur.fetchall()]
+
+    async def list_decisions(self, *, limit: int = 1000) -> list[dict[str, Any]]:
+        cur = await self._run(
+            "SELECT id, body, exec_status, finished_at FROM decisions ORDER BY at, rowid LIMIT ?", (limit,)
+        )
+        return [self._summary(r) for r in await cur.fetchall()]
+
+    async def get_execution(self, execution_id: str) -> dict[str, Any] | None:
+        cur = await self._run(
+            "SELECT id, body, exec_status, finished_at, alert_key FROM decisions WHERE id = ?", (execution_id,)
+        )
+        row = await cur.fetchone()
+        if row is None:
+            return None
+        out = self._summary(row)
+        cur = await self._run("SELECT alert FROM alerts WHERE dedup_key = ?", (row["alert_key"],))
+        alert = await cur.fetchone()
+        out["alert_payload"] = json.loads(alert["alert"]) if alert else None
+        cur = await self._run(
+            "SELECT phase, idx, action, params, result, started_at, finished_at FROM steps"
+            " WHERE execution_id = ? ORDER BY phase = 'on_failure', idx",
+            (execution_id,),
+        )
+        out["results"] = [
+            {
+                "phase": s["phase"],
+                "index": s["idx"],
+                "action": s["action"],
+                "params": json.loads(s["params"]),
+                **json.loads(s["result"]),
+                "started_at": s["started_at"],
+                "finished_at": s["finished_at"],
+            }
+            for s in await cur.fetchall()
+        ]
+        return out
+
+    async def ping(self) -> None:
+        await self._run("SELECT 1")
+
+    async def close(self) -> None:
+        await self._db.close()
