@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
-from dataclasses import dataclass
+import functools
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
 
+from remediator.core.alerts import Alert
 from remediator.core.decisions import Decision, DecisionKind, PlannedStep, execution_id
 from remediator.core.errors import GuardrailUnavailable
 from remediator.core.guardrails import Request
@@ -32,6 +35,12 @@ from remediator.ports import (
     StepResult,
     Store,
 )
+
+
+@dataclass
+class Outcome:
+    decisions: list[Decision]
+    defer_until: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -66,31 +75,60 @@ class Pipeline:
         self._log = structlog.get_logger("remediator.pipeline")
         self._requests: dict[str, Request] = {}
 
-    async def process(self, received: ReceivedAlert) -> list[Decision]:
-        """Decide (and execute) every playbook that selects this alert."""
+    async def process(self, received: ReceivedAlert) -> Outcome:
+        """Decide (and execute) every playbook that selects this alert.
+
+        A playbook still inside its stabilisation window gets no decision yet; the
+        outcome's ``defer_until`` tells the caller when to process the alert again.
+        """
         alert = received.alert
         log = self._log.bind(fingerprint=alert.fingerprint, alertname=alert.alertname, status=alert.status)
         selected = self._playbooks().matching(alert)
         if not selected:
             log.debug("no playbook matches")
-            return [
-                Decision(
-                    alert.dedup_key,
-                    alert.fingerprint,
-                    "",
-                    "",
-                    DecisionKind.NO_MATCH,
-                    "no playbook matches",
-                    self.clock.now(),
-                )
-            ]
-        decisions = []
+            return Outcome(
+                [
+                    Decision(
+                        alert.dedup_key,
+                        alert.fingerprint,
+                        "",
+                        "",
+                        DecisionKind.NO_MATCH,
+                        "no playbook matches",
+                        self.clock.now(),
+                    )
+                ]
+            )
+        outcome = Outcome([])
         for playbook in selected:
             self.metrics.matches.labels(playbook.name).inc()
-            decisions.append(await self._decide_and_run(playbook, received, log.bind(playbook=playbook.name)))
-        return decisions
+            result = await self._decide_and_run(playbook, received, log.bind(playbook=playbook.name))
+            if isinstance(result, Decision):
+                outcome.decisions.append(result)
+            elif outcome.defer_until is None or result < outcome.defer_until:
+                outcome.defer_until = result
+        return outcome
 
-    async def _decide_and_run(self, playbook: Playbook, received: ReceivedAlert, log: Any) -> Decision:
+    async def _stabilisation(
+        self, playbook: Playbook, alert: Alert, now: datetime
+    ) -> tuple[DecisionKind, str] | datetime | None:
+        """``for`` and ``min_occurrences``: a verdict, a time to look again, or None to go on."""
+        g = playbook.guardrails
+        if alert.status != "firing" or (not g.stabilize_for and g.min_occurrences <= 1):
+            return None
+        if await self.store.resolved_for(alert.fingerprint, alert.starts_at):
+            return DecisionKind.RESOLVED_CANCELLED, "alert resolved before its stabilisation window ended"
+        due = alert.starts_at + timedelta(seconds=g.stabilize_for)
+        if now < due:
+            return due
+        if g.min_occurrences > 1:
+            window = timedelta(seconds=g.stabilize_for or 3600.0)
+            seen = await self.store.firing_count(alert.fingerprint, now - window)
+            if seen < g.min_occurrences:
+                return DecisionKind.STABILISING, f"fired {seen} of {g.min_occurrences} times required within {window}"
+        return None
+
+    async def _decide_and_run(self, playbook: Playbook, received: ReceivedAlert, log: Any) -> Decision | datetime:
         alert = received.alert
         did = execution_id(alert.dedup_key, playbook.name)
         log = log.bind(execution_id=did)
@@ -110,12 +148,17 @@ class Pipeline:
         )
         if isinstance(plan, Refusal):
             decision = Decision(kind=DecisionKind.NOT_ALLOWED, reason=plan.reason, target=plan.target, **base)
-        elif alert.status == "resolved" and playbook.match.status == "firing":
-            decision = Decision(kind=DecisionKind.RESOLVED, reason="alert resolved", target=plan.target, **base)
         else:
-            verdict_kind, reason = await self._admit(plan, did, now.timestamp(), log)
+            gate = await self._stabilisation(playbook, alert, now)
+            if isinstance(gate, datetime):
+                log.info("stabilising: will look again", until=gate.isoformat())
+                return gate
+            if gate is not None:
+                kind, reason = gate
+            else:
+                kind, reason = await self._admit(plan, did, now.timestamp(), log)
             decision = Decision(
-                kind=verdict_kind,
+                kind=kind,
                 reason=reason,
                 target=plan.target,
                 steps=plan.steps,
@@ -132,9 +175,10 @@ class Pipeline:
             target=decision.target.key if decision.target else None,
             dry_run=decision.dry_run,
         )
-        if not recorded:  # another worker won the race: it owns the execution
-            if decision.kind is DecisionKind.EXECUTED:
-                await self._release(did, succeeded=True)
+        if not recorded:
+            # Another worker recorded it first (its claim lease had expired under us). It owns
+            # the execution and, having the same execution id, the same lock: leave both alone.
+            self._requests.pop(did, None)
             return await self.store.decision(did) or decision
         if decision.kind is DecisionKind.EXECUTED:
             await self.execute(decision, playbook=playbook, received=received)
@@ -182,8 +226,6 @@ class Pipeline:
         assert decision.target is not None
         alert = received.alert if received else None
         if alert is None:
-            from remediator.core.alerts import Alert
-
             alert = Alert(decision.fingerprint, "firing", {})
         done = await self.store.step_results(did)
         executor = self._dry if decision.dry_run else self._live
@@ -213,13 +255,20 @@ class Pipeline:
     ) -> bool:
         for step in steps:
             previous = done.get((step.phase, step.index))
-            if previous is not None:
+            if previous is not None and previous.finished:
                 if not previous.ok:
                     return True
                 continue
             started = self.clock.now()
+            record_intent = functools.partial(self._record_intent, ctx.execution_id, step, started)
+
+            if previous is None:
+                await self.store.begin_step(ctx.execution_id, step, {}, started=started)
+            else:
+                log.warning("re-checking a step interrupted by a restart", action=step.action)
+            step_ctx = replace(ctx, previous=previous, record_intent=record_intent)
             try:
-                result = await asyncio.wait_for(executor.run(step, ctx), timeout=self.settings.step_timeout)
+                result = await asyncio.wait_for(executor.run(step, step_ctx), timeout=self.settings.step_timeout)
             except TimeoutError:
                 result = StepResult("failed", f"step did not finish within {self.settings.step_timeout:.0f}s")
             except Exception as exc:  # an executor bug must be recorded, not crash the worker
@@ -238,6 +287,11 @@ class Pipeline:
             if not result.ok:
                 return True
         return False
+
+    async def _record_intent(
+        self, execution: str, step: PlannedStep, started: datetime, intent: Mapping[str, Any]
+    ) -> None:
+        await self.store.begin_step(execution, step, intent, started=started)
 
     async def _notify(self, event: str, decision: Decision, channels: tuple[str, ...]) -> None:
         with contextlib.suppress(Exception):

@@ -7,7 +7,7 @@ clock) is the only difference between serve, dry-run and replay.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
@@ -42,7 +42,7 @@ class StoredAlert:
     received: ReceivedAlert
 
 
-StepStatus = Literal["ok", "failed", "planned", "skipped"]
+StepStatus = Literal["ok", "failed", "planned", "skipped", "started"]
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,10 @@ class StepResult:
     def ok(self) -> bool:
         return self.status in ("ok", "planned", "skipped")
 
+    @property
+    def finished(self) -> bool:
+        return self.status != "started"
+
     def to_json(self) -> dict[str, Any]:
         return {
             "status": self.status,
@@ -67,13 +71,27 @@ class StepResult:
         }
 
 
+async def _no_intent(intent: Mapping[str, Any]) -> None:
+    return None
+
+
 @dataclass(frozen=True)
 class StepContext:
+    """What an executor knows about the step it runs.
+
+    ``record_intent`` lets an executor write down the absolute change it is about to make
+    (e.g. ``{"replicas": 6}`` for ``scale by: 2`` from 4) before making it; if the daemon
+    dies mid-step, the resumed step gets that record back as ``previous`` and re-applies
+    the same absolute change instead of adding 2 again.
+    """
+
     execution_id: str
     alert: Alert
     target: ResolvedTarget
     dry_run: bool
     clock: Clock
+    previous: StepResult | None = None
+    record_intent: Callable[[Mapping[str, Any]], Awaitable[None]] = _no_intent
 
 
 class Store(Protocol):
@@ -87,6 +105,16 @@ class Store(Protocol):
 
     async def mark_processed(self, alert_id: int) -> None: ...
 
+    async def defer_alert(self, alert_id: int, until: datetime) -> None:
+        """Release the claim but keep the alert unprocessed and unclaimable before ``until``
+        (stabilisation windows: ``for: 5m`` re-examines the alert when the window ends)."""
+
+    async def resolved_for(self, fingerprint: str, starts_at: datetime) -> bool:
+        """Whether a resolved delivery of this firing episode has been recorded."""
+
+    async def firing_count(self, fingerprint: str, since: datetime) -> int:
+        """Distinct firing episodes (startsAt) recorded for ``fingerprint`` starting at or after ``since``."""
+
     async def record_decision(self, decision: Decision) -> bool:
         """Record once per (alert, playbook); False when it was already recorded."""
 
@@ -95,6 +123,15 @@ class Store(Protocol):
     async def record_step(
         self, execution_id: str, step: PlannedStep, result: StepResult, *, started: datetime, finished: datetime
     ) -> None: ...
+
+    async def begin_step(
+        self, execution_id: str, step: PlannedStep, intent: Mapping[str, Any], *, started: datetime
+    ) -> None:
+        """Write-ahead record of a step about to run, with the absolute values it will apply.
+
+        After a crash, ``step_results`` shows it with status ``started`` and
+        ``details["intent"]``; the executor re-checks the target and re-applies the same
+        intent (idempotent) instead of recomputing a relative change twice."""
 
     async def step_results(self, execution_id: str) -> dict[tuple[str, int], StepResult]: ...
 

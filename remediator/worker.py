@@ -43,8 +43,11 @@ class Worker:
             for item in batch:
                 if self._stopping:
                     return handled  # the claim lease expires; the alert stays durably pending
-                await self.pipeline.process(item.received)
-                await self.pipeline.store.mark_processed(item.id)
+                outcome = await self.pipeline.process(item.received)
+                if outcome.defer_until is not None:
+                    await self.pipeline.store.defer_alert(item.id, outcome.defer_until)
+                else:
+                    await self.pipeline.store.mark_processed(item.id)
                 handled += 1
                 self.processed += 1
         return handled

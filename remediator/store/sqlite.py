@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -81,6 +81,11 @@ class SQLiteStore:
         await conn.execute("PRAGMA synchronous=FULL")
         await conn.execute("PRAGMA busy_timeout=5000")
         await conn.executescript(SCHEMA)
+        # One process owns the embedded store: claims left by a previous (crashed) run
+        # are released at once instead of waiting for their lease.
+        await conn.execute(
+            "UPDATE alerts SET claimed_by = NULL, claimed_until = NULL WHERE processed = 0 AND claimed_by IS NOT NULL"
+        )
         return cls(conn, clock)
 
     async def _run(self, sql: str, args: Sequence[Any] = ()) -> aiosqlite.Cursor:
@@ -146,6 +151,21 @@ class SQLiteStore:
     async def mark_processed(self, alert_id: int) -> None:
         await self._run("UPDATE alerts SET processed = 1, claimed_until = NULL WHERE id = ?", (alert_id,))
 
+    async def defer_alert(self, alert_id: int, until: datetime) -> None:
+        await self._run(
+            "UPDATE alerts SET claimed_by = NULL, claimed_until = ? WHERE id = ?", (until.timestamp(), alert_id)
+        )
+
+    async def resolved_for(self, fingerprint: str, starts_at: datetime) -> bool:
+        key = f"{fingerprint}|{format_time(starts_at)}|resolved"
+        cur = await self._run("SELECT 1 FROM alerts WHERE dedup_key = ?", (key,))
+        return await cur.fetchone() is not None
+
+    async def firing_count(self, fingerprint: str, since: datetime) -> int:
+        cur = await self._run("SELECT alert FROM alerts WHERE fingerprint = ? AND status = 'firing'", (fingerprint,))
+        starts = {json.loads(r["alert"])["startsAt"] for r in await cur.fetchall()}
+        return sum(1 for s in starts if parse_time(s) >= since)
+
     async def count_alerts(self) -> int:
         cur = await self._run("SELECT count(*) FROM alerts")
         row = await cur.fetchone()
@@ -197,6 +217,12 @@ class SQLiteStore:
         await self._run(
             "UPDATE decisions SET exec_status = 'running' WHERE id = ? AND exec_status = 'pending'", (execution_id,)
         )
+
+    async def begin_step(
+        self, execution_id: str, step: PlannedStep, intent: Mapping[str, Any], *, started: datetime
+    ) -> None:
+        result = StepResult("started", "interrupted before it finished", details={"intent": dict(intent)})
+        await self.record_step(execution_id, step, result, started=started, finished=started)
 
     async def step_results(self, execution_id: str) -> dict[tuple[str, int], StepResult]:
         cur = await self._run("SELECT phase, idx, result FROM steps WHERE execution_id = ?", (execution_id,))
