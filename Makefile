@@ -5,6 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 LISTEN ?= 127.0.0.1:8080
+DATA_DIR ?= var
 REMEDIATOR_WEBHOOK_TOKENS ?= dev-token
 export REMEDIATOR_WEBHOOK_TOKENS
 
@@ -20,7 +21,7 @@ venv: $(STAMP)
 
 ## Start the daemon on the embedded default (SQLite + file guardrails under ./var), dry-run, shipped playbooks.
 run: $(STAMP)
-	$(BIN)/remediator serve --dry-run --playbooks playbooks --listen $(LISTEN) --data-dir var
+	$(BIN)/remediator serve --dry-run --playbooks playbooks --listen $(LISTEN) --data-dir $(DATA_DIR)
 
 ## PostgreSQL and Redis on 127.0.0.1, started when they are not running.
 services:

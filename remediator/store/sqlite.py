@@ -128,7 +128,7 @@ class SQLiteStore:
         now = self._clock.now().timestamp()
         cur = await self._run(
             "UPDATE alerts SET claimed_by = ?, claimed_until = ? WHERE id IN ("
-            " SELECT id FROM alerts WHERE processed = 0 AND (claimed_until IS NULL OR claimed_until < ?)"
+            " SELECT id FROM alerts WHERE processed = 0 AND (claimed_until IS NULL OR claimed_until <= ?)"
             " ORDER BY id LIMIT ?) RETURNING id, alert, receiver, group_key, external_url, received_at",
             (worker, now + lease, now, limit),
         )

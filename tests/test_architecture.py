@@ -1,0 +1,65 @@
+"""The core-purity contract: remediator.core does no I/O and reads no clock.
+
+Replay's promise (same decisions as live, on virtual time) depends on it, so it is
+checked on every test run rather than trusted to review.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+CORE = Path(__file__).resolve().parents[1] / "remediator" / "core"
+
+ALLOWED_STDLIB = {
+    "__future__", "typing", "dataclasses", "enum", "re", "json", "hashlib", "datetime", "math",
+    "collections", "types", "itertools", "functools", "contextlib", "string",
+}
+ALLOWED_THIRD_PARTY = {"yaml", "jinja2", "jsonschema"}
+FORBIDDEN_CALLS = ("datetime.now", "datetime.utcnow", "time.time", "time.monotonic", "open(", "date.today")
+
+
+def _imports(path: Path) -> list[tuple[int, str]]:
+    tree = ast.parse(path.read_text(), str(path))
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.append((node.lineno, node.module))
+    return found
+
+
+CORE_FILES = sorted(CORE.glob("*.py"))
+
+
+@pytest.mark.parametrize("path", CORE_FILES, ids=lambda p: p.name)
+def test_core_imports_only_pure_modules(path: Path) -> None:
+    bad = []
+    for line, module in _imports(path):
+        top = module.split(".")[0]
+        if module.startswith("remediator."):
+            if not module.startswith("remediator.core"):
+                bad.append(f"{path.name}:{line}: imports {module} (core may import only remediator.core)")
+        elif top not in ALLOWED_STDLIB | ALLOWED_THIRD_PARTY:
+            bad.append(f"{path.name}:{line}: imports {module}")
+    assert not bad, "\n".join(bad)
+
+
+@pytest.mark.parametrize("path", CORE_FILES, ids=lambda p: p.name)
+def test_core_reads_no_clock_and_no_files(path: Path) -> None:
+    text = path.read_text()
+    assert not [c for c in FORBIDDEN_CALLS if c in text]
+
+
+def test_the_contract_sees_every_core_module() -> None:
+    assert {p.name for p in CORE_FILES} >= {"alerts.py", "matchers.py", "playbooks.py", "planning.py", "guardrails.py"}
+
+
+def test_the_contract_catches_a_violation(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.py"
+    bad.write_text("import socket\nfrom remediator.store import sqlite\n")
+    names = [m for _, m in _imports(bad)]
+    assert "socket" in names and "remediator.store" in names
