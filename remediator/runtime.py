@@ -93,15 +93,15 @@ async def _open_guardrails(settings: Settings, clock: Clock, stack: contextlib.A
     return guard
 
 
-async def _live_executor(settings: Settings, stack: contextlib.AsyncExitStack) -> tuple[Executor, Executor]:
+async def _live_executor(
+    settings: Settings, clock: Clock, stack: contextlib.AsyncExitStack
+) -> tuple[Executor, Executor]:
     """(live, dry) executors: with a cluster, dry-run becomes server-side."""
     if settings.kubernetes.mode == "none":
         return UnconfiguredExecutor(), PlanOnlyExecutor()
-    try:
-        from remediator.executors.kube import open_kube_executors  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        raise ConfigError("kubernetes.mode is set but the Kubernetes executor is not available in this build") from None
-    live, dry = await stack.enter_async_context(open_kube_executors(settings))  # pragma: no cover
+    from remediator.executors.kube import open_kube_executors
+
+    live, dry = await stack.enter_async_context(open_kube_executors(settings, clock))
     return live, dry
 
 
@@ -129,7 +129,7 @@ async def open_runtime(
     async with contextlib.AsyncExitStack() as stack:
         store = await _open_store(settings, clock, stack)
         guard = await _open_guardrails(settings, clock, stack)
-        live, dry = executors or await _live_executor(settings, stack)
+        live, dry = executors or await _live_executor(settings, clock, stack)
         pipeline = Pipeline(
             playbooks=repo,
             store=store,

@@ -63,6 +63,18 @@ def make_plan(playbook: Playbook, alert: Alert, *, global_dry_run: bool) -> Plan
     try:
         steps = _steps(playbook.steps, context, "main")
         on_failure = _steps(playbook.on_failure, context, "on_failure")
+        if playbook.guardrails.max_replicas is not None:
+            # the playbook-wide ceiling travels with each scale step, so the executor clamps to it
+            ceiling = playbook.guardrails.max_replicas
+            steps, on_failure = (
+                tuple(
+                    PlannedStep(s.index, s.action, {**s.params, "max_replicas": ceiling}, s.phase)
+                    if s.action == "scale"
+                    else s
+                    for s in group
+                )
+                for group in (steps, on_failure)
+            )
         rl = playbook.guardrails.rate_limit
         key = render(rl.key, context) if rl and rl.key else target.key
     except TemplateError as exc:

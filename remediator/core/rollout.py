@@ -1,0 +1,203 @@
+"""kubectl's rollout rules, as pure functions over Kubernetes objects (plain dicts).
+
+Sources: kubectl ``pkg/polymorphichelpers`` (rollout_status.go, rollback.go) and
+``pkg/util/deployment``, as summarised in shared/spec/kubernetes.md §3-4.  Keeping
+them pure lets the executor, the tests and replay share one definition of "healthy".
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+REVISION = "deployment.kubernetes.io/revision"
+HASH_LABEL = "pod-template-hash"
+#: Annotations kubectl keeps from the deployment (not copied from the ReplicaSet) on undo.
+SKIP_ANNOTATIONS = frozenset(
+    {
+        "kubectl.kubernetes.io/last-applied-configuration",
+        REVISION,
+        "deployment.kubernetes.io/revision-history",
+        "deployment.kubernetes.io/desired-replicas",
+        "deployment.kubernetes.io/max-replicas",
+        "deprecated.deployment.rollback.to",
+    }
+)
+
+
+@dataclass(frozen=True)
+class Health:
+    done: bool
+    failed: bool
+    message: str
+
+
+def _get(obj: dict[str, Any], *path: str, default: Any = None) -> Any:
+    cur: Any = obj
+    for p in path:
+        if not isinstance(cur, dict) or p not in cur or cur[p] is None:
+            return default
+        cur = cur[p]
+    return cur
+
+
+def deployment_health(dep: dict[str, Any]) -> Health:
+    """kubectl rollout status for a Deployment."""
+    name = _get(dep, "metadata", "name", default="")
+    generation = _get(dep, "metadata", "generation", default=0)
+    observed = _get(dep, "status", "observedGeneration", default=0)
+    if generation > observed:
+        return Health(False, False, "Waiting for deployment spec update to be observed...")
+    for cond in _get(dep, "status", "conditions", default=[]):
+        if cond.get("type") == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded":
+            return Health(False, True, f'deployment "{name}" exceeded its progress deadline')
+    want = _get(dep, "spec", "replicas", default=1)
+    updated = _get(dep, "status", "updatedReplicas", default=0)
+    replicas = _get(dep, "status", "replicas", default=0)
+    available = _get(dep, "status", "availableReplicas", default=0)
+    if updated < want:
+        return Health(False, False, f"{updated} out of {want} new replicas have been updated...")
+    if replicas > updated:
+        return Health(False, False, f"{replicas - updated} old replicas are pending termination...")
+    if available < updated:
+        return Health(False, False, f"{available} of {updated} updated replicas are available...")
+    return Health(True, False, f'deployment "{name}" successfully rolled out')
+
+
+def statefulset_health(sts: dict[str, Any]) -> Health:
+    """kubectl rollout status for a StatefulSet (RollingUpdate strategy)."""
+    strategy = _get(sts, "spec", "updateStrategy", "type", default="RollingUpdate")
+    if strategy != "RollingUpdate":
+        return Health(True, False, f"rollout status is only available for RollingUpdate, not {strategy}")
+    observed = _get(sts, "status", "observedGeneration", default=0)
+    if not observed or observed < _get(sts, "metadata", "generation", default=0):
+        return Health(False, False, "Waiting for statefulset spec update to be observed...")
+    want = _get(sts, "spec", "replicas", default=1)
+    ready = _get(sts, "status", "readyReplicas", default=0)
+    if ready < want:
+        return Health(False, False, f"Waiting for {want - ready} pods to be ready...")
+    partition = _get(sts, "spec", "updateStrategy", "rollingUpdate", "partition", default=0)
+    if partition:
+        updated = _get(sts, "status", "updatedReplicas", default=0)
+        if updated < want - partition:
+            return Health(False, False, f"Waiting for partitioned roll out to finish: {updated} of {want - partition}")
+        return Health(True, False, "partitioned roll out complete")
+    if _get(sts, "status", "updateRevision") != _get(sts, "status", "currentRevision"):
+        return Health(False, False, "waiting for statefulset rolling update to complete")
+    return Health(True, False, "statefulset rolling update complete")
+
+
+def health(kind: str, obj: dict[str, Any]) -> Health:
+    return deployment_health(obj) if kind == "Deployment" else statefulset_health(obj)
+
+
+def revision_of(obj: dict[str, Any]) -> int:
+    try:
+        return int(_get(obj, "metadata", "annotations", REVISION, default="0"))
+    except ValueError:
+        return 0
+
+
+def owned_by(obj: dict[str, Any], uid: str) -> bool:
+    return any(
+        ref.get("controller") and ref.get("uid") == uid for ref in _get(obj, "metadata", "ownerReferences", default=[])
+    )
+
+
+def template_without_hash(template: dict[str, Any]) -> dict[str, Any]:
+    t = copy.deepcopy(template)
+    labels = _get(t, "metadata", "labels")
+    if isinstance(labels, dict):
+        labels.pop(HASH_LABEL, None)
+    return t
+
+
+class RollbackError(ValueError):
+    """kubectl would refuse this rollback; the message is kubectl's."""
+
+
+@dataclass(frozen=True)
+class RollbackPlan:
+    revision: int
+    patch: list[dict[str, Any]] | None  # None: nothing to do (template already matches)
+    message: str
+
+
+def plan_deployment_rollback(
+    dep: dict[str, Any], replicasets: list[dict[str, Any]], to_revision: int = 0
+) -> RollbackPlan:
+    """The JSON patch ``kubectl rollout undo`` would send (spec §3)."""
+    name = _get(dep, "metadata", "name", default="")
+    if _get(dep, "spec", "paused", default=False):
+        raise RollbackError(
+            "you cannot rollback a paused deployment; resume it first with 'kubectl rollout resume' and try again"
+        )
+    uid = _get(dep, "metadata", "uid", default="")
+    owned = [rs for rs in replicasets if owned_by(rs, uid)]
+    by_rev = {revision_of(rs): rs for rs in owned}
+    if to_revision:
+        if to_revision not in by_rev:
+            raise RollbackError(f"unable to find specified revision {to_revision} in history")
+        chosen = to_revision
+    else:
+        revs = sorted(by_rev, reverse=True)
+        if len(revs) < 2:
+            raise RollbackError(f'no rollout history found for deployment "{name}"')
+        chosen = revs[1]
+    rs = by_rev[chosen]
+    target = template_without_hash(_get(rs, "spec", "template", default={}))
+    if target == template_without_hash(_get(dep, "spec", "template", default={})):
+        return RollbackPlan(chosen, None, f"skipped rollback (current template already matches revision {chosen})")
+    dep_ann = _get(dep, "metadata", "annotations", default={}) or {}
+    annotations = {k: v for k, v in dep_ann.items() if k in SKIP_ANNOTATIONS}
+    for k, v in (_get(rs, "metadata", "annotations", default={}) or {}).items():
+        if k not in SKIP_ANNOTATIONS:
+            annotations[k] = v
+    patch = [
+        {"op": "replace", "path": "/spec/template", "value": target},
+        {"op": "add", "path": "/metadata/annotations", "value": annotations},
+    ]
+    return RollbackPlan(chosen, patch, f"rolled back to revision {chosen}")
+
+
+def plan_statefulset_rollback(
+    sts: dict[str, Any], revisions: list[dict[str, Any]], to_revision: int = 0
+) -> tuple[int, dict[str, Any]]:
+    """The strategic-merge patch kubectl sends for a StatefulSet undo: the revision's raw data."""
+    uid = _get(sts, "metadata", "uid", default="")
+    owned = {int(r.get("revision", 0)): r for r in revisions if owned_by(r, uid)}
+    if to_revision:
+        if to_revision not in owned:
+            raise RollbackError(f"unable to find specified revision {to_revision} in history")
+        chosen = to_revision
+    else:
+        revs = sorted(owned, reverse=True)
+        if len(revs) < 2 or revs[1] <= 0:
+            raise RollbackError("no last revision to roll back to")
+        chosen = revs[1]
+    data = owned[chosen].get("data") or {}
+    return chosen, data
+
+
+def diff(before: Any, after: Any, path: str = "") -> list[dict[str, Any]]:
+    """A small structural diff for the audit: which paths changed, from what, to what."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        out = []
+        for key in sorted(set(before) | set(after), key=str):
+            sub = f"{path}/{str(key).replace('~', '~0').replace('/', '~1')}"
+            if key not in before:
+                out.append({"path": sub, "op": "add", "after": after[key]})
+            elif key not in after:
+                out.append({"path": sub, "op": "remove", "before": before[key]})
+            else:
+                out += diff(before[key], after[key], sub)
+        return out
+    if isinstance(before, list) and isinstance(after, list) and len(before) == len(after):
+        out = []
+        for i, (b, a) in enumerate(zip(before, after, strict=True)):
+            out += diff(b, a, f"{path}/{i}")
+        return out
+    if before != after:
+        return [{"path": path or "/", "op": "replace", "before": before, "after": after}]
+    return []

@@ -1,0 +1,407 @@
+"""The Kubernetes executor: each action done exactly as kubectl does it.
+
+Semantics follow shared/spec/kubernetes.md (kubectl's own code paths): the restart
+annotation patch, the scale subresource with optimistic concurrency, a strategic
+merge patch of one env var carrying resourceVersion, rollout-undo's JSON patch, pod
+deletion with a uid precondition, and rollout-status rules over a watch.
+
+Every action reads the object first and records ``before``/``after`` and their
+diff.  With ``server_dry_run`` every mutation carries ``dryRun=All``: the apiserver
+validates it and returns the would-be object, and nothing changes.  Failures are
+classified once (:func:`classify`): 409/429/5xx/timeouts are retried with tenacity
+on the injectable clock (409 re-reads and re-applies, 429 honours Retry-After);
+400/403/404/422 fail at once with the apiserver's own message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from datetime import UTC
+from typing import Any
+
+import aiohttp
+from kubernetes_asyncio import client, config, watch
+from kubernetes_asyncio.client.exceptions import ApiException
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
+
+from remediator.core import rollout
+from remediator.core.decisions import PlannedStep
+from remediator.core.errors import ConfigError, PermanentError, TemporaryError
+from remediator.core.planning import desired_amount
+from remediator.ports import Clock, StepContext, StepResult
+from remediator.settings import KubernetesSettings, Settings
+
+RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
+FIELD_MANAGER = "remediator"
+
+
+def classify(exc: BaseException) -> PermanentError | TemporaryError:
+    """Map a client failure to what the executor should do next."""
+    if isinstance(exc, ApiException):
+        message = exc.reason or ""
+        if exc.body:
+            try:
+                message = json.loads(exc.body).get("message") or message
+            except (ValueError, AttributeError):
+                message = str(exc.body)[:500]
+        text = f"{exc.status} {exc.reason}: {message}"
+        if exc.status == 409:
+            return TemporaryError(text)
+        if exc.status == 429:
+            headers: Mapping[str, str] = exc.headers or {}
+            retry_after = headers.get("Retry-After")
+            try:
+                delay = float(retry_after) if retry_after is not None else None
+            except ValueError:
+                delay = None
+            return TemporaryError(text, delay=delay)
+        if exc.status is not None and (exc.status >= 500 or exc.status == 0):
+            return TemporaryError(text)
+        return PermanentError(text)
+    if isinstance(exc, asyncio.TimeoutError | TimeoutError):
+        return TemporaryError("the Kubernetes API did not answer in time")
+    if isinstance(exc, aiohttp.ClientError | OSError):
+        return TemporaryError(f"cannot reach the Kubernetes API: {exc}")
+    return PermanentError(f"{type(exc).__name__}: {exc}")
+
+
+def _snapshot(obj: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The parts of an object worth keeping in the audit (not managedFields or status noise)."""
+    if obj is None:
+        return None
+    meta = obj.get("metadata") or {}
+    out: dict[str, Any] = {
+        "kind": obj.get("kind"),
+        "metadata": {
+            k: meta.get(k)
+            for k in ("name", "namespace", "uid", "resourceVersion", "generation", "annotations")
+            if meta.get(k) is not None
+        },
+    }
+    if "spec" in obj:
+        out["spec"] = obj["spec"]
+    return out
+
+
+class KubeExecutor:
+    def __init__(
+        self, api: client.ApiClient, clock: Clock, settings: KubernetesSettings, *, server_dry_run: bool = False
+    ) -> None:
+        self.api = api
+        self.apps = client.AppsV1Api(api)
+        self.core = client.CoreV1Api(api)
+        self.clock = clock
+        self.settings = settings
+        self.server_dry_run = server_dry_run
+
+    # -- plumbing -----------------------------------------------------------------
+
+    def _kw(self, mutating: bool = False) -> dict[str, Any]:
+        kw: dict[str, Any] = {"_request_timeout": self.settings.request_timeout}
+        if mutating:
+            kw["field_manager"] = FIELD_MANAGER
+            if self.server_dry_run:
+                kw["dry_run"] = "All"
+        return kw
+
+    def _dict(self, model: Any) -> dict[str, Any]:
+        out: dict[str, Any] = self.api.sanitize_for_serialization(model)
+        return out
+
+    async def _call(self, fn: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await asyncio.wait_for(fn(*args, **kwargs), timeout=self.settings.request_timeout + 1)
+        except (PermanentError, TemporaryError):
+            raise
+        except Exception as exc:
+            raise classify(exc) from exc
+
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, TemporaryError) and exc.delay is not None:
+            return min(exc.delay, 60.0)
+        return float(min(0.2 * 2 ** (state.attempt_number - 1), 10.0) * (0.5 + random.random() / 2))
+
+    async def run(self, step: PlannedStep, ctx: StepContext) -> StepResult:
+        handler = getattr(self, f"_do_{step.action}", None)
+        if handler is None:
+            return StepResult("failed", f"the Kubernetes executor cannot run {step.action!r}")
+        try:
+            async for attempt in AsyncRetrying(
+                stop=stop_after_attempt(max(1, self.settings.retries)),
+                wait=self._wait,
+                retry=retry_if_exception_type(TemporaryError),
+                sleep=self.clock.sleep,
+                reraise=True,
+            ):
+                with attempt:
+                    result: StepResult = await handler(step, ctx)
+            return result
+        except (PermanentError, TemporaryError) as exc:
+            return StepResult("failed", f"{step.action} on {ctx.target.key}: {exc}")
+
+    def _done(
+        self, message: str, before: Mapping[str, Any] | None, after: Mapping[str, Any] | None, **details: Any
+    ) -> StepResult:
+        b, a = _snapshot(before), _snapshot(after)
+        status: Any = "planned" if self.server_dry_run else "ok"
+        prefix = "dry-run (server-side): would have " if self.server_dry_run else ""
+        return StepResult(
+            status, prefix + message, b, a, {**details, "diff": rollout.diff(b, a), "server_side": self.server_dry_run}
+        )
+
+    async def _read(self, ctx: StepContext) -> dict[str, Any]:
+        t = ctx.target
+        fn = self.apps.read_namespaced_deployment if t.kind == "Deployment" else self.apps.read_namespaced_stateful_set
+        return self._dict(await self._call(fn, t.name, t.namespace, **self._kw()))
+
+    async def _patch(self, ctx: StepContext, body: Any, **extra: Any) -> dict[str, Any]:
+        t = ctx.target
+        fn = (
+            self.apps.patch_namespaced_deployment if t.kind == "Deployment" else self.apps.patch_namespaced_stateful_set
+        )
+        return self._dict(await self._call(fn, t.name, t.namespace, body, **self._kw(True), **extra))
+
+    # -- actions ------------------------------------------------------------------
+
+    async def _do_restart(self, step: PlannedStep, ctx: StepContext) -> StepResult:
+        before = await self._read(ctx)
+        if ctx.target.kind == "Deployment" and (before.get("spec") or {}).get("paused"):
+            raise PermanentError("can't restart paused deployment (run rollout resume first)")
+        intent = (ctx.previous.details.get("intent") if ctx.previous else None) or {}
+        stamp = intent.get("restartedAt") or ctx.clock.now().astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        current = ((before["spec"]["template"].get("metadata") or {}).get("annotations") or {}).get(RESTARTED_AT)
+        if current == stamp:
+            return self._done(f"restart at {stamp} was already applied", before, before, restartedAt=stamp)
+        await ctx.record_intent({"restartedAt": stamp})
+        body = {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: stamp}}}}}
+        after = await self._patch(ctx, body)
+        return self._done(f"restarted {ctx.target.key} (restartedAt {stamp})", before, after, restartedAt=stamp)
+
+    async def _do_scale(self, step: PlannedStep, ctx: StepContext) -> StepResult:
+        t = ctx.target
+        if t.kind == "Deployment":
+            read, replace = self.apps.read_namespaced_deployment_scale, self.apps.replace_namespaced_deployment_scale
+        else:
+            read, replace = (
+                self.apps.read_namespaced_stateful_set_scale,
+                self.apps.replace_namespaced_stateful_set_scale,
+            )
+        scale = self._dict(await self._call(read, t.name, t.namespace, **self._kw()))
+        current = int((scale.get("spec") or {}).get("replicas") or 0)
+        intent = (ctx.previous.details.get("intent") if ctx.previous else None) or {}
+        if "replicas" in intent:
+            desired = int(intent["replicas"])
+            origin = int(intent.get("from", current))
+        else:
+            desired = desired_amount(current, step.params, ceiling=step.params.get("max_replicas"))
+            origin = current
+        if desired == current:
+            return self._done(
+                f"{t.key} already has {desired} replicas", scale, scale, **{"from": origin, "to": desired}
+            )
+        await ctx.record_intent({"replicas": desired, "from": origin})
+        body = {**scale, "spec": {"replicas": desired}}
+        after = self._dict(await self._call(replace, t.name, t.namespace, body, **self._kw(True)))
+        return self._done(
+            f"scaled {t.key} from {origin} to {desired} replicas", scale, after, **{"from": origin, "to": desired}
+        )
+
+    async def _do_resize_pool(self, step: PlannedStep, ctx: StepContext) -> StepResult:
+        name, env_name = step.params["container"], step.params["env"]
+        before = await self._read(ctx)
+        containers = before["spec"]["template"]["spec"].get("containers") or []
+        container = next((c for c in containers if c.get("name") == name), None)
+        if container is None:
+            names = ", ".join(c.get("name", "?") for c in containers)
+            raise PermanentError(f"container {name!r} not found in {ctx.target.key} (containers: {names})")
+        entry = next((e for e in container.get("env") or [] if e.get("name") == env_name), None)
+        intent = (ctx.previous.details.get("intent") if ctx.previous else None) or {}
+        current: int | None = None
+        if entry is not None and entry.get("value") is not None:
+            try:
+                current = int(str(entry["value"]).strip())
+            except ValueError:
+                raise PermanentError(
+                    f"env {env_name}={entry['value']!r} in container {name!r} is not a number"
+                ) from None
+        if "value" in intent:
+            desired, origin = int(intent["value"]), intent.get("from")
+        else:
+            if current is None and "to" not in step.params:
+                why = "comes from valueFrom" if entry is not None else "is not set"
+                raise PermanentError(f"env {env_name} in container {name!r} {why}: only `to:` can set it")
+            desired = desired_amount(current or 0, step.params)
+            origin = current
+        if current == desired:
+            return self._done(f"{env_name} is already {desired}", before, before, **{"from": origin, "to": desired})
+        await ctx.record_intent({"value": desired, "from": origin})
+        new_entry: dict[str, Any] = {"name": env_name, "value": str(desired)}
+        if entry is not None and entry.get("valueFrom") is not None:
+            new_entry["valueFrom"] = None
+        body = {
+            "metadata": {"resourceVersion": before["metadata"]["resourceVersion"]},
+            "spec": {"template": {"spec": {"containers": [{"name": name, "env": [new_entry]}]}}},
+        }
+        after = await self._patch(ctx, body)
+        return self._done(
+            f"set {env_name} from {origin} to {desired} in container {name}",
+            before,
+            after,
+            **{"from": origin, "to": desired},
+        )
+
+    async def _do_rollback(self, step: PlannedStep, ctx: StepContext) -> StepResult:
+        t = ctx.target
+        before = await self._read(ctx)
+        to_revision = int(step.params.get("to_revision", 0))
+        try:
+            if t.kind == "Deployment":
+                selector = ",".join(f"{k}={v}" for k, v in before["spec"]["selector"].get("matchLabels", {}).items())
+                rs_list = await self._call(
+                    self.apps.list_namespaced_replica_set, t.namespace, label_selector=selector, **self._kw()
+                )
+                replicasets = [self._dict(rs) for rs in rs_list.items]
+                plan = rollout.plan_deployment_rollback(before, replicasets, to_revision)
+                if plan.patch is None:
+                    return StepResult(
+                        "skipped", plan.message, _snapshot(before), _snapshot(before), {"revision": plan.revision}
+                    )
+                after = await self._patch(ctx, plan.patch)
+                return self._done(plan.message, before, after, revision=plan.revision)
+            selector = ",".join(f"{k}={v}" for k, v in before["spec"]["selector"].get("matchLabels", {}).items())
+            revs = await self._call(
+                self.apps.list_namespaced_controller_revision, t.namespace, label_selector=selector, **self._kw()
+            )
+            revision, data = rollout.plan_statefulset_rollback(before, [self._dict(r) for r in revs.items], to_revision)
+            after = await self._patch(ctx, data)
+            return self._done(f"rolled back to revision {revision}", before, after, revision=revision)
+        except rollout.RollbackError as exc:
+            raise PermanentError(str(exc)) from None
+
+    async def _do_delete_pod(self, step: PlannedStep, ctx: StepContext) -> StepResult:
+        t = ctx.target
+        pod_name = step.params["pod"]
+        owner = await self._read(ctx)
+        intent = (ctx.previous.details.get("intent") if ctx.previous else None) or {}
+        try:
+            pod = self._dict(await self._call(self.core.read_namespaced_pod, pod_name, t.namespace, **self._kw()))
+        except PermanentError as exc:
+            if intent.get("uid") and str(exc).startswith("404"):
+                return self._done(f"pod {pod_name} was already deleted", None, None, pod=pod_name)
+            raise
+        wanted = owner["spec"]["selector"].get("matchLabels", {})
+        labels = pod["metadata"].get("labels") or {}
+        if not wanted or any(labels.get(k) != v for k, v in wanted.items()):
+            raise PermanentError(f"pod {pod_name} does not belong to {t.key}: refusing to delete it")
+        uid = pod["metadata"]["uid"]
+        if intent.get("uid") and intent["uid"] != uid:
+            return self._done(f"pod {pod_name} was already deleted (now a new pod)", pod, None, pod=pod_name)
+        await ctx.record_intent({"uid": uid})
+        options = client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid))
+        kw = self._kw(True)
+        kw.pop("field_manager")
+        result = await self._call(self.core.delete_namespaced_pod, pod_name, t.namespace, body=options, **kw)
+        return self._done(
+            f"deleted pod {pod_name}", pod, self._dict(result) if self.server_dry_run else None, pod=pod_name
+        )
+
+    async def _do_wait_healthy(self, step: PlannedStep, ctx: StepContext) -> StepResult:
+        timeout = float(step.params.get("timeout", 300.0))
+        obj = await self._read(ctx)
+        status = rollout.health(ctx.target.kind, obj)
+        if self.server_dry_run:
+            return StepResult(
+                "planned",
+                f"dry-run: would wait up to {timeout:.0f}s for a healthy rollout; now: {status.message}",
+                details={"server_side": True},
+            )
+        waiter = asyncio.ensure_future(self._watch_until_healthy(ctx, obj))
+        timer = asyncio.ensure_future(ctx.clock.sleep(timeout))
+        try:
+            done, _ = await asyncio.wait({waiter, timer}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (waiter, timer):
+                if not task.done():
+                    task.cancel()
+            await asyncio.gather(waiter, timer, return_exceptions=True)
+        if waiter in done and waiter.exception() is None:
+            final: rollout.Health = waiter.result()
+            if final.failed:
+                raise PermanentError(final.message)
+            return StepResult("ok", final.message)
+        if waiter in done:
+            exc = waiter.exception()
+            raise exc if isinstance(exc, PermanentError | TemporaryError) else classify(exc)  # type: ignore[arg-type]
+        raise PermanentError(f"{ctx.target.key} did not become healthy within {timeout:.0f}s")
+
+    async def _watch_until_healthy(self, ctx: StepContext, obj: dict[str, Any]) -> rollout.Health:
+        t = ctx.target
+        list_fn = (
+            self.apps.list_namespaced_deployment if t.kind == "Deployment" else self.apps.list_namespaced_stateful_set
+        )
+        status = rollout.health(t.kind, obj)
+        version = obj["metadata"]["resourceVersion"]
+        while not (status.done or status.failed):
+            w = watch.Watch()
+            try:
+                async with w.stream(
+                    list_fn,
+                    t.namespace,
+                    field_selector=f"metadata.name={t.name}",
+                    resource_version=version,
+                    timeout_seconds=60,
+                    _request_timeout=70,
+                ) as stream:
+                    async for event in stream:
+                        if event["type"] == "DELETED":
+                            raise PermanentError(f"{t.key} was deleted while waiting for it")
+                        raw = event["raw_object"]
+                        version = raw["metadata"]["resourceVersion"]
+                        status = rollout.health(t.kind, raw)
+                        if status.done or status.failed:
+                            break
+            except ApiException as exc:
+                if exc.status == 410:  # history expired: re-list and watch from the fresh version
+                    obj = await self._read(ctx)
+                    version, status = obj["metadata"]["resourceVersion"], rollout.health(t.kind, obj)
+                    continue
+                raise classify(exc) from exc
+            except (TimeoutError, aiohttp.ClientError) as exc:
+                raise classify(exc) from exc
+        return status
+
+    async def _do_notify(self, step: PlannedStep, ctx: StepContext) -> StepResult:
+        return StepResult("skipped", "notify steps are delivered by the notifier, not the cluster")
+
+
+@contextlib.asynccontextmanager
+async def open_kube_executors(settings: Settings, clock: Clock) -> AsyncIterator[tuple[KubeExecutor, KubeExecutor]]:
+    """(live, server-side dry-run) executors sharing one API client."""
+    k = settings.kubernetes
+    configuration = client.Configuration()
+    try:
+        if k.mode == "incluster":
+            config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        elif k.mode == "kubeconfig":
+            await config.load_kube_config(
+                config_file=k.kubeconfig or None, context=k.context or None, client_configuration=configuration
+            )
+        else:  # auto: in-cluster service account, else KUBECONFIG / ~/.kube/config
+            try:
+                config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+            except config.ConfigException:
+                await config.load_kube_config(
+                    config_file=k.kubeconfig or None, context=k.context or None, client_configuration=configuration
+                )
+    except (config.ConfigException, OSError) as exc:
+        raise ConfigError(f"cannot load Kubernetes configuration ({k.mode}): {exc}") from None
+    api = client.ApiClient(configuration)
+    try:
+        yield KubeExecutor(api, clock, k), KubeExecutor(api, clock, k, server_dry_run=True)
+    finally:
+        await api.close()
