@@ -1,0 +1,88 @@
+"""The HTTP API beyond the webhook: readiness, metrics, executions, kill switch."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from remediator.app import create_app
+from remediator.clock import VirtualClock
+from remediator.runtime import RUNTIME
+from tests.payloads import db_pool_alert, payload
+
+AUTH = {"Authorization": "Bearer t1"}
+
+
+@pytest.fixture
+async def client(settings_factory: Callable[..., Any], vclock: VirtualClock) -> AsyncIterator[TestClient[Any, Any]]:
+    app = create_app(settings_factory(), clock=vclock, start_worker=False)
+    async with TestClient(TestServer(app)) as c:
+        yield c
+
+
+async def post_and_process(client: TestClient[Any, Any], body: dict[str, Any]) -> None:
+    r = await client.post("/webhooks/alertmanager", json=body, headers=AUTH)
+    assert r.status == 200
+    await client.app[RUNTIME].worker.drain()
+
+
+async def test_health_and_readiness(client: TestClient[Any, Any]) -> None:
+    assert (await client.get("/healthz")).status == 200
+    r = await client.get("/readyz")
+    assert r.status == 200
+    assert await r.json() == {"ready": True, "checks": {"playbooks": "ok", "store": "ok", "guardrails": "ok"}}
+
+
+async def test_readiness_fails_when_the_store_is_gone(client: TestClient[Any, Any]) -> None:
+    await client.app[RUNTIME].store.close()
+    r = await client.get("/readyz")
+    assert r.status == 503 and (await r.json())["checks"]["store"].startswith("unavailable")
+    r = await client.post("/webhooks/alertmanager", json=payload(db_pool_alert()), headers=AUTH)
+    assert r.status == 503 and (await r.json())["retry"] is True
+
+
+async def test_metrics_count_what_happened(client: TestClient[Any, Any]) -> None:
+    body = payload(db_pool_alert())
+    await post_and_process(client, body)
+    await post_and_process(client, body)
+    await client.post("/webhooks/alertmanager", data=b"{", headers=AUTH)
+    text = await (await client.get("/metrics")).text()
+    assert 'remediator_alerts_received_total{status="firing"} 2.0' in text
+    assert "remediator_alerts_duplicate_total 1.0" in text
+    assert 'remediator_webhook_rejected_total{reason="malformed"} 1.0' in text
+    assert 'remediator_decisions_total{decision="executed",playbook="db-pool-exhaustion"} 1.0' in text
+    assert 'remediator_executions_total{playbook="db-pool-exhaustion",result="dry_run"} 1.0' in text
+    assert "remediator_webhook_duration_seconds_count 3.0" in text
+
+
+async def test_executions_api_filters_and_detail(client: TestClient[Any, Any]) -> None:
+    await post_and_process(client, payload(db_pool_alert(), db_pool_alert(deployment="billing-api")))
+    listed = (await (await client.get("/api/v1/executions")).json())["executions"]
+    assert len(listed) == 2
+    assert len((await (await client.get("/api/v1/executions?limit=1")).json())["executions"]) == 1
+    assert (await (await client.get("/api/v1/executions?status=failed")).json())["executions"] == []
+    assert len((await (await client.get("/api/v1/executions?playbook=db-pool-exhaustion")).json())["executions"]) == 2
+    assert (await client.get("/api/v1/executions?limit=zero")).status == 400
+    detail = await (await client.get(f"/api/v1/executions/{listed[0]['id']}")).json()
+    assert detail["playbook_version"] and detail["decision"] == "executed" and len(detail["results"]) == 2
+    assert detail["alert_payload"]["labels"]["alertname"] == "HighDatabaseConnectionUsage"
+    missing = await client.get("/api/v1/executions/ex-nope")
+    assert missing.status == 404 and (await missing.json()) == {"error": "no such execution"}
+
+
+async def test_kill_switch_needs_credentials_and_takes_effect(client: TestClient[Any, Any]) -> None:
+    assert (await client.post("/api/v1/pause")).status == 401
+    assert (await client.post("/api/v1/pause", headers=AUTH)).status == 200
+    await post_and_process(client, payload(db_pool_alert()))
+    assert (await (await client.get("/api/v1/executions")).json())["executions"] == []
+    assert (await client.post("/api/v1/resume", headers=AUTH)).status == 200
+    await post_and_process(client, payload(db_pool_alert(deployment="other")))
+    assert len((await (await client.get("/api/v1/executions")).json())["executions"]) == 1
+
+
+async def test_unknown_route_is_a_json_404(client: TestClient[Any, Any]) -> None:
+    r = await client.get("/nope")
+    assert r.status == 404 and "error" in await r.json()
