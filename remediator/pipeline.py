@@ -37,6 +37,23 @@ from remediator.ports import (
 )
 
 
+def guard_request(plan: Plan, did: str, now: float) -> Request:
+    """The guardrail request for a plan; rebuilt identically when an execution resumes."""
+    g = plan.playbook.guardrails
+    return Request(
+        owner=did,
+        playbook=plan.playbook.name,
+        target_key=plan.target.key,
+        limit_key=plan.limit_key,
+        namespace=plan.target.namespace,
+        now=now,
+        rate_max=g.rate_limit.max if g.rate_limit else 0,
+        rate_per=g.rate_limit.per if g.rate_limit else 0.0,
+        cooldown=g.cooldown,
+        lock_ttl=g.lock_ttl,
+    )
+
+
 @dataclass
 class Outcome:
     decisions: list[Decision]
@@ -185,19 +202,7 @@ class Pipeline:
         return decision
 
     async def _admit(self, plan: Plan, did: str, now: float, log: Any) -> tuple[DecisionKind, str]:
-        g = plan.playbook.guardrails
-        req = Request(
-            owner=did,
-            playbook=plan.playbook.name,
-            target_key=plan.target.key,
-            limit_key=plan.limit_key,
-            namespace=plan.target.namespace,
-            now=now,
-            rate_max=g.rate_limit.max if g.rate_limit else 0,
-            rate_per=g.rate_limit.per if g.rate_limit else 0.0,
-            cooldown=g.cooldown,
-            lock_ttl=g.lock_ttl,
-        )
+        req = guard_request(plan, did, now)
         try:
             verdict = await self.guardrails.admit(req)
         except GuardrailUnavailable as exc:
@@ -224,9 +229,7 @@ class Pipeline:
         did = decision.execution_id or execution_id(decision.alert_key, decision.playbook)
         log = self._log.bind(execution_id=did, playbook=decision.playbook, fingerprint=decision.fingerprint)
         assert decision.target is not None
-        alert = received.alert if received else None
-        if alert is None:
-            alert = Alert(decision.fingerprint, "firing", {})
+        alert = received.alert if received else Alert(decision.fingerprint, "firing", {})
         done = await self.store.step_results(did)
         executor = self._dry if decision.dry_run else self._live
         ctx = StepContext(did, alert, decision.target, decision.dry_run, self.clock)
@@ -298,14 +301,25 @@ class Pipeline:
             await self._notifier.notify(event, decision, {"channels": channels})
 
     async def resume_unfinished(self) -> int:
-        """After a restart: finish executions that were admitted but not completed."""
+        """After a restart: finish executions that were admitted but not completed.
+
+        The alert comes back from the store and the guardrail request is rebuilt from
+        the playbook, so the resumed execution releases the lock it still holds.
+        """
         count = 0
         for did in await self.store.unfinished_executions():
             decision = await self.store.decision(did)
             if decision is None:
                 continue
+            record = await self.store.get_execution(did)
+            raw_alert = (record or {}).get("alert_payload")
+            received = ReceivedAlert(Alert.from_json(raw_alert), self.clock.now()) if raw_alert else None
             playbook = self._playbooks().by_name(decision.playbook)
+            if playbook is not None and received is not None:
+                plan = make_plan(playbook, received.alert, global_dry_run=self.settings.dry_run)
+                if isinstance(plan, Plan):
+                    self._requests[did] = guard_request(plan, did, self.clock.now().timestamp())
             self._log.warning("resuming interrupted execution", execution_id=did, playbook=decision.playbook)
-            await self.execute(decision, playbook=playbook)
+            await self.execute(decision, playbook=playbook, received=received)
             count += 1
         return count

@@ -161,7 +161,9 @@ async def test_interrupted_execution_resumes_without_repeating_steps(settings_fa
             await task
     second = Recorder()
     async with open_runtime(settings, clock=vclock, executors=(second, second), start_worker=False) as rt:
+        assert list(rt.guardrails.state.locks) == ["Deployment/shop/web"]  # held across the crash
         assert await rt.pipeline.resume_unfinished() == 1
+        assert rt.guardrails.state.locks == {}  # released by the resumed execution
         [ex] = await rt.store.list_executions()
         full = await rt.store.get_execution(ex["id"])
     # restart ran once (before the crash); scale was re-checked with its recorded intent; wait ran once
