@@ -9,6 +9,7 @@ never blocks.  One connection, one writer: that is all a single node needs.
 from __future__ import annotations
 
 import contextlib
+import asyncio
 import json
 import sqlite3
 from collections.abc import Mapping, Sequence
@@ -70,6 +71,9 @@ class SQLiteStore:
     def __init__(self, conn: aiosqlite.Connection, clock: Clock) -> None:
         self._db = conn
         self._clock = clock
+        # One connection means one transaction at a time: concurrent webhook requests
+        # must not interleave BEGIN/COMMIT on it.
+        self._tx = asyncio.Lock()
 
     @classmethod
     async def open(cls, path: str | Path, clock: Clock) -> SQLiteStore:
@@ -90,7 +94,8 @@ class SQLiteStore:
 
     async def _run(self, sql: str, args: Sequence[Any] = ()) -> aiosqlite.Cursor:
         try:
-            return await self._db.execute(sql, args)
+            async with self._tx:
+                return await self._db.execute(sql, args)
         except (sqlite3.OperationalError, ValueError) as exc:  # disk full, closed, locked
             raise StoreUnavailable(f"embedded store: {exc}") from exc
 
@@ -108,6 +113,10 @@ class SQLiteStore:
             )
             for r in alerts
         ]
+        async with self._tx:
+            return await self._insert_alerts(rows)
+
+    async def _insert_alerts(self, rows: Sequence[tuple[str, ...]]) -> int:
         try:
             await self._db.execute("BEGIN IMMEDIATE")
             before = self._db.total_changes

@@ -86,3 +86,12 @@ async def test_kill_switch_needs_credentials_and_takes_effect(client: TestClient
 async def test_unknown_route_is_a_json_404(client: TestClient[Any, Any]) -> None:
     r = await client.get("/nope")
     assert r.status == 404 and "error" in await r.json()
+
+
+async def test_concurrent_deliveries_are_all_recorded(client: TestClient[Any, Any]) -> None:
+    import asyncio
+
+    bodies = [payload(db_pool_alert(deployment=f"svc-{i}")) for i in range(30)]
+    answers = await asyncio.gather(*(client.post("/webhooks/alertmanager", json=b, headers=AUTH) for b in bodies))
+    assert [r.status for r in answers] == [200] * 30
+    assert await client.app[RUNTIME].store.count_alerts() == 30
