@@ -8,8 +8,8 @@ never blocks.  One connection, one writer: that is all a single node needs.
 
 from __future__ import annotations
 
-import contextlib
 import asyncio
+import contextlib
 import json
 import sqlite3
 from collections.abc import Mapping, Sequence
@@ -74,6 +74,7 @@ class SQLiteStore:
         # One connection means one transaction at a time: concurrent webhook requests
         # must not interleave BEGIN/COMMIT on it.
         self._tx = asyncio.Lock()
+        self._pending: list[tuple[list[tuple[str, ...]], asyncio.Future[int]]] = []
 
     @classmethod
     async def open(cls, path: str | Path, clock: Clock) -> SQLiteStore:
@@ -100,7 +101,7 @@ class SQLiteStore:
             raise StoreUnavailable(f"embedded store: {exc}") from exc
 
     async def record_alerts(self, alerts: Sequence[ReceivedAlert]) -> int:
-        rows = [
+        rows: list[tuple[str, ...]] = [
             (
                 r.alert.dedup_key,
                 r.alert.fingerprint,
@@ -113,25 +114,41 @@ class SQLiteStore:
             )
             for r in alerts
         ]
+        # Group commit: requests that arrive while a commit is in flight share the next
+        # one, so concurrent webhooks cost one fsync per batch rather than one each.
+        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._pending.append((rows, done))
         async with self._tx:
-            return await self._insert_alerts(rows)
+            if not done.done():
+                batch, self._pending = self._pending, []
+                try:
+                    counts = await self._insert_batches([r for r, _ in batch])
+                except StoreUnavailable as exc:
+                    for _, fut in batch:
+                        fut.set_exception(exc)
+                else:
+                    for (_, fut), count in zip(batch, counts, strict=True):
+                        fut.set_result(count)
+        return await done
 
-    async def _insert_alerts(self, rows: Sequence[tuple[str, ...]]) -> int:
+    async def _insert_batches(self, batches: list[list[tuple[str, ...]]]) -> list[int]:
+        counts = []
         try:
             await self._db.execute("BEGIN IMMEDIATE")
-            before = self._db.total_changes
-            await self._db.executemany(
-                "INSERT OR IGNORE INTO alerts (dedup_key, fingerprint, status, alert, receiver, group_key,"
-                " external_url, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            )
-            new = self._db.total_changes - before
+            for rows in batches:
+                before = self._db.total_changes
+                await self._db.executemany(
+                    "INSERT OR IGNORE INTO alerts (dedup_key, fingerprint, status, alert, receiver, group_key,"
+                    " external_url, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+                counts.append(self._db.total_changes - before)
             await self._db.execute("COMMIT")
         except (sqlite3.Error, ValueError) as exc:
             with contextlib.suppress(sqlite3.Error, ValueError):
                 await self._db.execute("ROLLBACK")
             raise StoreUnavailable(f"embedded store: {exc}") from exc
-        return new
+        return counts
 
     async def claim_alerts(self, worker: str, limit: int, lease: float) -> list[StoredAlert]:
         now = self._clock.now().timestamp()
