@@ -99,13 +99,200 @@ def cmd_validate(args: argparse.Namespace) -> int:
     for p in missing:
         problems.append(f"{p}:1: no such file or directory")
     pset, found = load_paths([p for p in args.paths if p not in missing], channels)
-    problems += [str(p) for p in found]
+    files: dict[str, int] = {}  # files in the order given, each file's problems by line
+    for p in found:
+        files.setdefault(p.path, len(files))
+    problems += [str(p) for p in sorted(found, key=lambda p: (files[p.path], p.line))]
     for line in problems:
         print(line)
     if problems:
         return 1
     print(f"ok: {len(pset.playbooks)} playbook(s) valid", file=sys.stderr)
     return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from remediator.logs import configure
+    from remediator.playbook_files import load_paths
+    from remediator.replay import ReplayInputError
+    from remediator.replay_report import run_replay
+
+    try:
+        settings = _settings(args)
+    except ConfigError as exc:
+        print(f"remediator: configuration error: {exc}", file=sys.stderr)
+        return 2
+    configure(settings.log.format, "warning")  # decisions go to stdout; only trouble to stderr
+    sets = []
+    for paths in [settings.playbooks.split(",")] + ([[args.compare]] if args.compare else []):
+        missing = [p for p in paths if not Path(p).exists()]
+        pset, problems = load_paths([p for p in paths if p not in missing])
+        found = [f"{p}:1: no such file or directory" for p in missing] + [str(p) for p in problems]
+        if found:
+            print("\n".join(found), file=sys.stderr)
+            return 1
+        sets.append(pset)
+    try:
+        with open(args.file, "rb"):
+            pass
+    except OSError as exc:
+        print(f"{args.file}:1: cannot read: {exc.strerror}", file=sys.stderr)
+        return 1
+    kwargs: dict[str, Any] = dict(
+        fmt=args.format, summary_only=args.summary, kube=args.kube, reorder_window=args.reorder_window
+    )
+    try:
+        run_replay(args.file, sets, settings, sys.stdout, **kwargs)
+    except ReplayInputError as exc:
+        sys.stdout.flush()
+        print(exc, file=sys.stderr)
+        return 1
+    except ConfigError as exc:  # --kube without a usable cluster configuration
+        print(f"remediator: configuration error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    from remediator.logs import configure
+    from remediator.playbook_tests import run_tests
+
+    try:
+        settings = _settings(args)
+    except ConfigError as exc:
+        print(f"remediator: configuration error: {exc}", file=sys.stderr)
+        return 2
+    configure(settings.log.format, "warning")
+    return run_tests(args.path, settings, sys.stdout)
+
+
+def _add_replay_commands(sub: Any) -> None:
+    from remediator.replay import DEFAULT_REORDER_WINDOW
+
+    replay = sub.add_parser("replay", help="replay past alerts in dry-run on a virtual clock")
+    replay.add_argument("file", help="JSON Lines: webhook payloads, wrapped payloads or control lines")
+    replay.add_argument("--playbooks", help="playbook directory (default: the configured one)")
+    replay.add_argument("--compare", metavar="DIR2", help="replay against this playbook set too and print what changed")
+    replay.add_argument("--format", choices=("table", "json"), default="table")
+    replay.add_argument("--summary", action="store_true", help="print only the summary (counts), not every decision")
+    replay.add_argument("--config")
+    replay.add_argument("--kube", action="store_true", help="server-side dry-run against the configured cluster")
+    replay.add_argument(
+        "--reorder-window",
+        type=float,
+        default=DEFAULT_REORDER_WINDOW,
+        metavar="SECONDS",
+        help="how far out of time order the input may be (default %(default).0f)",
+    )
+    replay.set_defaults(func=cmd_replay)
+
+    test = sub.add_parser("test", help="run playbook test cases (*.test.yaml)")
+    test.add_argument("path", help="a directory searched for *.test.yaml files, or one test file")
+    test.add_argument("--config")
+    test.set_defaults(func=cmd_test)
+
+
+def _store_command(args: argparse.Namespace, run: Any) -> int:
+    """Run ``run(settings)`` for a store command: 2 on bad configuration, 1 when the store is unreachable."""
+    from remediator.core.errors import StoreUnavailable
+
+    try:
+        code: int = asyncio.run(run(_settings(args)))
+        return code
+    except ConfigError as exc:
+        print(f"remediator: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except StoreUnavailable as exc:
+        print(f"remediator: store unavailable: {exc}", file=sys.stderr)
+        return 1
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from remediator.clock import SystemClock
+
+    async def run(settings: Any) -> int:
+        if not settings.database_url:  # the embedded schema is created and upgraded whenever it is opened
+            from remediator.store.sqlite import SQLiteStore
+            from remediator.store.tools import embedded_path
+
+            await (await SQLiteStore.open(embedded_path(settings), SystemClock(), recover=False)).close()
+            print(f"embedded store schema up to date: {embedded_path(settings)}")
+            return 0
+        from remediator.store.postgres import PostgresStore
+
+        store = await PostgresStore.open(settings.database_url, SystemClock(), migrate_schema=False)
+        try:
+            applied = await store.migrate()
+        finally:
+            await store.close()
+        print(f"applied migrations: {', '.join(map(str, applied))}" if applied else "schema up to date")
+        return 0
+
+    return _store_command(args, run)
+
+
+def _when(text: str | None, default: Any) -> Any:
+    """RFC 3339, or a duration meaning that long ago (``--since 24h``)."""
+    from datetime import UTC, datetime, timedelta
+
+    from remediator.core.alerts import parse_time
+    from remediator.core.durations import parse_duration
+    from remediator.core.errors import InvalidInput
+
+    if not text:
+        return default
+    with contextlib.suppress(InvalidInput):
+        return parse_time(text)
+    try:
+        return datetime.now(UTC) - timedelta(seconds=parse_duration(text))
+    except InvalidInput:
+        raise ConfigError(f"{text!r} is neither an RFC 3339 time nor a duration such as 24h") from None
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from remediator.store.tools import export_alerts, open_store
+
+    async def run(settings: Any) -> int:
+        since = _when(args.since, datetime(1, 1, 1, tzinfo=UTC))
+        until = _when(args.until, datetime(9999, 12, 31, tzinfo=UTC))
+        store = await open_store(settings)
+        try:
+            count = await export_alerts(store, since, until, out)
+        finally:
+            await store.close()
+        print(f"exported {count} alert(s)", file=sys.stderr)
+        return 0
+
+    to_file = bool(args.output) and args.output != "-"
+    try:
+        out = open(args.output, "w") if to_file else sys.stdout  # noqa: SIM115 - closed below
+    except OSError as exc:
+        print(f"{args.output}: cannot write: {exc.strerror}", file=sys.stderr)
+        return 1
+    try:
+        return _store_command(args, run)
+    finally:
+        if to_file:
+            out.close()
+
+
+def _add_store_commands(sub: Any) -> None:
+    migrate = sub.add_parser("migrate", help="create or upgrade the store's schema")
+    migrate.add_argument("--config")
+    migrate.add_argument("--database-url")
+    migrate.add_argument("--data-dir")
+    migrate.set_defaults(func=cmd_migrate)
+
+    export = sub.add_parser("export", help="recorded alerts as JSON Lines that `remediator replay` accepts")
+    export.add_argument("--since", help="RFC 3339 time, or a duration meaning that long ago (24h)")
+    export.add_argument("--until", help="RFC 3339 time, or a duration meaning that long ago (exclusive)")
+    export.add_argument("--output", "-o", help="file to write (default: standard output)")
+    export.add_argument("--config")
+    export.add_argument("--database-url")
+    export.add_argument("--data-dir")
+    export.set_defaults(func=cmd_export)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -133,6 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("paths", nargs="+")
     validate.add_argument("--config")
     validate.set_defaults(func=cmd_validate)
+    _add_replay_commands(sub)
+    _add_store_commands(sub)
     return parser
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hmac
 import json
 import time
@@ -146,6 +147,10 @@ async def readyz(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
+    # Breaker and pause gauges mirror the shared state as of this scrape; when it is unreachable the
+    # last values stay and remediator_guardrail_unavailable_total and /readyz tell the story.
+    with contextlib.suppress(GuardrailUnavailable):
+        await rt.pipeline.guardrail_status()
     resp = web.Response(body=generate_latest(rt.metrics.registry))
     resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
     return resp
@@ -162,11 +167,15 @@ async def list_executions(request: web.Request) -> web.Response:
         return _error(400, "limit must be between 1 and 1000")
     try:
         items = await rt.store.list_executions(
-            playbook=q.get("playbook") or None, status=q.get("status") or None, limit=limit
+            playbook=q.get("playbook") or None,
+            status=q.get("status") or None,
+            limit=limit,
+            before=q.get("before") or None,
         )
     except StoreUnavailable:
         return _error(503, "store unavailable")
-    return web.json_response({"executions": items})
+    # the cursor for the next page: pass it back as ?before=
+    return web.json_response({"executions": items, "next": items[-1]["id"] if len(items) == limit else None})
 
 
 async def get_execution(request: web.Request) -> web.Response:
@@ -178,6 +187,17 @@ async def get_execution(request: web.Request) -> web.Response:
     if item is None:
         return _error(404, "no such execution")
     return web.json_response(item)
+
+
+async def guardrails(request: web.Request) -> web.Response:
+    """The kill switch and every playbook's circuit breaker, as all replicas share them."""
+    rt = request.app[RUNTIME]
+    try:
+        status = await rt.pipeline.guardrail_status()
+    except GuardrailUnavailable as exc:
+        return _error(503, f"guardrail state unreachable: {exc}")
+    breakers = {name: view.to_json() for name, view in status.breakers.items()}
+    return web.json_response({"paused": status.paused, "breakers": breakers})
 
 
 async def _set_paused(request: web.Request, paused: bool) -> web.Response:
@@ -223,6 +243,7 @@ def routes(app: web.Application) -> None:
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/api/v1/executions", list_executions)
     app.router.add_get("/api/v1/executions/{id}", get_execution)
+    app.router.add_get("/api/v1/guardrails", guardrails)
     app.router.add_post("/api/v1/pause", pause)
     app.router.add_post("/api/v1/resume", resume)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from remediator.core.guardrails import BreakerState, GuardStatus
+
 
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
@@ -48,3 +50,30 @@ class Metrics:
             "remediator_playbook_reloads_total", "Playbook reload attempts", ["result"], registry=r
         )
         self.paused = Gauge("remediator_paused", "1 while the kill switch is engaged", registry=r)
+        self.breaker_state = Gauge(
+            "remediator_circuit_breaker_state",
+            "1 for each playbook's current circuit breaker state (closed, open, half_open)",
+            ["playbook", "state"],
+            registry=r,
+        )
+        self.breaker_failures = Gauge(
+            "remediator_circuit_breaker_consecutive_failures",
+            "Consecutive failed executions per playbook (reset by a success)",
+            ["playbook"],
+            registry=r,
+        )
+        self.guardrail_locks_lost = Counter(
+            "remediator_guardrail_locks_lost_total",
+            "Executions whose target lock lapsed or was taken while they ran (renewal failed)",
+            registry=r,
+        )
+
+    def show_guardrails(self, status: GuardStatus) -> None:
+        """Mirror the shared guardrail state: every replica reports the same breakers and pause."""
+        self.paused.set(1 if status.paused else 0)
+        self.breaker_state.clear()
+        self.breaker_failures.clear()
+        for name, view in status.breakers.items():
+            for state in BreakerState:
+                self.breaker_state.labels(name, state.value).set(1 if state is view.state else 0)
+            self.breaker_failures.labels(name).set(view.failures)

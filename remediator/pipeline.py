@@ -11,6 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import os
+import secrets
+import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -20,8 +23,8 @@ import structlog
 
 from remediator.core.alerts import Alert
 from remediator.core.decisions import Decision, DecisionKind, PlannedStep, execution_id
-from remediator.core.errors import GuardrailUnavailable
-from remediator.core.guardrails import Request
+from remediator.core.errors import GuardrailUnavailable, StoreUnavailable
+from remediator.core.guardrails import GuardStatus, Request, with_playbooks
 from remediator.core.planning import Plan, Refusal, make_plan
 from remediator.core.playbooks import Playbook, PlaybookSet
 from remediator.metrics import Metrics
@@ -64,6 +67,11 @@ class Outcome:
 class PipelineSettings:
     dry_run: bool = True
     step_timeout: float = 900.0
+    execution_lease: float = 300.0  # how long a dead replica's execution waits before another resumes it
+
+
+class _LeaseLost(Exception):
+    """Another replica took over this execution (our lease ran out): stop touching it."""
 
 
 class Pipeline:
@@ -79,7 +87,12 @@ class Pipeline:
         clock: Clock,
         settings: PipelineSettings,
         metrics: Metrics | None = None,
+        owner: str | None = None,
     ) -> None:
+        # Who holds execution leases: unique per Pipeline, so replicas (and tests running
+        # several pipelines in one process) never mistake each other's lease for their own.
+        self.owner = owner or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        self._running: dict[str, float] = {}  # execution id -> clock.monotonic() of its last lease renewal
         self._playbooks = playbooks
         self.store = store
         self.guardrails = guardrails
@@ -100,6 +113,8 @@ class Pipeline:
         """
         alert = received.alert
         log = self._log.bind(fingerprint=alert.fingerprint, alertname=alert.alertname, status=alert.status)
+        if alert.status == "resolved":
+            await self._notify_resolved(alert)
         selected = self._playbooks().matching(alert)
         if not selected:
             log.debug("no playbook matches")
@@ -199,6 +214,8 @@ class Pipeline:
             return await self.store.decision(did) or decision
         if decision.kind is DecisionKind.EXECUTED:
             await self.execute(decision, playbook=playbook, received=received)
+        elif decision.kind is not DecisionKind.RESOLVED:
+            await self._notify("skipped", decision, playbook.notify, alert=alert)  # channels opt in to "skipped"
         return decision
 
     async def _admit(self, plan: Plan, did: str, now: float, log: Any) -> tuple[DecisionKind, str]:
@@ -225,6 +242,79 @@ class Pipeline:
     async def execute(
         self, decision: Decision, *, playbook: Playbook | None = None, received: ReceivedAlert | None = None
     ) -> str:
+        """Run (or resume) an execution, holding its lease in the store meanwhile.
+
+        The lease, renewed while the execution runs and re-checked before a step whenever
+        it is not fresh, is what stops two replicas from running the same execution; when a
+        replica dies its lease runs out and another replica's ``resume_unfinished`` takes
+        the execution over.
+        """
+        did = decision.execution_id or execution_id(decision.alert_key, decision.playbook)
+        try:
+            await self._hold_lease(did)
+        except _LeaseLost:
+            self._requests.pop(did, None)  # the holder owns the guardrail lock too (same owner id)
+            self._log.info("execution is held by another replica", execution_id=did)
+            return "held_elsewhere"
+        heartbeat = asyncio.create_task(self._keep_lease(did))
+        renewal = asyncio.create_task(self._keep_guard_lock(did))
+        try:
+            return await self._execute_held(decision, playbook=playbook, received=received)
+        except _LeaseLost:
+            self._requests.pop(did, None)
+            self._log.error("lost the execution lease: another replica resumes it", execution_id=did)
+            return "lease_lost"
+        finally:
+            self._running.pop(did, None)
+            heartbeat.cancel()
+            renewal.cancel()
+
+    async def _hold_lease(self, did: str) -> None:
+        """Take or renew the lease unless renewed within the last third of it; raise _LeaseLost if taken."""
+        lease = self.settings.execution_lease
+        if did in self._running and self.clock.monotonic() - self._running[did] < lease / 3:
+            return
+        if not await self.store.claim_execution(did, self.owner, lease):
+            raise _LeaseLost(did)
+        self._running[did] = self.clock.monotonic()
+
+    async def _keep_lease(self, did: str) -> None:
+        """Renew while a long step (wait_healthy can take minutes) keeps the step loop away."""
+        while True:
+            await self.clock.sleep(self.settings.execution_lease / 3)
+            with contextlib.suppress(StoreUnavailable):  # the next renewal or the next step's check decides
+                try:
+                    await self._hold_lease(did)
+                except _LeaseLost:
+                    return
+
+    async def _keep_guard_lock(self, did: str) -> None:
+        """Renew the guardrail lock (and concurrency slot) every third of its TTL while the execution runs.
+
+        Only a holder that stopped renewing (crashed, cut off) loses its lock to the TTL.
+        """
+        while (req := self._requests.get(did)) is not None:
+            await self.clock.sleep(req.lock_ttl / 3)
+            if did not in self._requests:  # released meanwhile
+                return
+            try:
+                if not await self.guardrails.renew(req):
+                    self.metrics.guardrail_locks_lost.inc()
+                    self._log.error("guardrail lock lapsed or taken: the target is no longer protected",
+                                    execution_id=did, target=req.target_key)
+                    return
+            except GuardrailUnavailable as exc:  # retried next round; the TTL leaves two more
+                self._log.warning("could not renew the guardrail lock", execution_id=did, error=str(exc))
+
+    async def guardrail_status(self) -> GuardStatus:
+        """The shared kill switch and circuit breakers, mirrored into this replica's gauges."""
+        status = with_playbooks(await self.guardrails.status(), [p.name for p in self._playbooks().playbooks])
+        self.metrics.show_guardrails(status)
+        return status
+
+    async def _execute_held(
+        self, decision: Decision, *, playbook: Playbook | None = None, received: ReceivedAlert | None = None
+    ) -> str:
         """Run (or resume) an admitted execution; steps already recorded are not repeated."""
         did = decision.execution_id or execution_id(decision.alert_key, decision.playbook)
         log = self._log.bind(execution_id=did, playbook=decision.playbook, fingerprint=decision.fingerprint)
@@ -235,17 +325,21 @@ class Pipeline:
         ctx = StepContext(did, alert, decision.target, decision.dry_run, self.clock)
         channels = playbook.notify if playbook else ()
         if not done:
-            await self._notify("started", decision, channels)
-        failed = await self._run_steps(decision.steps, done, executor, ctx, log)
+            await self._notify("started", decision, channels, alert=alert)
+        failed = await self._run_steps(decision.steps, done, executor, ctx, log, decision)
         if failed and decision.on_failure:
             log.warning("step failed: running on_failure")
-            await self._run_steps(decision.on_failure, done, executor, ctx, log)
+            await self._run_steps(decision.on_failure, done, executor, ctx, log, decision)
         status = "failed" if failed else ("dry_run" if decision.dry_run else "succeeded")
         await self.store.finish_execution(did, status, self.clock.now())
         self.metrics.executions.labels(decision.playbook, status).inc()
         await self._release(did, succeeded=not failed)
         log.info("execution finished", result=status)
-        await self._notify(status, decision, channels)
+        results: Mapping[tuple[str, int], StepResult] = {}
+        if channels:
+            with contextlib.suppress(Exception):  # a message without step details beats no message
+                results = await self.store.step_results(did)
+        await self._notify(status, decision, channels, alert=alert, results=results)
         return status
 
     async def _run_steps(
@@ -255,6 +349,7 @@ class Pipeline:
         executor: Executor,
         ctx: StepContext,
         log: Any,
+        decision: Decision | None = None,
     ) -> bool:
         for step in steps:
             previous = done.get((step.phase, step.index))
@@ -262,6 +357,7 @@ class Pipeline:
                 if not previous.ok:
                     return True
                 continue
+            await self._hold_lease(ctx.execution_id)  # a paused or cut-off replica finds out here
             started = self.clock.now()
             record_intent = functools.partial(self._record_intent, ctx.execution_id, step, started)
 
@@ -271,7 +367,10 @@ class Pipeline:
                 log.warning("re-checking a step interrupted by a restart", action=step.action)
             step_ctx = replace(ctx, previous=previous, record_intent=record_intent)
             try:
-                result = await asyncio.wait_for(executor.run(step, step_ctx), timeout=self.settings.step_timeout)
+                if step.action == "notify" and decision is not None:
+                    result = await self._notify_step(step, decision, ctx)
+                else:
+                    result = await asyncio.wait_for(executor.run(step, step_ctx), timeout=self.settings.step_timeout)
             except TimeoutError:
                 result = StepResult("failed", f"step did not finish within {self.settings.step_timeout:.0f}s")
             except Exception as exc:  # an executor bug must be recorded, not crash the worker
@@ -296,18 +395,41 @@ class Pipeline:
     ) -> None:
         await self.store.begin_step(execution, step, intent, started=started)
 
-    async def _notify(self, event: str, decision: Decision, channels: tuple[str, ...]) -> None:
+    async def _notify(self, event: str, decision: Decision, channels: tuple[str, ...], **detail: Any) -> None:
+        """Hand an event to the notifier, which only queues it: nothing it does may stop a remediation."""
         with contextlib.suppress(Exception):
-            await self._notifier.notify(event, decision, {"channels": channels})
+            await self._notifier.notify(event, decision, {"channels": channels, **detail})
+
+    async def _notify_step(self, step: PlannedStep, decision: Decision, ctx: StepContext) -> StepResult:
+        """A playbook's ``notify`` step: done once queued; delivery retries on its own."""
+        channel = str(step.params.get("channel", ""))
+        message = str(step.params.get("message", ""))
+        await self._notify("message", decision, (channel,), alert=ctx.alert, message=message, step=step)
+        dry = " (marked dry-run)" if ctx.dry_run else ""
+        return StepResult("ok", f"message queued for channel {channel}{dry}", details={"channel": channel})
+
+    async def _notify_resolved(self, alert: Alert) -> None:
+        """Close the loop: tell the channels of every execution this alert's firing episode caused."""
+        firing = replace(alert, status="firing")
+        for playbook in self._playbooks().matching(firing):
+            if not playbook.notify:
+                continue
+            decision = await self.store.decision(execution_id(firing.dedup_key, playbook.name))
+            if decision is not None and decision.kind is DecisionKind.EXECUTED:
+                results = await self.store.step_results(decision.execution_id or "")
+                await self._notify("resolved", decision, playbook.notify, alert=alert, results=results)
 
     async def resume_unfinished(self) -> int:
-        """After a restart: finish executions that were admitted but not completed.
+        """Finish executions that were admitted but not completed: after a restart, and
+        (called periodically by the worker) those of a replica that died.
 
         The alert comes back from the store and the guardrail request is rebuilt from
         the playbook, so the resumed execution releases the lock it still holds.
         """
         count = 0
-        for did in await self.store.unfinished_executions():
+        for did in await self.store.claim_unfinished(self.owner, self.settings.execution_lease):
+            if did in self._running:
+                continue
             decision = await self.store.decision(did)
             if decision is None:
                 continue

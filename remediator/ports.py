@@ -7,14 +7,14 @@ clock) is the only difference between serve, dry-run and replay.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
 from remediator.core.alerts import Alert
 from remediator.core.decisions import Decision, PlannedStep, ResolvedTarget
-from remediator.core.guardrails import Request, Verdict
+from remediator.core.guardrails import GuardStatus, Request, Verdict
 
 
 class Clock(Protocol):
@@ -101,7 +101,11 @@ class Store(Protocol):
         """Durably store alerts; return how many were new.  Raise StoreUnavailable."""
 
     async def claim_alerts(self, worker: str, limit: int, lease: float) -> list[StoredAlert]:
-        """Take unprocessed alerts for ``lease`` seconds, oldest first."""
+        """Take unprocessed alerts for ``lease`` seconds, oldest first.
+
+        Alerts ``worker`` itself still holds are taken again at once: a worker claims only
+        when it is not working on a batch, so those were left by an aborted one (the
+        store was briefly unreachable) and need not wait for their lease."""
 
     async def mark_processed(self, alert_id: int) -> None: ...
 
@@ -139,9 +143,26 @@ class Store(Protocol):
 
     async def unfinished_executions(self) -> list[str]: ...
 
+    async def claim_execution(self, execution_id: str, worker: str, lease: float) -> bool:
+        """Take or renew ``worker``'s lease on an unfinished execution for ``lease`` seconds.
+
+        False when it is finished or another owner's lease is still running: with several
+        replicas, only the lease holder may run (or resume) an execution."""
+
+    async def claim_unfinished(self, worker: str, lease: float, *, limit: int = 20) -> list[str]:
+        """Claim unfinished executions whose lease ran out (their replica died) or that
+        ``worker`` itself left behind, oldest first."""
+
     async def list_executions(
-        self, *, playbook: str | None = None, status: str | None = None, limit: int = 50
-    ) -> list[dict[str, Any]]: ...
+        self, *, playbook: str | None = None, status: str | None = None, limit: int = 50, before: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Newest first; ``before`` (an execution id) continues a listing after that execution."""
+
+    def alerts_between(self, since: datetime, until: datetime) -> AsyncIterator[StoredAlert]:
+        """Every recorded alert received in ``[since, until)``, oldest first (the export)."""
+
+    async def delete_older_than(self, days: float) -> dict[str, int]:
+        """Retention: delete finished audit and processed alerts older than ``days``, in batches."""
 
     async def get_execution(self, execution_id: str) -> dict[str, Any] | None: ...
 
@@ -162,6 +183,9 @@ class GuardrailStore(Protocol):
     async def paused(self) -> bool: ...
 
     async def set_paused(self, paused: bool) -> None: ...
+
+    async def status(self) -> GuardStatus:
+        """The kill switch and every playbook's circuit breaker, for the API and ``/metrics``."""
 
     async def ping(self) -> None: ...
 

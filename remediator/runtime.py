@@ -23,6 +23,7 @@ from remediator.core.guardrails import Budget, Policy
 from remediator.executors.plan_only import PlanOnlyExecutor, UnconfiguredExecutor
 from remediator.guardstate.memory import MemoryGuardrails
 from remediator.metrics import Metrics
+from remediator.notify.dispatcher import Dispatcher, open_dispatcher
 from remediator.notify.log import LogNotifier
 from remediator.pipeline import Pipeline, PipelineSettings
 from remediator.playbook_files import PlaybookRepository
@@ -43,6 +44,7 @@ class Runtime:
     worker: Worker
     tokens: tuple[str, ...]
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    notifications: Dispatcher | None = None
 
     def wake(self) -> None:
         self.worker.wake()
@@ -86,6 +88,11 @@ async def _open_guardrails(settings: Settings, clock: Clock, stack: contextlib.A
             raise ConfigError("redis_url is set but the Redis guardrail state is not available in this build") from None
         guard: GuardrailStore = await RedisGuardrails.open(settings.redis_url, policy, clock)  # pragma: no cover
     else:
+        if settings.database_url:  # a shared store usually means replicas; embedded guardrails would not be shared
+            structlog.get_logger("remediator").warning(
+                "guardrail state is embedded (no redis_url): with several replicas, rate limits, cooldowns, "
+                "locks and budgets hold per replica, not across them; set redis_url"
+            )
         guard = MemoryGuardrails(policy, clock, Path(settings.data_dir) / "guardrails.json")
     stack.push_async_callback(guard.close)
     if settings.guardrails.paused:
@@ -123,26 +130,34 @@ async def open_runtime(
             "or pass --insecure-no-auth"
         )
     metrics = Metrics()
-    repo = PlaybookRepository(settings.playbooks.split(","), channels=None)
+    repo = PlaybookRepository(settings.playbooks.split(","), channels=list(settings.channels))
     repo.reload()
     metrics.playbooks_loaded.set(len(repo.current.playbooks))
     async with contextlib.AsyncExitStack() as stack:
         store = await _open_store(settings, clock, stack)
         guard = await _open_guardrails(settings, clock, stack)
         live, dry = executors or await _live_executor(settings, clock, stack)
+        # entered after the stores, so queued notifications drain before they close
+        dispatcher = None if notifier else await stack.enter_async_context(
+            open_dispatcher(settings, clock, metrics.registry)
+        )
         pipeline = Pipeline(
             playbooks=repo,
             store=store,
             guardrails=guard,
             live=live,
             dry=dry,
-            notifier=notifier or LogNotifier(),
+            notifier=notifier or dispatcher or LogNotifier(),
             clock=clock,
-            settings=PipelineSettings(dry_run=settings.dry_run, step_timeout=settings.worker.step_timeout),
+            settings=PipelineSettings(
+                dry_run=settings.dry_run,
+                step_timeout=settings.worker.step_timeout,
+                execution_lease=settings.worker.lease,
+            ),
             metrics=metrics,
         )
         worker = Worker(pipeline, settings.worker)
-        rt = Runtime(settings, clock, metrics, store, guard, repo, pipeline, worker, tokens)
+        rt = Runtime(settings, clock, metrics, store, guard, repo, pipeline, worker, tokens, notifications=dispatcher)
         if start_worker:
             rt.tasks.append(asyncio.create_task(worker.run(), name="remediator-worker"))
             rt.tasks.append(asyncio.create_task(_watch_playbooks(rt), name="remediator-playbook-watch"))

@@ -67,6 +67,9 @@ class ChannelSettings:
     routing_key_file: str = ""
     events: tuple[str, ...] = ("started", "succeeded", "failed", "dry_run", "resolved")
     template: str = ""
+    request_timeout: float = 10.0
+    max_attempts: int = 5
+    on_started: str = "acknowledge"  # pagerduty: acknowledge | trigger
 
 
 @dataclass(frozen=True)

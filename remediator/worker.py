@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import socket
 
 import structlog
@@ -24,7 +25,8 @@ class Worker:
     def __init__(self, pipeline: Pipeline, settings: WorkerSettings, name: str | None = None) -> None:
         self.pipeline = pipeline
         self.settings = settings
-        self.name = name or f"{socket.gethostname()}-{os.getpid()}"
+        # Unique per instance: a worker takes back claims under its own name (see Store.claim_alerts).
+        self.name = name or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         self._wake = asyncio.Event()
         self._stopping = False
         self._log = structlog.get_logger("remediator.worker").bind(worker=self.name)
@@ -53,12 +55,12 @@ class Worker:
         return handled
 
     async def run(self) -> None:
-        with contextlib.suppress(StoreUnavailable):
-            resumed = await self.pipeline.resume_unfinished()
-            if resumed:
-                self._log.warning("resumed interrupted executions", count=resumed)
         while not self._stopping:
             try:
+                # Every round, not only at start: another replica may have died mid-execution.
+                resumed = await self.pipeline.resume_unfinished()
+                if resumed:
+                    self._log.warning("resumed interrupted executions", count=resumed)
                 await self.drain()
             except StoreUnavailable as exc:
                 self.pipeline.metrics.store_unavailable.inc()

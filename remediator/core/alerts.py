@@ -7,7 +7,6 @@ failure is a :class:`PayloadError` whose message becomes the 400 reason.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Mapping
@@ -81,13 +80,19 @@ WEBHOOK_SCHEMA: dict[str, Any] = {
 _VALIDATOR = jsonschema.Draft202012Validator(WEBHOOK_SCHEMA)
 _RFC3339 = re.compile(r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:\d{2})$")
 ZERO_TIME = datetime(1, 1, 1, tzinfo=UTC)
+# A \uD800-\uDFFF escape: only then can json.loads produce a string that is not valid Unicode.
+_LONE_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 def parse_time(text: str) -> datetime:
-    """Parse RFC 3339 as Alertmanager writes it (Go: up to nanoseconds, any offset)."""
+    """Parse RFC 3339 as Alertmanager writes it (Go: up to nanoseconds, any offset).
+
+    Python keeps microseconds, so nanoseconds are truncated (never rounded: rounding
+    could move an instant across a second or a day).
+    """
     m = _RFC3339.match(text)
     if not m:
-        raise PayloadError(f"invalid RFC 3339 timestamp {text!r}")
+        raise PayloadError(f"invalid RFC 3339 timestamp {text[:80]!r}")
     frac = (m.group(7) or "")[:6].ljust(6, "0")
     tz = m.group(8)
     iso = f"{m.group(1)}-{m.group(2)}-{m.group(3)}T{m.group(4)}:{m.group(5)}:{m.group(6)}.{frac}"
@@ -96,18 +101,30 @@ def parse_time(text: str) -> datetime:
         return datetime.fromisoformat(iso).astimezone(UTC)
     except ValueError as exc:
         raise PayloadError(f"invalid timestamp {text!r}: {exc}") from None
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00 is before the first representable instant
+        raise PayloadError(f"timestamp {text!r} is out of range") from None
 
 
 def format_time(value: datetime) -> str:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
+_FNV_OFFSET = 14695981039346656037
+_FNV_PRIME = 1099511628211
+_U64 = (1 << 64) - 1
+
+
 def labels_fingerprint(labels: Mapping[str, str]) -> str:
-    """Stable fingerprint for alerts sent without one (older senders, hand-made payloads)."""
-    digest = hashlib.sha256()
-    for k in sorted(labels):
-        digest.update(k.encode() + b"\xff" + labels[k].encode() + b"\xff")
-    return digest.hexdigest()[:16]
+    """The fingerprint Alertmanager itself computes (Prometheus' FNV-1a over sorted labels).
+
+    Used for alerts sent without one (older senders, hand-made payloads, replays), so
+    the same alert dedups to the same record whether or not the sender included it.
+    """
+    h = _FNV_OFFSET
+    for name in sorted(labels):
+        for byte in name.encode() + b"\xff" + labels[name].encode() + b"\xff":
+            h = ((h ^ byte) * _FNV_PRIME) & _U64
+    return f"{h:016x}"
 
 
 @dataclass(frozen=True)
@@ -145,18 +162,25 @@ class Alert:
     @classmethod
     def from_json(cls, raw: Mapping[str, Any]) -> Alert:
         labels = {str(k): str(v) for k, v in raw["labels"].items()}
-        ends = parse_time(raw["endsAt"]) if raw.get("endsAt") else None
+        ends = _field_time(raw, "endsAt") if raw.get("endsAt") else None
         if ends is not None and ends <= ZERO_TIME:
-            ends = None
+            ends = None  # Go's zero time: the alert has no known end
         return cls(
             fingerprint=raw.get("fingerprint") or labels_fingerprint(labels),
             status=raw["status"],
             labels=MappingProxyType(labels),
             annotations=MappingProxyType({str(k): str(v) for k, v in (raw.get("annotations") or {}).items()}),
-            starts_at=parse_time(raw["startsAt"]),
+            starts_at=_field_time(raw, "startsAt"),
             ends_at=ends,
             generator_url=raw.get("generatorURL") or "",
         )
+
+
+def _field_time(raw: Mapping[str, Any], key: str) -> datetime:
+    try:
+        return parse_time(raw[key])
+    except PayloadError as exc:
+        raise PayloadError(f"{key}: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -192,27 +216,103 @@ def _where(path: Any) -> str:
     return "body" + "".join(parts)
 
 
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+_JSON_TYPES = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "a number",
+               float: "a number", type(None): "null"}
+
+
+def _reason(error: jsonschema.ValidationError) -> str:
+    """The schema violation in words, never echoing a huge value back."""
+    kind = error.validator
+    limit: Any = error.validator_value
+    value: Any = error.instance
+    if kind == "type":
+        expected = {"object": "an object", "array": "an array", "string": "a string", "integer": "an integer"}
+        return f"expected {expected.get(str(limit), limit)}, got {_JSON_TYPES.get(type(value), type(value).__name__)}"
+    if kind == "maxProperties":
+        return f"too many entries ({len(value)}; at most {limit})"
+    if kind == "maxItems":
+        return f"too many items ({len(value)}; at most {limit})"
+    if kind == "maxLength":
+        return f"too long ({len(value)} characters; at most {limit})"
+    if kind == "minLength":
+        return "must not be empty"
+    if kind == "const":
+        return f"unsupported payload version {_short(value)}; only version {limit!r} is understood"
+    if kind == "enum":
+        return f"expected one of {', '.join(map(repr, limit))}, got {_short(value)}"
+    if kind == "pattern":
+        return f"{_short(value)} is not a valid fingerprint (1 to 64 letters or digits)"
+    if kind == "minimum":
+        return f"must be at least {limit}, got {_short(value)}"
+    return error.message[:200]
+
+
+def _schema_error(error: jsonschema.ValidationError) -> PayloadError:
+    where = _where(error.absolute_path)
+    if error.validator == "required":
+        return PayloadError(f"{where}: {error.message}")
+    if "propertyNames" in error.schema_path:
+        return PayloadError(f"{where}: label name {_short(error.instance)}: {_reason(error)}")
+    return PayloadError(f"{where}: {_reason(error)}")
+
+
+def _bad_unicode(data: Any) -> str | None:
+    """Where a string holds a lone UTF-16 surrogate (valid JSON, not valid Unicode)."""
+    stack: list[tuple[Any, tuple[str | int, ...]]] = [(data, ())]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, dict):
+            for k, v in value.items():
+                if not _encodable(k):
+                    return _where(path)
+                stack.append((v, (*path, k)))
+        elif isinstance(value, list):
+            stack.extend((v, (*path, i)) for i, v in enumerate(value))
+        elif isinstance(value, str) and not _encodable(value):
+            return _where(path)
+    return None
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def validate_payload(data: Any) -> WebhookPayload:
     """Turn decoded JSON into a payload, or raise PayloadError naming the first problem."""
     error = jsonschema.exceptions.best_match(_VALIDATOR.iter_errors(data))
     if error is not None:
-        raise PayloadError(f"{_where(error.absolute_path)}: {error.message[:300]}")
-    try:
-        alerts = tuple(Alert.from_json(a) for a in data["alerts"])
-    except PayloadError as exc:
-        raise PayloadError(f"body.alerts: {exc}") from None
+        raise _schema_error(error)
+    alerts = []
+    for i, raw in enumerate(data["alerts"]):
+        try:
+            alerts.append(Alert.from_json(raw))
+        except PayloadError as exc:
+            raise PayloadError(f"body.alerts[{i}].{exc}") from None
     return WebhookPayload(
         version=data["version"],
         status=data["status"],
-        alerts=alerts,
+        alerts=tuple(alerts),
         receiver=data.get("receiver", ""),
         group_key=data.get("groupKey", ""),
-        truncated_alerts=data.get("truncatedAlerts", 0),
+        truncated_alerts=int(data.get("truncatedAlerts", 0)),
         group_labels=MappingProxyType(dict(data.get("groupLabels") or {})),
         common_labels=MappingProxyType(dict(data.get("commonLabels") or {})),
         common_annotations=MappingProxyType(dict(data.get("commonAnnotations") or {})),
         external_url=data.get("externalURL", ""),
     )
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 def parse_webhook(body: bytes) -> WebhookPayload:
@@ -222,9 +322,16 @@ def parse_webhook(body: bytes) -> WebhookPayload:
     except UnicodeDecodeError as exc:
         raise PayloadError(f"body is not valid UTF-8 (byte {exc.start})") from None
     try:
-        data = json.loads(text)
+        data = json.loads(text, parse_constant=_no_constant)
     except json.JSONDecodeError as exc:
         raise PayloadError(f"body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except RecursionError:
         raise PayloadError("body is nested too deeply") from None
+    except ValueError as exc:  # NaN/Infinity, or an integer with more digits than Python converts
+        reason = "a number has too many digits" if "digits" in str(exc) else str(exc)[:120]
+        raise PayloadError(f"body is not valid JSON: {reason}") from None
+    if _LONE_SURROGATE.search(text):
+        where = _bad_unicode(data)
+        if where is not None:
+            raise PayloadError(f"{where}: a string holds an unpaired UTF-16 surrogate, which is not valid Unicode")
     return validate_payload(data)

@@ -4,11 +4,24 @@ The rules live here as pure functions over a :class:`GuardState` snapshot, so th
 embedded adapter runs them directly and the Redis adapter's Lua mirrors them; one
 contract test suite keeps the two in agreement.  Order matters and is documented:
 paused, circuit breaker, lock, cooldown, rate limit, budgets, concurrency.
+
+A check yields a :class:`Finding` (a code and the facts behind it) and only
+:func:`explain` turns findings into reasons, so both adapters word every decision
+identically.
+
+Time is always the caller's ``now`` (from the injectable clock), never a server's, so
+replay runs the same rules on virtual time.  Everything that can lapse carries its
+own expiry (locks, running slots, cooldowns, windows): a crashed holder frees its
+lock and its concurrency slot by itself, and :func:`collect` may drop lapsed entries
+at any time without changing a single verdict.
 """
 
 from __future__ import annotations
 
+import enum
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 
 from remediator.core.decisions import DecisionKind
 
@@ -31,6 +44,15 @@ class Policy:
     max_running_per_namespace: int = 0
     breaker_threshold: int = 0  # consecutive failures that open a playbook's breaker; 0 = off
     breaker_cooloff: float = 600.0
+
+    @property
+    def longest_budget(self) -> float:
+        """How far back budget history matters: scopes share one history across their budgets."""
+        return max((b.per for b in self.budgets), default=0.0)
+
+    def budgets_for(self, namespace: str) -> list[tuple[int, Budget]]:
+        """The budgets (with their position, which names them in a finding) that bind a namespace."""
+        return [(i, b) for i, b in enumerate(self.budgets) if b.scope in ("*", namespace)]
 
 
 @dataclass(frozen=True)
@@ -66,6 +88,14 @@ class Lock:
 
 
 @dataclass(frozen=True)
+class Slot:
+    """A running execution's share of the concurrency limits; it lapses with the lock."""
+
+    namespace: str
+    expires: float
+
+
+@dataclass(frozen=True)
 class Breaker:
     failures: int = 0
     open_until: float = 0.0
@@ -80,61 +110,129 @@ class GuardState:
     locks: dict[str, Lock] = field(default_factory=dict)
     cooldown_until: dict[str, float] = field(default_factory=dict)
     history: dict[str, list[float]] = field(default_factory=dict)  # limit key -> execution times
+    history_per: dict[str, float] = field(default_factory=dict)  # limit key -> its window (for collect)
     budget_history: dict[str, list[float]] = field(default_factory=dict)  # scope -> execution times
-    running: dict[str, str] = field(default_factory=dict)  # owner -> namespace
+    running: dict[str, Slot] = field(default_factory=dict)  # owner -> slot
     breakers: dict[str, Breaker] = field(default_factory=dict)
+
+
+class Check(enum.StrEnum):
+    """What a check found; the Redis scripts return the same codes."""
+
+    PASSED = "passed"
+    PAUSED = "paused"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+    LOCKED = "locked"
+    COOLDOWN = "cooldown"
+    RATE = "rate"
+    BUDGET = "budget"
+    RUNNING = "running"
+    RUNNING_NS = "running_ns"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A check's outcome with the one or two facts its reason needs."""
+
+    check: Check
+    at: float = 0.0  # a time: when the breaker closes, when the cooldown ends
+    count: int = 0  # failures, executions in the window, running executions, or the budget's position
+    holder: str = ""  # the lock's owner
+
+
+def explain(finding: Finding, req: Request, policy: Policy) -> Verdict:
+    """The one place a finding becomes a decision kind and a human reason."""
+    now = req.now
+    match finding.check:
+        case Check.PASSED:
+            return Verdict(DecisionKind.EXECUTED, "all guardrails passed")
+        case Check.PAUSED:
+            return Verdict(DecisionKind.PAUSED, "remediation is paused (kill switch)")
+        case Check.OPEN:
+            return Verdict(
+                DecisionKind.CIRCUIT_OPEN,
+                f"circuit open after {finding.count} consecutive failures, until {finding.at - now:.0f}s from now",
+            )
+        case Check.HALF_OPEN:
+            return Verdict(DecisionKind.CIRCUIT_OPEN, "circuit half-open: a trial execution is already running")
+        case Check.LOCKED:
+            return Verdict(DecisionKind.LOCKED, f"{req.target_key} is locked by execution {finding.holder}")
+        case Check.COOLDOWN:
+            return Verdict(DecisionKind.COOLDOWN, f"in cooldown for another {finding.at - now:.0f}s")
+        case Check.RATE:
+            return Verdict(
+                DecisionKind.RATE_LIMITED,
+                f"rate limit reached: {finding.count} executions in the last {req.rate_per:.0f}s",
+            )
+        case Check.BUDGET:
+            b = policy.budgets[finding.count]
+            scope = "global" if b.scope == "*" else f"namespace {b.scope}"
+            return Verdict(DecisionKind.BUDGET_EXHAUSTED, f"{scope} budget of {b.max} per {b.per:.0f}s exhausted")
+        case Check.RUNNING:
+            return Verdict(
+                DecisionKind.BUDGET_EXHAUSTED,
+                f"{finding.count} executions already running (max {policy.max_running})",
+            )
+        case Check.RUNNING_NS:
+            return Verdict(
+                DecisionKind.BUDGET_EXHAUSTED,
+                f"{finding.count} executions already running in namespace {req.namespace}",
+            )
 
 
 def _window(times: list[float], now: float, per: float) -> list[float]:
     return [t for t in times if t > now - per]
 
 
-def evaluate(req: Request, state: GuardState, policy: Policy) -> Verdict:
-    """Decide without changing anything."""
+def _live_slots(state: GuardState, now: float, *, besides: str) -> dict[str, Slot]:
+    return {o: s for o, s in state.running.items() if o != besides and s.expires > now}
+
+
+def check(req: Request, state: GuardState, policy: Policy) -> Finding:
+    """Run the checks in order; the first that refuses wins.
+
+    A live lock refuses everyone, its own owner included: replicas with separate audit
+    stores compute the same execution id for the same alert, so the owner alone cannot
+    tell a retry from another replica's copy, and only a refusal is safe.  The owner
+    keeps its lock by renewing it, not by being admitted again.
+    """
     now = req.now
     if state.paused:
-        return Verdict(DecisionKind.PAUSED, "remediation is paused (kill switch)")
+        return Finding(Check.PAUSED)
     br = state.breakers.get(req.playbook, Breaker())
     if policy.breaker_threshold and br.failures >= policy.breaker_threshold:
         if now < br.open_until:
-            return Verdict(
-                DecisionKind.CIRCUIT_OPEN,
-                f"circuit open after {br.failures} consecutive failures, until {br.open_until - now:.0f}s from now",
-            )
-        if br.trial_owner and br.trial_owner != req.owner:
-            return Verdict(DecisionKind.CIRCUIT_OPEN, "circuit half-open: a trial execution is already running")
+            return Finding(Check.OPEN, at=br.open_until, count=br.failures)
+        trial = state.running.get(br.trial_owner)
+        if br.trial_owner and br.trial_owner != req.owner and trial is not None and trial.expires > now:
+            return Finding(Check.HALF_OPEN)  # a trial whose holder crashed lapses with its slot
     lock = state.locks.get(req.target_key)
-    if lock and lock.expires > now and lock.owner != req.owner:
-        return Verdict(DecisionKind.LOCKED, f"{req.target_key} is locked by execution {lock.owner}")
+    if lock and lock.expires > now:
+        return Finding(Check.LOCKED, holder=lock.owner)
     until = state.cooldown_until.get(req.limit_key, 0.0)
     if now < until:
-        return Verdict(DecisionKind.COOLDOWN, f"in cooldown for another {until - now:.0f}s")
+        return Finding(Check.COOLDOWN, at=until)
     if req.rate_max:
         recent = _window(state.history.get(req.limit_key, []), now, req.rate_per)
         if len(recent) >= req.rate_max:
-            return Verdict(
-                DecisionKind.RATE_LIMITED,
-                f"rate limit reached: {len(recent)} executions in the last {req.rate_per:.0f}s",
-            )
-    for b in policy.budgets:
-        if b.scope not in ("*", req.namespace):
-            continue
-        used = _window(state.budget_history.get(b.scope, []), now, b.per)
-        if len(used) >= b.max:
-            scope = "global" if b.scope == "*" else f"namespace {b.scope}"
-            return Verdict(DecisionKind.BUDGET_EXHAUSTED, f"{scope} budget of {b.max} per {b.per:.0f}s exhausted")
-    running = {o: ns for o, ns in state.running.items() if o != req.owner}
+            return Finding(Check.RATE, count=len(recent))
+    for i, b in policy.budgets_for(req.namespace):
+        if len(_window(state.budget_history.get(b.scope, []), now, b.per)) >= b.max:
+            return Finding(Check.BUDGET, count=i)
+    running = _live_slots(state, now, besides=req.owner)
     if policy.max_running and len(running) >= policy.max_running:
-        return Verdict(
-            DecisionKind.BUDGET_EXHAUSTED, f"{len(running)} executions already running (max {policy.max_running})"
-        )
+        return Finding(Check.RUNNING, count=len(running))
     if policy.max_running_per_namespace:
-        in_ns = sum(1 for ns in running.values() if ns == req.namespace)
+        in_ns = sum(1 for s in running.values() if s.namespace == req.namespace)
         if in_ns >= policy.max_running_per_namespace:
-            return Verdict(
-                DecisionKind.BUDGET_EXHAUSTED, f"{in_ns} executions already running in namespace {req.namespace}"
-            )
-    return Verdict(DecisionKind.EXECUTED, "all guardrails passed")
+            return Finding(Check.RUNNING_NS, count=in_ns)
+    return Finding(Check.PASSED)
+
+
+def evaluate(req: Request, state: GuardState, policy: Policy) -> Verdict:
+    """Decide without changing anything."""
+    return explain(check(req, state, policy), req, policy)
 
 
 def admit(req: Request, state: GuardState, policy: Policy) -> Verdict:
@@ -146,14 +244,17 @@ def admit(req: Request, state: GuardState, policy: Policy) -> Verdict:
     state.locks[req.target_key] = Lock(req.owner, now + req.lock_ttl)
     if req.cooldown:
         state.cooldown_until[req.limit_key] = now + req.cooldown
+    # History is kept for twice its window: replicas take ``now`` before they call, so requests
+    # may arrive slightly out of time order, and a late one must still count every execution
+    # inside its own window.
     if req.rate_max:
-        window = _window(state.history.get(req.limit_key, []), now, req.rate_per)
+        window = _window(state.history.get(req.limit_key, []), now, 2 * req.rate_per)
         state.history[req.limit_key] = [*window, now]
-    longest = max((b.per for b in policy.budgets), default=0.0)
-    for b in policy.budgets:
-        if b.scope in ("*", req.namespace):
-            state.budget_history[b.scope] = [*_window(state.budget_history.get(b.scope, []), now, longest), now]
-    state.running[req.owner] = req.namespace
+        state.history_per[req.limit_key] = req.rate_per
+    longest = policy.longest_budget
+    for scope in dict.fromkeys(b.scope for _, b in policy.budgets_for(req.namespace)):  # once per scope
+        state.budget_history[scope] = [*_window(state.budget_history.get(scope, []), now, 2 * longest), now]
+    state.running[req.owner] = Slot(req.namespace, now + req.lock_ttl)
     br = state.breakers.get(req.playbook, Breaker())
     if policy.breaker_threshold and br.failures >= policy.breaker_threshold:
         state.breakers[req.playbook] = replace(br, trial_owner=req.owner)
@@ -161,11 +262,12 @@ def admit(req: Request, state: GuardState, policy: Policy) -> Verdict:
 
 
 def renew(req: Request, state: GuardState, now: float) -> bool:
-    """Extend the owner's lock; False if it was lost (expired and taken)."""
+    """Extend the owner's live lock and slot; False if it lapsed or another owner holds it."""
     lock = state.locks.get(req.target_key)
-    if lock is None or lock.owner != req.owner:
+    if lock is None or lock.owner != req.owner or lock.expires <= now:
         return False
     state.locks[req.target_key] = Lock(req.owner, now + req.lock_ttl)
+    state.running[req.owner] = Slot(req.namespace, now + req.lock_ttl)
     return True
 
 
@@ -184,3 +286,78 @@ def release(req: Request, state: GuardState, policy: Policy, *, succeeded: bool,
         failures = br.failures + 1
         open_until = now + policy.breaker_cooloff if failures >= policy.breaker_threshold else br.open_until
         state.breakers[req.playbook] = Breaker(failures, open_until, "")
+
+
+def collect(state: GuardState, policy: Policy, now: float, grace: float) -> None:
+    """Drop what has lapsed, so persisted state does not grow with every target ever seen.
+
+    Nothing dropped could change a verdict: lapsed locks, slots and cooldowns act as
+    absent, and history outside every window is never counted.  ``grace`` keeps a
+    window's history a while longer in case a playbook widens its ``per``.
+    """
+    state.locks = {k: v for k, v in state.locks.items() if v.expires > now}
+    state.running = {k: v for k, v in state.running.items() if v.expires > now}
+    state.cooldown_until = {k: v for k, v in state.cooldown_until.items() if v > now}
+    for key in list(state.history):
+        per = 2 * state.history_per.get(key, 0.0) + grace
+        kept = _window(state.history[key], now, per)
+        if kept:
+            state.history[key] = kept
+        else:
+            del state.history[key]
+            state.history_per.pop(key, None)
+    for key in [k for k in state.history_per if k not in state.history]:
+        del state.history_per[key]
+    longest = 2 * policy.longest_budget + grace
+    state.budget_history = {
+        k: kept for k, times in state.budget_history.items() if (kept := _window(times, now, longest))
+    }
+
+
+class BreakerState(enum.StrEnum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+@dataclass(frozen=True)
+class BreakerView:
+    """A playbook's circuit breaker as the API and ``/metrics`` show it."""
+
+    state: BreakerState
+    failures: int
+    open_until: float
+    trial_owner: str
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "state": self.state.value,
+            "consecutive_failures": self.failures,
+            "open_until": datetime.fromtimestamp(self.open_until, UTC).isoformat() if self.open_until else None,
+            "trial_execution": self.trial_owner or None,
+        }
+
+
+@dataclass(frozen=True)
+class GuardStatus:
+    paused: bool
+    breakers: Mapping[str, BreakerView]
+
+
+def breaker_view(br: Breaker, policy: Policy, now: float) -> BreakerView:
+    if not policy.breaker_threshold or br.failures < policy.breaker_threshold:
+        state = BreakerState.CLOSED
+    else:
+        state = BreakerState.OPEN if now < br.open_until else BreakerState.HALF_OPEN
+    return BreakerView(state, br.failures, br.open_until, br.trial_owner)
+
+
+def status(paused: bool, breakers: Mapping[str, Breaker], policy: Policy, now: float) -> GuardStatus:
+    return GuardStatus(paused, {name: breaker_view(br, policy, now) for name, br in sorted(breakers.items())})
+
+
+def with_playbooks(current: GuardStatus, playbooks: Iterable[str]) -> GuardStatus:
+    """Add a closed breaker for every playbook without a record, so each one shows up."""
+    closed = BreakerView(BreakerState.CLOSED, 0, 0.0, "")
+    everyone = {name: closed for name in playbooks} | dict(current.breakers)
+    return GuardStatus(current.paused, dict(sorted(everyone.items())))

@@ -10,7 +10,7 @@ import contextlib
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
@@ -115,100 +115,130 @@ class PlaybookSet:
 
 def _schema_problems(raw: Any, doc: Document, base: tuple[str | int, ...], source: str) -> list[Problem]:
     out = []
-    for error in sorted(_VALIDATOR.iter_errors(raw), key=lambda e: list(map(str, e.absolute_path))):
+    for error in _VALIDATOR.iter_errors(raw):
         path = base + tuple(error.absolute_path)
-        out.append(Problem(source, doc.line(path), _describe(error)))
+        if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+            out += _unknown_fields(error, doc, path, source)
+        else:
+            out.append(Problem(source, doc.line(path), _describe(error)))
     return out
+
+
+def _unknown_fields(
+    error: jsonschema.ValidationError, doc: Document, path: tuple[str | int, ...], source: str
+) -> list[Problem]:
+    """One problem per unknown key, on the key's own line: that is where the typo is."""
+    schema: dict[str, Any] = error.schema if isinstance(error.schema, dict) else {}
+    known = list(schema.get("properties", {}))
+    instance: Any = error.instance
+    rel = tuple(error.absolute_path)
+    where = _dotted(rel)
+    action = instance.get("action")
+    is_step = len(rel) == 2 and rel[0] in ("steps", "on_failure")
+    owner = f" of action {action!r}" if is_step and isinstance(action, str) else ""
+    return [
+        Problem(
+            source,
+            doc.line((*path, key)),
+            f"{where + '.' if where else ''}{key}: unknown field{owner}; expected one of {', '.join(known)}",
+        )
+        for key in instance
+        if key not in known
+    ]
 
 
 def _describe(error: jsonschema.ValidationError) -> str:
     where = ".".join(str(p) for p in error.absolute_path) or "playbook"
     validator = error.validator
-    schema: dict[str, Any] = error.schema if isinstance(error.schema, dict) else {}
-    if validator == "additionalProperties":
-        extra = [
-            k
-            for k in (error.instance if isinstance(error.instance, dict) else {})
-            if k not in schema.get("properties", {})
-        ]
-        return f"{where}: unknown field {', '.join(map(repr, extra))}"
     if validator == "required":
         return f"{where}: {error.message}"
     if validator == "enum" and where.endswith("action"):
         return f"{where}: unknown action {error.instance!r}; expected one of {', '.join(ACTIONS)}"
     if validator == "oneOf" and isinstance(error.instance, dict) and "action" in error.instance:
-        return f"{where}: give exactly one of to, by, factor"
+        given = [k for k in ("to", "by", "factor") if k in error.instance]
+        return f"{where}: give exactly one of to, by, factor (got {', '.join(given) if given else 'none'})"
+    if validator == "anyOf" and where == "match":
+        return "match: give alertname or matchers (or both)"
     if error.schema is DURATION or (validator == "anyOf" and "pattern" in json.dumps(error.schema)):
-        return f"{where}: invalid duration {error.instance!r}: expected e.g. 30s, 10m, 1h"
+        return f"{where}: invalid duration {error.instance!r}: expected e.g. 30s, 10m, 1h30m"
+    if validator == "pattern" and where == "name":
+        return f"name: {error.instance!r} is not a valid playbook name (lowercase letters, digits, - _ .)"
     return f"{where}: {error.message}"
 
 
-def _collect_step_problems(
-    steps: Sequence[Mapping[str, Any]], doc: Document, base: tuple[str | int, ...], source: str
-) -> list[Problem]:
-    problems = []
+def _template_problem(value: Any, path: tuple[str | int, ...]) -> str | None:
+    if not isinstance(value, str):
+        return None  # the schema reports the type
+    try:
+        check_template(value)
+    except TemplateError as exc:
+        return f"{_dotted(path)}: {exc}"
+    return None
+
+
+def _step_problems(steps: Any, base: tuple[str | int, ...]) -> list[tuple[tuple[str | int, ...], str]]:
+    if not isinstance(steps, list):
+        return []
+    found: list[tuple[tuple[str | int, ...], str]] = []
     for i, step in enumerate(steps):
-        params = step
-        lo, hi = params.get("min"), params.get("max")
+        if not isinstance(step, Mapping):
+            continue
+        at = (*base, i)
+        lo, hi = step.get("min"), step.get("max")
         if isinstance(lo, int) and isinstance(hi, int) and lo > hi:
-            problems.append(Problem(source, doc.line((*base, i, "min")), f"min ({lo}) is greater than max ({hi})"))
-        if "timeout" in params:
+            found.append(((*at, "min"), f"{_dotted(at)}: min ({lo}) is greater than max ({hi})"))
+        timeout = step.get("timeout")
+        with contextlib.suppress(DurationError, TypeError):  # a malformed one is the schema's to report
+            if timeout is not None and parse_duration(timeout) <= 0:
+                found.append(((*at, "timeout"), f"{_dotted(at)}.timeout: must be positive"))
+        for key, value in step.items():
+            if key not in ("action", "description") and (msg := _template_problem(value, (*at, key))):
+                found.append(((*at, key), msg))
+    return found
+
+
+def _dotted(path: tuple[str | int, ...]) -> str:
+    return ".".join(map(str, path))
+
+
+def _semantic_problems(raw: Any, doc: Document, base: tuple[str | int, ...], source: str) -> list[Problem]:
+    """Checks a schema cannot express.  Each guards its own types, so one malformed
+    field never hides the problems of the others."""
+    if not isinstance(raw, Mapping):
+        return []
+    found: list[tuple[tuple[str | int, ...], str]] = []
+    match = raw.get("match")
+    matchers = match.get("matchers") if isinstance(match, Mapping) else None
+    for i, text in enumerate(matchers if isinstance(matchers, list) else []):
+        if isinstance(text, str) and text:
             try:
-                if parse_duration(params["timeout"]) <= 0:
-                    problems.append(Problem(source, doc.line((*base, i, "timeout")), "timeout must be positive"))
-            except DurationError:
-                pass  # reported by the schema
-        for key in params:
-            if key not in ("action", "description") and isinstance(params.get(key), str):
-                try:
-                    check_template(params[key])
-                except TemplateError as exc:
-                    problems.append(Problem(source, doc.line((*base, i, key)), str(exc)))
-    return problems
-
-
-def _semantic_problems(
-    raw: Mapping[str, Any], doc: Document, base: tuple[str | int, ...], source: str
-) -> list[Problem]:
-    problems: list[Problem] = []
-
-    def at(*path: str | int) -> int:
-        return doc.line(base + path)
-
-    for i, text in enumerate(raw["match"].get("matchers", [])):
-        try:
-            parse_matcher(text)
-        except MatcherError as exc:
-            problems.append(Problem(source, at("match", "matchers", i), str(exc)))
+                parse_matcher(text)
+            except MatcherError as exc:
+                found.append((("match", "matchers", i), f"match.matchers.{i}: {exc}"))
+    target = raw.get("target")
+    target = target if isinstance(target, Mapping) else {}
     for key in ("namespace", "name"):
-        try:
-            check_template(raw["target"][key])
-        except TemplateError as exc:
-            problems.append(Problem(source, at("target", key), str(exc)))
-    guard = raw.get("guardrails", {})
-    ns_allowed = guard.get("namespaces")
-    static_ns = raw["target"]["namespace"]
-    if ns_allowed is not None and "{" not in static_ns and static_ns not in ns_allowed:
-        problems.append(
-            Problem(source, at("target", "namespace"), f"namespace {static_ns!r} is not in guardrails.namespaces")
-        )
-    for ns in ns_allowed or []:
-        if not _DNS1123.match(ns):
-            problems.append(Problem(source, at("guardrails", "namespaces"), f"{ns!r} is not a valid namespace name"))
-    if "key" in guard.get("rate_limit", {}):
-        try:
-            check_template(guard["rate_limit"]["key"])
-        except TemplateError as exc:
-            problems.append(Problem(source, at("guardrails", "rate_limit", "key"), str(exc)))
-    for key in ("cooldown", "for", "lock_ttl"):
-        if key in guard and isinstance(guard[key], str):
-            try:
-                parse_duration(guard[key])
-            except DurationError as exc:
-                problems.append(Problem(source, at("guardrails", key), str(exc)))
-    problems += _collect_step_problems(raw["steps"], doc, (*base, "steps"), source)
-    problems += _collect_step_problems(raw.get("on_failure", []), doc, (*base, "on_failure"), source)
-    return problems
+        if msg := _template_problem(target.get(key), ("target", key)):
+            found.append((("target", key), msg))
+    guard = raw.get("guardrails")
+    guard = guard if isinstance(guard, Mapping) else {}
+    allowed = guard.get("namespaces")
+    static_ns = target.get("namespace")
+    if isinstance(allowed, list) and isinstance(static_ns, str) and "{" not in static_ns and static_ns not in allowed:
+        found.append((("target", "namespace"), f"target.namespace: {static_ns!r} is not in guardrails.namespaces"))
+    for i, ns in enumerate(allowed if isinstance(allowed, list) else []):
+        if isinstance(ns, str) and not _DNS1123.match(ns):
+            found.append((("guardrails", "namespaces", i), f"guardrails.namespaces: {ns!r} is not a valid namespace"))
+    rate = guard.get("rate_limit")
+    if isinstance(rate, Mapping):
+        if msg := _template_problem(rate.get("key"), ("guardrails", "rate_limit", "key")):
+            found.append((("guardrails", "rate_limit", "key"), msg))
+        with contextlib.suppress(DurationError, TypeError):
+            if "per" in rate and parse_duration(rate["per"]) <= 0:
+                found.append((("guardrails", "rate_limit", "per"), "guardrails.rate_limit.per: must be positive"))
+    found += _step_problems(raw.get("steps"), ("steps",))
+    found += _step_problems(raw.get("on_failure"), ("on_failure",))
+    return [Problem(source, doc.line(base + path), message) for path, message in found]
 
 
 def _build_step(raw: Mapping[str, Any], line: int) -> Step:
@@ -269,14 +299,12 @@ def parse_playbooks(text: str, source: str) -> tuple[list[Playbook], list[Proble
         else:
             items = [(doc.data, ())]
         for raw, base in items:
-            found = _schema_problems(raw, doc, base, source)
-            # When the structure is broken the schema problems already say how.
-            with contextlib.suppress(KeyError, TypeError, AttributeError):
-                found += _semantic_problems(raw, doc, base, source)
+            found = _schema_problems(raw, doc, base, source) + _semantic_problems(raw, doc, base, source)
             if found:
                 problems += found
                 continue
             playbooks.append(build_playbook(raw, doc, base, source))
+    problems.sort(key=lambda p: p.line)  # stable: a line's problems keep their order
     return playbooks, problems
 
 

@@ -13,9 +13,9 @@ ACTIONS = ("restart", "scale", "resize_pool", "rollback", "delete_pod", "wait_he
 MUTATING_ACTIONS = frozenset({"restart", "scale", "resize_pool", "rollback", "delete_pod"})
 
 DURATION: dict[str, Any] = {
-    "description": "Prometheus-style duration such as 30s, 10m, 1h30m",
+    "description": "Prometheus-style duration such as 30s, 10m, 1h30m (units from largest to smallest)",
     "anyOf": [
-        {"type": "string", "pattern": r"^(\d+(ms|s|m|h|d|w|y))+$"},
+        {"type": "string", "pattern": r"^(?=\d)(\d+y)?(\d+w)?(\d+d)?(\d+h)?(\d+m)?(\d+s)?(\d+ms)?$"},
         {"type": "integer", "minimum": 0},
     ],
 }

@@ -51,17 +51,25 @@ def _compile(source: str) -> jinja2.Template:
 
 
 def check_template(source: str) -> None:
-    """Raise TemplateError for syntax errors or names outside :data:`CONTEXT_NAMES`."""
+    """Raise TemplateError for anything that would fail for every alert.
+
+    That is: syntax errors, unknown filters or tests (Jinja reports those only when
+    compiling), names outside :data:`CONTEXT_NAMES`, and include/import/extends
+    (there are no other templates to load).
+    """
     try:
         ast = environment().parse(source)
-    except jinja2.TemplateSyntaxError as exc:
+        unknown = sorted(jinja2.meta.find_undeclared_variables(ast) - CONTEXT_NAMES)
+    except jinja2.TemplateSyntaxError as exc:  # includes TemplateAssertionError (unknown filter/test)
         raise TemplateError(f"template {source!r}: {exc.message}") from None
-    unknown = sorted(jinja2.meta.find_undeclared_variables(ast) - CONTEXT_NAMES)
     if unknown:
         raise TemplateError(
             f"template {source!r} uses unknown name(s) {', '.join(unknown)}; "
             f"available: {', '.join(sorted(CONTEXT_NAMES))}"
         )
+    if any(True for _ in jinja2.meta.find_referenced_templates(ast)):
+        raise TemplateError(f"template {source!r}: include, import and extends are not available in playbooks")
+    _compile(source)
 
 
 def alert_context(alert: Alert) -> dict[str, Any]:

@@ -14,6 +14,12 @@ from typing import Any
 import yaml
 
 Path = tuple[str | int, ...]
+#: Values a document may expand to through aliases: far above any real file, far below a "billion laughs".
+MAX_NODES = 100_000
+
+
+class _TooLarge(Exception):
+    pass
 
 
 @dataclass(frozen=True)
@@ -57,12 +63,16 @@ def load_documents(text: str, source: str) -> tuple[list[Document], list[Problem
             if node is None:
                 continue
             doc = Document(data=None, start_line=node.start_mark.line + 1)
-            doc.data = _convert(loader, node, (), doc, source, problems)
+            try:
+                doc.data = _Converter(loader, doc, source, problems).convert(node, ())
+            except _TooLarge:
+                problems.append(
+                    Problem(source, doc.start_line, f"document expands to more than {MAX_NODES} values through aliases")
+                )
+                continue
             docs.append(doc)
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else 1
-        problems.append(Problem(source, line, f"invalid YAML: {exc.problem or exc.context}"))
+        problems.append(_syntax_problem(exc, source))
     except yaml.YAMLError as exc:
         problems.append(Problem(source, 1, f"invalid YAML: {exc}"))
     finally:
@@ -70,27 +80,61 @@ def load_documents(text: str, source: str) -> tuple[list[Document], list[Problem
     return docs, problems
 
 
-def _convert(
-    loader: yaml.SafeLoader, node: yaml.Node, path: Path, doc: Document, source: str, problems: list[Problem]
-) -> Any:
-    doc.lines.setdefault(path, node.start_mark.line + 1)
-    if isinstance(node, yaml.MappingNode):
-        loader.flatten_mapping(node)  # resolves YAML merge keys (<<)
+def _syntax_problem(exc: yaml.MarkedYAMLError, source: str) -> Problem:
+    """Where the parser gave up, and (when elsewhere) where the construct it was reading began."""
+    mark = exc.problem_mark or exc.context_mark
+    line = mark.line + 1 if mark else 1
+    message = f"invalid YAML: {exc.problem or exc.context}"
+    if exc.problem and exc.context and exc.context_mark and exc.context_mark.line + 1 != line:
+        message += f" ({exc.context} that starts on line {exc.context_mark.line + 1})"
+    return Problem(source, line, message)
+
+
+class _Converter:
+    """Turns composed nodes into data, recording lines, duplicate keys and alias abuse."""
+
+    def __init__(self, loader: yaml.SafeLoader, doc: Document, source: str, problems: list[Problem]) -> None:
+        self.loader, self.doc, self.source, self.problems = loader, doc, source, problems
+        self.active: set[int] = set()  # nodes being converted: meeting one again is a recursive alias
+        self.count = 0
+
+    def convert(self, node: yaml.Node, path: Path) -> Any:
+        self.count += 1
+        if self.count > MAX_NODES:
+            raise _TooLarge
+        self.doc.lines.setdefault(path, node.start_mark.line + 1)
+        if id(node) in self.active:
+            self.problems.append(Problem(self.source, node.start_mark.line + 1, "recursive YAML alias"))
+            return None
+        if isinstance(node, yaml.MappingNode):
+            self.active.add(id(node))
+            try:
+                return self._mapping(node, path)
+            finally:
+                self.active.discard(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            self.active.add(id(node))
+            try:
+                return [self.convert(item, (*path, i)) for i, item in enumerate(node.value)]
+            finally:
+                self.active.discard(id(node))
+        return self.loader.construct_object(node, deep=True)
+
+    def _mapping(self, node: yaml.MappingNode, path: Path) -> dict[str, Any]:
+        self.loader.flatten_mapping(node)  # resolves YAML merge keys (<<)
         out: dict[str, Any] = {}
         for key_node, value_node in node.value:
-            key = loader.construct_object(key_node, deep=True) if isinstance(key_node, yaml.ScalarNode) else None
+            key_line = key_node.start_mark.line + 1
+            key = self.loader.construct_object(key_node, deep=True) if isinstance(key_node, yaml.ScalarNode) else None
             if not isinstance(key, str):
                 if isinstance(key, bool | int | float):
                     key = str(key)
                 else:
-                    problems.append(Problem(source, key_node.start_mark.line + 1, "mapping keys must be strings"))
+                    self.problems.append(Problem(self.source, key_line, "mapping keys must be strings"))
                     continue
             if key in out:
-                problems.append(Problem(source, key_node.start_mark.line + 1, f"duplicate key {key!r}"))
-            doc.lines[(*path, key)] = key_node.start_mark.line + 1
-            out[key] = _convert(loader, value_node, (*path, key), doc, source, problems)
-            doc.lines[(*path, key)] = key_node.start_mark.line + 1
+                self.problems.append(Problem(self.source, key_line, f"duplicate key {key!r}"))
+            self.doc.lines[(*path, key)] = key_line
+            out[key] = self.convert(value_node, (*path, key))
+            self.doc.lines[(*path, key)] = key_line
         return out
-    if isinstance(node, yaml.SequenceNode):
-        return [_convert(loader, item, (*path, i), doc, source, problems) for i, item in enumerate(node.value)]
-    return loader.construct_object(node, deep=True)

@@ -1,95 +1,185 @@
 """Guardrail state for a single process, optionally persisted to a JSON file.
 
-It runs the pure rules of :mod:`remediator.core.guardrails` under one asyncio lock;
-persisting after each change makes cooldowns and rate limits survive a restart of
-the embedded single-node daemon.  Replay uses it without a file.
+It runs the pure rules of :mod:`remediator.core.guardrails` under one asyncio lock.
+With a file (the embedded single-node daemon) every change is written before it
+counts: the new state is computed on a copy, written atomically (temporary file,
+fsync, rename, fsync of the directory) off the event loop, and only then swapped
+in; a failed write is a ``GuardrailUnavailable`` and leaves the old state, so the
+daemon fails closed and ``/readyz`` says why.  Replay uses it without a file.
+
+The file is one node's state: an exclusive lock on it refuses a second process
+(a second replica on a shared volume would silently overwrite the first's limits;
+replicas share guardrails through Redis).  A file that cannot be read is moved
+aside and the daemon starts *paused*: forgetting cooldowns must never be silent.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import copy
+import fcntl
 import json
 import os
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, TypeVar
+
+import structlog
 
 from remediator.core import guardrails as rules
-from remediator.core.guardrails import Breaker, GuardState, Lock, Policy, Request, Verdict
+from remediator.core.errors import ConfigError, GuardrailUnavailable
+from remediator.core.guardrails import Breaker, GuardState, GuardStatus, Lock, Policy, Request, Slot, Verdict
 from remediator.ports import Clock
+
+FORMAT = 2
+T = TypeVar("T")
 
 
 def _dump(state: GuardState) -> dict[str, Any]:
     return {
+        "format": FORMAT,
         "paused": state.paused,
         "locks": {k: asdict(v) for k, v in state.locks.items()},
         "cooldown_until": state.cooldown_until,
         "history": state.history,
+        "history_per": state.history_per,
         "budget_history": state.budget_history,
-        "running": state.running,
+        "running": {k: asdict(v) for k, v in state.running.items()},
         "breakers": {k: asdict(v) for k, v in state.breakers.items()},
     }
 
 
+def _slot(raw: Any) -> Slot:
+    if isinstance(raw, str):  # format 1 kept only the namespace: such a slot has lapsed
+        return Slot(raw, 0.0)
+    return Slot(str(raw["namespace"]), float(raw["expires"]))
+
+
 def _load(raw: dict[str, Any]) -> GuardState:
+    if not isinstance(raw, dict) or raw.get("format", 1) > FORMAT:
+        raise ValueError(f"unknown guardrail state format {raw.get('format') if isinstance(raw, dict) else raw!r}")
     return GuardState(
         paused=bool(raw.get("paused", False)),
-        locks={k: Lock(**v) for k, v in raw.get("locks", {}).items()},
-        cooldown_until=dict(raw.get("cooldown_until", {})),
-        history={k: list(v) for k, v in raw.get("history", {}).items()},
-        budget_history={k: list(v) for k, v in raw.get("budget_history", {}).items()},
-        running=dict(raw.get("running", {})),
-        breakers={k: Breaker(**v) for k, v in raw.get("breakers", {}).items()},
+        locks={k: Lock(str(v["owner"]), float(v["expires"])) for k, v in raw.get("locks", {}).items()},
+        cooldown_until={k: float(v) for k, v in raw.get("cooldown_until", {}).items()},
+        history={k: [float(t) for t in v] for k, v in raw.get("history", {}).items()},
+        history_per={k: float(v) for k, v in raw.get("history_per", {}).items()},
+        budget_history={k: [float(t) for t in v] for k, v in raw.get("budget_history", {}).items()},
+        running={k: _slot(v) for k, v in raw.get("running", {}).items()},
+        breakers={k: Breaker(int(v["failures"]), float(v["open_until"]), str(v["trial_owner"]))
+                  for k, v in raw.get("breakers", {}).items()},
     )
 
 
+def _write_atomically(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f"{path.name}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)  # the rename itself must survive a power cut
+    finally:
+        os.close(dir_fd)
+
+
 class MemoryGuardrails:
-    def __init__(self, policy: Policy, clock: Clock, path: Path | None = None) -> None:
+    def __init__(self, policy: Policy, clock: Clock, path: Path | None = None, *, grace: float = 3600.0) -> None:
         self._policy = policy
         self._clock = clock
         self._path = path
+        self._grace = grace
         self._lock = asyncio.Lock()
+        self._owner_file: BinaryIO | None = None
+        self._broken: str = ""  # why the last write failed; cleared by the next good one
         self.state = GuardState()
-        if path is not None and path.exists():
-            self.state = _load(json.loads(path.read_text()))
+        if path is not None:
+            self._take_file(path)
+            self.state = self._read(path)
 
-    def _save(self) -> None:
+    def _take_file(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(path.with_name(f"{path.name}.lock"), "ab")  # noqa: SIM115 - held until close()
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.close()
+            raise ConfigError(
+                f"{path} is in use by another remediator process: the embedded guardrail state is single-node; "
+                "run replicas with redis_url so they share their guardrails"
+            ) from None
+        self._owner_file = fh
+
+    def _read(self, path: Path) -> GuardState:
+        if not path.exists():
+            return GuardState()
+        try:
+            return _load(json.loads(path.read_bytes()))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            aside = path.with_name(f"{path.name}.unreadable-{self._clock.now():%Y%m%dT%H%M%S}")
+            os.replace(path, aside)
+            structlog.get_logger("remediator.guardrails").error(
+                "guardrail state unreadable: moved aside, starting PAUSED; resume via POST /api/v1/resume",
+                path=str(path), moved_to=str(aside), error=str(exc),
+            )
+            return GuardState(paused=True)
+
+    async def _commit(self, change: Callable[[GuardState], T], keep: Callable[[T], bool] = bool) -> T:
+        """Apply ``change`` to a copy and, if ``keep(result)``, persist the copy and make it current."""
         if self._path is None:
-            return
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self._path.with_suffix(".tmp")
-        with open(tmp, "w") as fh:
-            json.dump(_dump(self.state), fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self._path)
+            return change(self.state)
+        candidate = copy.deepcopy(self.state)
+        result = change(candidate)
+        if not keep(result):
+            return result
+        rules.collect(candidate, self._policy, self._clock.now().timestamp(), self._grace)
+        data = json.dumps(_dump(candidate), separators=(",", ":")).encode()
+        try:
+            await asyncio.to_thread(_write_atomically, self._path, data)
+        except OSError as exc:
+            self._broken = f"cannot write {self._path}: {exc.strerror or exc}"
+            raise GuardrailUnavailable(self._broken) from exc
+        self._broken = ""
+        self.state = candidate
+        return result
 
     async def admit(self, req: Request) -> Verdict:
         async with self._lock:
-            verdict = rules.admit(req, self.state, self._policy)
-            if verdict.admitted:
-                self._save()
-            return verdict
+            return await self._commit(lambda s: rules.admit(req, s, self._policy), lambda v: v.admitted)
 
     async def renew(self, req: Request) -> bool:
         async with self._lock:
-            return rules.renew(req, self.state, self._clock.now().timestamp())
+            now = self._clock.now().timestamp()
+            return await self._commit(lambda s: rules.renew(req, s, now))
 
     async def release(self, req: Request, *, succeeded: bool) -> None:
         async with self._lock:
-            rules.release(req, self.state, self._policy, succeeded=succeeded, now=self._clock.now().timestamp())
-            self._save()
+            now = self._clock.now().timestamp()
+            await self._commit(
+                lambda s: rules.release(req, s, self._policy, succeeded=succeeded, now=now), lambda _: True
+            )
 
     async def paused(self) -> bool:
         return self.state.paused
 
     async def set_paused(self, paused: bool) -> None:
         async with self._lock:
-            self.state.paused = paused
-            self._save()
+            await self._commit(lambda s: setattr(s, "paused", paused), lambda _: True)
+
+    async def status(self) -> GuardStatus:
+        return rules.status(self.state.paused, self.state.breakers, self._policy, self._clock.now().timestamp())
 
     async def ping(self) -> None:
-        return None
+        if self._broken:
+            raise GuardrailUnavailable(self._broken)
 
     async def close(self) -> None:
-        return None
+        if self._owner_file is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(self._owner_file.fileno(), fcntl.LOCK_UN)
+            self._owner_file.close()
+            self._owner_file = None

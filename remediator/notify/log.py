@@ -17,7 +17,7 @@ class LogNotifier:
     async def notify(self, event: str, decision: Decision, detail: Mapping[str, Any]) -> None:
         self._log.info(
             "notification",
-            event=event,
+            notice=event,
             playbook=decision.playbook,
             execution_id=decision.execution_id,
             channels=list(detail.get("channels", [])),

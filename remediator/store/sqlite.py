@@ -12,8 +12,8 @@ import asyncio
 import contextlib
 import json
 import sqlite3
-from collections.abc import Mapping, Sequence
-from datetime import datetime
+from collections.abc import AsyncIterator, Mapping, Sequence
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,8 @@ CREATE TABLE IF NOT EXISTS decisions (
     body TEXT NOT NULL,
     exec_status TEXT,
     finished_at TEXT,
+    claimed_by TEXT,
+    claimed_until REAL,
     UNIQUE (alert_key, playbook)
 );
 CREATE INDEX IF NOT EXISTS decisions_at ON decisions (at);
@@ -77,7 +79,12 @@ class SQLiteStore:
         self._pending: list[tuple[list[tuple[str, ...]], asyncio.Future[int]]] = []
 
     @classmethod
-    async def open(cls, path: str | Path, clock: Clock) -> SQLiteStore:
+    async def open(cls, path: str | Path, clock: Clock, *, recover: bool = True) -> SQLiteStore:
+        """Open (creating or upgrading the schema).
+
+        ``recover=False`` is for tools (``remediator export``) that read the file while the
+        daemon may be running: they must not release the daemon's claims.
+        """
         if str(path) != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         conn = await aiosqlite.connect(str(path), isolation_level=None)
@@ -86,11 +93,21 @@ class SQLiteStore:
         await conn.execute("PRAGMA synchronous=FULL")
         await conn.execute("PRAGMA busy_timeout=5000")
         await conn.executescript(SCHEMA)
-        # One process owns the embedded store: claims left by a previous (crashed) run
-        # are released at once instead of waiting for their lease.
-        await conn.execute(
-            "UPDATE alerts SET claimed_by = NULL, claimed_until = NULL WHERE processed = 0 AND claimed_by IS NOT NULL"
-        )
+        cur = await conn.execute("PRAGMA table_info(decisions)")
+        columns = {r["name"] for r in await cur.fetchall()}
+        for column, kind in (("claimed_by", "TEXT"), ("claimed_until", "REAL")):  # files from before execution leases
+            if column not in columns:
+                await conn.execute(f"ALTER TABLE decisions ADD COLUMN {column} {kind}")
+        if recover:
+            # One process owns the embedded store: claims left by a previous (crashed) run
+            # are released at once instead of waiting for their lease.
+            await conn.execute(
+                "UPDATE alerts SET claimed_by = NULL, claimed_until = NULL"
+                " WHERE processed = 0 AND claimed_by IS NOT NULL"
+            )
+            await conn.execute(
+                "UPDATE decisions SET claimed_by = NULL, claimed_until = NULL WHERE claimed_by IS NOT NULL"
+            )
         return cls(conn, clock)
 
     async def _run(self, sql: str, args: Sequence[Any] = ()) -> aiosqlite.Cursor:
@@ -154,9 +171,10 @@ class SQLiteStore:
         now = self._clock.now().timestamp()
         cur = await self._run(
             "UPDATE alerts SET claimed_by = ?, claimed_until = ? WHERE id IN ("
-            " SELECT id FROM alerts WHERE processed = 0 AND (claimed_until IS NULL OR claimed_until <= ?)"
+            " SELECT id FROM alerts WHERE processed = 0"
+            " AND (claimed_until IS NULL OR claimed_until <= ? OR claimed_by = ?)"
             " ORDER BY id LIMIT ?) RETURNING id, alert, receiver, group_key, external_url, received_at",
-            (worker, now + lease, now, limit),
+            (worker, now + lease, now, worker, limit),
         )
         rows = list(await cur.fetchall())
         rows.sort(key=lambda r: r["id"])
@@ -270,6 +288,30 @@ class SQLiteStore:
         cur = await self._run("SELECT id FROM decisions WHERE exec_status IN ('pending', 'running') ORDER BY at")
         return [r["id"] for r in await cur.fetchall()]
 
+    async def claim_execution(self, execution_id: str, worker: str, lease: float) -> bool:
+        """Take or renew the lease on an unfinished execution; False if another live owner holds it."""
+        now = self._clock.now().timestamp()
+        cur = await self._run(
+            "UPDATE decisions SET claimed_by = ?, claimed_until = ?"
+            " WHERE id = ? AND exec_status IN ('pending', 'running')"
+            " AND (claimed_by IS NULL OR claimed_by = ? OR claimed_until IS NULL OR claimed_until <= ?)",
+            (worker, now + lease, execution_id, worker, now),
+        )
+        return cur.rowcount == 1
+
+    async def claim_unfinished(self, worker: str, lease: float, *, limit: int = 20) -> list[str]:
+        """Claim unfinished executions nobody holds (or that this worker left behind), oldest first."""
+        now = self._clock.now().timestamp()
+        cur = await self._run(
+            "UPDATE decisions SET claimed_by = ?, claimed_until = ? WHERE id IN ("
+            " SELECT id FROM decisions WHERE exec_status IN ('pending', 'running')"
+            " AND (claimed_until IS NULL OR claimed_until <= ? OR claimed_by = ?) ORDER BY at, rowid LIMIT ?)"
+            " RETURNING id, at, rowid",
+            (worker, now + lease, now, worker, limit),
+        )
+        rows = sorted(await cur.fetchall(), key=lambda r: (r["at"], r["rowid"]))
+        return [r["id"] for r in rows]
+
     def _summary(self, row: sqlite3.Row) -> dict[str, Any]:
         body: dict[str, Any] = json.loads(row["body"])
         body["id"] = row["id"]
@@ -278,7 +320,7 @@ class SQLiteStore:
         return body
 
     async def list_executions(
-        self, *, playbook: str | None = None, status: str | None = None, limit: int = 50
+        self, *, playbook: str | None = None, status: str | None = None, limit: int = 50, before: str | None = None
     ) -> list[dict[str, Any]]:
         sql = "SELECT id, body, exec_status, finished_at FROM decisions WHERE exec_status IS NOT NULL"
         args: list[Any] = []
@@ -288,6 +330,9 @@ class SQLiteStore:
         if status:
             sql += " AND exec_status = ?"
             args.append(status)
+        if before:
+            sql += " AND (at, rowid) < (SELECT at, rowid FROM decisions WHERE id = ?)"
+            args.append(before)
         sql += " ORDER BY at DESC, rowid DESC LIMIT ?"
         args.append(limit)
         cur = await self._run(sql, args)
@@ -328,6 +373,72 @@ class SQLiteStore:
             for s in await cur.fetchall()
         ]
         return out
+
+    async def alerts_between(self, since: datetime, until: datetime, *, batch: int = 500) -> AsyncIterator[StoredAlert]:
+        """Recorded alerts with ``since <= received_at < until``, oldest first, paged by keyset."""
+        last: tuple[str, int] = (format_time(since), -1)
+        while True:
+            cur = await self._run(
+                "SELECT id, alert, receiver, group_key, external_url, received_at FROM alerts"
+                " WHERE (received_at, id) > (?, ?) AND received_at < ? ORDER BY received_at, id LIMIT ?",
+                (*last, format_time(until), batch),
+            )
+            rows = list(await cur.fetchall())
+            for r in rows:
+                yield StoredAlert(
+                    r["id"],
+                    ReceivedAlert(
+                        Alert.from_json(json.loads(r["alert"])),
+                        parse_time(r["received_at"]),
+                        r["receiver"],
+                        r["group_key"],
+                        r["external_url"],
+                    ),
+                )
+            if len(rows) < batch:
+                return
+            last = (rows[-1]["received_at"], rows[-1]["id"])
+
+    async def delete_older_than(self, days: float, *, batch: int = 1000) -> dict[str, int]:
+        """Delete finished decisions (with their steps) and processed alerts older than ``days``.
+
+        In batches, each its own short transaction, so webhooks are not held up behind
+        one long delete.  Unfinished executions and unprocessed alerts are kept.
+        """
+        cutoff = format_time(self._clock.now() - timedelta(days=days))
+        counts = {"decisions": 0, "steps": 0, "alerts": 0}
+        rounds = (
+            (
+                "SELECT id FROM decisions WHERE at < ? AND (exec_status IS NULL"
+                " OR exec_status NOT IN ('pending', 'running')) LIMIT ?",
+                (("steps", "DELETE FROM steps WHERE execution_id IN ({})"),
+                 ("decisions", "DELETE FROM decisions WHERE id IN ({})")),
+            ),
+            (
+                "SELECT a.id FROM alerts a WHERE a.processed = 1 AND a.received_at < ? AND NOT EXISTS ("
+                " SELECT 1 FROM decisions d WHERE d.alert_key = a.dedup_key"
+                " AND d.exec_status IN ('pending', 'running')) LIMIT ?",
+                (("alerts", "DELETE FROM alerts WHERE id IN ({})"),),
+            ),
+        )
+        for select, deletes in rounds:
+            while True:
+                async with self._tx:
+                    try:
+                        await self._db.execute("BEGIN IMMEDIATE")
+                        ids = [r[0] for r in await (await self._db.execute(select, (cutoff, batch))).fetchall()]
+                        marks = ",".join("?" * len(ids))
+                        for name, sql in deletes:
+                            cur = await self._db.execute(sql.format(marks), ids)
+                            counts[name] += cur.rowcount
+                        await self._db.execute("COMMIT")
+                    except (sqlite3.Error, ValueError) as exc:
+                        with contextlib.suppress(sqlite3.Error, ValueError):
+                            await self._db.execute("ROLLBACK")
+                        raise StoreUnavailable(f"embedded store: {exc}") from exc
+                if len(ids) < batch:
+                    break
+        return counts
 
     async def ping(self) -> None:
         await self._run("SELECT 1")

@@ -1,0 +1,110 @@
+"""Replay benchmark: a million alerts through the daemon's pipeline on a virtual clock.
+
+Generates a synthetic history (streamed to a temp file), replays it with the shipped
+playbooks through ``remediator replay --summary`` in a child process, and reports the
+time and the child's peak RSS.  Memory must not grow with the history: a smaller run
+first gives the baseline, and the bench fails if the full run's peak RSS is far above
+it (replay streams its input and output and keeps only counters in memory).
+
+    python bench/replay_bench.py [--alerts N] [--baseline N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import IO
+
+ROOT = Path(__file__).resolve().parents[1]
+START = datetime(2026, 11, 1, tzinfo=UTC)
+FIRING = ("HighDatabaseConnectionUsage", "HighLatency", "ServiceDown", "HighErrorRateAfterDeploy")
+UNMATCHED = ("DiskWillFillIn4Hours", "KubePodCrashLooping", "Watchdog")
+NAMESPACES = ("shop", "payments", "checkout", "kube-system")
+
+
+def _stamp(t: datetime) -> str:
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def generate(out: IO[str], alerts: int, seed: int = 7) -> None:
+    """One alert per second: firing alerts on 400 deployments, their resolves, unmatched noise."""
+    rng = random.Random(seed)
+    open_alerts: list[tuple[dict[str, str], str]] = []
+    for i in range(alerts):
+        now = START + timedelta(seconds=i)
+        roll = rng.random()
+        if roll < 0.25 and open_alerts:
+            labels, starts = open_alerts.pop(rng.randrange(len(open_alerts)))
+            alert = {"status": "resolved", "labels": labels, "startsAt": starts, "endsAt": _stamp(now)}
+        else:
+            name = rng.choice(UNMATCHED) if roll > 0.85 else rng.choice(FIRING)
+            labels = {
+                "alertname": name,
+                "severity": rng.choice(("warning", "critical")),
+                "namespace": rng.choice(NAMESPACES),
+                "deployment": f"svc-{rng.randrange(100)}",
+            }
+            alert = {"status": "firing", "labels": labels, "startsAt": _stamp(now), "endsAt": "0001-01-01T00:00:00Z"}
+            if len(open_alerts) < 1000:
+                open_alerts.append((labels, alert["startsAt"]))
+        body = {"version": "4", "status": alert["status"], "receiver": "remediator", "alerts": [alert]}
+        out.write(json.dumps({"received_at": _stamp(now), "payload": body}) + "\n")
+
+
+def run(path: Path) -> tuple[float, int, dict[str, object]]:
+    """(seconds, peak RSS in KiB, summary) of one replay in a child process."""
+    cmd = [sys.executable, "-m", "remediator", "replay", str(path), "--playbooks", str(ROOT / "playbooks"),
+           "--summary", "--format", "json"]
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        started = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, cwd=ROOT)
+        _pid, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage, not all children's
+        elapsed = time.perf_counter() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        if proc.returncode != 0:
+            sys.exit(f"replay failed ({proc.returncode}): {err.read().decode()[-2000:]}")
+        summary: dict[str, object] = json.loads(out.read())["summary"]
+    return elapsed, usage.ru_maxrss, summary
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--alerts", type=int, default=1_000_000)
+    parser.add_argument("--baseline", type=int, default=20_000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="replay-bench-") as tmp:
+        results = []
+        for n in (args.baseline, args.alerts):
+            path = Path(tmp) / f"history-{n}.jsonl"
+            t0 = time.perf_counter()
+            with path.open("w") as fh:
+                generate(fh, n)
+            gen = time.perf_counter() - t0
+            elapsed, peak, summary = run(path)
+            results.append((n, elapsed, peak))
+            print(f"replay of {n:,} alerts ({path.stat().st_size / 1e6:.0f} MB, generated in {gen:.1f}s): "
+                  f"{elapsed:.1f}s, {n / elapsed:,.0f} alerts/s, peak RSS {peak / 1024:.0f} MiB")
+            print(f"  decisions: {json.dumps(summary['decisions'], sort_keys=True)}")
+            path.unlink()
+    (_, _, base_rss), (_, _, full_rss) = results
+    limit = base_rss * 1.5 + 64 * 1024
+    if full_rss > limit:
+        print(f"FAIL: peak RSS grew with the history: {full_rss / 1024:.0f} MiB > {limit / 1024:.0f} MiB")
+        return 1
+    print(f"ok: memory bounded ({full_rss / 1024:.0f} MiB for {args.alerts:,} alerts, "
+          f"{base_rss / 1024:.0f} MiB for {args.baseline:,})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,154 @@
+"""The Redis guardrail scripts: :mod:`remediator.core.guardrails` in Lua.
+
+Each script runs atomically inside Redis, so replicas cannot interleave a check and
+its bookkeeping.  They follow the pure rules line for line (same order, same
+comparisons, same findings); the contract suite runs both on the same scenarios.
+
+Conventions: time is the caller's ``now`` (ARGV), never Redis ``TIME``, so virtual
+clocks work; numbers go in and out as ``%.17g`` strings so no double loses a bit (a
+Lua number returned to Redis would be truncated to an integer); each key's own
+expiry (``PEXPIRE``) is only garbage collection, ``grace`` seconds after its value
+stops mattering, because the value itself decides.
+"""
+
+from __future__ import annotations
+
+PRELUDE = """
+local function num(x) return string.format('%.17g', x) end
+local function ms(seconds) return math.max(1, math.ceil(seconds * 1000)) end
+local function extend(key, millis)  -- a key shared by many entries only ever lives longer
+  if redis.call('PTTL', key) < millis then redis.call('PEXPIRE', key, millis) end
+end
+"""
+
+# KEYS: 1 paused, 2 breaker, 3 lock, 4 cooldown, 5 rate, 6 running (zset owner -> expiry),
+#       7 running namespaces (hash owner -> namespace), 8 sequence, 9.. one per applicable budget
+# ARGV: 1 owner, 2 namespace, 3 now, 4 rate_max, 5 rate_per, 6 cooldown, 7 lock_ttl, 8 breaker threshold,
+#       9 max_running, 10 max_running_per_namespace, 11 grace, 12 longest budget window,
+#       then per budget key: its position in the policy, max, per
+ADMIT = PRELUDE + """
+local owner, namespace = ARGV[1], ARGV[2]
+local now = tonumber(ARGV[3])
+local rate_max, rate_per = tonumber(ARGV[4]), tonumber(ARGV[5])
+local cooldown, ttl = tonumber(ARGV[6]), tonumber(ARGV[7])
+local threshold = tonumber(ARGV[8])
+local max_running, max_ns = tonumber(ARGV[9]), tonumber(ARGV[10])
+local grace, longest = tonumber(ARGV[11]), tonumber(ARGV[12])
+local nbudgets = #KEYS - 8
+
+if redis.call('EXISTS', KEYS[1]) == 1 then return {'paused'} end
+
+local br = redis.call('HMGET', KEYS[2], 'failures', 'open_until', 'trial_owner')
+local failures = tonumber(br[1] or '0')
+local tripped = threshold > 0 and failures >= threshold
+if tripped then
+  local open_until = tonumber(br[2] or '0')
+  if now < open_until then return {'open', num(open_until), tostring(failures)} end
+  local trial = br[3] or ''
+  if trial ~= '' and trial ~= owner then
+    local slot = redis.call('ZSCORE', KEYS[6], trial)
+    if slot and tonumber(slot) > now then return {'half_open'} end
+  end
+end
+
+local lock = redis.call('HMGET', KEYS[3], 'owner', 'expires')
+if lock[1] and tonumber(lock[2]) > now then return {'locked', '0', '0', lock[1]} end
+
+local cooldown_until = tonumber(redis.call('GET', KEYS[4]) or '0')
+if now < cooldown_until then return {'cooldown', num(cooldown_until)} end
+
+if rate_max > 0 then
+  local n = redis.call('ZCOUNT', KEYS[5], '(' .. num(now - rate_per), '+inf')
+  if n >= rate_max then return {'rate', '0', tostring(n)} end
+end
+
+for i = 1, nbudgets do
+  local base = 12 + (i - 1) * 3
+  local n = redis.call('ZCOUNT', KEYS[8 + i], '(' .. num(now - tonumber(ARGV[base + 3])), '+inf')
+  if n >= tonumber(ARGV[base + 2]) then return {'budget', '0', ARGV[base + 1]} end
+end
+
+if max_running > 0 or max_ns > 0 then
+  local total, in_ns = 0, 0
+  for _, other in ipairs(redis.call('ZRANGEBYSCORE', KEYS[6], '(' .. num(now), '+inf')) do
+    if other ~= owner then
+      total = total + 1
+      if redis.call('HGET', KEYS[7], other) == namespace then in_ns = in_ns + 1 end
+    end
+  end
+  if max_running > 0 and total >= max_running then return {'running', '0', tostring(total)} end
+  if max_ns > 0 and in_ns >= max_ns then return {'running_ns', '0', tostring(in_ns)} end
+end
+
+redis.call('HSET', KEYS[3], 'owner', owner, 'expires', num(now + ttl))
+redis.call('PEXPIRE', KEYS[3], ms(ttl + grace))
+if cooldown > 0 then
+  redis.call('SET', KEYS[4], num(now + cooldown), 'PX', ms(cooldown + grace))
+end
+if rate_max > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', num(now - 2 * rate_per))  -- twice the window: late requests
+  redis.call('ZADD', KEYS[5], num(now), redis.call('INCR', KEYS[8]))
+  extend(KEYS[5], ms(2 * rate_per + grace))
+end
+local seen = {}
+for i = 1, nbudgets do
+  local key = KEYS[8 + i]
+  if not seen[key] then  -- a scope with several budgets keeps one history
+    seen[key] = true
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', num(now - 2 * longest))
+    redis.call('ZADD', key, num(now), redis.call('INCR', KEYS[8]))
+    extend(key, ms(2 * longest + grace))
+  end
+end
+for _, dead in ipairs(redis.call('ZRANGEBYSCORE', KEYS[6], '-inf', num(now))) do
+  redis.call('ZREM', KEYS[6], dead)
+  redis.call('HDEL', KEYS[7], dead)
+end
+redis.call('ZADD', KEYS[6], num(now + ttl), owner)
+redis.call('HSET', KEYS[7], owner, namespace)
+extend(KEYS[6], ms(ttl + grace))
+extend(KEYS[7], ms(ttl + grace))
+if tripped then redis.call('HSET', KEYS[2], 'trial_owner', owner) end
+return {'passed'}
+"""
+
+# KEYS: 1 lock, 2 running, 3 running namespaces.  ARGV: 1 owner, 2 namespace, 3 now, 4 lock_ttl, 5 grace
+RENEW = PRELUDE + """
+local owner, namespace = ARGV[1], ARGV[2]
+local now, ttl, grace = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local lock = redis.call('HMGET', KEYS[1], 'owner', 'expires')
+if lock[1] ~= owner or tonumber(lock[2]) <= now then return 0 end
+redis.call('HSET', KEYS[1], 'expires', num(now + ttl))
+redis.call('PEXPIRE', KEYS[1], ms(ttl + grace))
+redis.call('ZADD', KEYS[2], num(now + ttl), owner)
+redis.call('HSET', KEYS[3], owner, namespace)
+extend(KEYS[2], ms(ttl + grace))
+extend(KEYS[3], ms(ttl + grace))
+return 1
+"""
+
+# KEYS: 1 lock, 2 running, 3 running namespaces, 4 cooldown, 5 breaker, 6 breaker index
+# ARGV: 1 owner, 2 now, 3 cooldown, 4 succeeded (1/0), 5 breaker threshold, 6 breaker cool-off, 7 grace, 8 playbook
+RELEASE = PRELUDE + """
+local owner, now, cooldown = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local threshold, cooloff, grace = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+if redis.call('HGET', KEYS[1], 'owner') == owner then redis.call('DEL', KEYS[1]) end
+redis.call('ZREM', KEYS[2], owner)
+redis.call('HDEL', KEYS[3], owner)
+if cooldown > 0 then
+  local cooldown_until = math.max(tonumber(redis.call('GET', KEYS[4]) or '0'), now + cooldown)
+  redis.call('SET', KEYS[4], num(cooldown_until), 'PX', ms(cooldown_until - now + grace))
+end
+if ARGV[4] == '1' then
+  redis.call('DEL', KEYS[5])
+  redis.call('SREM', KEYS[6], ARGV[8])
+elseif threshold > 0 then
+  local br = redis.call('HMGET', KEYS[5], 'failures', 'open_until')
+  local failures = tonumber(br[1] or '0') + 1
+  local open_until = tonumber(br[2] or '0')
+  if failures >= threshold then open_until = now + cooloff end
+  redis.call('HSET', KEYS[5], 'failures', tostring(failures), 'open_until', num(open_until), 'trial_owner', '')
+  redis.call('SADD', KEYS[6], ARGV[8])
+end
+return 1
+"""

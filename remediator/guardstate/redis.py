@@ -1,0 +1,193 @@
+"""Guardrail state shared by replicas, in Redis.
+
+Admission, renewal and release are Lua scripts (:mod:`remediator.guardstate.lua`)
+that run the pure rules atomically, so two replicas can never both pass a check
+that only one may pass.  The kill switch is a key every admission reads, so a pause
+binds every replica from its very next admission.
+
+Failing closed: any Redis error or timeout becomes ``GuardrailUnavailable`` and the
+pipeline starts nothing.  Timeouts are short, a failed connection is retried once at
+once (the pooled connection died with a restarted server), and the pool reconnects
+on its own: when Redis is back, the next admission simply works.  An admission whose
+reply was lost may still have been recorded; its lock and slot then lapse by their
+TTL, which errs on the side of doing nothing.
+
+Keys are ``<prefix><kind>:<name>``; the prefix (``remediator:`` unless given, or
+``?prefix=`` on the URL) separates daemons sharing one Redis.  Every per-target key
+expires once it cannot matter any more; only the kill switch, the breakers (one per
+playbook) and a sequence counter stay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from typing import TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import structlog
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+
+from remediator.core import guardrails as rules
+from remediator.core.errors import GuardrailUnavailable
+from remediator.core.guardrails import Breaker, Check, Finding, GuardStatus, Policy, Request, Verdict
+from remediator.guardstate import lua
+from remediator.ports import Clock
+
+DEFAULT_PREFIX = "remediator:"
+T = TypeVar("T")
+
+
+def split_prefix(url: str) -> tuple[str, str | None]:
+    """Take ``prefix`` out of the URL's query (redis-py would reject it); the rest is for redis-py."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    prefix = next((v for k, v in query if k == "prefix"), None)
+    rest = urlencode([(k, v) for k, v in query if k != "prefix"])
+    return urlunsplit(parts._replace(query=rest)), prefix
+
+
+def _finding(reply: list[str]) -> Finding:
+    code, at, count, holder = [*reply, "0", "0", ""][:4]
+    return Finding(Check(code), at=float(at), count=int(count), holder=holder)
+
+
+class RedisGuardrails:
+    def __init__(
+        self,
+        client: Redis,
+        policy: Policy,
+        clock: Clock,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        grace: float = 3600.0,
+        deadline: float = 3.0,
+    ) -> None:
+        self._client = client
+        self._policy = policy
+        self._clock = clock
+        self.prefix = prefix
+        self._grace = grace
+        self._deadline = deadline
+        self._admit = client.register_script(lua.ADMIT)
+        self._renew = client.register_script(lua.RENEW)
+        self._release = client.register_script(lua.RELEASE)
+
+    @classmethod
+    async def open(
+        cls,
+        url: str,
+        policy: Policy,
+        clock: Clock,
+        *,
+        prefix: str | None = None,
+        socket_timeout: float = 1.0,
+        grace: float = 3600.0,
+    ) -> RedisGuardrails:
+        """Connect lazily: an unreachable Redis at start-up fails closed like one lost later."""
+        url, url_prefix = split_prefix(url)
+        client = Redis.from_url(
+            url,
+            decode_responses=True,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=socket_timeout,
+            retry=Retry(NoBackoff(), 1, (RedisConnectionError,)),
+        )
+        guard = cls(client, policy, clock, prefix=prefix or url_prefix or DEFAULT_PREFIX, grace=grace,
+                    deadline=3 * socket_timeout + 0.5)
+        try:
+            await guard.ping()
+        except GuardrailUnavailable as exc:
+            structlog.get_logger("remediator.guardrails").error(
+                "redis unreachable: no remediation starts until it is", error=str(exc)
+            )
+        return guard
+
+    def _key(self, kind: str, name: str = "") -> str:
+        return f"{self.prefix}{kind}:{name}" if name else f"{self.prefix}{kind}"
+
+    async def _guarded(self, op: str, call: Awaitable[T]) -> T:
+        try:
+            async with asyncio.timeout(self._deadline):
+                return await call
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise GuardrailUnavailable(f"redis {op} failed: {str(exc) or type(exc).__name__}") from exc
+
+    async def admit(self, req: Request) -> Verdict:
+        p = self._policy
+        budgets = p.budgets_for(req.namespace)
+        keys = [
+            self._key("paused"),
+            self._key("breaker", req.playbook),
+            self._key("lock", req.target_key),
+            self._key("cooldown", req.limit_key),
+            self._key("rate", req.limit_key),
+            self._key("running"),
+            self._key("running-ns"),
+            self._key("seq"),
+            *(self._key("budget", b.scope) for _, b in budgets),
+        ]
+        args: list[str | int | float] = [
+            req.owner, req.namespace, req.now, req.rate_max, req.rate_per, req.cooldown, req.lock_ttl,
+            p.breaker_threshold, p.max_running, p.max_running_per_namespace, self._grace, p.longest_budget,
+        ]
+        for i, b in budgets:
+            args += [i, b.max, b.per]
+        reply = await self._guarded("admit", self._admit(keys=keys, args=args))
+        return rules.explain(_finding(reply), req, p)
+
+    async def renew(self, req: Request) -> bool:
+        now = self._clock.now().timestamp()
+        keys = [self._key("lock", req.target_key), self._key("running"), self._key("running-ns")]
+        args: list[str | int | float] = [req.owner, req.namespace, now, req.lock_ttl, self._grace]
+        return bool(await self._guarded("renew", self._renew(keys=keys, args=args)))
+
+    async def release(self, req: Request, *, succeeded: bool) -> None:
+        now = self._clock.now().timestamp()
+        keys = [
+            self._key("lock", req.target_key),
+            self._key("running"),
+            self._key("running-ns"),
+            self._key("cooldown", req.limit_key),
+            self._key("breaker", req.playbook),
+            self._key("breakers"),
+        ]
+        args: list[str | int | float] = [
+            req.owner, now, req.cooldown, 1 if succeeded else 0, self._policy.breaker_threshold,
+            self._policy.breaker_cooloff, self._grace, req.playbook,
+        ]
+        await self._guarded("release", self._release(keys=keys, args=args))
+
+    async def paused(self) -> bool:
+        return bool(await self._guarded("read pause", self._client.exists(self._key("paused"))))
+
+    async def set_paused(self, paused: bool) -> None:
+        key = self._key("paused")
+        await self._guarded("set pause", self._client.set(key, "1") if paused else self._client.delete(key))
+
+    async def status(self) -> GuardStatus:
+        return await self._guarded("status", self._status())
+
+    async def _status(self) -> GuardStatus:
+        names = sorted(str(n) for n in await self._client.smembers(self._key("breakers")))
+        pipe = self._client.pipeline(transaction=False)
+        pipe.exists(self._key("paused"))
+        for name in names:
+            pipe.hmget(self._key("breaker", name), ["failures", "open_until", "trial_owner"])
+        paused, *rows = await pipe.execute()
+        breakers = {
+            name: Breaker(int(row[0]), float(row[1] or 0.0), row[2] or "")
+            for name, row in zip(names, rows, strict=True)
+            if row[0] is not None
+        }
+        return rules.status(bool(paused), breakers, self._policy, self._clock.now().timestamp())
+
+    async def ping(self) -> None:
+        await self._guarded("ping", self._client.ping())
+
+    async def close(self) -> None:
+        await self._client.aclose()

@@ -1,0 +1,250 @@
+"""The Notifier that delivers: one bounded queue and one delivery task per channel.
+
+``notify`` only renders and enqueues, so a remediation never waits on a receiver.
+Each channel has its own queue so a dead Slack does not hold up PagerDuty, and
+delivers in order so an incident's trigger never overtakes its resolve.  When a queue
+is full the oldest notice is dropped (counted and logged): the newest state of an
+execution matters more than its history.  Failures are logged with the execution id,
+counted, and the most recent ones kept for inspection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+import structlog
+from prometheus_client import CollectorRegistry, Counter
+from tenacity import RetryCallState
+
+from remediator.core.decisions import Decision
+from remediator.notify.channels import Channel, Outgoing, channels_from_settings
+from remediator.notify.delivery import DeliveryFailed, deliver
+from remediator.notify.events import build_notice
+from remediator.ports import Clock
+from remediator.settings import Settings
+
+DEFAULT_QUEUE_SIZE = 1000
+DEFAULT_DRAIN_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True)
+class FailedDelivery:
+    channel: str
+    event: str
+    execution_id: str
+    notice_id: str
+    error: str
+    attempts: int
+    at: datetime
+
+
+class NotificationMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.total = Counter(
+            "remediator_notifications_total",
+            "Notifications by channel and final result (sent, failed, dropped)",
+            ["channel", "result"],
+            registry=registry,
+        )
+        self.retries = Counter(
+            "remediator_notification_retries_total", "Notification delivery retries", ["channel"], registry=registry
+        )
+
+
+class Dispatcher:
+    """Implements the Notifier port; use as ``async with`` to run its delivery tasks."""
+
+    def __init__(
+        self,
+        channels: Mapping[str, Channel],
+        *,
+        session: aiohttp.ClientSession,
+        clock: Clock,
+        registry: CollectorRegistry,
+        public_url: str = "",
+        queue_size: int = DEFAULT_QUEUE_SIZE,
+        keep_failures: int = 100,
+    ) -> None:
+        self.channels = dict(channels)
+        self.session = session
+        self.clock = clock
+        self.public_url = public_url
+        self.metrics = NotificationMetrics(registry)
+        self.failures: deque[FailedDelivery] = deque(maxlen=keep_failures)
+        self._queues: dict[str, asyncio.Queue[Outgoing]] = {n: asyncio.Queue(queue_size) for n in self.channels}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._in_flight = 0
+        self._log = structlog.get_logger("remediator.notify")
+
+    # -- the Notifier port ----------------------------------------------------------
+
+    async def notify(self, event: str, decision: Decision, detail: Mapping[str, Any]) -> None:
+        try:
+            self._enqueue_all(event, decision, detail)
+        except Exception:  # a bug here must cost a message, never a remediation
+            self._log.exception("could not queue notification", notice=event, execution_id=decision.execution_id)
+
+    def _enqueue_all(self, event: str, decision: Decision, detail: Mapping[str, Any]) -> None:
+        names = list(dict.fromkeys(detail.get("channels") or ()))
+        if not names:
+            return
+        notice = build_notice(event, decision, detail, at=self.clock.now(), public_url=self.public_url)
+        for name in names:
+            channel = self.channels.get(name)
+            if channel is None:
+                self._log.warning("notification for an unconfigured channel", channel=name, notice=event)
+                continue
+            if not channel.wants(event):
+                continue
+            try:
+                out = channel.encode(notice)
+            except Exception:
+                self._log.exception("could not build notification", channel=name, notice=event)
+                self._failed(channel, event, decision.execution_id or "", notice.id, "could not build message", 0)
+                continue
+            if out is None:
+                continue
+            if out.template_error:
+                self._log.warning(
+                    "channel template failed; sending the default text", channel=name, error=out.template_error
+                )
+            self._put(self._queues[name], out)
+
+    def _put(self, queue: asyncio.Queue[Outgoing], out: Outgoing) -> None:
+        while True:
+            try:
+                queue.put_nowait(out)
+                return
+            except asyncio.QueueFull:
+                oldest = queue.get_nowait()
+                queue.task_done()
+                self.metrics.total.labels(oldest.channel, "dropped").inc()
+                self._log.error(
+                    "notification queue full: dropped the oldest",
+                    channel=oldest.channel,
+                    notice=oldest.event,
+                    execution_id=oldest.execution_id,
+                )
+
+    # -- delivery ---------------------------------------------------------------------
+
+    async def _run(self, channel: Channel) -> None:
+        queue = self._queues[channel.name]
+        while True:
+            out = await queue.get()
+            self._in_flight += 1
+            try:
+                await self._deliver(channel, out)
+            except Exception:  # this task must outlive any bug in one delivery
+                self._log.exception("notification delivery crashed", channel=channel.name, notice=out.event)
+            finally:
+                self._in_flight -= 1
+                queue.task_done()
+
+    async def _deliver(self, channel: Channel, out: Outgoing) -> None:
+        def retried(state: RetryCallState) -> None:
+            self.metrics.retries.labels(channel.name).inc()
+
+        try:
+            attempts = await deliver(self.session, self.clock, channel, out, on_retry=retried)
+        except DeliveryFailed as exc:
+            self._failed(channel, out.event, out.execution_id, out.notice_id, str(exc), exc.attempts)
+        except Exception as exc:
+            self._log.exception("notification delivery crashed", channel=channel.name)
+            self._failed(channel, out.event, out.execution_id, out.notice_id, type(exc).__name__, 0)
+        else:
+            self.metrics.total.labels(channel.name, "sent").inc()
+            self._log.info(
+                "notification sent",
+                channel=channel.name,
+                notice=out.event,
+                execution_id=out.execution_id,
+                attempts=attempts,
+            )
+
+    def _failed(self, channel: Channel, event: str, execution: str, notice: str, error: str, attempts: int) -> None:
+        self.metrics.total.labels(channel.name, "failed").inc()
+        self.failures.append(FailedDelivery(channel.name, event, execution, notice, error, attempts, self.clock.now()))
+        self._log.error(
+            "notification failed",
+            channel=channel.name,
+            type=channel.type,
+            notice=event,
+            execution_id=execution,
+            attempts=attempts,
+            error=error,
+        )
+
+    def failures_for(self, execution_id: str) -> list[FailedDelivery]:
+        return [f for f in self.failures if f.execution_id == execution_id]
+
+    def pending(self) -> int:
+        """Notices queued or being delivered."""
+        return sum(q.qsize() for q in self._queues.values()) + self._in_flight
+
+    async def join(self) -> None:
+        """Wait until every queued notice has been delivered or given up on."""
+        await asyncio.gather(*(q.join() for q in self._queues.values()))
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        if not self._tasks:
+            self._tasks = [
+                asyncio.create_task(self._run(c), name=f"remediator-notify-{c.name}") for c in self.channels.values()
+            ]
+
+    async def close(self, drain_timeout: float = DEFAULT_DRAIN_TIMEOUT) -> None:
+        """Give queued notices ``drain_timeout`` (real) seconds to go out, then stop."""
+        if self._tasks and drain_timeout > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.join(), timeout=drain_timeout)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        left = self.pending()
+        if left:
+            self._log.warning("notifications not delivered before shutdown", count=left)
+
+    async def __aenter__(self) -> Dispatcher:
+        self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+
+@contextlib.asynccontextmanager
+async def open_dispatcher(
+    settings: Settings, clock: Clock, registry: CollectorRegistry, *, drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
+) -> AsyncIterator[Dispatcher | None]:
+    """The configured channels behind one HTTP session, or None when no channel is configured."""
+    channels = channels_from_settings(settings)
+    if not channels:
+        yield None
+        return
+    log = structlog.get_logger("remediator.notify")
+    for c in channels.values():
+        if c.type == "webhook" and not c.secret:
+            log.warning("webhook channel has no secret: its requests are not signed", channel=c.name)
+    async with aiohttp.ClientSession() as session:
+        dispatcher = Dispatcher(
+            channels, session=session, clock=clock, registry=registry, public_url=settings.public_url
+        )
+        dispatcher.start()
+        try:
+            yield dispatcher
+        finally:
+            await dispatcher.close(drain_timeout)

@@ -1,0 +1,474 @@
+"""Replay: what would these playbooks have done to this alert history?
+
+History runs through the daemon's own :class:`~remediator.pipeline.Pipeline` and
+:class:`~remediator.worker.Worker`, on a :class:`~remediator.clock.VirtualClock`
+driven by the history, with a scratch embedded store, fresh in-memory guardrail
+state and a dry-run executor.  Rate limits, cooldowns, stabilisation windows,
+resolves and the kill switch therefore decide exactly as they did (or would have)
+live; only the adapters differ.
+
+Input: JSON Lines, one event per line (blank lines are skipped):
+
+* an Alertmanager v4 webhook payload exactly as received;
+* the same wrapped as ``{"received_at": RFC3339, "payload": {...}}`` (the daemon's
+  export has this shape; other keys of the wrapper are ignored);
+* a kill-switch control line ``{"at": RFC3339, "control": "pause"}`` or
+  ``{"at": RFC3339, "control": "resume"}`` (as ``POST /api/v1/pause|resume``).
+
+An event's time is its ``received_at`` (or ``at``); for a bare payload it is the
+latest alert time inside it (a firing alert's ``startsAt``, a resolved alert's
+``endsAt``), because Alertmanager cannot have sent a notification before its newest
+alert, while a group notification re-sends alerts that started hours earlier.
+
+Ordering: events are applied in time order.  Input that is slightly out of order
+(exports interleaved from several replicas, clock skew) is sorted within a sliding
+window (``reorder_window``, default 5 minutes), so memory stays bounded by the
+events of one window; a line further back in time than that is rejected with
+``path:line`` rather than silently decided at the wrong time.  Events with equal
+times keep their input order.
+
+At one instant, deferred alerts that come due are processed before new events,
+and at the end of the input the clock advances to every remaining due time so
+that no alert is left undecided.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import json
+import sqlite3
+import tempfile
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, BinaryIO, Literal, Protocol, cast
+
+import aiosqlite
+
+from remediator.clock import SystemClock, VirtualClock
+from remediator.core.alerts import Alert, format_time, parse_time, validate_payload
+from remediator.core.decisions import Decision, DecisionKind, PlannedStep
+from remediator.core.errors import ConfigError, PayloadError
+from remediator.core.playbooks import PlaybookSet
+from remediator.executors.plan_only import PlanOnlyExecutor
+from remediator.guardstate.memory import MemoryGuardrails
+from remediator.pipeline import Outcome, Pipeline, PipelineSettings
+from remediator.ports import Executor, ReceivedAlert, StepResult
+from remediator.runtime import guard_policy
+from remediator.settings import Settings
+from remediator.store.sqlite import SCHEMA, SQLiteStore
+from remediator.worker import Worker
+
+Control = Literal["pause", "resume"]
+Entry = dict[str, Any]
+DEFAULT_REORDER_WINDOW = 300.0
+
+
+class ReplayInputError(Exception):
+    """An input line that cannot be replayed; printed as ``path:line: reason``."""
+
+    def __init__(self, path: str, line: int, reason: str) -> None:
+        super().__init__(f"{path}:{line}: {reason}")
+
+
+@dataclass(frozen=True)
+class Event:
+    at: datetime
+    line: int
+    alerts: tuple[ReceivedAlert, ...] = ()
+    control: Control | None = None
+
+
+# -- input ---------------------------------------------------------------------------
+
+
+def _event_time(alerts: tuple[Alert, ...]) -> datetime | None:
+    """When a bare payload was sent: no earlier than its newest alert start or end."""
+    return max((a.ends_at if a.status == "resolved" and a.ends_at else a.starts_at for a in alerts), default=None)
+
+
+def parse_event(obj: Any, line: int) -> Event | None:
+    """One decoded input line as an event (None for a bare payload with no alerts).
+
+    Raises PayloadError with the reason; the caller adds ``path:line``.
+    """
+    if not isinstance(obj, dict):
+        raise PayloadError("expected a JSON object (a webhook payload, a wrapped payload or a control line)")
+    if "control" in obj:
+        control = obj["control"]
+        if control not in ("pause", "resume"):
+            raise PayloadError(f"control must be 'pause' or 'resume', not {control!r}")
+        if not isinstance(obj.get("at"), str):
+            raise PayloadError('a control line needs "at": an RFC 3339 time')
+        return Event(parse_time(obj["at"]), line, control=control)
+    body, stamp = (obj["payload"], obj.get("received_at")) if "payload" in obj else (obj, None)
+    if stamp is not None and not isinstance(stamp, str):
+        raise PayloadError("received_at must be an RFC 3339 string")
+    payload = validate_payload(body)
+    at = parse_time(stamp) if stamp is not None else _event_time(payload.alerts)
+    if at is None:
+        return None
+    received = (ReceivedAlert(a, at, payload.receiver, payload.group_key, payload.external_url) for a in payload.alerts)
+    return Event(at, line, tuple(received))
+
+
+def _decode(raw: bytes, path: str, line: int) -> Event | None:
+    try:
+        return parse_event(json.loads(raw.rstrip(b"\r\n")), line)
+    except UnicodeDecodeError as exc:
+        raise ReplayInputError(path, line, f"not valid UTF-8 (byte {exc.start})") from None
+    except json.JSONDecodeError as exc:
+        raise ReplayInputError(path, line, f"not valid JSON: {exc.msg} at column {exc.colno}") from None
+    except RecursionError:
+        raise ReplayInputError(path, line, "JSON nested too deeply") from None
+    except PayloadError as exc:
+        raise ReplayInputError(path, line, str(exc)) from None
+
+
+def read_events(
+    stream: BinaryIO, path: str, *, reorder_window: float = DEFAULT_REORDER_WINDOW
+) -> Iterator[Event]:
+    """Stream events in time order, sorting within ``reorder_window`` seconds."""
+    window = timedelta(seconds=reorder_window)
+    heap: list[tuple[datetime, int, Event]] = []
+    released: datetime | None = None
+    newest: datetime | None = None
+    for number, raw in enumerate(stream, 1):
+        if not raw.strip():
+            continue
+        event = _decode(raw, path, number)
+        if event is None:
+            continue
+        if released is not None and event.at < released:
+            raise ReplayInputError(
+                path,
+                number,
+                f"event at {format_time(event.at)} is earlier than {format_time(released)}, already replayed: "
+                f"the input may be out of order by at most {reorder_window:.0f}s (sort it, or widen the window)",
+            )
+        heapq.heappush(heap, (event.at, number, event))
+        newest = event.at if newest is None or event.at > newest else newest
+        while heap and heap[0][0] <= newest - window:
+            released, _, ready = heapq.heappop(heap)
+            yield ready
+    while heap:
+        yield heapq.heappop(heap)[2]
+
+
+# -- observing the pipeline ----------------------------------------------------------
+
+
+class Listener(Protocol):
+    def decision(self, entry: Entry) -> None:
+        """One (alert, playbook) decision, in the order the pipeline made them."""
+
+    def alert_done(self, alert_key: str, entries: list[Entry]) -> None:
+        """Every decision about one alert delivery is made (none is pending any more)."""
+
+
+def _steps(steps: tuple[PlannedStep, ...]) -> list[dict[str, Any]]:
+    return [{"action": s.action, "params": s.params} for s in steps]
+
+
+def entry_for(decision: Decision, alert: ReceivedAlert | None) -> Entry:
+    """The replay output's view of a decision (the public ``decisions[]`` item)."""
+    return {
+        "fingerprint": decision.fingerprint,
+        "alert": decision.alert_key,
+        "alertname": alert.alert.alertname if alert else "",
+        "status": alert.alert.status if alert else "",
+        "playbook": decision.playbook or None,
+        "at": format_time(decision.at),
+        "decision": decision.kind.value,
+        "reason": decision.reason,
+        "target": decision.target.to_json() if decision.target else None,
+        "steps": _steps(decision.steps),
+        "on_failure": _steps(decision.on_failure),
+        "dry_run": decision.dry_run,
+    }
+
+
+class _Tap:
+    """What replay sees of the pipeline's work: decisions, completed alerts, due times."""
+
+    def __init__(self, listener: Listener, *, results: bool) -> None:
+        self.listener = listener
+        self.results = results
+        self.current: ReceivedAlert | None = None
+        self.due: list[float] = []
+        self._running: dict[str, Entry] = {}
+        self._by_alert: dict[str, list[Entry]] = {}
+
+    def _emit(self, entry: Entry) -> None:
+        self._by_alert.setdefault(entry["alert"], []).append(entry)
+        self.listener.decision(entry)
+
+    def recorded(self, decision: Decision) -> None:
+        entry = entry_for(decision, self.current)
+        if decision.kind is DecisionKind.EXECUTED:
+            self._running[decision.execution_id or ""] = entry  # emitted when it finishes, with its results
+        else:
+            self._emit(entry)
+
+    def step(self, execution: str, step: PlannedStep, result: StepResult) -> None:
+        entry = self._running.get(execution)
+        if self.results and entry is not None and result.finished:
+            entry.setdefault("results", []).append(
+                {"phase": step.phase, "action": step.action, "status": result.status, "message": result.message}
+            )
+
+    def finished(self, execution: str, status: str) -> None:
+        entry = self._running.pop(execution, None)
+        if entry is not None:
+            if self.results:
+                entry["execution"] = status
+            self._emit(entry)
+
+    def processed(self, received: ReceivedAlert, outcome: Outcome) -> None:
+        for d in outcome.decisions:
+            if d.kind is DecisionKind.NO_MATCH:
+                self._emit(entry_for(d, received))
+        for execution in list(self._running):  # an execution that returned without finishing still counts
+            self.finished(execution, "unfinished")
+        if outcome.defer_until is None:
+            key = received.alert.dedup_key
+            self.listener.alert_done(key, self._by_alert.pop(key, []))
+
+
+class _InlineCursor:
+    def __init__(self, cursor: sqlite3.Cursor) -> None:
+        self._cursor = cursor
+
+    @property
+    def rowcount(self) -> int:
+        return self._cursor.rowcount
+
+    async def fetchone(self) -> Any:
+        return self._cursor.fetchone()
+
+    async def fetchall(self) -> list[Any]:
+        return self._cursor.fetchall()
+
+
+class _InlineConnection:
+    """The part of aiosqlite's connection the store uses, run in the event loop's own thread.
+
+    Replay is the store's only client, so nothing waits on it; aiosqlite's hop to its
+    thread and back (about 0.1 ms per query, a dozen queries per alert) would otherwise
+    dominate a long replay.  The SQL, and so every answer, is the store's own.
+    """
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    @property
+    def total_changes(self) -> int:
+        return self._conn.total_changes
+
+    async def execute(self, sql: str, args: Any = ()) -> _InlineCursor:
+        return _InlineCursor(self._conn.execute(sql, args))
+
+    async def executemany(self, sql: str, rows: Any) -> _InlineCursor:
+        return _InlineCursor(self._conn.executemany(sql, rows))
+
+    async def executescript(self, script: str) -> _InlineCursor:
+        return _InlineCursor(self._conn.executescript(script))
+
+    async def close(self) -> None:
+        self._conn.close()
+
+
+class _ReplayStore(SQLiteStore):
+    """The embedded store on a scratch file, reporting what replay needs to watch.
+
+    A scratch file rather than ``:memory:`` keeps memory bounded on long histories
+    (SQLite's page cache is capped; the OS pages the rest); durability is pointless
+    for a file deleted at the end, so fsync is off.  The extra index on fingerprint
+    only speeds up ``firing_count`` over millions of rows.
+    """
+
+    def __init__(self, conn: _InlineConnection, clock: VirtualClock, tap: _Tap) -> None:
+        super().__init__(cast(aiosqlite.Connection, conn), clock)
+        self.tap = tap
+
+    @classmethod
+    async def scratch(cls, path: Path, clock: VirtualClock, tap: _Tap) -> _ReplayStore:
+        conn = sqlite3.connect(str(path), isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=MEMORY")
+        conn.execute("PRAGMA synchronous=OFF")
+        conn.execute("PRAGMA cache_size=-16384")  # 16 MiB, bounded whatever the history
+        conn.executescript(SCHEMA + "CREATE INDEX IF NOT EXISTS alerts_fingerprint ON alerts (fingerprint);")
+        return cls(_InlineConnection(conn), clock, tap)
+
+    async def record_decision(self, decision: Decision) -> bool:
+        recorded = await super().record_decision(decision)
+        if recorded:
+            self.tap.recorded(decision)
+        return recorded
+
+    async def record_step(
+        self, execution_id: str, step: PlannedStep, result: StepResult, *, started: datetime, finished: datetime
+    ) -> None:
+        await super().record_step(execution_id, step, result, started=started, finished=finished)
+        self.tap.step(execution_id, step, result)
+
+    async def finish_execution(self, execution_id: str, status: str, finished: datetime) -> None:
+        await super().finish_execution(execution_id, status, finished)
+        self.tap.finished(execution_id, status)
+
+    async def defer_alert(self, alert_id: int, until: datetime) -> None:
+        await super().defer_alert(alert_id, until)
+        heapq.heappush(self.tap.due, until.timestamp())
+
+
+class _ReplayPipeline(Pipeline):
+    """The pipeline, unchanged, with the alert it is working on made visible to the tap."""
+
+    tap: _Tap
+
+    async def process(self, received: ReceivedAlert) -> Outcome:
+        self.tap.current = received
+        outcome = await super().process(received)
+        self.tap.processed(received, outcome)
+        return outcome
+
+
+class _Quiet:
+    """Replay notifies nobody: the history already happened."""
+
+    async def notify(self, event: str, decision: Decision, detail: Any) -> None:
+        return None
+
+
+# -- the engine ----------------------------------------------------------------------
+
+
+class Engine:
+    """One replay: feed it events in time order, then ``finish``."""
+
+    def __init__(self, clock: VirtualClock, store: _ReplayStore, guard: MemoryGuardrails, worker: Worker) -> None:
+        self.clock = clock
+        self.store = store
+        self.guard = guard
+        self.worker = worker
+        self.alerts = 0
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(
+        cls,
+        playbooks: PlaybookSet,
+        settings: Settings,
+        listener: Listener,
+        *,
+        start: datetime,
+        kube: bool = False,
+    ) -> AsyncIterator[Engine]:
+        clock = VirtualClock(start)
+        tap = _Tap(listener, results=kube)
+        async with contextlib.AsyncExitStack() as stack:
+            scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="remediator-replay-"))
+            store = await _ReplayStore.scratch(Path(scratch) / "replay.db", clock, tap)
+            stack.push_async_callback(store.close)
+            guard = MemoryGuardrails(guard_policy(settings), clock)
+            if settings.guardrails.paused:
+                await guard.set_paused(True)
+            dry = await _dry_executor(settings, stack) if kube else PlanOnlyExecutor()
+            pipeline = _ReplayPipeline(
+                playbooks=lambda: playbooks,
+                store=store,
+                guardrails=guard,
+                live=dry,  # never live: a playbook's `dry_run: false` still only plans
+                dry=dry,
+                notifier=_Quiet(),
+                clock=clock,
+                settings=PipelineSettings(dry_run=True, step_timeout=settings.worker.step_timeout),
+            )
+            pipeline.tap = tap
+            yield cls(clock, store, guard, Worker(pipeline, settings.worker, name="replay"))
+
+    async def _run_due(self, until: datetime | None) -> None:
+        due = self.store.tap.due
+        limit = until.timestamp() if until is not None else float("inf")
+        while due and due[0] <= limit:
+            when = heapq.heappop(due)
+            self.clock.set(datetime.fromtimestamp(when, UTC))
+            await self.worker.drain()
+
+    async def feed(self, event: Event) -> None:
+        await self._run_due(event.at)
+        self.clock.set(event.at)
+        if event.control is not None:
+            await self.guard.set_paused(event.control == "pause")
+        else:
+            self.alerts += len(event.alerts)
+            await self.store.record_alerts(event.alerts)
+        await self.worker.drain()
+
+    async def finish(self) -> None:
+        """Advance through every remaining stabilisation window so nothing is left undecided."""
+        await self._run_due(None)
+
+
+async def _dry_executor(settings: Settings, stack: contextlib.AsyncExitStack) -> Executor:
+    """Server-side dry-run against the configured cluster (``--kube``).
+
+    Its retries wait on the real clock: the virtual one only moves between events.
+    """
+    from dataclasses import replace
+
+    from remediator.executors.kube import open_kube_executors
+
+    k = settings.kubernetes
+    kube_settings = replace(settings, kubernetes=replace(k, mode="auto" if k.mode == "none" else k.mode))
+    _live, dry = await stack.enter_async_context(open_kube_executors(kube_settings, SystemClock()))
+    return dry
+
+
+async def replay(
+    events: Iterator[Event],
+    playbook_sets: list[PlaybookSet],
+    settings: Settings,
+    listeners: list[Listener],
+    *,
+    kube: bool = False,
+    on_event: Callable[[Event], None] | None = None,
+) -> int:
+    """Run the same events through one engine per playbook set, in lockstep; return the alert count.
+
+    Lockstep (rather than one run after the other) lets ``--compare`` pair up the two
+    sides' decisions as they complete, holding only the alerts still pending in one.
+    """
+    first = next(events, None)
+    if first is None:
+        return 0
+    async with contextlib.AsyncExitStack() as stack:
+        engines = [
+            await stack.enter_async_context(Engine.open(p, settings, lst, start=first.at, kube=kube))
+            for p, lst in zip(playbook_sets, listeners, strict=True)
+        ]
+        pending: Event | None = first
+        while pending is not None:
+            for engine in engines:
+                await engine.feed(pending)
+            if on_event is not None:
+                on_event(pending)
+            pending = next(events, None)
+        for engine in engines:
+            await engine.finish()
+        return engines[0].alerts
+
+
+def load_playbooks(path: str) -> PlaybookSet:
+    """A playbook set for replay; any problem is a ConfigError listing every ``path:line``."""
+    from remediator.playbook_files import load_paths
+
+    if not Path(path).exists():
+        raise ConfigError(f"{path}:1: no such file or directory")
+    pset, problems = load_paths([path])
+    if problems:
+        raise ConfigError("\n".join(str(p) for p in problems))
+    return pset

@@ -1,0 +1,104 @@
+"""Versioned schema migrations for the PostgreSQL store.
+
+Migrations live in Python rather than ``.sql`` files so they ship inside the wheel
+without package-data rules.  Each one runs once, in order, inside one transaction
+that first takes an advisory lock: replicas starting together serialise here and
+the later ones find the work done.  A migration is never edited once released;
+changes come as a new version.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+# JSON is kept in ``text`` columns, not ``jsonb``: jsonb rejects the ``\u0000`` escape
+# that a label value may legally carry, and a payload the store cannot hold would make
+# the webhook fail forever on one poisoned alert.  Nothing queries inside the JSON.
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "intake, decisions and steps",
+        """
+        CREATE TABLE alerts (
+            id bigserial PRIMARY KEY,
+            dedup_key text NOT NULL UNIQUE,
+            fingerprint text NOT NULL,
+            status text NOT NULL,
+            starts_at timestamptz NOT NULL,
+            alert text NOT NULL,
+            receiver text NOT NULL,
+            group_key text NOT NULL,
+            external_url text NOT NULL DEFAULT '',
+            received_at timestamptz NOT NULL,
+            processed boolean NOT NULL DEFAULT false,
+            claimed_by text,
+            claimed_until timestamptz
+        );
+        CREATE INDEX alerts_pending ON alerts (id) WHERE NOT processed;
+        CREATE INDEX alerts_episodes ON alerts (fingerprint, status, starts_at);
+        CREATE INDEX alerts_received ON alerts (received_at, id);
+
+        CREATE TABLE decisions (
+            seq bigserial NOT NULL UNIQUE,
+            id text PRIMARY KEY,
+            alert_key text NOT NULL,
+            fingerprint text NOT NULL,
+            playbook text NOT NULL,
+            kind text NOT NULL,
+            at timestamptz NOT NULL,
+            body text NOT NULL,
+            exec_status text,
+            finished_at timestamptz,
+            claimed_by text,
+            claimed_until timestamptz,
+            UNIQUE (alert_key, playbook)
+        );
+        CREATE INDEX decisions_at ON decisions (at, seq);
+        CREATE INDEX decisions_executions ON decisions (at, seq) WHERE exec_status IS NOT NULL;
+        CREATE INDEX decisions_unfinished ON decisions (at) WHERE exec_status IN ('pending', 'running');
+
+        CREATE TABLE steps (
+            execution_id text NOT NULL,
+            phase text NOT NULL,
+            idx integer NOT NULL,
+            action text NOT NULL,
+            params text NOT NULL,
+            result text NOT NULL,
+            started_at timestamptz NOT NULL,
+            finished_at timestamptz NOT NULL,
+            PRIMARY KEY (execution_id, phase, idx)
+        );
+        """,
+    ),
+)
+
+LATEST = MIGRATIONS[-1].version
+
+
+async def migrate(conn: Any) -> list[int]:
+    """Apply pending migrations on an asyncpg connection; return the versions applied now."""
+    applied_now: list[int] = []
+    async with conn.transaction():
+        # Per schema, so test runs (or tenants) in separate schemas do not wait on each other.
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('remediator.migrate:' || current_schema()))")
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+        for m in MIGRATIONS:
+            if m.version in done:
+                continue
+            await conn.execute(m.sql)
+            await conn.execute("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", m.version, m.name)
+            applied_now.append(m.version)
+    return applied_now

@@ -1,0 +1,484 @@
+"""Production store on PostgreSQL, shared by every replica of the daemon.
+
+Why these choices:
+
+- Intake is one ``INSERT .. SELECT FROM unnest(..) ON CONFLICT DO NOTHING`` per
+  webhook: one round trip and one commit for the whole payload, committed before the
+  method returns (so before the 2xx), and duplicates from retries or an HA pair are
+  absorbed by the unique dedup key.  Rows keep their delivery order (ids are the processing order).
+- Work is claimed with ``FOR UPDATE SKIP LOCKED`` and a lease (``claimed_until``), for
+  alerts and for executions alike: replicas never wait on each other, and whatever a
+  dead replica held becomes claimable when its lease runs out.  "Now" is the injected
+  clock's, as in the embedded store, so virtual clocks drive leases in tests.
+- Every connection, timeout or server-going-away error becomes
+  :class:`StoreUnavailable` (the webhook answers 503, readiness fails); the asyncpg
+  pool replaces broken connections on the next acquire, so the daemon recovers when
+  the database does, without a restart.
+
+JSON shapes returned here are exactly those of :mod:`remediator.store.sqlite`: the
+HTTP API hands them out unchanged whichever store is configured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import asyncpg
+
+from remediator.core.alerts import Alert, format_time
+from remediator.core.decisions import Decision, DecisionKind, PlannedStep, decision_from_json, execution_id
+from remediator.core.errors import ConfigError, StoreUnavailable
+from remediator.ports import Clock, ReceivedAlert, StepResult, StoredAlert
+from remediator.store.migrations import migrate
+
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError,  # refused, reset, unreachable
+    TimeoutError,  # connect, acquire or command timeout
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,  # connection closed underneath us, pool closed
+    asyncpg.exceptions.OperatorInterventionError,  # statement_timeout, admin shutdown, starting up
+    asyncpg.exceptions.InsufficientResourcesError,  # too many connections, disk full
+    asyncpg.exceptions.TransactionRollbackError,  # deadlock or serialization failure: retry later
+)
+
+_UNFINISHED = "('pending', 'running')"
+# Options read from the DSN's query string that are ours, not PostgreSQL settings.
+_POOL_OPTIONS = ("pool_min_size", "pool_max_size", "connect_timeout", "acquire_timeout")
+
+
+def _text(value: str) -> str:
+    """PostgreSQL text cannot hold NUL; keep such (hostile) strings storable instead of failing intake."""
+    return value.replace("\x00", "\\u0000")
+
+
+def _split_dsn(dsn: str) -> tuple[str, dict[str, str], set[str]]:
+    """(DSN without our pool options, those options, the server settings the DSN sets itself)."""
+    parts = urlsplit(dsn)
+    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    ours = {k: query.pop(k) for k in _POOL_OPTIONS if k in query}
+    return urlunsplit(parts._replace(query=urlencode(query))), ours, set(query)
+
+
+def _received(row: Mapping[str, Any]) -> StoredAlert:
+    return StoredAlert(
+        row["id"],
+        ReceivedAlert(
+            Alert.from_json(json.loads(row["alert"])),
+            row["received_at"],
+            row["receiver"],
+            row["group_key"],
+            row["external_url"],
+        ),
+    )
+
+
+def _summary(row: Mapping[str, Any]) -> dict[str, Any]:
+    body: dict[str, Any] = json.loads(row["body"])
+    body["id"] = row["id"]
+    body["status"] = row["exec_status"]
+    body["finished_at"] = format_time(row["finished_at"]) if row["finished_at"] else None
+    return body
+
+
+async def _keep_session(conn: Any) -> None:
+    """Pool reset hook: nothing to undo.
+
+    The store never changes session state (no SET, LISTEN or session advisory locks),
+    so the default reset (``RESET ALL; UNLISTEN *; ...``) would only add a round trip to
+    every query; an open transaction is still rolled back by asyncpg itself.
+    """
+
+
+def _count(status: str) -> int:
+    """Rows affected, from a command tag such as ``INSERT 0 3`` or ``UPDATE 2``."""
+    return int(status.rsplit(" ", 1)[-1])
+
+
+class PostgresStore:
+    def __init__(self, pool: Any, clock: Clock, *, acquire_timeout: float = 10.0) -> None:
+        self._pool = pool
+        self._clock = clock
+        self._acquire_timeout = acquire_timeout
+
+    @classmethod
+    async def open(
+        cls,
+        dsn: str,
+        clock: Clock,
+        *,
+        migrate_schema: bool = True,
+        min_size: int = 1,
+        max_size: int = 10,
+        statement_timeout: float = 15.0,
+        connect_timeout: float = 5.0,
+        acquire_timeout: float = 10.0,
+    ) -> PostgresStore:
+        """Connect, apply pending migrations, and return the store.
+
+        Pool options may also come from the DSN (``?pool_max_size=20&connect_timeout=3``);
+        any other query parameter is a PostgreSQL setting (``?statement_timeout=5s``,
+        ``?search_path=tenant_a``) and wins over the defaults here.
+        """
+        url, options, in_dsn = _split_dsn(dsn)
+        try:
+            min_size = int(options.get("pool_min_size", min_size))
+            max_size = int(options.get("pool_max_size", max_size))
+            connect_timeout = float(options.get("connect_timeout", connect_timeout))
+            acquire_timeout = float(options.get("acquire_timeout", acquire_timeout))
+        except ValueError as exc:
+            raise ConfigError(f"database_url: invalid pool option: {exc}") from None
+        # asyncpg lets this argument override the DSN; the DSN's own settings must win instead.
+        defaults = {"application_name": "remediator", "statement_timeout": str(int(statement_timeout * 1000))}
+        server_settings = {k: v for k, v in defaults.items() if k not in in_dsn}
+        try:
+            pool = await asyncpg.create_pool(
+                url,
+                min_size=min(min_size, max_size),
+                max_size=max_size,
+                timeout=connect_timeout,
+                command_timeout=statement_timeout + 5.0,  # the server's timeout answers first
+                server_settings=server_settings,
+                reset=_keep_session,
+            )
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(f"postgresql: cannot connect: {exc}") from exc
+        except (asyncpg.InvalidCatalogNameError, asyncpg.InvalidAuthorizationSpecificationError) as exc:
+            raise ConfigError(f"database_url: {exc}") from exc
+        store = cls(pool, clock, acquire_timeout=acquire_timeout)
+        if migrate_schema:
+            try:
+                await store.migrate()
+            except BaseException:
+                await store.close()
+                raise
+        return store
+
+    async def migrate(self) -> list[int]:
+        """Apply pending schema migrations; return the versions applied by this call."""
+        async with self._conn() as conn:
+            return await migrate(conn)
+
+    @contextlib.asynccontextmanager
+    async def _conn(self) -> AsyncIterator[Any]:
+        try:
+            async with self._pool.acquire(timeout=self._acquire_timeout) as conn:
+                yield conn
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(f"postgresql: {type(exc).__name__}: {exc}") from exc
+
+    async def _execute(self, sql: str, *args: Any) -> str:
+        async with self._conn() as conn:
+            status: str = await conn.execute(sql, *args)
+            return status
+
+    async def _fetch(self, sql: str, *args: Any) -> list[Any]:
+        async with self._conn() as conn:
+            return list(await conn.fetch(sql, *args))
+
+    # --- intake ---------------------------------------------------------------
+
+    async def record_alerts(self, alerts: Sequence[ReceivedAlert]) -> int:
+        rows: dict[str, ReceivedAlert] = {}
+        for r in alerts:
+            rows.setdefault(r.alert.dedup_key, r)  # the first of a key within one delivery wins
+        if not rows:
+            return 0
+        ordered = list(rows.values())
+        columns = (
+            [r.alert.dedup_key for r in ordered],
+            [r.alert.fingerprint for r in ordered],
+            [r.alert.status for r in ordered],
+            [r.alert.starts_at for r in ordered],
+            [json.dumps(r.alert.to_json()) for r in ordered],
+            [_text(r.receiver) for r in ordered],
+            [_text(r.group_key) for r in ordered],
+            [_text(r.external_url) for r in ordered],
+            [r.received_at for r in ordered],
+        )
+        sql = (
+            "INSERT INTO alerts (dedup_key, fingerprint, status, starts_at, alert, receiver, group_key,"
+            " external_url, received_at)"
+            " SELECT k, f, s, t, a, r, g, e, w FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[],"
+            " $5::text[], $6::text[], $7::text[], $8::text[], $9::timestamptz[]) WITH ORDINALITY"
+            " AS x(k, f, s, t, a, r, g, e, w, n) ORDER BY n"
+            " ON CONFLICT (dedup_key) DO NOTHING"
+        )
+        attempts = 0
+        while True:
+            try:
+                return _count(await self._execute(sql, *columns))
+            except StoreUnavailable as exc:
+                # Rows go in delivery order (ids are the processing order, as in the embedded
+                # store), so two replicas inserting overlapping deliveries in different orders
+                # can deadlock; the statement rolled back whole, so trying again is safe.
+                attempts += 1
+                if attempts == 3 or not isinstance(exc.__cause__, asyncpg.DeadlockDetectedError):
+                    raise
+
+    async def claim_alerts(self, worker: str, limit: int, lease: float) -> list[StoredAlert]:
+        now = self._clock.now()
+        rows = await self._fetch(
+            "UPDATE alerts SET claimed_by = $1, claimed_until = $2 WHERE id IN ("
+            " SELECT id FROM alerts WHERE NOT processed AND (claimed_until IS NULL OR claimed_until <= $3"
+            " OR claimed_by = $1) ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED)"
+            " RETURNING id, alert, receiver, group_key, external_url, received_at",
+            worker,
+            now + timedelta(seconds=lease),
+            now,
+            limit,
+        )
+        return [_received(r) for r in sorted(rows, key=lambda r: r["id"])]
+
+    async def mark_processed(self, alert_id: int) -> None:
+        await self._execute("UPDATE alerts SET processed = true, claimed_until = NULL WHERE id = $1", alert_id)
+
+    async def defer_alert(self, alert_id: int, until: datetime) -> None:
+        await self._execute("UPDATE alerts SET claimed_by = NULL, claimed_until = $2 WHERE id = $1", alert_id, until)
+
+    async def resolved_for(self, fingerprint: str, starts_at: datetime) -> bool:
+        key = f"{fingerprint}|{format_time(starts_at)}|resolved"
+        return bool(await self._fetch("SELECT 1 FROM alerts WHERE dedup_key = $1", key))
+
+    async def firing_count(self, fingerprint: str, since: datetime) -> int:
+        rows = await self._fetch(
+            "SELECT count(DISTINCT starts_at) AS n FROM alerts"
+            " WHERE fingerprint = $1 AND status = 'firing' AND starts_at >= $2",
+            fingerprint,
+            since,
+        )
+        return int(rows[0]["n"])
+
+    async def count_alerts(self) -> int:
+        rows = await self._fetch("SELECT count(*) AS n FROM alerts")
+        return int(rows[0]["n"])
+
+    async def alerts_between(self, since: datetime, until: datetime, *, batch: int = 500) -> AsyncIterator[StoredAlert]:
+        """Recorded alerts with ``since <= received_at < until``, oldest first, paged by keyset."""
+        last: tuple[datetime, int] = (since, -1)
+        while True:
+            rows = await self._fetch(
+                "SELECT id, alert, receiver, group_key, external_url, received_at FROM alerts"
+                " WHERE (received_at, id) > ($1, $2) AND received_at < $3 ORDER BY received_at, id LIMIT $4",
+                last[0],
+                last[1],
+                until,
+                batch,
+            )
+            for row in rows:
+                yield _received(row)
+            if len(rows) < batch:
+                return
+            last = (rows[-1]["received_at"], rows[-1]["id"])
+
+    # --- decisions and executions -----------------------------------------------
+
+    async def record_decision(self, decision: Decision) -> bool:
+        did = decision.execution_id or execution_id(decision.alert_key, decision.playbook)
+        status = "pending" if decision.kind is DecisionKind.EXECUTED else None
+        tag = await self._execute(
+            "INSERT INTO decisions (id, alert_key, fingerprint, playbook, kind, at, body, exec_status)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+            did,
+            decision.alert_key,
+            decision.fingerprint,
+            decision.playbook,
+            decision.kind.value,
+            decision.at,
+            json.dumps(decision.to_json()),
+            status,
+        )
+        return _count(tag) == 1
+
+    async def decision(self, decision_id: str) -> Decision | None:
+        rows = await self._fetch("SELECT body FROM decisions WHERE id = $1", decision_id)
+        return decision_from_json(json.loads(rows[0]["body"])) if rows else None
+
+    async def claim_execution(self, execution_id: str, worker: str, lease: float) -> bool:
+        """Take or renew the lease on an unfinished execution; False if another live owner holds it."""
+        now = self._clock.now()
+        rows = await self._fetch(
+            "UPDATE decisions SET claimed_by = $2, claimed_until = $3"
+            f" WHERE id = $1 AND exec_status IN {_UNFINISHED}"
+            " AND (claimed_by IS NULL OR claimed_by = $2 OR claimed_until IS NULL OR claimed_until <= $4)"
+            " RETURNING id",
+            execution_id,
+            worker,
+            now + timedelta(seconds=lease),
+            now,
+        )
+        return bool(rows)
+
+    async def claim_unfinished(self, worker: str, lease: float, *, limit: int = 20) -> list[str]:
+        """Claim unfinished executions nobody holds (or that this worker left behind), oldest first."""
+        now = self._clock.now()
+        rows = await self._fetch(
+            "UPDATE decisions SET claimed_by = $1, claimed_until = $2 WHERE id IN ("
+            f" SELECT id FROM decisions WHERE exec_status IN {_UNFINISHED}"
+            " AND (claimed_until IS NULL OR claimed_until <= $3 OR claimed_by = $1)"
+            " ORDER BY at, seq LIMIT $4 FOR UPDATE SKIP LOCKED)"
+            " RETURNING id, at, seq",
+            worker,
+            now + timedelta(seconds=lease),
+            now,
+            limit,
+        )
+        return [r["id"] for r in sorted(rows, key=lambda r: (r["at"], r["seq"]))]
+
+    async def record_step(
+        self, execution_id: str, step: PlannedStep, result: StepResult, *, started: datetime, finished: datetime
+    ) -> None:
+        # One statement: the step and the execution's "running" status commit together, in one round trip.
+        await self._execute(
+            "WITH step AS (INSERT INTO steps (execution_id, phase, idx, action, params, result, started_at,"
+            " finished_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (execution_id, phase, idx) DO UPDATE"
+            " SET action = excluded.action, params = excluded.params, result = excluded.result,"
+            " started_at = excluded.started_at, finished_at = excluded.finished_at)"
+            " UPDATE decisions SET exec_status = 'running' WHERE id = $1 AND exec_status = 'pending'",
+            execution_id,
+            step.phase,
+            step.index,
+            step.action,
+            json.dumps(step.params, default=str),
+            json.dumps(result.to_json(), default=str),
+            started,
+            finished,
+        )
+
+    async def begin_step(
+        self, execution_id: str, step: PlannedStep, intent: Mapping[str, Any], *, started: datetime
+    ) -> None:
+        result = StepResult("started", "interrupted before it finished", details={"intent": dict(intent)})
+        await self.record_step(execution_id, step, result, started=started, finished=started)
+
+    async def step_results(self, execution_id: str) -> dict[tuple[str, int], StepResult]:
+        out = {}
+        for row in await self._fetch("SELECT phase, idx, result FROM steps WHERE execution_id = $1", execution_id):
+            r = json.loads(row["result"])
+            out[(row["phase"], row["idx"])] = StepResult(
+                r["status"], r.get("message", ""), r.get("before"), r.get("after"), r.get("details") or {}
+            )
+        return out
+
+    async def finish_execution(self, execution_id: str, status: str, finished: datetime) -> None:
+        await self._execute(
+            "UPDATE decisions SET exec_status = $2, finished_at = $3, claimed_by = NULL, claimed_until = NULL"
+            " WHERE id = $1",
+            execution_id,
+            status,
+            finished,
+        )
+
+    async def unfinished_executions(self) -> list[str]:
+        rows = await self._fetch(f"SELECT id FROM decisions WHERE exec_status IN {_UNFINISHED} ORDER BY at, seq")
+        return [r["id"] for r in rows]
+
+    async def list_executions(
+        self, *, playbook: str | None = None, status: str | None = None, limit: int = 50, before: str | None = None
+    ) -> list[dict[str, Any]]:
+        sql = "SELECT id, body, exec_status, finished_at FROM decisions WHERE exec_status IS NOT NULL"
+        args: list[Any] = []
+        if playbook:
+            args.append(playbook)
+            sql += f" AND playbook = ${len(args)}"
+        if status:
+            args.append(status)
+            sql += f" AND exec_status = ${len(args)}"
+        if before:
+            args.append(before)
+            sql += f" AND (at, seq) < (SELECT at, seq FROM decisions WHERE id = ${len(args)})"
+        args.append(limit)
+        sql += f" ORDER BY at DESC, seq DESC LIMIT ${len(args)}"
+        return [_summary(r) for r in await self._fetch(sql, *args)]
+
+    async def list_decisions(self, *, limit: int = 1000) -> list[dict[str, Any]]:
+        rows = await self._fetch(
+            "SELECT id, body, exec_status, finished_at FROM decisions ORDER BY at, seq LIMIT $1", limit
+        )
+        return [_summary(r) for r in rows]
+
+    async def get_execution(self, execution_id: str) -> dict[str, Any] | None:
+        async with self._conn() as conn:
+            row = await conn.fetchrow(
+                "SELECT id, body, exec_status, finished_at, alert_key FROM decisions WHERE id = $1", execution_id
+            )
+            if row is None:
+                return None
+            out = _summary(row)
+            alert = await conn.fetchval("SELECT alert FROM alerts WHERE dedup_key = $1", row["alert_key"])
+            steps = await conn.fetch(
+                "SELECT phase, idx, action, params, result, started_at, finished_at FROM steps"
+                " WHERE execution_id = $1 ORDER BY phase = 'on_failure', idx",
+                execution_id,
+            )
+        out["alert_payload"] = json.loads(alert) if alert else None
+        out["results"] = [
+            {
+                "phase": s["phase"],
+                "index": s["idx"],
+                "action": s["action"],
+                "params": json.loads(s["params"]),
+                **json.loads(s["result"]),
+                "started_at": format_time(s["started_at"]),
+                "finished_at": format_time(s["finished_at"]),
+            }
+            for s in steps
+        ]
+        return out
+
+    # --- retention ---------------------------------------------------------------
+
+    async def delete_older_than(self, days: float, *, batch: int = 1000) -> dict[str, int]:
+        """Delete finished decisions (with their steps) and processed alerts older than ``days``.
+
+        In batches, each its own short transaction, so retention never holds long locks
+        or one huge transaction against the live intake.  Unfinished executions and
+        unprocessed alerts are kept whatever their age.
+        """
+        cutoff = self._clock.now() - timedelta(days=days)
+        counts = {"decisions": 0, "steps": 0, "alerts": 0}
+        while True:
+            async with self._conn() as conn, conn.transaction():
+                ids = [
+                    r["id"]
+                    for r in await conn.fetch(
+                        "SELECT id FROM decisions WHERE at < $1"
+                        f" AND (exec_status IS NULL OR exec_status NOT IN {_UNFINISHED})"
+                        " LIMIT $2 FOR UPDATE SKIP LOCKED",
+                        cutoff,
+                        batch,
+                    )
+                ]
+                counts["steps"] += _count(await conn.execute("DELETE FROM steps WHERE execution_id = ANY($1)", ids))
+                counts["decisions"] += _count(await conn.execute("DELETE FROM decisions WHERE id = ANY($1)", ids))
+            if len(ids) < batch:
+                break
+        while True:
+            tag = await self._execute(
+                "DELETE FROM alerts WHERE id IN (SELECT a.id FROM alerts a WHERE a.processed AND a.received_at < $1"
+                f" AND NOT EXISTS (SELECT 1 FROM decisions d WHERE d.alert_key = a.dedup_key"
+                f" AND d.exec_status IN {_UNFINISHED}) LIMIT $2 FOR UPDATE SKIP LOCKED)",
+                cutoff,
+                batch,
+            )
+            counts["alerts"] += _count(tag)
+            if _count(tag) < batch:
+                break
+        return counts
+
+    # --- lifecycle -----------------------------------------------------------------
+
+    async def ping(self) -> None:
+        async with self._conn() as conn:
+            await conn.fetchval("SELECT 1")
+
+    async def close(self) -> None:
+        try:
+            await asyncio.wait_for(self._pool.close(), timeout=5.0)
+        except _UNAVAILABLE:
+            self._pool.terminate()

@@ -1,0 +1,156 @@
+"""API defaulting (``pkg/apis/apps/v1/defaults.go``, ``pkg/apis/core/v1/defaults.go``).
+
+Defaults matter beyond looks: the deployment controller finds its new ReplicaSet by
+template equality, and kubectl's rollback compares templates, so a template stored
+without the apiserver's defaults would compare differently than on a real cluster.
+Every function works on a copy and returns it.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+from remediator.testing.kube import resources as r
+
+_PROBES = ("livenessProbe", "readinessProbe", "startupProbe")
+
+
+def image_pull_policy(image: str) -> str:
+    """``Always`` for ``:latest`` or untagged images, ``IfNotPresent`` otherwise (digests included)."""
+    if "@" in image:
+        return "IfNotPresent"
+    last = image.rsplit("/", 1)[-1]
+    tag = last.rsplit(":", 1)[1] if ":" in last else ""
+    return "Always" if tag in ("", "latest") else "IfNotPresent"
+
+
+def _container(c: dict[str, Any]) -> None:
+    c.setdefault("terminationMessagePath", "/dev/termination-log")
+    c.setdefault("terminationMessagePolicy", "File")
+    if isinstance(c.get("image"), str):
+        c.setdefault("imagePullPolicy", image_pull_policy(c["image"]))
+    c.setdefault("resources", {})
+    for port in c.get("ports") or []:
+        if isinstance(port, dict):
+            port.setdefault("protocol", "TCP")
+    for env in c.get("env") or []:
+        field_ref = ((env or {}).get("valueFrom") or {}).get("fieldRef")
+        if isinstance(field_ref, dict):
+            field_ref.setdefault("apiVersion", "v1")
+    for name in _PROBES:
+        probe = c.get(name)
+        if isinstance(probe, dict):
+            probe.setdefault("timeoutSeconds", 1)
+            probe.setdefault("periodSeconds", 10)
+            probe.setdefault("successThreshold", 1)
+            probe.setdefault("failureThreshold", 3)
+            if isinstance(probe.get("httpGet"), dict):
+                probe["httpGet"].setdefault("scheme", "HTTP")
+
+
+def _volume(v: dict[str, Any]) -> None:
+    for source in ("secret", "configMap", "projected", "downwardAPI"):
+        if isinstance(v.get(source), dict):
+            v[source].setdefault("defaultMode", 420)
+    if set(v) == {"name"}:
+        v["emptyDir"] = {}
+
+
+def pod_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(spec)
+    out.setdefault("restartPolicy", "Always")
+    out.setdefault("terminationGracePeriodSeconds", 30)
+    out.setdefault("dnsPolicy", "ClusterFirst")
+    out.setdefault("securityContext", {})
+    out.setdefault("schedulerName", "default-scheduler")
+    for key in ("containers", "initContainers"):
+        for c in out.get(key) or []:
+            if isinstance(c, dict):
+                _container(c)
+    for v in out.get("volumes") or []:
+        if isinstance(v, dict):
+            _volume(v)
+    return out
+
+
+def pod_template(template: Any) -> Any:
+    if not isinstance(template, dict):
+        return template
+    out = copy.deepcopy(template)
+    if isinstance(out.get("spec"), dict):
+        out["spec"] = pod_spec(out["spec"])
+    return out
+
+
+def deployment(obj: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(obj)
+    spec = out.setdefault("spec", {})
+    spec.setdefault("replicas", 1)
+    strategy = spec.setdefault("strategy", {})
+    strategy.setdefault("type", "RollingUpdate")
+    if strategy["type"] == "RollingUpdate":
+        rolling = strategy.setdefault("rollingUpdate", {})
+        rolling.setdefault("maxUnavailable", "25%")
+        rolling.setdefault("maxSurge", "25%")
+    spec.setdefault("revisionHistoryLimit", 10)
+    spec.setdefault("progressDeadlineSeconds", 600)
+    spec["template"] = pod_template(spec.get("template"))
+    return out
+
+
+def statefulset(obj: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(obj)
+    spec = out.setdefault("spec", {})
+    spec.setdefault("replicas", 1)
+    spec.setdefault("podManagementPolicy", "OrderedReady")
+    strategy = spec.setdefault("updateStrategy", {})
+    strategy.setdefault("type", "RollingUpdate")
+    if strategy["type"] == "RollingUpdate":
+        strategy.setdefault("rollingUpdate", {}).setdefault("partition", 0)
+    spec.setdefault("revisionHistoryLimit", 10)
+    spec.setdefault("persistentVolumeClaimRetentionPolicy", {"whenDeleted": "Retain", "whenScaled": "Retain"})
+    spec["template"] = pod_template(spec.get("template"))
+    for claim in spec.get("volumeClaimTemplates") or []:
+        if isinstance(claim, dict):
+            claim.setdefault("spec", {}).setdefault("volumeMode", "Filesystem")
+    return out
+
+
+def replicaset(obj: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(obj)
+    spec = out.setdefault("spec", {})
+    spec.setdefault("replicas", 1)
+    spec["template"] = pod_template(spec.get("template"))
+    return out
+
+
+def pod(obj: dict[str, Any]) -> dict[str, Any]:
+    """Pod defaults plus what admission adds (service account, default tolerations)."""
+    out = copy.deepcopy(obj)
+    spec = pod_spec(out.get("spec") or {})
+    spec.setdefault("serviceAccountName", "default")
+    spec.setdefault("serviceAccount", spec["serviceAccountName"])
+    spec.setdefault("enableServiceLinks", True)
+    spec.setdefault("priority", 0)
+    spec.setdefault("preemptionPolicy", "PreemptLowerPriority")
+    tolerations = spec.setdefault("tolerations", [])
+    for taint in ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"):
+        if not any(t.get("key") == taint for t in tolerations if isinstance(t, dict)):
+            tolerations.append({"key": taint, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300})
+    out["spec"] = spec
+    return out
+
+
+def _none(obj: dict[str, Any]) -> dict[str, Any]:
+    return copy.deepcopy(obj)
+
+
+def for_resource(res: r.Resource) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    return {
+        r.DEPLOYMENTS.plural: deployment,
+        r.STATEFULSETS.plural: statefulset,
+        r.REPLICASETS.plural: replicaset,
+        r.PODS.plural: pod,
+    }.get(res.plural, _none)

@@ -1,0 +1,213 @@
+"""The subset of apiserver validation that remediation mistakes can trip.
+
+Each check reproduces a real field error (path, wording, cause type), because the
+executor reports the apiserver's message verbatim and tests assert on it.  Validation
+runs on defaulted objects, as in the apiserver.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from remediator.testing.kube import resources as r
+from remediator.testing.kube.selectors import from_label_selector_object
+from remediator.testing.kube.status import CauseType, FieldError
+
+_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_SUBDOMAIN_MSG = (
+    "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', "
+    "and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is "
+    "'[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"
+)
+_PERCENT = re.compile(r"^[0-9]+%$")
+_PERCENT_MSG = (
+    "a valid percent string must be a numeric string followed by an ending '%' "
+    "(e.g. '1%',  or '93%', regex used for validation is '[0-9]+%')"
+)
+
+
+def _invalid(path: str, value: Any, detail: str) -> FieldError:
+    return FieldError(CauseType.INVALID, path, detail, value)
+
+
+def non_negative(value: Any, path: str) -> list[FieldError]:
+    if value is None:
+        return []
+    if not isinstance(value, int) or isinstance(value, bool):
+        return [_invalid(path, value, "must be an integer")]
+    return [_invalid(path, value, "must be greater than or equal to 0")] if value < 0 else []
+
+
+def metadata(obj: Mapping[str, Any]) -> list[FieldError]:
+    name = (obj.get("metadata") or {}).get("name")
+    if not name:
+        return [FieldError(CauseType.REQUIRED, "metadata.name", "name or generateName is required")]
+    if not isinstance(name, str) or len(name) > 253 or not _SUBDOMAIN.match(name):
+        return [_invalid("metadata.name", name, _SUBDOMAIN_MSG)]
+    return []
+
+
+def pod_spec(spec: Any, path: str, *, restart_policies: tuple[str, ...] = ()) -> list[FieldError]:
+    if not isinstance(spec, Mapping):
+        return [FieldError(CauseType.REQUIRED, f"{path}.containers", "")]
+    errs: list[FieldError] = []
+    containers = spec.get("containers") or []
+    if not containers:
+        errs.append(FieldError(CauseType.REQUIRED, f"{path}.containers"))
+    for key in ("initContainers", "containers"):
+        seen: set[str] = set()
+        for i, c in enumerate(spec.get(key) or []):
+            errs += _container(c, f"{path}.{key}[{i}]", seen)
+    policy = spec.get("restartPolicy")
+    if restart_policies and policy not in restart_policies:
+        errs.append(FieldError(CauseType.NOT_SUPPORTED, f"{path}.restartPolicy", value=policy,
+                               supported=restart_policies))
+    return errs
+
+
+def _container(c: Any, path: str, seen: set[str]) -> list[FieldError]:
+    if not isinstance(c, Mapping):
+        return [_invalid(path, c, "must be an object")]
+    errs: list[FieldError] = []
+    name = c.get("name")
+    if not name:
+        errs.append(FieldError(CauseType.REQUIRED, f"{path}.name"))
+    elif name in seen:
+        errs.append(FieldError(CauseType.DUPLICATE, f"{path}.name", value=name))
+    else:
+        seen.add(name)
+    if not c.get("image"):
+        errs.append(FieldError(CauseType.REQUIRED, f"{path}.image"))
+    for j, env in enumerate(c.get("env") or []):
+        env_path = f"{path}.env[{j}]"
+        if not isinstance(env, Mapping) or not env.get("name"):
+            errs.append(FieldError(CauseType.REQUIRED, f"{env_path}.name"))
+            continue
+        if env.get("value") and env.get("valueFrom") is not None:
+            errs.append(_invalid(f"{env_path}.valueFrom", "", "may not be specified when `value` is not empty"))
+    for j, port in enumerate(c.get("ports") or []):
+        number = (port or {}).get("containerPort")
+        if not isinstance(number, int) or not 1 <= number <= 65535:
+            errs.append(_invalid(f"{path}.ports[{j}].containerPort", number, "must be between 1 and 65535, inclusive"))
+    return errs
+
+
+def _selector_and_template(spec: Mapping[str, Any], kind: str, restart: tuple[str, ...]) -> list[FieldError]:
+    errs: list[FieldError] = []
+    selector = spec.get("selector")
+    template = spec.get("template")
+    if not isinstance(selector, Mapping):
+        errs.append(FieldError(CauseType.REQUIRED, "spec.selector"))
+    elif not selector.get("matchLabels") and not selector.get("matchExpressions"):
+        errs.append(_invalid("spec.selector", selector, f"empty selector is invalid for {kind}"))
+    if not isinstance(template, Mapping):
+        errs.append(FieldError(CauseType.REQUIRED, "spec.template"))
+        return errs
+    labels = (template.get("metadata") or {}).get("labels") or {}
+    if isinstance(selector, Mapping) and not errs and not from_label_selector_object(selector).matches(labels):
+        errs.append(_invalid("spec.template.metadata.labels", labels, "`selector` does not match template `labels`"))
+    errs += pod_spec(template.get("spec"), "spec.template.spec", restart_policies=restart)
+    return errs
+
+
+def _int_or_percent(value: Any, path: str) -> tuple[list[FieldError], int | None, bool]:
+    """Errors, the number, and whether it is a percentage."""
+    if value is None:
+        return [], None, False
+    if isinstance(value, bool):
+        return [_invalid(path, value, "must be an integer or percentage")], None, False
+    if isinstance(value, int):
+        return non_negative(value, path), value, False
+    if isinstance(value, str) and _PERCENT.match(value):
+        return [], int(value[:-1]), True
+    return [_invalid(path, value, _PERCENT_MSG)], None, False
+
+
+def deployment(obj: Mapping[str, Any], old: Mapping[str, Any] | None) -> list[FieldError]:
+    spec = obj.get("spec") or {}
+    errs = metadata(obj)
+    errs += non_negative(spec.get("replicas"), "spec.replicas")
+    errs += _selector_and_template(spec, "deployment", ("Always",))
+    strategy = spec.get("strategy") or {}
+    kind = strategy.get("type")
+    if kind not in ("RollingUpdate", "Recreate"):
+        errs.append(FieldError(CauseType.NOT_SUPPORTED, "spec.strategy.type", value=kind,
+                               supported=("Recreate", "RollingUpdate")))
+    elif kind == "Recreate" and strategy.get("rollingUpdate") is not None:
+        errs.append(FieldError(CauseType.FORBIDDEN, "spec.strategy.rollingUpdate",
+                               "may not be specified when strategy `type` is 'Recreate'"))
+    else:
+        rolling = strategy.get("rollingUpdate") or {}
+        base = "spec.strategy.rollingUpdate"
+        e1, unavailable, unavailable_pct = _int_or_percent(rolling.get("maxUnavailable"), f"{base}.maxUnavailable")
+        e2, surge, _ = _int_or_percent(rolling.get("maxSurge"), f"{base}.maxSurge")
+        errs += e1 + e2
+        if unavailable_pct and unavailable is not None and unavailable > 100:
+            errs.append(
+                _invalid(f"{base}.maxUnavailable", rolling.get("maxUnavailable"), "must not be greater than 100%")
+            )
+        if unavailable == 0 and surge == 0 and not e1 and not e2:
+            errs.append(_invalid(f"{base}.maxUnavailable", rolling.get("maxUnavailable"),
+                                 "may not be 0 when `maxSurge` is 0"))
+    errs += non_negative(spec.get("revisionHistoryLimit"), "spec.revisionHistoryLimit")
+    errs += non_negative(spec.get("minReadySeconds"), "spec.minReadySeconds")
+    deadline = spec.get("progressDeadlineSeconds")
+    if isinstance(deadline, int) and deadline <= int(spec.get("minReadySeconds") or 0):
+        errs.append(_invalid("spec.progressDeadlineSeconds", deadline, "must be greater than minReadySeconds"))
+    if old is not None and (old.get("spec") or {}).get("selector") != spec.get("selector"):
+        errs.append(_invalid("spec.selector", spec.get("selector"), "field is immutable"))
+    return errs
+
+
+_STS_MUTABLE = ("replicas", "ordinals", "template", "updateStrategy", "persistentVolumeClaimRetentionPolicy",
+                "minReadySeconds")
+
+
+def statefulset(obj: Mapping[str, Any], old: Mapping[str, Any] | None) -> list[FieldError]:
+    spec = obj.get("spec") or {}
+    errs = metadata(obj)
+    errs += non_negative(spec.get("replicas"), "spec.replicas")
+    errs += _selector_and_template(spec, "statefulset", ("Always",))
+    policy = spec.get("podManagementPolicy")
+    if policy not in ("OrderedReady", "Parallel"):
+        errs.append(FieldError(CauseType.NOT_SUPPORTED, "spec.podManagementPolicy", value=policy,
+                               supported=("OrderedReady", "Parallel")))
+    strategy = spec.get("updateStrategy") or {}
+    if strategy.get("type") not in ("RollingUpdate", "OnDelete"):
+        errs.append(FieldError(CauseType.NOT_SUPPORTED, "spec.updateStrategy.type", value=strategy.get("type"),
+                               supported=("OnDelete", "RollingUpdate")))
+    errs += non_negative((strategy.get("rollingUpdate") or {}).get("partition"),
+                          "spec.updateStrategy.rollingUpdate.partition")
+    if old is not None:
+        before = {k: v for k, v in (old.get("spec") or {}).items() if k not in _STS_MUTABLE}
+        after = {k: v for k, v in spec.items() if k not in _STS_MUTABLE}
+        if before != after:
+            fields = ", ".join(f"'{f}'" for f in _STS_MUTABLE[:-1]) + f" and '{_STS_MUTABLE[-1]}'"
+            errs.append(FieldError(CauseType.FORBIDDEN, "spec",
+                                   f"updates to statefulset spec for fields other than {fields} are forbidden"))
+    return errs
+
+
+def pod(obj: Mapping[str, Any], old: Mapping[str, Any] | None) -> list[FieldError]:
+    return metadata(obj) + pod_spec(obj.get("spec"), "spec",
+                                    restart_policies=("Always", "OnFailure", "Never"))
+
+
+def lease(obj: Mapping[str, Any], old: Mapping[str, Any] | None) -> list[FieldError]:
+    duration = (obj.get("spec") or {}).get("leaseDurationSeconds")
+    errs = metadata(obj)
+    if duration is not None and (not isinstance(duration, int) or duration <= 0):
+        errs.append(_invalid("spec.leaseDurationSeconds", duration, "must be greater than 0"))
+    return errs
+
+
+def validate(res: r.Resource, obj: Mapping[str, Any], old: Mapping[str, Any] | None = None) -> list[FieldError]:
+    check = {
+        r.DEPLOYMENTS.plural: deployment,
+        r.STATEFULSETS.plural: statefulset,
+        r.PODS.plural: pod,
+        r.LEASES.plural: lease,
+    }.get(res.plural)
+    return check(obj, old) if check else metadata(obj)

@@ -1,0 +1,381 @@
+"""One contract for both guardrail adapters: same scenarios, same verdicts, same reasons.
+
+Every test runs against the embedded adapter (persisting to its JSON file) and
+against real Redis, on a virtual clock, and the randomized test holds both to the
+pure rules of :mod:`remediator.core.guardrails` operation by operation.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from remediator.clock import VirtualClock
+from remediator.core import guardrails as rules
+from remediator.core.decisions import DecisionKind
+from remediator.core.errors import GuardrailUnavailable
+from remediator.core.guardrails import BreakerState, Budget, GuardState, Policy, Request, Verdict
+from remediator.guardstate.redis import RedisGuardrails
+from remediator.ports import GuardrailStore
+from tests.guardrails.conftest import REDIS_URL, GuardFactory, free_port, prefixed
+from tests.payloads import T0
+
+K = DecisionKind
+
+
+class Scene:
+    """A guardrail state on a virtual clock, with requests named by their owner."""
+
+    def __init__(self, guard: GuardrailStore, clock: VirtualClock) -> None:
+        self.guard = guard
+        self.clock = clock
+        self.reqs: dict[str, Request] = {}
+
+    def at(self, seconds: float) -> None:
+        self.clock.set(T0 + timedelta(seconds=seconds))
+
+    def req(self, owner: str, target: str = "t1", **kw: Any) -> Request:
+        fields: dict[str, Any] = {"limit_key": target, "namespace": "shop", "playbook": "pb", "lock_ttl": 60.0}
+        fields.update(kw)
+        return Request(owner=owner, target_key=target, now=self.clock.now().timestamp(), **fields)
+
+    async def admit(self, owner: str, target: str = "t1", **kw: Any) -> Verdict:
+        req = self.req(owner, target, **kw)
+        verdict = await self.guard.admit(req)
+        if verdict.admitted:
+            self.reqs[owner] = req
+        return verdict
+
+    async def release(self, owner: str, *, succeeded: bool = True) -> None:
+        await self.guard.release(self.reqs.pop(owner), succeeded=succeeded)
+
+    async def renew(self, owner: str) -> bool:
+        return await self.guard.renew(self.reqs[owner])
+
+
+async def scene(make_guard: GuardFactory, clock: VirtualClock, **policy: Any) -> Scene:
+    return Scene(await make_guard(Policy(**policy)), clock)
+
+
+def kinds(*verdicts: Verdict) -> list[DecisionKind]:
+    return [v.kind for v in verdicts]
+
+
+async def test_pause_refuses_before_anything_else(make_guard: GuardFactory, clock: VirtualClock) -> None:
+    s = await scene(make_guard, clock)
+    assert (await s.admit("a")).admitted
+    await s.guard.set_paused(True)
+    assert await s.guard.paused() is True
+    assert (await s.guard.status()).paused is True
+    for owner, target in (("b", "t2"), ("c", "t1")):  # a free target and a locked one: both paused
+        assert await s.admit(owner, target) == Verdict(K.PAUSED, "remediation is paused (kill switch)")
+    await s.guard.set_paused(False)
+    assert await s.guard.paused() is False
+    assert (await s.admit("b", "t2")).admitted
+
+
+async def test_a_lock_refuses_everyone_until_its_owner_releases(make_guard: GuardFactory, clock: VirtualClock) -> None:
+    s = await scene(make_guard, clock)
+    assert (await s.admit("a")).admitted
+    assert await s.admit("b") == Verdict(K.LOCKED, "t1 is locked by execution a")
+    # its own owner too: another replica's copy of the same alert has the same execution id
+    assert await s.admit("a") == Verdict(K.LOCKED, "t1 is locked by execution a")
+    assert (await s.admit("b", "t2")).admitted  # other targets are free
+    await s.guard.release(s.req("intruder"), succeeded=True)  # only the owner frees a lock
+    assert (await s.admit("c")).kind is K.LOCKED
+    await s.release("a")
+    assert (await s.admit("c")).admitted
+
+
+async def test_a_lock_lapses_at_its_ttl_not_before(make_guard: GuardFactory, clock: VirtualClock) -> None:
+    s = await scene(make_guard, clock)
+    assert (await s.admit("crashed", lock_ttl=30.0)).admitted  # and never released
+    s.at(29.999)
+    assert await s.admit("b") == Verdict(K.LOCKED, "t1 is locked by execution crashed")
+    s.at(30)
+    assert (await s.admit("b")).admitted
+
+
+async def test_renewal_extends_only_a_live_lock_of_its_owner(make_guard: GuardFactory, clock: VirtualClock) -> None:
+    s = await scene(make_guard, clock)
+    assert (await s.admit("a", lock_ttl=60.0)).admitted
+    s.at(50)
+    assert await s.renew("a") is True  # now until 110
+    assert await s.guard.renew(s.req("b")) is False  # not the owner
+    s.at(109.9)
+    assert (await s.admit("b")).kind is K.LOCKED
+    s.at(110)
+    assert (await s.admit("b")).admitted
+    assert await s.renew("a") is False  # lapsed and taken
+    assert (await s.admit("x", "t9", lock_ttl=10.0)).admitted
+    s.at(120)
+    assert await s.renew("x") is False  # lapsed, even if nobody took it
+
+
+async def test_cooldown_starts_at_admission_and_restarts_at_release(
+    make_guard: GuardFactory, clock: VirtualClock
+) -> None:
+    s = await scene(make_guard, clock)
+    assert (await s.admit("a", "t1", limit_key="K", cooldown=100.0)).admitted
+    s.at(10)
+    assert await s.admit("b", "t2", limit_key="K", cooldown=100.0) == Verdict(K.COOLDOWN, "in cooldown for another 90s")
+    assert (await s.admit("b", "t2", limit_key="other", cooldown=100.0)).admitted
+    s.at(30)
+    await s.release("a")  # cooldown now runs to 130
+    s.at(129)
+    assert await s.admit("c", "t1", limit_key="K") == Verdict(K.COOLDOWN, "in cooldown for another 1s")
+    s.at(130)
+    assert (await s.admit("c", "t1", limit_key="K")).admitted
+
+
+async def test_the_rate_limit_is_a_sliding_window(make_guard: GuardFactory, clock: VirtualClock) -> None:
+    s = await scene(make_guard, clock)
+    rate = {"limit_key": "K", "rate_max": 2, "rate_per": 60.0}
+    got = []
+    for n, at in enumerate((0, 10, 20, 59.999, 60, 65, 70)):
+        s.at(at)
+        verdict = await s.admit(f"e{n}", f"t{n}", **rate)
+        got.append(verdict.kind)
+        if verdict.admitted:
+            await s.release(f"e{n}")
+        elif at == 20:
+            assert verdict.reason == "rate limit reached: 2 executions in the last 60s"
+    # executions at 0 and 10; 60 sees only 10 inside (60-60, 60]; 70 sees only 60 once 10 has left
+    assert got == [K.EXECUTED, K.EXECUTED, K.RATE_LIMITED, K.RATE_LIMITED, K.EXECUTED, K.RATE_LIMITED, K.EXECUTED]
+
+
+async def test_rate_limits_count_late_requests(make_guard: GuardFactory, clock: VirtualClock) -> None:
+    """A replica may call with a ``now`` taken just before another replica's admission."""
+    s = await scene(make_guard, clock)
+    rate = {"limit_key": "K", "rate_max": 1, "rate_per": 60.0}
+    late = s.req("late", "t0", **rate)  # taken at 0, arrives last
+    s.at(50)
+    assert (await s.admit("a", "t1", **rate)).admitted
+    await s.release("a")
+    s.at(115)
+    assert (await s.admit("b", "t2", **rate)).admitted  # prunes what is older than its window...
+    await s.release("b")
+    verdict = await s.guard.admit(late)  # ...but the late request still sees the execution at 50
+    assert verdict == Verdict(K.RATE_LIMITED, "rate limit reached: 2 executions in the last 60s")
+
+
+async def test_budgets_bind_globally_and_per_namespace(make_guard: GuardFactory, clock: VirtualClock) -> None:
+    budgets = (Budget("*", 3, 100.0), Budget("shop", 1, 100.0), Budget("*", 5, 1000.0))
+    s = await scene(make_guard, clock, budgets=budgets)
+
+    async def run(at: float, owner: str, ns: str) -> Verdict:
+        s.at(at)
+        verdict = await s.admit(owner, owner, namespace=ns)
+        if verdict.admitted:
+            await s.release(owner)
+        return verdict
+
+    assert (await run(0, "a", "shop")).admitted
+    assert await run(1, "b", "shop") == Verdict(K.BUDGET_EXHAUSTED, "namespace shop budget of 1 per 100s exhausted")
+    assert (await run(2, "c", "pay")).admitted
+    assert (await run(3, "d", "pay")).admitted
+    assert await run(4, "e", "pay") == Verdict(K.BUDGET_EXHAUSTED, "global budget of 3 per 100s exhausted")
+    assert (await run(100, "f", "pay")).admitted  # 0 left the 100s window
+    assert (await run(101, "g", "pay")).kind is K.BUDGET_EXHAUSTED  # 2, 3, 100
+    assert (await run(103, "g", "pay")).admitted  # the 1000s budget counts each execution once: 4 of 5
+    assert await run(104, "h", "pay") == Verdict(K.BUDGET_EXHAUSTED, "global budget of 5 per 1000s exhausted")
+
+
+async def test_concurrency_limits_and_a_crashed_holder_frees_its_slot(
+    make_guard: GuardFactory, clock: VirtualClock
+) -> None:
+    s = await scene(make_guard, clock, max_running=2, max_running_per_namespace=1)
+    assert (await s.admit("a", "t1", namespace="shop", lock_ttl=30.0)).admitted  # will "crash"
+    assert await s.admit("b", "t2", namespace="shop") == Verdict(
+        K.BUDGET_EXHAUSTED, "1 executions already running in namespace shop"
+    )
+    assert (await s.admit("c", "t3", namespace="pay")).admitted
+    assert await s.admit("d", "t4", namespace="ops") == Verdict(
+        K.BUDGET_EXHAUSTED, "2 executions already running (max 2)"
+    )
+    await s.release("c")
+    assert (await s.admit("d", "t4", namespace="ops")).admitted
+    s.at(29.9)
+    assert (await s.admit("b", "t2", namespace="shop")).kind is K.BUDGET_EXHAUSTED
+    s.at(30)  # a never released: its slot lapses with its lock
+    assert (await s.admit("b", "t2", namespace="shop")).admitted
+
+
+async def test_renewal_keeps_the_slot_too(make_guard: GuardFactory, clock: VirtualClock) -> None:
+    s = await scene(make_guard, clock, max_running=1)
+    assert (await s.admit("a", "t1", lock_ttl=30.0)).admitted
+    assert (await s.guard.admit(s.req("a", "t0"))).admitted  # an owner's own slot never counts against it
+    s.at(20)
+    assert await s.renew("a")
+    s.at(45)
+    assert (await s.admit("b", "t2")).kind is K.BUDGET_EXHAUSTED
+
+
+async def test_the_breaker_opens_half_opens_and_closes(make_guard: GuardFactory, clock: VirtualClock) -> None:
+    s = await scene(make_guard, clock, breaker_threshold=2, breaker_cooloff=100.0)
+    assert (await s.admit("a", "t1")).admitted
+    s.at(1)
+    await s.release("a", succeeded=False)
+    status = await s.guard.status()
+    assert status.breakers["pb"].state is BreakerState.CLOSED and status.breakers["pb"].failures == 1
+    s.at(2)
+    assert (await s.admit("b", "t2")).admitted
+    s.at(3)
+    await s.release("b", succeeded=False)  # open until 103
+    s.at(4)
+    assert await s.admit("c", "t3") == Verdict(
+        K.CIRCUIT_OPEN, "circuit open after 2 consecutive failures, until 99s from now"
+    )
+    assert (await s.admit("c", "t3", playbook="other")).admitted  # per playbook
+    assert (await s.guard.status()).breakers["pb"].state is BreakerState.OPEN
+    s.at(103)
+    assert (await s.guard.status()).breakers["pb"].state is BreakerState.HALF_OPEN
+    assert (await s.admit("trial", "t4")).admitted
+    half_open = Verdict(K.CIRCUIT_OPEN, "circuit half-open: a trial execution is already running")
+    assert await s.admit("e", "t5") == half_open
+    s.at(104)
+    await s.release("trial", succeeded=False)  # re-opens for another cool-off
+    assert await s.admit("e", "t5") == Verdict(
+        K.CIRCUIT_OPEN, "circuit open after 3 consecutive failures, until 100s from now"
+    )
+    s.at(204)
+    assert (await s.admit("trial2", "t6")).admitted
+    await s.release("trial2", succeeded=True)
+    status = await s.guard.status()
+    assert "pb" not in status.breakers or status.breakers["pb"].state is BreakerState.CLOSED
+    assert (await s.admit("f", "t7")).admitted
+
+
+async def test_a_crashed_trial_lapses_with_its_lock(make_guard: GuardFactory, clock: VirtualClock) -> None:
+    s = await scene(make_guard, clock, breaker_threshold=1, breaker_cooloff=10.0)
+    assert (await s.admit("a", "t1")).admitted
+    await s.release("a", succeeded=False)
+    s.at(10)
+    assert (await s.admit("trial", "t2", lock_ttl=30.0)).admitted  # and then its process dies
+    s.at(39.9)
+    assert (await s.admit("b", "t3")).kind is K.CIRCUIT_OPEN
+    s.at(40)
+    assert (await s.admit("b", "t3")).admitted  # the next trial
+    view = (await s.guard.status()).breakers["pb"]
+    assert view.state is BreakerState.HALF_OPEN and view.trial_owner == "b"
+    assert view.to_json()["trial_execution"] == "b"
+
+
+async def test_random_operations_agree_with_the_pure_rules(make_guard: GuardFactory, clock: VirtualClock) -> None:
+    policy = Policy(
+        budgets=(Budget("*", 8, 120.0), Budget("shop", 4, 60.0)),
+        max_running=3,
+        max_running_per_namespace=2,
+        breaker_threshold=2,
+        breaker_cooloff=50.0,
+    )
+    guard = await make_guard(policy)
+    oracle = GuardState()
+    rng = random.Random(20261122)
+    admitted: dict[str, Request] = {}
+    history: list[Request] = []
+    seen: list[tuple[str, object]] = []
+    for n in range(400):
+        op = rng.random()
+        now = clock.now().timestamp()
+        if op < 0.55:
+            target = rng.choice(["t1", "t2", "t3", "t4"])
+            req = Request(
+                owner=rng.choice([f"e{n}", *list(admitted)[:1]]),
+                playbook=rng.choice(["pa", "pb"]),
+                target_key=target,
+                limit_key=rng.choice([target, "shared"]),
+                namespace=rng.choice(["shop", "pay"]),
+                now=now,
+                rate_max=rng.choice([0, 2, 3]),
+                rate_per=rng.choice([30.0, 90.0]),
+                cooldown=rng.choice([0.0, 0.0, 15.0]),
+                lock_ttl=rng.choice([20.0, 45.0]),
+            )
+            got = await guard.admit(req)
+            want = rules.admit(req, oracle, policy)
+            if got.admitted:
+                admitted[req.owner] = req
+                history.append(req)
+        elif op < 0.65 and history:  # running ones, and released or lapsed ones that must not renew
+            req = rng.choice(history)
+            got, want = await guard.renew(req), rules.renew(req, oracle, now)  # type: ignore[assignment]
+        elif op < 0.85 and admitted:
+            req = admitted.pop(rng.choice(sorted(admitted)))
+            ok = rng.random() < 0.5
+            await guard.release(req, succeeded=ok)
+            rules.release(req, oracle, policy, succeeded=ok, now=now)
+            got = want = None  # type: ignore[assignment]
+        elif op < 0.87:
+            paused = rng.random() < 0.5
+            await guard.set_paused(paused)
+            oracle.paused = paused
+            got = want = None  # type: ignore[assignment]
+        else:
+            clock.advance_sync(rng.choice([0.5, 3.0, 10.0, 25.0]))
+            continue
+        assert got == want, f"operation {n}: adapter said {got}, the rules say {want}"
+        seen.append((type(got).__name__, getattr(got, "kind", got)))
+    assert await guard.status() == rules.status(oracle.paused, oracle.breakers, policy, clock.now().timestamp())
+    outcomes = {kind for _, kind in seen}
+    # the walk must have exercised every rule, or agreement proves little
+    assert outcomes >= {K.EXECUTED, K.LOCKED, K.COOLDOWN, K.RATE_LIMITED, K.BUDGET_EXHAUSTED, K.CIRCUIT_OPEN,
+                        K.PAUSED, True, False}
+
+
+async def test_a_pause_binds_every_replica_at_once(redis_prefix: str, clock: VirtualClock) -> None:
+    url = prefixed(REDIS_URL, redis_prefix)
+    one = await RedisGuardrails.open(url, Policy(), clock)
+    two = await RedisGuardrails.open(url, Policy(), clock)
+    try:
+        await one.set_paused(True)
+        verdict = await two.admit(Scene(two, clock).req("a"))
+        assert verdict.kind is K.PAUSED and await two.paused()
+        await two.set_paused(False)
+        assert (await one.admit(Scene(one, clock).req("a"))).admitted
+    finally:
+        await one.close()
+        await two.close()
+
+
+async def test_unreachable_redis_fails_closed_quickly(clock: VirtualClock) -> None:
+    guard = await RedisGuardrails.open(f"redis://127.0.0.1:{free_port()}/0", Policy(), clock)
+    req = Scene(guard, clock).req("a")
+    started = time.monotonic()
+    try:
+        for call in (guard.admit(req), guard.renew(req), guard.release(req, succeeded=True), guard.paused(),
+                     guard.set_paused(True), guard.status(), guard.ping()):
+            with pytest.raises(GuardrailUnavailable):
+                await call
+    finally:
+        await guard.close()
+    assert time.monotonic() - started < 5  # refused connections fail at once, not after long retries
+
+
+async def test_redis_keys_live_under_the_prefix_and_expire(redis_prefix: str, clock: VirtualClock) -> None:
+    policy = Policy(budgets=(Budget("*", 5, 3600.0),), breaker_threshold=1)
+    guard = await RedisGuardrails.open(prefixed(REDIS_URL, redis_prefix), policy, clock)
+    client = Redis.from_url(REDIS_URL, decode_responses=True)
+    try:
+        s = Scene(guard, clock)
+        assert (await s.admit("a", "t1", limit_key="k1", cooldown=60.0, rate_max=3, rate_per=600.0)).admitted
+        assert (await s.admit("b", "t2")).admitted
+        await s.release("b", succeeded=False)
+        await guard.set_paused(True)
+        ttl = {k.removeprefix(redis_prefix): await client.pttl(k) async for k in client.scan_iter(f"{redis_prefix}*")}
+    finally:
+        await client.aclose()
+        await guard.close()
+    forever = {"paused", "breaker:pb", "breakers", "seq"}
+    assert set(ttl) == forever | {"lock:t1", "cooldown:k1", "rate:k1", "running", "running-ns",
+                                  "budget:*"}
+    assert all(ttl[k] == -1 for k in forever)
+    # each lapses a grace period (an hour by default) after its value stops mattering
+    assert 0 < ttl["lock:t1"] <= (60 + 3600) * 1000 and 0 < ttl["cooldown:k1"] <= (60 + 3600) * 1000
+    assert 0 < ttl["rate:k1"] <= (2 * 600 + 3600) * 1000 and 0 < ttl["budget:*"] <= (2 * 3600 + 3600) * 1000
+    assert all(ttl[k] > 0 for k in set(ttl) - forever)

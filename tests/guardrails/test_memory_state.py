@@ -1,0 +1,137 @@
+"""The embedded guardrail state survives restarts and never fails open.
+
+It is the single-node default, so its JSON file is the only memory of cooldowns,
+rate windows, locks and breakers across a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from remediator.clock import VirtualClock
+from remediator.core.decisions import DecisionKind
+from remediator.core.errors import ConfigError, GuardrailUnavailable
+from remediator.core.guardrails import Policy, Request
+from remediator.guardstate.memory import MemoryGuardrails
+from tests.payloads import T0
+
+POLICY = Policy(breaker_threshold=1, breaker_cooloff=600.0)
+
+
+def req(clock: VirtualClock, owner: str, target: str, **kw: float) -> Request:
+    return Request(owner, "pb", target, target, "shop", clock.now().timestamp(), **kw)  # type: ignore[arg-type]
+
+
+def set_aside(directory: Path) -> list[str]:
+    return [p.read_text() for p in directory.glob("guardrails.json.unreadable-*")]
+
+
+async def test_limits_survive_a_restart(tmp_path: Path, clock: VirtualClock) -> None:
+    path = tmp_path / "guardrails.json"
+    guard = MemoryGuardrails(POLICY, clock, path)
+    held = req(clock, "held", "t1", lock_ttl=60.0)
+    assert (await guard.admit(held)).admitted
+    cooled = req(clock, "cooled", "t2", cooldown=300.0, rate_max=1, rate_per=3600.0)
+    assert (await guard.admit(cooled)).admitted
+    await guard.release(cooled, succeeded=True)
+    failing = Request("failing", "other", "t3", "t3", "shop", clock.now().timestamp())
+    assert (await guard.admit(failing)).admitted
+    await guard.release(failing, succeeded=False)
+    clock.advance_sync(30)
+    assert await guard.renew(held)  # lock now until 90
+    await guard.close()
+
+    clock.advance_sync(50)  # at 80
+    guard = MemoryGuardrails(POLICY, clock, path)
+    try:
+        assert (await guard.admit(req(clock, "x", "t1"))).kind is DecisionKind.LOCKED  # renewal was persisted
+        assert (await guard.admit(req(clock, "x", "t2", rate_max=1, rate_per=3600.0))).kind is DecisionKind.COOLDOWN
+        clock.advance_sync(300)
+        assert (await guard.admit(req(clock, "x", "t2", rate_max=1, rate_per=3600.0))).kind is (
+            DecisionKind.RATE_LIMITED
+        )
+        other = Request("y", "other", "t4", "t4", "shop", clock.now().timestamp())
+        assert (await guard.admit(other)).kind is DecisionKind.CIRCUIT_OPEN
+        await guard.set_paused(True)
+    finally:
+        await guard.close()
+    guard = MemoryGuardrails(POLICY, clock, path)
+    assert await guard.paused()
+    await guard.close()
+
+
+async def test_an_unreadable_file_is_kept_aside_and_the_daemon_starts_paused(
+    tmp_path: Path, clock: VirtualClock
+) -> None:
+    path = tmp_path / "guardrails.json"
+    path.write_text('{"locks": {"t1": {"owner": "a"')  # torn by hand or by a disk
+    guard = MemoryGuardrails(POLICY, clock, path)
+    try:
+        assert await guard.paused()  # forgetting cooldowns must not be silent
+        assert (await guard.admit(req(clock, "a", "t1"))).kind is DecisionKind.PAUSED
+        [aside] = set_aside(tmp_path)
+        assert aside.startswith('{"locks"')
+        await guard.set_paused(False)  # an operator resumes on purpose
+        assert (await guard.admit(req(clock, "a", "t1"))).admitted
+    finally:
+        await guard.close()
+
+
+async def test_a_failed_write_fails_closed_and_recovers(tmp_path: Path, clock: VirtualClock) -> None:
+    path = tmp_path / "guardrails.json"
+    guard = MemoryGuardrails(POLICY, clock, path)
+    blocker = tmp_path / "guardrails.json.tmp"
+    blocker.mkdir()  # the atomic write's temporary file cannot be created (as on a full or read-only disk)
+    try:
+        with pytest.raises(GuardrailUnavailable):
+            await guard.admit(req(clock, "a", "t1"))
+        with pytest.raises(GuardrailUnavailable, match="cannot write"):
+            await guard.ping()
+        assert guard.state.locks == {}  # not admitted in memory either
+        blocker.rmdir()
+        assert (await guard.admit(req(clock, "a", "t1"))).admitted
+        await guard.ping()
+        assert "t1" in json.loads(path.read_text())["locks"]
+    finally:
+        await guard.close()
+
+
+async def test_lapsed_entries_do_not_accumulate(tmp_path: Path, clock: VirtualClock) -> None:
+    path = tmp_path / "guardrails.json"
+    guard = MemoryGuardrails(Policy(), clock, path, grace=60.0)
+    for n in range(200):
+        r = req(clock, f"e{n}", f"target-{n}", cooldown=30.0, rate_max=5, rate_per=60.0, lock_ttl=30.0)
+        assert (await guard.admit(r)).admitted
+        if n % 2:
+            await guard.release(r, succeeded=True)  # the others "crash" and keep their lock
+    clock.set(T0 + timedelta(hours=1))
+    last = req(clock, "last", "t-last")
+    assert (await guard.admit(last)).admitted
+    await guard.close()
+    saved = json.loads(path.read_text())
+    assert list(saved["locks"]) == ["t-last"] and list(saved["running"]) == ["last"]
+    assert saved["cooldown_until"] == {} and saved["history"] == {}
+
+
+def test_a_second_process_cannot_share_the_file(tmp_path: Path, clock: VirtualClock) -> None:
+    path = tmp_path / "guardrails.json"
+    guard = MemoryGuardrails(POLICY, clock, path)
+    probe = (
+        "import sys; from pathlib import Path; from remediator.clock import VirtualClock;"
+        "from remediator.core.guardrails import Policy; from remediator.guardstate.memory import MemoryGuardrails;"
+        "MemoryGuardrails(Policy(), VirtualClock(), Path(sys.argv[1]))"
+    )
+    other = subprocess.run([sys.executable, "-c", probe, str(path)], capture_output=True, text=True, timeout=60,
+                           cwd=Path(__file__).resolve().parents[2])
+    assert other.returncode != 0 and "redis_url" in other.stderr
+    with pytest.raises(ConfigError, match="single-node"):  # nor a second instance in this one
+        MemoryGuardrails(POLICY, clock, path)
+    asyncio.run(guard.close())
+    asyncio.run(MemoryGuardrails(POLICY, clock, path).close())  # free once closed

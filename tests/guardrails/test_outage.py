@@ -1,0 +1,117 @@
+"""Redis stopped mid-run, then back (acceptance 4 of issue 4).
+
+The daemon (the real aiohttp app) talks to a redis-server of the test's own, which
+the test stops while an execution is in flight and starts again on the same port.
+While it is down nothing starts, every decision says why, ``/readyz`` and the metric
+report it; when it returns, the same daemon carries on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp.test_utils import TestClient, TestServer
+
+from remediator.app import create_app
+from remediator.clock import VirtualClock
+from remediator.core.decisions import PlannedStep
+from remediator.ports import StepContext, StepResult
+from remediator.runtime import RUNTIME
+from tests.guardrails.conftest import PrivateRedis
+from tests.payloads import alert_json, payload
+
+AUTH = {"Authorization": "Bearer t1"}
+PLAYBOOK = """
+name: outage
+match: {alertname: X}
+target: {kind: Deployment, namespace: shop, name: "{{ labels.app }}"}
+guardrails: {cooldown: 10m}
+steps: [{action: restart}]
+"""
+
+
+class Cluster:
+    """Records restarts; the one of ``slow`` waits until the test lets it finish."""
+
+    def __init__(self) -> None:
+        self.restarted: list[str] = []
+        self.slow_started = asyncio.Event()
+        self.slow_may_finish = asyncio.Event()
+
+    async def run(self, step: PlannedStep, ctx: StepContext) -> StepResult:
+        self.restarted.append(ctx.target.name)
+        if ctx.target.name == "slow":
+            self.slow_started.set()
+            await self.slow_may_finish.wait()
+        return StepResult("ok", "restarted")
+
+
+def alert(app: str) -> dict[str, Any]:
+    return payload(alert_json({"alertname": "X", "app": app}))
+
+
+async def test_redis_outage_fails_closed_and_recovers_without_a_restart(
+    tmp_path: Path, private_redis: PrivateRedis, settings_factory: Callable[..., Any], vclock: VirtualClock
+) -> None:
+    (tmp_path / "pb").mkdir()
+    (tmp_path / "pb" / "outage.yaml").write_text(PLAYBOOK)
+    settings = settings_factory(redis_url=private_redis.url, playbooks=str(tmp_path / "pb"), dry_run=False)
+    cluster = Cluster()
+    app = create_app(settings, clock=vclock, executors=(cluster, cluster), start_worker=False)
+    async with TestClient(TestServer(app)) as client:
+        rt = client.app[RUNTIME]
+
+        async def deliver(app_name: str) -> None:
+            r = await client.post("/webhooks/alertmanager", json=alert(app_name), headers=AUTH)
+            assert r.status == 200  # intake does not need Redis
+
+        store: Any = rt.store  # the embedded store's audit listing
+
+        async def decision_of(app_name: str) -> dict[str, Any]:
+            [d] = [d for d in await store.list_decisions() if d["target"]["name"] == app_name]
+            return dict(d)
+
+        await deliver("one")
+        await rt.worker.drain()
+        assert (await client.get("/readyz")).status == 200
+
+        # Redis goes away while an execution is running: the execution finishes and its
+        # lock is left to expire (there is nobody to release it to)
+        await deliver("slow")
+        running = asyncio.create_task(rt.worker.drain())
+        await asyncio.wait_for(cluster.slow_started.wait(), 10)
+        private_redis.stop()
+        cluster.slow_may_finish.set()
+        await asyncio.wait_for(running, 30)
+        assert {e["target"]["name"]: e["status"] for e in await rt.store.list_executions()} == {
+            "one": "succeeded", "slow": "succeeded"
+        }
+
+        await deliver("two")
+        await deliver("three")
+        await rt.worker.drain()
+        assert cluster.restarted == ["one", "slow"]  # nothing started while Redis was down
+        for name in ("two", "three"):
+            d = await decision_of(name)
+            assert d["decision"] == "guardrail_unavailable"
+            assert d["reason"].startswith("guardrail state unreachable, nothing done: redis admit failed")
+        r = await client.get("/readyz")
+        body = await r.json()
+        assert r.status == 503 and body["checks"]["guardrails"].startswith("unavailable: redis ping failed")
+        assert (await client.get("/api/v1/guardrails")).status == 503
+        assert (await client.post("/api/v1/pause", headers=AUTH)).status == 503
+        metrics = await (await client.get("/metrics")).text()
+        assert "remediator_guardrail_unavailable_total 2.0" in metrics
+
+        private_redis.start()  # same port, empty: the daemon is not restarted
+        assert (await client.get("/readyz")).status == 200
+        await deliver("four")
+        await rt.worker.drain()
+        assert (await decision_of("four"))["decision"] == "executed"
+        assert cluster.restarted == ["one", "slow", "four"]
+        status = await (await client.get("/api/v1/guardrails")).json()
+        assert status == {"paused": False, "breakers": {"outage": {
+            "state": "closed", "consecutive_failures": 0, "open_until": None, "trial_execution": None}}}

@@ -1,0 +1,124 @@
+"""The pipeline's side of the guardrails: lock renewal while executing, breaker state in the API."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from remediator.app import create_app
+from remediator.clock import VirtualClock
+from remediator.core.alerts import Alert
+from remediator.core.decisions import DecisionKind, PlannedStep
+from remediator.core.guardrails import Request
+from remediator.ports import GuardrailStore, ReceivedAlert, StepContext, StepResult
+from remediator.runtime import RUNTIME, open_runtime
+from tests.guardrails.conftest import ADAPTERS, REDIS_URL, prefixed
+from tests.payloads import alert_json, payload
+
+AUTH = {"Authorization": "Bearer t1"}
+PLAYBOOK = """
+name: long
+match: {alertname: Long}
+target: {kind: Deployment, namespace: shop, name: web}
+guardrails: {lock_ttl: 30s}
+steps: [{action: restart}]
+"""
+
+
+class Watched:
+    """Guardrails that report each renewal, so the test knows it landed before moving time on."""
+
+    def __init__(self, inner: GuardrailStore) -> None:
+        self.inner = inner
+        self.renewed: asyncio.Queue[bool] = asyncio.Queue()
+
+    async def renew(self, req: Request) -> bool:
+        ok = await self.inner.renew(req)
+        self.renewed.put_nowait(ok)
+        return ok
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+class Slow:
+    """A step that takes 100 (virtual) seconds, far longer than the 30s lock TTL."""
+
+    def __init__(self) -> None:
+        self.started = asyncio.Event()
+
+    async def run(self, step: PlannedStep, ctx: StepContext) -> StepResult:
+        self.started.set()
+        await ctx.clock.sleep(100)
+        return StepResult("ok", "done")
+
+
+@pytest.mark.parametrize("kind", ADAPTERS)
+async def test_the_lock_is_renewed_while_an_execution_runs_and_freed_after(
+    kind: str, tmp_path: Path, settings_factory: Callable[..., Any], vclock: VirtualClock, redis_prefix: str
+) -> None:
+    (tmp_path / "pb").mkdir()
+    (tmp_path / "pb" / "long.yaml").write_text(PLAYBOOK)
+    settings = settings_factory(playbooks=str(tmp_path / "pb"), dry_run=False,
+                                redis_url=prefixed(REDIS_URL, redis_prefix) if kind == "redis" else "")
+    slow = Slow()
+    async with open_runtime(settings, clock=vclock, executors=(slow, slow), start_worker=False) as rt:
+        watched = Watched(rt.guardrails)
+        rt.pipeline.guardrails = watched
+
+        def rival() -> Request:
+            now = vclock.now().timestamp()
+            return Request("rival", "long", "Deployment/shop/web", "rival", "shop", now, lock_ttl=30.0)
+
+        alert = Alert.from_json(alert_json({"alertname": "Long"}))
+        running = asyncio.create_task(rt.pipeline.process(ReceivedAlert(alert, vclock.now())))
+        await asyncio.wait_for(slow.started.wait(), 10)
+        for _ in range(9):  # every 10s (a third of the TTL), up to 90s: well past the 30s TTL
+            await vclock.advance(10)
+            assert await asyncio.wait_for(watched.renewed.get(), 10) is True
+            assert (await rt.guardrails.admit(rival())).kind is DecisionKind.LOCKED
+        await vclock.advance(10)
+        [decision] = (await asyncio.wait_for(running, 10)).decisions
+        assert decision.kind is DecisionKind.EXECUTED
+        for _ in range(3):
+            await asyncio.sleep(0)  # the cancelled renewal task unwinds
+        renewals = watched.renewed.qsize()
+        await vclock.advance(60)
+        assert watched.renewed.qsize() == renewals  # renewal stopped with the execution
+        assert (await rt.guardrails.admit(rival())).admitted  # released
+
+
+async def test_breaker_state_is_visible_in_the_api_and_metrics(
+    tmp_path: Path, settings_factory: Callable[..., Any], vclock: VirtualClock
+) -> None:
+    class Failing:
+        async def run(self, step: PlannedStep, ctx: StepContext) -> StepResult:
+            return StepResult("failed", "no luck")
+
+    (tmp_path / "pb").mkdir()
+    (tmp_path / "pb" / "long.yaml").write_text(PLAYBOOK)
+    settings = settings_factory(playbooks=str(tmp_path / "pb"), dry_run=False,
+                                guardrails={"breaker_threshold": 1, "breaker_cooloff": "5m"})
+    app = create_app(settings, clock=vclock, executors=(Failing(), Failing()), start_worker=False)
+    async with TestClient(TestServer(app)) as client:
+        body = await (await client.get("/api/v1/guardrails")).json()
+        assert body["breakers"]["long"]["state"] == "closed"
+        r = await client.post("/webhooks/alertmanager", json=payload(alert_json({"alertname": "Long"})),
+                              headers=AUTH)
+        assert r.status == 200
+        await client.app[RUNTIME].worker.drain()
+        body = await (await client.get("/api/v1/guardrails")).json()
+        assert body == {"paused": False, "breakers": {"long": {
+            "state": "open", "consecutive_failures": 1, "open_until": "2026-11-22T10:05:00+00:00",
+            "trial_execution": None}}}
+        metrics = await (await client.get("/metrics")).text()
+        assert 'remediator_circuit_breaker_state{playbook="long",state="open"} 1.0' in metrics
+        assert 'remediator_circuit_breaker_state{playbook="long",state="closed"} 0.0' in metrics
+        await vclock.advance(300)
+        metrics = await (await client.get("/metrics")).text()
+        assert 'remediator_circuit_breaker_state{playbook="long",state="half_open"} 1.0' in metrics

@@ -1,0 +1,273 @@
+"""Acceptance 1: each channel's request body is exactly what the service expects.
+
+An alert runs through the real pipeline; Slack, a webhook consumer and PagerDuty are
+local receivers, and every field of what they received is asserted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from remediator.clock import VirtualClock
+from remediator.core.decisions import execution_id
+from remediator.executors.plan_only import PlanOnlyExecutor
+from remediator.notify.events import notice_id
+from tests.notify.conftest import PUBLIC_URL, OpenRuntime, deliver, secret_file
+from tests.notify.receivers import Receiver, settle
+from tests.payloads import alert_json, payload
+from tests.pipeline.test_pipeline import Recorder
+
+FP = "a1b2c3d4"
+LABELS = {"alertname": "WebDown", "namespace": "shop", "deployment": "web", "severity": "critical"}
+EX = execution_id(f"{FP}|2026-11-22T10:00:00Z|firing", "restart-web")
+EX_URL = f"{PUBLIC_URL}/api/v1/executions/{EX}"
+ROUTING_KEY = "R0UT1NGKEY0000000000000000000000"
+DEDUP = hashlib.sha256(f"remediator|{FP}|restart-web".encode()).hexdigest()
+WHERE = " | alert WebDown on Deployment shop/web | playbook restart-web"
+
+
+def firing() -> dict[str, Any]:
+    return payload(alert_json(LABELS, fingerprint=FP))
+
+
+def resolved() -> dict[str, Any]:
+    return payload(alert_json(LABELS, fingerprint=FP, status="resolved", ends_at="2026-11-22T10:05:00Z"))
+
+
+def channels(tmp_path: Path, slack: Receiver, hook: Receiver, pd: Receiver) -> dict[str, dict[str, Any]]:
+    return {
+        "ops-slack": {"type": "slack", "url_file": secret_file(tmp_path, "slack-url", slack.url("/services/T/B/X"))},
+        "ops-hook": {"type": "webhook", "url": hook.url(), "secret_file": secret_file(tmp_path, "hook", "s3cret")},
+        "ops-pd": {
+            "type": "pagerduty",
+            "url": pd.url("/v2/enqueue"),
+            "routing_key_file": secret_file(tmp_path, "pd-key", ROUTING_KEY),
+        },
+    }
+
+
+def alert_section() -> dict[str, Any]:
+    return {
+        "fingerprint": FP,
+        "status": "firing",
+        "alertname": "WebDown",
+        "labels": LABELS,
+        "annotations": {"summary": "test"},
+        "startsAt": "2026-11-22T10:00:00Z",
+        "generatorURL": "http://prometheus:9090/graph",
+    }
+
+
+def slack_body(header: str, text: str, actions: str, result: str) -> dict[str, Any]:
+    return {
+        "text": text,
+        "blocks": [
+            {"type": "header", "text": {"type": "plain_text", "text": header}},
+            {"type": "section", "text": {"type": "mrkdwn", "text": text}},
+            {
+                "type": "section",
+                "fields": [
+                    {"type": "mrkdwn", "text": "*Alert*\nWebDown (critical)"},
+                    {"type": "mrkdwn", "text": "*Target*\nDeployment shop/web"},
+                    {"type": "mrkdwn", "text": f"*Actions*\n{actions}"},
+                    {"type": "mrkdwn", "text": f"*Result*\n{result}"},
+                ],
+            },
+            {"type": "context", "elements": [{"type": "mrkdwn", "text": f"playbook `restart-web` · execution `{EX}`"}]},
+            {
+                "type": "actions",
+                "elements": [
+                    {
+                        "type": "button",
+                        "text": {"type": "plain_text", "text": "Alert source"},
+                        "url": "http://prometheus:9090/graph",
+                    },
+                    {"type": "button", "text": {"type": "plain_text", "text": "Execution"}, "url": EX_URL},
+                ],
+            },
+        ],
+    }
+
+
+async def test_a_successful_remediation_reaches_every_channel_in_its_format(
+    tmp_path: Path, vclock: VirtualClock, open_notify_runtime: OpenRuntime
+) -> None:
+    async with (
+        Receiver(vclock) as slack,
+        Receiver(vclock) as hook,
+        Receiver(vclock, ok=202) as pd,
+        open_notify_runtime(channels(tmp_path, slack, hook, pd), Recorder()) as rt,
+    ):
+        await deliver(rt, firing())
+        assert rt.notifications is not None
+        await settle(vclock, rt.notifications)
+        decision = await rt.store.decision(EX)
+        assert decision is not None
+        [execution] = await rt.store.list_executions()
+    assert execution["status"] == "succeeded"
+
+    # Slack: the started and the succeeded messages, to the configured (secret) URL
+    assert [r.path for r in slack.requests] == ["/services/T/B/X"] * 2
+    started, succeeded = (r.json() for r in slack.requests)
+    assert started == slack_body(
+        "Remediation started", "Remediation started" + WHERE, "restart, notify", "in progress"
+    )
+    assert succeeded == slack_body(
+        "Remediation succeeded", "Remediation succeeded" + WHERE, "restart: ok\nnotify: ok", "succeeded"
+    )
+    assert slack.requests[0].headers["Content-Type"] == "application/json"
+
+    # Webhook: started, the playbook's notify step, succeeded; in that order
+    assert [r.json()["event"] for r in hook.requests] == ["started", "message", "succeeded"]
+    message, done = hook.requests[1].json(), hook.requests[2].json()
+    common = {
+        "version": "1",
+        "at": "2026-11-22T10:00:00Z",
+        "channel": "ops-hook",
+        "dry_run": False,
+        "execution": {"id": EX, "url": EX_URL, "decision": "executed", "reason": decision.reason},
+        "playbook": {"name": "restart-web", "version": decision.playbook_version},
+        "target": {"kind": "Deployment", "namespace": "shop", "name": "web"},
+        "alert": alert_section(),
+    }
+    assert message == {
+        **common,
+        "id": notice_id(EX, "message", decision.steps[1]),
+        "event": "message",
+        "text": "restarted web" + WHERE,
+        "message": "restarted web",
+        "result": "message",
+        "steps": [],
+    }
+    assert done == {
+        **common,
+        "id": notice_id(EX, "succeeded"),
+        "event": "succeeded",
+        "text": "Remediation succeeded" + WHERE,
+        "message": "",
+        "result": "succeeded",
+        "steps": [
+            {"phase": "main", "index": 0, "action": "restart", "status": "ok", "message": "restart done"},
+            {
+                "phase": "main",
+                "index": 1,
+                "action": "notify",
+                "status": "ok",
+                "message": "message queued for channel ops-hook",
+            },
+        ],
+    }
+    headers = hook.requests[2].headers
+    assert headers["X-Remediator-Event"] == "succeeded"
+    assert headers["X-Remediator-Delivery"] == done["id"]
+    assert 0 <= hook.requests[2].wall - int(headers["X-Remediator-Timestamp"]) <= 1  # signed when sent
+    assert headers["X-Remediator-Signature"].startswith("v1=")
+
+    # PagerDuty: started acknowledges, success resolves, both on the same incident
+    assert [r.json() for r in pd.requests] == [
+        {"routing_key": ROUTING_KEY, "event_action": "acknowledge", "dedup_key": DEDUP},
+        {"routing_key": ROUTING_KEY, "event_action": "resolve", "dedup_key": DEDUP},
+    ]
+    assert pd.requests[0].path == "/v2/enqueue"
+
+
+async def test_a_failed_remediation_pages_and_the_alert_resolving_closes_the_incident(
+    tmp_path: Path, vclock: VirtualClock, open_notify_runtime: OpenRuntime
+) -> None:
+    failing = Recorder(fail={"restart"})
+    async with (
+        Receiver(vclock) as slack,
+        Receiver(vclock) as hook,
+        Receiver(vclock, ok=202) as pd,
+        open_notify_runtime(channels(tmp_path, slack, hook, pd), failing) as rt,
+    ):
+        await deliver(rt, firing())
+        assert rt.notifications is not None
+        await settle(vclock, rt.notifications)
+        await deliver(rt, resolved())
+        await settle(vclock, rt.notifications)
+
+    failed_text = "Remediation failed: manual intervention required" + WHERE + (
+        " | step restart failed: restart failed on purpose"
+    )
+    trigger = {
+        "routing_key": ROUTING_KEY,
+        "event_action": "trigger",
+        "dedup_key": DEDUP,
+        "payload": {
+            "summary": failed_text,
+            "source": "Deployment/shop/web",
+            "severity": "critical",
+            "timestamp": "2026-11-22T10:00:00Z",
+            "component": "web",
+            "group": "shop",
+            "class": "WebDown",
+            "custom_details": {
+                "event": "failed",
+                "playbook": "restart-web",
+                "execution_id": EX,
+                "execution_url": EX_URL,
+                "result": "failed",
+                "failed_step": "step restart failed: restart failed on purpose",
+                "message": None,
+                "steps": [
+                    {
+                        "phase": "main",
+                        "index": 0,
+                        "action": "restart",
+                        "status": "failed",
+                        "message": "restart failed on purpose",
+                    },
+                    {"phase": "main", "index": 1, "action": "notify", "status": "pending", "message": ""},
+                ],
+                "alert_labels": LABELS,
+                "alert_fingerprint": FP,
+            },
+        },
+        "client": "remediator",
+        "client_url": EX_URL,
+        "links": [
+            {"href": "http://prometheus:9090/graph", "text": "Alert source"},
+            {"href": EX_URL, "text": "Execution"},
+        ],
+    }
+    ack = {"routing_key": ROUTING_KEY, "event_action": "acknowledge", "dedup_key": DEDUP}
+    resolve = {"routing_key": ROUTING_KEY, "event_action": "resolve", "dedup_key": DEDUP}
+    assert [r.json() for r in pd.requests] == [ack, trigger, resolve]  # one dedup_key from trigger to resolve
+
+    assert [r.json()["event"] for r in hook.requests] == ["started", "failed", "resolved"]
+    back = hook.requests[2].json()
+    assert back["alert"]["status"] == "resolved" and back["result"] == "alert resolved"
+    assert back["execution"]["id"] == EX
+
+    failed_msg, resolved_msg = slack.requests[1].json(), slack.requests[2].json()
+    assert failed_msg == slack_body(
+        "Remediation failed: manual intervention required", failed_text, "restart: failed\nnotify: pending", "failed"
+    )
+    assert resolved_msg["blocks"][0]["text"]["text"] == "Alert resolved after remediation"
+    assert resolved_msg["text"] == "Alert resolved after remediation" + WHERE
+
+
+async def test_dry_runs_are_marked_and_never_page(
+    tmp_path: Path, vclock: VirtualClock, open_notify_runtime: OpenRuntime
+) -> None:
+    async with (
+        Receiver(vclock) as slack,
+        Receiver(vclock) as hook,
+        Receiver(vclock, ok=202) as pd,
+        open_notify_runtime(channels(tmp_path, slack, hook, pd), PlanOnlyExecutor(), dry_run=True) as rt,
+    ):
+        await deliver(rt, firing())
+        assert rt.notifications is not None
+        await settle(vclock, rt.notifications)
+    assert pd.requests == []
+    assert [r.json()["event"] for r in hook.requests] == ["started", "message", "dry_run"]
+    assert all(r.json()["dry_run"] is True for r in hook.requests)
+    assert hook.requests[1].json()["text"].startswith("[DRY RUN] restarted web")
+    started, finished = (r.json() for r in slack.requests)
+    assert started["blocks"][0]["text"]["text"] == "[DRY RUN] Remediation started"
+    assert finished["blocks"][0]["text"]["text"] == "Dry run: remediation planned, nothing was changed"
+    assert finished["blocks"][3]["elements"][0]["text"].endswith("· *DRY RUN*: nothing was changed")
+    assert finished["blocks"][2]["fields"][2]["text"] == "*Actions*\nrestart: planned\nnotify: ok"

@@ -1,0 +1,227 @@
+"""`remediator replay`: a crafted history with known answers, live-vs-replay agreement, input errors."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections import defaultdict
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from remediator.app import create_app
+from remediator.cli import main
+from remediator.clock import VirtualClock
+from remediator.core.alerts import parse_time
+from remediator.playbook_files import load_paths
+from remediator.replay import Entry, read_events, replay
+from remediator.runtime import RUNTIME
+from remediator.store.tools import export_alerts
+from tests.payloads import T0
+from tests.replay.history import EXPECTED, HISTORY, at, firing, summarise, write_history, write_playbooks
+
+AUTH = {"Authorization": "Bearer t1"}
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_crafted_history_yields_exactly_the_known_decisions(tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    pb, history = write_playbooks(tmp_path / "pb"), write_history(tmp_path / "history.jsonl")
+    code, out, err = run_cli(capsys, "replay", str(history), "--playbooks", str(pb), "--format", "json")
+    assert code == 0, err
+    assert err == ""  # no progress bar when stderr is not a terminal, no log noise
+    doc = json.loads(out)
+    assert [summarise(e) for e in doc["decisions"]] == EXPECTED
+    first = doc["decisions"][0]
+    assert first["steps"] == [{"action": "resize_pool",
+                               "params": {"container": "app", "env": "POOL_SIZE", "by": 10, "max": 50}}]
+    assert first["fingerprint"] and first["dry_run"] is True and first["reason"] == "all guardrails passed"
+    assert doc["decisions"][4]["reason"] == "rate limit reached: 2 executions in the last 3600s"
+    summary = doc["summary"]
+    assert summary["alerts"] == 15  # the redelivered duplicate included
+    assert summary["decisions"] == {"executed": 6, "cooldown": 1, "rate_limited": 1, "not_allowed": 1,
+                                    "no_match": 2, "resolved_cancelled": 1, "paused": 2}
+    assert summary["playbooks"] == {
+        "pool": {"executed": 4, "cooldown": 1, "rate_limited": 1, "not_allowed": 1, "paused": 1},
+        "restart-when-down": {"executed": 2, "paused": 1, "resolved_cancelled": 1},
+    }
+    assert summary["targets"]["Deployment/shop/orders"] == {"executed": 3, "cooldown": 1, "rate_limited": 1}
+    assert summary["from"] == at(0) and summary["to"] == at(67)
+
+
+def test_table_output_has_a_row_per_decision_and_the_summary(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    pb, history = write_playbooks(tmp_path / "pb"), write_history(tmp_path / "history.jsonl")
+    code, out, _ = run_cli(capsys, "replay", str(history), "--playbooks", str(pb))
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split()[:4] == ["AT", "DECISION", "PLAYBOOK", "TARGET"]
+    rows = lines[1:1 + len(EXPECTED)]
+    assert [r.split()[1] for r in rows] == [e[4] for e in EXPECTED]
+    assert rows[0].split()[:4] == [at(0), "executed", "pool", "Deployment/shop/orders"]
+    assert rows[0].endswith("resize_pool(container=app,env=POOL_SIZE,by=10,max=50)")
+    assert "15 alert(s), 14 decision(s): 6 executed, 2 no_match, 2 paused" in out
+    code, out, _ = run_cli(capsys, "replay", str(history), "--playbooks", str(pb), "--summary")
+    assert out.startswith("15 alert(s), 14 decision(s)")
+
+
+async def test_live_daemon_and_replay_decide_identically(tmp_path: Path, settings_factory: Callable[..., Any],
+                                                         vclock: VirtualClock) -> None:
+    pb = write_playbooks(tmp_path / "pb")
+    by_minute: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for minute, line in HISTORY:
+        by_minute[minute].append(line)
+    live: list[Any] = []
+    app = create_app(settings_factory(playbooks=str(pb)), clock=vclock, start_worker=False)
+    async with TestClient(TestServer(app)) as client:
+        rt = client.app[RUNTIME]
+        process = rt.pipeline.process
+
+        async def recording(received: Any) -> Any:
+            outcome = await process(received)
+            live.extend(outcome.decisions)
+            return outcome
+
+        rt.pipeline.process = recording  # type: ignore[method-assign]
+        for minute in range(0, 90):  # the worker looks once a minute, and after every delivery
+            vclock.set(T0 + timedelta(minutes=minute))
+            await rt.worker.drain()
+            for line in by_minute.get(minute, []):
+                if "control" in line:
+                    r = await client.post(f"/api/v1/{line['control']}", headers=AUTH)
+                else:
+                    r = await client.post("/webhooks/alertmanager", json=line, headers=AUTH)
+                assert r.status == 200, await r.text()
+                await rt.worker.drain()
+        recorded = await rt.store.list_decisions()
+        exported = io.StringIO()
+        await export_alerts(rt.store, T0, T0 + timedelta(hours=3), exported)
+
+    pset, problems = load_paths([pb])
+    assert not problems
+    replayed: list[Entry] = []
+
+    class Collect:
+        def decision(self, entry: Entry) -> None:
+            replayed.append(entry)
+
+        def alert_done(self, alert_key: str, entries: list[Entry]) -> None:
+            return None
+
+    with write_history(tmp_path / "history.jsonl").open("rb") as fh:
+        await replay(read_events(fh, "history.jsonl"), [pset], settings_factory(playbooks=str(pb)), [Collect()])
+
+    def norm(d: dict[str, Any]) -> tuple[Any, ...]:
+        steps = [(s["action"], s["params"]) for s in d["steps"]]
+        return d["alert"], d["playbook"] or None, d["at"], d["decision"], d["reason"], d["target"], steps
+
+    live_all = [norm(d.to_json()) for d in live]
+    assert [norm(e) for e in replayed] == live_all
+    assert len(live_all) == len(EXPECTED)
+    # and what the daemon recorded in its audit store is what replay reports (no_match is never recorded)
+    assert [norm(d) for d in recorded] == [norm(e) for e in replayed if e["decision"] != "no_match"]
+
+    # the daemon's own export replays to the same decisions (the kill switch is not in it: add its lines)
+    controls = [(parse_time(line["at"]), json.dumps(line)) for _, line in HISTORY if "control" in line]
+    alerts = [(parse_time(json.loads(x)["received_at"]), x) for x in exported.getvalue().splitlines()]
+    assert len(alerts) == 14  # the duplicate delivery was never recorded
+    export = tmp_path / "export.jsonl"
+    export.write_text("".join(x + "\n" for _, x in sorted(alerts + controls, key=lambda p: p[0])))
+    replayed.clear()
+    with export.open("rb") as fh:
+        await replay(read_events(fh, str(export)), [pset], settings_factory(playbooks=str(pb)), [Collect()])
+    assert [norm(e) for e in replayed] == live_all
+
+
+def test_wrapped_lines_take_their_time_from_received_at(tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    pb = write_playbooks(tmp_path / "pb")
+    body = {"version": "4", "status": "firing", "alerts": [firing("PoolHigh", "orders", 0)]}
+    lines = [
+        {"received_at": at(3), "payload": body, "id": 7},  # an export line: extra keys are ignored
+        {"received_at": at(4), "payload": {**body, "alerts": [firing("PoolHigh", "orders", 4)]}},
+    ]
+    path = tmp_path / "export.jsonl"
+    path.write_text("\n".join(json.dumps(x) for x in lines) + "\n\n")
+    code, out, err = run_cli(capsys, "replay", str(path), "--playbooks", str(pb), "--format", "json")
+    assert code == 0, err
+    assert [(d["at"], d["decision"]) for d in json.loads(out)["decisions"]] == [(at(3), "executed"),
+                                                                                (at(4), "cooldown")]
+
+
+def test_slightly_out_of_order_input_is_sorted_and_too_far_back_is_rejected(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pb = write_playbooks(tmp_path / "pb")
+    path = tmp_path / "h.jsonl"
+    order = [0, 4, 2, 30, 1]
+    path.write_text("".join(json.dumps({"received_at": at(m), "payload": {
+        "version": "4", "status": "firing", "alerts": [firing("PoolHigh", f"d{m}", m)]}}) + "\n" for m in order))
+    code, out, err = run_cli(capsys, "replay", str(path), "--playbooks", str(pb), "--format", "json")
+    assert code == 1
+    assert err.strip() == (
+        f"{path}:5: event at {at(1)} is earlier than {at(4)}, already replayed: the input may be out of order "
+        "by at most 300s (sort it, or widen the window)"
+    )
+    code, out, err = run_cli(capsys, "replay", str(path), "--playbooks", str(pb), "--format", "json",
+                             "--reorder-window", "3600")
+    assert code == 0, err
+    assert [d["at"] for d in json.loads(out)["decisions"]] == [at(m) for m in sorted(order)]
+
+
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [
+        (['{"version": "4"', "{}"], "1: not valid JSON: Expecting ',' delimiter at column 16"),
+        (["{}", "[1]"], "1: body: 'version' is a required property"),
+        ([json.dumps({"received_at": at(0), "payload": {"version": "4", "status": "firing", "alerts": []}}), "[1]"],
+         "2: expected a JSON object (a webhook payload, a wrapped payload or a control line)"),
+        ([json.dumps({"at": at(0), "control": "stop"})], "1: control must be 'pause' or 'resume', not 'stop'"),
+        ([json.dumps({"control": "pause"})], '1: a control line needs "at": an RFC 3339 time'),
+        ([json.dumps({"received_at": "yesterday", "payload": {"version": "4", "status": "firing", "alerts": []}})],
+         "1: invalid RFC 3339 timestamp 'yesterday'"),
+        ([b"\xff\xfe".decode("latin-1")], "1: not valid"),
+    ],
+)
+def test_malformed_lines_fail_with_path_and_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                 lines: list[str], message: str) -> None:
+    pb = write_playbooks(tmp_path / "pb")
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(("\n".join(lines) + "\n").encode("latin-1"))
+    code, _, err = run_cli(capsys, "replay", str(path), "--playbooks", str(pb))
+    assert code == 1
+    assert err.startswith(f"{path}:{message}"), err
+
+
+def test_unreadable_input_and_invalid_playbooks_exit_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pb = write_playbooks(tmp_path / "pb")
+    code, _, err = run_cli(capsys, "replay", str(tmp_path / "missing.jsonl"), "--playbooks", str(pb))
+    assert (code, err.strip()) == (1, f"{tmp_path / 'missing.jsonl'}:1: cannot read: No such file or directory")
+    bad = write_playbooks(tmp_path / "bad", "name: x\nmatch: {alertname: X}\n")
+    history = write_history(tmp_path / "h.jsonl")
+    code, _, err = run_cli(capsys, "replay", str(history), "--playbooks", str(bad))
+    assert code == 1 and err.startswith(f"{bad / 'playbooks.yaml'}:1: ")
+
+
+def test_progress_is_drawn_only_on_a_terminal() -> None:
+    from remediator.replay import Event
+    from remediator.replay_report import Progress
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    for stream, drawn in ((io.StringIO(), False), (Terminal(), True)):
+        progress = Progress(100, lambda: 50, stream, delay=0)
+        progress(Event(T0, 1))
+        progress.close()
+        assert ("50.0%" in stream.getvalue()) is drawn
