@@ -12,7 +12,10 @@ class Metrics:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.alerts_received = Counter(
-            "remediator_alerts_received_total", "Alerts in accepted webhook deliveries, duplicates included", ["status"], registry=r
+            "remediator_alerts_received_total",
+            "Alerts in accepted webhook deliveries, duplicates included",
+            ["status"],
+            registry=r,
         )
         self.alerts_duplicate = Counter(
             "remediator_alerts_duplicate_total", "Alert deliveries ignored as duplicates", registry=r

@@ -19,18 +19,21 @@ def test_alertmanager_config_is_accepted_by_amtool() -> None:
         if os.environ.get("CI"):
             pytest.fail("amtool missing: `make test` installs prometheus-alertmanager")
         pytest.skip("amtool not installed")
-    out = subprocess.run([amtool, "check-config", str(ROOT / "deploy/alertmanager/alertmanager.yml")],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [amtool, "check-config", str(ROOT / "deploy/alertmanager/alertmanager.yml")], capture_output=True, text=True
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     conf = yaml.safe_load((ROOT / "deploy/alertmanager/alertmanager.yml").read_text())
-    [hook] = [r for r in conf["receivers"] if r["name"] == "remediator"][0]["webhook_configs"]
+    [hook] = next(r for r in conf["receivers"] if r["name"] == "remediator")["webhook_configs"]
     assert hook["send_resolved"] is True and hook["url"].endswith("/webhooks/alertmanager")
 
 
 def test_rbac_grants_only_what_the_actions_need() -> None:
     docs = list(yaml.safe_load_all((ROOT / "deploy/kubernetes/rbac.yaml").read_text()))
     [role] = [d for d in docs if d["kind"] == "ClusterRole"]
-    grants = {(g, r): set(rule["verbs"]) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]}
+    grants = {
+        (g, r): set(rule["verbs"]) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]
+    }
     assert grants == {
         ("apps", "deployments"): {"get", "list", "watch", "patch"},
         ("apps", "statefulsets"): {"get", "list", "watch", "patch"},

@@ -57,11 +57,12 @@ def test_make_run_then_readme_curl_shows_a_dry_run_execution(tmp_path: Path) -> 
         assert json.loads(out) == {"status": "accepted", "alerts": 1, "new": 1, "duplicates": 0,
                                    "truncatedAlerts": 0}
         executions: list[dict[str, object]] = []
-        while time.monotonic() < deadline and not executions:
+        while time.monotonic() < deadline:
             with urllib.request.urlopen(base + "/api/v1/executions", timeout=2) as r:
                 executions = json.loads(r.read())["executions"]
-            if not executions:
-                time.sleep(0.1)
+            if executions and all(e["status"] not in ("pending", "running") for e in executions):
+                break
+            time.sleep(0.1)
         [ex] = executions
         assert ex["playbook"] == "db-pool-exhaustion"
         assert ex["status"] == "dry_run"
