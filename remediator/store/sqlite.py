@@ -20,7 +20,7 @@ from typing import Any
 import aiosqlite
 
 from remediator.core.alerts import Alert, format_time, parse_time
-from remediator.core.decisions import Decision, PlannedStep, decision_from_json
+from remediator.core.decisions import Decision, DecisionKind, PlannedStep, decision_from_json, execution_id
 from remediator.core.errors import StoreUnavailable
 from remediator.ports import Clock, ReceivedAlert, StepResult, StoredAlert
 
@@ -216,8 +216,6 @@ class SQLiteStore:
         return int(row[0]) if row else 0
 
     async def record_decision(self, decision: Decision) -> bool:
-        from remediator.core.decisions import DecisionKind, execution_id
-
         did = decision.execution_id or execution_id(decision.alert_key, decision.playbook)
         status = "pending" if decision.kind is DecisionKind.EXECUTED else None
         cur = await self._run(
