@@ -10,6 +10,7 @@ import asyncio
 import heapq
 import itertools
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 
@@ -32,6 +33,7 @@ class VirtualClock:
         self._mono = 0.0
         self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
         self._seq = itertools.count()
+        self._watchers: list[tuple[Callable[[float], bool], asyncio.Future[float]]] = []
 
     def now(self) -> datetime:
         return self._now
@@ -45,7 +47,37 @@ class VirtualClock:
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._sleepers, (self._mono + seconds, next(self._seq), fut))
+        self._notify_watchers()
         await fut
+
+    def pending(self) -> list[float]:
+        """Seconds left for every task asleep on this clock, soonest first."""
+        return sorted(d - self._mono for d, _, f in self._sleepers if not f.done())
+
+    async def sleeping(self, predicate: Callable[[float], bool] = lambda left: True) -> float:
+        """Wait, without moving time, until a task sleeps with ``predicate(seconds_left)`` true.
+
+        Tests use it to advance time exactly when the code under test has started waiting
+        (a retry backoff, a timeout) instead of guessing with real sleeps.
+        """
+        for left in self.pending():
+            if predicate(left):
+                return left
+        fut: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        self._watchers.append((predicate, fut))
+        try:
+            return await fut
+        finally:
+            self._watchers = [(p, f) for p, f in self._watchers if f is not fut]
+
+    def _notify_watchers(self) -> None:
+        pending = self.pending()
+        for predicate, fut in self._watchers:
+            if fut.done():
+                continue
+            left = next((x for x in pending if predicate(x)), None)
+            if left is not None:
+                fut.set_result(left)
 
     def _wake_due(self) -> None:
         while self._sleepers and self._sleepers[0][0] <= self._mono:

@@ -69,6 +69,24 @@ def classify(exc: BaseException) -> PermanentError | TemporaryError:
     return PermanentError(f"{type(exc).__name__}: {exc}")
 
 
+async def race(clock: Clock, awaitable: Awaitable[Any], seconds: float) -> Any:
+    """Await ``awaitable`` unless ``seconds`` pass first on ``clock``: then cancel it and raise TimeoutError."""
+    work = asyncio.ensure_future(awaitable)
+    timer = asyncio.ensure_future(clock.sleep(seconds))
+    try:
+        await asyncio.wait({work, timer}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (work, timer):
+            if not task.done():
+                task.cancel()
+        await asyncio.gather(work, timer, return_exceptions=True)
+    if work.done() and not work.cancelled():
+        return work.result()
+    if work.cancelled() and not timer.done():  # we were cancelled ourselves
+        raise asyncio.CancelledError
+    raise TimeoutError(f"no answer within {seconds:g}s")
+
+
 def _snapshot(obj: Mapping[str, Any] | None) -> dict[str, Any] | None:
     """The parts of an object worth keeping in the audit (not managedFields or status noise)."""
     if obj is None:
@@ -113,8 +131,13 @@ class KubeExecutor:
         return out
 
     async def _call(self, fn: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> Any:
+        """One API call, bounded by ``request_timeout`` on the executor's clock.
+
+        The bound is kept on the injected clock (as well as by aiohttp's own socket timeout)
+        so that a hung apiserver ends in a retry or a recorded failure on virtual time too.
+        """
         try:
-            return await asyncio.wait_for(fn(*args, **kwargs), timeout=self.settings.request_timeout + 1)
+            return await race(self.clock, fn(*args, **kwargs), self.settings.request_timeout)
         except (PermanentError, TemporaryError):
             raise
         except Exception as exc:
@@ -312,34 +335,44 @@ class KubeExecutor:
 
     async def _do_wait_healthy(self, step: PlannedStep, ctx: StepContext) -> StepResult:
         timeout = float(step.params.get("timeout", 300.0))
-        obj = await self._read(ctx)
-        status = rollout.health(ctx.target.kind, obj)
         if self.server_dry_run:
+            status = rollout.health(ctx.target.kind, await self._read(ctx))
             return StepResult(
                 "planned",
-                f"dry-run: would wait up to {timeout:.0f}s for a healthy rollout; now: {status.message}",
+                f"dry-run: would wait up to {timeout:g}s for a healthy rollout; now: {status.message}",
                 details={"server_side": True},
             )
-        waiter = asyncio.ensure_future(self._watch_until_healthy(ctx, obj))
-        timer = asyncio.ensure_future(ctx.clock.sleep(timeout))
+        seen: list[rollout.Health] = []
         try:
-            done, _ = await asyncio.wait({waiter, timer}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (waiter, timer):
-                if not task.done():
-                    task.cancel()
-            await asyncio.gather(waiter, timer, return_exceptions=True)
-        if waiter in done and waiter.exception() is None:
-            final: rollout.Health = waiter.result()
-            if final.failed:
-                raise PermanentError(final.message)
-            return StepResult("ok", final.message)
-        if waiter in done:
-            exc = waiter.exception()
-            raise exc if isinstance(exc, PermanentError | TemporaryError) else classify(exc)  # type: ignore[arg-type]
-        raise PermanentError(f"{ctx.target.key} did not become healthy within {timeout:.0f}s")
+            final: rollout.Health = await race(ctx.clock, self._until_healthy(ctx, seen), timeout)
+        except TimeoutError:
+            last = f" (last seen: {seen[-1].message})" if seen else ""
+            raise PermanentError(f"{ctx.target.key} did not become healthy within {timeout:g}s{last}") from None
+        if final.failed:
+            raise PermanentError(final.message)
+        return StepResult("ok", final.message, details={"waited": True})
 
-    async def _watch_until_healthy(self, ctx: StepContext, obj: dict[str, Any]) -> rollout.Health:
+    async def _until_healthy(self, ctx: StepContext, seen: list[rollout.Health]) -> rollout.Health:
+        """kubectl rollout status: read, then watch from that version until done or failed.
+
+        A broken watch or a transient API error is not the rollout failing: it re-reads after
+        a backoff and watches again, all inside the caller's one overall timeout.
+        """
+        attempt = 0
+        while True:
+            try:
+                obj = await self._read(ctx)
+                seen.append(rollout.health(ctx.target.kind, obj))
+                if seen[-1].done or seen[-1].failed:
+                    return seen[-1]
+                return await self._watch_until_healthy(ctx, obj, seen)
+            except TemporaryError:
+                attempt += 1
+                await self.clock.sleep(min(0.5 * 2 ** (attempt - 1), 10.0))
+
+    async def _watch_until_healthy(
+        self, ctx: StepContext, obj: dict[str, Any], seen: list[rollout.Health]
+    ) -> rollout.Health:
         t = ctx.target
         list_fn = (
             self.apps.list_namespaced_deployment if t.kind == "Deployment" else self.apps.list_namespaced_stateful_set
@@ -363,12 +396,14 @@ class KubeExecutor:
                         raw = event["raw_object"]
                         version = raw["metadata"]["resourceVersion"]
                         status = rollout.health(t.kind, raw)
+                        seen.append(status)
                         if status.done or status.failed:
                             break
             except ApiException as exc:
                 if exc.status == 410:  # history expired: re-list and watch from the fresh version
                     obj = await self._read(ctx)
                     version, status = obj["metadata"]["resourceVersion"], rollout.health(t.kind, obj)
+                    seen.append(status)
                     continue
                 raise classify(exc) from exc
             except (TimeoutError, aiohttp.ClientError) as exc:

@@ -14,7 +14,7 @@ import itertools
 import math
 import re
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -185,6 +185,10 @@ class RecordedRequest:
     fault: int | None = None  # id of the fault rule that answered, if any
 
     @property
+    def watch(self) -> bool:
+        return self.method == "GET" and self.query.get("watch", "").lower() in ("true", "1")
+
+    @property
     def dry_run(self) -> bool:
         return self.query.get("dryRun") == "All" or (
             isinstance(self.body, dict) and self.body.get("dryRun") == ["All"]
@@ -197,12 +201,44 @@ class RequestLog:
 
     limit: int = 10_000
     _entries: deque[RecordedRequest] = field(default_factory=deque)
+    _waiters: list[tuple[Callable[[RecordedRequest], bool], asyncio.Future[RecordedRequest]]] = field(
+        default_factory=list
+    )
 
     def record(self, entry: RecordedRequest) -> RecordedRequest:
         if len(self._entries) >= self.limit:
             self._entries.popleft()
         self._entries.append(entry)
+        for predicate, fut in self._waiters:
+            if not fut.done() and predicate(entry):
+                fut.set_result(entry)
         return entry
+
+    async def arrival(
+        self, method: str | None = None, path: str | None = None, *,
+        where: Callable[[RecordedRequest], bool] | None = None, seen: bool = True,
+    ) -> RecordedRequest:
+        """Wait until a matching request reaches the server (at once if one already has, unless ``seen=False``).
+
+        Lets a test act at the moment the client has got somewhere, e.g. "the rollout is
+        being watched now", without polling or real sleeps.
+        """
+        pattern = re.compile(path) if path is not None else None
+
+        def predicate(e: RecordedRequest) -> bool:
+            return ((method is None or e.method == method.upper()) and (pattern is None or bool(pattern.search(e.path)))
+                    and (where is None or where(e)))
+
+        if seen:
+            for entry in self._entries:
+                if predicate(entry):
+                    return entry
+        fut: asyncio.Future[RecordedRequest] = asyncio.get_running_loop().create_future()
+        self._waiters.append((predicate, fut))
+        try:
+            return await fut
+        finally:
+            self._waiters = [(p, f) for p, f in self._waiters if f is not fut]
 
     def __iter__(self) -> Iterator[RecordedRequest]:
         return iter(list(self._entries))

@@ -1,0 +1,197 @@
+"""The executor's world in one process: the daemon's runtime, the fake apiserver, one virtual clock.
+
+The fake cluster reads the daemon's :class:`VirtualClock`, so pods become ready, progress
+deadlines pass and retry backoffs end only when a test moves that one clock.  Alerts go
+in through the store and the worker exactly as a webhook delivery would put them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import textwrap
+from collections.abc import AsyncIterator, Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+from remediator.clock import VirtualClock
+from remediator.core.alerts import validate_payload
+from remediator.executors.kube import KubeExecutor
+from remediator.ports import ReceivedAlert
+from remediator.runtime import Runtime, open_runtime
+from remediator.settings import KubernetesSettings
+from remediator.testing.kube.cluster import FakeCluster
+from remediator.testing.kube.harness import FakeKube
+from tests.payloads import alert_json, payload
+
+NS = "shop"
+
+#: Backoffs (≤ 10 s) and the Retry-After values the tests use; never a request timeout (30 s),
+#: a lease renewal (100 s) or a wait_healthy timeout, which tests move past explicitly.
+RETRY_SLEEPS = 15.0
+
+
+def web(
+    name: str = "web",
+    *,
+    replicas: int = 3,
+    image: str = "registry.example/web:1.0",
+    env: list[dict[str, Any]] | None = None,
+    **spec: Any,
+) -> dict[str, Any]:
+    container: dict[str, Any] = {"name": "app", "image": image}
+    if env is not None:
+        container["env"] = env
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": NS, "labels": {"app": name}},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [container, {"name": "sidecar", "image": "registry.example/proxy:2"}]},
+            },
+            **spec,
+        },
+    }
+
+
+def playbook(
+    steps: str, *, on_failure: str = "", name: str = "fix", guardrails: str = "", alertname: str = "Broken"
+) -> str:
+    """A playbook for ``alertname`` on Deployment ``{{ labels.deployment }}`` in shop."""
+    text = textwrap.dedent(
+        f"""\
+        name: {name}
+        match: {{alertname: {alertname}}}
+        target: {{kind: Deployment, namespace: shop, name: "{{{{ labels.deployment }}}}"}}
+        guardrails:
+          namespaces: [shop]
+        """
+    )
+    if guardrails:
+        text += textwrap.indent(textwrap.dedent(guardrails), "  ")
+    text += "steps:\n" + textwrap.indent(textwrap.dedent(steps), "  ")
+    if on_failure:
+        text += "on_failure:\n" + textwrap.indent(textwrap.dedent(on_failure), "  ")
+    return text
+
+
+class Harness:
+    def __init__(self, rt: Runtime, kube: FakeKube, clock: VirtualClock) -> None:
+        self.rt = rt
+        self.kube = kube
+        self.cluster: FakeCluster = kube.cluster
+        self.clock = clock
+
+    # -- alerts in ----------------------------------------------------------------------
+
+    async def record(self, deployment: str = "web", **labels: str) -> None:
+        raw = payload(alert_json({"alertname": "Broken", "namespace": NS, "deployment": deployment, **labels}))
+        p = validate_payload(raw)
+        await self.rt.store.record_alerts(
+            [ReceivedAlert(a, self.clock.now(), p.receiver, p.group_key) for a in p.alerts]
+        )
+
+    def start(self, deployment: str = "web", **labels: str) -> asyncio.Task[Any]:
+        """Deliver an alert and let the worker process it, in the background."""
+
+        async def go() -> None:
+            await self.record(deployment, **labels)
+            await self.rt.worker.drain()
+
+        return asyncio.create_task(go())
+
+    async def fire(
+        self, deployment: str = "web", *, drive: Callable[[float], bool] | None = None, **labels: str
+    ) -> dict[str, Any]:
+        """Deliver an alert, let the pipeline run it to the end, and return the execution's audit.
+
+        While it runs, time is moved past every short sleep (``drive``: retry backoffs by
+        default), as if the executor had waited for real.
+        """
+        await self.until_done(self.start(deployment, **labels), drive=drive)
+        return await self.execution()
+
+    async def until_done(
+        self, task: asyncio.Task[Any] | Coroutine[Any, Any, Any], *, drive: Callable[[float], bool] | None = None
+    ) -> Any:
+        task = task if isinstance(task, asyncio.Task) else asyncio.ensure_future(task)
+        predicate = drive or (lambda left: left <= RETRY_SLEEPS)
+        while not task.done():
+            sleeper = asyncio.ensure_future(self.clock.sleeping(predicate))
+            done, _ = await asyncio.wait({task, sleeper}, return_when=asyncio.FIRST_COMPLETED)
+            if sleeper in done:
+                await self.advance(sleeper.result())
+            else:
+                sleeper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sleeper
+        return task.result()
+
+    # -- time ---------------------------------------------------------------------------
+
+    async def advance(self, seconds: float) -> None:
+        """Move the shared clock, stopping at every sleeper's deadline and every cluster event on the way."""
+        target = self.clock.monotonic() + seconds
+        while True:
+            now = self.clock.monotonic()
+            stops = [target]
+            if pending := self.clock.pending():
+                stops.append(now + pending[0])
+            due = self.cluster.controller.next_due()
+            if due is not None:
+                stops.append(now + max(0.0, due - self.cluster.now()))
+            step = max(0.0, min(stops) - now)
+            await self.clock.advance(step)
+            self.cluster.reconcile()
+            for _ in range(5):
+                await asyncio.sleep(0)
+            if self.clock.monotonic() >= target:
+                return
+            if step == 0.0 and due is not None and due <= self.cluster.now():
+                await self.clock.advance(min(0.001, target - self.clock.monotonic()))
+
+    # -- audit out ----------------------------------------------------------------------
+
+    async def execution(self) -> dict[str, Any]:
+        executions = await self.rt.store.list_executions()
+        assert executions, "no execution was recorded"
+        full = await self.rt.store.get_execution(executions[0]["id"])
+        assert full is not None
+        return full
+
+    def get(self, name: str = "web", kind: str = "deployments") -> dict[str, Any]:
+        obj = self.cluster.get(kind, NS, name)
+        assert obj is not None, f"{kind}/{name} is not in the fake cluster"
+        return obj
+
+
+def steps_of(execution: dict[str, Any]) -> list[tuple[str, str, str]]:
+    return [(r["phase"], r["action"], r["status"]) for r in execution["results"]]
+
+
+@contextlib.asynccontextmanager
+async def open_harness(
+    tmp_path: Path,
+    settings_factory: Callable[..., Any],
+    clock: VirtualClock,
+    kube: FakeKube,
+    playbooks: dict[str, str],
+    *,
+    dry_run: bool = False,
+    request_timeout: float = 30.0,
+    retries: int = 5,
+) -> AsyncIterator[Harness]:
+    directory = tmp_path / "playbooks"
+    directory.mkdir(exist_ok=True)
+    for name, text in playbooks.items():
+        (directory / f"{name}.yaml").write_text(text)
+    settings = settings_factory(playbooks=str(directory), dry_run=dry_run)
+    k = KubernetesSettings(mode="kubeconfig", request_timeout=request_timeout, retries=retries)
+    live = KubeExecutor(kube.api, clock, k)
+    dry = KubeExecutor(kube.api, clock, k, server_dry_run=True)
+    async with open_runtime(settings, clock=clock, executors=(live, dry), start_worker=False) as rt:
+        yield Harness(rt, kube, clock)
