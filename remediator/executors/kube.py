@@ -153,19 +153,26 @@ class KubeExecutor:
         handler = getattr(self, f"_do_{step.action}", None)
         if handler is None:
             return StepResult("failed", f"the Kubernetes executor cannot run {step.action!r}")
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(max(1, self.settings.retries)),
+            wait=self._wait,
+            retry=retry_if_exception_type(TemporaryError),
+            sleep=self.clock.sleep,
+            reraise=True,
+        )
         try:
-            async for attempt in AsyncRetrying(
-                stop=stop_after_attempt(max(1, self.settings.retries)),
-                wait=self._wait,
-                retry=retry_if_exception_type(TemporaryError),
-                sleep=self.clock.sleep,
-                reraise=True,
-            ):
+            async for attempt in retrying:
                 with attempt:
                     result: StepResult = await handler(step, ctx)
             return result
-        except (PermanentError, TemporaryError) as exc:
+        except PermanentError as exc:
             return StepResult("failed", f"{step.action} on {ctx.target.key}: {exc}")
+        except TemporaryError as exc:
+            attempts = retrying.statistics.get("attempt_number", 1)
+            return StepResult(
+                "failed", f"{step.action} on {ctx.target.key}: {exc} (gave up after {attempts} attempts)",
+                details={"attempts": attempts},
+            )
 
     def _done(
         self, message: str, before: Mapping[str, Any] | None, after: Mapping[str, Any] | None, **details: Any

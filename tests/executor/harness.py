@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import textwrap
 from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
@@ -132,6 +133,10 @@ class Harness:
         return task.result()
 
     # -- time ---------------------------------------------------------------------------
+
+    async def sleeping_for(self, seconds: float) -> float:
+        """Wait until something sleeps ``seconds`` on the clock (e.g. a Retry-After, a request timeout)."""
+        return await self.clock.sleeping(lambda left: math.isclose(left, seconds, abs_tol=1e-6))
 
     async def advance(self, seconds: float) -> None:
         """Move the shared clock, stopping at every sleeper's deadline and every cluster event on the way."""
