@@ -191,10 +191,10 @@ async def open_harness(
     retries: int = 5,
 ) -> AsyncIterator[Harness]:
     directory = tmp_path / "playbooks"
-    directory.mkdir(exist_ok=True)
+    directory.mkdir(parents=True, exist_ok=True)
     for name, text in playbooks.items():
         (directory / f"{name}.yaml").write_text(text)
-    settings = settings_factory(playbooks=str(directory), dry_run=dry_run)
+    settings = settings_factory(playbooks=str(directory), dry_run=dry_run, data_dir=str(tmp_path / "data"))
     k = KubernetesSettings(mode="kubeconfig", request_timeout=request_timeout, retries=retries)
     live = KubeExecutor(kube.api, clock, k)
     dry = KubeExecutor(kube.api, clock, k, server_dry_run=True)
