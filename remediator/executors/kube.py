@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import UTC
@@ -421,6 +422,23 @@ class KubeExecutor:
         return StepResult("skipped", "notify steps are delivered by the notifier, not the cluster")
 
 
+def _kubeconfig_files(k: KubernetesSettings) -> str:
+    """The kubeconfig path(s) to load: the setting, else $KUBECONFIG (read now, not at import), else the default.
+
+    A missing file is named here; the client would only say the (empty) config lacks a context.
+    """
+    paths = k.kubeconfig or os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
+    if not any(os.path.isfile(os.path.expanduser(p)) for p in paths.split(os.pathsep) if p):
+        raise config.ConfigException(f"no kubeconfig file at {paths}")
+    return paths
+
+
+async def _load_kubeconfig(k: KubernetesSettings, configuration: client.Configuration) -> None:
+    await config.load_kube_config(
+        config_file=_kubeconfig_files(k), context=k.context or None, client_configuration=configuration
+    )
+
+
 @contextlib.asynccontextmanager
 async def open_kube_executors(settings: Settings, clock: Clock) -> AsyncIterator[tuple[KubeExecutor, KubeExecutor]]:
     """(live, server-side dry-run) executors sharing one API client."""
@@ -430,16 +448,12 @@ async def open_kube_executors(settings: Settings, clock: Clock) -> AsyncIterator
         if k.mode == "incluster":
             config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
         elif k.mode == "kubeconfig":
-            await config.load_kube_config(
-                config_file=k.kubeconfig or None, context=k.context or None, client_configuration=configuration
-            )
+            await _load_kubeconfig(k, configuration)
         else:  # auto: in-cluster service account, else KUBECONFIG / ~/.kube/config
             try:
                 config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
             except config.ConfigException:
-                await config.load_kube_config(
-                    config_file=k.kubeconfig or None, context=k.context or None, client_configuration=configuration
-                )
+                await _load_kubeconfig(k, configuration)
     except (config.ConfigException, OSError) as exc:
         raise ConfigError(f"cannot load Kubernetes configuration ({k.mode}): {exc}") from None
     api = client.ApiClient(configuration)

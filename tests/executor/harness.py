@@ -23,9 +23,11 @@ from remediator.runtime import Runtime, open_runtime
 from remediator.settings import KubernetesSettings
 from remediator.testing.kube.cluster import FakeCluster
 from remediator.testing.kube.harness import FakeKube
+from tests.kube_fake.helpers import statefulset as db
 from tests.payloads import alert_json, payload
 
 NS = "shop"
+__all__ = ["NS", "Harness", "db", "open_harness", "playbook", "steps_of", "web"]
 
 #: Backoffs (≤ 10 s) and the Retry-After values the tests use; never a request timeout (30 s),
 #: a lease renewal (100 s) or a wait_healthy timeout, which tests move past explicitly.
@@ -60,14 +62,15 @@ def web(
 
 
 def playbook(
-    steps: str, *, on_failure: str = "", name: str = "fix", guardrails: str = "", alertname: str = "Broken"
+    steps: str, *, on_failure: str = "", name: str = "fix", guardrails: str = "", alertname: str = "Broken",
+    kind: str = "Deployment",
 ) -> str:
-    """A playbook for ``alertname`` on Deployment ``{{ labels.deployment }}`` in shop."""
+    """A playbook for ``alertname`` on the ``kind`` named by label ``deployment`` in shop."""
     text = textwrap.dedent(
         f"""\
         name: {name}
         match: {{alertname: {alertname}}}
-        target: {{kind: Deployment, namespace: shop, name: "{{{{ labels.deployment }}}}"}}
+        target: {{kind: {kind}, namespace: shop, name: "{{{{ labels.deployment }}}}"}}
         guardrails:
           namespaces: [shop]
         """
@@ -119,18 +122,42 @@ class Harness:
     async def until_done(
         self, task: asyncio.Task[Any] | Coroutine[Any, Any, Any], *, drive: Callable[[float], bool] | None = None
     ) -> Any:
+        """Wait for ``task``, moving time on whenever the code under test waits for it.
+
+        Two kinds of waiting move the shared clock: a short sleep (``drive``: retry backoffs
+        by default) is skipped to its end, and a new watch on the fake (wait_healthy) lets
+        the cluster run until it has settled, as a rollout would while kubectl watched.
+        """
         task = task if isinstance(task, asyncio.Task) else asyncio.ensure_future(task)
         predicate = drive or (lambda left: left <= RETRY_SLEEPS)
+        watches_handled = self._watches()
         while not task.done():
             sleeper = asyncio.ensure_future(self.clock.sleeping(predicate))
-            done, _ = await asyncio.wait({task, sleeper}, return_when=asyncio.FIRST_COMPLETED)
+            watch = asyncio.ensure_future(self._new_watch(watches_handled))
+            done, _ = await asyncio.wait({task, sleeper, watch}, return_when=asyncio.FIRST_COMPLETED)
+            for waiter in (sleeper, watch):
+                if not waiter.done():
+                    waiter.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await waiter
             if sleeper in done:
                 await self.advance(sleeper.result())
-            else:
-                sleeper.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await sleeper
+            elif watch in done:
+                watches_handled = self._watches()
+                await self.settle()
         return task.result()
+
+    async def _new_watch(self, handled: int) -> None:
+        await self.cluster.requests.arrival(where=lambda r: self._watches() > handled)
+
+    def _watches(self) -> int:
+        return sum(1 for r in self.cluster.requests if r.watch)
+
+    async def settle(self, limit: float = 3600.0) -> None:
+        """Move time until the fake cluster has nothing left to do on its own (rollouts finished)."""
+        start = self.clock.monotonic()
+        while (due := self.cluster.controller.next_due()) is not None and self.clock.monotonic() - start < limit:
+            await self.advance(max(due - self.cluster.now(), 0.001))
 
     # -- time ---------------------------------------------------------------------------
 

@@ -1,0 +1,96 @@
+"""Choosing the cluster from settings: kubeconfig (+context), in-cluster, auto; and the runtime's wiring of it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from remediator.clock import VirtualClock
+from remediator.core.errors import ConfigError
+from remediator.executors.kube import open_kube_executors
+from remediator.runtime import open_runtime
+from remediator.testing.kube.harness import FakeKube
+from tests.executor.harness import NS, Harness, playbook, web
+
+RESTART = playbook("- action: restart\n")
+
+
+def two_context_kubeconfig(kube: FakeKube, path: Path) -> Path:
+    """The fake as context ``fake``, next to a current context that points nowhere."""
+    cfg = kube.kubeconfig(NS)
+    cfg["clusters"].append({"name": "prod", "cluster": {"server": "http://127.0.0.1:9"}})
+    cfg["contexts"].append({"name": "prod", "context": {"cluster": "prod", "user": "fake"}})
+    cfg["current-context"] = "prod"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@pytest.fixture
+def no_pod_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.delenv("KUBERNETES_SERVICE_PORT", raising=False)
+
+
+def settings_with(settings_factory: Callable[..., Any], tmp_path: Path, dry_run: bool, **kubernetes: Any) -> Any:
+    directory = tmp_path / "pb"
+    directory.mkdir(exist_ok=True)
+    (directory / "fix.yaml").write_text(RESTART)
+    return settings_factory(playbooks=str(directory), dry_run=dry_run, kubernetes=kubernetes)
+
+
+async def test_kubeconfig_with_a_context_drives_the_chosen_cluster(
+    tmp_path: Path, settings_factory: Callable[..., Any], vclock: VirtualClock, kube: FakeKube
+) -> None:
+    path = two_context_kubeconfig(kube, tmp_path / "kubeconfig")
+    kube.cluster.apply(web())
+    settings = settings_with(settings_factory, tmp_path, False, mode="kubeconfig", kubeconfig=str(path),
+                             context="fake")
+    async with open_runtime(settings, clock=vclock, start_worker=False) as rt:
+        ex = await Harness(rt, kube, vclock).fire()
+    assert ex["status"] == "succeeded"
+    assert "kubectl.kubernetes.io/restartedAt" in kube.cluster.get("deployments", NS, "web")["spec"]["template"][
+        "metadata"]["annotations"]
+
+
+async def test_dry_run_with_a_cluster_configured_is_server_side(
+    tmp_path: Path, settings_factory: Callable[..., Any], vclock: VirtualClock, kube: FakeKube, no_pod_env: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("KUBECONFIG", str(kube.write_kubeconfig(tmp_path / "kubeconfig", NS)))
+    kube.cluster.apply(web())
+    rv = kube.cluster.resource_version
+    settings = settings_with(settings_factory, tmp_path, True, mode="auto")  # not in a pod: falls back to KUBECONFIG
+    async with open_runtime(settings, clock=vclock, start_worker=False) as rt:
+        ex = await Harness(rt, kube, vclock).fire()
+    assert ex["status"] == "dry_run"
+    assert ex["results"][0]["details"]["server_side"] is True
+    assert [w.query.get("dryRun") for w in kube.cluster.requests.writes()] == ["All"]
+    assert kube.cluster.resource_version == rv
+
+
+@pytest.mark.parametrize(
+    ("kubernetes", "expected"),
+    [
+        ({"mode": "incluster"}, "cannot load Kubernetes configuration (incluster): Service host/port is not set."),
+        ({"mode": "kubeconfig", "kubeconfig": "/nonexistent/kubeconfig"},
+         "cannot load Kubernetes configuration (kubeconfig): no kubeconfig file at /nonexistent/kubeconfig"),
+        ({"mode": "kubeconfig", "context": "staging"}, "cannot load Kubernetes configuration (kubeconfig)"),
+    ],
+)
+async def test_an_unusable_cluster_configuration_is_a_clear_startup_error(
+    kubernetes: dict[str, str], expected: str, tmp_path: Path, settings_factory: Callable[..., Any],
+    vclock: VirtualClock, kube: FakeKube, no_pod_env: None,
+) -> None:
+    if kubernetes.get("context"):
+        kubernetes = {**kubernetes, "kubeconfig": str(kube.write_kubeconfig(tmp_path / "kubeconfig"))}
+    settings = settings_with(settings_factory, tmp_path, False, **kubernetes)
+    with pytest.raises(ConfigError) as err:
+        async with open_kube_executors(settings, vclock):
+            pass
+    assert str(err.value).startswith(expected)
+    if kubernetes.get("context"):
+        assert "staging" in str(err.value)
