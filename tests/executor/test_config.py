@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -94,3 +95,26 @@ async def test_an_unusable_cluster_configuration_is_a_clear_startup_error(
     assert str(err.value).startswith(expected)
     if kubernetes.get("context"):
         assert "staging" in str(err.value)
+
+
+async def test_incluster_mode_uses_the_pods_service_account(
+    tmp_path: Path, settings_factory: Callable[..., Any], vclock: VirtualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import certifi
+    from kubernetes_asyncio.config import incluster_config
+
+    token, ca = tmp_path / "token", tmp_path / "ca.crt"
+    token.write_text("sa-token-123")
+    shutil.copy(certifi.where(), ca)  # any valid PEM bundle stands in for the cluster CA
+    monkeypatch.setattr(incluster_config, "SERVICE_TOKEN_FILENAME", str(token))
+    monkeypatch.setattr(incluster_config, "SERVICE_CERT_FILENAME", str(ca))
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
+    for mode in ("incluster", "auto"):  # auto prefers the service account when running in a pod
+        settings = settings_with(settings_factory, tmp_path, False, mode=mode, kubeconfig="/nonexistent")
+        async with open_kube_executors(settings, vclock) as (live, dry):
+            conf = live.api.configuration
+            assert conf.host == "https://10.96.0.1:443"
+            assert conf.api_key == {"BearerToken": "Bearer sa-token-123"}
+            assert conf.ssl_ca_cert == str(ca)
+            assert dry.api is live.api and dry.server_dry_run and not live.server_dry_run
