@@ -28,6 +28,8 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from remediator.testing.kube.harness import kubeconfig_for
+
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = ROOT / ".venv" / "bin" / "python"
 STARTUP_TIMEOUT = 30.0
@@ -100,8 +102,10 @@ def _tail(path: Path, lines: int = 60) -> str:
 class Daemon:
     """``remediator serve --dry-run`` on a fixed port and data dir, so it can be stopped and started again."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *, dry_run: bool = True, env: Mapping[str, str] | None = None) -> None:
         self.workdir = workdir
+        self.dry_run = dry_run
+        self.extra_env = dict(env or {})
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.data_dir = workdir / "data"
@@ -118,6 +122,7 @@ class Daemon:
             REMEDIATOR_WORKER_POLL_INTERVAL="200ms",
             REMEDIATOR_LOG_FORMAT="json",
         )
+        env.update(self.extra_env)
         return env
 
     def start(self) -> None:
@@ -132,7 +137,7 @@ class Daemon:
                     "-m",
                     "remediator",
                     "serve",
-                    "--dry-run",
+                    *(["--dry-run"] if self.dry_run else []),
                     "--playbooks",
                     str(ROOT / "playbooks"),
                     "--listen",
@@ -204,17 +209,84 @@ class Daemon:
         return levels
 
 
-class Alertmanager:
+class _Service:
+    """A helper process with an HTTP readiness endpoint, its output in a log file."""
+
+    name = "process"
+    ready_path = "/readyz"
+
+    def __init__(self, url: str, log_path: Path) -> None:
+        self.url = url
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def _spawn(self, cmd: list[str], cwd: Path) -> None:
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_for(self._ready, timeout=STARTUP_TIMEOUT, what=f"{self.name}'s {self.ready_path} at {self.url}")
+        except BaseException:
+            self.stop()
+            raise
+
+    def _ready(self) -> bool | None:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            pytest.fail(f"{self.name} exited with {self.proc.returncode}:\n{_tail(self.log_path)}")
+        try:
+            status, _ = http_get(self.url + self.ready_path, timeout=1)
+        except OSError:
+            return None
+        return True if status == 200 else None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(timeout=STOP_TIMEOUT)
+            self.proc = None
+
+    def log(self) -> str:
+        return _tail(self.log_path)
+
+
+class FakeKubeProcess(_Service):
+    """``python -m remediator.testing.kube`` seeded from manifests, on real time: the daemon's cluster."""
+
+    name = "fake-kube"
+
+    def __init__(self, workdir: Path, manifests: str) -> None:
+        self.port = free_port()
+        super().__init__(f"http://127.0.0.1:{self.port}", workdir / "fake-kube.log")
+        self.state = workdir / "cluster.yaml"
+        self.state.write_text(manifests)
+
+    def start(self) -> None:
+        self._spawn([str(PYTHON if PYTHON.exists() else sys.executable), "-m", "remediator.testing.kube",
+                     "--port", str(self.port), "--state", str(self.state)], ROOT)
+
+    def kubeconfig(self, path: Path, namespace: str = "default") -> Path:
+        path.write_text(yaml.safe_dump(kubeconfig_for(self.url, namespace)))
+        return path
+
+    def get(self, path: str) -> Any:
+        status, body = http_get(self.url + path)
+        assert status == 200, f"GET {path}: {status} {body[:300]!r}"
+        return json.loads(body)
+
+
+class Alertmanager(_Service):
     """Debian's prometheus-alertmanager, routing everything to the daemon's webhook; amtool to fire alerts."""
+
+    name = "alertmanager"
+    ready_path = "/-/ready"
 
     def __init__(self, binary: str, amtool: str, workdir: Path, daemon: Daemon) -> None:
         self.binary = binary
         self.amtool = amtool
         self.workdir = workdir
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        super().__init__(f"http://127.0.0.1:{self.port}", workdir / "alertmanager.log")
         self.config_path = workdir / "alertmanager.yml"
-        self.log_path = workdir / "alertmanager.log"
         token_file = workdir / "remediator-token"
         token_file.write_text(daemon.token + "\n")
         token_file.chmod(0o600)
@@ -245,48 +317,20 @@ class Alertmanager:
             ],
         }
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-        self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         (self.workdir / "am-data").mkdir(exist_ok=True)
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [
-                    self.binary,
-                    f"--config.file={self.config_path}",
-                    f"--storage.path={self.workdir / 'am-data'}",
-                    f"--web.listen-address=127.0.0.1:{self.port}",
-                    "--cluster.listen-address=",  # no HA gossip: a single, isolated instance
-                    "--log.level=debug",
-                ],
-                cwd=self.workdir,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        try:
-            wait_for(self._ready, timeout=STARTUP_TIMEOUT, what=f"Alertmanager's /-/ready on port {self.port}")
-        except BaseException:
-            self.stop()
-            raise
-
-    def _ready(self) -> bool | None:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            pytest.fail(f"alertmanager exited with {self.proc.returncode}:\n{_tail(self.log_path)}")
-        try:
-            status, _ = http_get(self.url + "/-/ready", timeout=1)
-        except OSError:
-            return None
-        return True if status == 200 else None
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait(timeout=STOP_TIMEOUT)
-            self.proc = None
-
-    def log(self) -> str:
-        return _tail(self.log_path)
+        self._spawn(
+            [
+                self.binary,
+                f"--config.file={self.config_path}",
+                f"--storage.path={self.workdir / 'am-data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--cluster.listen-address=",  # no HA gossip: a single, isolated instance
+                "--log.level=debug",
+            ],
+            self.workdir,
+        )
 
     def metric(self, name: str, **labels: str) -> float:
         return scrape(self.url, name, **labels)

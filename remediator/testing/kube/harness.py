@@ -15,6 +15,18 @@ from remediator.testing.kube.cluster import FakeCluster
 from remediator.testing.kube.server import FakeKubeServer
 
 
+def kubeconfig_for(url: str, namespace: str = "default") -> dict[str, Any]:
+    """A kubeconfig whose current context is the fake at ``url`` (a token the fake ignores)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "fake", "cluster": {"server": url}}],
+        "users": [{"name": "fake", "user": {"token": "fake-token"}}],
+        "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake", "namespace": namespace}}],
+        "current-context": "fake",
+    }
+
+
 @dataclass
 class FakeKube:
     """A running fake: its URL, the cluster behind it, and a client pointed at it."""
@@ -26,14 +38,7 @@ class FakeKube:
 
     def kubeconfig(self, namespace: str = "default") -> dict[str, Any]:
         """A kubeconfig selecting this fake, for code that loads configuration the standard way."""
-        return {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
-            "users": [{"name": "fake", "user": {"token": "fake-token"}}],
-            "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake", "namespace": namespace}}],
-            "current-context": "fake",
-        }
+        return kubeconfig_for(self.url, namespace)
 
     def write_kubeconfig(self, path: str | Path, namespace: str = "default") -> Path:
         target = Path(path)
