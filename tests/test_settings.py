@@ -74,3 +74,16 @@ async def test_webhook_refuses_to_start_without_credentials(tmp_path: Path) -> N
     with pytest.raises(ConfigError, match="--insecure-no-auth"):
         async with open_runtime(s, start_worker=False):
             pass
+
+
+@pytest.mark.parametrize(("value", "seconds"), [("5", 5.0), ("0.5", 0.5), (" 30 ", 30.0), ("1m30s", 90.0)])
+def test_env_durations_may_be_bare_seconds(value: str, seconds: float) -> None:
+    s = load_settings(None, env={"REMEDIATOR_WORKER_POLL_INTERVAL": value})
+    assert s.worker.poll_interval == seconds
+
+
+@pytest.mark.parametrize("value", ["-5", "5 s", "five", "5x", "1.5m"])
+def test_bad_env_durations_are_refused_with_the_variable_named(value: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings(None, env={"REMEDIATOR_WORKER_POLL_INTERVAL": value})
+    assert "REMEDIATOR_WORKER_POLL_INTERVAL" in str(err.value) or "poll_interval" in str(err.value)

@@ -15,6 +15,9 @@ _PART = re.compile(r"(\d+)(ms|s|m|h|d|w|y)")
 _WHOLE = re.compile(r"(?:\d+(?:ms|s|m|h|d|w|y))+")
 
 
+_SECONDS = re.compile(r"\d+(?:\.\d+)?")
+
+
 def parse_duration(text: str | int | float) -> float:
     """Return the duration in seconds; bare numbers are seconds."""
     if isinstance(text, bool):
@@ -24,6 +27,8 @@ def parse_duration(text: str | int | float) -> float:
             raise DurationError(f"invalid duration {text!r}: must not be negative")
         return float(text)
     s = text.strip()
+    if _SECONDS.fullmatch(s):  # "5" from an env var or a quoted YAML value: seconds, as a bare number is
+        return float(s)
     if not _WHOLE.fullmatch(s):
         raise DurationError(f"invalid duration {text!r}: expected e.g. 30s, 10m, 1h30m")
     total = 0.0
