@@ -10,8 +10,35 @@ import asyncio
 import heapq
 import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+
+class _Sleeps(Protocol):
+    async def sleep(self, seconds: float) -> None: ...
+
+
+async def within(clock: _Sleeps, awaitable: Awaitable[Any], seconds: float) -> Any:
+    """Await ``awaitable`` unless ``seconds`` pass first on ``clock``: then cancel it and raise TimeoutError.
+
+    ``asyncio.wait_for`` counts real time; bounds kept on the injected clock also hold,
+    and can be tested, on a virtual one.
+    """
+    work = asyncio.ensure_future(awaitable)
+    timer = asyncio.ensure_future(clock.sleep(seconds))
+    try:
+        await asyncio.wait({work, timer}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (work, timer):
+            if not task.done():
+                task.cancel()
+        await asyncio.gather(work, timer, return_exceptions=True)
+    if work.done() and not work.cancelled():
+        return work.result()
+    if not timer.done() or timer.cancelled():  # the work was cancelled from elsewhere, not timed out
+        raise asyncio.CancelledError
+    raise TimeoutError(f"no answer within {seconds:g}s")
 
 
 class SystemClock:

@@ -21,6 +21,7 @@ from typing import Any
 
 import structlog
 
+from remediator.clock import within
 from remediator.core.alerts import Alert
 from remediator.core.decisions import Decision, DecisionKind, PlannedStep, execution_id
 from remediator.core.errors import GuardrailUnavailable, StoreUnavailable
@@ -370,9 +371,9 @@ class Pipeline:
                 if step.action == "notify" and decision is not None:
                     result = await self._notify_step(step, decision, ctx)
                 else:
-                    result = await asyncio.wait_for(executor.run(step, step_ctx), timeout=self.settings.step_timeout)
+                    result = await within(self.clock, executor.run(step, step_ctx), self._step_limit(step))
             except TimeoutError:
-                result = StepResult("failed", f"step did not finish within {self.settings.step_timeout:.0f}s")
+                result = StepResult("failed", f"step did not finish within {self._step_limit(step):.0f}s")
             except Exception as exc:  # an executor bug must be recorded, not crash the worker
                 log.exception("executor raised", action=step.action)
                 result = StepResult("failed", f"{type(exc).__name__}: {exc}")
@@ -389,6 +390,11 @@ class Pipeline:
             if not result.ok:
                 return True
         return False
+
+    def _step_limit(self, step: PlannedStep) -> float:
+        """The step timeout, stretched for a step with its own longer ``timeout`` (a long wait_healthy)."""
+        own = step.params.get("timeout")
+        return max(self.settings.step_timeout, float(own) + 60.0 if isinstance(own, int | float) else 0.0)
 
     async def _record_intent(
         self, execution: str, step: PlannedStep, started: datetime, intent: Mapping[str, Any]

@@ -29,6 +29,7 @@ from kubernetes_asyncio import client, config, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 
+from remediator.clock import within
 from remediator.core import rollout
 from remediator.core.decisions import PlannedStep
 from remediator.core.errors import ConfigError, PermanentError, TemporaryError
@@ -68,24 +69,6 @@ def classify(exc: BaseException) -> PermanentError | TemporaryError:
     if isinstance(exc, aiohttp.ClientError | OSError):
         return TemporaryError(f"cannot reach the Kubernetes API: {exc}")
     return PermanentError(f"{type(exc).__name__}: {exc}")
-
-
-async def race(clock: Clock, awaitable: Awaitable[Any], seconds: float) -> Any:
-    """Await ``awaitable`` unless ``seconds`` pass first on ``clock``: then cancel it and raise TimeoutError."""
-    work = asyncio.ensure_future(awaitable)
-    timer = asyncio.ensure_future(clock.sleep(seconds))
-    try:
-        await asyncio.wait({work, timer}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in (work, timer):
-            if not task.done():
-                task.cancel()
-        await asyncio.gather(work, timer, return_exceptions=True)
-    if work.done() and not work.cancelled():
-        return work.result()
-    if work.cancelled() and not timer.done():  # we were cancelled ourselves
-        raise asyncio.CancelledError
-    raise TimeoutError(f"no answer within {seconds:g}s")
 
 
 def _snapshot(obj: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -138,7 +121,7 @@ class KubeExecutor:
         so that a hung apiserver ends in a retry or a recorded failure on virtual time too.
         """
         try:
-            return await race(self.clock, fn(*args, **kwargs), self.settings.request_timeout)
+            return await within(self.clock, fn(*args, **kwargs), self.settings.request_timeout)
         except (PermanentError, TemporaryError):
             raise
         except Exception as exc:
@@ -352,7 +335,7 @@ class KubeExecutor:
             )
         seen: list[rollout.Health] = []
         try:
-            final: rollout.Health = await race(ctx.clock, self._until_healthy(ctx, seen), timeout)
+            final: rollout.Health = await within(ctx.clock, self._until_healthy(ctx, seen), timeout)
         except TimeoutError:
             last = f" (last seen: {seen[-1].message})" if seen else ""
             raise PermanentError(f"{ctx.target.key} did not become healthy within {timeout:g}s{last}") from None

@@ -239,3 +239,44 @@ async def test_a_crashing_executor_is_recorded_not_fatal(settings_factory: Calla
 def test_step_timeout_is_a_setting_in_seconds(settings_factory: Callable[..., Any]) -> None:
     assert settings_factory(worker={"step_timeout": "2m"}).worker.step_timeout == 120.0
     assert timedelta(seconds=settings_factory().worker.shutdown_timeout) == timedelta(seconds=30)
+
+
+class Sleepy:
+    """Takes ``seconds[action]`` on the pipeline's clock for an action, then succeeds."""
+
+    def __init__(self, seconds: dict[str, float]) -> None:
+        self.seconds = seconds
+
+    async def run(self, step: PlannedStep, ctx: StepContext) -> StepResult:
+        await ctx.clock.sleep(self.seconds.get(step.action, 0))
+        return StepResult("ok", f"{step.action} done")
+
+
+async def test_a_step_that_overruns_the_step_timeout_fails_on_the_clock(settings_factory: Callable[..., Any],
+                                                                        vclock: VirtualClock) -> None:
+    slow = Sleepy({"resize_pool": 10_000})
+    async with open_runtime(settings_factory(dry_run=False, worker={"step_timeout": "60s"}), clock=vclock,
+                            executors=(slow, slow), start_worker=False) as rt:
+        task = asyncio.create_task(deliver(rt, payload(db_pool_alert())))
+        await vclock.sleeping(lambda left: left == 60)
+        await vclock.advance(60)
+        await task
+        [ex] = await rt.store.list_executions()
+        full = await rt.store.get_execution(ex["id"])
+    assert ex["status"] == "failed"
+    assert [(r["action"], r["status"], r["message"]) for r in full["results"]] == [
+        ("resize_pool", "failed", "step did not finish within 60s"), ("rollback", "ok", "rollback done")]
+
+
+async def test_a_step_with_its_own_longer_timeout_is_not_cut_by_the_step_timeout(
+    settings_factory: Callable[..., Any], vclock: VirtualClock
+) -> None:
+    waits = Sleepy({"wait_healthy": 290})  # the playbook's wait_healthy has timeout: 5m; step_timeout is 60s
+    async with open_runtime(settings_factory(dry_run=False, worker={"step_timeout": "60s"}), clock=vclock,
+                            executors=(waits, waits), start_worker=False) as rt:
+        task = asyncio.create_task(deliver(rt, payload(db_pool_alert())))
+        await vclock.sleeping(lambda left: left == 290)
+        await vclock.advance(290)
+        await task
+        [ex] = await rt.store.list_executions()
+    assert ex["status"] == "succeeded"
