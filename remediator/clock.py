@@ -12,14 +12,16 @@ import itertools
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Protocol, TypeVar
+
+T = TypeVar("T")
 
 
 class _Sleeps(Protocol):
     async def sleep(self, seconds: float) -> None: ...
 
 
-async def within(clock: _Sleeps, awaitable: Awaitable[Any], seconds: float) -> Any:
+async def within(clock: _Sleeps, awaitable: Awaitable[T], seconds: float) -> T:
     """Await ``awaitable`` unless ``seconds`` pass first on ``clock``: then cancel it and raise TimeoutError.
 
     ``asyncio.wait_for`` counts real time; bounds kept on the injected clock also hold,

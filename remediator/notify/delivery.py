@@ -7,22 +7,19 @@ good (bad URL, revoked key), so it fails at once instead of hammering it.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from email.utils import parsedate_to_datetime
-from typing import TypeVar
 
 import aiohttp
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
 from remediator import __version__
+from remediator.clock import within
 from remediator.core.errors import PermanentError, TemporaryError
 from remediator.notify.channels import Channel, Outgoing
 from remediator.notify.webhook import signature_headers
 from remediator.ports import Clock
 
-T = TypeVar("T")
 USER_AGENT = f"remediator/{__version__}"
 MAX_RETRY_AFTER = 300.0
 _BACKOFF = wait_exponential_jitter(initial=1.0, max=60.0, exp_base=2.0, jitter=1.0)
@@ -32,23 +29,6 @@ class DeliveryFailed(Exception):
     def __init__(self, message: str, attempts: int) -> None:
         super().__init__(message)
         self.attempts = attempts
-
-
-async def within(clock: Clock, seconds: float, work: Awaitable[T]) -> T:
-    """``work``, or TimeoutError once ``seconds`` have passed on ``clock`` (virtual time in tests)."""
-    task = asyncio.ensure_future(work)
-    timer = asyncio.ensure_future(clock.sleep(seconds))
-    try:
-        await asyncio.wait({task, timer}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for pending in (task, timer):
-            if not pending.done():
-                pending.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await pending
-    if task.cancelled():
-        raise TimeoutError(f"no answer within {seconds:g}s")
-    return task.result()
 
 
 def retry_after(headers: Mapping[str, str], clock: Clock) -> float | None:
@@ -89,7 +69,7 @@ async def attempt(session: aiohttp.ClientSession, clock: Clock, channel: Channel
         headers |= signature_headers(channel.secret, int(clock.now().timestamp()), out.body)
     try:
         sent = _post(session, channel.url, out.body, headers)
-        status, resp_headers, text = await within(clock, channel.timeout, sent)
+        status, resp_headers, text = await within(clock, sent, channel.timeout)
     except TimeoutError:
         raise TemporaryError(f"no answer within {channel.timeout:g}s") from None
     except aiohttp.InvalidURL:
