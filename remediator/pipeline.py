@@ -209,10 +209,10 @@ class Pipeline:
             dry_run=decision.dry_run,
         )
         if not recorded:
-            # Another worker recorded it first (its claim lease had expired under us). It owns
-            # the execution and, having the same execution id, the same lock: leave both alone.
-            self._requests.pop(did, None)
-            return await self.store.decision(did) or decision
+            # Another worker recorded it first (its claim lease had expired under us).
+            winner = await self.store.decision(did) or decision
+            await self._abandon_lost_race(did, winner, log)
+            return winner
         if decision.kind is DecisionKind.EXECUTED:
             await self.execute(decision, playbook=playbook, received=received)
         elif decision.kind is not DecisionKind.RESOLVED:
@@ -230,6 +230,25 @@ class Pipeline:
         if verdict.admitted:
             self._requests[did] = req
         return verdict.kind, verdict.reason
+
+    async def _abandon_lost_race(self, did: str, winner: Decision, log: Any) -> None:
+        """Give back our admission unless the winner's execution may be using the lock.
+
+        Both copies have the same execution id, so they would share the lock: while the
+        winner's execution is unfinished the lock is its, and freeing it would unprotect
+        the target.  Otherwise nothing runs under our admission, and its lock and slot
+        would otherwise block the target until their TTL.
+        """
+        req = self._requests.pop(did, None)
+        if req is None:
+            return
+        if winner.kind is DecisionKind.EXECUTED and did in await self.store.unfinished_executions():
+            return
+        try:
+            await self.guardrails.abandon(req)
+            log.info("lost the decision race: gave back the admission", winner=winner.kind.value)
+        except GuardrailUnavailable as exc:  # the lock expires by its TTL instead
+            log.error("could not give back the admission", error=str(exc))
 
     async def _release(self, did: str, *, succeeded: bool) -> None:
         req = self._requests.pop(did, None)

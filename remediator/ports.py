@@ -180,6 +180,9 @@ class GuardrailStore(Protocol):
 
     async def release(self, req: Request, *, succeeded: bool) -> None: ...
 
+    async def abandon(self, req: Request) -> None:
+        """Give back an admission whose execution will not run: its lock and slot, at once."""
+
     async def paused(self) -> bool: ...
 
     async def set_paused(self, paused: bool) -> None: ...

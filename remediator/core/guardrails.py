@@ -271,6 +271,19 @@ def renew(req: Request, state: GuardState, now: float) -> bool:
     return True
 
 
+def abandon(req: Request, state: GuardState) -> None:
+    """Admitted, but nothing will run (another replica recorded the decision first): free the
+    lock and the concurrency slot now rather than at their TTL.
+
+    Rate, budget and cooldown bookkeeping stay as admitted: counting an execution that did
+    not happen errs towards doing less, which is the safe side; the breaker is not fed.
+    """
+    lock = state.locks.get(req.target_key)
+    if lock is not None and lock.owner == req.owner:
+        del state.locks[req.target_key]
+    state.running.pop(req.owner, None)
+
+
 def release(req: Request, state: GuardState, policy: Policy, *, succeeded: bool, now: float) -> None:
     """Free the lock (only its owner may), restart the cooldown, feed the breaker."""
     lock = state.locks.get(req.target_key)

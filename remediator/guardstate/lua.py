@@ -127,6 +127,14 @@ extend(KEYS[3], ms(ttl + grace))
 return 1
 """
 
+# KEYS: 1 lock, 2 running, 3 running namespaces.  ARGV: 1 owner
+ABANDON = """
+if redis.call('HGET', KEYS[1], 'owner') == ARGV[1] then redis.call('DEL', KEYS[1]) end
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('HDEL', KEYS[3], ARGV[1])
+return 1
+"""
+
 # KEYS: 1 lock, 2 running, 3 running namespaces, 4 cooldown, 5 breaker, 6 breaker index
 # ARGV: 1 owner, 2 now, 3 cooldown, 4 succeeded (1/0), 5 breaker threshold, 6 breaker cool-off, 7 grace, 8 playbook
 RELEASE = PRELUDE + """

@@ -76,6 +76,7 @@ class RedisGuardrails:
         self._admit = client.register_script(lua.ADMIT)
         self._renew = client.register_script(lua.RENEW)
         self._release = client.register_script(lua.RELEASE)
+        self._abandon = client.register_script(lua.ABANDON)
 
     @classmethod
     async def open(
@@ -145,6 +146,10 @@ class RedisGuardrails:
         keys = [self._key("lock", req.target_key), self._key("running"), self._key("running-ns")]
         args: list[str | int | float] = [req.owner, req.namespace, now, req.lock_ttl, self._grace]
         return bool(await self._guarded("renew", self._renew(keys=keys, args=args)))
+
+    async def abandon(self, req: Request) -> None:
+        keys = [self._key("lock", req.target_key), self._key("running"), self._key("running-ns")]
+        await self._guarded("abandon", self._abandon(keys=keys, args=[req.owner]))
 
     async def release(self, req: Request, *, succeeded: bool) -> None:
         now = self._clock.now().timestamp()

@@ -92,6 +92,24 @@ async def test_a_lock_refuses_everyone_until_its_owner_releases(make_guard: Guar
     assert (await s.admit("c")).admitted
 
 
+async def test_an_abandoned_admission_frees_lock_and_slot_but_keeps_the_counts(
+    make_guard: GuardFactory, clock: VirtualClock
+) -> None:
+    s = await scene(make_guard, clock, max_running=1)
+    limits = {"rate_max": 1, "rate_per": 600.0}
+    assert (await s.admit("lost", cooldown=0.0, **limits)).admitted
+    assert (await s.admit("other", "t2")).kind is K.BUDGET_EXHAUSTED  # its slot is taken
+    await s.guard.abandon(s.req("intruder"))  # only the owner gives a lock back
+    assert (await s.admit("b", "t3")).kind is K.BUDGET_EXHAUSTED
+    await s.guard.abandon(s.reqs.pop("lost"))
+    assert (await s.admit("other", "t2")).admitted  # the slot is free at once, not at the TTL
+    await s.release("other")
+    # the lock is gone, but the admission still counts against the rate limit (the safe side)
+    assert (await s.admit("b", **limits)).kind is K.RATE_LIMITED
+    assert (await s.admit("c")).admitted
+    assert (await s.guard.status()).breakers == {}  # and the breaker was not fed
+
+
 async def test_a_lock_lapses_at_its_ttl_not_before(make_guard: GuardFactory, clock: VirtualClock) -> None:
     s = await scene(make_guard, clock)
     assert (await s.admit("crashed", lock_ttl=30.0)).admitted  # and never released
@@ -308,8 +326,12 @@ async def test_random_operations_agree_with_the_pure_rules(make_guard: GuardFact
         elif op < 0.85 and admitted:
             req = admitted.pop(rng.choice(sorted(admitted)))
             ok = rng.random() < 0.5
-            await guard.release(req, succeeded=ok)
-            rules.release(req, oracle, policy, succeeded=ok, now=now)
+            if rng.random() < 0.15:  # lost the decision race: give the admission back
+                await guard.abandon(req)
+                rules.abandon(req, oracle)
+            else:
+                await guard.release(req, succeeded=ok)
+                rules.release(req, oracle, policy, succeeded=ok, now=now)
             got = want = None  # type: ignore[assignment]
         elif op < 0.87:
             paused = rng.random() < 0.5

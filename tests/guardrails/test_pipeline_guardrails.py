@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,14 @@ target: {kind: Deployment, namespace: shop, name: web}
 guardrails: {lock_ttl: 30s}
 steps: [{action: restart}]
 """
+
+
+def long_settings(kind: str, tmp_path: Path, settings_factory: Callable[..., Any], redis_prefix: str) -> Any:
+    """Live mode with the ``long`` playbook, on the embedded guardrails or on Redis."""
+    (tmp_path / "pb").mkdir()
+    (tmp_path / "pb" / "long.yaml").write_text(PLAYBOOK)
+    return settings_factory(playbooks=str(tmp_path / "pb"), dry_run=False,
+                            redis_url=prefixed(REDIS_URL, redis_prefix) if kind == "redis" else "")
 
 
 class Watched:
@@ -62,10 +71,7 @@ class Slow:
 async def test_the_lock_is_renewed_while_an_execution_runs_and_freed_after(
     kind: str, tmp_path: Path, settings_factory: Callable[..., Any], vclock: VirtualClock, redis_prefix: str
 ) -> None:
-    (tmp_path / "pb").mkdir()
-    (tmp_path / "pb" / "long.yaml").write_text(PLAYBOOK)
-    settings = settings_factory(playbooks=str(tmp_path / "pb"), dry_run=False,
-                                redis_url=prefixed(REDIS_URL, redis_prefix) if kind == "redis" else "")
+    settings = long_settings(kind, tmp_path, settings_factory, redis_prefix)
     slow = Slow()
     async with open_runtime(settings, clock=vclock, executors=(slow, slow), start_worker=False) as rt:
         watched = Watched(rt.guardrails)
@@ -122,3 +128,40 @@ async def test_breaker_state_is_visible_in_the_api_and_metrics(
         await vclock.advance(300)
         metrics = await (await client.get("/metrics")).text()
         assert 'remediator_circuit_breaker_state{playbook="long",state="half_open"} 1.0' in metrics
+
+
+class Racing:
+    """A store shared with another replica that records each decision a moment before we do."""
+
+    def __init__(self, inner: Any, kind: DecisionKind) -> None:
+        self.inner = inner
+        self.kind = kind
+
+    async def record_decision(self, decision: Any) -> bool:
+        await self.inner.record_decision(dataclasses.replace(decision, kind=self.kind, reason="the other replica's"))
+        ok: bool = await self.inner.record_decision(decision)
+        return ok
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+@pytest.mark.parametrize("kind", ADAPTERS)
+@pytest.mark.parametrize(("winner", "lock_given_back"), [(DecisionKind.LOCKED, True), (DecisionKind.EXECUTED, False)])
+async def test_losing_the_decision_race_gives_the_admission_back_unless_the_winner_runs(
+    kind: str, winner: DecisionKind, lock_given_back: bool, tmp_path: Path, settings_factory: Callable[..., Any],
+    vclock: VirtualClock, redis_prefix: str,
+) -> None:
+    settings = long_settings(kind, tmp_path, settings_factory, redis_prefix)
+    slow = Slow()
+    async with open_runtime(settings, clock=vclock, executors=(slow, slow), start_worker=False) as rt:
+        rt.pipeline.store = Racing(rt.store, winner)
+        alert = Alert.from_json(alert_json({"alertname": "Long"}))
+        [decision] = (await rt.pipeline.process(ReceivedAlert(alert, vclock.now()))).decisions
+        rival = Request("rival", "long", "Deployment/shop/web", "rival", "shop", vclock.now().timestamp(),
+                        lock_ttl=30.0)
+        verdict = await rt.guardrails.admit(rival)
+    assert decision.kind is winner and decision.reason == "the other replica's"
+    assert not slow.started.is_set()  # we ran nothing
+    # given back: the target is free at once; kept: the winner's unfinished execution holds it
+    assert verdict.admitted is lock_given_back
