@@ -105,6 +105,7 @@ class Pipeline:
         self.metrics = metrics or Metrics()
         self._log = structlog.get_logger("remediator.pipeline")
         self._requests: dict[str, Request] = {}
+        self._lock_lost: set[str] = set()  # executions whose target lock another execution took
 
     async def process(self, received: ReceivedAlert) -> Outcome:
         """Decide (and execute) every playbook that selects this alert.
@@ -286,6 +287,7 @@ class Pipeline:
             return "lease_lost"
         finally:
             self._running.pop(did, None)
+            self._lock_lost.discard(did)
             heartbeat.cancel()
             renewal.cancel()
 
@@ -318,13 +320,24 @@ class Pipeline:
             if did not in self._requests:  # released meanwhile
                 return
             try:
-                if not await self.guardrails.renew(req):
+                if not await self._hold_guard_lock(req):
+                    self._lock_lost.add(did)
                     self.metrics.guardrail_locks_lost.inc()
-                    self._log.error("guardrail lock lapsed or taken: the target is no longer protected",
-                                    execution_id=did, target=req.target_key)
+                    self._log.error("another execution took the target's guardrail lock: stopping before the "
+                                    "next step", execution_id=did, target=req.target_key)
                     return
             except GuardrailUnavailable as exc:  # retried next round; the TTL leaves two more
                 self._log.warning("could not renew the guardrail lock", execution_id=did, error=str(exc))
+
+    async def _hold_guard_lock(self, req: Request) -> bool:
+        """Renew the lock or, if it lapsed meanwhile and nobody took it, take it back."""
+        if await self.guardrails.renew(req):
+            return True
+        if await self.guardrails.reacquire(req):
+            self._log.warning("the guardrail lock had lapsed: taken back", execution_id=req.owner,
+                              target=req.target_key)
+            return True
+        return False
 
     async def guardrail_status(self) -> GuardStatus:
         """The shared kill switch and circuit breakers, mirrored into this replica's gauges."""
@@ -379,6 +392,11 @@ class Pipeline:
                 continue
             await self._hold_lease(ctx.execution_id)  # a paused or cut-off replica finds out here
             started = self.clock.now()
+            if ctx.execution_id in self._lock_lost:
+                lost = StepResult("failed", "not run: another execution took this target's guardrail lock")
+                await self.store.record_step(ctx.execution_id, step, lost, started=started, finished=started)
+                self.metrics.steps.labels(step.action, lost.status).inc()
+                return True
             record_intent = functools.partial(self._record_intent, ctx.execution_id, step, started)
 
             if previous is None:
@@ -444,6 +462,51 @@ class Pipeline:
                 results = await self.store.step_results(decision.execution_id or "")
                 await self._notify("resolved", decision, playbook.notify, alert=alert, results=results)
 
+    def _resume_request(
+        self, decision: Decision, playbook: Playbook | None, received: ReceivedAlert | None
+    ) -> Request | None:
+        """The guardrail request a resumed execution holds its target with.
+
+        Rebuilt from the playbook and the stored alert when both are there; otherwise (the
+        playbook was removed, the alert was not kept) from the decision's target, so the
+        resumed execution is still protected by, and releases, the target's lock.
+        """
+        did = decision.execution_id or execution_id(decision.alert_key, decision.playbook)
+        now = self.clock.now().timestamp()
+        if playbook is not None and received is not None:
+            plan = make_plan(playbook, received.alert, global_dry_run=self.settings.dry_run)
+            if isinstance(plan, Plan):
+                return guard_request(plan, did, now)
+        if decision.target is None:
+            return None
+        g = playbook.guardrails if playbook is not None else None
+        return Request(
+            owner=did,
+            playbook=decision.playbook,
+            target_key=decision.target.key,
+            limit_key=decision.target.key,
+            namespace=decision.target.namespace,
+            now=now,
+            cooldown=g.cooldown if g else 0.0,
+            lock_ttl=g.lock_ttl if g else Request.lock_ttl,
+        )
+
+    async def _lock_for_resume(self, req: Request) -> bool:
+        """A resumed execution acts only while it holds its target's lock (fail closed).
+
+        When another execution holds it, or the guardrail state is unreachable, the
+        execution stays unfinished; the next periodic resume tries again.
+        """
+        try:
+            if await self._hold_guard_lock(req):
+                return True
+            self._log.warning("not resuming yet: another execution holds the target", execution_id=req.owner,
+                              target=req.target_key)
+        except GuardrailUnavailable as exc:
+            self.metrics.guardrail_unavailable.inc()
+            self._log.error("not resuming yet: guardrail state unreachable", execution_id=req.owner, error=str(exc))
+        return False
+
     async def resume_unfinished(self) -> int:
         """Finish executions that were admitted but not completed: after a restart, and
         (called periodically by the worker) those of a replica that died.
@@ -462,10 +525,11 @@ class Pipeline:
             raw_alert = (record or {}).get("alert_payload")
             received = ReceivedAlert(Alert.from_json(raw_alert), self.clock.now()) if raw_alert else None
             playbook = self._playbooks().by_name(decision.playbook)
-            if playbook is not None and received is not None:
-                plan = make_plan(playbook, received.alert, global_dry_run=self.settings.dry_run)
-                if isinstance(plan, Plan):
-                    self._requests[did] = guard_request(plan, did, self.clock.now().timestamp())
+            req = self._resume_request(decision, playbook, received)
+            if req is not None:
+                if not await self._lock_for_resume(req):
+                    continue
+                self._requests[did] = req
             self._log.warning("resuming interrupted execution", execution_id=did, playbook=decision.playbook)
             await self.execute(decision, playbook=playbook, received=received)
             count += 1

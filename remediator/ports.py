@@ -180,6 +180,9 @@ class GuardrailStore(Protocol):
 
     async def release(self, req: Request, *, succeeded: bool) -> None: ...
 
+    async def reacquire(self, req: Request) -> bool:
+        """Take the lock back for a resuming execution if it is free, lapsed or its own."""
+
     async def abandon(self, req: Request) -> None:
         """Give back an admission whose execution will not run: its lock and slot, at once."""
 

@@ -271,6 +271,21 @@ def renew(req: Request, state: GuardState, now: float) -> bool:
     return True
 
 
+def reacquire(req: Request, state: GuardState, now: float) -> bool:
+    """Take the target's lock back for an execution that is resuming (after a restart or a
+    renewal gap): when the lock is free, lapsed or still its own.  False when another
+    execution holds it; then the resumed one must not act.
+
+    Not a new admission: its limits were counted when it was first admitted.
+    """
+    lock = state.locks.get(req.target_key)
+    if lock is not None and lock.owner != req.owner and lock.expires > now:
+        return False
+    state.locks[req.target_key] = Lock(req.owner, now + req.lock_ttl)
+    state.running[req.owner] = Slot(req.namespace, now + req.lock_ttl)
+    return True
+
+
 def abandon(req: Request, state: GuardState) -> None:
     """Admitted, but nothing will run (another replica recorded the decision first): free the
     lock and the concurrency slot now rather than at their TTL.

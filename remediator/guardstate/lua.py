@@ -112,13 +112,14 @@ if tripped then redis.call('HSET', KEYS[2], 'trial_owner', owner) end
 return {'passed'}
 """
 
-# KEYS: 1 lock, 2 running, 3 running namespaces.  ARGV: 1 owner, 2 namespace, 3 now, 4 lock_ttl, 5 grace
-RENEW = PRELUDE + """
+# RENEW and REACQUIRE differ only in when they may (re)take the lock; both then hold it for
+# lock_ttl more and keep the execution's concurrency slot.
+_HOLD_LOCK = PRELUDE + """
 local owner, namespace = ARGV[1], ARGV[2]
 local now, ttl, grace = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local lock = redis.call('HMGET', KEYS[1], 'owner', 'expires')
-if lock[1] ~= owner or tonumber(lock[2]) <= now then return 0 end
-redis.call('HSET', KEYS[1], 'expires', num(now + ttl))
+{when}
+redis.call('HSET', KEYS[1], 'owner', owner, 'expires', num(now + ttl))
 redis.call('PEXPIRE', KEYS[1], ms(ttl + grace))
 redis.call('ZADD', KEYS[2], num(now + ttl), owner)
 redis.call('HSET', KEYS[3], owner, namespace)
@@ -126,6 +127,13 @@ extend(KEYS[2], ms(ttl + grace))
 extend(KEYS[3], ms(ttl + grace))
 return 1
 """
+
+# KEYS: 1 lock, 2 running, 3 running namespaces.  ARGV: 1 owner, 2 namespace, 3 now, 4 lock_ttl, 5 grace
+#   RENEW: only its own live lock.  REACQUIRE: a free, lapsed or own lock, never another's live one.
+RENEW = _HOLD_LOCK.replace("{when}", "if lock[1] ~= owner or tonumber(lock[2]) <= now then return 0 end")
+REACQUIRE = _HOLD_LOCK.replace(
+    "{when}", "if lock[1] and lock[1] ~= owner and tonumber(lock[2]) > now then return 0 end"
+)
 
 # KEYS: 1 lock, 2 running, 3 running namespaces.  ARGV: 1 owner
 ABANDON = """

@@ -156,6 +156,11 @@ class MemoryGuardrails:
             now = self._clock.now().timestamp()
             return await self._commit(lambda s: rules.renew(req, s, now))
 
+    async def reacquire(self, req: Request) -> bool:
+        async with self._lock:
+            now = self._clock.now().timestamp()
+            return await self._commit(lambda s: rules.reacquire(req, s, now))
+
     async def abandon(self, req: Request) -> None:
         async with self._lock:
             await self._commit(lambda s: rules.abandon(req, s), lambda _: True)

@@ -77,6 +77,7 @@ class RedisGuardrails:
         self._renew = client.register_script(lua.RENEW)
         self._release = client.register_script(lua.RELEASE)
         self._abandon = client.register_script(lua.ABANDON)
+        self._reacquire = client.register_script(lua.REACQUIRE)
 
     @classmethod
     async def open(
@@ -146,6 +147,12 @@ class RedisGuardrails:
         keys = [self._key("lock", req.target_key), self._key("running"), self._key("running-ns")]
         args: list[str | int | float] = [req.owner, req.namespace, now, req.lock_ttl, self._grace]
         return bool(await self._guarded("renew", self._renew(keys=keys, args=args)))
+
+    async def reacquire(self, req: Request) -> bool:
+        now = self._clock.now().timestamp()
+        keys = [self._key("lock", req.target_key), self._key("running"), self._key("running-ns")]
+        args: list[str | int | float] = [req.owner, req.namespace, now, req.lock_ttl, self._grace]
+        return bool(await self._guarded("reacquire", self._reacquire(keys=keys, args=args)))
 
     async def abandon(self, req: Request) -> None:
         keys = [self._key("lock", req.target_key), self._key("running"), self._key("running-ns")]

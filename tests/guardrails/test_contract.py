@@ -110,6 +110,24 @@ async def test_an_abandoned_admission_frees_lock_and_slot_but_keeps_the_counts(
     assert (await s.guard.status()).breakers == {}  # and the breaker was not fed
 
 
+async def test_a_resuming_execution_takes_its_lock_back_only_if_nobody_else_holds_it(
+    make_guard: GuardFactory, clock: VirtualClock
+) -> None:
+    s = await scene(make_guard, clock)
+    assert (await s.admit("a", lock_ttl=30.0, cooldown=500.0, rate_max=1, rate_per=600.0)).admitted
+    assert await s.guard.reacquire(s.reqs["a"]) is True  # its own live lock: kept (no limit re-checked)
+    s.at(40)  # lapsed, nobody took it
+    assert await s.guard.reacquire(s.req("a", lock_ttl=30.0)) is True
+    s.at(60)
+    assert await s.admit("b") == Verdict(K.LOCKED, "t1 is locked by execution a")
+    s.at(80)  # lapsed again, and this time another execution takes the target
+    assert (await s.admit("b", lock_ttl=30.0, limit_key="other")).admitted
+    assert await s.guard.reacquire(s.req("a", lock_ttl=30.0)) is False
+    assert await s.guard.renew(s.req("a", lock_ttl=30.0)) is False
+    await s.release("b")
+    assert await s.guard.reacquire(s.req("a", lock_ttl=30.0)) is True
+
+
 async def test_a_lock_lapses_at_its_ttl_not_before(make_guard: GuardFactory, clock: VirtualClock) -> None:
     s = await scene(make_guard, clock)
     assert (await s.admit("crashed", lock_ttl=30.0)).admitted  # and never released
@@ -322,7 +340,10 @@ async def test_random_operations_agree_with_the_pure_rules(make_guard: GuardFact
                 history.append(req)
         elif op < 0.65 and history:  # running ones, and released or lapsed ones that must not renew
             req = rng.choice(history)
-            got, want = await guard.renew(req), rules.renew(req, oracle, now)  # type: ignore[assignment]
+            if rng.random() < 0.3:  # or resume, taking a free or lapsed lock back
+                got, want = await guard.reacquire(req), rules.reacquire(req, oracle, now)  # type: ignore[assignment]
+            else:
+                got, want = await guard.renew(req), rules.renew(req, oracle, now)  # type: ignore[assignment]
         elif op < 0.85 and admitted:
             req = admitted.pop(rng.choice(sorted(admitted)))
             ok = rng.random() < 0.5

@@ -15,6 +15,7 @@ from remediator.app import create_app
 from remediator.clock import VirtualClock
 from remediator.core.alerts import Alert
 from remediator.core.decisions import DecisionKind, PlannedStep
+from remediator.core.errors import GuardrailUnavailable
 from remediator.core.guardrails import Request
 from remediator.ports import GuardrailStore, ReceivedAlert, StepContext, StepResult
 from remediator.runtime import RUNTIME, open_runtime
@@ -31,12 +32,15 @@ steps: [{action: restart}]
 """
 
 
-def long_settings(kind: str, tmp_path: Path, settings_factory: Callable[..., Any], redis_prefix: str) -> Any:
-    """Live mode with the ``long`` playbook, on the embedded guardrails or on Redis."""
+def long_settings(
+    kind: str, tmp_path: Path, settings_factory: Callable[..., Any], redis_prefix: str, playbook: str = PLAYBOOK,
+    **more: Any,
+) -> Any:
+    """Live mode with one ``long`` playbook, on the embedded guardrails or on Redis."""
     (tmp_path / "pb").mkdir()
-    (tmp_path / "pb" / "long.yaml").write_text(PLAYBOOK)
+    (tmp_path / "pb" / "long.yaml").write_text(playbook)
     return settings_factory(playbooks=str(tmp_path / "pb"), dry_run=False,
-                            redis_url=prefixed(REDIS_URL, redis_prefix) if kind == "redis" else "")
+                            redis_url=prefixed(REDIS_URL, redis_prefix) if kind == "redis" else "", **more)
 
 
 class Watched:
@@ -165,3 +169,102 @@ async def test_losing_the_decision_race_gives_the_admission_back_unless_the_winn
     assert not slow.started.is_set()  # we ran nothing
     # given back: the target is free at once; kept: the winner's unfinished execution holds it
     assert verdict.admitted is lock_given_back
+
+
+TWO_STEPS = """
+name: long
+match: {alertname: Long}
+target: {kind: Deployment, namespace: shop, name: web}
+guardrails: {lock_ttl: 30s}
+steps: [{action: restart}, {action: scale, to: 3}]
+"""
+
+
+class Recording:
+    """Runs each step at once, except a restart that takes ``restart_seconds`` on the clock."""
+
+    def __init__(self, restart_seconds: float = 0.0) -> None:
+        self.calls: list[str] = []
+        self.restart_seconds = restart_seconds
+        self.started = asyncio.Event()
+
+    async def run(self, step: PlannedStep, ctx: StepContext) -> StepResult:
+        self.calls.append(step.action)
+        self.started.set()
+        if step.action == "restart":
+            await ctx.clock.sleep(self.restart_seconds)
+        return StepResult("ok", f"{step.action} done")
+
+
+def rival_request(clock: VirtualClock) -> Request:
+    return Request("rival", "other", "Deployment/shop/web", "rival", "shop", clock.now().timestamp(), lock_ttl=600.0)
+
+
+@pytest.mark.parametrize("kind", ADAPTERS)
+async def test_a_resumed_execution_waits_while_another_holds_its_lapsed_lock(
+    kind: str, tmp_path: Path, settings_factory: Callable[..., Any], vclock: VirtualClock, redis_prefix: str
+) -> None:
+    settings = long_settings(kind, tmp_path, settings_factory, redis_prefix, TWO_STEPS, worker={"lease": "60s"})
+    first = Recording(restart_seconds=10_000)
+    async with open_runtime(settings, clock=vclock, executors=(first, first), start_worker=False) as rt:
+        alert = Alert.from_json(alert_json({"alertname": "Long"}))
+        task = asyncio.create_task(rt.pipeline.process(ReceivedAlert(alert, vclock.now())))
+        await asyncio.wait_for(first.started.wait(), 10)
+        task.cancel()  # the daemon dies mid-restart
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    vclock.advance_sync(61)  # its 30s lock and 60s lease have lapsed; another execution takes the target
+    second = Recording()
+    async with open_runtime(settings, clock=vclock, executors=(second, second), start_worker=False) as rt:
+        rival = rival_request(vclock)
+        assert (await rt.guardrails.admit(rival)).admitted
+        assert await rt.pipeline.resume_unfinished() == 0
+        assert second.calls == []  # nothing done on a target another execution holds
+        await rt.guardrails.release(rival, succeeded=True)
+        assert await rt.pipeline.resume_unfinished() == 1
+        [ex] = await rt.store.list_executions()
+    assert second.calls == ["restart", "scale"] and ex["status"] == "succeeded"
+
+
+@pytest.mark.parametrize("kind", ADAPTERS)
+async def test_an_execution_that_loses_its_lock_stops_before_its_next_step(
+    kind: str, tmp_path: Path, settings_factory: Callable[..., Any], vclock: VirtualClock, redis_prefix: str
+) -> None:
+    settings = long_settings(kind, tmp_path, settings_factory, redis_prefix, TWO_STEPS)
+    slow = Recording(restart_seconds=100)
+    async with open_runtime(settings, clock=vclock, executors=(slow, slow), start_worker=False) as rt:
+        cut_off = CutOff(rt.guardrails)
+        rt.pipeline.guardrails = cut_off
+        alert = Alert.from_json(alert_json({"alertname": "Long"}))
+        running = asyncio.create_task(rt.pipeline.process(ReceivedAlert(alert, vclock.now())))
+        await asyncio.wait_for(slow.started.wait(), 10)
+        cut_off.down = True  # renewals stop landing (a partition); the 30s lock lapses
+        await vclock.advance(35)
+        assert (await rt.guardrails.admit(rival_request(vclock))).admitted  # and another execution takes it
+        cut_off.down = False
+        await vclock.advance(65)
+        await asyncio.wait_for(running, 10)
+        [ex] = await rt.store.list_executions()
+        full = await rt.store.get_execution(ex["id"])
+        rival_still_holds = (await rt.guardrails.admit(rival_request(vclock))).kind is DecisionKind.LOCKED
+    assert slow.calls == ["restart"]  # the scale never ran
+    assert ex["status"] == "failed"
+    assert [(r["action"], r["status"]) for r in full["results"]] == [("restart", "ok"), ("scale", "failed")]
+    assert full["results"][1]["message"] == "not run: another execution took this target's guardrail lock"
+    assert rival_still_holds  # our release did not free the rival's lock
+
+
+class CutOff:
+    """Guardrail state whose renewals fail while ``down`` (the rest still works)."""
+
+    def __init__(self, inner: GuardrailStore) -> None:
+        self.inner = inner
+        self.down = False
+
+    async def renew(self, req: Request) -> bool:
+        if self.down:
+            raise GuardrailUnavailable("partitioned")
+        return await self.inner.renew(req)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
