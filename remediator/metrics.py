@@ -65,6 +65,12 @@ class Metrics:
             ["playbook"],
             registry=r,
         )
+        self.retention_deleted = Counter(
+            "remediator_retention_deleted_total",
+            "Records deleted by retention (decisions, steps, alerts)",
+            ["kind"],
+            registry=r,
+        )
         self.guardrail_locks_lost = Counter(
             "remediator_guardrail_locks_lost_total",
             "Executions whose target lock lapsed or was taken while they ran (renewal failed)",

@@ -18,7 +18,7 @@ import structlog
 from aiohttp import web
 
 from remediator.clock import SystemClock
-from remediator.core.errors import ConfigError
+from remediator.core.errors import ConfigError, StoreUnavailable
 from remediator.core.guardrails import Budget, Policy
 from remediator.executors.plan_only import PlanOnlyExecutor, UnconfiguredExecutor
 from remediator.guardstate.memory import MemoryGuardrails
@@ -161,6 +161,8 @@ async def open_runtime(
         if start_worker:
             rt.tasks.append(asyncio.create_task(worker.run(), name="remediator-worker"))
             rt.tasks.append(asyncio.create_task(_watch_playbooks(rt), name="remediator-playbook-watch"))
+            if settings.worker.retention > 0:
+                rt.tasks.append(asyncio.create_task(_retention(rt), name="remediator-retention"))
         loop = asyncio.get_running_loop()
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(signal.SIGHUP, lambda: _reload(rt))
@@ -190,6 +192,26 @@ async def _watch_playbooks(rt: Runtime) -> None:
         await asyncio.sleep(2.0)
         if rt.playbooks.changed():
             _reload(rt)
+
+
+async def apply_retention(rt: Runtime) -> dict[str, int]:
+    """Delete audit older than ``worker.retention`` (only ended episodes: see ``store.retention``)."""
+    counts = await rt.store.delete_older_than(rt.settings.worker.retention / 86400.0)
+    for kind, n in counts.items():
+        rt.metrics.retention_deleted.labels(kind).inc(n)
+    if any(counts.values()):
+        structlog.get_logger("remediator").info("retention", **counts)
+    return counts
+
+
+async def _retention(rt: Runtime) -> None:
+    """Every ``retention_interval``; harmless on several replicas (batched, skip-locked deletes)."""
+    while True:
+        await rt.clock.sleep(rt.settings.worker.retention_interval)
+        try:
+            await apply_retention(rt)
+        except StoreUnavailable as exc:  # next round
+            structlog.get_logger("remediator").warning("retention skipped: store unavailable", error=str(exc))
 
 
 async def _stop(rt: Runtime) -> None:

@@ -79,6 +79,8 @@ class WorkerSettings:
     lease: float = 300.0
     shutdown_timeout: float = 30.0
     step_timeout: float = 900.0
+    retention: float = 0.0  # keep finished audit this long (e.g. 90d); 0 keeps everything
+    retention_interval: float = 3600.0
 
 
 @dataclass(frozen=True)
@@ -134,6 +136,8 @@ _DURATION_FIELDS = {
     "shutdown_timeout",
     "step_timeout",
     "request_timeout",
+    "retention",
+    "retention_interval",
 }
 
 

@@ -35,6 +35,7 @@ from remediator.core.alerts import Alert, format_time
 from remediator.core.decisions import Decision, DecisionKind, PlannedStep, decision_from_json, execution_id
 from remediator.core.errors import ConfigError, StoreUnavailable
 from remediator.ports import Clock, ReceivedAlert, StepResult, StoredAlert
+from remediator.store import retention
 from remediator.store.migrations import migrate
 
 _UNAVAILABLE: tuple[type[BaseException], ...] = (
@@ -434,7 +435,8 @@ class PostgresStore:
     # --- retention ---------------------------------------------------------------
 
     async def delete_older_than(self, days: float, *, batch: int = 1000) -> dict[str, int]:
-        """Delete finished decisions (with their steps) and processed alerts older than ``days``.
+        """Delete finished decisions (with their steps) and processed alerts older than ``days``
+        whose firing episode has ended (see :mod:`remediator.store.retention`).
 
         In batches, each its own short transaction, so retention never holds long locks
         or one huge transaction against the live intake.  Unfinished executions and
@@ -449,7 +451,7 @@ class PostgresStore:
                     for r in await conn.fetch(
                         "SELECT id FROM decisions WHERE at < $1"
                         f" AND (exec_status IS NULL OR exec_status NOT IN {_UNFINISHED})"
-                        " LIMIT $2 FOR UPDATE SKIP LOCKED",
+                        f" AND {retention.closed('alert_key')} LIMIT $2 FOR UPDATE SKIP LOCKED",
                         cutoff,
                         batch,
                     )
@@ -458,17 +460,19 @@ class PostgresStore:
                 counts["decisions"] += _count(await conn.execute("DELETE FROM decisions WHERE id = ANY($1)", ids))
             if len(ids) < batch:
                 break
-        while True:
-            tag = await self._execute(
-                "DELETE FROM alerts WHERE id IN (SELECT a.id FROM alerts a WHERE a.processed AND a.received_at < $1"
-                f" AND NOT EXISTS (SELECT 1 FROM decisions d WHERE d.alert_key = a.dedup_key"
-                f" AND d.exec_status IN {_UNFINISHED}) LIMIT $2 FOR UPDATE SKIP LOCKED)",
-                cutoff,
-                batch,
-            )
-            counts["alerts"] += _count(tag)
-            if _count(tag) < batch:
-                break
+        for episode in (retention.FIRING_ENDED, retention.RESOLVED_ALONE):
+            while True:
+                tag = await self._execute(
+                    "DELETE FROM alerts WHERE id IN (SELECT a.id FROM alerts a WHERE a.processed"
+                    f" AND a.received_at < $1 AND {episode} AND NOT EXISTS (SELECT 1 FROM decisions d"
+                    f" WHERE d.alert_key = a.dedup_key AND d.exec_status IN {_UNFINISHED})"
+                    " LIMIT $2 FOR UPDATE SKIP LOCKED)",
+                    cutoff,
+                    batch,
+                )
+                counts["alerts"] += _count(tag)
+                if _count(tag) < batch:
+                    break
         return counts
 
     # --- lifecycle -----------------------------------------------------------------

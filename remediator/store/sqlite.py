@@ -23,6 +23,7 @@ from remediator.core.alerts import Alert, format_time, parse_time
 from remediator.core.decisions import Decision, DecisionKind, PlannedStep, decision_from_json, execution_id
 from remediator.core.errors import StoreUnavailable
 from remediator.ports import Clock, ReceivedAlert, StepResult, StoredAlert
+from remediator.store import retention
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (
@@ -398,26 +399,29 @@ class SQLiteStore:
             last = (rows[-1]["received_at"], rows[-1]["id"])
 
     async def delete_older_than(self, days: float, *, batch: int = 1000) -> dict[str, int]:
-        """Delete finished decisions (with their steps) and processed alerts older than ``days``.
+        """Delete finished decisions (with their steps) and processed alerts older than ``days``
+        whose firing episode has ended (see :data:`~remediator.store.retention.EPISODE_CLOSED`).
 
         In batches, each its own short transaction, so webhooks are not held up behind
         one long delete.  Unfinished executions and unprocessed alerts are kept.
         """
         cutoff = format_time(self._clock.now() - timedelta(days=days))
         counts = {"decisions": 0, "steps": 0, "alerts": 0}
+        alerts_round = (
+            "SELECT a.id FROM alerts a WHERE a.processed = 1 AND a.received_at < ? AND {} AND NOT EXISTS ("
+            " SELECT 1 FROM decisions d WHERE d.alert_key = a.dedup_key"
+            " AND d.exec_status IN ('pending', 'running')) LIMIT ?"
+        )
+        delete_alerts = (("alerts", "DELETE FROM alerts WHERE id IN ({})"),)
         rounds = (
             (
                 "SELECT id FROM decisions WHERE at < ? AND (exec_status IS NULL"
-                " OR exec_status NOT IN ('pending', 'running')) LIMIT ?",
+                f" OR exec_status NOT IN ('pending', 'running')) AND {retention.closed('alert_key')} LIMIT ?",
                 (("steps", "DELETE FROM steps WHERE execution_id IN ({})"),
                  ("decisions", "DELETE FROM decisions WHERE id IN ({})")),
             ),
-            (
-                "SELECT a.id FROM alerts a WHERE a.processed = 1 AND a.received_at < ? AND NOT EXISTS ("
-                " SELECT 1 FROM decisions d WHERE d.alert_key = a.dedup_key"
-                " AND d.exec_status IN ('pending', 'running')) LIMIT ?",
-                (("alerts", "DELETE FROM alerts WHERE id IN ({})"),),
-            ),
+            (alerts_round.format(retention.FIRING_ENDED), delete_alerts),
+            (alerts_round.format(retention.RESOLVED_ALONE), delete_alerts),
         )
         for select, deletes in rounds:
             while True:

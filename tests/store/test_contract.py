@@ -242,13 +242,22 @@ async def test_export_range_is_half_open_and_paged(store: Any) -> None:
     assert [s async for s in store.alerts_between(T0 + timedelta(hours=1), T0 + timedelta(hours=2))] == []
 
 
-async def test_retention_deletes_only_old_finished_work_in_batches(store: Any, vclock: VirtualClock) -> None:
-    old = alerts(*(firing(f"old{i}") for i in range(5)))
+def resolved(app: str, starts: str = "2026-11-22T10:00:00Z") -> dict[str, Any]:
+    return alert_json({"alertname": "X", "app": app}, status="resolved", starts_at=starts,
+                      ends_at="2026-11-22T10:30:00Z")
+
+
+async def test_retention_deletes_only_old_finished_work_of_ended_episodes_in_batches(
+    store: Any, vclock: VirtualClock
+) -> None:
+    old = alerts(*(firing(f"old{i}") for i in range(6)))
     await store.record_alerts(old)
-    for item in await store.claim_alerts("w", 10, 30):
-        if item.received.alert.labels["app"] != "old4":
-            await store.mark_processed(item.id)  # old4 stays unprocessed: never deleted
-    for r in old[:4]:
+    # every episode but old5's has ended (old5 still fires: Alertmanager keeps re-sending it)
+    await store.record_alerts(alerts(*(resolved(f"old{i}") for i in range(5))))
+    for item in await store.claim_alerts("w", 20, 30):
+        if item.received.alert.labels["app"] != "old4" or item.received.alert.status == "resolved":
+            await store.mark_processed(item.id)  # old4's firing record stays unprocessed: never deleted
+    for r in old[:4] + old[5:]:
         d = a_decision(r.alert)
         await store.record_decision(d)
         await store.record_step(d.execution_id, d.steps[0], StepResult("ok"), started=T0, finished=T0)
@@ -260,10 +269,14 @@ async def test_retention_deletes_only_old_finished_work_in_batches(store: Any, v
     await store.record_alerts(new)
     await store.record_decision(a_decision(new[0].alert, at=vclock.now()))
     counts = await store.delete_older_than(30, batch=2)
-    assert counts == {"decisions": 4, "steps": 3, "alerts": 3}
-    assert sorted(e["target"]["name"] for e in await store.list_executions()) == ["new", "old3"]
-    assert await store.count_alerts() == 3  # old3 (its execution is unfinished), old4 (unprocessed), new
+    # old0-old2: decisions (4 with pb2's), their steps, firing and resolved records
+    assert counts == {"decisions": 4, "steps": 3, "alerts": 6}
+    assert sorted(e["target"]["name"] for e in await store.list_executions()) == ["new", "old3", "old5"]
+    # kept: old3 (running: both records), old4 (unprocessed firing + its resolved proof), old5 (still firing), new
+    assert await store.count_alerts() == 6
     assert await store.delete_older_than(30) == {"decisions": 0, "steps": 0, "alerts": 0}
+    # a redelivery of the still-firing old5 is still a duplicate: it cannot be decided again
+    assert await store.record_alerts(alerts(firing("old5"), at=vclock.now())) == 0
 
 
 async def test_a_closed_store_is_unavailable_not_an_internal_error(store: Any) -> None:

@@ -1,0 +1,34 @@
+"""Which old records retention may delete, as SQL both stores share.
+
+Deleting an alert's record and its decisions lets a later delivery of the same alert
+count as new, and be decided (and executed) again.  Alertmanager re-sends a firing
+alert every ``repeat_interval`` for as long as it fires, however old it is, so age
+alone is not enough: a firing episode's records go only once it has ended, i.e. its
+resolved delivery is recorded.  An alert that never resolves is kept (the safe side).
+The resolved record itself goes last, once no firing record of its episode is left,
+since it is the proof that the episode ended.
+
+A record key is ``fingerprint|startsAt|status`` (``Alert.dedup_key``); the SQL below
+derives the sibling key by replacing the status suffix.  ``substr``, ``length`` and
+``||`` mean the same in SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+
+def closed(key: str) -> str:
+    """SQL: the episode of the alert record keyed ``key`` (a column) has ended."""
+    return (
+        f"({key} LIKE '%|resolved' OR EXISTS (SELECT 1 FROM alerts r"
+        f" WHERE r.dedup_key = substr({key}, 1, length({key}) - 6) || 'resolved'))"
+    )
+
+
+#: SQL over alias ``a``: a firing record whose episode has ended.
+FIRING_ENDED = f"a.status = 'firing' AND {closed('a.dedup_key')}"
+
+#: SQL over alias ``a``: a resolved record with no firing record of its episode left.
+RESOLVED_ALONE = (
+    "a.status = 'resolved' AND NOT EXISTS (SELECT 1 FROM alerts f"
+    " WHERE f.dedup_key = substr(a.dedup_key, 1, length(a.dedup_key) - 8) || 'firing')"
+)
