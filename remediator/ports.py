@@ -139,6 +139,9 @@ class Store(Protocol):
 
     async def step_results(self, execution_id: str) -> dict[tuple[str, int], StepResult]: ...
 
+    async def record_notification(self, execution_id: str, outcome: Mapping[str, Any]) -> None:
+        """Append a notification's final outcome (sent, failed, dropped) to the execution's audit."""
+
     async def finish_execution(self, execution_id: str, status: str, finished: datetime) -> None: ...
 
     async def unfinished_executions(self) -> list[str]: ...

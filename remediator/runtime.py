@@ -139,7 +139,7 @@ async def open_runtime(
         live, dry = executors or await _live_executor(settings, clock, stack)
         # entered after the stores, so queued notifications drain before they close
         dispatcher = None if notifier else await stack.enter_async_context(
-            open_dispatcher(settings, clock, metrics.registry)
+            open_dispatcher(settings, clock, metrics.registry, on_outcome=store.record_notification)
         )
         pipeline = Pipeline(
             playbooks=repo,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
@@ -30,6 +30,9 @@ from remediator.notify.delivery import DeliveryFailed, deliver
 from remediator.notify.events import build_notice
 from remediator.ports import Clock
 from remediator.settings import Settings
+
+#: Where a notification's final outcome goes (the execution's audit), besides logs and metrics.
+OutcomeSink = Callable[[str, Mapping[str, Any]], Awaitable[None]]
 
 DEFAULT_QUEUE_SIZE = 1000
 DEFAULT_DRAIN_TIMEOUT = 5.0
@@ -73,6 +76,7 @@ class Dispatcher:
         public_url: str = "",
         queue_size: int = DEFAULT_QUEUE_SIZE,
         keep_failures: int = 100,
+        on_outcome: OutcomeSink | None = None,
     ) -> None:
         self.channels = dict(channels)
         self.session = session
@@ -83,6 +87,8 @@ class Dispatcher:
         self._queues: dict[str, asyncio.Queue[Outgoing]] = {n: asyncio.Queue(queue_size) for n in self.channels}
         self._tasks: list[asyncio.Task[None]] = []
         self._in_flight = 0
+        self._on_outcome = on_outcome
+        self._audits: set[asyncio.Task[None]] = set()
         self._log = structlog.get_logger("remediator.notify")
 
     # -- the Notifier port ----------------------------------------------------------
@@ -128,6 +134,7 @@ class Dispatcher:
                 oldest = queue.get_nowait()
                 queue.task_done()
                 self.metrics.total.labels(oldest.channel, "dropped").inc()
+                self._outcome(oldest.execution_id, oldest.channel, oldest.event, "dropped", 0, "queue full")
                 self._log.error(
                     "notification queue full: dropped the oldest",
                     channel=oldest.channel,
@@ -163,6 +170,7 @@ class Dispatcher:
             self._failed(channel, out.event, out.execution_id, out.notice_id, type(exc).__name__, 0)
         else:
             self.metrics.total.labels(channel.name, "sent").inc()
+            self._outcome(out.execution_id, channel.name, out.event, "sent", attempts, "")
             self._log.info(
                 "notification sent",
                 channel=channel.name,
@@ -174,6 +182,7 @@ class Dispatcher:
     def _failed(self, channel: Channel, event: str, execution: str, notice: str, error: str, attempts: int) -> None:
         self.metrics.total.labels(channel.name, "failed").inc()
         self.failures.append(FailedDelivery(channel.name, event, execution, notice, error, attempts, self.clock.now()))
+        self._outcome(execution, channel.name, event, "failed", attempts, error)
         self._log.error(
             "notification failed",
             channel=channel.name,
@@ -184,6 +193,23 @@ class Dispatcher:
             error=error,
         )
 
+    def _outcome(self, execution: str, channel: str, event: str, result: str, attempts: int, error: str) -> None:
+        """Hand the outcome to the audit in the background: a slow store must not hold up delivery."""
+        if self._on_outcome is None or not execution:
+            return
+        record = {"at": self.clock.now().isoformat().replace("+00:00", "Z"), "channel": channel, "event": event,
+                  "result": result, "attempts": attempts, "error": error}
+        task = asyncio.get_running_loop().create_task(self._audit(execution, record))
+        self._audits.add(task)
+        task.add_done_callback(self._audits.discard)
+
+    async def _audit(self, execution: str, record: Mapping[str, Any]) -> None:
+        assert self._on_outcome is not None
+        try:
+            await self._on_outcome(execution, record)
+        except Exception as exc:  # the log line and the metric remain
+            self._log.warning("could not record the notification outcome", execution_id=execution, error=str(exc))
+
     def failures_for(self, execution_id: str) -> list[FailedDelivery]:
         return [f for f in self.failures if f.execution_id == execution_id]
 
@@ -192,8 +218,10 @@ class Dispatcher:
         return sum(q.qsize() for q in self._queues.values()) + self._in_flight
 
     async def join(self) -> None:
-        """Wait until every queued notice has been delivered or given up on."""
+        """Wait until every queued notice has been delivered or given up on, and its outcome recorded."""
         await asyncio.gather(*(q.join() for q in self._queues.values()))
+        while self._audits:
+            await asyncio.gather(*list(self._audits), return_exceptions=True)
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -212,6 +240,8 @@ class Dispatcher:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        if self._audits:
+            await asyncio.gather(*list(self._audits), return_exceptions=True)
         left = self.pending()
         if left:
             self._log.warning("notifications not delivered before shutdown", count=left)
@@ -228,7 +258,12 @@ class Dispatcher:
 
 @contextlib.asynccontextmanager
 async def open_dispatcher(
-    settings: Settings, clock: Clock, registry: CollectorRegistry, *, drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
+    settings: Settings,
+    clock: Clock,
+    registry: CollectorRegistry,
+    *,
+    drain_timeout: float = DEFAULT_DRAIN_TIMEOUT,
+    on_outcome: OutcomeSink | None = None,
 ) -> AsyncIterator[Dispatcher | None]:
     """The configured channels behind one HTTP session, or None when no channel is configured."""
     channels = channels_from_settings(settings)
@@ -241,7 +276,8 @@ async def open_dispatcher(
             log.warning("webhook channel has no secret: its requests are not signed", channel=c.name)
     async with aiohttp.ClientSession() as session:
         dispatcher = Dispatcher(
-            channels, session=session, clock=clock, registry=registry, public_url=settings.public_url
+            channels, session=session, clock=clock, registry=registry, public_url=settings.public_url,
+            on_outcome=on_outcome,
         )
         dispatcher.start()
         try:

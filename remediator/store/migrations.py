@@ -79,6 +79,19 @@ MIGRATIONS: tuple[Migration, ...] = (
         );
         """,
     ),
+    Migration(
+        2,
+        "notification outcomes in the audit",
+        """
+        CREATE TABLE notifications (
+            seq bigserial PRIMARY KEY,
+            execution_id text NOT NULL,
+            at timestamptz NOT NULL,
+            body text NOT NULL
+        );
+        CREATE INDEX notifications_execution ON notifications (execution_id, seq);
+        """,
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version

@@ -351,6 +351,14 @@ class PostgresStore:
             finished,
         )
 
+    async def record_notification(self, execution_id: str, outcome: Mapping[str, Any]) -> None:
+        await self._execute(
+            "INSERT INTO notifications (execution_id, at, body) VALUES ($1, $2, $3)",
+            execution_id,
+            self._clock.now(),
+            json.dumps(dict(outcome), default=str),
+        )
+
     async def begin_step(
         self, execution_id: str, step: PlannedStep, intent: Mapping[str, Any], *, started: datetime
     ) -> None:
@@ -417,7 +425,10 @@ class PostgresStore:
                 " WHERE execution_id = $1 ORDER BY phase = 'on_failure', idx",
                 execution_id,
             )
+            notes = await conn.fetch("SELECT body FROM notifications WHERE execution_id = $1 ORDER BY seq",
+                                     execution_id)
         out["alert_payload"] = json.loads(alert) if alert else None
+        out["notifications"] = [json.loads(n["body"]) for n in notes]
         out["results"] = [
             {
                 "phase": s["phase"],
@@ -443,7 +454,7 @@ class PostgresStore:
         unprocessed alerts are kept whatever their age.
         """
         cutoff = self._clock.now() - timedelta(days=days)
-        counts = {"decisions": 0, "steps": 0, "alerts": 0}
+        counts = {"decisions": 0, "steps": 0, "notifications": 0, "alerts": 0}
         while True:
             async with self._conn() as conn, conn.transaction():
                 ids = [
@@ -457,6 +468,9 @@ class PostgresStore:
                     )
                 ]
                 counts["steps"] += _count(await conn.execute("DELETE FROM steps WHERE execution_id = ANY($1)", ids))
+                counts["notifications"] += _count(
+                    await conn.execute("DELETE FROM notifications WHERE execution_id = ANY($1)", ids)
+                )
                 counts["decisions"] += _count(await conn.execute("DELETE FROM decisions WHERE id = ANY($1)", ids))
             if len(ids) < batch:
                 break

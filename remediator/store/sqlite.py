@@ -67,6 +67,12 @@ CREATE TABLE IF NOT EXISTS steps (
     finished_at TEXT NOT NULL,
     PRIMARY KEY (execution_id, phase, idx)
 );
+CREATE TABLE IF NOT EXISTS notifications (
+    execution_id TEXT NOT NULL,
+    at TEXT NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS notifications_execution ON notifications (execution_id);
 """
 
 
@@ -261,6 +267,12 @@ class SQLiteStore:
             "UPDATE decisions SET exec_status = 'running' WHERE id = ? AND exec_status = 'pending'", (execution_id,)
         )
 
+    async def record_notification(self, execution_id: str, outcome: Mapping[str, Any]) -> None:
+        await self._run(
+            "INSERT INTO notifications (execution_id, at, body) VALUES (?, ?, ?)",
+            (execution_id, format_time(self._clock.now()), json.dumps(dict(outcome), default=str)),
+        )
+
     async def begin_step(
         self, execution_id: str, step: PlannedStep, intent: Mapping[str, Any], *, started: datetime
     ) -> None:
@@ -371,6 +383,8 @@ class SQLiteStore:
             }
             for s in await cur.fetchall()
         ]
+        cur = await self._run("SELECT body FROM notifications WHERE execution_id = ? ORDER BY rowid", (execution_id,))
+        out["notifications"] = [json.loads(n["body"]) for n in await cur.fetchall()]
         return out
 
     async def alerts_between(self, since: datetime, until: datetime, *, batch: int = 500) -> AsyncIterator[StoredAlert]:
@@ -406,7 +420,7 @@ class SQLiteStore:
         one long delete.  Unfinished executions and unprocessed alerts are kept.
         """
         cutoff = format_time(self._clock.now() - timedelta(days=days))
-        counts = {"decisions": 0, "steps": 0, "alerts": 0}
+        counts = {"decisions": 0, "steps": 0, "notifications": 0, "alerts": 0}
         alerts_round = (
             "SELECT a.id FROM alerts a WHERE a.processed = 1 AND a.received_at < ? AND {} AND NOT EXISTS ("
             " SELECT 1 FROM decisions d WHERE d.alert_key = a.dedup_key"
@@ -418,6 +432,7 @@ class SQLiteStore:
                 "SELECT id FROM decisions WHERE at < ? AND (exec_status IS NULL"
                 f" OR exec_status NOT IN ('pending', 'running')) AND {retention.closed('alert_key')} LIMIT ?",
                 (("steps", "DELETE FROM steps WHERE execution_id IN ({})"),
+                 ("notifications", "DELETE FROM notifications WHERE execution_id IN ({})"),
                  ("decisions", "DELETE FROM decisions WHERE id IN ({})")),
             ),
             (alerts_round.format(retention.FIRING_ENDED), delete_alerts),

@@ -134,6 +134,15 @@ async def test_a_dead_channel_does_not_slow_the_remediation_and_is_recorded_as_f
                     assert all(expected in f.error for f in failures)
                     assert counted(d, "dead", "failed") == 2 and counted(d, "dead", "sent") == 0
                 assert counted(d, "ops", "sent") == 2
+                await d.join()  # outcomes reach the execution's audit too
+                record = await rt.store.get_execution(ex["id"])
+                assert record is not None
+                audit = sorted((n["channel"], n["event"], n["result"], n["attempts"]) for n in record["notifications"])
+                assert audit == sorted(
+                    [("ops", "started", "sent", 1), ("ops", "succeeded", "sent", 1)]
+                    + ([("dead", "started", "failed", 3), ("dead", "succeeded", "failed", 3)] if run == "with" else [])
+                )
+                assert all(expected in n["error"] for n in record["notifications"] if n["result"] == "failed")
     assert elapsed == {"without": 0.0, "with": 0.0}
     if dead == "hangs":
         assert len(hanging.requests) == 6  # 3 attempts for each of the two messages, then given up

@@ -170,6 +170,7 @@ async def test_execution_audit_has_the_same_shape_in_every_store(store: Any, vcl
              "message": "rolled back", "before": None, "after": None, "details": {},
              "started_at": "2026-11-22T10:00:04Z", "finished_at": "2026-11-22T10:00:04Z"},
         ],
+        "notifications": [],
     }
     assert await store.get_execution("ex-missing") is None
 
@@ -261,6 +262,7 @@ async def test_retention_deletes_only_old_finished_work_of_ended_episodes_in_bat
         d = a_decision(r.alert)
         await store.record_decision(d)
         await store.record_step(d.execution_id, d.steps[0], StepResult("ok"), started=T0, finished=T0)
+        await store.record_notification(d.execution_id, {"channel": "ops", "event": "started", "result": "sent"})
         if r.alert.labels["app"] != "old3":
             await store.finish_execution(d.execution_id, "succeeded", T0)  # old3 is still running
     await store.record_decision(a_decision(old[0].alert, "pb2", kind=DecisionKind.COOLDOWN))
@@ -270,13 +272,27 @@ async def test_retention_deletes_only_old_finished_work_of_ended_episodes_in_bat
     await store.record_decision(a_decision(new[0].alert, at=vclock.now()))
     counts = await store.delete_older_than(30, batch=2)
     # old0-old2: decisions (4 with pb2's), their steps, firing and resolved records
-    assert counts == {"decisions": 4, "steps": 3, "alerts": 6}
+    assert counts == {"decisions": 4, "steps": 3, "notifications": 3, "alerts": 6}
     assert sorted(e["target"]["name"] for e in await store.list_executions()) == ["new", "old3", "old5"]
     # kept: old3 (running: both records), old4 (unprocessed firing + its resolved proof), old5 (still firing), new
     assert await store.count_alerts() == 6
-    assert await store.delete_older_than(30) == {"decisions": 0, "steps": 0, "alerts": 0}
+    assert await store.delete_older_than(30) == {"decisions": 0, "steps": 0, "notifications": 0, "alerts": 0}
     # a redelivery of the still-firing old5 is still a duplicate: it cannot be decided again
     assert await store.record_alerts(alerts(firing("old5"), at=vclock.now())) == 0
+
+
+async def test_notification_outcomes_are_part_of_the_execution_audit(store: Any) -> None:
+    [r] = alerts(firing("a"))
+    await store.record_alerts([r])
+    d = a_decision(r.alert)
+    await store.record_decision(d)
+    sent = {"at": "2026-11-22T10:00:01Z", "channel": "slack", "event": "started", "result": "sent", "attempts": 1,
+            "error": ""}
+    failed = {**sent, "channel": "pager", "result": "failed", "attempts": 5, "error": "HTTP 503"}
+    await store.record_notification(d.execution_id, sent)
+    await store.record_notification(d.execution_id, failed)
+    full = await store.get_execution(d.execution_id)
+    assert full["notifications"] == [sent, failed]  # in the order they ended
 
 
 async def test_a_closed_store_is_unavailable_not_an_internal_error(store: Any) -> None:
