@@ -21,10 +21,12 @@ import json
 import os
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import replace
 from datetime import UTC
 from typing import Any
 
 import aiohttp
+import structlog
 from kubernetes_asyncio import client, config, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
@@ -99,6 +101,7 @@ class KubeExecutor:
         self.clock = clock
         self.settings = settings
         self.server_dry_run = server_dry_run
+        self._log = structlog.get_logger("remediator.executor.kube")
 
     # -- plumbing -----------------------------------------------------------------
 
@@ -137,17 +140,29 @@ class KubeExecutor:
         handler = getattr(self, f"_do_{step.action}", None)
         if handler is None:
             return StepResult("failed", f"the Kubernetes executor cannot run {step.action!r}")
+        errors: list[str] = []
+
+        def retrying_after(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            errors.append(str(exc))
+            self._log.warning("Kubernetes API call failed; retrying", action=step.action, target=ctx.target.key,
+                              execution_id=ctx.execution_id, attempt=state.attempt_number, error=str(exc),
+                              retry_in=round(state.upcoming_sleep, 3))
+
         retrying = AsyncRetrying(
             stop=stop_after_attempt(max(1, self.settings.retries)),
             wait=self._wait,
             retry=retry_if_exception_type(TemporaryError),
             sleep=self.clock.sleep,
+            before_sleep=retrying_after,
             reraise=True,
         )
         try:
             async for attempt in retrying:
                 with attempt:
                     result: StepResult = await handler(step, ctx)
+            if errors:  # the audit shows what it took: "ok after 2 conflicts"
+                result = replace(result, details={**result.details, "attempts": len(errors) + 1, "retried": errors})
             return result
         except PermanentError as exc:
             return StepResult("failed", f"{step.action} on {ctx.target.key}: {exc}")

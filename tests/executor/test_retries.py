@@ -89,6 +89,8 @@ async def test_5xx_is_retried_with_backoff_until_it_succeeds(harness: OpenHarnes
         annotations = h.get()["spec"]["template"]["metadata"]["annotations"]
     assert steps_of(ex) == [("main", "restart", "ok")]
     assert statuses == [503, 503, 200]
+    details = ex["results"][0]["details"]
+    assert details["attempts"] == 3 and all(e.startswith("503 Service Unavailable") for e in details["retried"])
     assert "kubectl.kubernetes.io/restartedAt" in annotations
 
 
