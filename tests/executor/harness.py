@@ -23,6 +23,7 @@ from remediator.runtime import Runtime, open_runtime
 from remediator.settings import KubernetesSettings
 from remediator.testing.kube.cluster import FakeCluster
 from remediator.testing.kube.harness import FakeKube
+from tests.kube_fake.helpers import deployment
 from tests.kube_fake.helpers import statefulset as db
 from tests.payloads import alert_json, payload
 
@@ -42,23 +43,10 @@ def web(
     env: list[dict[str, Any]] | None = None,
     **spec: Any,
 ) -> dict[str, Any]:
-    container: dict[str, Any] = {"name": "app", "image": image}
-    if env is not None:
-        container["env"] = env
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "namespace": NS, "labels": {"app": name}},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {"containers": [container, {"name": "sidecar", "image": "registry.example/proxy:2"}]},
-            },
-            **spec,
-        },
-    }
+    """A Deployment in shop whose pods also run a sidecar, so a change to ``app`` must leave it alone."""
+    manifest = deployment(name, NS, replicas=replicas, image=image, env=env, **spec)
+    manifest["spec"]["template"]["spec"]["containers"].append({"name": "sidecar", "image": "registry.example/proxy:2"})
+    return manifest
 
 
 def playbook(
