@@ -71,6 +71,15 @@ class Metrics:
             ["kind"],
             registry=r,
         )
+        self.kube_errors = Counter(
+            "remediator_kube_api_errors_total",
+            "Failed Kubernetes API calls by HTTP status (or timeout, unreachable)",
+            ["code"],
+            registry=r,
+        )
+        self.kube_retries = Counter(
+            "remediator_kube_api_retries_total", "Steps retried after a transient API error", ["action"], registry=r
+        )
         self.guardrail_locks_lost = Counter(
             "remediator_guardrail_locks_lost_total",
             "Executions whose target lock lapsed or was taken while they ran (renewal failed)",

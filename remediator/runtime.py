@@ -101,14 +101,14 @@ async def _open_guardrails(settings: Settings, clock: Clock, stack: contextlib.A
 
 
 async def _live_executor(
-    settings: Settings, clock: Clock, stack: contextlib.AsyncExitStack
+    settings: Settings, clock: Clock, stack: contextlib.AsyncExitStack, metrics: Metrics
 ) -> tuple[Executor, Executor]:
     """(live, dry) executors: with a cluster, dry-run becomes server-side."""
     if settings.kubernetes.mode == "none":
         return UnconfiguredExecutor(), PlanOnlyExecutor()
     from remediator.executors.kube import open_kube_executors
 
-    live, dry = await stack.enter_async_context(open_kube_executors(settings, clock))
+    live, dry = await stack.enter_async_context(open_kube_executors(settings, clock, metrics))
     return live, dry
 
 
@@ -136,7 +136,7 @@ async def open_runtime(
     async with contextlib.AsyncExitStack() as stack:
         store = await _open_store(settings, clock, stack)
         guard = await _open_guardrails(settings, clock, stack)
-        live, dry = executors or await _live_executor(settings, clock, stack)
+        live, dry = executors or await _live_executor(settings, clock, stack, metrics)
         # entered after the stores, so queued notifications drain before they close
         dispatcher = None if notifier else await stack.enter_async_context(
             open_dispatcher(settings, clock, metrics.registry, on_outcome=store.record_notification)

@@ -36,6 +36,7 @@ from remediator.core import rollout
 from remediator.core.decisions import PlannedStep
 from remediator.core.errors import ConfigError, PermanentError, TemporaryError
 from remediator.core.planning import desired_amount
+from remediator.metrics import Metrics
 from remediator.ports import Clock, StepContext, StepResult
 from remediator.settings import KubernetesSettings, Settings
 
@@ -73,6 +74,14 @@ def classify(exc: BaseException) -> PermanentError | TemporaryError:
     return PermanentError(f"{type(exc).__name__}: {exc}")
 
 
+def _error_code(exc: BaseException) -> str:
+    if isinstance(exc, ApiException):
+        return str(exc.status)
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    return "unreachable" if isinstance(exc, aiohttp.ClientError | OSError) else "other"
+
+
 def _snapshot(obj: Mapping[str, Any] | None) -> dict[str, Any] | None:
     """The parts of an object worth keeping in the audit (not managedFields or status noise)."""
     if obj is None:
@@ -93,7 +102,13 @@ def _snapshot(obj: Mapping[str, Any] | None) -> dict[str, Any] | None:
 
 class KubeExecutor:
     def __init__(
-        self, api: client.ApiClient, clock: Clock, settings: KubernetesSettings, *, server_dry_run: bool = False
+        self,
+        api: client.ApiClient,
+        clock: Clock,
+        settings: KubernetesSettings,
+        *,
+        server_dry_run: bool = False,
+        metrics: Metrics | None = None,
     ) -> None:
         self.api = api
         self.apps = client.AppsV1Api(api)
@@ -101,6 +116,7 @@ class KubeExecutor:
         self.clock = clock
         self.settings = settings
         self.server_dry_run = server_dry_run
+        self.metrics = metrics or Metrics()
         self._log = structlog.get_logger("remediator.executor.kube")
 
     # -- plumbing -----------------------------------------------------------------
@@ -128,6 +144,7 @@ class KubeExecutor:
         except (PermanentError, TemporaryError):
             raise
         except Exception as exc:
+            self.metrics.kube_errors.labels(_error_code(exc)).inc()
             raise classify(exc) from exc
 
     def _wait(self, state: RetryCallState) -> float:
@@ -145,6 +162,7 @@ class KubeExecutor:
         def retrying_after(state: RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
             errors.append(str(exc))
+            self.metrics.kube_retries.labels(step.action).inc()
             self._log.warning("Kubernetes API call failed; retrying", action=step.action, target=ctx.target.key,
                               execution_id=ctx.execution_id, attempt=state.attempt_number, error=str(exc),
                               retry_in=round(state.upcoming_sleep, 3))
@@ -438,7 +456,9 @@ async def _load_kubeconfig(k: KubernetesSettings, configuration: client.Configur
 
 
 @contextlib.asynccontextmanager
-async def open_kube_executors(settings: Settings, clock: Clock) -> AsyncIterator[tuple[KubeExecutor, KubeExecutor]]:
+async def open_kube_executors(
+    settings: Settings, clock: Clock, metrics: Metrics | None = None
+) -> AsyncIterator[tuple[KubeExecutor, KubeExecutor]]:
     """(live, server-side dry-run) executors sharing one API client."""
     k = settings.kubernetes
     configuration = client.Configuration()
@@ -456,6 +476,7 @@ async def open_kube_executors(settings: Settings, clock: Clock) -> AsyncIterator
         raise ConfigError(f"cannot load Kubernetes configuration ({k.mode}): {exc}") from None
     api = client.ApiClient(configuration)
     try:
-        yield KubeExecutor(api, clock, k), KubeExecutor(api, clock, k, server_dry_run=True)
+        yield (KubeExecutor(api, clock, k, metrics=metrics),
+               KubeExecutor(api, clock, k, server_dry_run=True, metrics=metrics))
     finally:
         await api.close()

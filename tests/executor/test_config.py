@@ -50,11 +50,15 @@ async def test_kubeconfig_with_a_context_drives_the_chosen_cluster(
     kube.cluster.apply(web())
     settings = settings_with(settings_factory, tmp_path, False, mode="kubeconfig", kubeconfig=str(path),
                              context="fake")
+    kube.cluster.faults.server_error(503, method="PATCH", times=1)
     async with open_runtime(settings, clock=vclock, start_worker=False) as rt:
         ex = await Harness(rt, kube, vclock).fire()
+        errors = rt.metrics.registry.get_sample_value("remediator_kube_api_errors_total", {"code": "503"})
+        retries = rt.metrics.registry.get_sample_value("remediator_kube_api_retries_total", {"action": "restart"})
     assert ex["status"] == "succeeded"
     assert "kubectl.kubernetes.io/restartedAt" in kube.cluster.get("deployments", NS, "web")["spec"]["template"][
         "metadata"]["annotations"]
+    assert (errors, retries) == (1.0, 1.0)  # the daemon's own /metrics show the API trouble it got past
 
 
 async def test_dry_run_with_a_cluster_configured_is_server_side(
