@@ -106,6 +106,7 @@ class Pipeline:
         self._log = structlog.get_logger("remediator.pipeline")
         self._requests: dict[str, Request] = {}
         self._lock_lost: set[str] = set()  # executions whose target lock another execution took
+        self._resume_waiting: set[str] = set()  # executions told (once) that they wait for their target
 
     async def process(self, received: ReceivedAlert) -> Outcome:
         """Decide (and execute) every playbook that selects this alert.
@@ -499,9 +500,12 @@ class Pipeline:
         """
         try:
             if await self._hold_guard_lock(req):
+                self._resume_waiting.discard(req.owner)
                 return True
-            self._log.warning("not resuming yet: another execution holds the target", execution_id=req.owner,
-                              target=req.target_key)
+            if req.owner not in self._resume_waiting:  # once, not at every poll while the other one runs
+                self._resume_waiting.add(req.owner)
+                self._log.warning("not resuming yet: another execution holds the target", execution_id=req.owner,
+                                  target=req.target_key)
         except GuardrailUnavailable as exc:
             self.metrics.guardrail_unavailable.inc()
             self._log.error("not resuming yet: guardrail state unreachable", execution_id=req.owner, error=str(exc))
