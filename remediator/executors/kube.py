@@ -113,6 +113,7 @@ class KubeExecutor:
         self.api = api
         self.apps = client.AppsV1Api(api)
         self.core = client.CoreV1Api(api)
+        self.autoscaling = client.AutoscalingV2Api(api)
         self.clock = clock
         self.settings = settings
         self.server_dry_run = server_dry_run
@@ -229,8 +230,34 @@ class KubeExecutor:
         after = await self._patch(ctx, body)
         return self._done(f"restarted {ctx.target.key} (restartedAt {stamp})", before, after, restartedAt=stamp)
 
+    async def _autoscaler_of(self, ctx: StepContext) -> dict[str, Any] | None:
+        """The HorizontalPodAutoscaler that scales the target, if any (None where the API is not served)."""
+        t = ctx.target
+        try:
+            found = await self._call(
+                self.autoscaling.list_namespaced_horizontal_pod_autoscaler, t.namespace, **self._kw()
+            )
+        except PermanentError as exc:
+            if str(exc).startswith("404"):
+                return None
+            raise
+        for item in found.items:
+            hpa = self._dict(item)
+            ref = (hpa.get("spec") or {}).get("scaleTargetRef") or {}
+            if ref.get("kind") == t.kind and ref.get("name") == t.name:
+                return hpa
+        return None
+
     async def _do_scale(self, step: PlannedStep, ctx: StepContext) -> StepResult:
         t = ctx.target
+        hpa = await self._autoscaler_of(ctx)
+        if hpa is not None:
+            spec = hpa["spec"]
+            raise PermanentError(
+                f"{t.key} is scaled by HorizontalPodAutoscaler {hpa['metadata']['name']} "
+                f"(minReplicas {spec.get('minReplicas', 1)}, maxReplicas {spec.get('maxReplicas')}): a manual scale "
+                "would be undone at its next sync; change the autoscaler's bounds instead"
+            )
         if t.kind == "Deployment":
             read, replace = self.apps.read_namespaced_deployment_scale, self.apps.replace_namespaced_deployment_scale
         else:

@@ -109,6 +109,35 @@ async def test_scale_is_clamped_by_the_step_max_and_the_playbook_max_replicas(ha
     assert full is not None and (full["results"][0]["details"]["from"], full["results"][0]["details"]["to"]) == (2, 6)
 
 
+async def test_scale_refuses_a_workload_an_autoscaler_owns(harness: OpenHarness) -> None:
+    async with harness({"fix": playbook("- action: scale\n  by: 2\n")}) as h:
+        h.cluster.apply(web(replicas=3))
+        h.cluster.apply({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+                         "metadata": {"name": "web-cpu", "namespace": NS},
+                         "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+                                  "minReplicas": 2, "maxReplicas": 6}})
+        ex = await h.fire()
+        writes = h.cluster.requests.writes()
+        replicas = h.get()["spec"]["replicas"]
+    assert ex["status"] == "failed" and writes == [] and replicas == 3
+    assert ex["results"][0]["message"] == (
+        "scale on Deployment/shop/web: Deployment/shop/web is scaled by HorizontalPodAutoscaler web-cpu "
+        "(minReplicas 2, maxReplicas 6): a manual scale would be undone at its next sync; change the "
+        "autoscaler's bounds instead")
+
+
+async def test_an_autoscaler_of_another_workload_does_not_stop_a_scale(harness: OpenHarness) -> None:
+    async with harness({"fix": playbook("- action: scale\n  by: 2\n")}) as h:
+        h.cluster.apply(web(replicas=3))
+        h.cluster.apply({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+                         "metadata": {"name": "api", "namespace": NS},
+                         "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "api"},
+                                  "maxReplicas": 6}})
+        ex = await h.fire()
+        assert h.get()["spec"]["replicas"] == 5
+    assert ex["status"] == "succeeded"
+
+
 async def test_scale_down_by_a_factor_respects_min(harness: OpenHarness) -> None:
     async with harness({"fix": playbook("- action: scale\n  factor: 0.2\n  min: 2\n")}) as h:
         h.cluster.apply(web(replicas=4))

@@ -359,3 +359,22 @@ async def test_apply_seeds_like_kubectl_apply(kube_cluster: FakeCluster) -> None
         "apiVersion: coordination.k8s.io/v1\nkind: Lease\nmetadata: {name: l, namespace: shop}\nspec: {}\n"
     )
     assert result.skipped == ["Service/web"] and [o["kind"] for o in result.applied] == ["Lease"]
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        ({"scaleTargetRef": {"kind": "Deployment", "name": "web"}}, "spec.maxReplicas"),
+        ({"scaleTargetRef": {"kind": "Deployment"}, "maxReplicas": 3}, "spec.scaleTargetRef.name"),
+        ({"scaleTargetRef": {"kind": "Deployment", "name": "web"}, "minReplicas": 5, "maxReplicas": 3},
+         "spec.maxReplicas"),
+    ],
+)
+async def test_autoscalers_are_validated(fake_kube: FakeKube, spec: dict[str, Any], field: str) -> None:
+    autoscaling = client.AutoscalingV2Api(fake_kube.api)
+    body = {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": "web", "namespace": "shop"}, "spec": spec}
+    with pytest.raises(ApiException) as err:
+        await autoscaling.create_namespaced_horizontal_pod_autoscaler("shop", body)
+    assert err.value.status == 422
+    assert [c["field"] for c in status_of(err.value)["details"]["causes"]] == [field]

@@ -94,6 +94,16 @@ async def test_every_response_type_deserializes(fake_kube: FakeKube) -> None:
     held = await coord.read_namespaced_lease("remediator-leader", "shop")
     assert isinstance(await coord.replace_namespaced_lease("remediator-leader", "shop", held), client.V1Lease)
 
+    autoscaling = client.AutoscalingV2Api(fake_kube.api)
+    hpa = {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+           "metadata": {"name": "web", "namespace": "shop"},
+           "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+                    "maxReplicas": 10}}
+    created = await autoscaling.create_namespaced_horizontal_pod_autoscaler("shop", hpa)
+    assert isinstance(created, client.V2HorizontalPodAutoscaler) and created.spec.min_replicas == 1
+    [listed] = (await autoscaling.list_namespaced_horizontal_pod_autoscaler("shop")).items
+    assert listed.spec.scale_target_ref.name == "web" and listed.status.desired_replicas == 0
+
     assert isinstance(await apps.delete_namespaced_deployment("zero", "shop"), client.V1Status)
     assert isinstance(await apps.delete_namespaced_stateful_set("empty", "shop"), client.V1Status)
 
@@ -105,7 +115,7 @@ async def test_every_response_type_deserializes(fake_kube: FakeKube) -> None:
     # discovery
     assert "v1" in (await client.CoreApi(fake_kube.api).get_api_versions()).versions
     groups = await client.ApisApi(fake_kube.api).get_api_versions()
-    assert {g.name for g in groups.groups} == {"apps", "coordination.k8s.io"}
+    assert {g.name for g in groups.groups} == {"apps", "coordination.k8s.io", "autoscaling"}
     resources = await apps.get_api_resources()
     assert {"deployments", "deployments/scale", "statefulsets", "replicasets"} <= {x.name for x in resources.resources}
     assert (await client.CoreV1Api(fake_kube.api).get_api_resources()).group_version == "v1"

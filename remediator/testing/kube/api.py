@@ -63,6 +63,8 @@ def _initial_status(res: r.Resource) -> dict[str, Any] | None:
         return {"replicas": 0}
     if res is r.PODS:
         return {"phase": "Pending", "qosClass": "BestEffort"}
+    if res is r.HPAS:
+        return {"desiredReplicas": 0}
     return {} if res.has_status else None
 
 

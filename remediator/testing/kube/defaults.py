@@ -143,6 +143,12 @@ def pod(obj: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def hpa(obj: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(obj)
+    out.setdefault("spec", {}).setdefault("minReplicas", 1)
+    return out
+
+
 def _none(obj: dict[str, Any]) -> dict[str, Any]:
     return copy.deepcopy(obj)
 
@@ -153,4 +159,5 @@ def for_resource(res: r.Resource) -> Callable[[dict[str, Any]], dict[str, Any]]:
         r.STATEFULSETS.plural: statefulset,
         r.REPLICASETS.plural: replicaset,
         r.PODS.plural: pod,
+        r.HPAS.plural: hpa,
     }.get(res.plural, _none)

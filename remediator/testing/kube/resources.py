@@ -70,8 +70,13 @@ CONTROLLERREVISIONS = Resource(
 )
 PODS = Resource("pods", "pod", "Pod", "", "v1", READ | {"create", "delete"}, short_names=("po",))
 LEASES = Resource("leases", "lease", "Lease", "coordination.k8s.io", "v1", ALL, has_status=False)
+#: Served so that clients can see which workloads an autoscaler owns; nothing acts on them.
+HPAS = Resource(
+    "horizontalpodautoscalers", "horizontalpodautoscaler", "HorizontalPodAutoscaler", "autoscaling", "v2", ALL,
+    GenerationRule.SPEC, short_names=("hpa",),
+)
 
-RESOURCES: tuple[Resource, ...] = (DEPLOYMENTS, STATEFULSETS, REPLICASETS, CONTROLLERREVISIONS, PODS, LEASES)
+RESOURCES: tuple[Resource, ...] = (DEPLOYMENTS, STATEFULSETS, REPLICASETS, CONTROLLERREVISIONS, PODS, LEASES, HPAS)
 
 
 def lookup(group: str, version: str, plural: str) -> Resource | None:

@@ -203,11 +203,29 @@ def lease(obj: Mapping[str, Any], old: Mapping[str, Any] | None) -> list[FieldEr
     return errs
 
 
+def hpa(obj: Mapping[str, Any], old: Mapping[str, Any] | None) -> list[FieldError]:
+    spec = obj.get("spec") or {}
+    errs = metadata(obj)
+    target = spec.get("scaleTargetRef") or {}
+    for key in ("kind", "name"):
+        if not target.get(key):
+            errs.append(FieldError(CauseType.REQUIRED, f"spec.scaleTargetRef.{key}"))
+    low, high = spec.get("minReplicas", 1), spec.get("maxReplicas")
+    if not isinstance(high, int) or high < 1:
+        errs.append(_invalid("spec.maxReplicas", high, "must be greater than or equal to 1"))
+    elif not isinstance(low, int) or low < 1:
+        errs.append(_invalid("spec.minReplicas", low, "must be greater than or equal to 1"))
+    elif low > high:
+        errs.append(_invalid("spec.maxReplicas", high, "must be greater than or equal to `minReplicas`"))
+    return errs
+
+
 def validate(res: r.Resource, obj: Mapping[str, Any], old: Mapping[str, Any] | None = None) -> list[FieldError]:
     check = {
         r.DEPLOYMENTS.plural: deployment,
         r.STATEFULSETS.plural: statefulset,
         r.PODS.plural: pod,
         r.LEASES.plural: lease,
+        r.HPAS.plural: hpa,
     }.get(res.plural)
     return check(obj, old) if check else metadata(obj)
