@@ -109,13 +109,16 @@ async def test_scale_is_clamped_by_the_step_max_and_the_playbook_max_replicas(ha
     assert full is not None and (full["results"][0]["details"]["from"], full["results"][0]["details"]["to"]) == (2, 6)
 
 
+def autoscaler(name: str, deployment: str, **spec: int) -> dict[str, Any]:
+    return {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": name, "namespace": NS},
+            "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment}, **spec}}
+
+
 async def test_scale_refuses_a_workload_an_autoscaler_owns(harness: OpenHarness) -> None:
     async with harness({"fix": playbook("- action: scale\n  by: 2\n")}) as h:
         h.cluster.apply(web(replicas=3))
-        h.cluster.apply({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
-                         "metadata": {"name": "web-cpu", "namespace": NS},
-                         "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
-                                  "minReplicas": 2, "maxReplicas": 6}})
+        h.cluster.apply(autoscaler("web-cpu", "web", minReplicas=2, maxReplicas=6))
         ex = await h.fire()
         writes = h.cluster.requests.writes()
         replicas = h.get()["spec"]["replicas"]
@@ -129,10 +132,7 @@ async def test_scale_refuses_a_workload_an_autoscaler_owns(harness: OpenHarness)
 async def test_an_autoscaler_of_another_workload_does_not_stop_a_scale(harness: OpenHarness) -> None:
     async with harness({"fix": playbook("- action: scale\n  by: 2\n")}) as h:
         h.cluster.apply(web(replicas=3))
-        h.cluster.apply({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
-                         "metadata": {"name": "api", "namespace": NS},
-                         "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "api"},
-                                  "maxReplicas": 6}})
+        h.cluster.apply(autoscaler("api", "api", maxReplicas=6))
         ex = await h.fire()
         assert h.get()["spec"]["replicas"] == 5
     assert ex["status"] == "succeeded"
