@@ -189,7 +189,7 @@ class KubeExecutor:
             attempts = retrying.statistics.get("attempt_number", 1)
             return StepResult(
                 "failed", f"{step.action} on {ctx.target.key}: {exc} (gave up after {attempts} attempts)",
-                details={"attempts": attempts},
+                details={"attempts": attempts, "retried": errors},
             )
 
     def _done(
