@@ -122,6 +122,7 @@ class RollbackPlan:
     revision: int
     patch: list[dict[str, Any]] | None  # None: nothing to do (template already matches)
     message: str
+    replicaset: str = ""  # the ReplicaSet rolled back to: its name outlives its revision number
 
 
 def plan_deployment_rollback(
@@ -146,9 +147,11 @@ def plan_deployment_rollback(
             raise RollbackError(f'no rollout history found for deployment "{name}"')
         chosen = revs[1]
     rs = by_rev[chosen]
+    rs_name = str(_get(rs, "metadata", "name", default=""))
     target = template_without_hash(_get(rs, "spec", "template", default={}))
     if target == template_without_hash(_get(dep, "spec", "template", default={})):
-        return RollbackPlan(chosen, None, f"skipped rollback (current template already matches revision {chosen})")
+        message = f"skipped rollback (current template already matches revision {chosen})"
+        return RollbackPlan(chosen, None, message, rs_name)
     dep_ann = _get(dep, "metadata", "annotations", default={}) or {}
     annotations = {k: v for k, v in dep_ann.items() if k in SKIP_ANNOTATIONS}
     for k, v in (_get(rs, "metadata", "annotations", default={}) or {}).items():
@@ -158,7 +161,7 @@ def plan_deployment_rollback(
         {"op": "replace", "path": "/spec/template", "value": target},
         {"op": "add", "path": "/metadata/annotations", "value": annotations},
     ]
-    return RollbackPlan(chosen, patch, f"rolled back to revision {chosen}")
+    return RollbackPlan(chosen, patch, f"rolled back to revision {chosen}", rs_name)
 
 
 def plan_statefulset_rollback(

@@ -74,6 +74,19 @@ def classify(exc: BaseException) -> PermanentError | TemporaryError:
     return PermanentError(f"{type(exc).__name__}: {exc}")
 
 
+def _intent(ctx: StepContext) -> dict[str, Any]:
+    """What an earlier attempt of this step (a retry, or the run before a crash) recorded it would apply."""
+    intent = ctx.previous.details.get("intent") if ctx.previous else None
+    return dict(intent) if intent else {}
+
+
+def _revision_named(objects: list[dict[str, Any]], name: str, revision: Callable[[dict[str, Any]], int]) -> int:
+    for obj in objects:
+        if (obj.get("metadata") or {}).get("name") == name:
+            return revision(obj)
+    raise PermanentError(f"{name}, the revision this rollback was rolling back to, no longer exists")
+
+
 def _error_code(exc: BaseException) -> str:
     if isinstance(exc, ApiException):
         return str(exc.status)
@@ -176,10 +189,21 @@ class KubeExecutor:
             before_sleep=retrying_after,
             reraise=True,
         )
+        # A retry must apply the same absolute change as the attempt before it, which may
+        # have landed even though its answer was lost (a timeout, a 5xx after the commit):
+        # what an attempt records is handed to the next one, as a resumed step gets it.
+        recorded: dict[str, Any] = {}
+
+        async def record(intent: Mapping[str, Any]) -> None:
+            recorded.clear()
+            recorded.update(intent)
+            await ctx.record_intent(intent)
+
         try:
             async for attempt in retrying:
                 with attempt:
-                    result: StepResult = await handler(step, ctx)
+                    previous = StepResult("started", details={"intent": dict(recorded)}) if recorded else ctx.previous
+                    result: StepResult = await handler(step, replace(ctx, previous=previous, record_intent=record))
             if errors:  # the audit shows what it took: "ok after 2 conflicts"
                 result = replace(result, details={**result.details, "attempts": len(errors) + 1, "retried": errors})
             return result
@@ -220,7 +244,7 @@ class KubeExecutor:
         before = await self._read(ctx)
         if ctx.target.kind == "Deployment" and (before.get("spec") or {}).get("paused"):
             raise PermanentError("can't restart paused deployment (run rollout resume first)")
-        intent = (ctx.previous.details.get("intent") if ctx.previous else None) or {}
+        intent = _intent(ctx)
         stamp = intent.get("restartedAt") or ctx.clock.now().astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         current = ((before["spec"]["template"].get("metadata") or {}).get("annotations") or {}).get(RESTARTED_AT)
         if current == stamp:
@@ -267,7 +291,7 @@ class KubeExecutor:
             )
         scale = self._dict(await self._call(read, t.name, t.namespace, **self._kw()))
         current = int((scale.get("spec") or {}).get("replicas") or 0)
-        intent = (ctx.previous.details.get("intent") if ctx.previous else None) or {}
+        intent = _intent(ctx)
         if "replicas" in intent:
             desired = int(intent["replicas"])
             origin = int(intent.get("from", current))
@@ -294,7 +318,7 @@ class KubeExecutor:
             names = ", ".join(c.get("name", "?") for c in containers)
             raise PermanentError(f"container {name!r} not found in {ctx.target.key} (containers: {names})")
         entry = next((e for e in container.get("env") or [] if e.get("name") == env_name), None)
-        intent = (ctx.previous.details.get("intent") if ctx.previous else None) or {}
+        intent = _intent(ctx)
         current: int | None = None
         if entry is not None and entry.get("value") is not None:
             try:
@@ -330,29 +354,50 @@ class KubeExecutor:
         )
 
     async def _do_rollback(self, step: PlannedStep, ctx: StepContext) -> StepResult:
+        """kubectl rollout undo, pinned once chosen.
+
+        "The previous revision" moves once a rollback lands (the reused ReplicaSet becomes
+        the newest), so a retry or a resumed step must not choose again: the first attempt
+        records which ReplicaSet / ControllerRevision it rolls back to, by name.
+        """
         t = ctx.target
         before = await self._read(ctx)
         to_revision = int(step.params.get("to_revision", 0))
+        intent = _intent(ctx)
+        selector = ",".join(f"{k}={v}" for k, v in before["spec"]["selector"].get("matchLabels", {}).items())
         try:
             if t.kind == "Deployment":
-                selector = ",".join(f"{k}={v}" for k, v in before["spec"]["selector"].get("matchLabels", {}).items())
                 rs_list = await self._call(
                     self.apps.list_namespaced_replica_set, t.namespace, label_selector=selector, **self._kw()
                 )
                 replicasets = [self._dict(rs) for rs in rs_list.items]
+                if intent.get("replicaset"):
+                    to_revision = _revision_named(replicasets, intent["replicaset"], rollout.revision_of)
                 plan = rollout.plan_deployment_rollback(before, replicasets, to_revision)
+                if plan.patch is None and intent:
+                    message = f"rolled back to revision {intent['revision']} (already applied)"
+                    return self._done(message, before, before, revision=intent["revision"])
                 if plan.patch is None:
                     return StepResult(
                         "skipped", plan.message, _snapshot(before), _snapshot(before), {"revision": plan.revision}
                     )
+                if not intent:
+                    await ctx.record_intent({"replicaset": plan.replicaset, "revision": plan.revision})
                 after = await self._patch(ctx, plan.patch)
-                return self._done(plan.message, before, after, revision=plan.revision)
-            selector = ",".join(f"{k}={v}" for k, v in before["spec"]["selector"].get("matchLabels", {}).items())
+                revision = intent.get("revision", plan.revision)
+                return self._done(f"rolled back to revision {revision}", before, after, revision=revision)
             revs = await self._call(
                 self.apps.list_namespaced_controller_revision, t.namespace, label_selector=selector, **self._kw()
             )
-            revision, data = rollout.plan_statefulset_rollback(before, [self._dict(r) for r in revs.items], to_revision)
-            after = await self._patch(ctx, data)
+            revisions = [self._dict(r) for r in revs.items]
+            if intent.get("controllerrevision"):
+                to_revision = _revision_named(revisions, intent["controllerrevision"], lambda r: int(r["revision"]))
+            revision, data = rollout.plan_statefulset_rollback(before, revisions, to_revision)
+            if not intent:
+                name = next(r["metadata"]["name"] for r in revisions if int(r.get("revision", 0)) == revision)
+                await ctx.record_intent({"controllerrevision": name, "revision": revision})
+            after = await self._patch(ctx, data)  # the revision's own data: applying it twice changes nothing
+            revision = intent.get("revision", revision)
             return self._done(f"rolled back to revision {revision}", before, after, revision=revision)
         except rollout.RollbackError as exc:
             raise PermanentError(str(exc)) from None
@@ -361,7 +406,7 @@ class KubeExecutor:
         t = ctx.target
         pod_name = step.params["pod"]
         owner = await self._read(ctx)
-        intent = (ctx.previous.details.get("intent") if ctx.previous else None) or {}
+        intent = _intent(ctx)
         try:
             pod = self._dict(await self._call(self.core.read_namespaced_pod, pod_name, t.namespace, **self._kw()))
         except PermanentError as exc:

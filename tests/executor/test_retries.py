@@ -7,6 +7,8 @@ when the executor has started waiting (``VirtualClock.sleeping``), never by real
 
 from __future__ import annotations
 
+import pytest
+
 from tests.executor.conftest import OpenHarness
 from tests.executor.harness import NS, playbook, steps_of, web
 
@@ -171,3 +173,47 @@ async def test_422_fails_at_once_with_the_apiservers_message(harness: OpenHarnes
     assert len(patches) == 1
     assert ex["status"] == "failed" and invalid in ex["results"][0]["message"]
     assert "422" in ex["results"][0]["message"]
+
+
+LANDED_CASES = {
+    # action: (playbook steps, request that hangs, seed manifests)
+    "scale": ("- action: scale\n  by: 2\n", ("PUT", "/scale$")),
+    "resize_pool": ("- action: resize_pool\n  container: app\n  env: DB_POOL_MAX_SIZE\n  by: 10\n", ("PATCH", PATCH)),
+    "rollback": ("- action: rollback\n", ("PATCH", PATCH)),
+    "restart": ("- action: restart\n", ("PATCH", PATCH)),
+}
+
+
+@pytest.mark.parametrize("action", sorted(LANDED_CASES))
+async def test_a_change_that_landed_although_its_answer_was_lost_is_not_applied_again(
+    action: str, harness: OpenHarness
+) -> None:
+    """The apiserver commits the write, but the client has already timed out: the retry must see it is done."""
+    steps, (method, path) = LANDED_CASES[action]
+    async with harness({"fix": playbook(steps)}, request_timeout=30) as h:
+        h.cluster.apply(web(replicas=3, env=[{"name": "DB_POOL_MAX_SIZE", "value": "20"}]))
+        h.cluster.apply(web(replicas=3, image="registry.example/web:2.0",
+                            env=[{"name": "DB_POOL_MAX_SIZE", "value": "20"}]))
+        generation = h.get()["metadata"]["generation"]
+        h.cluster.faults.hang(method=method, path=path)
+        task = h.start()
+        await h.cluster.requests.arrival(method, path)
+        await h.sleeping_for(30)
+        await h.advance(30)  # the client gives up on its request...
+        changes = h.cluster.watch("deployments", int(h.cluster.resource_version))
+        h.cluster.faults.release()  # ...which the apiserver then commits
+        await changes.queue.get()
+        h.cluster.unwatch(changes)
+        await h.until_done(task)
+        ex = await h.execution()
+        after = h.get()
+    assert steps_of(ex) == [("main", action, "ok")]
+    assert ex["results"][0]["details"]["attempts"] == 2
+    assert after["metadata"]["generation"] == generation + 1  # one change, not two
+    if action == "scale":
+        assert after["spec"]["replicas"] == 5
+    if action == "resize_pool":
+        assert after["spec"]["template"]["spec"]["containers"][0]["env"] == [
+            {"name": "DB_POOL_MAX_SIZE", "value": "30"}]
+    if action == "rollback":  # not rolled forward again by a second "undo"
+        assert after["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.example/web:1.0"
