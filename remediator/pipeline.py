@@ -107,6 +107,8 @@ class Pipeline:
         self._requests: dict[str, Request] = {}
         self._lock_lost: set[str] = set()  # executions whose target lock another execution took
         self._resume_waiting: set[str] = set()  # executions told (once) that they wait for their target
+        self._lock_held_at: dict[str, float] = {}  # execution id -> clock.monotonic() its lock was last confirmed
+        self._renewals: dict[str, asyncio.Task[None]] = {}  # execution id -> its lock renewal task
 
     async def process(self, received: ReceivedAlert) -> Outcome:
         """Decide (and execute) every playbook that selects this alert.
@@ -231,6 +233,7 @@ class Pipeline:
             return DecisionKind.GUARDRAIL_UNAVAILABLE, f"guardrail state unreachable, nothing done: {exc}"
         if verdict.admitted:
             self._requests[did] = req
+            self._lock_held_at[did] = self.clock.monotonic()
         return verdict.kind, verdict.reason
 
     async def _abandon_lost_race(self, did: str, winner: Decision, log: Any) -> None:
@@ -253,6 +256,10 @@ class Pipeline:
             log.error("could not give back the admission", error=str(exc))
 
     async def _release(self, did: str, *, succeeded: bool) -> None:
+        renewal = self._renewals.pop(did, None)
+        if renewal is not None:  # stopped first: a renewal in flight must not take the lock back after the release
+            renewal.cancel()
+            await asyncio.gather(renewal, return_exceptions=True)
         req = self._requests.pop(did, None)
         if req is None:
             return
@@ -279,7 +286,7 @@ class Pipeline:
             self._log.info("execution is held by another replica", execution_id=did)
             return "held_elsewhere"
         heartbeat = asyncio.create_task(self._keep_lease(did))
-        renewal = asyncio.create_task(self._keep_guard_lock(did))
+        renewal = self._renewals[did] = asyncio.create_task(self._keep_guard_lock(did))
         try:
             return await self._execute_held(decision, playbook=playbook, received=received)
         except _LeaseLost:
@@ -289,6 +296,8 @@ class Pipeline:
         finally:
             self._running.pop(did, None)
             self._lock_lost.discard(did)
+            self._lock_held_at.pop(did, None)
+            self._renewals.pop(did, None)
             heartbeat.cancel()
             renewal.cancel()
 
@@ -332,12 +341,50 @@ class Pipeline:
 
     async def _hold_guard_lock(self, req: Request) -> bool:
         """Renew the lock or, if it lapsed meanwhile and nobody took it, take it back."""
-        if await self.guardrails.renew(req):
-            return True
-        if await self.guardrails.reacquire(req):
+        held = await self.guardrails.renew(req)
+        if not held and req.owner in self._requests and await self._still_ours(req.owner) \
+                and await self.guardrails.reacquire(req):
             self._log.warning("the guardrail lock had lapsed: taken back", execution_id=req.owner,
                               target=req.target_key)
+            held = True
+        if held:
+            self._lock_held_at[req.owner] = self.clock.monotonic()
+        return held
+
+    async def _still_ours(self, did: str) -> bool:
+        """Whether this replica still holds the execution's lease (else another replica resumed, or
+        finished, it, and its lock is not ours to take back)."""
+        try:
+            return await self.store.claim_execution(did, self.owner, self.settings.execution_lease)
+        except StoreUnavailable:
+            return False
+
+    async def _lock_confirmed(self, did: str) -> bool:
+        """Whether the execution may start its next step: its lock is known to be its own.
+
+        A renewal confirms it every third of the TTL; when none has for half the TTL (the
+        guardrail state was unreachable, the renewal task fell behind) the lock may have
+        lapsed and another execution may act on the target, so it is checked now, and an
+        unreachable guardrail state means no (fail closed).
+        """
+        req = self._requests.get(did)
+        if req is None:
             return True
+        if did in self._lock_lost:
+            return False
+        held_at = self._lock_held_at.get(did)
+        if held_at is not None and self.clock.monotonic() - held_at < req.lock_ttl / 2:
+            return True
+        try:
+            if await self._hold_guard_lock(req):
+                return True
+        except GuardrailUnavailable as exc:
+            self.metrics.guardrail_unavailable.inc()
+            self._log.error("cannot confirm the target's guardrail lock: stopping", execution_id=did,
+                            error=str(exc))
+            return False
+        self._lock_lost.add(did)
+        self.metrics.guardrail_locks_lost.inc()
         return False
 
     async def guardrail_status(self) -> GuardStatus:
@@ -393,8 +440,10 @@ class Pipeline:
                 continue
             await self._hold_lease(ctx.execution_id)  # a paused or cut-off replica finds out here
             started = self.clock.now()
-            if ctx.execution_id in self._lock_lost:
-                lost = StepResult("failed", "not run: another execution took this target's guardrail lock")
+            if not await self._lock_confirmed(ctx.execution_id):
+                why = ("another execution took this target's guardrail lock" if ctx.execution_id in self._lock_lost
+                       else "this target's guardrail lock could not be confirmed (guardrail state unreachable)")
+                lost = StepResult("failed", f"not run: {why}")
                 await self.store.record_step(ctx.execution_id, step, lost, started=started, finished=started)
                 self.metrics.steps.labels(step.action, lost.status).inc()
                 return True
@@ -498,6 +547,7 @@ class Pipeline:
         When another execution holds it, or the guardrail state is unreachable, the
         execution stays unfinished; the next periodic resume tries again.
         """
+        self._requests[req.owner] = req
         try:
             if await self._hold_guard_lock(req):
                 self._resume_waiting.discard(req.owner)
@@ -509,6 +559,7 @@ class Pipeline:
         except GuardrailUnavailable as exc:
             self.metrics.guardrail_unavailable.inc()
             self._log.error("not resuming yet: guardrail state unreachable", execution_id=req.owner, error=str(exc))
+        self._requests.pop(req.owner, None)
         return False
 
     async def resume_unfinished(self) -> int:
@@ -530,10 +581,8 @@ class Pipeline:
             received = ReceivedAlert(Alert.from_json(raw_alert), self.clock.now()) if raw_alert else None
             playbook = self._playbooks().by_name(decision.playbook)
             req = self._resume_request(decision, playbook, received)
-            if req is not None:
-                if not await self._lock_for_resume(req):
-                    continue
-                self._requests[did] = req
+            if req is not None and not await self._lock_for_resume(req):
+                continue
             self._log.warning("resuming interrupted execution", execution_id=did, playbook=decision.playbook)
             await self.execute(decision, playbook=playbook, received=received)
             count += 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +18,8 @@ from remediator.core.alerts import Alert
 from remediator.core.decisions import DecisionKind, PlannedStep
 from remediator.core.errors import GuardrailUnavailable
 from remediator.core.guardrails import Request
+from remediator.notify.log import LogNotifier
+from remediator.pipeline import Pipeline
 from remediator.ports import GuardrailStore, ReceivedAlert, StepContext, StepResult
 from remediator.runtime import RUNTIME, open_runtime
 from tests.guardrails.conftest import ADAPTERS, REDIS_URL, prefixed
@@ -233,11 +236,7 @@ async def test_an_execution_that_loses_its_lock_stops_before_its_next_step(
     settings = long_settings(kind, tmp_path, settings_factory, redis_prefix, TWO_STEPS)
     slow = Recording(restart_seconds=100)
     async with open_runtime(settings, clock=vclock, executors=(slow, slow), start_worker=False) as rt:
-        cut_off = CutOff(rt.guardrails)
-        rt.pipeline.guardrails = cut_off
-        alert = Alert.from_json(alert_json({"alertname": "Long"}))
-        running = asyncio.create_task(rt.pipeline.process(ReceivedAlert(alert, vclock.now())))
-        await asyncio.wait_for(slow.started.wait(), 10)
+        cut_off, running = await start_cut_off(rt, slow)
         cut_off.down = True  # renewals stop landing (a partition); the 30s lock lapses
         await vclock.advance(35)
         assert (await rt.guardrails.admit(rival_request(vclock))).admitted  # and another execution takes it
@@ -254,6 +253,16 @@ async def test_an_execution_that_loses_its_lock_stops_before_its_next_step(
     assert rival_still_holds  # our release did not free the rival's lock
 
 
+async def start_cut_off(rt: Any, slow: Recording) -> tuple[CutOff, asyncio.Task[Any]]:
+    """Start the ``long`` execution with its guardrail renewals behind a switch; return both once it runs."""
+    cut_off = CutOff(rt.guardrails)
+    rt.pipeline.guardrails = cut_off
+    alert = Alert.from_json(alert_json({"alertname": "Long"}))
+    running = asyncio.create_task(rt.pipeline.process(ReceivedAlert(alert, rt.clock.now())))
+    await asyncio.wait_for(slow.started.wait(), 10)
+    return cut_off, running
+
+
 class CutOff:
     """Guardrail state whose renewals fail while ``down`` (the rest still works)."""
 
@@ -268,3 +277,86 @@ class CutOff:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
+
+
+@pytest.mark.parametrize("kind", ADAPTERS)
+async def test_no_next_step_while_the_lock_cannot_be_confirmed(
+    kind: str, tmp_path: Path, settings_factory: Callable[..., Any], vclock: VirtualClock, redis_prefix: str
+) -> None:
+    """Renewals fail (a partition) for longer than the lock's TTL: another execution may hold the target now."""
+    settings = long_settings(kind, tmp_path, settings_factory, redis_prefix, TWO_STEPS)
+    slow = Recording(restart_seconds=40)
+    async with open_runtime(settings, clock=vclock, executors=(slow, slow), start_worker=False) as rt:
+        cut_off, running = await start_cut_off(rt, slow)
+        cut_off.down = True  # the 30s lock lapses unrenewed...
+        await vclock.advance(35)
+        assert (await rt.guardrails.admit(rival_request(vclock))).admitted  # ...and another execution takes it
+        await vclock.advance(10)  # our restart finishes while the partition lasts
+        await asyncio.wait_for(running, 10)
+        [ex] = await rt.store.list_executions()
+        full = await rt.store.get_execution(ex["id"])
+    assert slow.calls == ["restart"]
+    assert ex["status"] == "failed"
+    assert full["results"][1]["message"] == (
+        "not run: this target's guardrail lock could not be confirmed (guardrail state unreachable)")
+
+
+@pytest.mark.parametrize("kind", ADAPTERS)
+async def test_a_short_renewal_gap_with_nobody_else_on_the_target_does_not_stop_the_execution(
+    kind: str, tmp_path: Path, settings_factory: Callable[..., Any], vclock: VirtualClock, redis_prefix: str
+) -> None:
+    settings = long_settings(kind, tmp_path, settings_factory, redis_prefix, TWO_STEPS)
+    slow = Recording(restart_seconds=40)
+    async with open_runtime(settings, clock=vclock, executors=(slow, slow), start_worker=False) as rt:
+        cut_off, running = await start_cut_off(rt, slow)
+        cut_off.down = True
+        await vclock.advance(35)  # the lock lapsed, but nobody took the target
+        cut_off.down = False
+        await vclock.advance(10)
+        await asyncio.wait_for(running, 10)
+        [ex] = await rt.store.list_executions()
+    assert slow.calls == ["restart", "scale"] and ex["status"] == "succeeded"  # the lock was taken back first
+
+
+class NoLease:
+    """A replica cut off from the store's execution leases while ``cut`` (so another replica takes over)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.cut = True
+
+    async def claim_execution(self, execution_id: str, worker: str, lease: float) -> bool:
+        if self.cut:
+            return False
+        ok: bool = await self.inner.claim_execution(execution_id, worker, lease)
+        return ok
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+async def test_a_replica_that_lost_its_execution_never_takes_the_finished_executions_lock_back(
+    tmp_path: Path, settings_factory: Callable[..., Any], vclock: VirtualClock, redis_prefix: str
+) -> None:
+    settings = long_settings("memory", tmp_path, settings_factory, redis_prefix, TWO_STEPS, worker={"lease": "60s"})
+    slow, quick = Recording(restart_seconds=1000), Recording()
+    async with open_runtime(settings, clock=vclock, executors=(slow, slow), start_worker=False) as rt:
+        a = rt.pipeline
+        b = Pipeline(playbooks=rt.playbooks, store=rt.store, guardrails=rt.guardrails, live=quick, dry=quick,
+                     notifier=LogNotifier(), clock=vclock, settings=a.settings, owner="replica-b")
+        alert = Alert.from_json(alert_json({"alertname": "Long"}))
+        await rt.store.record_alerts([ReceivedAlert(alert, vclock.now())])
+        [claimed] = await rt.store.claim_alerts("w", 1, 60)
+        running = asyncio.create_task(a.process(claimed.received))
+        await asyncio.wait_for(slow.started.wait(), 10)
+        a.store = NoLease(rt.store)  # replica A stops renewing its lease (and keeps renewing the lock)
+        await vclock.advance(61)
+        assert await b.resume_unfinished() == 1  # replica B takes the execution over and finishes it
+        assert quick.calls == ["restart", "scale"]
+        a.store.cut = False
+        await vclock.advance(20)  # A's lock renewal runs again: the lock is gone, and not A's to take back
+        rival = await rt.guardrails.admit(rival_request(vclock))
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+    assert rival.admitted
