@@ -517,24 +517,25 @@ class Pipeline:
     ) -> Request | None:
         """The guardrail request a resumed execution holds its target with.
 
-        Rebuilt from the playbook and the stored alert when both are there; otherwise (the
-        playbook was removed, the alert was not kept) from the decision's target, so the
-        resumed execution is still protected by, and releases, the target's lock.
+        The target is always the decision's: it is what the steps act on, whatever the
+        playbook says now (it may have been edited or removed since).  The rest (limit key,
+        cooldown, TTL) comes from re-planning when that still yields the same target, and
+        from the playbook's settings otherwise.
         """
+        if decision.target is None:
+            return None
         did = decision.execution_id or execution_id(decision.alert_key, decision.playbook)
         now = self.clock.now().timestamp()
         if playbook is not None and received is not None:
             plan = make_plan(playbook, received.alert, global_dry_run=self.settings.dry_run)
-            if isinstance(plan, Plan):
+            if isinstance(plan, Plan) and plan.target == decision.target:
                 return guard_request(plan, did, now)
-        if decision.target is None:
-            return None
         g = playbook.guardrails if playbook is not None else None
         return Request(
             owner=did,
             playbook=decision.playbook,
             target_key=decision.target.key,
-            limit_key=decision.target.key,
+            limit_key=f"{decision.playbook}|{decision.target.key}",
             namespace=decision.target.namespace,
             now=now,
             cooldown=g.cooldown if g else 0.0,

@@ -360,3 +360,33 @@ async def test_a_replica_that_lost_its_execution_never_takes_the_finished_execut
         with contextlib.suppress(asyncio.CancelledError):
             await running
     assert rival.admitted
+
+
+async def test_a_resumed_execution_locks_the_target_it_acts_on_even_if_the_playbook_changed(
+    tmp_path: Path, settings_factory: Callable[..., Any], vclock: VirtualClock, redis_prefix: str
+) -> None:
+    settings = long_settings("memory", tmp_path, settings_factory, redis_prefix, TWO_STEPS, worker={"lease": "60s"})
+    first = Recording(restart_seconds=10_000)
+    async with open_runtime(settings, clock=vclock, executors=(first, first), start_worker=False) as rt:
+        alert = Alert.from_json(alert_json({"alertname": "Long"}))
+        await rt.store.record_alerts([ReceivedAlert(alert, vclock.now())])
+        task = asyncio.create_task(rt.pipeline.process(ReceivedAlert(alert, vclock.now())))
+        await asyncio.wait_for(first.started.wait(), 10)
+        task.cancel()  # the daemon dies mid-execution...
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    # ...and is restarted with the playbook now pointing elsewhere
+    (tmp_path / "pb" / "long.yaml").write_text(TWO_STEPS.replace("name: web}", "name: web-v2}"))
+    vclock.advance_sync(61)
+    second = Recording()
+    async with open_runtime(settings, clock=vclock, executors=(second, second), start_worker=False) as rt:
+        rival = rival_request(vclock)  # holds Deployment/shop/web, the target the execution acts on
+        assert (await rt.guardrails.admit(rival)).admitted
+        assert await rt.pipeline.resume_unfinished() == 0
+        assert second.calls == []
+        await rt.guardrails.release(rival, succeeded=True)
+        assert await rt.pipeline.resume_unfinished() == 1
+        [ex] = await rt.store.list_executions()
+        free_after = (await rt.guardrails.admit(rival_request(vclock))).admitted
+    assert ex["target"]["name"] == "web" and ex["status"] == "succeeded"
+    assert free_after  # the resumed execution released the lock it took
