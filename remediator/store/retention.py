@@ -24,11 +24,17 @@ def closed(key: str) -> str:
     )
 
 
-#: SQL over alias ``a``: a firing record whose episode has ended.
-FIRING_ENDED = f"a.status = 'firing' AND {closed('a.dedup_key')}"
+_FIRING_OF_RESOLVED = "substr(a.dedup_key, 1, length(a.dedup_key) - 8) || 'firing'"
 
-#: SQL over alias ``a``: a resolved record with no firing record of its episode left.
+#: SQL over alias ``a``: a firing record whose episode has ended and whose decisions are gone
+#: (a decision younger than the cutoff keeps its alert, and so the proof its episode ended).
+FIRING_ENDED = (
+    f"a.status = 'firing' AND {closed('a.dedup_key')}"
+    " AND NOT EXISTS (SELECT 1 FROM decisions d WHERE d.alert_key = a.dedup_key)"
+)
+
+#: SQL over alias ``a``: a resolved record with no firing record, and no decision, of its episode left.
 RESOLVED_ALONE = (
-    "a.status = 'resolved' AND NOT EXISTS (SELECT 1 FROM alerts f"
-    " WHERE f.dedup_key = substr(a.dedup_key, 1, length(a.dedup_key) - 8) || 'firing')"
+    f"a.status = 'resolved' AND NOT EXISTS (SELECT 1 FROM alerts f WHERE f.dedup_key = {_FIRING_OF_RESOLVED})"
+    f" AND NOT EXISTS (SELECT 1 FROM decisions d WHERE d.alert_key IN (a.dedup_key, {_FIRING_OF_RESOLVED}))"
 )

@@ -301,3 +301,21 @@ async def test_a_closed_store_is_unavailable_not_an_internal_error(store: Any) -
         await store.ping()
     with pytest.raises(StoreUnavailable):
         await store.record_alerts(alerts(firing("a")))
+
+
+async def test_retention_keeps_an_episodes_alerts_while_a_younger_decision_remains(
+    store: Any, vclock: VirtualClock
+) -> None:
+    """The resolved notice came first and the decision later (a backlog): the decision ages out on its own."""
+    [fired] = alerts(firing("late"))
+    await store.record_alerts([fired, *alerts(resolved("late"))])
+    for item in await store.claim_alerts("w", 10, 30):
+        await store.mark_processed(item.id)
+    await vclock.advance(20 * 86400)
+    d = a_decision(fired.alert, at=vclock.now())
+    await store.record_decision(d)
+    await store.finish_execution(d.execution_id, "succeeded", vclock.now())
+    await vclock.advance(11 * 86400)  # the alerts are 31 days old, the decision 11
+    assert await store.delete_older_than(30) == {"decisions": 0, "steps": 0, "notifications": 0, "alerts": 0}
+    await vclock.advance(20 * 86400)  # now the decision is old too, and everything goes
+    assert await store.delete_older_than(30) == {"decisions": 1, "steps": 0, "notifications": 0, "alerts": 2}
