@@ -240,8 +240,11 @@ class Dispatcher:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
-        if self._audits:
-            await asyncio.gather(*list(self._audits), return_exceptions=True)
+        if self._audits:  # outcomes still being written to the audit: bounded, a hung store must not hold us
+            _done, stuck = await asyncio.wait(list(self._audits), timeout=drain_timeout)
+            for task in stuck:
+                task.cancel()
+            await asyncio.gather(*stuck, return_exceptions=True)
         left = self.pending()
         if left:
             self._log.warning("notifications not delivered before shutdown", count=left)

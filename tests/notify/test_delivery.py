@@ -7,16 +7,20 @@ virtual seconds, and retries take no real time.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
+from prometheus_client import CollectorRegistry
 
 from remediator.clock import VirtualClock
 from remediator.core.errors import ConfigError
 from remediator.notify.channels import Channel
 from remediator.notify.delivery import retry_after
+from remediator.notify.dispatcher import Dispatcher
 from tests.notify.conftest import OpenRuntime, deliver
 from tests.notify.helpers import counted, running_dispatcher, sample_decision
 from tests.notify.receivers import HANG, Receiver, down_url, settle
@@ -211,3 +215,20 @@ async def test_a_playbook_naming_an_unconfigured_channel_is_a_playbook_error(
     async with open_notify_runtime(chans, Recorder(), playbook=PLAYBOOK % "ops, nowhere") as rt:
         assert rt.playbooks.current.playbooks == ()
         assert ["notifies unknown channel 'nowhere'" in str(p) for p in rt.playbooks.last_problems] == [True]
+
+
+async def test_a_hung_audit_store_does_not_hold_up_shutdown(vclock: VirtualClock) -> None:
+    reached, never = asyncio.Event(), asyncio.Event()
+
+    async def stuck(execution: str, outcome: Mapping[str, Any]) -> None:
+        reached.set()
+        await never.wait()
+
+    async with Receiver(vclock) as rx, aiohttp.ClientSession() as session:
+        d = Dispatcher({"h": hook("h", rx.url())}, session=session, clock=vclock, registry=CollectorRegistry(),
+                       on_outcome=stuck)
+        d.start()
+        await d.notify("failed", sample_decision(), {"channels": ("h",)})
+        await asyncio.wait_for(reached.wait(), 10)  # delivered; its outcome is being written, forever
+        await asyncio.wait_for(d.close(drain_timeout=0), 10)
+    assert len(rx.requests) == 1 and counted(d, "h", "sent") == 1
