@@ -166,8 +166,9 @@ def plan_deployment_rollback(
 
 def plan_statefulset_rollback(
     sts: dict[str, Any], revisions: list[dict[str, Any]], to_revision: int = 0
-) -> tuple[int, dict[str, Any]]:
-    """The strategic-merge patch kubectl sends for a StatefulSet undo: the revision's raw data."""
+) -> tuple[int, dict[str, Any], str]:
+    """The strategic-merge patch kubectl sends for a StatefulSet undo (the revision's raw data),
+    with the revision's number and its ControllerRevision's name."""
     uid = _get(sts, "metadata", "uid", default="")
     owned = {int(r.get("revision", 0)): r for r in revisions if owned_by(r, uid)}
     if to_revision:
@@ -180,7 +181,7 @@ def plan_statefulset_rollback(
             raise RollbackError("no last revision to roll back to")
         chosen = revs[1]
     data = owned[chosen].get("data") or {}
-    return chosen, data
+    return chosen, data, str(_get(owned[chosen], "metadata", "name", default=""))
 
 
 def diff(before: Any, after: Any, path: str = "") -> list[dict[str, Any]]:

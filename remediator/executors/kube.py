@@ -44,6 +44,10 @@ RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 FIELD_MANAGER = "remediator"
 
 
+class Rejected(TemporaryError):
+    """The apiserver refused the request (409 Conflict, 429): it certainly was not applied."""
+
+
 def classify(exc: BaseException) -> PermanentError | TemporaryError:
     """Map a client failure to what the executor should do next."""
     if isinstance(exc, ApiException):
@@ -55,7 +59,7 @@ def classify(exc: BaseException) -> PermanentError | TemporaryError:
                 message = str(exc.body)[:500]
         text = f"{exc.status} {exc.reason}: {message}"
         if exc.status == 409:
-            return TemporaryError(text)
+            return Rejected(text)
         if exc.status == 429:
             headers: Mapping[str, str] = exc.headers or {}
             retry_after = headers.get("Retry-After")
@@ -63,7 +67,7 @@ def classify(exc: BaseException) -> PermanentError | TemporaryError:
                 delay = float(retry_after) if retry_after is not None else None
             except ValueError:
                 delay = None
-            return TemporaryError(text, delay=delay)
+            return Rejected(text, delay=delay)
         if exc.status is not None and (exc.status >= 500 or exc.status == 0):
             return TemporaryError(text)
         return PermanentError(text)
@@ -172,9 +176,30 @@ class KubeExecutor:
         if handler is None:
             return StepResult("failed", f"the Kubernetes executor cannot run {step.action!r}")
         errors: list[str] = []
+        # What an attempt records before its write is handed to the next attempt when that
+        # write's outcome is unknown (a timeout, a 5xx: it may have landed although its
+        # answer was lost), so the retry re-applies the same absolute change rather than
+        # adding ``by: 2`` again.  A write the apiserver refused (409, 429) certainly did not
+        # land: unless an earlier write is still uncertain, the retry plans afresh from the
+        # object as it is now, on top of whatever change caused the conflict.
+        recorded: dict[str, Any] = {}
+        wrote = uncertain = False
+
+        async def record(intent: Mapping[str, Any]) -> None:
+            nonlocal wrote
+            wrote = True
+            recorded.clear()
+            recorded.update(intent)
+            await ctx.record_intent(intent)
 
         def retrying_after(state: RetryCallState) -> None:
+            nonlocal wrote, uncertain
             exc = state.outcome.exception() if state.outcome else None
+            if wrote and not isinstance(exc, Rejected):
+                uncertain = True
+            if not uncertain:
+                recorded.clear()
+            wrote = False
             errors.append(str(exc))
             self.metrics.kube_retries.labels(step.action).inc()
             self._log.warning("Kubernetes API call failed; retrying", action=step.action, target=ctx.target.key,
@@ -189,16 +214,6 @@ class KubeExecutor:
             before_sleep=retrying_after,
             reraise=True,
         )
-        # A retry must apply the same absolute change as the attempt before it, which may
-        # have landed even though its answer was lost (a timeout, a 5xx after the commit):
-        # what an attempt records is handed to the next one, as a resumed step gets it.
-        recorded: dict[str, Any] = {}
-
-        async def record(intent: Mapping[str, Any]) -> None:
-            recorded.clear()
-            recorded.update(intent)
-            await ctx.record_intent(intent)
-
         try:
             async for attempt in retrying:
                 with attempt:
@@ -392,9 +407,8 @@ class KubeExecutor:
             revisions = [self._dict(r) for r in revs.items]
             if intent.get("controllerrevision"):
                 to_revision = _revision_named(revisions, intent["controllerrevision"], lambda r: int(r["revision"]))
-            revision, data = rollout.plan_statefulset_rollback(before, revisions, to_revision)
+            revision, data, name = rollout.plan_statefulset_rollback(before, revisions, to_revision)
             if not intent:
-                name = next(r["metadata"]["name"] for r in revisions if int(r.get("revision", 0)) == revision)
                 await ctx.record_intent({"controllerrevision": name, "revision": revision})
             after = await self._patch(ctx, data)  # the revision's own data: applying it twice changes nothing
             revision = intent.get("revision", revision)

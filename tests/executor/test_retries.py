@@ -40,6 +40,25 @@ async def test_a_real_conflict_rereads_and_reapplies_on_top_of_the_other_change(
     assert env == {"DB_POOL_MAX_SIZE": "30", "LOG_LEVEL": "debug"}  # both changes, neither lost
 
 
+async def test_a_conflict_with_someone_elses_scale_builds_on_their_change(harness: OpenHarness) -> None:
+    """A 409 means our write was refused: the retry plans again from the object as it is now."""
+    async with harness({"fix": SCALE}) as h:
+        h.cluster.apply(web(replicas=3))
+        h.cluster.faults.hang(method="PUT", path="/scale$")
+        task = h.start()
+        await h.cluster.requests.arrival("PUT", "/scale$")
+        h.cluster.patch_scale("deployments", NS, "web", "application/merge-patch+json",
+                              {"spec": {"replicas": 10}})  # a person scales up by hand meanwhile
+        h.cluster.faults.release()
+        await h.until_done(task)
+        ex = await h.execution()
+        puts = h.cluster.requests.matching("PUT", "/scale$")
+        replicas = h.get()["spec"]["replicas"]
+    assert [p.status for p in puts] == [409, 200]
+    assert replicas == 12  # by 2 on top of their 10, never back down to 5
+    assert (ex["results"][0]["details"]["from"], ex["results"][0]["details"]["to"]) == (10, 12)
+
+
 async def test_an_injected_conflict_on_the_scale_put_is_retried_with_a_fresh_read(harness: OpenHarness) -> None:
     async with harness({"fix": SCALE}) as h:
         h.cluster.apply(web(replicas=3))
@@ -176,7 +195,7 @@ async def test_422_fails_at_once_with_the_apiservers_message(harness: OpenHarnes
 
 
 LANDED_CASES = {
-    # action: (playbook steps, request that hangs, seed manifests)
+    # action: (playbook steps, (method, path) of the write that hangs)
     "scale": ("- action: scale\n  by: 2\n", ("PUT", "/scale$")),
     "resize_pool": ("- action: resize_pool\n  container: app\n  env: DB_POOL_MAX_SIZE\n  by: 10\n", ("PATCH", PATCH)),
     "rollback": ("- action: rollback\n", ("PATCH", PATCH)),
