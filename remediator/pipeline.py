@@ -75,6 +75,11 @@ class _LeaseLost(Exception):
     """Another replica took over this execution (our lease ran out): stop touching it."""
 
 
+class _LockUnconfirmed(Exception):
+    """The target's lock could not be confirmed (guardrail state or store unreachable): stop before
+    the next step and leave the execution unfinished; it resumes once the lock is held again."""
+
+
 class Pipeline:
     def __init__(
         self,
@@ -245,6 +250,7 @@ class Pipeline:
         would otherwise block the target until their TTL.
         """
         req = self._requests.pop(did, None)
+        self._lock_held_at.pop(did, None)
         if req is None:
             return
         if winner.kind is DecisionKind.EXECUTED and did in await self.store.unfinished_executions():
@@ -283,6 +289,7 @@ class Pipeline:
             await self._hold_lease(did)
         except _LeaseLost:
             self._requests.pop(did, None)  # the holder owns the guardrail lock too (same owner id)
+            self._lock_held_at.pop(did, None)
             self._log.info("execution is held by another replica", execution_id=did)
             return "held_elsewhere"
         heartbeat = asyncio.create_task(self._keep_lease(did))
@@ -293,6 +300,11 @@ class Pipeline:
             self._requests.pop(did, None)
             self._log.error("lost the execution lease: another replica resumes it", execution_id=did)
             return "lease_lost"
+        except _LockUnconfirmed:
+            self._requests.pop(did, None)
+            self._log.error("paused before the next step: the target's guardrail lock cannot be confirmed; "
+                            "the execution resumes once it can", execution_id=did)
+            return "interrupted"
         finally:
             self._running.pop(did, None)
             self._lock_lost.discard(did)
@@ -336,7 +348,7 @@ class Pipeline:
                     self._log.error("another execution took the target's guardrail lock: stopping before the "
                                     "next step", execution_id=did, target=req.target_key)
                     return
-            except GuardrailUnavailable as exc:  # retried next round; the TTL leaves two more
+            except (GuardrailUnavailable, StoreUnavailable) as exc:  # retried next round; the TTL leaves two more
                 self._log.warning("could not renew the guardrail lock", execution_id=did, error=str(exc))
 
     async def _hold_guard_lock(self, req: Request) -> bool:
@@ -353,19 +365,17 @@ class Pipeline:
 
     async def _still_ours(self, did: str) -> bool:
         """Whether this replica still holds the execution's lease (else another replica resumed, or
-        finished, it, and its lock is not ours to take back)."""
-        try:
-            return await self.store.claim_execution(did, self.owner, self.settings.execution_lease)
-        except StoreUnavailable:
-            return False
+        finished, it, and its lock is not ours to take back).  Raises StoreUnavailable: unknown."""
+        return await self.store.claim_execution(did, self.owner, self.settings.execution_lease)
 
     async def _lock_confirmed(self, did: str) -> bool:
         """Whether the execution may start its next step: its lock is known to be its own.
 
         A renewal confirms it every third of the TTL; when none has for half the TTL (the
         guardrail state was unreachable, the renewal task fell behind) the lock may have
-        lapsed and another execution may act on the target, so it is checked now, and an
-        unreachable guardrail state means no (fail closed).
+        lapsed and another execution may act on the target, so it is checked now.  False:
+        another execution holds it.  Unreachable state raises _LockUnconfirmed (fail closed,
+        but not a failure of the remediation: it resumes later).
         """
         req = self._requests.get(did)
         if req is None:
@@ -378,11 +388,9 @@ class Pipeline:
         try:
             if await self._hold_guard_lock(req):
                 return True
-        except GuardrailUnavailable as exc:
+        except (GuardrailUnavailable, StoreUnavailable) as exc:
             self.metrics.guardrail_unavailable.inc()
-            self._log.error("cannot confirm the target's guardrail lock: stopping", execution_id=did,
-                            error=str(exc))
-            return False
+            raise _LockUnconfirmed(str(exc)) from exc
         self._lock_lost.add(did)
         self.metrics.guardrail_locks_lost.inc()
         return False
@@ -441,9 +449,7 @@ class Pipeline:
             await self._hold_lease(ctx.execution_id)  # a paused or cut-off replica finds out here
             started = self.clock.now()
             if not await self._lock_confirmed(ctx.execution_id):
-                why = ("another execution took this target's guardrail lock" if ctx.execution_id in self._lock_lost
-                       else "this target's guardrail lock could not be confirmed (guardrail state unreachable)")
-                lost = StepResult("failed", f"not run: {why}")
+                lost = StepResult("failed", "not run: another execution took this target's guardrail lock")
                 await self.store.record_step(ctx.execution_id, step, lost, started=started, finished=started)
                 self.metrics.steps.labels(step.action, lost.status).inc()
                 return True
@@ -557,9 +563,10 @@ class Pipeline:
                 self._resume_waiting.add(req.owner)
                 self._log.warning("not resuming yet: another execution holds the target", execution_id=req.owner,
                                   target=req.target_key)
-        except GuardrailUnavailable as exc:
+        except (GuardrailUnavailable, StoreUnavailable) as exc:
             self.metrics.guardrail_unavailable.inc()
-            self._log.error("not resuming yet: guardrail state unreachable", execution_id=req.owner, error=str(exc))
+            self._log.error("not resuming yet: guardrail state or store unreachable", execution_id=req.owner,
+                            error=str(exc))
         self._requests.pop(req.owner, None)
         return False
 
@@ -571,7 +578,9 @@ class Pipeline:
         the playbook, so the resumed execution releases the lock it still holds.
         """
         count = 0
-        for did in await self.store.claim_unfinished(self.owner, self.settings.execution_lease):
+        claimed = await self.store.claim_unfinished(self.owner, self.settings.execution_lease)
+        self._resume_waiting &= set(claimed)  # the others were finished elsewhere meanwhile
+        for did in claimed:
             if did in self._running:
                 continue
             decision = await self.store.decision(did)

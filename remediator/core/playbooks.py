@@ -236,6 +236,10 @@ def _semantic_problems(raw: Any, doc: Document, base: tuple[str | int, ...], sou
         with contextlib.suppress(DurationError, TypeError):
             if "per" in rate and parse_duration(rate["per"]) <= 0:
                 found.append((("guardrails", "rate_limit", "per"), "guardrails.rate_limit.per: must be positive"))
+    with contextlib.suppress(DurationError, TypeError):
+        if "lock_ttl" in guard and parse_duration(guard["lock_ttl"]) <= 0:
+            found.append((("guardrails", "lock_ttl"), "guardrails.lock_ttl: must be positive (the lock is renewed "
+                                                      "every third of it)"))
     found += _step_problems(raw.get("steps"), ("steps",))
     found += _step_problems(raw.get("on_failure"), ("on_failure",))
     return [Problem(source, doc.line(base + path), message) for path, message in found]

@@ -232,7 +232,9 @@ class Dispatcher:
             ]
 
     async def close(self, drain_timeout: float = DEFAULT_DRAIN_TIMEOUT) -> None:
-        """Give queued notices ``drain_timeout`` (real) seconds to go out, then stop."""
+        """Give queued notices, and the audit records of their outcomes, ``drain_timeout`` (real)
+        seconds in all to go out, then stop."""
+        deadline = asyncio.get_running_loop().time() + max(drain_timeout, 0.0)
         if self._tasks and drain_timeout > 0:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.join(), timeout=drain_timeout)
@@ -241,7 +243,8 @@ class Dispatcher:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
         if self._audits:  # outcomes still being written to the audit: bounded, a hung store must not hold us
-            _done, stuck = await asyncio.wait(list(self._audits), timeout=drain_timeout)
+            left = max(0.0, deadline - asyncio.get_running_loop().time())
+            _done, stuck = await asyncio.wait(list(self._audits), timeout=left)
             for task in stuck:
                 task.cancel()
             await asyncio.gather(*stuck, return_exceptions=True)

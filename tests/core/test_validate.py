@@ -64,6 +64,7 @@ EXPECTED: dict[str, list[tuple[int, str]]] = {
             "factor, min, max"),
     ],
     "second_document.yaml": [(14, "steps.1.timeout: must be positive")],
+    "zero_lock_ttl.yaml": [(6, "guardrails.lock_ttl: must be positive (the lock is renewed every third of it)")],
     "several_problems.yaml": [
         (7, "match.matchers.0: 42 is not of type 'string'"),
         (8, "match.matchers.1: regex '(?=critical)' uses look-ahead, which Alertmanager's RE2 does not support"),

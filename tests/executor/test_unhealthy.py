@@ -33,7 +33,6 @@ async def test_a_rollout_that_never_becomes_healthy_fails_at_its_timeout_and_rol
         task = h.start()
         await h.cluster.requests.arrival(where=lambda r: r.watch)
         await h.advance(119)
-        assert not task.done()  # still waiting: the timeout is 120 s
         await h.advance(1)
         await h.until_done(task)
         ex = await h.execution()

@@ -280,25 +280,37 @@ class CutOff:
 
 
 @pytest.mark.parametrize("kind", ADAPTERS)
-async def test_no_next_step_while_the_lock_cannot_be_confirmed(
+async def test_no_next_step_while_the_lock_cannot_be_confirmed_and_resumed_once_it_can(
     kind: str, tmp_path: Path, settings_factory: Callable[..., Any], vclock: VirtualClock, redis_prefix: str
 ) -> None:
-    """Renewals fail (a partition) for longer than the lock's TTL: another execution may hold the target now."""
+    """Renewals fail (a partition) for longer than the lock's TTL: another execution may hold the target now.
+
+    Not a failed remediation (no on_failure, no breaker): it pauses, unfinished, and resumes when the
+    lock is its own again.
+    """
     settings = long_settings(kind, tmp_path, settings_factory, redis_prefix, TWO_STEPS)
     slow = Recording(restart_seconds=40)
     async with open_runtime(settings, clock=vclock, executors=(slow, slow), start_worker=False) as rt:
         cut_off, running = await start_cut_off(rt, slow)
         cut_off.down = True  # the 30s lock lapses unrenewed...
         await vclock.advance(35)
-        assert (await rt.guardrails.admit(rival_request(vclock))).admitted  # ...and another execution takes it
+        rival = rival_request(vclock)
+        assert (await rt.guardrails.admit(rival)).admitted  # ...and another execution takes it
         await vclock.advance(10)  # our restart finishes while the partition lasts
         await asyncio.wait_for(running, 10)
+        assert slow.calls == ["restart"]
+        [ex] = await rt.store.list_executions()
+        assert ex["status"] == "running"  # paused, not failed
+        cut_off.down = False
+        assert await rt.pipeline.resume_unfinished() == 0  # the rival still holds the target
+        await rt.guardrails.release(rival, succeeded=True)
+        assert await rt.pipeline.resume_unfinished() == 1
         [ex] = await rt.store.list_executions()
         full = await rt.store.get_execution(ex["id"])
-    assert slow.calls == ["restart"]
-    assert ex["status"] == "failed"
-    assert full["results"][1]["message"] == (
-        "not run: this target's guardrail lock could not be confirmed (guardrail state unreachable)")
+        breakers = (await rt.guardrails.status()).breakers
+    assert slow.calls == ["restart", "scale"] and ex["status"] == "succeeded"
+    assert [(r["action"], r["status"]) for r in full["results"]] == [("restart", "ok"), ("scale", "ok")]
+    assert breakers == {}  # the pause was not counted as a failure
 
 
 @pytest.mark.parametrize("kind", ADAPTERS)
@@ -335,10 +347,11 @@ class NoLease:
         return getattr(self.inner, name)
 
 
+@pytest.mark.parametrize("kind", ADAPTERS)
 async def test_a_replica_that_lost_its_execution_never_takes_the_finished_executions_lock_back(
-    tmp_path: Path, settings_factory: Callable[..., Any], vclock: VirtualClock, redis_prefix: str
+    kind: str, tmp_path: Path, settings_factory: Callable[..., Any], vclock: VirtualClock, redis_prefix: str
 ) -> None:
-    settings = long_settings("memory", tmp_path, settings_factory, redis_prefix, TWO_STEPS, worker={"lease": "60s"})
+    settings = long_settings(kind, tmp_path, settings_factory, redis_prefix, TWO_STEPS, worker={"lease": "60s"})
     slow, quick = Recording(restart_seconds=1000), Recording()
     async with open_runtime(settings, clock=vclock, executors=(slow, slow), start_worker=False) as rt:
         a = rt.pipeline
@@ -362,10 +375,11 @@ async def test_a_replica_that_lost_its_execution_never_takes_the_finished_execut
     assert rival.admitted
 
 
+@pytest.mark.parametrize("kind", ADAPTERS)
 async def test_a_resumed_execution_locks_the_target_it_acts_on_even_if_the_playbook_changed(
-    tmp_path: Path, settings_factory: Callable[..., Any], vclock: VirtualClock, redis_prefix: str
+    kind: str, tmp_path: Path, settings_factory: Callable[..., Any], vclock: VirtualClock, redis_prefix: str
 ) -> None:
-    settings = long_settings("memory", tmp_path, settings_factory, redis_prefix, TWO_STEPS, worker={"lease": "60s"})
+    settings = long_settings(kind, tmp_path, settings_factory, redis_prefix, TWO_STEPS, worker={"lease": "60s"})
     first = Recording(restart_seconds=10_000)
     async with open_runtime(settings, clock=vclock, executors=(first, first), start_worker=False) as rt:
         alert = Alert.from_json(alert_json({"alertname": "Long"}))
@@ -390,3 +404,55 @@ async def test_a_resumed_execution_locks_the_target_it_acts_on_even_if_the_playb
         free_after = (await rt.guardrails.admit(rival_request(vclock))).admitted
     assert ex["target"]["name"] == "web" and ex["status"] == "succeeded"
     assert free_after  # the resumed execution released the lock it took
+
+
+class SlowReacquire:
+    """A lapsed lock whose retaking is slow: ``renew`` fails and ``reacquire`` waits for ``gate``,
+    which opens right after the execution's release (the worst moment for a renewal still running)."""
+
+    def __init__(self, inner: GuardrailStore) -> None:
+        self.inner = inner
+        self.gate = asyncio.Event()
+        self.waiting = asyncio.Event()
+        self.settled = asyncio.Event()  # the pending reacquire was cancelled, or has landed
+
+    async def renew(self, req: Request) -> bool:
+        return False
+
+    async def reacquire(self, req: Request) -> bool:
+        self.waiting.set()
+        try:
+            await self.gate.wait()
+            return await self.inner.reacquire(req)
+        finally:
+            self.settled.set()
+
+    async def release(self, req: Request, *, succeeded: bool) -> None:
+        await self.inner.release(req, succeeded=succeeded)
+        self.gate.set()
+        await self.settled.wait()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+@pytest.mark.parametrize("kind", ADAPTERS)
+async def test_a_renewal_in_flight_when_the_execution_ends_never_takes_the_lock_back(
+    kind: str, tmp_path: Path, settings_factory: Callable[..., Any], vclock: VirtualClock, redis_prefix: str
+) -> None:
+    settings = long_settings(kind, tmp_path, settings_factory, redis_prefix)
+    slow = Slow()
+    async with open_runtime(settings, clock=vclock, executors=(slow, slow), start_worker=False) as rt:
+        guard = SlowReacquire(rt.guardrails)
+        rt.pipeline.guardrails = guard
+        alert = Alert.from_json(alert_json({"alertname": "Long"}))
+        running = asyncio.create_task(rt.pipeline.process(ReceivedAlert(alert, vclock.now())))
+        await asyncio.wait_for(slow.started.wait(), 10)
+        await vclock.advance(10)  # the renewal finds the lock lapsed and starts taking it back...
+        await asyncio.wait_for(guard.waiting.wait(), 10)
+        await vclock.advance(90)  # ...while the step ends and the execution releases the target
+        [decision] = (await asyncio.wait_for(running, 10)).decisions
+        verdict = await rt.guardrails.admit(Request("rival", "long", "Deployment/shop/web", "rival", "shop",
+                                                    vclock.now().timestamp(), lock_ttl=30.0))
+    assert decision.kind is DecisionKind.EXECUTED
+    assert verdict.admitted
