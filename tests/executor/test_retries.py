@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from tests.executor.conftest import OpenHarness
-from tests.executor.harness import NS, playbook, steps_of, web
+from tests.executor.harness import NS, db, playbook, steps_of, web
 
 RESTART = playbook("- action: restart\n")
 POOL = playbook("- action: resize_pool\n  container: app\n  env: DB_POOL_MAX_SIZE\n  by: 10\n")
@@ -236,3 +236,30 @@ async def test_a_change_that_landed_although_its_answer_was_lost_is_not_applied_
             {"name": "DB_POOL_MAX_SIZE", "value": "30"}]
     if action == "rollback":  # not rolled forward again by a second "undo"
         assert after["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.example/web:1.0"
+
+
+async def test_a_statefulset_pod_deleted_although_the_answer_was_lost_is_not_deleted_again(
+    harness: OpenHarness,
+) -> None:
+    """db-0 comes back under the same name: the retry must recognise the new pod and leave it alone."""
+    steps = '- action: delete_pod\n  pod: "{{ labels.pod }}"\n'
+    async with harness({"fix": playbook(steps, kind="StatefulSet")}, request_timeout=30) as h:
+        h.cluster.apply(db(replicas=2))
+        old_uid = h.get("db-0", "pods")["metadata"]["uid"]
+        h.cluster.faults.hang(method="DELETE", path="/pods/db-0$")
+        task = h.start("db", pod="db-0")
+        await h.cluster.requests.arrival("DELETE", "/pods/db-0$")
+        await h.sleeping_for(30)
+        await h.advance(30)  # the client gives up...
+        changes = h.cluster.watch("pods", int(h.cluster.resource_version))
+        h.cluster.faults.release()  # ...the apiserver deletes db-0, and the controller recreates it
+        await changes.queue.get()
+        h.cluster.unwatch(changes)
+        await h.until_done(task)
+        ex = await h.execution()
+        new_uid = h.get("db-0", "pods")["metadata"]["uid"]
+        deletes = h.cluster.requests.matching("DELETE", "/pods/")
+    assert steps_of(ex) == [("main", "delete_pod", "ok")]
+    assert new_uid != old_uid
+    assert len(deletes) == 1  # the new db-0 was not deleted too
+    assert "already deleted" in ex["results"][0]["message"]
