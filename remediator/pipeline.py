@@ -565,8 +565,10 @@ class Pipeline:
                                   target=req.target_key)
         except (GuardrailUnavailable, StoreUnavailable) as exc:
             self.metrics.guardrail_unavailable.inc()
-            self._log.error("not resuming yet: guardrail state or store unreachable", execution_id=req.owner,
-                            error=str(exc))
+            if req.owner not in self._resume_waiting:
+                self._resume_waiting.add(req.owner)
+                self._log.error("not resuming yet: guardrail state or store unreachable", execution_id=req.owner,
+                                error=str(exc))
         self._requests.pop(req.owner, None)
         return False
 
