@@ -286,32 +286,31 @@ class Pipeline:
         """
         did = decision.execution_id or execution_id(decision.alert_key, decision.playbook)
         try:
-            await self._hold_lease(did)
-        except _LeaseLost:
-            self._requests.pop(did, None)  # the holder owns the guardrail lock too (same owner id)
-            self._lock_held_at.pop(did, None)
-            self._log.info("execution is held by another replica", execution_id=did)
-            return "held_elsewhere"
-        heartbeat = asyncio.create_task(self._keep_lease(did))
-        renewal = self._renewals[did] = asyncio.create_task(self._keep_guard_lock(did))
-        try:
-            return await self._execute_held(decision, playbook=playbook, received=received)
-        except _LeaseLost:
-            self._requests.pop(did, None)
-            self._log.error("lost the execution lease: another replica resumes it", execution_id=did)
-            return "lease_lost"
-        except _LockUnconfirmed:
-            self._requests.pop(did, None)
-            self._log.error("paused before the next step: the target's guardrail lock cannot be confirmed; "
-                            "the execution resumes once it can", execution_id=did)
-            return "interrupted"
-        finally:
-            self._running.pop(did, None)
+            try:
+                await self._hold_lease(did)
+            except _LeaseLost:  # the holder owns the guardrail lock too (same owner id)
+                self._log.info("execution is held by another replica", execution_id=did)
+                return "held_elsewhere"
+            heartbeat = asyncio.create_task(self._keep_lease(did))
+            renewal = self._renewals[did] = asyncio.create_task(self._keep_guard_lock(did))
+            try:
+                return await self._execute_held(decision, playbook=playbook, received=received)
+            except _LeaseLost:
+                self._log.error("lost the execution lease: another replica resumes it", execution_id=did)
+                return "lease_lost"
+            except _LockUnconfirmed:
+                self._log.error("paused before the next step: the target's guardrail lock cannot be confirmed; "
+                                "the execution resumes once it can", execution_id=did)
+                with contextlib.suppress(StoreUnavailable):  # a replica that can reach the lock may take over
+                    await self.store.claim_execution(did, self.owner, 0.0)
+                return "interrupted"
+            finally:
+                heartbeat.cancel()
+                renewal.cancel()
+        finally:  # whichever way it ended, this replica keeps nothing of it
+            for table in (self._running, self._lock_held_at, self._renewals, self._requests):
+                table.pop(did, None)
             self._lock_lost.discard(did)
-            self._lock_held_at.pop(did, None)
-            self._renewals.pop(did, None)
-            heartbeat.cancel()
-            renewal.cancel()
 
     async def _hold_lease(self, did: str) -> None:
         """Take or renew the lease unless renewed within the last third of it; raise _LeaseLost if taken."""
@@ -580,6 +579,10 @@ class Pipeline:
         the playbook, so the resumed execution releases the lock it still holds.
         """
         count = 0
+        try:
+            await self.guardrails.ping()
+        except GuardrailUnavailable:  # leave them to a replica that can hold their locks
+            return 0
         claimed = await self.store.claim_unfinished(self.owner, self.settings.execution_lease)
         self._resume_waiting &= set(claimed)  # the others were finished elsewhere meanwhile
         for did in claimed:

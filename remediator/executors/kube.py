@@ -192,13 +192,15 @@ class KubeExecutor:
             recorded.update(intent)
             await ctx.record_intent(intent)
 
-        def retrying_after(state: RetryCallState) -> None:
+        async def retrying_after(state: RetryCallState) -> None:
             nonlocal wrote, uncertain
             exc = state.outcome.exception() if state.outcome else None
             if wrote and not isinstance(exc, Rejected):
                 uncertain = True
             if not uncertain:
                 recorded.clear()
+                if wrote:  # nor may a resume after a crash during the backoff apply the refused value
+                    await ctx.record_intent({})
             wrote = False
             errors.append(str(exc))
             self.metrics.kube_retries.labels(step.action).inc()
@@ -438,7 +440,14 @@ class KubeExecutor:
         options = client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid))
         kw = self._kw(True)
         kw.pop("field_manager")
-        result = await self._call(self.core.delete_namespaced_pod, pod_name, t.namespace, body=options, **kw)
+        try:
+            result = await self._call(self.core.delete_namespaced_pod, pod_name, t.namespace, body=options, **kw)
+        except (Rejected, PermanentError) as exc:
+            # 409: the uid precondition failed, 404: it is gone. Either way the pod we meant no longer
+            # exists (someone else deleted it, and its controller may have made a new one of that name).
+            if str(exc).startswith(("409", "404")):
+                return self._done(f"pod {pod_name} was already deleted (by someone else)", pod, None, pod=pod_name)
+            raise
         return self._done(
             f"deleted pod {pod_name}", pod, self._dict(result) if self.server_dry_run else None, pod=pod_name
         )

@@ -81,3 +81,28 @@ async def test_a_pool_resize_interrupted_before_the_apiserver_saw_it_is_applied_
     assert env == [{"name": "DB_POOL_MAX_SIZE", "value": "30"}]  # 20 + 10, once
     assert full["status"] == "succeeded"
     assert (full["results"][0]["details"]["from"], full["results"][0]["details"]["to"]) == (20, 30)
+
+
+async def test_a_crash_during_the_backoff_after_a_refused_write_replans_on_resume(
+    tmp_path: Path, settings_factory: Callable[..., Any], vclock: VirtualClock, kube: FakeKube
+) -> None:
+    """The refused write's value (3 + 2) must not come back as the resumed step's intent over a person's 10."""
+    kube.cluster.apply(web(replicas=3))
+    kube.cluster.faults.hang(method="PUT", path="/scale$")
+    async with open_harness(tmp_path, settings_factory, vclock, kube, SCALE_BY_TWO) as h:
+        task = h.start()
+        await h.cluster.requests.arrival("PUT", "/scale$")
+        h.cluster.patch_scale("deployments", NS, "web", "application/merge-patch+json", {"spec": {"replicas": 10}})
+        h.cluster.faults.release()  # our PUT: 409
+        await h.clock.sleeping(lambda left: left <= 15)  # backing off before the retry...
+        task.cancel()  # ...when the daemon dies
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    await h.advance(301)
+    async with open_harness(tmp_path, settings_factory, vclock, kube, SCALE_BY_TWO) as h2:
+        assert await h2.until_done(h2.rt.pipeline.resume_unfinished()) == 1
+        full = await h2.execution()
+        replicas = h2.get()["spec"]["replicas"]
+    assert replicas == 12
+    assert (full["results"][0]["details"]["from"], full["results"][0]["details"]["to"]) == (10, 12)

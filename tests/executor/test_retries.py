@@ -263,3 +263,23 @@ async def test_a_statefulset_pod_deleted_although_the_answer_was_lost_is_not_del
     assert new_uid != old_uid
     assert len(deletes) == 1  # the new db-0 was not deleted too
     assert "already deleted" in ex["results"][0]["message"]
+
+
+async def test_a_pod_someone_else_deleted_while_ours_was_in_flight_is_not_deleted_again(harness: OpenHarness) -> None:
+    """Our DELETE carries the old pod's uid: its 409 means that pod is gone, and db-0 is now a new pod."""
+    steps = '- action: delete_pod\n  pod: "{{ labels.pod }}"\n'
+    async with harness({"fix": playbook(steps, kind="StatefulSet")}) as h:
+        h.cluster.apply(db(replicas=2))
+        h.cluster.faults.hang(method="DELETE", path="/pods/db-0$")
+        task = h.start("db", pod="db-0")
+        await h.cluster.requests.arrival("DELETE", "/pods/db-0$")
+        h.cluster.delete("pods", NS, "db-0")  # someone else was quicker; the controller recreates db-0
+        replacement = h.get("db-0", "pods")["metadata"]["uid"]
+        h.cluster.faults.release()
+        await h.until_done(task)
+        ex = await h.execution()
+        deletes = [r.status for r in h.cluster.requests.matching("DELETE", "/pods/")]
+        still_there = h.get("db-0", "pods")["metadata"]["uid"]
+    assert steps_of(ex) == [("main", "delete_pod", "ok")]
+    assert deletes == [409] and still_there == replacement
+    assert ex["results"][0]["message"] == "pod db-0 was already deleted (by someone else)"

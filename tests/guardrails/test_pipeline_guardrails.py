@@ -456,3 +456,55 @@ async def test_a_renewal_in_flight_when_the_execution_ends_never_takes_the_lock_
                                                     vclock.now().timestamp(), lock_ttl=30.0))
     assert decision.kind is DecisionKind.EXECUTED
     assert verdict.admitted
+
+
+class Unreachable:
+    """Guardrail state this replica cannot reach while ``down`` (another replica still can)."""
+
+    def __init__(self, inner: GuardrailStore) -> None:
+        self.inner = inner
+        self.down = False
+
+    def _check(self) -> None:
+        if self.down:
+            raise GuardrailUnavailable("partitioned from Redis")
+
+    async def renew(self, req: Request) -> bool:
+        self._check()
+        return await self.inner.renew(req)
+
+    async def reacquire(self, req: Request) -> bool:
+        self._check()
+        return await self.inner.reacquire(req)
+
+    async def ping(self) -> None:
+        self._check()
+        await self.inner.ping()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+@pytest.mark.parametrize("kind", ADAPTERS)
+async def test_an_execution_paused_by_a_partition_is_finished_by_a_replica_that_can_reach_the_lock(
+    kind: str, tmp_path: Path, settings_factory: Callable[..., Any], vclock: VirtualClock, redis_prefix: str
+) -> None:
+    settings = long_settings(kind, tmp_path, settings_factory, redis_prefix, TWO_STEPS)
+    slow, quick = Recording(restart_seconds=40), Recording()
+    async with open_runtime(settings, clock=vclock, executors=(slow, slow), start_worker=False) as rt:
+        a = rt.pipeline
+        cut = Unreachable(rt.guardrails)
+        a.guardrails = cut
+        b = Pipeline(playbooks=rt.playbooks, store=rt.store, guardrails=rt.guardrails, live=quick, dry=quick,
+                     notifier=LogNotifier(), clock=vclock, settings=a.settings, owner="replica-b")
+        alert = Alert.from_json(alert_json({"alertname": "Long"}))
+        running = asyncio.create_task(a.process(ReceivedAlert(alert, vclock.now())))
+        await asyncio.wait_for(slow.started.wait(), 10)
+        cut.down = True  # replica A loses Redis mid-execution
+        await vclock.advance(45)
+        await asyncio.wait_for(running, 10)  # A paused before the scale...
+        assert slow.calls == ["restart"]
+        assert await a.resume_unfinished() == 0  # ...does not claim it back while it cannot lock...
+        assert await b.resume_unfinished() == 1  # ...and B, which can, finishes it at once
+        [ex] = await rt.store.list_executions()
+    assert quick.calls == ["scale"] and ex["status"] == "succeeded"
