@@ -301,6 +301,9 @@ class Pipeline:
             except _LockUnconfirmed:
                 self._log.error("paused before the next step: the target's guardrail lock cannot be confirmed; "
                                 "the execution resumes once it can", execution_id=did)
+                for task in (heartbeat, renewal):  # stopped first, or a renewal could extend the lease again
+                    task.cancel()
+                await asyncio.gather(heartbeat, renewal, return_exceptions=True)
                 with contextlib.suppress(StoreUnavailable):  # a replica that can reach the lock may take over
                     await self.store.claim_execution(did, self.owner, 0.0)
                 return "interrupted"
@@ -564,6 +567,8 @@ class Pipeline:
                                   target=req.target_key)
         except (GuardrailUnavailable, StoreUnavailable) as exc:
             self.metrics.guardrail_unavailable.inc()
+            with contextlib.suppress(StoreUnavailable):  # a replica that can reach the lock may take over
+                await self.store.claim_execution(req.owner, self.owner, 0.0)
             if req.owner not in self._resume_waiting:
                 self._resume_waiting.add(req.owner)
                 self._log.error("not resuming yet: guardrail state or store unreachable", execution_id=req.owner,

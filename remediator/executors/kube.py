@@ -183,7 +183,8 @@ class KubeExecutor:
         # land: unless an earlier write is still uncertain, the retry plans afresh from the
         # object as it is now, on top of whatever change caused the conflict.
         recorded: dict[str, Any] = {}
-        wrote = uncertain = False
+        wrote = False
+        uncertain = bool(_intent(ctx))  # a write from before a crash may still be landing
 
         async def record(intent: Mapping[str, Any]) -> None:
             nonlocal wrote

@@ -183,8 +183,12 @@ class MemoryGuardrails:
         return rules.status(self.state.paused, self.state.breakers, self._policy, self._clock.now().timestamp())
 
     async def ping(self) -> None:
+        """Reachable unless the last write failed; then try writing again, since only a write tells
+        whether the disk is back (readiness and resumes would otherwise wait for one forever)."""
         if self._broken:
-            raise GuardrailUnavailable(self._broken)
+            async with self._lock:
+                if self._broken:
+                    await self._commit(lambda s: None, lambda _: True)
 
     async def close(self) -> None:
         if self._owner_file is not None:

@@ -9,13 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from remediator.clock import VirtualClock
+from remediator.core.alerts import Alert
+from remediator.core.decisions import PlannedStep, ResolvedTarget
+from remediator.executors.kube import KubeExecutor
+from remediator.ports import StepContext, StepResult
+from remediator.settings import KubernetesSettings
 from remediator.testing.kube.harness import FakeKube
 from tests.executor.harness import NS, open_harness, playbook, web
+from tests.payloads import alert_json
 
 SCALE_BY_TWO = {"fix": playbook("- action: scale\n  by: 2\n")}
 POOL_BY_TEN = {"fix": playbook("- action: resize_pool\n  container: app\n  env: DB_POOL_MAX_SIZE\n  by: 10\n")}
@@ -106,3 +112,32 @@ async def test_a_crash_during_the_backoff_after_a_refused_write_replans_on_resum
         replicas = h2.get()["spec"]["replicas"]
     assert replicas == 12
     assert (full["results"][0]["details"]["from"], full["results"][0]["details"]["to"]) == (10, 12)
+
+
+async def test_a_crash_era_intent_is_not_wiped_by_a_conflict_in_the_resumed_run(
+    vclock: VirtualClock, kube: FakeKube
+) -> None:
+    """The write from before the crash may still be landing: its intent stays the step's, 409 or not."""
+    kube.cluster.apply(web(replicas=10))
+    kube.cluster.faults.conflict(method="PUT", path="/scale$")
+    executor = KubeExecutor(kube.api, vclock, KubernetesSettings(mode="kubeconfig", request_timeout=30))
+    recorded: list[dict[str, Any]] = []
+
+    async def record(intent: Mapping[str, Any]) -> None:
+        recorded.append(dict(intent))
+
+    crash_era = StepResult("started", details={"intent": {"replicas": 5, "from": 3}})
+    ctx = StepContext("ex-1", Alert.from_json(alert_json({"alertname": "Broken"})),
+                      ResolvedTarget("Deployment", NS, "web"), False, vclock, previous=crash_era,
+                      record_intent=record)
+    run = asyncio.create_task(executor.run(PlannedStep(0, "scale", {"by": 2}), ctx))
+    while not run.done():  # the backoff after the 409
+        waiting = asyncio.ensure_future(vclock.sleeping(lambda left: left <= 15))
+        await asyncio.wait({run, waiting}, return_when=asyncio.FIRST_COMPLETED)
+        if waiting.done():
+            await vclock.advance(waiting.result())
+        else:
+            waiting.cancel()
+    result = run.result()
+    assert {} not in recorded  # the stored intent was never cleared
+    assert result.ok and kube.cluster.get("deployments", NS, "web")["spec"]["replicas"] == 5

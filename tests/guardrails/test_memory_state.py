@@ -103,6 +103,23 @@ async def test_a_failed_write_fails_closed_and_recovers(tmp_path: Path, clock: V
         await guard.close()
 
 
+async def test_a_ping_finds_out_by_itself_that_the_disk_is_back(tmp_path: Path, clock: VirtualClock) -> None:
+    """Readiness and resumes only ping: no other write may come to clear the failure for them."""
+    guard = MemoryGuardrails(POLICY, clock, tmp_path / "guardrails.json")
+    blocker = tmp_path / "guardrails.json.tmp"
+    blocker.mkdir()
+    try:
+        with pytest.raises(GuardrailUnavailable):
+            await guard.admit(req(clock, "a", "t1"))
+        with pytest.raises(GuardrailUnavailable, match="cannot write"):
+            await guard.ping()  # still broken: the ping's own write fails too
+        blocker.rmdir()
+        await guard.ping()
+        await guard.ping()
+    finally:
+        await guard.close()
+
+
 async def test_lapsed_entries_do_not_accumulate(tmp_path: Path, clock: VirtualClock) -> None:
     path = tmp_path / "guardrails.json"
     guard = MemoryGuardrails(Policy(), clock, path, grace=60.0)
