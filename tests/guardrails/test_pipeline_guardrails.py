@@ -81,16 +81,11 @@ async def test_the_lock_is_renewed_while_an_execution_runs_and_freed_after(
     settings = long_settings(kind, tmp_path, settings_factory, redis_prefix)
     slow = Slow()
     async with open_runtime(settings, clock=vclock, executors=(slow, slow), start_worker=False) as rt:
-        watched = Watched(rt.guardrails)
-        rt.pipeline.guardrails = watched
-
         def rival() -> Request:
             now = vclock.now().timestamp()
             return Request("rival", "long", "Deployment/shop/web", "rival", "shop", now, lock_ttl=30.0)
 
-        alert = Alert.from_json(alert_json({"alertname": "Long"}))
-        running = asyncio.create_task(rt.pipeline.process(ReceivedAlert(alert, vclock.now())))
-        await asyncio.wait_for(slow.started.wait(), 10)
+        watched, running = await start_wrapped(rt, slow, Watched)
         for _ in range(9):  # every 10s (a third of the TTL), up to 90s: well past the 30s TTL
             await vclock.advance(10)
             assert await asyncio.wait_for(watched.renewed.get(), 10) is True
@@ -236,7 +231,7 @@ async def test_an_execution_that_loses_its_lock_stops_before_its_next_step(
     settings = long_settings(kind, tmp_path, settings_factory, redis_prefix, TWO_STEPS)
     slow = Recording(restart_seconds=100)
     async with open_runtime(settings, clock=vclock, executors=(slow, slow), start_worker=False) as rt:
-        cut_off, running = await start_cut_off(rt, slow)
+        cut_off, running = await start_wrapped(rt, slow, CutOff)
         cut_off.down = True  # renewals stop landing (a partition); the 30s lock lapses
         await vclock.advance(35)
         assert (await rt.guardrails.admit(rival_request(vclock))).admitted  # and another execution takes it
@@ -253,14 +248,15 @@ async def test_an_execution_that_loses_its_lock_stops_before_its_next_step(
     assert rival_still_holds  # our release did not free the rival's lock
 
 
-async def start_cut_off(rt: Any, slow: Recording) -> tuple[CutOff, asyncio.Task[Any]]:
-    """Start the ``long`` execution with its guardrail renewals behind a switch; return both once it runs."""
-    cut_off = CutOff(rt.guardrails)
-    rt.pipeline.guardrails = cut_off
+async def start_wrapped(rt: Any, slow: Any, wrap: Callable[[GuardrailStore], Any]) -> tuple[Any, asyncio.Task[Any]]:
+    """Start the ``long`` execution with its guardrail state seen through ``wrap``; return the wrapper and
+    the running execution once its first step runs."""
+    wrapper = wrap(rt.guardrails)
+    rt.pipeline.guardrails = wrapper
     alert = Alert.from_json(alert_json({"alertname": "Long"}))
     running = asyncio.create_task(rt.pipeline.process(ReceivedAlert(alert, rt.clock.now())))
     await asyncio.wait_for(slow.started.wait(), 10)
-    return cut_off, running
+    return wrapper, running
 
 
 class CutOff:
@@ -291,7 +287,7 @@ async def test_no_next_step_while_the_lock_cannot_be_confirmed_and_resumed_once_
     settings = long_settings(kind, tmp_path, settings_factory, redis_prefix, TWO_STEPS)
     slow = Recording(restart_seconds=40)
     async with open_runtime(settings, clock=vclock, executors=(slow, slow), start_worker=False) as rt:
-        cut_off, running = await start_cut_off(rt, slow)
+        cut_off, running = await start_wrapped(rt, slow, CutOff)
         cut_off.down = True  # the 30s lock lapses unrenewed...
         await vclock.advance(35)
         rival = rival_request(vclock)
@@ -320,7 +316,7 @@ async def test_a_short_renewal_gap_with_nobody_else_on_the_target_does_not_stop_
     settings = long_settings(kind, tmp_path, settings_factory, redis_prefix, TWO_STEPS)
     slow = Recording(restart_seconds=40)
     async with open_runtime(settings, clock=vclock, executors=(slow, slow), start_worker=False) as rt:
-        cut_off, running = await start_cut_off(rt, slow)
+        cut_off, running = await start_wrapped(rt, slow, CutOff)
         cut_off.down = True
         await vclock.advance(35)  # the lock lapsed, but nobody took the target
         cut_off.down = False
@@ -448,11 +444,7 @@ async def test_a_renewal_in_flight_when_the_execution_ends_never_takes_the_lock_
     settings = long_settings(kind, tmp_path, settings_factory, redis_prefix)
     slow = Slow()
     async with open_runtime(settings, clock=vclock, executors=(slow, slow), start_worker=False) as rt:
-        guard = SlowReacquire(rt.guardrails)
-        rt.pipeline.guardrails = guard
-        alert = Alert.from_json(alert_json({"alertname": "Long"}))
-        running = asyncio.create_task(rt.pipeline.process(ReceivedAlert(alert, vclock.now())))
-        await asyncio.wait_for(slow.started.wait(), 10)
+        guard, running = await start_wrapped(rt, slow, SlowReacquire)
         await vclock.advance(10)  # the renewal finds the lock lapsed and starts taking it back...
         await asyncio.wait_for(guard.waiting.wait(), 10)
         await vclock.advance(90)  # ...while the step ends and the execution releases the target
@@ -501,13 +493,8 @@ async def test_an_execution_paused_by_a_partition_is_finished_by_a_replica_that_
     settings = long_settings(kind, tmp_path, settings_factory, redis_prefix, TWO_STEPS)
     slow, quick = Recording(restart_seconds=40), Recording()
     async with open_runtime(settings, clock=vclock, executors=(slow, slow), start_worker=False) as rt:
-        a = rt.pipeline
-        cut = cut_off(rt.guardrails)
-        a.guardrails = cut
-        b = second_replica(rt, quick)
-        alert = Alert.from_json(alert_json({"alertname": "Long"}))
-        running = asyncio.create_task(a.process(ReceivedAlert(alert, vclock.now())))
-        await asyncio.wait_for(slow.started.wait(), 10)
+        a, b = rt.pipeline, second_replica(rt, quick)
+        cut, running = await start_wrapped(rt, slow, cut_off)
         cut.down = True
         await vclock.advance(45)
         await asyncio.wait_for(running, 10)  # A paused before the scale...
