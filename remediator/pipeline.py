@@ -315,10 +315,11 @@ class Pipeline:
                 table.pop(did, None)
             self._lock_lost.discard(did)
 
-    async def _hold_lease(self, did: str) -> None:
-        """Take or renew the lease unless renewed within the last third of it; raise _LeaseLost if taken."""
+    async def _hold_lease(self, did: str, *, force: bool = False) -> None:
+        """Take or renew the lease unless renewed within the last third of it (or ``force``); raise
+        _LeaseLost if taken."""
         lease = self.settings.execution_lease
-        if did in self._running and self.clock.monotonic() - self._running[did] < lease / 3:
+        if not force and did in self._running and self.clock.monotonic() - self._running[did] < lease / 3:
             return
         if not await self.store.claim_execution(did, self.owner, lease):
             raise _LeaseLost(did)
@@ -333,6 +334,8 @@ class Pipeline:
                     await self._hold_lease(did)
                 except _LeaseLost:
                     return
+                except Exception:  # kept alive: a dead heartbeat would lose the lease unnoticed
+                    self._log.exception("execution lease renewal failed", execution_id=did)
 
     async def _keep_guard_lock(self, did: str) -> None:
         """Renew the guardrail lock (and concurrency slot) every third of its TTL while the execution runs.
@@ -352,6 +355,8 @@ class Pipeline:
                     return
             except (GuardrailUnavailable, StoreUnavailable) as exc:  # retried next round; the TTL leaves two more
                 self._log.warning("could not renew the guardrail lock", execution_id=did, error=str(exc))
+            except Exception:  # kept alive: the next step's lock check still applies
+                self._log.exception("guardrail lock renewal failed", execution_id=did)
 
     async def _hold_guard_lock(self, req: Request) -> bool:
         """Renew the lock or, if it lapsed meanwhile and nobody took it, take it back."""
@@ -422,6 +427,9 @@ class Pipeline:
             log.warning("step failed: running on_failure")
             await self._run_steps(decision.on_failure, done, executor, ctx, log, decision)
         status = "failed" if failed else ("dry_run" if decision.dry_run else "succeeded")
+        # A replica whose lease lapsed during a long step (another one resumed the execution) must
+        # neither finish it nor release the lock the other one, same execution id, now holds.
+        await self._hold_lease(did, force=True)
         await self.store.finish_execution(did, status, self.clock.now())
         self.metrics.executions.labels(decision.playbook, status).inc()
         await self._release(did, succeeded=not failed)

@@ -16,7 +16,7 @@ from remediator.app import create_app
 from remediator.clock import VirtualClock
 from remediator.core.alerts import Alert
 from remediator.core.decisions import DecisionKind, PlannedStep
-from remediator.core.errors import GuardrailUnavailable
+from remediator.core.errors import GuardrailUnavailable, StoreUnavailable
 from remediator.core.guardrails import Request
 from remediator.notify.log import LogNotifier
 from remediator.pipeline import Pipeline
@@ -326,7 +326,7 @@ async def test_a_short_renewal_gap_with_nobody_else_on_the_target_does_not_stop_
     assert slow.calls == ["restart", "scale"] and ex["status"] == "succeeded"  # the lock was taken back first
 
 
-def second_replica(rt: Any, executor: Recording) -> Pipeline:
+def second_replica(rt: Any, executor: Any) -> Pipeline:
     """Another replica's pipeline on the same store and guardrail state (its own lease owner)."""
     return Pipeline(playbooks=rt.playbooks, store=rt.store, guardrails=rt.guardrails, live=executor, dry=executor,
                     notifier=LogNotifier(), clock=rt.clock, settings=rt.pipeline.settings, owner="replica-b")
@@ -504,3 +504,62 @@ async def test_an_execution_paused_by_a_partition_is_finished_by_a_replica_that_
         assert await b.resume_unfinished() == 1  # ...so B, which can, finishes it at once
         [ex] = await rt.store.list_executions()
     assert quick.calls == ["scale"] and ex["status"] == "succeeded"
+
+
+class Gated:
+    """An executor whose step runs until ``go`` is set."""
+
+    def __init__(self) -> None:
+        self.started = asyncio.Event()
+        self.go = asyncio.Event()
+
+    async def run(self, step: PlannedStep, ctx: StepContext) -> StepResult:
+        self.started.set()
+        await self.go.wait()
+        return StepResult("ok", "done")
+
+
+class LeaseCutOff:
+    """A replica's store whose lease calls fail while ``down`` (everything else works)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.down = False
+
+    async def claim_execution(self, execution_id: str, worker: str, lease: float) -> bool:
+        if self.down:
+            raise StoreUnavailable("partitioned")
+        ok: bool = await self.inner.claim_execution(execution_id, worker, lease)
+        return ok
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+async def test_a_replica_whose_lease_lapsed_mid_step_neither_finishes_nor_unlocks_the_execution(
+    tmp_path: Path, settings_factory: Callable[..., Any], vclock: VirtualClock, redis_prefix: str
+) -> None:
+    settings = long_settings("memory", tmp_path, settings_factory, redis_prefix)
+    first, second = Gated(), Gated()
+    async with open_runtime(settings, clock=vclock, executors=(first, first), start_worker=False) as rt:
+        a, b = rt.pipeline, second_replica(rt, second)
+        a.store = cut = LeaseCutOff(rt.store)
+        alert = Alert.from_json(alert_json({"alertname": "Long"}))
+        await rt.store.record_alerts([ReceivedAlert(alert, vclock.now())])
+        running = asyncio.create_task(a.process(ReceivedAlert(alert, vclock.now())))
+        await asyncio.wait_for(first.started.wait(), 10)
+        cut.down = True  # A cannot renew its execution lease...
+        await vclock.advance(301)
+        cut.down = False
+        resumed = asyncio.create_task(b.resume_unfinished())  # ...so B takes the execution over
+        await asyncio.wait_for(second.started.wait(), 10)
+        first.go.set()  # A's step ends while B's runs
+        await asyncio.wait_for(running, 10)
+        [mid] = await rt.store.list_executions()
+        rival = await rt.guardrails.admit(rival_request(vclock))
+        second.go.set()
+        assert await asyncio.wait_for(resumed, 10) == 1
+        [done] = await rt.store.list_executions()
+    assert mid["status"] == "running"  # A did not finish B's execution...
+    assert rival.kind is DecisionKind.LOCKED  # ...nor free the lock B works under
+    assert done["status"] == "succeeded"
