@@ -208,7 +208,17 @@ class Pipeline:
                 dry_run=plan.dry_run,
                 **base,
             )
-        recorded = await self.store.record_decision(decision)
+        try:
+            recorded = await self.store.record_decision(decision)
+        except StoreUnavailable:
+            # Not recorded, so the alert will be decided again: give the admission back now, or that
+            # retry would find the target locked by this very execution until the lock's TTL.
+            req = self._requests.pop(did, None)
+            self._lock_held_at.pop(did, None)
+            if req is not None:
+                with contextlib.suppress(GuardrailUnavailable):
+                    await self.guardrails.abandon(req)
+            raise
         self.metrics.decisions.labels(playbook.name, decision.kind.value).inc()
         log.info(
             "decision",

@@ -563,3 +563,39 @@ async def test_a_replica_whose_lease_lapsed_mid_step_neither_finishes_nor_unlock
     assert mid["status"] == "running"  # A did not finish B's execution...
     assert rival.kind is DecisionKind.LOCKED  # ...nor free the lock B works under
     assert done["status"] == "succeeded"
+
+
+class DecisionsDown:
+    """A store that cannot record the next decision (it goes down right after admission)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.failures = 1
+
+    async def record_decision(self, decision: Any) -> bool:
+        if self.failures:
+            self.failures -= 1
+            raise StoreUnavailable("connection lost")
+        ok: bool = await self.inner.record_decision(decision)
+        return ok
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+@pytest.mark.parametrize("kind", ADAPTERS)
+async def test_an_admission_whose_decision_could_not_be_recorded_is_given_back_and_decided_again(
+    kind: str, tmp_path: Path, settings_factory: Callable[..., Any], vclock: VirtualClock, redis_prefix: str
+) -> None:
+    settings = long_settings(kind, tmp_path, settings_factory, redis_prefix, TWO_STEPS)
+    quick = Recording()
+    async with open_runtime(settings, clock=vclock, executors=(quick, quick), start_worker=False) as rt:
+        rt.pipeline.store = DecisionsDown(rt.store)
+        alert = Alert.from_json(alert_json({"alertname": "Long"}))
+        with pytest.raises(StoreUnavailable):
+            await rt.pipeline.process(ReceivedAlert(alert, vclock.now()))
+        assert quick.calls == []
+        # the alert stays unprocessed and comes back: decided afresh, not "locked by itself"
+        [decision] = (await rt.pipeline.process(ReceivedAlert(alert, vclock.now()))).decisions
+    assert decision.kind is DecisionKind.EXECUTED
+    assert quick.calls == ["restart", "scale"]
