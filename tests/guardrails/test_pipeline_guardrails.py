@@ -46,20 +46,27 @@ def long_settings(
                             redis_url=prefixed(REDIS_URL, redis_prefix) if kind == "redis" else "", **more)
 
 
-class Watched:
+class Passthrough:
+    """Wraps a real adapter: everything not overridden goes to it unchanged."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+class Watched(Passthrough):
     """Guardrails that report each renewal, so the test knows it landed before moving time on."""
 
     def __init__(self, inner: GuardrailStore) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.renewed: asyncio.Queue[bool] = asyncio.Queue()
 
     async def renew(self, req: Request) -> bool:
         ok = await self.inner.renew(req)
         self.renewed.put_nowait(ok)
         return ok
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
 
 
 class Slow:
@@ -132,20 +139,17 @@ async def test_breaker_state_is_visible_in_the_api_and_metrics(
         assert 'remediator_circuit_breaker_state{playbook="long",state="half_open"} 1.0' in metrics
 
 
-class Racing:
+class Racing(Passthrough):
     """A store shared with another replica that records each decision a moment before we do."""
 
     def __init__(self, inner: Any, kind: DecisionKind) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.kind = kind
 
     async def record_decision(self, decision: Any) -> bool:
         await self.inner.record_decision(dataclasses.replace(decision, kind=self.kind, reason="the other replica's"))
         ok: bool = await self.inner.record_decision(decision)
         return ok
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
 
 
 @pytest.mark.parametrize("kind", ADAPTERS)
@@ -259,20 +263,17 @@ async def start_wrapped(rt: Any, slow: Any, wrap: Callable[[GuardrailStore], Any
     return wrapper, running
 
 
-class CutOff:
+class CutOff(Passthrough):
     """Guardrail state whose renewals fail while ``down`` (the rest still works)."""
 
     def __init__(self, inner: GuardrailStore) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.down = False
 
     async def renew(self, req: Request) -> bool:
         if self.down:
             raise GuardrailUnavailable("partitioned")
         return await self.inner.renew(req)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
 
 
 @pytest.mark.parametrize("kind", ADAPTERS)
@@ -332,11 +333,11 @@ def second_replica(rt: Any, executor: Any) -> Pipeline:
                     notifier=LogNotifier(), clock=rt.clock, settings=rt.pipeline.settings, owner="replica-b")
 
 
-class NoLease:
+class NoLease(Passthrough):
     """A replica cut off from the store's execution leases while ``cut`` (so another replica takes over)."""
 
     def __init__(self, inner: Any) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.cut = True
 
     async def claim_execution(self, execution_id: str, worker: str, lease: float) -> bool:
@@ -344,9 +345,6 @@ class NoLease:
             return False
         ok: bool = await self.inner.claim_execution(execution_id, worker, lease)
         return ok
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
 
 
 @pytest.mark.parametrize("kind", ADAPTERS)
@@ -407,12 +405,12 @@ async def test_a_resumed_execution_locks_the_target_it_acts_on_even_if_the_playb
     assert free_after  # the resumed execution released the lock it took
 
 
-class SlowReacquire:
+class SlowReacquire(Passthrough):
     """A lapsed lock whose retaking is slow: ``renew`` fails and ``reacquire`` waits for ``gate``,
     which opens right after the execution's release (the worst moment for a renewal still running)."""
 
     def __init__(self, inner: GuardrailStore) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.gate = asyncio.Event()
         self.waiting = asyncio.Event()
         self.settled = asyncio.Event()  # the pending reacquire was cancelled, or has landed
@@ -433,9 +431,6 @@ class SlowReacquire:
         self.gate.set()
         await self.settled.wait()
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
 
 @pytest.mark.parametrize("kind", ADAPTERS)
 async def test_a_renewal_in_flight_when_the_execution_ends_never_takes_the_lock_back(
@@ -455,11 +450,11 @@ async def test_a_renewal_in_flight_when_the_execution_ends_never_takes_the_lock_
     assert verdict.admitted
 
 
-class Unreachable:
+class Unreachable(Passthrough):
     """Guardrail state this replica cannot reach while ``down`` (another replica still can)."""
 
     def __init__(self, inner: GuardrailStore) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.down = False
 
     def _check(self) -> None:
@@ -477,9 +472,6 @@ class Unreachable:
     async def ping(self) -> None:
         self._check()
         await self.inner.ping()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
 
 
 @pytest.mark.parametrize("kind", ADAPTERS)
@@ -519,11 +511,11 @@ class Gated:
         return StepResult("ok", "done")
 
 
-class LeaseCutOff:
+class LeaseCutOff(Passthrough):
     """A replica's store whose lease calls fail while ``down`` (everything else works)."""
 
     def __init__(self, inner: Any) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.down = False
 
     async def claim_execution(self, execution_id: str, worker: str, lease: float) -> bool:
@@ -531,9 +523,6 @@ class LeaseCutOff:
             raise StoreUnavailable("partitioned")
         ok: bool = await self.inner.claim_execution(execution_id, worker, lease)
         return ok
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
 
 
 async def test_a_replica_whose_lease_lapsed_mid_step_neither_finishes_nor_unlocks_the_execution(
@@ -565,11 +554,11 @@ async def test_a_replica_whose_lease_lapsed_mid_step_neither_finishes_nor_unlock
     assert done["status"] == "succeeded"
 
 
-class DecisionsDown:
+class DecisionsDown(Passthrough):
     """A store that cannot record the next decision (it goes down right after admission)."""
 
     def __init__(self, inner: Any) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.failures = 1
 
     async def record_decision(self, decision: Any) -> bool:
@@ -578,9 +567,6 @@ class DecisionsDown:
             raise StoreUnavailable("connection lost")
         ok: bool = await self.inner.record_decision(decision)
         return ok
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
 
 
 @pytest.mark.parametrize("kind", ADAPTERS)
