@@ -37,15 +37,28 @@ class ConfigError(InvalidInput):
 
 
 class PermanentError(RemediatorError):
-    """A step failed in a way that retrying cannot fix (404, 403, 422, bad input)."""
+    """A step failed in a way that retrying cannot fix (404, 403, 422, bad input).
+
+    ``status`` is the HTTP status of the API answer behind it, when there was one, so
+    callers test ``exc.status == 404`` rather than the wording of the message.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class TemporaryError(RemediatorError):
-    """A step failed in a way that may pass later; ``delay`` is a hint in seconds."""
+    """A step failed in a way that may pass later; ``delay`` is a hint in seconds.
 
-    def __init__(self, message: str, *, delay: float | None = None) -> None:
+    ``status`` is the HTTP status of the API answer behind it, if any (None for a timeout
+    or an unreachable server).
+    """
+
+    def __init__(self, message: str, *, delay: float | None = None, status: int | None = None) -> None:
         super().__init__(message)
         self.delay = delay
+        self.status = status
 
 
 class GuardrailUnavailable(RemediatorError, ConnectionError):

@@ -59,7 +59,7 @@ def classify(exc: BaseException) -> PermanentError | TemporaryError:
                 message = str(exc.body)[:500]
         text = f"{exc.status} {exc.reason}: {message}"
         if exc.status == 409:
-            return Rejected(text)
+            return Rejected(text, status=exc.status)
         if exc.status == 429:
             headers: Mapping[str, str] = exc.headers or {}
             retry_after = headers.get("Retry-After")
@@ -67,10 +67,10 @@ def classify(exc: BaseException) -> PermanentError | TemporaryError:
                 delay = float(retry_after) if retry_after is not None else None
             except ValueError:
                 delay = None
-            return Rejected(text, delay=delay)
+            return Rejected(text, delay=delay, status=exc.status)
         if exc.status is not None and (exc.status >= 500 or exc.status == 0):
-            return TemporaryError(text)
-        return PermanentError(text)
+            return TemporaryError(text, status=exc.status)
+        return PermanentError(text, status=exc.status)
     if isinstance(exc, asyncio.TimeoutError | TimeoutError):
         return TemporaryError("the Kubernetes API did not answer in time")
     if isinstance(exc, aiohttp.ClientError | OSError):
@@ -280,7 +280,7 @@ class KubeExecutor:
                 self.autoscaling.list_namespaced_horizontal_pod_autoscaler, t.namespace, **self._kw()
             )
         except PermanentError as exc:
-            if str(exc).startswith("404"):
+            if exc.status == 404:
                 return None
             raise
         for item in found.items:
@@ -427,7 +427,7 @@ class KubeExecutor:
         try:
             pod = self._dict(await self._call(self.core.read_namespaced_pod, pod_name, t.namespace, **self._kw()))
         except PermanentError as exc:
-            if intent.get("uid") and str(exc).startswith("404"):
+            if intent.get("uid") and exc.status == 404:
                 return self._done(f"pod {pod_name} was already deleted", None, None, pod=pod_name)
             raise
         wanted = owner["spec"]["selector"].get("matchLabels", {})
@@ -438,7 +438,12 @@ class KubeExecutor:
         if intent.get("uid") and intent["uid"] != uid:
             return self._done(f"pod {pod_name} was already deleted (now a new pod)", pod, None, pod=pod_name)
         await ctx.record_intent({"uid": uid})
-        options = client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid))
+        # The apiserver takes DeleteOptions from the body when there is one, and then ignores
+        # the query's dryRun (and gracePeriodSeconds, propagationPolicy): dryRun must be in
+        # the body, or a "dry run" deletes the pod.  The query keeps it too; it is harmless.
+        options = client.V1DeleteOptions(
+            dry_run=["All"] if self.server_dry_run else None, preconditions=client.V1Preconditions(uid=uid)
+        )
         kw = self._kw(True)
         kw.pop("field_manager")
         try:
@@ -446,7 +451,7 @@ class KubeExecutor:
         except (Rejected, PermanentError) as exc:
             # 409: the uid precondition failed, 404: it is gone. Either way the pod we meant no longer
             # exists (someone else deleted it, and its controller may have made a new one of that name).
-            if str(exc).startswith(("409", "404")):
+            if exc.status in (404, 409):
                 return self._done(f"pod {pod_name} was already deleted (by someone else)", pod, None, pod=pod_name)
             raise
         return self._done(

@@ -101,6 +101,27 @@ async def test_server_side_dry_run_changes_nothing_and_records_the_live_diff(
         assert comparable(result["details"]["diff"])  # and it is not empty
 
 
+async def test_dry_run_delete_pod_carries_dry_run_in_the_body(
+    tmp_path: Path, settings_factory: Callable[..., Any]
+) -> None:
+    """A DELETE with a body takes every option from the body: a dryRun only in the query is ignored
+    by kube-apiserver, and the pod would really be deleted while the audit says "would have"."""
+    steps, seed = CASES["delete_pod"]
+    dry, cluster, _, _ = await run_once(tmp_path / "dry", settings_factory, steps, seed, dry_run=True)
+    assert steps_of(dry) == [("main", "delete_pod", "planned")]
+    victim = dry["results"][0]["before"]["metadata"]
+    kept = cluster.get("pods", NS, victim["name"])
+    assert kept is not None and kept["metadata"]["uid"] == victim["uid"]
+    [delete] = cluster.requests.matching("DELETE", "/pods/")
+    assert delete.status == 200
+    assert delete.body == {"dryRun": ["All"], "preconditions": {"uid": victim["uid"]}}
+
+    live, cluster, _, _ = await run_once(tmp_path / "live", settings_factory, steps, seed, dry_run=False)
+    [delete] = cluster.requests.matching("DELETE", "/pods/")
+    assert "dryRun" not in delete.body and "dryRun" not in delete.query
+    assert cluster.get("pods", NS, live["results"][0]["before"]["metadata"]["name"]) is None
+
+
 async def test_dry_run_diffs_name_the_change(tmp_path: Path, settings_factory: Callable[..., Any]) -> None:
     dry, *_ = await run_once(tmp_path, settings_factory, CASES["resize_pool"][0], seed_pool, dry_run=True)
     diff = dry["results"][0]["details"]["diff"]

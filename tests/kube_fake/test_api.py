@@ -297,8 +297,9 @@ async def test_pod_delete_with_uid_precondition(core: Any, apps: Any, fake_kube:
         f'Operation cannot be fulfilled on pods "{pod.metadata.name}": Precondition failed: '
         f"UID in precondition: 0000-stale, UID in object meta: {pod.metadata.uid}"
     )
-    options = client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=pod.metadata.uid))
-    deleted = await core.delete_namespaced_pod(pod.metadata.name, "shop", body=options, grace_period_seconds=5)
+    # with a body, the apiserver reads every option from it: a grace_period_seconds= query would be ignored
+    options = client.V1DeleteOptions(grace_period_seconds=5, preconditions=client.V1Preconditions(uid=pod.metadata.uid))
+    deleted = await core.delete_namespaced_pod(pod.metadata.name, "shop", body=options)
     assert deleted.metadata.uid == pod.metadata.uid and deleted.metadata.deletion_grace_period_seconds == 5
     # the ReplicaSet replaces it under a new name
     replacement = (await core.list_namespaced_pod("shop")).items

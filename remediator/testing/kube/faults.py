@@ -190,9 +190,11 @@ class RecordedRequest:
 
     @property
     def dry_run(self) -> bool:
-        return self.query.get("dryRun") == "All" or (
-            isinstance(self.body, dict) and self.body.get("dryRun") == ["All"]
-        )
+        """Whether the apiserver treated this request as a dry run.  A DELETE with a body takes its
+        options from the body alone (the query's dryRun is then ignored, as the real apiserver does)."""
+        if self.method == "DELETE" and self.body not in (None, ""):
+            return isinstance(self.body, dict) and self.body.get("dryRun") == ["All"]
+        return self.query.get("dryRun") == "All"
 
 
 @dataclass

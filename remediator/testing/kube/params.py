@@ -1,4 +1,5 @@
-"""Query-parameter and body parsing with the apiserver's rules (strconv.ParseBool, dryRun=All only)."""
+"""Query-parameter and body parsing with the apiserver's rules (strconv.ParseBool, dryRun=All only,
+DeleteOptions from the body or else the query)."""
 
 from __future__ import annotations
 
@@ -35,15 +36,64 @@ def integer(request: web.Request, key: str) -> int | None:
         raise st.bad_request(f"invalid value {value!r} for integer query parameter {key!r}") from None
 
 
-def dry_run(request: web.Request, body: Any = None) -> bool:
-    """``dryRun`` from the query (or a DeleteOptions body); "All" is the only value the apiserver knows."""
+def dry_run(request: web.Request) -> bool:
+    """``dryRun`` from the query of a create, update or patch; "All" is the only value the apiserver knows.
+
+    Not for DELETE, whose options may come from a body instead: see :func:`delete_options`.
+    """
     values = list(request.query.getall("dryRun", []))
-    if isinstance(body, dict) and isinstance(body.get("dryRun"), list):
-        values += [str(v) for v in body["dryRun"]]
     for value in values:
         if value != "All":
             raise st.bad_request(f'Invalid dryRun value: Unsupported value: "{value}": supported values: "All"')
     return bool(values)
+
+
+def delete_options(request: web.Request, body: Any) -> dict[str, Any]:
+    """The DeleteOptions of a DELETE, decoded the way the apiserver's handler decodes them.
+
+    ``body`` is the decoded request body, or None when the request had no body at all.
+    kube-apiserver (``handlers/delete.go``, DeleteResource) reads the options from the body
+    when the body is non-empty and from the query parameters only when there is no body:
+    the two are never merged.  So ``DELETE ...?dryRun=All`` with a body that lacks
+    ``dryRun`` is a real deletion, and a body's ``gracePeriodSeconds`` (or its absence)
+    wins over the query's.  The fake used to merge them, which hid exactly that bug: a
+    "dry-run" pod deletion that really deleted the pod.  Note that ``{}`` is not an
+    empty body: kubernetes_asyncio sends it for ``body=V1DeleteOptions()`` (and nothing
+    at all for ``body=None``).  Either way the options are then validated
+    (ValidateDeleteOptions): a dryRun other than "All" is a 422 Invalid DeleteOptions.
+    """
+    if body is None:
+        options: dict[str, Any] = {}
+        if "dryRun" in request.query:
+            options["dryRun"] = list(request.query.getall("dryRun"))
+        grace = integer(request, "gracePeriodSeconds")
+        if grace is not None:
+            options["gracePeriodSeconds"] = grace
+        if request.query.get("propagationPolicy"):
+            options["propagationPolicy"] = request.query["propagationPolicy"]
+        if "orphanDependents" in request.query:  # conversion.Convert_Slice_string_To_bool: only 0/false are false
+            options["orphanDependents"] = request.query["orphanDependents"].lower() not in ("0", "false")
+    elif isinstance(body, dict):
+        options = dict(body)
+    else:
+        raise st.bad_request("the request body could not be decoded as DeleteOptions: it is not a JSON object")
+    dry = options.get("dryRun")
+    if dry is not None and not (isinstance(dry, list) and all(isinstance(v, str) for v in dry)):
+        raise st.bad_request("the request body could not be decoded as DeleteOptions: dryRun must be a list of strings")
+    grace = options.get("gracePeriodSeconds")
+    if grace is not None and (isinstance(grace, bool) or not isinstance(grace, int)):
+        raise st.bad_request("the request body could not be decoded as DeleteOptions: "
+                             "gracePeriodSeconds must be an integer")
+    unsupported = [v for v in dry or [] if v != "All"]
+    if unsupported:
+        listed = ", ".join(json.dumps(v) for v in dry or [])
+        message = f'Unsupported value: []string{{{listed}}}: supported values: "All"'
+        raise st.ApiError(
+            422, f'DeleteOptions.meta.k8s.io "" is invalid: dryRun: {message}',
+            details={"group": "meta.k8s.io", "kind": "DeleteOptions",
+                     "causes": [{"reason": "FieldValueNotSupported", "message": message, "field": "dryRun"}]},
+        )
+    return options
 
 
 def decode(raw: bytes) -> Any:

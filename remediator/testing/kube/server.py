@@ -218,13 +218,15 @@ class FakeKubeServer:
             return self._json(request, self.cluster.patch(res, ns, name, patch_type, patch, dry_run=dry))
         if method == "DELETE":
             self._allow(res, "delete")
-            options = params.decode(await request.read())
-            options = options if isinstance(options, dict) else {}
-            dry = params.dry_run(request, options)
-            if request.query.get("propagationPolicy"):
-                options.setdefault("propagationPolicy", request.query["propagationPolicy"])
-            result = self.cluster.delete(res, ns, name, options, dry_run=dry,
-                                         grace_period=params.integer(request, "gracePeriodSeconds"))
+            # Options come from the body if there is one, else from the query; never both
+            # (see params.delete_options: a merge here once hid a dry run that deleted).
+            sent: Any = None
+            if await request.read():
+                decoded = await self._body(request)
+                sent = {} if decoded is None else decoded  # "null" is a body, decoding to empty options
+            options = params.delete_options(request, sent)
+            result = self.cluster.delete(res, ns, name, options, dry_run=bool(options.get("dryRun")),
+                                         grace_period=options.get("gracePeriodSeconds"))
             return self._json(request, result)
         raise st.method_not_allowed()
 
