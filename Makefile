@@ -9,7 +9,12 @@ DATA_DIR ?= var
 REMEDIATOR_WEBHOOK_TOKENS ?= dev-token
 export REMEDIATOR_WEBHOOK_TOKENS
 
-.PHONY: run test lint bench services alertmanager venv clean
+.PHONY: run test lint bench services alertmanager venv clean kube-assets
+
+## Real Kubernetes control-plane binaries (envtest convention) for tests/real_kube; those tests skip without them.
+KUBE_ASSETS_SRC ?= ../shared/kube-assets
+KUBEBUILDER_ASSETS ?= $(CURDIR)/.kube-assets
+export KUBEBUILDER_ASSETS
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,11 +40,24 @@ alertmanager:
 	@command -v prometheus-alertmanager >/dev/null 2>&1 || command -v alertmanager >/dev/null 2>&1 || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus-alertmanager >/dev/null)
 
+## kube-apiserver, kube-controller-manager (and kubectl) unpacked into .kube-assets/, plus etcd (Debian's etcd-server).
+## A no-op with a note when $(KUBE_ASSETS_SRC) is absent.
+kube-assets:
+	@if [ -x $(KUBE_ASSETS_SRC)/unpack.sh ]; then \
+	  $(KUBE_ASSETS_SRC)/unpack.sh .kube-assets >/dev/null || exit 1; \
+	  command -v etcd >/dev/null 2>&1 || \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null) || \
+	    echo "kube-assets: could not install etcd-server; the real-Kubernetes tests will skip"; \
+	  if command -v etcd >/dev/null 2>&1; then ln -sf "$$(command -v etcd)" .kube-assets/etcd; fi; \
+	else \
+	  echo "kube-assets: $(KUBE_ASSETS_SRC)/unpack.sh not found; the real-Kubernetes tests will skip"; \
+	fi
+
 lint: $(STAMP)
 	$(BIN)/ruff check remediator tests
 	$(BIN)/mypy remediator
 
-test: $(STAMP) services alertmanager lint
+test: $(STAMP) services alertmanager kube-assets lint
 	$(BIN)/pytest -q -p no:cacheprovider
 
 bench: $(STAMP) services
