@@ -3,6 +3,12 @@
 The webhook's contract with Alertmanager: 2xx only once every alert is durably
 recorded, 503 when it cannot record (Alertmanager retries), 4xx with a JSON reason
 for anything malformed (retrying would not help), never a 500 for bad input.
+
+Credentials: the webhook and the kill switch take a webhook token; the read API
+(executions, guardrails) a read token or a webhook token; ``/healthz``, ``/readyz``
+and ``/metrics`` are open (probes and scrapers).  ``webhook.insecure_no_auth`` opens
+everything, for local experiments.  What the read API shows of a step's before/after
+is redacted (:mod:`remediator.core.redact`), whenever the record was written.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from remediator.core.alerts import parse_webhook
 from remediator.core.errors import GuardrailUnavailable, PayloadError, StoreUnavailable
+from remediator.core.redact import redact_execution
 from remediator.ports import ReceivedAlert
 from remediator.runtime import RUNTIME, Runtime
 
@@ -52,17 +59,29 @@ def _authorized(request: web.Request, tokens: tuple[str, ...]) -> bool:
     return ok
 
 
+def _unauthorized() -> web.Response:
+    return web.json_response(
+        {"error": "missing or invalid credentials"},
+        status=401,
+        headers={"WWW-Authenticate": 'Bearer realm="remediator"'},
+    )
+
+
 def _check_auth(request: web.Request, rt: Runtime) -> web.Response | None:
+    """The webhook and the kill switch: a webhook token."""
     if rt.settings.webhook.insecure_no_auth:
         return None
     if not _authorized(request, rt.tokens):
         rt.metrics.webhook_rejected.labels("unauthorized").inc()
-        return web.json_response(
-            {"error": "missing or invalid credentials"},
-            status=401,
-            headers={"WWW-Authenticate": 'Bearer realm="remediator"'},
-        )
+        return _unauthorized()
     return None
+
+
+def _check_read_auth(request: web.Request, rt: Runtime) -> web.Response | None:
+    """The read API: a read token or a webhook token."""
+    if rt.settings.webhook.insecure_no_auth:
+        return None
+    return None if _authorized(request, rt.read_tokens) else _unauthorized()
 
 
 async def _read_limited(request: web.Request, limit: int) -> bytes | None:
@@ -158,6 +177,9 @@ async def metrics(request: web.Request) -> web.Response:
 
 async def list_executions(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
+    denied = _check_read_auth(request, rt)
+    if denied is not None:
+        return denied
     q = request.query
     try:
         limit = int(q.get("limit", "50"))
@@ -175,23 +197,31 @@ async def list_executions(request: web.Request) -> web.Response:
     except StoreUnavailable:
         return _error(503, "store unavailable")
     # the cursor for the next page: pass it back as ?before=
-    return web.json_response({"executions": items, "next": items[-1]["id"] if len(items) == limit else None})
+    return web.json_response(
+        {"executions": [redact_execution(i) for i in items], "next": items[-1]["id"] if len(items) == limit else None}
+    )
 
 
 async def get_execution(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
+    denied = _check_read_auth(request, rt)
+    if denied is not None:
+        return denied
     try:
         item = await rt.store.get_execution(request.match_info["id"])
     except StoreUnavailable:
         return _error(503, "store unavailable")
     if item is None:
         return _error(404, "no such execution")
-    return web.json_response(item)
+    return web.json_response(redact_execution(item))  # also records written before snapshots were redacted
 
 
 async def guardrails(request: web.Request) -> web.Response:
     """The kill switch and every playbook's circuit breaker, as all replicas share them."""
     rt = request.app[RUNTIME]
+    denied = _check_read_auth(request, rt)
+    if denied is not None:
+        return denied
     try:
         status = await rt.pipeline.guardrail_status()
     except GuardrailUnavailable as exc:

@@ -7,6 +7,9 @@ import sys
 
 import structlog
 
+#: The stdlib logger that writes raw API response bodies at DEBUG.
+SECRET_BEARING_LOGGER = "kubernetes_asyncio.client.rest"
+
 
 def configure(fmt: str = "auto", level: str = "info") -> None:
     use_console = fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
@@ -17,6 +20,9 @@ def configure(fmt: str = "auto", level: str = "info") -> None:
     if not isinstance(numeric, int):
         numeric = logging.INFO
     logging.basicConfig(level=numeric, stream=sys.stderr, format="%(message)s")
+    # At DEBUG the Kubernetes client logs every response body: whole Deployments, with env
+    # values a snapshot would redact.  It never goes below INFO, whatever the daemon's level.
+    logging.getLogger(SECRET_BEARING_LOGGER).setLevel(max(numeric, logging.INFO))
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

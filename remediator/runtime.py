@@ -43,6 +43,7 @@ class Runtime:
     pipeline: Pipeline
     worker: Worker
     tokens: tuple[str, ...]
+    read_tokens: tuple[str, ...] = ()  # the read API's: api.read_tokens and every webhook token
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     notifications: Dispatcher | None = None
 
@@ -129,6 +130,7 @@ async def open_runtime(
             "no webhook credentials configured: set REMEDIATOR_WEBHOOK_TOKENS or webhook.tokens_file, "
             "or pass --insecure-no-auth"
         )
+    read_tokens = settings.read_tokens()
     metrics = Metrics()
     repo = PlaybookRepository(settings.playbooks.split(","), channels=list(settings.channels))
     repo.reload()
@@ -157,7 +159,8 @@ async def open_runtime(
             metrics=metrics,
         )
         worker = Worker(pipeline, settings.worker)
-        rt = Runtime(settings, clock, metrics, store, guard, repo, pipeline, worker, tokens, notifications=dispatcher)
+        rt = Runtime(settings, clock, metrics, store, guard, repo, pipeline, worker, tokens, read_tokens,
+                     notifications=dispatcher)
         if start_worker:
             rt.tasks.append(asyncio.create_task(worker.run(), name="remediator-worker"))
             rt.tasks.append(asyncio.create_task(_watch_playbooks(rt), name="remediator-playbook-watch"))

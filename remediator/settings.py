@@ -31,6 +31,18 @@ class WebhookSettings:
 
 
 @dataclass(frozen=True)
+class ApiSettings:
+    """Credentials of the read API (``/api/v1/executions``, ``/api/v1/guardrails``).
+
+    Until tokens have roles, every webhook token is accepted there too; ``read_tokens``
+    lets a reader (a dashboard, a person) in without the token that can feed alerts.
+    """
+
+    read_tokens: tuple[str, ...] = ()
+    read_tokens_file: str = ""
+
+
+@dataclass(frozen=True)
 class KubernetesSettings:
     mode: str = "none"  # none | auto | kubeconfig | incluster
     kubeconfig: str = ""
@@ -99,6 +111,7 @@ class Settings:
     redis_url: str = ""
     public_url: str = ""
     webhook: WebhookSettings = WebhookSettings()
+    api: ApiSettings = ApiSettings()
     kubernetes: KubernetesSettings = KubernetesSettings()
     guardrails: GuardrailSettings = GuardrailSettings()
     channels: Mapping[str, ChannelSettings] = field(default_factory=dict)
@@ -110,6 +123,14 @@ class Settings:
         tokens = list(self.webhook.tokens)
         if self.webhook.tokens_file:
             tokens += read_secret_lines(self.webhook.tokens_file)
+        return tuple(t for t in dict.fromkeys(tokens) if t)
+
+    def read_tokens(self) -> tuple[str, ...]:
+        """Tokens the read API accepts: ``api.read_tokens`` (config, env, file) and every webhook token."""
+        tokens = list(self.api.read_tokens)
+        if self.api.read_tokens_file:
+            tokens += read_secret_lines(self.api.read_tokens_file)
+        tokens += self.webhook_tokens()
         return tuple(t for t in dict.fromkeys(tokens) if t)
 
 

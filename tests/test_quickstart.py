@@ -58,7 +58,9 @@ def test_make_run_then_readme_curl_shows_a_dry_run_execution(tmp_path: Path) -> 
                                    "truncatedAlerts": 0}
         executions: list[dict[str, object]] = []
         while time.monotonic() < deadline:
-            with urllib.request.urlopen(base + "/api/v1/executions", timeout=2) as r:
+            listing = urllib.request.Request(base + "/api/v1/executions",
+                                             headers={"Authorization": "Bearer dev-token"})  # as the README's curl
+            with urllib.request.urlopen(listing, timeout=2) as r:
                 executions = json.loads(r.read())["executions"]
             if executions and all(e["status"] not in ("pending", "running") for e in executions):
                 break

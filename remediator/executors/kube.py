@@ -32,7 +32,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 
 from remediator.clock import within
-from remediator.core import rollout
+from remediator.core import redact, rollout
 from remediator.core.decisions import PlannedStep
 from remediator.core.errors import ConfigError, PermanentError, TemporaryError
 from remediator.core.planning import desired_amount
@@ -99,8 +99,13 @@ def _error_code(exc: BaseException) -> str:
     return "unreachable" if isinstance(exc, aiohttp.ClientError | OSError) else "other"
 
 
-def _snapshot(obj: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """The parts of an object worth keeping in the audit (not managedFields or status noise)."""
+def _snapshot(obj: Mapping[str, Any] | None, *, redacted: bool = True) -> dict[str, Any] | None:
+    """The parts of an object worth keeping in the audit (not managedFields or status noise).
+
+    Redacted (:mod:`remediator.core.redact`): no env ``value`` and no last-applied-configuration.
+    ``redacted=False`` only for :meth:`KubeExecutor._done`, which redacts a before/after pair
+    together so that the value a step changed stays visible.
+    """
     if obj is None:
         return None
     meta = obj.get("metadata") or {}
@@ -114,7 +119,7 @@ def _snapshot(obj: Mapping[str, Any] | None) -> dict[str, Any] | None:
     }
     if "spec" in obj:
         out["spec"] = obj["spec"]
-    return out
+    return redact.redact_snapshot(out) if redacted else out
 
 
 class KubeExecutor:
@@ -237,7 +242,7 @@ class KubeExecutor:
     def _done(
         self, message: str, before: Mapping[str, Any] | None, after: Mapping[str, Any] | None, **details: Any
     ) -> StepResult:
-        b, a = _snapshot(before), _snapshot(after)
+        b, a = redact.snapshot_pair(_snapshot(before, redacted=False), _snapshot(after, redacted=False))
         status: Any = "planned" if self.server_dry_run else "ok"
         prefix = "dry-run (server-side): would have " if self.server_dry_run else ""
         return StepResult(

@@ -56,9 +56,10 @@ def wait_for(probe: Callable[[], T | None], *, timeout: float, what: str, interv
         time.sleep(interval)
 
 
-def http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
+def http_get(url: str, timeout: float = 2.0, token: str = "") -> tuple[int, bytes]:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
+        with urllib.request.urlopen(request, timeout=timeout) as r:
             return int(r.status), r.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
@@ -189,7 +190,7 @@ class Daemon:
         return _tail(self.log_path)
 
     def get_json(self, path: str) -> Any:
-        status, body = http_get(self.base + path)
+        status, body = http_get(self.base + path, token=self.token)  # the read API takes the webhook token
         assert status == 200, f"GET {path}: {status} {body[:500]!r}"
         return json.loads(body)
 

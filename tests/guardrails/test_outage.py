@@ -101,7 +101,7 @@ async def test_redis_outage_fails_closed_and_recovers_without_a_restart(
         r = await client.get("/readyz")
         body = await r.json()
         assert r.status == 503 and body["checks"]["guardrails"].startswith("unavailable: redis ping failed")
-        assert (await client.get("/api/v1/guardrails")).status == 503
+        assert (await client.get("/api/v1/guardrails", headers=AUTH)).status == 503
         assert (await client.post("/api/v1/pause", headers=AUTH)).status == 503
         metrics = await (await client.get("/metrics")).text()
         assert "remediator_guardrail_unavailable_total 2.0" in metrics
@@ -112,6 +112,6 @@ async def test_redis_outage_fails_closed_and_recovers_without_a_restart(
         await rt.worker.drain()
         assert (await decision_of("four"))["decision"] == "executed"
         assert cluster.restarted == ["one", "slow", "four"]
-        status = await (await client.get("/api/v1/guardrails")).json()
+        status = await (await client.get("/api/v1/guardrails", headers=AUTH)).json()
         assert status == {"paused": False, "breakers": {"outage": {
             "state": "closed", "consecutive_failures": 0, "open_until": None, "trial_execution": None}}}

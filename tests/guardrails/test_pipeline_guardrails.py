@@ -121,13 +121,13 @@ async def test_breaker_state_is_visible_in_the_api_and_metrics(
                                 guardrails={"breaker_threshold": 1, "breaker_cooloff": "5m"})
     app = create_app(settings, clock=vclock, executors=(Failing(), Failing()), start_worker=False)
     async with TestClient(TestServer(app)) as client:
-        body = await (await client.get("/api/v1/guardrails")).json()
+        body = await (await client.get("/api/v1/guardrails", headers=AUTH)).json()
         assert body["breakers"]["long"]["state"] == "closed"
         r = await client.post("/webhooks/alertmanager", json=payload(alert_json({"alertname": "Long"})),
                               headers=AUTH)
         assert r.status == 200
         await client.app[RUNTIME].worker.drain()
-        body = await (await client.get("/api/v1/guardrails")).json()
+        body = await (await client.get("/api/v1/guardrails", headers=AUTH)).json()
         assert body == {"paused": False, "breakers": {"long": {
             "state": "open", "consecutive_failures": 1, "open_until": "2026-11-22T10:05:00+00:00",
             "trial_execution": None}}}

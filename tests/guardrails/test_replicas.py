@@ -206,7 +206,7 @@ async def test_the_kill_switch_reaches_another_process_at_its_next_admission(
         assert r.status == 200 and await r.json() == {"paused": True}
         # the very next admission in the other process, with no wait at all, is paused
         assert await other.decide(flap(2, "two")) == ["paused"]
-        status = await (await client.get("/api/v1/guardrails")).json()
+        status = await (await client.get("/api/v1/guardrails", headers=AUTH)).json()
         assert status["paused"] is True and status["breakers"]["flap"]["state"] == "closed"
 
         r = await client.post("/api/v1/resume", headers=AUTH)

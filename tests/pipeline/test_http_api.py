@@ -60,16 +60,17 @@ async def test_metrics_count_what_happened(client: TestClient[Any, Any]) -> None
 
 async def test_executions_api_filters_and_detail(client: TestClient[Any, Any]) -> None:
     await post_and_process(client, payload(db_pool_alert(), db_pool_alert(deployment="billing-api")))
-    listed = (await (await client.get("/api/v1/executions")).json())["executions"]
+    listed = (await (await client.get("/api/v1/executions", headers=AUTH)).json())["executions"]
     assert len(listed) == 2
-    assert len((await (await client.get("/api/v1/executions?limit=1")).json())["executions"]) == 1
-    assert (await (await client.get("/api/v1/executions?status=failed")).json())["executions"] == []
-    assert len((await (await client.get("/api/v1/executions?playbook=db-pool-exhaustion")).json())["executions"]) == 2
-    assert (await client.get("/api/v1/executions?limit=zero")).status == 400
-    detail = await (await client.get(f"/api/v1/executions/{listed[0]['id']}")).json()
+    assert len((await (await client.get("/api/v1/executions?limit=1", headers=AUTH)).json())["executions"]) == 1
+    assert (await (await client.get("/api/v1/executions?status=failed", headers=AUTH)).json())["executions"] == []
+    by_playbook = await client.get("/api/v1/executions?playbook=db-pool-exhaustion", headers=AUTH)
+    assert len((await by_playbook.json())["executions"]) == 2
+    assert (await client.get("/api/v1/executions?limit=zero", headers=AUTH)).status == 400
+    detail = await (await client.get(f"/api/v1/executions/{listed[0]['id']}", headers=AUTH)).json()
     assert detail["playbook_version"] and detail["decision"] == "executed" and len(detail["results"]) == 2
     assert detail["alert_payload"]["labels"]["alertname"] == "HighDatabaseConnectionUsage"
-    missing = await client.get("/api/v1/executions/ex-nope")
+    missing = await client.get("/api/v1/executions/ex-nope", headers=AUTH)
     assert missing.status == 404 and (await missing.json()) == {"error": "no such execution"}
 
 
@@ -77,10 +78,10 @@ async def test_kill_switch_needs_credentials_and_takes_effect(client: TestClient
     assert (await client.post("/api/v1/pause")).status == 401
     assert (await client.post("/api/v1/pause", headers=AUTH)).status == 200
     await post_and_process(client, payload(db_pool_alert()))
-    assert (await (await client.get("/api/v1/executions")).json())["executions"] == []
+    assert (await (await client.get("/api/v1/executions", headers=AUTH)).json())["executions"] == []
     assert (await client.post("/api/v1/resume", headers=AUTH)).status == 200
     await post_and_process(client, payload(db_pool_alert(deployment="other")))
-    assert len((await (await client.get("/api/v1/executions")).json())["executions"]) == 1
+    assert len((await (await client.get("/api/v1/executions", headers=AUTH)).json())["executions"]) == 1
 
 
 async def test_unknown_route_is_a_json_404(client: TestClient[Any, Any]) -> None:

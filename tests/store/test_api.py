@@ -30,15 +30,15 @@ async def test_executions_api_pages_through_the_postgres_store(
             await vclock.advance(60)
         seen, url = [], "/api/v1/executions?limit=2&playbook=db-pool-exhaustion"
         while True:
-            page = await (await client.get(url)).json()
+            page = await (await client.get(url, headers=AUTH)).json()
             seen += [e["target"]["name"] for e in page["executions"]]
             if page["next"] is None:
                 break
             url = f"/api/v1/executions?limit=2&playbook=db-pool-exhaustion&before={page['next']}"
         assert seen == [f"svc-{i}" for i in range(4, -1, -1)]
-        assert (await (await client.get("/api/v1/executions?status=failed")).json())["executions"] == []
-        newest = (await (await client.get("/api/v1/executions?limit=1")).json())["executions"][0]
-        full = await (await client.get(f"/api/v1/executions/{newest['id']}")).json()
+        assert (await (await client.get("/api/v1/executions?status=failed", headers=AUTH)).json())["executions"] == []
+        newest = (await (await client.get("/api/v1/executions?limit=1", headers=AUTH)).json())["executions"][0]
+        full = await (await client.get(f"/api/v1/executions/{newest['id']}", headers=AUTH)).json()
         assert full["playbook_version"] and full["reason"] == "all guardrails passed"
         assert full["alert_payload"]["labels"]["deployment"] == "svc-4"
         assert [(s["action"], s["status"]) for s in full["results"]] == [("resize_pool", "planned"),
