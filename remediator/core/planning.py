@@ -7,7 +7,6 @@ label, forbidden namespace, invalid name) is a :class:`Refusal`, never an except
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -15,11 +14,9 @@ from typing import Any
 from remediator.core.alerts import Alert
 from remediator.core.decisions import PlannedStep, ResolvedTarget
 from remediator.core.errors import TemplateError
+from remediator.core.names import DNS_LABEL, DNS_SUBDOMAIN, name_problem, shown
 from remediator.core.playbooks import Playbook, Step
 from remediator.core.templates import alert_context, render, render_value
-
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-_DNS_SUBDOMAIN = re.compile(r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 
 @dataclass(frozen=True)
@@ -39,10 +36,15 @@ class Refusal:
 
 
 def _steps(steps: tuple[Step, ...], context: Mapping[str, Any], phase: str) -> tuple[PlannedStep, ...]:
-    return tuple(
+    planned = tuple(
         PlannedStep(index=i, action=s.action, params=dict(render_value(dict(s.params), context)), phase=phase)
         for i, s in enumerate(steps)
     )
+    for step in planned:
+        for key, value in step.params.items():
+            if problem := name_problem(step.action, key, value):
+                raise TemplateError(f"{'on_failure' if phase == 'on_failure' else 'steps'}[{step.index}] {problem}")
+    return planned
 
 
 def make_plan(playbook: Playbook, alert: Alert, *, global_dry_run: bool) -> Plan | Refusal:
@@ -53,10 +55,13 @@ def make_plan(playbook: Playbook, alert: Alert, *, global_dry_run: bool) -> Plan
     except TemplateError as exc:
         return Refusal(f"invalid target: {exc}")
     target = ResolvedTarget(playbook.target.kind, namespace, name)
-    if not _DNS_LABEL.match(namespace):
-        return Refusal(f"invalid target: namespace {namespace!r} is not a valid Kubernetes namespace", target)
-    if not _DNS_SUBDOMAIN.match(name):
-        return Refusal(f"invalid target: name {name!r} is not a valid Kubernetes object name", target)
+    if not DNS_LABEL.match(namespace):
+        return Refusal(f"invalid target: namespace {shown(namespace)} is not a valid Kubernetes namespace "
+                       "(DNS-1123 label: lowercase letters, digits and '-', at most 63 characters)", target)
+    if not DNS_SUBDOMAIN.match(name):
+        return Refusal(f"invalid target: name {shown(name)} is not a valid Kubernetes object name "
+                       "(DNS-1123 subdomain: lowercase letters, digits, '-' and '.', at most 253 characters)",
+                       target)
     allowed = playbook.guardrails.namespaces
     if allowed and namespace not in allowed:
         return Refusal(f"namespace {namespace!r} is not in the playbook's allowlist {list(allowed)}", target)

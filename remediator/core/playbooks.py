@@ -21,6 +21,7 @@ from remediator.core.alerts import Alert
 from remediator.core.durations import parse_duration
 from remediator.core.errors import DurationError, MatcherError, TemplateError
 from remediator.core.matchers import Matcher, Op, parse_matcher
+from remediator.core.names import name_problem
 from remediator.core.schema import ACTIONS, DURATION, playbook_schema
 from remediator.core.templates import check_template
 from remediator.core.yamllines import Document, Problem, load_documents
@@ -194,6 +195,9 @@ def _step_problems(steps: Any, base: tuple[str | int, ...]) -> list[tuple[tuple[
         for key, value in step.items():
             if key not in ("action", "description") and (msg := _template_problem(value, (*at, key))):
                 found.append(((*at, key), msg))
+            elif isinstance(value, str) and "{" not in value and (bad := name_problem(step.get("action", ""), key,
+                                                                                         value)):
+                found.append(((*at, key), f"{_dotted(at)}: {bad}"))
     return found
 
 

@@ -87,7 +87,9 @@ def render(source: str, context: Mapping[str, Any]) -> str:
     if "{" not in source:
         return source
     try:
-        return _compile(source).render(context).strip()
+        # Not stripped: a label " shop" must reach validation as " shop" and be refused, not be
+        # silently trimmed into the name of another object.
+        return _compile(source).render(context)
     except TemplateError:
         raise
     except jinja2.TemplateError as exc:

@@ -64,6 +64,10 @@ EXPECTED: dict[str, list[tuple[int, str]]] = {
             "factor, min, max"),
     ],
     "second_document.yaml": [(14, "steps.1.timeout: must be positive")],
+    "invalid_static_name.yaml": [
+        (7, "steps.0: resize_pool.container 'API' is not a valid container name (DNS-1123 label: lowercase "
+            "letters, digits and '-', at most 63 characters)"),
+    ],
     "zero_lock_ttl.yaml": [(6, "guardrails.lock_ttl: must be positive (the lock is renewed every third of it)")],
     "several_problems.yaml": [
         (7, "match.matchers.0: 42 is not of type 'string'"),
