@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
+import enum
 import os
 import secrets
 import socket
@@ -28,6 +28,7 @@ from remediator.core.errors import GuardrailUnavailable, StoreUnavailable
 from remediator.core.guardrails import GuardStatus, Request, with_playbooks
 from remediator.core.planning import Plan, Refusal, make_plan
 from remediator.core.playbooks import Playbook, PlaybookSet
+from remediator.core.schema import MUTATING_ACTIONS
 from remediator.metrics import Metrics
 from remediator.ports import (
     Clock,
@@ -58,6 +59,25 @@ def guard_request(plan: Plan, did: str, now: float) -> Request:
     )
 
 
+def _changed(results: Mapping[tuple[str, int], StepResult]) -> bool:
+    """Whether any step of the execution sent a write (which may have landed even if it failed);
+    a write-ahead intent recorded before a crash counts too."""
+    return any(r.details.get("wrote") or r.details.get("intent") for r in results.values())
+
+
+def _maybe_wrote(wrote: list[bool], previous: StepResult | None) -> dict[str, Any]:
+    """For a step cut off without a result of its own: whether a write of it may have landed
+    (an intent was recorded, now or before a crash)."""
+    may = any(wrote) or bool(previous and previous.details.get("intent"))
+    return {"wrote": True} if may else {}
+
+
+def _refused_input(results: Mapping[tuple[str, int], StepResult]) -> bool:
+    """Whether the execution failed on input the target refused (a container or pod that
+    the alert named and that does not exist)."""
+    return any(r.status == "failed" and r.details.get("refused_input") for r in results.values())
+
+
 @dataclass
 class Outcome:
     decisions: list[Decision]
@@ -69,6 +89,14 @@ class PipelineSettings:
     dry_run: bool = True
     step_timeout: float = 900.0
     execution_lease: float = 300.0  # how long a dead replica's execution waits before another resumes it
+
+
+class _Run(enum.Enum):
+    """How a phase of steps ended."""
+
+    DONE = "done"
+    FAILED = "failed"
+    SUPERSEDED = "superseded"  # the target changed under the execution: stop, undo nothing
 
 
 class _LeaseLost(Exception):
@@ -271,7 +299,7 @@ class Pipeline:
         except GuardrailUnavailable as exc:  # the lock expires by its TTL instead
             log.error("could not give back the admission", error=str(exc))
 
-    async def _release(self, did: str, *, succeeded: bool) -> None:
+    async def _release(self, did: str, *, succeeded: bool | None) -> None:
         renewal = self._renewals.pop(did, None)
         if renewal is not None:  # stopped first: a renewal in flight must not take the lock back after the release
             renewal.cancel()
@@ -385,14 +413,16 @@ class Pipeline:
         finished, it, and its lock is not ours to take back).  Raises StoreUnavailable: unknown."""
         return await self.store.claim_execution(did, self.owner, self.settings.execution_lease)
 
-    async def _lock_confirmed(self, did: str) -> bool:
+    async def _lock_confirmed(self, did: str, *, mutating: bool) -> bool:
         """Whether the execution may start its next step: its lock is known to be its own.
 
-        A renewal confirms it every third of the TTL; when none has for half the TTL (the
-        guardrail state was unreachable, the renewal task fell behind) the lock may have
-        lapsed and another execution may act on the target, so it is checked now.  False:
-        another execution holds it.  Unreachable state raises _LockUnconfirmed (fail closed,
-        but not a failure of the remediation: it resumes later).
+        Before a step that writes to the cluster the lock is confirmed with the guardrail
+        state itself, a round trip every time: a renewal from a moment ago says nothing
+        about a state that has since gone away, and a write made without a confirmed lock
+        is exactly what the lock exists to prevent.  Other steps (waiting, notifying) accept
+        a renewal from within half the TTL.  False: another execution holds, or has held,
+        the lock.  Unreachable state raises _LockUnconfirmed (fail closed, but not a failure
+        of the remediation: the execution pauses and resumes once the lock is confirmed).
         """
         req = self._requests.get(did)
         if req is None:
@@ -400,7 +430,7 @@ class Pipeline:
         if did in self._lock_lost:
             return False
         held_at = self._lock_held_at.get(did)
-        if held_at is not None and self.clock.monotonic() - held_at < req.lock_ttl / 2:
+        if not mutating and held_at is not None and self.clock.monotonic() - held_at < req.lock_ttl / 2:
             return True
         try:
             if await self._hold_guard_lock(req):
@@ -432,17 +462,29 @@ class Pipeline:
         channels = playbook.notify if playbook else ()
         if not done:
             await self._notify("started", decision, channels, alert=alert)
-        failed = await self._run_steps(decision.steps, done, executor, ctx, log, decision)
-        if failed and decision.on_failure:
-            log.warning("step failed: running on_failure")
-            await self._run_steps(decision.on_failure, done, executor, ctx, log, decision)
-        status = "failed" if failed else ("dry_run" if decision.dry_run else "succeeded")
+        run = await self._run_steps(decision.steps, done, executor, ctx, log, decision)
+        changed = _changed(done)
+        if run is _Run.FAILED and decision.on_failure:
+            if changed:
+                log.warning("step failed: running on_failure")
+                await self._run_steps(decision.on_failure, done, executor, ctx, log, decision)
+            else:  # a rollback would only throw away a release that this execution never touched
+                log.warning("step failed before changing anything: on_failure not run")
+        if run is _Run.SUPERSEDED:
+            status, succeeded = "superseded", None
+        elif run is _Run.FAILED:
+            status = "failed"
+            # Input the target refused (a container or pod the alert named does not exist) says
+            # nothing about whether the playbook works: the breaker is not fed.
+            succeeded = None if not changed and _refused_input(done) else False
+        else:
+            status, succeeded = ("dry_run" if decision.dry_run else "succeeded"), True
         # A replica whose lease lapsed during a long step (another one resumed the execution) must
         # neither finish it nor release the lock the other one, same execution id, now holds.
         await self._hold_lease(did, force=True)
         await self.store.finish_execution(did, status, self.clock.now())
         self.metrics.executions.labels(decision.playbook, status).inc()
-        await self._release(did, succeeded=not failed)
+        await self._release(did, succeeded=succeeded)
         log.info("execution finished", result=status)
         results: Mapping[tuple[str, int], StepResult] = {}
         if channels:
@@ -459,21 +501,37 @@ class Pipeline:
         ctx: StepContext,
         log: Any,
         decision: Decision | None = None,
-    ) -> bool:
+    ) -> _Run:
+        """Run the steps not yet finished; ``done`` gains each result as it is recorded."""
         for step in steps:
             previous = done.get((step.phase, step.index))
             if previous is not None and previous.finished:
+                if previous.status == "superseded":
+                    return _Run.SUPERSEDED
                 if not previous.ok:
-                    return True
+                    return _Run.FAILED
                 continue
             await self._hold_lease(ctx.execution_id)  # a paused or cut-off replica finds out here
             started = self.clock.now()
-            if not await self._lock_confirmed(ctx.execution_id):
-                lost = StepResult("failed", "not run: another execution took this target's guardrail lock")
+            mutating = step.action in MUTATING_ACTIONS and not ctx.dry_run
+            if not await self._lock_confirmed(ctx.execution_id, mutating=mutating):
+                lost = StepResult(
+                    "superseded", "not run: another execution has held this target's guardrail lock since this "
+                    "one lost it, so the target may have changed since this execution was planned",
+                    details={**(previous.details if previous else {})},
+                )
                 await self.store.record_step(ctx.execution_id, step, lost, started=started, finished=started)
+                done[(step.phase, step.index)] = lost
                 self.metrics.steps.labels(step.action, lost.status).inc()
-                return True
-            record_intent = functools.partial(self._record_intent, ctx.execution_id, step, started)
+                return _Run.SUPERSEDED
+            wrote: list[bool] = []  # whether this run recorded an intent (made, or was making, a write)
+
+            async def record_intent(
+                intent: Mapping[str, Any], step: PlannedStep = step, started: datetime = started,
+                wrote: list[bool] = wrote,
+            ) -> None:
+                wrote.append(bool(intent))
+                await self._record_intent(ctx.execution_id, step, started, intent)
 
             if previous is None:
                 await self.store.begin_step(ctx.execution_id, step, {}, started=started)
@@ -486,11 +544,13 @@ class Pipeline:
                 else:
                     result = await within(self.clock, executor.run(step, step_ctx), self._step_limit(step))
             except TimeoutError:
-                result = StepResult("failed", f"step did not finish within {self._step_limit(step):.0f}s")
+                result = StepResult("failed", f"step did not finish within {self._step_limit(step):.0f}s",
+                                    details=_maybe_wrote(wrote, previous))
             except Exception as exc:  # an executor bug must be recorded, not crash the worker
                 log.exception("executor raised", action=step.action)
-                result = StepResult("failed", f"{type(exc).__name__}: {exc}")
+                result = StepResult("failed", f"{type(exc).__name__}: {exc}", details=_maybe_wrote(wrote, previous))
             await self.store.record_step(ctx.execution_id, step, result, started=started, finished=self.clock.now())
+            done[(step.phase, step.index)] = result
             self.metrics.steps.labels(step.action, result.status).inc()
             log.info(
                 "step",
@@ -500,9 +560,11 @@ class Pipeline:
                 status=result.status,
                 message=result.message,
             )
+            if result.status == "superseded":
+                return _Run.SUPERSEDED
             if not result.ok:
-                return True
-        return False
+                return _Run.FAILED
+        return _Run.DONE
 
     def _step_limit(self, step: PlannedStep) -> float:
         """The step timeout, stretched for a step with its own longer ``timeout`` (a long wait_healthy)."""
@@ -571,18 +633,20 @@ class Pipeline:
     async def _lock_for_resume(self, req: Request) -> bool:
         """A resumed execution acts only while it holds its target's lock (fail closed).
 
-        When another execution holds it, or the guardrail state is unreachable, the
-        execution stays unfinished; the next periodic resume tries again.
+        When another execution holds the lock, or has held it since this one's lapsed, the
+        target may have changed after this execution was planned: it goes on only to record
+        its next step ``superseded`` and finish without acting (True, with the lock marked
+        lost).  When the guardrail state is unreachable it stays unfinished (False); the
+        next periodic resume tries again.
         """
         self._requests[req.owner] = req
         try:
-            if await self._hold_guard_lock(req):
-                self._resume_waiting.discard(req.owner)
-                return True
-            if req.owner not in self._resume_waiting:  # once, not at every poll while the other one runs
-                self._resume_waiting.add(req.owner)
-                self._log.warning("not resuming yet: another execution holds the target", execution_id=req.owner,
-                                  target=req.target_key)
+            if not await self._hold_guard_lock(req):
+                self._lock_lost.add(req.owner)
+                self._log.warning("another execution has held the target since: the resumed execution stops "
+                                  "before its next step", execution_id=req.owner, target=req.target_key)
+            self._resume_waiting.discard(req.owner)
+            return True
         except (GuardrailUnavailable, StoreUnavailable) as exc:
             self.metrics.guardrail_unavailable.inc()
             with contextlib.suppress(StoreUnavailable):  # a replica that can reach the lock may take over

@@ -42,7 +42,9 @@ class StoredAlert:
     received: ReceivedAlert
 
 
-StepStatus = Literal["ok", "failed", "planned", "skipped", "started"]
+#: ``superseded``: the step's write-ahead intent was stale (the object changed since it was
+#: planned), so nothing was written and the execution stops (no on_failure).
+StepStatus = Literal["ok", "failed", "planned", "skipped", "started", "superseded"]
 
 
 @dataclass(frozen=True)
@@ -181,10 +183,13 @@ class GuardrailStore(Protocol):
 
     async def renew(self, req: Request) -> bool: ...
 
-    async def release(self, req: Request, *, succeeded: bool) -> None: ...
+    async def release(self, req: Request, *, succeeded: bool | None) -> None:
+        """Free the lock and slot, restart the cooldown; feed the breaker with the outcome
+        (None: the execution tried nothing that tells, leave the breaker alone)."""
 
     async def reacquire(self, req: Request) -> bool:
-        """Take the lock back for a resuming execution if it is free, lapsed or its own."""
+        """Take the lock back for a resuming execution if it was its last holder (live or
+        lapsed) or there is no record of one; never after another execution held it."""
 
     async def abandon(self, req: Request) -> None:
         """Give back an admission whose execution will not run: its lock and slot, at once."""

@@ -77,7 +77,7 @@ class ChannelSettings:
     secret_file: str = ""
     routing_key: str = ""
     routing_key_file: str = ""
-    events: tuple[str, ...] = ("started", "succeeded", "failed", "dry_run", "resolved")
+    events: tuple[str, ...] = ("started", "succeeded", "failed", "superseded", "dry_run", "resolved")
     template: str = ""
     request_timeout: float = 10.0
     max_attempts: int = 5

@@ -81,8 +81,16 @@ class Verdict:
         return self.kind is DecisionKind.EXECUTED
 
 
+#: How long a lock's record (its last owner) outlives its expiry or release, in seconds: far
+#: longer than any execution waits to be resumed, so a resumed execution always learns that
+#: another one held its target meanwhile (see :func:`reacquire`).
+LOCK_RECORD_KEPT = 7 * 86400.0
+
+
 @dataclass(frozen=True)
 class Lock:
+    """A target's lock; once ``expires`` has passed it is free, but its owner stays on record."""
+
     owner: str
     expires: float
 
@@ -273,13 +281,17 @@ def renew(req: Request, state: GuardState, now: float) -> bool:
 
 def reacquire(req: Request, state: GuardState, now: float) -> bool:
     """Take the target's lock back for an execution that is resuming (after a restart or a
-    renewal gap): when the lock is free, lapsed or still its own.  False when another
-    execution holds it; then the resumed one must not act.
+    renewal gap): only while this execution was its last holder (live or lapsed).
+
+    False once another execution has held it since, even if that one has finished and
+    released it: whatever it did to the target came after this execution's plan, and
+    acting on again would revert it.  The lock's record outlives its release for
+    :data:`LOCK_RECORD_KEPT` so that this stays known.
 
     Not a new admission: its limits were counted when it was first admitted.
     """
     lock = state.locks.get(req.target_key)
-    if lock is not None and lock.owner != req.owner and lock.expires > now:
+    if lock is not None and lock.owner != req.owner:
         return False
     state.locks[req.target_key] = Lock(req.owner, now + req.lock_ttl)
     state.running[req.owner] = Slot(req.namespace, now + req.lock_ttl)
@@ -299,15 +311,23 @@ def abandon(req: Request, state: GuardState) -> None:
     state.running.pop(req.owner, None)
 
 
-def release(req: Request, state: GuardState, policy: Policy, *, succeeded: bool, now: float) -> None:
-    """Free the lock (only its owner may), restart the cooldown, feed the breaker."""
+def release(req: Request, state: GuardState, policy: Policy, *, succeeded: bool | None, now: float) -> None:
+    """Free the lock (only its owner may), restart the cooldown, feed the breaker.
+
+    The freed lock keeps its record (owner, lapsed now) so that :func:`reacquire` knows who
+    held the target last.  ``succeeded=None`` leaves the breaker as it is: the execution
+    tried nothing that could tell whether the remediation works (the alert named something
+    that does not exist, the target changed under it).
+    """
     lock = state.locks.get(req.target_key)
     if lock is not None and lock.owner == req.owner:
-        del state.locks[req.target_key]
+        state.locks[req.target_key] = Lock(req.owner, min(lock.expires, now))
     state.running.pop(req.owner, None)
     if req.cooldown:
         state.cooldown_until[req.limit_key] = max(state.cooldown_until.get(req.limit_key, 0.0), now + req.cooldown)
     br = state.breakers.get(req.playbook, Breaker())
+    if succeeded is None:
+        return
     if succeeded:
         state.breakers.pop(req.playbook, None)
     elif policy.breaker_threshold:
@@ -319,11 +339,12 @@ def release(req: Request, state: GuardState, policy: Policy, *, succeeded: bool,
 def collect(state: GuardState, policy: Policy, now: float, grace: float) -> None:
     """Drop what has lapsed, so persisted state does not grow with every target ever seen.
 
-    Nothing dropped could change a verdict: lapsed locks, slots and cooldowns act as
-    absent, and history outside every window is never counted.  ``grace`` keeps a
+    Nothing dropped could change a verdict: lapsed slots and cooldowns act as absent, a
+    lapsed lock's record is kept :data:`LOCK_RECORD_KEPT` for :func:`reacquire`, and
+    history outside every window is never counted.  ``grace`` keeps a
     window's history a while longer in case a playbook widens its ``per``.
     """
-    state.locks = {k: v for k, v in state.locks.items() if v.expires > now}
+    state.locks = {k: v for k, v in state.locks.items() if v.expires + LOCK_RECORD_KEPT > now}
     state.running = {k: v for k, v in state.running.items() if v.expires > now}
     state.cooldown_until = {k: v for k, v in state.cooldown_until.items() if v > now}
     for key in list(state.history):

@@ -8,6 +8,8 @@ them pure lets the executor, the tests and replay share one definition of "healt
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -111,6 +113,17 @@ def template_without_hash(template: dict[str, Any]) -> dict[str, Any]:
     if isinstance(labels, dict):
         labels.pop(HASH_LABEL, None)
     return t
+
+
+def template_digest(template: dict[str, Any] | None) -> str:
+    """A short fingerprint of a pod template (its pod-template-hash label left out).
+
+    A rollback's write-ahead intent records the digest of the template it rolls back
+    *from*: a resumed rollback re-applies only while the workload still runs that
+    template, so a release someone made since is never rolled back by a stale intent.
+    """
+    canonical = json.dumps(template_without_hash(template or {}), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 class RollbackError(ValueError):

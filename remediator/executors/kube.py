@@ -48,6 +48,25 @@ class Rejected(TemporaryError):
     """The apiserver refused the request (409 Conflict, 429): it certainly was not applied."""
 
 
+class RefusedInput(PermanentError):
+    """What the alert named does not exist on the target (a container, a pod of another owner).
+
+    Nothing was written; the failure says nothing about the playbook's remediation working,
+    so it neither runs ``on_failure`` nor feeds the circuit breaker (the pipeline reads
+    ``details["refused_input"]``).
+    """
+
+
+class Superseded(PermanentError):
+    """A write-ahead intent is stale: the object no longer holds the value the intent was
+    planned from, nor the value it would set.  Someone changed it since (a later execution,
+    a person); re-applying would revert their change, so nothing is written."""
+
+    def __init__(self, message: str, **values: Any) -> None:
+        super().__init__(message)
+        self.values = values
+
+
 def classify(exc: BaseException) -> PermanentError | TemporaryError:
     """Map a client failure to what the executor should do next."""
     if isinstance(exc, ApiException):
@@ -82,6 +101,22 @@ def _intent(ctx: StepContext) -> dict[str, Any]:
     """What an earlier attempt of this step (a retry, or the run before a crash) recorded it would apply."""
     intent = ctx.previous.details.get("intent") if ctx.previous else None
     return dict(intent) if intent else {}
+
+
+def _wrote(result: StepResult, wrote: bool) -> StepResult:
+    """Mark a result whose step sent a write (it may have landed even if the step failed)."""
+    return replace(result, details={**result.details, "wrote": True}) if wrote else result
+
+
+def _unless_unchanged(key: str, intent: Mapping[str, Any], current: str) -> None:
+    """A resumed rollback re-applies only while the workload still runs the template it was
+    planned from (intents written before this check existed carry no ``from``)."""
+    if "from" in intent and intent["from"] != current:
+        raise Superseded(
+            f"{key} runs another pod template than when this rollback was planned (a release or change "
+            f"since): not rolling it back to revision {intent.get('revision')}",
+            **{"from": intent["from"], "to": intent.get("revision"), "current": current},
+        )
 
 
 def _revision_named(objects: list[dict[str, Any]], name: str, revision: Callable[[dict[str, Any]], int]) -> int:
@@ -190,10 +225,14 @@ class KubeExecutor:
         recorded: dict[str, Any] = {}
         wrote = False
         uncertain = bool(_intent(ctx))  # a write from before a crash may still be landing
+        # Whether any attempt of this step (this run's, or one before a crash) sent a write: a
+        # failed step that never wrote changed nothing, and the pipeline runs on_failure only
+        # for an execution that changed something.
+        wrote_any = uncertain
 
         async def record(intent: Mapping[str, Any]) -> None:
-            nonlocal wrote
-            wrote = True
+            nonlocal wrote, wrote_any
+            wrote = wrote_any = True
             recorded.clear()
             recorded.update(intent)
             await ctx.record_intent(intent)
@@ -229,15 +268,23 @@ class KubeExecutor:
                     result: StepResult = await handler(step, replace(ctx, previous=previous, record_intent=record))
             if errors:  # the audit shows what it took: "ok after 2 conflicts"
                 result = replace(result, details={**result.details, "attempts": len(errors) + 1, "retried": errors})
-            return result
+            return _wrote(result, wrote_any)
+        except Superseded as exc:
+            return StepResult(
+                "superseded", f"{step.action} on {ctx.target.key}: {exc}", details={**exc.values, "wrote": wrote_any}
+            )
+        except RefusedInput as exc:
+            return _wrote(StepResult(
+                "failed", f"{step.action} on {ctx.target.key}: {exc}", details={"refused_input": True}
+            ), wrote_any)
         except PermanentError as exc:
-            return StepResult("failed", f"{step.action} on {ctx.target.key}: {exc}")
+            return _wrote(StepResult("failed", f"{step.action} on {ctx.target.key}: {exc}"), wrote_any)
         except TemporaryError as exc:
             attempts = retrying.statistics.get("attempt_number", 1)
-            return StepResult(
+            return _wrote(StepResult(
                 "failed", f"{step.action} on {ctx.target.key}: {exc} (gave up after {attempts} attempts)",
                 details={"attempts": attempts, "retried": errors},
-            )
+            ), wrote_any)
 
     def _done(
         self, message: str, before: Mapping[str, Any] | None, after: Mapping[str, Any] | None, **details: Any
@@ -272,7 +319,12 @@ class KubeExecutor:
         current = ((before["spec"]["template"].get("metadata") or {}).get("annotations") or {}).get(RESTARTED_AT)
         if current == stamp:
             return self._done(f"restart at {stamp} was already applied", before, before, restartedAt=stamp)
-        await ctx.record_intent({"restartedAt": stamp})
+        if intent and "from" in intent and current != intent["from"]:
+            raise Superseded(
+                f"{ctx.target.key} was restarted again since (restartedAt {current}): not restarting it once more",
+                **{"from": intent["from"], "to": stamp, "current": current},
+            )
+        await ctx.record_intent({"restartedAt": stamp, "from": current})
         body = {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: stamp}}}}}
         after = await self._patch(ctx, body)
         return self._done(f"restarted {ctx.target.key} (restartedAt {stamp})", before, after, restartedAt=stamp)
@@ -318,6 +370,12 @@ class KubeExecutor:
         if "replicas" in intent:
             desired = int(intent["replicas"])
             origin = int(intent.get("from", current))
+            if current not in (origin, desired):
+                raise Superseded(
+                    f"{t.key} has {current} replicas, changed since this step planned {origin} -> {desired}: "
+                    "not re-applied (that would revert the later change)",
+                    **{"from": origin, "to": desired, "current": current},
+                )
         else:
             desired = desired_amount(current, step.params, ceiling=step.params.get("max_replicas"))
             origin = current
@@ -339,7 +397,7 @@ class KubeExecutor:
         container = next((c for c in containers if c.get("name") == name), None)
         if container is None:
             names = ", ".join(c.get("name", "?") for c in containers)
-            raise PermanentError(f"container {name!r} not found in {ctx.target.key} (containers: {names})")
+            raise RefusedInput(f"container {name!r} not found in {ctx.target.key} (containers: {names})")
         entry = next((e for e in container.get("env") or [] if e.get("name") == env_name), None)
         intent = _intent(ctx)
         current: int | None = None
@@ -347,11 +405,17 @@ class KubeExecutor:
             try:
                 current = int(str(entry["value"]).strip())
             except ValueError:
-                raise PermanentError(
-                    f"env {env_name}={entry['value']!r} in container {name!r} is not a number"
+                raise PermanentError(  # its value stays out of the audit: it may be a secret
+                    f"env {env_name} in container {name!r} does not hold a whole number"
                 ) from None
         if "value" in intent:
             desired, origin = int(intent["value"]), intent.get("from")
+            if current not in (origin, desired):
+                raise Superseded(
+                    f"{env_name} in container {name} is {current}, changed since this step planned "
+                    f"{origin} -> {desired}: not re-applied (that would revert the later change)",
+                    **{"from": origin, "to": desired, "current": current},
+                )
         else:
             if current is None and "to" not in step.params:
                 why = "comes from valueFrom" if entry is not None else "is not set"
@@ -404,8 +468,11 @@ class KubeExecutor:
                     return StepResult(
                         "skipped", plan.message, _snapshot(before), _snapshot(before), {"revision": plan.revision}
                     )
-                if not intent:
-                    await ctx.record_intent({"replicaset": plan.replicaset, "revision": plan.revision})
+                current = rollout.template_digest(before["spec"].get("template"))
+                if intent:
+                    _unless_unchanged(t.key, intent, current)
+                else:
+                    await ctx.record_intent({"replicaset": plan.replicaset, "revision": plan.revision, "from": current})
                 after = await self._patch(ctx, plan.patch)
                 revision = intent.get("revision", plan.revision)
                 return self._done(f"rolled back to revision {revision}", before, after, revision=revision)
@@ -416,8 +483,15 @@ class KubeExecutor:
             if intent.get("controllerrevision"):
                 to_revision = _revision_named(revisions, intent["controllerrevision"], lambda r: int(r["revision"]))
             revision, data, name = rollout.plan_statefulset_rollback(before, revisions, to_revision)
-            if not intent:
-                await ctx.record_intent({"controllerrevision": name, "revision": revision})
+            current = rollout.template_digest(before["spec"].get("template"))
+            if intent:
+                wanted = rollout.template_digest((data.get("spec") or {}).get("template"))
+                if current == wanted and "from" in intent:
+                    message = f"rolled back to revision {intent['revision']} (already applied)"
+                    return self._done(message, before, before, revision=intent["revision"])
+                _unless_unchanged(t.key, intent, current)
+            else:
+                await ctx.record_intent({"controllerrevision": name, "revision": revision, "from": current})
             after = await self._patch(ctx, data)  # the revision's own data: applying it twice changes nothing
             revision = intent.get("revision", revision)
             return self._done(f"rolled back to revision {revision}", before, after, revision=revision)
@@ -434,11 +508,13 @@ class KubeExecutor:
         except PermanentError as exc:
             if intent.get("uid") and exc.status == 404:
                 return self._done(f"pod {pod_name} was already deleted", None, None, pod=pod_name)
+            if exc.status == 404:  # the alert named a pod that is not there
+                raise RefusedInput(f"pod {pod_name} not found in namespace {t.namespace}") from None
             raise
         wanted = owner["spec"]["selector"].get("matchLabels", {})
         labels = pod["metadata"].get("labels") or {}
         if not wanted or any(labels.get(k) != v for k, v in wanted.items()):
-            raise PermanentError(f"pod {pod_name} does not belong to {t.key}: refusing to delete it")
+            raise RefusedInput(f"pod {pod_name} does not belong to {t.key}: refusing to delete it")
         uid = pod["metadata"]["uid"]
         if intent.get("uid") and intent["uid"] != uid:
             return self._done(f"pod {pod_name} was already deleted (now a new pod)", pod, None, pod=pod_name)

@@ -13,7 +13,10 @@ stops mattering, because the value itself decides.
 
 from __future__ import annotations
 
-PRELUDE = """
+from remediator.core.guardrails import LOCK_RECORD_KEPT
+
+PRELUDE = f"""
+local kept = {LOCK_RECORD_KEPT!r}  -- seconds a lock's record (its last owner) outlives its expiry
 local function num(x) return string.format('%.17g', x) end
 local function ms(seconds) return math.max(1, math.ceil(seconds * 1000)) end
 local function extend(key, millis)  -- a key shared by many entries only ever lives longer
@@ -81,7 +84,7 @@ if max_running > 0 or max_ns > 0 then
 end
 
 redis.call('HSET', KEYS[3], 'owner', owner, 'expires', num(now + ttl))
-redis.call('PEXPIRE', KEYS[3], ms(ttl + grace))
+redis.call('PEXPIRE', KEYS[3], ms(ttl + kept))
 if cooldown > 0 then
   redis.call('SET', KEYS[4], num(now + cooldown), 'PX', ms(cooldown + grace))
 end
@@ -120,7 +123,7 @@ local now, ttl, grace = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local lock = redis.call('HMGET', KEYS[1], 'owner', 'expires')
 {when}
 redis.call('HSET', KEYS[1], 'owner', owner, 'expires', num(now + ttl))
-redis.call('PEXPIRE', KEYS[1], ms(ttl + grace))
+redis.call('PEXPIRE', KEYS[1], ms(ttl + kept))
 redis.call('ZADD', KEYS[2], num(now + ttl), owner)
 redis.call('HSET', KEYS[3], owner, namespace)
 extend(KEYS[2], ms(ttl + grace))
@@ -129,11 +132,10 @@ return 1
 """
 
 # KEYS: 1 lock, 2 running, 3 running namespaces.  ARGV: 1 owner, 2 namespace, 3 now, 4 lock_ttl, 5 grace
-#   RENEW: only its own live lock.  REACQUIRE: a free, lapsed or own lock, never another's live one.
+#   RENEW: only its own live lock.  REACQUIRE: only a lock whose last holder (live, lapsed or
+#   released: the record is kept) was this owner, or of which there is no record.
 RENEW = _HOLD_LOCK.replace("{when}", "if lock[1] ~= owner or tonumber(lock[2]) <= now then return 0 end")
-REACQUIRE = _HOLD_LOCK.replace(
-    "{when}", "if lock[1] and lock[1] ~= owner and tonumber(lock[2]) > now then return 0 end"
-)
+REACQUIRE = _HOLD_LOCK.replace("{when}", "if lock[1] and lock[1] ~= owner then return 0 end")
 
 # KEYS: 1 lock, 2 running, 3 running namespaces.  ARGV: 1 owner
 ABANDON = """
@@ -144,18 +146,26 @@ return 1
 """
 
 # KEYS: 1 lock, 2 running, 3 running namespaces, 4 cooldown, 5 breaker, 6 breaker index
-# ARGV: 1 owner, 2 now, 3 cooldown, 4 succeeded (1/0), 5 breaker threshold, 6 breaker cool-off, 7 grace, 8 playbook
+# ARGV: 1 owner, 2 now, 3 cooldown, 4 succeeded (1, 0, or - for neither: the breaker is left alone),
+#       5 breaker threshold, 6 breaker cool-off, 7 grace, 8 playbook
+#   The freed lock keeps its record (owner, lapsed now) for REACQUIRE.
 RELEASE = PRELUDE + """
 local owner, now, cooldown = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local threshold, cooloff, grace = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
-if redis.call('HGET', KEYS[1], 'owner') == owner then redis.call('DEL', KEYS[1]) end
+local lock = redis.call('HMGET', KEYS[1], 'owner', 'expires')
+if lock[1] == owner then
+  redis.call('HSET', KEYS[1], 'expires', num(math.min(tonumber(lock[2]), now)))
+  redis.call('PEXPIRE', KEYS[1], ms(kept))
+end
 redis.call('ZREM', KEYS[2], owner)
 redis.call('HDEL', KEYS[3], owner)
 if cooldown > 0 then
   local cooldown_until = math.max(tonumber(redis.call('GET', KEYS[4]) or '0'), now + cooldown)
   redis.call('SET', KEYS[4], num(cooldown_until), 'PX', ms(cooldown_until - now + grace))
 end
-if ARGV[4] == '1' then
+if ARGV[4] == '-' then
+  return 1
+elseif ARGV[4] == '1' then
   redis.call('DEL', KEYS[5])
   redis.call('SREM', KEYS[6], ARGV[8])
 elseif threshold > 0 then

@@ -165,7 +165,7 @@ class MemoryGuardrails:
         async with self._lock:
             await self._commit(lambda s: rules.abandon(req, s), lambda _: True)
 
-    async def release(self, req: Request, *, succeeded: bool) -> None:
+    async def release(self, req: Request, *, succeeded: bool | None) -> None:
         async with self._lock:
             now = self._clock.now().timestamp()
             await self._commit(

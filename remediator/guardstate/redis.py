@@ -158,7 +158,7 @@ class RedisGuardrails:
         keys = [self._key("lock", req.target_key), self._key("running"), self._key("running-ns")]
         await self._guarded("abandon", self._abandon(keys=keys, args=[req.owner]))
 
-    async def release(self, req: Request, *, succeeded: bool) -> None:
+    async def release(self, req: Request, *, succeeded: bool | None) -> None:
         now = self._clock.now().timestamp()
         keys = [
             self._key("lock", req.target_key),
@@ -169,7 +169,7 @@ class RedisGuardrails:
             self._key("breakers"),
         ]
         args: list[str | int | float] = [
-            req.owner, now, req.cooldown, 1 if succeeded else 0, self._policy.breaker_threshold,
+            req.owner, now, req.cooldown, "-" if succeeded is None else int(succeeded), self._policy.breaker_threshold,
             self._policy.breaker_cooloff, self._grace, req.playbook,
         ]
         await self._guarded("release", self._release(keys=keys, args=args))

@@ -25,13 +25,14 @@ from remediator.ports import StepResult
 
 #: Events a channel can subscribe to (``channels.<name>.events``); ``message`` (a playbook's
 #: ``notify`` step) is always delivered to the channel it names.
-EVENTS = ("started", "succeeded", "failed", "skipped", "dry_run", "resolved")
+EVENTS = ("started", "succeeded", "failed", "superseded", "skipped", "dry_run", "resolved")
 MESSAGE = "message"
 
 HEADLINES = {
     "started": "Remediation started",
     "succeeded": "Remediation succeeded",
     "failed": "Remediation failed: manual intervention required",
+    "superseded": "Remediation stopped: the target changed since it was planned",
     "skipped": "Remediation skipped",
     "dry_run": "Dry run: remediation planned, nothing was changed",
     "resolved": "Alert resolved after remediation",
@@ -119,6 +120,7 @@ class Notice:
             "started": "in progress",
             "succeeded": "succeeded",
             "failed": "failed",
+            "superseded": "stopped: target changed since",
             "dry_run": "dry run: nothing changed",
             "resolved": "alert resolved",
             MESSAGE: "message",

@@ -224,7 +224,7 @@ async def test_resize_pool_failures_are_clear_and_change_nothing(harness: OpenHa
     assert writes == []
     text = "\n".join(messages)
     assert "container 'worker' not found in Deployment/shop/api (containers: app, sidecar)" in text
-    assert "env DB_POOL_MAX_SIZE='lots' in container 'app' is not a number" in text
+    assert "env DB_POOL_MAX_SIZE in container 'app' does not hold a whole number" in text and "lots" not in text
     assert "env DB_POOL_MAX_SIZE in container 'app' is not set: only `to:` can set it" in text
 
 

@@ -118,7 +118,7 @@ async def test_a_crash_era_intent_is_not_wiped_by_a_conflict_in_the_resumed_run(
     vclock: VirtualClock, kube: FakeKube
 ) -> None:
     """The write from before the crash may still be landing: its intent stays the step's, 409 or not."""
-    kube.cluster.apply(web(replicas=10))
+    kube.cluster.apply(web(replicas=3))
     kube.cluster.faults.conflict(method="PUT", path="/scale$")
     executor = KubeExecutor(kube.api, vclock, KubernetesSettings(mode="kubeconfig", request_timeout=30))
     recorded: list[dict[str, Any]] = []

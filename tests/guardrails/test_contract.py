@@ -19,7 +19,7 @@ from remediator.clock import VirtualClock
 from remediator.core import guardrails as rules
 from remediator.core.decisions import DecisionKind
 from remediator.core.errors import GuardrailUnavailable
-from remediator.core.guardrails import BreakerState, Budget, GuardState, Policy, Request, Verdict
+from remediator.core.guardrails import LOCK_RECORD_KEPT, BreakerState, Budget, GuardState, Policy, Request, Verdict
 from remediator.guardstate.redis import RedisGuardrails
 from remediator.ports import GuardrailStore
 from tests.guardrails.conftest import REDIS_URL, GuardFactory, free_port, prefixed
@@ -51,7 +51,7 @@ class Scene:
             self.reqs[owner] = req
         return verdict
 
-    async def release(self, owner: str, *, succeeded: bool = True) -> None:
+    async def release(self, owner: str, *, succeeded: bool | None = True) -> None:
         await self.guard.release(self.reqs.pop(owner), succeeded=succeeded)
 
     async def renew(self, owner: str) -> bool:
@@ -110,7 +110,7 @@ async def test_an_abandoned_admission_frees_lock_and_slot_but_keeps_the_counts(
     assert (await s.guard.status()).breakers == {}  # and the breaker was not fed
 
 
-async def test_a_resuming_execution_takes_its_lock_back_only_if_nobody_else_holds_it(
+async def test_a_resuming_execution_takes_its_lock_back_only_if_nobody_else_has_held_it(
     make_guard: GuardFactory, clock: VirtualClock
 ) -> None:
     s = await scene(make_guard, clock)
@@ -125,7 +125,25 @@ async def test_a_resuming_execution_takes_its_lock_back_only_if_nobody_else_hold
     assert await s.guard.reacquire(s.req("a", lock_ttl=30.0)) is False
     assert await s.guard.renew(s.req("a", lock_ttl=30.0)) is False
     await s.release("b")
-    assert await s.guard.reacquire(s.req("a", lock_ttl=30.0)) is True
+    # b has acted on the target since a's plan: taking the lock back would let a revert b's change
+    assert await s.guard.reacquire(s.req("a", lock_ttl=30.0)) is False
+    s.at(80 + 6 * 86400)  # days later, the record of b's hold is still there
+    assert await s.guard.reacquire(s.req("a", lock_ttl=30.0)) is False
+    assert (await s.admit("c", lock_ttl=30.0, limit_key="third")).admitted  # the free lock admits anew
+
+
+async def test_a_released_lock_admits_at_once_but_keeps_its_last_holder_on_record(
+    make_guard: GuardFactory, clock: VirtualClock
+) -> None:
+    s = await scene(make_guard, clock)
+    assert (await s.admit("a", lock_ttl=600.0)).admitted
+    s.at(10)
+    await s.release("a")
+    assert (await s.admit("b", lock_ttl=600.0, limit_key="other")).admitted  # released: free at once
+    s.at(20)
+    await s.release("b")
+    assert await s.guard.reacquire(s.req("a", lock_ttl=600.0)) is False  # b held it after a
+    assert await s.guard.reacquire(s.req("b", lock_ttl=600.0)) is True  # b was its last holder
 
 
 async def test_a_lock_lapses_at_its_ttl_not_before(make_guard: GuardFactory, clock: VirtualClock) -> None:
@@ -287,6 +305,24 @@ async def test_the_breaker_opens_half_opens_and_closes(make_guard: GuardFactory,
     assert (await s.admit("f", "t7")).admitted
 
 
+async def test_a_release_with_no_outcome_leaves_the_breaker_as_it_was(
+    make_guard: GuardFactory, clock: VirtualClock
+) -> None:
+    """An execution that tried nothing (refused input, a target changed under it) neither
+    counts as a failure nor closes the breaker; its lock, slot and cooldown go as usual."""
+    s = await scene(make_guard, clock, breaker_threshold=2, breaker_cooloff=100.0)
+    assert (await s.admit("a", "t1")).admitted
+    await s.release("a", succeeded=False)
+    for i in range(3):
+        assert (await s.admit(f"refused{i}", f"r{i}")).admitted
+        await s.release(f"refused{i}", succeeded=None)
+    view = (await s.guard.status()).breakers["pb"]
+    assert view.failures == 1 and view.state is BreakerState.CLOSED
+    assert (await s.admit("b", "t1")).admitted  # the lock of t1 was freed
+    await s.release("b", succeeded=False)
+    assert (await s.guard.status()).breakers["pb"].state is BreakerState.OPEN
+
+
 async def test_a_crashed_trial_lapses_with_its_lock(make_guard: GuardFactory, clock: VirtualClock) -> None:
     s = await scene(make_guard, clock, breaker_threshold=1, breaker_cooloff=10.0)
     assert (await s.admit("a", "t1")).admitted
@@ -351,8 +387,9 @@ async def test_random_operations_agree_with_the_pure_rules(make_guard: GuardFact
                 await guard.abandon(req)
                 rules.abandon(req, oracle)
             else:
-                await guard.release(req, succeeded=ok)
-                rules.release(req, oracle, policy, succeeded=ok, now=now)
+                outcome = None if rng.random() < 0.2 else ok  # None: nothing tried, breaker left alone
+                await guard.release(req, succeeded=outcome)
+                rules.release(req, oracle, policy, succeeded=outcome, now=now)
             got = want = None  # type: ignore[assignment]
         elif op < 0.87:
             paused = rng.random() < 0.5
@@ -415,10 +452,13 @@ async def test_redis_keys_live_under_the_prefix_and_expire(redis_prefix: str, cl
         await client.aclose()
         await guard.close()
     forever = {"paused", "breaker:pb", "breakers", "seq"}
-    assert set(ttl) == forever | {"lock:t1", "cooldown:k1", "rate:k1", "running", "running-ns",
+    assert set(ttl) == forever | {"lock:t1", "lock:t2", "cooldown:k1", "rate:k1", "running", "running-ns",
                                   "budget:*"}
     assert all(ttl[k] == -1 for k in forever)
-    # each lapses a grace period (an hour by default) after its value stops mattering
-    assert 0 < ttl["lock:t1"] <= (60 + 3600) * 1000 and 0 < ttl["cooldown:k1"] <= (60 + 3600) * 1000
+    # each lapses a grace period (an hour by default) after its value stops mattering; a lock's
+    # record (its last holder, for reacquire) stays LOCK_RECORD_KEPT after it lapses or is released
+    assert 0 < ttl["cooldown:k1"] <= (60 + 3600) * 1000
+    assert LOCK_RECORD_KEPT * 1000 < ttl["lock:t1"] <= (600 + LOCK_RECORD_KEPT) * 1000
+    assert 0 < ttl["lock:t2"] <= LOCK_RECORD_KEPT * 1000
     assert 0 < ttl["rate:k1"] <= (2 * 600 + 3600) * 1000 and 0 < ttl["budget:*"] <= (2 * 3600 + 3600) * 1000
     assert all(ttl[k] > 0 for k in set(ttl) - forever)

@@ -18,7 +18,7 @@ import pytest
 from remediator.clock import VirtualClock
 from remediator.core.decisions import DecisionKind
 from remediator.core.errors import ConfigError, GuardrailUnavailable
-from remediator.core.guardrails import Policy, Request
+from remediator.core.guardrails import LOCK_RECORD_KEPT, Policy, Request
 from remediator.guardstate.memory import MemoryGuardrails
 from tests.payloads import T0
 
@@ -130,6 +130,14 @@ async def test_lapsed_entries_do_not_accumulate(tmp_path: Path, clock: VirtualCl
             await guard.release(r, succeeded=True)  # the others "crash" and keep their lock
     clock.set(T0 + timedelta(hours=1))
     last = req(clock, "last", "t-last")
+    assert (await guard.admit(last)).admitted
+    saved = json.loads(path.read_text())
+    # an hour on, the locks are free but their records (last holder, for reacquire) are kept...
+    assert len(saved["locks"]) == 201 and list(saved["running"]) == ["last"]
+    assert saved["cooldown_until"] == {} and saved["history"] == {}
+    clock.set(T0 + timedelta(seconds=LOCK_RECORD_KEPT + 3600))
+    last = req(clock, "last", "t-last")
+    assert (await guard.renew(last)) is False  # ...until LOCK_RECORD_KEPT has passed
     assert (await guard.admit(last)).admitted
     await guard.close()
     saved = json.loads(path.read_text())

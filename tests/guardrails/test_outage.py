@@ -115,3 +115,63 @@ async def test_redis_outage_fails_closed_and_recovers_without_a_restart(
         status = await (await client.get("/api/v1/guardrails", headers=AUTH)).json()
         assert status == {"paused": False, "breakers": {"outage": {
             "state": "closed", "consecutive_failures": 0, "open_until": None, "trial_execution": None}}}
+
+
+TWO_STEPS = """
+name: outage
+match: {alertname: X}
+target: {kind: Deployment, namespace: shop, name: "{{ labels.app }}"}
+steps: [{action: restart}, {action: scale, to: 3}]
+"""
+
+
+class Steps:
+    """Records every step sent to the cluster; the restart waits until the test lets it finish."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+        self.restart_started = asyncio.Event()
+        self.restart_may_finish = asyncio.Event()
+
+    async def run(self, step: PlannedStep, ctx: StepContext) -> StepResult:
+        self.sent.append(step.action)
+        if step.action == "restart":
+            self.restart_started.set()
+            await self.restart_may_finish.wait()
+        return StepResult("ok", f"{step.action} done")
+
+
+async def test_redis_stopped_between_two_steps_sends_no_second_step_until_it_is_back(
+    tmp_path: Path, private_redis: PrivateRedis, settings_factory: Callable[..., Any], vclock: VirtualClock
+) -> None:
+    """The lock was confirmed a moment ago, well inside half its TTL: that is not enough. Before a
+    step that writes, the lock is confirmed with the guardrail state itself; with Redis down the
+    execution pauses (unfinished, not failed) and resumes, once, when Redis is back."""
+    (tmp_path / "pb").mkdir()
+    (tmp_path / "pb" / "outage.yaml").write_text(TWO_STEPS)
+    settings = settings_factory(redis_url=private_redis.url, playbooks=str(tmp_path / "pb"), dry_run=False)
+    cluster = Steps()
+    app = create_app(settings, clock=vclock, executors=(cluster, cluster), start_worker=False)
+    async with TestClient(TestServer(app)) as client:
+        rt = client.app[RUNTIME]
+        r = await client.post("/webhooks/alertmanager", json=alert("web"), headers=AUTH)
+        assert r.status == 200
+        running = asyncio.create_task(rt.worker.drain())
+        await asyncio.wait_for(cluster.restart_started.wait(), 10)
+        private_redis.stop()
+        await vclock.advance(5)  # a few seconds into the outage
+        cluster.restart_may_finish.set()
+        await asyncio.wait_for(running, 30)
+        assert cluster.sent == ["restart"]  # the scale was not sent
+        [ex] = await rt.store.list_executions()
+        assert ex["status"] == "running"  # paused: not failed, no on_failure, no breaker
+        assert await rt.pipeline.resume_unfinished() == 0  # still down: nothing resumes
+
+        private_redis.start()  # back, and empty (no persistence)
+        assert await rt.pipeline.resume_unfinished() == 1
+        assert await rt.pipeline.resume_unfinished() == 0
+        [ex] = await rt.store.list_executions()
+        full = await rt.store.get_execution(ex["id"])
+    assert cluster.sent == ["restart", "scale"]  # each step sent exactly once
+    assert ex["status"] == "succeeded"
+    assert [(s["action"], s["status"]) for s in full["results"]] == [("restart", "ok"), ("scale", "ok")]

@@ -198,34 +198,46 @@ class Recording:
         return StepResult("ok", f"{step.action} done")
 
 
+async def die_mid_restart(settings: Any, vclock: VirtualClock) -> None:
+    """The daemon records the ``Long`` alert, starts its execution and dies during the restart."""
+    first = Recording(restart_seconds=10_000)
+    async with open_runtime(settings, clock=vclock, executors=(first, first), start_worker=False) as rt:
+        alert = Alert.from_json(alert_json({"alertname": "Long"}))
+        await rt.store.record_alerts([ReceivedAlert(alert, vclock.now())])
+        task = asyncio.create_task(rt.pipeline.process(ReceivedAlert(alert, vclock.now())))
+        await asyncio.wait_for(first.started.wait(), 10)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
 def rival_request(clock: VirtualClock) -> Request:
     return Request("rival", "other", "Deployment/shop/web", "rival", "shop", clock.now().timestamp(), lock_ttl=600.0)
 
 
 @pytest.mark.parametrize("kind", ADAPTERS)
-async def test_a_resumed_execution_waits_while_another_holds_its_lapsed_lock(
+async def test_a_resumed_execution_whose_lapsed_lock_another_took_is_superseded_not_resumed(
     kind: str, tmp_path: Path, settings_factory: Callable[..., Any], vclock: VirtualClock, redis_prefix: str
 ) -> None:
+    """The other execution acted on the target after this one was planned: taking the lock back,
+    even once the other has finished, could revert its change with a stale plan."""
     settings = long_settings(kind, tmp_path, settings_factory, redis_prefix, TWO_STEPS, worker={"lease": "60s"})
-    first = Recording(restart_seconds=10_000)
-    async with open_runtime(settings, clock=vclock, executors=(first, first), start_worker=False) as rt:
-        alert = Alert.from_json(alert_json({"alertname": "Long"}))
-        task = asyncio.create_task(rt.pipeline.process(ReceivedAlert(alert, vclock.now())))
-        await asyncio.wait_for(first.started.wait(), 10)
-        task.cancel()  # the daemon dies mid-restart
-        with pytest.raises(asyncio.CancelledError):
-            await task
+    await die_mid_restart(settings, vclock)
     vclock.advance_sync(61)  # its 30s lock and 60s lease have lapsed; another execution takes the target
     second = Recording()
     async with open_runtime(settings, clock=vclock, executors=(second, second), start_worker=False) as rt:
         rival = rival_request(vclock)
         assert (await rt.guardrails.admit(rival)).admitted
-        assert await rt.pipeline.resume_unfinished() == 0
-        assert second.calls == []  # nothing done on a target another execution holds
-        await rt.guardrails.release(rival, succeeded=True)
+        await rt.guardrails.release(rival, succeeded=True)  # ...and is done with it before we resume
         assert await rt.pipeline.resume_unfinished() == 1
         [ex] = await rt.store.list_executions()
-    assert second.calls == ["restart", "scale"] and ex["status"] == "succeeded"
+        full = await rt.store.get_execution(ex["id"])
+        assert await rt.pipeline.resume_unfinished() == 0  # finished: never resumed again
+        breakers = (await rt.guardrails.status()).breakers
+    assert second.calls == []  # nothing done on a target another execution has changed since
+    assert ex["status"] == "superseded"
+    assert [(r["action"], r["status"]) for r in full["results"]] == [("restart", "superseded")]
+    assert breakers == {}  # not a failure of the playbook
 
 
 @pytest.mark.parametrize("kind", ADAPTERS)
@@ -245,10 +257,10 @@ async def test_an_execution_that_loses_its_lock_stops_before_its_next_step(
         [ex] = await rt.store.list_executions()
         full = await rt.store.get_execution(ex["id"])
         rival_still_holds = (await rt.guardrails.admit(rival_request(vclock))).kind is DecisionKind.LOCKED
-    assert slow.calls == ["restart"]  # the scale never ran
-    assert ex["status"] == "failed"
-    assert [(r["action"], r["status"]) for r in full["results"]] == [("restart", "ok"), ("scale", "failed")]
-    assert full["results"][1]["message"] == "not run: another execution took this target's guardrail lock"
+    assert slow.calls == ["restart"]  # the scale never ran, and no on_failure either
+    assert ex["status"] == "superseded"
+    assert [(r["action"], r["status"]) for r in full["results"]] == [("restart", "ok"), ("scale", "superseded")]
+    assert full["results"][1]["message"].startswith("not run: another execution has held this target's")
     assert rival_still_holds  # our release did not free the rival's lock
 
 
@@ -282,8 +294,8 @@ async def test_no_next_step_while_the_lock_cannot_be_confirmed_and_resumed_once_
 ) -> None:
     """Renewals fail (a partition) for longer than the lock's TTL: another execution may hold the target now.
 
-    Not a failed remediation (no on_failure, no breaker): it pauses, unfinished, and resumes when the
-    lock is its own again.
+    Not a failed remediation (no on_failure, no breaker): it pauses, unfinished, and once the state is
+    reachable again it learns that another execution took the target meanwhile: superseded, not resumed.
     """
     settings = long_settings(kind, tmp_path, settings_factory, redis_prefix, TWO_STEPS)
     slow = Recording(restart_seconds=40)
@@ -299,15 +311,14 @@ async def test_no_next_step_while_the_lock_cannot_be_confirmed_and_resumed_once_
         [ex] = await rt.store.list_executions()
         assert ex["status"] == "running"  # paused, not failed
         cut_off.down = False
-        assert await rt.pipeline.resume_unfinished() == 0  # the rival still holds the target
         await rt.guardrails.release(rival, succeeded=True)
         assert await rt.pipeline.resume_unfinished() == 1
         [ex] = await rt.store.list_executions()
         full = await rt.store.get_execution(ex["id"])
         breakers = (await rt.guardrails.status()).breakers
-    assert slow.calls == ["restart", "scale"] and ex["status"] == "succeeded"
-    assert [(r["action"], r["status"]) for r in full["results"]] == [("restart", "ok"), ("scale", "ok")]
-    assert breakers == {}  # the pause was not counted as a failure
+    assert slow.calls == ["restart"] and ex["status"] == "superseded"
+    assert [(r["action"], r["status"]) for r in full["results"]] == [("restart", "ok"), ("scale", "superseded")]
+    assert breakers == {}  # neither the pause nor the supersession was counted as a failure
 
 
 @pytest.mark.parametrize("kind", ADAPTERS)
@@ -379,30 +390,35 @@ async def test_a_resumed_execution_locks_the_target_it_acts_on_even_if_the_playb
     kind: str, tmp_path: Path, settings_factory: Callable[..., Any], vclock: VirtualClock, redis_prefix: str
 ) -> None:
     settings = long_settings(kind, tmp_path, settings_factory, redis_prefix, TWO_STEPS, worker={"lease": "60s"})
-    first = Recording(restart_seconds=10_000)
-    async with open_runtime(settings, clock=vclock, executors=(first, first), start_worker=False) as rt:
-        alert = Alert.from_json(alert_json({"alertname": "Long"}))
-        await rt.store.record_alerts([ReceivedAlert(alert, vclock.now())])
-        task = asyncio.create_task(rt.pipeline.process(ReceivedAlert(alert, vclock.now())))
-        await asyncio.wait_for(first.started.wait(), 10)
-        task.cancel()  # the daemon dies mid-execution...
-        with pytest.raises(asyncio.CancelledError):
-            await task
+    await die_mid_restart(settings, vclock)
     # ...and is restarted with the playbook now pointing elsewhere
     (tmp_path / "pb" / "long.yaml").write_text(TWO_STEPS.replace("name: web}", "name: web-v2}"))
     vclock.advance_sync(61)
     second = Recording()
     async with open_runtime(settings, clock=vclock, executors=(second, second), start_worker=False) as rt:
-        rival = rival_request(vclock)  # holds Deployment/shop/web, the target the execution acts on
+        rival = rival_request(vclock)  # takes Deployment/shop/web, the target the execution acts on
         assert (await rt.guardrails.admit(rival)).admitted
-        assert await rt.pipeline.resume_unfinished() == 0
-        assert second.calls == []
         await rt.guardrails.release(rival, succeeded=True)
         assert await rt.pipeline.resume_unfinished() == 1
         [ex] = await rt.store.list_executions()
+    # had it looked at web-v2's lock (never held by anyone), it would have run
+    assert second.calls == [] and ex["target"]["name"] == "web" and ex["status"] == "superseded"
+
+
+@pytest.mark.parametrize("kind", ADAPTERS)
+async def test_a_resumed_execution_nobody_else_touched_takes_its_lock_back_and_releases_it(
+    kind: str, tmp_path: Path, settings_factory: Callable[..., Any], vclock: VirtualClock, redis_prefix: str
+) -> None:
+    settings = long_settings(kind, tmp_path, settings_factory, redis_prefix, TWO_STEPS, worker={"lease": "60s"})
+    await die_mid_restart(settings, vclock)
+    vclock.advance_sync(61)  # lock and lease lapsed; nobody touched the target meanwhile
+    second = Recording()
+    async with open_runtime(settings, clock=vclock, executors=(second, second), start_worker=False) as rt:
+        assert await rt.pipeline.resume_unfinished() == 1
+        [ex] = await rt.store.list_executions()
         free_after = (await rt.guardrails.admit(rival_request(vclock))).admitted
-    assert ex["target"]["name"] == "web" and ex["status"] == "succeeded"
-    assert free_after  # the resumed execution released the lock it took
+    assert second.calls == ["restart", "scale"] and ex["status"] == "succeeded"
+    assert free_after  # the resumed execution released the lock it took back
 
 
 class SlowReacquire(Passthrough):
@@ -414,9 +430,10 @@ class SlowReacquire(Passthrough):
         self.gate = asyncio.Event()
         self.waiting = asyncio.Event()
         self.settled = asyncio.Event()  # the pending reacquire was cancelled, or has landed
+        self.lapsed = False
 
     async def renew(self, req: Request) -> bool:
-        return False
+        return False if self.lapsed else await self.inner.renew(req)
 
     async def reacquire(self, req: Request) -> bool:
         self.waiting.set()
@@ -440,6 +457,7 @@ async def test_a_renewal_in_flight_when_the_execution_ends_never_takes_the_lock_
     slow = Slow()
     async with open_runtime(settings, clock=vclock, executors=(slow, slow), start_worker=False) as rt:
         guard, running = await start_wrapped(rt, slow, SlowReacquire)
+        guard.lapsed = True
         await vclock.advance(10)  # the renewal finds the lock lapsed and starts taking it back...
         await asyncio.wait_for(guard.waiting.wait(), 10)
         await vclock.advance(90)  # ...while the step ends and the execution releases the target

@@ -1,0 +1,130 @@
+"""A resumed step never reverts a change made after it was planned.
+
+The daemon dies after its write reached the apiserver but before it recorded the
+result; its target lock lapses; the target is changed again (by seven later
+executions, or by a person); then the old execution resumes.  Re-applying its
+write-ahead intent would put the old value back (21 -> 14).  Instead the step is
+recorded ``superseded`` with the values involved, nothing is written, and the
+execution stops without ``on_failure``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from remediator.clock import VirtualClock
+from remediator.testing.kube.harness import FakeKube
+from tests.executor.harness import NS, Harness, open_harness, playbook, steps_of, web
+from tests.executor.test_resume import crash_while
+
+LOCK = "lock_ttl: 10m\n"
+ROLLBACK = "- action: rollback\n"
+POOL_BY_ONE = {"fix": playbook("- action: resize_pool\n  container: app\n  env: DB_POOL_MAX_SIZE\n  by: 1\n",
+                               guardrails=LOCK, on_failure=ROLLBACK)}
+SCALE_BY_ONE = {"fix": playbook("- action: scale\n  by: 1\n", guardrails=LOCK, on_failure=ROLLBACK)}
+
+
+def pool(h: Harness) -> int:
+    [entry] = h.get()["spec"]["template"]["spec"]["containers"][0]["env"]
+    return int(entry["value"])
+
+
+def replicas(h: Harness) -> int:
+    return int(h.get()["spec"]["replicas"])
+
+
+CASES: dict[str, tuple[dict[str, str], str, str, Callable[[Harness], int], Callable[[int], dict[str, Any]]]] = {
+    "resize_pool": (POOL_BY_ONE, "PATCH", f"/namespaces/{NS}/deployments/web$", pool,
+                    lambda n: web(env=[{"name": "DB_POOL_MAX_SIZE", "value": str(n)}])),
+    "scale": (SCALE_BY_ONE, "PUT", "/scale$", replicas, lambda n: web(replicas=n)),
+}
+
+
+async def crashed_after_13_to_14(
+    case: str, tmp_path: Path, settings_factory: Callable[..., Any], vclock: VirtualClock, kube: FakeKube
+) -> None:
+    """13 -> 14 lands at the apiserver; the daemon dies before recording it; its lock and lease lapse."""
+    books, method, path, value, manifest = CASES[case]
+    kube.cluster.apply(manifest(13))
+    kube.cluster.apply(web(image="registry.example/web:0.9", **_same(manifest(13))))  # a release to roll back to
+    kube.cluster.apply(manifest(13))
+    kube.cluster.faults.hang(method=method, path=path)
+    async with open_harness(tmp_path, settings_factory, vclock, kube, books) as h:
+        await crash_while(h, h.start(), method, path)
+        assert value(h) == 14
+    kube.cluster.faults.clear()
+    await h.advance(601)  # the 10-minute lock and the 5-minute lease have both lapsed
+
+
+def _same(manifest: dict[str, Any]) -> dict[str, Any]:
+    spec = manifest["spec"]
+    return {"replicas": spec["replicas"], "env": spec["template"]["spec"]["containers"][0].get("env")}
+
+
+def writes_after(kube: FakeKube, before: int) -> list[str]:
+    return [f"{r.method} {r.path}" for r in kube.cluster.requests.writes()[before:]]
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+async def test_seven_later_executions_are_not_reverted_by_the_resumed_one(
+    case: str, tmp_path: Path, settings_factory: Callable[..., Any], vclock: VirtualClock, kube: FakeKube
+) -> None:
+    books, _, _, value, _ = CASES[case]
+    await crashed_after_13_to_14(case, tmp_path, settings_factory, vclock, kube)
+    async with open_harness(tmp_path, settings_factory, vclock, kube, books) as h:
+        for i in range(7):  # seven later alerts, each its own execution on the now free target
+            await h.until_done(h.start(instance=f"i{i}"))
+        assert value(h) == 21
+        [*later, first] = await h.rt.store.list_executions(limit=10)
+        assert [e["status"] for e in later] == ["succeeded"] * 7
+        writes = len(kube.cluster.requests.writes())
+        assert await h.until_done(h.rt.pipeline.resume_unfinished()) == 1
+        full = await h.rt.store.get_execution(first["id"])
+        breakers = (await h.rt.guardrails.status()).breakers
+        assert value(h) == 21  # not 14
+        assert writes_after(kube, writes) == []  # nothing written, no rollback either
+    assert full["status"] == "superseded"
+    assert steps_of(full) == [("main", case, "superseded")]
+    assert full["results"][0]["details"]["intent"]["from"] == 13  # the audit keeps what it had planned
+    assert "fix" not in breakers or breakers["fix"]["consecutive_failures"] == 0
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+async def test_a_change_made_by_hand_meanwhile_is_not_reverted_by_the_resumed_step(
+    case: str, tmp_path: Path, settings_factory: Callable[..., Any], vclock: VirtualClock, kube: FakeKube
+) -> None:
+    """Nobody else took the lock (a person used kubectl): the lock is taken back, and the executor
+    itself sees that the object holds neither the planned-from nor the planned-to value."""
+    books, _, _, value, manifest = CASES[case]
+    await crashed_after_13_to_14(case, tmp_path, settings_factory, vclock, kube)
+    kube.cluster.apply(manifest(21))
+    async with open_harness(tmp_path, settings_factory, vclock, kube, books) as h:
+        writes = len(kube.cluster.requests.writes())
+        assert await h.until_done(h.rt.pipeline.resume_unfinished()) == 1
+        full = await h.execution()
+        assert value(h) == 21
+        assert writes_after(kube, writes) == []
+    assert full["status"] == "superseded"
+    [result] = full["results"]
+    assert (result["action"], result["status"]) == (case, "superseded")
+    assert {k: result["details"][k] for k in ("from", "to", "current")} == {"from": 13, "to": 14, "current": 21}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+async def test_a_resumed_step_whose_write_never_landed_still_applies_it_once(
+    case: str, tmp_path: Path, settings_factory: Callable[..., Any], vclock: VirtualClock, kube: FakeKube
+) -> None:
+    """The object still holds the planned-from value: the intent is re-applied (13 -> 14, once)."""
+    books, _, _, value, manifest = CASES[case]
+    await crashed_after_13_to_14(case, tmp_path, settings_factory, vclock, kube)
+    kube.cluster.apply(manifest(13))  # as if the write had never landed
+    async with open_harness(tmp_path, settings_factory, vclock, kube, books) as h:
+        assert await h.until_done(h.rt.pipeline.resume_unfinished()) == 1
+        full = await h.execution()
+        assert value(h) == 14
+    assert full["status"] == "succeeded"
+    assert (full["results"][0]["details"]["from"], full["results"][0]["details"]["to"]) == (13, 14)
