@@ -8,7 +8,6 @@ the first, so redelivery and crash-recovery are safe.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import enum
 import os
@@ -29,6 +28,7 @@ from remediator.core.guardrails import GuardStatus, Request, with_playbooks
 from remediator.core.planning import Plan, Refusal, make_plan
 from remediator.core.playbooks import Playbook, PlaybookSet
 from remediator.core.schema import MUTATING_ACTIONS
+from remediator.hold import Hold, LeaseLost, LockUnconfirmed
 from remediator.metrics import Metrics
 from remediator.ports import (
     Clock,
@@ -99,15 +99,6 @@ class _Run(enum.Enum):
     SUPERSEDED = "superseded"  # the target changed under the execution: stop, undo nothing
 
 
-class _LeaseLost(Exception):
-    """Another replica took over this execution (our lease ran out): stop touching it."""
-
-
-class _LockUnconfirmed(Exception):
-    """The target's lock could not be confirmed (guardrail state or store unreachable): stop before
-    the next step and leave the execution unfinished; it resumes once the lock is held again."""
-
-
 class Pipeline:
     def __init__(
         self,
@@ -126,7 +117,6 @@ class Pipeline:
         # Who holds execution leases: unique per Pipeline, so replicas (and tests running
         # several pipelines in one process) never mistake each other's lease for their own.
         self.owner = owner or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
-        self._running: dict[str, float] = {}  # execution id -> clock.monotonic() of its last lease renewal
         self._playbooks = playbooks
         self.store = store
         self.guardrails = guardrails
@@ -137,11 +127,8 @@ class Pipeline:
         self.settings = settings
         self.metrics = metrics or Metrics()
         self._log = structlog.get_logger("remediator.pipeline")
-        self._requests: dict[str, Request] = {}
-        self._lock_lost: set[str] = set()  # executions whose target lock another execution took
-        self._resume_waiting: set[str] = set()  # executions told (once) that they wait for their target
-        self._lock_held_at: dict[str, float] = {}  # execution id -> clock.monotonic() its lock was last confirmed
-        self._renewals: dict[str, asyncio.Task[None]] = {}  # execution id -> its lock renewal task
+        self._holds: dict[str, Hold] = {}  # the executions this replica runs now, each with its lease and lock
+        self._resume_waiting: set[str] = set()  # executions told (once) that they wait for guardrail state
 
     async def process(self, received: ReceivedAlert) -> Outcome:
         """Decide (and execute) every playbook that selects this alert.
@@ -208,6 +195,7 @@ class Pipeline:
             return existing
         plan = make_plan(playbook, alert, global_dry_run=self.settings.dry_run)
         now = self.clock.now()
+        admitted: Request | None = None  # the guardrail admission this decision holds, if any
         base: dict[str, Any] = dict(
             alert_key=alert.dedup_key,
             fingerprint=alert.fingerprint,
@@ -226,7 +214,7 @@ class Pipeline:
             if gate is not None:
                 kind, reason = gate
             else:
-                kind, reason = await self._admit(plan, did, now.timestamp(), log)
+                kind, reason, admitted = await self._admit(plan, did, now.timestamp(), log)
             decision = Decision(
                 kind=kind,
                 reason=reason,
@@ -241,11 +229,9 @@ class Pipeline:
         except StoreUnavailable:
             # Not recorded, so the alert will be decided again: give the admission back now, or that
             # retry would find the target locked by this very execution until the lock's TTL.
-            req = self._requests.pop(did, None)
-            self._lock_held_at.pop(did, None)
-            if req is not None:
+            if admitted is not None:
                 with contextlib.suppress(GuardrailUnavailable):
-                    await self.guardrails.abandon(req)
+                    await self.guardrails.abandon(admitted)
             raise
         self.metrics.decisions.labels(playbook.name, decision.kind.value).inc()
         log.info(
@@ -258,28 +244,28 @@ class Pipeline:
         if not recorded:
             # Another worker recorded it first (its claim lease had expired under us).
             winner = await self.store.decision(did) or decision
-            await self._abandon_lost_race(did, winner, log)
+            await self._abandon_lost_race(did, winner, admitted, log)
             return winner
         if decision.kind is DecisionKind.EXECUTED:
-            await self.execute(decision, playbook=playbook, received=received)
+            await self.execute(decision, playbook=playbook, received=received, request=admitted)
         elif decision.kind is not DecisionKind.RESOLVED:
             await self._notify("skipped", decision, playbook.notify, alert=alert)  # channels opt in to "skipped"
         return decision
 
-    async def _admit(self, plan: Plan, did: str, now: float, log: Any) -> tuple[DecisionKind, str]:
+    async def _admit(
+        self, plan: Plan, did: str, now: float, log: Any
+    ) -> tuple[DecisionKind, str, Request | None]:
+        """The guardrails' verdict, and the request it admitted (whose lock the execution holds)."""
         req = guard_request(plan, did, now)
         try:
             verdict = await self.guardrails.admit(req)
         except GuardrailUnavailable as exc:
             self.metrics.guardrail_unavailable.inc()
             log.error("guardrail state unreachable: failing closed", error=str(exc))
-            return DecisionKind.GUARDRAIL_UNAVAILABLE, f"guardrail state unreachable, nothing done: {exc}"
-        if verdict.admitted:
-            self._requests[did] = req
-            self._lock_held_at[did] = self.clock.monotonic()
-        return verdict.kind, verdict.reason
+            return DecisionKind.GUARDRAIL_UNAVAILABLE, f"guardrail state unreachable, nothing done: {exc}", None
+        return verdict.kind, verdict.reason, (req if verdict.admitted else None)
 
-    async def _abandon_lost_race(self, did: str, winner: Decision, log: Any) -> None:
+    async def _abandon_lost_race(self, did: str, winner: Decision, req: Request | None, log: Any) -> None:
         """Give back our admission unless the winner's execution may be using the lock.
 
         Both copies have the same execution id, so they would share the lock: while the
@@ -287,8 +273,6 @@ class Pipeline:
         the target.  Otherwise nothing runs under our admission, and its lock and slot
         would otherwise block the target until their TTL.
         """
-        req = self._requests.pop(did, None)
-        self._lock_held_at.pop(did, None)
         if req is None:
             return
         if winner.kind is DecisionKind.EXECUTED and did in await self.store.unfinished_executions():
@@ -299,148 +283,71 @@ class Pipeline:
         except GuardrailUnavailable as exc:  # the lock expires by its TTL instead
             log.error("could not give back the admission", error=str(exc))
 
-    async def _release(self, did: str, *, succeeded: bool | None) -> None:
-        renewal = self._renewals.pop(did, None)
-        if renewal is not None:  # stopped first: a renewal in flight must not take the lock back after the release
-            renewal.cancel()
-            await asyncio.gather(renewal, return_exceptions=True)
-        req = self._requests.pop(did, None)
-        if req is None:
-            return
-        try:
-            await self.guardrails.release(req, succeeded=succeeded)
-        except GuardrailUnavailable as exc:  # the lock expires by its TTL instead
-            self._log.error("could not release guardrails", execution_id=did, error=str(exc))
-
     async def execute(
-        self, decision: Decision, *, playbook: Playbook | None = None, received: ReceivedAlert | None = None
+        self,
+        decision: Decision,
+        *,
+        playbook: Playbook | None = None,
+        received: ReceivedAlert | None = None,
+        request: Request | None = None,
     ) -> str:
-        """Run (or resume) an execution, holding its lease in the store meanwhile.
+        """Run (or resume: the same thing) an execution under a :class:`Hold` of its lease and lock.
 
-        The lease, renewed while the execution runs and re-checked before a step whenever
-        it is not fresh, is what stops two replicas from running the same execution; when a
-        replica dies its lease runs out and another replica's ``resume_unfinished`` takes
-        the execution over.
+        ``request`` is the admission that just locked the target; without it (a resumed
+        execution) the request is rebuilt from the decision.  The lease is what stops two
+        replicas from running the same execution: when a replica dies its lease runs out and
+        another replica's ``resume_unfinished`` takes the execution over.  Before anything
+        runs, the lock is confirmed: another execution that has held it since makes this one
+        ``superseded``; unreachable guardrail state pauses it (the lease is handed back).
         """
         did = decision.execution_id or execution_id(decision.alert_key, decision.playbook)
+        req = request if request is not None else self._resume_request(decision, playbook, received)
+        hold = Hold(did, owner=self.owner, store=self.store, guardrails=self.guardrails, clock=self.clock,
+                    lease=self.settings.execution_lease, request=req, metrics=self.metrics, log=self._log)
         try:
-            try:
-                await self._hold_lease(did)
-            except _LeaseLost:  # the holder owns the guardrail lock too (same owner id)
-                self._log.info("execution is held by another replica", execution_id=did)
-                return "held_elsewhere"
-            heartbeat = asyncio.create_task(self._keep_lease(did))
-            renewal = self._renewals[did] = asyncio.create_task(self._keep_guard_lock(did))
-            try:
-                return await self._execute_held(decision, playbook=playbook, received=received)
-            except _LeaseLost:
-                self._log.error("lost the execution lease: another replica resumes it", execution_id=did)
-                return "lease_lost"
-            except _LockUnconfirmed:
-                self._log.error("paused before the next step: the target's guardrail lock cannot be confirmed; "
-                                "the execution resumes once it can", execution_id=did)
-                for task in (heartbeat, renewal):  # stopped first, or a renewal could extend the lease again
-                    task.cancel()
-                await asyncio.gather(heartbeat, renewal, return_exceptions=True)
-                with contextlib.suppress(StoreUnavailable):  # a replica that can reach the lock may take over
-                    await self.store.claim_execution(did, self.owner, 0.0)
+            await hold.take_lease()
+        except LeaseLost:  # the holder owns the guardrail lock too (same execution id)
+            self._log.info("execution is held by another replica", execution_id=did)
+            return "held_elsewhere"
+        self._holds[did] = hold
+        try:
+            if not await self._lock_at_start(hold):
                 return "interrupted"
-            finally:
-                heartbeat.cancel()
-                renewal.cancel()
+            hold.start()
+            return await self._execute_held(decision, hold, playbook=playbook, received=received)
+        except LeaseLost:
+            self._log.error("lost the execution lease: another replica resumes it", execution_id=did)
+            return "lease_lost"
+        except LockUnconfirmed:
+            self._log.error("paused before the next step: the target's guardrail lock cannot be confirmed; "
+                            "the execution resumes once it can", execution_id=did)
+            await hold.hand_back()
+            return "interrupted"
         finally:  # whichever way it ended, this replica keeps nothing of it
-            for table in (self._running, self._lock_held_at, self._renewals, self._requests):
-                table.pop(did, None)
-            self._lock_lost.discard(did)
+            await hold.close()
+            self._holds.pop(did, None)
 
-    async def _hold_lease(self, did: str, *, force: bool = False) -> None:
-        """Take or renew the lease unless renewed within the last third of it (or ``force``); raise
-        _LeaseLost if taken."""
-        lease = self.settings.execution_lease
-        if not force and did in self._running and self.clock.monotonic() - self._running[did] < lease / 3:
-            return
-        if not await self.store.claim_execution(did, self.owner, lease):
-            raise _LeaseLost(did)
-        self._running[did] = self.clock.monotonic()
+    async def _lock_at_start(self, hold: Hold) -> bool:
+        """Confirm the lock before the first step (a resumed execution's may have lapsed).
 
-    async def _keep_lease(self, did: str) -> None:
-        """Renew while a long step (wait_healthy can take minutes) keeps the step loop away."""
-        while True:
-            await self.clock.sleep(self.settings.execution_lease / 3)
-            with contextlib.suppress(StoreUnavailable):  # the next renewal or the next step's check decides
-                try:
-                    await self._hold_lease(did)
-                except _LeaseLost:
-                    return
-                except Exception:  # kept alive: a dead heartbeat would lose the lease unnoticed
-                    self._log.exception("execution lease renewal failed", execution_id=did)
-
-    async def _keep_guard_lock(self, did: str) -> None:
-        """Renew the guardrail lock (and concurrency slot) every third of its TTL while the execution runs.
-
-        Only a holder that stopped renewing (crashed, cut off) loses its lock to the TTL.
+        False when the guardrail state is unreachable: the lease is handed back and the
+        execution waits, unfinished, for a replica (or a later round) that can confirm it.
+        Another execution having held the lock is no reason to wait: the next step is then
+        recorded ``superseded``.
         """
-        while (req := self._requests.get(did)) is not None:
-            await self.clock.sleep(req.lock_ttl / 3)
-            if did not in self._requests:  # released meanwhile
-                return
-            try:
-                if not await self._hold_guard_lock(req):
-                    self._lock_lost.add(did)
-                    self.metrics.guardrail_locks_lost.inc()
-                    self._log.error("another execution took the target's guardrail lock: stopping before the "
-                                    "next step", execution_id=did, target=req.target_key)
-                    return
-            except (GuardrailUnavailable, StoreUnavailable) as exc:  # retried next round; the TTL leaves two more
-                self._log.warning("could not renew the guardrail lock", execution_id=did, error=str(exc))
-            except Exception:  # kept alive: the next step's lock check still applies
-                self._log.exception("guardrail lock renewal failed", execution_id=did)
-
-    async def _hold_guard_lock(self, req: Request) -> bool:
-        """Renew the lock or, if it lapsed meanwhile and nobody took it, take it back."""
-        held = await self.guardrails.renew(req)
-        if not held and req.owner in self._requests and await self._still_ours(req.owner) \
-                and await self.guardrails.reacquire(req):
-            self._log.warning("the guardrail lock had lapsed: taken back", execution_id=req.owner,
-                              target=req.target_key)
-            held = True
-        if held:
-            self._lock_held_at[req.owner] = self.clock.monotonic()
-        return held
-
-    async def _still_ours(self, did: str) -> bool:
-        """Whether this replica still holds the execution's lease (else another replica resumed, or
-        finished, it, and its lock is not ours to take back).  Raises StoreUnavailable: unknown."""
-        return await self.store.claim_execution(did, self.owner, self.settings.execution_lease)
-
-    async def _lock_confirmed(self, did: str, *, mutating: bool) -> bool:
-        """Whether the execution may start its next step: its lock is known to be its own.
-
-        Before a step that writes to the cluster the lock is confirmed with the guardrail
-        state itself, a round trip every time: a renewal from a moment ago says nothing
-        about a state that has since gone away, and a write made without a confirmed lock
-        is exactly what the lock exists to prevent.  Other steps (waiting, notifying) accept
-        a renewal from within half the TTL.  False: another execution holds, or has held,
-        the lock.  Unreachable state raises _LockUnconfirmed (fail closed, but not a failure
-        of the remediation: the execution pauses and resumes once the lock is confirmed).
-        """
-        req = self._requests.get(did)
-        if req is None:
-            return True
-        if did in self._lock_lost:
-            return False
-        held_at = self._lock_held_at.get(did)
-        if not mutating and held_at is not None and self.clock.monotonic() - held_at < req.lock_ttl / 2:
-            return True
+        did = hold.execution_id
         try:
-            if await self._hold_guard_lock(req):
-                return True
+            await hold.hold_lock()  # False marks nothing yet: confirm() before the next step decides
         except (GuardrailUnavailable, StoreUnavailable) as exc:
             self.metrics.guardrail_unavailable.inc()
-            raise _LockUnconfirmed(str(exc)) from exc
-        self._lock_lost.add(did)
-        self.metrics.guardrail_locks_lost.inc()
-        return False
+            await hold.hand_back()
+            if did not in self._resume_waiting:  # once, not at every poll while it lasts
+                self._resume_waiting.add(did)
+                self._log.error("not running yet: guardrail state or store unreachable", execution_id=did,
+                                error=str(exc))
+            return False
+        self._resume_waiting.discard(did)
+        return True
 
     async def guardrail_status(self) -> GuardStatus:
         """The shared kill switch and circuit breakers, mirrored into this replica's gauges."""
@@ -449,7 +356,8 @@ class Pipeline:
         return status
 
     async def _execute_held(
-        self, decision: Decision, *, playbook: Playbook | None = None, received: ReceivedAlert | None = None
+        self, decision: Decision, hold: Hold, *, playbook: Playbook | None = None,
+        received: ReceivedAlert | None = None,
     ) -> str:
         """Run (or resume) an admitted execution; steps already recorded are not repeated."""
         did = decision.execution_id or execution_id(decision.alert_key, decision.playbook)
@@ -462,12 +370,12 @@ class Pipeline:
         channels = playbook.notify if playbook else ()
         if not done:
             await self._notify("started", decision, channels, alert=alert)
-        run = await self._run_steps(decision.steps, done, executor, ctx, log, decision)
+        run = await self._run_steps(decision.steps, done, executor, ctx, hold, log, decision)
         changed = _changed(done)
         if run is _Run.FAILED and decision.on_failure:
             if changed:
                 log.warning("step failed: running on_failure")
-                await self._run_steps(decision.on_failure, done, executor, ctx, log, decision)
+                await self._run_steps(decision.on_failure, done, executor, ctx, hold, log, decision)
             else:  # a rollback would only throw away a release that this execution never touched
                 log.warning("step failed before changing anything: on_failure not run")
         if run is _Run.SUPERSEDED:
@@ -481,10 +389,10 @@ class Pipeline:
             status, succeeded = ("dry_run" if decision.dry_run else "succeeded"), True
         # A replica whose lease lapsed during a long step (another one resumed the execution) must
         # neither finish it nor release the lock the other one, same execution id, now holds.
-        await self._hold_lease(did, force=True)
+        await hold.take_lease(force=True)
         await self.store.finish_execution(did, status, self.clock.now())
         self.metrics.executions.labels(decision.playbook, status).inc()
-        await self._release(did, succeeded=succeeded)
+        await hold.release(succeeded=succeeded)
         log.info("execution finished", result=status)
         results: Mapping[tuple[str, int], StepResult] = {}
         if channels:
@@ -499,6 +407,7 @@ class Pipeline:
         done: dict[tuple[str, int], StepResult],
         executor: Executor,
         ctx: StepContext,
+        hold: Hold,
         log: Any,
         decision: Decision | None = None,
     ) -> _Run:
@@ -511,10 +420,10 @@ class Pipeline:
                 if not previous.ok:
                     return _Run.FAILED
                 continue
-            await self._hold_lease(ctx.execution_id)  # a paused or cut-off replica finds out here
+            await hold.take_lease()  # a paused or cut-off replica finds out here
             started = self.clock.now()
             mutating = step.action in MUTATING_ACTIONS and not ctx.dry_run
-            if not await self._lock_confirmed(ctx.execution_id, mutating=mutating):
+            if not await hold.confirm(mutating=mutating):
                 lost = StepResult(
                     "superseded", "not run: another execution has held this target's guardrail lock since this "
                     "one lost it, so the target may have changed since this execution was planned",
@@ -630,34 +539,6 @@ class Pipeline:
             lock_ttl=g.lock_ttl if g else Request.lock_ttl,
         )
 
-    async def _lock_for_resume(self, req: Request) -> bool:
-        """A resumed execution acts only while it holds its target's lock (fail closed).
-
-        When another execution holds the lock, or has held it since this one's lapsed, the
-        target may have changed after this execution was planned: it goes on only to record
-        its next step ``superseded`` and finish without acting (True, with the lock marked
-        lost).  When the guardrail state is unreachable it stays unfinished (False); the
-        next periodic resume tries again.
-        """
-        self._requests[req.owner] = req
-        try:
-            if not await self._hold_guard_lock(req):
-                self._lock_lost.add(req.owner)
-                self._log.warning("another execution has held the target since: the resumed execution stops "
-                                  "before its next step", execution_id=req.owner, target=req.target_key)
-            self._resume_waiting.discard(req.owner)
-            return True
-        except (GuardrailUnavailable, StoreUnavailable) as exc:
-            self.metrics.guardrail_unavailable.inc()
-            with contextlib.suppress(StoreUnavailable):  # a replica that can reach the lock may take over
-                await self.store.claim_execution(req.owner, self.owner, 0.0)
-            if req.owner not in self._resume_waiting:
-                self._resume_waiting.add(req.owner)
-                self._log.error("not resuming yet: guardrail state or store unreachable", execution_id=req.owner,
-                                error=str(exc))
-        self._requests.pop(req.owner, None)
-        return False
-
     async def resume_unfinished(self) -> int:
         """Finish executions that were admitted but not completed: after a restart, and
         (called periodically by the worker) those of a replica that died.
@@ -673,7 +554,7 @@ class Pipeline:
         claimed = await self.store.claim_unfinished(self.owner, self.settings.execution_lease)
         self._resume_waiting &= set(claimed)  # the others were finished elsewhere meanwhile
         for did in claimed:
-            if did in self._running:
+            if did in self._holds:
                 continue
             decision = await self.store.decision(did)
             if decision is None:
@@ -682,10 +563,9 @@ class Pipeline:
             raw_alert = (record or {}).get("alert_payload")
             received = ReceivedAlert(Alert.from_json(raw_alert), self.clock.now()) if raw_alert else None
             playbook = self._playbooks().by_name(decision.playbook)
-            req = self._resume_request(decision, playbook, received)
-            if req is not None and not await self._lock_for_resume(req):
-                continue
             self._log.warning("resuming interrupted execution", execution_id=did, playbook=decision.playbook)
-            await self.execute(decision, playbook=playbook, received=received)
-            count += 1
+            if await self.execute(decision, playbook=playbook, received=received) not in (
+                "interrupted", "held_elsewhere"
+            ):
+                count += 1
         return count

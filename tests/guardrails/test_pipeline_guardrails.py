@@ -349,7 +349,7 @@ class NoLease(Passthrough):
 
     def __init__(self, inner: Any) -> None:
         super().__init__(inner)
-        self.cut = True
+        self.cut = False
 
     async def claim_execution(self, execution_id: str, worker: str, lease: float) -> bool:
         if self.cut:
@@ -366,17 +366,18 @@ async def test_a_replica_that_lost_its_execution_never_takes_the_finished_execut
     slow, quick = Recording(restart_seconds=1000), Recording()
     async with open_runtime(settings, clock=vclock, executors=(slow, slow), start_worker=False) as rt:
         a = rt.pipeline
+        a.store = leases = NoLease(rt.store)
         b = second_replica(rt, quick)
         alert = Alert.from_json(alert_json({"alertname": "Long"}))
         await rt.store.record_alerts([ReceivedAlert(alert, vclock.now())])
         [claimed] = await rt.store.claim_alerts("w", 1, 60)
         running = asyncio.create_task(a.process(claimed.received))
         await asyncio.wait_for(slow.started.wait(), 10)
-        a.store = NoLease(rt.store)  # replica A stops renewing its lease (and keeps renewing the lock)
+        leases.cut = True  # replica A stops renewing its lease (and keeps renewing the lock)
         await vclock.advance(61)
         assert await b.resume_unfinished() == 1  # replica B takes the execution over and finishes it
         assert quick.calls == ["restart", "scale"]
-        a.store.cut = False
+        leases.cut = False
         await vclock.advance(20)  # A's lock renewal runs again: the lock is gone, and not A's to take back
         rival = await rt.guardrails.admit(rival_request(vclock))
         running.cancel()

@@ -1,0 +1,203 @@
+"""One running execution's claim on the world: its store lease and its target lock.
+
+Two things keep an execution safe while it runs.  The *lease* in the store says which
+replica runs it (another replica resumes it only once the lease has lapsed).  The
+*lock* in the guardrail state says which execution may act on the target (and counts
+its concurrency slot).  Both lapse unless renewed, so that a dead replica frees them.
+
+A :class:`Hold` owns both for one execution: one object, renewed by its own tasks,
+asked before every step (:meth:`Hold.confirm`), and ended exactly one way:
+:meth:`release` (finished: free the lock, restart the cooldown, feed the breaker),
+:meth:`hand_back` (paused: another replica, or a later round, takes it over), or
+:meth:`close` (cut off: keep nothing, let the lease lapse).  The pipeline keeps one
+map of holds instead of parallel per-execution tables.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+from remediator.core.errors import GuardrailUnavailable, StoreUnavailable
+from remediator.core.guardrails import Request
+from remediator.metrics import Metrics
+from remediator.ports import Clock, GuardrailStore, Store
+
+
+class LeaseLost(Exception):
+    """Another replica holds this execution (our lease ran out, or was never ours): stop touching it."""
+
+
+class LockUnconfirmed(Exception):
+    """The target's lock could not be confirmed (guardrail state or store unreachable): stop before
+    the next step and leave the execution unfinished; it resumes once the lock is confirmed."""
+
+
+class Hold:
+    def __init__(
+        self,
+        execution_id: str,
+        *,
+        owner: str,
+        store: Store,
+        guardrails: GuardrailStore,
+        clock: Clock,
+        lease: float,
+        request: Request | None,
+        metrics: Metrics,
+        log: Any,
+    ) -> None:
+        self.execution_id = execution_id
+        self.owner = owner  # this replica: whose lease it is
+        self.request = request  # the guardrail request whose lock the execution holds (None: no target)
+        self._store = store
+        self._guardrails = guardrails
+        self._clock = clock
+        self._lease = lease
+        self._metrics = metrics
+        self._log = log.bind(execution_id=execution_id)
+        self._lease_at: float | None = None  # clock.monotonic() of the last lease renewal
+        self._lock_at: float | None = None  # clock.monotonic() of the last lock confirmation
+        self.lost = False  # another execution holds, or has held, the target's lock since ours
+        self._active = request is not None  # False once released: nothing may take the lock back
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- the lease ------------------------------------------------------------------------
+
+    async def take_lease(self, *, force: bool = False) -> None:
+        """Take or renew the lease, unless renewed within the last third of it (``force``: now).
+        Raises LeaseLost when another replica holds it, StoreUnavailable when unknown."""
+        now = self._clock.monotonic()
+        if not force and self._lease_at is not None and now - self._lease_at < self._lease / 3:
+            return
+        if not await self._store.claim_execution(self.execution_id, self.owner, self._lease):
+            raise LeaseLost(self.execution_id)
+        self._lease_at = self._clock.monotonic()
+
+    async def _keep_lease(self) -> None:
+        """Renew while a long step (wait_healthy can take minutes) keeps the step loop away."""
+        while True:
+            await self._clock.sleep(self._lease / 3)
+            with contextlib.suppress(StoreUnavailable):  # the next renewal or the next step's check decides
+                try:
+                    await self.take_lease()
+                except LeaseLost:
+                    return
+                except Exception:  # kept alive: a dead heartbeat would lose the lease unnoticed
+                    self._log.exception("execution lease renewal failed")
+
+    # -- the lock -------------------------------------------------------------------------
+
+    async def hold_lock(self) -> bool:
+        """Renew the lock or, if it lapsed and this execution was its last holder, take it back
+        (only while this replica still holds the execution's lease: else another replica resumed,
+        or finished, it).  False: another execution holds, or has held, it.  Raises
+        GuardrailUnavailable or StoreUnavailable when that cannot be known."""
+        req = self.request
+        if req is None:
+            return True
+        held = await self._guardrails.renew(req)
+        if not held and self._active and await self._still_ours() and await self._guardrails.reacquire(req):
+            self._log.warning("the guardrail lock had lapsed: taken back", target=req.target_key)
+            held = True
+        if held:
+            self._lock_at = self._clock.monotonic()
+        return held
+
+    async def _still_ours(self) -> bool:
+        return await self._store.claim_execution(self.execution_id, self.owner, self._lease)
+
+    async def _keep_lock(self) -> None:
+        """Renew the lock (and concurrency slot) every third of its TTL while the execution runs.
+
+        Only a holder that stopped renewing (crashed, cut off) loses its lock to the TTL.
+        """
+        req = self.request
+        assert req is not None
+        while self._active and not self.lost:
+            await self._clock.sleep(req.lock_ttl / 3)
+            if not self._active:  # released meanwhile
+                return
+            try:
+                if not await self.hold_lock():
+                    self._mark_lost()
+                    return
+            except (GuardrailUnavailable, StoreUnavailable) as exc:  # retried next round; the TTL leaves two more
+                self._log.warning("could not renew the guardrail lock", error=str(exc))
+            except Exception:  # kept alive: the next step's lock check still applies
+                self._log.exception("guardrail lock renewal failed")
+
+    def _mark_lost(self) -> None:
+        if not self.lost:
+            self.lost = True
+            self._metrics.guardrail_locks_lost.inc()
+            self._log.error("another execution has held the target's guardrail lock since: stopping before "
+                            "the next step", target=self.request.target_key if self.request else None)
+
+    async def confirm(self, *, mutating: bool) -> bool:
+        """Whether the execution may start its next step: its lock is known to be its own.
+
+        Before a step that writes to the cluster the lock is confirmed with the guardrail
+        state itself, a round trip every time: a renewal from a moment ago says nothing
+        about a state that has since gone away, and a write made without a confirmed lock
+        is exactly what the lock exists to prevent.  Other steps (waiting, notifying) accept
+        a renewal from within half the TTL.  False: another execution holds, or has held,
+        the lock.  Unreachable state raises LockUnconfirmed (fail closed, but not a failure
+        of the remediation: the execution pauses and resumes once the lock is confirmed).
+        """
+        req = self.request
+        if req is None:
+            return True
+        if self.lost:
+            return False
+        fresh = self._lock_at is not None and self._clock.monotonic() - self._lock_at < req.lock_ttl / 2
+        if not mutating and fresh:
+            return True
+        try:
+            if await self.hold_lock():
+                return True
+        except (GuardrailUnavailable, StoreUnavailable) as exc:
+            self._metrics.guardrail_unavailable.inc()
+            raise LockUnconfirmed(str(exc)) from exc
+        self._mark_lost()
+        return False
+
+    # -- the life cycle -----------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start renewing the lease, and the lock if there is one."""
+        self._tasks.append(asyncio.create_task(self._keep_lease(), name=f"lease-{self.execution_id}"))
+        if self.request is not None:
+            self._tasks.append(asyncio.create_task(self._keep_lock(), name=f"lock-{self.execution_id}"))
+
+    async def _stop(self) -> None:
+        """Stop renewing, and wait until no renewal is in flight: one landing after a release
+        would take the lock back, one landing after a hand-back would extend the lease again."""
+        self._active = False
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def release(self, *, succeeded: bool | None) -> None:
+        """The execution finished: free the lock and slot, restart the cooldown, feed the breaker
+        (``None``: it tried nothing that tells).  Unreachable state: the lock lapses by its TTL."""
+        await self._stop()
+        if self.request is None:
+            return
+        try:
+            await self._guardrails.release(self.request, succeeded=succeeded)
+        except GuardrailUnavailable as exc:
+            self._log.error("could not release guardrails", error=str(exc))
+
+    async def hand_back(self) -> None:
+        """Paused: give the lease up at once, so a replica that can confirm the lock takes the
+        execution over without waiting for the lease to lapse (the lock stays the execution's)."""
+        await self._stop()
+        with contextlib.suppress(StoreUnavailable):  # then the lease lapses by itself
+            await self._store.claim_execution(self.execution_id, self.owner, 0.0)
+
+    async def close(self) -> None:
+        """Keep nothing (cut off, or ended another way): stop renewing."""
+        await self._stop()
