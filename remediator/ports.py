@@ -203,6 +203,15 @@ class GuardrailStore(Protocol):
 
     async def ping(self) -> None: ...
 
+    async def evaluate(self, req: Request) -> Verdict:
+        """The verdict ``admit(req)`` would give now (same checks, same order, same reasons),
+        changing nothing: no lock, cooldown, rate or budget history, concurrency slot or
+        breaker trial is taken, so plan-only (dry-run) executions may ask as often as they like.
+
+        A half-open breaker with no live trial answers EXECUTED, as admit would, but the
+        request does not become its trial: the next admit may still claim it.  Only a reading:
+        a later admit may decide otherwise (the state moved, or the pass could not be recorded)."""
+
     async def close(self) -> None: ...
 
 

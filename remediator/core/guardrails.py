@@ -239,7 +239,13 @@ def check(req: Request, state: GuardState, policy: Policy) -> Finding:
 
 
 def evaluate(req: Request, state: GuardState, policy: Policy) -> Verdict:
-    """Decide without changing anything."""
+    """Decide without changing anything: exactly the verdict :func:`admit` would give now.
+
+    Plan-only (dry-run) executions ask this, so they see the guardrails without consuming
+    them: no lock, cooldown, rate or budget history, concurrency slot or breaker trial.  A
+    half-open breaker with no live trial answers EXECUTED, as :func:`admit` would, but the
+    request does not become its trial: the next admission may still claim it.
+    """
     return explain(check(req, state, policy), req, policy)
 
 

@@ -3,6 +3,8 @@
 Each script runs atomically inside Redis, so replicas cannot interleave a check and
 its bookkeeping.  They follow the pure rules line for line (same order, same
 comparisons, same findings); the contract suite runs both on the same scenarios.
+EVALUATE is ADMIT's checks alone, built from the same text, for plan-only executions
+that must see the guardrails without consuming them.
 
 Conventions: time is the caller's ``now`` (ARGV), never Redis ``TIME``, so virtual
 clocks work; numbers go in and out as ``%.17g`` strings so no double loses a bit (a
@@ -24,12 +26,15 @@ local function extend(key, millis)  -- a key shared by many entries only ever li
 end
 """
 
+# ADMIT and EVALUATE share their keys, their arguments and, word for word, their checks
+# (_CHECKS): EVALUATE is ADMIT without the bookkeeping (_RECORD), so the two cannot drift.
 # KEYS: 1 paused, 2 breaker, 3 lock, 4 cooldown, 5 rate, 6 running (zset owner -> expiry),
 #       7 running namespaces (hash owner -> namespace), 8 sequence, 9.. one per applicable budget
 # ARGV: 1 owner, 2 namespace, 3 now, 4 rate_max, 5 rate_per, 6 cooldown, 7 lock_ttl, 8 breaker threshold,
 #       9 max_running, 10 max_running_per_namespace, 11 grace, 12 longest budget window,
 #       then per budget key: its position in the policy, max, per
-ADMIT = PRELUDE + """
+# Only reads: the first refusal returns its finding; falling through means every check passed.
+_CHECKS = """
 local owner, namespace = ARGV[1], ARGV[2]
 local now = tonumber(ARGV[3])
 local rate_max, rate_per = tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -82,7 +87,10 @@ if max_running > 0 or max_ns > 0 then
   if max_running > 0 and total >= max_running then return {'running', '0', tostring(total)} end
   if max_ns > 0 and in_ns >= max_ns then return {'running_ns', '0', tostring(in_ns)} end
 end
+"""
 
+# Admitted: record the execution's start (lock, cooldown, rate and budget history, slot, breaker trial).
+_RECORD = """
 redis.call('HSET', KEYS[3], 'owner', owner, 'expires', num(now + ttl))
 redis.call('PEXPIRE', KEYS[3], ms(ttl + kept))
 if cooldown > 0 then
@@ -112,8 +120,17 @@ redis.call('HSET', KEYS[7], owner, namespace)
 extend(KEYS[6], ms(ttl + grace))
 extend(KEYS[7], ms(ttl + grace))
 if tripped then redis.call('HSET', KEYS[2], 'trial_owner', owner) end
+"""
+
+_PASSED = """
 return {'passed'}
 """
+
+ADMIT = PRELUDE + _CHECKS + _RECORD + _PASSED
+
+# The verdict ADMIT would give, with no write at all: a half-open breaker with no live trial
+# passes without making this owner its trial.
+EVALUATE = PRELUDE + _CHECKS + _PASSED
 
 # RENEW and REACQUIRE differ only in when they may (re)take the lock; both then hold it for
 # lock_ttl more and keep the execution's concurrency slot.

@@ -151,6 +151,14 @@ class MemoryGuardrails:
         async with self._lock:
             return await self._commit(lambda s: rules.admit(req, s, self._policy), lambda v: v.admitted)
 
+    async def evaluate(self, req: Request) -> Verdict:
+        """The pure rules' verdict on the current state; nothing is changed or written.
+
+        No lock needed: the state is only ever replaced whole, or changed without an ``await``,
+        so a synchronous read sees it between two changes.
+        """
+        return rules.evaluate(req, self.state, self._policy)
+
     async def renew(self, req: Request) -> bool:
         async with self._lock:
             now = self._clock.now().timestamp()

@@ -2,8 +2,9 @@
 
 Admission, renewal and release are Lua scripts (:mod:`remediator.guardstate.lua`)
 that run the pure rules atomically, so two replicas can never both pass a check
-that only one may pass.  The kill switch is a key every admission reads, so a pause
-binds every replica from its very next admission.
+that only one may pass; evaluation (for plan-only executions) runs admission's checks
+alone, in a script that writes nothing.  The kill switch is a key every admission
+reads, so a pause binds every replica from its very next admission.
 
 Failing closed: any Redis error or timeout becomes ``GuardrailUnavailable`` and the
 pipeline starts nothing.  Timeouts are short, a failed connection is retried once at
@@ -74,6 +75,7 @@ class RedisGuardrails:
         self._grace = grace
         self._deadline = deadline
         self._admit = client.register_script(lua.ADMIT)
+        self._evaluate = client.register_script(lua.EVALUATE)
         self._renew = client.register_script(lua.RENEW)
         self._release = client.register_script(lua.RELEASE)
         self._abandon = client.register_script(lua.ABANDON)
@@ -119,7 +121,8 @@ class RedisGuardrails:
         except (RedisError, OSError, TimeoutError) as exc:
             raise GuardrailUnavailable(f"redis {op} failed: {str(exc) or type(exc).__name__}") from exc
 
-    async def admit(self, req: Request) -> Verdict:
+    def _admission(self, req: Request) -> tuple[list[str], list[str | int | float]]:
+        """The keys and arguments of ADMIT and EVALUATE (one layout for both scripts)."""
         p = self._policy
         budgets = p.budgets_for(req.namespace)
         keys = [
@@ -139,8 +142,18 @@ class RedisGuardrails:
         ]
         for i, b in budgets:
             args += [i, b.max, b.per]
+        return keys, args
+
+    async def admit(self, req: Request) -> Verdict:
+        keys, args = self._admission(req)
         reply = await self._guarded("admit", self._admit(keys=keys, args=args))
-        return rules.explain(_finding(reply), req, p)
+        return rules.explain(_finding(reply), req, self._policy)
+
+    async def evaluate(self, req: Request) -> Verdict:
+        """ADMIT's checks alone, in one read-only script: nothing is written, no key created."""
+        keys, args = self._admission(req)
+        reply = await self._guarded("evaluate", self._evaluate(keys=keys, args=args))
+        return rules.explain(_finding(reply), req, self._policy)
 
     async def renew(self, req: Request) -> bool:
         now = self._clock.now().timestamp()

@@ -7,8 +7,11 @@ pure rules of :mod:`remediator.core.guardrails` operation by operation.
 
 from __future__ import annotations
 
+import copy
 import random
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -20,7 +23,9 @@ from remediator.core import guardrails as rules
 from remediator.core.decisions import DecisionKind
 from remediator.core.errors import GuardrailUnavailable
 from remediator.core.guardrails import LOCK_RECORD_KEPT, BreakerState, Budget, GuardState, Policy, Request, Verdict
-from remediator.guardstate.redis import RedisGuardrails
+from remediator.guardstate import lua
+from remediator.guardstate.memory import MemoryGuardrails
+from remediator.guardstate.redis import RedisGuardrails, _finding
 from remediator.ports import GuardrailStore
 from tests.guardrails.conftest import REDIS_URL, GuardFactory, free_port, prefixed
 from tests.payloads import T0
@@ -50,6 +55,9 @@ class Scene:
         if verdict.admitted:
             self.reqs[owner] = req
         return verdict
+
+    async def evaluate(self, owner: str, target: str = "t1", **kw: Any) -> Verdict:
+        return await self.guard.evaluate(self.req(owner, target, **kw))
 
     async def release(self, owner: str, *, succeeded: bool | None = True) -> None:
         await self.guard.release(self.reqs.pop(owner), succeeded=succeeded)
@@ -338,7 +346,238 @@ async def test_a_crashed_trial_lapses_with_its_lock(make_guard: GuardFactory, cl
     assert view.to_json()["trial_execution"] == "b"
 
 
-async def test_random_operations_agree_with_the_pure_rules(make_guard: GuardFactory, clock: VirtualClock) -> None:
+# --- evaluate: admit's verdict, consuming nothing (plan-only executions) -------------------------
+
+
+@pytest.fixture
+async def raw_redis() -> AsyncIterator[Redis]:
+    client = Redis.from_url(REDIS_URL)  # bytes: DUMP payloads are binary
+    yield client
+    await client.aclose()
+
+
+class Footprint:
+    """Everything an adapter keeps, to prove a call changed none of it: the embedded state and
+    its file, or every key under the Redis prefix with its serialized value and its expiry."""
+
+    def __init__(self, guard: GuardrailStore, client: Redis) -> None:
+        self.guard = guard
+        self.client = client
+
+    async def take(self) -> Any:
+        if isinstance(self.guard, MemoryGuardrails):
+            path = self.guard._path
+            return copy.deepcopy(self.guard.state), path.read_bytes() if path and path.exists() else None
+        assert isinstance(self.guard, RedisGuardrails)
+        keys = sorted([k async for k in self.client.scan_iter(match=f"{self.guard.prefix}*", count=1000)])
+        return {k: (await self.client.dump(k), await self.client.pttl(k)) for k in keys}
+
+    async def assert_kept(self, before: Any) -> None:
+        after = await self.take()
+        if not isinstance(before, dict):
+            assert after == before
+            return
+        assert sorted(after) == sorted(before), "a key was created or deleted"
+        for key, (value, ttl) in before.items():
+            assert after[key][0] == value, f"{key!r} was written"
+            # an expiry only counts down (real time passes); one that grew was extended
+            assert after[key][1] == ttl == -1 or 0 < after[key][1] <= ttl, f"the expiry of {key!r} was touched"
+
+
+NO_WRITES = "#!lua flags=no-writes\n"  # Redis 7+: the server itself refuses any write the script tries
+
+
+async def read_only_verdict(guard: RedisGuardrails, client: Redis, req: Request) -> Verdict:
+    """EVALUATE run under Redis' ``no-writes`` flag: on the path it takes, a write would be an error."""
+    keys, args = guard._admission(req)
+    reply = await client.eval(NO_WRITES + lua.EVALUATE, len(keys), *keys, *args)
+    return rules.explain(_finding([x.decode() for x in reply]), req, guard._policy)
+
+
+async def evaluated_as_admitted(s: Scene, client: Redis, req: Request, times: int = 3) -> Verdict:
+    """Evaluate ``req`` ``times`` times, prove that changed nothing, then admit it: every
+    answer must be the same verdict, which is returned."""
+    footprint = Footprint(s.guard, client)
+    before = await footprint.take()
+    verdicts = [await s.guard.evaluate(req) for _ in range(times)]
+    await footprint.assert_kept(before)
+    if isinstance(s.guard, RedisGuardrails):
+        verdicts.append(await read_only_verdict(s.guard, client, req))
+    admitted = await s.guard.admit(req)
+    assert verdicts == [admitted] * len(verdicts)
+    if admitted.admitted:
+        s.reqs[req.owner] = req
+    return admitted
+
+
+async def _open_breaker(s: Scene) -> None:  # threshold 1, cool-off 100: open from 1 to 101
+    assert (await s.admit("failed", "t0")).admitted
+    s.at(1)
+    await s.release("failed", succeeded=False)
+
+
+async def _setup_paused(s: Scene) -> None:
+    await s.guard.set_paused(True)
+
+
+async def _setup_open(s: Scene) -> None:
+    await _open_breaker(s)
+    s.at(5)
+
+
+async def _setup_half_open_with_a_trial(s: Scene) -> None:
+    await _open_breaker(s)
+    s.at(101)
+    assert (await s.admit("trial", "t9")).admitted
+
+
+async def _setup_half_open_idle(s: Scene) -> None:
+    await _open_breaker(s)
+    s.at(101)
+
+
+async def _setup_locked(s: Scene) -> None:
+    assert (await s.admit("holder", "t1")).admitted
+
+
+async def _setup_cooldown(s: Scene) -> None:
+    assert (await s.admit("a", "t0", limit_key="K", cooldown=100.0)).admitted
+    s.at(10)
+
+
+async def _setup_one_run(s: Scene) -> None:
+    assert (await s.admit("a", "t0", limit_key="K", rate_max=1, rate_per=60.0)).admitted
+
+
+async def _setup_one_run_elsewhere(s: Scene) -> None:
+    assert (await s.admit("a", "t0", namespace="pay")).admitted
+
+
+async def _setup_nothing(s: Scene) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Case:
+    setup: Callable[[Scene], Awaitable[None]]
+    expected: Verdict
+    policy: dict[str, Any] = field(default_factory=dict)
+    probe: dict[str, Any] = field(default_factory=dict)  # the evaluated request: "b" on t1 unless told
+
+
+BREAKER = {"breaker_threshold": 1, "breaker_cooloff": 100.0}
+CASES = {
+    "pass": Case(_setup_nothing, Verdict(K.EXECUTED, "all guardrails passed"),
+                 {"budgets": (Budget("*", 1, 100.0),), "max_running": 1, **BREAKER},
+                 {"rate_max": 1, "rate_per": 60.0, "cooldown": 30.0}),
+    "paused": Case(_setup_paused, Verdict(K.PAUSED, "remediation is paused (kill switch)")),
+    "open": Case(_setup_open, Verdict(K.CIRCUIT_OPEN, "circuit open after 1 consecutive failures, until 96s from now"),
+                 BREAKER),
+    "half_open": Case(_setup_half_open_with_a_trial,
+                      Verdict(K.CIRCUIT_OPEN, "circuit half-open: a trial execution is already running"), BREAKER),
+    "half_open_idle": Case(_setup_half_open_idle, Verdict(K.EXECUTED, "all guardrails passed"), BREAKER),
+    "locked": Case(_setup_locked, Verdict(K.LOCKED, "t1 is locked by execution holder")),
+    "locked_own": Case(_setup_locked, Verdict(K.LOCKED, "t1 is locked by execution holder"),
+                       probe={"owner": "holder"}),
+    "cooldown": Case(_setup_cooldown, Verdict(K.COOLDOWN, "in cooldown for another 90s"), probe={"limit_key": "K"}),
+    "rate": Case(_setup_one_run, Verdict(K.RATE_LIMITED, "rate limit reached: 1 executions in the last 60s"),
+                 probe={"limit_key": "K", "rate_max": 1, "rate_per": 60.0}),
+    "budget": Case(_setup_one_run, Verdict(K.BUDGET_EXHAUSTED, "namespace shop budget of 1 per 100s exhausted"),
+                   {"budgets": (Budget("*", 5, 100.0), Budget("shop", 1, 100.0))}),
+    "budget_global": Case(_setup_one_run_elsewhere,
+                          Verdict(K.BUDGET_EXHAUSTED, "global budget of 1 per 100s exhausted"),
+                          {"budgets": (Budget("*", 1, 100.0),)}),
+    "running": Case(_setup_one_run_elsewhere, Verdict(K.BUDGET_EXHAUSTED, "1 executions already running (max 1)"),
+                    {"max_running": 1}),
+    "running_ns": Case(_setup_one_run, Verdict(K.BUDGET_EXHAUSTED, "1 executions already running in namespace shop"),
+                       {"max_running_per_namespace": 1}),
+}
+
+
+@pytest.mark.parametrize("name", CASES)
+async def test_evaluate_gives_admits_verdict_and_changes_nothing(
+    name: str, make_guard: GuardFactory, clock: VirtualClock, raw_redis: Redis
+) -> None:
+    case = CASES[name]
+    s = await scene(make_guard, clock, **case.policy)
+    await case.setup(s)
+    probe = {"owner": "b", "target": "t1", **case.probe}
+    req = s.req(probe.pop("owner"), probe.pop("target"), **probe)
+    assert await evaluated_as_admitted(s, raw_redis, req) == case.expected
+
+
+async def test_evaluations_consume_no_limit(make_guard: GuardFactory, clock: VirtualClock, raw_redis: Redis) -> None:
+    """Three dry runs of a trial playbook used to exhaust the global budget and refuse a live fix."""
+    s = await scene(make_guard, clock, budgets=(Budget("*", 1, 3600.0),), max_running=1,
+                    max_running_per_namespace=1)
+    limits = {"limit_key": "K", "rate_max": 1, "rate_per": 600.0, "cooldown": 300.0, "lock_ttl": 60.0}
+    for n in range(5):  # plan-only runs on the same target and on others
+        assert (await s.evaluate(f"dry{n}", "t1", **limits)).admitted
+        assert (await s.evaluate(f"dry{n}", f"t{n + 2}", **limits)).admitted
+    assert (await evaluated_as_admitted(s, raw_redis, s.req("live", "t1", **limits))).admitted
+    # now the live execution holds every limit, and evaluate says so exactly as admit does
+    assert await evaluated_as_admitted(s, raw_redis, s.req("dry", "t1", **limits)) == Verdict(
+        K.LOCKED, "t1 is locked by execution live"
+    )
+    assert (await evaluated_as_admitted(s, raw_redis, s.req("dry", "t2", **limits))).kind is K.COOLDOWN
+    await s.release("live")
+    s.at(300)
+    assert (await evaluated_as_admitted(s, raw_redis, s.req("dry", "t2", **limits))).kind is K.RATE_LIMITED
+    assert (await evaluated_as_admitted(s, raw_redis, s.req("dry", "t2"))).kind is K.BUDGET_EXHAUSTED
+
+
+async def test_evaluate_never_claims_a_half_open_breakers_trial(
+    make_guard: GuardFactory, clock: VirtualClock, raw_redis: Redis
+) -> None:
+    """Half-open with no trial running: evaluate answers what admit would (executed) without
+    becoming the trial, so a dry run never keeps the live execution that would test the fix out."""
+    s = await scene(make_guard, clock, **BREAKER)
+    await _setup_half_open_idle(s)
+    for n in range(3):
+        assert (await s.evaluate(f"dry{n}", f"t{n + 2}")).admitted
+    view = (await s.guard.status()).breakers["pb"]
+    assert view.state is BreakerState.HALF_OPEN and view.trial_owner == ""
+    assert (await evaluated_as_admitted(s, raw_redis, s.req("live", "t1"))).admitted  # the trial
+    assert (await s.guard.status()).breakers["pb"].trial_owner == "live"
+    half_open = Verdict(K.CIRCUIT_OPEN, "circuit half-open: a trial execution is already running")
+    assert await s.evaluate("dry", "t2") == half_open
+    assert await s.evaluate("live", "t2") == Verdict(K.EXECUTED, "all guardrails passed")  # as admit: its own trial
+    assert (await s.guard.status()).breakers["pb"].trial_owner == "live"
+
+
+async def test_evaluate_leaves_no_key_in_redis(redis_prefix: str, clock: VirtualClock, raw_redis: Redis) -> None:
+    policy = Policy(budgets=(Budget("*", 5, 3600.0), Budget("shop", 2, 60.0)), max_running=2,
+                    max_running_per_namespace=1, breaker_threshold=1)
+    guard = await RedisGuardrails.open(prefixed(REDIS_URL, redis_prefix), policy, clock)
+    try:
+        s = Scene(guard, clock)
+        limits = {"limit_key": "k1", "cooldown": 60.0, "rate_max": 3, "rate_per": 600.0}
+        for n in range(5):
+            assert (await s.evaluate(f"dry{n}", "t1", **limits)).admitted
+        assert [k async for k in raw_redis.scan_iter(f"{redis_prefix}*")] == []
+        assert (await s.admit("a", "t1", **limits)).admitted
+        await guard.set_paused(True)
+        assert await evaluated_as_admitted(s, raw_redis, s.req("b", "t2")) == Verdict(
+            K.PAUSED, "remediation is paused (kill switch)"
+        )
+    finally:
+        await guard.close()
+
+
+async def test_a_failing_evaluation_fails_closed(redis_prefix: str, clock: VirtualClock, raw_redis: Redis) -> None:
+    """A script error (here: a key of the wrong type) is GuardrailUnavailable, never a verdict."""
+    guard = await RedisGuardrails.open(prefixed(REDIS_URL, redis_prefix), Policy(), clock)
+    try:
+        await raw_redis.set(f"{redis_prefix}lock:t1", "not a hash")
+        with pytest.raises(GuardrailUnavailable, match="redis evaluate failed"):
+            await guard.evaluate(Scene(guard, clock).req("a", "t1"))
+    finally:
+        await guard.close()
+
+
+async def test_random_operations_agree_with_the_pure_rules(
+    make_guard: GuardFactory, clock: VirtualClock, raw_redis: Redis
+) -> None:
     policy = Policy(
         budgets=(Budget("*", 8, 120.0), Budget("shop", 4, 60.0)),
         max_running=3,
@@ -347,8 +586,11 @@ async def test_random_operations_agree_with_the_pure_rules(make_guard: GuardFact
         breaker_cooloff=50.0,
     )
     guard = await make_guard(policy)
+    footprint = Footprint(guard, raw_redis)
     oracle = GuardState()
     rng = random.Random(20261122)
+    probe = random.Random(7)  # its own generator: evaluations leave the walk of the other operations as it was
+    evaluated: set[DecisionKind] = set()
     admitted: dict[str, Request] = {}
     history: list[Request] = []
     seen: list[tuple[str, object]] = []
@@ -369,8 +611,18 @@ async def test_random_operations_agree_with_the_pure_rules(make_guard: GuardFact
                 cooldown=rng.choice([0.0, 0.0, 15.0]),
                 lock_ttl=rng.choice([20.0, 45.0]),
             )
+            plan: Verdict | None = None
+            if probe.random() < 0.5:  # plan-only runs first: they agree with the rules and change nothing
+                before, expected_state = await footprint.take(), copy.deepcopy(oracle)
+                for _ in range(probe.randint(1, 3)):
+                    plan, rule = await guard.evaluate(req), rules.evaluate(req, oracle, policy)
+                    assert plan == rule, f"operation {n}: adapter evaluated {plan}, the rules say {rule}"
+                    evaluated.add(plan.kind)
+                assert oracle == expected_state
+                await footprint.assert_kept(before)
             got = await guard.admit(req)
             want = rules.admit(req, oracle, policy)
+            assert plan is None or plan == got, f"operation {n}: evaluated {plan}, then admit said {got}"
             if got.admitted:
                 admitted[req.owner] = req
                 history.append(req)
@@ -406,6 +658,7 @@ async def test_random_operations_agree_with_the_pure_rules(make_guard: GuardFact
     # the walk must have exercised every rule, or agreement proves little
     assert outcomes >= {K.EXECUTED, K.LOCKED, K.COOLDOWN, K.RATE_LIMITED, K.BUDGET_EXHAUSTED, K.CIRCUIT_OPEN,
                         K.PAUSED, True, False}
+    assert evaluated == {k for k in outcomes if isinstance(k, DecisionKind)}
 
 
 async def test_a_pause_binds_every_replica_at_once(redis_prefix: str, clock: VirtualClock) -> None:
@@ -428,8 +681,8 @@ async def test_unreachable_redis_fails_closed_quickly(clock: VirtualClock) -> No
     req = Scene(guard, clock).req("a")
     started = time.monotonic()
     try:
-        for call in (guard.admit(req), guard.renew(req), guard.release(req, succeeded=True), guard.paused(),
-                     guard.set_paused(True), guard.status(), guard.ping()):
+        for call in (guard.admit(req), guard.evaluate(req), guard.renew(req), guard.release(req, succeeded=True),
+                     guard.paused(), guard.set_paused(True), guard.status(), guard.ping()):
             with pytest.raises(GuardrailUnavailable):
                 await call
     finally:
