@@ -89,6 +89,10 @@ class PipelineSettings:
     dry_run: bool = True
     step_timeout: float = 900.0
     execution_lease: float = 300.0  # how long a dead replica's execution waits before another resumes it
+    # Plan-only executions read the guardrails and never consume them, so a dry run never holds a
+    # live remediation back.  Replay sets this: its guardrail state is its own scratch copy, and
+    # showing what cooldowns, rate limits and locks would have done over time is its purpose.
+    dry_run_consumes_guardrails: bool = False
 
 
 class _Run(enum.Enum):
@@ -213,6 +217,8 @@ class Pipeline:
                 return gate
             if gate is not None:
                 kind, reason = gate
+            elif plan.dry_run and not self.settings.dry_run_consumes_guardrails:
+                kind, reason = await self._evaluate(plan, did, now.timestamp(), log)
             else:
                 kind, reason, admitted = await self._admit(plan, did, now.timestamp(), log)
             decision = Decision(
@@ -265,6 +271,18 @@ class Pipeline:
             return DecisionKind.GUARDRAIL_UNAVAILABLE, f"guardrail state unreachable, nothing done: {exc}", None
         return verdict.kind, verdict.reason, (req if verdict.admitted else None)
 
+    async def _evaluate(self, plan: Plan, did: str, now: float, log: Any) -> tuple[DecisionKind, str]:
+        """A plan-only execution's verdict: what the guardrails would say, without consuming any of
+        them (no lock, cooldown, rate, budget or slot), so trying a playbook out in dry-run never
+        holds back a live remediation."""
+        try:
+            verdict = await self.guardrails.evaluate(guard_request(plan, did, now))
+        except GuardrailUnavailable as exc:
+            self.metrics.guardrail_unavailable.inc()
+            log.error("guardrail state unreachable: failing closed", error=str(exc))
+            return DecisionKind.GUARDRAIL_UNAVAILABLE, f"guardrail state unreachable, nothing done: {exc}"
+        return verdict.kind, verdict.reason
+
     async def _abandon_lost_race(self, did: str, winner: Decision, req: Request | None, log: Any) -> None:
         """Give back our admission unless the winner's execution may be using the lock.
 
@@ -301,7 +319,9 @@ class Pipeline:
         ``superseded``; unreachable guardrail state pauses it (the lease is handed back).
         """
         did = decision.execution_id or execution_id(decision.alert_key, decision.playbook)
-        req = request if request is not None else self._resume_request(decision, playbook, received)
+        # A plan-only execution holds no lock: it changes nothing, and took nothing at its decision.
+        plan_only = decision.dry_run and not self.settings.dry_run_consumes_guardrails
+        req = request if request is not None or plan_only else self._resume_request(decision, playbook, received)
         hold = Hold(did, owner=self.owner, store=self.store, guardrails=self.guardrails, clock=self.clock,
                     lease=self.settings.execution_lease, request=req, metrics=self.metrics, log=self._log)
         try:

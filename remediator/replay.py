@@ -385,7 +385,8 @@ class Engine:
                 dry=dry,
                 notifier=_Quiet(),
                 clock=clock,
-                settings=PipelineSettings(dry_run=True, step_timeout=settings.worker.step_timeout),
+                settings=PipelineSettings(dry_run=True, step_timeout=settings.worker.step_timeout,
+                                          dry_run_consumes_guardrails=True),
             )
             pipeline.tap = tap
             yield cls(clock, store, guard, Worker(pipeline, settings.worker, name="replay"))

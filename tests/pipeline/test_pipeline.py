@@ -13,6 +13,7 @@ import pytest
 from remediator.clock import VirtualClock
 from remediator.core.alerts import validate_payload
 from remediator.core.decisions import PlannedStep
+from remediator.core.guardrails import Request
 from remediator.ports import ReceivedAlert, StepContext, StepResult
 from remediator.runtime import open_runtime
 from tests.payloads import alert_json, db_pool_alert, payload
@@ -203,14 +204,39 @@ async def test_stabilisation_window_defers_then_executes_or_cancels(
     assert cancelled is not None and cancelled.kind.value == "resolved_cancelled"
 
 
-async def test_guardrail_cooldown_suppresses_a_second_episode(runtime: Any) -> None:
-    await deliver(runtime, payload(db_pool_alert()))
-    await runtime.clock.advance(60)
-    later = db_pool_alert()
-    later["startsAt"] = "2026-11-22T10:01:00Z"
-    await deliver(runtime, payload(later))
-    decisions = [d["decision"] for d in await runtime.store.list_decisions()]
+async def test_guardrail_cooldown_suppresses_a_second_episode(settings_factory: Callable[..., Any],
+                                                             vclock: VirtualClock) -> None:
+    recorder = Recorder()
+    async with open_runtime(settings_factory(dry_run=False), clock=vclock, executors=(recorder, recorder),
+                            start_worker=False) as rt:
+        await deliver(rt, payload(db_pool_alert()))
+        await rt.clock.advance(60)
+        later = db_pool_alert()
+        later["startsAt"] = "2026-11-22T10:01:00Z"
+        await deliver(rt, payload(later))
+        decisions = [d["decision"] for d in await rt.store.list_decisions()]
     assert decisions == ["executed", "cooldown"]
+
+
+async def test_dry_run_reads_the_guardrails_but_never_consumes_them(settings_factory: Callable[..., Any],
+                                                                    vclock: VirtualClock) -> None:
+    """Plan-only executions take no lock, cooldown, rate, budget or slot: three dry runs of a trial
+    playbook leave the live one free to act, and each records what the guardrails would have said."""
+    recorder = Recorder()
+    budget = {"budgets": [{"scope": "*", "max": 1, "per": "1h"}], "max_running": 1}
+    async with open_runtime(settings_factory(dry_run=True, guardrails=budget), clock=vclock,
+                            executors=(recorder, recorder), start_worker=False) as dry:
+        for minute in range(3):
+            episode = db_pool_alert()
+            episode["startsAt"] = f"2026-11-22T10:0{minute}:00Z"
+            await deliver(dry, payload(episode))
+            await dry.clock.advance(60)
+        dry_runs = [d["decision"] for d in await dry.store.list_decisions()]
+        verdict = await dry.guardrails.admit(Request("live", "db-pool-exhaustion", "Deployment/shop/orders-api",
+                                                     "db-pool-exhaustion|Deployment/shop/orders-api", "shop",
+                                                     vclock.now().timestamp(), cooldown=600.0))
+    assert dry_runs == ["executed"] * 3  # no cooldown, budget or lock from the one before
+    assert verdict.admitted  # the live remediation is not held back by the dry runs
 
 
 async def test_kill_switch_records_paused(runtime: Any) -> None:

@@ -17,7 +17,9 @@ from remediator.app import create_app
 from remediator.cli import main
 from remediator.clock import VirtualClock
 from remediator.core.alerts import parse_time
+from remediator.core.decisions import PlannedStep
 from remediator.playbook_files import load_paths
+from remediator.ports import StepContext, StepResult
 from remediator.replay import Entry, read_events, replay
 from remediator.runtime import RUNTIME
 from remediator.store.tools import export_alerts
@@ -81,7 +83,13 @@ async def test_live_daemon_and_replay_decide_identically(tmp_path: Path, setting
     for minute, line in HISTORY:
         by_minute[minute].append(line)
     live: list[Any] = []
-    app = create_app(settings_factory(playbooks=str(pb)), clock=vclock, start_worker=False)
+
+    class Succeeds:  # a live daemon whose cluster always obliges: replay shows what live would do
+        async def run(self, step: PlannedStep, ctx: StepContext) -> StepResult:
+            return StepResult("ok", f"{step.action} done")
+
+    app = create_app(settings_factory(playbooks=str(pb), dry_run=False), clock=vclock,
+                     executors=(Succeeds(), Succeeds()), start_worker=False)
     async with TestClient(TestServer(app)) as client:
         rt = client.app[RUNTIME]
         process = rt.pipeline.process
