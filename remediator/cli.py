@@ -62,9 +62,18 @@ async def _serve(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    from remediator.runtime import RUNTIME
+
+    failed = app[RUNTIME].failed
+    waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(failed.wait())]
+    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    for w in waits:
+        w.cancel()
     log.info("shutting down: no longer accepting requests")
     await runner.cleanup()  # stop accepting, then worker, guardrails, store in reverse order
+    if failed.is_set():
+        log.error("stopped: a background task died (see above)")
+        return 1
     log.info("stopped")
     return 0
 

@@ -133,13 +133,28 @@ class Pipeline:
         self._log = structlog.get_logger("remediator.pipeline")
         self._holds: dict[str, Hold] = {}  # the executions this replica runs now, each with its lease and lock
         self._resume_waiting: set[str] = set()  # executions told (once) that they wait for guardrail state
+        # Called when a decision leaves an execution to run: the execution queue's wake-up.
+        self.on_executable: Callable[[], None] = lambda: None
+
+    async def decide(self, received: ReceivedAlert) -> Outcome:
+        """Decide every playbook that selects this alert; admitted executions are left pending.
+
+        Deciding never waits on executing: an admitted execution is recorded unfinished and
+        ``on_executable`` is called, so the execution queue (its own loop) takes it at once.
+        A playbook still inside its stabilisation window gets no decision yet; the outcome's
+        ``defer_until`` tells the caller when to decide the alert again.
+        """
+        return await self._decide(received, run=False)
 
     async def process(self, received: ReceivedAlert) -> Outcome:
-        """Decide (and execute) every playbook that selects this alert.
+        """Decide, and run each admitted execution to its end before returning.
 
-        A playbook still inside its stabilisation window gets no decision yet; the
-        outcome's ``defer_until`` tells the caller when to process the alert again.
+        For replay, which runs history in order on a virtual clock, and for callers that
+        want one alert's whole outcome at once; the daemon decides and executes apart.
         """
+        return await self._decide(received, run=True)
+
+    async def _decide(self, received: ReceivedAlert, *, run: bool) -> Outcome:
         alert = received.alert
         log = self._log.bind(fingerprint=alert.fingerprint, alertname=alert.alertname, status=alert.status)
         if alert.status == "resolved":
@@ -163,7 +178,7 @@ class Pipeline:
         outcome = Outcome([])
         for playbook in selected:
             self.metrics.matches.labels(playbook.name).inc()
-            result = await self._decide_and_run(playbook, received, log.bind(playbook=playbook.name))
+            result = await self._decide_and_run(playbook, received, log.bind(playbook=playbook.name), run=run)
             if isinstance(result, Decision):
                 outcome.decisions.append(result)
             elif outcome.defer_until is None or result < outcome.defer_until:
@@ -189,7 +204,9 @@ class Pipeline:
                 return DecisionKind.STABILISING, f"fired {seen} of {g.min_occurrences} times required within {window}"
         return None
 
-    async def _decide_and_run(self, playbook: Playbook, received: ReceivedAlert, log: Any) -> Decision | datetime:
+    async def _decide_and_run(
+        self, playbook: Playbook, received: ReceivedAlert, log: Any, *, run: bool
+    ) -> Decision | datetime:
         alert = received.alert
         did = execution_id(alert.dedup_key, playbook.name)
         log = log.bind(execution_id=did)
@@ -253,7 +270,10 @@ class Pipeline:
             await self._abandon_lost_race(did, winner, admitted, log)
             return winner
         if decision.kind is DecisionKind.EXECUTED:
-            await self.execute(decision, playbook=playbook, received=received, request=admitted)
+            if run:
+                await self.execute(decision, playbook=playbook, received=received, request=admitted)
+            else:
+                self.on_executable()
         elif decision.kind is not DecisionKind.RESOLVED:
             await self._notify("skipped", decision, playbook.notify, alert=alert)  # channels opt in to "skipped"
         return decision
@@ -390,6 +410,8 @@ class Pipeline:
         channels = playbook.notify if playbook else ()
         if not done:
             await self._notify("started", decision, channels, alert=alert)
+        else:
+            log.warning("resuming interrupted execution")
         run = await self._run_steps(decision.steps, done, executor, ctx, hold, log, decision)
         changed = _changed(done)
         if run is _Run.FAILED and decision.on_failure:
@@ -559,13 +581,22 @@ class Pipeline:
             lock_ttl=g.lock_ttl if g else Request.lock_ttl,
         )
 
-    async def resume_unfinished(self) -> int:
-        """Finish executions that were admitted but not completed: after a restart, and
-        (called periodically by the worker) those of a replica that died.
+    async def run_claimed(self, did: str) -> str | None:
+        """Run an execution this replica has claimed (``Store.claim_unfinished``): a fresh one
+        and one another replica left behind are the same thing.  None: nothing to run."""
+        decision = await self.store.decision(did)
+        if decision is None:
+            return None
+        record = await self.store.get_execution(did)
+        raw_alert = (record or {}).get("alert_payload")
+        received = ReceivedAlert(Alert.from_json(raw_alert), self.clock.now()) if raw_alert else None
+        playbook = self._playbooks().by_name(decision.playbook)
+        return await self.execute(decision, playbook=playbook, received=received)
 
-        The alert comes back from the store and the guardrail request is rebuilt from
-        the playbook, so the resumed execution releases the lock it still holds.
-        """
+    async def resume_unfinished(self) -> int:
+        """Claim and run, one after the other, every unfinished execution nobody holds: after a
+        restart, or those of a replica that died.  The execution queue does this concurrently;
+        this is its one-shot form (the CLI, tests).  Returns how many ran."""
         count = 0
         try:
             await self.guardrails.ping()
@@ -576,16 +607,6 @@ class Pipeline:
         for did in claimed:
             if did in self._holds:
                 continue
-            decision = await self.store.decision(did)
-            if decision is None:
-                continue
-            record = await self.store.get_execution(did)
-            raw_alert = (record or {}).get("alert_payload")
-            received = ReceivedAlert(Alert.from_json(raw_alert), self.clock.now()) if raw_alert else None
-            playbook = self._playbooks().by_name(decision.playbook)
-            self._log.warning("resuming interrupted execution", execution_id=did, playbook=decision.playbook)
-            if await self.execute(decision, playbook=playbook, received=received) not in (
-                "interrupted", "held_elsewhere"
-            ):
+            if await self.run_claimed(did) not in (None, "interrupted", "held_elsewhere"):
                 count += 1
         return count

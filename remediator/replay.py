@@ -389,7 +389,7 @@ class Engine:
                                           dry_run_consumes_guardrails=True),
             )
             pipeline.tap = tap
-            yield cls(clock, store, guard, Worker(pipeline, settings.worker, name="replay"))
+            yield cls(clock, store, guard, Worker(pipeline, settings.worker, name="replay", inline=True))
 
     async def _run_due(self, until: datetime | None) -> None:
         due = self.store.tap.due

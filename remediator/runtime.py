@@ -46,6 +46,25 @@ class Runtime:
     read_tokens: tuple[str, ...] = ()  # the read API's: api.read_tokens and every webhook token
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     notifications: Dispatcher | None = None
+    # Set when a background task died: the daemon must stop (non-zero) rather than run half-alive.
+    failed: asyncio.Event = field(default_factory=asyncio.Event)
+    stopping: bool = False
+
+    def supervise(self, task: asyncio.Task[None]) -> None:
+        """Keep ``task`` among the runtime's background tasks, and fail the runtime if it ends on
+        its own (an exception, or a loop that returned) while the daemon is not stopping."""
+        self.tasks.append(task)
+        task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        if self.stopping or task.cancelled():
+            return
+        exc = task.exception()
+        structlog.get_logger("remediator").error(
+            "background task died: stopping the daemon", task=task.get_name(),
+            error=repr(exc) if exc else "returned", exc_info=exc,
+        )
+        self.failed.set()
 
     def wake(self) -> None:
         self.worker.wake()
@@ -162,10 +181,10 @@ async def open_runtime(
         rt = Runtime(settings, clock, metrics, store, guard, repo, pipeline, worker, tokens, read_tokens,
                      notifications=dispatcher)
         if start_worker:
-            rt.tasks.append(asyncio.create_task(worker.run(), name="remediator-worker"))
-            rt.tasks.append(asyncio.create_task(_watch_playbooks(rt), name="remediator-playbook-watch"))
+            rt.supervise(asyncio.create_task(worker.run(), name="remediator-worker"))
+            rt.supervise(asyncio.create_task(_watch_playbooks(rt), name="remediator-playbook-watch"))
             if settings.worker.retention > 0:
-                rt.tasks.append(asyncio.create_task(_retention(rt), name="remediator-retention"))
+                rt.supervise(asyncio.create_task(_retention(rt), name="remediator-retention"))
         loop = asyncio.get_running_loop()
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(signal.SIGHUP, lambda: _reload(rt))
@@ -218,7 +237,9 @@ async def _retention(rt: Runtime) -> None:
 
 
 async def _stop(rt: Runtime) -> None:
-    """Staged shutdown: stop taking work, let the current alert finish, then cancel."""
+    """Staged shutdown: stop taking work, let the current alert and the running executions
+    finish, then cancel, handing the executions' leases back so another replica takes over."""
+    rt.stopping = True
     rt.worker.stop()
     timeout = rt.settings.worker.shutdown_timeout
     for task in rt.tasks:
@@ -232,4 +253,5 @@ async def _stop(rt: Runtime) -> None:
                 "worker did not finish in time; its alert stays pending and resumes on restart"
             )
             t.cancel()
+    await rt.worker.finish(timeout)
     await asyncio.gather(*rt.tasks, return_exceptions=True)

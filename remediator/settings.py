@@ -93,6 +93,8 @@ class WorkerSettings:
     step_timeout: float = 900.0
     retention: float = 0.0  # keep finished audit this long (e.g. 90d); 0 keeps everything
     retention_interval: float = 3600.0
+    max_tries: int = 5  # an alert whose processing raised this many times is parked, never retried
+    max_executions: int = 64  # executions this replica runs at once (the guardrails bound them too)
 
 
 @dataclass(frozen=True)
@@ -283,4 +285,8 @@ def load_settings(
             raise ConfigError(f"channels.{name}.type: expected slack, webhook or pagerduty, got {ch.type!r}")
     if settings.log.format not in ("auto", "json", "console"):
         raise ConfigError(f"log.format: expected auto, json or console, got {settings.log.format!r}")
+    if settings.worker.max_tries < 1:
+        raise ConfigError(f"worker.max_tries: expected at least 1, got {settings.worker.max_tries}")
+    if settings.worker.max_executions < 1:
+        raise ConfigError(f"worker.max_executions: expected at least 1, got {settings.worker.max_executions}")
     return settings

@@ -1,9 +1,13 @@
-"""The worker: takes recorded alerts from the store and runs them through the pipeline.
+"""The worker: two loops, deciding and executing, each on its own.
 
 The webhook only records and wakes the worker; remediation never runs inside an
-HTTP request.  An alert is marked processed only after all its decisions are
-recorded, so a crash in between simply processes it again (decisions are
-idempotent) and nothing acknowledged is lost.
+HTTP request.  The decision loop claims recorded alerts, decides them (matching,
+planning, guardrails) and marks them processed once all their decisions are
+recorded, so a crash in between simply decides them again (decisions are idempotent)
+and nothing acknowledged is lost.  Admitted executions are left to the
+:class:`~remediator.queue.ExecutionQueue`, which runs them concurrently: deciding
+never waits on executing.  Both loops run in one TaskGroup: if either dies, the
+worker fails as a whole (and the daemon stops) instead of running half-alive.
 """
 
 from __future__ import annotations
@@ -18,11 +22,17 @@ import structlog
 
 from remediator.core.errors import StoreUnavailable
 from remediator.pipeline import Pipeline
+from remediator.queue import ExecutionQueue
 from remediator.settings import WorkerSettings
 
 
 class Worker:
-    def __init__(self, pipeline: Pipeline, settings: WorkerSettings, name: str | None = None) -> None:
+    def __init__(
+        self, pipeline: Pipeline, settings: WorkerSettings, name: str | None = None, *, inline: bool = False
+    ) -> None:
+        # inline (replay): each alert's executions run to their end before the next alert is
+        # decided, as a queue with no delay would on a virtual clock that only moves between events.
+        self.inline = inline
         self.pipeline = pipeline
         self.settings = settings
         # Unique per instance: a worker takes back claims under its own name (see Store.claim_alerts).
@@ -31,12 +41,14 @@ class Worker:
         self._stopping = False
         self._log = structlog.get_logger("remediator.worker").bind(worker=self.name)
         self.processed = 0
+        self.queue = ExecutionQueue(pipeline, settings)
+        pipeline.on_executable = self.queue.wake
 
     def wake(self) -> None:
         self._wake.set()
 
-    async def drain(self) -> int:
-        """Process everything claimable now; return how many alerts were handled."""
+    async def decide_all(self) -> int:
+        """Decide everything claimable now; return how many alerts were handled."""
         handled = 0
         while not self._stopping:
             batch = await self.pipeline.store.claim_alerts(self.name, self.settings.batch, self.settings.lease)
@@ -45,7 +57,7 @@ class Worker:
             for item in batch:
                 if self._stopping:
                     return handled  # the claim lease expires; the alert stays durably pending
-                outcome = await self.pipeline.process(item.received)
+                outcome = await (self.pipeline.process if self.inline else self.pipeline.decide)(item.received)
                 if outcome.defer_until is not None:
                     await self.pipeline.store.defer_alert(item.id, outcome.defer_until)
                 else:
@@ -54,25 +66,49 @@ class Worker:
                 self.processed += 1
         return handled
 
-    async def run(self) -> None:
+    async def drain(self) -> int:
+        """Decide everything claimable, then run every execution that left to its end; return
+        how many alerts were decided.  Both stages once, in order: for tests and tools."""
+        handled = await self.decide_all()
+        await self.queue.drain()
+        return handled
+
+    async def _decide_loop(self) -> None:
         while not self._stopping:
             try:
-                # Every round, not only at start: another replica may have died mid-execution.
-                resumed = await self.pipeline.resume_unfinished()
-                if resumed:
-                    self._log.warning("resumed interrupted executions", count=resumed)
-                await self.drain()
+                await self.decide_all()
             except StoreUnavailable as exc:
                 self.pipeline.metrics.store_unavailable.inc()
                 self._log.error("store unavailable; will retry", error=str(exc))
             except Exception:
-                self._log.exception("worker iteration failed; will retry")
+                self._log.exception("decision round failed; will retry")
             if self._stopping:
                 break
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.settings.poll_interval)
             self._wake.clear()
 
+    async def _execution_loop(self) -> None:
+        while not self._stopping:
+            try:
+                await self.queue.run()
+            except Exception:  # the queue's own round failed unexpectedly: log, and go on
+                self._log.exception("execution round failed; will retry")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=self.settings.poll_interval)
+
+    async def run(self) -> None:
+        """Both loops until stopped.  One that dies takes the other down and raises."""
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._decide_loop(), name="remediator-decide")
+            group.create_task(self._execution_loop(), name="remediator-execute")
+
     def stop(self) -> None:
+        """Stop deciding and starting executions; running ones are left to :meth:`finish`."""
         self._stopping = True
         self._wake.set()
+        self.queue.halt()
+
+    async def finish(self, grace: float) -> None:
+        """Give running executions ``grace`` seconds to end, then hand them over (ExecutionQueue.stop)."""
+        await self.queue.stop(grace)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import pytest
+
 from remediator.core.rollout import HASH_LABEL, REVISION
 from tests.executor.conftest import OpenHarness
 from tests.executor.harness import NS, playbook, steps_of, web
@@ -300,20 +302,16 @@ async def test_rollback_to_a_named_revision(harness: OpenHarness) -> None:
     assert after["metadata"]["annotations"][REVISION] == "4"
 
 
-async def test_rollback_refusals_are_kubectls(harness: OpenHarness) -> None:
-    pbs = {
-        "a": playbook("- action: rollback\n", name="undo"),
-        "b": playbook("- action: rollback\n  to_revision: 7\n", name="undo-to-7"),
-    }
-    async with harness(pbs) as h:
+@pytest.mark.parametrize(("step", "refusal"), [
+    ("- action: rollback\n", 'no rollout history found for deployment "fresh"'),
+    ("- action: rollback\n  to_revision: 7\n", "unable to find specified revision 7 in history"),
+], ids=["previous", "to-revision"])
+async def test_rollback_refusals_are_kubectls(harness: OpenHarness, step: str, refusal: str) -> None:
+    async with harness({"a": playbook(step, name="undo")}) as h:
         h.cluster.apply(web("fresh"))  # one revision only
-        await h.record("fresh")
-        await h.until_done(h.rt.worker.drain())
-        messages = {e["playbook"]: (await h.rt.store.get_execution(e["id"]))["results"][0]["message"]
-                    for e in await h.rt.store.list_executions()}
+        ex = await h.fire("fresh")
         writes = h.cluster.requests.writes()
-    assert 'no rollout history found for deployment "fresh"' in messages["undo"]
-    assert "unable to find specified revision 7 in history" in messages["undo-to-7"]
+    assert refusal in ex["results"][0]["message"]
     assert writes == []
 
 

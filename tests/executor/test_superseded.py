@@ -17,9 +17,12 @@ from typing import Any
 import pytest
 
 from remediator.clock import VirtualClock
+from remediator.core.alerts import validate_payload
+from remediator.ports import ReceivedAlert
 from remediator.testing.kube.harness import FakeKube
 from tests.executor.harness import NS, Harness, open_harness, playbook, steps_of, web
 from tests.executor.test_resume import crash_while
+from tests.payloads import alert_json, payload
 
 LOCK = "lock_ttl: 10m\n"
 ROLLBACK = "- action: rollback\n"
@@ -76,8 +79,11 @@ async def test_seven_later_executions_are_not_reverted_by_the_resumed_one(
     books, _, _, value, _ = CASES[case]
     await crashed_after_13_to_14(case, tmp_path, settings_factory, vclock, kube)
     async with open_harness(tmp_path, settings_factory, vclock, kube, books) as h:
-        for i in range(7):  # seven later alerts, each its own execution on the now free target
-            await h.until_done(h.start(instance=f"i{i}"))
+        for i in range(7):  # seven later alerts, each its own execution on the now free target, decided and
+            # run (by another replica, say) before anyone resumes the old one
+            [alert] = validate_payload(payload(alert_json({"alertname": "Broken", "namespace": NS,
+                                                           "deployment": "web", "instance": f"i{i}"}))).alerts
+            await h.until_done(h.rt.pipeline.process(ReceivedAlert(alert, h.clock.now())))
         assert value(h) == 21
         [*later, first] = await h.rt.store.list_executions(limit=10)
         assert [e["status"] for e in later] == ["succeeded"] * 7

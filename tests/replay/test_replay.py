@@ -92,14 +92,14 @@ async def test_live_daemon_and_replay_decide_identically(tmp_path: Path, setting
                      executors=(Succeeds(), Succeeds()), start_worker=False)
     async with TestClient(TestServer(app)) as client:
         rt = client.app[RUNTIME]
-        process = rt.pipeline.process
+        decide = rt.pipeline.decide
 
         async def recording(received: Any) -> Any:
-            outcome = await process(received)
+            outcome = await decide(received)
             live.extend(outcome.decisions)
             return outcome
 
-        rt.pipeline.process = recording  # type: ignore[method-assign]
+        rt.pipeline.decide = recording  # type: ignore[method-assign]
         for minute in range(0, 90):  # the worker looks once a minute, and after every delivery
             vclock.set(T0 + timedelta(minutes=minute))
             await rt.worker.drain()

@@ -1,0 +1,133 @@
+"""The execution queue: admitted executions, run concurrently, each claimed by one replica.
+
+Deciding and executing are apart.  A decision that admits an execution records it
+unfinished in the store (durable, like the alert before it); this queue, a loop of its
+own, claims unfinished executions (``Store.claim_unfinished``: fresh ones, and those
+whose replica died, alike) and runs each as its own task.  So one slow ``wait_healthy``
+never holds back the remediation of another target, and an interrupted execution is
+taken over within a lease period whatever the alert backlog.
+
+How many run at once is bounded twice: by the guardrails (``max_running`` and
+``max_running_per_namespace`` count admitted executions), and here by
+``worker.max_executions`` tasks per replica.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+
+import structlog
+
+from remediator.core.errors import GuardrailUnavailable, StoreUnavailable
+from remediator.pipeline import Pipeline
+from remediator.settings import WorkerSettings
+
+
+class ExecutionQueue:
+    def __init__(self, pipeline: Pipeline, settings: WorkerSettings) -> None:
+        self.pipeline = pipeline
+        self.settings = settings
+        self._running: dict[str, asyncio.Task[str | None]] = {}
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._log = structlog.get_logger("remediator.queue").bind(owner=pipeline.owner)
+
+    @property
+    def running(self) -> int:
+        return len(self._running)
+
+    def wake(self) -> None:
+        """Look for work now (a decision just admitted an execution, or one finished)."""
+        self._wake.set()
+
+    async def fill(self) -> int:
+        """Claim what there is room for and start it; return how many started.
+
+        Nothing is claimed while guardrail state is unreachable: the executions are left to
+        a replica that can hold their locks (fail closed), and wait durably meanwhile.
+        """
+        free = self.settings.max_executions - len(self._running)
+        if free <= 0 or self._stopping:
+            return 0
+        try:
+            await self.pipeline.guardrails.ping()
+        except GuardrailUnavailable:
+            return 0
+        # The store also returns (and renews) executions this replica already runs: ask for
+        # enough that those can never crowd out the new ones.
+        claimed = await self.pipeline.store.claim_unfinished(
+            self.pipeline.owner, self.pipeline.settings.execution_lease, limit=free + len(self._running)
+        )
+        started = 0
+        for did in claimed:
+            if did in self._running or started >= free:
+                continue
+            task = asyncio.create_task(self.pipeline.run_claimed(did), name=f"execution-{did}")
+            self._running[did] = task
+            task.add_done_callback(functools.partial(self._finished, did))
+            started += 1
+        return started
+
+    def _finished(self, did: str, task: asyncio.Task[str | None]) -> None:
+        self._running.pop(did, None)
+        if not task.cancelled() and task.exception() is not None:
+            # Recorded, not fatal: the execution stays unfinished and is claimed again later.
+            self._log.error("execution task failed", execution_id=did, error=repr(task.exception()))
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Claim and start executions until stopped; woken by new decisions and finished runs."""
+        while not self._stopping:
+            try:
+                await self.fill()
+            except StoreUnavailable as exc:
+                self.pipeline.metrics.store_unavailable.inc()
+                self._log.error("store unavailable; will retry", error=str(exc))
+            if self._stopping:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self.settings.poll_interval)
+            self._wake.clear()
+
+    async def drain(self) -> int:
+        """Run every claimable execution to its end (and any that those make claimable);
+        return how many ran.  The one-shot form of :meth:`run`, for tests and tools."""
+        ran = 0
+        try:
+            while not self._stopping:
+                ran += await self.fill()
+                if not self._running:
+                    return ran
+                await asyncio.wait(list(self._running.values()), return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:  # the executions it started are its own: they end with it
+            tasks = list(self._running.values())
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        return ran
+
+    def halt(self) -> None:
+        """Start nothing new (running executions go on)."""
+        self._stopping = True
+        self._wake.set()
+
+    async def stop(self, grace: float) -> None:
+        """Staged: start nothing new, give running executions ``grace`` seconds to finish, then cancel
+        them and hand their leases back, so another replica takes them over at once rather
+        than after the lease (each resumes from its write-ahead record)."""
+        self.halt()
+        tasks = dict(self._running)
+        if not tasks:
+            return
+        _done, pending = await asyncio.wait(list(tasks.values()), timeout=grace)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*tasks.values(), return_exceptions=True)
+        for did, task in tasks.items():
+            if task in pending:
+                self._log.warning("execution did not finish before shutdown: handed over", execution_id=did)
+                with contextlib.suppress(StoreUnavailable):
+                    await self.pipeline.store.claim_execution(did, self.pipeline.owner, 0.0)
