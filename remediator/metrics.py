@@ -47,6 +47,17 @@ class Metrics:
         self.store_unavailable = Counter(
             "remediator_store_unavailable_total", "Store operations that failed because it was unreachable", registry=r
         )
+        self.decisions_deferred = Counter(
+            "remediator_decisions_deferred_total",
+            "Decisions put off (the alert stays pending and is decided again later), by cause",
+            ["cause"],
+            registry=r,
+        )
+        self.alerts_parked = Counter(
+            "remediator_alerts_parked_total",
+            "Alerts set aside, never to be retried, after their processing failed worker.max_tries times",
+            registry=r,
+        )
         self.pending_alerts = Gauge("remediator_queue_wakeups", "Worker wake-ups", registry=r)
         self.playbooks_loaded = Gauge("remediator_playbooks_loaded", "Playbooks in the active set", registry=r)
         self.playbook_reloads = Counter(

@@ -40,6 +40,9 @@ class ReceivedAlert:
 class StoredAlert:
     id: int
     received: ReceivedAlert
+    #: How many times the alert has been claimed for processing, this claim included
+    #: (see :meth:`Store.claim_alerts`); 0 where it was not read from a claim.
+    attempts: int = 0
 
 
 #: ``superseded``: the step's write-ahead intent was stale (the object changed since it was
@@ -107,13 +110,32 @@ class Store(Protocol):
 
         Alerts ``worker`` itself still holds are taken again at once: a worker claims only
         when it is not working on a batch, so those were left by an aborted one (the
-        store was briefly unreachable) and need not wait for their lease."""
+        store was briefly unreachable) and need not wait for their lease.
+
+        Each claim adds one to the alert's ``attempts`` (returned in the StoredAlert),
+        except taking back what ``worker`` still holds: that was not tried meanwhile."""
 
     async def mark_processed(self, alert_id: int) -> None: ...
 
     async def defer_alert(self, alert_id: int, until: datetime) -> None:
         """Release the claim but keep the alert unprocessed and unclaimable before ``until``
-        (stabilisation windows: ``for: 5m`` re-examines the alert when the window ends)."""
+        (stabilisation windows: ``for: 5m`` re-examines the alert when the window ends).
+
+        Deferring is an outcome, not a failure: the alert's ``attempts`` start over."""
+
+    async def release_alert(self, alert_id: int, retry_at: datetime) -> None:
+        """Give back a claimed alert whose processing failed, to be claimed again from
+        ``retry_at`` on; its ``attempts`` are kept (the next claim counts one more)."""
+
+    async def park_alert(self, alert_id: int, error: str) -> None:
+        """Set aside an alert whose processing keeps failing: it is never claimed again.
+
+        Marked processed, with the error (its first 2,000 characters) and the time, for
+        :meth:`parked_alerts`; ended like any processed alert by retention."""
+
+    async def parked_alerts(self, *, limit: int = 50) -> list[dict[str, Any]]:
+        """Parked alerts, most recently parked first: ``id``, ``alert`` (its JSON),
+        ``receiver``, ``received_at``, ``attempts``, ``parked_at`` and ``error``."""
 
     async def resolved_for(self, fingerprint: str, starts_at: datetime) -> bool:
         """Whether a resolved delivery of this firing episode has been recorded."""
@@ -181,6 +203,15 @@ class GuardrailStore(Protocol):
 
     async def admit(self, req: Request) -> Verdict: ...
 
+    async def evaluate(self, req: Request) -> Verdict:
+        """The verdict ``admit(req)`` would give now (same checks, same order, same reasons),
+        changing nothing: no lock, cooldown, rate or budget history, concurrency slot or
+        breaker trial is taken, so plan-only (dry-run) executions may ask as often as they like.
+
+        A half-open breaker with no live trial answers EXECUTED, as admit would, but the
+        request does not become its trial: the next admit may still claim it.  Only a reading:
+        a later admit may decide otherwise (the state moved, or the pass could not be recorded)."""
+
     async def renew(self, req: Request) -> bool: ...
 
     async def release(self, req: Request, *, succeeded: bool | None) -> None:
@@ -202,15 +233,6 @@ class GuardrailStore(Protocol):
         """The kill switch and every playbook's circuit breaker, for the API and ``/metrics``."""
 
     async def ping(self) -> None: ...
-
-    async def evaluate(self, req: Request) -> Verdict:
-        """The verdict ``admit(req)`` would give now (same checks, same order, same reasons),
-        changing nothing: no lock, cooldown, rate or budget history, concurrency slot or
-        breaker trial is taken, so plan-only (dry-run) executions may ask as often as they like.
-
-        A half-open breaker with no live trial answers EXECUTED, as admit would, but the
-        request does not become its trial: the next admit may still claim it.  Only a reading:
-        a later admit may decide otherwise (the state moved, or the pass could not be recorded)."""
 
     async def close(self) -> None: ...
 

@@ -92,6 +92,18 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX notifications_execution ON notifications (execution_id, seq);
         """,
     ),
+    Migration(
+        3,
+        "attempts per alert; poison alerts parked",
+        # A constant default: no table rewrite, so this is quick on a large table.
+        """
+        ALTER TABLE alerts
+            ADD COLUMN attempts integer NOT NULL DEFAULT 0,
+            ADD COLUMN parked_at timestamptz,
+            ADD COLUMN error text;
+        CREATE INDEX alerts_parked ON alerts (parked_at, id) WHERE parked_at IS NOT NULL;
+        """,
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version

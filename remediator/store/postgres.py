@@ -76,7 +76,40 @@ def _received(row: Mapping[str, Any]) -> StoredAlert:
             row["group_key"],
             row["external_url"],
         ),
+        row.get("attempts", 0),
     )
+
+
+#: Deliveries with more alerts than this are serialised for the database on a worker thread.
+ROWS_IN_LOOP = 200
+
+
+def _columns(alerts: Sequence[ReceivedAlert]) -> tuple[list[Any], ...]:
+    """The intake statement's arrays, one element per distinct alert, in delivery order."""
+    rows: dict[str, ReceivedAlert] = {}
+    for r in alerts:
+        rows.setdefault(r.alert.dedup_key, r)  # the first of a key within one delivery wins
+    ordered = list(rows.values())
+    return (
+        [r.alert.dedup_key for r in ordered],
+        [r.alert.fingerprint for r in ordered],
+        [r.alert.status for r in ordered],
+        [r.alert.starts_at for r in ordered],
+        [json.dumps(r.alert.to_json()) for r in ordered],
+        [_text(r.receiver) for r in ordered],
+        [_text(r.group_key) for r in ordered],
+        [_text(r.external_url) for r in ordered],
+        [r.received_at for r in ordered],
+    )
+
+
+#: How much of a parked alert's error is kept (as in the embedded store).
+PARK_ERROR_CHARS = 2000
+
+
+def _park_error(error: str) -> str:
+    """Exactly the embedded store's ``park_error``: the first 2,000 characters, NUL escaped."""
+    return _text(error[:PARK_ERROR_CHARS])
 
 
 def _summary(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -185,23 +218,10 @@ class PostgresStore:
     # --- intake ---------------------------------------------------------------
 
     async def record_alerts(self, alerts: Sequence[ReceivedAlert]) -> int:
-        rows: dict[str, ReceivedAlert] = {}
-        for r in alerts:
-            rows.setdefault(r.alert.dedup_key, r)  # the first of a key within one delivery wins
-        if not rows:
+        # Serialising is CPU work: a large delivery's is done off the event loop (as in the embedded store).
+        columns = _columns(alerts) if len(alerts) <= ROWS_IN_LOOP else await asyncio.to_thread(_columns, alerts)
+        if not columns[0]:
             return 0
-        ordered = list(rows.values())
-        columns = (
-            [r.alert.dedup_key for r in ordered],
-            [r.alert.fingerprint for r in ordered],
-            [r.alert.status for r in ordered],
-            [r.alert.starts_at for r in ordered],
-            [json.dumps(r.alert.to_json()) for r in ordered],
-            [_text(r.receiver) for r in ordered],
-            [_text(r.group_key) for r in ordered],
-            [_text(r.external_url) for r in ordered],
-            [r.received_at for r in ordered],
-        )
         sql = (
             "INSERT INTO alerts (dedup_key, fingerprint, status, starts_at, alert, receiver, group_key,"
             " external_url, received_at)"
@@ -224,11 +244,14 @@ class PostgresStore:
 
     async def claim_alerts(self, worker: str, limit: int, lease: float) -> list[StoredAlert]:
         now = self._clock.now()
+        # Every claim is an attempt, except taking back what this worker still holds (left
+        # by a batch cut short, see Store.claim_alerts): those were not tried meanwhile.
         rows = await self._fetch(
-            "UPDATE alerts SET claimed_by = $1, claimed_until = $2 WHERE id IN ("
-            " SELECT id FROM alerts WHERE NOT processed AND (claimed_until IS NULL OR claimed_until <= $3"
-            " OR claimed_by = $1) ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED)"
-            " RETURNING id, alert, receiver, group_key, external_url, received_at",
+            "UPDATE alerts SET claimed_by = $1, claimed_until = $2,"
+            " attempts = attempts + CASE WHEN claimed_by IS NOT DISTINCT FROM $1 THEN 0 ELSE 1 END"
+            " WHERE id IN (SELECT id FROM alerts WHERE NOT processed AND (claimed_until IS NULL"
+            " OR claimed_until <= $3 OR claimed_by = $1) ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED)"
+            " RETURNING id, alert, receiver, group_key, external_url, received_at, attempts",
             worker,
             now + timedelta(seconds=lease),
             now,
@@ -240,7 +263,44 @@ class PostgresStore:
         await self._execute("UPDATE alerts SET processed = true, claimed_until = NULL WHERE id = $1", alert_id)
 
     async def defer_alert(self, alert_id: int, until: datetime) -> None:
-        await self._execute("UPDATE alerts SET claimed_by = NULL, claimed_until = $2 WHERE id = $1", alert_id, until)
+        # Deferring is an outcome (the alert was examined and is due later): its attempts start over.
+        await self._execute(
+            "UPDATE alerts SET claimed_by = NULL, claimed_until = $2, attempts = 0 WHERE id = $1", alert_id, until
+        )
+
+    async def release_alert(self, alert_id: int, retry_at: datetime) -> None:
+        await self._execute(
+            "UPDATE alerts SET claimed_by = NULL, claimed_until = $2 WHERE id = $1 AND NOT processed",
+            alert_id,
+            retry_at,
+        )
+
+    async def park_alert(self, alert_id: int, error: str) -> None:
+        await self._execute(
+            "UPDATE alerts SET processed = true, claimed_until = NULL, parked_at = $2, error = $3 WHERE id = $1",
+            alert_id,
+            self._clock.now(),
+            _park_error(error),
+        )
+
+    async def parked_alerts(self, *, limit: int = 50) -> list[dict[str, Any]]:
+        rows = await self._fetch(
+            "SELECT id, alert, receiver, received_at, attempts, parked_at, error FROM alerts"
+            " WHERE parked_at IS NOT NULL ORDER BY parked_at DESC, id DESC LIMIT $1",
+            limit,
+        )
+        return [
+            {
+                "id": r["id"],
+                "alert": json.loads(r["alert"]),
+                "receiver": r["receiver"],
+                "received_at": format_time(r["received_at"]),
+                "attempts": r["attempts"],
+                "parked_at": format_time(r["parked_at"]),
+                "error": r["error"],
+            }
+            for r in rows
+        ]
 
     async def resolved_for(self, fingerprint: str, starts_at: datetime) -> bool:
         key = f"{fingerprint}|{format_time(starts_at)}|resolved"

@@ -12,10 +12,10 @@ import asyncio
 import contextlib
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Mapping, Sequence
-from datetime import datetime, timedelta
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
@@ -38,7 +38,10 @@ CREATE TABLE IF NOT EXISTS alerts (
     received_at TEXT NOT NULL,
     processed INTEGER NOT NULL DEFAULT 0,
     claimed_by TEXT,
-    claimed_until REAL
+    claimed_until REAL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    parked_at REAL,
+    error TEXT
 );
 CREATE INDEX IF NOT EXISTS alerts_pending ON alerts (processed, id);
 CREATE TABLE IF NOT EXISTS decisions (
@@ -75,6 +78,76 @@ CREATE TABLE IF NOT EXISTS notifications (
 CREATE INDEX IF NOT EXISTS notifications_execution ON notifications (execution_id);
 """
 
+# Columns added since the first release, for files created before them: (table, column, type).
+# The SCHEMA above has them all; a file from an older version gets them when opened.
+_ADDED_COLUMNS = (
+    ("decisions", "claimed_by", "TEXT"),  # execution leases
+    ("decisions", "claimed_until", "REAL"),
+    ("alerts", "attempts", "INTEGER NOT NULL DEFAULT 0"),  # poison alerts are parked
+    ("alerts", "parked_at", "REAL"),
+    ("alerts", "error", "TEXT"),
+)
+# An index on added columns: created once the columns exist (so not in SCHEMA).
+_PARKED_INDEX = "CREATE INDEX IF NOT EXISTS alerts_parked ON alerts (parked_at) WHERE parked_at IS NOT NULL"
+
+#: How much of a parked alert's error is kept (the same in both stores).
+PARK_ERROR_CHARS = 2000
+
+T = TypeVar("T")
+
+
+def park_error(error: str) -> str:
+    """The error text a parked alert keeps: bounded, and free of NUL (which PostgreSQL text cannot hold)."""
+    return error[:PARK_ERROR_CHARS].replace("\x00", "\\u0000")
+
+
+#: Deliveries with more alerts than this are serialised for the database on a worker thread.
+ROWS_IN_LOOP = 200
+
+
+def _rows(alerts: Sequence[ReceivedAlert]) -> list[tuple[str, ...]]:
+    return [
+        (
+            r.alert.dedup_key,
+            r.alert.fingerprint,
+            r.alert.status,
+            json.dumps(r.alert.to_json()),
+            r.receiver,
+            r.group_key,
+            r.external_url,
+            format_time(r.received_at),
+        )
+        for r in alerts
+    ]
+
+
+def _from_timestamp(value: float) -> str:
+    return format_time(datetime.fromtimestamp(value, UTC))
+
+
+async def _complete(work: Coroutine[Any, Any, T]) -> T:
+    """Run ``work`` to its end even if the caller is cancelled meanwhile, then pass the
+    cancellation on.
+
+    For transactions: the store has one connection, so a transaction abandoned half way
+    (the caller's task cancelled between BEGIN and COMMIT) would leave the connection
+    inside it; every later write would join that transaction though its caller was told it
+    was done, and the next ROLLBACK would discard them all.  ``work`` holds the lock and
+    ends with COMMIT or ROLLBACK; only then does the caller see its cancellation.
+    """
+    task = asyncio.ensure_future(work)
+    cancelled: asyncio.CancelledError | None = None
+    while not task.done():
+        try:
+            await asyncio.wait((task,))
+        except asyncio.CancelledError as exc:  # the caller's: the task itself goes on
+            cancelled = exc
+    if cancelled is not None:
+        if not task.cancelled():
+            task.exception()  # retrieved: the caller hears of its cancellation instead
+        raise cancelled
+    return task.result()
+
 
 class SQLiteStore:
     def __init__(self, conn: aiosqlite.Connection, clock: Clock) -> None:
@@ -95,16 +168,21 @@ class SQLiteStore:
         if str(path) != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         conn = await aiosqlite.connect(str(path), isolation_level=None)
+        try:
+            await cls._prepare(conn, recover=recover)
+        except BaseException:
+            await conn.close()  # else its thread outlives the failure and the process cannot exit
+            raise
+        return cls(conn, clock)
+
+    @classmethod
+    async def _prepare(cls, conn: aiosqlite.Connection, *, recover: bool) -> None:
         conn.row_factory = sqlite3.Row
         await conn.execute("PRAGMA journal_mode=WAL")
         await conn.execute("PRAGMA synchronous=FULL")
         await conn.execute("PRAGMA busy_timeout=5000")
         await conn.executescript(SCHEMA)
-        cur = await conn.execute("PRAGMA table_info(decisions)")
-        columns = {r["name"] for r in await cur.fetchall()}
-        for column, kind in (("claimed_by", "TEXT"), ("claimed_until", "REAL")):  # files from before execution leases
-            if column not in columns:
-                await conn.execute(f"ALTER TABLE decisions ADD COLUMN {column} {kind}")
+        await cls._upgrade(conn)
         if recover:
             # One process owns the embedded store: claims left by a previous (crashed) run
             # are released at once instead of waiting for their lease.
@@ -115,7 +193,24 @@ class SQLiteStore:
             await conn.execute(
                 "UPDATE decisions SET claimed_by = NULL, claimed_until = NULL WHERE claimed_by IS NOT NULL"
             )
-        return cls(conn, clock)
+
+    @staticmethod
+    async def _upgrade(conn: aiosqlite.Connection) -> None:
+        """Add the columns (and their indexes) a file from an older version lacks, in one
+        transaction: the daemon and ``remediator export`` may open the same file at once."""
+        await conn.execute("BEGIN IMMEDIATE")
+        try:
+            for table in dict.fromkeys(t for t, _, _ in _ADDED_COLUMNS):
+                cur = await conn.execute(f"PRAGMA table_info({table})")
+                columns = {r["name"] for r in await cur.fetchall()}
+                for column, kind in ((c, k) for t, c, k in _ADDED_COLUMNS if t == table and c not in columns):
+                    await conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+            await conn.execute(_PARKED_INDEX)
+            await conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error, ValueError):
+                await conn.execute("ROLLBACK")
+            raise
 
     async def _run(self, sql: str, args: Sequence[Any] = ()) -> aiosqlite.Cursor:
         try:
@@ -125,63 +220,78 @@ class SQLiteStore:
             raise StoreUnavailable(f"embedded store: {exc}") from exc
 
     async def record_alerts(self, alerts: Sequence[ReceivedAlert]) -> int:
-        rows: list[tuple[str, ...]] = [
-            (
-                r.alert.dedup_key,
-                r.alert.fingerprint,
-                r.alert.status,
-                json.dumps(r.alert.to_json()),
-                r.receiver,
-                r.group_key,
-                r.external_url,
-                format_time(r.received_at),
-            )
-            for r in alerts
-        ]
+        # Serialising is CPU work (some 40 ms for 2,500 alerts): a large delivery's is done
+        # off the event loop, which meanwhile keeps serving other requests.
+        rows = _rows(alerts) if len(alerts) <= ROWS_IN_LOOP else await asyncio.to_thread(_rows, alerts)
         # Group commit: requests that arrive while a commit is in flight share the next
         # one, so concurrent webhooks cost one fsync per batch rather than one each.
         done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._pending.append((rows, done))
-        async with self._tx:
-            if not done.done():
-                batch, self._pending = self._pending, []
-                try:
-                    counts = await self._insert_batches([r for r, _ in batch])
-                except StoreUnavailable as exc:
-                    for _, fut in batch:
-                        fut.set_exception(exc)
-                else:
-                    for (_, fut), count in zip(batch, counts, strict=True):
-                        fut.set_result(count)
+        # Whole even if this request is cancelled (say the client went away): the batch may
+        # carry other requests' rows, and the connection must not stay inside the transaction.
+        await _complete(self._commit_pending(done))
         return await done
+
+    async def _commit_pending(self, done: asyncio.Future[int]) -> None:
+        async with self._tx:
+            if done.done():  # an earlier batch carried these rows
+                return
+            batch, self._pending = self._pending, []
+            try:
+                counts = await self._transaction(lambda: self._insert_batches([r for r, _ in batch]))
+            except BaseException as exc:
+                failure = exc if isinstance(exc, StoreUnavailable) else StoreUnavailable(f"embedded store: {exc!r}")
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(failure)
+                if not isinstance(exc, StoreUnavailable):
+                    raise
+            else:
+                for (_, fut), count in zip(batch, counts, strict=True):
+                    fut.set_result(count)
+
+    async def _transaction(self, body: Callable[[], Awaitable[T]]) -> T:
+        """BEGIN IMMEDIATE, ``body``, COMMIT; ROLLBACK when anything fails or is cancelled.
+
+        The caller holds ``self._tx``, and runs this under :func:`_complete` so that its own
+        cancellation cannot cut the transaction short.  Should this task itself be cancelled
+        (the event loop shutting down), the ROLLBACK still goes first: aiosqlite runs
+        statements in the order they were queued.
+        """
+        try:
+            await self._db.execute("BEGIN IMMEDIATE")
+            result = await body()
+            await self._db.execute("COMMIT")
+        except BaseException as exc:
+            with contextlib.suppress(sqlite3.Error, ValueError):
+                await self._db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error | ValueError):  # disk full, closed, locked
+                raise StoreUnavailable(f"embedded store: {exc}") from exc
+            raise
+        return result
 
     async def _insert_batches(self, batches: list[list[tuple[str, ...]]]) -> list[int]:
         counts = []
-        try:
-            await self._db.execute("BEGIN IMMEDIATE")
-            for rows in batches:
-                before = self._db.total_changes
-                await self._db.executemany(
-                    "INSERT OR IGNORE INTO alerts (dedup_key, fingerprint, status, alert, receiver, group_key,"
-                    " external_url, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    rows,
-                )
-                counts.append(self._db.total_changes - before)
-            await self._db.execute("COMMIT")
-        except (sqlite3.Error, ValueError) as exc:
-            with contextlib.suppress(sqlite3.Error, ValueError):
-                await self._db.execute("ROLLBACK")
-            raise StoreUnavailable(f"embedded store: {exc}") from exc
+        for rows in batches:
+            before = self._db.total_changes
+            await self._db.executemany(
+                "INSERT OR IGNORE INTO alerts (dedup_key, fingerprint, status, alert, receiver, group_key,"
+                " external_url, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            counts.append(self._db.total_changes - before)
         return counts
 
     async def claim_alerts(self, worker: str, limit: int, lease: float) -> list[StoredAlert]:
         now = self._clock.now().timestamp()
+        # Every claim is an attempt, except taking back what this worker still holds (left
+        # by a batch cut short, see Store.claim_alerts): those were not tried meanwhile.
         cur = await self._run(
-            "UPDATE alerts SET claimed_by = ?, claimed_until = ? WHERE id IN ("
-            " SELECT id FROM alerts WHERE processed = 0"
-            " AND (claimed_until IS NULL OR claimed_until <= ? OR claimed_by = ?)"
-            " ORDER BY id LIMIT ?) RETURNING id, alert, receiver, group_key, external_url, received_at",
-            (worker, now + lease, now, worker, limit),
+            "UPDATE alerts SET claimed_by = ?, claimed_until = ?, attempts = attempts + (claimed_by IS NOT ?)"
+            " WHERE id IN (SELECT id FROM alerts WHERE processed = 0"
+            " AND (claimed_until IS NULL OR claimed_until <= ? OR claimed_by = ?) ORDER BY id LIMIT ?)"
+            " RETURNING id, alert, receiver, group_key, external_url, received_at, attempts",
+            (worker, now + lease, worker, now, worker, limit),
         )
         rows = list(await cur.fetchall())
         rows.sort(key=lambda r: r["id"])
@@ -195,6 +305,7 @@ class SQLiteStore:
                     r["group_key"],
                     r["external_url"],
                 ),
+                r["attempts"],
             )
             for r in rows
         ]
@@ -203,9 +314,42 @@ class SQLiteStore:
         await self._run("UPDATE alerts SET processed = 1, claimed_until = NULL WHERE id = ?", (alert_id,))
 
     async def defer_alert(self, alert_id: int, until: datetime) -> None:
+        # Deferring is an outcome (the alert was examined and is due later): its attempts start over.
         await self._run(
-            "UPDATE alerts SET claimed_by = NULL, claimed_until = ? WHERE id = ?", (until.timestamp(), alert_id)
+            "UPDATE alerts SET claimed_by = NULL, claimed_until = ?, attempts = 0 WHERE id = ?",
+            (until.timestamp(), alert_id),
         )
+
+    async def release_alert(self, alert_id: int, retry_at: datetime) -> None:
+        await self._run(
+            "UPDATE alerts SET claimed_by = NULL, claimed_until = ? WHERE id = ? AND processed = 0",
+            (retry_at.timestamp(), alert_id),
+        )
+
+    async def park_alert(self, alert_id: int, error: str) -> None:
+        await self._run(
+            "UPDATE alerts SET processed = 1, claimed_until = NULL, parked_at = ?, error = ? WHERE id = ?",
+            (self._clock.now().timestamp(), park_error(error), alert_id),
+        )
+
+    async def parked_alerts(self, *, limit: int = 50) -> list[dict[str, Any]]:
+        cur = await self._run(
+            "SELECT id, alert, receiver, received_at, attempts, parked_at, error FROM alerts"
+            " WHERE parked_at IS NOT NULL ORDER BY parked_at DESC, id DESC LIMIT ?",
+            (limit,),
+        )
+        return [
+            {
+                "id": r["id"],
+                "alert": json.loads(r["alert"]),
+                "receiver": r["receiver"],
+                "received_at": r["received_at"],
+                "attempts": r["attempts"],
+                "parked_at": _from_timestamp(r["parked_at"]),
+                "error": r["error"],
+            }
+            for r in await cur.fetchall()
+        ]
 
     async def resolved_for(self, fingerprint: str, starts_at: datetime) -> bool:
         key = f"{fingerprint}|{format_time(starts_at)}|resolved"
@@ -440,22 +584,28 @@ class SQLiteStore:
         )
         for select, deletes in rounds:
             while True:
-                async with self._tx:
-                    try:
-                        await self._db.execute("BEGIN IMMEDIATE")
-                        ids = [r[0] for r in await (await self._db.execute(select, (cutoff, batch))).fetchall()]
-                        marks = ",".join("?" * len(ids))
-                        for name, sql in deletes:
-                            cur = await self._db.execute(sql.format(marks), ids)
-                            counts[name] += cur.rowcount
-                        await self._db.execute("COMMIT")
-                    except (sqlite3.Error, ValueError) as exc:
-                        with contextlib.suppress(sqlite3.Error, ValueError):
-                            await self._db.execute("ROLLBACK")
-                        raise StoreUnavailable(f"embedded store: {exc}") from exc
+                # Each batch whole, even if retention is cancelled (shutdown) half way.
+                ids, deleted = await _complete(self._delete_round(select, deletes, cutoff, batch))
+                for name, n in deleted.items():
+                    counts[name] += n
                 if len(ids) < batch:
                     break
         return counts
+
+    async def _delete_round(
+        self, select: str, deletes: Sequence[tuple[str, str]], cutoff: str, batch: int
+    ) -> tuple[list[Any], dict[str, int]]:
+        async def body() -> tuple[list[Any], dict[str, int]]:
+            ids = [r[0] for r in await (await self._db.execute(select, (cutoff, batch))).fetchall()]
+            marks = ",".join("?" * len(ids))
+            deleted = {}
+            for name, sql in deletes:
+                cur = await self._db.execute(sql.format(marks), ids)
+                deleted[name] = cur.rowcount
+            return ids, deleted
+
+        async with self._tx:
+            return await self._transaction(body)
 
     async def ping(self) -> None:
         await self._run("SELECT 1")
