@@ -13,7 +13,7 @@ import enum
 import os
 import secrets
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -24,7 +24,7 @@ from remediator.clock import within
 from remediator.core.alerts import Alert
 from remediator.core.decisions import Decision, DecisionKind, PlannedStep, execution_id
 from remediator.core.errors import GuardrailUnavailable, StoreUnavailable
-from remediator.core.guardrails import GuardStatus, Request, with_playbooks
+from remediator.core.guardrails import GuardStatus, Request, Verdict, with_playbooks
 from remediator.core.planning import Plan, Refusal, make_plan
 from remediator.core.playbooks import Playbook, PlaybookSet
 from remediator.core.schema import MUTATING_ACTIONS
@@ -95,6 +95,15 @@ class PipelineSettings:
     dry_run_consumes_guardrails: bool = False
 
 
+class _Deferred(Exception):
+    """No final verdict can be had now: the alert stays pending and is decided again later."""
+
+    def __init__(self, cause: str, detail: str) -> None:
+        super().__init__(detail)
+        self.cause = cause
+        self.detail = detail
+
+
 class _Run(enum.Enum):
     """How a phase of steps ended."""
 
@@ -133,6 +142,7 @@ class Pipeline:
         self._log = structlog.get_logger("remediator.pipeline")
         self._holds: dict[str, Hold] = {}  # the executions this replica runs now, each with its lease and lock
         self._resume_waiting: set[str] = set()  # executions told (once) that they wait for guardrail state
+        self._deferrals: dict[str, int] = {}  # cause -> decisions deferred for it since the last verdict
         # Called when a decision leaves an execution to run: the execution queue's wake-up.
         self.on_executable: Callable[[], None] = lambda: None
 
@@ -234,10 +244,15 @@ class Pipeline:
                 return gate
             if gate is not None:
                 kind, reason = gate
-            elif plan.dry_run and not self.settings.dry_run_consumes_guardrails:
-                kind, reason = await self._evaluate(plan, did, now.timestamp(), log)
             else:
-                kind, reason, admitted = await self._admit(plan, did, now.timestamp(), log)
+                try:
+                    if plan.dry_run and not self.settings.dry_run_consumes_guardrails:
+                        kind, reason = await self._evaluate(plan, did, now.timestamp())
+                    else:
+                        kind, reason, admitted = await self._admit(plan, did, now.timestamp())
+                except _Deferred as deferred:
+                    return self._defer(deferred, log)
+                self._deferral_ends(log)
             decision = Decision(
                 kind=kind,
                 reason=reason,
@@ -278,30 +293,55 @@ class Pipeline:
             await self._notify("skipped", decision, playbook.notify, alert=alert)  # channels opt in to "skipped"
         return decision
 
-    async def _admit(
-        self, plan: Plan, did: str, now: float, log: Any
-    ) -> tuple[DecisionKind, str, Request | None]:
-        """The guardrails' verdict, and the request it admitted (whose lock the execution holds)."""
+    async def _admit(self, plan: Plan, did: str, now: float) -> tuple[DecisionKind, str, Request | None]:
+        """The guardrails' verdict, and the request it admitted (whose lock the execution holds).
+        Raises _Deferred when no verdict can be had now."""
         req = guard_request(plan, did, now)
-        try:
-            verdict = await self.guardrails.admit(req)
-        except GuardrailUnavailable as exc:
-            self.metrics.guardrail_unavailable.inc()
-            log.error("guardrail state unreachable: failing closed", error=str(exc))
-            return DecisionKind.GUARDRAIL_UNAVAILABLE, f"guardrail state unreachable, nothing done: {exc}", None
+        verdict = await self._verdict(self.guardrails.admit(req), did)
         return verdict.kind, verdict.reason, (req if verdict.admitted else None)
 
-    async def _evaluate(self, plan: Plan, did: str, now: float, log: Any) -> tuple[DecisionKind, str]:
+    async def _evaluate(self, plan: Plan, did: str, now: float) -> tuple[DecisionKind, str]:
         """A plan-only execution's verdict: what the guardrails would say, without consuming any of
         them (no lock, cooldown, rate, budget or slot), so trying a playbook out in dry-run never
         holds back a live remediation."""
+        verdict = await self._verdict(self.guardrails.evaluate(guard_request(plan, did, now)), did)
+        return verdict.kind, verdict.reason
+
+    async def _verdict(self, asked: Awaitable[Verdict], did: str) -> Verdict:
+        """A verdict that may be recorded as final, or _Deferred.
+
+        Not final: guardrail state unreachable (fail closed: nothing runs, and the alert is
+        decided again once it is back, without Alertmanager re-sending it), and a target
+        locked by this very execution id (its admission outlived a crash before the decision
+        was recorded, or another replica is deciding the same alert right now: either way
+        the decision it gets is not "locked").
+        """
         try:
-            verdict = await self.guardrails.evaluate(guard_request(plan, did, now))
+            verdict = await asked
         except GuardrailUnavailable as exc:
             self.metrics.guardrail_unavailable.inc()
-            log.error("guardrail state unreachable: failing closed", error=str(exc))
-            return DecisionKind.GUARDRAIL_UNAVAILABLE, f"guardrail state unreachable, nothing done: {exc}"
-        return verdict.kind, verdict.reason
+            raise _Deferred("guardrail_unavailable", f"guardrail state unreachable: {exc}") from exc
+        if verdict.kind is DecisionKind.LOCKED and verdict.holder == did:
+            raise _Deferred("locked_by_itself", f"the target is locked by this execution's own admission ({did})")
+        return verdict
+
+    def _defer(self, deferred: _Deferred, log: Any) -> datetime:
+        """When to decide again: a backoff that grows while the cause lasts (1 s doubling, at
+        most 30 s).  Said once per cause, not once per alert; counted per alert."""
+        count = self._deferrals.get(deferred.cause, 0) + 1
+        self._deferrals[deferred.cause] = count
+        self.metrics.decisions_deferred.labels(deferred.cause).inc()
+        if count == 1:
+            log.error("deciding later: no final verdict can be had now; nothing runs meanwhile",
+                      cause=deferred.cause, error=deferred.detail)
+        else:
+            log.debug("deciding later", cause=deferred.cause)
+        return self.clock.now() + timedelta(seconds=min(2.0 ** min(count - 1, 5), 30.0))
+
+    def _deferral_ends(self, log: Any) -> None:
+        if self._deferrals:
+            log.warning("verdicts can be had again: deferred decisions go on", causes=sorted(self._deferrals))
+            self._deferrals.clear()
 
     async def _abandon_lost_race(self, did: str, winner: Decision, req: Request | None, log: Any) -> None:
         """Give back our admission unless the winner's execution may be using the lock.

@@ -17,11 +17,13 @@ import contextlib
 import os
 import secrets
 import socket
+from datetime import timedelta
 
 import structlog
 
 from remediator.core.errors import StoreUnavailable
 from remediator.pipeline import Pipeline
+from remediator.ports import StoredAlert
 from remediator.queue import ExecutionQueue
 from remediator.settings import WorkerSettings
 
@@ -57,7 +59,13 @@ class Worker:
             for item in batch:
                 if self._stopping:
                     return handled  # the claim lease expires; the alert stays durably pending
-                outcome = await (self.pipeline.process if self.inline else self.pipeline.decide)(item.received)
+                try:
+                    outcome = await (self.pipeline.process if self.inline else self.pipeline.decide)(item.received)
+                except StoreUnavailable:
+                    raise  # not the alert's fault: the claim stays ours and is taken back, uncounted
+                except Exception as exc:
+                    await self._failed(item, exc)
+                    continue
                 if outcome.defer_until is not None:
                     await self.pipeline.store.defer_alert(item.id, outcome.defer_until)
                 else:
@@ -65,6 +73,23 @@ class Worker:
                 handled += 1
                 self.processed += 1
         return handled
+
+    async def _failed(self, item: StoredAlert, exc: Exception) -> None:
+        """An alert whose processing raised: retried after a backoff, parked after ``max_tries``.
+
+        One poison alert must not hold up intake: it would be claimed first, forever.
+        """
+        error = f"{type(exc).__name__}: {exc}"
+        if item.attempts >= self.settings.max_tries:
+            await self.pipeline.store.park_alert(item.id, error)
+            self.pipeline.metrics.alerts_parked.inc()
+            self._log.error("alert parked: its processing failed every time", alert_id=item.id,
+                            attempts=item.attempts, error=error, exc_info=exc)
+            return
+        retry_at = self.pipeline.clock.now() + timedelta(seconds=min(2.0 ** item.attempts, 300.0))
+        await self.pipeline.store.release_alert(item.id, retry_at)
+        self._log.warning("alert processing failed; will retry", alert_id=item.id, attempts=item.attempts,
+                          retry_at=retry_at.isoformat(), error=error)
 
     async def drain(self) -> int:
         """Decide everything claimable, then run every execution that left to its end; return

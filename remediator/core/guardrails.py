@@ -75,6 +75,7 @@ class Request:
 class Verdict:
     kind: DecisionKind
     reason: str
+    holder: str = ""  # LOCKED: the execution that holds the target's lock
 
     @property
     def admitted(self) -> bool:
@@ -165,7 +166,8 @@ def explain(finding: Finding, req: Request, policy: Policy) -> Verdict:
         case Check.HALF_OPEN:
             return Verdict(DecisionKind.CIRCUIT_OPEN, "circuit half-open: a trial execution is already running")
         case Check.LOCKED:
-            return Verdict(DecisionKind.LOCKED, f"{req.target_key} is locked by execution {finding.holder}")
+            return Verdict(DecisionKind.LOCKED, f"{req.target_key} is locked by execution {finding.holder}",
+                           finding.holder)
         case Check.COOLDOWN:
             return Verdict(DecisionKind.COOLDOWN, f"in cooldown for another {finding.at - now:.0f}s")
         case Check.RATE:

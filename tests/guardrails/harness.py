@@ -73,7 +73,7 @@ def received(line: str, clock: SystemClock) -> list[ReceivedAlert]:
 
 def summary(d: Decision) -> dict[str, Any]:
     return {"pid": os.getpid(), "kind": d.kind.value, "reason": d.reason, "at": d.at.timestamp(),
-            "target": d.target.key if d.target else None, "fingerprint": d.fingerprint}
+            "target": d.target.key if d.target else None, "fingerprint": d.fingerprint, "execution": d.execution_id}
 
 
 async def replica(args: argparse.Namespace) -> None:
@@ -110,16 +110,20 @@ async def decide_all(pipeline: Pipeline, args: argparse.Namespace) -> None:
     for line in args.alerts_text:
         for r in received(line, SystemClock()):
             queue.put_nowait(r)
-    decisions: list[Decision] = []
+    rows: list[dict[str, Any]] = []
 
     async def work() -> None:
         while not queue.empty():
             alert = queue.get_nowait()
-            decisions.extend((await pipeline.process(alert)).decisions)
+            outcome = await pipeline.process(alert)
+            rows.extend(summary(d) for d in outcome.decisions)
+            if not outcome.decisions and outcome.defer_until is not None:  # to be decided again later
+                rows.append({"pid": os.getpid(), "kind": "deferred", "fingerprint": alert.alert.fingerprint,
+                             "target": None, "at": pipeline.clock.now().timestamp(), "reason": ""})
 
     await asyncio.gather(*(work() for _ in range(args.concurrency)))
-    append(args.decisions, [summary(d) for d in decisions])
-    emit(done=len(decisions))
+    append(args.decisions, rows)
+    emit(done=len(rows))
 
 
 def append(path: str, rows: list[dict[str, Any]]) -> None:

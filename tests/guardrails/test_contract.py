@@ -90,9 +90,9 @@ async def test_pause_refuses_before_anything_else(make_guard: GuardFactory, cloc
 async def test_a_lock_refuses_everyone_until_its_owner_releases(make_guard: GuardFactory, clock: VirtualClock) -> None:
     s = await scene(make_guard, clock)
     assert (await s.admit("a")).admitted
-    assert await s.admit("b") == Verdict(K.LOCKED, "t1 is locked by execution a")
+    assert await s.admit("b") == Verdict(K.LOCKED, "t1 is locked by execution a", "a")
     # its own owner too: another replica's copy of the same alert has the same execution id
-    assert await s.admit("a") == Verdict(K.LOCKED, "t1 is locked by execution a")
+    assert await s.admit("a") == Verdict(K.LOCKED, "t1 is locked by execution a", "a")
     assert (await s.admit("b", "t2")).admitted  # other targets are free
     await s.guard.release(s.req("intruder"), succeeded=True)  # only the owner frees a lock
     assert (await s.admit("c")).kind is K.LOCKED
@@ -127,7 +127,7 @@ async def test_a_resuming_execution_takes_its_lock_back_only_if_nobody_else_has_
     s.at(40)  # lapsed, nobody took it
     assert await s.guard.reacquire(s.req("a", lock_ttl=30.0)) is True
     s.at(60)
-    assert await s.admit("b") == Verdict(K.LOCKED, "t1 is locked by execution a")
+    assert await s.admit("b") == Verdict(K.LOCKED, "t1 is locked by execution a", "a")
     s.at(80)  # lapsed again, and this time another execution takes the target
     assert (await s.admit("b", lock_ttl=30.0, limit_key="other")).admitted
     assert await s.guard.reacquire(s.req("a", lock_ttl=30.0)) is False
@@ -158,7 +158,7 @@ async def test_a_lock_lapses_at_its_ttl_not_before(make_guard: GuardFactory, clo
     s = await scene(make_guard, clock)
     assert (await s.admit("crashed", lock_ttl=30.0)).admitted  # and never released
     s.at(29.999)
-    assert await s.admit("b") == Verdict(K.LOCKED, "t1 is locked by execution crashed")
+    assert await s.admit("b") == Verdict(K.LOCKED, "t1 is locked by execution crashed", "crashed")
     s.at(30)
     assert (await s.admit("b")).admitted
 
@@ -476,8 +476,8 @@ CASES = {
     "half_open": Case(_setup_half_open_with_a_trial,
                       Verdict(K.CIRCUIT_OPEN, "circuit half-open: a trial execution is already running"), BREAKER),
     "half_open_idle": Case(_setup_half_open_idle, Verdict(K.EXECUTED, "all guardrails passed"), BREAKER),
-    "locked": Case(_setup_locked, Verdict(K.LOCKED, "t1 is locked by execution holder")),
-    "locked_own": Case(_setup_locked, Verdict(K.LOCKED, "t1 is locked by execution holder"),
+    "locked": Case(_setup_locked, Verdict(K.LOCKED, "t1 is locked by execution holder", "holder")),
+    "locked_own": Case(_setup_locked, Verdict(K.LOCKED, "t1 is locked by execution holder", "holder"),
                        probe={"owner": "holder"}),
     "cooldown": Case(_setup_cooldown, Verdict(K.COOLDOWN, "in cooldown for another 90s"), probe={"limit_key": "K"}),
     "rate": Case(_setup_one_run, Verdict(K.RATE_LIMITED, "rate limit reached: 1 executions in the last 60s"),
@@ -517,7 +517,7 @@ async def test_evaluations_consume_no_limit(make_guard: GuardFactory, clock: Vir
     assert (await evaluated_as_admitted(s, raw_redis, s.req("live", "t1", **limits))).admitted
     # now the live execution holds every limit, and evaluate says so exactly as admit does
     assert await evaluated_as_admitted(s, raw_redis, s.req("dry", "t1", **limits)) == Verdict(
-        K.LOCKED, "t1 is locked by execution live"
+        K.LOCKED, "t1 is locked by execution live", "live"
     )
     assert (await evaluated_as_admitted(s, raw_redis, s.req("dry", "t2", **limits))).kind is K.COOLDOWN
     await s.release("live")
