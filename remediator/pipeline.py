@@ -403,6 +403,15 @@ class Pipeline:
                             "the execution resumes once it can", execution_id=did)
             await hold.hand_back()
             return "interrupted"
+        except StoreUnavailable as exc:
+            # The audit cannot be written (a step's intent or result): pause, never fail. Nothing
+            # was sent without its write-ahead record, and a step whose result was lost is
+            # re-checked from its intent when the execution is claimed again, once the store is back.
+            self.metrics.store_unavailable.inc()
+            self._log.error("paused: the store is unreachable; the execution resumes once it is back",
+                            execution_id=did, error=str(exc))
+            await hold.hand_back()
+            return "interrupted"
         finally:  # whichever way it ended, this replica keeps nothing of it
             await hold.close()
             self._holds.pop(did, None)
@@ -537,6 +546,8 @@ class Pipeline:
             except TimeoutError:
                 result = StepResult("failed", f"step did not finish within {self._step_limit(step):.0f}s",
                                     details=_maybe_wrote(wrote, previous))
+            except StoreUnavailable:  # its write-ahead record could not be made: not a failed step
+                raise
             except Exception as exc:  # an executor bug must be recorded, not crash the worker
                 log.exception("executor raised", action=step.action)
                 result = StepResult("failed", f"{type(exc).__name__}: {exc}", details=_maybe_wrote(wrote, previous))

@@ -30,6 +30,10 @@ class ExecutionQueue:
         self.pipeline = pipeline
         self.settings = settings
         self._running: dict[str, asyncio.Task[str | None]] = {}
+        # Executions that paused here (guardrail state or store unreachable): not retried by this
+        # replica before their time (clock.monotonic()), so a lasting outage is no busy loop;
+        # meanwhile another replica, which may reach what this one cannot, is free to take them.
+        self._paused: dict[str, tuple[float, int]] = {}
         self._wake = asyncio.Event()
         self._stopping = False
         self._log = structlog.get_logger("remediator.queue").bind(owner=pipeline.owner)
@@ -61,8 +65,13 @@ class ExecutionQueue:
             self.pipeline.owner, self.pipeline.settings.execution_lease, limit=free + len(self._running)
         )
         started = 0
+        now = self.pipeline.clock.monotonic()
         for did in claimed:
-            if did in self._running or started >= free:
+            if did in self._running:
+                continue
+            if started >= free or (did in self._paused and now < self._paused[did][0]):
+                # claimed, but not to be run here now: give it back at once
+                await self.pipeline.store.claim_execution(did, self.pipeline.owner, 0.0)
                 continue
             task = asyncio.create_task(self.pipeline.run_claimed(did), name=f"execution-{did}")
             self._running[did] = task
@@ -72,9 +81,16 @@ class ExecutionQueue:
 
     def _finished(self, did: str, task: asyncio.Task[str | None]) -> None:
         self._running.pop(did, None)
-        if not task.cancelled() and task.exception() is not None:
+        if task.cancelled():
+            return
+        if task.exception() is not None:
             # Recorded, not fatal: the execution stays unfinished and is claimed again later.
             self._log.error("execution task failed", execution_id=did, error=repr(task.exception()))
+        if task.exception() is not None or task.result() == "interrupted":
+            tries = self._paused.get(did, (0.0, 0))[1] + 1
+            self._paused[did] = (self.pipeline.clock.monotonic() + min(2.0 ** tries, 60.0), tries)
+        else:
+            self._paused.pop(did, None)
         self._wake.set()
 
     async def run(self) -> None:

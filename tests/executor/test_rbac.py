@@ -78,7 +78,10 @@ async def test_the_role_grants_exactly_what_the_executor_uses(
         async with running_fake_kube(cluster) as kube, open_harness(
             tmp_path / str(dry_run), settings_factory, clock, kube, pbs, dry_run=dry_run
         ) as h:
+            # one after the other: each wait_healthy then watches its own unfinished rollout (run
+            # concurrently, one's watch lets the cluster settle and the other finds its rollout done)
             await h.record("web", alertname="D", pod=pod)
+            await h.until_done(h.rt.worker.drain())
             await h.record("db", alertname="S")
             await h.until_done(h.rt.worker.drain())
             statuses = {e["playbook"]: e["status"] for e in await h.rt.store.list_executions()}
