@@ -195,6 +195,19 @@ class Pipeline:
                 outcome.defer_until = result
         return outcome
 
+    async def _freshness(self, playbook: Playbook, alert: Alert, now: datetime) -> tuple[DecisionKind, str] | None:
+        """Only fresh alerts are acted on: not one whose resolve is already recorded (a storm's
+        backlog is full of them), nor one older than the playbook's ``max_age``."""
+        if alert.status != "firing":
+            return None
+        g = playbook.guardrails
+        if g.max_age and (now - alert.starts_at).total_seconds() > g.max_age:
+            age = (now - alert.starts_at).total_seconds()
+            return DecisionKind.NOT_ALLOWED, f"the alert started {age:.0f}s ago, longer than max_age ({g.max_age:.0f}s)"
+        if await self.store.resolved_for(alert.fingerprint, alert.starts_at):
+            return DecisionKind.RESOLVED_CANCELLED, "the alert had resolved before it was decided"
+        return None
+
     async def _stabilisation(
         self, playbook: Playbook, alert: Alert, now: datetime
     ) -> tuple[DecisionKind, str] | datetime | None:
@@ -238,7 +251,7 @@ class Pipeline:
         if isinstance(plan, Refusal):
             decision = Decision(kind=DecisionKind.NOT_ALLOWED, reason=plan.reason, target=plan.target, **base)
         else:
-            gate = await self._stabilisation(playbook, alert, now)
+            gate = await self._freshness(playbook, alert, now) or await self._stabilisation(playbook, alert, now)
             if isinstance(gate, datetime):
                 log.info("stabilising: will look again", until=gate.isoformat())
                 return gate
@@ -458,6 +471,15 @@ class Pipeline:
         ctx = StepContext(did, alert, decision.target, decision.dry_run, self.clock)
         channels = playbook.notify if playbook else ()
         if not done:
+            if received is not None and alert.status == "firing" and \
+                    await self.store.resolved_for(alert.fingerprint, alert.starts_at):
+                # resolved while it waited to run: acting now would remediate what is already well
+                log.info("the alert resolved before its execution started: not acted on")
+                await hold.take_lease(force=True)
+                await self.store.finish_execution(did, "resolved_cancelled", self.clock.now())
+                self.metrics.executions.labels(decision.playbook, "resolved_cancelled").inc()
+                await hold.release(succeeded=None)
+                return "resolved_cancelled"
             await self._notify("started", decision, channels, alert=alert)
         else:
             log.warning("resuming interrupted execution")

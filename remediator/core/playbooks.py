@@ -67,6 +67,7 @@ class Guardrails:
     min_occurrences: int = 1
     max_replicas: int | None = None
     lock_ttl: float = 600.0
+    max_age: float = 0.0  # act only on alerts that started at most this long ago (0: any age)
 
 
 @dataclass(frozen=True)
@@ -274,6 +275,7 @@ def build_playbook(raw: Mapping[str, Any], doc: Document, base: tuple[str | int,
         min_occurrences=g.get("min_occurrences", 1),
         max_replicas=g.get("max_replicas"),
         lock_ttl=parse_duration(g.get("lock_ttl", 600)),
+        max_age=parse_duration(g.get("max_age", 0)),
     )
     steps_base = (*base, "steps")
     fail_base = (*base, "on_failure")

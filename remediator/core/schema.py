@@ -126,6 +126,7 @@ def playbook_schema() -> dict[str, Any]:
                     "min_occurrences": {"type": "integer", "minimum": 1},
                     "max_replicas": {"type": "integer", "minimum": 1},
                     "lock_ttl": DURATION,
+                    "max_age": DURATION,
                 },
             },
             "steps": {"type": "array", "minItems": 1, "items": step},
