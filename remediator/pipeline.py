@@ -21,10 +21,10 @@ from typing import Any
 import structlog
 
 from remediator.clock import within
-from remediator.core.alerts import Alert
+from remediator.core.alerts import Alert, format_time
 from remediator.core.decisions import Decision, DecisionKind, PlannedStep, execution_id
 from remediator.core.errors import GuardrailUnavailable, StoreUnavailable
-from remediator.core.guardrails import GuardStatus, Request, Verdict, with_playbooks
+from remediator.core.guardrails import BreakerState, GuardStatus, Request, Verdict, with_playbooks
 from remediator.core.planning import Plan, Refusal, make_plan
 from remediator.core.playbooks import Playbook, PlaybookSet
 from remediator.core.schema import MUTATING_ACTIONS
@@ -39,6 +39,7 @@ from remediator.ports import (
     StepContext,
     StepResult,
     Store,
+    journal_entry,
 )
 
 
@@ -102,6 +103,10 @@ class _Deferred(Exception):
         super().__init__(detail)
         self.cause = cause
         self.detail = detail
+
+
+class _Halted(Exception):
+    """The kill switch is on, or the playbook's breaker open: stop before the next step."""
 
 
 class _Run(enum.Enum):
@@ -416,6 +421,9 @@ class Pipeline:
                             "the execution resumes once it can", execution_id=did)
             await hold.hand_back()
             return "interrupted"
+        except _Halted:  # kill switch or breaker: resumed by a later claim once it is lifted
+            await hold.hand_back()
+            return "interrupted"
         except StoreUnavailable as exc:
             # The audit cannot be written (a step's intent or result): pause, never fail. Nothing
             # was sent without its write-ahead record, and a step whose result was lost is
@@ -483,6 +491,8 @@ class Pipeline:
             await self._notify("started", decision, channels, alert=alert)
         else:
             log.warning("resuming interrupted execution")
+            await self.store.record_notification(did, journal_entry("resumed", format_time(self.clock.now()),
+                                                                    reason="claimed again after an interruption"))
         run = await self._run_steps(decision.steps, done, executor, ctx, hold, log, decision)
         changed = _changed(done)
         if run is _Run.FAILED and decision.on_failure:
@@ -536,6 +546,12 @@ class Pipeline:
             await hold.take_lease()  # a paused or cut-off replica finds out here
             started = self.clock.now()
             mutating = step.action in MUTATING_ACTIONS and not ctx.dry_run
+            if not ctx.dry_run and (why := await self._halted(ctx.execution_id, decision)):
+                await self.store.record_notification(ctx.execution_id, journal_entry(
+                    "paused", format_time(self.clock.now()), reason=why,
+                    before=f"{step.phase} step {step.index} ({step.action})"))
+                log.warning("paused before the next step", reason=why, action=step.action)
+                raise _Halted(why)
             if not await hold.confirm(mutating=mutating):
                 lost = StepResult(
                     "superseded", "not run: another execution has held this target's guardrail lock since this "
@@ -589,6 +605,22 @@ class Pipeline:
             if not result.ok:
                 return _Run.FAILED
         return _Run.DONE
+
+    async def _halted(self, did: str, decision: Decision | None) -> str | None:
+        """Why the execution must stop before its next step, if it must: the kill switch, or its
+        playbook's circuit breaker open (other executions of it kept failing meanwhile).  Both
+        are read from the shared state at every step; unreachable state pauses too."""
+        try:
+            if await self.guardrails.paused():
+                return "remediation is paused (kill switch)"
+            if decision is not None:
+                breaker = (await self.guardrails.status()).breakers.get(decision.playbook)
+                if breaker is not None and breaker.state is BreakerState.OPEN:
+                    return f"the playbook's circuit breaker is open ({breaker.failures} consecutive failures)"
+        except GuardrailUnavailable as exc:
+            self.metrics.guardrail_unavailable.inc()
+            raise LockUnconfirmed(str(exc)) from exc
+        return None
 
     def _step_limit(self, step: PlannedStep) -> float:
         """The step timeout, stretched for a step with its own longer ``timeout`` (a long wait_healthy)."""

@@ -164,7 +164,9 @@ class Store(Protocol):
     async def step_results(self, execution_id: str) -> dict[tuple[str, int], StepResult]: ...
 
     async def record_notification(self, execution_id: str, outcome: Mapping[str, Any]) -> None:
-        """Append a notification's final outcome (sent, failed, dropped) to the execution's audit."""
+        """Append a notification's final outcome (sent, failed, dropped) to the execution's audit,
+        or a journal entry (:func:`journal_entry`: paused, resumed); the audit shows the two apart
+        (``events`` and ``notifications``, see :func:`split_journal`)."""
 
     async def finish_execution(self, execution_id: str, status: str, finished: datetime) -> None: ...
 
@@ -244,3 +246,18 @@ class Executor(Protocol):
 class Notifier(Protocol):
     async def notify(self, event: str, decision: Decision, detail: Mapping[str, Any]) -> None:
         """Queue a notification; must never block or fail the remediation."""
+
+
+#: A journal entry of an execution (paused, resumed) shares the notifications table with the
+#: notification outcomes: both are "what happened to this execution besides its steps".
+JOURNAL = "journal"
+
+
+def journal_entry(event: str, at: str, **detail: Any) -> dict[str, Any]:
+    return {JOURNAL: event, "at": at, **detail}
+
+
+def split_journal(bodies: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(journal events, notification outcomes), each in the order recorded."""
+    return [b for b in bodies if JOURNAL in b], [b for b in bodies if JOURNAL not in b]
+

@@ -1,1 +1,2 @@
 """Intake/audit store adapters: embedded SQLite (single node) and PostgreSQL."""
+

@@ -34,7 +34,7 @@ import asyncpg
 from remediator.core.alerts import Alert, format_time
 from remediator.core.decisions import Decision, DecisionKind, PlannedStep, decision_from_json, execution_id
 from remediator.core.errors import ConfigError, StoreUnavailable
-from remediator.ports import Clock, ReceivedAlert, StepResult, StoredAlert
+from remediator.ports import Clock, ReceivedAlert, StepResult, StoredAlert, split_journal
 from remediator.store import retention
 from remediator.store.migrations import migrate
 
@@ -488,7 +488,7 @@ class PostgresStore:
             notes = await conn.fetch("SELECT body FROM notifications WHERE execution_id = $1 ORDER BY seq",
                                      execution_id)
         out["alert_payload"] = json.loads(alert) if alert else None
-        out["notifications"] = [json.loads(n["body"]) for n in notes]
+        out["events"], out["notifications"] = split_journal([json.loads(n["body"]) for n in notes])
         out["results"] = [
             {
                 "phase": s["phase"],

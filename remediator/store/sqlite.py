@@ -22,7 +22,7 @@ import aiosqlite
 from remediator.core.alerts import Alert, format_time, parse_time
 from remediator.core.decisions import Decision, DecisionKind, PlannedStep, decision_from_json, execution_id
 from remediator.core.errors import StoreUnavailable
-from remediator.ports import Clock, ReceivedAlert, StepResult, StoredAlert
+from remediator.ports import Clock, ReceivedAlert, StepResult, StoredAlert, split_journal
 from remediator.store import retention
 
 SCHEMA = """
@@ -528,7 +528,7 @@ class SQLiteStore:
             for s in await cur.fetchall()
         ]
         cur = await self._run("SELECT body FROM notifications WHERE execution_id = ? ORDER BY rowid", (execution_id,))
-        out["notifications"] = [json.loads(n["body"]) for n in await cur.fetchall()]
+        out["events"], out["notifications"] = split_journal([json.loads(n["body"]) for n in await cur.fetchall()])
         return out
 
     async def alerts_between(self, since: datetime, until: datetime, *, batch: int = 500) -> AsyncIterator[StoredAlert]:

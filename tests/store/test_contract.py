@@ -170,6 +170,7 @@ async def test_execution_audit_has_the_same_shape_in_every_store(store: Any, vcl
              "message": "rolled back", "before": None, "after": None, "details": {},
              "started_at": "2026-11-22T10:00:04Z", "finished_at": "2026-11-22T10:00:04Z"},
         ],
+        "events": [],
         "notifications": [],
     }
     assert await store.get_execution("ex-missing") is None

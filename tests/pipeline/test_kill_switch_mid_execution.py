@@ -1,0 +1,93 @@
+"""The kill switch and the circuit breaker are checked before every step, not only at admission."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from remediator.clock import VirtualClock
+from remediator.core.decisions import PlannedStep
+from remediator.core.guardrails import Request
+from remediator.ports import StepContext, StepResult
+from remediator.runtime import open_runtime
+from tests.payloads import alert_json, payload
+from tests.pipeline.test_pipeline import received
+
+PLAYBOOK = """
+name: two-steps
+match: {alertname: X}
+target: {kind: Deployment, namespace: shop, name: web}
+steps: [{action: restart}, {action: scale, to: 3}]
+"""
+
+
+class FirstStepWaits:
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+        self.started = asyncio.Event()
+        self.go = asyncio.Event()
+
+    async def run(self, step: PlannedStep, ctx: StepContext) -> StepResult:
+        self.sent.append(step.action)
+        if step.action == "restart":
+            self.started.set()
+            await self.go.wait()
+        return StepResult("ok", f"{step.action} done")
+
+
+async def start(rt: Any, cluster: FirstStepWaits, vclock: VirtualClock) -> asyncio.Task[Any]:
+    await rt.store.record_alerts(received(payload(alert_json({"alertname": "X"})), vclock))
+    running = asyncio.create_task(rt.worker.drain())
+    await asyncio.wait_for(cluster.started.wait(), 10)
+    return running
+
+
+@pytest.fixture
+def settings(tmp_path: Path, settings_factory: Callable[..., Any]) -> Any:
+    (tmp_path / "pb").mkdir()
+    (tmp_path / "pb" / "two.yaml").write_text(PLAYBOOK)
+    return settings_factory(playbooks=str(tmp_path / "pb"), dry_run=False,
+                            guardrails={"breaker_threshold": 1, "breaker_cooloff": "10m"})
+
+
+async def test_pausing_between_two_steps_stops_the_next_one_and_resume_runs_it(
+    settings: Any, vclock: VirtualClock
+) -> None:
+    cluster = FirstStepWaits()
+    async with open_runtime(settings, clock=vclock, executors=(cluster, cluster), start_worker=False) as rt:
+        running = await start(rt, cluster, vclock)
+        await rt.guardrails.set_paused(True)  # POST /api/v1/pause while the restart runs
+        cluster.go.set()
+        await asyncio.wait_for(running, 10)
+        [paused] = await rt.store.list_executions()
+        sent_while_paused = list(cluster.sent)
+        await rt.guardrails.set_paused(False)  # POST /api/v1/resume
+        assert await rt.pipeline.resume_unfinished() == 1
+        full = await rt.store.get_execution(paused["id"])
+    assert sent_while_paused == ["restart"] and paused["status"] == "running"
+    assert cluster.sent == ["restart", "scale"] and full["status"] == "succeeded"
+    assert [(e["journal"], e.get("reason")) for e in full["events"]] == [
+        ("paused", "remediation is paused (kill switch)"), ("resumed", "claimed again after an interruption")]
+    assert full["events"][0]["before"] == "main step 1 (scale)"
+    assert full["notifications"] == []
+
+
+async def test_a_breaker_that_opens_meanwhile_stops_the_execution_before_its_next_step(
+    settings: Any, vclock: VirtualClock
+) -> None:
+    cluster = FirstStepWaits()
+    async with open_runtime(settings, clock=vclock, executors=(cluster, cluster), start_worker=False) as rt:
+        running = await start(rt, cluster, vclock)
+        other = Request("other", "two-steps", "Deployment/shop/api", "k", "shop", vclock.now().timestamp())
+        assert (await rt.guardrails.admit(other)).admitted
+        await rt.guardrails.release(other, succeeded=False)  # another execution of the playbook failed
+        cluster.go.set()
+        await asyncio.wait_for(running, 10)
+        [ex] = await rt.store.list_executions()
+        full = await rt.store.get_execution(ex["id"])
+    assert cluster.sent == ["restart"] and ex["status"] == "running"
+    assert full["events"][0]["reason"] == "the playbook's circuit breaker is open (1 consecutive failures)"
