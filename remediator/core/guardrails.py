@@ -83,9 +83,12 @@ class Verdict:
 
 
 #: How long a lock's record (its last owner) outlives its expiry or release, in seconds: far
-#: longer than any execution waits to be resumed, so a resumed execution always learns that
-#: another one held its target meanwhile (see :func:`reacquire`).
-LOCK_RECORD_KEPT = 7 * 86400.0
+#: longer than an execution waits to be resumed (a lease period; longer only through an
+#: outage), so a resumed execution learns that another one held its target meanwhile (see
+#: :func:`reacquire`).  Past it, the executor's own check still refuses to re-apply a write
+#: the target no longer holds the premise of.  Kept short because the embedded state keeps
+#: one record per target touched, and rewrites them all on every change.
+LOCK_RECORD_KEPT = 86400.0
 
 
 @dataclass(frozen=True)
