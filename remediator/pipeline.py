@@ -151,7 +151,7 @@ class Pipeline:
         # Called when a decision leaves an execution to run: the execution queue's wake-up.
         self.on_executable: Callable[[], None] = lambda: None
 
-    async def decide(self, received: ReceivedAlert) -> Outcome:
+    async def decide(self, received: ReceivedAlert, *, retried: bool = False) -> Outcome:
         """Decide every playbook that selects this alert; admitted executions are left pending.
 
         Deciding never waits on executing: an admitted execution is recorded unfinished and
@@ -159,7 +159,7 @@ class Pipeline:
         A playbook still inside its stabilisation window gets no decision yet; the outcome's
         ``defer_until`` tells the caller when to decide the alert again.
         """
-        return await self._decide(received, run=False)
+        return await self._decide(received, run=False, retried=retried)
 
     async def process(self, received: ReceivedAlert) -> Outcome:
         """Decide, and run each admitted execution to its end before returning.
@@ -169,7 +169,7 @@ class Pipeline:
         """
         return await self._decide(received, run=True)
 
-    async def _decide(self, received: ReceivedAlert, *, run: bool) -> Outcome:
+    async def _decide(self, received: ReceivedAlert, *, run: bool, retried: bool = False) -> Outcome:
         alert = received.alert
         log = self._log.bind(fingerprint=alert.fingerprint, alertname=alert.alertname, status=alert.status)
         if alert.status == "resolved":
@@ -193,7 +193,8 @@ class Pipeline:
         outcome = Outcome([])
         for playbook in selected:
             self.metrics.matches.labels(playbook.name).inc()
-            result = await self._decide_and_run(playbook, received, log.bind(playbook=playbook.name), run=run)
+            result = await self._decide_and_run(playbook, received, log.bind(playbook=playbook.name), run=run,
+                                                retried=retried)
             if isinstance(result, Decision):
                 outcome.decisions.append(result)
             elif outcome.defer_until is None or result < outcome.defer_until:
@@ -233,7 +234,7 @@ class Pipeline:
         return None
 
     async def _decide_and_run(
-        self, playbook: Playbook, received: ReceivedAlert, log: Any, *, run: bool
+        self, playbook: Playbook, received: ReceivedAlert, log: Any, *, run: bool, retried: bool = False
     ) -> Decision | datetime:
         alert = received.alert
         did = execution_id(alert.dedup_key, playbook.name)
@@ -267,7 +268,7 @@ class Pipeline:
                     if plan.dry_run and not self.settings.dry_run_consumes_guardrails:
                         kind, reason = await self._evaluate(plan, did, now.timestamp())
                     else:
-                        kind, reason, admitted = await self._admit(plan, did, now.timestamp())
+                        kind, reason, admitted = await self._admit(plan, did, now.timestamp(), retried=retried)
                 except _Deferred as deferred:
                     return self._defer(deferred, log)
                 self._deferral_ends(log)
@@ -311,11 +312,34 @@ class Pipeline:
             await self._notify("skipped", decision, playbook.notify, alert=alert)  # channels opt in to "skipped"
         return decision
 
-    async def _admit(self, plan: Plan, did: str, now: float) -> tuple[DecisionKind, str, Request | None]:
+    async def _admit(
+        self, plan: Plan, did: str, now: float, *, retried: bool = False
+    ) -> tuple[DecisionKind, str, Request | None]:
         """The guardrails' verdict, and the request it admitted (whose lock the execution holds).
-        Raises _Deferred when no verdict can be had now."""
+        Raises _Deferred when no verdict can be had now.
+
+        ``retried``: the alert was claimed before, by a decider that did not finish it.  If that
+        decider died after its admission and before recording the decision, the target is
+        locked by this very execution id, and its cooldown, rate and budget already count it:
+        the admission is taken over (the lock re-taken as this execution's) rather than waited
+        out until the lock's TTL.  Two copies of one execution can never both run: the
+        decision is recorded once, and one replica at a time holds the execution's lease.
+        """
         req = guard_request(plan, did, now)
-        verdict = await self._verdict(self.guardrails.admit(req), did)
+        try:
+            verdict = await self._verdict(self.guardrails.admit(req), did)
+        except _Deferred as deferred:
+            if not (retried and deferred.cause == "locked_by_itself"):
+                raise
+            try:
+                taken = await self.guardrails.reacquire(req)
+            except GuardrailUnavailable as exc:
+                raise _Deferred("guardrail_unavailable", f"guardrail state unreachable: {exc}") from exc
+            if not taken:
+                raise
+            self._log.warning("took over an admission its decider left unrecorded", execution_id=did,
+                              target=req.target_key)
+            verdict = Verdict(DecisionKind.EXECUTED, "all guardrails passed (admitted before an interruption)")
         return verdict.kind, verdict.reason, (req if verdict.admitted else None)
 
     async def _evaluate(self, plan: Plan, did: str, now: float) -> tuple[DecisionKind, str]:

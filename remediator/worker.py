@@ -60,7 +60,10 @@ class Worker:
                 if self._stopping:
                     return handled  # the claim lease expires; the alert stays durably pending
                 try:
-                    outcome = await (self.pipeline.process if self.inline else self.pipeline.decide)(item.received)
+                    if self.inline:
+                        outcome = await self.pipeline.process(item.received)
+                    else:  # claimed before: its decider may have died between admission and decision
+                        outcome = await self.pipeline.decide(item.received, retried=item.attempts > 1)
                 except StoreUnavailable:
                     raise  # not the alert's fault: the claim stays ours and is taken back, uncounted
                 except Exception as exc:

@@ -21,10 +21,10 @@ async def test_a_poison_alert_is_parked_after_max_tries_and_a_thousand_behind_it
         decide = rt.pipeline.decide
         decided: list[str] = []
 
-        async def poisoned(received: ReceivedAlert) -> Outcome:
+        async def poisoned(received: ReceivedAlert, **kw: Any) -> Outcome:
             if received.alert.labels.get("poison"):
                 raise ValueError("a bug this alert triggers")
-            outcome = await decide(received)
+            outcome = await decide(received, **kw)
             decided.append(received.alert.labels["n"])
             return outcome
 

@@ -94,8 +94,8 @@ async def test_live_daemon_and_replay_decide_identically(tmp_path: Path, setting
         rt = client.app[RUNTIME]
         decide = rt.pipeline.decide
 
-        async def recording(received: Any) -> Any:
-            outcome = await decide(received)
+        async def recording(received: Any, **kw: Any) -> Any:
+            outcome = await decide(received, **kw)
             live.extend(outcome.decisions)
             return outcome
 

@@ -11,6 +11,15 @@ is a ``started`` record) re-checks the "cluster" (all replicas' records) before 
 as the Kubernetes executor re-checks the object, so an interrupted step is not applied twice.
 An alert labelled ``hang="scale"`` makes the first attempt at its ``scale`` step apply and
 then hang forever: the moment to kill the process.
+
+Optional, for the kill tests (``test_kill.py``): ``--redis-url`` shares the guardrail
+state through Redis as production replicas do (without it each replica's is embedded);
+``--step-delay S`` holds every applied step S seconds before it returns, so that many
+executions are mid-step at any moment; ``--notify-url`` adds a webhook channel ``hook``
+(``succeeded`` events only) for playbooks that ``notify: [hook]``; ``--hang-after-admit``
+makes the first admission (cluster-wide) of a target named ``hang-after-admit`` hang once
+the guardrails admitted it, before its decision is recorded (event ``hanging``, phase
+``admit``): the moment to kill the process.
 """
 
 from __future__ import annotations
@@ -37,8 +46,9 @@ from remediator.settings import load_settings  # noqa: E402
 
 
 class RecordingExecutor:
-    def __init__(self, record_dir: Path) -> None:
+    def __init__(self, record_dir: Path, step_delay: float = 0.0) -> None:
         self._dir = record_dir
+        self._delay = step_delay
         self._fd = os.open(record_dir / f"{os.getpid()}.jsonl", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
 
     def _write(self, **event: Any) -> None:
@@ -62,7 +72,31 @@ class RecordingExecutor:
         if ctx.alert.labels.get("hang") == step.action and previous is None:
             self._write(event="hanging", **key)
             await asyncio.Event().wait()
+        if self._delay:
+            await asyncio.sleep(self._delay)
         return StepResult("ok", f"{step.action} applied")
+
+
+def hang_after_admit(executor: RecordingExecutor) -> None:
+    """Patch the guardrail stores' ``admit``: see the module's docstring."""
+    from remediator.guardstate.memory import MemoryGuardrails
+    from remediator.guardstate.redis import RedisGuardrails
+
+    def hung_before(owner: str) -> bool:
+        return any(json.loads(line)["event"] == "hanging" and json.loads(line)["execution"] == owner
+                   for path in executor._dir.glob("*.jsonl") for line in path.read_text().splitlines())
+
+    for cls in (MemoryGuardrails, RedisGuardrails):
+        def patched(real: Any) -> Any:
+            async def admit(self: Any, req: Any) -> Any:
+                verdict = await real(self, req)
+                if verdict.admitted and req.target_key.endswith("/hang-after-admit") and not hung_before(req.owner):
+                    executor._write(event="hanging", execution=req.owner, phase="admit", index=-1)
+                    await asyncio.Event().wait()
+                return verdict
+            return admit
+
+        cls.admit = patched(cls.admit)  # type: ignore[method-assign]
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -79,10 +113,15 @@ async def main(args: argparse.Namespace) -> None:
             "webhook": {"tokens": ["harness"]},
             "worker": {"lease": args.lease, "poll_interval": 0.1, "batch": args.batch},
             "log": {"format": "json", "level": "warning"},
+            **({"redis_url": args.redis_url} if args.redis_url else {}),
+            **({"channels": {"hook": {"type": "webhook", "url": args.notify_url, "events": ["succeeded"]}}}
+               if args.notify_url else {}),
         },
     )
     configure(settings.log.format, settings.log.level)
-    executor = RecordingExecutor(Path(args.record_dir))
+    executor = RecordingExecutor(Path(args.record_dir), args.step_delay)
+    if args.hang_after_admit:
+        hang_after_admit(executor)
     runner = web.AppRunner(create_app(settings, executors=(executor, executor)), handle_signals=False,
                            access_log=None)
     await runner.setup()
@@ -104,5 +143,9 @@ if __name__ == "__main__":
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--lease", type=float, default=2.0)
     parser.add_argument("--batch", type=int, default=10)
+    parser.add_argument("--redis-url", default="", help="shared guardrail state (default: embedded per replica)")
+    parser.add_argument("--step-delay", type=float, default=0.0, help="hold every applied step this long")
+    parser.add_argument("--notify-url", default="", help="a webhook channel 'hook' for succeeded executions")
+    parser.add_argument("--hang-after-admit", action="store_true", help="see the module's docstring")
     parser.add_argument("--log", help="append stderr (the daemon's log) to this file")
     asyncio.run(main(parser.parse_args()))
