@@ -43,8 +43,8 @@ alertmanager:
 ## kube-apiserver, kube-controller-manager (and kubectl) unpacked into .kube-assets/, plus etcd (Debian's etcd-server).
 ## A no-op with a note when $(KUBE_ASSETS_SRC) is absent.
 kube-assets:
-	@if [ -x $(KUBE_ASSETS_SRC)/unpack.sh ]; then \
-	  $(KUBE_ASSETS_SRC)/unpack.sh .kube-assets >/dev/null || exit 1; \
+	@if [ -f $(KUBE_ASSETS_SRC)/unpack.sh ]; then \
+	  bash $(KUBE_ASSETS_SRC)/unpack.sh .kube-assets >/dev/null || exit 1; \
 	  command -v etcd >/dev/null 2>&1 || \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null) || \
 	    echo "kube-assets: could not install etcd-server; the real-Kubernetes tests will skip"; \
