@@ -28,11 +28,11 @@ import pytest
 from aiohttp import web
 from redis.asyncio import Redis
 
+from tests.guardrails.conftest import REDIS_URL, delete_prefix, prefixed
 from tests.payloads import alert_json, payload
 from tests.store.conftest import Schema
 from tests.store.test_replicas import AUTH, HARNESS, THREE_STEPS, Cluster, Replica, applications, deliver, delivery
 
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 BATCH = 10  # the harness's worker.batch: how many alerts one replica claims at a time
 PLAYBOOK = """
 name: multi-step
@@ -90,14 +90,8 @@ class Replicas:
 @pytest.fixture
 async def redis_url() -> AsyncIterator[str]:
     prefix = f"test-kill-{secrets.token_hex(6)}:"
-    yield f"{REDIS_URL}?prefix={prefix}"
-    client = Redis.from_url(REDIS_URL)
-    try:
-        keys = [k async for k in client.scan_iter(match=f"{prefix}*", count=1000)]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()
+    yield prefixed(REDIS_URL, prefix)
+    await delete_prefix(prefix)
 
 
 @pytest.fixture
