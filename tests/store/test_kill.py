@@ -341,9 +341,11 @@ async def test_kill_during_a_500_alert_storm_then_restart_decides_and_applies_ev
         return [c for c in cs if c["pid"] != victim.pid]
 
     def once(cs: list[dict[str, Any]]) -> bool:
+        # No fresh attempt at all is fine too: the killed replica may have written the step's
+        # "started" record and died before calling the executor; the resumed call re-checks it.
         first = [c for c in cs if c["previous"] is None]
         again = [c for c in cs if c["previous"] is not None]
-        return (len(first) == 1 and all(c["previous"] == "started" for c in again)
+        return (len(first) <= 1 and len(cs) >= 1 and all(c["previous"] == "started" for c in again)
                 and len({c["pid"] for c in cs}) == len(cs))
 
     assert len(calls) == storm_size * 3
