@@ -8,40 +8,18 @@ import io
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 
-from remediator.app import create_app
 from remediator.runtime import RUNTIME
-from remediator.settings import load_settings
+from tests.core.conftest import Client
 from tests.core.malformed import CASES, valid_body
-from tests.payloads import PLAYBOOKS, alert_json, payload
+from tests.payloads import alert_json, payload
 
 URL = "/webhooks/alertmanager"
 AUTH = {"Authorization": "Bearer t1"}
 LIMIT = 1024 * 1024  # the default webhook.max_body_bytes
-Client = TestClient[Any, Any]
-
-
-@pytest.fixture
-async def client(tmp_path: Path) -> AsyncIterator[Client]:
-    settings = load_settings(
-        None,
-        env={},
-        overrides={
-            "data_dir": str(tmp_path),
-            "playbooks": str(PLAYBOOKS),
-            "dry_run": True,
-            "webhook": {"tokens": ["t1", "t2"]},
-        },
-    )
-    async with TestClient(TestServer(create_app(settings))) as c:
-        yield c
-
-
 async def recorded_fingerprints(client: Client) -> list[str]:
     store = client.app[RUNTIME].store
     since, until = datetime(1, 1, 1, tzinfo=UTC), datetime(9999, 1, 1, tzinfo=UTC)

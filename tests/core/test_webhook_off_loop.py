@@ -11,38 +11,20 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import AsyncIterator
-from pathlib import Path
-from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
 
 from remediator import http
-from remediator.app import create_app
 from remediator.core.alerts import WebhookPayload, parse_webhook
 from remediator.core.errors import PayloadError
-from remediator.settings import load_settings
+from tests.core.conftest import Client
 from tests.core.malformed import CASES, valid_body
-from tests.payloads import PLAYBOOKS, alert_json, payload
+from tests.payloads import alert_json, payload
 
 URL = "/webhooks/alertmanager"
 AUTH = {"Authorization": "Bearer t1"}
 LIMIT = 1024 * 1024  # the default webhook.max_body_bytes
 HANG_GUARD = 30.0  # only so that a regression fails instead of hanging; never a speed check
-Client = TestClient[Any, Any]
-
-
-@pytest.fixture
-async def client(tmp_path: Path) -> AsyncIterator[Client]:
-    settings = load_settings(
-        None,
-        env={},
-        overrides={"data_dir": str(tmp_path), "playbooks": str(PLAYBOOKS), "dry_run": True,
-                   "webhook": {"tokens": ["t1"]}},
-    )
-    async with TestClient(TestServer(create_app(settings))) as c:
-        yield c
 
 
 def big_body(n: int = 2500) -> bytes:
