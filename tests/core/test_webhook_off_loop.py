@@ -20,6 +20,7 @@ from remediator.core.errors import PayloadError
 from tests.core.conftest import Client
 from tests.core.malformed import CASES, valid_body
 from tests.payloads import alert_json, payload
+from tests.threads import where
 
 URL = "/webhooks/alertmanager"
 AUTH = {"Authorization": "Bearer t1"}
@@ -32,14 +33,6 @@ def big_body(n: int = 2500) -> bytes:
         alert_json({"alertname": "Bulk", "namespace": "shop", "instance": f"i-{i}"}, fingerprint=f"{i:016x}")
         for i in range(n)
     ))).encode()
-
-
-def where() -> str:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return "thread"
-    return "loop"
 
 
 @pytest.fixture

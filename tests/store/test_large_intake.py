@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 from typing import Any
 
 import pytest
 
 from tests.store.test_contract import alerts, firing
+from tests.threads import where
 
 SERIALISE = {"remediator.store.sqlite": "_rows", "remediator.store.postgres": "_columns"}
-
-
-def where() -> str:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return "thread"
-    return "loop"
 
 
 async def test_a_large_delivery_is_serialised_off_the_loop_and_recorded_in_order(
