@@ -4,10 +4,12 @@ The webhook's contract with Alertmanager: 2xx only once every alert is durably
 recorded, 503 when it cannot record (Alertmanager retries), 4xx with a JSON reason
 for anything malformed (retrying would not help), never a 500 for bad input.
 
-Credentials: the webhook and the kill switch take a webhook token; the read API
-(executions, guardrails) a read token or a webhook token; ``/healthz``, ``/readyz``
-and ``/metrics`` are open (probes and scrapers).  ``webhook.insecure_no_auth`` opens
-everything, for local experiments.  What the read API shows of a step's before/after
+Credentials by role: the webhook takes a webhook token (Alertmanager's, good for
+nothing else); the read API (executions, guardrails) a read or admin token; pause and
+resume an admin token.  No or an unknown token is a 401, a known token without the
+role a 403.  ``/healthz`` and ``/readyz`` are open (probes), ``/metrics`` too unless
+``api.metrics: read``.  ``webhook.insecure_no_auth`` opens everything, for local
+experiments.  What the read API shows of a step's before/after
 is redacted (:mod:`remediator.core.redact`), whenever the record was written.
 """
 
@@ -17,7 +19,6 @@ import asyncio
 import base64
 import binascii
 import contextlib
-import hmac
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -31,7 +32,7 @@ from remediator.core.alerts import WebhookPayload, parse_webhook
 from remediator.core.errors import GuardrailUnavailable, PayloadError, StoreUnavailable
 from remediator.core.redact import redact_execution
 from remediator.ports import ReceivedAlert
-from remediator.runtime import RUNTIME, Runtime
+from remediator.runtime import ADMIN, READ, RUNTIME, WEBHOOK, Runtime
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -40,24 +41,20 @@ def _error(status: int, message: str, **extra: Any) -> web.Response:
     return web.json_response({"error": message, **extra}, status=status)
 
 
-def _authorized(request: web.Request, tokens: tuple[str, ...]) -> bool:
+def _presented(request: web.Request) -> str:
+    """The token in ``Authorization``: a bearer token, or the password of basic auth (Alertmanager's
+    ``basic_auth``); empty when there is none or it is malformed."""
     header = request.headers.get("Authorization", "")
     scheme, _, credential = header.partition(" ")
-    presented = ""
     if scheme.lower() == "bearer":
-        presented = credential.strip()
-    elif scheme.lower() == "basic":
+        return credential.strip()
+    if scheme.lower() == "basic":
         try:
             decoded = base64.b64decode(credential.strip(), validate=True).decode("utf-8")
         except (binascii.Error, UnicodeDecodeError):
-            return False
-        presented = decoded.partition(":")[2]
-    if not presented:
-        return False
-    ok = False
-    for token in tokens:  # compare against every token: timing reveals nothing about which
-        ok |= hmac.compare_digest(presented.encode(), token.encode())
-    return ok
+            return ""
+        return decoded.partition(":")[2]
+    return ""
 
 
 def _unauthorized() -> web.Response:
@@ -68,21 +65,23 @@ def _unauthorized() -> web.Response:
     )
 
 
-def _check_auth(request: web.Request, rt: Runtime) -> web.Response | None:
-    """The webhook and the kill switch: a webhook token."""
+def _require(request: web.Request, rt: Runtime, role: str) -> web.Response | None:
+    """None when the request's token has ``role``; 401 for no or an unknown token, 403 for a
+    known token without the role (a webhook token on the audit API, a read token on pause)."""
     if rt.settings.webhook.insecure_no_auth:
         return None
-    if not _authorized(request, rt.tokens):
-        rt.metrics.webhook_rejected.labels("unauthorized").inc()
+    rt.credentials.refresh()
+    presented = _presented(request)
+    roles = rt.credentials.roles_of(presented) if presented else None
+    if roles is None:
+        if role == WEBHOOK:
+            rt.metrics.webhook_rejected.labels("unauthorized").inc()
         return _unauthorized()
+    if role not in roles:
+        if role == WEBHOOK:
+            rt.metrics.webhook_rejected.labels("forbidden").inc()
+        return _error(403, f"this token may not do this: it needs the {role} role", role=role)
     return None
-
-
-def _check_read_auth(request: web.Request, rt: Runtime) -> web.Response | None:
-    """The read API: a read token or a webhook token."""
-    if rt.settings.webhook.insecure_no_auth:
-        return None
-    return None if _authorized(request, rt.read_tokens) else _unauthorized()
 
 
 async def _read_limited(request: web.Request, limit: int) -> bytes | None:
@@ -116,7 +115,7 @@ async def webhook(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
     started = time.perf_counter()
     try:
-        denied = _check_auth(request, rt)
+        denied = _require(request, rt, WEBHOOK)
         if denied is not None:
             return denied
         body = await _read_limited(request, rt.settings.webhook.max_body_bytes)
@@ -181,6 +180,10 @@ async def readyz(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
+    if rt.settings.api.metrics == "read":
+        denied = _require(request, rt, READ)
+        if denied is not None:
+            return denied
     # Breaker and pause gauges mirror the shared state as of this scrape; when it is unreachable the
     # last values stay and remediator_guardrail_unavailable_total and /readyz tell the story.
     with contextlib.suppress(GuardrailUnavailable):
@@ -192,7 +195,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 async def list_executions(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
-    denied = _check_read_auth(request, rt)
+    denied = _require(request, rt, READ)
     if denied is not None:
         return denied
     q = request.query
@@ -219,7 +222,7 @@ async def list_executions(request: web.Request) -> web.Response:
 
 async def get_execution(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
-    denied = _check_read_auth(request, rt)
+    denied = _require(request, rt, READ)
     if denied is not None:
         return denied
     try:
@@ -234,7 +237,7 @@ async def get_execution(request: web.Request) -> web.Response:
 async def guardrails(request: web.Request) -> web.Response:
     """The kill switch and every playbook's circuit breaker, as all replicas share them."""
     rt = request.app[RUNTIME]
-    denied = _check_read_auth(request, rt)
+    denied = _require(request, rt, READ)
     if denied is not None:
         return denied
     try:
@@ -247,7 +250,7 @@ async def guardrails(request: web.Request) -> web.Response:
 
 async def _set_paused(request: web.Request, paused: bool) -> web.Response:
     rt = request.app[RUNTIME]
-    denied = _check_auth(request, rt)
+    denied = _require(request, rt, ADMIN)
     if denied is not None:
         return denied
     try:

@@ -8,13 +8,20 @@ way: stores first in, last out.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import dataclasses
+import hmac
+import json
+import os
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import structlog
+import yaml
 from aiohttp import web
 
 from remediator.clock import SystemClock
@@ -28,8 +35,71 @@ from remediator.notify.log import LogNotifier
 from remediator.pipeline import Pipeline, PipelineSettings
 from remediator.playbook_files import PlaybookRepository
 from remediator.ports import Clock, Executor, GuardrailStore, Notifier, Store
-from remediator.settings import Settings
+from remediator.settings import KubernetesSettings, Settings
 from remediator.worker import Worker
+
+WEBHOOK, READ, ADMIN = "webhook", "read", "admin"
+
+
+class Credentials:
+    """Tokens by role, re-read when one of their files changes, so a rotated Secret takes
+    effect without a restart (the kubelet swaps the file; its inode or mtime changes).
+
+    A webhook token (Alertmanager's) only posts alerts; a read token reads the audit; an admin
+    token reads and pauses/resumes.  A token listed under several roles has them all.  A file
+    that cannot be read at start stops the start; at a later reload the last good set stays.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._files = [f for f in (settings.webhook.tokens_file, settings.api.read_tokens_file,
+                                   settings.api.admin_tokens_file) if f]
+        self._stamp = self._fingerprint()
+        self.roles = self._load()
+
+    def _load(self) -> dict[str, frozenset[str]]:
+        s = self.settings
+        by_role = {WEBHOOK: s.webhook_tokens(), READ: s.read_tokens(), ADMIN: s.admin_tokens()}
+        roles: dict[str, set[str]] = {}
+        for role, tokens in by_role.items():
+            for token in tokens:
+                roles.setdefault(token, set()).update({role, READ} if role == ADMIN else {role})
+        return {token: frozenset(r) for token, r in roles.items()}
+
+    def _fingerprint(self) -> tuple[tuple[int, int, int], ...]:
+        out = []
+        for f in self._files:
+            try:
+                st = Path(f).stat()
+            except OSError:
+                out.append((0, 0, 0))
+                continue
+            out.append((st.st_ino, st.st_mtime_ns, st.st_size))
+        return tuple(out)
+
+    def refresh(self) -> None:
+        """Re-read the token files if any changed since they were last read (cheap: a stat each)."""
+        if self._files and self._fingerprint() != self._stamp:
+            self.reload()
+
+    def reload(self) -> bool:
+        self._stamp = self._fingerprint()
+        try:
+            self.roles = self._load()
+        except ConfigError as exc:
+            structlog.get_logger("remediator").error("token reload failed: keeping the tokens in use", error=str(exc))
+            return False
+        structlog.get_logger("remediator").info("tokens reloaded", tokens=len(self.roles))
+        return True
+
+    def roles_of(self, presented: str) -> frozenset[str] | None:
+        """The roles of ``presented``, or None for a token nobody issued.  Every token is compared,
+        in constant time, so the answer's timing reveals nothing about which one matched."""
+        found: frozenset[str] | None = None
+        for token, roles in self.roles.items():
+            if hmac.compare_digest(presented.encode(), token.encode()):
+                found = roles
+        return found
 
 
 @dataclass
@@ -42,8 +112,7 @@ class Runtime:
     playbooks: PlaybookRepository
     pipeline: Pipeline
     worker: Worker
-    tokens: tuple[str, ...]
-    read_tokens: tuple[str, ...] = ()  # the read API's: api.read_tokens and every webhook token
+    credentials: Credentials
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     notifications: Dispatcher | None = None
     # Set when a background task died: the daemon must stop (non-zero) rather than run half-alive.
@@ -120,15 +189,86 @@ async def _open_guardrails(settings: Settings, clock: Clock, stack: contextlib.A
     return guard
 
 
+#: Where the kubelet mounts a pod's service account (token, ca.crt, namespace).
+SERVICEACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """The cluster ``kubernetes.mode`` resolves to, and who the daemon is there (for the startup log)."""
+
+    mode: str  # incluster | kubeconfig | none
+    server: str = ""
+    context: str = ""
+    user: str = ""
+    kubeconfig: str = ""  # the file(s), for kubeconfig
+
+    def settings(self, k: KubernetesSettings) -> KubernetesSettings:
+        """``k`` with the mode made concrete, and the kubeconfig path that was chosen."""
+        return dataclasses.replace(k, mode=self.mode, kubeconfig=self.kubeconfig or k.kubeconfig)
+
+
+def find_cluster(
+    k: KubernetesSettings, env: Mapping[str, str], *, serviceaccount: Path = SERVICEACCOUNT, home: Path | None = None
+) -> Cluster:
+    """``auto``: the pod's service account when in a pod, else ``KUBECONFIG``, else
+    ``~/.kube/config``, else none.  ``incluster`` and ``kubeconfig`` are taken as given (their
+    loader names what is missing); ``none`` is none.  Nothing is contacted here."""
+    if k.mode == "none":
+        return Cluster("none")
+    host, port = env.get("KUBERNETES_SERVICE_HOST", ""), env.get("KUBERNETES_SERVICE_PORT", "")
+    if k.mode == "incluster" or (k.mode == "auto" and host and (serviceaccount / "token").is_file()):
+        server = f"https://{'[' + host + ']' if ':' in host else host}:{port}" if host else ""
+        return Cluster("incluster", server=server, context="in-cluster", user=_serviceaccount_user(serviceaccount))
+    paths = k.kubeconfig or env.get("KUBECONFIG", "") or str((home or Path.home()) / ".kube" / "config")
+    files = [Path(p).expanduser() for p in paths.split(os.pathsep) if p]
+    if k.mode == "auto" and not any(f.is_file() for f in files):
+        return Cluster("none")
+    return Cluster("kubeconfig", kubeconfig=paths, **_kubeconfig_identity(files, k.context))
+
+
+def _serviceaccount_user(directory: Path) -> str:
+    """``system:serviceaccount:<ns>:<name>`` from the token's claims (read, not verified: only logged)."""
+    try:
+        claims = (directory / "token").read_text().strip().split(".")[1]
+        subject = json.loads(base64.urlsafe_b64decode(claims + "=" * (-len(claims) % 4))).get("sub", "")
+        return str(subject) or "serviceaccount"
+    except (OSError, IndexError, ValueError, AttributeError):
+        return "serviceaccount"
+
+
+def _kubeconfig_identity(files: list[Path], context: str) -> dict[str, str]:
+    """Server, context and user a kubeconfig (merged as kubectl merges: first file to set a name wins) selects."""
+    merged: dict[str, dict[str, Any]] = {"clusters": {}, "contexts": {}, "users": {}}
+    current = ""
+    for f in files:
+        try:
+            doc = yaml.safe_load(f.read_text()) if f.is_file() else None
+        except (OSError, yaml.YAMLError):
+            continue
+        if not isinstance(doc, dict):
+            continue
+        current = current or str(doc.get("current-context") or "")
+        for kind, items in merged.items():
+            for item in doc.get(kind) or []:
+                if isinstance(item, dict) and "name" in item:
+                    items.setdefault(str(item["name"]), item.get(kind[:-1]) or {})
+    name = context or current
+    ctx = merged["contexts"].get(name, {})
+    cluster = merged["clusters"].get(str(ctx.get("cluster", "")), {})
+    return {"server": str(cluster.get("server", "")), "context": name, "user": str(ctx.get("user", ""))}
+
+
 async def _live_executor(
-    settings: Settings, clock: Clock, stack: contextlib.AsyncExitStack, metrics: Metrics
+    settings: Settings, cluster: Cluster, clock: Clock, stack: contextlib.AsyncExitStack, metrics: Metrics
 ) -> tuple[Executor, Executor]:
     """(live, dry) executors: with a cluster, dry-run becomes server-side."""
-    if settings.kubernetes.mode == "none":
+    if cluster.mode == "none":
         return UnconfiguredExecutor(), PlanOnlyExecutor()
     from remediator.executors.kube import open_kube_executors
 
-    live, dry = await stack.enter_async_context(open_kube_executors(settings, clock, metrics))
+    concrete = dataclasses.replace(settings, kubernetes=cluster.settings(settings.kubernetes))
+    live, dry = await stack.enter_async_context(open_kube_executors(concrete, clock, metrics))
     return live, dry
 
 
@@ -143,13 +283,12 @@ async def open_runtime(
 ) -> AsyncIterator[Runtime]:
     clock = clock or SystemClock()
     log = structlog.get_logger("remediator")
-    tokens = settings.webhook_tokens()
-    if not tokens and not settings.webhook.insecure_no_auth:
+    credentials = Credentials(settings)
+    if not settings.webhook_tokens() and not settings.webhook.insecure_no_auth:
         raise ConfigError(
             "no webhook credentials configured: set REMEDIATOR_WEBHOOK_TOKENS or webhook.tokens_file, "
             "or pass --insecure-no-auth"
         )
-    read_tokens = settings.read_tokens()
     metrics = Metrics()
     repo = PlaybookRepository(settings.playbooks.split(","), channels=list(settings.channels))
     repo.reload()
@@ -157,7 +296,11 @@ async def open_runtime(
     async with contextlib.AsyncExitStack() as stack:
         store = await _open_store(settings, clock, stack)
         guard = await _open_guardrails(settings, clock, stack)
-        live, dry = executors or await _live_executor(settings, clock, stack, metrics)
+        if executors is None:
+            cluster = find_cluster(settings.kubernetes, os.environ)
+            log.info("kubernetes", mode=cluster.mode, server=cluster.server or None, context=cluster.context or None,
+                     user=cluster.user or None)
+        live, dry = executors or await _live_executor(settings, cluster, clock, stack, metrics)
         # entered after the stores, so queued notifications drain before they close
         dispatcher = None if notifier else await stack.enter_async_context(
             open_dispatcher(settings, clock, metrics.registry, on_outcome=store.record_notification)
@@ -178,7 +321,7 @@ async def open_runtime(
             metrics=metrics,
         )
         worker = Worker(pipeline, settings.worker)
-        rt = Runtime(settings, clock, metrics, store, guard, repo, pipeline, worker, tokens, read_tokens,
+        rt = Runtime(settings, clock, metrics, store, guard, repo, pipeline, worker, credentials,
                      notifications=dispatcher)
         if start_worker:
             rt.supervise(asyncio.create_task(worker.run(), name="remediator-worker"))
@@ -187,7 +330,7 @@ async def open_runtime(
                 rt.supervise(asyncio.create_task(_retention(rt), name="remediator-retention"))
         loop = asyncio.get_running_loop()
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(signal.SIGHUP, lambda: _reload(rt))
+            loop.add_signal_handler(signal.SIGHUP, lambda: on_sighup(rt))
         log.info(
             "runtime ready",
             dry_run=settings.dry_run,
@@ -201,6 +344,12 @@ async def open_runtime(
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.remove_signal_handler(signal.SIGHUP)
             await _stop(rt)
+
+
+def on_sighup(rt: Runtime) -> None:
+    """SIGHUP re-reads what may be rotated or edited in place: the playbooks and the token files."""
+    _reload(rt)
+    rt.credentials.reload()
 
 
 def _reload(rt: Runtime) -> None:

@@ -9,10 +9,12 @@ or files so that they never have to live in the YAML.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
+import re
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,55 +24,83 @@ from remediator.core.errors import ConfigError, DurationError
 from remediator.core.yamllines import Document, load_documents
 
 
+def _at_least(low: float, default: Any) -> Any:
+    """A field whose value must be ``>= low``: checked (and named) when settings are loaded."""
+    return field(default=default, metadata={"min": low})
+
+
+def _one_of(default: str, *others: str) -> Any:
+    """A field that takes one of a few words."""
+    return field(default=default, metadata={"choices": (default, *others)})
+
+
+def _above(low: float, default: Any) -> Any:
+    """A field whose value must be ``> low`` (durations that cannot be zero)."""
+    return field(default=default, metadata={"above": low})
+
+
 @dataclass(frozen=True)
 class WebhookSettings:
+    """The Alertmanager webhook: its tokens may post alerts and do nothing else."""
+
     tokens: tuple[str, ...] = ()
     tokens_file: str = ""
-    max_body_bytes: int = 1024 * 1024
+    max_body_bytes: int = field(default=1024 * 1024, metadata={"min": 256, "max": 1024 * 1024 * 1024})
     insecure_no_auth: bool = False
 
 
 @dataclass(frozen=True)
 class ApiSettings:
-    """Credentials of the read API (``/api/v1/executions``, ``/api/v1/guardrails``).
-
-    Until tokens have roles, every webhook token is accepted there too; ``read_tokens``
-    lets a reader (a dashboard, a person) in without the token that can feed alerts.
+    """Credentials by role.  Read tokens read the audit (``/api/v1/executions``,
+    ``/api/v1/guardrails``); admin tokens also pause and resume.  A webhook token does
+    neither, so Alertmanager's credential can never switch remediation off.
+    ``metrics: read`` puts ``/metrics`` behind a read token (default ``open``, for scrapers).
     """
 
     read_tokens: tuple[str, ...] = ()
     read_tokens_file: str = ""
+    admin_tokens: tuple[str, ...] = ()
+    admin_tokens_file: str = ""
+    metrics: str = _one_of("open", "read")
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    """Bounds on each request, so a slow client or a frozen store cannot hold a handler."""
+
+    read_timeout: float = _above(0, 30.0)  # a client that has not sent its whole request by then is cut off
+    store_timeout: float = _above(0, 5.0)  # a store call on the request path: 503 after this long
 
 
 @dataclass(frozen=True)
 class KubernetesSettings:
-    mode: str = "none"  # none | auto | kubeconfig | incluster
+    mode: str = _one_of("auto", "none", "kubeconfig", "incluster")
     kubeconfig: str = ""
     context: str = ""
-    request_timeout: float = 30.0
-    retries: int = 5
+    request_timeout: float = _above(0, 30.0)
+    retries: int = _at_least(0, 5)
 
 
 @dataclass(frozen=True)
 class BudgetSettings:
     scope: str = "*"
-    max: int = 20
-    per: float = 3600.0
+    max: int = _at_least(1, 20)
+    per: float = _above(0, 3600.0)
 
 
 @dataclass(frozen=True)
 class GuardrailSettings:
     budgets: tuple[BudgetSettings, ...] = ()
-    max_running: int = 0
-    max_running_per_namespace: int = 0
-    breaker_threshold: int = 3
-    breaker_cooloff: float = 600.0
+    max_running: int = _at_least(0, 0)
+    max_running_per_namespace: int = _at_least(0, 0)
+    breaker_threshold: int = _at_least(1, 3)
+    breaker_cooloff: float = _above(0, 600.0)
     paused: bool = False
 
 
 @dataclass(frozen=True)
 class ChannelSettings:
-    type: str = "webhook"  # slack | webhook | pagerduty
+    type: str = _one_of("webhook", "slack", "pagerduty")
     url: str = ""
     url_file: str = ""
     secret: str = ""
@@ -79,28 +109,28 @@ class ChannelSettings:
     routing_key_file: str = ""
     events: tuple[str, ...] = ("started", "succeeded", "failed", "superseded", "dry_run", "resolved")
     template: str = ""
-    request_timeout: float = 10.0
-    max_attempts: int = 5
-    on_started: str = "acknowledge"  # pagerduty: acknowledge | trigger
+    request_timeout: float = _above(0, 10.0)
+    max_attempts: int = _at_least(1, 5)
+    on_started: str = "acknowledge"  # pagerduty: acknowledge | trigger (checked with the channel)
 
 
 @dataclass(frozen=True)
 class WorkerSettings:
-    poll_interval: float = 1.0
-    batch: int = 50
-    lease: float = 300.0
+    poll_interval: float = _above(0, 1.0)
+    batch: int = field(default=50, metadata={"min": 1, "max": 10_000})
+    lease: float = field(default=300.0, metadata={"min": 1.0})  # renewed every third of it: under 1s would thrash
     shutdown_timeout: float = 30.0
-    step_timeout: float = 900.0
+    step_timeout: float = _above(0, 900.0)
     retention: float = 0.0  # keep finished audit this long (e.g. 90d); 0 keeps everything
-    retention_interval: float = 3600.0
-    max_tries: int = 5  # an alert whose processing raised this many times is parked, never retried
-    max_executions: int = 64  # executions this replica runs at once (the guardrails bound them too)
+    retention_interval: float = _above(0, 3600.0)
+    max_tries: int = _at_least(1, 5)  # an alert whose processing raised this many times is parked, never retried
+    max_executions: int = _at_least(1, 64)  # executions this replica runs at once (the guardrails bound them too)
 
 
 @dataclass(frozen=True)
 class LogSettings:
-    format: str = "auto"  # auto | json | console
-    level: str = "info"
+    format: str = _one_of("auto", "json", "console")
+    level: str = _one_of("info", "debug", "warning", "error", "critical")
 
 
 @dataclass(frozen=True)
@@ -114,6 +144,7 @@ class Settings:
     public_url: str = ""
     webhook: WebhookSettings = WebhookSettings()
     api: ApiSettings = ApiSettings()
+    http: HttpSettings = HttpSettings()
     kubernetes: KubernetesSettings = KubernetesSettings()
     guardrails: GuardrailSettings = GuardrailSettings()
     channels: Mapping[str, ChannelSettings] = field(default_factory=dict)
@@ -122,18 +153,22 @@ class Settings:
 
     def webhook_tokens(self) -> tuple[str, ...]:
         """All accepted tokens (several at once, for rotation), from config, env and file."""
-        tokens = list(self.webhook.tokens)
-        if self.webhook.tokens_file:
-            tokens += read_secret_lines(self.webhook.tokens_file)
-        return tuple(t for t in dict.fromkeys(tokens) if t)
+        return _tokens(self.webhook.tokens, self.webhook.tokens_file)
 
     def read_tokens(self) -> tuple[str, ...]:
-        """Tokens the read API accepts: ``api.read_tokens`` (config, env, file) and every webhook token."""
-        tokens = list(self.api.read_tokens)
-        if self.api.read_tokens_file:
-            tokens += read_secret_lines(self.api.read_tokens_file)
-        tokens += self.webhook_tokens()
-        return tuple(t for t in dict.fromkeys(tokens) if t)
+        """Tokens the read API accepts: ``api.read_tokens`` (config, env, file).  Webhook tokens are not among them."""
+        return _tokens(self.api.read_tokens, self.api.read_tokens_file)
+
+    def admin_tokens(self) -> tuple[str, ...]:
+        """Tokens that may pause and resume (and read): ``api.admin_tokens`` (config, env, file)."""
+        return _tokens(self.api.admin_tokens, self.api.admin_tokens_file)
+
+
+def _tokens(listed: tuple[str, ...], file: str) -> tuple[str, ...]:
+    tokens = list(listed)
+    if file:
+        tokens += read_secret_lines(file)
+    return tuple(t for t in dict.fromkeys(tokens) if t)
 
 
 def read_secret_lines(path: str) -> list[str]:
@@ -161,6 +196,8 @@ _DURATION_FIELDS = {
     "request_timeout",
     "retention",
     "retention_interval",
+    "read_timeout",
+    "store_timeout",
 }
 
 
@@ -207,35 +244,82 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     raise ConfigError(f"{where}: unsupported setting type")
 
 
+def _suggest(name: str, known: Iterable[str]) -> str:
+    """``; did you mean X?`` for the closest known name, or nothing when none is close."""
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
+def _check_range(f: dataclasses.Field[Any], value: Any, where: str) -> None:
+    meta = f.metadata
+    if "min" in meta and value < meta["min"]:
+        raise ConfigError(f"{where}: must be at least {_show(meta['min'])}, got {_show(value)}")
+    if "max" in meta and value > meta["max"]:
+        raise ConfigError(f"{where}: must be at most {_show(meta['max'])}, got {_show(value)}")
+    if "choices" in meta and value not in meta["choices"]:
+        raise ConfigError(f"{where}: expected one of {', '.join(meta['choices'])}, got {value!r}")
+    if "above" in meta and value <= meta["above"]:
+        raise ConfigError(f"{where}: must be more than {_show(meta['above'])}, got {_show(value)}")
+
+
+def _show(value: float) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def _build(cls: Any, raw: Mapping[str, Any], where: str) -> Any:
     hints = typing.get_type_hints(cls)
-    fields = {f.name for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in raw.items():
+        path = f"{where + '.' if where else ''}{key}"
         if key not in fields:
-            raise ConfigError(
-                f"{where + '.' if where else ''}{key}: unknown setting; known: {', '.join(sorted(fields))}"
-            )
-        kwargs[key] = _coerce(value, hints[key], f"{where + '.' if where else ''}{key}")
+            raise ConfigError(f"{path}: unknown setting; known: {', '.join(sorted(fields))}{_suggest(key, fields)}")
+        kwargs[key] = _coerce(value, hints[key], path)
+        _check_range(fields[key], kwargs[key], path)
     return cls(**kwargs)
 
 
+#: The variables Kubernetes injects into every pod for a Service named ``remediator``
+#: (docker links style): ``REMEDIATOR_SERVICE_HOST``, ``REMEDIATOR_SERVICE_PORT``,
+#: ``REMEDIATOR_SERVICE_PORT_<PORT NAME>``, ``REMEDIATOR_PORT`` and
+#: ``REMEDIATOR_PORT_<port>_<PROTOCOL>[_PROTO|_PORT|_ADDR]``.  They are not settings, and a
+#: pod must start with them (``enableServiceLinks`` defaults to true).
+SERVICE_LINK = re.compile(
+    r"REMEDIATOR_(?:SERVICE_HOST|SERVICE_PORT(?:_[A-Z0-9_]+)?|PORT|PORT_\d+_(?:TCP|UDP|SCTP)(?:_(?:PROTO|PORT|ADDR))?)"
+)
+
+
+def env_names() -> dict[str, str]:
+    """Every environment variable that sets something, to its dotted setting name."""
+    names: dict[str, str] = {}
+    for f in dataclasses.fields(Settings):
+        if dataclasses.is_dataclass(f.default):
+            for sub in dataclasses.fields(f.default):
+                names[f"REMEDIATOR_{f.name}_{sub.name}".upper()] = f"{f.name}.{sub.name}"
+        elif f.name != "channels":
+            names[f"REMEDIATOR_{f.name}".upper()] = f.name
+    return names
+
+
 def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
-    top = {f.name: f for f in dataclasses.fields(Settings)}
-    sections = {name for name, f in top.items() if dataclasses.is_dataclass(f.default)}
+    known = env_names()
+    sections = {f.name for f in dataclasses.fields(Settings) if dataclasses.is_dataclass(f.default)}
     out: dict[str, Any] = {}
     for name, value in env.items():
-        if not name.startswith("REMEDIATOR_"):
+        if not name.startswith("REMEDIATOR_") or SERVICE_LINK.fullmatch(name):
             continue
-        rest = name[len("REMEDIATOR_") :].lower()
-        if rest in top and rest not in sections and rest != "channels":
-            out[rest] = value
-            continue
-        section, _, key = rest.partition("_")
-        if section in sections and key:
+        setting = known.get(name)
+        if setting is None:
+            section, _, key = name[len("REMEDIATOR_") :].lower().partition("_")
+            what = f"{section}.{key}: unknown setting" if key and section in sections else "no such setting"
+            raise ConfigError(
+                f"environment variable {name}: {what} (expected REMEDIATOR_<SECTION>_<KEY>){_suggest(name, known)}"
+            )
+        section, _, key = setting.partition(".")
+        if key:
             out.setdefault(section, {})[key] = value
-            continue
-        raise ConfigError(f"environment variable {name}: no such setting (expected REMEDIATOR_<SECTION>_<KEY>)")
+        else:
+            out[section] = value
     return out
 
 
@@ -274,19 +358,21 @@ def load_settings(
             parts = tuple(int(p) if p.isdigit() else p for p in key_path.replace("[", ".").replace("]", "").split("."))
             raise ConfigError(f"{path}:{doc.line(parts)}: {exc}") from None
         raise
-    merged = _merge(_merge(raw, _env_overrides(env)), overrides or {})
+    from_env = _env_overrides(env)
+    try:
+        _build(Settings, from_env, "")
+    except ConfigError as exc:
+        setting = str(exc).split(":", 1)[0]
+        variable = next((n for n, s in env_names().items() if s == setting), "")
+        raise ConfigError(f"environment variable {variable}: {exc}" if variable else str(exc)) from None
+    merged = _merge(_merge(raw, from_env), overrides or {})
     settings: Settings = _build(Settings, merged, "")
-    if settings.kubernetes.mode not in ("none", "auto", "kubeconfig", "incluster"):
-        raise ConfigError(
-            f"kubernetes.mode: expected none, auto, kubeconfig or incluster, got {settings.kubernetes.mode!r}"
-        )
-    for name, ch in settings.channels.items():
-        if ch.type not in ("slack", "webhook", "pagerduty"):
-            raise ConfigError(f"channels.{name}.type: expected slack, webhook or pagerduty, got {ch.type!r}")
-    if settings.log.format not in ("auto", "json", "console"):
-        raise ConfigError(f"log.format: expected auto, json or console, got {settings.log.format!r}")
-    if settings.worker.max_tries < 1:
-        raise ConfigError(f"worker.max_tries: expected at least 1, got {settings.worker.max_tries}")
-    if settings.worker.max_executions < 1:
-        raise ConfigError(f"worker.max_executions: expected at least 1, got {settings.worker.max_executions}")
+    _check_listen(settings.listen)
     return settings
+
+
+def _check_listen(listen: str) -> None:
+    """``host:port`` with a port a socket can bind: a bad one is named now, not as a traceback later."""
+    _host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ConfigError(f"listen: expected host:port with a port from 1 to 65535, got {listen!r}")

@@ -87,3 +87,102 @@ def test_bad_env_durations_are_refused_with_the_variable_named(value: str) -> No
     with pytest.raises(ConfigError) as err:
         load_settings(None, env={"REMEDIATOR_WORKER_POLL_INTERVAL": value})
     assert "REMEDIATOR_WORKER_POLL_INTERVAL" in str(err.value) or "poll_interval" in str(err.value)
+
+
+# -- what a pod's environment holds -------------------------------------------------------------
+
+#: What Kubernetes injects into every pod of the namespace for a Service named ``remediator``
+#: with ports ``http`` (8080/TCP) and ``metrics`` (9090/TCP), as the kubelet names them.
+SERVICE_LINKS = {
+    "REMEDIATOR_SERVICE_HOST": "10.96.12.34",
+    "REMEDIATOR_SERVICE_PORT": "8080",
+    "REMEDIATOR_SERVICE_PORT_HTTP": "8080",
+    "REMEDIATOR_SERVICE_PORT_METRICS": "9090",
+    "REMEDIATOR_SERVICE_PORT_HTTP_ALT": "8081",
+    "REMEDIATOR_PORT": "tcp://10.96.12.34:8080",
+    "REMEDIATOR_PORT_8080_TCP": "tcp://10.96.12.34:8080",
+    "REMEDIATOR_PORT_8080_TCP_PROTO": "tcp",
+    "REMEDIATOR_PORT_8080_TCP_PORT": "8080",
+    "REMEDIATOR_PORT_8080_TCP_ADDR": "10.96.12.34",
+    "REMEDIATOR_PORT_9090_UDP_ADDR": "10.96.12.34",
+    "REMEDIATOR_PORT_5060_SCTP": "sctp://10.96.12.34:5060",
+}
+
+
+def test_a_services_link_variables_are_not_settings() -> None:
+    s = load_settings(None, env={**SERVICE_LINKS, "REMEDIATOR_WORKER_BATCH": "7"})
+    assert s.worker.batch == 7 and s.listen == "0.0.0.0:8080"
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("REMEDIATOR_WEBHOK_TOKENS", "no such setting (expected REMEDIATOR_<SECTION>_<KEY>); "
+                                     "did you mean REMEDIATOR_WEBHOOK_TOKENS?"),
+        ("REMEDIATOR_WORKER_BACTH", "worker.bacth: unknown setting (expected REMEDIATOR_<SECTION>_<KEY>); "
+                                    "did you mean REMEDIATOR_WORKER_BATCH?"),
+        ("REMEDIATOR_DRYRUN", "no such setting (expected REMEDIATOR_<SECTION>_<KEY>); "
+                              "did you mean REMEDIATOR_DRY_RUN?"),
+        ("REMEDIATOR_SERVICE_HOSTS", "no such setting"),  # near a link variable, but not one
+        ("REMEDIATOR_PORT_8080", "no such setting"),
+        ("REMEDIATOR_PORT_8080_TCP_HOST", "no such setting"),
+    ],
+)
+def test_a_typo_is_still_refused_naming_the_closest_setting(name: str, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings(None, env={**SERVICE_LINKS, name: "x"})
+    assert str(err.value).startswith(f"environment variable {name}: {message}")
+
+
+def test_a_yaml_typo_suggests_the_key(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("worker:\n  max_executoins: 3\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml:2: worker\.max_executoins: unknown setting; .*"
+                                          r"did you mean max_executions\?$"):
+        load_settings(str(cfg), env={})
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "line", "message"),
+    [
+        ("worker:\n  batch: 0\n", 2, "worker.batch: must be at least 1, got 0"),
+        ("worker:\n  batch: 100000\n", 2, "worker.batch: must be at most 10000, got 100000"),
+        ("worker:\n  lease: 0.5\n", 2, "worker.lease: must be at least 1, got 0.5"),
+        ("worker:\n  poll_interval: 0s\n", 2, "worker.poll_interval: must be more than 0, got 0"),
+        ("webhook:\n  max_body_bytes: -1\n", 2, "webhook.max_body_bytes: must be at least 256, got -1"),
+        ("guardrails:\n  budgets:\n  - {scope: x, max: 0}\n", 3, "guardrails.budgets[0].max: must be at least 1"),
+        ("guardrails:\n  breaker_threshold: 0\n", 2, "guardrails.breaker_threshold: must be at least 1, got 0"),
+        ("kubernetes:\n  mode: cluster\n", 2,
+         "kubernetes.mode: expected one of auto, none, kubeconfig, incluster, got 'cluster'"),
+        ("api:\n  metrics: closed\n", 2, "api.metrics: expected one of open, read, got 'closed'"),
+        ("log:\n  level: loud\n", 2, "log.level: expected one of info, debug, warning, error, critical, got 'loud'"),
+        ("http:\n  store_timeout: 0\n", 2, "http.store_timeout: must be more than 0, got 0"),
+    ],
+)
+def test_values_out_of_range_are_refused_naming_the_key(tmp_path: Path, yaml_text: str, line: int,
+                                                         message: str) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml_text)
+    with pytest.raises(ConfigError) as err:
+        load_settings(str(cfg), env={})
+    assert str(err.value).startswith(f"{cfg}:{line}: {message}")
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"REMEDIATOR_WORKER_BATCH": "0"}, "environment variable REMEDIATOR_WORKER_BATCH: worker.batch: "
+                                           "must be at least 1, got 0"),
+        ({"REMEDIATOR_LISTEN": "0.0.0.0:80800"}, "listen: expected host:port with a port from 1 to 65535"),
+        ({"REMEDIATOR_LISTEN": "8080"}, "listen: expected host:port"),
+        ({"REMEDIATOR_LISTEN": ":http"}, "listen: expected host:port"),
+    ],
+)
+def test_env_values_out_of_range_are_refused(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings(None, env=env)
+    assert str(err.value).startswith(message)
+
+
+def test_kubernetes_mode_is_auto_by_default() -> None:
+    assert load_settings(None, env={}).kubernetes.mode == "auto"

@@ -13,12 +13,15 @@ from remediator.clock import VirtualClock
 from remediator.runtime import RUNTIME
 from tests.payloads import db_pool_alert, payload
 
-AUTH = {"Authorization": "Bearer t1"}
+AUTH = {"Authorization": "Bearer t1"}  # the webhook's
+READ = {"Authorization": "Bearer r1"}
+ADMIN = {"Authorization": "Bearer a1"}
 
 
 @pytest.fixture
 async def client(settings_factory: Callable[..., Any], vclock: VirtualClock) -> AsyncIterator[TestClient[Any, Any]]:
-    app = create_app(settings_factory(), clock=vclock, start_worker=False)
+    app = create_app(settings_factory(api={"read_tokens": ["r1"], "admin_tokens": ["a1"]}), clock=vclock,
+                     start_worker=False)
     async with TestClient(TestServer(app)) as c:
         yield c
 
@@ -60,28 +63,29 @@ async def test_metrics_count_what_happened(client: TestClient[Any, Any]) -> None
 
 async def test_executions_api_filters_and_detail(client: TestClient[Any, Any]) -> None:
     await post_and_process(client, payload(db_pool_alert(), db_pool_alert(deployment="billing-api")))
-    listed = (await (await client.get("/api/v1/executions", headers=AUTH)).json())["executions"]
+    listed = (await (await client.get("/api/v1/executions", headers=READ)).json())["executions"]
     assert len(listed) == 2
-    assert len((await (await client.get("/api/v1/executions?limit=1", headers=AUTH)).json())["executions"]) == 1
-    assert (await (await client.get("/api/v1/executions?status=failed", headers=AUTH)).json())["executions"] == []
-    by_playbook = await client.get("/api/v1/executions?playbook=db-pool-exhaustion", headers=AUTH)
+    assert len((await (await client.get("/api/v1/executions?limit=1", headers=READ)).json())["executions"]) == 1
+    assert (await (await client.get("/api/v1/executions?status=failed", headers=READ)).json())["executions"] == []
+    by_playbook = await client.get("/api/v1/executions?playbook=db-pool-exhaustion", headers=READ)
     assert len((await by_playbook.json())["executions"]) == 2
-    assert (await client.get("/api/v1/executions?limit=zero", headers=AUTH)).status == 400
-    detail = await (await client.get(f"/api/v1/executions/{listed[0]['id']}", headers=AUTH)).json()
+    assert (await client.get("/api/v1/executions?limit=zero", headers=READ)).status == 400
+    detail = await (await client.get(f"/api/v1/executions/{listed[0]['id']}", headers=READ)).json()
     assert detail["playbook_version"] and detail["decision"] == "executed" and len(detail["results"]) == 2
     assert detail["alert_payload"]["labels"]["alertname"] == "HighDatabaseConnectionUsage"
-    missing = await client.get("/api/v1/executions/ex-nope", headers=AUTH)
+    missing = await client.get("/api/v1/executions/ex-nope", headers=READ)
     assert missing.status == 404 and (await missing.json()) == {"error": "no such execution"}
 
 
 async def test_kill_switch_needs_credentials_and_takes_effect(client: TestClient[Any, Any]) -> None:
     assert (await client.post("/api/v1/pause")).status == 401
-    assert (await client.post("/api/v1/pause", headers=AUTH)).status == 200
+    assert (await client.post("/api/v1/pause", headers=AUTH)).status == 403  # Alertmanager's token cannot
+    assert (await client.post("/api/v1/pause", headers=ADMIN)).status == 200
     await post_and_process(client, payload(db_pool_alert()))
-    assert (await (await client.get("/api/v1/executions", headers=AUTH)).json())["executions"] == []
-    assert (await client.post("/api/v1/resume", headers=AUTH)).status == 200
+    assert (await (await client.get("/api/v1/executions", headers=READ)).json())["executions"] == []
+    assert (await client.post("/api/v1/resume", headers=ADMIN)).status == 200
     await post_and_process(client, payload(db_pool_alert(deployment="other")))
-    assert len((await (await client.get("/api/v1/executions", headers=AUTH)).json())["executions"]) == 1
+    assert len((await (await client.get("/api/v1/executions", headers=READ)).json())["executions"]) == 1
 
 
 async def test_unknown_route_is_a_json_404(client: TestClient[Any, Any]) -> None:
