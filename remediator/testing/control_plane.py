@@ -6,9 +6,12 @@ server-side dry-run changes nothing) must also be proved against the real thing,
 this module runs etcd, kube-apiserver and kube-controller-manager as local processes on
 loopback ports, with a throw-away PKI, and hands out credentials for them.
 
-There is no kubelet and no scheduler: pods stay Pending and unbound until a test marks
-them ready with :func:`mark_pods_ready` (it writes the pod's status subresource, as a
-kubelet would), which is all a Deployment needs to count them.
+There is no real kubelet and no scheduler: pods stay Pending and unbound unless a test
+marks them ready once with :func:`mark_pods_ready`, or runs the project's stand-in
+:class:`Kubelet` (``ControlPlane.kubelet()`` gives the session's one) for the namespaces
+it names: it binds pods to a Node, reports them Ready or NotReady through the status
+subresource, and finishes graceful deletes, so rollouts, progress deadlines and
+Terminating pods happen as on a real cluster.
 
 Binaries follow envtest's convention: ``$KUBEBUILDER_ASSETS`` names a folder holding
 ``kube-apiserver`` and ``kube-controller-manager`` (``make kube-assets`` fills
@@ -30,18 +33,24 @@ import socket
 import ssl
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, TypeVar
 
+import aiohttp
 import yaml
-from kubernetes_asyncio import client
+from kubernetes_asyncio import client, watch
 from kubernetes_asyncio.client.exceptions import ApiException
+
+from remediator.clock import SystemClock
+from remediator.ports import Clock
 
 ASSETS_ENV = "KUBEBUILDER_ASSETS"
 REQUIRED_BINARIES = ("kube-apiserver", "kube-controller-manager")
@@ -216,6 +225,7 @@ class ControlPlane:
         self.version = ""
         self.startup_seconds = 0.0
         self._processes: list[_Process] = []
+        self._kubelet: Kubelet | None = None
 
     # -- paths, valid once started ------------------------------------------------------
 
@@ -345,9 +355,23 @@ class ControlPlane:
                 )
             time.sleep(0.1)
 
+    def kubelet(self) -> Kubelet:
+        """The control plane's stand-in kubelet, started (in a thread of its own) on first use.
+
+        One per control plane, shared by every test: each test hands it its namespace with
+        :meth:`Kubelet.manage`.  It stops with the control plane.
+        """
+        if self._kubelet is None:
+            self._dir()
+            self._kubelet = Kubelet(self.configuration).start_in_thread()
+        return self._kubelet
+
     def stop(self) -> None:
-        """Stop every process (newest first: controller-manager, apiserver, etcd) and remove the temp dir."""
+        """Stop the kubelet, then every process (newest first: controller-manager, apiserver, etcd); remove the dir."""
         atexit.unregister(self.stop)
+        if self._kubelet is not None:
+            self._kubelet.stop()
+            self._kubelet = None
         for process in reversed(self._processes):
             with contextlib.suppress(OSError, subprocess.SubprocessError):
                 process.stop(self.stop_timeout)
@@ -454,6 +478,16 @@ async def poll_until(
         raise TimeoutError(f"timed out after {limit:g}s waiting for {what}") from None
 
 
+async def read_or_none(read: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T | None:
+    """``read(*args)``, or None when the object does not exist (404); other errors propagate."""
+    try:
+        return await read(*args, **kwargs)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
 async def create_namespace(api: Any, name: str, *, limit: float = 30.0) -> None:
     """Create namespace ``name`` and wait for its ``default`` ServiceAccount.
 
@@ -463,14 +497,8 @@ async def create_namespace(api: Any, name: str, *, limit: float = 30.0) -> None:
     core = client.CoreV1Api(api)
     await core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
 
-    async def account() -> bool | None:
-        try:
-            await core.read_namespaced_service_account("default", name)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-        return True
+    async def account() -> Any:
+        return await read_or_none(core.read_namespaced_service_account, "default", name)
 
     await poll_until(account, limit=limit, what=f"the default ServiceAccount of namespace {name}")
 
@@ -481,18 +509,58 @@ async def delete_namespace(api: Any, name: str) -> None:
         await client.CoreV1Api(api).delete_namespace(name)
 
 
-def _is_ready(pod: dict[str, Any]) -> bool:
+def _is_ready(pod: Mapping[str, Any]) -> bool:
     conditions = (pod.get("status") or {}).get("conditions") or []
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
 
+def _stamp(clock: Clock) -> str:
+    return clock.now().astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def pod_status(pod: Mapping[str, Any], *, ready: bool, now: str) -> dict[str, Any]:
+    """The status a kubelet reports for ``pod`` once its containers run: Ready, or running but not ready.
+
+    Not ready is what a failing readiness probe (or a crash-looping container) shows: the
+    pod is Running, its containers are not ready, and no controller counts it as available.
+    """
+    flag = "True" if ready else "False"
+    containers = (pod.get("spec") or {}).get("containers") or []
+    conditions = [{"type": "Initialized", "status": "True", "lastTransitionTime": now}]
+    for kind in ("ContainersReady", "Ready"):
+        condition = {"type": kind, "status": flag, "lastTransitionTime": now}
+        if not ready:
+            condition["reason"] = "ContainersNotReady"
+        conditions.append(condition)
+    return {
+        "status": {
+            "phase": "Running",
+            "startTime": now,
+            "conditions": conditions,
+            "containerStatuses": [
+                {
+                    "name": c["name"],
+                    "image": c.get("image", ""),
+                    "imageID": "",
+                    "ready": ready,
+                    "started": True,
+                    "restartCount": 0,
+                    "state": {"running": {"startedAt": now}},
+                }
+                for c in containers
+            ],
+        }
+    }
+
+
 async def mark_pods_ready(api: Any, namespace: str, selector: str | None = None) -> list[str]:
-    """Do a kubelet's part for the pods of ``namespace`` (matching label ``selector``): report them Running and Ready.
+    """Do a kubelet's part once for the pods of ``namespace`` (matching label ``selector``): report them Ready.
 
     Writes the status subresource (phase Running, Initialized/ContainersReady/Ready True,
     a ready running status per container).  Pods are not bound to a node: the apiserver
     and the Deployment controller count an unbound Ready pod all the same.  Pods being
-    deleted or already Ready are left alone.  Returns the names it marked.
+    deleted or already Ready are left alone.  Returns the names it marked.  For pods that
+    come and go during a test, run a :class:`Kubelet` instead.
     """
     core = client.CoreV1Api(api)
     kw: dict[str, Any] = {"label_selector": selector} if selector else {}
@@ -503,31 +571,8 @@ async def mark_pods_ready(api: Any, namespace: str, selector: str | None = None)
         meta = pod["metadata"]
         if meta.get("deletionTimestamp") or _is_ready(pod):
             continue
-        containers = pod["spec"].get("containers") or []
-        body = {
-            "status": {
-                "phase": "Running",
-                "startTime": now,
-                "conditions": [
-                    {"type": t, "status": "True", "lastTransitionTime": now}
-                    for t in ("Initialized", "ContainersReady", "Ready")
-                ],
-                "containerStatuses": [
-                    {
-                        "name": c["name"],
-                        "image": c.get("image", ""),
-                        "imageID": "",
-                        "ready": True,
-                        "started": True,
-                        "restartCount": 0,
-                        "state": {"running": {"startedAt": now}},
-                    }
-                    for c in containers
-                ],
-            }
-        }
         try:
-            await core.patch_namespaced_pod_status(meta["name"], namespace, body)
+            await core.patch_namespaced_pod_status(meta["name"], namespace, pod_status(pod, ready=True, now=now))
         except ApiException as exc:
             if exc.status == 404:  # deleted meanwhile (a rollout replaced it): nothing to mark
                 continue
@@ -536,14 +581,378 @@ async def mark_pods_ready(api: Any, namespace: str, selector: str | None = None)
     return marked
 
 
+# -- a stand-in kubelet -------------------------------------------------------------------------
+
+#: A pod carrying this label with value ``"true"`` is never reported ready, whatever the policy.
+NEVER_READY_LABEL = "kubelet.remediator.test/never-ready"
+KUBELET_NODE = "remediator-test-node"
+
+
+@dataclass(frozen=True)
+class PodPolicy:
+    """How the test kubelet treats the pods of one namespace.
+
+    ``ready_after``: seconds (on the kubelet's clock) from binding until a pod reports Ready;
+    a pod already Ready stays Ready when this grows, so raising it holds back only new pods.
+    ``finalize_after``: seconds a deleted pod stays ``Terminating`` before the kubelet
+    finishes the delete (``gracePeriodSeconds=0``); ``None`` keeps it Terminating until the
+    policy changes.  Pods whose labels include all of ``never_ready_labels`` (a Deployment's
+    template labels pick its pods) or that run an image in ``never_ready_images`` (a broken
+    release) stay Running but NotReady, and a Ready one is marked NotReady.
+    """
+
+    ready_after: float = 0.0
+    finalize_after: float | None = 0.0
+    never_ready_labels: Mapping[str, str] = field(default_factory=dict)
+    never_ready_images: frozenset[str] = frozenset()
+
+    def never_ready(self, pod: Mapping[str, Any]) -> bool:
+        labels = (pod.get("metadata") or {}).get("labels") or {}
+        if labels.get(NEVER_READY_LABEL) == "true":
+            return True
+        if self.never_ready_labels and all(labels.get(k) == v for k, v in self.never_ready_labels.items()):
+            return True
+        images = {c.get("image") for c in (pod.get("spec") or {}).get("containers") or []}
+        return bool(images & self.never_ready_images)
+
+
+class Kubelet:
+    """A small kubelet for a cluster that has none: binds, readies and finalises the pods of chosen namespaces.
+
+    A real control plane without kubelets leaves pods Pending forever and deleted pods
+    (once bound) Terminating forever, so no rollout would ever finish.  This loop does the
+    kubelet's part of the API conversation and nothing else: it registers a Node (and keeps
+    its Ready heartbeat fresh, so the node lifecycle controller never taints it and evicts
+    everything), binds every unscheduled pod of a managed namespace to it
+    (``pods/binding``), reports the pod Ready or NotReady through ``pods/status`` as the
+    namespace's :class:`PodPolicy` says, and finishes a graceful delete after the
+    policy's delay.  Pods bound to its node in namespaces no longer managed are finalised
+    at once, as a kubelet would, so deleting a test's namespace completes.
+
+    It is an informer: one list, then a watch of every pod, feeding a queue of pod keys that
+    one worker reconciles; delays are sleeps on ``clock`` (a :class:`~remediator.clock.VirtualClock`
+    makes readiness happen exactly when a test moves time).  ``async with Kubelet(...)``
+    runs it on the current loop; :meth:`start_in_thread` / :meth:`stop` run it on a loop of
+    its own for synchronous (e.g. session-scoped) fixtures.  :meth:`manage` is thread-safe.
+    """
+
+    def __init__(
+        self,
+        configuration: Callable[[], Any],
+        *,
+        node: str = KUBELET_NODE,
+        clock: Clock | None = None,
+        heartbeat: float = 10.0,
+        retry: float = 0.2,
+    ) -> None:
+        self._configuration = configuration
+        self.node = node
+        self.clock: Clock = clock or SystemClock()
+        self.heartbeat = heartbeat
+        self.retry = retry
+        self._policies: dict[str, PodPolicy] = {}
+        self._lock = threading.Lock()
+        self._pods: dict[tuple[str, str], dict[str, Any]] = {}
+        self._since: dict[tuple[str, str], float] = {}  # (uid, "bound"|"deleting") -> first seen, on the clock
+        self._timers: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._queue: asyncio.Queue[tuple[str, str]] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._synced: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping: asyncio.Event | None = None
+        self.errors: list[str] = []  # API failures it retried: a test can show them when something hangs
+
+    # -- configuration, from any thread ------------------------------------------------------
+
+    def manage(self, namespace: str, policy: PodPolicy | None = None) -> None:
+        """Run the pods of ``namespace`` under ``policy`` (default: ready at once, deletes finish at once)."""
+        with self._lock:
+            self._policies[namespace] = policy or PodPolicy()
+        self._poke(namespace)
+
+    def release(self, namespace: str) -> None:
+        """Stop managing ``namespace``: its pods are no longer bound or readied (deletes still finish)."""
+        with self._lock:
+            self._policies.pop(namespace, None)
+        self._poke(namespace)
+
+    def policy(self, namespace: str) -> PodPolicy | None:
+        with self._lock:
+            return self._policies.get(namespace)
+
+    def _poke(self, namespace: str) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(self._requeue_namespace, namespace)
+
+    def _requeue_namespace(self, namespace: str) -> None:
+        for key, timer in list(self._timers.items()):
+            if key[0] == namespace:
+                timer.cancel()
+                self._timers.pop(key, None)
+        for key in [k for k in self._pods if k[0] == namespace]:
+            self._enqueue(key)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Kubelet:
+        self._loop = asyncio.get_running_loop()
+        self._queue = asyncio.Queue()
+        self._synced = asyncio.Event()
+        self._task = asyncio.create_task(self._run(), name="test-kubelet")
+        synced = asyncio.ensure_future(self._synced.wait())
+        await asyncio.wait({synced, self._task}, return_when=asyncio.FIRST_COMPLETED)
+        if not synced.done():
+            synced.cancel()
+            await self.__aexit__(None, None, None)
+            raise ControlPlaneError("the test kubelet stopped before its first sync")
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        for timer in self._timers.values():
+            timer.cancel()
+        tasks = [*self._timers.values(), *([self._task] if self._task else [])]
+        if self._task is not None:
+            self._task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._timers.clear()
+        self._task = None
+        self._loop = None
+
+    def start_in_thread(self, timeout: float = 30.0) -> Kubelet:
+        """Run on an event loop of its own in a daemon thread (returns once the first list is in)."""
+        if self._thread is not None:
+            raise ControlPlaneError("the test kubelet is already running")
+        started = threading.Event()
+        failure: list[BaseException] = []
+
+        async def main() -> None:
+            self._stopping = asyncio.Event()
+            try:
+                async with self:
+                    started.set()
+                    await self._stopping.wait()
+            except BaseException as exc:  # reported to start_in_thread's caller
+                failure.append(exc)
+                started.set()
+
+        self._thread = threading.Thread(target=asyncio.run, args=(main(),), name="test-kubelet", daemon=True)
+        self._thread.start()
+        if not started.wait(timeout) or failure:
+            self.stop()
+            raise ControlPlaneError(f"the test kubelet did not start: {failure[0] if failure else 'timed out'}")
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop a kubelet started with :meth:`start_in_thread` and wait for its thread."""
+        thread, loop, stopping = self._thread, self._loop, self._stopping
+        if thread is None:
+            return
+        if loop is not None and stopping is not None:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(stopping.set)
+        thread.join(timeout)
+        self._thread = None
+
+    # -- the loop --------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        async with client.ApiClient(self._configuration()) as api:
+            core = client.CoreV1Api(api)
+            await self._register_node(core)
+            workers = [
+                asyncio.create_task(self._informer(api, core), name="test-kubelet-informer"),
+                asyncio.create_task(self._worker(core), name="test-kubelet-worker"),
+                asyncio.create_task(self._heartbeat(core), name="test-kubelet-heartbeat"),
+            ]
+            try:
+                await asyncio.gather(*workers)
+            finally:
+                for w in workers:
+                    w.cancel()
+                await asyncio.gather(*workers, return_exceptions=True)
+
+    def _node_status(self) -> dict[str, Any]:
+        now = _stamp(self.clock)
+        return {"status": {
+            "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
+                            "message": "remediator test kubelet", "lastHeartbeatTime": now,
+                            "lastTransitionTime": now}],
+            "capacity": {"cpu": "64", "memory": "256Gi", "pods": "1000"},
+            "allocatable": {"cpu": "64", "memory": "256Gi", "pods": "1000"},
+        }}
+
+    async def _register_node(self, core: Any) -> None:
+        body = {"metadata": {"name": self.node, "labels": {"kubernetes.io/hostname": self.node}}}
+        try:
+            await core.create_node(body)
+        except ApiException as exc:
+            if exc.status != 409:  # registered by an earlier kubelet of this session: take it over
+                raise
+        await core.patch_node_status(self.node, self._node_status())
+
+    async def _heartbeat(self, core: Any) -> None:
+        """Keep the node Ready: without a heartbeat the node lifecycle controller marks it
+        unreachable, marks its pods NotReady and evicts them a few minutes later."""
+        while True:
+            await asyncio.sleep(self.heartbeat)
+            try:
+                await core.patch_node_status(self.node, self._node_status())
+            except (ApiException, aiohttp.ClientError, OSError, TimeoutError) as exc:
+                self.errors.append(f"node heartbeat: {exc}")
+
+    async def _informer(self, api: Any, core: Any) -> None:
+        """List then watch every pod into the cache, re-listing whenever the watch breaks or expires."""
+        assert self._synced is not None
+        while True:
+            try:
+                listed = api.sanitize_for_serialization(await core.list_pod_for_all_namespaces())
+                seen = set()
+                for pod in listed.get("items") or []:
+                    key = self._store(pod)
+                    seen.add(key)
+                for key in set(self._pods) - seen:
+                    self._forget(key)
+                self._synced.set()
+                version = listed["metadata"]["resourceVersion"]
+                w = watch.Watch(return_type="object")
+                async with w.stream(
+                    core.list_pod_for_all_namespaces, resource_version=version, timeout_seconds=60,
+                    allow_watch_bookmarks=True,
+                ) as stream:
+                    async for event in stream:
+                        if event["type"] == "DELETED":
+                            self._forget(_key(event["raw_object"]))
+                        elif event["type"] in ("ADDED", "MODIFIED"):
+                            self._store(event["raw_object"])
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a broken or expired watch: list afresh
+                self.errors.append(f"pod watch: {exc}")
+                await asyncio.sleep(self.retry)
+
+    def _store(self, pod: dict[str, Any]) -> tuple[str, str]:
+        key = _key(pod)
+        self._pods[key] = pod
+        self._enqueue(key)
+        return key
+
+    def _forget(self, key: tuple[str, str]) -> None:
+        pod = self._pods.pop(key, None)
+        if pod is not None:
+            uid = pod["metadata"].get("uid", "")
+            self._since.pop((uid, "bound"), None)
+            self._since.pop((uid, "deleting"), None)
+
+    def _enqueue(self, key: tuple[str, str]) -> None:
+        if self._queue is not None:
+            self._queue.put_nowait(key)
+
+    def _later(self, key: tuple[str, str], delay: float) -> None:
+        """Reconcile ``key`` again once ``delay`` has passed on the clock (one timer per pod)."""
+        if key in self._timers:
+            return
+
+        async def fire() -> None:
+            await self.clock.sleep(delay)
+            self._timers.pop(key, None)
+            self._enqueue(key)
+
+        self._timers[key] = asyncio.create_task(fire())
+
+    def _elapsed(self, pod: Mapping[str, Any], what: str) -> float:
+        mark = (pod["metadata"].get("uid", ""), what)
+        now = self.clock.monotonic()
+        return now - self._since.setdefault(mark, now)
+
+    async def _worker(self, core: Any) -> None:
+        assert self._queue is not None
+        while True:
+            key = await self._queue.get()
+            pod = self._pods.get(key)
+            if pod is None:
+                continue
+            try:
+                await self._reconcile(core, key, pod)
+            except ApiException as exc:
+                if exc.status not in (404, 409):  # gone, or bound/deleted by someone else meanwhile
+                    self.errors.append(f"{key[0]}/{key[1]}: {exc.status} {exc.reason}")
+                    self._later(key, self.retry)
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                self.errors.append(f"{key[0]}/{key[1]}: {exc}")
+                self._later(key, self.retry)
+
+    async def _reconcile(self, core: Any, key: tuple[str, str], pod: dict[str, Any]) -> None:
+        namespace, name = key
+        meta, spec = pod["metadata"], pod.get("spec") or {}
+        policy = self.policy(namespace)
+        bound_here = spec.get("nodeName") == self.node
+        if meta.get("deletionTimestamp"):
+            if not bound_here:
+                return  # an unbound pod is deleted at once by the apiserver; another node's is not ours
+            if policy is not None:
+                if policy.finalize_after is None:
+                    return
+                left = policy.finalize_after - self._elapsed(pod, "deleting")
+                if left > 0:
+                    self._later(key, left)
+                    return
+            options = client.V1DeleteOptions(
+                grace_period_seconds=0, preconditions=client.V1Preconditions(uid=meta["uid"])
+            )
+            await core.delete_namespaced_pod(name, namespace, body=options)
+            return
+        if policy is None:
+            return
+        if not spec.get("nodeName"):
+            binding = {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name},
+                       "target": {"apiVersion": "v1", "kind": "Node", "name": self.node}}
+            # The generated client cannot read the Status a binding answers with: take the raw response.
+            await core.create_namespaced_pod_binding(name, namespace, binding, _preload_content=False)
+            return  # the binding's watch event brings the pod back here
+        if not bound_here:
+            return
+        ready, phase = _is_ready(pod), (pod.get("status") or {}).get("phase")
+        if policy.never_ready(pod):
+            if ready or phase != "Running":
+                await self._report(core, pod, ready=False)
+            return
+        if ready:
+            return
+        left = policy.ready_after - self._elapsed(pod, "bound")
+        if left > 0:
+            self._later(key, left)
+            return
+        await self._report(core, pod, ready=True)
+
+    async def _report(self, core: Any, pod: Mapping[str, Any], *, ready: bool) -> None:
+        namespace, name = _key(pod)
+        await core.patch_namespaced_pod_status(name, namespace, pod_status(pod, ready=ready, now=_stamp(self.clock)))
+
+
+def _key(pod: Mapping[str, Any]) -> tuple[str, str]:
+    meta = pod.get("metadata") or {}
+    return str(meta.get("namespace", "")), str(meta.get("name", ""))
+
+
 __all__ = [
     "ASSETS_ENV",
+    "KUBELET_NODE",
+    "NEVER_READY_LABEL",
     "ControlPlane",
     "ControlPlaneError",
+    "Kubelet",
+    "PodPolicy",
     "create_namespace",
     "delete_namespace",
     "find_assets",
     "find_etcd",
     "mark_pods_ready",
+    "pod_status",
     "poll_until",
+    "read_or_none",
 ]

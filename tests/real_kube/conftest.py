@@ -21,6 +21,7 @@ import pytest
 from remediator.testing.control_plane import (
     ControlPlane,
     ControlPlaneError,
+    Kubelet,
     create_namespace,
     delete_namespace,
     find_assets,
@@ -70,6 +71,18 @@ async def namespace(kube_admin: Any) -> AsyncIterator[str]:
     await create_namespace(kube_admin, name)
     yield name
     await delete_namespace(kube_admin, name)
+
+
+@pytest.fixture
+def kubelet(control_plane: ControlPlane, namespace: str) -> Iterator[Kubelet]:
+    """The session's stand-in kubelet, running this test's namespace (pods bound and readied at once).
+
+    A test changes how its pods behave with ``kubelet.manage(namespace, PodPolicy(...))``.
+    """
+    running = control_plane.kubelet()
+    running.manage(namespace)
+    yield running
+    running.release(namespace)
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -1,0 +1,93 @@
+"""The stand-in kubelet on the real control plane: pods are bound to its Node, readied through ``pods/status``
+as the namespace's policy says, and a deleted bound pod stays Terminating until the kubelet finishes it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kubernetes_asyncio import client
+
+from remediator.testing.control_plane import KUBELET_NODE, Kubelet, PodPolicy, poll_until, read_or_none
+from tests.real_kube.helpers import web_manifest
+
+LIMIT = 20.0
+
+
+async def pods(api: Any, namespace: str) -> list[dict[str, Any]]:
+    listed = api.sanitize_for_serialization(await client.CoreV1Api(api).list_namespaced_pod(namespace))
+    return list(listed.get("items") or [])
+
+
+def ready(pod: dict[str, Any]) -> bool:
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in pod.get("status", {}).get("conditions") or [])
+
+
+async def test_pods_are_bound_to_the_node_and_readied_and_a_never_ready_workload_stays_not_ready(
+    kube_admin: Any, namespace: str, kubelet: Kubelet
+) -> None:
+    apps = client.AppsV1Api(kube_admin)
+    kubelet.manage(namespace, PodPolicy(never_ready_labels={"app": "broken"}))
+    await apps.create_namespaced_deployment(namespace, web_manifest(namespace, replicas=2))
+    broken = web_manifest(namespace, replicas=1)
+    broken["metadata"]["name"] = "broken"
+    broken["spec"]["selector"]["matchLabels"] = broken["spec"]["template"]["metadata"]["labels"] = {"app": "broken"}
+    await apps.create_namespaced_deployment(namespace, broken)
+
+    async def settled() -> list[dict[str, Any]] | None:
+        now = await pods(kube_admin, namespace)
+        web = [p for p in now if p["metadata"]["labels"]["app"] == "web"]
+        bad = [p for p in now if p["metadata"]["labels"]["app"] == "broken"]
+        running = all(p.get("status", {}).get("phase") == "Running" for p in now)
+        return now if len(web) == 2 and len(bad) == 1 and running and all(map(ready, web)) else None
+
+    now = await poll_until(settled, limit=LIMIT, what="web's pods Ready and broken's pod Running")
+    assert {p["spec"]["nodeName"] for p in now} == {KUBELET_NODE}
+    [bad] = [p for p in now if p["metadata"]["labels"]["app"] == "broken"]
+    assert not ready(bad)
+    assert [s["ready"] for s in bad["status"]["containerStatuses"]] == [False]
+
+    async def counted() -> Any:
+        web = await apps.read_namespaced_deployment("web", namespace)
+        brk = await apps.read_namespaced_deployment("broken", namespace)
+        return (web, brk) if web.status.available_replicas == 2 else None
+
+    _, brk = await poll_until(counted, limit=LIMIT, what="web to count 2 available replicas")
+    assert not brk.status.available_replicas and brk.status.unavailable_replicas == 1
+
+    # Switching the policy marks a Ready pod NotReady, as a failing readiness probe would.
+    kubelet.manage(namespace, PodPolicy(never_ready_labels={"app": "web"}))
+
+    async def unready() -> bool | None:
+        dep = await apps.read_namespaced_deployment("web", namespace)
+        return True if not dep.status.available_replicas else None
+
+    await poll_until(unready, limit=LIMIT, what="web to count no available replica")
+
+
+async def test_a_deleted_bound_pod_stays_terminating_until_the_kubelet_finishes_it(
+    kube_admin: Any, namespace: str, kubelet: Kubelet
+) -> None:
+    core = client.CoreV1Api(kube_admin)
+    kubelet.manage(namespace, PodPolicy(finalize_after=None))
+    await core.create_namespaced_pod(namespace, {
+        "metadata": {"name": "solo", "labels": {"app": "solo"}},
+        "spec": {"containers": [{"name": "app", "image": "registry.example/web:1.0"}]},
+    })
+
+    async def bound_and_ready() -> bool | None:
+        pod = kube_admin.sanitize_for_serialization(await core.read_namespaced_pod("solo", namespace))
+        return True if pod["spec"].get("nodeName") == KUBELET_NODE and ready(pod) else None
+
+    await poll_until(bound_and_ready, limit=LIMIT, what="pod solo bound and Ready")
+    await core.delete_namespaced_pod("solo", namespace)
+    pod = await core.read_namespaced_pod("solo", namespace)
+    assert pod.metadata.deletion_timestamp is not None  # Terminating, not gone: a kubelet holds it
+    assert pod.metadata.deletion_grace_period_seconds == 30
+
+    kubelet.manage(namespace, PodPolicy(finalize_after=0))
+
+    async def gone() -> bool | None:
+        return True if await read_or_none(core.read_namespaced_pod, "solo", namespace) is None else None
+
+    await poll_until(gone, limit=LIMIT, what="the kubelet to finish deleting pod solo")
