@@ -22,7 +22,7 @@ from typing import Any
 from remediator.core.errors import GuardrailUnavailable, StoreUnavailable
 from remediator.core.guardrails import Request
 from remediator.metrics import Metrics
-from remediator.ports import Clock, GuardrailStore, Store
+from remediator.ports import Clock, ExecutionLedger, GuardrailStore
 
 
 class LeaseLost(Exception):
@@ -40,7 +40,7 @@ class Hold:
         execution_id: str,
         *,
         owner: str,
-        store: Store,
+        store: ExecutionLedger,
         guardrails: GuardrailStore,
         clock: Clock,
         lease: float,
@@ -196,7 +196,7 @@ class Hold:
         execution over without waiting for the lease to lapse (the lock stays the execution's)."""
         await self._stop()
         with contextlib.suppress(StoreUnavailable):  # then the lease lapses by itself
-            await self._store.claim_execution(self.execution_id, self.owner, 0.0)
+            await self._store.release_execution(self.execution_id, self.owner)
 
     async def close(self) -> None:
         """Keep nothing (cut off, or ended another way): stop renewing."""

@@ -35,10 +35,10 @@ from remediator.ports import (
     Executor,
     GuardrailStore,
     Notifier,
+    PipelineStore,
     ReceivedAlert,
     StepContext,
     StepResult,
-    Store,
     journal_entry,
 )
 
@@ -122,7 +122,7 @@ class Pipeline:
         self,
         *,
         playbooks: Callable[[], PlaybookSet],
-        store: Store,
+        store: PipelineStore,
         guardrails: GuardrailStore,
         live: Executor,
         dry: Executor,
@@ -395,7 +395,7 @@ class Pipeline:
         """
         if req is None:
             return
-        if winner.kind is DecisionKind.EXECUTED and did in await self.store.unfinished_executions():
+        if winner.kind is DecisionKind.EXECUTED and await self.store.unfinished(did):
             return
         try:
             await self.guardrails.abandon(req)
@@ -716,9 +716,8 @@ class Pipeline:
         decision = await self.store.decision(did)
         if decision is None:
             return None
-        record = await self.store.get_execution(did)
-        raw_alert = (record or {}).get("alert_payload")
-        received = ReceivedAlert(Alert.from_json(raw_alert), self.clock.now()) if raw_alert else None
+        alert = await self.store.recorded_alert(decision.alert_key)
+        received = ReceivedAlert(alert, self.clock.now()) if alert else None
         playbook = self._playbooks().by_name(decision.playbook)
         return await self.execute(decision, playbook=playbook, received=received)
 

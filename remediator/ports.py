@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from remediator.core.alerts import Alert
 from remediator.core.decisions import Decision, PlannedStep, ResolvedTarget
@@ -99,8 +99,18 @@ class StepContext:
     record_intent: Callable[[Mapping[str, Any]], Awaitable[None]] = _no_intent
 
 
-class Store(Protocol):
-    """Intake and audit: alerts in, decisions and executions out."""
+# -- the store, by role ---------------------------------------------------------------
+#
+# One database holds everything, but each part of the daemon uses one role of it: the
+# worker drains the intake queue, the execution queue and a Hold use the ledger, the
+# read API and retention the audit log.  Each role is its own Protocol so that a
+# component's signature says what it touches (and a test double need implement only
+# that); ``Store`` is their union, what the adapters implement and the runtime wires.
+
+
+@runtime_checkable
+class IntakeQueue(Protocol):
+    """Intake: the durable queue of recorded alerts that the decision loop drains."""
 
     async def record_alerts(self, alerts: Sequence[ReceivedAlert]) -> int:
         """Durably store alerts; return how many were new.  Raise StoreUnavailable."""
@@ -131,11 +141,12 @@ class Store(Protocol):
         """Set aside an alert whose processing keeps failing: it is never claimed again.
 
         Marked processed, with the error (its first 2,000 characters) and the time, for
-        :meth:`parked_alerts`; ended like any processed alert by retention."""
+        :meth:`AuditLog.parked_alerts`; ended like any processed alert by retention."""
 
-    async def parked_alerts(self, *, limit: int = 50) -> list[dict[str, Any]]:
-        """Parked alerts, most recently parked first: ``id``, ``alert`` (its JSON),
-        ``receiver``, ``received_at``, ``attempts``, ``parked_at`` and ``error``."""
+
+class AlertHistory(Protocol):
+    """Intake, read back: what deciding (freshness, stabilisation) and the export ask of
+    the recorded alerts.  Reads only: nothing here claims or changes an alert."""
 
     async def resolved_for(self, fingerprint: str, starts_at: datetime) -> bool:
         """Whether a resolved delivery of this firing episode has been recorded."""
@@ -143,14 +154,42 @@ class Store(Protocol):
     async def firing_count(self, fingerprint: str, since: datetime) -> int:
         """Distinct firing episodes (startsAt) recorded for ``fingerprint`` starting at or after ``since``."""
 
-    async def record_decision(self, decision: Decision) -> bool:
-        """Record once per (alert, playbook); False when it was already recorded."""
+    async def recorded_alert(self, alert_key: str) -> Alert | None:
+        """The recorded alert with this dedup key (a decision's ``alert_key``), if retention left it."""
 
-    async def decision(self, decision_id: str) -> Decision | None: ...
+    def alerts_between(self, since: datetime, until: datetime) -> AsyncIterator[StoredAlert]:
+        """Every recorded alert received in ``[since, until)``, oldest first (the export)."""
 
-    async def record_step(
-        self, execution_id: str, step: PlannedStep, result: StepResult, *, started: datetime, finished: datetime
-    ) -> None: ...
+
+class ExecutionLedger(Protocol):
+    """The execution queue: admitted executions, who runs each (a lease), and their steps.
+
+    An execution is recorded unfinished with its decision (:meth:`AuditLog.record_decision`);
+    a replica takes it with :meth:`claim_unfinished`, keeps it with :meth:`claim_execution`,
+    gives it up with :meth:`release_execution` and ends it with :meth:`finish_execution`.
+    """
+
+    async def claim_unfinished(self, worker: str, lease: float, *, limit: int = 20) -> list[str]:
+        """Claim unfinished executions whose lease ran out (their replica died) or that
+        ``worker`` itself left behind, oldest first."""
+
+    async def claim_execution(self, execution_id: str, worker: str, lease: float) -> bool:
+        """Take or renew ``worker``'s lease on an unfinished execution for ``lease`` seconds.
+
+        False when it is finished or another owner's lease is still running: with several
+        replicas, only the lease holder may run (or resume) an execution.  A True answer
+        is also the proof that the execution is still ``worker``'s (and stays so for
+        ``lease`` seconds): a Hold asks it before taking a lapsed lock back."""
+
+    async def release_execution(self, execution_id: str, worker: str) -> None:
+        """Give up ``worker``'s lease at once (paused, shutting down, or not to be run here
+        now), so any replica may claim the execution without waiting for the lease to run
+        out.  Nothing happens if the lease is not ``worker``'s."""
+
+    async def unfinished(self, execution_id: str) -> bool:
+        """Whether this execution is recorded and not finished (someone may be running it)."""
+
+    async def unfinished_executions(self) -> list[str]: ...
 
     async def begin_step(
         self, execution_id: str, step: PlannedStep, intent: Mapping[str, Any], *, started: datetime
@@ -161,46 +200,69 @@ class Store(Protocol):
         ``details["intent"]``; the executor re-checks the target and re-applies the same
         intent (idempotent) instead of recomputing a relative change twice."""
 
+    async def record_step(
+        self, execution_id: str, step: PlannedStep, result: StepResult, *, started: datetime, finished: datetime
+    ) -> None: ...
+
     async def step_results(self, execution_id: str) -> dict[tuple[str, int], StepResult]: ...
+
+    async def finish_execution(self, execution_id: str, status: str, finished: datetime) -> None:
+        """Record the execution's final status; its lease ends with it."""
+
+
+class AuditLog(Protocol):
+    """The audit: decisions, what happened to each execution, and the read API's documents.
+
+    The documents (``list_executions``, ``get_execution``, ``parked_alerts``) are built by
+    :mod:`remediator.store.rows`, so they are the same JSON whichever store holds them."""
+
+    async def record_decision(self, decision: Decision) -> bool:
+        """Record once per (alert, playbook); False when it was already recorded.
+        An EXECUTED decision is recorded with its execution unfinished (the ledger's work)."""
+
+    async def decision(self, decision_id: str) -> Decision | None: ...
 
     async def record_notification(self, execution_id: str, outcome: Mapping[str, Any]) -> None:
         """Append a notification's final outcome (sent, failed, dropped) to the execution's audit,
         or a journal entry (:func:`journal_entry`: paused, resumed); the audit shows the two apart
         (``events`` and ``notifications``, see :func:`split_journal`)."""
 
-    async def finish_execution(self, execution_id: str, status: str, finished: datetime) -> None: ...
-
-    async def unfinished_executions(self) -> list[str]: ...
-
-    async def claim_execution(self, execution_id: str, worker: str, lease: float) -> bool:
-        """Take or renew ``worker``'s lease on an unfinished execution for ``lease`` seconds.
-
-        False when it is finished or another owner's lease is still running: with several
-        replicas, only the lease holder may run (or resume) an execution."""
-
-    async def claim_unfinished(self, worker: str, lease: float, *, limit: int = 20) -> list[str]:
-        """Claim unfinished executions whose lease ran out (their replica died) or that
-        ``worker`` itself left behind, oldest first."""
-
     async def list_executions(
         self, *, playbook: str | None = None, status: str | None = None, limit: int = 50, before: str | None = None
     ) -> list[dict[str, Any]]:
         """Newest first; ``before`` (an execution id) continues a listing after that execution."""
 
-    def alerts_between(self, since: datetime, until: datetime) -> AsyncIterator[StoredAlert]:
-        """Every recorded alert received in ``[since, until)``, oldest first (the export)."""
+    async def get_execution(self, execution_id: str) -> dict[str, Any] | None: ...
+
+    async def parked_alerts(self, *, limit: int = 50) -> list[dict[str, Any]]:
+        """Parked alerts, most recently parked first: ``id``, ``alert`` (its JSON),
+        ``receiver``, ``received_at``, ``attempts``, ``parked_at`` and ``error``."""
 
     async def delete_older_than(self, days: float) -> dict[str, int]:
         """Retention: delete finished audit and processed alerts older than ``days``, in batches."""
 
-    async def get_execution(self, execution_id: str) -> dict[str, Any] | None: ...
+
+class PipelineStore(AlertHistory, ExecutionLedger, AuditLog, Protocol):
+    """What the pipeline uses: it reads the alert history, records decisions and runs executions."""
+
+
+class Store(IntakeQueue, AlertHistory, ExecutionLedger, AuditLog, Protocol):
+    """Every role, in one database: what the adapters implement and the runtime wires."""
 
     async def ping(self) -> None: ...
 
     async def close(self) -> None: ...
 
 
-class GuardrailStore(Protocol):
+class PauseState(Protocol):
+    """Where the kill switch is read at every admission and before every step."""
+
+    async def paused(self) -> bool: ...
+
+    async def set_paused(self, paused: bool) -> None: ...
+
+
+class GuardrailStore(PauseState, Protocol):
     """Shared guardrail state; every method raises GuardrailUnavailable when unreachable."""
 
     async def admit(self, req: Request) -> Verdict: ...
@@ -226,10 +288,6 @@ class GuardrailStore(Protocol):
 
     async def abandon(self, req: Request) -> None:
         """Give back an admission whose execution will not run: its lock and slot, at once."""
-
-    async def paused(self) -> bool: ...
-
-    async def set_paused(self, paused: bool) -> None: ...
 
     async def status(self) -> GuardStatus:
         """The kill switch and every playbook's circuit breaker, for the API and ``/metrics``."""

@@ -71,7 +71,7 @@ class ExecutionQueue:
                 continue
             if started >= free or (did in self._paused and now < self._paused[did][0]):
                 # claimed, but not to be run here now: give it back at once
-                await self.pipeline.store.claim_execution(did, self.pipeline.owner, 0.0)
+                await self.pipeline.store.release_execution(did, self.pipeline.owner)
                 continue
             task = asyncio.create_task(self.pipeline.run_claimed(did), name=f"execution-{did}")
             self._running[did] = task
@@ -146,4 +146,4 @@ class ExecutionQueue:
             if task in pending:
                 self._log.warning("execution did not finish before shutdown: handed over", execution_id=did)
                 with contextlib.suppress(StoreUnavailable):
-                    await self.pipeline.store.claim_execution(did, self.pipeline.owner, 0.0)
+                    await self.pipeline.store.release_execution(did, self.pipeline.owner)

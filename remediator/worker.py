@@ -23,19 +23,32 @@ import structlog
 
 from remediator.core.errors import StoreUnavailable
 from remediator.pipeline import Pipeline
-from remediator.ports import StoredAlert
+from remediator.ports import IntakeQueue, StoredAlert
 from remediator.queue import ExecutionQueue
 from remediator.settings import WorkerSettings
 
 
 class Worker:
     def __init__(
-        self, pipeline: Pipeline, settings: WorkerSettings, name: str | None = None, *, inline: bool = False
+        self,
+        pipeline: Pipeline,
+        settings: WorkerSettings,
+        name: str | None = None,
+        *,
+        inline: bool = False,
+        intake: IntakeQueue | None = None,
     ) -> None:
         # inline (replay): each alert's executions run to their end before the next alert is
         # decided, as a queue with no delay would on a virtual clock that only moves between events.
         self.inline = inline
         self.pipeline = pipeline
+        # The alerts to decide.  Default: the pipeline's store, when it holds the intake too
+        # (the daemon's one store does); the pipeline itself only reads the alert history.
+        if intake is None:
+            if not isinstance(pipeline.store, IntakeQueue):
+                raise TypeError("the pipeline's store is no intake queue: pass intake=")
+            intake = pipeline.store
+        self.intake: IntakeQueue = intake
         self.settings = settings
         # Unique per instance: a worker takes back claims under its own name (see Store.claim_alerts).
         self.name = name or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
@@ -53,7 +66,7 @@ class Worker:
         """Decide everything claimable now; return how many alerts were handled."""
         handled = 0
         while not self._stopping:
-            batch = await self.pipeline.store.claim_alerts(self.name, self.settings.batch, self.settings.lease)
+            batch = await self.intake.claim_alerts(self.name, self.settings.batch, self.settings.lease)
             if not batch:
                 break
             for item in batch:
@@ -70,9 +83,9 @@ class Worker:
                     await self._failed(item, exc)
                     continue
                 if outcome.defer_until is not None:
-                    await self.pipeline.store.defer_alert(item.id, outcome.defer_until)
+                    await self.intake.defer_alert(item.id, outcome.defer_until)
                 else:
-                    await self.pipeline.store.mark_processed(item.id)
+                    await self.intake.mark_processed(item.id)
                 handled += 1
                 self.processed += 1
         return handled
@@ -84,13 +97,13 @@ class Worker:
         """
         error = f"{type(exc).__name__}: {exc}"
         if item.attempts >= self.settings.max_tries:
-            await self.pipeline.store.park_alert(item.id, error)
+            await self.intake.park_alert(item.id, error)
             self.pipeline.metrics.alerts_parked.inc()
             self._log.error("alert parked: its processing failed every time", alert_id=item.id,
                             attempts=item.attempts, error=error, exc_info=exc)
             return
         retry_at = self.pipeline.clock.now() + timedelta(seconds=min(2.0 ** item.attempts, 300.0))
-        await self.pipeline.store.release_alert(item.id, retry_at)
+        await self.intake.release_alert(item.id, retry_at)
         self._log.warning("alert processing failed; will retry", alert_id=item.id, attempts=item.attempts,
                           retry_at=retry_at.isoformat(), error=error)
 

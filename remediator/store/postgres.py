@@ -315,6 +315,10 @@ class PostgresStore:
         )
         return int(rows[0]["n"])
 
+    async def recorded_alert(self, alert_key: str) -> Alert | None:
+        rows = await self._fetch("SELECT alert FROM alerts WHERE dedup_key = $1", alert_key)
+        return Alert.from_json(json.loads(rows[0]["alert"])) if rows else None
+
     async def count_alerts(self) -> int:
         rows = await self._fetch("SELECT count(*) AS n FROM alerts")
         return int(rows[0]["n"])
@@ -374,6 +378,13 @@ class PostgresStore:
             now,
         )
         return bool(rows)
+
+    async def release_execution(self, execution_id: str, worker: str) -> None:
+        await self._execute(
+            "UPDATE decisions SET claimed_by = NULL, claimed_until = NULL WHERE id = $1 AND claimed_by = $2",
+            execution_id,
+            worker,
+        )
 
     async def claim_unfinished(self, worker: str, lease: float, *, limit: int = 20) -> list[str]:
         """Claim unfinished executions nobody holds (or that this worker left behind), oldest first."""
@@ -442,6 +453,11 @@ class PostgresStore:
             status,
             finished,
         )
+
+    async def unfinished(self, execution_id: str) -> bool:
+        return bool(await self._fetch(
+            f"SELECT 1 FROM decisions WHERE id = $1 AND exec_status IN {_UNFINISHED}", execution_id
+        ))
 
     async def unfinished_executions(self) -> list[str]:
         rows = await self._fetch(f"SELECT id FROM decisions WHERE exec_status IN {_UNFINISHED} ORDER BY at, seq")

@@ -361,6 +361,11 @@ class SQLiteStore:
         starts = {json.loads(r["alert"])["startsAt"] for r in await cur.fetchall()}
         return sum(1 for s in starts if parse_time(s) >= since)
 
+    async def recorded_alert(self, alert_key: str) -> Alert | None:
+        cur = await self._run("SELECT alert FROM alerts WHERE dedup_key = ?", (alert_key,))
+        row = await cur.fetchone()
+        return Alert.from_json(json.loads(row["alert"])) if row else None
+
     async def count_alerts(self) -> int:
         cur = await self._run("SELECT count(*) FROM alerts")
         row = await cur.fetchone()
@@ -435,9 +440,16 @@ class SQLiteStore:
 
     async def finish_execution(self, execution_id: str, status: str, finished: datetime) -> None:
         await self._run(
-            "UPDATE decisions SET exec_status = ?, finished_at = ? WHERE id = ?",
+            "UPDATE decisions SET exec_status = ?, finished_at = ?, claimed_by = NULL, claimed_until = NULL"
+            " WHERE id = ?",
             (status, format_time(finished), execution_id),
         )
+
+    async def unfinished(self, execution_id: str) -> bool:
+        cur = await self._run(
+            "SELECT 1 FROM decisions WHERE id = ? AND exec_status IN ('pending', 'running')", (execution_id,)
+        )
+        return await cur.fetchone() is not None
 
     async def unfinished_executions(self) -> list[str]:
         cur = await self._run("SELECT id FROM decisions WHERE exec_status IN ('pending', 'running') ORDER BY at")
@@ -453,6 +465,12 @@ class SQLiteStore:
             (worker, now + lease, execution_id, worker, now),
         )
         return cur.rowcount == 1
+
+    async def release_execution(self, execution_id: str, worker: str) -> None:
+        await self._run(
+            "UPDATE decisions SET claimed_by = NULL, claimed_until = NULL WHERE id = ? AND claimed_by = ?",
+            (execution_id, worker),
+        )
 
     async def claim_unfinished(self, worker: str, lease: float, *, limit: int = 20) -> list[str]:
         """Claim unfinished executions nobody holds (or that this worker left behind), oldest first."""

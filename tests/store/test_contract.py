@@ -224,6 +224,33 @@ async def test_only_the_lease_holder_runs_an_execution(store: Any, vclock: Virtu
     assert not await store.claim_execution(execution_id(r2.alert.dedup_key, "pb"), "B", 30)  # not an execution
 
 
+async def test_a_released_lease_is_claimable_at_once_but_only_its_holder_releases_it(
+    store: Any, vclock: VirtualClock
+) -> None:
+    [r] = alerts(firing("a"))
+    d = a_decision(r.alert)
+    await store.record_decision(d)
+    did = d.execution_id
+    assert await store.unfinished(did)
+    assert await store.claim_execution(did, "A", 300)
+    await store.release_execution(did, "B")  # not B's: nothing happens
+    assert not await store.claim_execution(did, "B", 300)
+    await store.release_execution(did, "A")  # A hands it back: B need not wait out the lease
+    assert await store.claim_unfinished("B", 300) == [did]
+    assert not await store.claim_execution(did, "A", 300)
+    await store.finish_execution(did, "succeeded", vclock.now())
+    assert not await store.unfinished(did)
+    assert not await store.unfinished("ex-missing")
+    assert not await store.claim_execution(did, "B", 300)
+
+
+async def test_a_recorded_alert_is_found_by_its_key(store: Any) -> None:
+    [r, other] = alerts(firing("a"), firing("b"))
+    await store.record_alerts([r])
+    assert await store.recorded_alert(r.alert.dedup_key) == r.alert
+    assert await store.recorded_alert(other.alert.dedup_key) is None
+
+
 async def test_claiming_unfinished_is_oldest_first_and_bounded(store: Any) -> None:
     ids = []
     for i in range(5):
