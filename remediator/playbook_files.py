@@ -1,13 +1,26 @@
 """Loading playbooks from disk, and keeping the last good set across reloads.
 
 The pure parser lives in :mod:`remediator.core.playbooks`; this adapter reads files,
-watches them (by polling mtimes: cheap, portable, no inotify limits in containers),
-and swaps in a new set only when the whole set is valid.
+watches them (by polling their stat: cheap, portable, no inotify limits in containers),
+and swaps in a new set only when the whole set is valid and not empty.
+
+A ConfigMap mounted as a volume is laid out by the kubelet's AtomicWriter::
+
+    playbooks/
+      ..2026_11_29_10_00_00.123456789/   the files of this version
+      ..data -> ..2026_11_29_10_00_00.123456789
+      restart.yaml -> ..data/restart.yaml
+
+and an update writes a new timestamped directory, then swaps ``..data`` in one rename.
+So entries whose name starts with a dot are never walked (each playbook would otherwise be
+found two or three times over), the visible names are followed through ``..data``, and a
+swap shows as every file resolving to a new inode.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import os
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import structlog
@@ -19,17 +32,31 @@ SUFFIXES = (".yaml", ".yml")
 
 
 def playbook_files(paths: Iterable[str | Path]) -> list[Path]:
+    """The playbook files under ``paths``: ``*.yaml``/``*.yml``, not hidden, not under ``tests/``."""
     files: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            files += sorted(
-                f
-                for f in p.rglob("*")
-                if f.suffix in SUFFIXES and f.is_file() and "tests" not in f.relative_to(p).parts
-            )
+            files += sorted(_walk(p))
         else:
             files.append(p)
     return files
+
+
+def _walk(root: Path) -> Iterator[Path]:
+    """Files under ``root``, through symlinks (a ConfigMap's names are links into ``..data``),
+    skipping dot-entries (the kubelet's ``..data`` and ``..<timestamp>``) and ``tests``."""
+    seen: set[str] = set()
+    for directory, dirs, names in os.walk(root, followlinks=True):
+        real = os.path.realpath(directory)
+        if real in seen:  # a link back up the tree
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = [d for d in dirs if not d.startswith(".") and d != "tests"]
+        for name in names:
+            f = Path(directory, name)
+            if not name.startswith(".") and f.suffix in SUFFIXES and f.is_file():
+                yield f
 
 
 def load_paths(paths: Iterable[str | Path], channels: Iterable[str] | None = None) -> tuple[PlaybookSet, list[Problem]]:
@@ -56,30 +83,42 @@ class PlaybookRepository:
         self.current = PlaybookSet()
         self.loaded = False
         self.last_problems: list[Problem] = []
-        self._stamp: tuple[tuple[str, float, int], ...] = ()
+        self._stamp: tuple[tuple[str, int, int, int], ...] = ()
         self._log = structlog.get_logger("remediator.playbooks")
 
     def __call__(self) -> PlaybookSet:
         return self.current
 
-    def _fingerprint(self) -> tuple[tuple[str, float, int], ...]:
+    def _fingerprint(self) -> tuple[tuple[str, int, int, int], ...]:
+        """What each file resolves to: the inode changes when the kubelet swaps ``..data``."""
         out = []
         for f in playbook_files(self.paths):
             try:
                 st = f.stat()
             except OSError:
                 continue
-            out.append((str(f), st.st_mtime, st.st_size))
+            out.append((str(f), st.st_ino, st.st_mtime_ns, st.st_size))
         return tuple(out)
+
+    def read(self) -> tuple[PlaybookSet, list[Problem]]:
+        """The set on disk and what is wrong with it.  A missing path and an empty set are problems:
+        a daemon with no playbooks would consume every alert as ``no_match``, and lose it."""
+        missing = [Problem(p, 1, "no such file or directory") for p in self.paths if not Path(p).exists()]
+        pset, problems = load_paths([p for p in self.paths if Path(p).exists()], self.channels)
+        problems = missing + problems
+        if not problems and not pset.playbooks:
+            problems = [Problem(p, 1, "no playbooks found here") for p in self.paths]
+        return pset, problems
 
     def reload(self) -> bool:
         stamp = self._fingerprint()
-        pset, problems = load_paths(self.paths, self.channels)
+        pset, problems = self.read()
         self._stamp = stamp
         self.last_problems = problems
         if problems:
             self._log.error(
-                "playbook reload rejected: keeping the last good set",
+                "playbook reload rejected: keeping the last good set" if self.loaded
+                else "playbooks rejected: none loaded",
                 problems=[str(p) for p in problems],
                 active=len(self.current.playbooks),
             )

@@ -291,7 +291,10 @@ async def open_runtime(
         )
     metrics = Metrics()
     repo = PlaybookRepository(settings.playbooks.split(","), channels=list(settings.channels))
-    repo.reload()
+    if not repo.reload():
+        # Refuse to start rather than consume alerts as no_match; reloads keep the last good set, so
+        # the worker never runs with an empty one.
+        raise ConfigError("no valid playbooks, not starting: " + "; ".join(map(str, repo.last_problems)))
     metrics.playbooks_loaded.set(len(repo.current.playbooks))
     async with contextlib.AsyncExitStack() as stack:
         store = await _open_store(settings, clock, stack)
