@@ -53,9 +53,19 @@ kube-assets:
 	  echo "kube-assets: $(KUBE_ASSETS_SRC)/unpack.sh not found; the real-Kubernetes tests will skip"; \
 	fi
 
+## ruff, mypy --strict and hadolint (Dockerfile); also provides promtool (Debian's prometheus) for the alert-rule tests.
 lint: $(STAMP)
 	$(BIN)/ruff check remediator tests
 	$(BIN)/mypy remediator
+	$(BIN)/hadolint Dockerfile
+	@command -v promtool >/dev/null 2>&1 || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null) || \
+	  echo "lint: could not install promtool (Debian's prometheus); the alert-rule tests will skip"
+
+## Regenerate docs/configuration.md from remediator/settings.py (tests/test_docs.py fails when it is stale).
+.PHONY: docs
+docs: $(STAMP)
+	$(BIN)/python -m remediator.docgen --output docs/configuration.md
 
 test: $(STAMP) services alertmanager kube-assets lint
 	$(BIN)/pytest -q -p no:cacheprovider
