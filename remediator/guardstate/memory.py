@@ -1,11 +1,18 @@
 """Guardrail state for a single process, optionally persisted to a JSON file.
 
-It runs the pure rules of :mod:`remediator.core.guardrails` under one asyncio lock.
-With a file (the embedded single-node daemon) every change is written before it
-counts: the new state is computed on a copy, written atomically (temporary file,
-fsync, rename, fsync of the directory) off the event loop, and only then swapped
-in; a failed write is a ``GuardrailUnavailable`` and leaves the old state, so the
-daemon fails closed and ``/readyz`` says why.  Replay uses it without a file.
+It runs the pure rules of :mod:`remediator.core.guardrails` on the event loop: a
+change is synchronous, so no two interleave and no lock is needed to apply one.
+With a file (the embedded single-node daemon) no caller is answered before its
+change is on disk: changes are applied in memory at once and written as a *group
+commit* -- while one atomic write (temporary file, fsync, rename, fsync of the
+directory) runs off the loop, the changes made meanwhile wait for the next, which
+carries them all.  A failed write is a ``GuardrailUnavailable`` for every change
+it carried and every one made on top of them: the state goes back to the last
+one written, so the daemon fails closed and ``/readyz`` says why.
+
+Why not copy-on-write: copying and re-serialising the whole state for each change
+on the loop made every decision pay for every target remediated in the past day
+(bench/RESULTS.md, decision latency).  Replay uses it without a file.
 
 The file is one node's state: an exclusive lock on it refuses a second process
 (a second replica on a shared volume would silently overwrite the first's limits;
@@ -17,12 +24,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import fcntl
 import json
 import os
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
@@ -38,17 +43,26 @@ T = TypeVar("T")
 
 
 def _dump(state: GuardState) -> dict[str, Any]:
+    # Field by field rather than dataclasses.asdict, which deep-copies each record: this runs
+    # once per write, over every lock record the state keeps.
     return {
         "format": FORMAT,
         "paused": state.paused,
-        "locks": {k: asdict(v) for k, v in state.locks.items()},
+        "locks": {k: {"owner": v.owner, "expires": v.expires} for k, v in state.locks.items()},
         "cooldown_until": state.cooldown_until,
         "history": state.history,
         "history_per": state.history_per,
         "budget_history": state.budget_history,
-        "running": {k: asdict(v) for k, v in state.running.items()},
-        "breakers": {k: asdict(v) for k, v in state.breakers.items()},
+        "running": {k: {"namespace": v.namespace, "expires": v.expires} for k, v in state.running.items()},
+        "breakers": {
+            k: {"failures": v.failures, "open_until": v.open_until, "trial_owner": v.trial_owner}
+            for k, v in state.breakers.items()
+        },
     }
+
+
+def _encode(state: GuardState) -> bytes:
+    return json.dumps(_dump(state), separators=(",", ":")).encode()
 
 
 def _slot(raw: Any) -> Slot:
@@ -93,13 +107,17 @@ class MemoryGuardrails:
         self._clock = clock
         self._path = path
         self._grace = grace
-        self._lock = asyncio.Lock()
         self._owner_file: BinaryIO | None = None
         self._broken: str = ""  # why the last write failed; cleared by the next good one
+        #: Changes not yet on disk that the next write will carry, and the write under way.
+        self._pending: asyncio.Future[None] | None = None
+        self._inflight: asyncio.Future[None] | None = None
+        self._writer: asyncio.Task[None] | None = None
         self.state = GuardState()
         if path is not None:
             self._take_file(path)
             self.state = self._read(path)
+        self._last_written = _encode(self.state)  # what a failed write goes back to
 
     def _take_file(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -129,63 +147,89 @@ class MemoryGuardrails:
             return GuardState(paused=True)
 
     async def _commit(self, change: Callable[[GuardState], T], keep: Callable[[T], bool] = bool) -> T:
-        """Apply ``change`` to a copy and, if ``keep(result)``, persist the copy and make it current."""
+        """Apply ``change`` to the state and answer once it is on disk.
+
+        ``keep(result)`` False means the rules changed nothing (a refusal, a failed renewal):
+        nothing new is written, but the answer still waits for the changes it was read from,
+        since a refusal based on a change that never reaches the disk would be a false one.
+        """
+        result = change(self.state)
         if self._path is None:
-            return change(self.state)
-        candidate = copy.deepcopy(self.state)
-        result = change(candidate)
-        if not keep(result):
             return result
-        rules.collect(candidate, self._policy, self._clock.now().timestamp(), self._grace)
-        data = json.dumps(_dump(candidate), separators=(",", ":")).encode()
-        try:
-            await asyncio.to_thread(_write_atomically, self._path, data)
-        except OSError as exc:
-            self._broken = f"cannot write {self._path}: {exc.strerror or exc}"
-            raise GuardrailUnavailable(self._broken) from exc
-        self._broken = ""
-        self.state = candidate
+        batch = self._join() if keep(result) else (self._pending or self._inflight)
+        if batch is not None:
+            await asyncio.shield(batch)
         return result
 
+    def _join(self) -> asyncio.Future[None]:
+        """The write that will carry a change made now; starts the writer if it is idle."""
+        loop = asyncio.get_running_loop()
+        if self._pending is None:
+            self._pending = loop.create_future()
+            # A batch whose every waiter was cancelled must not log "exception never retrieved".
+            self._pending.add_done_callback(lambda f: f.cancelled() or f.exception())
+        if self._writer is None:
+            self._writer = loop.create_task(self._write_batches(), name="guardrail-state-writer")
+        return self._pending
+
+    async def _write_batches(self) -> None:
+        assert self._path is not None
+        try:
+            while self._pending is not None:
+                batch, self._pending = self._pending, None
+                self._inflight = batch
+                rules.collect(self.state, self._policy, self._clock.now().timestamp(), self._grace)
+                data = _encode(self.state)
+                try:
+                    await asyncio.to_thread(_write_atomically, self._path, data)
+                except OSError as exc:
+                    self._broken = f"cannot write {self._path}: {exc.strerror or exc}"
+                    # Back to what is on disk: this batch and every change made on top of it are lost.
+                    self.state = _load(json.loads(self._last_written))
+                    lost, self._pending = [batch, self._pending], None
+                    for fut in lost:
+                        if fut is not None and not fut.done():
+                            fut.set_exception(GuardrailUnavailable(self._broken))
+                    return
+                finally:
+                    self._inflight = None
+                self._broken = ""
+                self._last_written = data
+                batch.set_result(None)
+        finally:
+            self._writer = None
+
     async def admit(self, req: Request) -> Verdict:
-        async with self._lock:
-            return await self._commit(lambda s: rules.admit(req, s, self._policy), lambda v: v.admitted)
+        return await self._commit(lambda s: rules.admit(req, s, self._policy), lambda v: v.admitted)
 
     async def evaluate(self, req: Request) -> Verdict:
         """The pure rules' verdict on the current state; nothing is changed or written.
 
-        No lock needed: the state is only ever replaced whole, or changed without an ``await``,
-        so a synchronous read sees it between two changes.
+        The state is only changed without an ``await``, so a synchronous read sees it between
+        two changes (possibly one still being written: a reading, not a promise).
         """
         return rules.evaluate(req, self.state, self._policy)
 
     async def renew(self, req: Request) -> bool:
-        async with self._lock:
-            now = self._clock.now().timestamp()
-            return await self._commit(lambda s: rules.renew(req, s, now))
+        now = self._clock.now().timestamp()
+        return await self._commit(lambda s: rules.renew(req, s, now))
 
     async def reacquire(self, req: Request) -> bool:
-        async with self._lock:
-            now = self._clock.now().timestamp()
-            return await self._commit(lambda s: rules.reacquire(req, s, now))
+        now = self._clock.now().timestamp()
+        return await self._commit(lambda s: rules.reacquire(req, s, now))
 
     async def abandon(self, req: Request) -> None:
-        async with self._lock:
-            await self._commit(lambda s: rules.abandon(req, s), lambda _: True)
+        await self._commit(lambda s: rules.abandon(req, s), lambda _: True)
 
     async def release(self, req: Request, *, succeeded: bool | None) -> None:
-        async with self._lock:
-            now = self._clock.now().timestamp()
-            await self._commit(
-                lambda s: rules.release(req, s, self._policy, succeeded=succeeded, now=now), lambda _: True
-            )
+        now = self._clock.now().timestamp()
+        await self._commit(lambda s: rules.release(req, s, self._policy, succeeded=succeeded, now=now), lambda _: True)
 
     async def paused(self) -> bool:
         return self.state.paused
 
     async def set_paused(self, paused: bool) -> None:
-        async with self._lock:
-            await self._commit(lambda s: setattr(s, "paused", paused), lambda _: True)
+        await self._commit(lambda s: setattr(s, "paused", paused), lambda _: True)
 
     async def status(self) -> GuardStatus:
         return rules.status(self.state.paused, self.state.breakers, self._policy, self._clock.now().timestamp())
@@ -193,12 +237,13 @@ class MemoryGuardrails:
     async def ping(self) -> None:
         """Reachable unless the last write failed; then try writing again, since only a write tells
         whether the disk is back (readiness and resumes would otherwise wait for one forever)."""
-        if self._broken:
-            async with self._lock:
-                if self._broken:
-                    await self._commit(lambda s: None, lambda _: True)
+        if self._broken and self._path is not None:
+            await asyncio.shield(self._join())
 
     async def close(self) -> None:
+        if self._writer is not None:  # answered changes are on disk; finish carrying the rest
+            with contextlib.suppress(GuardrailUnavailable):
+                await asyncio.shield(self._writer)
         if self._owner_file is not None:
             with contextlib.suppress(OSError):
                 fcntl.flock(self._owner_file.fileno(), fcntl.LOCK_UN)

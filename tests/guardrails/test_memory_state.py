@@ -160,3 +160,72 @@ def test_a_second_process_cannot_share_the_file(tmp_path: Path, clock: VirtualCl
         MemoryGuardrails(POLICY, clock, path)
     asyncio.run(guard.close())
     asyncio.run(MemoryGuardrails(POLICY, clock, path).close())  # free once closed
+
+
+async def test_concurrent_changes_share_writes_and_are_all_on_disk_when_answered(
+    tmp_path: Path, clock: VirtualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Group commit: changes made while a write is under way ride on the next one, so 100
+    admissions cost a handful of fsyncs, and each answer still comes after its own write."""
+    from remediator.guardstate import memory
+
+    writes: list[int] = []
+    real_write = memory._write_atomically
+
+    def counting_write(path: Path, data: bytes) -> None:
+        writes.append(len(json.loads(data)["locks"]))
+        real_write(path, data)
+
+    monkeypatch.setattr(memory, "_write_atomically", counting_write)
+    path = tmp_path / "guardrails.json"
+    guard = MemoryGuardrails(Policy(), clock, path)
+
+    async def admit_and_read_back(n: int) -> bool:
+        assert (await guard.admit(req(clock, f"e{n}", f"t{n}"))).admitted
+        return f"t{n}" in json.loads(path.read_text())["locks"]  # on disk by the time it is answered
+
+    try:
+        on_disk = await asyncio.gather(*(admit_and_read_back(n) for n in range(100)))
+    finally:
+        await guard.close()
+    assert all(on_disk)
+    assert len(writes) < 10, writes
+    assert writes[-1] == 100
+
+
+async def test_a_failed_group_write_fails_every_change_it_carried_and_refusals_read_from_them(
+    tmp_path: Path, clock: VirtualClock
+) -> None:
+    """The second admission for t1 is refused only because of the first; when the first never
+    reaches the disk, that refusal would be false, so it is unavailable too, not LOCKED."""
+    path = tmp_path / "guardrails.json"
+    guard = MemoryGuardrails(POLICY, clock, path)
+    blocker = tmp_path / "guardrails.json.tmp"
+    blocker.mkdir()
+    try:
+        first, second, other = await asyncio.gather(
+            guard.admit(req(clock, "a", "t1")),
+            guard.admit(req(clock, "b", "t1")),
+            guard.admit(req(clock, "c", "t2")),
+            return_exceptions=True,
+        )
+        assert all(isinstance(r, GuardrailUnavailable) for r in (first, second, other)), (first, second, other)
+        assert guard.state.locks == {} and guard.state.running == {}  # back to what is on disk
+        blocker.rmdir()
+        assert (await guard.admit(req(clock, "b", "t1"))).admitted
+    finally:
+        await guard.close()
+    assert list(json.loads(path.read_text())["locks"]) == ["t1"]
+
+
+async def test_a_cancelled_caller_does_not_leave_memory_and_disk_apart(tmp_path: Path, clock: VirtualClock) -> None:
+    path = tmp_path / "guardrails.json"
+    guard = MemoryGuardrails(POLICY, clock, path)
+    task = asyncio.ensure_future(guard.admit(req(clock, "a", "t1")))
+    await asyncio.sleep(0)  # the change is made; its write is under way
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await guard.close()  # finishes carrying what was changed
+    assert "t1" in guard.state.locks
+    assert "t1" in json.loads(path.read_text())["locks"]
