@@ -34,6 +34,7 @@ def settings_factory(tmp_path: Path) -> Callable[..., Any]:
             "playbooks": str(PLAYBOOKS),
             "dry_run": True,
             "webhook": {"tokens": ["t1"]},
+            "api": {"read_tokens": ["r1"], "admin_tokens": ["a1"]},  # tests/tokens.py
         }
         base.update(overrides)
         return load_settings(None, env={}, overrides=base)

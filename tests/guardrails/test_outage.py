@@ -22,6 +22,7 @@ from remediator.ports import StepContext, StepResult
 from remediator.runtime import RUNTIME
 from tests.guardrails.conftest import PrivateRedis
 from tests.payloads import alert_json, payload
+from tests.tokens import ADMIN, READ
 
 AUTH = {"Authorization": "Bearer t1"}
 PLAYBOOK = """
@@ -101,8 +102,8 @@ async def test_redis_outage_fails_closed_and_recovers_without_a_restart(
         r = await client.get("/readyz")
         body = await r.json()
         assert r.status == 503 and body["checks"]["guardrails"].startswith("unavailable: redis ping failed")
-        assert (await client.get("/api/v1/guardrails", headers=AUTH)).status == 503
-        assert (await client.post("/api/v1/pause", headers=AUTH)).status == 503
+        assert (await client.get("/api/v1/guardrails", headers=READ)).status == 503
+        assert (await client.post("/api/v1/pause", headers=ADMIN)).status == 503
         metrics = await (await client.get("/metrics")).text()
         assert 'remediator_decisions_deferred_total{cause="guardrail_unavailable"}' in metrics
 
@@ -116,7 +117,7 @@ async def test_redis_outage_fails_closed_and_recovers_without_a_restart(
         for name in ("two", "three"):  # each executed once, now that its verdict can be had
             assert (await decision_of(name))["decision"] == "executed"
         assert sorted(cluster.restarted) == ["four", "one", "slow", "three", "two"]
-        status = await (await client.get("/api/v1/guardrails", headers=AUTH)).json()
+        status = await (await client.get("/api/v1/guardrails", headers=READ)).json()
         assert status == {"paused": False, "breakers": {"outage": {
             "state": "closed", "consecutive_failures": 0, "open_until": None, "trial_execution": None}}}
 

@@ -24,6 +24,7 @@ from remediator.ports import GuardrailStore, ReceivedAlert, StepContext, StepRes
 from remediator.runtime import RUNTIME, open_runtime
 from tests.guardrails.conftest import ADAPTERS, REDIS_URL, prefixed
 from tests.payloads import alert_json, payload
+from tests.tokens import READ
 
 AUTH = {"Authorization": "Bearer t1"}
 PLAYBOOK = """
@@ -121,13 +122,13 @@ async def test_breaker_state_is_visible_in_the_api_and_metrics(
                                 guardrails={"breaker_threshold": 1, "breaker_cooloff": "5m"})
     app = create_app(settings, clock=vclock, executors=(Failing(), Failing()), start_worker=False)
     async with TestClient(TestServer(app)) as client:
-        body = await (await client.get("/api/v1/guardrails", headers=AUTH)).json()
+        body = await (await client.get("/api/v1/guardrails", headers=READ)).json()
         assert body["breakers"]["long"]["state"] == "closed"
         r = await client.post("/webhooks/alertmanager", json=payload(alert_json({"alertname": "Long"})),
                               headers=AUTH)
         assert r.status == 200
         await client.app[RUNTIME].worker.drain()
-        body = await (await client.get("/api/v1/guardrails", headers=AUTH)).json()
+        body = await (await client.get("/api/v1/guardrails", headers=READ)).json()
         assert body == {"paused": False, "breakers": {"long": {
             "state": "open", "consecutive_failures": 1, "open_until": "2026-11-22T10:05:00+00:00",
             "trial_execution": None}}}

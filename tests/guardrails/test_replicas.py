@@ -29,6 +29,7 @@ from remediator.guardstate.redis import RedisGuardrails
 from remediator.runtime import RUNTIME
 from tests.guardrails.conftest import REDIS_URL, prefixed
 from tests.payloads import T0, alert_json, payload
+from tests.tokens import ADMIN, READ
 
 HARNESS = Path(__file__).with_name("harness.py")
 AUTH = {"Authorization": "Bearer t1"}
@@ -206,14 +207,14 @@ async def test_the_kill_switch_reaches_another_process_at_its_next_admission(
 
         r = await client.post("/api/v1/pause")
         assert r.status == 401  # the kill switch is authenticated
-        r = await client.post("/api/v1/pause", headers=AUTH)
+        r = await client.post("/api/v1/pause", headers=ADMIN)
         assert r.status == 200 and await r.json() == {"paused": True}
         # the very next admission in the other process, with no wait at all, is paused
         assert await other.decide(flap(2, "two")) == ["paused"]
-        status = await (await client.get("/api/v1/guardrails", headers=AUTH)).json()
+        status = await (await client.get("/api/v1/guardrails", headers=READ)).json()
         assert status["paused"] is True and status["breakers"]["flap"]["state"] == "closed"
 
-        r = await client.post("/api/v1/resume", headers=AUTH)
+        r = await client.post("/api/v1/resume", headers=ADMIN)
         assert r.status == 200
         assert await other.decide(flap(3, "three")) == ["executed"]
         rt = client.app[RUNTIME]

@@ -25,6 +25,7 @@ from remediator.runtime import RUNTIME
 from remediator.store.tools import export_alerts
 from tests.payloads import T0
 from tests.replay.history import EXPECTED, HISTORY, at, firing, summarise, write_history, write_playbooks
+from tests.tokens import ADMIN
 
 AUTH = {"Authorization": "Bearer t1"}
 
@@ -105,7 +106,7 @@ async def test_live_daemon_and_replay_decide_identically(tmp_path: Path, setting
             await rt.worker.drain()
             for line in by_minute.get(minute, []):
                 if "control" in line:
-                    r = await client.post(f"/api/v1/{line['control']}", headers=AUTH)
+                    r = await client.post(f"/api/v1/{line['control']}", headers=ADMIN)
                 else:
                     r = await client.post("/webhooks/alertmanager", json=line, headers=AUTH)
                 assert r.status == 200, await r.text()
