@@ -43,6 +43,7 @@ def _settings(args: argparse.Namespace) -> Any:
 async def _serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
+    from remediator import http
     from remediator.app import create_app
     from remediator.logs import configure
 
@@ -51,12 +52,18 @@ async def _serve(args: argparse.Namespace) -> int:
     import structlog
 
     log = structlog.get_logger("remediator")
+    _require_cluster(settings)
     host, _, port = settings.listen.rpartition(":")
     app = create_app(settings)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None, **http.server_options(settings))
     await runner.setup()  # runs cleanup_ctx startup: stores, worker
     site = web.TCPSite(runner, host or "0.0.0.0", int(port))
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:  # the port is taken, or the address is not ours: one line, not a traceback
+        log.error("cannot listen", address=settings.listen, error=exc.strerror or str(exc))
+        await runner.cleanup()
+        return 1
     log.info("listening", address=settings.listen, dry_run=settings.dry_run)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -76,6 +83,20 @@ async def _serve(args: argparse.Namespace) -> int:
         return 1
     log.info("stopped")
     return 0
+
+
+def _require_cluster(settings: Any) -> None:
+    """Live mode needs a cluster: without one every execution would fail, using up cooldowns and
+    opening breakers, while the daemon looked ready."""
+    from remediator.runtime import find_cluster
+
+    if settings.dry_run or find_cluster(settings.kubernetes, os.environ).mode != "none":
+        return
+    raise ConfigError(
+        f"not in dry-run, and no Kubernetes cluster (kubernetes.mode: {settings.kubernetes.mode}): found no "
+        "service account (KUBERNETES_SERVICE_HOST and a token), no KUBECONFIG and no ~/.kube/config; "
+        "configure a cluster or run with --dry-run (REMEDIATOR_DRY_RUN=true)"
+    )
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

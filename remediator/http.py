@@ -21,11 +21,13 @@ import binascii
 import contextlib
 import json
 import time
+import zlib
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from remediator.core.alerts import WebhookPayload, parse_webhook
@@ -33,8 +35,10 @@ from remediator.core.errors import GuardrailUnavailable, PayloadError, StoreUnav
 from remediator.core.redact import redact_execution
 from remediator.ports import ReceivedAlert
 from remediator.runtime import ADMIN, READ, RUNTIME, WEBHOOK, Runtime
+from remediator.settings import Settings
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+T = TypeVar("T")
 
 
 def _error(status: int, message: str, **extra: Any) -> web.Response:
@@ -84,17 +88,87 @@ def _require(request: web.Request, rt: Runtime, role: str) -> web.Response | Non
     return None
 
 
-async def _read_limited(request: web.Request, limit: int) -> bytes | None:
+class BodyRejected(Exception):
+    """A request body refused before it is parsed: its status, a reason, and the metric's label."""
+
+    def __init__(self, status: int, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.status, self.reason = status, reason
+
+
+def server_options(settings: Settings) -> dict[str, Any]:
+    """Options for aiohttp's request handler, for whoever runs the app (``serve``, tests).
+
+    ``keepalive_timeout`` runs from the moment a connection opens: a client that has not sent a
+    whole request line and headers by ``http.read_timeout`` is disconnected.  Bodies are not
+    decompressed by aiohttp (it answers an unknown or broken encoding with a plain-text error, and
+    a traceback in the log): the webhook decodes them itself, bounded, with a JSON reason.
+    """
+    return {"keepalive_timeout": settings.http.read_timeout, "auto_decompress": False}
+
+
+async def _read_body(request: web.Request, limit: int, within: float) -> bytes:
+    """The body, at most ``limit`` bytes once decoded, in at most ``within`` seconds."""
     if request.content_length is not None and request.content_length > limit:
-        return None
+        raise BodyRejected(413, f"body larger than {limit} bytes", "too_large")
     chunks = []
     size = 0
-    async for chunk in request.content.iter_chunked(65536):
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
+    try:
+        async with asyncio.timeout(within):
+            async for chunk in request.content.iter_chunked(65536):
+                size += len(chunk)
+                if size > limit:
+                    raise BodyRejected(413, f"body larger than {limit} bytes", "too_large")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise BodyRejected(408, f"body not received within {within:g}s", "timeout") from None
+    except RequestPayloadError as exc:  # a body aiohttp decoded itself (a server run without server_options)
+        raise BodyRejected(400, f"body does not match its Content-Encoding: {exc.args[0] if exc.args else exc}",
+                           "malformed") from None
+    return decode_body(b"".join(chunks), request.headers.getall("Content-Encoding", []), limit)
+
+
+#: Content codings a webhook body may use, to the zlib window that decodes each.
+CODINGS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+
+
+def decode_body(body: bytes, headers: list[str], limit: int) -> bytes:
+    """Undo ``Content-Encoding`` (last applied, first undone); bytes that do not match it are a 400,
+    an encoding we do not speak a 415, and a decoded body over ``limit`` a 413 (a zip bomb stops there)."""
+    codings = [c.strip().lower() for h in headers for c in h.split(",") if c.strip()]
+    for coding in reversed(codings):
+        if coding == "identity":
+            continue
+        if coding not in CODINGS:
+            raise BodyRejected(415, f"Content-Encoding {coding!r} is not supported (gzip, deflate or identity)",
+                               "unsupported_encoding")
+        decoder = zlib.decompressobj(CODINGS[coding])
+        try:
+            out = decoder.decompress(body, limit + 1)
+            if len(out) <= limit and not decoder.eof:
+                out += decoder.flush()
+        except zlib.error as exc:
+            raise BodyRejected(400, f"body does not match its Content-Encoding {coding}: {exc}", "malformed") from None
+        if len(out) > limit:
+            raise BodyRejected(413, f"body larger than {limit} bytes once decoded ({coding})", "too_large")
+        if not decoder.eof:
+            raise BodyRejected(400, f"body does not match its Content-Encoding {coding}: truncated", "malformed")
+        if decoder.unused_data:
+            raise BodyRejected(400, f"body does not match its Content-Encoding {coding}: bytes after the end",
+                               "malformed")
+        body = out
+    return body
+
+
+async def _bounded(rt: Runtime, call: Awaitable[T], unavailable: type[Exception]) -> T:
+    """``call`` with at most ``http.store_timeout`` seconds: a frozen store or Redis makes a request
+    fail fast (503, Alertmanager retries) instead of holding it, and a connection, for minutes."""
+    limit = rt.settings.http.store_timeout
+    try:
+        async with asyncio.timeout(limit):
+            return await call
+    except TimeoutError:
+        raise unavailable(f"no answer within {limit:g}s") from None
 
 
 #: Bodies larger than this are parsed on a worker thread.  Decoding and validating is
@@ -118,10 +192,13 @@ async def webhook(request: web.Request) -> web.Response:
         denied = _require(request, rt, WEBHOOK)
         if denied is not None:
             return denied
-        body = await _read_limited(request, rt.settings.webhook.max_body_bytes)
-        if body is None:
-            rt.metrics.webhook_rejected.labels("too_large").inc()
-            return _error(413, f"body larger than {rt.settings.webhook.max_body_bytes} bytes")
+        try:
+            body = await _read_body(request, rt.settings.webhook.max_body_bytes, rt.settings.http.read_timeout)
+        except BodyRejected as exc:
+            rt.metrics.webhook_rejected.labels(exc.reason).inc()
+            response = _error(exc.status, str(exc))
+            response.force_close()  # what is left of this connection's input cannot be trusted
+            return response
         try:
             payload = await _parse(body)
         except PayloadError as exc:
@@ -132,7 +209,7 @@ async def webhook(request: web.Request) -> web.Response:
             ReceivedAlert(a, now, payload.receiver, payload.group_key, payload.external_url) for a in payload.alerts
         ]
         try:
-            new = await rt.store.record_alerts(received)
+            new = await _bounded(rt, rt.store.record_alerts(received), StoreUnavailable)
         except StoreUnavailable as exc:
             rt.metrics.store_unavailable.inc()
             rt.metrics.webhook_rejected.labels("store_unavailable").inc()
@@ -165,12 +242,12 @@ async def readyz(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
     checks: dict[str, str] = {"playbooks": "ok" if rt.playbooks.loaded else "not loaded"}
     try:
-        await rt.store.ping()
+        await _bounded(rt, rt.store.ping(), StoreUnavailable)
         checks["store"] = "ok"
     except StoreUnavailable as exc:
         checks["store"] = f"unavailable: {exc}"
     try:
-        await rt.guardrails.ping()
+        await _bounded(rt, rt.guardrails.ping(), GuardrailUnavailable)
         checks["guardrails"] = "ok"
     except GuardrailUnavailable as exc:
         checks["guardrails"] = f"unavailable: {exc}"
@@ -187,7 +264,7 @@ async def metrics(request: web.Request) -> web.Response:
     # Breaker and pause gauges mirror the shared state as of this scrape; when it is unreachable the
     # last values stay and remediator_guardrail_unavailable_total and /readyz tell the story.
     with contextlib.suppress(GuardrailUnavailable):
-        await rt.pipeline.guardrail_status()
+        await _bounded(rt, rt.pipeline.guardrail_status(), GuardrailUnavailable)
     resp = web.Response(body=generate_latest(rt.metrics.registry))
     resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
     return resp
@@ -206,12 +283,12 @@ async def list_executions(request: web.Request) -> web.Response:
     if not 1 <= limit <= 1000:
         return _error(400, "limit must be between 1 and 1000")
     try:
-        items = await rt.store.list_executions(
+        items = await _bounded(rt, rt.store.list_executions(
             playbook=q.get("playbook") or None,
             status=q.get("status") or None,
             limit=limit,
             before=q.get("before") or None,
-        )
+        ), StoreUnavailable)
     except StoreUnavailable:
         return _error(503, "store unavailable")
     # the cursor for the next page: pass it back as ?before=
@@ -226,7 +303,7 @@ async def get_execution(request: web.Request) -> web.Response:
     if denied is not None:
         return denied
     try:
-        item = await rt.store.get_execution(request.match_info["id"])
+        item = await _bounded(rt, rt.store.get_execution(request.match_info["id"]), StoreUnavailable)
     except StoreUnavailable:
         return _error(503, "store unavailable")
     if item is None:
@@ -241,7 +318,7 @@ async def guardrails(request: web.Request) -> web.Response:
     if denied is not None:
         return denied
     try:
-        status = await rt.pipeline.guardrail_status()
+        status = await _bounded(rt, rt.pipeline.guardrail_status(), GuardrailUnavailable)
     except GuardrailUnavailable as exc:
         return _error(503, f"guardrail state unreachable: {exc}")
     breakers = {name: view.to_json() for name, view in status.breakers.items()}
@@ -254,7 +331,7 @@ async def _set_paused(request: web.Request, paused: bool) -> web.Response:
     if denied is not None:
         return denied
     try:
-        await rt.guardrails.set_paused(paused)
+        await _bounded(rt, rt.guardrails.set_paused(paused), GuardrailUnavailable)
     except GuardrailUnavailable as exc:
         return _error(503, f"guardrail state unreachable: {exc}")
     rt.metrics.paused.set(1 if paused else 0)

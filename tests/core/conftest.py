@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -10,23 +11,36 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from remediator.app import create_app
-from remediator.settings import load_settings
+from remediator.http import server_options
+from remediator.settings import Settings, load_settings
 from tests.payloads import PLAYBOOKS
 
 Client = TestClient[Any, Any]
+OpenClient = Callable[..., contextlib.AbstractAsyncContextManager[Client]]
+
+
+@contextlib.asynccontextmanager
+async def serving(settings: Settings) -> AsyncIterator[Client]:
+    """The app served as ``remediator serve`` serves it: the same request handler options."""
+    server = TestServer(create_app(settings))
+    await server.start_server(**server_options(settings))
+    async with TestClient(server) as c:
+        yield c
 
 
 @pytest.fixture
-async def client(tmp_path: Path) -> AsyncIterator[Client]:
-    settings = load_settings(
-        None,
-        env={},
-        overrides={
-            "data_dir": str(tmp_path),
-            "playbooks": str(PLAYBOOKS),
-            "dry_run": True,
-            "webhook": {"tokens": ["t1", "t2"]},
-        },
-    )
-    async with TestClient(TestServer(create_app(settings))) as c:
+def open_client(tmp_path: Path) -> OpenClient:
+    """A client of the daemon on the embedded default, with ``overrides`` on top of the tests' settings."""
+
+    def open_(**overrides: Any) -> contextlib.AbstractAsyncContextManager[Client]:
+        base: dict[str, Any] = {"data_dir": str(tmp_path), "playbooks": str(PLAYBOOKS), "dry_run": True,
+                                "webhook": {"tokens": ["t1", "t2"]}}
+        return serving(load_settings(None, env={}, overrides={**base, **overrides}))
+
+    return open_
+
+
+@pytest.fixture
+async def client(open_client: OpenClient) -> AsyncIterator[Client]:
+    async with open_client() as c:
         yield c

@@ -7,7 +7,9 @@ reason whether it is parsed directly or POSTed to the daemon.
 from __future__ import annotations
 
 import copy
+import gzip
 import json
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -156,4 +158,47 @@ CASES: list[Case] = [
          "body is nested too deeply"),
     Case("nested-label-value", _edit(_set("alerts.0.labels.severity", json.loads("[" * 500 + "]" * 500))),
          "body.alerts[0].labels.severity: expected a string, got an array"),
+]
+
+
+@dataclass(frozen=True)
+class EncodedCase:
+    """A body whose ``Content-Encoding`` does not match its bytes (or is one we do not speak)."""
+
+    id: str
+    body: bytes
+    encoding: str
+    status: int
+    reason: str  # the start of the JSON error
+
+    def __str__(self) -> str:
+        return self.id
+
+
+_GOOD = json.dumps(valid_body()).encode()
+_GZIPPED = gzip.compress(_GOOD)
+_MISMATCH = "body does not match its Content-Encoding"
+_BAD_HEADER = "Error -3 while decompressing data: incorrect header check"
+
+ENCODING_CASES: list[EncodedCase] = [
+    EncodedCase("gzip-plain", _GOOD, "gzip", 400, f"{_MISMATCH} gzip: {_BAD_HEADER}"),
+    EncodedCase("x-gzip-plain", _GOOD, "x-gzip", 400, f"{_MISMATCH} x-gzip: {_BAD_HEADER}"),
+    EncodedCase("deflate-plain", _GOOD, "deflate", 400, f"{_MISMATCH} deflate: {_BAD_HEADER}"),
+    EncodedCase("deflate-gzipped", _GZIPPED, "deflate", 400, f"{_MISMATCH} deflate: {_BAD_HEADER}"),
+    EncodedCase("gzip-deflated", zlib.compress(_GOOD), "GZIP", 400, f"{_MISMATCH} gzip: {_BAD_HEADER}"),
+    EncodedCase("gzip-no-trailer", _GZIPPED[:-4], "gzip", 400, f"{_MISMATCH} gzip: truncated"),
+    EncodedCase("gzip-header-only", _GZIPPED[:10], "gzip", 400, f"{_MISMATCH} gzip: truncated"),
+    EncodedCase("gzip-cut-midway", _GZIPPED[: len(_GZIPPED) // 2], "gzip", 400, f"{_MISMATCH} gzip: truncated"),
+    EncodedCase("gzip-bad-crc", _GZIPPED[:-8] + b"\0\0\0\0" + _GZIPPED[-4:], "gzip", 400,
+                f"{_MISMATCH} gzip: Error -3 while decompressing data: incorrect data check"),
+    EncodedCase("gzip-then-junk", _GZIPPED + b"junk", "gzip", 400, f"{_MISMATCH} gzip: bytes after the end"),
+    EncodedCase("gzip-twice-claimed", _GZIPPED, "gzip, gzip", 400, f"{_MISMATCH} gzip: {_BAD_HEADER}"),
+    EncodedCase("gzip-empty", b"", "gzip", 400, f"{_MISMATCH} gzip: truncated"),
+    EncodedCase("gzip-of-garbage", gzip.compress(b"\xff\xfe not json"), "gzip", 400, "body is not valid UTF-8"),
+    EncodedCase("gzip-bomb", gzip.compress(b" " * (8 * 1024 * 1024)), "gzip", 413,
+                "body larger than 1048576 bytes once decoded (gzip)"),
+    EncodedCase("br", b"\x8b\x01\x80not brotli", "br", 415, "Content-Encoding 'br' is not supported"),
+    EncodedCase("zstd", b"\x28\xb5\x2f\xfd garbage", "zstd", 415, "Content-Encoding 'zstd' is not supported"),
+    EncodedCase("compress", _GOOD, "compress", 415, "Content-Encoding 'compress' is not supported"),
+    EncodedCase("made-up", _GOOD, "gzip;q=1", 415, "Content-Encoding 'gzip;q=1' is not supported"),
 ]

@@ -3,9 +3,12 @@ and no amount of it stops the daemon from recording the next good delivery."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import gzip
 import io
 import json
+import zlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -13,13 +16,15 @@ from typing import Any
 import pytest
 
 from remediator.runtime import RUNTIME
-from tests.core.conftest import Client
-from tests.core.malformed import CASES, valid_body
+from tests.core.conftest import Client, OpenClient
+from tests.core.malformed import CASES, ENCODING_CASES, valid_body
 from tests.payloads import alert_json, payload
 
 URL = "/webhooks/alertmanager"
 AUTH = {"Authorization": "Bearer t1"}
 LIMIT = 1024 * 1024  # the default webhook.max_body_bytes
+
+
 async def recorded_fingerprints(client: Client) -> list[str]:
     store = client.app[RUNTIME].store
     since, until = datetime(1, 1, 1, tzinfo=UTC), datetime(9999, 1, 1, tzinfo=UTC)
@@ -115,6 +120,9 @@ async def test_every_rotation_token_is_accepted_as_bearer_or_basic(client: Clien
 async def test_after_all_the_abuse_the_daemon_still_records_good_deliveries(client: Client) -> None:
     for case in CASES:
         assert (await client.post(URL, data=case.body, headers=AUTH)).status == 400
+    for encoded in ENCODING_CASES:
+        r = await client.post(URL, data=encoded.body, headers={**AUTH, "Content-Encoding": encoded.encoding})
+        assert r.status == encoded.status, encoded
     assert (await client.post(URL, data=io.BytesIO(b"x" * (10 * 1024 * 1024)), headers=AUTH)).status == 413
     for header in ({}, {"Authorization": "Bearer nope"}, {"Authorization": basic("t1", "t3")}):
         assert (await client.post(URL, json=valid_body(), headers=header)).status == 401
@@ -132,5 +140,93 @@ async def test_after_all_the_abuse_the_daemon_still_records_good_deliveries(clie
     r = await client.post(URL, json=body, headers={"Authorization": basic("alertmanager", "t1")})
     assert r.status == 200 and (await r.json())["duplicates"] == 2
     assert len(await recorded_fingerprints(client)) == 2
-    assert await rejected(client, "malformed") == len(CASES)
+    assert await rejected(client, "malformed") == len(CASES) + sum(c.status == 400 for c in ENCODING_CASES)
     assert await rejected(client, "unauthorized") == 3
+
+
+async def test_a_body_that_does_not_match_its_content_encoding_is_a_4xx_with_its_reason(client: Client) -> None:
+    wrong = []
+    for case in ENCODING_CASES:
+        r = await client.post(URL, data=case.body, headers={**AUTH, "Content-Encoding": case.encoding})
+        body = await r.json()
+        if r.status != case.status or set(body) != {"error"} or not body["error"].startswith(case.reason):
+            wrong.append(f"{case.id}: {r.status} {body}")
+    assert not wrong, "\n".join(wrong)
+    assert await recorded_fingerprints(client) == []
+    assert await rejected(client, "unsupported_encoding") == sum(c.status == 415 for c in ENCODING_CASES)
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "x-gzip", "deflate", "identity", "gzip, identity", "deflate, gzip"])
+async def test_a_compressed_delivery_is_accepted(client: Client, encoding: str) -> None:
+    body = good_payload(f"compressed-{encoding}")
+    data = json.dumps(body).encode()
+    for coding in (c.strip() for c in encoding.split(",")):
+        data = {"gzip": gzip.compress, "x-gzip": gzip.compress, "deflate": zlib.compress}.get(coding, bytes)(data)
+    r = await client.post(URL, data=data, headers={**AUTH, "Content-Encoding": encoding,
+                                                   "Content-Type": "application/json"})
+    assert r.status == 200, await r.text()
+    assert await recorded_fingerprints(client) == [body["alerts"][0]["fingerprint"]]
+
+
+async def test_a_client_that_sends_its_body_too_slowly_gets_a_408(open_client: OpenClient) -> None:
+    """The body's bytes stop coming: the handler gives up after ``http.read_timeout``, not never."""
+    stalled = asyncio.Event()
+
+    async def trickle() -> AsyncIterator[bytes]:
+        yield b'{"version": "4", '
+        await stalled.wait()  # never set: the client stalls mid-body
+
+    async with open_client(http={"read_timeout": "200ms"}) as c:
+        r = await c.post(URL, data=trickle(), headers=AUTH)
+        assert r.status == 408
+        assert await r.json() == {"error": "body not received within 0.2s"}
+        assert await rejected(c, "timeout") == 1
+
+
+async def test_a_client_that_never_finishes_its_headers_is_disconnected(open_client: OpenClient) -> None:
+    async with open_client(http={"read_timeout": "200ms"}) as c:
+        reader, writer = await asyncio.open_connection(c.host, c.port)
+        writer.write(b"POST /webhooks/alertmanager HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t1\r\n")
+        await writer.drain()
+        assert await asyncio.wait_for(reader.read(), timeout=30) == b""  # closed by the server, nothing sent
+        writer.close()
+        assert (await c.get("/healthz")).status == 200
+
+
+class FrozenStore:
+    """A store whose every call hangs, as PostgreSQL does when its host stops answering."""
+
+    def __init__(self, real: Any) -> None:
+        self._real = real
+        self.calls: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        async def hang(*args: Any, **kwargs: Any) -> Any:
+            self.calls.append(name)
+            await asyncio.Event().wait()
+
+        return hang if name in ("record_alerts", "ping", "list_executions", "get_execution") else getattr(
+            self._real, name)
+
+
+async def test_a_frozen_store_answers_503_within_the_bound(open_client: OpenClient) -> None:
+    async with open_client(http={"store_timeout": "100ms"}, api={"read_tokens": ["r1"]}) as c:
+        rt = c.app[RUNTIME]
+        frozen = FrozenStore(rt.store)
+        rt.store = frozen
+        r = await c.post(URL, json=valid_body(), headers=AUTH)
+        assert r.status == 503 and await r.json() == {"error": "cannot record alerts right now; retry", "retry": True}
+        ready = await c.get("/readyz")
+        assert ready.status == 503
+        assert (await ready.json())["checks"]["store"] == "unavailable: no answer within 0.1s"
+        r = await c.get("/api/v1/executions", headers={"Authorization": "Bearer r1"})
+        assert r.status == 503 and await r.json() == {"error": "store unavailable"}
+        assert frozen.calls == ["record_alerts", "ping", "list_executions"]
+        rt.store = frozen._real  # back: the next delivery is recorded
+        assert (await c.post(URL, json=valid_body(), headers=AUTH)).status == 200
+
+
+def test_store_calls_on_the_request_path_are_bounded_at_five_seconds_by_default() -> None:
+    from remediator.settings import load_settings
+
+    assert load_settings(None, env={}).http.store_timeout == 5.0
