@@ -15,8 +15,8 @@ Why these choices:
   pool replaces broken connections on the next acquire, so the daemon recovers when
   the database does, without a restart.
 
-JSON shapes returned here are exactly those of :mod:`remediator.store.sqlite`: the
-HTTP API hands them out unchanged whichever store is configured.
+The JSON documents returned here are built by :mod:`remediator.store.rows`, as the
+embedded store's are: the HTTP API hands them out unchanged whichever store is configured.
 """
 
 from __future__ import annotations
@@ -34,8 +34,9 @@ import asyncpg
 from remediator.core.alerts import Alert, format_time
 from remediator.core.decisions import Decision, DecisionKind, PlannedStep, decision_from_json, execution_id
 from remediator.core.errors import ConfigError, StoreUnavailable
-from remediator.ports import Clock, ReceivedAlert, StepResult, StoredAlert, split_journal
+from remediator.ports import Clock, ReceivedAlert, StepResult, StoredAlert
 from remediator.store import retention
+from remediator.store import rows as json_rows
 from remediator.store.migrations import migrate
 
 _UNAVAILABLE: tuple[type[BaseException], ...] = (
@@ -101,23 +102,6 @@ def _columns(alerts: Sequence[ReceivedAlert]) -> tuple[list[Any], ...]:
         [_text(r.external_url) for r in ordered],
         [r.received_at for r in ordered],
     )
-
-
-#: How much of a parked alert's error is kept (as in the embedded store).
-PARK_ERROR_CHARS = 2000
-
-
-def _park_error(error: str) -> str:
-    """Exactly the embedded store's ``park_error``: the first 2,000 characters, NUL escaped."""
-    return _text(error[:PARK_ERROR_CHARS])
-
-
-def _summary(row: Mapping[str, Any]) -> dict[str, Any]:
-    body: dict[str, Any] = json.loads(row["body"])
-    body["id"] = row["id"]
-    body["status"] = row["exec_status"]
-    body["finished_at"] = format_time(row["finished_at"]) if row["finished_at"] else None
-    return body
 
 
 async def _keep_session(conn: Any) -> None:
@@ -280,27 +264,16 @@ class PostgresStore:
             "UPDATE alerts SET processed = true, claimed_until = NULL, parked_at = $2, error = $3 WHERE id = $1",
             alert_id,
             self._clock.now(),
-            _park_error(error),
+            json_rows.park_error(error),
         )
 
     async def parked_alerts(self, *, limit: int = 50) -> list[dict[str, Any]]:
-        rows = await self._fetch(
+        parked = await self._fetch(
             "SELECT id, alert, receiver, received_at, attempts, parked_at, error FROM alerts"
             " WHERE parked_at IS NOT NULL ORDER BY parked_at DESC, id DESC LIMIT $1",
             limit,
         )
-        return [
-            {
-                "id": r["id"],
-                "alert": json.loads(r["alert"]),
-                "receiver": r["receiver"],
-                "received_at": format_time(r["received_at"]),
-                "attempts": r["attempts"],
-                "parked_at": format_time(r["parked_at"]),
-                "error": r["error"],
-            }
-            for r in rows
-        ]
+        return [json_rows.parked_alert(r) for r in parked]
 
     async def resolved_for(self, fingerprint: str, starts_at: datetime) -> bool:
         key = f"{fingerprint}|{format_time(starts_at)}|resolved"
@@ -433,17 +406,12 @@ class PostgresStore:
     async def begin_step(
         self, execution_id: str, step: PlannedStep, intent: Mapping[str, Any], *, started: datetime
     ) -> None:
-        result = StepResult("started", "interrupted before it finished", details={"intent": dict(intent)})
-        await self.record_step(execution_id, step, result, started=started, finished=started)
+        await self.record_step(execution_id, step, json_rows.started_result(intent), started=started, finished=started)
 
     async def step_results(self, execution_id: str) -> dict[tuple[str, int], StepResult]:
-        out = {}
-        for row in await self._fetch("SELECT phase, idx, result FROM steps WHERE execution_id = $1", execution_id):
-            r = json.loads(row["result"])
-            out[(row["phase"], row["idx"])] = StepResult(
-                r["status"], r.get("message", ""), r.get("before"), r.get("after"), r.get("details") or {}
-            )
-        return out
+        return json_rows.results_of(
+            await self._fetch("SELECT phase, idx, result FROM steps WHERE execution_id = $1", execution_id)
+        )
 
     async def finish_execution(self, execution_id: str, status: str, finished: datetime) -> None:
         await self._execute(
@@ -479,13 +447,13 @@ class PostgresStore:
             sql += f" AND (at, seq) < (SELECT at, seq FROM decisions WHERE id = ${len(args)})"
         args.append(limit)
         sql += f" ORDER BY at DESC, seq DESC LIMIT ${len(args)}"
-        return [_summary(r) for r in await self._fetch(sql, *args)]
+        return [json_rows.execution_summary(r) for r in await self._fetch(sql, *args)]
 
     async def list_decisions(self, *, limit: int = 1000) -> list[dict[str, Any]]:
-        rows = await self._fetch(
+        decisions = await self._fetch(
             "SELECT id, body, exec_status, finished_at FROM decisions ORDER BY at, seq LIMIT $1", limit
         )
-        return [_summary(r) for r in rows]
+        return [json_rows.execution_summary(r) for r in decisions]
 
     async def get_execution(self, execution_id: str) -> dict[str, Any] | None:
         async with self._conn() as conn:
@@ -494,7 +462,6 @@ class PostgresStore:
             )
             if row is None:
                 return None
-            out = _summary(row)
             alert = await conn.fetchval("SELECT alert FROM alerts WHERE dedup_key = $1", row["alert_key"])
             steps = await conn.fetch(
                 "SELECT phase, idx, action, params, result, started_at, finished_at FROM steps"
@@ -503,21 +470,7 @@ class PostgresStore:
             )
             notes = await conn.fetch("SELECT body FROM notifications WHERE execution_id = $1 ORDER BY seq",
                                      execution_id)
-        out["alert_payload"] = json.loads(alert) if alert else None
-        out["events"], out["notifications"] = split_journal([json.loads(n["body"]) for n in notes])
-        out["results"] = [
-            {
-                "phase": s["phase"],
-                "index": s["idx"],
-                "action": s["action"],
-                "params": json.loads(s["params"]),
-                **json.loads(s["result"]),
-                "started_at": format_time(s["started_at"]),
-                "finished_at": format_time(s["finished_at"]),
-            }
-            for s in steps
-        ]
-        return out
+        return json_rows.execution_document(row, alert, steps, [n["body"] for n in notes])
 
     # --- retention ---------------------------------------------------------------
 

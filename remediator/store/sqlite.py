@@ -13,7 +13,7 @@ import contextlib
 import json
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,8 +22,9 @@ import aiosqlite
 from remediator.core.alerts import Alert, format_time, parse_time
 from remediator.core.decisions import Decision, DecisionKind, PlannedStep, decision_from_json, execution_id
 from remediator.core.errors import StoreUnavailable
-from remediator.ports import Clock, ReceivedAlert, StepResult, StoredAlert, split_journal
+from remediator.ports import Clock, ReceivedAlert, StepResult, StoredAlert
 from remediator.store import retention
+from remediator.store import rows as json_rows
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (
@@ -90,16 +91,7 @@ _ADDED_COLUMNS = (
 # An index on added columns: created once the columns exist (so not in SCHEMA).
 _PARKED_INDEX = "CREATE INDEX IF NOT EXISTS alerts_parked ON alerts (parked_at) WHERE parked_at IS NOT NULL"
 
-#: How much of a parked alert's error is kept (the same in both stores).
-PARK_ERROR_CHARS = 2000
-
 T = TypeVar("T")
-
-
-def park_error(error: str) -> str:
-    """The error text a parked alert keeps: bounded, and free of NUL (which PostgreSQL text cannot hold)."""
-    return error[:PARK_ERROR_CHARS].replace("\x00", "\\u0000")
-
 
 #: Deliveries with more alerts than this are serialised for the database on a worker thread.
 ROWS_IN_LOOP = 200
@@ -119,10 +111,6 @@ def _rows(alerts: Sequence[ReceivedAlert]) -> list[tuple[str, ...]]:
         )
         for r in alerts
     ]
-
-
-def _from_timestamp(value: float) -> str:
-    return format_time(datetime.fromtimestamp(value, UTC))
 
 
 async def _complete(work: Coroutine[Any, Any, T]) -> T:
@@ -329,7 +317,7 @@ class SQLiteStore:
     async def park_alert(self, alert_id: int, error: str) -> None:
         await self._run(
             "UPDATE alerts SET processed = 1, claimed_until = NULL, parked_at = ?, error = ? WHERE id = ?",
-            (self._clock.now().timestamp(), park_error(error), alert_id),
+            (self._clock.now().timestamp(), json_rows.park_error(error), alert_id),
         )
 
     async def parked_alerts(self, *, limit: int = 50) -> list[dict[str, Any]]:
@@ -338,18 +326,7 @@ class SQLiteStore:
             " WHERE parked_at IS NOT NULL ORDER BY parked_at DESC, id DESC LIMIT ?",
             (limit,),
         )
-        return [
-            {
-                "id": r["id"],
-                "alert": json.loads(r["alert"]),
-                "receiver": r["receiver"],
-                "received_at": r["received_at"],
-                "attempts": r["attempts"],
-                "parked_at": _from_timestamp(r["parked_at"]),
-                "error": r["error"],
-            }
-            for r in await cur.fetchall()
-        ]
+        return [json_rows.parked_alert(r) for r in await cur.fetchall()]
 
     async def resolved_for(self, fingerprint: str, starts_at: datetime) -> bool:
         key = f"{fingerprint}|{format_time(starts_at)}|resolved"
@@ -425,18 +402,11 @@ class SQLiteStore:
     async def begin_step(
         self, execution_id: str, step: PlannedStep, intent: Mapping[str, Any], *, started: datetime
     ) -> None:
-        result = StepResult("started", "interrupted before it finished", details={"intent": dict(intent)})
-        await self.record_step(execution_id, step, result, started=started, finished=started)
+        await self.record_step(execution_id, step, json_rows.started_result(intent), started=started, finished=started)
 
     async def step_results(self, execution_id: str) -> dict[tuple[str, int], StepResult]:
         cur = await self._run("SELECT phase, idx, result FROM steps WHERE execution_id = ?", (execution_id,))
-        out = {}
-        for row in await cur.fetchall():
-            r = json.loads(row["result"])
-            out[(row["phase"], row["idx"])] = StepResult(
-                r["status"], r.get("message", ""), r.get("before"), r.get("after"), r.get("details") or {}
-            )
-        return out
+        return json_rows.results_of(await cur.fetchall())
 
     async def finish_execution(self, execution_id: str, status: str, finished: datetime) -> None:
         await self._run(
@@ -485,13 +455,6 @@ class SQLiteStore:
         rows = sorted(await cur.fetchall(), key=lambda r: (r["at"], r["rowid"]))
         return [r["id"] for r in rows]
 
-    def _summary(self, row: sqlite3.Row) -> dict[str, Any]:
-        body: dict[str, Any] = json.loads(row["body"])
-        body["id"] = row["id"]
-        body["status"] = row["exec_status"]
-        body["finished_at"] = row["finished_at"]
-        return body
-
     async def list_executions(
         self, *, playbook: str | None = None, status: str | None = None, limit: int = 50, before: str | None = None
     ) -> list[dict[str, Any]]:
@@ -509,13 +472,13 @@ class SQLiteStore:
         sql += " ORDER BY at DESC, rowid DESC LIMIT ?"
         args.append(limit)
         cur = await self._run(sql, args)
-        return [self._summary(r) for r in await cur.fetchall()]
+        return [json_rows.execution_summary(r) for r in await cur.fetchall()]
 
     async def list_decisions(self, *, limit: int = 1000) -> list[dict[str, Any]]:
         cur = await self._run(
             "SELECT id, body, exec_status, finished_at FROM decisions ORDER BY at, rowid LIMIT ?", (limit,)
         )
-        return [self._summary(r) for r in await cur.fetchall()]
+        return [json_rows.execution_summary(r) for r in await cur.fetchall()]
 
     async def get_execution(self, execution_id: str) -> dict[str, Any] | None:
         cur = await self._run(
@@ -524,30 +487,17 @@ class SQLiteStore:
         row = await cur.fetchone()
         if row is None:
             return None
-        out = self._summary(row)
         cur = await self._run("SELECT alert FROM alerts WHERE dedup_key = ?", (row["alert_key"],))
         alert = await cur.fetchone()
-        out["alert_payload"] = json.loads(alert["alert"]) if alert else None
         cur = await self._run(
             "SELECT phase, idx, action, params, result, started_at, finished_at FROM steps"
             " WHERE execution_id = ? ORDER BY phase = 'on_failure', idx",
             (execution_id,),
         )
-        out["results"] = [
-            {
-                "phase": s["phase"],
-                "index": s["idx"],
-                "action": s["action"],
-                "params": json.loads(s["params"]),
-                **json.loads(s["result"]),
-                "started_at": s["started_at"],
-                "finished_at": s["finished_at"],
-            }
-            for s in await cur.fetchall()
-        ]
+        steps = await cur.fetchall()
         cur = await self._run("SELECT body FROM notifications WHERE execution_id = ? ORDER BY rowid", (execution_id,))
-        out["events"], out["notifications"] = split_journal([json.loads(n["body"]) for n in await cur.fetchall()])
-        return out
+        journal = [n["body"] for n in await cur.fetchall()]
+        return json_rows.execution_document(row, alert["alert"] if alert else None, steps, journal)
 
     async def alerts_between(self, since: datetime, until: datetime, *, batch: int = 500) -> AsyncIterator[StoredAlert]:
         """Recorded alerts with ``since <= received_at < until``, oldest first, paged by keyset."""

@@ -1,0 +1,109 @@
+"""Stored rows as the JSON the read API hands out, one mapping for both stores.
+
+The HTTP API returns these documents unchanged whichever store is configured, so
+the embedded store and PostgreSQL must produce them byte for byte alike.  Each store
+only runs its own SQL; what a row becomes is decided here, once.  The one difference
+between the backends that reaches this module is how a time is kept: SQLite holds
+the API's own text (or epoch seconds, for claim and park times), PostgreSQL a
+``timestamptz``; :func:`timestamp` makes them the same string.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from remediator.core.alerts import format_time
+from remediator.ports import StepResult, split_journal
+
+#: How much of a parked alert's error is kept.
+PARK_ERROR_CHARS = 2000
+
+
+class Row(Protocol):
+    """A result row by column name: ``sqlite3.Row`` and ``asyncpg.Record`` both are."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
+
+
+def park_error(error: str) -> str:
+    """The error text a parked alert keeps: bounded, and free of NUL (which PostgreSQL text cannot hold)."""
+    return error[:PARK_ERROR_CHARS].replace("\x00", "\\u0000")
+
+
+def timestamp(value: str | float | datetime | None) -> str | None:
+    """A stored time as the API shows it (:func:`format_time`): SQLite's text is already that,
+    its REAL columns are epoch seconds, PostgreSQL's are datetimes."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, datetime):
+        return format_time(value)
+    return format_time(datetime.fromtimestamp(value, UTC))
+
+
+def execution_summary(row: Row) -> dict[str, Any]:
+    """A decision row (``id, body, exec_status, finished_at``) as a listing item: the recorded
+    decision with its execution's id, status and end."""
+    body: dict[str, Any] = json.loads(row["body"])
+    body["id"] = row["id"]
+    body["status"] = row["exec_status"]
+    body["finished_at"] = timestamp(row["finished_at"])
+    return body
+
+
+def step_entry(row: Row) -> dict[str, Any]:
+    """A step row (``phase, idx, action, params, result, started_at, finished_at``) as an audit result."""
+    return {
+        "phase": row["phase"],
+        "index": row["idx"],
+        "action": row["action"],
+        "params": json.loads(row["params"]),
+        **json.loads(row["result"]),
+        "started_at": timestamp(row["started_at"]),
+        "finished_at": timestamp(row["finished_at"]),
+    }
+
+
+def execution_document(
+    decision: Row, alert: str | None, steps: Iterable[Row], journal: Iterable[str]
+) -> dict[str, Any]:
+    """One execution's whole audit: its summary, the alert it acted on (None once retention
+    removed it), its steps (main phase first) and, in the order recorded, its journal
+    (``events``) and notification outcomes (``notifications``)."""
+    out = execution_summary(decision)
+    out["alert_payload"] = json.loads(alert) if alert else None
+    out["results"] = [step_entry(s) for s in steps]
+    out["events"], out["notifications"] = split_journal([json.loads(body) for body in journal])
+    return out
+
+
+def started_result(intent: Mapping[str, Any]) -> StepResult:
+    """The write-ahead record of a step about to run (``begin_step``): status ``started``, and
+    the absolute values it will apply, which a resumed step re-applies instead of recomputing."""
+    return StepResult("started", "interrupted before it finished", details={"intent": dict(intent)})
+
+
+def results_of(rows: Iterable[Row]) -> dict[tuple[str, int], StepResult]:
+    """Step rows (``phase, idx, result``) as the results an execution resumes from."""
+    out = {}
+    for row in rows:
+        r = json.loads(row["result"])
+        out[(row["phase"], row["idx"])] = StepResult(
+            r["status"], r.get("message", ""), r.get("before"), r.get("after"), r.get("details") or {}
+        )
+    return out
+
+
+def parked_alert(row: Row) -> dict[str, Any]:
+    """A parked alert row (``id, alert, receiver, received_at, attempts, parked_at, error``)."""
+    return {
+        "id": row["id"],
+        "alert": json.loads(row["alert"]),
+        "receiver": row["receiver"],
+        "received_at": timestamp(row["received_at"]),
+        "attempts": row["attempts"],
+        "parked_at": timestamp(row["parked_at"]),
+        "error": row["error"],
+    }
