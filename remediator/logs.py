@@ -1,14 +1,52 @@
-"""structlog setup: JSON lines for machines, a console renderer for people at a TTY."""
+"""structlog setup: JSON lines for machines, a console renderer for people at a TTY.
+
+Everything the process logs leaves in the one format, one event per line: structlog's own
+events, and the stdlib loggers of the libraries (aiohttp, asyncpg, asyncio, warnings), which
+are routed through structlog's ``ProcessorFormatter``.  A traceback is the ``exception``
+field of its event, never raw lines a log collector would split into separate records.
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
+import types
+from typing import Any
 
 import structlog
 
 #: The stdlib logger that writes raw API response bodies at DEBUG.
 SECRET_BEARING_LOGGER = "kubernetes_asyncio.client.rest"
+
+#: A client that goes away mid-request is the client's business, not an error of the daemon.
+DISCONNECTS: tuple[type[BaseException], ...] = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
+
+
+class DisconnectsAtDebug(logging.Filter):
+    """Lower a record about a client disconnect (aiohttp logs them at ERROR) to DEBUG, and drop
+    it unless DEBUG is wanted: one per impatient client would bury the real errors."""
+
+    def __init__(self, level: int) -> None:
+        super().__init__()
+        self.level = level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, DISCONNECTS) or (record.name.startswith("aiohttp") and "onnection lost" in record.msg):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return self.level <= logging.DEBUG
+        return True
+
+
+def _processors() -> list[structlog.typing.Processor]:
+    """What every event goes through, whichever logger it came from."""
+    return [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.StackInfoRenderer(),
+        structlog.processors.format_exc_info,
+    ]
 
 
 def configure(fmt: str = "auto", level: str = "info") -> None:
@@ -19,20 +57,36 @@ def configure(fmt: str = "auto", level: str = "info") -> None:
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         numeric = logging.INFO
-    logging.basicConfig(level=numeric, stream=sys.stderr, format="%(message)s")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[structlog.stdlib.add_logger_name, *_processors()],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
+    )
+    handler.addFilter(DisconnectsAtDebug(numeric))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(numeric)
+    logging.captureWarnings(True)
     # At DEBUG the Kubernetes client logs every response body: whole Deployments, with env
     # values a snapshot would redact.  It never goes below INFO, whatever the daemon's level.
     logging.getLogger(SECRET_BEARING_LOGGER).setLevel(max(numeric, logging.INFO))
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.StackInfoRenderer(),
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
+        processors=[*_processors(), renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
+    sys.excepthook = _log_uncaught
+
+
+def _log_uncaught(kind: type[BaseException], exc: BaseException, tb: types.TracebackType | None) -> None:
+    """An exception nothing caught ends the process as one JSON event too."""
+    if issubclass(kind, KeyboardInterrupt):
+        sys.__excepthook__(kind, exc, tb)
+        return
+    info: Any = (kind, exc, tb)
+    structlog.get_logger("remediator").critical("uncaught exception: exiting", exc_info=info)

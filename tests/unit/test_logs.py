@@ -1,0 +1,74 @@
+"""The daemon's log is JSON only, one event a line: library loggers and tracebacks included,
+client disconnects at DEBUG.  Run in a child process: logging is process-wide state."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+SCRIPT = textwrap.dedent(
+    """
+    import logging, sys, warnings
+    import structlog
+    from remediator.logs import configure
+
+    configure("json", sys.argv[1])
+    log = structlog.get_logger("remediator.test")
+    try:
+        raise ValueError("structlog's own")
+    except ValueError:
+        log.exception("handled", detail=1)
+    try:
+        raise OSError("connection refused")
+    except OSError:
+        logging.getLogger("asyncpg.pool").exception("pool: cannot connect\\nsecond line")
+    try:
+        raise ConnectionResetError("Cannot write to closing transport")
+    except ConnectionResetError:
+        logging.getLogger("aiohttp.server").exception("Error handling request")
+    logging.getLogger("aiohttp.server").debug("Ignored premature client disconnection")
+    logging.getLogger("kubernetes_asyncio.client.rest").debug("response body: secret")
+    warnings.warn("something is deprecated", UserWarning)
+    raise RuntimeError("nobody caught me")
+    """
+)
+
+
+def run(level: str) -> tuple[int, list[dict[str, object]]]:
+    done = subprocess.run([sys.executable, "-c", SCRIPT, level], capture_output=True, text=True, timeout=60)
+    lines = done.stderr.splitlines()
+    events = []
+    for line in lines:
+        try:
+            events.append(json.loads(line))
+        except ValueError:
+            pytest.fail(f"a log line that is not JSON: {line!r}\n{done.stderr}")
+    return done.returncode, events
+
+
+def test_every_line_is_a_json_event_with_the_traceback_as_a_field() -> None:
+    code, events = run("info")
+    assert code == 1
+    by_event = {str(e["event"]): e for e in events}
+    assert [e.get("logger") for e in events] == [None, "asyncpg.pool", "py.warnings", None]
+    assert "UserWarning: something is deprecated" in str(events[2]["event"]) and events[2]["level"] == "warning"
+    handled = by_event["handled"]
+    assert handled["level"] == "error" and handled["detail"] == 1
+    assert "ValueError: structlog's own" in str(handled["exception"])
+    pool = by_event["pool: cannot connect\nsecond line"]
+    assert pool["level"] == "error" and pool["logger"] == "asyncpg.pool" and "timestamp" in pool
+    assert str(pool["exception"]).startswith("Traceback") and "OSError: connection refused" in str(pool["exception"])
+    uncaught = by_event["uncaught exception: exiting"]
+    assert uncaught["level"] == "critical" and "RuntimeError: nobody caught me" in str(uncaught["exception"])
+
+
+def test_client_disconnects_are_debug_and_the_api_bodies_never_logged() -> None:
+    _, events = run("debug")
+    disconnects = [e for e in events if e.get("logger") == "aiohttp.server"]
+    assert [(e["event"], e["level"]) for e in disconnects] == [
+        ("Error handling request", "debug"), ("Ignored premature client disconnection", "debug")]
+    assert not any("secret" in json.dumps(e) for e in events)
