@@ -29,7 +29,7 @@ import aiohttp
 import structlog
 from kubernetes_asyncio import client, config, watch
 from kubernetes_asyncio.client.exceptions import ApiException
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
 from remediator.clock import within
 from remediator.core import redact, rollout
@@ -46,6 +46,28 @@ FIELD_MANAGER = "remediator"
 
 class Rejected(TemporaryError):
     """The apiserver refused the request (409 Conflict, 429): it certainly was not applied."""
+
+
+class Lagging(TemporaryError):
+    """The workload's controller has not yet observed its latest spec (``observedGeneration < generation``).
+
+    Controllers run asynchronously: right after a write, what they derive from it (a
+    Deployment's ReplicaSets and their revision numbers, a StatefulSet's
+    ControllerRevisions) still describes the spec before.  A rollback planned from that
+    history would pick the wrong revision, so it waits for the controller to catch up.
+    """
+
+
+#: Attempts allowed for routine refusals (a 409 from a controller's status write landing between
+#: our read and our write, a controller still catching up).  They are the normal traffic of a
+#: cluster whose controllers run asynchronously, not faults: they have a budget of their own, so
+#: ``kubernetes.retries`` (the budget for 5xx, 429 and timeouts) stays about faults, and a short
+#: backoff (client-go's RetryOnConflict waits 10 ms).
+ROUTINE_ATTEMPTS = 10
+
+
+def _routine(exc: BaseException | None) -> bool:
+    return isinstance(exc, Lagging) or (isinstance(exc, Rejected) and exc.status == 409)
 
 
 class RefusedInput(PermanentError):
@@ -205,11 +227,13 @@ class KubeExecutor:
             self.metrics.kube_errors.labels(_error_code(exc)).inc()
             raise classify(exc) from exc
 
-    def _wait(self, state: RetryCallState) -> float:
+    def _wait(self, state: RetryCallState, failures: int) -> float:
+        """Retry-After when the apiserver gave one; else a jittered exponential backoff (shorter for routine 409s)."""
         exc = state.outcome.exception() if state.outcome else None
         if isinstance(exc, TemporaryError) and exc.delay is not None:
             return min(exc.delay, 60.0)
-        return float(min(0.2 * 2 ** (state.attempt_number - 1), 10.0) * (0.5 + random.random() / 2))
+        base, cap = (0.05, 1.0) if _routine(exc) else (0.2, 10.0)
+        return float(min(base * 2 ** (failures - 1), cap) * (0.5 + random.random() / 2))
 
     async def run(self, step: PlannedStep, ctx: StepContext) -> StepResult:
         handler = getattr(self, f"_do_{step.action}", None)
@@ -253,9 +277,25 @@ class KubeExecutor:
                               execution_id=ctx.execution_id, attempt=state.attempt_number, error=str(exc),
                               retry_in=round(state.upcoming_sleep, 3))
 
+        failures = {"routine": 0, "fault": 0}
+        tallied: dict[int, str] = {}
+
+        def tally(state: RetryCallState) -> str:
+            """Count each failed attempt once, as routine or fault (tenacity asks wait and stop, in either order)."""
+            if state.attempt_number not in tallied:
+                exc = state.outcome.exception() if state.outcome else None
+                tallied[state.attempt_number] = "routine" if _routine(exc) else "fault"
+                failures[tallied[state.attempt_number]] += 1
+            return tallied[state.attempt_number]
+
+        def stop(state: RetryCallState) -> bool:
+            """Faults and routine refusals each have their own bound (see ROUTINE_ATTEMPTS)."""
+            tally(state)
+            return failures["routine"] >= ROUTINE_ATTEMPTS or failures["fault"] >= max(1, self.settings.retries)
+
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(max(1, self.settings.retries)),
-            wait=self._wait,
+            stop=stop,
+            wait=lambda state: self._wait(state, failures[tally(state)]),
             retry=retry_if_exception_type(TemporaryError),
             sleep=self.clock.sleep,
             before_sleep=retrying_after,
@@ -449,6 +489,13 @@ class KubeExecutor:
         """
         t = ctx.target
         before = await self._read(ctx)
+        generation = (before.get("metadata") or {}).get("generation") or 0
+        observed = (before.get("status") or {}).get("observedGeneration") or 0
+        if observed < generation:
+            raise Lagging(
+                f"the {t.kind} controller has not yet observed generation {generation} of {t.key} "
+                f"(observed {observed}): its revision history may be stale"
+            )
         to_revision = int(step.params.get("to_revision", 0))
         intent = _intent(ctx)
         selector = ",".join(f"{k}={v}" for k, v in before["spec"]["selector"].get("matchLabels", {}).items())
@@ -518,6 +565,12 @@ class KubeExecutor:
         uid = pod["metadata"]["uid"]
         if intent.get("uid") and intent["uid"] != uid:
             return self._done(f"pod {pod_name} was already deleted (now a new pod)", pod, None, pod=pod_name)
+        if pod["metadata"].get("deletionTimestamp"):
+            # Terminating: a delete (ours before a crash, or someone else's) is under way and its
+            # grace period running.  Deleting again would change nothing but the audit's story.
+            mine = intent.get("uid") == uid
+            message = f"deleted pod {pod_name} (terminating)" if mine else f"pod {pod_name} is already terminating"
+            return self._done(message, pod, pod, pod=pod_name, terminating=True)
         await ctx.record_intent({"uid": uid})
         # The apiserver takes DeleteOptions from the body when there is one, and then ignores
         # the query's dryRun (and gracePeriodSeconds, propagationPolicy): dryRun must be in

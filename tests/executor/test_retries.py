@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 
+from remediator.executors.kube import ROUTINE_ATTEMPTS
 from tests.executor.conftest import OpenHarness
 from tests.executor.harness import NS, db, playbook, steps_of, web
 
@@ -70,6 +71,31 @@ async def test_an_injected_conflict_on_the_scale_put_is_retried_with_a_fresh_rea
     assert steps_of(ex) == [("main", "scale", "ok")]
     assert [p.status for p in puts] == [409, 409, 200] and len(gets) == 3
     assert replicas == 5  # by 2 once, not three times
+
+
+async def test_conflicts_have_their_own_bound_and_do_not_spend_the_fault_budget(harness: OpenHarness) -> None:
+    """A 409 is a controller's status write between our read and our write, not a fault: with
+    ``retries: 1`` (no retry for faults) three conflicts in a row are still re-read and retried."""
+    async with harness({"fix": SCALE}, retries=1) as h:
+        h.cluster.apply(web(replicas=3))
+        h.cluster.faults.conflict(method="PUT", path="/scale$", times=3)
+        ex = await h.fire()
+        puts = h.cluster.requests.matching("PUT", "/scale$")
+    assert steps_of(ex) == [("main", "scale", "ok")]
+    assert [p.status for p in puts] == [409, 409, 409, 200]
+    assert ex["results"][0]["details"]["attempts"] == 4
+
+
+async def test_endless_conflicts_give_up_after_the_routine_bound(harness: OpenHarness) -> None:
+    async with harness({"fix": SCALE}) as h:
+        h.cluster.apply(web(replicas=3))
+        h.cluster.faults.conflict(method="PUT", path="/scale$", times=None)
+        ex = await h.fire()
+        puts = h.cluster.requests.matching("PUT", "/scale$")
+        replicas = h.get()["spec"]["replicas"]
+    assert ex["status"] == "failed" and replicas == 3
+    assert len(puts) == ROUTINE_ATTEMPTS
+    assert f"gave up after {ROUTINE_ATTEMPTS} attempts" in ex["results"][0]["message"]
 
 
 async def test_429_waits_exactly_the_retry_after_the_apiserver_asked_for(harness: OpenHarness) -> None:
