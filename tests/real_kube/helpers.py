@@ -15,7 +15,7 @@ from remediator.core import rollout
 from remediator.core.alerts import Alert
 from remediator.core.decisions import PlannedStep, ResolvedTarget
 from remediator.executors.kube import KubeExecutor
-from remediator.ports import StepContext, StepResult
+from remediator.ports import Clock, StepContext, StepResult
 from remediator.settings import KubernetesSettings
 from remediator.testing.control_plane import mark_pods_ready, poll_until
 from tests.kube_fake.helpers import deployment
@@ -24,22 +24,26 @@ SETTLE_TIMEOUT = 20.0
 
 
 def web_manifest(namespace: str, *, replicas: int = 2, image: str = "registry.example/web:1.0",
-                 env: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+                 env: list[dict[str, Any]] | None = None, **spec: Any) -> dict[str, Any]:
     """Deployment ``web`` (container ``app``), as the fake's tests describe it."""
-    return deployment("web", namespace, replicas=replicas, image=image, env=env)
+    return deployment("web", namespace, replicas=replicas, image=image, env=env, **spec)
 
 
-async def apply_web(api: Any, namespace: str, **kw: Any) -> dict[str, Any]:
-    """Create Deployment ``web`` and wait until its rollout is done (pods marked ready on the way)."""
+async def apply_web(api: Any, namespace: str, *, mark: bool = True, **kw: Any) -> dict[str, Any]:
+    """Create Deployment ``web`` and wait until its rollout is done.
+
+    ``mark``: mark its pods ready on the way (no kubelet runs); ``False`` when the test's
+    :class:`~remediator.testing.control_plane.Kubelet` does a kubelet's part.
+    """
     await client.AppsV1Api(api).create_namespaced_deployment(namespace, web_manifest(namespace, **kw))
-    return await settled(api, namespace)
+    return await settled(api, namespace, mark=mark)
 
 
-async def update_web(api: Any, namespace: str, image: str) -> dict[str, Any]:
+async def update_web(api: Any, namespace: str, image: str, *, mark: bool = True) -> dict[str, Any]:
     """Change web's image (a new revision: a second ReplicaSet) and wait until that rollout is done."""
     body = {"spec": {"template": {"spec": {"containers": [{"name": "app", "image": image}]}}}}
     await client.AppsV1Api(api).patch_namespaced_deployment("web", namespace, body)
-    return await settled(api, namespace)
+    return await settled(api, namespace, mark=mark)
 
 
 async def snapshot(api: Any, namespace: str) -> dict[str, tuple[str, str | None]]:
@@ -56,7 +60,9 @@ async def snapshot(api: Any, namespace: str) -> dict[str, tuple[str, str | None]
     return out
 
 
-async def settled(api: Any, namespace: str, name: str = "web", *, limit: float = SETTLE_TIMEOUT) -> dict[str, Any]:
+async def settled(
+    api: Any, namespace: str, name: str = "web", *, limit: float = SETTLE_TIMEOUT, mark: bool = True
+) -> dict[str, Any]:
     """Drive the rollout to done (kubectl's rule, as the executor applies it), then wait for the namespace to go quiet.
 
     Quiet means two snapshots a moment apart are equal: the controllers' last status
@@ -65,7 +71,8 @@ async def settled(api: Any, namespace: str, name: str = "web", *, limit: float =
     apps = client.AppsV1Api(api)
 
     async def done() -> dict[str, Any] | None:
-        await mark_pods_ready(api, namespace)
+        if mark:
+            await mark_pods_ready(api, namespace)
         dep: dict[str, Any] = api.sanitize_for_serialization(await apps.read_namespaced_deployment(name, namespace))
         return dep if rollout.health("Deployment", dep).done else None
 
@@ -83,8 +90,10 @@ async def settled(api: Any, namespace: str, name: str = "web", *, limit: float =
     return dep
 
 
-def executor(api: Any, *, server_dry_run: bool) -> KubeExecutor:
-    return KubeExecutor(api, SystemClock(), KubernetesSettings(request_timeout=10.0), server_dry_run=server_dry_run)
+def executor(api: Any, *, server_dry_run: bool, clock: Clock | None = None) -> KubeExecutor:
+    return KubeExecutor(
+        api, clock or SystemClock(), KubernetesSettings(request_timeout=10.0), server_dry_run=server_dry_run
+    )
 
 
 async def run_step(

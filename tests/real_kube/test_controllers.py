@@ -1,0 +1,94 @@
+"""The executor against controllers that run asynchronously: every mutating action, several times in a row,
+while the Deployment and ReplicaSet controllers and the kubelet keep writing status.
+
+On a real cluster a write is followed by the controllers' own writes: the Deployment's
+``observedGeneration`` lags its ``generation``, and each status write changes the
+``resourceVersion`` a patch may carry (a 409 for us).  None of that is a failure: the
+executor re-reads and retries conflicts on a budget of their own, and plans a rollback only
+from history the controller has caught up with.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from kubernetes_asyncio import client
+
+from remediator.clock import SystemClock
+from remediator.executors.kube import RESTARTED_AT, KubeExecutor
+from remediator.ports import StepResult
+from remediator.settings import KubernetesSettings
+from remediator.testing.control_plane import Kubelet, PodPolicy
+from tests.real_kube.helpers import apply_web, run_step, update_web
+
+REPEATS = 3
+
+
+class SteppingClock(SystemClock):
+    """Real time, except that each reading is one second later than the last.
+
+    A restart's stamp has kubectl's resolution (one second); three restarts within one
+    second would be one restart and two "already applied".  Stepping the stamp keeps
+    each restart a real one without the test waiting a second between them.
+    """
+
+    def __init__(self) -> None:
+        self.readings = 0
+
+    def now(self) -> datetime:
+        self.readings += 1
+        return super().now() + timedelta(seconds=self.readings)
+
+
+async def test_every_action_several_times_in_a_row_while_controllers_write_has_no_spurious_failure(
+    kube_admin: Any, namespace: str, kubelet: Kubelet
+) -> None:
+    # Pods become ready a moment after binding, and deleted pods linger: status writes all along.
+    kubelet.manage(namespace, PodPolicy(ready_after=0.2, finalize_after=0.3))
+    await apply_web(kube_admin, namespace, mark=False, env=[{"name": "DB_POOL_MAX_SIZE", "value": "20"}])
+    await update_web(kube_admin, namespace, "registry.example/web:2.0", mark=False)
+    kube = KubeExecutor(kube_admin, SteppingClock(), KubernetesSettings(request_timeout=10.0, retries=1))
+    core = client.CoreV1Api(kube_admin)
+    results: list[tuple[str, StepResult]] = []
+
+    async def run(action: str, params: dict[str, Any]) -> StepResult:
+        result = await run_step(kube, namespace, action, params)
+        results.append((action, result))
+        return result
+
+    for _ in range(REPEATS):
+        await run("restart", {})
+    for _ in range(REPEATS):
+        await run("scale", {"by": 1})
+    for _ in range(REPEATS):
+        await run("resize_pool", {"container": "app", "env": "DB_POOL_MAX_SIZE", "by": 10})
+    for _ in range(REPEATS):
+        live = [p for p in (await core.list_namespaced_pod(namespace)).items if not p.metadata.deletion_timestamp]
+        await run("delete_pod", {"pod": sorted(p.metadata.name for p in live)[0]})
+    rollbacks = [await run("rollback", {}) for _ in range(REPEATS)]
+
+    failures = [(action, r.status, r.message) for action, r in results if r.status != "ok"]
+    assert not failures, failures
+    stamps = [r.details["restartedAt"] for action, r in results if action == "restart"]
+    assert len(set(stamps)) == REPEATS
+    scaled = [(r.details["from"], r.details["to"]) for action, r in results if action == "scale"]
+    assert scaled == [(2, 3), (3, 4), (4, 5)]
+    pool = [(r.details["from"], r.details["to"]) for action, r in results if action == "resize_pool"]
+    assert pool == [(20, 30), (30, 40), (40, 50)]
+    deleted = [r.message for action, r in results if action == "delete_pod"]
+    assert all(m.startswith("deleted pod ") for m in deleted), deleted
+    # Each rollback saw the history its predecessor left, once the controller had renumbered it:
+    # revision N goes back to N-1's template, which becomes N+1 (kubectl's undo, twice, toggles).
+    revisions = [r.details["revision"] for r in rollbacks]
+    assert revisions[1] == revisions[0] + 1 and revisions[2] == revisions[1] + 1, revisions
+
+    healthy = await run_step(kube, namespace, "wait_healthy", {"timeout": 30})
+    assert healthy.status == "ok", healthy.message
+    dep = kube_admin.sanitize_for_serialization(await client.AppsV1Api(kube_admin).read_namespaced_deployment(
+        "web", namespace))
+    assert dep["spec"]["replicas"] == 5
+    assert RESTARTED_AT in (dep["spec"]["template"]["metadata"].get("annotations") or {})
+    retried = {action: r.details.get("retried", []) for action, r in results if r.details.get("retried")}
+    assert all(all(e.startswith(("409", "the Deployment controller has not yet observed")) for e in errors)
+               for errors in retried.values()), retried
