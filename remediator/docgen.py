@@ -118,6 +118,11 @@ DESCRIPTIONS: dict[str, str] = {
 }
 
 
+#: The field metadata this generator turns into the reference's columns (tests/test_docs.py
+#: fails when settings.py declares a constraint outside this set, which would go unshown).
+KNOWN_METADATA = frozenset({"doc", "min", "max", "above", "choices"})
+
+
 @dataclass(frozen=True)
 class Key:
     """One row of the reference."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import typing
 from pathlib import Path
 
 import pytest
@@ -87,6 +88,21 @@ def test_every_setting_is_in_the_reference_with_a_description() -> None:
         else:
             assert f.name in paths
     assert [k.path for k in keys if not k.description] == [], "describe these settings (docgen.DESCRIPTIONS)"
+
+
+def test_docgen_understands_every_constraint_the_settings_declare() -> None:
+    """A new kind of range in settings.py must show up in the reference, not vanish from it."""
+    def classes(cls: type) -> list[type]:
+        out = [cls]
+        for tp in typing.get_type_hints(cls).values():
+            for inner in (tp, *typing.get_args(tp)):
+                if isinstance(inner, type) and dataclasses.is_dataclass(inner):
+                    out += classes(inner)
+        return out
+
+    declared = {key for cls in classes(Settings) for f in dataclasses.fields(cls) for key in f.metadata}
+    assert declared <= docgen.KNOWN_METADATA, f"docgen does not show {sorted(declared - docgen.KNOWN_METADATA)}"
+    assert {"min", "choices", "above"} <= declared  # what settings.py uses today: the check is not empty
 
 
 def test_docgen_describes_no_setting_that_does_not_exist() -> None:
