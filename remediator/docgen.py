@@ -312,8 +312,10 @@ which are ignored. A value outside its range is an error at start, naming the ke
   have no variables: write them in the file.
 - **Durations**: `30s`, `10m`, `1h30m`, `7d` (units from the largest to the smallest: `y w d h m s ms`),
   or a number of seconds.
-- **Secrets**: every token, URL or key has a `*_file` variant read from a file (one value per line),
-  so none has to be written in the YAML or the environment. Token files are re-read when they change.
+- **Secrets**: every token, and every channel's URL, secret or key, has a `*_file` variant read from
+  a file (one value per line), so none has to be written in the YAML. Token files are re-read when
+  they change. `database_url` and `redis_url` may carry passwords: set them in the environment
+  (from a Secret in Kubernetes) rather than in the file.
 
 See [operations.md](operations.md) for how these settings play together in production and
 [deploy.md](deploy.md) for the Kubernetes manifests.
