@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from remediator import docgen
+from remediator.core.playbooks import parse_playbooks
 from remediator.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -146,3 +147,17 @@ def test_every_page_of_docs_is_linked_from_the_readme() -> None:
     readme = prose((ROOT / "README.md").read_text(encoding="utf-8"))
     linked = {(ROOT / t.partition("#")[0]).resolve() for t in INLINE_LINK.findall(readme) if t.startswith("docs/")}
     assert set(DOCS.glob("*.md")) <= linked
+
+
+def test_the_playbook_examples_in_the_docs_are_valid_playbooks() -> None:
+    """Every complete playbook shown (a YAML block with name, match, target and steps) loads without a problem."""
+    examples = [
+        (page, block)
+        for page in PAGES
+        for block in re.findall(r"```yaml\n(.*?)```", page.read_text(encoding="utf-8"), re.S)
+        if all(re.search(rf"^{key}:", block, re.M) for key in ("name", "match", "target", "steps"))
+    ]
+    assert len(examples) >= 3
+    for page, block in examples:
+        playbooks, problems = parse_playbooks(block, str(page.relative_to(ROOT)))
+        assert problems == [] and len(playbooks) == 1, (page.name, [str(p) for p in problems])
