@@ -115,8 +115,8 @@ class Bench:
         self._waiters: dict[str, asyncio.Future[None]] = {}
         decide = rt.pipeline.decide
 
-        async def timed_decide(received: ReceivedAlert) -> Outcome:
-            outcome = await decide(received)
+        async def timed_decide(received: ReceivedAlert, *, retried: bool = False) -> Outcome:
+            outcome = await decide(received, retried=retried)
             key = received.alert.dedup_key
             if outcome.decisions:
                 self.decided[key] = (time.perf_counter(), outcome.decisions[0].kind.value)
@@ -214,7 +214,7 @@ async def main(probes: int, rounds: list[int], shared: bool, warm_up: int) -> No
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--probes", type=int, default=200)
-    parser.add_argument("--in-flight", default="0,10,100", help="comma-separated N")
+    parser.add_argument("--in-flight", default="0,10,50,100", help="comma-separated N")
     parser.add_argument("--warm-up", type=int, default=20,
                         help="probes decided (and executed) before each daemon's first row, not counted")
     parser.add_argument("--shared-runtime", action="store_true",

@@ -39,6 +39,9 @@ from remediator.core.guardrails import Breaker, GuardState, GuardStatus, Lock, P
 from remediator.ports import Clock
 
 FORMAT = 2
+#: Seconds between two sweeps of lapsed entries (:func:`remediator.core.guardrails.collect`):
+#: a sweep is linear in the state, and entries that lapsed meanwhile change no verdict.
+COLLECT_EVERY = 60.0
 T = TypeVar("T")
 
 
@@ -63,6 +66,25 @@ def _dump(state: GuardState) -> dict[str, Any]:
 
 def _encode(state: GuardState) -> bytes:
     return json.dumps(_dump(state), separators=(",", ":")).encode()
+
+
+def _snapshot(state: GuardState) -> GuardState:
+    """A copy that later changes cannot reach, at the cost of copying each top-level map.
+
+    Enough because the rules never change a record in place: locks, slots and breakers
+    are frozen, and history lists are replaced, never appended to.  So the snapshot can
+    be serialised off the event loop while the loop goes on changing the state.
+    """
+    return GuardState(
+        state.paused, dict(state.locks), dict(state.cooldown_until), dict(state.history),
+        dict(state.history_per), dict(state.budget_history), dict(state.running), dict(state.breakers),
+    )
+
+
+def _encode_and_write(path: Path, state: GuardState) -> bytes:
+    data = _encode(state)
+    _write_atomically(path, data)
+    return data
 
 
 def _slot(raw: Any) -> Slot:
@@ -118,6 +140,7 @@ class MemoryGuardrails:
             self._take_file(path)
             self.state = self._read(path)
         self._last_written = _encode(self.state)  # what a failed write goes back to
+        self._collected = float("-inf")  # when lapsed entries were last dropped
 
     def _take_file(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -178,10 +201,12 @@ class MemoryGuardrails:
             while self._pending is not None:
                 batch, self._pending = self._pending, None
                 self._inflight = batch
-                rules.collect(self.state, self._policy, self._clock.now().timestamp(), self._grace)
-                data = _encode(self.state)
+                now = self._clock.now().timestamp()
+                if now - self._collected >= COLLECT_EVERY:
+                    rules.collect(self.state, self._policy, now, self._grace)
+                    self._collected = now
                 try:
-                    await asyncio.to_thread(_write_atomically, self._path, data)
+                    data = await asyncio.to_thread(_encode_and_write, self._path, _snapshot(self.state))
                 except OSError as exc:
                     self._broken = f"cannot write {self._path}: {exc.strerror or exc}"
                     # Back to what is on disk: this batch and every change made on top of it are lost.
