@@ -176,19 +176,22 @@ def test_the_grant_allows_exactly_the_executors_verbs_in_its_namespace(kubectl: 
     other = f"{namespace}-other"
     refused = [
         ("create", "deployments.apps", ""), ("delete", "deployments.apps", ""), ("list", "pods", ""),
-        ("get", "secrets", ""), ("create", "pods", "exec"), ("patch", "deployments.apps", "scale"),
-        ("update", "deployments.apps", ""), ("list", "deployments.apps", ""), ("get", "configmaps", ""),
+        ("get", "secrets", ""), ("create", "pods", "exec"), ("update", "deployments.apps", ""),
     ]
+    # one verb of each rule is enough to show the grant stops at its namespace's edge
+    elsewhere = list({(resource, sub): (verb, resource, sub) for verb, resource, sub in rules}.values())
     kubectl.ok("create", "namespace", other)
     try:
         kubectl.ok("apply", "--validate=false", "-f", str(BASE / "rbac.yaml"))
         kubectl.ok("apply", "--validate=false", "-n", namespace, "-k", str(BASE / "grant"))
-        questions = [(namespace, *r) for r in rules] + [(other, *r) for r in rules] + [(namespace, *r) for r in refused]
+        questions = [(namespace, *r) for r in rules] + [(other, *r) for r in elsewhere] + \
+            [(namespace, *r) for r in refused]
         # One kubectl per question, a few at a time: each is a separate SubjectAccessReview.
         with ThreadPoolExecutor(max_workers=4) as pool:
             answers = dict(zip(questions, pool.map(lambda q: can_i(kubectl, *q), questions), strict=True))
     finally:
         kubectl("delete", "namespace", other, "--wait=false")
-    assert [q for q in questions[: len(rules)] if not answers[q]] == [], "refused in the granted namespace"
-    assert [q for q in questions[len(rules) : 2 * len(rules)] if answers[q]] == [], "allowed without a grant"
-    assert [q for q in questions[2 * len(rules) :] if answers[q]] == [], "allowed beyond the role's rules"
+    assert [q for q in questions if q[0] == namespace and q[1:] in rules and not answers[q]] == [], \
+        "refused in the granted namespace"
+    assert [q for q in questions if q[0] == other and answers[q]] == [], "allowed without a grant"
+    assert [q for q in questions if q[1:] in refused and answers[q]] == [], "allowed beyond the role's rules"
