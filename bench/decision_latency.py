@@ -15,12 +15,16 @@ quick ``restart`` step) run meanwhile, as they would in the daemon.  The N block
 are released after each round.  Prints results only; no asserts on speed.
 
 Each row gets a fresh daemon (empty data dir) and the same warm-up, so rows differ in N only:
-the embedded guardrail state keeps a lock record per target for 7 days and every guardrail
-change copies and rewrites the whole state, so history alone slows deciding (the "guardrail
-locks kept" column; ``--shared-runtime`` runs all rows in one daemon to show it).
+the embedded guardrail state keeps a lock record per target for a day and writes the whole
+state (off the loop, several changes per write), so history could still slow deciding (the
+"guardrail locks kept" column; ``--shared-runtime`` runs all rows in one daemon to show it).
 
-Run: .venv/bin/python bench/decision_latency.py [--probes M] [--in-flight 0,10,100]
-     [--warm-up K] [--shared-runtime]
+``--backend postgres`` runs the same on PostgreSQL (a throw-away schema in
+``$TEST_DATABASE_URL``, default the local test database) and Redis (a throw-away key prefix
+on ``$TEST_REDIS_URL``, default 127.0.0.1:6379), as replicas would.
+
+Run: .venv/bin/python bench/decision_latency.py [--probes M] [--in-flight 0,10,50,100]
+     [--warm-up K] [--shared-runtime] [--backend embedded|postgres]
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
+import secrets
 import statistics
 import sys
 import tempfile
@@ -158,14 +164,49 @@ class Bench:
             kinds[kind] += 1
             held = min(held, ex.blocked)
         elapsed = time.perf_counter() - start
-        locks = len(getattr(getattr(self.rt.guardrails, "state", None), "locks", ()))
+        state = getattr(self.rt.guardrails, "state", None)  # the embedded adapter's; Redis keeps its own
+        locks = str(len(state.locks)) if state is not None else "-"
         ex.release.set()
         await until(lambda: ex.blocked == 0 and self.rt.worker.queue.running == 0, "the round to drain")
         return (n, held, probes, pct(latencies, 50), pct(latencies, 99), max(latencies), elapsed, locks, dict(kinds))
 
 
 @contextlib.asynccontextmanager
-async def daemon(max_executions: int, warm_up: int) -> AsyncIterator[Bench]:
+async def shared_state(backend: str) -> AsyncIterator[dict[str, str]]:
+    """Settings for the store and guardrail state: none (embedded), or a fresh PostgreSQL schema
+    and Redis key prefix, dropped afterwards."""
+    if backend == "embedded":
+        yield {}
+        return
+    import asyncpg
+    from redis.asyncio import Redis
+
+    base = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+    redis_url = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+    name = f"bench_{secrets.token_hex(4)}"
+    conn = await asyncpg.connect(base)
+    await conn.execute(f"CREATE SCHEMA {name}")
+    try:
+        yield {"database_url": f"{base}{'&' if '?' in base else '?'}search_path={name}",
+               "redis_url": f"{redis_url}?prefix={name}:"}
+    finally:
+        await conn.execute(f"DROP SCHEMA {name} CASCADE")
+        await conn.close()
+        client = Redis.from_url(redis_url)
+        keys = [k async for k in client.scan_iter(match=f"{name}:*", count=1000)]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
+
+
+@contextlib.asynccontextmanager
+async def daemon(max_executions: int, warm_up: int, backend: str) -> AsyncIterator[Bench]:
+    async with shared_state(backend) as state, _daemon(max_executions, warm_up, state) as bench:
+        yield bench
+
+
+@contextlib.asynccontextmanager
+async def _daemon(max_executions: int, warm_up: int, state: dict[str, str]) -> AsyncIterator[Bench]:
     with tempfile.TemporaryDirectory(prefix="decision-latency-") as tmp:
         books = Path(tmp) / "playbooks"
         books.mkdir()
@@ -175,6 +216,7 @@ async def daemon(max_executions: int, warm_up: int) -> AsyncIterator[Bench]:
             "data_dir": str(Path(tmp) / "data"), "playbooks": str(books), "dry_run": False,
             "webhook": {"tokens": ["b"]}, "log": {"level": "warning"},
             "worker": {"max_executions": max_executions, "shutdown_timeout": "5s"},
+            **state,
         })
         executor = BlockingExecutor()
         try:
@@ -188,20 +230,21 @@ async def daemon(max_executions: int, warm_up: int) -> AsyncIterator[Bench]:
             executor.release.set()  # nothing stays blocked, whatever happened
 
 
-async def main(probes: int, rounds: list[int], shared: bool, warm_up: int) -> None:
+async def main(probes: int, rounds: list[int], shared: bool, warm_up: int, backend: str) -> None:
     configure("json", "warning")
     max_executions = max(rounds) + 64  # worker.max_executions >= N + 10: the probes' executions start too
     rows = []
     if shared:
-        async with daemon(max_executions, warm_up) as bench:
+        async with daemon(max_executions, warm_up, backend) as bench:
             for r, n in enumerate(rounds):
                 rows.append(await bench.round(str(r), n, probes))
     else:
         for r, n in enumerate(rounds):
-            async with daemon(max_executions, warm_up) as bench:
+            async with daemon(max_executions, warm_up, backend) as bench:
                 rows.append(await bench.round(str(r), n, probes))
     where = "one daemon for all rows, in order" if shared else "a fresh daemon (empty data dir) per row"
-    print(f"decision latency (record_alerts returned -> decision recorded), embedded store, live mode, "
+    stores = "embedded store" if backend == "embedded" else "PostgreSQL + Redis"
+    print(f"decision latency (record_alerts returned -> decision recorded), {stores}, live mode, "
           f"{where}, {warm_up} warm-up probes, then {probes} probes per row sent one at a time")
     print("| in flight N | probes | decision p50 ms | p99 ms | max ms | probes/s | guardrail locks kept | decisions |")
     print("|---:|---:|---:|---:|---:|---:|---:|---|")
@@ -219,5 +262,8 @@ if __name__ == "__main__":
                         help="probes decided (and executed) before each daemon's first row, not counted")
     parser.add_argument("--shared-runtime", action="store_true",
                         help="run every row in one daemon, in order (history accumulates across rows)")
+    parser.add_argument("--backend", choices=("embedded", "postgres"), default="embedded",
+                        help="embedded: SQLite + file guardrails; postgres: PostgreSQL + Redis")
     args = parser.parse_args()
-    asyncio.run(main(args.probes, [int(n) for n in args.in_flight.split(",")], args.shared_runtime, args.warm_up))
+    asyncio.run(main(args.probes, [int(n) for n in args.in_flight.split(",")], args.shared_runtime, args.warm_up,
+                     args.backend))
