@@ -224,6 +224,19 @@ def test_rules_and_dashboard_query_only_exported_metrics(source: str) -> None:
     assert len(used) >= 8
 
 
+def test_label_values_the_rules_select_are_ones_the_daemon_sets() -> None:
+    """``result="failed"``, ``state="open"``, ``reason=~"unauthorized|forbidden"``...: a value the code
+    no longer uses would silence its alert without any error, so each must be a string in the source."""
+    source = "\n".join(p.read_text() for p in (ROOT / "remediator").rglob("*.py"))
+    exprs = [r["expr"] for g in rule_spec()["groups"] for r in g["rules"]] + dashboard_exprs()
+    selected = {(label, value) for expr in exprs for label, value in re.findall(r'(\w+)(?:=~|!~|!=|=)"([^"]*)"', expr)
+                if label != "job"}
+    assert len(selected) >= 4
+    missing = [(label, alternative) for label, value in sorted(selected) for alternative in value.split("|")
+               if f'"{alternative}"' not in source]
+    assert missing == [], f"label values no code sets: {missing}"
+
+
 def test_the_dashboard_is_well_formed() -> None:
     dashboard = json.loads(DASHBOARD.read_text())
     ids = [p["id"] for p in dashboard["panels"]]
