@@ -102,9 +102,12 @@ def server_options(settings: Settings) -> dict[str, Any]:
     ``keepalive_timeout`` runs from the moment a connection opens: a client that has not sent a
     whole request line and headers by ``http.read_timeout`` is disconnected.  Bodies are not
     decompressed by aiohttp (it answers an unknown or broken encoding with a plain-text error, and
-    a traceback in the log): the webhook decodes them itself, bounded, with a JSON reason.
+    a traceback in the log): the webhook decodes them itself, bounded, with a JSON reason.  A
+    client that disconnects does not cancel its handler: a delivery being recorded is recorded
+    (and absorbed as a duplicate when Alertmanager sends it again).
     """
-    return {"keepalive_timeout": settings.http.read_timeout, "auto_decompress": False}
+    return {"keepalive_timeout": settings.http.read_timeout, "auto_decompress": False,
+            "handler_cancellation": False}
 
 
 async def _read_body(request: web.Request, limit: int, within: float) -> bytes:
@@ -356,6 +359,9 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         if exc.status < 400:
             raise
         return _error(exc.status, exc.reason)
+    except ConnectionResetError:  # the client went away mid-request: its business, not an error of ours
+        structlog.get_logger("remediator.http").debug("client disconnected", path=request.path)
+        raise
     except Exception:
         structlog.get_logger("remediator.http").exception("unhandled error", path=request.path)
         return _error(500, "internal error")

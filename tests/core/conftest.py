@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.web_runner import BaseRunner
 
 from remediator.app import create_app
 from remediator.http import server_options
@@ -19,12 +20,21 @@ Client = TestClient[Any, Any]
 OpenClient = Callable[..., contextlib.AbstractAsyncContextManager[Client]]
 
 
+class DaemonServer(TestServer):
+    """The app served as ``remediator serve`` serves it: the same request handler options (aiohttp's
+    test server would otherwise cancel a handler whose client disconnects, which the daemon does not)."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(create_app(settings))
+        self.settings = settings
+
+    async def _make_runner(self, **kwargs: Any) -> BaseRunner:
+        return await super()._make_runner(**{**kwargs, **server_options(self.settings)})
+
+
 @contextlib.asynccontextmanager
 async def serving(settings: Settings) -> AsyncIterator[Client]:
-    """The app served as ``remediator serve`` serves it: the same request handler options."""
-    server = TestServer(create_app(settings))
-    await server.start_server(**server_options(settings))
-    async with TestClient(server) as c:
+    async with TestClient(DaemonServer(settings)) as c:
         yield c
 
 

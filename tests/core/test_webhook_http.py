@@ -8,13 +8,16 @@ import base64
 import gzip
 import io
 import json
+import logging
 import zlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+import structlog
 
+from remediator.logs import DisconnectsAtDebug
 from remediator.runtime import RUNTIME
 from tests.core.conftest import Client, OpenClient
 from tests.core.malformed import CASES, ENCODING_CASES, valid_body
@@ -230,3 +233,41 @@ def test_store_calls_on_the_request_path_are_bounded_at_five_seconds_by_default(
     from remediator.settings import load_settings
 
     assert load_settings(None, env={}).http.store_timeout == 5.0
+
+
+class Recorded(logging.Handler):
+    """Records of one stdlib logger, and an event set by the first one."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+        self.arrived = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+        self.arrived.set()
+
+
+async def test_a_client_that_disconnects_mid_body_is_logged_at_debug_only(client: Client) -> None:
+    """The handler logs the disconnect at DEBUG; aiohttp's own record of it carries the
+    ConnectionResetError that the daemon's log filter lowers to DEBUG (tests/unit/test_logs.py)."""
+    server_log = logging.getLogger("aiohttp.server")
+    recorded = Recorded()
+    server_log.addHandler(recorded)
+    try:
+        with structlog.testing.capture_logs() as logs:
+            _, writer = await asyncio.open_connection(client.host, client.port)
+            writer.write(b"POST /webhooks/alertmanager HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t1\r\n"
+                         b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"version\": ")
+            await writer.drain()
+            writer.close()
+            await writer.wait_closed()
+            await asyncio.wait_for(recorded.arrived.wait(), timeout=30)
+    finally:
+        server_log.removeHandler(recorded)
+    assert [(e["event"], e["log_level"]) for e in logs] == [("client disconnected", "debug")]
+    [record] = recorded.records
+    assert record.exc_info is not None and isinstance(record.exc_info[1], ConnectionResetError)
+    assert DisconnectsAtDebug(logging.INFO).filter(record) is False and record.levelno == logging.DEBUG
+    assert await recorded_fingerprints(client) == []
+    assert (await client.post(URL, json=valid_body(), headers=AUTH)).status == 200
