@@ -99,12 +99,63 @@ class Playbook:
         return f"{self.source}:{self.line}"
 
 
+def _index_key(match: Match) -> tuple[str, str] | None:
+    """The equality a playbook can be looked up by: ``alertname`` if it has one, else its
+    first equality matcher; None when it has none (it is then tried for every alert).
+
+    Any equality works, an empty value included: a missing label reads as ``""`` for
+    Alertmanager's matchers, and the lookup reads it the same way.
+    """
+    equalities = [m for m in match.matchers if m.op is Op.EQ]
+    best = next((m for m in equalities if m.name == "alertname"), equalities[0] if equalities else None)
+    return (best.name, best.value) if best is not None else None
+
+
+@dataclass(frozen=True)
+class _Index:
+    """Playbook positions by (label name -> value), plus those with no equality matcher."""
+
+    by_label: Mapping[str, Mapping[str, tuple[int, ...]]]
+    always: tuple[int, ...]
+
+    @classmethod
+    def build(cls, playbooks: tuple[Playbook, ...]) -> _Index:
+        by_label: dict[str, dict[str, list[int]]] = {}
+        always: list[int] = []
+        for i, p in enumerate(playbooks):
+            key = _index_key(p.match)
+            if key is None:
+                always.append(i)
+            else:
+                by_label.setdefault(key[0], {}).setdefault(key[1], []).append(i)
+        return cls({n: {v: tuple(ix) for v, ix in values.items()} for n, values in by_label.items()}, tuple(always))
+
+    def candidates(self, labels: Mapping[str, str]) -> list[int]:
+        found = list(self.always)
+        for name, values in self.by_label.items():
+            found += values.get(labels.get(name, ""), ())
+        found.sort()  # playbooks apply in the order they were loaded
+        return found
+
+
 @dataclass(frozen=True)
 class PlaybookSet:
+    """The loaded playbooks, in load order, with an index for matching.
+
+    Matching stays linear in the playbooks that could select the alert, not in all of
+    them: each playbook is filed under one equality matcher (``alertname`` when it has
+    one), so an alert is only tried against the playbooks filed under its own values.
+    """
+
     playbooks: tuple[Playbook, ...] = ()
+    _index: _Index = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_index", _Index.build(self.playbooks))
 
     def matching(self, alert: Alert) -> list[Playbook]:
-        return [p for p in self.playbooks if p.match.selects(alert)]
+        books = self.playbooks
+        return [books[i] for i in self._index.candidates(alert.labels) if books[i].match.selects(alert)]
 
     def by_name(self, name: str) -> Playbook | None:
         return next((p for p in self.playbooks if p.name == name), None)
