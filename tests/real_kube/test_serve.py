@@ -228,15 +228,19 @@ async def test_serve_dry_run_changes_nothing_and_the_live_run_changes_exactly_wh
     alerts = {name: {**labels, "namespace": NAMESPACE} for name, labels in ALERTS.items()}
     alerts["stuck-pod-delete"]["pod"] = victim
 
+    def serve(workdir: Path, *, dry_run: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Start a daemon, send every alert, wait for every execution to end: (list, their audit details)."""
+        daemon = Serve(workdir, playbooks, kubeconfig, dry_run=dry_run)
+        try:
+            for labels in alerts.values():
+                daemon.alert(labels)
+            executions = daemon.finished(len(alerts))
+            return executions, [daemon.get(f"/api/v1/executions/{e['id']}") for e in executions]
+        finally:
+            daemon.stop()
+
     # --- dry-run: every playbook runs, and the cluster is left exactly as it was ---------------
-    dry = Serve(tmp_path / "dry", playbooks, kubeconfig, dry_run=True)
-    try:
-        for labels in alerts.values():
-            dry.alert(labels)
-        executions = dry.finished(len(alerts))
-        details = [dry.get(f"/api/v1/executions/{e['id']}") for e in executions]
-    finally:
-        dry.stop()
+    executions, details = serve(tmp_path / "dry", dry_run=True)
     assert {e["playbook"]: e["status"] for e in executions} == dict.fromkeys(alerts, "dry_run")
     would = {d["playbook"]: [(r["action"], r["status"]) for r in d["results"]] for d in details}
     assert would["stuck-pod-delete"] == [("delete_pod", "planned"), ("wait_healthy", "planned")]
@@ -246,14 +250,7 @@ async def test_serve_dry_run_changes_nothing_and_the_live_run_changes_exactly_wh
     assert sorted(k for k in after if k.startswith("pods/")) == pods_before  # the victim too
 
     # --- live: the same alerts; the cluster changes exactly as the audit says ------------------
-    live = Serve(tmp_path / "live", playbooks, kubeconfig, dry_run=False)
-    try:
-        for labels in alerts.values():
-            live.alert(labels)
-        executions = live.finished(len(alerts))
-        details = [live.get(f"/api/v1/executions/{e['id']}") for e in executions]
-    finally:
-        live.stop()
+    executions, details = serve(tmp_path / "live", dry_run=False)
     assert {e["playbook"]: e["status"] for e in executions} == dict.fromkeys(alerts, "succeeded"), details
     after = await everything(api, NAMESPACE)
 
