@@ -8,7 +8,15 @@ from typing import Any
 
 from kubernetes_asyncio import client
 
-from remediator.testing.control_plane import KUBELET_NODE, Kubelet, PodPolicy, poll_until, read_or_none
+from remediator.clock import VirtualClock
+from remediator.testing.control_plane import (
+    KUBELET_NODE,
+    ControlPlane,
+    Kubelet,
+    PodPolicy,
+    poll_until,
+    read_or_none,
+)
 from tests.real_kube.helpers import web_manifest
 
 LIMIT = 20.0
@@ -91,3 +99,43 @@ async def test_a_deleted_bound_pod_stays_terminating_until_the_kubelet_finishes_
         return True if await read_or_none(core.read_namespaced_pod, "solo", namespace) is None else None
 
     await poll_until(gone, limit=LIMIT, what="the kubelet to finish deleting pod solo")
+
+
+async def test_on_a_virtual_clock_a_pod_becomes_ready_exactly_when_its_delay_has_passed(
+    kube_admin: Any, namespace: str, control_plane: ControlPlane
+) -> None:
+    """``async with Kubelet(...)`` on the test's own loop, with its delays on a virtual clock:
+    readiness happens when the test moves time, not when a real second has passed."""
+    core = client.CoreV1Api(kube_admin)
+    clock = VirtualClock()
+    node = f"node-{namespace}"
+    async with Kubelet(control_plane.configuration, node=node, clock=clock) as kubelet:
+        kubelet.manage(namespace, PodPolicy(ready_after=30))
+        await core.create_namespaced_pod(namespace, {
+            "metadata": {"name": "slow", "labels": {"app": "slow"}},
+            "spec": {"containers": [{"name": "app", "image": "registry.example/web:1.0"}]},
+        })
+
+        async def waiting() -> bool | None:  # bound, and the kubelet's timer for it is set
+            pod = kube_admin.sanitize_for_serialization(await core.read_namespaced_pod("slow", namespace))
+            return True if pod["spec"].get("nodeName") == node and clock.pending() == [30] else None
+
+        await poll_until(waiting, limit=LIMIT, what="pod slow bound, its readiness 30 s away")
+        await clock.advance(29)
+        pod = kube_admin.sanitize_for_serialization(await core.read_namespaced_pod("slow", namespace))
+        assert not ready(pod)
+        await clock.advance(1)
+
+        async def readied() -> bool | None:
+            pod = kube_admin.sanitize_for_serialization(await core.read_namespaced_pod("slow", namespace))
+            return True if ready(pod) else None
+
+        await poll_until(readied, limit=LIMIT, what="pod slow Ready once 30 s have passed")
+        kubelet.release(namespace)  # deletes of pods on its node still finish: the namespace can go
+        await core.delete_namespaced_pod("slow", namespace)
+
+        async def gone() -> bool | None:
+            return True if await read_or_none(core.read_namespaced_pod, "slow", namespace) is None else None
+
+        await poll_until(gone, limit=LIMIT, what="the kubelet to finish deleting pod slow")
+    await core.delete_node(node)
