@@ -34,7 +34,9 @@ from remediator.ports import (
     Clock,
     Executor,
     GuardrailStore,
+    NoEvents,
     Notifier,
+    PipelineEvents,
     PipelineStore,
     ReceivedAlert,
     StepContext,
@@ -131,6 +133,7 @@ class Pipeline:
         settings: PipelineSettings,
         metrics: Metrics | None = None,
         owner: str | None = None,
+        events: PipelineEvents | None = None,
     ) -> None:
         # Who holds execution leases: unique per Pipeline, so replicas (and tests running
         # several pipelines in one process) never mistake each other's lease for their own.
@@ -144,6 +147,7 @@ class Pipeline:
         self.clock = clock
         self.settings = settings
         self.metrics = metrics or Metrics()
+        self.events: PipelineEvents = events or NoEvents()  # who watches (replay's report)
         self._log = structlog.get_logger("remediator.pipeline")
         self._holds: dict[str, Hold] = {}  # the executions this replica runs now, each with its lease and lock
         self._resume_waiting: set[str] = set()  # executions told (once) that they wait for guardrail state
@@ -290,6 +294,8 @@ class Pipeline:
                 with contextlib.suppress(GuardrailUnavailable):
                     await self.guardrails.abandon(admitted)
             raise
+        if recorded:
+            self.events.decision_recorded(decision, received)
         self.metrics.decisions.labels(playbook.name, decision.kind.value).inc()
         log.info(
             "decision",
@@ -509,6 +515,7 @@ class Pipeline:
                 log.info("the alert resolved before its execution started: not acted on")
                 await hold.take_lease(force=True)
                 await self.store.finish_execution(did, "resolved_cancelled", self.clock.now())
+                self.events.execution_finished(did, "resolved_cancelled")
                 self.metrics.executions.labels(decision.playbook, "resolved_cancelled").inc()
                 await hold.release(succeeded=None)
                 return "resolved_cancelled"
@@ -538,6 +545,7 @@ class Pipeline:
         # neither finish it nor release the lock the other one, same execution id, now holds.
         await hold.take_lease(force=True)
         await self.store.finish_execution(did, status, self.clock.now())
+        self.events.execution_finished(did, status)
         self.metrics.executions.labels(decision.playbook, status).inc()
         await hold.release(succeeded=succeeded)
         log.info("execution finished", result=status)
@@ -583,6 +591,7 @@ class Pipeline:
                     details={**(previous.details if previous else {})},
                 )
                 await self.store.record_step(ctx.execution_id, step, lost, started=started, finished=started)
+                self.events.step_finished(ctx.execution_id, step, lost)
                 done[(step.phase, step.index)] = lost
                 self.metrics.steps.labels(step.action, lost.status).inc()
                 return _Run.SUPERSEDED
@@ -614,6 +623,7 @@ class Pipeline:
                 log.exception("executor raised", action=step.action)
                 result = StepResult("failed", f"{type(exc).__name__}: {exc}", details=_maybe_wrote(wrote, previous))
             await self.store.record_step(ctx.execution_id, step, result, started=started, finished=self.clock.now())
+            self.events.step_finished(ctx.execution_id, step, result)
             done[(step.phase, step.index)] = result
             self.metrics.steps.labels(step.action, result.status).inc()
             log.info(

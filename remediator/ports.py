@@ -297,6 +297,49 @@ class GuardrailStore(PauseState, Protocol):
     async def close(self) -> None: ...
 
 
+class PipelineEvents(Protocol):
+    """What the pipeline and the worker report as they go, for an observer (replay's report).
+
+    Each event is told after what it reports is recorded in the store, in the order it
+    happened.  The calls are synchronous and must neither block nor fail: observing the
+    work never changes it.  :class:`NoEvents` is the default observer, which ignores all.
+    """
+
+    def decision_recorded(self, decision: Decision, received: ReceivedAlert) -> None:
+        """A final decision about (alert, playbook), recorded now (not one found already recorded)."""
+
+    def step_finished(self, execution_id: str, step: PlannedStep, result: StepResult) -> None:
+        """A step's result is recorded (never its write-ahead ``started`` record)."""
+
+    def execution_finished(self, execution_id: str, status: str) -> None: ...
+
+    def alert_processed(self, received: ReceivedAlert, decisions: Sequence[Decision]) -> None:
+        """Every decision about this delivery is made; ``decisions`` includes ``no_match``,
+        which is not recorded in the store."""
+
+    def alert_deferred(self, received: ReceivedAlert, until: datetime) -> None:
+        """Some playbook cannot decide this delivery yet: it is decided again from ``until`` on."""
+
+
+class NoEvents:
+    """The observer that ignores everything: the daemon's default."""
+
+    def decision_recorded(self, decision: Decision, received: ReceivedAlert) -> None:
+        return None
+
+    def step_finished(self, execution_id: str, step: PlannedStep, result: StepResult) -> None:
+        return None
+
+    def execution_finished(self, execution_id: str, status: str) -> None:
+        return None
+
+    def alert_processed(self, received: ReceivedAlert, decisions: Sequence[Decision]) -> None:
+        return None
+
+    def alert_deferred(self, received: ReceivedAlert, until: datetime) -> None:
+        return None
+
+
 class Executor(Protocol):
     async def run(self, step: PlannedStep, ctx: StepContext) -> StepResult: ...
 

@@ -39,7 +39,7 @@ import heapq
 import json
 import sqlite3
 import tempfile
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -54,7 +54,7 @@ from remediator.core.errors import ConfigError, PayloadError
 from remediator.core.playbooks import PlaybookSet
 from remediator.executors.plan_only import PlanOnlyExecutor
 from remediator.guardstate.memory import MemoryGuardrails
-from remediator.pipeline import Outcome, Pipeline, PipelineSettings
+from remediator.pipeline import Pipeline, PipelineSettings
 from remediator.ports import Executor, ReceivedAlert, StepResult
 from remediator.runtime import guard_policy
 from remediator.settings import Settings
@@ -191,13 +191,13 @@ def entry_for(decision: Decision, alert: ReceivedAlert | None) -> Entry:
 
 
 class _Tap:
-    """What replay sees of the pipeline's work: decisions, completed alerts, due times."""
+    """What replay sees of the pipeline's work (its :class:`~remediator.ports.PipelineEvents`):
+    decisions, step results, completed alerts, and when deferred alerts come due."""
 
     def __init__(self, listener: Listener, *, results: bool) -> None:
         self.listener = listener
         self.results = results
-        self.current: ReceivedAlert | None = None
-        self.due: list[float] = []
+        self.due: list[float] = []  # a heap of the times deferred alerts are decided again
         self._running: dict[str, Entry] = {}
         self._by_alert: dict[str, list[Entry]] = {}
 
@@ -205,36 +205,42 @@ class _Tap:
         self._by_alert.setdefault(entry["alert"], []).append(entry)
         self.listener.decision(entry)
 
-    def recorded(self, decision: Decision) -> None:
-        entry = entry_for(decision, self.current)
+    def decision_recorded(self, decision: Decision, received: ReceivedAlert) -> None:
+        entry = entry_for(decision, received)
         if decision.kind is DecisionKind.EXECUTED:
             self._running[decision.execution_id or ""] = entry  # emitted when it finishes, with its results
         else:
             self._emit(entry)
 
-    def step(self, execution: str, step: PlannedStep, result: StepResult) -> None:
+    def step_finished(self, execution: str, step: PlannedStep, result: StepResult) -> None:
         entry = self._running.get(execution)
-        if self.results and entry is not None and result.finished:
+        if self.results and entry is not None:
             entry.setdefault("results", []).append(
                 {"phase": step.phase, "action": step.action, "status": result.status, "message": result.message}
             )
 
-    def finished(self, execution: str, status: str) -> None:
+    def execution_finished(self, execution: str, status: str) -> None:
         entry = self._running.pop(execution, None)
         if entry is not None:
             if self.results:
                 entry["execution"] = status
             self._emit(entry)
 
-    def processed(self, received: ReceivedAlert, outcome: Outcome) -> None:
-        for d in outcome.decisions:
-            if d.kind is DecisionKind.NO_MATCH:
-                self._emit(entry_for(d, received))
+    def _unfinished(self) -> None:
         for execution in list(self._running):  # an execution that returned without finishing still counts
-            self.finished(execution, "unfinished")
-        if outcome.defer_until is None:
-            key = received.alert.dedup_key
-            self.listener.alert_done(key, self._by_alert.pop(key, []))
+            self.execution_finished(execution, "unfinished")
+
+    def alert_processed(self, received: ReceivedAlert, decisions: Sequence[Decision]) -> None:
+        for d in decisions:
+            if d.kind is DecisionKind.NO_MATCH:  # never recorded, so only seen here
+                self._emit(entry_for(d, received))
+        self._unfinished()
+        key = received.alert.dedup_key
+        self.listener.alert_done(key, self._by_alert.pop(key, []))
+
+    def alert_deferred(self, received: ReceivedAlert, until: datetime) -> None:
+        self._unfinished()
+        heapq.heappush(self.due, until.timestamp())
 
 
 class _InlineCursor:
@@ -280,60 +286,21 @@ class _InlineConnection:
         self._conn.close()
 
 
-class _ReplayStore(SQLiteStore):
-    """The embedded store on a scratch file, reporting what replay needs to watch.
+def scratch_store(path: Path, clock: VirtualClock) -> SQLiteStore:
+    """The embedded store on a scratch file, queried in the event loop's own thread.
 
     A scratch file rather than ``:memory:`` keeps memory bounded on long histories
     (SQLite's page cache is capped; the OS pages the rest); durability is pointless
     for a file deleted at the end, so fsync is off.  The extra index on fingerprint
     only speeds up ``firing_count`` over millions of rows.
     """
-
-    def __init__(self, conn: _InlineConnection, clock: VirtualClock, tap: _Tap) -> None:
-        super().__init__(cast(aiosqlite.Connection, conn), clock)
-        self.tap = tap
-
-    @classmethod
-    async def scratch(cls, path: Path, clock: VirtualClock, tap: _Tap) -> _ReplayStore:
-        conn = sqlite3.connect(str(path), isolation_level=None)
-        conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA journal_mode=MEMORY")
-        conn.execute("PRAGMA synchronous=OFF")
-        conn.execute("PRAGMA cache_size=-16384")  # 16 MiB, bounded whatever the history
-        conn.executescript(SCHEMA + "CREATE INDEX IF NOT EXISTS alerts_fingerprint ON alerts (fingerprint);")
-        return cls(_InlineConnection(conn), clock, tap)
-
-    async def record_decision(self, decision: Decision) -> bool:
-        recorded = await super().record_decision(decision)
-        if recorded:
-            self.tap.recorded(decision)
-        return recorded
-
-    async def record_step(
-        self, execution_id: str, step: PlannedStep, result: StepResult, *, started: datetime, finished: datetime
-    ) -> None:
-        await super().record_step(execution_id, step, result, started=started, finished=finished)
-        self.tap.step(execution_id, step, result)
-
-    async def finish_execution(self, execution_id: str, status: str, finished: datetime) -> None:
-        await super().finish_execution(execution_id, status, finished)
-        self.tap.finished(execution_id, status)
-
-    async def defer_alert(self, alert_id: int, until: datetime) -> None:
-        await super().defer_alert(alert_id, until)
-        heapq.heappush(self.tap.due, until.timestamp())
-
-
-class _ReplayPipeline(Pipeline):
-    """The pipeline, unchanged, with the alert it is working on made visible to the tap."""
-
-    tap: _Tap
-
-    async def process(self, received: ReceivedAlert) -> Outcome:
-        self.tap.current = received
-        outcome = await super().process(received)
-        self.tap.processed(received, outcome)
-        return outcome
+    conn = sqlite3.connect(str(path), isolation_level=None)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA journal_mode=MEMORY")
+    conn.execute("PRAGMA synchronous=OFF")
+    conn.execute("PRAGMA cache_size=-16384")  # 16 MiB, bounded whatever the history
+    conn.executescript(SCHEMA + "CREATE INDEX IF NOT EXISTS alerts_fingerprint ON alerts (fingerprint);")
+    return SQLiteStore(cast(aiosqlite.Connection, _InlineConnection(conn)), clock)
 
 
 class _Quiet:
@@ -349,9 +316,12 @@ class _Quiet:
 class Engine:
     """One replay: feed it events in time order, then ``finish``."""
 
-    def __init__(self, clock: VirtualClock, store: _ReplayStore, guard: MemoryGuardrails, worker: Worker) -> None:
+    def __init__(
+        self, clock: VirtualClock, store: SQLiteStore, guard: MemoryGuardrails, worker: Worker, tap: _Tap
+    ) -> None:
         self.clock = clock
         self.store = store
+        self.tap = tap
         self.guard = guard
         self.worker = worker
         self.alerts = 0
@@ -371,13 +341,13 @@ class Engine:
         tap = _Tap(listener, results=kube)
         async with contextlib.AsyncExitStack() as stack:
             scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="remediator-replay-"))
-            store = await _ReplayStore.scratch(Path(scratch) / "replay.db", clock, tap)
+            store = scratch_store(Path(scratch) / "replay.db", clock)
             stack.push_async_callback(store.close)
             guard = MemoryGuardrails(guard_policy(settings), clock)
             if settings.guardrails.paused:
                 await guard.set_paused(True)
             dry = await _dry_executor(settings, stack) if kube else PlanOnlyExecutor()
-            pipeline = _ReplayPipeline(
+            pipeline = Pipeline(
                 playbooks=lambda: playbooks,
                 store=store,
                 guardrails=guard,
@@ -387,12 +357,12 @@ class Engine:
                 clock=clock,
                 settings=PipelineSettings(dry_run=True, step_timeout=settings.worker.step_timeout,
                                           dry_run_consumes_guardrails=True),
+                events=tap,
             )
-            pipeline.tap = tap
-            yield cls(clock, store, guard, Worker(pipeline, settings.worker, name="replay", inline=True))
+            yield cls(clock, store, guard, Worker(pipeline, settings.worker, name="replay", inline=True), tap)
 
     async def _run_due(self, until: datetime | None) -> None:
-        due = self.store.tap.due
+        due = self.tap.due
         limit = until.timestamp() if until is not None else float("inf")
         while due and due[0] <= limit:
             when = heapq.heappop(due)

@@ -84,8 +84,10 @@ class Worker:
                     continue
                 if outcome.defer_until is not None:
                     await self.intake.defer_alert(item.id, outcome.defer_until)
+                    self.pipeline.events.alert_deferred(item.received, outcome.defer_until)
                 else:
                     await self.intake.mark_processed(item.id)
+                    self.pipeline.events.alert_processed(item.received, outcome.decisions)
                 handled += 1
                 self.processed += 1
         return handled
