@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import collections
 import contextlib
 import os
 import secrets
@@ -44,7 +45,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, TypeVar
 
-import aiohttp
 import yaml
 from kubernetes_asyncio import client, watch
 from kubernetes_asyncio.client.exceptions import ApiException
@@ -381,8 +381,11 @@ class ControlPlane:
             self.workdir = None
 
     def logs(self, lines: int = LOG_TAIL_LINES) -> str:
-        """The tail of every process's log, for a failing test's report."""
-        return "\n".join(f"--- {p.name} ({p.log_path})\n{p.tail(lines)}" for p in self._processes)
+        """The tail of every process's log (and the kubelet's latest errors), for a failing test's report."""
+        out = [f"--- {p.name} ({p.log_path})\n{p.tail(lines)}" for p in self._processes]
+        if self._kubelet is not None and self._kubelet.errors:
+            out.append("--- test kubelet (errors it retried past)\n" + "\n".join(list(self._kubelet.errors)[-lines:]))
+        return "\n".join(out)
 
     def __enter__(self) -> ControlPlane:
         return self.start()
@@ -661,7 +664,8 @@ class Kubelet:
         self._task: asyncio.Task[None] | None = None
         self._thread: threading.Thread | None = None
         self._stopping: asyncio.Event | None = None
-        self.errors: list[str] = []  # API failures it retried: a test can show them when something hangs
+        #: The latest API failures it retried past: a test can show them when something hangs.
+        self.errors: collections.deque[str] = collections.deque(maxlen=100)
 
     # -- configuration, from any thread ------------------------------------------------------
 
@@ -802,7 +806,9 @@ class Kubelet:
             await asyncio.sleep(self.heartbeat)
             try:
                 await core.patch_node_status(self.node, self._node_status())
-            except (ApiException, aiohttp.ClientError, OSError, TimeoutError) as exc:
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the next beat may get through; the controller allows ~50 s
                 self.errors.append(f"node heartbeat: {exc}")
 
     async def _informer(self, api: Any, core: Any) -> None:
@@ -882,8 +888,10 @@ class Kubelet:
                 if exc.status not in (404, 409):  # gone, or bound/deleted by someone else meanwhile
                     self.errors.append(f"{key[0]}/{key[1]}: {exc.status} {exc.reason}")
                     self._later(key, self.retry)
-            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-                self.errors.append(f"{key[0]}/{key[1]}: {exc}")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # unreachable apiserver, or a pod we misread: the loop must not die of it
+                self.errors.append(f"{key[0]}/{key[1]}: {type(exc).__name__}: {exc}")
                 self._later(key, self.retry)
 
     async def _reconcile(self, core: Any, key: tuple[str, str], pod: dict[str, Any]) -> None:
