@@ -11,6 +11,13 @@ validates it and returns the would-be object, and nothing changes.  Failures are
 classified once (:func:`classify`): 409/429/5xx/timeouts are retried with tenacity
 on the injectable clock (409 re-reads and re-applies, 429 honours Retry-After);
 400/403/404/422 fail at once with the apiserver's own message.
+
+Controllers run asynchronously on a real cluster, and the executor expects it: a 409
+from a controller's status write between our read and our write, or a controller that
+has not yet observed the latest generation (a rollback waits for it), is routine and
+retried on a budget of its own (:data:`ROUTINE_ATTEMPTS`), apart from ``kubernetes.retries``
+for faults.  A deleted pod may stay ``Terminating`` for its grace period; delete_pod does
+not delete it again.
 """
 
 from __future__ import annotations
