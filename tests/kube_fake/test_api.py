@@ -254,10 +254,14 @@ async def test_dry_run_validates_and_returns_the_would_be_object_without_storing
     cluster.unwatch(events_before)
 
 
-async def test_any_other_dry_run_value_is_400(apps: Any) -> None:
+async def test_any_other_dry_run_value_is_422_invalid_create_options(apps: Any) -> None:
     with pytest.raises(ApiException) as err:
         await apps.create_namespaced_deployment("shop", deployment(), dry_run="Yes")
-    assert err.value.status == 400 and status_of(err.value)["reason"] == "BadRequest"
+    body = status_of(err.value)
+    assert err.value.status == 422 and body["reason"] == "Invalid"
+    assert body["message"] == (
+        'CreateOptions.meta.k8s.io "" is invalid: dryRun: Unsupported value: ["Yes"]: supported values: "All"')
+    assert body["details"]["kind"] == "CreateOptions"
 
 
 async def test_label_and_field_selectors_on_lists(apps: Any, core: Any) -> None:
@@ -294,8 +298,8 @@ async def test_pod_delete_with_uid_precondition(core: Any, apps: Any, fake_kube:
         await core.delete_namespaced_pod(pod.metadata.name, "shop", body=stale)
     assert err.value.status == 409
     assert status_of(err.value)["message"] == (
-        f'Operation cannot be fulfilled on pods "{pod.metadata.name}": Precondition failed: '
-        f"UID in precondition: 0000-stale, UID in object meta: {pod.metadata.uid}"
+        f'Operation cannot be fulfilled on Pod "{pod.metadata.name}": the UID in the precondition (0000-stale) '
+        f"does not match the UID in record ({pod.metadata.uid}). The object might have been deleted and then recreated"
     )
     # with a body, the apiserver reads every option from it: a grace_period_seconds= query would be ignored
     options = client.V1DeleteOptions(grace_period_seconds=5, preconditions=client.V1Preconditions(uid=pod.metadata.uid))

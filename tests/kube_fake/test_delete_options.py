@@ -132,7 +132,7 @@ async def test_a_dry_run_other_than_all_is_invalid(
     status, result = await delete(http, name, query, body)
     assert status == 422 and result["reason"] == "Invalid"
     assert result["message"] == (
-        'DeleteOptions.meta.k8s.io "" is invalid: dryRun: Unsupported value: []string{"Yes"}: supported values: "All"'
+        'DeleteOptions.meta.k8s.io "" is invalid: dryRun: Unsupported value: ["Yes"]: supported values: "All"'
     )
     assert result["details"]["kind"] == "DeleteOptions"
     assert fake_kube.cluster.get("pods", NS, name) is not None

@@ -10,7 +10,6 @@ would answer with an error Status.
 from __future__ import annotations
 
 import base64
-import copy
 import json
 import random
 import uuid
@@ -23,8 +22,10 @@ from remediator.testing.kube import status as st
 from remediator.testing.kube.clock import Clock, rfc3339
 from remediator.testing.kube.objects import (
     Object,
+    clone,
     meta,
     name_of,
+    namespace_of,
     random_suffix,
     spec_of,
     strip_for_list,
@@ -65,6 +66,8 @@ def _initial_status(res: r.Resource) -> dict[str, Any] | None:
         return {"phase": "Pending", "qosClass": "BestEffort"}
     if res is r.HPAS:
         return {"desiredReplicas": 0}
+    if res is r.NAMESPACES:
+        return {"phase": "Active"}
     return {} if res.has_status else None
 
 
@@ -130,11 +133,15 @@ class ObjectAPI:
         if m.get("resourceVersion"):
             raise st.bad_request("resourceVersion should not be set on objects to be created")
         name = str(m.get("name") or "")
-        if name and self.store.get(res.plural, namespace, name) is not None:
-            raise st.already_exists(res, name)
+        existing = self.store.peek(res.plural, namespace, name) if name else None
+        if existing is not None:
+            raise st.already_exists(res, name, being_deleted=bool(meta(existing).get("deletionTimestamp")))
         for key in (*_SYSTEM_META, "managedFields"):
             m.pop(key, None)
-        m["namespace"] = namespace
+        if res.namespaced:
+            m["namespace"] = namespace
+        else:
+            m.pop("namespace", None)
         m["uid"] = self.new_uid()
         m["creationTimestamp"] = rfc3339(self.clock())
         if res.generation is not r.GenerationRule.NONE:
@@ -146,9 +153,35 @@ class ObjectAPI:
         errors = validation.validate(res, obj)
         if errors:
             raise st.invalid(res, name, errors)
+        if res.namespaced:
+            self._check_namespace(res, namespace, name)
         if dry_run:
             return obj
         return self.store.insert(res.plural, obj)
+
+    def _check_namespace(self, res: r.Resource, namespace: str, name: str) -> None:
+        """The NamespaceLifecycle admission plugin: no new content in a missing or terminating namespace."""
+        ns = self.store.peek(r.NAMESPACES.plural, "", namespace)
+        if ns is None:
+            raise st.not_found(r.NAMESPACES, namespace)
+        if meta(ns).get("deletionTimestamp"):
+            raise st.namespace_terminating(res, name, namespace)
+
+    def ensure_namespace(self, name: str) -> None:
+        """Create namespace ``name`` unless it exists (seeding: as an admin would before applying)."""
+        if self.store.peek(r.NAMESPACES.plural, "", name) is None:
+            self.create(r.NAMESPACES, "", {"metadata": {"name": name}})
+
+    def finalize_namespace(self, name: str) -> None:
+        """The namespace controller's work: delete everything in a terminating namespace, then the namespace."""
+        ns = self.store.peek(r.NAMESPACES.plural, "", name)
+        if ns is None or not meta(ns).get("deletionTimestamp"):
+            return
+        for res in r.RESOURCES:
+            if res.namespaced:
+                for obj in list(self.store.iter(res.plural, name)):
+                    self.store.delete(res.plural, name, name_of(obj))
+        self.store.delete(r.NAMESPACES.plural, "", name)
 
     def replace(self, res: r.Resource, namespace: str, name: str, body: Any, *, dry_run: bool = False) -> Object:
         current = self.read(res, namespace, name)
@@ -179,35 +212,68 @@ class ObjectAPI:
         dry_run: bool = False,
         grace_period: int | None = None,
     ) -> Object:
-        """Pods come back as the deleted object; everything else as a Status Success."""
+        """Pods and namespaces come back as the deleted object; everything else as a Status Success."""
         current = self.read(res, namespace, name)
         options = options or {}
         pre = options.get("preconditions") or {}
         uid, rv = uid_of(current), meta(current).get("resourceVersion")
         if pre.get("uid") and pre["uid"] != uid:
-            raise st.conflict(res, name, f"Precondition failed: UID in precondition: {pre['uid']}, "
-                                         f"UID in object meta: {uid}")
+            raise st.precondition_failed(
+                res, name, f"the UID in the precondition ({pre['uid']}) does not match the UID in record ({uid}). "
+                "The object might have been deleted and then recreated")
         if pre.get("resourceVersion") and pre["resourceVersion"] != rv:
-            raise st.conflict(res, name, f"Precondition failed: ResourceVersion in precondition: "
-                                         f"{pre['resourceVersion']}, ResourceVersion in object meta: {rv}")
+            raise st.precondition_failed(
+                res, name, f"the ResourceVersion in the precondition ({pre['resourceVersion']}) does not match the "
+                f"ResourceVersion in record ({rv}). The object might have been modified")
         if grace_period is None and isinstance(options.get("gracePeriodSeconds"), int):
             grace_period = options["gracePeriodSeconds"]
         if res is r.PODS:
-            if grace_period is None:
-                grace_period = int(spec_of(current).get("terminationGracePeriodSeconds") or 30)
-            m = current["metadata"]
-            m["deletionTimestamp"] = rfc3339(self.clock() + grace_period)
-            m["deletionGracePeriodSeconds"] = grace_period
-            if dry_run:
+            return self._delete_pod(current, grace_period, dry_run=dry_run)
+        if res is r.NAMESPACES:
+            if dry_run or meta(current).get("deletionTimestamp"):
                 return current
-            gone = self.store.delete(res.plural, namespace, name) or current
-            m["resourceVersion"] = meta(gone).get("resourceVersion")
-            return current
+            current["metadata"]["deletionTimestamp"] = rfc3339(self.clock())
+            current.setdefault("status", {})["phase"] = "Terminating"
+            return self.store.update(res.plural, current)
         if not dry_run:
             self.store.delete(res.plural, namespace, name)
             if options.get("propagationPolicy") == "Orphan":
                 self._orphan_dependents(namespace, uid)
         return st.success_body(res, name, uid)
+
+    def _delete_pod(self, pod: Object, grace_period: int | None, *, dry_run: bool) -> Object:
+        """rest.BeforeDelete with the pod strategy: graceful only for a pod a kubelet may be running.
+
+        A pod never bound to a node (or already finished) has nothing to stop: its grace
+        period becomes 0 and it is deleted at once.  A bound pod gets ``deletionTimestamp``
+        = now + grace and stays (Terminating) until its kubelet finishes it.  Deleting a
+        terminating pod again only ever shortens its grace period.  The answer is the pod
+        as deleted (dry-run: as it would be, with its resourceVersion unchanged).
+        """
+        m = pod["metadata"]
+        namespace, name = namespace_of(pod), name_of(pod)
+        if m.get("deletionTimestamp"):
+            current = m.get("deletionGracePeriodSeconds")
+            if grace_period is None or (isinstance(current, int) and grace_period >= current):
+                return pod
+            m["deletionTimestamp"] = rfc3339(self.clock() + grace_period)
+            m["deletionGracePeriodSeconds"] = grace_period
+        else:
+            if grace_period is None:
+                grace_period = int(spec_of(pod).get("terminationGracePeriodSeconds") or 30)
+            if not spec_of(pod).get("nodeName") or (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+                grace_period = 0
+            m["deletionTimestamp"] = rfc3339(self.clock() + grace_period)
+            m["deletionGracePeriodSeconds"] = grace_period
+            if m.get("generation"):
+                m["generation"] = int(m["generation"]) + 1
+        if dry_run:
+            return pod
+        if grace_period > 0:
+            return self.store.update(r.PODS.plural, pod)
+        gone = self.store.delete(r.PODS.plural, namespace, name) or pod
+        m["resourceVersion"] = meta(gone).get("resourceVersion")
+        return pod
 
     def _orphan_dependents(self, namespace: str, uid: str) -> None:
         for res in r.RESOURCES:
@@ -242,7 +308,7 @@ class ObjectAPI:
         if body_meta.get("uid") and body_meta["uid"] != uid_of(current):
             raise st.conflict(res, name, f"Precondition failed: UID in precondition: {body_meta['uid']}, "
                                          f"UID in object meta: {uid_of(current)}")
-        updated = copy.deepcopy(current)
+        updated = clone(current)
         updated["spec"]["replicas"] = replicas
         return scale_of(self._update(res, current, updated, dry_run=dry_run))
 
@@ -256,7 +322,7 @@ class ObjectAPI:
 
     def system_create(self, res: r.Resource, obj: Object) -> Object:
         """A controller's create: metadata filled in, no validation (controllers build valid objects)."""
-        obj = copy.deepcopy(obj)
+        obj = clone(obj)
         obj["kind"], obj["apiVersion"] = res.kind, res.api_version
         m = obj.setdefault("metadata", {})
         m["uid"] = self.new_uid()
@@ -277,7 +343,7 @@ class ObjectAPI:
     def _check_body(self, res: r.Resource, body: Any, namespace: str) -> Object:
         if not isinstance(body, dict):
             raise st.bad_request(f"the object provided is unrecognized (must be of type {res.kind})")
-        obj = copy.deepcopy(body)
+        obj = clone(body)
         if obj.get("apiVersion") not in (None, res.api_version):
             raise st.bad_request(
                 f"the API version in the data ({obj['apiVersion']}) does not match the expected API version "
@@ -310,12 +376,16 @@ class ObjectAPI:
                 m[key] = old_meta[key]
             else:
                 m.pop(key, None)
-        m["name"], m["namespace"] = name, old_meta.get("namespace")
+        m["name"] = name
+        if res.namespaced:
+            m["namespace"] = old_meta.get("namespace")
+        else:
+            m.pop("namespace", None)
         m["resourceVersion"] = old_meta.get("resourceVersion")
         new["kind"], new["apiVersion"] = res.kind, res.api_version
         if res.has_status:
             if "status" in current:
-                new["status"] = copy.deepcopy(current["status"])
+                new["status"] = clone(current["status"])
             else:
                 new.pop("status", None)
         new = defaults.for_resource(res)(new)

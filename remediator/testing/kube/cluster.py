@@ -8,7 +8,6 @@ ready delay of 0 a rollout has finished by the time the write returns.
 
 from __future__ import annotations
 
-import copy
 import json
 import random
 from collections.abc import Mapping
@@ -23,7 +22,7 @@ from remediator.testing.kube.controller import Controller
 from remediator.testing.kube.deployments import revision
 from remediator.testing.kube.faults import Faults, RequestLog
 from remediator.testing.kube.manifests import load_manifest_file, parse_manifests
-from remediator.testing.kube.objects import Object, int_field, meta, owned_by
+from remediator.testing.kube.objects import Object, clone, int_field, meta, owned_by
 from remediator.testing.kube.selectors import parse_label_selector
 from remediator.testing.kube.status import ApiError
 from remediator.testing.kube.store import Store, Watcher
@@ -45,19 +44,31 @@ class FakeCluster:
         *,
         clock: Clock | None = None,
         ready_delay: float = 0.0,
+        termination_delay: float = 0.0,
         history_size: int = 1000,
         seed: int | None = 0,
+        namespaces: tuple[str, ...] = (),
     ) -> None:
-        """``clock`` defaults to a :class:`ManualClock`; pass ``time.time`` for real time."""
+        """``clock`` defaults to a :class:`ManualClock`; pass ``time.time`` for real time.
+
+        ``termination_delay``: how long the kubelet of ``fake-node`` takes to stop a pod
+        deleted gracefully (it stays Terminating meanwhile).  The system namespaces
+        exist from the start, with ``namespaces`` besides; :meth:`apply` creates the
+        namespace of what it seeds, but an API create into a namespace nobody created
+        is a 404, as on a real cluster.
+        """
         self.clock: Clock = clock if clock is not None else ManualClock()
         self.ready_delay = ready_delay
+        self.termination_delay = termination_delay
         self.rng = random.Random(seed)
         self.store = Store(history_size)
         self.faults = Faults()
         self.requests = RequestLog()
         self.api = ObjectAPI(self.store, self.clock, self.rng)
         self.controller = Controller(self.api, self.clock, self.rng, lambda: self.ready_delay,
-                                     self.faults.blocks_readiness)
+                                     self.faults.blocks_readiness, lambda: self.termination_delay)
+        for name in (*r.SYSTEM_NAMESPACES, *namespaces):
+            self.api.ensure_namespace(name)
 
     # -- time and convergence ---------------------------------------------------------------
 
@@ -97,16 +108,23 @@ class FakeCluster:
     def apply(self, manifest: Mapping[str, Any]) -> Object:
         """Create or update one object as ``kubectl apply`` would (no resourceVersion precondition)."""
         res = r.resolve(str(manifest.get("kind", "")))
-        body = copy.deepcopy(dict(manifest))
+        body = clone(dict(manifest))
         body.pop("status", None)
         m = body.setdefault("metadata", {})
-        namespace = str(m.get("namespace") or "default")
+        namespace = str(m.get("namespace") or "default") if res.namespaced else ""
+        if res.namespaced:
+            self.ensure_namespace(namespace)
         m.setdefault("annotations", {})[LAST_APPLIED] = json.dumps(manifest, separators=(",", ":")) + "\n"
         current = self.store.get(res.plural, namespace, str(m.get("name", "")))
         if current is None:
             return self.create(res, namespace, body)
         m.pop("resourceVersion", None)
         return self.replace(res, namespace, str(m["name"]), body)
+
+    def ensure_namespace(self, name: str) -> None:
+        """Create namespace ``name`` unless it exists, as an admin would before seeding it."""
+        self.api.ensure_namespace(name)
+        self.reconcile()
 
     def apply_manifests(self, text: str, source: str = "<manifest>") -> ApplyResult:
         """Apply every object of a multi-document YAML text; kinds the fake does not serve are skipped."""
@@ -228,6 +246,8 @@ class FakeCluster:
         return res
 
     def _write(self, dry_run: bool, result: Object) -> Object:
+        """Reconcile after a real write; the caller gets its own copy (stored objects are shared)."""
+        result = clone(result)
         if not dry_run:
             self.reconcile()
         return result

@@ -8,11 +8,11 @@ Every function works on a copy and returns it.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from typing import Any
 
 from remediator.testing.kube import resources as r
+from remediator.testing.kube.objects import clone
 
 _PROBES = ("livenessProbe", "readinessProbe", "startupProbe")
 
@@ -59,7 +59,7 @@ def _volume(v: dict[str, Any]) -> None:
 
 
 def pod_spec(spec: dict[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(spec)
+    out = clone(spec)
     out.setdefault("restartPolicy", "Always")
     out.setdefault("terminationGracePeriodSeconds", 30)
     out.setdefault("dnsPolicy", "ClusterFirst")
@@ -78,14 +78,14 @@ def pod_spec(spec: dict[str, Any]) -> dict[str, Any]:
 def pod_template(template: Any) -> Any:
     if not isinstance(template, dict):
         return template
-    out = copy.deepcopy(template)
+    out = clone(template)
     if isinstance(out.get("spec"), dict):
         out["spec"] = pod_spec(out["spec"])
     return out
 
 
 def deployment(obj: dict[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(obj)
+    out = clone(obj)
     spec = out.setdefault("spec", {})
     spec.setdefault("replicas", 1)
     strategy = spec.setdefault("strategy", {})
@@ -101,7 +101,7 @@ def deployment(obj: dict[str, Any]) -> dict[str, Any]:
 
 
 def statefulset(obj: dict[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(obj)
+    out = clone(obj)
     spec = out.setdefault("spec", {})
     spec.setdefault("replicas", 1)
     spec.setdefault("podManagementPolicy", "OrderedReady")
@@ -119,7 +119,7 @@ def statefulset(obj: dict[str, Any]) -> dict[str, Any]:
 
 
 def replicaset(obj: dict[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(obj)
+    out = clone(obj)
     spec = out.setdefault("spec", {})
     spec.setdefault("replicas", 1)
     spec["template"] = pod_template(spec.get("template"))
@@ -128,7 +128,7 @@ def replicaset(obj: dict[str, Any]) -> dict[str, Any]:
 
 def pod(obj: dict[str, Any]) -> dict[str, Any]:
     """Pod defaults plus what admission adds (service account, default tolerations)."""
-    out = copy.deepcopy(obj)
+    out = clone(obj)
     spec = pod_spec(out.get("spec") or {})
     spec.setdefault("serviceAccountName", "default")
     spec.setdefault("serviceAccount", spec["serviceAccountName"])
@@ -144,13 +144,23 @@ def pod(obj: dict[str, Any]) -> dict[str, Any]:
 
 
 def hpa(obj: dict[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(obj)
+    out = clone(obj)
     out.setdefault("spec", {}).setdefault("minReplicas", 1)
     return out
 
 
+def namespace(obj: dict[str, Any]) -> dict[str, Any]:
+    """The name label the apiserver sets on every namespace, and the ``kubernetes`` finalizer."""
+    out = clone(obj)
+    name = (out.get("metadata") or {}).get("name")
+    if isinstance(name, str):
+        out["metadata"].setdefault("labels", {})["kubernetes.io/metadata.name"] = name
+    out.setdefault("spec", {}).setdefault("finalizers", ["kubernetes"])
+    return out
+
+
 def _none(obj: dict[str, Any]) -> dict[str, Any]:
-    return copy.deepcopy(obj)
+    return clone(obj)
 
 
 def for_resource(res: r.Resource) -> Callable[[dict[str, Any]], dict[str, Any]]:
@@ -160,4 +170,5 @@ def for_resource(res: r.Resource) -> Callable[[dict[str, Any]], dict[str, Any]]:
         r.REPLICASETS.plural: replicaset,
         r.PODS.plural: pod,
         r.HPAS.plural: hpa,
+        r.NAMESPACES.plural: namespace,
     }.get(res.plural, _none)

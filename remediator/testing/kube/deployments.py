@@ -11,7 +11,6 @@ one controller sync; the caller repeats until nothing changes.
 
 from __future__ import annotations
 
-import copy
 import math
 from typing import Any
 
@@ -21,18 +20,19 @@ from remediator.testing.kube.clock import parse_rfc3339, rfc3339
 from remediator.testing.kube.objects import (
     Object,
     annotations_of,
+    clone,
     condition,
     int_field,
     meta,
     name_of,
     namespace_of,
     omit_zero,
-    owned_by,
     owner_reference,
     set_condition,
     spec_of,
     status_of,
     template_hash,
+    uid_of,
 )
 
 HASH_LABEL = "pod-template-hash"
@@ -66,7 +66,7 @@ def revision(rs: Object) -> int:
 
 
 def _without_hash(template: Any) -> Any:
-    t = copy.deepcopy(template)
+    t = clone(template)
     labels = (t.get("metadata") or {}).get("labels") if isinstance(t, dict) else None
     if isinstance(labels, dict):
         labels.pop(HASH_LABEL, None)
@@ -138,7 +138,7 @@ class DeploymentController:
                 "reason": reason, "message": message}
 
     def replicasets(self, d: Object) -> list[Object]:
-        return owned_by(self.api.store.list(r.REPLICASETS.plural, namespace_of(d)), d)
+        return self.api.store.owned_view(r.REPLICASETS.plural, uid_of(d))  # read-only: cloned before changes
 
     # -- one sync -------------------------------------------------------------------------
 
@@ -190,7 +190,7 @@ class DeploymentController:
         new_revision = max((revision(rs) for rs in old), default=0) + 1
         d_annotations = {k: v for k, v in annotations_of(d).items() if k not in SKIP_ANNOTATIONS}
         if new_rs is not None:
-            rs = copy.deepcopy(new_rs)
+            rs = clone(new_rs)
             min_ready = int_field(spec_of(d), "minReadySeconds")
             if int_field(spec_of(rs), "minReadySeconds") != min_ready:
                 rs["spec"]["minReadySeconds"] = min_ready
@@ -204,7 +204,7 @@ class DeploymentController:
                 annotations[REVISION] = str(new_revision)
             if rs != new_rs:
                 rs = self.api.system_update(r.REPLICASETS, rs)
-            d = copy.deepcopy(d)
+            d = clone(d)
             d["metadata"].setdefault("annotations", {})[REVISION] = annotations[REVISION]
             if _has_deadline(d) and condition(status_of(d), PROGRESSING) is None:
                 set_condition(d.setdefault("status", {}), self._cond(
@@ -223,12 +223,12 @@ class DeploymentController:
         name = f"{name_of(d)}-{pod_hash}"
         if self.api.store.get(r.REPLICASETS.plural, namespace_of(d), name) is not None:
             # Same name, different template (or owner): count the collision and rehash next time.
-            d = copy.deepcopy(d)
+            d = clone(d)
             d.setdefault("status", {})["collisionCount"] = collisions + 1
             return None, self.api.system_update(r.DEPLOYMENTS, d)
-        template = copy.deepcopy(spec.get("template") or {})
+        template = clone(spec.get("template") or {})
         template.setdefault("metadata", {}).setdefault("labels", {})[HASH_LABEL] = pod_hash
-        selector = copy.deepcopy(spec.get("selector") or {})
+        selector = clone(spec.get("selector") or {})
         selector.setdefault("matchLabels", {})[HASH_LABEL] = pod_hash
         want = _replicas(d)
         rs_spec: dict[str, Any] = {
@@ -254,7 +254,7 @@ class DeploymentController:
             "spec": rs_spec,
             "status": {"replicas": 0},
         })
-        d = copy.deepcopy(d)
+        d = clone(d)
         d["metadata"].setdefault("annotations", {})[REVISION] = str(new_revision)
         if _has_deadline(d):
             set_condition(d.setdefault("status", {}), self._cond(
@@ -264,7 +264,7 @@ class DeploymentController:
     # -- scaling ----------------------------------------------------------------------------
 
     def _scale_rs(self, d: Object, rs: Object, replicas: int) -> None:
-        updated = copy.deepcopy(rs)
+        updated = clone(rs)
         want = _replicas(d)
         annotations = updated["metadata"].setdefault("annotations", {})
         annotations[DESIRED_REPLICAS] = str(want)
@@ -398,7 +398,7 @@ class DeploymentController:
         }
         status = omit_zero(status)
         if previous.get("conditions"):
-            status["conditions"] = copy.deepcopy(previous["conditions"])
+            status["conditions"] = clone(previous["conditions"])
         if "collisionCount" in previous:
             status["collisionCount"] = previous["collisionCount"]
         if available >= _replicas(d) - max_unavailable(d):
@@ -477,7 +477,7 @@ class DeploymentController:
         shown = current is not None and current.get("reason") == PAUSED
         if paused == shown:
             return d
-        status = copy.deepcopy(status_of(d))
+        status = clone(status_of(d))
         if paused:
             set_condition(status, self._cond(PROGRESSING, "Unknown", PAUSED, "Deployment is paused"))
         else:
@@ -492,6 +492,14 @@ class DeploymentController:
         return self.api.system_update(r.DEPLOYMENTS, fresh)
 
     # -- time ---------------------------------------------------------------------------------
+
+    def waits_on_time(self, key: tuple[str, str]) -> bool:
+        """Whether this Deployment's next change may come from time alone (its progress deadline)."""
+        d = self.api.store.peek(r.DEPLOYMENTS.plural, *key)
+        if d is None or spec_of(d).get("paused") or not _has_deadline(d):
+            return False
+        cond = condition(status_of(d), PROGRESSING)
+        return cond is not None and cond.get("reason") not in (NEW_RS_AVAILABLE, TIMED_OUT)
 
     def next_due(self) -> float | None:
         """When the earliest progress deadline expires (for stepping a manual clock)."""

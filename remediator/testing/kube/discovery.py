@@ -48,7 +48,7 @@ def _api_resource_list(group: str, version: str) -> dict[str, Any]:
     for res in r.RESOURCES:
         if (res.group, res.version) != (group, version):
             continue
-        entry: dict[str, Any] = {"name": res.plural, "singularName": res.singular, "namespaced": True,
+        entry: dict[str, Any] = {"name": res.plural, "singularName": res.singular, "namespaced": res.namespaced,
                                  "kind": res.kind, "verbs": sorted(res.verbs)}
         if res.short_names:
             entry["shortNames"] = list(res.short_names)

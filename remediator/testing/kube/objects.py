@@ -6,11 +6,10 @@ is byte-for-byte what it serves, and the patch algorithms can work on it directl
 
 from __future__ import annotations
 
-import copy
 import json
 import random
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from remediator.testing.kube.resources import Resource
 
@@ -18,6 +17,22 @@ Object = dict[str, Any]
 
 #: The alphabet Kubernetes uses for generated names (no vowels, no look-alike characters).
 ALPHANUMS = "bcdfghjklmnpqrstvwxz2456789"
+
+
+J = TypeVar("J")
+
+
+def clone(value: J) -> J:
+    """A deep copy of a JSON document (dicts, lists, scalars), several times faster than ``copy.deepcopy``.
+
+    Every read and write of the store copies whole objects, so this is the fake's hottest
+    function; JSON values need none of deepcopy's generality (memo, arbitrary classes).
+    """
+    if isinstance(value, dict) and type(value) is dict:
+        return cast(J, {k: clone(v) for k, v in value.items()})
+    if isinstance(value, list) and type(value) is list:
+        return cast(J, [clone(v) for v in value])
+    return value
 
 
 def meta(obj: Mapping[str, Any]) -> dict[str, Any]:
@@ -95,7 +110,7 @@ def owned_by(objects: Iterable[Object], owner: Mapping[str, Any]) -> list[Object
 
 def strip_for_list(obj: Mapping[str, Any]) -> Object:
     """List items carry no kind/apiVersion on the wire; the List itself does."""
-    return {k: copy.deepcopy(v) for k, v in obj.items() if k not in ("kind", "apiVersion")}
+    return {k: clone(v) for k, v in obj.items() if k not in ("kind", "apiVersion")}
 
 
 def condition(status: Mapping[str, Any], kind: str) -> dict[str, Any] | None:

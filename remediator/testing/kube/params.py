@@ -36,16 +36,27 @@ def integer(request: web.Request, key: str) -> int | None:
         raise st.bad_request(f"invalid value {value!r} for integer query parameter {key!r}") from None
 
 
-def dry_run(request: web.Request) -> bool:
+def dry_run(request: web.Request, options: str) -> bool:
     """``dryRun`` from the query of a create, update or patch; "All" is the only value the apiserver knows.
 
-    Not for DELETE, whose options may come from a body instead: see :func:`delete_options`.
+    Anything else fails validation of the verb's options (``options``: CreateOptions,
+    UpdateOptions, PatchOptions) with 422, as ValidateDryRun does.  Not for DELETE, whose
+    options may come from a body instead: see :func:`delete_options`.
     """
     values = list(request.query.getall("dryRun", []))
-    for value in values:
-        if value != "All":
-            raise st.bad_request(f'Invalid dryRun value: Unsupported value: "{value}": supported values: "All"')
+    _validate_dry_run(values, options)
     return bool(values)
+
+
+def _validate_dry_run(values: list[str], options: str) -> None:
+    if all(v == "All" for v in values):
+        return
+    message = f'Unsupported value: {json.dumps(values, separators=(",", ":"))}: supported values: "All"'
+    raise st.ApiError(
+        422, f'{options}.meta.k8s.io "" is invalid: dryRun: {message}',
+        details={"group": "meta.k8s.io", "kind": options,
+                 "causes": [{"reason": "FieldValueNotSupported", "message": message, "field": "dryRun"}]},
+    )
 
 
 def delete_options(request: web.Request, body: Any) -> dict[str, Any]:
@@ -84,15 +95,7 @@ def delete_options(request: web.Request, body: Any) -> dict[str, Any]:
     if grace is not None and (isinstance(grace, bool) or not isinstance(grace, int)):
         raise st.bad_request("the request body could not be decoded as DeleteOptions: "
                              "gracePeriodSeconds must be an integer")
-    unsupported = [v for v in dry or [] if v != "All"]
-    if unsupported:
-        listed = ", ".join(json.dumps(v) for v in dry or [])
-        message = f'Unsupported value: []string{{{listed}}}: supported values: "All"'
-        raise st.ApiError(
-            422, f'DeleteOptions.meta.k8s.io "" is invalid: dryRun: {message}',
-            details={"group": "meta.k8s.io", "kind": "DeleteOptions",
-                     "causes": [{"reason": "FieldValueNotSupported", "message": message, "field": "dryRun"}]},
-        )
+    _validate_dry_run(list(dry or []), "DeleteOptions")
     return options
 
 

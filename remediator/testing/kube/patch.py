@@ -12,10 +12,11 @@ those types.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
+
+from remediator.testing.kube.objects import clone
 
 
 class PatchError(ValueError):
@@ -143,7 +144,7 @@ def apply_json_patch(doc: Any, operations: Any) -> Any:
     """RFC 6902: all operations apply, in order, or none does."""
     if not isinstance(operations, list):
         raise PatchError("a JSON patch must be a list of operations", malformed=True)
-    result = copy.deepcopy(doc)
+    result = clone(doc)
     for raw in operations:
         if not isinstance(raw, dict):
             raise PatchError(f"a JSON patch operation must be an object, got {raw!r}", malformed=True)
@@ -156,7 +157,7 @@ def apply_json_patch(doc: Any, operations: Any) -> Any:
         source = str(source)
         if op in ("add", "replace", "test") and "value" not in raw:
             raise PatchError(f"{op} operation has no value: {raw!r}")
-        value = copy.deepcopy(raw.get("value"))
+        value = clone(raw.get("value"))
         if op == "add":
             result = _add(result, path, value)
         elif op == "remove":
@@ -169,7 +170,7 @@ def apply_json_patch(doc: Any, operations: Any) -> Any:
             result, moved = _remove(result, source, "move")
             result = _add(result, path, moved, "move")
         elif op == "copy":
-            result = _add(result, path, copy.deepcopy(_get(result, source, "copy")), "copy")
+            result = _add(result, path, clone(_get(result, source, "copy")), "copy")
         elif op == "test":
             try:
                 current = _get(result, path, "test")
@@ -188,8 +189,8 @@ def apply_json_patch(doc: Any, operations: Any) -> Any:
 def apply_merge_patch(target: Any, patch: Any) -> Any:
     """RFC 7386: objects merge recursively, ``null`` deletes, everything else replaces (lists too)."""
     if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    result = copy.deepcopy(target) if isinstance(target, dict) else {}
+        return clone(patch)
+    result = clone(target) if isinstance(target, dict) else {}
     for key, value in patch.items():
         if value is None:
             result.pop(key, None)
@@ -253,7 +254,7 @@ def _merge_map(original: Mapping[str, Any], patch: Mapping[str, Any], keys: Mapp
     if directive is not None:
         raise PatchError(f"unknown patch type: {directive!r} in map")
 
-    result = copy.deepcopy(dict(original))
+    result = clone(dict(original))
     retain = patch.get(_RETAIN)
     if retain is not None:
         if not isinstance(retain, list):
@@ -293,7 +294,7 @@ def _merge_map(original: Mapping[str, Any], patch: Mapping[str, Any], keys: Mapp
 def _merge_list(field: str, original: Any, patch: list[Any], keys: Mapping[str, str]) -> list[Any]:
     if any(isinstance(e, dict) and e.get(_DIRECTIVE) == "replace" for e in patch):
         return [_strip(e) for e in patch if not (isinstance(e, dict) and e.get(_DIRECTIVE) == "replace")]
-    current = copy.deepcopy(original) if isinstance(original, list) else []
+    current = clone(original) if isinstance(original, list) else []
     if field in MERGED_SCALAR_LISTS:
         return current + [v for v in patch if not any(json_equal(v, c) for c in current)]
     merge_key = keys.get(field)

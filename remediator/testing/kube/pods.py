@@ -1,10 +1,17 @@
-"""What the scheduler and the kubelets would do to pods: bind them, start them, make them ready.
+"""What the scheduler and the kubelet would do to pods: bind them, start them, make them ready, end them.
 
-A pod becomes Running and Ready ``ready_delay`` seconds (on the injected clock) after
-it was created, unless a fault says its workload never becomes ready; then it runs
-with a failing readiness probe, which is what a broken rollout looks like from the
-API.  Pods that are already ready stay ready, so a fault injected mid-way only hurts
-new pods, as a bad release would.
+The fake has one node, ``fake-node``, with a kubelet.  The scheduler binds every pod
+that asks for the default scheduler to it; a pod naming another ``schedulerName``
+stays unbound, and a pod created with another ``nodeName`` has no kubelet: both stay
+Pending forever, as on a cluster with no such scheduler or node.
+
+A pod on ``fake-node`` becomes Running and Ready ``ready_delay`` seconds (on the
+injected clock) after it was created, unless a fault says its workload never becomes
+ready; then it runs with a failing readiness probe, which is what a broken rollout
+looks like from the API.  Pods that are already ready stay ready, so a fault injected
+mid-way only hurts new pods, as a bad release would.  A pod deleted gracefully stays
+Terminating until its kubelet has stopped it, ``termination_delay`` seconds later;
+without a kubelet (another node) it stays Terminating until deleted with grace 0.
 """
 
 from __future__ import annotations
@@ -35,6 +42,8 @@ from remediator.testing.kube.objects import (
 NODE_NAME = "fake-node"
 HOST_IP = "10.0.0.10"
 
+DEFAULT_SCHEDULER = "default-scheduler"
+
 PENDING, UNREADY, READY = "pending", "unready", "ready"
 
 #: (namespace, workload kind, workload name) -> readiness is blocked by a fault.
@@ -44,13 +53,14 @@ ReadinessBlock = Callable[[str, str, str], bool]
 class Pods:
     def __init__(
         self, api: ObjectAPI, clock: Clock, rng: random.Random, ready_delay: Callable[[], float],
-        blocked: ReadinessBlock,
+        blocked: ReadinessBlock, termination_delay: Callable[[], float] = lambda: 0.0,
     ) -> None:
         self.api = api
         self.clock = clock
         self.rng = rng
         self.ready_delay = ready_delay
         self.blocked = blocked
+        self.termination_delay = termination_delay
         # Sub-second precision that creationTimestamp (whole seconds) cannot carry.
         self._born: dict[str, float] = {}
         self._ready_at: dict[str, float] = {}
@@ -91,25 +101,47 @@ class Pods:
 
     # -- lifecycle ------------------------------------------------------------------------
 
-    def progress(self) -> None:
-        live = set()
-        for pod in self.api.store.list(r.PODS.plural):
-            uid = uid_of(pod)
-            live.add(uid)
-            current = state_of(pod)
-            wanted = self._wanted(pod, current)
-            if wanted is None:
-                continue
-            if wanted == current and (current != PENDING or "containerStatuses" in status_of(pod)):
-                continue
+    def sync(self, key: tuple[str, str]) -> bool:
+        """Schedule, start, ready or finish one pod; True while its next step waits on time."""
+        pod = self.api.store.get(r.PODS.plural, *key)
+        if pod is None:
+            return False
+        spec = pod.setdefault("spec", {})
+        if meta(pod).get("deletionTimestamp"):
+            if spec.get("nodeName") != NODE_NAME:
+                return False  # no kubelet to stop it: Terminating until deleted with grace 0
+            if self.clock() < self._termination_started(pod) + self.termination_delay():
+                return True
+            self.api.system_delete(r.PODS, *key)
+            return False
+        if not spec.get("nodeName"):
+            if spec.get("schedulerName", DEFAULT_SCHEDULER) != DEFAULT_SCHEDULER:
+                return False  # no such scheduler here: it stays unbound
+            spec["nodeName"] = NODE_NAME  # the scheduler binds it (with the status write below)
+        elif spec["nodeName"] != NODE_NAME:
+            return False  # bound to a node without a kubelet
+        current = state_of(pod)
+        wanted = self._wanted(pod, current)
+        if wanted is None:
+            return False
+        if wanted != current or (current == PENDING and "containerStatuses" not in status_of(pod)):
             if wanted == READY:
-                self._ready_at[uid] = self.clock()
-            pod.setdefault("spec", {}).setdefault("nodeName", NODE_NAME)  # the scheduler binds API-created pods
+                self._ready_at[uid_of(pod)] = self.clock()
             pod["status"] = self._status(pod, wanted, status_of(pod))
             self.api.system_update(r.PODS, pod)
-        for table in (self._born, self._ready_at):
-            for uid in set(table) - live:
-                del table[uid]
+        return wanted != READY
+
+    def forget(self, pod: Object) -> None:
+        """A pod is gone: drop what was remembered about it."""
+        uid = uid_of(pod)
+        self._born.pop(uid, None)
+        self._ready_at.pop(uid, None)
+
+    def _termination_started(self, pod: Object) -> float:
+        m = meta(pod)
+        deadline = parse_rfc3339(m.get("deletionTimestamp")) or self.clock()
+        grace = m.get("deletionGracePeriodSeconds")
+        return deadline - (grace if isinstance(grace, int) else 0)
 
     def _wanted(self, pod: Object, current: str | None) -> str | None:
         if current is None:
@@ -122,9 +154,16 @@ class Pods:
         return UNREADY if self.blocked(namespace_of(pod), kind, name) else READY
 
     def next_due(self) -> float | None:
-        """When the next pending pod is due to start (for stepping a manual clock)."""
-        now, delay = self.clock(), self.ready_delay()
-        due = [self.born(p) + delay for p in self.api.store.iter(r.PODS.plural) if state_of(p) == PENDING]
+        """When the next pending pod is due to start, or a terminating one to go (for stepping a manual clock)."""
+        now, delay, ending = self.clock(), self.ready_delay(), self.termination_delay()
+        due: list[float] = []
+        for p in self.api.store.iter(r.PODS.plural):
+            if spec_of(p).get("nodeName", NODE_NAME) != NODE_NAME:
+                continue
+            if meta(p).get("deletionTimestamp"):
+                due.append(self._termination_started(p) + ending)
+            elif state_of(p) == PENDING:
+                due.append(self.born(p) + delay)
         later = [t for t in due if t > now]
         return min(later) if later else None
 

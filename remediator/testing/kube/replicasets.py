@@ -19,9 +19,9 @@ from remediator.testing.kube.objects import (
     name_of,
     namespace_of,
     omit_zero,
-    owned_by,
     spec_of,
     status_of,
+    uid_of,
 )
 from remediator.testing.kube.pods import PENDING, READY, UNREADY, Pods, state_of
 from remediator.testing.kube.selectors import from_label_selector_object
@@ -36,7 +36,7 @@ class ReplicaSetController:
         self.pods = pods
 
     def owned_pods(self, rs: Object) -> list[Object]:
-        return owned_by(self.api.store.list(r.PODS.plural, namespace_of(rs)), rs)
+        return self.api.store.owned_view(r.PODS.plural, uid_of(rs))  # read-only
 
     def sync(self, rs: Object) -> None:
         if meta(rs).get("deletionTimestamp"):
@@ -73,6 +73,11 @@ class ReplicaSetController:
             rs["status"] = status
             self.api.system_update(r.REPLICASETS, rs)
 
+    def waits_on_time(self, key: tuple[str, str]) -> bool:
+        """Whether a ready pod of this ReplicaSet has yet to count as available (minReadySeconds)."""
+        rs = self.api.store.peek(r.REPLICASETS.plural, *key)
+        return rs is not None and _waits_for_min_ready(rs)
+
     def next_due(self) -> float | None:
         """When a ready pod of a ReplicaSet with minReadySeconds becomes available."""
         now = self.pods.clock()
@@ -86,3 +91,10 @@ class ReplicaSetController:
                 if since is not None and since + min_ready > now:
                     due.append(since + min_ready)
         return min(due) if due else None
+
+
+def _waits_for_min_ready(obj: Object) -> bool:
+    """Ready pods not yet available: they become so ``minReadySeconds`` after turning ready."""
+    status = status_of(obj)
+    return bool(int_field(spec_of(obj), "minReadySeconds")) and (
+        int_field(status, "availableReplicas") < int_field(status, "readyReplicas"))

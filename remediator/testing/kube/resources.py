@@ -35,6 +35,7 @@ class Resource:
     has_status: bool = True
     scale: bool = False
     short_names: tuple[str, ...] = ()
+    namespaced: bool = True
 
     @property
     def api_version(self) -> str:
@@ -68,7 +69,12 @@ REPLICASETS = Resource("replicasets", "replicaset", "ReplicaSet", "apps", "v1", 
 CONTROLLERREVISIONS = Resource(
     "controllerrevisions", "controllerrevision", "ControllerRevision", "apps", "v1", READ, has_status=False
 )
-PODS = Resource("pods", "pod", "Pod", "", "v1", READ | {"create", "delete"}, short_names=("po",))
+#: Pods carry metadata.generation (PodObservedGenerationTracking): 1 at creation, +1 on a graceful delete.
+PODS = Resource("pods", "pod", "Pod", "", "v1", READ | {"create", "delete"}, GenerationRule.SPEC,
+                short_names=("po",))
+#: Cluster-scoped: a namespaced object can only be created in a namespace that exists.
+NAMESPACES = Resource("namespaces", "namespace", "Namespace", "", "v1", READ | {"create", "delete"},
+                      short_names=("ns",), namespaced=False)
 LEASES = Resource("leases", "lease", "Lease", "coordination.k8s.io", "v1", ALL, has_status=False)
 #: Served so that clients can see which workloads an autoscaler owns; nothing acts on them.
 HPAS = Resource(
@@ -76,7 +82,11 @@ HPAS = Resource(
     GenerationRule.SPEC, short_names=("hpa",),
 )
 
-RESOURCES: tuple[Resource, ...] = (DEPLOYMENTS, STATEFULSETS, REPLICASETS, CONTROLLERREVISIONS, PODS, LEASES, HPAS)
+RESOURCES: tuple[Resource, ...] = (
+    DEPLOYMENTS, STATEFULSETS, REPLICASETS, CONTROLLERREVISIONS, PODS, LEASES, HPAS, NAMESPACES,
+)
+#: Namespaces that exist in every cluster from the start.
+SYSTEM_NAMESPACES = ("default", "kube-node-lease", "kube-public", "kube-system")
 
 
 def lookup(group: str, version: str, plural: str) -> Resource | None:

@@ -182,6 +182,10 @@ class FakeKubeServer:
         method = request.method
         if sub is not None and not (sub == "scale" and res.scale):
             raise st.not_found_path()
+        if not res.namespaced:
+            if ns is not None:
+                raise st.not_found_path()
+            ns = ""  # cluster-scoped objects are stored under the empty namespace
         if name is None:
             if method == "GET":
                 verb = "watch" if params.flag(request, "watch") else "list"
@@ -196,8 +200,9 @@ class FakeKubeServer:
                 ))
             if method == "POST" and ns is not None:
                 self._allow(res, "create")
+                dry = params.dry_run(request, "CreateOptions")
                 body = await self._body(request)
-                created = self.cluster.create(res, ns, body, dry_run=params.dry_run(request))
+                created = self.cluster.create(res, ns, body, dry_run=dry)
                 return self._json(request, created, status=201)
             raise st.method_not_allowed()
         if ns is None:
@@ -209,12 +214,13 @@ class FakeKubeServer:
             return self._json(request, self.cluster.read(res, ns, name))
         if method == "PUT":
             self._allow(res, "update")
+            dry = params.dry_run(request, "UpdateOptions")
             body = await self._body(request)
-            return self._json(request, self.cluster.replace(res, ns, name, body, dry_run=params.dry_run(request)))
+            return self._json(request, self.cluster.replace(res, ns, name, body, dry_run=dry))
         if method == "PATCH":
             self._allow(res, "patch")
+            dry = params.dry_run(request, "PatchOptions")
             patch_type, patch = await self._patch_body(request)
-            dry = params.dry_run(request)
             return self._json(request, self.cluster.patch(res, ns, name, patch_type, patch, dry_run=dry))
         if method == "DELETE":
             self._allow(res, "delete")
@@ -231,7 +237,7 @@ class FakeKubeServer:
         raise st.method_not_allowed()
 
     async def _scale(self, request: web.Request, res: r.Resource, ns: str, name: str) -> web.StreamResponse:
-        dry = params.dry_run(request)
+        dry = params.dry_run(request, "PatchOptions" if request.method == "PATCH" else "UpdateOptions")
         if request.method == "GET":
             return self._json(request, self.cluster.read_scale(res, ns, name))
         if request.method == "PUT":

@@ -11,24 +11,24 @@ way ``kubectl rollout status`` expects.
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 from remediator.testing.kube import resources as r
 from remediator.testing.kube.api import ObjectAPI
 from remediator.testing.kube.objects import (
     Object,
+    clone,
     int_field,
     labels_of,
     meta,
     name_of,
     namespace_of,
     omit_zero,
-    owned_by,
     owner_reference,
     spec_of,
     status_of,
     template_hash,
+    uid_of,
 )
 from remediator.testing.kube.pods import READY, Pods, state_of
 
@@ -40,11 +40,11 @@ POD_INDEX_LABEL = "apps.kubernetes.io/pod-index"
 
 def revision_data(sts: Object) -> dict[str, Any]:
     """A revision's ``.data``: the template as a strategic-merge patch that replaces it wholesale."""
-    return {"spec": {"template": {**copy.deepcopy(spec_of(sts).get("template") or {}), "$patch": "replace"}}}
+    return {"spec": {"template": {**clone(spec_of(sts).get("template") or {}), "$patch": "replace"}}}
 
 
 def template_of_revision(rev: Object) -> dict[str, Any]:
-    template = copy.deepcopy(((rev.get("data") or {}).get("spec") or {}).get("template") or {})
+    template = clone(((rev.get("data") or {}).get("spec") or {}).get("template") or {})
     template.pop("$patch", None)
     return template
 
@@ -55,7 +55,7 @@ class StatefulSetController:
         self.pods = pods
 
     def revisions(self, sts: Object) -> list[Object]:
-        owned = owned_by(self.api.store.list(r.CONTROLLERREVISIONS.plural, namespace_of(sts)), sts)
+        owned = self.api.store.owned_view(r.CONTROLLERREVISIONS.plural, uid_of(sts))  # read-only
         return sorted(owned, key=lambda rev: int_field(rev, "revision"))
 
     def sync(self, sts: Object) -> None:
@@ -69,6 +69,14 @@ class StatefulSetController:
         self._update_status(sts, current_rev, update_rev)
         self._truncate_history(sts)
 
+    def waits_on_time(self, key: tuple[str, str]) -> bool:
+        """Whether a ready pod has yet to count as available (minReadySeconds)."""
+        sts = self.api.store.peek(r.STATEFULSETS.plural, *key)
+        if sts is None or not int_field(spec_of(sts), "minReadySeconds"):
+            return False
+        status = status_of(sts)
+        return int_field(status, "availableReplicas") < int_field(status, "readyReplicas")
+
     def _update_revision(self, sts: Object) -> Object:
         data = revision_data(sts)
         revisions = self.revisions(sts)
@@ -77,7 +85,7 @@ class StatefulSetController:
         if equal:
             chosen = equal[-1]
             if int_field(chosen, "revision") < latest:  # rollback to an old template: renumber it
-                chosen = copy.deepcopy(chosen)
+                chosen = clone(chosen)
                 chosen["revision"] = latest + 1
                 chosen = self.api.system_update(r.CONTROLLERREVISIONS, chosen)
             return chosen
@@ -103,7 +111,7 @@ class StatefulSetController:
     def _pods_by_ordinal(self, sts: Object) -> dict[int, Object]:
         prefix = f"{name_of(sts)}-"
         out: dict[int, Object] = {}
-        for pod in owned_by(self.api.store.list(r.PODS.plural, namespace_of(sts)), sts):
+        for pod in self.api.store.owned_view(r.PODS.plural, uid_of(sts)):  # read-only
             suffix = name_of(pod)[len(prefix):]
             if name_of(pod).startswith(prefix) and suffix.isdigit():
                 out[int(suffix)] = pod
@@ -173,7 +181,7 @@ class StatefulSetController:
             status["currentRevision"], status["currentReplicas"] = status["updateRevision"], status["updatedReplicas"]
         status = omit_zero(status, keep=("replicas", "availableReplicas"))
         if status != status_of(sts):
-            fresh = copy.deepcopy(sts)
+            fresh = clone(sts)
             fresh["status"] = status
             self.api.system_update(r.STATEFULSETS, fresh)
 

@@ -101,14 +101,33 @@ def not_found(res: Resource, name: str) -> ApiError:
     return ApiError(404, f'{res.qualified} "{name}" not found', details=_details(res, name))
 
 
-def already_exists(res: Resource, name: str) -> ApiError:
-    return ApiError(409, f'{res.qualified} "{name}" already exists', reason="AlreadyExists",
+def already_exists(res: Resource, name: str, *, being_deleted: bool = False) -> ApiError:
+    prefix = "object is being deleted: " if being_deleted else ""
+    return ApiError(409, f'{prefix}{res.qualified} "{name}" already exists', reason="AlreadyExists",
                     details=_details(res, name))
 
 
 def conflict(res: Resource, name: str, why: str = MODIFIED) -> ApiError:
     return ApiError(409, f'Operation cannot be fulfilled on {res.qualified} "{name}": {why}',
                     details=_details(res, name))
+
+
+def precondition_failed(res: Resource, name: str, why: str) -> ApiError:
+    """A DELETE whose uid/resourceVersion precondition does not hold (the registry names the kind, not the
+    resource: ``Pod "web-1"``, ``Deployment.apps "web"``)."""
+    details: dict[str, Any] = {"name": name}
+    if res.group:
+        details["group"] = res.group
+    details["kind"] = res.kind
+    return ApiError(409, f'Operation cannot be fulfilled on {res.qualified_kind} "{name}": {why}', details=details)
+
+
+def namespace_terminating(res: Resource, name: str, namespace: str) -> ApiError:
+    why = f"unable to create new content in namespace {namespace} because it is being terminated"
+    err = forbidden(res, name, why)
+    err.details["causes"] = [{"reason": "NamespaceTerminating", "message": f"namespace {namespace} is being terminated",
+                              "field": "metadata.namespace"}]
+    return err
 
 
 def forbidden(res: Resource, name: str, why: str) -> ApiError:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import json
 from typing import Any
 
@@ -19,7 +18,7 @@ from remediator.testing.kube import params
 from remediator.testing.kube import resources as r
 from remediator.testing.kube import status as st
 from remediator.testing.kube.cluster import FakeCluster
-from remediator.testing.kube.objects import Object, meta, namespace_of
+from remediator.testing.kube.objects import Object, clone, meta, namespace_of
 from remediator.testing.kube.selectors import (
     FieldSelector,
     LabelSelector,
@@ -106,7 +105,7 @@ def translate(
     if now:
         return {"type": "MODIFIED" if before else "ADDED", "object": event.object}
     if before and event.previous is not None:
-        gone = copy.deepcopy(event.previous)
+        gone = clone(event.previous)
         gone["metadata"]["resourceVersion"] = str(event.rv)
         return {"type": "DELETED", "object": gone}
     return None
