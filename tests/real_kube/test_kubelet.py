@@ -4,6 +4,7 @@ as the namespace's policy says, and a deleted bound pod stays Terminating until 
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from kubernetes_asyncio import client
@@ -139,3 +140,15 @@ async def test_on_a_virtual_clock_a_pod_becomes_ready_exactly_when_its_delay_has
 
         await poll_until(gone, limit=LIMIT, what="the kubelet to finish deleting pod slow")
     await core.delete_node(node)
+
+
+def test_a_kubelet_in_its_own_thread_stops_cleanly(control_plane: ControlPlane) -> None:
+    """For synchronous fixtures: it runs on a loop in a thread of its own, and stop() ends that thread."""
+    before = set(threading.enumerate())
+    kubelet = Kubelet(control_plane.configuration, node="node-threaded").start_in_thread()
+    started = [t for t in set(threading.enumerate()) - before if t.is_alive()]
+    assert "test-kubelet" in {t.name for t in started}  # with its loop's executor threads, if any
+    kubelet.stop()
+    assert not [t.name for t in started if t.is_alive()]
+    assert not kubelet.errors
+    kubelet.stop()  # a second stop is harmless
