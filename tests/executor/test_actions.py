@@ -351,6 +351,24 @@ async def test_delete_pod_deletes_that_pod_with_a_uid_precondition(harness: Open
     assert delete.body["preconditions"] == {"uid": victim["metadata"]["uid"]}
 
 
+async def test_delete_pod_leaves_a_terminating_pod_alone(harness: OpenHarness) -> None:
+    """A bound pod deleted by someone else stays Terminating for its grace period: deleting it
+    again would change nothing, so the step says so and sends no DELETE."""
+    async with harness({"fix": playbook('- action: delete_pod\n  pod: "{{ labels.pod }}"\n')}) as h:
+        h.cluster.termination_delay = 30
+        h.cluster.apply(web(replicas=2))
+        victim = sorted(p["metadata"]["name"] for p in h.cluster.pods_of(NS, "web"))[0]
+        h.cluster.delete("pods", NS, victim)
+        terminating = h.cluster.get("pods", NS, victim)
+        assert terminating is not None and terminating["metadata"]["deletionTimestamp"]
+        ex = await h.fire(pod=victim)
+        deletes = h.cluster.requests.matching("DELETE", "/pods/")
+    assert steps_of(ex) == [("main", "delete_pod", "ok")]
+    assert ex["results"][0]["message"] == f"pod {victim} is already terminating"
+    assert ex["results"][0]["details"]["terminating"] is True
+    assert deletes == []
+
+
 async def test_delete_pod_refuses_a_pod_of_another_workload(harness: OpenHarness) -> None:
     async with harness({"fix": playbook('- action: delete_pod\n  pod: "{{ labels.pod }}"\n')}) as h:
         h.cluster.apply(web(replicas=1))
