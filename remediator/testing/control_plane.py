@@ -781,7 +781,9 @@ class Kubelet:
                 await asyncio.gather(*workers, return_exceptions=True)
 
     def _node_status(self) -> dict[str, Any]:
-        now = _stamp(self.clock)
+        # Real time, whatever the kubelet's clock: the node lifecycle controller is a real process,
+        # and a heartbeat whose time never moves is no heartbeat to it.
+        now = _stamp(SystemClock())
         return {"status": {
             "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
                             "message": "remediator test kubelet", "lastHeartbeatTime": now,
