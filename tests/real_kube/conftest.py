@@ -20,11 +20,9 @@ import pytest
 
 from remediator.testing.control_plane import (
     ControlPlane,
-    ControlPlaneError,
     Kubelet,
     create_namespace,
     delete_namespace,
-    find_assets,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -37,24 +35,6 @@ class _Session:
     plane: ControlPlane | None = None
     outcomes: dict[str, int] = {}
     skipped_for_binaries = 0
-
-
-@pytest.fixture(scope="session")
-def control_plane() -> Iterator[ControlPlane]:
-    """The session's control plane; skips (one clear line) when the binaries are not installed."""
-    assets = find_assets()
-    if assets is None:
-        pytest.skip(NO_BINARIES)
-    plane = ControlPlane(assets)
-    try:
-        plane.start()
-    except ControlPlaneError as exc:
-        pytest.fail(f"real Kubernetes control plane did not start: {exc}", pytrace=False)
-    _Session.plane = plane
-    try:
-        yield plane
-    finally:
-        plane.stop()
 
 
 @pytest.fixture
