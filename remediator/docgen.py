@@ -40,8 +40,8 @@ DESCRIPTIONS: dict[str, str] = {
     "log": "Logs go to standard error.",
     "listen": "`host:port` the HTTP server binds: webhook, API, `/metrics`, `/healthz`, `/readyz`.",
     "dry_run": "Plan every execution and change nothing: with a cluster each mutation is sent with "
-    "`dryRun=All` (server-side dry-run), without one the plan is recorded. A playbook's "
-    "`guardrails.dry_run` overrides it for that playbook.",
+    "`dryRun=All` (server-side dry-run), without one the plan is recorded. Absolute: a playbook's "
+    "`guardrails.dry_run` can add dry-run to a live daemon, never lift it.",
     "playbooks": "File or directory of playbooks (`*.yaml`, `*.yml`; `tests/` folders skipped). "
     "Reloaded when it changes; an invalid set is refused and the last good one kept.",
     "data_dir": "Folder of the embedded store (SQLite) and of the guardrail state file, used when "

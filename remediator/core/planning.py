@@ -84,7 +84,10 @@ def make_plan(playbook: Playbook, alert: Alert, *, global_dry_run: bool) -> Plan
         key = render(rl.key, context) if rl and rl.key else target.key
     except TemplateError as exc:
         return Refusal(f"invalid step parameters: {exc}", target)
-    dry = playbook.guardrails.dry_run if playbook.guardrails.dry_run is not None else global_dry_run
+    # The daemon's dry-run is absolute: a playbook may only add dry-run, never lift it, so that
+    # `serve --dry-run` acts on nothing whatever the playbooks say (one may be promoted to live by
+    # running the daemon live and marking the others `dry_run: true`).
+    dry = global_dry_run or bool(playbook.guardrails.dry_run)
     return Plan(playbook, target, f"{playbook.name}|{key}", steps, on_failure, dry)
 
 
