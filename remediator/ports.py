@@ -242,11 +242,33 @@ class AuditLog(Protocol):
         """Retention: delete finished audit and processed alerts older than ``days``, in batches."""
 
 
+@dataclass(frozen=True)
+class KillSwitchRecord:
+    """The kill switch as last set by an operator: on or off, by whom, when."""
+
+    paused: bool
+    by: str
+    at: datetime
+
+
+class KillSwitchStore(Protocol):
+    """The durable copy of the kill switch (see :class:`remediator.killswitch.KillSwitch`).
+
+    The guardrail state holds the switch every admission reads; it may be in a Redis
+    that restarts without persistence.  The store's record is what such a state is
+    re-armed from, so an operator's pause survives it."""
+
+    async def kill_switch(self) -> KillSwitchRecord | None:
+        """The last setting recorded; None if the switch was never set."""
+
+    async def set_kill_switch(self, paused: bool, by: str, at: datetime) -> None: ...
+
+
 class PipelineStore(AlertHistory, ExecutionLedger, AuditLog, Protocol):
     """What the pipeline uses: it reads the alert history, records decisions and runs executions."""
 
 
-class Store(IntakeQueue, AlertHistory, ExecutionLedger, AuditLog, Protocol):
+class Store(IntakeQueue, AlertHistory, ExecutionLedger, AuditLog, KillSwitchStore, Protocol):
     """Every role, in one database: what the adapters implement and the runtime wires."""
 
     async def ping(self) -> None: ...
@@ -254,10 +276,14 @@ class Store(IntakeQueue, AlertHistory, ExecutionLedger, AuditLog, Protocol):
     async def close(self) -> None: ...
 
 
-class PauseState(Protocol):
-    """Where the kill switch is read at every admission and before every step."""
+class Pausable(Protocol):
+    """Whether remediation is paused (the kill switch): asked before every step."""
 
     async def paused(self) -> bool: ...
+
+
+class PauseState(Pausable, Protocol):
+    """Where the kill switch is read at every admission: the guardrail state."""
 
     async def set_paused(self, paused: bool) -> None: ...
 

@@ -104,6 +104,20 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX alerts_parked ON alerts (parked_at, id) WHERE parked_at IS NOT NULL;
         """,
     ),
+    Migration(
+        4,
+        "the kill switch, durable",
+        # One row: the last setting.  The guardrail state (Redis) is re-armed from it when a
+        # restart without persistence lost the pause.
+        """
+        CREATE TABLE kill_switch (
+            id integer PRIMARY KEY CHECK (id = 1),
+            paused boolean NOT NULL,
+            set_by text NOT NULL,
+            set_at timestamptz NOT NULL
+        );
+        """,
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version

@@ -34,7 +34,7 @@ import asyncpg
 from remediator.core.alerts import Alert, format_time
 from remediator.core.decisions import Decision, DecisionKind, PlannedStep, decision_from_json, execution_id
 from remediator.core.errors import ConfigError, StoreUnavailable
-from remediator.ports import Clock, ReceivedAlert, StepResult, StoredAlert
+from remediator.ports import Clock, KillSwitchRecord, ReceivedAlert, StepResult, StoredAlert
 from remediator.store import retention
 from remediator.store import rows as json_rows
 from remediator.store.migrations import migrate
@@ -54,9 +54,8 @@ _UNFINISHED = "('pending', 'running')"
 _POOL_OPTIONS = ("pool_min_size", "pool_max_size", "connect_timeout", "acquire_timeout")
 
 
-def _text(value: str) -> str:
-    """PostgreSQL text cannot hold NUL; keep such (hostile) strings storable instead of failing intake."""
-    return value.replace("\x00", "\\u0000")
+#: PostgreSQL text cannot hold NUL; such (hostile) strings are kept storable instead of failing intake.
+_text = json_rows.without_nul
 
 
 def _split_dsn(dsn: str) -> tuple[str, dict[str, str], set[str]]:
@@ -517,6 +516,21 @@ class PostgresStore:
                 if _count(tag) < batch:
                     break
         return counts
+
+    # --- the kill switch ------------------------------------------------------------
+
+    async def kill_switch(self) -> KillSwitchRecord | None:
+        rows = await self._fetch("SELECT paused, set_by, set_at FROM kill_switch WHERE id = 1")
+        return KillSwitchRecord(rows[0]["paused"], rows[0]["set_by"], rows[0]["set_at"]) if rows else None
+
+    async def set_kill_switch(self, paused: bool, by: str, at: datetime) -> None:
+        await self._execute(
+            "INSERT INTO kill_switch (id, paused, set_by, set_at) VALUES (1, $1, $2, $3) ON CONFLICT (id) DO UPDATE"
+            " SET paused = excluded.paused, set_by = excluded.set_by, set_at = excluded.set_at",
+            paused,
+            _text(by),
+            at,
+        )
 
     # --- lifecycle -----------------------------------------------------------------
 

@@ -28,9 +28,14 @@ class Row(Protocol):
     def __getitem__(self, key: str, /) -> Any: ...
 
 
+def without_nul(value: str) -> str:
+    """PostgreSQL text cannot hold NUL: such (hostile) strings are kept escaped, in both stores alike."""
+    return value.replace("\x00", "\\u0000")
+
+
 def park_error(error: str) -> str:
-    """The error text a parked alert keeps: bounded, and free of NUL (which PostgreSQL text cannot hold)."""
-    return error[:PARK_ERROR_CHARS].replace("\x00", "\\u0000")
+    """The error text a parked alert keeps: bounded, and free of NUL."""
+    return without_nul(error[:PARK_ERROR_CHARS])
 
 
 def timestamp(value: str | float | datetime | None) -> str | None:

@@ -22,7 +22,7 @@ import aiosqlite
 from remediator.core.alerts import Alert, format_time, parse_time
 from remediator.core.decisions import Decision, DecisionKind, PlannedStep, decision_from_json, execution_id
 from remediator.core.errors import StoreUnavailable
-from remediator.ports import Clock, ReceivedAlert, StepResult, StoredAlert
+from remediator.ports import Clock, KillSwitchRecord, ReceivedAlert, StepResult, StoredAlert
 from remediator.store import retention
 from remediator.store import rows as json_rows
 
@@ -77,6 +77,12 @@ CREATE TABLE IF NOT EXISTS notifications (
     body TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS notifications_execution ON notifications (execution_id);
+CREATE TABLE IF NOT EXISTS kill_switch (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    paused INTEGER NOT NULL,
+    set_by TEXT NOT NULL,
+    set_at TEXT NOT NULL
+);
 """
 
 # Columns added since the first release, for files created before them: (table, column, type).
@@ -574,6 +580,18 @@ class SQLiteStore:
 
         async with self._tx:
             return await self._transaction(body)
+
+    async def kill_switch(self) -> KillSwitchRecord | None:
+        cur = await self._run("SELECT paused, set_by, set_at FROM kill_switch WHERE id = 1")
+        row = await cur.fetchone()
+        return KillSwitchRecord(bool(row["paused"]), row["set_by"], parse_time(row["set_at"])) if row else None
+
+    async def set_kill_switch(self, paused: bool, by: str, at: datetime) -> None:
+        await self._run(
+            "INSERT INTO kill_switch (id, paused, set_by, set_at) VALUES (1, ?, ?, ?) ON CONFLICT (id) DO UPDATE"
+            " SET paused = excluded.paused, set_by = excluded.set_by, set_at = excluded.set_at",
+            (int(paused), json_rows.without_nul(by), format_time(at)),
+        )
 
     async def ping(self) -> None:
         await self._run("SELECT 1")

@@ -17,7 +17,7 @@ from remediator.clock import VirtualClock
 from remediator.core.alerts import Alert, validate_payload
 from remediator.core.decisions import Decision, DecisionKind, PlannedStep, ResolvedTarget, execution_id
 from remediator.core.errors import StoreUnavailable
-from remediator.ports import ReceivedAlert, StepResult
+from remediator.ports import KillSwitchRecord, ReceivedAlert, StepResult
 from tests.payloads import T0, alert_json, payload
 
 
@@ -347,3 +347,12 @@ async def test_retention_keeps_an_episodes_alerts_while_a_younger_decision_remai
     assert await store.delete_older_than(30) == {"decisions": 0, "steps": 0, "notifications": 0, "alerts": 0}
     await vclock.advance(20 * 86400)  # now the decision is old too, and everything goes
     assert await store.delete_older_than(30) == {"decisions": 1, "steps": 0, "notifications": 0, "alerts": 2}
+
+
+async def test_the_kill_switch_is_recorded_durably_last_setting_wins(store: Any, vclock: VirtualClock) -> None:
+    assert await store.kill_switch() is None  # never set
+    at = vclock.now() + timedelta(microseconds=250)
+    await store.set_kill_switch(True, "alice", at)
+    assert await store.kill_switch() == KillSwitchRecord(True, "alice", at)
+    await store.set_kill_switch(False, "b\x00b", at + timedelta(minutes=5))
+    assert await store.kill_switch() == KillSwitchRecord(False, "b\\u0000b", at + timedelta(minutes=5))

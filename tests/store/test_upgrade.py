@@ -98,7 +98,11 @@ def released_sqlite_file(path: Path) -> None:
 
 
 async def exercise(store: Any, vclock: VirtualClock) -> None:
-    """The old rows work as before; attempts start from 0 and parking works on them."""
+    """The old rows work as before; attempts start from 0 and parking works on them; the
+    kill switch, never recorded by the old release, is unset and can be set."""
+    assert await store.kill_switch() is None
+    await store.set_kill_switch(True, "ops", T0)
+    assert (await store.kill_switch()).paused
     claimed = await store.claim_alerts("w", 10, 30)
     assert [(s.received.alert.labels["app"], s.attempts) for s in claimed] == [("pending", 1), ("held", 1)]
     await store.park_alert(claimed[0].id, "boom")
