@@ -36,6 +36,7 @@ from remediator.ports import (
     GuardrailStore,
     NoEvents,
     Notifier,
+    Pausable,
     PipelineEvents,
     PipelineStore,
     ReceivedAlert,
@@ -134,6 +135,7 @@ class Pipeline:
         metrics: Metrics | None = None,
         owner: str | None = None,
         events: PipelineEvents | None = None,
+        kill_switch: Pausable | None = None,
     ) -> None:
         # Who holds execution leases: unique per Pipeline, so replicas (and tests running
         # several pipelines in one process) never mistake each other's lease for their own.
@@ -148,6 +150,11 @@ class Pipeline:
         self.settings = settings
         self.metrics = metrics or Metrics()
         self.events: PipelineEvents = events or NoEvents()  # who watches (replay's report)
+        # The durable kill switch (remediator.killswitch.KillSwitch), when the runtime has one: read
+        # before every step, and asked before every admission so that a guardrail state that lost
+        # a recorded pause is re-armed before it admits anything.  Without one, the guardrail
+        # state's own switch is all there is.
+        self.kill_switch = kill_switch
         self._log = structlog.get_logger("remediator.pipeline")
         self._holds: dict[str, Hold] = {}  # the executions this replica runs now, each with its lease and lock
         self._resume_waiting: set[str] = set()  # executions told (once) that they wait for guardrail state
@@ -268,6 +275,9 @@ class Pipeline:
             if gate is not None:
                 kind, reason = gate
             else:
+                if self.kill_switch is not None:
+                    with contextlib.suppress(GuardrailUnavailable, StoreUnavailable):  # then admission decides
+                        await self.kill_switch.paused()  # re-arms a guardrail state that lost the pause
                 try:
                     if plan.dry_run and not self.settings.dry_run_consumes_guardrails:
                         kind, reason = await self._evaluate(plan, did, now.timestamp())
@@ -643,9 +653,11 @@ class Pipeline:
     async def _halted(self, did: str, decision: Decision | None) -> str | None:
         """Why the execution must stop before its next step, if it must: the kill switch, or its
         playbook's circuit breaker open (other executions of it kept failing meanwhile).  Both
-        are read from the shared state at every step; unreachable state pauses too."""
+        are read at every step: the switch from the durable kill switch when there is one (it
+        re-arms a guardrail state that lost it), else from the guardrail state; the breaker from
+        the guardrail state.  Unreachable guardrail state pauses too."""
         try:
-            if await self.guardrails.paused():
+            if await (self.kill_switch or self.guardrails).paused():
                 return "remediation is paused (kill switch)"
             if decision is not None:
                 breaker = (await self.guardrails.status()).breakers.get(decision.playbook)
