@@ -733,7 +733,7 @@ class Pipeline:
         )
 
     async def run_claimed(self, did: str) -> str | None:
-        """Run an execution this replica has claimed (``Store.claim_unfinished``): a fresh one
+        """Run an execution this replica has claimed (``ExecutionLedger.claim_unfinished``): a fresh one
         and one another replica left behind are the same thing.  None: nothing to run."""
         decision = await self.store.decision(did)
         if decision is None:

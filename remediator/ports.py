@@ -41,7 +41,7 @@ class StoredAlert:
     id: int
     received: ReceivedAlert
     #: How many times the alert has been claimed for processing, this claim included
-    #: (see :meth:`Store.claim_alerts`); 0 where it was not read from a claim.
+    #: (see :meth:`IntakeQueue.claim_alerts`); 0 where it was not read from a claim.
     attempts: int = 0
 
 

@@ -2,7 +2,7 @@
 
 Deciding and executing are apart.  A decision that admits an execution records it
 unfinished in the store (durable, like the alert before it); this queue, a loop of its
-own, claims unfinished executions (``Store.claim_unfinished``: fresh ones, and those
+own, claims unfinished executions (``ExecutionLedger.claim_unfinished``: fresh ones, and those
 whose replica died, alike) and runs each as its own task.  So one slow ``wait_healthy``
 never holds back the remediation of another target, and an interrupted execution is
 taken over within a lease period whatever the alert backlog.

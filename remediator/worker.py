@@ -50,7 +50,7 @@ class Worker:
             intake = pipeline.store
         self.intake: IntakeQueue = intake
         self.settings = settings
-        # Unique per instance: a worker takes back claims under its own name (see Store.claim_alerts).
+        # Unique per instance: a worker takes back claims under its own name (see IntakeQueue.claim_alerts).
         self.name = name or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         self._wake = asyncio.Event()
         self._stopping = False

@@ -17,7 +17,7 @@ ALLOWED_STDLIB = {
     "__future__", "typing", "dataclasses", "enum", "re", "json", "hashlib", "datetime", "math",
     "collections", "types", "itertools", "functools", "contextlib", "string", "copy",
 }
-ALLOWED_THIRD_PARTY = {"yaml", "jinja2", "jsonschema"}
+ALLOWED_THIRD_PARTY = {"yaml", "jinja2", "jsonschema", "msgspec"}  # parsing and validating only: no I/O
 FORBIDDEN_CALLS = ("datetime.now", "datetime.utcnow", "time.time", "time.monotonic", "open(", "date.today")
 
 
@@ -63,3 +63,40 @@ def test_the_contract_catches_a_violation(tmp_path: Path) -> None:
     bad.write_text("import socket\nfrom remediator.store import sqlite\n")
     names = [m for _, m in _imports(bad)]
     assert "socket" in names and "remediator.store" in names
+
+
+REMEDIATOR = CORE.parent
+#: Components that use one role of the store each: they name the role, never the whole Store.
+ROLE_USERS = ("pipeline.py", "hold.py", "queue.py", "worker.py", "replay.py", "killswitch.py")
+#: Observed through PipelineEvents (replay) or wrapped by composition, never subclassed.
+NOT_TO_SUBCLASS = {"Pipeline", "SQLiteStore", "PostgresStore", "Worker", "ExecutionQueue"}
+
+
+def _names_imported_from(path: Path, module: str) -> set[str]:
+    tree = ast.parse(path.read_text(), str(path))
+    return {alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module == module
+            for alias in node.names}
+
+
+def _subclassed(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), str(path))
+    return {base.id for node in ast.walk(tree) if isinstance(node, ast.ClassDef)
+            for base in node.bases if isinstance(base, ast.Name)}
+
+
+@pytest.mark.parametrize("name", ROLE_USERS)
+def test_components_depend_on_a_store_role_not_on_the_whole_store(name: str) -> None:
+    assert "Store" not in _names_imported_from(REMEDIATOR / name, "remediator.ports")
+
+
+def test_nothing_subclasses_the_pipeline_or_a_store_to_observe_it() -> None:
+    found = [f"{p.relative_to(REMEDIATOR)}: {sorted(_subclassed(p) & NOT_TO_SUBCLASS)}"
+             for p in sorted(REMEDIATOR.rglob("*.py")) if _subclassed(p) & NOT_TO_SUBCLASS]
+    assert not found, "\n".join(found)
+
+
+def test_the_seam_contracts_catch_a_violation(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.py"
+    bad.write_text("from remediator.ports import Store\nclass Tap(Pipeline):\n    pass\n")
+    assert "Store" in _names_imported_from(bad, "remediator.ports")
+    assert _subclassed(bad) & NOT_TO_SUBCLASS == {"Pipeline"}

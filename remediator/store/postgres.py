@@ -228,7 +228,7 @@ class PostgresStore:
     async def claim_alerts(self, worker: str, limit: int, lease: float) -> list[StoredAlert]:
         now = self._clock.now()
         # Every claim is an attempt, except taking back what this worker still holds (left
-        # by a batch cut short, see Store.claim_alerts): those were not tried meanwhile.
+        # by a batch cut short, see IntakeQueue.claim_alerts): those were not tried meanwhile.
         rows = await self._fetch(
             "UPDATE alerts SET claimed_by = $1, claimed_until = $2,"
             " attempts = attempts + CASE WHEN claimed_by IS NOT DISTINCT FROM $1 THEN 0 ELSE 1 END"

@@ -279,7 +279,7 @@ class SQLiteStore:
     async def claim_alerts(self, worker: str, limit: int, lease: float) -> list[StoredAlert]:
         now = self._clock.now().timestamp()
         # Every claim is an attempt, except taking back what this worker still holds (left
-        # by a batch cut short, see Store.claim_alerts): those were not tried meanwhile.
+        # by a batch cut short, see IntakeQueue.claim_alerts): those were not tried meanwhile.
         cur = await self._run(
             "UPDATE alerts SET claimed_by = ?, claimed_until = ?, attempts = attempts + (claimed_by IS NOT ?)"
             " WHERE id IN (SELECT id FROM alerts WHERE processed = 0"
