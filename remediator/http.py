@@ -19,6 +19,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import hashlib
 import json
 import time
 import zlib
@@ -324,8 +325,20 @@ async def guardrails(request: web.Request) -> web.Response:
         status = await _bounded(rt, rt.pipeline.guardrail_status(), GuardrailUnavailable)
     except GuardrailUnavailable as exc:
         return _error(503, f"guardrail state unreachable: {exc}")
+    try:  # paused if either home of the switch says so, as the pipeline reads it
+        record = await _bounded(rt, rt.kill_switch.record(), StoreUnavailable)
+    except StoreUnavailable:
+        record = None
     breakers = {name: view.to_json() for name, view in status.breakers.items()}
-    return web.json_response({"paused": status.paused, "breakers": breakers})
+    return web.json_response({"paused": status.paused or bool(record and record.paused), "breakers": breakers})
+
+
+def _who(request: web.Request) -> str:
+    """Who sets the kill switch, for its record and the log: the token's fingerprint, never the token."""
+    presented = _presented(request)
+    if not presented:
+        return "unauthenticated (insecure_no_auth)"
+    return f"admin token sha256:{hashlib.sha256(presented.encode()).hexdigest()[:12]}"
 
 
 async def _set_paused(request: web.Request, paused: bool) -> web.Response:
@@ -333,12 +346,20 @@ async def _set_paused(request: web.Request, paused: bool) -> web.Response:
     denied = _require(request, rt, ADMIN)
     if denied is not None:
         return denied
+    switch, who = rt.kill_switch, _who(request)
     try:
-        await _bounded(rt, rt.guardrails.set_paused(paused), GuardrailUnavailable)
+        await _bounded(rt, switch.pause(who) if paused else switch.resume(who), GuardrailUnavailable)
+    except StoreUnavailable as exc:
+        if paused:  # in force, but a Redis restart would lose it: the operator retries
+            rt.metrics.paused.set(1)
+            return _error(503, f"paused, but not recorded durably: store unreachable ({exc}); retry", paused=True)
+        return _error(503, f"not resumed: store unreachable ({exc}); retry", paused=True)
     except GuardrailUnavailable as exc:
-        return _error(503, f"guardrail state unreachable: {exc}")
+        if paused:  # recorded: the state is re-armed from the store once it is back; nothing is admitted meanwhile
+            return _error(503, f"guardrail state unreachable: {exc}; the pause is recorded and applied once it "
+                               "is back", paused=True)
+        return _error(503, f"guardrail state unreachable: {exc}; not resumed yet, retry", paused=True)
     rt.metrics.paused.set(1 if paused else 0)
-    structlog.get_logger("remediator.http").warning("kill switch", paused=paused)
     return web.json_response({"paused": paused})
 
 

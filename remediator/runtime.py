@@ -25,10 +25,11 @@ import yaml
 from aiohttp import web
 
 from remediator.clock import SystemClock
-from remediator.core.errors import ConfigError, StoreUnavailable
+from remediator.core.errors import ConfigError, GuardrailUnavailable, StoreUnavailable
 from remediator.core.guardrails import Budget, Policy
 from remediator.executors.plan_only import PlanOnlyExecutor, UnconfiguredExecutor
 from remediator.guardstate.memory import MemoryGuardrails
+from remediator.killswitch import KillSwitch
 from remediator.metrics import Metrics
 from remediator.notify.dispatcher import Dispatcher, open_dispatcher
 from remediator.notify.log import LogNotifier
@@ -113,6 +114,7 @@ class Runtime:
     pipeline: Pipeline
     worker: Worker
     credentials: Credentials
+    kill_switch: KillSwitch  # durable: in the store, enforced through the guardrail state
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     notifications: Dispatcher | None = None
     # Set when a background task died: the daemon must stop (non-zero) rather than run half-alive.
@@ -184,9 +186,18 @@ async def _open_guardrails(settings: Settings, clock: Clock, stack: contextlib.A
             )
         guard = MemoryGuardrails(policy, clock, Path(settings.data_dir) / "guardrails.json")
     stack.push_async_callback(guard.close)
-    if settings.guardrails.paused:
-        await guard.set_paused(True)
     return guard
+
+
+async def _arm_kill_switch(settings: Settings, switch: KillSwitch) -> None:
+    """``guardrails.paused`` starts the daemon paused, recorded as any pause is (only a resume
+    undoes it).  Otherwise the guardrail state is re-armed now if it lost a recorded pause (a
+    Redis restarted empty), before anything can be admitted."""
+    if settings.guardrails.paused:
+        await switch.pause(by="settings (guardrails.paused)")
+        return
+    with contextlib.suppress(StoreUnavailable, GuardrailUnavailable):  # then the first admission does it
+        await switch.paused()
 
 
 #: Where the kubelet mounts a pod's service account (token, ca.crt, namespace).
@@ -308,6 +319,8 @@ async def open_runtime(
         dispatcher = None if notifier else await stack.enter_async_context(
             open_dispatcher(settings, clock, metrics.registry, on_outcome=store.record_notification)
         )
+        switch = KillSwitch(store, guard, clock=clock)
+        await _arm_kill_switch(settings, switch)
         pipeline = Pipeline(
             playbooks=repo,
             store=store,
@@ -322,9 +335,10 @@ async def open_runtime(
                 execution_lease=settings.worker.lease,
             ),
             metrics=metrics,
+            kill_switch=switch,
         )
         worker = Worker(pipeline, settings.worker)
-        rt = Runtime(settings, clock, metrics, store, guard, repo, pipeline, worker, credentials,
+        rt = Runtime(settings, clock, metrics, store, guard, repo, pipeline, worker, credentials, switch,
                      notifications=dispatcher)
         if start_worker:
             rt.supervise(asyncio.create_task(worker.run(), name="remediator-worker"))

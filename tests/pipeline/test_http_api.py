@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -10,6 +11,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from remediator.app import create_app
 from remediator.clock import VirtualClock
+from remediator.core.errors import StoreUnavailable
 from remediator.runtime import RUNTIME
 from tests.payloads import db_pool_alert, payload
 
@@ -100,3 +102,55 @@ async def test_concurrent_deliveries_are_all_recorded(client: TestClient[Any, An
     answers = await asyncio.gather(*(client.post("/webhooks/alertmanager", json=b, headers=AUTH) for b in bodies))
     assert [r.status for r in answers] == [200] * 30
     assert await client.app[RUNTIME].store.count_alerts() == 30
+
+
+async def test_a_pause_is_recorded_durably_with_who_set_it(client: TestClient[Any, Any]) -> None:
+    assert (await client.post("/api/v1/pause", headers=ADMIN)).status == 200
+    record = await client.app[RUNTIME].kill_switch.record()
+    assert record is not None and record.paused and record.by.startswith("admin token sha256:")
+    assert "a1" not in record.by  # a fingerprint of the token, never the token
+    assert (await client.post("/api/v1/resume", headers=ADMIN)).status == 200
+    record = await client.app[RUNTIME].kill_switch.record()
+    assert record is not None and not record.paused
+
+
+async def test_a_guardrail_state_that_lost_the_pause_is_re_armed_at_start(
+    settings_factory: Callable[..., Any], vclock: VirtualClock, tmp_path: Path
+) -> None:
+    """The embedded state file lost (as Redis restarted without persistence loses it): the pause
+    the store recorded is back in force before anything is decided."""
+    settings = settings_factory(api={"read_tokens": ["r1"], "admin_tokens": ["a1"]})
+    async with TestClient(TestServer(create_app(settings, clock=vclock, start_worker=False))) as c:
+        assert (await c.post("/api/v1/pause", headers=ADMIN)).status == 200
+    (Path(settings.data_dir) / "guardrails.json").unlink()
+    async with TestClient(TestServer(create_app(settings, clock=vclock, start_worker=False))) as c:
+        assert await c.app[RUNTIME].guardrails.paused()
+        assert (await (await c.get("/api/v1/guardrails", headers=READ)).json())["paused"] is True
+        await post_and_process(c, payload(db_pool_alert()))
+        assert (await (await c.get("/api/v1/executions", headers=READ)).json())["executions"] == []
+
+
+async def test_the_paused_setting_starts_paused_and_says_so(
+    settings_factory: Callable[..., Any], vclock: VirtualClock
+) -> None:
+    settings = settings_factory(guardrails={"paused": True})
+    async with TestClient(TestServer(create_app(settings, clock=vclock, start_worker=False))) as c:
+        record = await c.app[RUNTIME].kill_switch.record()
+        assert record is not None and record.paused and record.by == "settings (guardrails.paused)"
+        assert await c.app[RUNTIME].guardrails.paused()
+
+
+async def test_a_pause_the_store_cannot_record_is_in_force_and_answered_503(client: TestClient[Any, Any]) -> None:
+    rt = client.app[RUNTIME]
+
+    async def unreachable(*args: Any) -> None:
+        raise StoreUnavailable("connection refused")
+
+    rt.store.set_kill_switch = unreachable
+    r = await client.post("/api/v1/pause", headers=ADMIN)
+    assert r.status == 503 and await r.json() == {
+        "error": "paused, but not recorded durably: store unreachable (connection refused); retry", "paused": True}
+    assert await rt.guardrails.paused()  # stopping is always allowed
+    r = await client.post("/api/v1/resume", headers=ADMIN)
+    assert r.status == 503 and (await r.json())["paused"] is True
+    assert await rt.guardrails.paused()  # a resume that cannot be recorded changes nothing
