@@ -11,6 +11,13 @@ role a 403.  ``/healthz`` and ``/readyz`` are open (probes), ``/metrics`` too un
 ``api.metrics: read``.  ``webhook.insecure_no_auth`` opens everything, for local
 experiments.  What the read API shows of a step's before/after
 is redacted (:mod:`remediator.core.redact`), whenever the record was written.
+
+Edges: the webhook decodes ``Content-Encoding`` itself (a body that does not match its
+encoding is a 400, an unknown encoding a 415, each with a JSON reason); a client slower
+than ``http.read_timeout`` is cut off; every store or guardrail call on a request's path
+gives up after ``http.store_timeout`` with a 503, so a frozen database cannot hold
+requests (or Alertmanager's retries) for minutes.  Pause and resume go through the
+durable kill switch (:mod:`remediator.killswitch`).
 """
 
 from __future__ import annotations
