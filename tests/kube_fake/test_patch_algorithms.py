@@ -49,7 +49,8 @@ def test_json_patch_does_not_touch_its_input_and_is_all_or_nothing() -> None:
         {"op": "test", "path": "/a", "value": 2},
         {"op": "test", "path": "/a", "value": True},  # JSON true is not 1
         {"op": "test", "path": "/missing", "value": 1},
-        {"op": "replace", "path": "/missing", "value": 1},
+        {"op": "replace", "path": "/missing/deeper", "value": 1},
+        {"op": "replace", "path": "/b/5", "value": 1},
         {"op": "remove", "path": "/b/5"},
         {"op": "add", "path": "/x/y", "value": 1},
         {"op": "add", "path": "/b/01", "value": 1},
@@ -62,6 +63,11 @@ def test_json_patch_failures_are_inapplicable_not_malformed(op: dict[str, Any]) 
     with pytest.raises(PatchError) as err:
         apply_json_patch({"a": 1, "b": [1]}, [op])
     assert not err.value.malformed
+
+
+def test_replace_of_a_missing_key_sets_it_as_the_apiserver_does() -> None:
+    """json-patch v4 (kube-apiserver's): ``replace`` into an existing object needs no existing key."""
+    assert apply_json_patch({"a": 1}, [{"op": "replace", "path": "/b", "value": 2}]) == {"a": 1, "b": 2}
 
 
 def test_failed_test_operation_names_the_path() -> None:
@@ -158,11 +164,20 @@ def test_smp_merges_containers_and_env_by_name_and_null_deletes_a_key() -> None:
     assert app["image"] == "web:1" and containers(out)["sidecar"] == {"name": "sidecar", "image": "proxy:1"}
 
 
-def test_smp_appends_new_keyed_elements_and_replaces_unkeyed_lists() -> None:
+def test_smp_puts_new_keyed_elements_first_and_replaces_unkeyed_lists() -> None:
+    """A new keyed element goes before the server's own (kube-apiserver's mergeSortedSlice; see tests/contract)."""
     patch = {"spec": {"containers": [{"name": "app", "args": ["--c"], "env": [{"name": "D", "value": "4"}]}]}}
     app = containers(apply_strategic_merge_patch(pod_spec(), patch))["app"]
     assert app["args"] == ["--c"]
-    assert [e["name"] for e in app["env"]] == ["A", "POOL", "C", "D"]
+    assert [e["name"] for e in app["env"]] == ["D", "A", "POOL", "C"]
+
+
+def test_smp_keeps_the_servers_order_for_elements_it_knows() -> None:
+    patch = {"spec": {"containers": [{"name": "app", "env": [{"name": "C", "value": "9"}, {"name": "A", "value": "8"},
+                                                             {"name": "E", "value": "5"}]}]}}
+    app = containers(apply_strategic_merge_patch(pod_spec(), patch))["app"]
+    # the patch's order among its own (C, A, E); POOL, placed before C by the server, stays ahead of it
+    assert [e["name"] for e in app["env"]] == ["POOL", "C", "A", "E"]
 
 
 def test_smp_merges_ports_by_container_port_and_mounts_by_mount_path() -> None:

@@ -14,9 +14,10 @@ import json
 import random
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-from remediator.testing.kube import defaults, validation
+from remediator.testing.kube import defaults, schema, validation
 from remediator.testing.kube import resources as r
 from remediator.testing.kube import status as st
 from remediator.testing.kube.clock import Clock, rfc3339
@@ -36,6 +37,7 @@ from remediator.testing.kube.patch import (
     apply_json_patch,
     apply_merge_patch,
     apply_strategic_merge_patch,
+    go_json_type,
 )
 from remediator.testing.kube.selectors import (
     SelectorError,
@@ -69,6 +71,14 @@ def _initial_status(res: r.Resource) -> dict[str, Any] | None:
     if res is r.NAMESPACES:
         return {"phase": "Active"}
     return {} if res.has_status else None
+
+
+@dataclass
+class FieldValidation:
+    """``fieldValidation`` of one request (Strict, Warn, Ignore) and the warnings it produced."""
+
+    mode: str = "Warn"
+    warnings: list[str] = field(default_factory=list)
 
 
 class ObjectAPI:
@@ -125,8 +135,11 @@ class ObjectAPI:
 
     # -- writes ---------------------------------------------------------------------------
 
-    def create(self, res: r.Resource, namespace: str, body: Any, *, dry_run: bool = False) -> Object:
-        obj = self._check_body(res, body, namespace)
+    def create(
+        self, res: r.Resource, namespace: str, body: Any, *, dry_run: bool = False,
+        fields: FieldValidation | None = None,
+    ) -> Object:
+        obj = self._known_fields(res, self._check_body(res, body, namespace), fields)
         m = obj.setdefault("metadata", {})
         if not m.get("name") and m.get("generateName"):
             m["name"] = str(m["generateName"]) + random_suffix(self.rng)
@@ -150,11 +163,11 @@ class ObjectAPI:
         if initial is not None:
             obj["status"] = initial
         obj = defaults.for_resource(res)(obj)
+        if res.namespaced:  # admission (NamespaceLifecycle) runs before validation
+            self._check_namespace(res, namespace, name)
         errors = validation.validate(res, obj)
         if errors:
             raise st.invalid(res, name, errors)
-        if res.namespaced:
-            self._check_namespace(res, namespace, name)
         if dry_run:
             return obj
         return self.store.insert(res.plural, obj)
@@ -183,19 +196,23 @@ class ObjectAPI:
                     self.store.delete(res.plural, name, name_of(obj))
         self.store.delete(r.NAMESPACES.plural, "", name)
 
-    def replace(self, res: r.Resource, namespace: str, name: str, body: Any, *, dry_run: bool = False) -> Object:
+    def replace(
+        self, res: r.Resource, namespace: str, name: str, body: Any, *, dry_run: bool = False,
+        fields: FieldValidation | None = None,
+    ) -> Object:
         current = self.read(res, namespace, name)
-        obj = self._check_body(res, body, namespace)
+        obj = self._known_fields(res, self._check_body(res, body, namespace), fields)
         body_name = meta(obj).get("name")
         if body_name != name:
             raise st.bad_request(f"the name of the object ({body_name}) does not match the name on the URL ({name})")
         return self._update(res, current, obj, dry_run=dry_run)
 
     def patch(
-        self, res: r.Resource, namespace: str, name: str, patch_type: str, patch: Any, *, dry_run: bool = False
+        self, res: r.Resource, namespace: str, name: str, patch_type: str, patch: Any, *, dry_run: bool = False,
+        fields: FieldValidation | None = None,
     ) -> Object:
         current = self.read(res, namespace, name)
-        patched = apply_patch(current, patch_type, patch)
+        patched = self._known_fields(res, apply_patch(current, patch_type, patch), fields)
         if name_of(patched) != name or meta(patched).get("namespace", namespace) != namespace:
             raise st.bad_request(
                 f"the name of the object ({name_of(patched)}) does not match the name on the URL ({name})"
@@ -340,6 +357,20 @@ class ObjectAPI:
 
     # -- shared ---------------------------------------------------------------------------
 
+    def _known_fields(self, res: r.Resource, obj: Object, fields: FieldValidation | None) -> Object:
+        """Drop the fields the type does not have: warn (default), refuse (Strict) or say nothing (Ignore)."""
+        pruned, unknown = schema.unknown_fields(res, obj)
+        if not unknown:
+            return obj
+        mode = fields.mode if fields is not None else "Warn"
+        if mode == "Strict":
+            listed = ", ".join(f'unknown field "{path}"' for path in unknown)
+            raise st.ApiError(422, f'{res.qualified_kind} "{name_of(obj)}" is invalid: strict decoding error: {listed}',
+                              details={"name": name_of(obj), "group": res.group, "kind": res.kind})
+        if mode == "Warn" and fields is not None:
+            fields.warnings.extend(schema.warning(path) for path in unknown)
+        return pruned
+
     def _check_body(self, res: r.Resource, body: Any, namespace: str) -> Object:
         if not isinstance(body, dict):
             raise st.bad_request(f"the object provided is unrecognized (must be of type {res.kind})")
@@ -416,7 +447,8 @@ def apply_patch(current: Object, patch_type: str, patch: Any) -> Object:
             result = apply_json_patch(current, patch)
         elif patch_type == MERGE_PATCH:
             if not isinstance(patch, dict):
-                raise PatchError("a merge patch must be a JSON object", malformed=True)
+                raise PatchError(f"error decoding patch: json: cannot unmarshal {go_json_type(patch)} into Go value "
+                                 "of type map[string]interface {}", malformed=True)
             result = apply_merge_patch(current, patch)
         elif patch_type == STRATEGIC_MERGE_PATCH:
             result = apply_strategic_merge_patch(current, patch)

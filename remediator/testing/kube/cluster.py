@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from remediator.testing.kube import resources as r
-from remediator.testing.kube.api import ObjectAPI
+from remediator.testing.kube.api import FieldValidation, ObjectAPI
 from remediator.testing.kube.clock import Clock, ManualClock
 from remediator.testing.kube.controller import Controller
 from remediator.testing.kube.deployments import revision
@@ -193,20 +193,28 @@ class FakeCluster:
         return self.api.list(r.resolve(resource), namespace, label_selector=label_selector,
                              field_selector=field_selector, limit=limit, continue_token=continue_token)
 
-    def create(self, resource: ResourceName, namespace: str, body: Any, *, dry_run: bool = False) -> Object:
-        return self._write(dry_run, self.api.create(r.resolve(resource), namespace, body, dry_run=dry_run))
+    def create(
+        self, resource: ResourceName, namespace: str, body: Any, *, dry_run: bool = False,
+        fields: FieldValidation | None = None,
+    ) -> Object:
+        return self._write(dry_run, self.api.create(r.resolve(resource), namespace, body, dry_run=dry_run,
+                                                    fields=fields))
 
     def replace(
-        self, resource: ResourceName, namespace: str, name: str, body: Any, *, dry_run: bool = False
+        self, resource: ResourceName, namespace: str, name: str, body: Any, *, dry_run: bool = False,
+        fields: FieldValidation | None = None,
     ) -> Object:
-        return self._write(dry_run, self.api.replace(r.resolve(resource), namespace, name, body, dry_run=dry_run))
+        res = r.resolve(resource)
+        return self._write(dry_run, self.api.replace(res, namespace, name, body, dry_run=dry_run, fields=fields))
 
     def patch(
         self, resource: ResourceName, namespace: str, name: str, patch_type: str, patch: Any, *,
-        dry_run: bool = False,
+        dry_run: bool = False, fields: FieldValidation | None = None,
     ) -> Object:
+        """``fields`` (FieldValidation): how unknown fields are treated; it collects the warnings."""
         res = r.resolve(resource)
-        return self._write(dry_run, self.api.patch(res, namespace, name, patch_type, patch, dry_run=dry_run))
+        return self._write(dry_run, self.api.patch(res, namespace, name, patch_type, patch, dry_run=dry_run,
+                                                   fields=fields))
 
     def delete(
         self, resource: ResourceName, namespace: str, name: str, options: Mapping[str, Any] | None = None, *,

@@ -397,6 +397,7 @@ class DeploymentController:
             "unavailableReplicas": max(0, total - available),
         }
         status = omit_zero(status)
+        status["terminatingReplicas"] = sum(int_field(status_of(rs), "terminatingReplicas") for rs in rss)
         if previous.get("conditions"):
             status["conditions"] = clone(previous["conditions"])
         if "collisionCount" in previous:

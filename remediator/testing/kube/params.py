@@ -9,6 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from remediator.testing.kube import status as st
+from remediator.testing.kube.api import FieldValidation
 
 #: strconv.ParseBool, which the apiserver uses for boolean query parameters.
 TRUE = frozenset({"1", "t", "T", "true", "TRUE", "True"})
@@ -57,6 +58,12 @@ def _validate_dry_run(values: list[str], options: str) -> None:
         details={"group": "meta.k8s.io", "kind": options,
                  "causes": [{"reason": "FieldValueNotSupported", "message": message, "field": "dryRun"}]},
     )
+
+
+def field_validation(request: web.Request) -> FieldValidation:
+    """``fieldValidation``: Strict refuses unknown fields, Ignore drops them silently, Warn (the default) warns."""
+    mode = request.query.get("fieldValidation") or "Warn"
+    return FieldValidation(mode if mode in ("Strict", "Warn", "Ignore") else "Warn")
 
 
 def delete_options(request: web.Request, body: Any) -> dict[str, Any]:

@@ -31,6 +31,19 @@ class PatchError(ValueError):
         self.malformed = malformed
 
 
+def go_json_type(value: Any) -> str:
+    """How Go's encoding/json names a JSON value's type in an unmarshal error."""
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, dict):
+        return "object"
+    if isinstance(value, list):
+        return "array"
+    return "string" if isinstance(value, str) else "null"
+
+
 def json_equal(a: Any, b: Any) -> bool:
     """JSON equality: unlike ``==`` in Python, ``true`` is not ``1`` and ``1`` equals ``1.0``."""
     if isinstance(a, bool) or isinstance(b, bool):
@@ -128,7 +141,7 @@ def _replace(doc: Any, path: str, value: Any) -> Any:
         return value
     parent = _walk(doc, tokens[:-1], path, "replace")
     last = tokens[-1]
-    if isinstance(parent, dict) and last in parent:
+    if isinstance(parent, dict):  # json-patch v4, as the apiserver uses it: a missing key is simply set
         parent[last] = value
         return doc
     if isinstance(parent, list):
@@ -143,7 +156,9 @@ def _replace(doc: Any, path: str, value: Any) -> Any:
 def apply_json_patch(doc: Any, operations: Any) -> Any:
     """RFC 6902: all operations apply, in order, or none does."""
     if not isinstance(operations, list):
-        raise PatchError("a JSON patch must be a list of operations", malformed=True)
+        raise PatchError(
+            f"error decoding patch: json: cannot unmarshal {go_json_type(operations)} into Go value of type "
+            "[]handlers.jsonPatchOp", malformed=True)
     result = clone(doc)
     for raw in operations:
         if not isinstance(raw, dict):
@@ -287,56 +302,92 @@ def _merge_map(original: Mapping[str, Any], patch: Mapping[str, Any], keys: Mapp
             result[key] = value
     for field, order in orders.items():
         if isinstance(result.get(field), list):
-            result[field] = _reorder(result[field], order, keys.get(field))
+            before = original.get(field)
+            result[field] = _reorder(result[field], order, before if isinstance(before, list) else [], keys.get(field))
     return result
 
 
 def _merge_list(field: str, original: Any, patch: list[Any], keys: Mapping[str, str]) -> list[Any]:
+    """mergeSlice: merge element by element, then put the patch's elements in the patch's order, ahead of
+    the server's own wherever the server's order does not place them (a new entry comes first)."""
     if any(isinstance(e, dict) and e.get(_DIRECTIVE) == "replace" for e in patch):
         return [_strip(e) for e in patch if not (isinstance(e, dict) and e.get(_DIRECTIVE) == "replace")]
     current = clone(original) if isinstance(original, list) else []
     if field in MERGED_SCALAR_LISTS:
-        return current + [v for v in patch if not any(json_equal(v, c) for c in current)]
+        merged = current + [v for v in patch if not any(json_equal(v, c) for c in current)]
+        return _order_like_the_apiserver(merged, patch, current, None)
     merge_key = keys.get(field)
     if merge_key is None:
         return [_strip(e) for e in patch]
+    plain: list[Any] = []
     for element in patch:
         if not isinstance(element, dict):
             raise PatchError(f"{field}: elements of a list merged by {merge_key!r} must be objects")
         if merge_key not in element:
             raise PatchError(f"map: {element!r} does not contain declared merge key: {merge_key}")
+        if element.get(_DIRECTIVE) == "delete":
+            current = [c for c in current if not (isinstance(c, dict) and json_equal(c.get(merge_key),
+                                                                                       element[merge_key]))]
+        else:
+            plain.append(element)
+    original_order = list(current)
+    for element in plain:
         wanted = element[merge_key]
         match = next(
             (i for i, c in enumerate(current) if isinstance(c, dict) and json_equal(c.get(merge_key), wanted)), None
         )
-        if element.get(_DIRECTIVE) == "delete":
-            if match is not None:
-                del current[match]
-            continue
         merged = _merge_map(current[match] if match is not None else {}, element, keys)
         if match is None:
             current.append(merged)
         else:
             current[match] = merged
-    return current
+    return _order_like_the_apiserver(current, plain, original_order, merge_key)
 
 
-def _reorder(items: list[Any], order: list[Any], merge_key: str | None) -> list[Any]:
-    """``$setElementOrder``: listed elements first, in the given order; the rest keep theirs."""
+def _order_like_the_apiserver(
+    merged: list[Any], patch_order: list[Any], server_order: list[Any], merge_key: str | None
+) -> list[Any]:
+    """normalizeElementOrder + mergeSortedSlice (apimachinery's strategicpatch).
+
+    The merged items named by the patch keep the patch's order, the others (server-only)
+    keep the server's; the two runs are then interleaved by the server's order where it
+    knows both items, and otherwise the patch's item goes first.  So a new list entry
+    lands before the server's entries, as the real apiserver puts it.
+    """
 
     def ident(item: Any) -> Any:
         return item.get(merge_key) if merge_key and isinstance(item, dict) else item
 
-    wanted = [ident(o) for o in order]
+    def index(seq: list[Any], item: Any) -> int:
+        return next((i for i, v in enumerate(seq) if json_equal(ident(v), ident(item))), -1)
 
-    def rank(pair: tuple[int, Any]) -> tuple[int, int]:
-        pos, item = pair
-        for i, w in enumerate(wanted):
-            if json_equal(w, ident(item)):
-                return (i, pos)
-        return (len(wanted), pos)
+    in_patch = [item for item in merged if index(patch_order, item) >= 0]
+    server_only = [item for item in merged if index(patch_order, item) < 0]
+    in_patch.sort(key=lambda item: index(patch_order, item))
+    server_only.sort(key=lambda item: index(server_order, item))
+    out: list[Any] = []
+    i = j = 0
+    while i < len(server_only) or j < len(in_patch):
+        if j >= len(in_patch):
+            out.append(server_only[i])
+            i += 1
+        elif i >= len(server_only):
+            out.append(in_patch[j])
+            j += 1
+        else:
+            left, right = index(server_order, server_only[i]), index(server_order, in_patch[j])
+            if left >= 0 and right >= 0 and left < right:
+                out.append(server_only[i])
+                i += 1
+            else:
+                out.append(in_patch[j])
+                j += 1
+    return out
 
-    return [item for _, item in sorted(enumerate(items), key=rank)]
+
+def _reorder(items: list[Any], order: list[Any], server_order: list[Any], merge_key: str | None) -> list[Any]:
+    """``$setElementOrder``: the listed elements in the given order, interleaved with the rest as above."""
+    return _order_like_the_apiserver(items, order, server_order, merge_key)
 
 
 def apply_strategic_merge_patch(
@@ -344,7 +395,9 @@ def apply_strategic_merge_patch(
 ) -> dict[str, Any]:
     """Strategic merge: merge-patch plus keyed list merges and the ``$`` directives."""
     if not isinstance(patch, dict):
-        raise PatchError("a strategic merge patch must be a JSON object", malformed=True)
+        raise PatchError(
+            f"json: cannot unmarshal {go_json_type(patch)} into Go value of type map[string]interface {{}}",
+            malformed=True)
     merged = _merge_map(original, patch, merge_keys)
     if merged is _DELETED:
         raise PatchError("$patch: delete cannot remove the whole object")

@@ -43,7 +43,7 @@ class ReplicaSetController:
             return
         spec = spec_of(rs)
         want = int_field(spec, "replicas", 1)
-        pods = self.owned_pods(rs)
+        pods = [p for p in self.owned_pods(rs) if _active(p)]  # a terminating pod is already being replaced
         if len(pods) < want:
             for _ in range(want - len(pods)):
                 self.pods.create(r.REPLICASETS, rs, spec.get("template"))
@@ -53,18 +53,21 @@ class ReplicaSetController:
                 self.api.system_delete(r.PODS, namespace_of(victim), name_of(victim))
         self._update_status(rs, self.owned_pods(rs))
 
-    def _update_status(self, rs: Object, pods: list[Object]) -> None:
+    def _update_status(self, rs: Object, owned: list[Object]) -> None:
         min_ready = int_field(spec_of(rs), "minReadySeconds")
         selector = from_label_selector_object(spec_of(rs).get("selector"))
+        pods = [p for p in owned if _active(p)]
         status = omit_zero(
             {
                 "replicas": len(pods),
                 "fullyLabeledReplicas": sum(1 for p in pods if selector.matches(meta(p).get("labels"))),
                 "readyReplicas": sum(1 for p in pods if state_of(p) == READY),
                 "availableReplicas": sum(1 for p in pods if self.pods.is_available(p, min_ready)),
+                # DeploymentReplicaSetTerminatingReplicas (on by default): reported even when 0
+                "terminatingReplicas": sum(1 for p in owned if meta(p).get("deletionTimestamp")),
                 "observedGeneration": int_field(meta(rs), "generation"),
             },
-            keep=("replicas",),
+            keep=("replicas", "terminatingReplicas"),
         )
         conditions = status_of(rs).get("conditions")
         if conditions:
@@ -98,3 +101,8 @@ def _waits_for_min_ready(obj: Object) -> bool:
     status = status_of(obj)
     return bool(int_field(spec_of(obj), "minReadySeconds")) and (
         int_field(status, "availableReplicas") < int_field(status, "readyReplicas"))
+
+
+def _active(pod: Object) -> bool:
+    """controller.FilterActivePods: neither terminating nor finished."""
+    return not meta(pod).get("deletionTimestamp") and status_of(pod).get("phase") not in ("Succeeded", "Failed")

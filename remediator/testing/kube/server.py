@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 from aiohttp import web
+from multidict import CIMultiDict
 
 from remediator.testing.kube import control, discovery, params, watch
 from remediator.testing.kube import resources as r
@@ -202,8 +203,9 @@ class FakeKubeServer:
                 self._allow(res, "create")
                 dry = params.dry_run(request, "CreateOptions")
                 body = await self._body(request)
-                created = self.cluster.create(res, ns, body, dry_run=dry)
-                return self._json(request, created, status=201)
+                fields = params.field_validation(request)
+                created = self.cluster.create(res, ns, body, dry_run=dry, fields=fields)
+                return self._json(request, created, status=201, warnings=fields.warnings)
             raise st.method_not_allowed()
         if ns is None:
             raise st.not_found_path()
@@ -216,12 +218,16 @@ class FakeKubeServer:
             self._allow(res, "update")
             dry = params.dry_run(request, "UpdateOptions")
             body = await self._body(request)
-            return self._json(request, self.cluster.replace(res, ns, name, body, dry_run=dry))
+            fields = params.field_validation(request)
+            replaced = self.cluster.replace(res, ns, name, body, dry_run=dry, fields=fields)
+            return self._json(request, replaced, warnings=fields.warnings)
         if method == "PATCH":
             self._allow(res, "patch")
             dry = params.dry_run(request, "PatchOptions")
             patch_type, patch = await self._patch_body(request)
-            return self._json(request, self.cluster.patch(res, ns, name, patch_type, patch, dry_run=dry))
+            fields = params.field_validation(request)
+            patched = self.cluster.patch(res, ns, name, patch_type, patch, dry_run=dry, fields=fields)
+            return self._json(request, patched, warnings=fields.warnings)
         if method == "DELETE":
             self._allow(res, "delete")
             # Options come from the body if there is one, else from the query; never both
@@ -266,20 +272,28 @@ class FakeKubeServer:
     async def _patch_body(self, request: web.Request) -> tuple[str, Any]:
         ctype = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
         if ctype not in PATCH_TYPES:
-            raise st.unsupported_media_type(ctype, PATCH_TYPES)
+            raise st.unsupported_patch_type()
         try:
             return ctype, json.loads(await request.read() or b"null")
         except ValueError as exc:
             raise st.bad_request(f"the patch could not be decoded as JSON: {exc}") from None
 
-    def _json(self, request: web.Request, body: Any, status: int = 200) -> web.Response:
-        indent = 2 if request.query.get("pretty") in params.TRUE else None
-        return web.Response(status=status, text=json.dumps(body, indent=indent), content_type="application/json")
+    def _json(
+        self, request: web.Request, body: Any, status: int = 200, warnings: list[str] | None = None
+    ) -> web.Response:
+        pretty = request.query.get("pretty") in params.TRUE
+        text = json.dumps(body, indent=2) if pretty else json.dumps(body, separators=(",", ":"))
+        headers = CIMultiDict([("Content-Type", "application/json")])
+        for warning in warnings or ():  # one header per warning, as the apiserver sends them
+            headers.add("Warning", warning)
+        return web.Response(status=status, body=(text + "\n").encode(), headers=headers)
 
 
 def _error(exc: st.ApiError) -> web.Response:
-    return web.Response(status=exc.code, text=json.dumps(exc.body), content_type="application/json",
-                        headers=exc.headers)
+    """Compact JSON and a newline, ``Content-Type: application/json`` with no charset: byte for byte the apiserver's."""
+    text = json.dumps(exc.body, separators=(",", ":")) + "\n"
+    headers = {"Content-Type": "application/json", **exc.headers}
+    return web.Response(status=exc.code, body=text.encode(), headers=headers)
 
 
 def _fault_response(fault: Fault, request: web.Request) -> web.Response:

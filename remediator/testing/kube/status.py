@@ -44,7 +44,7 @@ def status_body(code: int, reason: str, message: str, details: Mapping[str, Any]
         body["message"] = message
     if reason:
         body["reason"] = reason
-    if details:
+    if details is not None:
         body["details"] = dict(details)
     body["code"] = code
     return body
@@ -87,11 +87,13 @@ class ApiError(Exception):
         self.message = message
         self.reason = REASONS.get(code, "Unknown") if reason is None else reason
         self.details = dict(details or {})
+        self.empty_details = details is not None  # some answers carry "details": {} (a failed JSON patch)
         self.headers = dict(headers or {})
 
     @property
     def body(self) -> dict[str, Any]:
-        return status_body(self.code, self.reason, self.message, self.details)
+        shown = self.details if self.details or self.empty_details else None
+        return status_body(self.code, self.reason, self.message, shown)
 
     def __str__(self) -> str:
         return f"{self.code} {self.reason}: {self.message}"
@@ -154,13 +156,17 @@ def unsupported_media_type(content_type: str, accepted: Sequence[str]) -> ApiErr
     )
 
 
+def unsupported_patch_type() -> ApiError:
+    """A PATCH whose Content-Type is no patch type the resource accepts (the apiserver's own wording)."""
+    return ApiError(415, "415: Unsupported Media Type", details={})
+
+
 def patch_failed(message: str) -> ApiError:
-    """A patch that decodes but cannot be applied (failed ``test``, missing path): 422, not 409."""
-    return ApiError(
-        422,
-        "the server rejected our request due to an error in our request",
-        details={"causes": [{"reason": "UnexpectedServerResponse", "message": message}]},
-    )
+    """A JSON patch that decodes but cannot be applied (failed ``test``, missing path): 422, not 409.
+
+    The apiserver says no more than this (``details`` is empty): what failed is not in the answer.
+    """
+    return ApiError(422, "the server rejected our request due to an error in our request", details={})
 
 
 def expired(message: str) -> dict[str, Any]:
