@@ -68,7 +68,7 @@ def deployment_health(dep: dict[str, Any]) -> Health:
 
 
 def statefulset_health(sts: dict[str, Any]) -> Health:
-    """kubectl rollout status for a StatefulSet (RollingUpdate strategy)."""
+    """kubectl rollout status for a StatefulSet (RollingUpdate strategy), and no pod left Terminating."""
     strategy = _get(sts, "spec", "updateStrategy", "type", default="RollingUpdate")
     if strategy != "RollingUpdate":
         return Health(True, False, f"rollout status is only available for RollingUpdate, not {strategy}")
@@ -80,8 +80,13 @@ def statefulset_health(sts: dict[str, Any]) -> Health:
     if ready < want:
         return Health(False, False, f"Waiting for {want - ready} pods to be ready...")
     partition = _get(sts, "spec", "updateStrategy", "rollingUpdate", "partition", default=0)
+    updated = _get(sts, "status", "updatedReplicas", default=0)
+    if not partition and updated < want:
+        # The StatefulSet controller counts a Terminating pod as ready (its status may still say
+        # so for the whole grace period) but not as updated: after a pod is deleted, readyReplicas
+        # alone would call the rollout done before the pod's replacement even exists.
+        return Health(False, False, f"Waiting for {want - updated} pods to be replaced (terminating or not created)...")
     if partition:
-        updated = _get(sts, "status", "updatedReplicas", default=0)
         if updated < want - partition:
             return Health(False, False, f"Waiting for partitioned roll out to finish: {updated} of {want - partition}")
         return Health(True, False, "partitioned roll out complete")

@@ -97,14 +97,15 @@ def executor(api: Any, *, server_dry_run: bool, clock: Clock | None = None) -> K
 
 
 async def run_step(
-    kube: KubeExecutor, namespace: str, action: str, params: dict[str, Any], name: str = "web"
+    kube: KubeExecutor, namespace: str, action: str, params: dict[str, Any], name: str = "web",
+    kind: str = "Deployment",
 ) -> StepResult:
-    """Run one planned step on Deployment ``name`` exactly as the pipeline hands it to the executor."""
+    """Run one planned step on workload ``kind``/``name`` exactly as the pipeline hands it to the executor."""
     alert = Alert(fingerprint="real-kube", status="firing", labels={"alertname": "RealKube", "namespace": namespace})
     ctx = StepContext(
         execution_id=f"real-kube-{action}",
         alert=alert,
-        target=ResolvedTarget("Deployment", namespace, name),
+        target=ResolvedTarget(kind, namespace, name),
         dry_run=kube.server_dry_run,
         clock=kube.clock,
     )

@@ -15,6 +15,7 @@ from kubernetes_asyncio import client
 from remediator.clock import VirtualClock
 from remediator.ports import StepResult
 from remediator.testing.control_plane import Kubelet, PodPolicy, poll_until
+from tests.kube_fake.helpers import statefulset
 from tests.real_kube.helpers import apply_web, executor, run_step
 
 BROKEN = "registry.example/web:broken"
@@ -38,7 +39,7 @@ def is_ready(pod: dict[str, Any]) -> bool:
     return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
 
 
-async def timed_out(api: Any, namespace: str, seconds: float) -> StepResult:
+async def timed_out(api: Any, namespace: str, seconds: float, **target: str) -> StepResult:
     """Run wait_healthy on a virtual clock and move the clock past its timeout once it is watching.
 
     Watching means its read is answered and its request timeout no longer pending: only the
@@ -46,13 +47,13 @@ async def timed_out(api: Any, namespace: str, seconds: float) -> StepResult:
     """
     clock = VirtualClock()
     kube = executor(api, server_dry_run=False, clock=clock)
-    step = asyncio.create_task(run_step(kube, namespace, "wait_healthy", {"timeout": seconds}))
+    step = asyncio.create_task(run_step(kube, namespace, "wait_healthy", {"timeout": seconds}, **target))
 
     async def watching() -> bool | None:
+        assert not step.done(), f"wait_healthy ended before its timeout: {step.result()}"
         return True if clock.pending() == [seconds] else None
 
-    await poll_until(watching, limit=LIMIT, what="wait_healthy to read the deployment and watch it")
-    assert not step.done()
+    await poll_until(watching, limit=LIMIT, what="wait_healthy to read the workload and watch it")
     await clock.advance(seconds)
     return await asyncio.wait_for(step, LIMIT)
 
@@ -161,3 +162,36 @@ async def test_a_terminating_pod_counts_for_nothing_and_is_not_deleted_twice(
     assert healthy.status == "ok", healthy.message
     [pod] = [p for p in await pods(kube_admin, namespace) if p["metadata"]["name"] == victim]
     assert pod["metadata"]["deletionTimestamp"]
+
+
+async def test_a_statefulset_with_a_terminating_pod_is_not_healthy_until_its_replacement_is_ready(
+    kube_admin: Any, namespace: str, kubelet: Kubelet
+) -> None:
+    """The StatefulSet controller counts a Terminating pod whose status says Ready as ready: readyReplicas
+    alone would call the set healthy while the pod it must recreate (same name) does not exist yet."""
+    apps = client.AppsV1Api(kube_admin)
+    await apps.create_namespaced_stateful_set(namespace, statefulset("db", namespace, replicas=2))
+    db = {"name": "db", "kind": "StatefulSet"}
+    kube = executor(kube_admin, server_dry_run=False)
+    assert (await run_step(kube, namespace, "wait_healthy", {"timeout": LIMIT}, **db)).status == "ok"
+    kubelet.manage(namespace, PodPolicy(finalize_after=None))
+
+    deleted = await run_step(kube, namespace, "delete_pod", {"pod": "db-0"}, **db)
+    assert deleted.status == "ok", deleted.message
+    sts = api_dict(kube_admin, await apps.read_namespaced_stateful_set("db", namespace))
+    assert sts["status"]["readyReplicas"] == 2  # the Terminating pod still counts as ready
+    waited = await timed_out(kube_admin, namespace, 60, **db)
+    assert waited.status == "failed"
+    assert waited.message.endswith("(last seen: Waiting for 1 pods to be replaced (terminating or not created)...)")
+
+    kubelet.manage(namespace, PodPolicy())  # the kubelet finishes the delete; the controller recreates db-0
+    healthy = await run_step(kube, namespace, "wait_healthy", {"timeout": LIMIT}, **db)
+    assert healthy.status == "ok", healthy.message
+    pod = api_dict(kube_admin, await client.CoreV1Api(kube_admin).read_namespaced_pod("db-0", namespace))
+    assert not pod["metadata"].get("deletionTimestamp") and is_ready(pod)
+    assert pod["metadata"]["uid"] != deleted.before["metadata"]["uid"]
+
+
+def api_dict(api: Any, model: Any) -> dict[str, Any]:
+    out: dict[str, Any] = api.sanitize_for_serialization(model)
+    return out
