@@ -201,7 +201,8 @@ async def test_resize_pool_adds_a_missing_variable_only_with_to(harness: OpenHar
         h.cluster.apply(web(env=[{"name": "LOG_LEVEL", "value": "info"}]))
         await h.fire()
         env = h.get()["spec"]["template"]["spec"]["containers"][0]["env"]
-    assert env == [{"name": "LOG_LEVEL", "value": "info"}, {"name": "DB_POOL_MAX_SIZE", "value": "25"}]
+    # a strategic-merge patch puts a new list entry first, as kube-apiserver does
+    assert env == [{"name": "DB_POOL_MAX_SIZE", "value": "25"}, {"name": "LOG_LEVEL", "value": "info"}]
 
 
 async def test_resize_pool_failures_are_clear_and_change_nothing(harness: OpenHarness) -> None:
