@@ -35,6 +35,7 @@ def settings_factory(tmp_path: Path) -> Callable[..., Any]:
             "dry_run": True,
             "webhook": {"tokens": ["t1"]},
             "api": {"read_tokens": ["r1"], "admin_tokens": ["a1"]},  # tests/tokens.py
+            "kubernetes": {"mode": "none"},  # never a developer's ~/.kube/config (auto is the default)
         }
         base.update(overrides)
         return load_settings(None, env={}, overrides=base)

@@ -120,6 +120,7 @@ class Daemon:
         env = {k: v for k, v in os.environ.items() if not k.startswith("REMEDIATOR_")}
         env.update(
             REMEDIATOR_WEBHOOK_TOKENS=self.token,
+            REMEDIATOR_API_READ_TOKENS=self.token,  # get_json reads the audit with the same token
             REMEDIATOR_WORKER_POLL_INTERVAL="200ms",
             REMEDIATOR_LOG_FORMAT="json",
         )

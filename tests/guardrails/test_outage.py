@@ -109,6 +109,10 @@ async def test_redis_outage_fails_closed_and_recovers_without_a_restart(
 
         private_redis.start()  # same port, empty: the daemon is not restarted
         assert (await client.get("/readyz")).status == 200
+        # the pause asked for during the outage was answered 503 but recorded in the store: it holds
+        # (failing closed) until an operator resumes
+        assert (await (await client.get("/api/v1/guardrails", headers=READ)).json())["paused"] is True
+        assert (await client.post("/api/v1/resume", headers=ADMIN)).status == 200
         await vclock.advance(30)  # the longest backoff: no re-send from Alertmanager is needed
         await rt.worker.drain()
         await deliver("four")
