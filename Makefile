@@ -6,8 +6,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 LISTEN ?= 127.0.0.1:8080
 DATA_DIR ?= var
+## Development tokens for `make run`, one per role (webhook posts alerts, read reads the audit, admin pauses).
 REMEDIATOR_WEBHOOK_TOKENS ?= dev-token
-export REMEDIATOR_WEBHOOK_TOKENS
+REMEDIATOR_API_READ_TOKENS ?= dev-read-token
+REMEDIATOR_API_ADMIN_TOKENS ?= dev-admin-token
 
 .PHONY: run test lint bench services alertmanager venv clean kube-assets
 
@@ -25,6 +27,9 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 ## Start the daemon on the embedded default (SQLite + file guardrails under ./var), dry-run, shipped playbooks.
+run: export REMEDIATOR_WEBHOOK_TOKENS := $(REMEDIATOR_WEBHOOK_TOKENS)
+run: export REMEDIATOR_API_READ_TOKENS := $(REMEDIATOR_API_READ_TOKENS)
+run: export REMEDIATOR_API_ADMIN_TOKENS := $(REMEDIATOR_API_ADMIN_TOKENS)
 run: $(STAMP)
 	$(BIN)/remediator serve --dry-run --playbooks playbooks --listen $(LISTEN) --data-dir $(DATA_DIR)
 
