@@ -81,7 +81,7 @@ DESCRIPTIONS: dict[str, str] = {
     "guardrails.breaker_threshold": "Consecutive failed executions of a playbook that open its circuit breaker.",
     "guardrails.breaker_cooloff": "How long an open breaker refuses the playbook before one trial execution "
     "(half-open).",
-    "guardrails.paused": "Engage the kill switch at start (it lives in the guardrail state).",
+    "guardrails.paused": "Engage the kill switch at start (recorded in the store and the guardrail state).",
     "channels.<name>.type": "The kind of channel: `webhook` (signed JSON), `slack` (incoming webhook), "
     "`pagerduty` (Events API v2).",
     "channels.<name>.url": "Where to send (webhook, slack). Prefer `url_file`: a Slack URL is a secret.",
