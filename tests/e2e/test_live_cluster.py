@@ -65,7 +65,6 @@ def live_daemon(tmp_path: Path, fake_cluster: FakeKubeProcess) -> Iterator[Daemo
     kubeconfig = fake_cluster.kubeconfig(workdir / "kubeconfig", "shop")
     d = Daemon(workdir, dry_run=False, env={"REMEDIATOR_KUBERNETES_MODE": "kubeconfig",
                                            "REMEDIATOR_KUBERNETES_KUBECONFIG": str(kubeconfig)})
-    d.extra_env["REMEDIATOR_API_READ_TOKENS"] = d.token  # the helper reads the audit with its webhook token
     d.start()
     yield d
     if d.proc is not None:
