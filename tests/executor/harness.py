@@ -28,9 +28,7 @@ from tests.kube_fake.helpers import statefulset as db
 from tests.payloads import alert_json, payload
 
 NS = "shop"
-#: The read API's token in the harness's runtime (webhook tokens cannot read the audit).
-READ_TOKEN = "r1"
-__all__ = ["NS", "READ_TOKEN", "Harness", "db", "open_harness", "playbook", "steps_of", "web"]
+__all__ = ["NS", "Harness", "db", "open_harness", "playbook", "steps_of", "web"]
 
 #: Backoffs (≤ 10 s) and the Retry-After values the tests use; never a request timeout (30 s),
 #: a lease renewal (100 s) or a wait_healthy timeout, which tests move past explicitly.
@@ -211,8 +209,7 @@ async def open_harness(
     directory.mkdir(parents=True, exist_ok=True)
     for name, text in playbooks.items():
         (directory / f"{name}.yaml").write_text(text)
-    settings = settings_factory(playbooks=str(directory), dry_run=dry_run, data_dir=str(tmp_path / "data"),
-                                api={"read_tokens": [READ_TOKEN]})
+    settings = settings_factory(playbooks=str(directory), dry_run=dry_run, data_dir=str(tmp_path / "data"))
     k = KubernetesSettings(mode="kubeconfig", request_timeout=request_timeout, retries=retries)
     live = KubeExecutor(kube.api, clock, k)
     dry = KubeExecutor(kube.api, clock, k, server_dry_run=True)

@@ -20,7 +20,8 @@ from remediator.core.redact import LAST_APPLIED, REDACTED
 from remediator.logs import configure
 from remediator.runtime import RUNTIME
 from tests.executor.conftest import OpenHarness
-from tests.executor.harness import READ_TOKEN, Harness, playbook, steps_of, web
+from tests.executor.harness import Harness, playbook, steps_of, web
+from tests.tokens import READ
 
 SECRET = "hunter2-xyz"
 INIT_SECRET = "init-only-pw"
@@ -64,7 +65,7 @@ async def api_answer(h: Harness, execution_id: str) -> tuple[str, str]:
     http.routes(app)
     app[RUNTIME] = h.rt
     async with TestClient(TestServer(app)) as client:
-        auth = {"Authorization": f"Bearer {READ_TOKEN}"}
+        auth = READ
         assert (await client.get(f"/api/v1/executions/{execution_id}")).status == 401
         detail = await client.get(f"/api/v1/executions/{execution_id}", headers=auth)
         listed = await client.get("/api/v1/executions", headers=auth)
