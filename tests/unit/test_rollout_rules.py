@@ -42,10 +42,14 @@ def test_deployment_health_follows_kubectl(status: dict[str, Any], done: bool, f
 
 def test_statefulset_health() -> None:
     sts = {"metadata": {"generation": 1}, "spec": {"replicas": 2},
-           "status": {"observedGeneration": 1, "readyReplicas": 2, "currentRevision": "a", "updateRevision": "b"}}
+           "status": {"observedGeneration": 1, "readyReplicas": 2, "updatedReplicas": 2, "currentRevision": "a",
+                      "updateRevision": "b"}}
     assert not rollout.statefulset_health(sts).done
     sts["status"]["currentRevision"] = "b"
     assert rollout.statefulset_health(sts).done
+    sts["status"]["updatedReplicas"] = 1  # a Terminating pod still counted ready; its replacement not there yet
+    assert not rollout.statefulset_health(sts).done
+    sts["status"]["updatedReplicas"] = 2
     sts["spec"]["updateStrategy"] = {"type": "RollingUpdate", "rollingUpdate": {"partition": 1}}
     sts["status"]["updatedReplicas"] = 0
     assert not rollout.statefulset_health(sts).done
