@@ -107,8 +107,8 @@ class Controller:
                 return
             self._finalize_namespaces()
             self._collect_garbage()
-            self._sync(r.DEPLOYMENTS.plural, self._syncer(r.DEPLOYMENTS, self.deployments))
-            self._sync(r.STATEFULSETS.plural, self._syncer(r.STATEFULSETS, self.statefulsets))
+            self._sync(r.DEPLOYMENTS.plural, self._syncer(r.DEPLOYMENTS, self.deployments, shared=True))
+            self._sync(r.STATEFULSETS.plural, self._syncer(r.STATEFULSETS, self.statefulsets, shared=True))
             self._sync(r.REPLICASETS.plural, self._syncer(r.REPLICASETS, self.replicasets))
             self._sync(r.PODS.plural, self.pods.sync)
         raise NotConverging(f"the fake cluster did not settle after {MAX_PASSES} passes")
@@ -123,9 +123,12 @@ class Controller:
             else:
                 self._timed[plural].discard(key)
 
-    def _syncer(self, res: r.Resource, controller: _Syncs) -> Callable[[Key], bool]:
+    def _syncer(self, res: r.Resource, controller: _Syncs, *, shared: bool = False) -> Callable[[Key], bool]:
+        """``shared``: the controller never changes the object it is handed (it copies first), so it may
+        be given the stored one instead of a copy."""
+
         def sync(key: Key) -> bool:
-            obj = self.api.store.get(res.plural, *key)
+            obj = self.api.store.peek(res.plural, *key) if shared else self.api.store.get(res.plural, *key)
             if obj is None:
                 return False
             controller.sync(obj)

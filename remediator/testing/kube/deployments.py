@@ -179,7 +179,7 @@ class DeploymentController:
             self._cleanup(d, [rs for rs in rss if new_rs is None or name_of(rs) != name_of(new_rs)])
 
     def _fresh(self, rs: Object) -> Object:
-        return self.api.store.get(r.REPLICASETS.plural, namespace_of(rs), name_of(rs)) or rs
+        return self.api.store.peek(r.REPLICASETS.plural, namespace_of(rs), name_of(rs)) or rs  # read-only
 
     # -- new ReplicaSet and revisions -------------------------------------------------------
 
@@ -221,7 +221,7 @@ class DeploymentController:
         collisions = int_field(status_of(d), "collisionCount")
         pod_hash = template_hash(spec.get("template"), collisions)
         name = f"{name_of(d)}-{pod_hash}"
-        if self.api.store.get(r.REPLICASETS.plural, namespace_of(d), name) is not None:
+        if self.api.store.peek(r.REPLICASETS.plural, namespace_of(d), name) is not None:
             # Same name, different template (or owner): count the collision and rehash next time.
             d = clone(d)
             d.setdefault("status", {})["collisionCount"] = collisions + 1

@@ -28,10 +28,18 @@ def clone(value: J) -> J:
     Every read and write of the store copies whole objects, so this is the fake's hottest
     function; JSON values need none of deepcopy's generality (memo, arbitrary classes).
     """
-    if isinstance(value, dict) and type(value) is dict:
-        return cast(J, {k: clone(v) for k, v in value.items()})
-    if isinstance(value, list) and type(value) is list:
-        return cast(J, [clone(v) for v in value])
+    return cast(J, _copy(value))
+
+
+_CONTAINERS = (dict, list)
+
+
+def _copy(value: Any) -> Any:
+    # Leaves (most of a document) are taken as they are, without a call per leaf.
+    if type(value) is dict:
+        return {k: _copy(v) if type(v) in _CONTAINERS else v for k, v in value.items()}
+    if type(value) is list:
+        return [_copy(v) if type(v) in _CONTAINERS else v for v in value]
     return value
 
 

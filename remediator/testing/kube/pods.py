@@ -84,7 +84,7 @@ class Pods:
         if name is None:
             prefix = f"{name_of(owner)}-"
             name = prefix + random_suffix(self.rng)
-            while self.api.store.get(r.PODS.plural, namespace, name) is not None:
+            while self.api.store.peek(r.PODS.plural, namespace, name) is not None:
                 name = prefix + random_suffix(self.rng)
             metadata["generateName"] = prefix
         metadata["name"] = name

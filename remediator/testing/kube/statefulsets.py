@@ -92,7 +92,7 @@ class StatefulSetController:
         collisions = int_field(status_of(sts), "collisionCount")
         digest = template_hash(data, collisions)
         name = f"{name_of(sts)}-{digest}"
-        if self.api.store.get(r.CONTROLLERREVISIONS.plural, namespace_of(sts), name) is not None:
+        if self.api.store.peek(r.CONTROLLERREVISIONS.plural, namespace_of(sts), name) is not None:
             name = f"{name_of(sts)}-{template_hash(data, collisions + 1)}"
         labels = dict(labels_of(spec_of(sts).get("template") or {}))
         labels[HASH_LABEL] = digest
@@ -186,7 +186,7 @@ class StatefulSetController:
             self.api.system_update(r.STATEFULSETS, fresh)
 
     def _truncate_history(self, sts: Object) -> None:
-        fresh = self.api.store.get(r.STATEFULSETS.plural, namespace_of(sts), name_of(sts)) or sts
+        fresh = self.api.store.peek(r.STATEFULSETS.plural, namespace_of(sts), name_of(sts)) or sts
         live = {status_of(fresh).get("currentRevision"), status_of(fresh).get("updateRevision")}
         live |= {labels_of(p).get(REVISION_LABEL) for p in self._pods_by_ordinal(sts).values()}
         limit = spec_of(sts).get("revisionHistoryLimit")
