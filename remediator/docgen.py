@@ -70,7 +70,8 @@ DESCRIPTIONS: dict[str, str] = {
     "kubernetes.context": "Kubeconfig context; default the file's `current-context`.",
     "kubernetes.request_timeout": "Bound on each Kubernetes API call; a hung apiserver is retried, never "
     "waited on forever.",
-    "kubernetes.retries": "Attempts per step for 409, 429 (after its `Retry-After`), 5xx and timeouts.",
+    "kubernetes.retries": "Attempts per step for 429 (after its `Retry-After`), 5xx and timeouts; 409s and a "
+    "controller still catching up are routine and have a budget of their own (10).",
     "guardrails.budgets": "Action budgets shared by all playbooks (below). An execution needs room in every "
     "budget whose scope is `*` or its namespace.",
     "guardrails.budgets[].scope": "`*` (every namespace together) or one namespace.",
