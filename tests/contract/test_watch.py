@@ -61,3 +61,12 @@ async def test_a_watch_from_an_expired_version_is_a_410_the_client_raises(backen
         await events_until_healthy(backend, before["metadata"]["resourceVersion"])
     assert expired.value.status == 410
     assert str(expired.value.reason).startswith("Expired: too old resource version: ")
+
+
+async def test_a_watch_from_a_malformed_version_is_a_500_without_a_reason(backend: Backend) -> None:
+    answer = await backend.raw("GET", backend.path("deployments"),
+                               query={"watch": "1", "resourceVersion": "abc", "timeoutSeconds": "1"})
+    assert (answer.status, answer.json) == (500, {
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": 'resourceVersion: Invalid value: "abc": strconv.ParseUint: parsing "abc": invalid syntax',
+        "code": 500})

@@ -45,8 +45,9 @@ async def stream(
     except SelectorError as exc:
         raise st.bad_request(str(exc)) from None
     raw_rv = request.query.get("resourceVersion") or ""
-    if raw_rv not in ("", "0") and not raw_rv.isdigit():
-        raise st.bad_request(f"invalid resource version: {raw_rv!r}")
+    if raw_rv not in ("", "0") and not raw_rv.isdigit():  # the apiserver's answer: a 500 without a reason
+        raise st.ApiError(500, f'resourceVersion: Invalid value: "{raw_rv}": strconv.ParseUint: parsing '
+                               f'"{raw_rv}": invalid syntax', reason="")
     since = int(raw_rv) if raw_rv not in ("", "0") else None
     timeout = params.integer(request, "timeoutSeconds")
     loop = asyncio.get_running_loop()
