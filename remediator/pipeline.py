@@ -21,7 +21,7 @@ from typing import Any
 import structlog
 
 from remediator.clock import within
-from remediator.core.alerts import Alert, format_time
+from remediator.core.alerts import Alert
 from remediator.core.decisions import Decision, DecisionKind, PlannedStep, execution_id
 from remediator.core.errors import GuardrailUnavailable, StoreUnavailable
 from remediator.core.guardrails import BreakerState, GuardStatus, Request, Verdict, with_playbooks
@@ -42,7 +42,6 @@ from remediator.ports import (
     ReceivedAlert,
     StepContext,
     StepResult,
-    journal_entry,
 )
 
 
@@ -532,8 +531,8 @@ class Pipeline:
             await self._notify("started", decision, channels, alert=alert)
         else:
             log.warning("resuming interrupted execution")
-            await self.store.record_notification(did, journal_entry("resumed", format_time(self.clock.now()),
-                                                                    reason="claimed again after an interruption"))
+            await self.store.record_event(did, "resumed", self.clock.now(),
+                                          reason="claimed again after an interruption")
         run = await self._run_steps(decision.steps, done, executor, ctx, hold, log, decision)
         changed = _changed(done)
         if run is _Run.FAILED and decision.on_failure:
@@ -589,9 +588,8 @@ class Pipeline:
             started = self.clock.now()
             mutating = step.action in MUTATING_ACTIONS and not ctx.dry_run
             if not ctx.dry_run and (why := await self._halted(ctx.execution_id, decision)):
-                await self.store.record_notification(ctx.execution_id, journal_entry(
-                    "paused", format_time(self.clock.now()), reason=why,
-                    before=f"{step.phase} step {step.index} ({step.action})"))
+                await self.store.record_event(ctx.execution_id, "paused", self.clock.now(), reason=why,
+                                              before=f"{step.phase} step {step.index} ({step.action})")
                 log.warning("paused before the next step", reason=why, action=step.action)
                 raise _Halted(why)
             if not await hold.confirm(mutating=mutating):

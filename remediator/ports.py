@@ -103,7 +103,7 @@ class StepContext:
 #
 # One database holds everything, but each part of the daemon uses one role of it: the
 # worker drains the intake queue, the execution queue and a Hold use the ledger, the
-# read API and retention the audit log.  Each role is its own Protocol so that a
+# read API and retention the audit log, the kill switch its own record.  Each role is its own Protocol so that a
 # component's signature says what it touches (and a test double need implement only
 # that); ``Store`` is their union, what the adapters implement and the runtime wires.
 
@@ -223,9 +223,13 @@ class AuditLog(Protocol):
     async def decision(self, decision_id: str) -> Decision | None: ...
 
     async def record_notification(self, execution_id: str, outcome: Mapping[str, Any]) -> None:
-        """Append a notification's final outcome (sent, failed, dropped) to the execution's audit,
-        or a journal entry (:func:`journal_entry`: paused, resumed); the audit shows the two apart
-        (``events`` and ``notifications``, see :func:`split_journal`)."""
+        """Append a notification's final outcome (sent, failed, dropped) to the execution's audit
+        (its ``notifications``)."""
+
+    async def record_event(self, execution_id: str, event: str, at: datetime, **detail: Any) -> None:
+        """Append what happened to the execution besides its steps (paused, resumed) to its
+        audit (its ``events``, in the order recorded).  Kept with the notification outcomes
+        (see :func:`journal_entry`), told apart when read (:func:`split_journal`)."""
 
     async def list_executions(
         self, *, playbook: str | None = None, status: str | None = None, limit: int = 50, before: str | None = None

@@ -34,7 +34,7 @@ import asyncpg
 from remediator.core.alerts import Alert, format_time
 from remediator.core.decisions import Decision, DecisionKind, PlannedStep, decision_from_json, execution_id
 from remediator.core.errors import ConfigError, StoreUnavailable
-from remediator.ports import Clock, KillSwitchRecord, ReceivedAlert, StepResult, StoredAlert
+from remediator.ports import Clock, KillSwitchRecord, ReceivedAlert, StepResult, StoredAlert, journal_entry
 from remediator.store import retention
 from remediator.store import rows as json_rows
 from remediator.store.migrations import migrate
@@ -401,6 +401,9 @@ class PostgresStore:
             self._clock.now(),
             json.dumps(dict(outcome), default=str),
         )
+
+    async def record_event(self, execution_id: str, event: str, at: datetime, **detail: Any) -> None:
+        await self.record_notification(execution_id, journal_entry(event, format_time(at), **detail))
 
     async def begin_step(
         self, execution_id: str, step: PlannedStep, intent: Mapping[str, Any], *, started: datetime

@@ -15,7 +15,7 @@ from typing import Any
 
 from remediator.clock import VirtualClock
 from remediator.core.decisions import DecisionKind
-from remediator.ports import StepResult, journal_entry
+from remediator.ports import StepResult
 from remediator.store.postgres import PostgresStore
 from remediator.store.sqlite import SQLiteStore
 from tests.payloads import T0
@@ -44,10 +44,9 @@ async def scenario(store: Any, clock: VirtualClock) -> dict[str, Any]:
                             started=t[2], finished=t[3])
     await store.record_step(done.execution_id, done.on_failure[0], StepResult("ok", "rolled back"),
                             started=t[3], finished=t[4])
-    await store.record_notification(done.execution_id, journal_entry("paused", "2026-11-22T10:00:02Z",
-                                                                     reason="kill switch"))
+    await store.record_event(done.execution_id, "paused", t[2], reason="kill switch")
     await store.record_notification(done.execution_id, {"channel": "ops", "event": "failed", "result": "sent"})
-    await store.record_notification(done.execution_id, journal_entry("resumed", "2026-11-22T10:00:03Z"))
+    await store.record_event(done.execution_id, "resumed", t[3])
     await store.finish_execution(done.execution_id, "failed", t[5])
     await store.begin_step(running.execution_id, running.steps[0], {"generation": 7}, started=t[6])
     poison = None
