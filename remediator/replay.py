@@ -55,7 +55,7 @@ from remediator.core.playbooks import PlaybookSet
 from remediator.executors.plan_only import PlanOnlyExecutor
 from remediator.guardstate.memory import MemoryGuardrails
 from remediator.pipeline import Pipeline, PipelineSettings
-from remediator.ports import Executor, ReceivedAlert, StepResult
+from remediator.ports import Executor, IntakeQueue, ReceivedAlert, StepResult
 from remediator.runtime import guard_policy
 from remediator.settings import Settings
 from remediator.store.sqlite import SCHEMA, SQLiteStore
@@ -317,10 +317,10 @@ class Engine:
     """One replay: feed it events in time order, then ``finish``."""
 
     def __init__(
-        self, clock: VirtualClock, store: SQLiteStore, guard: MemoryGuardrails, worker: Worker, tap: _Tap
+        self, clock: VirtualClock, intake: IntakeQueue, guard: MemoryGuardrails, worker: Worker, tap: _Tap
     ) -> None:
         self.clock = clock
-        self.store = store
+        self.intake = intake  # where the history goes in, as webhooks would put it
         self.tap = tap
         self.guard = guard
         self.worker = worker
@@ -359,7 +359,8 @@ class Engine:
                                           dry_run_consumes_guardrails=True),
                 events=tap,
             )
-            yield cls(clock, store, guard, Worker(pipeline, settings.worker, name="replay", inline=True), tap)
+            worker = Worker(pipeline, settings.worker, name="replay", inline=True, intake=store)
+            yield cls(clock, store, guard, worker, tap)
 
     async def _run_due(self, until: datetime | None) -> None:
         due = self.tap.due
@@ -376,7 +377,7 @@ class Engine:
             await self.guard.set_paused(event.control == "pause")
         else:
             self.alerts += len(event.alerts)
-            await self.store.record_alerts(event.alerts)
+            await self.intake.record_alerts(event.alerts)
         await self.worker.drain()
 
     async def finish(self) -> None:
