@@ -97,12 +97,21 @@ def control_plane(request: pytest.FixtureRequest) -> Iterator[Any]:
         plane.stop()
 
 
+#: ``request.node.user_properties`` entry of a test that asks for the control plane with getfixturevalue (the
+#: contract suite's ``[real]`` half): such a request does not show in the test's fixture names.
+ON_CONTROL_PLANE = ("control_plane", "requested")
+
+
+def uses_control_plane(item: pytest.Item) -> bool:
+    return "control_plane" in getattr(item, "fixturenames", ()) or ON_CONTROL_PLANE in item.user_properties
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
     """Count the tests that ran on the control plane; a failure's report carries the processes' logs."""
     outcome = yield
     report = outcome.get_result()
-    if "control_plane" not in getattr(item, "fixturenames", ()):
+    if not uses_control_plane(item):
         return
     state = _plane_report(item.config)
     if report.skipped and report.when == "setup":

@@ -40,6 +40,9 @@ from remediator.testing.control_plane import (
 from remediator.testing.kube import FakeCluster, FakeKube, running_fake_kube
 from tests.kube_fake.helpers import deployment
 
+#: As in tests/conftest.py (conftest modules are not imported from one another).
+ON_CONTROL_PLANE = ("control_plane", "requested")
+
 T = TypeVar("T")
 
 #: Bound on every wait for the real cluster's asynchronous controllers (the fake is settled at once).
@@ -179,6 +182,7 @@ async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
         async with running_fake_kube(cluster) as kube:
             yield await _fake(kube, name)
         return
+    request.node.user_properties.append(ON_CONTROL_PLANE)  # counted and reported with the control plane's tests
     plane: ControlPlane = request.getfixturevalue("control_plane")
     async with plane.api_client() as api:
         await create_namespace(api, name)
