@@ -124,14 +124,6 @@ def precondition_failed(res: Resource, name: str, why: str) -> ApiError:
     return ApiError(409, f'Operation cannot be fulfilled on {res.qualified_kind} "{name}": {why}', details=details)
 
 
-def namespace_terminating(res: Resource, name: str, namespace: str) -> ApiError:
-    why = f"unable to create new content in namespace {namespace} because it is being terminated"
-    err = forbidden(res, name, why)
-    err.details["causes"] = [{"reason": "NamespaceTerminating", "message": f"namespace {namespace} is being terminated",
-                              "field": "metadata.namespace"}]
-    return err
-
-
 def forbidden(res: Resource, name: str, why: str) -> ApiError:
     subject = f'{res.qualified} "{name}"' if name else res.qualified
     return ApiError(403, f"{subject} is forbidden: {why}", details=_details(res, name))
