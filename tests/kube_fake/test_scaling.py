@@ -31,9 +31,10 @@ def test_no_stored_object_changes_after_it_was_stored() -> None:
 
     def remember(event: Event) -> None:
         key = key_of(event)
-        if event.previous is not None and key in as_stored:
-            if json.dumps(event.previous, sort_keys=True) != as_stored[key]:
-                changed_before_replaced.append(key)
+        stored_as = as_stored.get(key)
+        if event.previous is not None and stored_as is not None and json.dumps(
+                event.previous, sort_keys=True) != stored_as:
+            changed_before_replaced.append(key)
         if event.type != "DELETED":
             as_stored[key] = json.dumps(event.object, sort_keys=True)
 
