@@ -22,6 +22,7 @@ from remediator.core.durations import parse_duration
 from remediator.core.errors import DurationError, MatcherError, TemplateError
 from remediator.core.matchers import Matcher, Op, parse_matcher
 from remediator.core.names import name_problem
+from remediator.core.quantities import Quantity, QuantityError, parse_quantity
 from remediator.core.schema import ACTIONS, DURATION, playbook_schema
 from remediator.core.templates import check_template
 from remediator.core.yamllines import Document, Problem, load_documents
@@ -210,6 +211,13 @@ def _describe(error: jsonschema.ValidationError) -> str:
     if validator == "oneOf" and isinstance(error.instance, dict) and "action" in error.instance:
         given = [k for k in ("to", "by", "factor") if k in error.instance]
         return f"{where}: give exactly one of to, by, factor (got {', '.join(given) if given else 'none'})"
+    if validator == "oneOf" and isinstance(error.instance, dict) and set(error.instance) <= {"to", "factor", "max"}:
+        given = [k for k in ("to", "factor") if k in error.instance]
+        return f"{where}: give exactly one of to, factor (got {', '.join(given) if given else 'none'})"
+    if validator == "dependentRequired":
+        return f"{where}: factor needs max (the most this step may set the resource to)"
+    if validator == "anyOf" and isinstance(error.instance, dict) and error.instance.get("action") == "set_resources":
+        return f"{where}: give requests or limits (or both)"
     if validator == "anyOf" and where == "match":
         return "match: give alertname or matchers (or both)"
     if error.schema is DURATION or (validator == "anyOf" and "pattern" in json.dumps(error.schema)):
@@ -244,12 +252,50 @@ def _step_problems(steps: Any, base: tuple[str | int, ...]) -> list[tuple[tuple[
         with contextlib.suppress(DurationError, TypeError):  # a malformed one is the schema's to report
             if timeout is not None and parse_duration(timeout) <= 0:
                 found.append(((*at, "timeout"), f"{_dotted(at)}.timeout: must be positive"))
+        action = step.get("action", "")
         for key, value in step.items():
-            if key not in ("action", "description") and (msg := _template_problem(value, (*at, key))):
+            if key == "only_if_current" and isinstance(value, str) and _is_template(value):
+                # a regex rendered from alert content could be made to match anything (or to backtrack)
+                found.append(((*at, key), f"{_dotted(at)}.only_if_current: a fixed pattern, not a template"))
+            elif key not in ("action", "description") and (msg := _template_problem(value, (*at, key))):
                 found.append(((*at, key), msg))
-            elif isinstance(value, str) and "{" not in value and (bad := name_problem(step.get("action", ""), key,
-                                                                                         value)):
+            elif isinstance(value, str) and not _is_template(value) and (bad := name_problem(action, key, value)):
                 found.append(((*at, key), f"{_dotted(at)}: {bad}"))
+        if action == "set_resources":
+            found += _resource_problems(step, at)
+        floor, to = step.get("min_healthy_replicas"), step.get("to")
+        if action == "scale" and isinstance(floor, int) and isinstance(to, int) and 0 <= to < floor:
+            found.append(((*at, "min_healthy_replicas"), f"{_dotted(at)}: scaling to {to} can never keep "
+                          f"min_healthy_replicas {floor} ready: the step would always be refused"))
+    return found
+
+
+def _is_template(value: str) -> bool:
+    return any(mark in value for mark in ("{{", "{%", "{#"))
+
+
+def _resource_problems(step: Mapping[str, Any], at: tuple[str | int, ...]) -> list[tuple[tuple[str | int, ...], str]]:
+    """``set_resources``' quantities: templates must compile, fixed ones parse, and ``to`` stay within ``max``."""
+    found: list[tuple[tuple[str | int, ...], str]] = []
+    for section in ("requests", "limits"):
+        changes = step.get(section)
+        for resource, change in (changes.items() if isinstance(changes, Mapping) else ()):
+            if not isinstance(change, Mapping):
+                continue
+            where = (*at, section, resource)
+            parsed: dict[str, Quantity] = {}
+            for key in ("to", "max"):
+                value = change.get(key)
+                if isinstance(value, str) and _is_template(value):
+                    if msg := _template_problem(value, (*where, key)):
+                        found.append(((*where, key), msg))
+                elif value is not None:
+                    try:
+                        parsed[key] = parse_quantity(value)
+                    except QuantityError as exc:
+                        found.append(((*where, key), f"{_dotted((*where, key))}: {exc}"))
+            if "to" in parsed and "max" in parsed and parsed["to"] > parsed["max"]:
+                found.append(((*where, "to"), f"{_dotted(where)}: to ({change['to']}) is above max ({change['max']})"))
     return found
 
 

@@ -8,9 +8,18 @@ from __future__ import annotations
 
 from typing import Any
 
-ACTIONS = ("restart", "scale", "resize_pool", "rollback", "delete_pod", "wait_healthy", "notify")
+ACTIONS = (
+    "restart", "scale", "resize_pool", "set_image", "set_env", "set_resources", "rollback", "delete_pod",
+    "wait_healthy", "notify",
+)
 #: Actions that change the cluster: guarded by the lock and dry-run.
-MUTATING_ACTIONS = frozenset({"restart", "scale", "resize_pool", "rollback", "delete_pod"})
+MUTATING_ACTIONS = frozenset(
+    {"restart", "scale", "resize_pool", "set_image", "set_env", "set_resources", "rollback", "delete_pod"}
+)
+#: Actions that can take serving capacity away, and so honour ``min_healthy_replicas``.
+CAPACITY_ACTIONS = frozenset({"scale", "delete_pod"})
+#: Resources ``set_resources`` may change.
+RESOURCES = ("cpu", "memory")
 
 DURATION: dict[str, Any] = {
     "description": "Prometheus-style duration such as 30s, 10m, 1h30m (units from largest to smallest)",
@@ -31,10 +40,27 @@ _ONE_AMOUNT = {
     "oneOf": [{"required": ["to"]}, {"required": ["by"]}, {"required": ["factor"]}],
 }
 _COMMON_STEP = {"action": {"enum": list(ACTIONS)}, "description": {"type": "string"}}
+_CONTAINER = {"type": "string", "minLength": 1, "maxLength": 1024}
+_MIN_HEALTHY = {"min_healthy_replicas": {"type": "integer", "minimum": 0}}
+_QUANTITY = {"type": ["string", "number"], "description": "a Kubernetes quantity: 500m, 2, 1.5Gi, 4Gi"}
+#: One resource of ``set_resources``: ``to`` a quantity or ``factor`` a number, within ``max``.
+_RESOURCE_CHANGE = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {"to": _QUANTITY, "factor": {"type": "number", "exclusiveMinimum": 0}, "max": _QUANTITY},
+    "oneOf": [{"required": ["to"]}, {"required": ["factor"]}],
+    "dependentRequired": {"factor": ["max"]},
+}
+_RESOURCE_SECTION = {
+    "type": "object",
+    "additionalProperties": False,
+    "minProperties": 1,
+    "properties": {r: _RESOURCE_CHANGE for r in RESOURCES},
+}
 
 _ACTION_PARAMS: dict[str, dict[str, Any]] = {
     "restart": {"properties": {}},
-    "scale": {"properties": dict(_AMOUNT), **_ONE_AMOUNT},
+    "scale": {"properties": {**_AMOUNT, **_MIN_HEALTHY}, **_ONE_AMOUNT},
     "resize_pool": {
         "properties": {
             "container": {"type": "string", "minLength": 1},
@@ -44,8 +70,21 @@ _ACTION_PARAMS: dict[str, dict[str, Any]] = {
         "required": ["container", "env"],
         **_ONE_AMOUNT,
     },
+    "set_image": {
+        "properties": {"container": _CONTAINER, "image": _TEMPLATE, "only_if_current": _TEMPLATE},
+        "required": ["container", "image"],
+    },
+    "set_env": {
+        "properties": {"container": _CONTAINER, "name": _TEMPLATE, "value": {"type": "string", "maxLength": 4096}},
+        "required": ["container", "name", "value"],
+    },
+    "set_resources": {
+        "properties": {"container": _CONTAINER, "requests": _RESOURCE_SECTION, "limits": _RESOURCE_SECTION},
+        "required": ["container"],
+        "anyOf": [{"required": ["requests"]}, {"required": ["limits"]}],
+    },
     "rollback": {"properties": {"to_revision": {"type": "integer", "minimum": 0}}},
-    "delete_pod": {"properties": {"pod": _TEMPLATE}, "required": ["pod"]},
+    "delete_pod": {"properties": {"pod": _TEMPLATE, **_MIN_HEALTHY}, "required": ["pod"]},
     "wait_healthy": {"properties": {"timeout": DURATION}},
     "notify": {
         "properties": {"channel": {"type": "string", "minLength": 1}, "message": {"type": "string"}},
@@ -61,7 +100,7 @@ def _step_schema() -> dict[str, Any]:
             "properties": {**_COMMON_STEP, **spec["properties"]},
             "additionalProperties": False,
         }
-        for key in ("required", "oneOf"):
+        for key in ("required", "oneOf", "anyOf"):
             if key in spec:
                 then[key] = spec[key]
         branches.append({"if": {"properties": {"action": {"const": action}}}, "then": then})
@@ -125,6 +164,7 @@ def playbook_schema() -> dict[str, Any]:
                     "for": DURATION,
                     "min_occurrences": {"type": "integer", "minimum": 1},
                     "max_replicas": {"type": "integer", "minimum": 1},
+                    **_MIN_HEALTHY,
                     "lock_ttl": DURATION,
                     "max_age": DURATION,
                 },
