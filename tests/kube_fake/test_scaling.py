@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from remediator.testing.kube import FakeCluster
+import pytest
+
+from remediator.testing.kube import ApiError, FakeCluster
 from remediator.testing.kube.store import Event
 from tests.kube_fake.helpers import deployment, statefulset, with_image
 
@@ -88,3 +90,22 @@ def test_a_deleted_namespace_is_emptied_and_removed() -> None:
     assert cluster.get("namespaces", "", "gone") is None
     assert [kind for kind in ("deployments", "replicasets", "pods") if cluster.objects(kind, "gone")] == []
     assert len(cluster.objects("pods", "kept")) == 1
+
+
+def test_controllers_that_run_in_their_own_time_show_what_a_real_client_sees() -> None:
+    cluster = FakeCluster(sync_controllers=False)
+    cluster.apply(deployment("web", replicas=2))  # seeding still settles
+    read = cluster.get("deployments", "shop", "web")
+    assert read is not None and read["status"]["observedGeneration"] == 1
+
+    patched = cluster.patch("deployments", "shop", "web", MERGE, {"spec": {"replicas": 3}})
+    now = cluster.get("deployments", "shop", "web")
+    assert now is not None and now["metadata"]["generation"] == 2 and now["status"]["observedGeneration"] == 1
+    assert len(cluster.pods_of("shop", "web")) == 2  # nobody has acted on it yet
+
+    cluster.reconcile()  # the controllers' turn: status written, the version the client read is stale
+    assert len(cluster.pods_of("shop", "web")) == 3
+    stale = {"metadata": {"resourceVersion": patched["metadata"]["resourceVersion"]}, "spec": {"replicas": 4}}
+    with pytest.raises(ApiError) as conflict:
+        cluster.patch("deployments", "shop", "web", MERGE, stale)
+    assert conflict.value.code == 409

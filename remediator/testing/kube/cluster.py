@@ -48,6 +48,7 @@ class FakeCluster:
         history_size: int = 1000,
         seed: int | None = 0,
         namespaces: tuple[str, ...] = (),
+        sync_controllers: bool = True,
     ) -> None:
         """``clock`` defaults to a :class:`ManualClock`; pass ``time.time`` for real time.
 
@@ -56,10 +57,17 @@ class FakeCluster:
         exist from the start, with ``namespaces`` besides; :meth:`apply` creates the
         namespace of what it seeds, but an API create into a namespace nobody created
         is a 404, as on a real cluster.
+
+        ``sync_controllers=False``: a write through the API no longer runs the controllers
+        before it returns; they run on :meth:`reconcile` (or the standalone server's ticker),
+        as a real cluster's run in their own time.  A test then sees what a real client
+        does: ``observedGeneration < generation`` after a write, and the controllers' status
+        write making the resourceVersion it read stale.  Seeding (:meth:`apply`) still settles.
         """
         self.clock: Clock = clock if clock is not None else ManualClock()
         self.ready_delay = ready_delay
         self.termination_delay = termination_delay
+        self.sync_controllers = sync_controllers
         self.rng = random.Random(seed)
         self.store = Store(history_size)
         self.faults = Faults()
@@ -117,9 +125,12 @@ class FakeCluster:
         m.setdefault("annotations", {})[LAST_APPLIED] = json.dumps(manifest, separators=(",", ":")) + "\n"
         current = self.store.get(res.plural, namespace, str(m.get("name", "")))
         if current is None:
-            return self.create(res, namespace, body)
-        m.pop("resourceVersion", None)
-        return self.replace(res, namespace, str(m["name"]), body)
+            applied = self.create(res, namespace, body)
+        else:
+            m.pop("resourceVersion", None)
+            applied = self.replace(res, namespace, str(m["name"]), body)
+        self.reconcile()  # seeding settles, whether or not API writes run the controllers
+        return applied
 
     def ensure_namespace(self, name: str) -> None:
         """Create namespace ``name`` unless it exists, as an admin would before seeding it."""
@@ -256,6 +267,6 @@ class FakeCluster:
     def _write(self, dry_run: bool, result: Object) -> Object:
         """Reconcile after a real write; the caller gets its own copy (stored objects are shared)."""
         result = clone(result)
-        if not dry_run:
+        if not dry_run and self.sync_controllers:
             self.reconcile()
         return result

@@ -13,7 +13,7 @@ from typing import Any
 from remediator.testing.kube import resources as r
 
 VERSION_INFO: Mapping[str, str] = MappingProxyType({
-    "major": "1", "minor": "31", "gitVersion": "v1.31.0-remediator-fake",
+    "major": "1", "minor": "36", "gitVersion": "v1.36.2-remediator-fake",
     "gitCommit": "0000000000000000000000000000000000000000", "gitTreeState": "clean",
     "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.22.0", "compiler": "gc", "platform": "linux/amd64",
 })
