@@ -125,10 +125,11 @@ class Backend:
             return dep if rollout.health("Deployment", dep).done else None
 
         await self.until(done, f"Deployment {self.namespace}/{name} to finish its rollout")
-        return await self.quiet()
+        await self.quiet()
+        return await self.read(name)
 
-    async def quiet(self, name: str = "web") -> dict[str, Any]:
-        """The Deployment once two reads of everything in the namespace, a moment apart, agree."""
+    async def quiet(self) -> None:
+        """Wait until two reads of everything in the namespace, a moment apart, agree (the fake is quiet at once)."""
         seen: list[Any] = []
 
         async def same() -> bool | None:
@@ -139,13 +140,14 @@ class Backend:
 
         if self.name == "real":
             await self.until(same, f"namespace {self.namespace} to go quiet")
-        return await self.read(name)
 
     async def snapshot(self) -> dict[str, str]:
-        """``kind/name`` -> resourceVersion of every deployment, replicaset and pod in the namespace."""
+        """``kind/name`` -> resourceVersion of every workload, ReplicaSet, revision and pod in the namespace."""
         out: dict[str, str] = {}
         for kind, fn in (("deployments", self.apps.list_namespaced_deployment),
+                         ("statefulsets", self.apps.list_namespaced_stateful_set),
                          ("replicasets", self.apps.list_namespaced_replica_set),
+                         ("controllerrevisions", self.apps.list_namespaced_controller_revision),
                          ("pods", self.core.list_namespaced_pod)):
             listed = self.api.sanitize_for_serialization(await fn(self.namespace))
             for item in listed.get("items") or []:
