@@ -263,10 +263,6 @@ def _step_problems(steps: Any, base: tuple[str | int, ...]) -> list[tuple[tuple[
                 found.append(((*at, key), f"{_dotted(at)}: {bad}"))
         if action == "set_resources":
             found += _resource_problems(step, at)
-        floor, to = step.get("min_healthy_replicas"), step.get("to")
-        if action == "scale" and isinstance(floor, int) and isinstance(to, int) and 0 <= to < floor:
-            found.append(((*at, "min_healthy_replicas"), f"{_dotted(at)}: scaling to {to} can never keep "
-                          f"min_healthy_replicas {floor} ready: the step would always be refused"))
     return found
 
 

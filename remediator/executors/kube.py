@@ -43,6 +43,9 @@ from remediator.core import redact, rollout
 from remediator.core.decisions import PlannedStep
 from remediator.core.errors import ConfigError, PermanentError, TemporaryError
 from remediator.core.planning import desired_amount
+from remediator.core.quantities import UNITS, Quantity, QuantityError, format_quantity, is_binary, parse_quantity
+from remediator.core.regex import compile_re2
+from remediator.core.schema import RESOURCES
 from remediator.metrics import Metrics
 from remediator.ports import Clock, StepContext, StepResult
 from remediator.settings import KubernetesSettings, Settings
@@ -78,12 +81,17 @@ def _routine(exc: BaseException | None) -> bool:
 
 
 class RefusedInput(PermanentError):
-    """What the alert named does not exist on the target (a container, a pod of another owner).
+    """What the alert named does not exist on the target (a container, a pod of another owner),
+    or the target is not in the state the step demands (``only_if_current``, ``min_healthy_replicas``).
 
     Nothing was written; the failure says nothing about the playbook's remediation working,
     so it neither runs ``on_failure`` nor feeds the circuit breaker (the pipeline reads
-    ``details["refused_input"]``).
+    ``details["refused_input"]``).  ``values`` go to the audit's details (what was found).
     """
+
+    def __init__(self, message: str, **values: Any) -> None:
+        super().__init__(message)
+        self.values = values
 
 
 class Superseded(PermanentError):
@@ -153,6 +161,102 @@ def _revision_named(objects: list[dict[str, Any]], name: str, revision: Callable
         if (obj.get("metadata") or {}).get("name") == name:
             return revision(obj)
     raise PermanentError(f"{name}, the revision this rollback was rolling back to, no longer exists")
+
+
+def _container_of(obj: Mapping[str, Any], name: str, key: str) -> dict[str, Any]:
+    """The named container of a workload's pod template; the alert may have named one it lacks."""
+    containers = obj["spec"]["template"]["spec"].get("containers") or []
+    container: dict[str, Any] | None = next((c for c in containers if c.get("name") == name), None)
+    if container is None:
+        names = ", ".join(c.get("name", "?") for c in containers)
+        raise RefusedInput(f"container {name!r} not found in {key} (containers: {names})")
+    return container
+
+
+def _pod_ready(pod: Mapping[str, Any]) -> bool:
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+def _keep_healthy(step: PlannedStep, what: str, key: str, ready: int, left: int) -> None:
+    """Refuse an action that would leave fewer ready replicas than ``min_healthy_replicas`` (Falco
+    Talon's guard): taking capacity from a workload already short of it turns an alert into an outage."""
+    floor = step.params.get("min_healthy_replicas")
+    if floor is not None and left < int(floor):
+        raise RefusedInput(
+            f"{what} would leave {left} ready replica(s) of {key} ({ready} ready now), fewer than "
+            f"min_healthy_replicas {floor}: refused, nothing changed",
+            guard="min_healthy_replicas", ready=ready, left=left, min_healthy_replicas=floor,
+        )
+
+
+def _env_state(entry: Mapping[str, Any] | None) -> dict[str, Any]:
+    """What an env var holds, as a write-ahead intent records it: a value, a reference, or nothing."""
+    if entry is None:
+        return {"absent": True}
+    if entry.get("valueFrom") is not None:
+        return {"valueFrom": entry["valueFrom"]}
+    return {"value": str(entry.get("value") or "")}
+
+
+Resources = dict[str, dict[str, str | None]]  # section (requests, limits) -> resource -> quantity text
+
+
+def _quantity(text: Any, where: str) -> Quantity:
+    try:
+        return parse_quantity(text)
+    except QuantityError as exc:
+        raise PermanentError(f"{where}: {exc}") from None
+
+
+def _same_resources(a: Resources, b: Resources) -> bool:
+    """Equal as quantities (the apiserver stores ``1.5Gi`` as ``1536Mi``), unset only where unset."""
+    for section in set(a) | set(b):
+        x, y = a.get(section) or {}, b.get(section) or {}
+        for resource in set(x) | set(y):
+            p, q = x.get(resource), y.get(resource)
+            if (p is None) != (q is None) or (p is not None and _quantity(p, resource) != _quantity(q, resource)):
+                return False
+    return True
+
+
+def _new_quantity(resource: str, current: str | None, change: Mapping[str, Any], where: str) -> str | None:
+    """One resource's new value: ``to``, or ``factor`` times the current one, within ``max``.
+
+    Rounded to the resource's unit (a millicore, a byte) away from the current value, and
+    never past ``max``.  A raise (``factor`` >= 1) never lowers a value already above ``max``:
+    ``max`` bounds what the step sets, it does not take away what someone else gave.
+    """
+    unit = UNITS[resource]
+    ceiling = _quantity(change["max"], f"{where}.max").rounded_down(unit) if "max" in change else None
+    now = _quantity(current, where) if current is not None else None
+    if "to" in change:
+        value, binary = _quantity(change["to"], f"{where}.to").rounded_up(unit), is_binary(change["to"])
+    elif now is None:
+        raise PermanentError(f"{where} is not set: only `to:` can set it")
+    else:
+        factor = change["factor"]
+        raw = now.times(factor)
+        value, binary = (raw.rounded_up(unit) if factor >= 1 else raw.rounded_down(unit)), is_binary(current)
+    if ceiling is not None and value > ceiling:
+        value = ceiling
+    if now is not None and "factor" in change and change["factor"] >= 1 and value < now:
+        value = now
+    if now is not None and value == now:
+        return current  # unchanged: keep its spelling
+    return format_quantity(value, resource, binary=binary)
+
+
+def _requests_within_limits(held: Mapping[str, Any], desired: Resources, container: str) -> None:
+    """A request above its limit is invalid (the apiserver answers 422); refuse it here, with both values."""
+    final = {s: {**(held.get(s) or {}), **(desired.get(s) or {})} for s in ("requests", "limits")}
+    for resource in RESOURCES:
+        request, limit = final["requests"].get(resource), final["limits"].get(resource)
+        if request is not None and limit is not None and _quantity(request, resource) > _quantity(limit, resource):
+            raise PermanentError(
+                f"requests.{resource} {request} would be above limits.{resource} {limit} in container "
+                f"{container!r}: refused (a request may not exceed its limit; change both in the step)"
+            )
 
 
 def _error_code(exc: BaseException) -> str:
@@ -322,7 +426,7 @@ class KubeExecutor:
             )
         except RefusedInput as exc:
             return _wrote(StepResult(
-                "failed", f"{step.action} on {ctx.target.key}: {exc}", details={"refused_input": True}
+                "failed", f"{step.action} on {ctx.target.key}: {exc}", details={**exc.values, "refused_input": True}
             ), wrote_any)
         except PermanentError as exc:
             return _wrote(StepResult("failed", f"{step.action} on {ctx.target.key}: {exc}"), wrote_any)
@@ -430,6 +534,10 @@ class KubeExecutor:
             return self._done(
                 f"{t.key} already has {desired} replicas", scale, scale, **{"from": origin, "to": desired}
             )
+        if desired < current and step.params.get("min_healthy_replicas") is not None:
+            ready = int(((await self._read(ctx)).get("status") or {}).get("readyReplicas") or 0)
+            # a scale-down removes unready pods first, so at best the ready ones are kept
+            _keep_healthy(step, f"scaling from {current} to {desired}", t.key, ready, min(ready, desired))
         await ctx.record_intent({"replicas": desired, "from": origin})
         body = {**scale, "spec": {"replicas": desired}}
         after = self._dict(await self._call(replace, t.name, t.namespace, body, **self._kw(True)))
@@ -440,11 +548,7 @@ class KubeExecutor:
     async def _do_resize_pool(self, step: PlannedStep, ctx: StepContext) -> StepResult:
         name, env_name = step.params["container"], step.params["env"]
         before = await self._read(ctx)
-        containers = before["spec"]["template"]["spec"].get("containers") or []
-        container = next((c for c in containers if c.get("name") == name), None)
-        if container is None:
-            names = ", ".join(c.get("name", "?") for c in containers)
-            raise RefusedInput(f"container {name!r} not found in {ctx.target.key} (containers: {names})")
+        container = _container_of(before, name, ctx.target.key)
         entry = next((e for e in container.get("env") or [] if e.get("name") == env_name), None)
         intent = _intent(ctx)
         current: int | None = None
@@ -486,6 +590,120 @@ class KubeExecutor:
             after,
             **{"from": origin, "to": desired},
         )
+
+    def _container_patch(self, before: Mapping[str, Any], container: dict[str, Any]) -> dict[str, Any]:
+        """A strategic-merge patch of one container (merged by name: the others are untouched), carrying
+        the resourceVersion it was planned from, so a change made meanwhile is a 409 and a fresh plan."""
+        return {
+            "metadata": {"resourceVersion": before["metadata"]["resourceVersion"]},
+            "spec": {"template": {"spec": {"containers": [container]}}},
+        }
+
+    async def _do_set_image(self, step: PlannedStep, ctx: StepContext) -> StepResult:
+        """kubectl set image, for one container: its image to a tag or digest the playbook rendered."""
+        name, image = step.params["container"], step.params["image"]
+        key = ctx.target.key
+        before = await self._read(ctx)
+        current = _container_of(before, name, key).get("image")
+        intent = _intent(ctx)
+        if "image" in intent:
+            desired, origin = intent["image"], intent.get("from")
+            if current not in (origin, desired):
+                raise Superseded(
+                    f"container {name} runs {current}, changed since this step planned {origin} -> {desired}: "
+                    "not re-applied (that would revert the later change)",
+                    **{"from": origin, "to": desired, "current": current},
+                )
+        else:
+            desired, origin = image, current
+            pattern = step.params.get("only_if_current")
+            if pattern is not None and not compile_re2(pattern).fullmatch(current or ""):
+                raise RefusedInput(
+                    f"container {name} runs {current}, which does not match only_if_current {pattern!r}: "
+                    f"not setting it to {desired}",
+                    current=current, only_if_current=pattern,
+                )
+        if current == desired:
+            return self._done(f"container {name} already runs {desired}", before, before,
+                              **{"from": origin, "to": desired})
+        await ctx.record_intent({"image": desired, "from": origin})
+        after = await self._patch(ctx, self._container_patch(before, {"name": name, "image": desired}))
+        return self._done(f"set the image of container {name} from {origin} to {desired}", before, after,
+                          **{"from": origin, "to": desired})
+
+    async def _do_set_env(self, step: PlannedStep, ctx: StepContext) -> StepResult:
+        """One env var of one container to a string (``kubectl set env``); a reference is replaced."""
+        name, env_name, value = step.params["container"], step.params["name"], step.params["value"]
+        before = await self._read(ctx)
+        container = _container_of(before, name, ctx.target.key)
+        entry = next((e for e in container.get("env") or [] if e.get("name") == env_name), None)
+        current = _env_state(entry)
+        intent = _intent(ctx)
+        if "value" in intent:
+            desired, origin = str(intent["value"]), intent.get("from")
+            if current not in (origin, {"value": desired}):
+                raise Superseded(
+                    f"{env_name} in container {name} was changed since this step planned to set it: "
+                    "not re-applied (that would revert the later change)",
+                    **{"from": origin, "to": {"value": desired}, "current": current},
+                )
+        else:
+            desired, origin = str(value), current
+        if current == {"value": desired}:
+            return self._done(f"{env_name} in container {name} already holds the value", before, before,
+                              **{"from": origin, "to": {"value": desired}})
+        await ctx.record_intent({"value": desired, "from": origin})
+        new_entry: dict[str, Any] = {"name": env_name, "value": desired}
+        if entry is not None and entry.get("valueFrom") is not None:
+            new_entry["valueFrom"] = None
+        after = await self._patch(ctx, self._container_patch(before, {"name": name, "env": [new_entry]}))
+        was = "unset" if "absent" in (origin or {}) else ("a reference" if "valueFrom" in (origin or {}) else "a value")
+        return self._done(f"set {env_name} in container {name} (was {was})", before, after,
+                          **{"from": origin, "to": {"value": desired}})
+
+    async def _do_set_resources(self, step: PlannedStep, ctx: StepContext) -> StepResult:
+        """Requests and limits of one container: each resource ``to`` a quantity or ``factor`` times
+        its value, within its ``max``; refused when a request would end above its limit."""
+        name = step.params["container"]
+        before = await self._read(ctx)
+        held = _container_of(before, name, ctx.target.key).get("resources") or {}
+        intent = _intent(ctx)
+        changes: dict[str, Mapping[str, Any]] = {
+            s: step.params[s] for s in ("requests", "limits") if step.params.get(s)
+        }
+        desired: Resources
+        if "resources" in intent:
+            desired, origin = intent["resources"], intent.get("from") or {}
+        else:
+            desired = {
+                s: {r: _new_quantity(r, (held.get(s) or {}).get(r), change, f"{s}.{r} of container {name!r}")
+                    for r, change in rs.items()}
+                for s, rs in changes.items()
+            }
+        current: Resources = {s: {r: (held.get(s) or {}).get(r) for r in rs} for s, rs in desired.items()}
+        if "resources" in intent:
+            if not (_same_resources(current, origin) or _same_resources(current, desired)):
+                raise Superseded(
+                    f"the resources of container {name} are {current}, changed since this step planned "
+                    f"{origin} -> {desired}: not re-applied (that would revert the later change)",
+                    **{"from": origin, "to": desired, "current": current},
+                )
+        else:
+            origin = current
+            _requests_within_limits(held, desired, name)
+        if _same_resources(current, desired):
+            return self._done(f"the resources of container {name} are already {desired}", before, before,
+                              **{"from": origin, "to": desired})
+        await ctx.record_intent({"resources": desired, "from": origin})
+        patch = {
+            s: {r: v for r, v in rs.items() if not _same_resources({s: {r: current[s][r]}}, {s: {r: v}})}
+            for s, rs in desired.items()
+        }
+        after = await self._patch(ctx, self._container_patch(before, {"name": name, "resources": patch}))
+        changed = ", ".join(
+            f"{s}.{r} {current[s][r] or 'unset'} -> {v}" for s, rs in patch.items() for r, v in rs.items()
+        )
+        return self._done(f"set {changed} in container {name}", before, after, **{"from": origin, "to": desired})
 
     async def _do_rollback(self, step: PlannedStep, ctx: StepContext) -> StepResult:
         """kubectl rollout undo, pinned once chosen.
@@ -578,6 +796,8 @@ class KubeExecutor:
             mine = intent.get("uid") == uid
             message = f"deleted pod {pod_name} (terminating)" if mine else f"pod {pod_name} is already terminating"
             return self._done(message, pod, pod, pod=pod_name, terminating=True)
+        ready = int((owner.get("status") or {}).get("readyReplicas") or 0)
+        _keep_healthy(step, f"deleting pod {pod_name}", t.key, ready, ready - (1 if _pod_ready(pod) else 0))
         await ctx.record_intent({"uid": uid})
         # The apiserver takes DeleteOptions from the body when there is one, and then ignores
         # the query's dryRun (and gracePeriodSeconds, propagationPolicy): dryRun must be in
