@@ -37,6 +37,8 @@ MAX_PASSES = 500
 _OWNERS = (r.DEPLOYMENTS, r.STATEFULSETS, r.REPLICASETS)
 _OWNER_KINDS = {res.kind: res for res in _OWNERS}
 _DEPENDENTS = (r.REPLICASETS, r.CONTROLLERREVISIONS, r.PODS)
+_OWNER_PLURALS = frozenset(res.plural for res in _OWNERS)
+_DEPENDENT_PLURALS = frozenset(res.plural for res in _DEPENDENTS)
 #: Resources with a controller of their own, in the order one pass syncs them (as before: workloads
 #: first, then ReplicaSets, then the kubelets).
 _SYNCED = (r.DEPLOYMENTS.plural, r.STATEFULSETS.plural, r.REPLICASETS.plural, r.PODS.plural)
@@ -87,9 +89,9 @@ class Controller:
             owner = _OWNER_KINDS.get(str(ref.get("kind"))) if ref is not None else None
             if owner is not None:
                 self._dirty[owner.plural].add((key[0], str(ref.get("name") if ref else "")))
-        if event.resource in {res.plural for res in _DEPENDENTS} and controller_ref(event.object) is not None:
+        if event.resource in _DEPENDENT_PLURALS and controller_ref(event.object) is not None:
             self._suspects.add((event.resource, key))
-        if event.type == "DELETED" and event.resource in {res.plural for res in _OWNERS}:
+        if event.type == "DELETED" and event.resource in _OWNER_PLURALS:
             uid = str(meta(event.object).get("uid") or "")
             for dependent in _DEPENDENTS:
                 for owned in self.api.store.owned_keys(dependent.plural, uid):
