@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from kubernetes_asyncio import client
+
 from remediator.executors.kube import RESTARTED_AT
 from tests.contract.conftest import Backend
 from tests.real_kube.helpers import executor, run_step
@@ -148,3 +150,16 @@ async def test_a_missing_deployment_fails_every_action_with_the_apiservers_404(b
         result = await run_step(kube, backend.namespace, action, params)
         assert result.status == "failed", action
         assert result.message.endswith('404 Not Found: deployments.apps "web" not found'), result.message
+
+
+async def test_scale_refuses_a_deployment_an_autoscaler_owns(backend: Backend) -> None:
+    """scale lists the namespace's HorizontalPodAutoscalers (autoscaling/v2) before touching the replicas."""
+    await backend.web(replicas=1)
+    hpa = {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": {"name": "web-hpa"},
+           "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+                    "minReplicas": 1, "maxReplicas": 4}}
+    await client.AutoscalingV2Api(backend.api).create_namespaced_horizontal_pod_autoscaler(backend.namespace, hpa)
+    result = await run_step(executor(backend.api, server_dry_run=False), backend.namespace, "scale", {"to": 3})
+    assert result.status == "failed"
+    assert "is scaled by HorizontalPodAutoscaler web-hpa (minReplicas 1, maxReplicas 4)" in result.message
+    assert (await backend.read())["spec"]["replicas"] == 1
