@@ -557,7 +557,7 @@ class Pipeline:
         self.events.execution_finished(did, status)
         self.metrics.executions.labels(decision.playbook, status).inc()
         await hold.release(succeeded=succeeded)
-        log.info("execution finished", result=status)
+        (log.error if status == "failed" else log.info)("execution finished", result=status)
         results: Mapping[tuple[str, int], StepResult] = {}
         if channels:
             with contextlib.suppress(Exception):  # a message without step details beats no message
@@ -634,7 +634,8 @@ class Pipeline:
             self.events.step_finished(ctx.execution_id, step, result)
             done[(step.phase, step.index)] = result
             self.metrics.steps.labels(step.action, result.status).inc()
-            log.info(
+            # A failed step is worth a look (WARNING); whether it failed the execution is said below.
+            (log.info if result.ok else log.warning)(
                 "step",
                 phase=step.phase,
                 index=step.index,
