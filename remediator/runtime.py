@@ -337,7 +337,7 @@ async def open_runtime(
             metrics=metrics,
             kill_switch=switch,
         )
-        worker = Worker(pipeline, settings.worker)
+        worker = Worker(pipeline, settings.worker, intake=store)
         rt = Runtime(settings, clock, metrics, store, guard, repo, pipeline, worker, credentials, switch,
                      notifications=dispatcher)
         if start_worker:
