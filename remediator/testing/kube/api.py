@@ -366,8 +366,9 @@ class ObjectAPI:
         mode = fields.mode if fields is not None else "Warn"
         if mode == "Strict":
             listed = ", ".join(f'unknown field "{path}"' for path in unknown)
+            details = {"name": name_of(obj), **({"group": res.group} if res.group else {}), "kind": res.kind}
             raise st.ApiError(422, f'{res.qualified_kind} "{name_of(obj)}" is invalid: strict decoding error: {listed}',
-                              details={"name": name_of(obj), "group": res.group, "kind": res.kind})
+                              details=details)
         if mode == "Warn" and fields is not None:
             fields.warnings.extend(schema.warning(path) for path in unknown)
         return pruned
