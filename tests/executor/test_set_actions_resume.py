@@ -19,6 +19,7 @@ import pytest
 from remediator.clock import VirtualClock
 from remediator.testing.kube.cluster import FakeCluster
 from remediator.testing.kube.harness import FakeKube
+from tests.executor.conftest import OpenHarness
 from tests.executor.harness import NS, Harness, open_harness, playbook, steps_of, web
 from tests.executor.test_dry_run import comparable, run_once, state
 from tests.executor.test_resume import crash_while
@@ -171,3 +172,61 @@ async def test_a_change_made_meanwhile_is_not_reverted_by_the_resumed_step(
     [result] = full["results"]
     assert (result["action"], result["status"]) == (action, "superseded")
     assert tuple(result["details"][k] for k in ("from", "to", "current")) == case.recorded
+
+
+# -- a lost answer, a conflict ------------------------------------------------------------------
+
+
+async def answer_lost(h: Harness, method: str, path: str, *, request_timeout: float) -> None:
+    """The client gives up on a held request after ``request_timeout``; the apiserver then commits it."""
+    await h.cluster.requests.arrival(method, path)
+    await h.sleeping_for(request_timeout)
+    await h.advance(request_timeout)
+    changes = h.cluster.watch("deployments", int(h.cluster.resource_version))
+    try:
+        h.cluster.faults.release()
+        await changes.queue.get()
+    finally:
+        h.cluster.unwatch(changes)
+
+
+@pytest.mark.parametrize("action", sorted(CASES))
+async def test_a_write_that_landed_although_its_answer_was_lost_is_not_made_again(
+    action: str, harness: OpenHarness
+) -> None:
+    """The client times out, the apiserver then commits: the retry re-applies the recorded intent, and
+    finds it done (``factor: 1.5`` is not applied to its own result)."""
+    case = CASES[action]
+    async with harness(case.books, request_timeout=30) as h:
+        h.cluster.apply(case.manifest(case.planned[0]))
+        generation = h.get()["metadata"]["generation"]
+        h.cluster.faults.hang(method="PATCH", path=PATCH)
+        task = h.start()
+        await answer_lost(h, "PATCH", PATCH, request_timeout=30)
+        await h.until_done(task)
+        ex = await h.execution()
+        after = h.get()
+    assert steps_of(ex) == [("main", action, "ok")] and ex["results"][0]["details"]["attempts"] == 2
+    assert after["metadata"]["generation"] == generation + 1  # one change, not two
+    assert case.value(h) == case.planned[1]
+
+
+async def test_a_conflict_replans_set_resources_on_top_of_the_other_change(harness: OpenHarness) -> None:
+    """A 409 means ours was refused: the factor applies to the limit someone set meanwhile (2.5Gi x 1.5)."""
+    case = CASES["set_resources"]
+    async with harness(case.books) as h:
+        h.cluster.apply(with_memory("2Gi"))
+        h.cluster.faults.hang(method="PATCH", path=PATCH)
+        task = h.start()
+        await h.cluster.requests.arrival("PATCH", PATCH)
+        h.cluster.patch("deployments", NS, "web", "application/strategic-merge-patch+json",
+                        {"spec": {"template": {"spec": {"containers": [
+                            {"name": "app", "resources": {"limits": {"memory": "2560Mi"}}}]}}}})
+        h.cluster.faults.release()
+        await h.until_done(task)
+        ex = await h.execution()
+        patches = h.cluster.requests.matching("PATCH", PATCH)
+    assert [p.status for p in patches] == [409, 200]
+    assert case.value(h) == "3840Mi"
+    assert (ex["results"][0]["details"]["from"], ex["results"][0]["details"]["to"]) == (
+        {"limits": {"memory": "2560Mi"}}, {"limits": {"memory": "3840Mi"}})
