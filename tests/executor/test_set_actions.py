@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.executor.conftest import OpenHarness
-from tests.executor.harness import NS, playbook, steps_of, web
+from tests.executor.harness import NS, db, playbook, steps_of, web
 
 SMP = "application/strategic-merge-patch+json"
 ROLLBACK = "- action: rollback\n"
@@ -242,3 +242,27 @@ async def test_set_resources_refusals_write_nothing(
     assert steps_of(ex) == [("main", "set_resources", "failed")]
     assert why in ex["results"][0]["message"]
     assert app(h)["resources"] == resources
+
+
+# -- a StatefulSet --------------------------------------------------------------------------------
+
+
+async def test_the_set_actions_and_min_healthy_replicas_on_a_statefulset(harness: OpenHarness) -> None:
+    steps = ("- action: set_image\n  container: db\n  image: registry.example/db:1.1\n"
+             "- action: set_env\n  container: db\n  name: MAX_CONNECTIONS\n  value: '200'\n"
+             "- action: set_resources\n  container: db\n  limits: {memory: {to: 2Gi}}\n"
+             "- action: scale\n  to: 1\n  min_healthy_replicas: 2\n")
+    async with harness({"fix": playbook(steps, kind="StatefulSet")}) as h:
+        h.cluster.apply(db(replicas=3))
+        await h.settle()
+        ex = await h.fire("db")
+        sts = h.get("db", "statefulsets")
+        patches = h.cluster.requests.matching("PATCH", "/statefulsets/db$")
+    assert steps_of(ex) == [("main", "set_image", "ok"), ("main", "set_env", "ok"), ("main", "set_resources", "ok"),
+                            ("main", "scale", "failed")]
+    [container] = sts["spec"]["template"]["spec"]["containers"]
+    assert (container["image"], container["env"], container["resources"]) == (
+        "registry.example/db:1.1", [{"name": "MAX_CONNECTIONS", "value": "200"}], {"limits": {"memory": "2Gi"}})
+    assert len(patches) == 3 and all(p.content_type == SMP for p in patches)
+    assert sts["spec"]["replicas"] == 3
+    assert "fewer than min_healthy_replicas 2" in ex["results"][3]["message"]
