@@ -27,11 +27,15 @@ PATH = re.compile(r"^/(?:api/v1|apis/(?P<group>[^/]+)/[^/]+)/namespaces/[^/]+/(?
                   r"(?:/(?P<name>[^/]+)(?:/(?P<sub>[^/]+))?)?$")
 
 EVERY_ACTION = (
-    '- action: delete_pod\n  pod: "{{ labels.pod }}"\n'
+    '- action: delete_pod\n  pod: "{{ labels.pod }}"\n  min_healthy_replicas: 1\n'
     "- action: restart\n"
     "- action: wait_healthy\n  timeout: 5m\n"
     "- action: scale\n  by: 1\n"
     "- action: resize_pool\n  container: app\n  env: DB_POOL_MAX_SIZE\n  to: 30\n"
+    "- action: set_image\n  container: app\n  image: registry.example/web:2.1\n"
+    "- action: set_env\n  container: app\n  name: JAVA_OPTS\n  value: -Xmx2g\n"
+    "- action: set_resources\n  container: app\n  limits: {memory: {to: 1Gi}}\n"
+    "- action: scale\n  by: -1\n  min_healthy_replicas: 1\n"
     "- action: rollback\n"
 )
 STATEFULSET_ACTIONS = "- action: restart\n- action: wait_healthy\n  timeout: 5m\n- action: scale\n  by: 1\n" \
