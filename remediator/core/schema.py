@@ -16,8 +16,6 @@ ACTIONS = (
 MUTATING_ACTIONS = frozenset(
     {"restart", "scale", "resize_pool", "set_image", "set_env", "set_resources", "rollback", "delete_pod"}
 )
-#: Actions that can take serving capacity away, and so honour ``min_healthy_replicas``.
-CAPACITY_ACTIONS = frozenset({"scale", "delete_pod"})
 #: Resources ``set_resources`` may change.
 RESOURCES = ("cpu", "memory")
 
@@ -41,6 +39,7 @@ _ONE_AMOUNT = {
 }
 _COMMON_STEP = {"action": {"enum": list(ACTIONS)}, "description": {"type": "string"}}
 _CONTAINER = {"type": "string", "minLength": 1, "maxLength": 1024}
+#: For the actions that can take serving capacity away (scale, delete_pod): refuse below this many ready.
 _MIN_HEALTHY = {"min_healthy_replicas": {"type": "integer", "minimum": 0}}
 _QUANTITY = {"type": ["string", "number"], "description": "a Kubernetes quantity: 500m, 2, 1.5Gi, 4Gi"}
 #: One resource of ``set_resources``: ``to`` a quantity or ``factor`` a number, within ``max``.
