@@ -1,4 +1,5 @@
-"""API defaulting (``pkg/apis/apps/v1/defaults.go``, ``pkg/apis/core/v1/defaults.go``).
+"""API defaulting (``pkg/apis/apps/v1/defaults.go``, ``pkg/apis/core/v1/defaults.go``), and the canonical
+form of resource quantities the apiserver stores (:mod:`.quantity`).
 
 Defaults matter beyond looks: the deployment controller finds its new ReplicaSet by
 template equality, and kubectl's rollback compares templates, so a template stored
@@ -11,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from remediator.testing.kube import quantity
 from remediator.testing.kube import resources as r
 from remediator.testing.kube.objects import clone
 
@@ -31,7 +33,7 @@ def _container(c: dict[str, Any]) -> None:
     c.setdefault("terminationMessagePolicy", "File")
     if isinstance(c.get("image"), str):
         c.setdefault("imagePullPolicy", image_pull_policy(c["image"]))
-    c.setdefault("resources", {})
+    c["resources"] = quantity.canonical_resources(c.get("resources") or {})
     for port in c.get("ports") or []:
         if isinstance(port, dict):
             port.setdefault("protocol", "TCP")
@@ -56,6 +58,9 @@ def _volume(v: dict[str, Any]) -> None:
             v[source].setdefault("defaultMode", 420)
     if set(v) == {"name"}:
         v["emptyDir"] = {}
+    empty_dir = v.get("emptyDir")
+    if isinstance(empty_dir, dict) and "sizeLimit" in empty_dir:
+        empty_dir["sizeLimit"] = quantity.canonical(empty_dir["sizeLimit"])
 
 
 def pod_spec(spec: dict[str, Any]) -> dict[str, Any]:
@@ -72,6 +77,8 @@ def pod_spec(spec: dict[str, Any]) -> dict[str, Any]:
     for v in out.get("volumes") or []:
         if isinstance(v, dict):
             _volume(v)
+    if "resources" in out:  # pod-level resources
+        out["resources"] = quantity.canonical_resources(out["resources"])
     return out
 
 
@@ -114,7 +121,10 @@ def statefulset(obj: dict[str, Any]) -> dict[str, Any]:
     spec["template"] = pod_template(spec.get("template"))
     for claim in spec.get("volumeClaimTemplates") or []:
         if isinstance(claim, dict):
-            claim.setdefault("spec", {}).setdefault("volumeMode", "Filesystem")
+            claim_spec = claim.setdefault("spec", {})
+            claim_spec.setdefault("volumeMode", "Filesystem")
+            if isinstance(claim_spec.get("resources"), dict):
+                claim_spec["resources"] = quantity.canonical_resources(claim_spec["resources"])
     return out
 
 
