@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from remediator.core.names import MAX_ENV_VALUE
+
 ACTIONS = (
     "restart", "scale", "resize_pool", "set_image", "set_env", "set_resources", "rollback", "delete_pod",
     "wait_healthy", "notify",
@@ -38,7 +40,6 @@ _ONE_AMOUNT = {
     "oneOf": [{"required": ["to"]}, {"required": ["by"]}, {"required": ["factor"]}],
 }
 _COMMON_STEP = {"action": {"enum": list(ACTIONS)}, "description": {"type": "string"}}
-_CONTAINER = {"type": "string", "minLength": 1, "maxLength": 1024}
 #: For the actions that can take serving capacity away (scale, delete_pod): refuse below this many ready.
 _MIN_HEALTHY = {"min_healthy_replicas": {"type": "integer", "minimum": 0}}
 _QUANTITY = {"type": ["string", "number"], "description": "a Kubernetes quantity: 500m, 2, 1.5Gi, 4Gi"}
@@ -70,15 +71,17 @@ _ACTION_PARAMS: dict[str, dict[str, Any]] = {
         **_ONE_AMOUNT,
     },
     "set_image": {
-        "properties": {"container": _CONTAINER, "image": _TEMPLATE, "only_if_current": _TEMPLATE},
+        "properties": {"container": _TEMPLATE, "image": _TEMPLATE, "only_if_current": _TEMPLATE},
         "required": ["container", "image"],
     },
     "set_env": {
-        "properties": {"container": _CONTAINER, "name": _TEMPLATE, "value": {"type": "string", "maxLength": 4096}},
+        "properties": {
+            "container": _TEMPLATE, "name": _TEMPLATE, "value": {"type": "string", "maxLength": MAX_ENV_VALUE},
+        },
         "required": ["container", "name", "value"],
     },
     "set_resources": {
-        "properties": {"container": _CONTAINER, "requests": _RESOURCE_SECTION, "limits": _RESOURCE_SECTION},
+        "properties": {"container": _TEMPLATE, "requests": _RESOURCE_SECTION, "limits": _RESOURCE_SECTION},
         "required": ["container"],
         "anyOf": [{"required": ["requests"]}, {"required": ["limits"]}],
     },
