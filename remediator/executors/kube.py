@@ -2,8 +2,10 @@
 
 Semantics follow shared/spec/kubernetes.md (kubectl's own code paths): the restart
 annotation patch, the scale subresource with optimistic concurrency, a strategic
-merge patch of one env var carrying resourceVersion, rollout-undo's JSON patch, pod
-deletion with a uid precondition, and rollout-status rules over a watch.
+merge patch of one container (its image, one env var, its requests/limits) carrying
+resourceVersion, rollout-undo's JSON patch, pod deletion with a uid precondition, and
+rollout-status rules over a watch.  Actions that take capacity away (delete_pod, a
+scale down) first check ``min_healthy_replicas`` against the workload's ready replicas.
 
 Every action reads the object first and records ``before``/``after`` and their
 diff.  With ``server_dry_run`` every mutation carries ``dryRun=All``: the apiserver
