@@ -175,6 +175,15 @@ def _container_of(obj: Mapping[str, Any], name: str, key: str) -> dict[str, Any]
     return container
 
 
+def _container_patch(before: Mapping[str, Any], container: dict[str, Any]) -> dict[str, Any]:
+    """A strategic-merge patch of one container (merged by name: the others are untouched), carrying
+    the resourceVersion it was planned from, so a change made meanwhile is a 409 and a fresh plan."""
+    return {
+        "metadata": {"resourceVersion": before["metadata"]["resourceVersion"]},
+        "spec": {"template": {"spec": {"containers": [container]}}},
+    }
+
+
 def _pod_ready(pod: Mapping[str, Any]) -> bool:
     conditions = (pod.get("status") or {}).get("conditions") or []
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
@@ -593,14 +602,6 @@ class KubeExecutor:
             **{"from": origin, "to": desired},
         )
 
-    def _container_patch(self, before: Mapping[str, Any], container: dict[str, Any]) -> dict[str, Any]:
-        """A strategic-merge patch of one container (merged by name: the others are untouched), carrying
-        the resourceVersion it was planned from, so a change made meanwhile is a 409 and a fresh plan."""
-        return {
-            "metadata": {"resourceVersion": before["metadata"]["resourceVersion"]},
-            "spec": {"template": {"spec": {"containers": [container]}}},
-        }
-
     async def _do_set_image(self, step: PlannedStep, ctx: StepContext) -> StepResult:
         """kubectl set image, for one container: its image to a tag or digest the playbook rendered."""
         name, image = step.params["container"], step.params["image"]
@@ -629,7 +630,7 @@ class KubeExecutor:
             return self._done(f"container {name} already runs {desired}", before, before,
                               **{"from": origin, "to": desired})
         await ctx.record_intent({"image": desired, "from": origin})
-        after = await self._patch(ctx, self._container_patch(before, {"name": name, "image": desired}))
+        after = await self._patch(ctx, _container_patch(before, {"name": name, "image": desired}))
         return self._done(f"set the image of container {name} from {origin} to {desired}", before, after,
                           **{"from": origin, "to": desired})
 
@@ -658,7 +659,7 @@ class KubeExecutor:
         new_entry: dict[str, Any] = {"name": env_name, "value": desired}
         if entry is not None and entry.get("valueFrom") is not None:
             new_entry["valueFrom"] = None
-        after = await self._patch(ctx, self._container_patch(before, {"name": name, "env": [new_entry]}))
+        after = await self._patch(ctx, _container_patch(before, {"name": name, "env": [new_entry]}))
         was = "unset" if "absent" in (origin or {}) else ("a reference" if "valueFrom" in (origin or {}) else "a value")
         return self._done(f"set {env_name} in container {name} (was {was})", before, after,
                           **{"from": origin, "to": {"value": desired}})
@@ -701,7 +702,7 @@ class KubeExecutor:
             s: {r: v for r, v in rs.items() if not _same_resources({s: {r: current[s][r]}}, {s: {r: v}})}
             for s, rs in desired.items()
         }
-        after = await self._patch(ctx, self._container_patch(before, {"name": name, "resources": patch}))
+        after = await self._patch(ctx, _container_patch(before, {"name": name, "resources": patch}))
         changed = ", ".join(
             f"{s}.{r} {current[s][r] or 'unset'} -> {v}" for s, rs in patch.items() for r, v in rs.items()
         )
