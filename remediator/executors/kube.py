@@ -184,6 +184,17 @@ def _container_patch(before: Mapping[str, Any], container: dict[str, Any]) -> di
     }
 
 
+def _env_patch(
+    before: Mapping[str, Any], container: str, name: str, value: str, entry: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """One env var of one container set to ``value``; a ``valueFrom`` it had is removed (``null``),
+    since an entry may not hold both."""
+    new_entry: dict[str, Any] = {"name": name, "value": value}
+    if entry is not None and entry.get("valueFrom") is not None:
+        new_entry["valueFrom"] = None
+    return _container_patch(before, {"name": container, "env": [new_entry]})
+
+
 def _pod_ready(pod: Mapping[str, Any]) -> bool:
     conditions = (pod.get("status") or {}).get("conditions") or []
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
@@ -587,14 +598,7 @@ class KubeExecutor:
         if current == desired:
             return self._done(f"{env_name} is already {desired}", before, before, **{"from": origin, "to": desired})
         await ctx.record_intent({"value": desired, "from": origin})
-        new_entry: dict[str, Any] = {"name": env_name, "value": str(desired)}
-        if entry is not None and entry.get("valueFrom") is not None:
-            new_entry["valueFrom"] = None
-        body = {
-            "metadata": {"resourceVersion": before["metadata"]["resourceVersion"]},
-            "spec": {"template": {"spec": {"containers": [{"name": name, "env": [new_entry]}]}}},
-        }
-        after = await self._patch(ctx, body)
+        after = await self._patch(ctx, _env_patch(before, name, env_name, str(desired), entry))
         return self._done(
             f"set {env_name} from {origin} to {desired} in container {name}",
             before,
@@ -656,10 +660,7 @@ class KubeExecutor:
             return self._done(f"{env_name} in container {name} already holds the value", before, before,
                               **{"from": origin, "to": {"value": desired}})
         await ctx.record_intent({"value": desired, "from": origin})
-        new_entry: dict[str, Any] = {"name": env_name, "value": desired}
-        if entry is not None and entry.get("valueFrom") is not None:
-            new_entry["valueFrom"] = None
-        after = await self._patch(ctx, _container_patch(before, {"name": name, "env": [new_entry]}))
+        after = await self._patch(ctx, _env_patch(before, name, env_name, desired, entry))
         was = "unset" if "absent" in (origin or {}) else ("a reference" if "valueFrom" in (origin or {}) else "a value")
         return self._done(f"set {env_name} in container {name} (was {was})", before, after,
                           **{"from": origin, "to": {"value": desired}})
