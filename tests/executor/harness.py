@@ -147,6 +147,21 @@ class Harness:
         while (due := self.cluster.controller.next_due()) is not None and self.clock.monotonic() - start < limit:
             await self.advance(max(due - self.cluster.now(), 0.001))
 
+    async def answer_lost(
+        self, method: str, path: str, *, request_timeout: float, changes: str = "deployments"
+    ) -> None:
+        """The client gives up on a held ``method path`` after ``request_timeout``; the apiserver then
+        commits it (a write that landed although its answer was lost), changing ``changes``."""
+        await self.cluster.requests.arrival(method, path)
+        await self.sleeping_for(request_timeout)
+        await self.advance(request_timeout)
+        watching = self.cluster.watch(changes, int(self.cluster.resource_version))
+        try:
+            self.cluster.faults.release()
+            await watching.queue.get()
+        finally:
+            self.cluster.unwatch(watching)
+
     # -- time ---------------------------------------------------------------------------
 
     async def sleeping_for(self, seconds: float) -> float:

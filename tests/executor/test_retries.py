@@ -242,13 +242,7 @@ async def test_a_change_that_landed_although_its_answer_was_lost_is_not_applied_
         generation = h.get()["metadata"]["generation"]
         h.cluster.faults.hang(method=method, path=path)
         task = h.start()
-        await h.cluster.requests.arrival(method, path)
-        await h.sleeping_for(30)
-        await h.advance(30)  # the client gives up on its request...
-        changes = h.cluster.watch("deployments", int(h.cluster.resource_version))
-        h.cluster.faults.release()  # ...which the apiserver then commits
-        await changes.queue.get()
-        h.cluster.unwatch(changes)
+        await h.answer_lost(method, path, request_timeout=30)
         await h.until_done(task)
         ex = await h.execution()
         after = h.get()
@@ -274,13 +268,8 @@ async def test_a_statefulset_pod_deleted_although_the_answer_was_lost_is_not_del
         old_uid = h.get("db-0", "pods")["metadata"]["uid"]
         h.cluster.faults.hang(method="DELETE", path="/pods/db-0$")
         task = h.start("db", pod="db-0")
-        await h.cluster.requests.arrival("DELETE", "/pods/db-0$")
-        await h.sleeping_for(30)
-        await h.advance(30)  # the client gives up...
-        changes = h.cluster.watch("pods", int(h.cluster.resource_version))
-        h.cluster.faults.release()  # ...the apiserver deletes db-0, and the controller recreates it
-        await changes.queue.get()
-        h.cluster.unwatch(changes)
+        # the client gives up; the apiserver deletes db-0, and the controller recreates it
+        await h.answer_lost("DELETE", "/pods/db-0$", request_timeout=30, changes="pods")
         await h.until_done(task)
         ex = await h.execution()
         new_uid = h.get("db-0", "pods")["metadata"]["uid"]

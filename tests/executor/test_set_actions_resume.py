@@ -177,19 +177,6 @@ async def test_a_change_made_meanwhile_is_not_reverted_by_the_resumed_step(
 # -- a lost answer, a conflict ------------------------------------------------------------------
 
 
-async def answer_lost(h: Harness, method: str, path: str, *, request_timeout: float) -> None:
-    """The client gives up on a held request after ``request_timeout``; the apiserver then commits it."""
-    await h.cluster.requests.arrival(method, path)
-    await h.sleeping_for(request_timeout)
-    await h.advance(request_timeout)
-    changes = h.cluster.watch("deployments", int(h.cluster.resource_version))
-    try:
-        h.cluster.faults.release()
-        await changes.queue.get()
-    finally:
-        h.cluster.unwatch(changes)
-
-
 @pytest.mark.parametrize("action", sorted(CASES))
 async def test_a_write_that_landed_although_its_answer_was_lost_is_not_made_again(
     action: str, harness: OpenHarness
@@ -202,7 +189,7 @@ async def test_a_write_that_landed_although_its_answer_was_lost_is_not_made_agai
         generation = h.get()["metadata"]["generation"]
         h.cluster.faults.hang(method="PATCH", path=PATCH)
         task = h.start()
-        await answer_lost(h, "PATCH", PATCH, request_timeout=30)
+        await h.answer_lost("PATCH", PATCH, request_timeout=30)
         await h.until_done(task)
         ex = await h.execution()
         after = h.get()
