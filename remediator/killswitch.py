@@ -32,6 +32,14 @@ What each call does when a side is unreachable:
 Only the direction store -> guardrail state is repaired automatically: a resume is always
 an operator's act, never inferred.  The store keeps the last setting only; who paused and
 when is for the API and the logs.
+
+:meth:`paused` runs before every admission and every step, so it must not cost a store
+round trip each time (in a storm of 10,000 alerts that was most of the deciding).  It
+keeps what it last read from (or wrote to) the store for :data:`STORE_READ_EVERY` seconds
+and uses it only where a stale reading cannot do harm: "not paused" when the guardrail
+state agrees (a pause set meanwhile, by any replica, is in the guardrail state that is
+read every time).  Re-arming is never done from a kept reading (a resume may have landed
+since), and with the guardrail state unreachable the store is always asked.
 """
 
 from __future__ import annotations
@@ -40,6 +48,9 @@ import structlog
 
 from remediator.core.errors import GuardrailUnavailable, StoreUnavailable
 from remediator.ports import Clock, KillSwitchRecord, KillSwitchStore, PauseState
+
+#: Seconds a reading of the store's switch is kept (see the module docstring for where it is used).
+STORE_READ_EVERY = 5.0
 
 
 class KillSwitch:
@@ -52,6 +63,7 @@ class KillSwitch:
         self._clock = clock
         self._log = structlog.get_logger("remediator.killswitch")
         self._rearmed = False  # warned about the current loss already (once per loss, not per check)
+        self._kept: tuple[float, bool] | None = None  # (when, the store's paused) last read or written
 
     async def pause(self, by: str) -> None:
         """Stop automation: no new execution is admitted, running ones stop before their next step."""
@@ -61,12 +73,14 @@ class KillSwitch:
             await self._guardrails.set_paused(True)
             self._log.error("paused, but not durably: the store is unreachable", by=by)
             raise
+        self._keep(True)
         await self._guardrails.set_paused(True)
         self._log.warning("remediation paused (kill switch)", by=by)
 
     async def resume(self, by: str) -> None:
         """Let automation go on; paused executions resume at their next claim."""
         await self._store.set_kill_switch(False, by, self._clock.now())
+        self._keep(False)
         await self._guardrails.set_paused(False)
         self._rearmed = False
         self._log.warning("remediation resumed (kill switch)", by=by)
@@ -78,22 +92,33 @@ class KillSwitch:
     async def paused(self) -> bool:
         """Whether remediation is paused; re-arms a guardrail state that lost a recorded pause."""
         try:
-            record = await self._store.kill_switch()
-        except StoreUnavailable:
-            record, known = None, False
-        else:
-            known = True
-        stored = record is not None and record.paused
-        try:
             state = await self._guardrails.paused()
         except GuardrailUnavailable:
-            return stored or not known  # neither side answers: fail closed
-        if record is not None and record.paused and not state:
-            await self._rearm(record)
-            return True
+            record, known = await self._read()
+            return not known or (record is not None and record.paused)  # neither side answers: fail closed
         if state:
             self._rearmed = False  # both agree again: a later loss is news
-        return state or stored
+            return True
+        kept = self._kept
+        if kept is not None and not kept[1] and self._clock.monotonic() - kept[0] < STORE_READ_EVERY:
+            return False  # the store said "not paused" a moment ago, and the guardrail state agrees
+        record, _ = await self._read()
+        if record is not None and record.paused:
+            await self._rearm(record)
+            return True
+        return False
+
+    async def _read(self) -> tuple[KillSwitchRecord | None, bool]:
+        """(the store's record, whether the store answered); keeps the reading."""
+        try:
+            record = await self._store.kill_switch()
+        except StoreUnavailable:
+            return None, False
+        self._keep(record is not None and record.paused)
+        return record, True
+
+    def _keep(self, paused: bool) -> None:
+        self._kept = (self._clock.monotonic(), paused)
 
     async def _rearm(self, record: KillSwitchRecord) -> None:
         """The guardrail state lost a pause the store holds (a Redis restart without persistence):

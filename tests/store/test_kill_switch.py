@@ -141,3 +141,41 @@ async def test_after_a_redis_restart_the_daemon_neither_admits_nor_steps_while_p
     assert paused["status"] == "running" and full["events"][0]["reason"] == "remediation is paused (kill switch)"
     assert decision.kind is DecisionKind.PAUSED  # not admitted: Redis was re-armed before it was asked
     assert state_after
+
+
+class CountingReads:
+    """The store, with its kill-switch reads counted (composition: every other call passes through)."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.reads = 0
+
+    async def kill_switch(self) -> KillSwitchRecord | None:
+        self.reads += 1
+        return await self.store.kill_switch()  # type: ignore[no-any-return]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+
+async def test_checks_in_a_storm_do_not_each_read_the_store_and_a_kept_reading_never_re_arms(
+    store: Any, redis: tuple[PrivateRedis, RedisGuardrails], vclock: VirtualClock
+) -> None:
+    guard = redis[1]
+    counted = CountingReads(store)
+    replica_a = KillSwitch(counted, guard, clock=vclock)
+    replica_b = KillSwitch(store, guard, clock=vclock)
+    assert not await replica_a.paused()
+    for _ in range(1000):  # one admission after another: the store said "not paused" a moment ago
+        assert not await replica_a.paused()
+    assert counted.reads == 1
+    await vclock.advance(10)
+    assert not await replica_a.paused()
+    assert counted.reads == 2  # the reading is kept for seconds, not forever
+
+    await replica_b.pause("alice")
+    assert await replica_a.paused()  # a pause by any replica is seen at once, in the guardrail state
+    await replica_a.pause("alice")  # replica_a now keeps "paused"...
+    await replica_b.resume("bob")  # ...when another replica resumes
+    assert not await replica_a.paused()  # its kept "paused" is re-read, not re-armed over the resume
+    assert not await guard.paused()
