@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from remediator.core.alerts import Alert
-from remediator.core.decisions import Decision, PlannedStep, ResolvedTarget
+from remediator.core.decisions import Decision, DecisionKind, PlannedStep, ResolvedTarget
 from remediator.core.guardrails import GuardStatus, Request, Verdict
 
 
@@ -160,6 +160,10 @@ class AlertHistory(Protocol):
     def alerts_between(self, since: datetime, until: datetime) -> AsyncIterator[StoredAlert]:
         """Every recorded alert received in ``[since, until)``, oldest first (the export)."""
 
+    async def deliveries(self, fingerprint: str, *, limit: int = 100) -> list[dict[str, Any]]:
+        """The recorded deliveries of the alert with this fingerprint, newest first (the read API's
+        episode): ``id``, ``status``, ``startsAt``, ``endsAt``, ``received_at``, ``receiver``, ``labels``."""
+
 
 class ExecutionLedger(Protocol):
     """The execution queue: admitted executions, who runs each (a lease), and their steps.
@@ -210,6 +214,28 @@ class ExecutionLedger(Protocol):
         """Record the execution's final status; its lease ends with it."""
 
 
+@dataclass(frozen=True)
+class DecisionQuery:
+    """Which recorded decisions :meth:`AuditLog.query_decisions` lists.
+
+    Every field set narrows the listing (they combine with AND); the defaults match
+    everything.  ``since`` is inclusive and ``until`` exclusive, so consecutive windows
+    never count a decision twice.  ``before`` (a decision id) continues a listing after
+    that decision: the order is by decision time then insertion, so a page boundary does
+    not move when other decisions are recorded meanwhile."""
+
+    playbook: str | None = None
+    kinds: tuple[DecisionKind, ...] = ()
+    namespace: str | None = None
+    target_kind: str | None = None
+    target_name: str | None = None
+    fingerprint: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    limit: int = 50
+    before: str | None = None
+
+
 class AuditLog(Protocol):
     """The audit: decisions, what happened to each execution, and the read API's documents.
 
@@ -237,6 +263,12 @@ class AuditLog(Protocol):
         """Newest first; ``before`` (an execution id) continues a listing after that execution."""
 
     async def get_execution(self, execution_id: str) -> dict[str, Any] | None: ...
+
+    async def query_decisions(self, query: DecisionQuery) -> list[dict[str, Any]]:
+        """Recorded decisions, refusals included, newest first: each the recorded decision (kind,
+        reason, playbook and version, target, steps, dry_run) with its ``id`` (the cursor for
+        ``before``), its alert's ``alertname`` (None once retention removed the alert) and, when
+        it was admitted, its execution's ``execution_id``, ``status`` and ``finished_at``."""
 
     async def parked_alerts(self, *, limit: int = 50) -> list[dict[str, Any]]:
         """Parked alerts, most recently parked first: ``id``, ``alert`` (its JSON),

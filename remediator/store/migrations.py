@@ -118,6 +118,26 @@ MIGRATIONS: tuple[Migration, ...] = (
         );
         """,
     ),
+    Migration(
+        5,
+        "decisions by target, playbook and alert, for the decisions API",
+        # The target moves out of the JSON into columns the API filters on; existing rows get
+        # theirs from the JSON.  A body holding an escaped NUL cannot be read as json (PostgreSQL
+        # refuses to turn \u0000 into text): such a hostile decision keeps no target columns.
+        """
+        ALTER TABLE decisions
+            ADD COLUMN target_kind text,
+            ADD COLUMN target_namespace text,
+            ADD COLUMN target_name text;
+        UPDATE decisions SET target_kind = x.t ->> 'kind', target_namespace = x.t ->> 'namespace',
+            target_name = x.t ->> 'name'
+        FROM (SELECT id, body::json -> 'target' AS t FROM decisions WHERE strpos(body, '\\u0000') = 0) AS x
+        WHERE decisions.id = x.id AND json_typeof(x.t) = 'object';
+        CREATE INDEX decisions_fingerprint ON decisions (fingerprint, at, seq);
+        CREATE INDEX decisions_playbook ON decisions (playbook, at, seq);
+        CREATE INDEX decisions_namespace ON decisions (target_namespace, at, seq);
+        """,
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version

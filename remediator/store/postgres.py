@@ -34,9 +34,18 @@ import asyncpg
 from remediator.core.alerts import Alert, format_time
 from remediator.core.decisions import Decision, DecisionKind, PlannedStep, decision_from_json, execution_id
 from remediator.core.errors import ConfigError, StoreUnavailable
-from remediator.ports import Clock, KillSwitchRecord, ReceivedAlert, StepResult, StoredAlert, journal_entry
+from remediator.ports import (
+    Clock,
+    DecisionQuery,
+    KillSwitchRecord,
+    ReceivedAlert,
+    StepResult,
+    StoredAlert,
+    journal_entry,
+)
 from remediator.store import retention
 from remediator.store import rows as json_rows
+from remediator.store.decision_query import DELIVERIES_SQL, Params, decisions_sql
 from remediator.store.migrations import migrate
 
 _UNAVAILABLE: tuple[type[BaseException], ...] = (
@@ -319,8 +328,9 @@ class PostgresStore:
         did = decision.execution_id or execution_id(decision.alert_key, decision.playbook)
         status = "pending" if decision.kind is DecisionKind.EXECUTED else None
         tag = await self._execute(
-            "INSERT INTO decisions (id, alert_key, fingerprint, playbook, kind, at, body, exec_status)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+            "INSERT INTO decisions (id, alert_key, fingerprint, playbook, kind, at, body, exec_status, target_kind,"
+            " target_namespace, target_name) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+            " ON CONFLICT DO NOTHING",
             did,
             decision.alert_key,
             decision.fingerprint,
@@ -329,6 +339,7 @@ class PostgresStore:
             decision.at,
             json.dumps(decision.to_json()),
             status,
+            *json_rows.target_columns(decision),
         )
         return _count(tag) == 1
 
@@ -450,6 +461,15 @@ class PostgresStore:
         args.append(limit)
         sql += f" ORDER BY at DESC, seq DESC LIMIT ${len(args)}"
         return [json_rows.execution_summary(r) for r in await self._fetch(sql, *args)]
+
+    async def query_decisions(self, query: DecisionQuery) -> list[dict[str, Any]]:
+        params = Params(numbered=True)
+        sql = decisions_sql(query, params, time=lambda t: t, order="seq")
+        return [json_rows.decision_entry(r) for r in await self._fetch(sql, *params.values)]
+
+    async def deliveries(self, fingerprint: str, *, limit: int = 100) -> list[dict[str, Any]]:
+        sql = DELIVERIES_SQL.format(fingerprint="$1", limit="$2")
+        return [json_rows.delivery(r) for r in await self._fetch(sql, fingerprint, limit)]
 
     async def list_decisions(self, *, limit: int = 1000) -> list[dict[str, Any]]:
         decisions = await self._fetch(

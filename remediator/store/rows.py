@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from remediator.core.alerts import format_time
+from remediator.core.decisions import Decision
 from remediator.ports import StepResult, split_journal
 
 #: How much of a parked alert's error is kept.
@@ -48,6 +49,13 @@ def timestamp(value: str | float | datetime | None) -> str | None:
     return format_time(datetime.fromtimestamp(value, UTC))
 
 
+def target_columns(decision: Decision) -> tuple[str | None, str | None, str | None]:
+    """The decision's target as its own columns (kind, namespace, name), for the decisions API's
+    filters; NUL-free, as PostgreSQL text must be (an invalid name is recorded as rendered)."""
+    t = decision.target
+    return (without_nul(t.kind), without_nul(t.namespace), without_nul(t.name)) if t else (None, None, None)
+
+
 def execution_summary(row: Row) -> dict[str, Any]:
     """A decision row (``id, body, exec_status, finished_at``) as a listing item: the recorded
     decision with its execution's id, status and end."""
@@ -56,6 +64,58 @@ def execution_summary(row: Row) -> dict[str, Any]:
     body["status"] = row["exec_status"]
     body["finished_at"] = timestamp(row["finished_at"])
     return body
+
+
+def decision_entry(row: Row) -> dict[str, Any]:
+    """A decision row joined with its alert (``id, body, exec_status, finished_at, alert``) as an
+    item of the decisions listing: the recorded decision, its alert's ``alertname`` (None once
+    retention removed the alert) and its execution's id, status and end.
+
+    Every decision is recorded under the id its execution would have; ``execution_id`` is
+    shown only when an execution exists (an admitted decision), so a refusal never points at
+    an execution that was never created."""
+    out = execution_summary(row)
+    alert = json.loads(row["alert"]) if row["alert"] else None
+    out["alertname"] = (alert.get("labels") or {}).get("alertname") if alert else None
+    out["execution_id"] = row["id"] if row["exec_status"] is not None else None
+    return out
+
+
+def delivery(row: Row) -> dict[str, Any]:
+    """An alert row (``id, status, alert, receiver, received_at``) as one delivery of its episode."""
+    alert = json.loads(row["alert"])
+    return {
+        "id": row["id"],
+        "status": row["status"],
+        "startsAt": alert.get("startsAt"),
+        "endsAt": alert.get("endsAt"),
+        "received_at": timestamp(row["received_at"]),
+        "receiver": row["receiver"],
+        "labels": alert.get("labels") or {},
+    }
+
+
+def alert_episode(
+    fingerprint: str, deliveries: list[dict[str, Any]], decisions: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """What the read API shows of one alert (``/api/v1/alerts/<fingerprint>``): its labels (one
+    fingerprint, one label set), its deliveries, its decisions and the executions among them,
+    each list newest first."""
+    labels = deliveries[0]["labels"] if deliveries else {}
+    return {
+        "fingerprint": fingerprint,
+        "alertname": labels.get("alertname") or next((d["alertname"] for d in decisions if d["alertname"]), None),
+        "labels": labels,
+        "deliveries": [{k: v for k, v in d.items() if k != "labels"} for d in deliveries],
+        "decisions": decisions,
+        "executions": [
+            {"id": d["execution_id"], "status": d["status"], "playbook": d["playbook"],
+             "playbook_version": d["playbook_version"], "target": d["target"], "dry_run": d["dry_run"],
+             "at": d["at"], "finished_at": d["finished_at"]}
+            for d in decisions
+            if d["execution_id"] is not None
+        ],
+    }
 
 
 def step_entry(row: Row) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import contextlib
 import json
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,9 +22,18 @@ import aiosqlite
 from remediator.core.alerts import Alert, format_time, parse_time
 from remediator.core.decisions import Decision, DecisionKind, PlannedStep, decision_from_json, execution_id
 from remediator.core.errors import StoreUnavailable
-from remediator.ports import Clock, KillSwitchRecord, ReceivedAlert, StepResult, StoredAlert, journal_entry
+from remediator.ports import (
+    Clock,
+    DecisionQuery,
+    KillSwitchRecord,
+    ReceivedAlert,
+    StepResult,
+    StoredAlert,
+    journal_entry,
+)
 from remediator.store import retention
 from remediator.store import rows as json_rows
+from remediator.store.decision_query import DELIVERIES_SQL, Params, decisions_sql
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (
@@ -45,6 +54,7 @@ CREATE TABLE IF NOT EXISTS alerts (
     error TEXT
 );
 CREATE INDEX IF NOT EXISTS alerts_pending ON alerts (processed, id);
+CREATE INDEX IF NOT EXISTS alerts_fingerprint ON alerts (fingerprint, id);
 CREATE TABLE IF NOT EXISTS decisions (
     id TEXT PRIMARY KEY,
     alert_key TEXT NOT NULL,
@@ -57,9 +67,14 @@ CREATE TABLE IF NOT EXISTS decisions (
     finished_at TEXT,
     claimed_by TEXT,
     claimed_until REAL,
+    target_kind TEXT,
+    target_namespace TEXT,
+    target_name TEXT,
     UNIQUE (alert_key, playbook)
 );
 CREATE INDEX IF NOT EXISTS decisions_at ON decisions (at);
+CREATE INDEX IF NOT EXISTS decisions_fingerprint ON decisions (fingerprint, at);
+CREATE INDEX IF NOT EXISTS decisions_playbook ON decisions (playbook, at);
 CREATE TABLE IF NOT EXISTS steps (
     execution_id TEXT NOT NULL,
     phase TEXT NOT NULL,
@@ -93,11 +108,36 @@ _ADDED_COLUMNS = (
     ("alerts", "attempts", "INTEGER NOT NULL DEFAULT 0"),  # poison alerts are parked
     ("alerts", "parked_at", "REAL"),
     ("alerts", "error", "TEXT"),
+    ("decisions", "target_kind", "TEXT"),  # the decisions API filters by target
+    ("decisions", "target_namespace", "TEXT"),
+    ("decisions", "target_name", "TEXT"),
 )
-# An index on added columns: created once the columns exist (so not in SCHEMA).
-_PARKED_INDEX = "CREATE INDEX IF NOT EXISTS alerts_parked ON alerts (parked_at) WHERE parked_at IS NOT NULL"
+# Indexes on added columns: created once the columns exist (so not in SCHEMA).
+_ADDED_INDEXES = (
+    "CREATE INDEX IF NOT EXISTS alerts_parked ON alerts (parked_at) WHERE parked_at IS NOT NULL",
+    "CREATE INDEX IF NOT EXISTS decisions_namespace ON decisions (target_namespace, at)",
+)
+
+#: ``PRAGMA user_version`` of a file whose rows are in the current shape.  Version 1: a
+#: decision's ``at`` is fixed-width (:func:`_at`) and its target is in its own columns.
+DATA_VERSION = 1
+# What takes a file's existing rows to DATA_VERSION, run once (in the upgrade's transaction).
+_DATA_UPGRADE = (
+    # format_time leaves out a zero fraction, and "10:00:00Z" sorts after "10:00:00.5Z" as text
+    "UPDATE decisions SET at = substr(at, 1, 19) || '.000000Z' WHERE length(at) = 20",
+    "UPDATE decisions SET target_kind = json_extract(body, '$.target.kind'),"
+    " target_namespace = json_extract(body, '$.target.namespace'),"
+    " target_name = json_extract(body, '$.target.name') WHERE json_extract(body, '$.target') IS NOT NULL",
+)
 
 T = TypeVar("T")
+
+
+def _at(value: datetime) -> str:
+    """A decision's time as the ``at`` column keeps it: fixed-width text (microseconds always
+    written), so that comparing and ordering the text compares and orders the times."""
+    return value.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
 
 #: Deliveries with more alerts than this are serialised for the database on a worker thread.
 ROWS_IN_LOOP = 200
@@ -190,8 +230,9 @@ class SQLiteStore:
 
     @staticmethod
     async def _upgrade(conn: aiosqlite.Connection) -> None:
-        """Add the columns (and their indexes) a file from an older version lacks, in one
-        transaction: the daemon and ``remediator export`` may open the same file at once."""
+        """Add the columns (and their indexes) a file from an older version lacks, and bring its
+        rows to :data:`DATA_VERSION`, in one transaction: the daemon and ``remediator export``
+        may open the same file at once."""
         await conn.execute("BEGIN IMMEDIATE")
         try:
             for table in dict.fromkeys(t for t, _, _ in _ADDED_COLUMNS):
@@ -199,7 +240,14 @@ class SQLiteStore:
                 columns = {r["name"] for r in await cur.fetchall()}
                 for column, kind in ((c, k) for t, c, k in _ADDED_COLUMNS if t == table and c not in columns):
                     await conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
-            await conn.execute(_PARKED_INDEX)
+            for index in _ADDED_INDEXES:
+                await conn.execute(index)
+            cur = await conn.execute("PRAGMA user_version")
+            row = await cur.fetchone()
+            if row is not None and row[0] < DATA_VERSION:
+                for statement in _DATA_UPGRADE:
+                    await conn.execute(statement)
+                await conn.execute(f"PRAGMA user_version = {DATA_VERSION}")
             await conn.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(sqlite3.Error, ValueError):
@@ -358,17 +406,18 @@ class SQLiteStore:
         did = decision.execution_id or execution_id(decision.alert_key, decision.playbook)
         status = "pending" if decision.kind is DecisionKind.EXECUTED else None
         cur = await self._run(
-            "INSERT OR IGNORE INTO decisions (id, alert_key, fingerprint, playbook, kind, at, body, exec_status)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT OR IGNORE INTO decisions (id, alert_key, fingerprint, playbook, kind, at, body, exec_status,"
+            " target_kind, target_namespace, target_name) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 did,
                 decision.alert_key,
                 decision.fingerprint,
                 decision.playbook,
                 decision.kind.value,
-                format_time(decision.at),
+                _at(decision.at),
                 json.dumps(decision.to_json()),
                 status,
+                *json_rows.target_columns(decision),
             ),
         )
         return cur.rowcount == 1
@@ -483,6 +532,15 @@ class SQLiteStore:
         cur = await self._run(sql, args)
         return [json_rows.execution_summary(r) for r in await cur.fetchall()]
 
+    async def query_decisions(self, query: DecisionQuery) -> list[dict[str, Any]]:
+        params = Params(numbered=False)
+        cur = await self._run(decisions_sql(query, params, time=_at, order="rowid"), params.values)
+        return [json_rows.decision_entry(r) for r in await cur.fetchall()]
+
+    async def deliveries(self, fingerprint: str, *, limit: int = 100) -> list[dict[str, Any]]:
+        cur = await self._run(DELIVERIES_SQL.format(fingerprint="?", limit="?"), (fingerprint, limit))
+        return [json_rows.delivery(r) for r in await cur.fetchall()]
+
     async def list_decisions(self, *, limit: int = 1000) -> list[dict[str, Any]]:
         cur = await self._run(
             "SELECT id, body, exec_status, finished_at FROM decisions ORDER BY at, rowid LIMIT ?", (limit,)
@@ -540,7 +598,7 @@ class SQLiteStore:
         In batches, each its own short transaction, so webhooks are not held up behind
         one long delete.  Unfinished executions and unprocessed alerts are kept.
         """
-        cutoff = format_time(self._clock.now() - timedelta(days=days))
+        cutoff = _at(self._clock.now() - timedelta(days=days))
         counts = {"decisions": 0, "steps": 0, "notifications": 0, "alerts": 0}
         alerts_round = (
             "SELECT a.id FROM alerts a WHERE a.processed = 1 AND a.received_at < ? AND {} AND NOT EXISTS ("

@@ -1,0 +1,68 @@
+"""The decisions listing (``/api/v1/decisions``) as SQL both stores share.
+
+The filters, the order and the keyset cursor must mean the same in the embedded store
+and PostgreSQL, or a listing would page differently depending on the deployment; so the
+statement is written once, here.  What differs is passed in: how a parameter is marked
+(``?`` or ``$n``), how a time is kept in the ``at`` column, and the column that orders
+decisions recorded at the same time (SQLite's ``rowid``, PostgreSQL's ``seq``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from remediator.ports import DecisionQuery
+
+
+class Params:
+    """The statement's parameters as they are marked: ``mark(value)`` appends one and returns its
+    placeholder (``?`` for SQLite, ``$1``, ``$2``… for PostgreSQL)."""
+
+    def __init__(self, numbered: bool) -> None:
+        self.values: list[Any] = []
+        self._numbered = numbered
+
+    def mark(self, value: Any) -> str:
+        self.values.append(value)
+        return f"${len(self.values)}" if self._numbered else "?"
+
+
+def decisions_sql(query: DecisionQuery, params: Params, *, time: Callable[[datetime], Any], order: str) -> str:
+    """SELECT the decisions ``query`` asks for, newest first, each with its alert (for the
+    alertname), as :func:`remediator.store.rows.decision_entry` reads them.
+
+    ``time`` turns a bound into what the ``at`` column holds; ``order`` is the column that
+    breaks ties between decisions recorded at the same time, in the order they were recorded.
+    """
+    where = []
+    equal = (
+        ("d.playbook", query.playbook),
+        ("d.target_namespace", query.namespace),
+        ("d.target_kind", query.target_kind),
+        ("d.target_name", query.target_name),
+        ("d.fingerprint", query.fingerprint),
+    )
+    where += [f"{column} = {params.mark(value)}" for column, value in equal if value is not None]
+    if query.kinds:
+        where.append(f"d.kind IN ({', '.join(params.mark(k.value) for k in query.kinds)})")
+    if query.since is not None:
+        where.append(f"d.at >= {params.mark(time(query.since))}")
+    if query.until is not None:
+        where.append(f"d.at < {params.mark(time(query.until))}")
+    if query.before is not None:
+        where.append(f"(d.at, d.{order}) < (SELECT at, {order} FROM decisions WHERE id = {params.mark(query.before)})")
+    return (
+        "SELECT d.id, d.body, d.exec_status, d.finished_at, a.alert FROM decisions d"
+        " LEFT JOIN alerts a ON a.dedup_key = d.alert_key"
+        f"{' WHERE ' + ' AND '.join(where) if where else ''}"
+        f" ORDER BY d.at DESC, d.{order} DESC LIMIT {params.mark(query.limit)}"
+    )
+
+
+#: The deliveries of one alert, newest first (ids are the order alerts were recorded in).
+DELIVERIES_SQL = (
+    "SELECT id, status, alert, receiver, received_at FROM alerts WHERE fingerprint = {fingerprint}"
+    " ORDER BY id DESC LIMIT {limit}"
+)
