@@ -5,7 +5,7 @@ recorded, 503 when it cannot record (Alertmanager retries), 4xx with a JSON reas
 for anything malformed (retrying would not help), never a 500 for bad input.
 
 Credentials by role: the webhook takes a webhook token (Alertmanager's, good for
-nothing else); the read API (executions, guardrails) a read or admin token; pause and
+nothing else); the read API (executions, decisions, alerts, guardrails) a read or admin token; pause and
 resume an admin token.  No or an unknown token is a 401, a known token without the
 role a 403.  ``/healthz`` and ``/readyz`` are open (probes), ``/metrics`` too unless
 ``api.metrics: read``.  ``webhook.insecure_no_auth`` opens everything, for local
@@ -30,7 +30,8 @@ import hashlib
 import json
 import time
 import zlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime
 from typing import Any, TypeVar
 
 import structlog
@@ -38,12 +39,14 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from remediator.core.alerts import WebhookPayload, parse_webhook
+from remediator.core.alerts import WebhookPayload, parse_time, parse_webhook
+from remediator.core.decisions import DecisionKind
 from remediator.core.errors import GuardrailUnavailable, PayloadError, StoreUnavailable
 from remediator.core.redact import redact_execution
-from remediator.ports import ReceivedAlert
+from remediator.ports import DecisionQuery, ReceivedAlert
 from remediator.runtime import ADMIN, READ, RUNTIME, WEBHOOK, Runtime
 from remediator.settings import Settings
+from remediator.store.rows import alert_episode
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 T = TypeVar("T")
@@ -281,6 +284,119 @@ async def metrics(request: web.Request) -> web.Response:
     return resp
 
 
+class BadQuery(ValueError):
+    """A query parameter of the read API that cannot be used: a 400 with this reason."""
+
+
+def _limit(q: Mapping[str, str], default: int = 50) -> int:
+    try:
+        limit = int(q.get("limit", str(default)))
+    except ValueError:
+        raise BadQuery("limit must be an integer") from None
+    if not 1 <= limit <= MAX_LIMIT:
+        raise BadQuery(f"limit must be between 1 and {MAX_LIMIT}")
+    return limit
+
+
+#: The most items one page of the read API holds.
+MAX_LIMIT = 1000
+
+#: Decision kinds the store records (``no_match`` is only counted, never recorded).
+RECORDED_KINDS = tuple(k.value for k in DecisionKind if k is not DecisionKind.NO_MATCH)
+
+
+def _time(q: Mapping[str, str], name: str) -> datetime | None:
+    if not q.get(name):
+        return None
+    try:
+        return parse_time(q[name])
+    except PayloadError as exc:
+        raise BadQuery(f"{name}: {exc}") from None
+
+
+def decision_query(q: Mapping[str, str]) -> DecisionQuery:
+    """``/api/v1/decisions``' parameters as a query; BadQuery names the parameter at fault.
+
+    ``decision`` takes one kind or several, comma-separated (``rate_limited,cooldown``);
+    ``target`` a workload's name, ``namespace/name`` or ``Kind/namespace/name``."""
+    kinds = tuple(k.strip() for k in q.get("decision", "").split(",") if k.strip())
+    if unknown := [k for k in kinds if k not in RECORDED_KINDS]:
+        raise BadQuery(f"decision: unknown kind {unknown[0]!r} (one of {', '.join(RECORDED_KINDS)})")
+    namespace = q.get("namespace") or None
+    target_kind = target_name = None
+    if q.get("target"):
+        parts = q["target"].split("/")
+        if len(parts) > 3 or not all(parts):
+            raise BadQuery("target must be a name, namespace/name or Kind/namespace/name")
+        *prefix, target_name = parts
+        if prefix:
+            target_kind, ns = prefix if len(prefix) == 2 else (None, prefix[0])
+            if namespace is not None and namespace != ns:
+                raise BadQuery(f"target's namespace {ns!r} contradicts namespace={namespace!r}")
+            namespace = ns
+    since, until = _time(q, "since"), _time(q, "until")
+    if since is not None and until is not None and since >= until:
+        raise BadQuery("since must be earlier than until")
+    return DecisionQuery(
+        playbook=q.get("playbook") or None,
+        kinds=tuple(DecisionKind(k) for k in dict.fromkeys(kinds)),
+        namespace=namespace,
+        target_kind=target_kind,
+        target_name=target_name,
+        fingerprint=q.get("fingerprint") or None,
+        since=since,
+        until=until,
+        limit=_limit(q),
+        before=q.get("before") or None,
+    )
+
+
+async def list_decisions(request: web.Request) -> web.Response:
+    """Every recorded decision, refusals included, newest first, paged by keyset (``next``)."""
+    rt = request.app[RUNTIME]
+    denied = _require(request, rt, READ)
+    if denied is not None:
+        return denied
+    try:
+        query = decision_query(request.query)
+    except BadQuery as exc:
+        return _error(400, str(exc))
+    try:
+        items = await _bounded(rt, rt.store.query_decisions(query), StoreUnavailable)
+        # An unknown cursor (a mistyped id, or a decision retention removed) would read as the end
+        # of the listing; say so instead.  Asked only when a page comes back empty.
+        if not items and query.before is not None and await _bounded(
+            rt, rt.store.decision(query.before), StoreUnavailable
+        ) is None:
+            return _error(400, f"before: no decision {query.before!r} is recorded")
+    except StoreUnavailable:
+        return _error(503, "store unavailable")
+    return web.json_response({"decisions": items, "next": items[-1]["id"] if len(items) == query.limit else None})
+
+
+async def get_alert(request: web.Request) -> web.Response:
+    """One alert's episode: its deliveries, the decisions about it and their executions."""
+    rt = request.app[RUNTIME]
+    denied = _require(request, rt, READ)
+    if denied is not None:
+        return denied
+    fingerprint = request.match_info["fingerprint"]
+    try:
+        limit = _limit(request.query, 100)
+    except BadQuery as exc:
+        return _error(400, str(exc))
+    try:
+        deliveries = await _bounded(rt, rt.store.deliveries(fingerprint, limit=limit), StoreUnavailable)
+        decisions = await _bounded(
+            rt, rt.store.query_decisions(DecisionQuery(fingerprint=fingerprint, limit=limit)), StoreUnavailable
+        )
+    except StoreUnavailable:
+        return _error(503, "store unavailable")
+    if not deliveries and not decisions:
+        return _error(404, f"nothing is recorded for the alert with fingerprint {fingerprint!r}")
+    return web.json_response(alert_episode(fingerprint, deliveries, decisions))
+
+
 async def list_executions(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
     denied = _require(request, rt, READ)
@@ -288,11 +404,9 @@ async def list_executions(request: web.Request) -> web.Response:
         return denied
     q = request.query
     try:
-        limit = int(q.get("limit", "50"))
-    except ValueError:
-        return _error(400, "limit must be an integer")
-    if not 1 <= limit <= 1000:
-        return _error(400, "limit must be between 1 and 1000")
+        limit = _limit(q)
+    except BadQuery as exc:
+        return _error(400, str(exc))
     try:
         items = await _bounded(rt, rt.store.list_executions(
             playbook=q.get("playbook") or None,
@@ -402,6 +516,8 @@ def routes(app: web.Application) -> None:
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/api/v1/executions", list_executions)
     app.router.add_get("/api/v1/executions/{id}", get_execution)
+    app.router.add_get("/api/v1/decisions", list_decisions)
+    app.router.add_get("/api/v1/alerts/{fingerprint}", get_alert)
     app.router.add_get("/api/v1/guardrails", guardrails)
     app.router.add_post("/api/v1/pause", pause)
     app.router.add_post("/api/v1/resume", resume)
