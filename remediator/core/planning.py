@@ -15,7 +15,7 @@ from remediator.core.alerts import Alert
 from remediator.core.decisions import PlannedStep, ResolvedTarget
 from remediator.core.errors import TemplateError
 from remediator.core.names import DNS_LABEL, DNS_SUBDOMAIN, name_problem, shown
-from remediator.core.playbooks import Playbook, Step
+from remediator.core.playbooks import Playbook, Step, check_param_problem
 from remediator.core.templates import alert_context, render, render_value
 
 
@@ -42,7 +42,9 @@ def _steps(steps: tuple[Step, ...], context: Mapping[str, Any], phase: str) -> t
     )
     for step in planned:
         for key, value in step.params.items():
-            if problem := name_problem(step.action, key, value):
+            # a rendered URL or query is held to its rules here, so a refused one is a decision
+            # (not_allowed, with the reason) and no request is ever made with it
+            if problem := name_problem(step.action, key, value) or check_param_problem(step.action, key, value):
                 raise TemplateError(f"{'on_failure' if phase == 'on_failure' else 'steps'}[{step.index}] {problem}")
     return planned
 

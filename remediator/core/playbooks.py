@@ -9,8 +9,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
@@ -21,9 +22,10 @@ from remediator.core.alerts import Alert
 from remediator.core.durations import parse_duration
 from remediator.core.errors import DurationError, MatcherError, TemplateError
 from remediator.core.matchers import Matcher, Op, parse_matcher
-from remediator.core.names import name_problem
+from remediator.core.names import name_problem, shown
 from remediator.core.quantities import Quantity, QuantityError, parse_quantity
-from remediator.core.schema import ACTIONS, DURATION, playbook_schema
+from remediator.core.regex import compile_re2
+from remediator.core.schema import ACTIONS, CHECK_ACTIONS, DURATION, playbook_schema
 from remediator.core.templates import check_template
 from remediator.core.yamllines import Document, Problem, load_documents
 
@@ -31,6 +33,14 @@ MatchStatus = Literal["firing", "resolved", "any"]
 _VALIDATOR = jsonschema.Draft202012Validator(playbook_schema())
 _DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 DEFAULT_WAIT_TIMEOUT = 300.0
+#: A verification step's timing when the playbook gives none: try every 10s for up to 5m, one pass
+#: is enough; an HTTP attempt that has no answer within 10s counts as a failed attempt.
+CHECK_DEFAULTS: Mapping[str, float] = MappingProxyType(
+    {"timeout": DEFAULT_WAIT_TIMEOUT, "interval": 10.0, "for": 0.0}
+)
+HTTP_REQUEST_TIMEOUT = 10.0
+MAX_URL = 2048
+MAX_QUERY = 8192
 
 
 @dataclass(frozen=True)
@@ -167,6 +177,96 @@ class PlaybookSet:
         return digest[:12]
 
 
+_COMPARE: Mapping[str, Callable[[float, float], bool]] = MappingProxyType({
+    "<": lambda a, b: a < b, "<=": lambda a, b: a <= b, ">": lambda a, b: a > b,
+    ">=": lambda a, b: a >= b, "==": lambda a, b: a == b, "!=": lambda a, b: a != b,
+})
+# RFC 3986's own split of a URL (appendix B), for an absolute one: scheme, authority, the rest.
+# urllib.parse would do, but the core stays within the modules its architecture test allows.
+_URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://([^/?#]*)([/?#].*)?\Z", re.S)
+# The authority without user info: a DNS name, an IPv4 address or a bracketed IPv6 one, and a port.
+_AUTHORITY = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?)(?::(\d{1,5}))?\Z")
+_CONDITION = re.compile(r"^\s*(<=|>=|==|!=|<|>)\s*([-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?)\s*\Z")
+
+
+@dataclass(frozen=True)
+class Condition:
+    """``prometheus_check``'s ``condition``: a comparison every sample must satisfy (``< 0.01``).
+
+    Parsed when the playbook loads, so a typo fails validation rather than the first
+    verification.  NaN satisfies only ``!=``, as in PromQL's own comparisons.
+    """
+
+    op: str
+    threshold: float
+
+    def holds(self, value: float) -> bool:
+        return _COMPARE[self.op](value, self.threshold)
+
+    def __str__(self) -> str:
+        return f"{self.op} {self.threshold:g}"
+
+
+def parse_condition(text: Any) -> Condition:
+    found = _CONDITION.match(text) if isinstance(text, str) else None
+    if found is None:
+        raise ValueError(f"{shown(text)} is not a condition: expected an operator (< <= > >= == !=) "
+                         "and a number, e.g. '< 0.01'")
+    threshold = float(found.group(2))
+    if not math.isfinite(threshold):
+        raise ValueError(f"{shown(text)}: the threshold must be a finite number")
+    return Condition(found.group(1), threshold)
+
+
+def url_problem(value: Any) -> str | None:
+    """A URL ``http_check`` may request: http or https, a host, no credentials in it (they would be
+    recorded in the audit, and an alert must not be able to supply them), nothing unprintable."""
+    if not isinstance(value, str):
+        return f"{shown(value)} is not a string"
+    if len(value) > MAX_URL:
+        return f"{shown(value)} is longer than {MAX_URL} characters"
+    if any(ch.isspace() or not ch.isprintable() for ch in value):
+        return f"{shown(value)} contains whitespace or control characters"
+    parts = _URL.match(value)
+    if parts is None or parts.group(1).lower() not in ("http", "https"):
+        return f"{shown(value)} is not an absolute http or https URL"
+    if "@" in parts.group(2):
+        return f"{shown(value)} carries credentials (user info); they are not allowed in a check URL"
+    authority = _AUTHORITY.match(parts.group(2))
+    if authority is None:
+        return f"{shown(value)} has no valid host"
+    if authority.group(2) is not None and not 0 < int(authority.group(2)) < 65536:
+        return f"{shown(value)} has a port out of range"
+    return None
+
+
+def _query_problem(value: Any) -> str | None:
+    """A PromQL expression as sent: bounded, and free of NUL and other control characters that
+    no expression needs (an alert label could carry them into the rendered query)."""
+    if not isinstance(value, str):
+        return f"{shown(value)} is not a string"
+    if not value.strip():
+        return "is empty"
+    if len(value) > MAX_QUERY:
+        return f"{shown(value)} is longer than {MAX_QUERY} characters"
+    if any(not ch.isprintable() and ch not in "\n\t\r" for ch in value):
+        return f"{shown(value)} contains control characters"
+    return None
+
+
+#: Rules for the rendered values of verification steps, beside names.PARAM_RULES for the names
+#: mutating steps act on: checked at load time on fixed values, at plan time on rendered ones,
+#: and so before any request is made with them.
+_CHECK_RULES = {("http_check", "url"): url_problem, ("prometheus_check", "query"): _query_problem}
+
+
+def check_param_problem(action: str, key: str, value: Any) -> str | None:
+    """Why a verification step's parameter value may not be used (None: it may, or has no rule)."""
+    rule = _CHECK_RULES.get((action, key))
+    problem = rule(value) if rule is not None else None
+    return None if problem is None else f"{action}.{key} {problem}"
+
+
 def _schema_problems(raw: Any, doc: Document, base: tuple[str | int, ...], source: str) -> list[Problem]:
     out = []
     for error in _VALIDATOR.iter_errors(raw):
@@ -259,10 +359,49 @@ def _step_problems(steps: Any, base: tuple[str | int, ...]) -> list[tuple[tuple[
                 found.append(((*at, key), f"{_dotted(at)}.only_if_current: a fixed pattern, not a template"))
             elif key not in ("action", "description") and (msg := _template_problem(value, (*at, key))):
                 found.append(((*at, key), msg))
-            elif isinstance(value, str) and not _is_template(value) and (bad := name_problem(action, key, value)):
+            elif isinstance(value, str) and not _is_template(value) and (
+                bad := name_problem(action, key, value) or check_param_problem(action, key, value)
+            ):
                 found.append(((*at, key), f"{_dotted(at)}: {bad}"))
         if action == "set_resources":
             found += _resource_problems(step, at)
+        if action in CHECK_ACTIONS:
+            found += _check_problems(step, at)
+    return found
+
+
+def _check_problems(step: Mapping[str, Any], at: tuple[str | int, ...]) -> list[tuple[tuple[str | int, ...], str]]:
+    """What makes a verification step unable ever to pass, or able to be steered by an alert."""
+    found: list[tuple[tuple[str | int, ...], str]] = []
+    timing: dict[str, float] = {}
+    for key in ("interval", "for", "request_timeout"):
+        with contextlib.suppress(DurationError, TypeError):  # a malformed one is the schema's to report
+            if key in step:
+                timing[key] = parse_duration(step[key])
+                if key != "for" and timing[key] <= 0:
+                    found.append(((*at, key), f"{_dotted(at)}.{key}: must be positive"))
+    with contextlib.suppress(DurationError, TypeError):
+        timeout = parse_duration(step.get("timeout", CHECK_DEFAULTS["timeout"]))
+        if timing.get("for", 0.0) >= timeout > 0:
+            found.append(((*at, "for"), f"{_dotted(at)}.for ({step['for']}) must be shorter than the timeout "
+                                        f"({step.get('timeout', '5m')}): the check could never pass"))
+    for key in ("body_matches", "ca_file", "condition"):
+        if isinstance(step.get(key), str) and _is_template(step[key]):
+            # a pattern or file rendered from alert content would let an alert decide what passes
+            found.append(((*at, key), f"{_dotted(at)}.{key}: a fixed value, not a template"))
+    parsers: dict[str, Callable[[str], object]] = {"body_matches": compile_re2, "condition": parse_condition}
+    for key, parse in parsers.items():
+        value = step.get(key)
+        if isinstance(value, str) and not _is_template(value):
+            try:
+                parse(value)
+            except (MatcherError, ValueError) as exc:
+                found.append(((*at, key), f"{_dotted(at)}.{key}: {exc}"))
+    if step.get("method") == "HEAD" and "body_matches" in step:
+        found.append(((*at, "body_matches"), f"{_dotted(at)}.body_matches: a HEAD answer has no body to match"))
+    if step.get("insecure_skip_verify") is True and "ca_file" in step:
+        found.append(((*at, "ca_file"), f"{_dotted(at)}: ca_file and insecure_skip_verify: true contradict "
+                                        "each other"))
     return found
 
 
@@ -347,6 +486,20 @@ def _build_step(raw: Mapping[str, Any], line: int) -> Step:
     params = {k: v for k, v in raw.items() if k not in ("action", "description")}
     if raw["action"] == "wait_healthy":
         params["timeout"] = parse_duration(params.get("timeout", DEFAULT_WAIT_TIMEOUT))
+    if raw["action"] in CHECK_ACTIONS:
+        # Durations as seconds, defaults written out: the audit shows exactly what was checked,
+        # and the pipeline's step bound stretches to a long ``timeout``.
+        for key, default in CHECK_DEFAULTS.items():
+            if key != "for" or raw["action"] != "wait_resolved":
+                params[key] = parse_duration(params.get(key, default))
+    if raw["action"] == "http_check":
+        params.setdefault("method", "GET")
+        status = params.get("expect_status", 200)
+        params["expect_status"] = list(status) if isinstance(status, list) else [status]
+        params["request_timeout"] = parse_duration(params.get("request_timeout", HTTP_REQUEST_TIMEOUT))
+        params.setdefault("insecure_skip_verify", False)
+    if raw["action"] == "prometheus_check":
+        params.setdefault("on_empty", "fail")
     return Step(action=raw["action"], params=MappingProxyType(params), line=line)
 
 

@@ -12,12 +12,15 @@ from remediator.core.names import MAX_ENV_VALUE
 
 ACTIONS = (
     "restart", "scale", "resize_pool", "set_image", "set_env", "set_resources", "rollback", "delete_pod",
-    "wait_healthy", "notify",
+    "wait_healthy", "http_check", "prometheus_check", "wait_resolved", "notify",
 )
 #: Actions that change the cluster: guarded by the lock and dry-run.
 MUTATING_ACTIONS = frozenset(
     {"restart", "scale", "resize_pool", "set_image", "set_env", "set_resources", "rollback", "delete_pod"}
 )
+#: Verification steps: they only read (an HTTP endpoint, Prometheus, the recorded alerts), so
+#: they take no lock round trip and, in dry-run, are planned rather than run (docs/playbooks.md).
+CHECK_ACTIONS = frozenset({"http_check", "prometheus_check", "wait_resolved"})
 #: Resources ``set_resources`` may change.
 RESOURCES = ("cpu", "memory")
 
@@ -58,6 +61,12 @@ _RESOURCE_SECTION = {
     "properties": {r: _RESOURCE_CHANGE for r in RESOURCES},
 }
 
+#: Every verification step waits within ``timeout``, trying every ``interval``; ``for`` (where it
+#: applies) is how long the condition must hold without a single failed attempt.
+_CHECK_TIMING = {"timeout": DURATION, "interval": DURATION}
+_HOLDS_FOR = {"for": DURATION}
+_STATUS = {"type": "integer", "minimum": 100, "maximum": 599}
+
 _ACTION_PARAMS: dict[str, dict[str, Any]] = {
     "restart": {"properties": {}},
     "scale": {"properties": {**_AMOUNT, **_MIN_HEALTHY}, **_ONE_AMOUNT},
@@ -88,6 +97,31 @@ _ACTION_PARAMS: dict[str, dict[str, Any]] = {
     "rollback": {"properties": {"to_revision": {"type": "integer", "minimum": 0}}},
     "delete_pod": {"properties": {"pod": _TEMPLATE, **_MIN_HEALTHY}, "required": ["pod"]},
     "wait_healthy": {"properties": {"timeout": DURATION}},
+    "http_check": {
+        "properties": {
+            "url": {"type": "string", "minLength": 1, "maxLength": 2048},
+            "method": {"enum": ["GET", "HEAD"]},
+            "expect_status": {"anyOf": [_STATUS, {"type": "array", "items": _STATUS, "minItems": 1}]},
+            "body_matches": {"type": "string", "minLength": 1, "maxLength": 1024},
+            "request_timeout": DURATION,
+            "insecure_skip_verify": {"type": "boolean"},
+            "ca_file": {"type": "string", "minLength": 1},
+            **_CHECK_TIMING,
+            **_HOLDS_FOR,
+        },
+        "required": ["url"],
+    },
+    "prometheus_check": {
+        "properties": {
+            "query": {"type": "string", "minLength": 1, "maxLength": 8192},
+            "condition": {"type": "string", "minLength": 1, "maxLength": 64},
+            "on_empty": {"enum": ["fail", "pass"]},
+            **_CHECK_TIMING,
+            **_HOLDS_FOR,
+        },
+        "required": ["query", "condition"],
+    },
+    "wait_resolved": {"properties": {**_CHECK_TIMING}},
     "notify": {
         "properties": {"channel": {"type": "string", "minLength": 1}, "message": {"type": "string"}},
         "required": ["channel"],
