@@ -72,6 +72,12 @@ DESCRIPTIONS: dict[str, str] = {
     "waited on forever.",
     "kubernetes.retries": "Attempts per step for 429 (after its `Retry-After`), 5xx and timeouts; 409s and a "
     "controller still catching up are routine and have a budget of their own (10).",
+    "prometheus.url": "Base URL of the Prometheus that `prometheus_check` steps query (`http://prometheus:9090`; "
+    "a path prefix is kept). Empty: a playbook with a `prometheus_check` is refused at start.",
+    "prometheus.timeout": "Bound on one query; a slower answer is a failed attempt, retried at the step's "
+    "`interval`.",
+    "prometheus.bearer_token_file": "File holding a bearer token sent with every query (re-read at each "
+    "check, for rotation). Empty: no `Authorization` header.",
     "guardrails.budgets": "Action budgets shared by all playbooks (below). An execution needs room in every "
     "budget whose scope is `*` or its namespace.",
     "guardrails.budgets[].scope": "`*` (every namespace together) or one namespace.",

@@ -27,6 +27,8 @@ from aiohttp import web
 from remediator.clock import SystemClock
 from remediator.core.errors import ConfigError, GuardrailUnavailable, StoreUnavailable
 from remediator.core.guardrails import Budget, Policy
+from remediator.core.playbooks import PlaybookSet, url_problem
+from remediator.executors.checks import WithChecks, open_checks
 from remediator.executors.plan_only import PlanOnlyExecutor, UnconfiguredExecutor
 from remediator.guardstate.memory import MemoryGuardrails
 from remediator.killswitch import KillSwitch
@@ -283,6 +285,19 @@ async def _live_executor(
     return live, dry
 
 
+def check_prometheus(settings: Settings, playbooks: PlaybookSet) -> None:
+    """A ``prometheus_check`` needs ``prometheus.url``: refuse to start without it rather than fail
+    the first verification after a rollback has already been made."""
+    url = settings.prometheus.url
+    if url and (problem := url_problem(url)):
+        raise ConfigError(f"prometheus.url: {problem}")
+    users = [f"{pb.source}:{step.line}" for pb in playbooks.playbooks for step in pb.steps + pb.on_failure
+             if step.action == "prometheus_check"]
+    if users and not url:
+        raise ConfigError("prometheus_check steps need prometheus.url (REMEDIATOR_PROMETHEUS_URL): "
+                          + ", ".join(users))
+
+
 @contextlib.asynccontextmanager
 async def open_runtime(
     settings: Settings,
@@ -306,6 +321,7 @@ async def open_runtime(
         # Refuse to start rather than consume alerts as no_match; reloads keep the last good set, so
         # the worker never runs with an empty one.
         raise ConfigError("no valid playbooks, not starting: " + "; ".join(map(str, repo.last_problems)))
+    check_prometheus(settings, repo.current)
     metrics.playbooks_loaded.set(len(repo.current.playbooks))
     async with contextlib.AsyncExitStack() as stack:
         store = await _open_store(settings, clock, stack)
@@ -315,6 +331,10 @@ async def open_runtime(
             log.info("kubernetes", mode=cluster.mode, server=cluster.server or None, context=cluster.context or None,
                      user=cluster.user or None)
         live, dry = executors or await _live_executor(settings, cluster, clock, stack, metrics)
+        # verification steps read HTTP endpoints, Prometheus and the store, never the cluster:
+        # they run beside whichever executors act on it
+        checks = await stack.enter_async_context(open_checks(settings.prometheus, store))
+        live, dry = WithChecks(live, checks), WithChecks(dry, checks)
         # entered after the stores, so queued notifications drain before they close
         dispatcher = None if notifier else await stack.enter_async_context(
             open_dispatcher(settings, clock, metrics.registry, on_outcome=store.record_notification)

@@ -82,6 +82,15 @@ class KubernetesSettings:
 
 
 @dataclass(frozen=True)
+class PrometheusSettings:
+    """The Prometheus that ``prometheus_check`` steps query (its HTTP API, ``/api/v1/query``)."""
+
+    url: str = ""
+    timeout: float = _above(0, 10.0)
+    bearer_token_file: str = ""
+
+
+@dataclass(frozen=True)
 class BudgetSettings:
     scope: str = "*"
     max: int = _at_least(1, 20)
@@ -146,6 +155,7 @@ class Settings:
     api: ApiSettings = ApiSettings()
     http: HttpSettings = HttpSettings()
     kubernetes: KubernetesSettings = KubernetesSettings()
+    prometheus: PrometheusSettings = PrometheusSettings()
     guardrails: GuardrailSettings = GuardrailSettings()
     channels: Mapping[str, ChannelSettings] = field(default_factory=dict)
     worker: WorkerSettings = WorkerSettings()
@@ -194,6 +204,7 @@ _DURATION_FIELDS = {
     "shutdown_timeout",
     "step_timeout",
     "request_timeout",
+    "timeout",
     "retention",
     "retention_interval",
     "read_timeout",

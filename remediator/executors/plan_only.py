@@ -8,12 +8,15 @@ steps honestly instead of pretending they ran.
 from __future__ import annotations
 
 from remediator.core.decisions import PlannedStep
-from remediator.core.schema import MUTATING_ACTIONS
+from remediator.core.schema import CHECK_ACTIONS, MUTATING_ACTIONS
+from remediator.executors.checks import planned_check
 from remediator.ports import StepContext, StepResult
 
 
 class PlanOnlyExecutor:
     async def run(self, step: PlannedStep, ctx: StepContext) -> StepResult:
+        if step.action in CHECK_ACTIONS:  # replay hands checks here directly: the same plan as a dry run's
+            return planned_check(step, ctx)
         verb = "would run" if step.action in MUTATING_ACTIONS or step.action == "wait_healthy" else "would send"
         return StepResult(
             "planned",
