@@ -112,8 +112,8 @@ DESCRIPTIONS: dict[str, str] = {
     "replica's work is taken over after it.",
     "worker.shutdown_timeout": "On SIGTERM, running executions get this long, then are handed over "
     "(another replica resumes them). Keep it below the pod's `terminationGracePeriodSeconds`.",
-    "worker.step_timeout": "Bound on one step (a `wait_healthy` step's own `timeout` plus a minute, "
-    "when that is longer).",
+    "worker.step_timeout": "Bound on one step (a waiting step's own `timeout` plus a minute, when that is "
+    "longer: `wait_healthy`, `http_check`, `prometheus_check`, `wait_resolved`).",
     "worker.retention": "Finished audit older than this is deleted (`90d`); alerts whose episode has not "
     "ended are kept however old. `0` keeps everything.",
     "worker.retention_interval": "How often retention runs.",

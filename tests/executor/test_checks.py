@@ -34,7 +34,7 @@ from remediator.ports import StepContext, StepResult
 from remediator.runtime import open_runtime
 from remediator.settings import PrometheusSettings
 from tests.payloads import T0, alert_json, payload
-from tests.pipeline.test_pipeline import Recorder, deliver
+from tests.pipeline.test_pipeline import Recorder, deliver, received
 
 T = TypeVar("T")
 TARGET = ResolvedTarget("Deployment", "shop", "api")
@@ -588,3 +588,25 @@ async def test_the_daemon_will_not_start_with_a_prometheus_check_and_no_promethe
         async with open_runtime(settings_factory(playbooks=str(tmp_path / "pb"), prometheus={"url": "ftp://prom"}),
                                 clock=vclock, start_worker=False):
             pass
+
+
+async def test_wait_resolved_in_the_daemon_reads_the_resolve_the_webhook_recorded(
+    tmp_path: Path, settings_factory: Callable[..., Any], vclock: VirtualClock
+) -> None:
+    (tmp_path / "pb").mkdir()
+    (tmp_path / "pb" / "verify.yaml").write_text(playbook_text({"action": "wait_resolved", "interval": "10s"}))
+    firing = alert_json({"alertname": "A"})
+    async with open_runtime(settings_factory(dry_run=False, playbooks=str(tmp_path / "pb")), clock=vclock,
+                            start_worker=False) as rt:
+        running = asyncio.ensure_future(deliver(rt, payload(firing)))
+        await vclock.sleeping(lambda left: left == 10.0)  # the check has looked once, and waits its interval
+        await vclock.advance(10.0)
+        await vclock.sleeping(lambda left: left == 10.0)
+        await rt.store.record_alerts(received(payload({**firing, "status": "resolved",
+                                                       "endsAt": "2026-11-22T10:05:00Z"}), vclock))
+        await vclock.advance(10.0)
+        await running
+        [execution] = await rt.store.list_executions()
+        full = await rt.store.get_execution(execution["id"])
+    assert execution["status"] == "succeeded"
+    assert full["results"][0]["details"]["attempts"] == 3 and full["results"][0]["details"]["waited"] == 20.0
