@@ -168,6 +168,14 @@ async def _read_capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def _text(body: bytes, charset: str | None) -> str:
+    """The body as text in its declared charset; UTF-8 when it declares none or one Python lacks."""
+    try:
+        return body.decode(charset or "utf-8", errors="replace")
+    except LookupError:
+        return body.decode("utf-8", errors="replace")
+
+
 def _tls(params: Mapping[str, Any]) -> ssl.SSLContext | bool:
     """``insecure_skip_verify`` turns verification off; ``ca_file`` trusts that CA (and only it);
     otherwise the system's trust store.  Raises OSError or ssl.SSLError for a bad CA file."""
@@ -286,7 +294,7 @@ class Checks:
                     wanted = " or ".join(map(str, sorted(expect)))
                     return Attempt(False, f"status {status}, expected {wanted}", status)
                 if pattern is not None:
-                    body = (await _read_capped(resp, MAX_BODY)).decode(resp.get_encoding(), errors="replace")
+                    body = _text(await _read_capped(resp, MAX_BODY), resp.charset)
                     if not pattern.search(body):
                         return Attempt(False, f"status {status}, but the body does not match "
                                               f"{pattern.pattern!r}", status)

@@ -236,6 +236,12 @@ async def test_expected_status_and_body_match(service: Service, checks: Checks, 
     service.answer = status(200, '{"status":"ok"}')
     assert (await run(checks, vclock, step)).status == "ok"
 
+    async def unknown_charset(t: float, request: web.Request) -> web.StreamResponse:
+        return web.Response(body=b'{"status": "ok"}', headers={"Content-Type": "application/json; charset=x-nope"})
+
+    service.answer = unknown_charset  # read as UTF-8 rather than failing on the name
+    assert (await run(checks, vclock, step)).status == "ok"
+
 
 async def test_head_sends_head(service: Service, checks: Checks, vclock: VirtualClock) -> None:
     service.answer = status(200)
@@ -610,3 +616,31 @@ async def test_wait_resolved_in_the_daemon_reads_the_resolve_the_webhook_recorde
         full = await rt.store.get_execution(execution["id"])
     assert execution["status"] == "succeeded"
     assert full["results"][0]["details"]["attempts"] == 3 and full["results"][0]["details"]["waited"] == 20.0
+
+
+async def test_a_check_cut_off_by_a_crash_checks_again_on_resume_and_repeats_no_write(
+    service: Service, tmp_path: Path, settings_factory: Callable[..., Any], vclock: VirtualClock
+) -> None:
+    (tmp_path / "pb").mkdir()
+    (tmp_path / "pb" / "verify.yaml").write_text(playbook_text(
+        {"action": "restart"}, {"action": "http_check", "url": service.url, "for": "20s", "interval": "10s"}))
+    settings = settings_factory(dry_run=False, playbooks=str(tmp_path / "pb"))
+    service.answer = status(200)
+    first = Recorder()
+    async with open_runtime(settings, clock=vclock, executors=(first, first), start_worker=False) as rt:
+        await rt.store.record_alerts(received(payload(alert_json({"alertname": "A"})), vclock))
+        crashed = asyncio.ensure_future(rt.worker.drain())
+        await vclock.sleeping(lambda left: left == 10.0)  # the check passed once and waits: the daemon "dies"
+        crashed.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await crashed
+    assert [c[0] for c in first.calls] == ["restart"] and len(service.seen) == 1
+    second = Recorder()
+    async with open_runtime(settings, clock=vclock, executors=(second, second), start_worker=False) as rt:
+        assert await drive(vclock, rt.pipeline.resume_unfinished()) == 1
+        [execution] = await rt.store.list_executions()
+        full = await rt.store.get_execution(execution["id"])
+    assert second.calls == []  # the restart is not made again
+    assert execution["status"] == "succeeded"
+    check = full["results"][1]
+    assert check["status"] == "ok" and check["details"]["attempts"] == 3  # for: 20s counted afresh
