@@ -103,6 +103,11 @@ async def _poll(
         await clock.sleep(min(interval, deadline - now))
 
 
+def _span(seconds: float) -> str:
+    """A duration for a message: ``1m30s`` when whole, ``0.5s`` when not (intervals can be sub-second)."""
+    return format_duration(seconds) if seconds == int(seconds) else f"{seconds:g}s"
+
+
 def _result(what: str, params: Mapping[str, Any], passed: bool, tally: _Tally, took: float) -> StepResult:
     last = tally.last
     details: dict[str, Any] = {
@@ -116,16 +121,16 @@ def _result(what: str, params: Mapping[str, Any], passed: bool, tally: _Tally, t
     tries = f"{tally.attempts} attempt{'s' if tally.attempts != 1 else ''}"
     if passed:
         held = float(params.get("for", 0.0))
-        during = f" for {format_duration(held)}" if held else ""
-        return StepResult("ok", f"{what}: passed{during} ({tries}, {format_duration(took)}); last: {details['last']}",
+        during = f" for {_span(held)}" if held else ""
+        return StepResult("ok", f"{what}: passed{during} ({tries}, {_span(round(took, 1))}); last: {details['last']}",
                           details=details)
     if last is not None and last.final:
         why = f"failed: {last.reason}"
     elif last is not None and last.passed:
-        why = (f"did not keep passing for {format_duration(float(params.get('for', 0.0)))} within "
-               f"{format_duration(float(params['timeout']))}")
+        why = (f"did not keep passing for {_span(float(params.get('for', 0.0)))} within "
+               f"{_span(float(params['timeout']))}")
     else:
-        why = f"did not pass within {format_duration(float(params['timeout']))}; last attempt: " + (
+        why = f"did not pass within {_span(float(params['timeout']))}; last attempt: " + (
             last.reason if last else "none")
     return StepResult("failed", f"{what} {why} ({tries})", details=details)
 
@@ -133,8 +138,8 @@ def _result(what: str, params: Mapping[str, Any], passed: bool, tally: _Tally, t
 def describe(step: PlannedStep) -> str:
     """The check in one line, for the audit: what is asked, and how long it may take."""
     p = step.params
-    timing = f"every {format_duration(float(p.get('interval', 0)))}, within {format_duration(float(p['timeout']))}"
-    held = f" for {format_duration(float(p['for']))}" if float(p.get("for", 0.0)) else ""
+    timing = f"every {_span(float(p.get('interval', 0)))}, within {_span(float(p['timeout']))}"
+    held = f" for {_span(float(p['for']))}" if float(p.get("for", 0.0)) else ""
     if step.action == "http_check":
         match = f" with a body matching {p['body_matches']!r}" if p.get("body_matches") else ""
         statuses = " or ".join(str(s) for s in p.get("expect_status", [200]))
