@@ -24,6 +24,9 @@ from remediator.core.errors import GuardrailUnavailable, StoreUnavailable
 from remediator.pipeline import Pipeline
 from remediator.settings import WorkerSettings
 
+#: Seconds a paused execution's backoff is remembered after it has run out.
+PAUSED_KEPT = 600.0
+
 
 class ExecutionQueue:
     def __init__(self, pipeline: Pipeline, settings: WorkerSettings) -> None:
@@ -66,6 +69,7 @@ class ExecutionQueue:
         )
         started = 0
         now = self.pipeline.clock.monotonic()
+        self._forget_paused(now)
         for did in claimed:
             if did in self._running:
                 continue
@@ -78,6 +82,12 @@ class ExecutionQueue:
             task.add_done_callback(functools.partial(self._finished, did))
             started += 1
         return started
+
+    def _forget_paused(self, now: float) -> None:
+        """Drop backoffs long past their time: the execution was finished by another replica, or
+        will simply start its backoff over (this map must not grow with every pause ever seen)."""
+        for did in [d for d, (until, _) in self._paused.items() if now - until > PAUSED_KEPT]:
+            del self._paused[did]
 
     def _finished(self, did: str, task: asyncio.Task[str | None]) -> None:
         self._running.pop(did, None)

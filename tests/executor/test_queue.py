@@ -101,3 +101,20 @@ async def _watching(kube: FakeKube) -> bool:
 
 async def _finished(rt: Runtime, name: str) -> bool:
     return (await statuses(rt)).get(name) == "succeeded"
+
+
+async def test_a_paused_executions_backoff_is_forgotten_once_long_past(
+    tmp_path: Path, settings_factory: Callable[..., Any], vclock: VirtualClock
+) -> None:
+    """An execution paused here and then finished by another replica never comes back to clear
+    its backoff: the queue must forget it rather than grow with every pause ever seen."""
+    from remediator.queue import PAUSED_KEPT
+
+    async with open_runtime(settings_factory(), clock=vclock, start_worker=False) as rt:
+        queue = rt.worker.queue
+        queue._paused["ex-elsewhere"] = (vclock.monotonic() + 2.0, 1)
+        await queue.fill()
+        assert "ex-elsewhere" in queue._paused  # its backoff still counts
+        await vclock.advance(2.0 + PAUSED_KEPT + 1)
+        await queue.fill()
+        assert queue._paused == {}
