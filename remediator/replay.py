@@ -52,6 +52,7 @@ from remediator.core.alerts import Alert, format_time, parse_time, validate_payl
 from remediator.core.decisions import Decision, DecisionKind, PlannedStep
 from remediator.core.errors import ConfigError, PayloadError
 from remediator.core.playbooks import PlaybookSet
+from remediator.executors.checks import WithChecks, open_checks
 from remediator.executors.plan_only import PlanOnlyExecutor
 from remediator.guardstate.memory import MemoryGuardrails
 from remediator.pipeline import Pipeline, PipelineSettings
@@ -346,7 +347,10 @@ class Engine:
             guard = MemoryGuardrails(guard_policy(settings), clock)
             if settings.guardrails.paused:
                 await guard.set_paused(True)
-            dry = await _dry_executor(settings, stack) if kube else PlanOnlyExecutor()
+            dry: Executor = PlanOnlyExecutor()
+            if kube:  # server-side dry-run; verification steps are planned (WithChecks in dry-run sends nothing)
+                checks = await stack.enter_async_context(open_checks(settings.prometheus, store))
+                dry = WithChecks(await _dry_executor(settings, stack), checks)
             pipeline = Pipeline(
                 playbooks=lambda: playbooks,
                 store=store,

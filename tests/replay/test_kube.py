@@ -53,3 +53,40 @@ async def test_kube_replay_validates_each_step_server_side_and_changes_nothing(t
     assert patch.path == "/apis/apps/v1/namespaces/shop/deployments/web"
     assert patch.query == {"dryRun": "All", "fieldManager": "remediator"}
     assert cluster.resource_version == before  # nothing changed on the cluster
+
+
+async def test_kube_replay_plans_verification_steps_and_sends_them_nowhere(tmp_path: Path) -> None:
+    cluster = FakeCluster()
+    cluster.apply(deployment("web", "shop", replicas=2))
+    (tmp_path / "pb").mkdir()
+    (tmp_path / "pb" / "verify.yaml").write_text("""
+name: verify
+match: {alertname: ServiceDown}
+target: {kind: Deployment, namespace: shop, name: "{{ labels.deployment }}"}
+steps:
+  - {action: restart}
+  - {action: http_check, url: "http://127.0.0.1:9/healthz", timeout: 1m}
+""")
+    async with running_fake_kube(cluster) as kube:
+        kubeconfig = kube.write_kubeconfig(tmp_path / "kubeconfig")
+        settings = load_settings(None, env={}, overrides={
+            "kubernetes": {"mode": "kubeconfig", "kubeconfig": str(kubeconfig), "retries": 1}})
+        history = tmp_path / "h.jsonl"
+        history.write_text(json.dumps(payload(firing("ServiceDown", "web", 0))))
+        pset, problems = load_paths([tmp_path / "pb"])
+        assert not problems
+        entries: list[Entry] = []
+
+        class Collect:
+            def decision(self, entry: Entry) -> None:
+                entries.append(entry)
+
+            def alert_done(self, alert_key: str, entries: list[Entry]) -> None:
+                return None
+
+        with history.open("rb") as fh:
+            await replay(read_events(fh, str(history)), [pset], settings, [Collect()], kube=True)
+
+    [entry] = entries
+    assert [(r["action"], r["status"]) for r in entry["results"]] == [("restart", "planned"), ("http_check", "planned")]
+    assert entry["results"][1]["message"].startswith("dry-run: would check that GET http://127.0.0.1:9/healthz")
