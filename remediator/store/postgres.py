@@ -3,9 +3,10 @@
 Why these choices:
 
 - Intake is one ``INSERT .. SELECT FROM unnest(..) ON CONFLICT DO NOTHING`` per
-  webhook: one round trip and one commit for the whole payload, committed before the
-  method returns (so before the 2xx), and duplicates from retries or an HA pair are
-  absorbed by the unique dedup key.  Rows keep their delivery order (ids are the processing order).
+  group commit: webhooks arriving while one commit is in flight share the next (one
+  round trip, one transaction), each answered after the commit holding its alerts
+  (so before its 2xx), and duplicates from retries or an HA pair are absorbed by the
+  unique dedup key.  Rows keep their delivery order (ids are the processing order).
 - Work is claimed with ``FOR UPDATE SKIP LOCKED`` and a lease (``claimed_until``), for
   alerts and for executions alike: replicas never wait on each other, and whatever a
   dead replica held becomes claimable when its lease runs out.  "Now" is the injected
@@ -47,6 +48,7 @@ from remediator.store import retention
 from remediator.store import rows as json_rows
 from remediator.store.decision_query import DELIVERIES_SQL, Params, decisions_sql
 from remediator.store.migrations import migrate
+from remediator.store.sqlite import _complete
 
 _UNAVAILABLE: tuple[type[BaseException], ...] = (
     OSError,  # refused, reset, unreachable
@@ -92,24 +94,56 @@ def _received(row: Mapping[str, Any]) -> StoredAlert:
 #: Deliveries with more alerts than this are serialised for the database on a worker thread.
 ROWS_IN_LOOP = 200
 
+#: One intake row: the columns of the intake statement, in its order (dedup key first).
+Row = tuple[Any, ...]
 
-def _columns(alerts: Sequence[ReceivedAlert]) -> tuple[list[Any], ...]:
-    """The intake statement's arrays, one element per distinct alert, in delivery order."""
+_INTAKE_SQL = (
+    "INSERT INTO alerts (dedup_key, fingerprint, status, starts_at, alert, receiver, group_key,"
+    " external_url, received_at)"
+    " SELECT k, f, s, t, a, r, g, e, w FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[],"
+    " $5::text[], $6::text[], $7::text[], $8::text[], $9::timestamptz[]) WITH ORDINALITY"
+    " AS x(k, f, s, t, a, r, g, e, w, n) ORDER BY n"
+    " ON CONFLICT (dedup_key) DO NOTHING RETURNING dedup_key"
+)
+
+
+def _columns(alerts: Sequence[ReceivedAlert]) -> list[Row]:
+    """A delivery's values for the intake statement's columns: one row per distinct alert, in
+    delivery order (the first of a key wins)."""
     rows: dict[str, ReceivedAlert] = {}
     for r in alerts:
-        rows.setdefault(r.alert.dedup_key, r)  # the first of a key within one delivery wins
-    ordered = list(rows.values())
-    return (
-        [r.alert.dedup_key for r in ordered],
-        [r.alert.fingerprint for r in ordered],
-        [r.alert.status for r in ordered],
-        [r.alert.starts_at for r in ordered],
-        [json.dumps(r.alert.to_json()) for r in ordered],
-        [_text(r.receiver) for r in ordered],
-        [_text(r.group_key) for r in ordered],
-        [_text(r.external_url) for r in ordered],
-        [r.received_at for r in ordered],
-    )
+        rows.setdefault(r.alert.dedup_key, r)
+    return [
+        (
+            r.alert.dedup_key,
+            r.alert.fingerprint,
+            r.alert.status,
+            r.alert.starts_at,
+            json.dumps(r.alert.to_json()),
+            _text(r.receiver),
+            _text(r.group_key),
+            _text(r.external_url),
+            r.received_at,
+        )
+        for r in rows.values()
+    ]
+
+
+def _merge(deliveries: Sequence[list[Row]]) -> tuple[list[Row], dict[str, int]]:
+    """The rows of a group commit, and which delivery each key counts as new for.
+
+    A key is credited to the first delivery in the batch that carries it, so each caller's
+    count of new alerts is what it would have been had the deliveries committed one after
+    another in this order: a later delivery repeating the key counts it as a duplicate.
+    """
+    rows: list[Row] = []
+    owner: dict[str, int] = {}
+    for i, delivery in enumerate(deliveries):
+        for row in delivery:
+            if row[0] not in owner:
+                owner[row[0]] = i
+                rows.append(row)
+    return rows, owner
 
 
 async def _keep_session(conn: Any) -> None:
@@ -131,6 +165,10 @@ class PostgresStore:
         self._pool = pool
         self._clock = clock
         self._acquire_timeout = acquire_timeout
+        # Intake's group commit: one batch in flight at a time; deliveries arriving meanwhile
+        # queue here and go together in the next one (see record_alerts).
+        self._intake = asyncio.Lock()
+        self._pending: list[tuple[list[Row], asyncio.Future[int]]] = []
 
     @classmethod
     async def open(
@@ -211,21 +249,67 @@ class PostgresStore:
 
     async def record_alerts(self, alerts: Sequence[ReceivedAlert]) -> int:
         # Serialising is CPU work: a large delivery's is done off the event loop (as in the embedded store).
-        columns = _columns(alerts) if len(alerts) <= ROWS_IN_LOOP else await asyncio.to_thread(_columns, alerts)
-        if not columns[0]:
+        rows = _columns(alerts) if len(alerts) <= ROWS_IN_LOOP else await asyncio.to_thread(_columns, alerts)
+        if not rows:
             return 0
-        sql = (
-            "INSERT INTO alerts (dedup_key, fingerprint, status, starts_at, alert, receiver, group_key,"
-            " external_url, received_at)"
-            " SELECT k, f, s, t, a, r, g, e, w FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[],"
-            " $5::text[], $6::text[], $7::text[], $8::text[], $9::timestamptz[]) WITH ORDINALITY"
-            " AS x(k, f, s, t, a, r, g, e, w, n) ORDER BY n"
-            " ON CONFLICT (dedup_key) DO NOTHING"
-        )
+        # Group commit, as in the embedded store: deliveries that arrive while a commit is in
+        # flight share the next one (one statement, one transaction), so concurrent webhooks
+        # cost one round trip and one WAL flush per batch rather than one each.
+        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._pending.append((rows, done))
+        # Whole even if this request is cancelled: the batch may carry other requests' rows,
+        # and each of them must hear the outcome of the commit that holds its alerts.
+        try:
+            await _complete(self._commit_pending(done))
+        except asyncio.CancelledError:
+            if done.done() and not done.cancelled():
+                done.exception()  # this caller left; its outcome is not an unretrieved error
+            raise
+        return await done
+
+    async def _commit_pending(self, done: asyncio.Future[int]) -> None:
+        async with self._intake:
+            if done.done():  # an earlier batch carried these rows
+                return
+            batch, self._pending = self._pending, []
+            try:
+                await self._commit_batch(batch)
+            finally:
+                # Only if this task itself was cancelled (the loop shutting down) half way:
+                # no caller of the batch may wait forever for an answer.
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(StoreUnavailable("postgresql: intake stopped before its commit was known"))
+
+    async def _commit_batch(self, batch: list[tuple[list[Row], asyncio.Future[int]]]) -> None:
+        try:
+            counts = await self._insert([rows for rows, _ in batch])
+        except StoreUnavailable as exc:
+            # One statement, so atomic: nothing of the batch was written, and every caller in it hears so.
+            for _, fut in batch:
+                fut.set_exception(exc)
+            return
+        except Exception:  # a row the database refused: see below
+            # Not an outage but something in one delivery (a value PostgreSQL will not take):
+            # each delivery is committed on its own, so one bad payload fails only its own request.
+            for rows, fut in batch:
+                try:
+                    fut.set_result((await self._insert([rows]))[0])
+                except Exception as exc:  # handed to the caller it belongs to
+                    fut.set_exception(exc)
+            return
+        for (_, fut), count in zip(batch, counts, strict=True):
+            fut.set_result(count)
+
+    async def _insert(self, deliveries: list[list[Row]]) -> list[int]:
+        """Commit ``deliveries`` in one statement (one transaction); each one's count of new alerts."""
+        rows, owner = _merge(deliveries)
+        columns = [list(c) for c in zip(*rows, strict=True)]
         attempts = 0
         while True:
             try:
-                return _count(await self._execute(sql, *columns))
+                inserted = await self._fetch(_INTAKE_SQL, *columns)
+                break
             except StoreUnavailable as exc:
                 # Rows go in delivery order (ids are the processing order, as in the embedded
                 # store), so two replicas inserting overlapping deliveries in different orders
@@ -233,6 +317,10 @@ class PostgresStore:
                 attempts += 1
                 if attempts == 3 or not isinstance(exc.__cause__, asyncpg.DeadlockDetectedError):
                     raise
+        counts = [0] * len(deliveries)
+        for r in inserted:
+            counts[owner[r["dedup_key"]]] += 1
+        return counts
 
     async def claim_alerts(self, worker: str, limit: int, lease: float) -> list[StoredAlert]:
         now = self._clock.now()
