@@ -19,6 +19,7 @@ swap shows as every file resolving to a new inode.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -29,6 +30,9 @@ from remediator.core.playbooks import Playbook, PlaybookSet, check_channels, com
 from remediator.core.yamllines import Problem
 
 SUFFIXES = (".yaml", ".yml")
+
+#: What each file resolves to (path, inode, mtime, size): a change to any of them is a change to the set.
+Stamp = tuple[tuple[str, int, int, int], ...]
 
 
 def playbook_files(paths: Iterable[str | Path]) -> list[Path]:
@@ -75,7 +79,15 @@ def load_paths(paths: Iterable[str | Path], channels: Iterable[str] | None = Non
 
 
 class PlaybookRepository:
-    """Holds the active set; ``reload`` replaces it only with a fully valid one."""
+    """Holds the active set; a reload replaces it only with a fully valid one.
+
+    In the daemon, reloads go through :meth:`reload_async` and :meth:`changed_async`:
+    reading and parsing a thousand playbooks takes seconds of CPU, and on the event loop
+    that would hold every webhook answer for as long.  They run on a worker thread; only
+    the swap (one assignment) happens on the loop, so the worker sees the old set or the
+    new one, never a mix.  :meth:`reload` and :meth:`changed` do the same on the calling
+    thread, for the start (nothing to serve yet) and for tools.
+    """
 
     def __init__(self, paths: list[str], channels: Iterable[str] | None = None) -> None:
         self.paths = paths
@@ -83,13 +95,17 @@ class PlaybookRepository:
         self.current = PlaybookSet()
         self.loaded = False
         self.last_problems: list[Problem] = []
-        self._stamp: tuple[tuple[str, int, int, int], ...] = ()
+        self._stamp: Stamp = ()
         self._log = structlog.get_logger("remediator.playbooks")
+        # One reload at a time (SIGHUP and the file watcher may ask together): each reads the
+        # disk afresh, so the last to finish holds what is on disk now, and two parses never
+        # compete for the CPU the loop needs.
+        self._reloading = asyncio.Lock()
 
     def __call__(self) -> PlaybookSet:
         return self.current
 
-    def _fingerprint(self) -> tuple[tuple[str, int, int, int], ...]:
+    def _fingerprint(self) -> Stamp:
         """What each file resolves to: the inode changes when the kubelet swaps ``..data``."""
         out = []
         for f in playbook_files(self.paths):
@@ -110,9 +126,21 @@ class PlaybookRepository:
             problems = [Problem(p, 1, "no playbooks found here") for p in self.paths]
         return pset, problems
 
-    def reload(self) -> bool:
+    def _scan(self) -> tuple[Stamp, PlaybookSet, list[Problem]]:
+        """The files' stamp and the set they hold: all the I/O and parsing of a reload, touching no state."""
         stamp = self._fingerprint()
-        pset, problems = self.read()
+        return (stamp, *self.read())
+
+    def reload(self) -> bool:
+        """Read, parse and swap on the calling thread (the start, tools): see :meth:`reload_async`."""
+        return self._apply(*self._scan())
+
+    async def reload_async(self) -> bool:
+        """Read and parse on a worker thread, then swap on the loop; False (last good set kept) if invalid."""
+        async with self._reloading:
+            return self._apply(*await asyncio.to_thread(self._scan))
+
+    def _apply(self, stamp: Stamp, pset: PlaybookSet, problems: list[Problem]) -> bool:
         self._stamp = stamp
         self.last_problems = problems
         if problems:
@@ -132,3 +160,8 @@ class PlaybookRepository:
 
     def changed(self) -> bool:
         return self._fingerprint() != self._stamp
+
+    async def changed_async(self) -> bool:
+        """:meth:`changed`, with the walk and a ``stat`` per file on a worker thread (a thousand of them,
+        every few seconds, on a slow volume)."""
+        return await asyncio.to_thread(self._fingerprint) != self._stamp
