@@ -17,7 +17,8 @@ encoding is a 400, an unknown encoding a 415, each with a JSON reason); a client
 than ``http.read_timeout`` is cut off; every store or guardrail call on a request's path
 gives up after ``http.store_timeout`` with a 503, so a frozen database cannot hold
 requests (or Alertmanager's retries) for minutes.  Pause and resume go through the
-durable kill switch (:mod:`remediator.killswitch`).
+durable kill switch (:mod:`remediator.killswitch`).  The web UI (:mod:`remediator.ui`) is
+registered here too and reads through the same helpers.
 """
 
 from __future__ import annotations
@@ -454,12 +455,32 @@ async def guardrails(request: web.Request) -> web.Response:
     return web.json_response({"paused": status.paused or bool(record and record.paused), "breakers": breakers})
 
 
-def _who(request: web.Request) -> str:
+def who(presented: str) -> str:
     """Who sets the kill switch, for its record and the log: the token's fingerprint, never the token."""
-    presented = _presented(request)
     if not presented:
         return "unauthenticated (insecure_no_auth)"
     return f"admin token sha256:{hashlib.sha256(presented.encode()).hexdigest()[:12]}"
+
+
+async def set_paused(rt: Runtime, paused: bool, by: str) -> tuple[int, dict[str, Any]]:
+    """Pause or resume through the durable kill switch: (HTTP status, JSON body).  Shared by the
+    API and the web UI's buttons, so both answer a half-reachable state the same way."""
+    switch = rt.kill_switch
+    try:
+        await _bounded(rt, switch.pause(by) if paused else switch.resume(by), GuardrailUnavailable)
+    except StoreUnavailable as exc:
+        if paused:  # in force, but a Redis restart would lose it: the operator retries
+            rt.metrics.paused.set(1)
+            return 503, {"error": f"paused, but not recorded durably: store unreachable ({exc}); retry",
+                         "paused": True}
+        return 503, {"error": f"not resumed: store unreachable ({exc}); retry", "paused": True}
+    except GuardrailUnavailable as exc:
+        if paused:  # recorded: the state is re-armed from the store once it is back; nothing is admitted meanwhile
+            return 503, {"error": f"guardrail state unreachable: {exc}; the pause is recorded and applied once it "
+                                  "is back", "paused": True}
+        return 503, {"error": f"guardrail state unreachable: {exc}; not resumed yet, retry", "paused": True}
+    rt.metrics.paused.set(1 if paused else 0)
+    return 200, {"paused": paused}
 
 
 async def _set_paused(request: web.Request, paused: bool) -> web.Response:
@@ -467,21 +488,8 @@ async def _set_paused(request: web.Request, paused: bool) -> web.Response:
     denied = _require(request, rt, ADMIN)
     if denied is not None:
         return denied
-    switch, who = rt.kill_switch, _who(request)
-    try:
-        await _bounded(rt, switch.pause(who) if paused else switch.resume(who), GuardrailUnavailable)
-    except StoreUnavailable as exc:
-        if paused:  # in force, but a Redis restart would lose it: the operator retries
-            rt.metrics.paused.set(1)
-            return _error(503, f"paused, but not recorded durably: store unreachable ({exc}); retry", paused=True)
-        return _error(503, f"not resumed: store unreachable ({exc}); retry", paused=True)
-    except GuardrailUnavailable as exc:
-        if paused:  # recorded: the state is re-armed from the store once it is back; nothing is admitted meanwhile
-            return _error(503, f"guardrail state unreachable: {exc}; the pause is recorded and applied once it "
-                               "is back", paused=True)
-        return _error(503, f"guardrail state unreachable: {exc}; not resumed yet, retry", paused=True)
-    rt.metrics.paused.set(1 if paused else 0)
-    return web.json_response({"paused": paused})
+    status, body = await set_paused(rt, paused, who(_presented(request)))
+    return web.json_response(body, status=status)
 
 
 async def pause(request: web.Request) -> web.Response:
@@ -521,6 +529,10 @@ def routes(app: web.Application) -> None:
     app.router.add_get("/api/v1/guardrails", guardrails)
     app.router.add_post("/api/v1/pause", pause)
     app.router.add_post("/api/v1/resume", resume)
+    # Imported here, not at the top: the web UI builds on this module's helpers (token, bounds, queries).
+    from remediator import ui
+
+    ui.routes(app)
 
 
 def dumps(obj: Any) -> str:

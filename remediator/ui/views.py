@@ -1,0 +1,222 @@
+"""The web UI's pages: the timeline, an execution, the guardrails panel, signing in and out,
+and the confirmed pause/resume.
+
+Each page reads what the JSON API reads, through the same calls (``query_decisions`` with the
+decisions API's parameters, ``get_execution`` redacted, ``guardrail_status`` and the kill
+switch's record, ``parked_alerts``), each bounded by ``http.store_timeout``: the UI never shows
+more, or less redacted, than the API.  A bad filter is a 400 page with the reason, an
+unreachable store a 503 page: never a 500.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import jinja2
+from aiohttp import web
+
+from remediator.core.errors import GuardrailUnavailable, StoreUnavailable
+from remediator.core.redact import redact_execution
+from remediator.http import RECORDED_KINDS, BadQuery, _bounded, decision_query, set_paused, who
+from remediator.runtime import ADMIN, READ, RUNTIME, Runtime
+from remediator.ui import auth
+from remediator.ui.render import diff, page
+
+
+@dataclass
+class UiState:
+    """What the UI keeps per application: its templates, the live streams open now (closed at
+    shutdown, which would otherwise wait on them) and the streams' bounds."""
+
+    env: jinja2.Environment
+    streams: set[asyncio.Task[Any]] = field(default_factory=set)
+    #: Streams open at once on one replica; one more is a 503.
+    max_streams: int = 64
+    #: Seconds a stream stays open; the browser's EventSource then reconnects and starts afresh.
+    stream_lifetime: float = 900.0
+
+
+UI = web.AppKey("ui", UiState)
+
+#: Decisions on one page of the timeline (and in the window its live stream watches).
+PAGE = 50
+
+#: Filters of the timeline, as the decisions API names them (``before`` is the page cursor).
+FILTERS = ("playbook", "decision", "namespace", "target", "since", "until", "before")
+
+#: What ``<input type="datetime-local">`` sends: minutes (or seconds), no zone.  The form says UTC.
+_LOCAL_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2})?$")
+
+
+def filters(query: Mapping[str, str]) -> dict[str, str]:
+    """The timeline's filters from the query string, a form's zone-less time read as UTC."""
+    out = {name: query[name].strip() for name in FILTERS if query.get(name, "").strip()}
+    for name in ("since", "until"):
+        if name in out and _LOCAL_TIME.match(out[name]):
+            out[name] += "Z" if out[name].count(":") == 2 else ":00Z"
+    return out
+
+
+def _denied(request: web.Request, ui: UiState, exc: auth.Denied) -> web.Response:
+    """401: the sign-in form, in place (after it, back here); 403: what the token lacks."""
+    if exc.status == 401:
+        response = page(ui.env, "login.html", 401, error=str(exc), next=request.path_qs, viewer=None)
+    else:
+        response = page(ui.env, "error.html", exc.status, title="Not allowed", message=str(exc), viewer=None)
+    if exc.clear:
+        auth.clear_session(response)
+    return response
+
+
+View = Callable[[web.Request, Runtime, UiState, auth.Viewer], Awaitable[web.Response]]
+
+
+def viewed(role: str, *, session: bool = False) -> Callable[[View], Callable[[web.Request], Awaitable[web.Response]]]:
+    """A page for viewers with ``role`` (and, with ``session``, signed in through the form: the
+    buttons need the session's CSRF token); anyone else gets the sign-in form or a 403 page."""
+
+    def wrap(view: View) -> Callable[[web.Request], Awaitable[web.Response]]:
+        @functools.wraps(view)
+        async def handler(request: web.Request) -> web.Response:
+            rt, ui = request.app[RUNTIME], request.app[UI]
+            try:
+                viewer = auth.viewer(request, rt, role)
+                if session and not viewer.session:
+                    raise auth.Denied(403, "the buttons need a signed-in session; a script pauses with "
+                                           "POST /api/v1/pause")
+            except auth.Denied as exc:
+                return _denied(request, ui, exc)
+            return await view(request, rt, ui, viewer)
+
+        return handler
+
+    return wrap
+
+
+def _error(ui: UiState, viewer: auth.Viewer | None, status: int, title: str, message: str) -> web.Response:
+    return page(ui.env, "error.html", status, title=title, message=message, viewer=viewer)
+
+
+@viewed(READ)
+async def timeline(request: web.Request, rt: Runtime, ui: UiState, viewer: auth.Viewer) -> web.Response:
+    """The latest decisions (every refusal with its reason) and their executions, newest first."""
+    chosen = filters(request.query)
+    context: dict[str, Any] = dict(
+        viewer=viewer, chosen=chosen, kinds=RECORDED_KINDS, decisions=[], next=None, error=None,
+        playbooks=[p.name for p in rt.playbooks().playbooks], live="before" not in chosen,
+    )
+    try:
+        query = decision_query({**chosen, "limit": str(PAGE)})
+    except BadQuery as exc:
+        return page(ui.env, "timeline.html", 400, **{**context, "error": str(exc), "live": False})
+    try:
+        items = await _bounded(rt, rt.store.query_decisions(query), StoreUnavailable)
+    except StoreUnavailable:
+        return page(ui.env, "timeline.html", 503, **{**context, "error": "store unavailable", "live": False})
+    older = {**chosen, "before": items[-1]["id"]} if len(items) == PAGE else None
+    return page(ui.env, "timeline.html", **{**context, "decisions": items, "next": older})
+
+
+@viewed(READ)
+async def execution(request: web.Request, rt: Runtime, ui: UiState, viewer: auth.Viewer) -> web.Response:
+    """One execution: its alert, playbook version, steps (parameters, result, diff), events, notifications."""
+    try:
+        item = await _bounded(rt, rt.store.get_execution(request.match_info["id"]), StoreUnavailable)
+    except StoreUnavailable:
+        return _error(ui, viewer, 503, "Store unavailable", "The store did not answer; try again.")
+    if item is None:
+        return _error(ui, viewer, 404, "No such execution", f"No execution {request.match_info['id']!r} is recorded.")
+    ex = redact_execution(item)
+    done = {(r["phase"], r["index"]) for r in ex["results"]}
+    steps = [{**r, "diff": diff(r.get("before"), r.get("after"))} for r in ex["results"]]
+    pending = [s for s in ex["steps"] if (s["phase"], s["index"]) not in done]
+    return page(ui.env, "execution.html", viewer=viewer, ex=ex, steps=steps, pending=pending)
+
+
+@viewed(READ)
+async def guardrails(request: web.Request, rt: Runtime, ui: UiState, viewer: auth.Viewer) -> web.Response:
+    """The kill switch (who set it, when; the buttons for an admin session), breakers, parked alerts."""
+    problems = []
+    try:
+        status = await _bounded(rt, rt.pipeline.guardrail_status(), GuardrailUnavailable)
+    except GuardrailUnavailable as exc:
+        status = None
+        problems.append(f"guardrail state unreachable: {exc}")
+    try:
+        record = await _bounded(rt, rt.kill_switch.record(), StoreUnavailable)
+        parked = await _bounded(rt, rt.store.parked_alerts(limit=PAGE), StoreUnavailable)
+    except StoreUnavailable:
+        record, parked = None, []
+        problems.append("store unavailable: the kill switch's record and the parked alerts cannot be read")
+    # paused if either home of the switch says so, as the pipeline (and the API) read it
+    paused = bool((status and status.paused) or (record and record.paused))
+    breakers = {name: view.to_json() for name, view in status.breakers.items()} if status else {}
+    return page(ui.env, "guardrails.html", 503 if problems else 200, viewer=viewer, paused=paused, record=record,
+                breakers=breakers, parked=parked, problems=problems,
+                done=request.query.get("done") if request.query.get("done") in DONE else None)
+
+
+ACTIONS = {"pause": True, "resume": False}
+#: What the panel may say was done (the redirect after a button): nothing a crafted link could choose.
+DONE = ("paused", "resumed")
+
+
+@viewed(ADMIN, session=True)
+async def confirm(request: web.Request, rt: Runtime, ui: UiState, viewer: auth.Viewer) -> web.Response:
+    """The confirmation step: what pausing or resuming does, and the form that does it."""
+    action = request.match_info["action"]
+    return page(ui.env, "confirm.html", viewer=viewer, action=action)
+
+
+@viewed(ADMIN, session=True)
+async def act(request: web.Request, rt: Runtime, ui: UiState, viewer: auth.Viewer) -> web.Response:
+    """Pause or resume, confirmed: an admin session, its CSRF token and a same-origin form."""
+    action = request.match_info["action"]
+    form = await request.post()
+    if not auth.same_origin(request) or not viewer.csrf_ok(str(form.get("csrf", ""))):
+        return _error(ui, viewer, 403, "Not allowed", "The form's CSRF token is missing or wrong: reload the "
+                                                      "guardrails page and try again.")
+    status, body = await set_paused(rt, ACTIONS[action], who(viewer.token) + " (web UI)")
+    if status != 200:
+        return _error(ui, viewer, status, f"Not {action}d", body["error"])
+    raise web.HTTPSeeOther(f"/ui/guardrails?done={action}d")
+
+
+async def login_form(request: web.Request) -> web.Response:
+    ui = request.app[UI]
+    return page(ui.env, "login.html", error=None, next=auth.local_next(request.query.get("next")), viewer=None)
+
+
+async def login(request: web.Request) -> web.Response:
+    """Check the token once here (and on every later request); set the session cookie."""
+    rt, ui = request.app[RUNTIME], request.app[UI]
+    form = await request.post()
+    token, target = str(form.get("token", "")).strip(), auth.local_next(str(form.get("next", "")))
+    if not auth.same_origin(request):
+        return _error(ui, None, 403, "Not allowed", "Sign in from this daemon's own login page.")
+    if rt.settings.webhook.insecure_no_auth:
+        roles: frozenset[str] | None = frozenset({READ, ADMIN})
+    else:
+        rt.credentials.refresh()
+        roles = rt.credentials.roles_of(token) if token else None
+    if roles is None:
+        return page(ui.env, "login.html", 401, error="unknown token", next=target, viewer=None)
+    if READ not in roles:
+        return page(ui.env, "login.html", 403, error="this token may not read the audit: it needs the read role",
+                    next=target, viewer=None)
+    response = web.Response(status=303, headers={"Location": target})
+    auth.set_session(response, request, token)
+    return response
+
+
+async def logout(request: web.Request) -> web.Response:
+    if not auth.same_origin(request):
+        return _error(request.app[UI], None, 403, "Not allowed", "Sign out from this daemon's own pages.")
+    response = web.Response(status=303, headers={"Location": "/ui/login"})
+    auth.clear_session(response)
+    return response
