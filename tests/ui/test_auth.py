@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
-import pytest
+import fnmatch
+import tomllib
+from collections.abc import Callable
+from typing import Any
 
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from remediator.app import create_app
+from remediator.clock import VirtualClock
+from remediator.runtime import RUNTIME
 from remediator.ui.auth import SESSION_COOKIE, encode_session
+from tests.payloads import ROOT
 from tests.tokens import ADMIN, READ, WEBHOOK
-from tests.ui.conftest import Client, sign_in
+from tests.ui.conftest import Client, csrf_of, sign_in
 
 PAGES = ["/ui", "/ui/guardrails", "/ui/executions/ex-nope"]
 
@@ -85,3 +95,32 @@ async def test_a_signed_in_read_session_reads_every_page(client: Client) -> None
         r = await client.get(path)
         assert r.status == 200
         assert "Sign out" in await r.text()
+
+
+async def test_without_auth_the_pages_are_open_and_the_buttons_still_need_a_session(
+    settings_factory: Callable[..., Any], vclock: VirtualClock
+) -> None:
+    """``insecure_no_auth`` opens the UI as it opens the API; pausing still takes a session and
+    its CSRF token, so another site's page cannot pause a local daemon through the browser."""
+    app = create_app(settings_factory(webhook={"tokens": ["t1"], "insecure_no_auth": True}), clock=vclock,
+                     start_worker=False)
+    async with TestClient(TestServer(app)) as client:
+        assert (await client.get("/ui/guardrails")).status == 200
+        assert (await client.post("/ui/guardrails/pause")).status == 403
+        await sign_in(client, "")
+        confirm = await client.get("/ui/guardrails/pause")
+        assert (await client.post("/ui/guardrails/pause", data={"csrf": "x"})).status == 403
+        r = await client.post("/ui/guardrails/pause", data={"csrf": csrf_of(await confirm.text())},
+                              allow_redirects=False)
+        assert r.status == 303 and await client.app[RUNTIME].kill_switch.paused()
+
+
+def test_the_templates_and_assets_are_package_data() -> None:
+    """A wheel installs only what ``pyproject.toml`` declares: every template and asset must be."""
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["remediator"]
+    package = ROOT / "remediator"
+    shipped = [p for d in ("ui/templates", "ui/static") for p in (package / d).iterdir() if p.is_file()]
+    assert len(shipped) >= 8
+    for path in shipped:
+        relative = path.relative_to(package).as_posix()
+        assert any(fnmatch.fnmatch(relative, pattern) for pattern in declared), relative
