@@ -47,7 +47,7 @@ UI = web.AppKey("ui", UiState)
 PAGE = 50
 
 #: Filters of the timeline, as the decisions API names them (``before`` is the page cursor).
-FILTERS = ("playbook", "decision", "namespace", "target", "since", "until", "before")
+FILTERS = ("playbook", "decision", "namespace", "target", "fingerprint", "since", "until", "before")
 
 #: What ``<input type="datetime-local">`` sends: minutes (or seconds), no zone.  The form says UTC.
 _LOCAL_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2})?$")

@@ -64,6 +64,7 @@ async def test_the_timeline_shows_decisions_with_their_reasons_and_executions(de
     [ex] = await decided.app[RUNTIME].store.list_executions()
     assert f'href="/ui/executions/{ex["id"]}">succeeded</a>' in html
     assert "Deployment/shop/orders-api" in html and "HighDatabaseConnectionUsage" in html
+    assert 'href="/ui?fingerprint=1c9fd6f4d9b5ca7d"' in html
     assert 'data-stream="/ui/events?"' in html  # live
 
 
@@ -75,6 +76,7 @@ async def test_the_timeline_shows_decisions_with_their_reasons_and_executions(de
         ("playbook=db-pool-exhaustion", ["not_allowed", "executed"]),
         ("playbook=service-down-restart", []),
         ("target=kube-public/dns", ["not_allowed"]),
+        ("fingerprint=1c9fd6f4d9b5ca7d", ["executed"]),  # one alert's decisions: its fingerprint links here
         ("since=2026-11-22T10:00:30Z", ["not_allowed"]),
         ("until=2026-11-22T10:00", []),  # a form's zone-less minute, read as UTC; until is exclusive
         ("until=2026-11-22T10:00:30", ["executed"]),
