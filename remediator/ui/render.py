@@ -29,7 +29,9 @@ SECURITY_HEADERS = {
     "Content-Security-Policy": CSP,
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
+    # Not no-referrer: under it a browser posts the UI's own forms with ``Origin: null``, which the
+    # same-origin check must refuse.  same-origin still tells other sites nothing.
+    "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",  # pages show audit data and a CSRF token: no shared or back-button caches
 }
 
