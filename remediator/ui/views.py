@@ -140,7 +140,8 @@ async def execution(request: web.Request, rt: Runtime, ui: UiState, viewer: auth
 
 @viewed(READ)
 async def guardrails(request: web.Request, rt: Runtime, ui: UiState, viewer: auth.Viewer) -> web.Response:
-    """The kill switch (who set it, when; the buttons for an admin session), breakers, parked alerts."""
+    """The kill switch (who set it, when; the buttons for an admin session), breakers, executions in
+    progress, parked alerts."""
     problems = []
     try:
         status = await _bounded(rt, rt.pipeline.guardrail_status(), GuardrailUnavailable)
@@ -150,16 +151,23 @@ async def guardrails(request: web.Request, rt: Runtime, ui: UiState, viewer: aut
     try:
         record = await _bounded(rt, rt.kill_switch.record(), StoreUnavailable)
         parked = await _bounded(rt, rt.store.parked_alerts(limit=PAGE), StoreUnavailable)
+        unfinished = [ex for status in UNFINISHED for ex in await _bounded(
+            rt, rt.store.list_executions(status=status, limit=PAGE), StoreUnavailable)]
     except StoreUnavailable:
-        record, parked = None, []
-        problems.append("store unavailable: the kill switch's record and the parked alerts cannot be read")
+        record, parked, unfinished = None, [], []
+        problems.append("store unavailable: the kill switch's record, executions in progress and parked alerts "
+                        "cannot be read")
     # paused if either home of the switch says so, as the pipeline (and the API) read it
     paused = bool((status and status.paused) or (record and record.paused))
     breakers = {name: view.to_json() for name, view in status.breakers.items()} if status else {}
     return page(ui.env, "guardrails.html", 503 if problems else 200, viewer=viewer, paused=paused, record=record,
-                breakers=breakers, parked=parked, problems=problems,
+                breakers=breakers, parked=parked, unfinished=unfinished, problems=problems,
                 done=request.query.get("done") if request.query.get("done") in DONE else None)
 
+
+#: Execution statuses of the panel's "in progress" (admitted and not started, or started and not finished:
+#: running, or stopped before a step by the kill switch, the breaker or an outage, to resume).
+UNFINISHED = ("running", "pending")
 
 ACTIONS = {"pause": True, "resume": False}
 #: What the panel may say was done (the redirect after a button): nothing a crafted link could choose.

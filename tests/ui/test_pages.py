@@ -8,10 +8,13 @@ import re
 from typing import Any
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
+from remediator.app import create_app
 from remediator.clock import VirtualClock
 from remediator.core.alerts import validate_payload
-from remediator.ports import ReceivedAlert
+from remediator.core.decisions import PlannedStep
+from remediator.ports import ReceivedAlert, StepContext, StepResult
 from remediator.runtime import RUNTIME
 from remediator.ui.render import CSP
 from tests.payloads import alert_json, db_pool_alert, payload
@@ -173,3 +176,36 @@ async def test_an_unreachable_store_is_a_503_page(decided: Client) -> None:
     assert "store unavailable" in await page(decided, "/ui", 503)
     assert "Store unavailable" in await page(decided, "/ui/executions/ex-1", 503)
     assert "store unavailable" in await page(decided, "/ui/guardrails", 503)
+
+
+class PausesAfterItsFirstStep:
+    """An executor whose first step pauses remediation (an operator hitting the kill switch mid-run):
+    the execution stops before its next step, unfinished, with a ``paused`` event."""
+
+    def __init__(self) -> None:
+        self.runtime: Any = None
+
+    async def run(self, step: PlannedStep, ctx: StepContext) -> StepResult:
+        await self.runtime.kill_switch.pause("operator")
+        return StepResult("ok", "done")
+
+
+async def test_an_execution_stopped_by_the_kill_switch(settings_factory: Any, vclock: VirtualClock) -> None:
+    executor = PausesAfterItsFirstStep()
+    app = create_app(settings_factory(dry_run=False), clock=vclock, executors=(executor, executor),
+                     start_worker=False)
+    async with TestClient(TestServer(app)) as client:
+        executor.runtime = client.app[RUNTIME]
+        await deliver(client, db_pool_alert())
+        [ex] = await client.app[RUNTIME].store.list_executions()
+        panel = await page(client, "/ui/guardrails")
+        assert f'<a href="/ui/executions/{ex["id"]}"><code>{ex["id"]}</code></a>' in panel
+        assert f'<span class="badge {ex["status"]}">{ex["status"]}</span>' in panel and ex["status"] == "running"
+        assert 'class="switch paused"' in panel and "Last set to paused by operator" in panel
+        html = await page(client, f"/ui/executions/{ex['id']}")
+    assert "<strong>paused</strong> · before: main step 1 (wait_healthy) · reason: " in html
+    assert "<li>main 1: wait_healthy</li>" in html  # not run yet
+
+
+async def test_nothing_in_progress(client: Client) -> None:
+    assert "None: nothing is running or waiting to resume." in await page(client, "/ui/guardrails")
