@@ -92,3 +92,15 @@ async def test_streams_are_bounded_and_need_a_read_token(client: Client) -> None
     client.app[UI].max_streams = 0
     full = await client.get("/ui/events", headers=READ)
     assert full.status == 503 and "too many" in (await full.json())["error"]
+
+
+async def test_shutting_down_closes_open_streams(client: Client, vclock: VirtualClock) -> None:
+    """A stream sleeps on the clock between polls, its browser still connected: shutting the server
+    down must not wait for it (aiohttp's shutdown timeout) nor for its lifetime."""
+    stream = await client.get("/ui/events", headers=READ)
+    await vclock.sleeping(lambda left: 0 < left <= POLL)
+    [task] = client.app[UI].streams
+    async with asyncio.timeout(10):  # aiohttp would otherwise wait its shutdown timeout (60 s) for the handler
+        await client.server.close()
+    assert task.done() and not client.app[UI].streams
+    stream.close()
