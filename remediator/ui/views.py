@@ -185,8 +185,10 @@ async def confirm(request: web.Request, rt: Runtime, ui: UiState, viewer: auth.V
 async def act(request: web.Request, rt: Runtime, ui: UiState, viewer: auth.Viewer) -> web.Response:
     """Pause or resume, confirmed: an admin session, its CSRF token and a same-origin form."""
     action = request.match_info["action"]
-    form = await request.post()
-    if not auth.same_origin(request) or not viewer.csrf_ok(str(form.get("csrf", ""))):
+    form = await _form(request)
+    if form is None:
+        return _error(ui, viewer, 400, "Bad request", "The form could not be read.")
+    if not auth.same_origin(request) or not viewer.csrf_ok(form.get("csrf", "")):
         return _error(ui, viewer, 403, "Not allowed", "The form's CSRF token is missing or wrong: reload the "
                                                       "guardrails page and try again.")
     status, body = await set_paused(rt, ACTIONS[action], who(viewer.token) + " (web UI)")
@@ -195,7 +197,18 @@ async def act(request: web.Request, rt: Runtime, ui: UiState, viewer: auth.Viewe
     raise web.HTTPSeeOther(f"/ui/guardrails?done={action}d")
 
 
+async def _form(request: web.Request) -> dict[str, str] | None:
+    """A posted form's text fields; None for a body that is not a readable form (a broken multipart
+    body, an unknown charset): a 400, never a 500."""
+    try:
+        form = await request.post()
+    except (ValueError, LookupError):
+        return None
+    return {k: v for k, v in form.items() if isinstance(v, str)}
+
+
 async def login_form(request: web.Request) -> web.Response:
+    """The sign-in form; ``next`` is where to go once signed in (a UI path only)."""
     ui = request.app[UI]
     return page(ui.env, "login.html", error=None, next=auth.local_next(request.query.get("next")), viewer=None)
 
@@ -203,8 +216,10 @@ async def login_form(request: web.Request) -> web.Response:
 async def login(request: web.Request) -> web.Response:
     """Check the token once here (and on every later request); set the session cookie."""
     rt, ui = request.app[RUNTIME], request.app[UI]
-    form = await request.post()
-    token, target = str(form.get("token", "")).strip(), auth.local_next(str(form.get("next", "")))
+    form = await _form(request)
+    if form is None:
+        return _error(ui, None, 400, "Bad request", "The form could not be read.")
+    token, target = form.get("token", "").strip(), auth.local_next(form.get("next"))
     if not auth.same_origin(request):
         return _error(ui, None, 403, "Not allowed", "Sign in from this daemon's own login page.")
     if rt.settings.webhook.insecure_no_auth:
@@ -223,6 +238,7 @@ async def login(request: web.Request) -> web.Response:
 
 
 async def logout(request: web.Request) -> web.Response:
+    """Drop the session cookie (the token itself stays valid: it is the operator's, not the session's)."""
     if not auth.same_origin(request):
         return _error(request.app[UI], None, 403, "Not allowed", "Sign out from this daemon's own pages.")
     response = web.Response(status=303, headers={"Location": "/ui/login"})

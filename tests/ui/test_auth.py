@@ -68,6 +68,14 @@ async def test_a_bad_token_at_login_is_refused(client: Client, token: str, statu
     assert SESSION_COOKIE not in r.cookies
 
 
+@pytest.mark.parametrize(
+    "content_type", ["multipart/form-data; boundary=xx", "multipart/form-data", "application/x-www-form-urlencoded; "
+                     "charset=bogus"])
+async def test_a_body_that_is_no_form_is_a_400(client: Client, content_type: str) -> None:
+    r = await client.post("/ui/login", data=b"garbage", headers={"Content-Type": content_type})
+    assert r.status == 400 and "could not be read" in await r.text()
+
+
 @pytest.mark.parametrize("target", ["https://evil.example/", "//evil.example/ui", "/uix", "/api/v1/pause"])
 async def test_login_never_redirects_off_the_ui(client: Client, target: str) -> None:
     r = await client.post("/ui/login", data={"token": "r1", "next": target}, allow_redirects=False)
