@@ -104,3 +104,13 @@ async def test_shutting_down_closes_open_streams(client: Client, vclock: Virtual
         await client.server.close()
     assert task.done() and not client.app[UI].streams
     stream.close()
+
+
+async def test_an_unreachable_store_is_told_and_the_stream_goes_on(client: Client, vclock: VirtualClock) -> None:
+    async with client.get("/ui/events", headers=READ) as stream:
+        await vclock.sleeping(lambda left: 0 < left <= POLL)
+        await client.app[RUNTIME].store.close()
+        await vclock.advance(POLL)
+        assert await next_event(stream) == ("unavailable", {"error": "store unavailable"})
+        await poll(vclock)  # still polling
+        assert client.app[UI].streams
