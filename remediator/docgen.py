@@ -58,7 +58,8 @@ DESCRIPTIONS: dict[str, str] = {
     "changes, for rotation.",
     "webhook.max_body_bytes": "Largest webhook body accepted (after decompression); a larger one gets 413.",
     "webhook.insecure_no_auth": "Turn off every token check (also `--insecure-no-auth`). Local experiments only.",
-    "api.read_tokens": "Tokens of the read API (`/api/v1/executions`, `/api/v1/guardrails`).",
+    "api.read_tokens": "Tokens of the read API (`/api/v1/executions`, `/api/v1/decisions`, "
+    "`/api/v1/alerts/<fingerprint>`, `/api/v1/guardrails`) and the web UI.",
     "api.read_tokens_file": "File of read tokens, one per line; re-read when it changes.",
     "api.admin_tokens": "Tokens that may also pause and resume (`/api/v1/pause`, `/api/v1/resume`), and read.",
     "api.admin_tokens_file": "File of admin tokens, one per line; re-read when it changes.",
