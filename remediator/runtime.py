@@ -384,13 +384,23 @@ async def open_runtime(
 
 
 def on_sighup(rt: Runtime) -> None:
-    """SIGHUP re-reads what may be rotated or edited in place: the playbooks and the token files."""
-    _reload(rt)
+    """SIGHUP re-reads what may be rotated or edited in place: the playbooks and the token files.
+
+    The playbooks are parsed off the loop (a thousand of them take seconds), so the reload is
+    a task of its own; it is kept among the runtime's tasks so that stopping cancels it."""
+    task = asyncio.get_running_loop().create_task(_reload(rt), name="remediator-playbook-reload")
+    task.add_done_callback(_log_failed_reload)
+    rt.tasks.append(task)
     rt.credentials.reload()
 
 
-def _reload(rt: Runtime) -> None:
-    ok = rt.playbooks.reload()
+def _log_failed_reload(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        structlog.get_logger("remediator").error("playbook reload failed", error=repr(exc), exc_info=exc)
+
+
+async def _reload(rt: Runtime) -> None:
+    ok = await rt.playbooks.reload_async()
     rt.metrics.playbook_reloads.labels("ok" if ok else "rejected").inc()
     rt.metrics.playbooks_loaded.set(len(rt.playbooks.current.playbooks))
 
@@ -398,8 +408,8 @@ def _reload(rt: Runtime) -> None:
 async def _watch_playbooks(rt: Runtime) -> None:
     while True:
         await asyncio.sleep(2.0)
-        if rt.playbooks.changed():
-            _reload(rt)
+        if await rt.playbooks.changed_async():
+            await _reload(rt)
 
 
 async def apply_retention(rt: Runtime) -> dict[str, int]:

@@ -46,14 +46,14 @@ async def test_sighup_reloads_playbooks(tmp_path: Path, settings_factory: Callab
                             start_worker=False) as rt:
         f.write_text(GOOD.format(name="after"))
         reloaded = asyncio.Event()
-        original = rt.playbooks.reload
+        original = rt.playbooks.reload_async
 
-        def spy() -> bool:
-            ok = original()
+        async def spy() -> bool:
+            ok = await original()
             reloaded.set()
             return ok
 
-        rt.playbooks.reload = spy  # type: ignore[method-assign]
+        rt.playbooks.reload_async = spy  # type: ignore[method-assign]
         os.kill(os.getpid(), signal.SIGHUP)
         await asyncio.wait_for(reloaded.wait(), timeout=10)
         assert [p.name for p in rt.playbooks().playbooks] == ["after"]
