@@ -26,7 +26,14 @@ from pathlib import Path
 
 import structlog
 
-from remediator.core.playbooks import Playbook, PlaybookSet, check_channels, combine, parse_playbooks
+from remediator.core.playbooks import (
+    Playbook,
+    PlaybookSet,
+    check_channels,
+    check_prometheus,
+    combine,
+    parse_playbooks,
+)
 from remediator.core.yamllines import Problem
 
 SUFFIXES = (".yaml", ".yml")
@@ -63,7 +70,11 @@ def _walk(root: Path) -> Iterator[Path]:
                 yield f
 
 
-def load_paths(paths: Iterable[str | Path], channels: Iterable[str] | None = None) -> tuple[PlaybookSet, list[Problem]]:
+def load_paths(
+    paths: Iterable[str | Path], channels: Iterable[str] | None = None, *, prometheus: bool | None = None
+) -> tuple[PlaybookSet, list[Problem]]:
+    """Every playbook under ``paths`` and what is wrong with them; ``channels`` and ``prometheus``
+    (whether ``prometheus.url`` is set), when given, are checked against what the daemon has."""
     results: list[tuple[list[Playbook], list[Problem]]] = []
     for f in playbook_files(paths):
         try:
@@ -75,6 +86,8 @@ def load_paths(paths: Iterable[str | Path], channels: Iterable[str] | None = Non
     pset, problems = combine(results)
     if channels is not None:
         problems += check_channels(pset, channels)
+    if prometheus is False:
+        problems += check_prometheus(pset)
     return pset, problems
 
 
@@ -89,9 +102,12 @@ class PlaybookRepository:
     thread, for the start (nothing to serve yet) and for tools.
     """
 
-    def __init__(self, paths: list[str], channels: Iterable[str] | None = None) -> None:
+    def __init__(
+        self, paths: list[str], channels: Iterable[str] | None = None, *, prometheus: bool | None = None
+    ) -> None:
         self.paths = paths
         self.channels = list(channels) if channels is not None else None
+        self.prometheus = prometheus
         self.current = PlaybookSet()
         self.loaded = False
         self.last_problems: list[Problem] = []
@@ -120,7 +136,8 @@ class PlaybookRepository:
         """The set on disk and what is wrong with it.  A missing path and an empty set are problems:
         a daemon with no playbooks would consume every alert as ``no_match``, and lose it."""
         missing = [Problem(p, 1, "no such file or directory") for p in self.paths if not Path(p).exists()]
-        pset, problems = load_paths([p for p in self.paths if Path(p).exists()], self.channels)
+        pset, problems = load_paths([p for p in self.paths if Path(p).exists()], self.channels,
+                                    prometheus=self.prometheus)
         problems = missing + problems
         if not problems and not pset.playbooks:
             problems = [Problem(p, 1, "no playbooks found here") for p in self.paths]

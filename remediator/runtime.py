@@ -27,7 +27,7 @@ from aiohttp import web
 from remediator.clock import SystemClock
 from remediator.core.errors import ConfigError, GuardrailUnavailable, StoreUnavailable
 from remediator.core.guardrails import Budget, Policy
-from remediator.core.playbooks import PlaybookSet, url_problem
+from remediator.core.playbooks import url_problem
 from remediator.executors.checks import WithChecks, open_checks
 from remediator.executors.plan_only import PlanOnlyExecutor, UnconfiguredExecutor
 from remediator.guardstate.memory import MemoryGuardrails
@@ -285,17 +285,12 @@ async def _live_executor(
     return live, dry
 
 
-def check_prometheus(settings: Settings, playbooks: PlaybookSet) -> None:
-    """A ``prometheus_check`` needs ``prometheus.url``: refuse to start without it rather than fail
-    the first verification after a rollback has already been made."""
+def check_prometheus_url(settings: Settings) -> None:
+    """A malformed ``prometheus.url`` stops the start.  (Playbooks with a ``prometheus_check`` and
+    no URL at all are refused by the playbook repository, at the start and at every reload.)"""
     url = settings.prometheus.url
     if url and (problem := url_problem(url)):
         raise ConfigError(f"prometheus.url: {problem}")
-    users = [f"{pb.source}:{step.line}" for pb in playbooks.playbooks for step in pb.steps + pb.on_failure
-             if step.action == "prometheus_check"]
-    if users and not url:
-        raise ConfigError("prometheus_check steps need prometheus.url (REMEDIATOR_PROMETHEUS_URL): "
-                          + ", ".join(users))
 
 
 @contextlib.asynccontextmanager
@@ -316,12 +311,13 @@ async def open_runtime(
             "or pass --insecure-no-auth"
         )
     metrics = Metrics()
-    repo = PlaybookRepository(settings.playbooks.split(","), channels=list(settings.channels))
+    check_prometheus_url(settings)
+    repo = PlaybookRepository(settings.playbooks.split(","), channels=list(settings.channels),
+                              prometheus=bool(settings.prometheus.url))
     if not repo.reload():
         # Refuse to start rather than consume alerts as no_match; reloads keep the last good set, so
         # the worker never runs with an empty one.
         raise ConfigError("no valid playbooks, not starting: " + "; ".join(map(str, repo.last_problems)))
-    check_prometheus(settings, repo.current)
     metrics.playbooks_loaded.set(len(repo.current.playbooks))
     async with contextlib.AsyncExitStack() as stack:
         store = await _open_store(settings, clock, stack)

@@ -598,3 +598,12 @@ def check_channels(playbooks: PlaybookSet, channels: Iterable[str]) -> list[Prob
             if step.action == "notify" and channel not in known:
                 out.append(Problem(pb.source, step.line, f"notify step uses unknown channel {channel!r}"))
     return out
+
+
+def check_prometheus(playbooks: PlaybookSet) -> list[Problem]:
+    """For a daemon with no ``prometheus.url``: each ``prometheus_check`` step is a problem at its line
+    (refused at start and at reload alike, rather than failing the first verification after a change)."""
+    return [
+        Problem(pb.source, step.line, "prometheus_check steps need prometheus.url (REMEDIATOR_PROMETHEUS_URL)")
+        for pb in playbooks.playbooks for step in pb.steps + pb.on_failure if step.action == "prometheus_check"
+    ]

@@ -590,7 +590,7 @@ async def test_the_daemon_will_not_start_with_a_prometheus_check_and_no_promethe
     (tmp_path / "pb").mkdir()
     (tmp_path / "pb" / "verify.yaml").write_text(playbook_text(
         {"action": "restart"}, {"action": "prometheus_check", "query": "up", "condition": "== 1"}))
-    with pytest.raises(ConfigError, match=r"need prometheus.url .*verify.yaml:\d+"):
+    with pytest.raises(ConfigError, match=r"verify.yaml:\d+: prometheus_check steps need prometheus.url"):
         async with open_runtime(settings_factory(playbooks=str(tmp_path / "pb")), clock=vclock,
                                 start_worker=False):
             pass
@@ -598,6 +598,23 @@ async def test_the_daemon_will_not_start_with_a_prometheus_check_and_no_promethe
         async with open_runtime(settings_factory(playbooks=str(tmp_path / "pb"), prometheus={"url": "ftp://prom"}),
                                 clock=vclock, start_worker=False):
             pass
+
+
+async def test_a_reload_that_adds_a_prometheus_check_without_prometheus_keeps_the_last_good_set(
+    tmp_path: Path, settings_factory: Callable[..., Any], vclock: VirtualClock
+) -> None:
+    (tmp_path / "pb").mkdir()
+    book = tmp_path / "pb" / "verify.yaml"
+    book.write_text(playbook_text({"action": "restart"}))
+    async with open_runtime(settings_factory(playbooks=str(tmp_path / "pb")), clock=vclock,
+                            start_worker=False) as rt:
+        before = rt.playbooks.current
+        book.write_text(playbook_text({"action": "restart"}, {"action": "prometheus_check", "query": "up",
+                                                              "condition": "== 1"}))
+        assert not await rt.playbooks.reload_async()
+        assert rt.playbooks.current is before
+        assert [p.message for p in rt.playbooks.last_problems] == [
+            "prometheus_check steps need prometheus.url (REMEDIATOR_PROMETHEUS_URL)"]
 
 
 async def test_wait_resolved_in_the_daemon_reads_the_resolve_the_webhook_recorded(
