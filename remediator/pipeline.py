@@ -75,6 +75,20 @@ def _maybe_wrote(wrote: list[bool], previous: StepResult | None) -> dict[str, An
     return {"wrote": True} if may else {}
 
 
+def _history(
+    decision: Decision | None, steps: tuple[PlannedStep, ...], done: Mapping[tuple[str, int], StepResult],
+    step: PlannedStep,
+) -> tuple[tuple[PlannedStep, StepResult], ...]:
+    """What an ``undo`` step reverts: this execution's finished steps other than itself, in the
+    order they ran (the main steps, then on_failure's), each with its recorded result."""
+    ordered = (decision.steps + decision.on_failure) if decision is not None else steps
+    return tuple(
+        (s, r) for s in ordered
+        if (s.phase, s.index) != (step.phase, step.index)
+        and (r := done.get((s.phase, s.index))) is not None and r.finished
+    )
+
+
 def _refused_input(results: Mapping[tuple[str, int], StepResult]) -> bool:
     """Whether the execution failed on input the target refused (a container or pod that
     the alert named and that does not exist)."""
@@ -616,7 +630,8 @@ class Pipeline:
                 await self.store.begin_step(ctx.execution_id, step, {}, started=started)
             else:
                 log.warning("re-checking a step interrupted by a restart", action=step.action)
-            step_ctx = replace(ctx, previous=previous, record_intent=record_intent)
+            step_ctx = replace(ctx, previous=previous, record_intent=record_intent,
+                               history=_history(decision, steps, done, step) if step.action == "undo" else ())
             try:
                 if step.action == "notify" and decision is not None:
                     result = await self._notify_step(step, decision, ctx)

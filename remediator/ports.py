@@ -88,6 +88,10 @@ class StepContext:
     (e.g. ``{"replicas": 6}`` for ``scale by: 2`` from 4) before making it; if the daemon
     dies mid-step, the resumed step gets that record back as ``previous`` and re-applies
     the same absolute change instead of adding 2 again.
+
+    ``history`` is handed to an ``undo`` step only: this execution's finished steps before it,
+    in the order they ran, with their recorded results (the values each write planned from and
+    set), so the executor can revert exactly those and nothing else.
     """
 
     execution_id: str
@@ -97,6 +101,7 @@ class StepContext:
     clock: Clock
     previous: StepResult | None = None
     record_intent: Callable[[Mapping[str, Any]], Awaitable[None]] = _no_intent
+    history: tuple[tuple[PlannedStep, StepResult], ...] = ()
 
 
 # -- the store, by role ---------------------------------------------------------------

@@ -12,11 +12,11 @@ from remediator.core.names import MAX_ENV_VALUE
 
 ACTIONS = (
     "restart", "scale", "resize_pool", "set_image", "set_env", "set_resources", "rollback", "delete_pod",
-    "wait_healthy", "http_check", "prometheus_check", "wait_resolved", "notify",
+    "wait_healthy", "http_check", "prometheus_check", "wait_resolved", "notify", "undo",
 )
 #: Actions that change the cluster: guarded by the lock and dry-run.
 MUTATING_ACTIONS = frozenset(
-    {"restart", "scale", "resize_pool", "set_image", "set_env", "set_resources", "rollback", "delete_pod"}
+    {"restart", "scale", "resize_pool", "set_image", "set_env", "set_resources", "rollback", "delete_pod", "undo"}
 )
 #: Verification steps: they only read (an HTTP endpoint, Prometheus, the recorded alerts), so
 #: they take no lock round trip and, in dry-run, are planned rather than run (docs/playbooks.md).
@@ -122,6 +122,8 @@ _ACTION_PARAMS: dict[str, dict[str, Any]] = {
         "required": ["query", "condition"],
     },
     "wait_resolved": {"properties": {**_CHECK_TIMING}},
+    # reverts what this execution's earlier steps changed (docs/playbooks.md): it takes no parameters
+    "undo": {"properties": {}},
     "notify": {
         "properties": {"channel": {"type": "string", "minLength": 1}, "message": {"type": "string"}},
         "required": ["channel"],

@@ -106,6 +106,28 @@ class Superseded(PermanentError):
         self.values = values
 
 
+#: What ``undo`` reverts (the verification and notify steps change nothing; an undo is not undone).
+_UNDOABLE = frozenset({"restart", "scale", "resize_pool", "set_image", "set_env", "set_resources", "rollback",
+                       "delete_pod"})
+_CHANGED = "changed since; not undone"
+_NOT_UNDONE_FAILED = "not undone"
+#: Outcomes that fail the undo step (so it shows and notifies); "cannot be undone" (a deleted pod)
+#: and "not reverted" (a restart) are recorded but expected.
+_FAILED_OUTCOMES = frozenset({_CHANGED, _NOT_UNDONE_FAILED})
+
+
+def _undo_line(entry: Mapping[str, Any]) -> str:
+    """One step's line in the undo's message; an env var's values stay out of it (they may be secrets)."""
+    what = f"{entry['phase']} step {entry['index']} ({entry['action']}): {entry['outcome']}"
+    if entry["action"] == "set_env":
+        pass
+    elif "current" in entry and entry["outcome"] == _CHANGED:
+        what += f" (set {entry['from']} -> {entry['to']}, now {entry['current']})"
+    elif entry["outcome"] == "undone" and "from" in entry:
+        what += f" ({entry['to']} -> {entry['from']})"
+    return what + (f": {entry['reason']}" if entry.get("reason") else "")
+
+
 def classify(exc: BaseException) -> PermanentError | TemporaryError:
     """Map a client failure to what the executor should do next."""
     if isinstance(exc, ApiException):
@@ -195,6 +217,19 @@ def _env_patch(
     return _container_patch(before, {"name": container, "env": [new_entry]})
 
 
+def _env_restore(
+    before: Mapping[str, Any], container: str, name: str, state: Mapping[str, Any], entry: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """The patch putting one env var back as :func:`_env_state` recorded it: a value, a reference
+    (``valueFrom``, the value removed), or no entry at all (``$patch: delete`` by its name)."""
+    if "absent" in state:
+        return _container_patch(before, {"name": container, "env": [{"name": name, "$patch": "delete"}]})
+    if "valueFrom" in state:
+        return _container_patch(before, {"name": container, "env": [
+            {"name": name, "valueFrom": state["valueFrom"], "value": None}]})
+    return _env_patch(before, container, name, str(state.get("value", "")), entry)
+
+
 def _pod_ready(pod: Mapping[str, Any]) -> bool:
     conditions = (pod.get("status") or {}).get("conditions") or []
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
@@ -267,6 +302,16 @@ def _new_quantity(resource: str, current: str | None, change: Mapping[str, Any],
     if now is not None and value == now:
         return current  # unchanged: keep its spelling
     return format_quantity(value, resource, binary=binary)
+
+
+def _resources_restore(held: Mapping[str, Any], origin: Resources) -> dict[str, Any]:
+    """The ``resources`` patch putting back what a step found: an unset quantity is removed (``null``),
+    and a section (requests, limits) left with nothing is removed whole, as the step found it."""
+    patch: dict[str, Any] = {}
+    for section, values in origin.items():
+        left = {r for r, q in (held.get(section) or {}).items() if q is not None and values.get(r, q) is not None}
+        patch[section] = dict(values) if left or any(v is not None for v in values.values()) else None
+    return patch
 
 
 def _requests_within_limits(held: Mapping[str, Any], desired: Resources, container: str) -> None:
@@ -822,6 +867,140 @@ class KubeExecutor:
         return self._done(
             f"deleted pod {pod_name}", pod, self._dict(result) if self.server_dry_run else None, pod=pod_name
         )
+
+    async def _do_undo(self, step: PlannedStep, ctx: StepContext) -> StepResult:
+        """Revert exactly what this execution's earlier steps changed, newest first.
+
+        Each mutating step that wrote recorded the value it planned from and the value it set
+        (``from``/``to``).  A step is reverted only while the object still holds the value it
+        set; if it holds the earlier value the step is already undone, and anything else is a
+        later change (someone else's): it is recorded "changed since; not undone" and left
+        alone, and the undo fails so that it shows and notifies.  Every revert carries the
+        resourceVersion it read, and is preceded by a write-ahead intent naming the steps
+        already reverted and the one being reverted, so a retry or a resume after a crash
+        neither reverts a step twice nor mistakes its own earlier revert for a later change.
+        """
+        intent = _intent(ctx)
+        reverted: list[list[Any]] = [list(k) for k in intent.get("undone", [])]
+        earlier = {
+            tuple(k) for _, r in ctx.history for k in r.details.get("undone", []) if r.status in ("ok", "failed")
+        }
+        entries: list[dict[str, Any]] = []
+        for planned, result in reversed(ctx.history):
+            key = [planned.phase, planned.index]
+            if planned.action not in _UNDOABLE or tuple(key) in earlier:
+                continue
+            wrote = bool(result.details.get("wrote"))
+            if not wrote or result.status not in ("ok", "failed"):
+                continue  # it sent nothing (already in place, failed before writing), or only planned (dry run)
+            entry: dict[str, Any] = {"phase": planned.phase, "index": planned.index, "action": planned.action}
+            if key in reverted:
+                entries.append({**entry, "outcome": "undone", "note": "before an interruption"})
+                continue
+            if result.status != "ok":
+                entries.append({**entry, "outcome": _NOT_UNDONE_FAILED, "reason": (
+                    "the step failed after sending a write, so the value it may have set is not recorded: "
+                    "check the target by hand")})
+                continue
+
+            async def before_write(key: list[Any] = key) -> None:
+                await ctx.record_intent({"undone": list(reverted), "undoing": key})
+
+            outcome = await self._undo_one(planned, result, ctx, before_write)
+            if outcome.get("outcome") in ("undone", "already undone"):
+                reverted.append(key)
+            entries.append({**entry, **outcome})
+        failed = [e for e in entries if e["outcome"] in _FAILED_OUTCOMES]
+        done = [e for e in entries if e["outcome"] == "undone"]
+        details: dict[str, Any] = {"undone": reverted, "steps": entries, "server_side": self.server_dry_run}
+        if not entries:
+            return StepResult("planned" if self.server_dry_run else "ok",
+                              "nothing to undo: no earlier step of this execution changed anything", details=details)
+        summary = "; ".join(_undo_line(e) for e in entries)
+        if failed:
+            return StepResult("failed", f"undo on {ctx.target.key}: {len(failed)} step(s) not undone: {summary}",
+                              details=details)
+        prefix = "dry-run (server-side): would have " if self.server_dry_run else ""
+        return StepResult("planned" if self.server_dry_run else "ok",
+                          f"{prefix}undone {len(done)} step(s), newest first: {summary}", details=details)
+
+    async def _undo_one(
+        self, planned: PlannedStep, result: StepResult, ctx: StepContext, before_write: Callable[[], Awaitable[None]]
+    ) -> dict[str, Any]:
+        """One step's revert: its outcome for the audit (``undone``, ``already undone``, or why not)."""
+        action, d, p, t = planned.action, result.details, planned.params, ctx.target
+        if action == "delete_pod":
+            return {"outcome": "cannot be undone", "reason": f"pod {d.get('pod') or p.get('pod')} was deleted; "
+                    "its controller replaces it, and a deleted pod cannot be brought back"}
+        if action == "restart":
+            return {"outcome": "not reverted", "reason": "a restart replaced the pods; putting the previous "
+                    "restartedAt back would only replace them all once more (there are no old pods to bring back)"}
+        if action == "rollback":
+            return {"outcome": _NOT_UNDONE_FAILED, "reason": "a rollback's previous pod template is not recorded "
+                    "(the audit keeps only a digest and redacted snapshots): roll forward by hand or with set_image"}
+        if "from" not in d or "to" not in d:
+            return {"outcome": _NOT_UNDONE_FAILED, "reason": "the step's result records no from/to values"}
+        origin, set_to = d["from"], d["to"]
+        try:
+            if action == "scale":
+                read, put = (
+                    (self.apps.read_namespaced_deployment_scale, self.apps.replace_namespaced_deployment_scale)
+                    if t.kind == "Deployment"
+                    else (self.apps.read_namespaced_stateful_set_scale, self.apps.replace_namespaced_stateful_set_scale)
+                )
+                scale = self._dict(await self._call(read, t.name, t.namespace, **self._kw()))
+                current: Any = int((scale.get("spec") or {}).get("replicas") or 0)
+
+                async def write() -> None:  # the Scale read carries its resourceVersion: a change since is a 409
+                    body = {**scale, "spec": {"replicas": int(origin)}}
+                    await self._call(put, t.name, t.namespace, body, **self._kw(True))
+
+                return await self._revert(current, origin, set_to, before_write, write, lambda a, b: a == b)
+            obj = await self._read(ctx)
+            container = _container_of(obj, p["container"], t.key)
+            body: dict[str, Any]
+            if action == "set_image":
+                current = container.get("image")
+                body = _container_patch(obj, {"name": p["container"], "image": origin})
+            elif action == "set_resources":
+                held = container.get("resources") or {}
+                current = {s: {r: (held.get(s) or {}).get(r) for r in rs} for s, rs in set_to.items()}
+                body = _container_patch(obj, {"name": p["container"], "resources": _resources_restore(held, origin)})
+                return await self._revert(current, origin, set_to, before_write, lambda: self._patch(ctx, body),
+                                          _same_resources)
+            else:  # resize_pool, set_env: one env var
+                env_name = p["env"] if action == "resize_pool" else p["name"]
+                entry = next((e for e in container.get("env") or [] if e.get("name") == env_name), None)
+                current = _env_state(entry)
+                if action == "resize_pool":
+                    if origin is None:
+                        return {"outcome": _NOT_UNDONE_FAILED, "reason": f"{env_name} held no number before "
+                                "(unset or a reference), which resize_pool does not record exactly"}
+                    origin, set_to = {"value": str(origin)}, {"value": str(set_to)}
+                body = _env_restore(obj, p["container"], env_name, origin, entry)
+        except RefusedInput as exc:  # the container is gone: that is a change since, not this undo's input
+            return {"outcome": _CHANGED, "reason": str(exc), "from": origin, "to": set_to}
+        return await self._revert(current, origin, set_to, before_write, lambda: self._patch(ctx, body),
+                                  lambda a, b: a == b)
+
+    async def _revert(
+        self, current: Any, origin: Any, set_to: Any, before_write: Callable[[], Awaitable[None]],
+        write: Callable[[], Awaitable[Any]], same: Callable[[Any, Any], bool],
+    ) -> dict[str, Any]:
+        values = {"from": origin, "to": set_to, "current": current}
+        if same(current, set_to) and not same(current, origin):
+            await before_write()
+            try:
+                await write()
+            except Rejected as exc:
+                # Changed between the read and the write (a 409), or throttled: retried as a fault, so
+                # that the intent naming the steps reverted so far is kept (a refused write's intent is
+                # otherwise dropped) and the retry re-reads and re-checks from it.
+                raise TemporaryError(str(exc), delay=exc.delay, status=exc.status) from exc
+            return {"outcome": "undone", **values}
+        if same(current, origin):
+            return {"outcome": "already undone", **values}
+        return {"outcome": _CHANGED, **values}
 
     async def _do_wait_healthy(self, step: PlannedStep, ctx: StepContext) -> StepResult:
         timeout = float(step.params.get("timeout", 300.0))

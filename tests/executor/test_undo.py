@@ -1,0 +1,376 @@
+"""``undo``: exact undo of what this execution changed, on a (fake) apiserver.
+
+Each mutating step records the value it planned from and the value it set; ``undo`` puts
+the earlier value back, newest step first, and only where the object still holds the
+value the step set.  A later change by someone else is never clobbered: that step is
+recorded "changed since; not undone" with the values involved, and the undo fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from remediator.clock import VirtualClock
+from remediator.core.alerts import Alert
+from remediator.core.decisions import PlannedStep, ResolvedTarget
+from remediator.core.playbooks import parse_playbooks
+from remediator.executors.kube import KubeExecutor
+from remediator.ports import StepContext, StepResult
+from remediator.settings import KubernetesSettings
+from remediator.testing.kube.harness import FakeKube
+from tests.executor.harness import NS, open_harness, playbook, steps_of, web
+from tests.payloads import alert_json
+
+SMP = "application/strategic-merge-patch+json"
+History = tuple[tuple[PlannedStep, StepResult], ...]
+
+
+def executor(kube: FakeKube, clock: VirtualClock, *, dry_run: bool = False) -> KubeExecutor:
+    return KubeExecutor(kube.api, clock, KubernetesSettings(mode="kubeconfig", request_timeout=30),
+                        server_dry_run=dry_run)
+
+
+def context(
+    clock: VirtualClock, history: History = (), *, previous: StepResult | None = None,
+    intents: list[dict[str, Any]] | None = None,
+) -> StepContext:
+    async def record(intent: Mapping[str, Any]) -> None:
+        if intents is not None:
+            intents.append(dict(intent))
+
+    return StepContext("ex-1", Alert.from_json(alert_json({"alertname": "Broken"})),
+                       ResolvedTarget("Deployment", NS, "web"), False, clock, previous=previous,
+                       record_intent=record, history=history)
+
+
+async def apply(kube: FakeKube, clock: VirtualClock, *steps: tuple[str, dict[str, Any]]) -> History:
+    """Run the steps live, as an execution's main steps, and return them with their results."""
+    history: list[tuple[PlannedStep, StepResult]] = []
+    for index, (action, params) in enumerate(steps):
+        planned = PlannedStep(index, action, params)
+        result = await executor(kube, clock).run(planned, context(clock))
+        assert result.status == "ok" and result.details.get("wrote"), result.message
+        history.append((planned, result))
+    return tuple(history)
+
+
+UNDO = PlannedStep(0, "undo", {}, "on_failure")
+
+
+def app(kube: FakeKube) -> dict[str, Any]:
+    obj = kube.cluster.get("deployments", NS, "web")
+    assert obj is not None
+    container: dict[str, Any] = obj["spec"]["template"]["spec"]["containers"][0]
+    return container
+
+
+def env_of(kube: FakeKube, name: str) -> dict[str, Any] | None:
+    return next((e for e in app(kube).get("env") or [] if e["name"] == name), None)
+
+
+def replicas(kube: FakeKube) -> int:
+    obj = kube.cluster.get("deployments", NS, "web")
+    assert obj is not None
+    return int(obj["spec"]["replicas"])
+
+
+def sidecar(kube: FakeKube) -> dict[str, Any]:
+    obj = kube.cluster.get("deployments", NS, "web")
+    assert obj is not None
+    container: dict[str, Any] = obj["spec"]["template"]["spec"]["containers"][1]
+    return container
+
+
+def someone_patches(kube: FakeKube, container: dict[str, Any]) -> None:
+    """A person's ``kubectl patch`` of the app container, between the step and the undo."""
+    kube.cluster.patch("deployments", NS, "web", SMP, {"spec": {"template": {"spec": {"containers": [container]}}}})
+
+
+def _with_resources(manifest: dict[str, Any], resources: dict[str, Any]) -> dict[str, Any]:
+    manifest["spec"]["template"]["spec"]["containers"][0]["resources"] = resources
+    return manifest
+
+
+SECRET_REF = {"secretKeyRef": {"name": "jvm", "key": "opts"}}
+
+#: action -> (manifest, step params, what the step changes, a later change by someone else)
+CASES: dict[str, tuple[dict[str, Any], dict[str, Any], Callable[[FakeKube], Any], Callable[[FakeKube], None]]] = {
+    "scale": (
+        web(replicas=3), {"to": 5}, replicas,
+        lambda kube: kube.cluster.patch_scale("deployments", NS, "web", "application/merge-patch+json",
+                                              {"spec": {"replicas": 8}}),
+    ),
+    "set_image": (
+        web(), {"container": "app", "image": "registry.example/web:2.0"}, lambda kube: app(kube)["image"],
+        lambda kube: someone_patches(kube, {"name": "app", "image": "registry.example/web:3.0"}),
+    ),
+    "set_env (a value)": (
+        web(env=[{"name": "JAVA_OPTS", "value": "-Xmx1g"}]),
+        {"container": "app", "name": "JAVA_OPTS", "value": "-Xms2g -Xmx4g"},
+        lambda kube: env_of(kube, "JAVA_OPTS"),
+        lambda kube: someone_patches(kube, {"name": "app", "env": [{"name": "JAVA_OPTS", "value": "-Xmx8g"}]}),
+    ),
+    "set_env (absent)": (
+        web(env=[{"name": "OTHER", "value": "1"}]),
+        {"container": "app", "name": "JAVA_OPTS", "value": "-Xmx4g"},
+        lambda kube: app(kube)["env"],
+        lambda kube: someone_patches(kube, {"name": "app", "env": [{"name": "JAVA_OPTS", "value": "-Xmx8g"}]}),
+    ),
+    "set_env (valueFrom)": (
+        web(env=[{"name": "JAVA_OPTS", "valueFrom": SECRET_REF}]),
+        {"container": "app", "name": "JAVA_OPTS", "value": "-Xmx4g"},
+        lambda kube: env_of(kube, "JAVA_OPTS"),
+        lambda kube: someone_patches(kube, {"name": "app", "env": [{"name": "JAVA_OPTS", "value": "-Xmx8g"}]}),
+    ),
+    "resize_pool": (
+        web(env=[{"name": "DB_POOL_MAX_SIZE", "value": "10"}]),
+        {"container": "app", "env": "DB_POOL_MAX_SIZE", "by": 5},
+        lambda kube: env_of(kube, "DB_POOL_MAX_SIZE"),
+        lambda kube: someone_patches(kube, {"name": "app", "env": [{"name": "DB_POOL_MAX_SIZE", "value": "40"}]}),
+    ),
+    "set_resources": (
+        _with_resources(web(), {"requests": {"cpu": "100m"}}),
+        {"container": "app", "requests": {"cpu": {"to": "500m"}}, "limits": {"memory": {"to": "1Gi"}}},
+        lambda kube: app(kube).get("resources"),
+        lambda kube: someone_patches(kube, {"name": "app", "resources": {"requests": {"cpu": "750m"}}}),
+    ),
+}
+
+
+def writes(kube: FakeKube) -> int:
+    return len(kube.cluster.requests.writes())
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+async def test_undo_restores_exactly_the_prior_value(case: str, vclock: VirtualClock, kube: FakeKube) -> None:
+    manifest, params, value, _ = CASES[case]
+    action = case.split()[0]
+    kube.cluster.apply(manifest)
+    prior, untouched = value(kube), sidecar(kube)
+    history = await apply(kube, vclock, (action, params))
+    assert value(kube) != prior
+
+    result = await executor(kube, vclock).run(UNDO, context(vclock, history))
+
+    assert result.status == "ok", result.message
+    assert value(kube) == prior
+    assert sidecar(kube) == untouched
+    [entry] = result.details["steps"]
+    assert (entry["phase"], entry["index"], entry["action"], entry["outcome"]) == ("main", 0, action, "undone")
+    assert result.details["undone"] == [["main", 0]]
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+async def test_a_later_change_by_someone_else_is_not_reverted(
+    case: str, vclock: VirtualClock, kube: FakeKube
+) -> None:
+    manifest, params, value, later = CASES[case]
+    action = case.split()[0]
+    kube.cluster.apply(manifest)
+    history = await apply(kube, vclock, (action, params))
+    later(kube)
+    theirs, before = value(kube), writes(kube)
+
+    result = await executor(kube, vclock).run(UNDO, context(vclock, history))
+
+    assert result.status == "failed"
+    assert value(kube) == theirs
+    assert writes(kube) == before  # nothing was written at all
+    [entry] = result.details["steps"]
+    assert entry["outcome"] == "changed since; not undone"
+    step = history[0][1].details
+    if action == "resize_pool":  # compared as the env var's state, as set_env records it
+        assert (entry["from"], entry["to"]) == ({"value": str(step["from"])}, {"value": str(step["to"])})
+    else:
+        assert (entry["from"], entry["to"]) == (step["from"], step["to"])
+    assert entry["current"] != entry["to"]
+    assert "changed since; not undone" in result.message
+    assert result.details["undone"] == []
+
+
+async def test_several_steps_are_undone_newest_first(vclock: VirtualClock, kube: FakeKube) -> None:
+    """Two scales of the same workload: the newer is reverted first, so the older finds its own value."""
+    kube.cluster.apply(web(replicas=3))
+    history = await apply(kube, vclock, ("scale", {"to": 5}), ("set_image", {"container": "app", "image": "x:2"}),
+                          ("scale", {"by": 1}))
+    assert (replicas(kube), app(kube)["image"]) == (6, "x:2")
+
+    result = await executor(kube, vclock).run(UNDO, context(vclock, history))
+
+    assert result.status == "ok", result.message
+    assert (replicas(kube), app(kube)["image"]) == (3, "registry.example/web:1.0")
+    assert [(e["index"], e["outcome"]) for e in result.details["steps"]] == [(2, "undone"), (1, "undone"),
+                                                                            (0, "undone")]
+    assert "6 -> 5" in result.message and "5 -> 3" in result.message
+
+
+async def test_only_the_step_changed_since_is_left_alone(vclock: VirtualClock, kube: FakeKube) -> None:
+    kube.cluster.apply(web(replicas=3))
+    history = await apply(kube, vclock, ("scale", {"to": 5}), ("set_image", {"container": "app", "image": "x:2"}))
+    someone_patches(kube, {"name": "app", "image": "x:3"})
+
+    result = await executor(kube, vclock).run(UNDO, context(vclock, history))
+
+    assert result.status == "failed"
+    assert (replicas(kube), app(kube)["image"]) == (3, "x:3")
+    assert [(e["action"], e["outcome"]) for e in result.details["steps"]] == [
+        ("set_image", "changed since; not undone"), ("scale", "undone")]
+    changed = result.details["steps"][0]
+    assert (changed["from"], changed["to"], changed["current"]) == ("registry.example/web:1.0", "x:2", "x:3")
+
+
+async def test_dry_run_undo_changes_nothing(vclock: VirtualClock, kube: FakeKube) -> None:
+    kube.cluster.apply(web(replicas=3))
+    history = await apply(kube, vclock, ("scale", {"to": 5}), ("set_image", {"container": "app", "image": "x:2"}))
+    before = writes(kube)
+
+    result = await executor(kube, vclock, dry_run=True).run(UNDO, context(vclock, history))
+
+    assert result.status == "planned", result.message
+    assert result.message.startswith("dry-run (server-side): would have undone 2 step(s)")
+    assert (replicas(kube), app(kube)["image"]) == (5, "x:2")
+    sent = kube.cluster.requests.writes()[before:]
+    assert len(sent) == 2 and all(r.dry_run for r in sent)  # the apiserver checked both, applied neither
+
+
+async def test_undo_with_nothing_written_is_a_no_op_success(vclock: VirtualClock, kube: FakeKube) -> None:
+    kube.cluster.apply(web(replicas=3))
+    unchanged = PlannedStep(0, "scale", {"to": 3})
+    kept = await executor(kube, vclock).run(unchanged, context(vclock))  # already 3: nothing sent
+    planned = PlannedStep(1, "set_image", {"container": "app", "image": "x:2"})
+    dry = await executor(kube, vclock, dry_run=True).run(planned, context(vclock))
+    before = writes(kube)
+
+    for history in ((), ((unchanged, kept), (planned, dry))):
+        result = await executor(kube, vclock).run(UNDO, context(vclock, history))
+        assert result.status == "ok" and result.message.startswith("nothing to undo"), result.message
+        assert result.details["steps"] == []
+    assert writes(kube) == before
+
+
+async def test_a_deleted_pod_and_a_restart_are_recorded_as_not_reverted(vclock: VirtualClock, kube: FakeKube) -> None:
+    """Neither is a failure: a deleted pod cannot come back, and undoing a restart would only restart again."""
+    kube.cluster.apply(web(replicas=3))
+    [(restart, restarted)] = await apply(kube, vclock, ("restart", {}))
+    template = kube.cluster.get("deployments", NS, "web")["spec"]["template"]  # type: ignore[index]
+    deleted = (PlannedStep(1, "delete_pod", {"pod": "web-1"}),
+               StepResult("ok", details={"pod": "web-1", "wrote": True}))
+    before = writes(kube)
+
+    result = await executor(kube, vclock).run(UNDO, context(vclock, ((restart, restarted), deleted)))
+
+    assert result.status == "ok", result.message
+    assert [(e["action"], e["outcome"]) for e in result.details["steps"]] == [
+        ("delete_pod", "cannot be undone"), ("restart", "not reverted")]
+    assert writes(kube) == before
+    assert kube.cluster.get("deployments", NS, "web")["spec"]["template"] == template  # type: ignore[index]
+
+
+async def test_a_rollback_is_refused_with_its_reason(vclock: VirtualClock, kube: FakeKube) -> None:
+    kube.cluster.apply(web(replicas=3))
+    rollback = (PlannedStep(0, "rollback", {}), StepResult("ok", details={"revision": 1, "wrote": True}))
+
+    result = await executor(kube, vclock).run(UNDO, context(vclock, (rollback,)))
+
+    assert result.status == "failed"
+    [entry] = result.details["steps"]
+    assert entry["outcome"] == "not undone" and "previous pod template is not recorded" in entry["reason"]
+
+
+async def test_a_crash_mid_undo_resumes_without_applying_twice(vclock: VirtualClock, kube: FakeKube) -> None:
+    """The daemon dies while the scale's revert is at the apiserver (after the image's revert landed).
+    The resumed undo finds the image reverted by its intent and the scale already back: no second write,
+    and neither is mistaken for someone else's change."""
+    kube.cluster.apply(web(replicas=3))
+    history = await apply(kube, vclock, ("scale", {"to": 5}), ("scale", {"by": 1}),
+                          ("set_image", {"container": "app", "image": "x:2"}))
+    kube.cluster.faults.hang(method="PUT", path="/scale$")
+    intents: list[dict[str, Any]] = []
+    before = writes(kube)
+    task = asyncio.create_task(executor(kube, vclock).run(UNDO, context(vclock, history, intents=intents)))
+    await kube.cluster.requests.arrival("PUT", "/scale$", seen=False)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    changes = kube.cluster.watch("deployments", int(kube.cluster.resource_version))
+    try:
+        kube.cluster.faults.release()  # it had reached the apiserver: it lands anyway
+        while replicas(kube) != 5:
+            await asyncio.wait_for(changes.queue.get(), 5)
+    finally:
+        kube.cluster.unwatch(changes)
+    kube.cluster.faults.clear()
+    assert replicas(kube) == 5 and intents[-1] == {"undone": [["main", 2]], "undoing": ["main", 1]}
+
+    crashed = StepResult("started", details={"intent": intents[-1]})
+    result = await executor(kube, vclock).run(UNDO, context(vclock, history, previous=crashed, intents=intents))
+
+    assert result.status == "ok", result.message
+    assert (replicas(kube), app(kube)["image"]) == (3, "registry.example/web:1.0")
+    assert [(e["index"], e["outcome"]) for e in result.details["steps"]] == [
+        (2, "undone"), (1, "already undone"), (0, "undone")]
+    sent = [f"{r.method} {r.path}" for r in kube.cluster.requests.writes()[before:]]
+    assert len(sent) == 3 and sum("/scale" in w for w in sent) == 2  # image once, 6 -> 5 once, 5 -> 3 once
+
+
+async def test_on_failure_undo_through_the_pipeline(
+    tmp_path: Path, settings_factory: Callable[..., Any], vclock: VirtualClock, kube: FakeKube
+) -> None:
+    """The runbook's shape: change, fail, undo exactly what was changed; a step that wrote nothing is not undone."""
+    kube.cluster.apply(web(replicas=3))
+    steps = (
+        "- action: set_image\n  container: app\n  image: registry.example/web:2.0\n"
+        "- action: scale\n  to: 5\n"
+        "- action: set_image\n  container: missing\n  image: registry.example/web:2.0\n"
+    )
+    books = {"fix": playbook(steps, on_failure="- action: undo\n")}
+    async with open_harness(tmp_path, settings_factory, vclock, kube, books) as h:
+        full = await h.fire()
+    assert (replicas(kube), app(kube)["image"]) == (3, "registry.example/web:1.0")
+    assert full["status"] == "failed"
+    assert steps_of(full)[-1] == ("on_failure", "undo", "ok")
+    undo = full["results"][-1]["details"]
+    assert [(e["index"], e["action"]) for e in undo["steps"]] == [(1, "scale"), (0, "set_image")]
+
+
+async def test_a_conflict_mid_undo_is_retried_without_losing_what_was_reverted(
+    vclock: VirtualClock, kube: FakeKube
+) -> None:
+    """Three scales 3 -> 5 -> 6 -> 7; the third revert (5 -> 3) meets a 409.  The retry re-reads 5, and
+    its intent says the two newer steps are reverted already, so 5 is not taken for a later change."""
+    kube.cluster.apply(web(replicas=3))
+    history = await apply(kube, vclock, ("scale", {"to": 5}), ("scale", {"by": 1}), ("scale", {"by": 1}))
+    before = writes(kube)
+    run = asyncio.create_task(executor(kube, vclock).run(UNDO, context(vclock, history)))
+    await kube.cluster.requests.arrival(
+        "PUT", "/scale$", where=lambda r: len(kube.cluster.requests.writes()[before:]) == 2, seen=False)
+    kube.cluster.faults.conflict(method="PUT", path="/scale$")  # the next revert (5 -> 3) is refused once
+    while not run.done():  # the backoff after the 409
+        waiting = asyncio.ensure_future(vclock.sleeping(lambda left: left <= 15))
+        await asyncio.wait({run, waiting}, return_when=asyncio.FIRST_COMPLETED)
+        if waiting.done():
+            await vclock.advance(waiting.result())
+        else:
+            waiting.cancel()
+    result = run.result()
+
+    assert result.status == "ok", result.message
+    assert replicas(kube) == 3
+    sent = kube.cluster.requests.writes()[before:]
+    assert [r.status for r in sent][2] == 409 and len(sent) == 4  # 7 -> 6, 6 -> 5, refused, 5 -> 3
+    assert result.details["undone"] == [["main", 2], ["main", 1], ["main", 0]]
+    assert result.details["attempts"] == 2
+
+
+def test_undo_takes_no_parameters() -> None:
+    text = playbook("- action: scale\n  to: 5\n", on_failure="- action: undo\n")
+    books, problems = parse_playbooks(text, "fix.yaml")
+    assert problems == [] and books[0].on_failure[0].action == "undo"
+    _, problems = parse_playbooks(playbook("- action: undo\n  to: 3\n"), "bad.yaml")
+    assert [p.message for p in problems] and "to" in problems[0].message
