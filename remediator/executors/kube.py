@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import operator
 import os
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -180,6 +181,22 @@ def _unless_unchanged(key: str, intent: Mapping[str, Any], current: str) -> None
         )
 
 
+def _template_change(origin: str | None, after: Mapping[str, Any] | None) -> dict[str, str]:
+    """What ``undo`` needs of a rollback: the digests of the pod template it found and of the one it set
+    (none when the template it found is not known: an intent recorded before digests were)."""
+    if origin is None or after is None:
+        return {}
+    return {"template_from": origin, "template_to": rollout.template_digest(after["spec"].get("template"))}
+
+
+def _revision_digest(data: Mapping[str, Any]) -> str:
+    """The digest of the pod template a ControllerRevision's ``data`` holds: a strategic-merge patch
+    whose template carries ``$patch: replace``, a directive and no part of the template."""
+    template = dict((data.get("spec") or {}).get("template") or {})
+    template.pop("$patch", None)
+    return rollout.template_digest(template)
+
+
 def _revision_named(objects: list[dict[str, Any]], name: str, revision: Callable[[dict[str, Any]], int]) -> int:
     for obj in objects:
         if (obj.get("metadata") or {}).get("name") == name:
@@ -215,6 +232,10 @@ def _env_patch(
     if entry is not None and entry.get("valueFrom") is not None:
         new_entry["valueFrom"] = None
     return _container_patch(before, {"name": container, "env": [new_entry]})
+
+
+async def _nothing() -> None:
+    """The write of a revert that finds nothing to write (already undone, or changed since)."""
 
 
 def _env_restore(
@@ -784,7 +805,8 @@ class KubeExecutor:
                 plan = rollout.plan_deployment_rollback(before, replicasets, to_revision)
                 if plan.patch is None and intent:
                     message = f"rolled back to revision {intent['revision']} (already applied)"
-                    return self._done(message, before, before, revision=intent["revision"])
+                    return self._done(message, before, before, revision=intent["revision"],
+                                      **_template_change(intent.get("from"), before))
                 if plan.patch is None:
                     return StepResult(
                         "skipped", plan.message, _snapshot(before), _snapshot(before), {"revision": plan.revision}
@@ -796,7 +818,8 @@ class KubeExecutor:
                     await ctx.record_intent({"replicaset": plan.replicaset, "revision": plan.revision, "from": current})
                 after = await self._patch(ctx, plan.patch)
                 revision = intent.get("revision", plan.revision)
-                return self._done(f"rolled back to revision {revision}", before, after, revision=revision)
+                return self._done(f"rolled back to revision {revision}", before, after, revision=revision,
+                                  **_template_change(intent.get("from") if intent else current, after))
             revs = await self._call(
                 self.apps.list_namespaced_controller_revision, t.namespace, label_selector=selector, **self._kw()
             )
@@ -806,16 +829,18 @@ class KubeExecutor:
             revision, data, name = rollout.plan_statefulset_rollback(before, revisions, to_revision)
             current = rollout.template_digest(before["spec"].get("template"))
             if intent:
-                wanted = rollout.template_digest((data.get("spec") or {}).get("template"))
+                wanted = _revision_digest(data)
                 if current == wanted and "from" in intent:
                     message = f"rolled back to revision {intent['revision']} (already applied)"
-                    return self._done(message, before, before, revision=intent["revision"])
+                    return self._done(message, before, before, revision=intent["revision"],
+                                      **_template_change(intent.get("from"), before))
                 _unless_unchanged(t.key, intent, current)
             else:
                 await ctx.record_intent({"controllerrevision": name, "revision": revision, "from": current})
             after = await self._patch(ctx, data)  # the revision's own data: applying it twice changes nothing
             revision = intent.get("revision", revision)
-            return self._done(f"rolled back to revision {revision}", before, after, revision=revision)
+            return self._done(f"rolled back to revision {revision}", before, after, revision=revision,
+                              **_template_change(intent.get("from") if intent else current, after))
         except rollout.RollbackError as exc:
             raise PermanentError(str(exc)) from None
 
@@ -936,8 +961,7 @@ class KubeExecutor:
             return {"outcome": "not reverted", "reason": "a restart replaced the pods; putting the previous "
                     "restartedAt back would only replace them all once more (there are no old pods to bring back)"}
         if action == "rollback":
-            return {"outcome": _NOT_UNDONE_FAILED, "reason": "a rollback's previous pod template is not recorded "
-                    "(the audit keeps only a digest and redacted snapshots): roll forward by hand or with set_image"}
+            return await self._undo_rollback(d, ctx, before_write)
         if "from" not in d or "to" not in d:
             return {"outcome": _NOT_UNDONE_FAILED, "reason": "the step's result records no from/to values"}
         origin, set_to = d["from"], d["to"]
@@ -955,7 +979,7 @@ class KubeExecutor:
                     body = {**scale, "spec": {"replicas": int(origin)}}
                     await self._call(put, t.name, t.namespace, body, **self._kw(True))
 
-                return await self._revert(current, origin, set_to, before_write, write, lambda a, b: a == b)
+                return await self._revert(current, origin, set_to, before_write, write, operator.eq)
             obj = await self._read(ctx)
             container = _container_of(obj, p["container"], t.key)
             body: dict[str, Any]
@@ -980,8 +1004,54 @@ class KubeExecutor:
                 body = _env_restore(obj, p["container"], env_name, origin, entry)
         except RefusedInput as exc:  # the container is gone: that is a change since, not this undo's input
             return {"outcome": _CHANGED, "reason": str(exc), "from": origin, "to": set_to}
-        return await self._revert(current, origin, set_to, before_write, lambda: self._patch(ctx, body),
-                                  lambda a, b: a == b)
+        return await self._revert(current, origin, set_to, before_write, lambda: self._patch(ctx, body), operator.eq)
+
+    async def _undo_rollback(
+        self, d: Mapping[str, Any], ctx: StepContext, before_write: Callable[[], Awaitable[None]]
+    ) -> dict[str, Any]:
+        """A rollback is undone by rolling forward to the revision that holds the pod template it found
+        (by its digest: revision numbers move with every rollback), while the workload still runs the
+        template the rollback set.  The write carries the resourceVersion read."""
+        origin, set_to = d.get("template_from"), d.get("template_to")
+        if not origin or not set_to:
+            return {"outcome": _NOT_UNDONE_FAILED, "reason": "the rollback recorded no pod template digests "
+                    "(it ran before undo existed): roll forward by hand or with set_image"}
+        t = ctx.target
+        obj = await self._read(ctx)
+        current = rollout.template_digest(obj["spec"].get("template"))
+        if current != set_to or current == origin:
+            return await self._revert(current, origin, set_to, before_write, _nothing, operator.eq)
+        selector = ",".join(f"{k}={v}" for k, v in obj["spec"]["selector"].get("matchLabels", {}).items())
+        uid = obj["metadata"]["uid"]
+        version = obj["metadata"]["resourceVersion"]
+        body: Any = None
+        if t.kind == "Deployment":
+            found = await self._call(
+                self.apps.list_namespaced_replica_set, t.namespace, label_selector=selector, **self._kw()
+            )
+            replicasets = [self._dict(rs) for rs in found.items]
+            held = [rs for rs in replicasets if rollout.owned_by(rs, uid)
+                    and rollout.template_digest(rs["spec"].get("template")) == origin]
+            if held:
+                try:
+                    plan = rollout.plan_deployment_rollback(obj, replicasets, rollout.revision_of(held[0]))
+                except rollout.RollbackError as exc:
+                    return {"outcome": _NOT_UNDONE_FAILED, "reason": str(exc)}
+                if plan.patch is not None:
+                    body = [*plan.patch, {"op": "replace", "path": "/metadata/resourceVersion", "value": version}]
+        else:
+            found = await self._call(
+                self.apps.list_namespaced_controller_revision, t.namespace, label_selector=selector, **self._kw()
+            )
+            data = next((r.get("data") or {} for r in map(self._dict, found.items) if rollout.owned_by(r, uid)
+                         and _revision_digest(r.get("data") or {}) == origin), None)
+            if data is not None:
+                body = {**data, "metadata": {"resourceVersion": version}}
+        if body is None:
+            return {"outcome": _NOT_UNDONE_FAILED, "from": origin, "to": set_to, "current": current,
+                    "reason": "no revision in the workload's history holds the pod template the rollback found "
+                    "any more (revisionHistoryLimit): roll forward by hand or with set_image"}
+        return await self._revert(current, origin, set_to, before_write, lambda: self._patch(ctx, body), operator.eq)
 
     async def _revert(
         self, current: Any, origin: Any, set_to: Any, before_write: Callable[[], Awaitable[None]],

@@ -24,7 +24,7 @@ from remediator.executors.kube import KubeExecutor
 from remediator.ports import StepContext, StepResult
 from remediator.settings import KubernetesSettings
 from remediator.testing.kube.harness import FakeKube
-from tests.executor.harness import NS, open_harness, playbook, steps_of, web
+from tests.executor.harness import NS, db, open_harness, playbook, steps_of, web
 from tests.payloads import alert_json
 
 SMP = "application/strategic-merge-patch+json"
@@ -38,14 +38,15 @@ def executor(kube: FakeKube, clock: VirtualClock, *, dry_run: bool = False) -> K
 
 def context(
     clock: VirtualClock, history: History = (), *, previous: StepResult | None = None,
-    intents: list[dict[str, Any]] | None = None,
+    intents: list[dict[str, Any]] | None = None, kind: str = "Deployment",
 ) -> StepContext:
     async def record(intent: Mapping[str, Any]) -> None:
         if intents is not None:
             intents.append(dict(intent))
 
     return StepContext("ex-1", Alert.from_json(alert_json({"alertname": "Broken"})),
-                       ResolvedTarget("Deployment", NS, "web"), False, clock, previous=previous,
+                       ResolvedTarget(kind, NS, "web" if kind == "Deployment" else "db"), False, clock,
+                       previous=previous,
                        record_intent=record, history=history)
 
 
@@ -272,7 +273,73 @@ async def test_a_deleted_pod_and_a_restart_are_recorded_as_not_reverted(vclock: 
     assert kube.cluster.get("deployments", NS, "web")["spec"]["template"] == template  # type: ignore[index]
 
 
-async def test_a_rollback_is_refused_with_its_reason(vclock: VirtualClock, kube: FakeKube) -> None:
+async def released_twice(kube: FakeKube, kind: str) -> None:
+    """Two releases (1.0, then 2.0) of the target, seen by its controller: a rollback has somewhere to go."""
+    for image in ("1.0", "2.0"):
+        kube.cluster.apply(web(image=f"registry.example/web:{image}") if kind == "Deployment"
+                           else db(image=f"registry.example/db:{image}"))
+        kube.cluster.reconcile()
+
+
+def image_of(kube: FakeKube, kind: str) -> str:
+    obj = kube.cluster.get("deployments" if kind == "Deployment" else "statefulsets", NS,
+                           "web" if kind == "Deployment" else "db")
+    assert obj is not None
+    return str(obj["spec"]["template"]["spec"]["containers"][0]["image"])
+
+
+@pytest.mark.parametrize("kind", ["Deployment", "StatefulSet"])
+async def test_a_rollback_is_undone_by_rolling_forward_to_the_template_it_found(
+    kind: str, vclock: VirtualClock, kube: FakeKube
+) -> None:
+    await released_twice(kube, kind)
+    rollback = PlannedStep(0, "rollback", {})
+    result = await executor(kube, vclock).run(rollback, context(vclock, kind=kind))
+    assert result.status == "ok" and image_of(kube, kind).endswith(":1.0"), result.message
+    kube.cluster.reconcile()
+
+    undo = await executor(kube, vclock).run(UNDO, context(vclock, ((rollback, result),), kind=kind))
+
+    assert undo.status == "ok", undo.message
+    assert image_of(kube, kind).endswith(":2.0")
+    [entry] = undo.details["steps"]
+    assert entry["outcome"] == "undone"
+    assert (entry["from"], entry["to"]) == (result.details["template_from"], result.details["template_to"])
+
+
+async def test_a_resumed_statefulset_rollback_that_landed_is_already_applied(
+    vclock: VirtualClock, kube: FakeKube
+) -> None:
+    """A ControllerRevision's template carries ``$patch: replace``: compared without it, a resumed rollback
+    finds its own write (not a later change), and records the template digests undo needs."""
+    await released_twice(kube, "StatefulSet")
+    rollback, intents = PlannedStep(0, "rollback", {}), []
+    await executor(kube, vclock).run(rollback, context(vclock, kind="StatefulSet", intents=intents))
+    crashed = StepResult("started", details={"intent": intents[-1]})
+
+    resumed = await executor(kube, vclock).run(rollback, context(vclock, kind="StatefulSet", previous=crashed))
+
+    assert resumed.status == "ok" and resumed.message.endswith("(already applied)"), resumed.message
+    assert resumed.details["template_from"] == intents[-1]["from"] != resumed.details["template_to"]
+
+
+async def test_a_rollback_is_not_undone_over_a_later_release(vclock: VirtualClock, kube: FakeKube) -> None:
+    await released_twice(kube, "Deployment")
+    rollback = PlannedStep(0, "rollback", {})
+    result = await executor(kube, vclock).run(rollback, context(vclock))
+    someone_patches(kube, {"name": "app", "image": "registry.example/web:3.0"})
+    before = writes(kube)
+
+    undo = await executor(kube, vclock).run(UNDO, context(vclock, ((rollback, result),)))
+
+    assert undo.status == "failed" and image_of(kube, "Deployment").endswith(":3.0")
+    assert writes(kube) == before
+    assert undo.details["steps"][0]["outcome"] == "changed since; not undone"
+
+
+async def test_a_rollback_without_recorded_templates_is_refused_with_its_reason(
+    vclock: VirtualClock, kube: FakeKube
+) -> None:
     kube.cluster.apply(web(replicas=3))
     rollback = (PlannedStep(0, "rollback", {}), StepResult("ok", details={"revision": 1, "wrote": True}))
 
@@ -280,7 +347,7 @@ async def test_a_rollback_is_refused_with_its_reason(vclock: VirtualClock, kube:
 
     assert result.status == "failed"
     [entry] = result.details["steps"]
-    assert entry["outcome"] == "not undone" and "previous pod template is not recorded" in entry["reason"]
+    assert entry["outcome"] == "not undone" and "recorded no pod template digests" in entry["reason"]
 
 
 async def test_a_crash_mid_undo_resumes_without_applying_twice(vclock: VirtualClock, kube: FakeKube) -> None:
