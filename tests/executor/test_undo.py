@@ -25,6 +25,7 @@ from remediator.ports import StepContext, StepResult
 from remediator.settings import KubernetesSettings
 from remediator.testing.kube.harness import FakeKube
 from tests.executor.harness import NS, db, open_harness, playbook, steps_of, web
+from tests.executor.test_resume import crash_while
 from tests.payloads import alert_json
 
 SMP = "application/strategic-merge-patch+json"
@@ -386,17 +387,22 @@ async def test_a_crash_mid_undo_resumes_without_applying_twice(vclock: VirtualCl
     assert len(sent) == 3 and sum("/scale" in w for w in sent) == 2  # image once, 6 -> 5 once, 5 -> 3 once
 
 
+SET_IMAGE = "- action: set_image\n  container: app\n  image: registry.example/web:2.0\n"
+SCALE_TO_5 = "- action: scale\n  to: 5\n"
+
+
+def undo_after(*changes: str) -> dict[str, str]:
+    """A playbook that makes ``changes``, then fails (a container the target lacks), and undoes them."""
+    fails = "- action: set_image\n  container: missing\n  image: registry.example/web:2.0\n"
+    return {"fix": playbook("".join(changes) + fails, on_failure="- action: undo\n")}
+
+
 async def test_on_failure_undo_through_the_pipeline(
     tmp_path: Path, settings_factory: Callable[..., Any], vclock: VirtualClock, kube: FakeKube
 ) -> None:
     """The runbook's shape: change, fail, undo exactly what was changed; a step that wrote nothing is not undone."""
     kube.cluster.apply(web(replicas=3))
-    steps = (
-        "- action: set_image\n  container: app\n  image: registry.example/web:2.0\n"
-        "- action: scale\n  to: 5\n"
-        "- action: set_image\n  container: missing\n  image: registry.example/web:2.0\n"
-    )
-    books = {"fix": playbook(steps, on_failure="- action: undo\n")}
+    books = undo_after(SET_IMAGE, SCALE_TO_5)
     async with open_harness(tmp_path, settings_factory, vclock, kube, books) as h:
         full = await h.fire()
     assert (replicas(kube), app(kube)["image"]) == (3, "registry.example/web:1.0")
@@ -435,3 +441,31 @@ def test_undo_takes_no_parameters() -> None:
     assert problems == [] and books[0].on_failure[0].action == "undo"
     _, problems = parse_playbooks(playbook("- action: undo\n  to: 3\n"), "bad.yaml")
     assert [p.message for p in problems] and "to" in problems[0].message
+
+
+async def test_the_daemon_dies_mid_undo_and_the_resumed_execution_reverts_each_step_once(
+    tmp_path: Path, settings_factory: Callable[..., Any], vclock: VirtualClock, kube: FakeKube
+) -> None:
+    """Through the pipeline and the store: the undo's intent survives the crash, the resumed undo
+    finds the image reverted and the scale's revert landed, and writes nothing more."""
+    kube.cluster.apply(web(replicas=3))
+    books = undo_after(SCALE_TO_5, SET_IMAGE)
+    async with open_harness(tmp_path, settings_factory, vclock, kube, books) as h:
+        task = h.start()
+        await kube.cluster.requests.arrival("PATCH", "/deployments/web$", seen=False)  # main's set_image
+        kube.cluster.faults.hang(method="PUT", path="/scale$")  # the next PUT is the undo's 5 -> 3
+        await kube.cluster.requests.arrival("PUT", "/scale$", seen=False)
+        await crash_while(h, task, "PUT", "/scale$")
+        assert (replicas(kube), app(kube)["image"]) == (3, "registry.example/web:1.0")
+    kube.cluster.faults.clear()
+    before = writes(kube)
+
+    await h.advance(301)  # the dead daemon's execution lease runs out
+    async with open_harness(tmp_path, settings_factory, vclock, kube, books) as h2:
+        assert await h2.until_done(h2.rt.pipeline.resume_unfinished()) == 1
+        full = await h2.execution()
+    assert writes(kube) == before
+    assert (replicas(kube), app(kube)["image"]) == (3, "registry.example/web:1.0")
+    assert steps_of(full)[-1] == ("on_failure", "undo", "ok")
+    assert [(e["index"], e["outcome"]) for e in full["results"][-1]["details"]["steps"]] == [
+        (1, "undone"), (0, "already undone")]
