@@ -79,8 +79,15 @@ class Lagging(TemporaryError):
 ROUTINE_ATTEMPTS = 10
 
 
+class Contended(TemporaryError):
+    """An undo's revert was refused with 409 (the object changed between its read and its write).
+
+    Routine like any 409, but not a :class:`Rejected`: the undo's write-ahead intent (the steps
+    reverted so far) must survive into the retry, which a refused write's intent does not."""
+
+
 def _routine(exc: BaseException | None) -> bool:
-    return isinstance(exc, Lagging) or (isinstance(exc, Rejected) and exc.status == 409)
+    return isinstance(exc, Lagging | Contended) or (isinstance(exc, Rejected) and exc.status == 409)
 
 
 class RefusedInput(PermanentError):
@@ -1063,9 +1070,11 @@ class KubeExecutor:
             try:
                 await write()
             except Rejected as exc:
-                # Changed between the read and the write (a 409), or throttled: retried as a fault, so
-                # that the intent naming the steps reverted so far is kept (a refused write's intent is
-                # otherwise dropped) and the retry re-reads and re-checks from it.
+                # Changed between the read and the write (409), or throttled (429): retried so that the
+                # intent naming the steps reverted so far is kept (a refused write's intent is otherwise
+                # dropped), and the retry re-reads and re-checks from it.
+                if exc.status == 409:
+                    raise Contended(str(exc), status=exc.status) from exc
                 raise TemporaryError(str(exc), delay=exc.delay, status=exc.status) from exc
             return {"outcome": "undone", **values}
         if same(current, origin):
