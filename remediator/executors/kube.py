@@ -125,15 +125,23 @@ _FAILED_OUTCOMES = frozenset({_CHANGED, _NOT_UNDONE_FAILED})
 
 
 def _undo_line(entry: Mapping[str, Any]) -> str:
-    """One step's line in the undo's message; an env var's values stay out of it (they may be secrets)."""
+    """One step's line in the undo's message; a ``set_env`` value stays out of it (it may be a secret:
+    the values are in the details, as in the step's own result)."""
     what = f"{entry['phase']} step {entry['index']} ({entry['action']}): {entry['outcome']}"
-    if entry["action"] == "set_env":
-        pass
-    elif "current" in entry and entry["outcome"] == _CHANGED:
-        what += f" (set {entry['from']} -> {entry['to']}, now {entry['current']})"
-    elif entry["outcome"] == "undone" and "from" in entry:
-        what += f" ({entry['to']} -> {entry['from']})"
+    if entry["action"] != "set_env" and "from" in entry and "current" in entry:
+        was, now, set_to = (_shown(entry[k]) for k in ("from", "current", "to"))
+        if entry["outcome"] == _CHANGED:
+            what += f" (set {was} -> {set_to}, now {now})"
+        elif entry["outcome"] == "undone":
+            what += f" ({set_to} -> {was})"
     return what + (f": {entry['reason']}" if entry.get("reason") else "")
+
+
+def _shown(value: Any) -> str:
+    """A recorded value as a message shows it: a pool size's env state as its number."""
+    if isinstance(value, Mapping) and set(value) == {"value"}:
+        return str(value["value"])
+    return "unset" if isinstance(value, Mapping) and "absent" in value else str(value)
 
 
 def classify(exc: BaseException) -> PermanentError | TemporaryError:
