@@ -26,7 +26,7 @@ from remediator.core.names import name_problem, shown
 from remediator.core.quantities import Quantity, QuantityError, parse_quantity
 from remediator.core.regex import compile_re2
 from remediator.core.schema import ACTIONS, CHECK_ACTIONS, DURATION, playbook_schema
-from remediator.core.templates import check_template
+from remediator.core.templates import check_template, required_labels
 from remediator.core.yamllines import Document, Problem, load_documents
 
 MatchStatus = Literal["firing", "resolved", "any"]
@@ -53,12 +53,24 @@ class Match:
             return False
         return all(m.matches(alert.labels) for m in self.matchers)
 
+    def guaranteed_labels(self) -> frozenset[str]:
+        """The labels every alert this selects carries with a non-empty value.
+
+        A label is guaranteed exactly when one of its matchers refuses the empty value
+        (``=`` a non-empty value, ``!=""``, ``=~`` a regex that cannot match ``""``, ``!~``
+        one that can): Alertmanager reads a missing label as ``""``, so such a matcher can
+        only hold for an alert that has it.  ``deployment!="x"`` does not guarantee it.
+        """
+        return frozenset(m.name for m in self.matchers if not m.matches({}))
+
 
 @dataclass(frozen=True)
 class Target:
     kind: str
     namespace: str
     name: str
+    #: where ``namespace`` and ``name`` are written, for problems found after loading
+    lines: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}), compare=False)
 
 
 @dataclass(frozen=True)
@@ -530,7 +542,10 @@ def build_playbook(raw: Mapping[str, Any], doc: Document, base: tuple[str | int,
         name=raw["name"],
         description=raw.get("description", ""),
         match=Match(tuple(matchers), match_raw.get("status", "firing")),
-        target=Target(raw["target"]["kind"], raw["target"]["namespace"], raw["target"]["name"]),
+        target=Target(
+            raw["target"]["kind"], raw["target"]["namespace"], raw["target"]["name"],
+            MappingProxyType({key: doc.line((*base, "target", key)) for key in ("namespace", "name")}),
+        ),
         guardrails=guardrails,
         steps=tuple(_build_step(s, doc.line((*steps_base, i))) for i, s in enumerate(raw["steps"])),
         on_failure=tuple(_build_step(s, doc.line((*fail_base, i))) for i, s in enumerate(raw.get("on_failure", []))),
@@ -583,6 +598,35 @@ def combine(sets: Iterable[tuple[list[Playbook], list[Problem]]]) -> tuple[Playb
             seen[pb.name] = pb
             ordered.append(pb)
     return PlaybookSet(tuple(ordered)), problems
+
+
+def target_problem(match: Match, key: str, template: str) -> str | None:
+    """Why the target's ``key`` (name or namespace) may fail to render for an alert the
+    playbook selects: it reads a label that no matcher guarantees (None: it cannot fail so).
+
+    The common case is an alert from an aggregated rule (``sum(rate(...))``), which carries
+    no ``deployment`` or ``namespace`` label at all: such a playbook would match it and then
+    refuse it at every firing.  Annotations are never guaranteed and are left to render time.
+    """
+    missing = sorted(required_labels(template) - match.guaranteed_labels())
+    if not missing:
+        return None
+    reads = " and ".join(f"labels.{label}" for label in missing)
+    fixes = ", ".join(str(Matcher.create(label, Op.RE, ".+")) for label in missing)
+    it, such = ("it", "such label") if len(missing) == 1 else ("them", "such labels")
+    return (f"target.{key} uses {reads}, which the matchers do not guarantee; alerts from aggregated "
+            f"rules (sum(rate(...))) carry no {such}: match on {it} ({fixes}), "
+            f"give {it} a default (| default('...')) or name the target statically")
+
+
+def check_targets(playbooks: PlaybookSet) -> list[Problem]:
+    """Each playbook's target must render for every alert it selects (see :func:`target_problem`)."""
+    return [
+        Problem(pb.source, pb.target.lines.get(key, pb.line), problem)
+        for pb in playbooks.playbooks
+        for key in ("namespace", "name")
+        if (problem := target_problem(pb.match, key, getattr(pb.target, key)))
+    ]
 
 
 def check_channels(playbooks: PlaybookSet, channels: Iterable[str]) -> list[Problem]:

@@ -13,6 +13,7 @@ from typing import Any
 
 import jinja2
 import jinja2.meta
+from jinja2 import nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from remediator.core.alerts import Alert, format_time
@@ -70,6 +71,61 @@ def check_template(source: str) -> None:
     if any(True for _ in jinja2.meta.find_referenced_templates(ast)):
         raise TemplateError(f"template {source!r}: include, import and extends are not available in playbooks")
     _compile(source)
+
+
+#: Filters that stand in for a missing value, so a label under one of them may be absent.
+_DEFAULT_FILTERS = frozenset({"default", "d"})
+#: Tests that ask whether a value exists: a template that asks may handle the absence itself.
+_PRESENCE_TESTS = frozenset({"defined", "undefined", "none"})
+
+
+def _label_name(node: nodes.Node) -> str | None:
+    """The label a node reads, for ``labels.x`` and ``labels['x']`` (None for anything else).
+
+    ``labels.get``/``labels.items`` are the dict's methods (Jinja tries attributes first),
+    not labels, so they are not label reads.
+    """
+    if isinstance(node, nodes.Getattr) and isinstance(node.node, nodes.Name) and node.node.name == "labels":
+        return None if hasattr(dict, node.attr) else node.attr
+    if (isinstance(node, nodes.Getitem) and isinstance(node.node, nodes.Name) and node.node.name == "labels"
+            and isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str)):
+        return node.arg.value
+    return None
+
+
+def required_labels(source: str) -> frozenset[str]:
+    """The labels ``source`` cannot render without: those it reads with no fallback.
+
+    A read is covered by a fallback when it sits directly under ``default``, when it is
+    ``labels.get('x', fallback)``, or when the template asks ``labels.x is defined`` /
+    ``'x' in labels`` anywhere (it then chooses what to do without it).  A computed key
+    (``labels[annotations.k]``) cannot be known here and is left to render time.
+    Used at load time to find targets that an alert selected by the playbook may not be
+    able to name; the template must already have passed :func:`check_template`.
+    """
+    ast = environment().parse(source)
+    covered_nodes = {id(f.node) for f in ast.find_all(nodes.Filter) if f.name in _DEFAULT_FILTERS and f.node}
+    asked: set[str] = set()
+    for test in ast.find_all(nodes.Test):
+        if test.name in _PRESENCE_TESTS and (name := _label_name(test.node)):
+            asked.add(name)
+    for compare in ast.find_all(nodes.Compare):
+        for operand in compare.ops:
+            if (operand.op in ("in", "notin") and isinstance(operand.expr, nodes.Name)
+                    and operand.expr.name == "labels" and isinstance(compare.expr, nodes.Const)):
+                asked.add(str(compare.expr.value))
+    needed: set[str] = set()
+    for call in ast.find_all(nodes.Call):
+        method = call.node
+        if (isinstance(method, nodes.Getattr) and method.attr == "get" and isinstance(method.node, nodes.Name)
+                and method.node.name == "labels" and call.args and isinstance(call.args[0], nodes.Const)
+                and len(call.args) + len(call.kwargs) < 2):
+            needed.add(str(call.args[0].value))  # labels.get('x') renders "None" when x is absent
+    for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
+        name = _label_name(node)
+        if name is not None and id(node) not in covered_nodes:
+            needed.add(name)
+    return frozenset(needed - asked)
 
 
 def alert_context(alert: Alert) -> dict[str, Any]:
