@@ -19,11 +19,14 @@ at any time without changing a single verdict.
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
+from remediator.core.alerts import format_time
 from remediator.core.decisions import DecisionKind
+from remediator.core.durations import format_duration
 
 
 @dataclass(frozen=True)
@@ -145,12 +148,29 @@ class Check(enum.StrEnum):
 
 @dataclass(frozen=True)
 class Finding:
-    """A check's outcome with the one or two facts its reason needs."""
+    """A check's outcome with the figures its reason needs, so a refusal can say how far off the
+    next chance is rather than only that there was none.
+
+    ``at`` is a time: when the breaker closes, the cooldown ends, or (rate limit, budget) when
+    enough executions have left the window for one more to fit, were nothing else admitted.
+    ``count`` is the consecutive failures, the executions in the window or the running ones.
+    """
 
     check: Check
-    at: float = 0.0  # a time: when the breaker closes, when the cooldown ends
-    count: int = 0  # failures, executions in the window, running executions, or the budget's position
+    at: float = 0.0
+    count: int = 0
     holder: str = ""  # the lock's owner
+    budget: int = 0  # BUDGET: the exhausted budget's position in the policy
+
+
+def _moment(at: float) -> str:
+    """A time in a reason: RFC 3339 UTC, to the second, rounded up (so "next allowed at" is never early)."""
+    return format_time(datetime.fromtimestamp(math.ceil(at), UTC))
+
+
+def _span(seconds: float) -> str:
+    """A duration in a reason, in the playbooks' own grammar (``1h``, ``5m``), rounded up to the second."""
+    return format_duration(math.ceil(seconds))
 
 
 def explain(finding: Finding, req: Request, policy: Policy) -> Verdict:
@@ -164,7 +184,7 @@ def explain(finding: Finding, req: Request, policy: Policy) -> Verdict:
         case Check.OPEN:
             return Verdict(
                 DecisionKind.CIRCUIT_OPEN,
-                f"circuit open after {finding.count} consecutive failures, until {finding.at - now:.0f}s from now",
+                f"circuit open after {finding.count} consecutive failures, until {_moment(finding.at)}",
             )
         case Check.HALF_OPEN:
             return Verdict(DecisionKind.CIRCUIT_OPEN, "circuit half-open: a trial execution is already running")
@@ -172,16 +192,23 @@ def explain(finding: Finding, req: Request, policy: Policy) -> Verdict:
             return Verdict(DecisionKind.LOCKED, f"{req.target_key} is locked by execution {finding.holder}",
                            finding.holder)
         case Check.COOLDOWN:
-            return Verdict(DecisionKind.COOLDOWN, f"in cooldown for another {finding.at - now:.0f}s")
+            return Verdict(
+                DecisionKind.COOLDOWN, f"in cooldown until {_moment(finding.at)} (another {_span(finding.at - now)})"
+            )
         case Check.RATE:
             return Verdict(
                 DecisionKind.RATE_LIMITED,
-                f"rate limit reached: {finding.count} executions in the last {req.rate_per:.0f}s",
+                f"rate limited: {finding.count} of {req.rate_max} executions in the last {_span(req.rate_per)}; "
+                f"next allowed at {_moment(finding.at)}",
             )
         case Check.BUDGET:
-            b = policy.budgets[finding.count]
+            b = policy.budgets[finding.budget]
             scope = "global" if b.scope == "*" else f"namespace {b.scope}"
-            return Verdict(DecisionKind.BUDGET_EXHAUSTED, f"{scope} budget of {b.max} per {b.per:.0f}s exhausted")
+            return Verdict(
+                DecisionKind.BUDGET_EXHAUSTED,
+                f"{scope} budget of {b.max} per {_span(b.per)} exhausted ({finding.count} used); "
+                f"next at {_moment(finding.at)}",
+            )
         case Check.RUNNING:
             return Verdict(
                 DecisionKind.BUDGET_EXHAUSTED,
@@ -196,6 +223,13 @@ def explain(finding: Finding, req: Request, policy: Policy) -> Verdict:
 
 def _window(times: list[float], now: float, per: float) -> list[float]:
     return [t for t in times if t > now - per]
+
+
+def _room_at(window: list[float], limit: int, per: float) -> float:
+    """When the window holds fewer than ``limit`` again (counting only what is in it now): the
+    time its ``len - limit + 1``-th oldest entry leaves.  Usually the oldest, but late requests
+    from other replicas can leave more than ``limit`` inside."""
+    return sorted(window)[len(window) - limit] + per
 
 
 def _live_slots(state: GuardState, now: float, *, besides: str) -> dict[str, Slot]:
@@ -229,10 +263,11 @@ def check(req: Request, state: GuardState, policy: Policy) -> Finding:
     if req.rate_max:
         recent = _window(state.history.get(req.limit_key, []), now, req.rate_per)
         if len(recent) >= req.rate_max:
-            return Finding(Check.RATE, count=len(recent))
+            return Finding(Check.RATE, at=_room_at(recent, req.rate_max, req.rate_per), count=len(recent))
     for i, b in policy.budgets_for(req.namespace):
-        if len(_window(state.budget_history.get(b.scope, []), now, b.per)) >= b.max:
-            return Finding(Check.BUDGET, count=i)
+        used = _window(state.budget_history.get(b.scope, []), now, b.per)
+        if len(used) >= b.max:
+            return Finding(Check.BUDGET, at=_room_at(used, b.max, b.per), count=len(used), budget=i)
     running = _live_slots(state, now, besides=req.owner)
     if policy.max_running and len(running) >= policy.max_running:
         return Finding(Check.RUNNING, count=len(running))

@@ -33,7 +33,8 @@ end
 # ARGV: 1 owner, 2 namespace, 3 now, 4 rate_max, 5 rate_per, 6 cooldown, 7 lock_ttl, 8 breaker threshold,
 #       9 max_running, 10 max_running_per_namespace, 11 grace, 12 longest budget window,
 #       then per budget key: its position in the policy, max, per
-# Only reads: the first refusal returns its finding; falling through means every check passed.
+# Only reads: the first refusal returns its finding, {code, at, count, holder, budget} (trailing ones may be
+# left out, as redis._finding reads it); falling through means every check passed.
 _CHECKS = """
 local owner, namespace = ARGV[1], ARGV[2]
 local now = tonumber(ARGV[3])
@@ -65,15 +66,25 @@ if lock[1] and tonumber(lock[2]) > now then return {'locked', '0', '0', lock[1]}
 local cooldown_until = tonumber(redis.call('GET', KEYS[4]) or '0')
 if now < cooldown_until then return {'cooldown', num(cooldown_until)} end
 
+-- n executions in the window (after, +inf] of a history, at least limit: when the (n - limit + 1)-th
+-- oldest leaves it, so that one more fits (the pure rules' _room_at)
+local function room_at(key, after, n, limit, per)
+  local entry = redis.call('ZRANGEBYSCORE', key, after, '+inf', 'WITHSCORES', 'LIMIT', n - limit, 1)
+  return num(tonumber(entry[2]) + per)
+end
+
 if rate_max > 0 then
-  local n = redis.call('ZCOUNT', KEYS[5], '(' .. num(now - rate_per), '+inf')
-  if n >= rate_max then return {'rate', '0', tostring(n)} end
+  local after = '(' .. num(now - rate_per)
+  local n = redis.call('ZCOUNT', KEYS[5], after, '+inf')
+  if n >= rate_max then return {'rate', room_at(KEYS[5], after, n, rate_max, rate_per), tostring(n)} end
 end
 
 for i = 1, nbudgets do
   local base = 12 + (i - 1) * 3
-  local n = redis.call('ZCOUNT', KEYS[8 + i], '(' .. num(now - tonumber(ARGV[base + 3])), '+inf')
-  if n >= tonumber(ARGV[base + 2]) then return {'budget', '0', ARGV[base + 1]} end
+  local max, per = tonumber(ARGV[base + 2]), tonumber(ARGV[base + 3])
+  local after = '(' .. num(now - per)
+  local n = redis.call('ZCOUNT', KEYS[8 + i], after, '+inf')
+  if n >= max then return {'budget', room_at(KEYS[8 + i], after, n, max, per), tostring(n), '', ARGV[base + 1]} end
 end
 
 if max_running > 0 or max_ns > 0 then

@@ -53,8 +53,9 @@ def split_prefix(url: str) -> tuple[str, str | None]:
 
 
 def _finding(reply: list[str]) -> Finding:
-    code, at, count, holder = [*reply, "0", "0", ""][:4]
-    return Finding(Check(code), at=float(at), count=int(count), holder=holder)
+    """ADMIT's and EVALUATE's reply: ``{code, at, count, holder, budget}``, trailing ones left out."""
+    code, at, count, holder, budget = [*reply, *("0", "0", "0", "", "0")[len(reply):]]
+    return Finding(Check(code), at=float(at), count=int(count), holder=holder, budget=int(budget))
 
 
 class RedisGuardrails:

@@ -22,7 +22,17 @@ from remediator.clock import VirtualClock
 from remediator.core import guardrails as rules
 from remediator.core.decisions import DecisionKind
 from remediator.core.errors import GuardrailUnavailable
-from remediator.core.guardrails import LOCK_RECORD_KEPT, BreakerState, Budget, GuardState, Policy, Request, Verdict
+from remediator.core.guardrails import (
+    LOCK_RECORD_KEPT,
+    BreakerState,
+    Budget,
+    Check,
+    Finding,
+    GuardState,
+    Policy,
+    Request,
+    Verdict,
+)
 from remediator.guardstate import lua
 from remediator.guardstate.memory import MemoryGuardrails
 from remediator.guardstate.redis import RedisGuardrails, _finding
@@ -185,12 +195,16 @@ async def test_cooldown_starts_at_admission_and_restarts_at_release(
     s = await scene(make_guard, clock)
     assert (await s.admit("a", "t1", limit_key="K", cooldown=100.0)).admitted
     s.at(10)
-    assert await s.admit("b", "t2", limit_key="K", cooldown=100.0) == Verdict(K.COOLDOWN, "in cooldown for another 90s")
+    assert await s.admit("b", "t2", limit_key="K", cooldown=100.0) == Verdict(
+        K.COOLDOWN, "in cooldown until 2026-11-22T10:01:40Z (another 1m30s)"
+    )
     assert (await s.admit("b", "t2", limit_key="other", cooldown=100.0)).admitted
     s.at(30)
     await s.release("a")  # cooldown now runs to 130
     s.at(129)
-    assert await s.admit("c", "t1", limit_key="K") == Verdict(K.COOLDOWN, "in cooldown for another 1s")
+    assert await s.admit("c", "t1", limit_key="K") == Verdict(
+        K.COOLDOWN, "in cooldown until 2026-11-22T10:02:10Z (another 1s)"
+    )
     s.at(130)
     assert (await s.admit("c", "t1", limit_key="K")).admitted
 
@@ -198,17 +212,23 @@ async def test_cooldown_starts_at_admission_and_restarts_at_release(
 async def test_the_rate_limit_is_a_sliding_window(make_guard: GuardFactory, clock: VirtualClock) -> None:
     s = await scene(make_guard, clock)
     rate = {"limit_key": "K", "rate_max": 2, "rate_per": 60.0}
-    got = []
+    got, refused = [], {}
     for n, at in enumerate((0, 10, 20, 59.999, 60, 65, 70)):
         s.at(at)
         verdict = await s.admit(f"e{n}", f"t{n}", **rate)
         got.append(verdict.kind)
         if verdict.admitted:
             await s.release(f"e{n}")
-        elif at == 20:
-            assert verdict.reason == "rate limit reached: 2 executions in the last 60s"
+        else:
+            refused[at] = verdict.reason
     # executions at 0 and 10; 60 sees only 10 inside (60-60, 60]; 70 sees only 60 once 10 has left
     assert got == [K.EXECUTED, K.EXECUTED, K.RATE_LIMITED, K.RATE_LIMITED, K.EXECUTED, K.RATE_LIMITED, K.EXECUTED]
+    # each refusal names the moment the oldest execution in its window leaves it: 0 + 60, then 10 + 60
+    assert refused == {
+        20: "rate limited: 2 of 2 executions in the last 1m; next allowed at 2026-11-22T10:01:00Z",
+        59.999: "rate limited: 2 of 2 executions in the last 1m; next allowed at 2026-11-22T10:01:00Z",
+        65: "rate limited: 2 of 2 executions in the last 1m; next allowed at 2026-11-22T10:01:10Z",
+    }
 
 
 async def test_rate_limits_count_late_requests(make_guard: GuardFactory, clock: VirtualClock) -> None:
@@ -223,7 +243,10 @@ async def test_rate_limits_count_late_requests(make_guard: GuardFactory, clock: 
     assert (await s.admit("b", "t2", **rate)).admitted  # prunes what is older than its window...
     await s.release("b")
     verdict = await s.guard.admit(late)  # ...but the late request still sees the execution at 50
-    assert verdict == Verdict(K.RATE_LIMITED, "rate limit reached: 2 executions in the last 60s")
+    # two inside its window, one allowed: room for one more once both have left, 115 + 60
+    assert verdict == Verdict(
+        K.RATE_LIMITED, "rate limited: 2 of 1 executions in the last 1m; next allowed at 2026-11-22T10:02:55Z"
+    )
 
 
 async def test_budgets_bind_globally_and_per_namespace(make_guard: GuardFactory, clock: VirtualClock) -> None:
@@ -238,14 +261,22 @@ async def test_budgets_bind_globally_and_per_namespace(make_guard: GuardFactory,
         return verdict
 
     assert (await run(0, "a", "shop")).admitted
-    assert await run(1, "b", "shop") == Verdict(K.BUDGET_EXHAUSTED, "namespace shop budget of 1 per 100s exhausted")
+    assert await run(1, "b", "shop") == Verdict(
+        K.BUDGET_EXHAUSTED, "namespace shop budget of 1 per 1m40s exhausted (1 used); next at 2026-11-22T10:01:40Z"
+    )
     assert (await run(2, "c", "pay")).admitted
     assert (await run(3, "d", "pay")).admitted
-    assert await run(4, "e", "pay") == Verdict(K.BUDGET_EXHAUSTED, "global budget of 3 per 100s exhausted")
+    assert await run(4, "e", "pay") == Verdict(
+        K.BUDGET_EXHAUSTED, "global budget of 3 per 1m40s exhausted (3 used); next at 2026-11-22T10:01:40Z"
+    )
     assert (await run(100, "f", "pay")).admitted  # 0 left the 100s window
-    assert (await run(101, "g", "pay")).kind is K.BUDGET_EXHAUSTED  # 2, 3, 100
+    assert await run(101, "g", "pay") == Verdict(  # 2, 3, 100: room again when 2 leaves
+        K.BUDGET_EXHAUSTED, "global budget of 3 per 1m40s exhausted (3 used); next at 2026-11-22T10:01:42Z"
+    )
     assert (await run(103, "g", "pay")).admitted  # the 1000s budget counts each execution once: 4 of 5
-    assert await run(104, "h", "pay") == Verdict(K.BUDGET_EXHAUSTED, "global budget of 5 per 1000s exhausted")
+    assert await run(104, "h", "pay") == Verdict(
+        K.BUDGET_EXHAUSTED, "global budget of 5 per 16m40s exhausted (5 used); next at 2026-11-22T10:16:40Z"
+    )
 
 
 async def test_concurrency_limits_and_a_crashed_holder_frees_its_slot(
@@ -291,7 +322,7 @@ async def test_the_breaker_opens_half_opens_and_closes(make_guard: GuardFactory,
     await s.release("b", succeeded=False)  # open until 103
     s.at(4)
     assert await s.admit("c", "t3") == Verdict(
-        K.CIRCUIT_OPEN, "circuit open after 2 consecutive failures, until 99s from now"
+        K.CIRCUIT_OPEN, "circuit open after 2 consecutive failures, until 2026-11-22T10:01:43Z"
     )
     assert (await s.admit("c", "t3", playbook="other")).admitted  # per playbook
     assert (await s.guard.status()).breakers["pb"].state is BreakerState.OPEN
@@ -303,7 +334,7 @@ async def test_the_breaker_opens_half_opens_and_closes(make_guard: GuardFactory,
     s.at(104)
     await s.release("trial", succeeded=False)  # re-opens for another cool-off
     assert await s.admit("e", "t5") == Verdict(
-        K.CIRCUIT_OPEN, "circuit open after 3 consecutive failures, until 100s from now"
+        K.CIRCUIT_OPEN, "circuit open after 3 consecutive failures, until 2026-11-22T10:03:24Z"
     )
     s.at(204)
     assert (await s.admit("trial2", "t6")).admitted
@@ -387,11 +418,23 @@ class Footprint:
 NO_WRITES = "#!lua flags=no-writes\n"  # Redis 7+: the server itself refuses any write the script tries
 
 
-async def read_only_verdict(guard: RedisGuardrails, client: Redis, req: Request) -> Verdict:
+async def read_only_finding(guard: RedisGuardrails, client: Redis, req: Request) -> Finding:
     """EVALUATE run under Redis' ``no-writes`` flag: on the path it takes, a write would be an error."""
     keys, args = guard._admission(req)
     reply = await client.eval(NO_WRITES + lua.EVALUATE, len(keys), *keys, *args)
-    return rules.explain(_finding([x.decode() for x in reply]), req, guard._policy)
+    return _finding([x.decode() for x in reply])
+
+
+async def read_only_verdict(guard: RedisGuardrails, client: Redis, req: Request) -> Verdict:
+    return rules.explain(await read_only_finding(guard, client, req), req, guard._policy)
+
+
+async def finding_of(guard: GuardrailStore, client: Redis, req: Request) -> Finding:
+    """The adapter's finding with its figures unrounded (a reason shows them to the second)."""
+    if isinstance(guard, MemoryGuardrails):
+        return rules.check(req, guard.state, guard._policy)
+    assert isinstance(guard, RedisGuardrails)
+    return await read_only_finding(guard, client, req)
 
 
 async def evaluated_as_admitted(s: Scene, client: Redis, req: Request, times: int = 3) -> Verdict:
@@ -471,7 +514,8 @@ CASES = {
                  {"budgets": (Budget("*", 1, 100.0),), "max_running": 1, **BREAKER},
                  {"rate_max": 1, "rate_per": 60.0, "cooldown": 30.0}),
     "paused": Case(_setup_paused, Verdict(K.PAUSED, "remediation is paused (kill switch)")),
-    "open": Case(_setup_open, Verdict(K.CIRCUIT_OPEN, "circuit open after 1 consecutive failures, until 96s from now"),
+    "open": Case(_setup_open,
+                 Verdict(K.CIRCUIT_OPEN, "circuit open after 1 consecutive failures, until 2026-11-22T10:01:41Z"),
                  BREAKER),
     "half_open": Case(_setup_half_open_with_a_trial,
                       Verdict(K.CIRCUIT_OPEN, "circuit half-open: a trial execution is already running"), BREAKER),
@@ -479,13 +523,20 @@ CASES = {
     "locked": Case(_setup_locked, Verdict(K.LOCKED, "t1 is locked by execution holder", "holder")),
     "locked_own": Case(_setup_locked, Verdict(K.LOCKED, "t1 is locked by execution holder", "holder"),
                        probe={"owner": "holder"}),
-    "cooldown": Case(_setup_cooldown, Verdict(K.COOLDOWN, "in cooldown for another 90s"), probe={"limit_key": "K"}),
-    "rate": Case(_setup_one_run, Verdict(K.RATE_LIMITED, "rate limit reached: 1 executions in the last 60s"),
+    "cooldown": Case(_setup_cooldown,
+                     Verdict(K.COOLDOWN, "in cooldown until 2026-11-22T10:01:40Z (another 1m30s)"),
+                     probe={"limit_key": "K"}),
+    "rate": Case(_setup_one_run,
+                 Verdict(K.RATE_LIMITED,
+                         "rate limited: 1 of 1 executions in the last 1m; next allowed at 2026-11-22T10:01:00Z"),
                  probe={"limit_key": "K", "rate_max": 1, "rate_per": 60.0}),
-    "budget": Case(_setup_one_run, Verdict(K.BUDGET_EXHAUSTED, "namespace shop budget of 1 per 100s exhausted"),
+    "budget": Case(_setup_one_run,
+                   Verdict(K.BUDGET_EXHAUSTED,
+                           "namespace shop budget of 1 per 1m40s exhausted (1 used); next at 2026-11-22T10:01:40Z"),
                    {"budgets": (Budget("*", 5, 100.0), Budget("shop", 1, 100.0))}),
     "budget_global": Case(_setup_one_run_elsewhere,
-                          Verdict(K.BUDGET_EXHAUSTED, "global budget of 1 per 100s exhausted"),
+                          Verdict(K.BUDGET_EXHAUSTED,
+                                  "global budget of 1 per 1m40s exhausted (1 used); next at 2026-11-22T10:01:40Z"),
                           {"budgets": (Budget("*", 1, 100.0),)}),
     "running": Case(_setup_one_run_elsewhere, Verdict(K.BUDGET_EXHAUSTED, "1 executions already running (max 1)"),
                     {"max_running": 1}),
@@ -591,6 +642,7 @@ async def test_random_operations_agree_with_the_pure_rules(
     rng = random.Random(20261122)
     probe = random.Random(7)  # its own generator: evaluations leave the walk of the other operations as it was
     evaluated: set[DecisionKind] = set()
+    figures: dict[Check, set[float]] = {}  # the times refusals named, per check
     admitted: dict[str, Request] = {}
     history: list[Request] = []
     seen: list[tuple[str, object]] = []
@@ -620,6 +672,10 @@ async def test_random_operations_agree_with_the_pure_rules(
                     evaluated.add(plan.kind)
                 assert oracle == expected_state
                 await footprint.assert_kept(before)
+            # the figures behind the verdict agree to the bit, not only once rounded into a reason
+            finding = rules.check(req, oracle, policy)
+            assert await finding_of(guard, raw_redis, req) == finding, f"operation {n}"
+            figures.setdefault(finding.check, set()).add(finding.at)
             got = await guard.admit(req)
             want = rules.admit(req, oracle, policy)
             assert plan is None or plan == got, f"operation {n}: evaluated {plan}, then admit said {got}"
@@ -659,6 +715,8 @@ async def test_random_operations_agree_with_the_pure_rules(
     assert outcomes >= {K.EXECUTED, K.LOCKED, K.COOLDOWN, K.RATE_LIMITED, K.BUDGET_EXHAUSTED, K.CIRCUIT_OPEN,
                         K.PAUSED, True, False}
     assert evaluated == {k for k in outcomes if isinstance(k, DecisionKind)}
+    for check in (Check.OPEN, Check.COOLDOWN, Check.RATE, Check.BUDGET):  # refusals that say when, with several whens
+        assert len(figures[check]) > 1 and 0.0 not in figures[check], check
 
 
 async def test_a_pause_binds_every_replica_at_once(redis_prefix: str, clock: VirtualClock) -> None:
