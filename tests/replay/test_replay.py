@@ -48,7 +48,10 @@ def test_crafted_history_yields_exactly_the_known_decisions(tmp_path: Path,
     assert first["steps"] == [{"action": "resize_pool",
                                "params": {"container": "app", "env": "POOL_SIZE", "by": 10, "max": 50}}]
     assert first["fingerprint"] and first["dry_run"] is True and first["reason"] == "all guardrails passed"
-    assert doc["decisions"][4]["reason"] == "rate limit reached: 2 executions in the last 3600s"
+    # orders ran at 10:00 and 10:06: the next fits when the first leaves the hour
+    assert doc["decisions"][4]["reason"] == (
+        "rate limited: 2 of 2 executions in the last 1h; next allowed at 2026-11-22T11:00:00Z"
+    )
     summary = doc["summary"]
     assert summary["alerts"] == 15  # the redelivered duplicate included
     assert summary["decisions"] == {"executed": 6, "cooldown": 1, "rate_limited": 1, "not_allowed": 1,
