@@ -16,6 +16,22 @@ from tests.payloads import payload
 from tests.replay.history import firing, write_playbooks
 
 
+async def kube_replay(history: Path, pset: Any, settings: Any) -> list[Entry]:
+    """Every entry ``replay --kube`` reports for ``history``."""
+    entries: list[Entry] = []
+
+    class Collect:
+        def decision(self, entry: Entry) -> None:
+            entries.append(entry)
+
+        def alert_done(self, alert_key: str, entries: list[Entry]) -> None:
+            return None
+
+    with history.open("rb") as fh:
+        await replay(read_events(fh, str(history)), [pset], settings, [Collect()], kube=True)
+    return entries
+
+
 async def test_kube_replay_validates_each_step_server_side_and_changes_nothing(tmp_path: Path) -> None:
     cluster = FakeCluster()
     cluster.apply(deployment("web", "shop", replicas=2))
@@ -28,17 +44,7 @@ async def test_kube_replay_validates_each_step_server_side_and_changes_nothing(t
         history.write_text(json.dumps(payload(firing("ServiceDown", "web", 0), firing("ServiceDown", "ghost", 0))))
         pset, problems = load_paths([write_playbooks(tmp_path / "pb")])
         assert not problems
-        entries: list[Entry] = []
-
-        class Collect:
-            def decision(self, entry: Entry) -> None:
-                entries.append(entry)
-
-            def alert_done(self, alert_key: str, entries: list[Entry]) -> None:
-                return None
-
-        with history.open("rb") as fh:
-            await replay(read_events(fh, str(history)), [pset], settings, [Collect()], kube=True)
+        entries = await kube_replay(history, pset, settings)
 
     def brief(e: dict[str, Any]) -> tuple[Any, ...]:
         return (e["target"]["name"], e["decision"], e["execution"],
@@ -75,17 +81,7 @@ steps:
         history.write_text(json.dumps(payload(firing("ServiceDown", "web", 0))))
         pset, problems = load_paths([tmp_path / "pb"])
         assert not problems
-        entries: list[Entry] = []
-
-        class Collect:
-            def decision(self, entry: Entry) -> None:
-                entries.append(entry)
-
-            def alert_done(self, alert_key: str, entries: list[Entry]) -> None:
-                return None
-
-        with history.open("rb") as fh:
-            await replay(read_events(fh, str(history)), [pset], settings, [Collect()], kube=True)
+        entries = await kube_replay(history, pset, settings)
 
     [entry] = entries
     assert [(r["action"], r["status"]) for r in entry["results"]] == [("restart", "planned"), ("http_check", "planned")]
