@@ -4,14 +4,37 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
+import sys
+import warnings
 from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 
 from remediator.clock import VirtualClock
 from tests.payloads import EXAMPLE, PLAYBOOKS, T0
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """Tests that run the CLI in-process (validate, test, replay) configure logging for a CLI run:
+    structlog and the root logger then write to that test's captured stderr, closed once it ends,
+    and every later log line would fail.  Put everything ``remediator.logs.configure`` sets back."""
+    saved = structlog.get_config()
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    excepthook, showwarning = sys.excepthook, warnings.showwarning
+    yield
+    structlog.configure(**saved)
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    for handler in handlers:
+        root.addHandler(handler)
+    root.setLevel(level)
+    sys.excepthook, warnings.showwarning = excepthook, showwarning
 
 
 @pytest.fixture
