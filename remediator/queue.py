@@ -93,15 +93,17 @@ class ExecutionQueue:
         self._running.pop(did, None)
         if task.cancelled():
             return
-        if task.exception() is not None:
-            # Recorded, not fatal: the execution stays unfinished and is claimed again later.
-            self._log.error("execution task failed", execution_id=did, error=repr(task.exception()))
+        # Bookkeeping first: if logging itself fails below, the backoff must still hold (without
+        # it a failing execution would be claimed again at once, for ever).
         if task.exception() is not None or task.result() == "interrupted":
             tries = self._paused.get(did, (0.0, 0))[1] + 1
             self._paused[did] = (self.pipeline.clock.monotonic() + min(2.0 ** tries, 60.0), tries)
         else:
             self._paused.pop(did, None)
         self._wake.set()
+        if task.exception() is not None:
+            # Recorded, not fatal: the execution stays unfinished and is claimed again later.
+            self._log.error("execution task failed", execution_id=did, error=repr(task.exception()))
 
     async def run(self) -> None:
         """Claim and start executions until stopped; woken by new decisions and finished runs."""
