@@ -27,6 +27,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import functools
 import hashlib
 import json
 import time
@@ -352,97 +353,82 @@ def decision_query(q: Mapping[str, str]) -> DecisionQuery:
     )
 
 
-async def list_decisions(request: web.Request) -> web.Response:
+def _reader(handler: Callable[[web.Request, Runtime], Awaitable[web.Response]]) -> Handler:
+    """A read-API handler: the read role is checked first; a bad query parameter is a 400 and an
+    unreachable (or frozen, see :func:`_bounded`) store a 503, each with its JSON reason,
+    whichever call in the handler raised it."""
+
+    @functools.wraps(handler)
+    async def checked(request: web.Request) -> web.Response:
+        rt = request.app[RUNTIME]
+        denied = _require(request, rt, READ)
+        if denied is not None:
+            return denied
+        try:
+            return await handler(request, rt)
+        except BadQuery as exc:
+            return _error(400, str(exc))
+        except StoreUnavailable:
+            return _error(503, "store unavailable")
+
+    return checked
+
+
+@_reader
+async def list_decisions(request: web.Request, rt: Runtime) -> web.Response:
     """Every recorded decision, refusals included, newest first, paged by keyset (``next``)."""
-    rt = request.app[RUNTIME]
-    denied = _require(request, rt, READ)
-    if denied is not None:
-        return denied
-    try:
-        query = decision_query(request.query)
-    except BadQuery as exc:
-        return _error(400, str(exc))
-    try:
-        items = await _bounded(rt, rt.store.query_decisions(query), StoreUnavailable)
-        # An unknown cursor (a mistyped id, or a decision retention removed) would read as the end
-        # of the listing; say so instead.  Asked only when a page comes back empty.
-        if not items and query.before is not None and await _bounded(
-            rt, rt.store.decision(query.before), StoreUnavailable
-        ) is None:
-            return _error(400, f"before: no decision {query.before!r} is recorded")
-    except StoreUnavailable:
-        return _error(503, "store unavailable")
+    query = decision_query(request.query)
+    items = await _bounded(rt, rt.store.query_decisions(query), StoreUnavailable)
+    # An unknown cursor (a mistyped id, or a decision retention removed) would read as the end
+    # of the listing; say so instead.  Asked only when a page comes back empty.
+    if not items and query.before is not None and await _bounded(
+        rt, rt.store.decision(query.before), StoreUnavailable
+    ) is None:
+        return _error(400, f"before: no decision {query.before!r} is recorded")
     return web.json_response({"decisions": items, "next": items[-1]["id"] if len(items) == query.limit else None})
 
 
-async def get_alert(request: web.Request) -> web.Response:
+@_reader
+async def get_alert(request: web.Request, rt: Runtime) -> web.Response:
     """One alert's episode: its deliveries, the decisions about it and their executions."""
-    rt = request.app[RUNTIME]
-    denied = _require(request, rt, READ)
-    if denied is not None:
-        return denied
     fingerprint = request.match_info["fingerprint"]
-    try:
-        limit = _limit(request.query, 100)
-    except BadQuery as exc:
-        return _error(400, str(exc))
-    try:
-        deliveries = await _bounded(rt, rt.store.deliveries(fingerprint, limit=limit), StoreUnavailable)
-        decisions = await _bounded(
-            rt, rt.store.query_decisions(DecisionQuery(fingerprint=fingerprint, limit=limit)), StoreUnavailable
-        )
-    except StoreUnavailable:
-        return _error(503, "store unavailable")
+    limit = _limit(request.query, 100)
+    deliveries = await _bounded(rt, rt.store.deliveries(fingerprint, limit=limit), StoreUnavailable)
+    decisions = await _bounded(
+        rt, rt.store.query_decisions(DecisionQuery(fingerprint=fingerprint, limit=limit)), StoreUnavailable
+    )
     if not deliveries and not decisions:
         return _error(404, f"nothing is recorded for the alert with fingerprint {fingerprint!r}")
     return web.json_response(alert_episode(fingerprint, deliveries, decisions))
 
 
-async def list_executions(request: web.Request) -> web.Response:
-    rt = request.app[RUNTIME]
-    denied = _require(request, rt, READ)
-    if denied is not None:
-        return denied
+@_reader
+async def list_executions(request: web.Request, rt: Runtime) -> web.Response:
     q = request.query
-    try:
-        limit = _limit(q)
-    except BadQuery as exc:
-        return _error(400, str(exc))
-    try:
-        items = await _bounded(rt, rt.store.list_executions(
-            playbook=q.get("playbook") or None,
-            status=q.get("status") or None,
-            limit=limit,
-            before=q.get("before") or None,
-        ), StoreUnavailable)
-    except StoreUnavailable:
-        return _error(503, "store unavailable")
+    limit = _limit(q)
+    items = await _bounded(rt, rt.store.list_executions(
+        playbook=q.get("playbook") or None,
+        status=q.get("status") or None,
+        limit=limit,
+        before=q.get("before") or None,
+    ), StoreUnavailable)
     # the cursor for the next page: pass it back as ?before=
     return web.json_response(
         {"executions": [redact_execution(i) for i in items], "next": items[-1]["id"] if len(items) == limit else None}
     )
 
 
-async def get_execution(request: web.Request) -> web.Response:
-    rt = request.app[RUNTIME]
-    denied = _require(request, rt, READ)
-    if denied is not None:
-        return denied
-    try:
-        item = await _bounded(rt, rt.store.get_execution(request.match_info["id"]), StoreUnavailable)
-    except StoreUnavailable:
-        return _error(503, "store unavailable")
+@_reader
+async def get_execution(request: web.Request, rt: Runtime) -> web.Response:
+    item = await _bounded(rt, rt.store.get_execution(request.match_info["id"]), StoreUnavailable)
     if item is None:
         return _error(404, "no such execution")
     return web.json_response(redact_execution(item))  # also records written before snapshots were redacted
 
 
-async def guardrails(request: web.Request) -> web.Response:
+@_reader
+async def guardrails(request: web.Request, rt: Runtime) -> web.Response:
     """The kill switch and every playbook's circuit breaker, as all replicas share them."""
-    rt = request.app[RUNTIME]
-    denied = _require(request, rt, READ)
-    if denied is not None:
-        return denied
     try:
         status = await _bounded(rt, rt.pipeline.guardrail_status(), GuardrailUnavailable)
     except GuardrailUnavailable as exc:
