@@ -247,9 +247,11 @@ class AuditLog(Protocol):
     The documents (``list_executions``, ``get_execution``, ``parked_alerts``) are built by
     :mod:`remediator.store.rows`, so they are the same JSON whichever store holds them."""
 
-    async def record_decision(self, decision: Decision) -> bool:
+    async def record_decision(self, decision: Decision, *, approval_deadline: datetime | None = None) -> bool:
         """Record once per (alert, playbook); False when it was already recorded.
-        An EXECUTED decision is recorded with its execution unfinished (the ledger's work)."""
+        An EXECUTED decision is recorded with its execution unfinished (the ledger's work); an
+        AWAITING_APPROVAL one with its execution ``awaiting_approval`` until ``approval_deadline``
+        (see :class:`ApprovalLedger`), in the same statement, so no replica can run it unapproved."""
 
     async def decision(self, decision_id: str) -> Decision | None: ...
 
@@ -284,6 +286,64 @@ class AuditLog(Protocol):
 
 
 @dataclass(frozen=True)
+class DecisionCount:
+    """How many decisions of one kind a playbook made on one UTC day (``YYYY-MM-DD``)."""
+
+    playbook: str
+    day: str
+    kind: str
+    count: int
+
+
+class DecisionStats(Protocol):
+    """Decisions counted rather than listed: the playbooks page's week of bars per playbook."""
+
+    async def decision_counts(self, since: datetime) -> list[DecisionCount]:
+        """Decisions recorded at or after ``since``, counted per playbook, UTC day and kind, in
+        one grouped query (any order)."""
+
+
+#: The execution status of one that waits for a human's approval (never claimed to run).
+AWAITING_APPROVAL = "awaiting_approval"
+
+
+@dataclass(frozen=True)
+class ApprovalState:
+    """Where an execution stands, as approving or denying it needs to know."""
+
+    status: str  # awaiting_approval while it waits; then pending, running, ..., denied, expired, refused
+    deadline: datetime | None  # when an awaiting execution expires (kept after, for the record)
+    deciding: bool  # a replica holds the claim to approve or deny it right now
+
+
+class ApprovalLedger(Protocol):
+    """Executions waiting for a human: approved (they become pending and the execution queue
+    runs them), denied, refused (the guardrails said no at approval time) or expired.
+
+    Approving or denying first takes a claim (a lease, as running an execution does): with several
+    replicas answering requests, exactly one claimant gets it, and a claimant that died loses it
+    when the lease runs out.  The deadline is stored with the execution, so a restart keeps it."""
+
+    async def approval(self, execution_id: str) -> ApprovalState | None:
+        """None when no execution has this id."""
+
+    async def claim_approval(self, execution_id: str, worker: str, lease: float) -> bool:
+        """Take an execution that is awaiting approval, before its deadline, for ``lease`` seconds.
+
+        False when it is not awaiting (unknown, already decided), past its deadline, or another
+        live claim holds it.  Give a claim up with :meth:`ExecutionLedger.release_execution`."""
+
+    async def settle_approval(self, execution_id: str, worker: str, status: str, at: datetime) -> bool:
+        """End the wait under ``worker``'s claim: ``pending`` (approved: the execution queue may now
+        claim it) or a final status (``denied``, ``refused``) finished at ``at``.  The claim ends
+        with it.  False (nothing changed) when the claim is not ``worker``'s any more."""
+
+    async def expire_approvals(self, now: datetime, *, limit: int = 100) -> list[str]:
+        """Finish as ``expired`` (at ``now``) the awaiting executions whose deadline is past and
+        that nobody is deciding; return their ids.  Each is returned to one caller only."""
+
+
+@dataclass(frozen=True)
 class KillSwitchRecord:
     """The kill switch as last set by an operator: on or off, by whom, when."""
 
@@ -305,11 +365,13 @@ class KillSwitchStore(Protocol):
     async def set_kill_switch(self, paused: bool, by: str, at: datetime) -> None: ...
 
 
-class PipelineStore(AlertHistory, ExecutionLedger, AuditLog, Protocol):
+class PipelineStore(AlertHistory, ExecutionLedger, ApprovalLedger, AuditLog, Protocol):
     """What the pipeline uses: it reads the alert history, records decisions and runs executions."""
 
 
-class Store(IntakeQueue, AlertHistory, ExecutionLedger, AuditLog, KillSwitchStore, Protocol):
+class Store(
+    IntakeQueue, AlertHistory, ExecutionLedger, ApprovalLedger, AuditLog, KillSwitchStore, DecisionStats, Protocol
+):
     """Every role, in one database: what the adapters implement and the runtime wires."""
 
     async def ping(self) -> None: ...

@@ -66,3 +66,17 @@ DELIVERIES_SQL = (
     "SELECT id, status, alert, receiver, received_at FROM alerts WHERE fingerprint = {fingerprint}"
     " ORDER BY id DESC LIMIT {limit}"
 )
+
+
+def daily_counts_sql(params: Params, since: Any, *, day: str) -> str:
+    """SELECT how many decisions each playbook made per UTC day and kind from ``since`` on: one
+    grouped query for the playbooks page's bar charts, rather than a listing counted in Python.
+
+    ``day`` is the expression that turns ``d.at`` into its UTC date as ``YYYY-MM-DD`` text
+    (the stores keep ``at`` differently); ``since`` is already what the ``at`` column holds.
+    Rows: ``playbook, day, kind, n``.
+    """
+    return (
+        f"SELECT d.playbook, {day} AS day, d.kind, COUNT(*) AS n FROM decisions d"
+        f" WHERE d.at >= {params.mark(since)} GROUP BY d.playbook, day, d.kind"
+    )

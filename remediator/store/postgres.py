@@ -33,10 +33,13 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import asyncpg
 
 from remediator.core.alerts import Alert, format_time
-from remediator.core.decisions import Decision, DecisionKind, PlannedStep, decision_from_json, execution_id
+from remediator.core.decisions import Decision, PlannedStep, decision_from_json, execution_id
 from remediator.core.errors import ConfigError, StoreUnavailable
 from remediator.ports import (
+    AWAITING_APPROVAL,
+    ApprovalState,
     Clock,
+    DecisionCount,
     DecisionQuery,
     KillSwitchRecord,
     ReceivedAlert,
@@ -46,7 +49,7 @@ from remediator.ports import (
 )
 from remediator.store import retention
 from remediator.store import rows as json_rows
-from remediator.store.decision_query import DELIVERIES_SQL, Params, decisions_sql
+from remediator.store.decision_query import DELIVERIES_SQL, Params, daily_counts_sql, decisions_sql
 from remediator.store.migrations import migrate
 from remediator.store.sqlite import _complete
 
@@ -412,13 +415,12 @@ class PostgresStore:
 
     # --- decisions and executions -----------------------------------------------
 
-    async def record_decision(self, decision: Decision) -> bool:
+    async def record_decision(self, decision: Decision, *, approval_deadline: datetime | None = None) -> bool:
         did = decision.execution_id or execution_id(decision.alert_key, decision.playbook)
-        status = "pending" if decision.kind is DecisionKind.EXECUTED else None
         tag = await self._execute(
             "INSERT INTO decisions (id, alert_key, fingerprint, playbook, kind, at, body, exec_status, target_kind,"
-            " target_namespace, target_name) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
-            " ON CONFLICT DO NOTHING",
+            " target_namespace, target_name, approval_deadline)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT DO NOTHING",
             did,
             decision.alert_key,
             decision.fingerprint,
@@ -426,14 +428,65 @@ class PostgresStore:
             decision.kind.value,
             decision.at,
             json.dumps(decision.to_json()),
-            status,
+            json_rows.execution_status(decision),
             *json_rows.target_columns(decision),
+            approval_deadline,
         )
         return _count(tag) == 1
 
     async def decision(self, decision_id: str) -> Decision | None:
         rows = await self._fetch("SELECT body FROM decisions WHERE id = $1", decision_id)
         return decision_from_json(json.loads(rows[0]["body"])) if rows else None
+
+    async def approval(self, execution_id: str) -> ApprovalState | None:
+        rows = await self._fetch(
+            "SELECT exec_status, approval_deadline, claimed_by IS NOT NULL AND claimed_until > $2 AS deciding"
+            " FROM decisions WHERE id = $1 AND exec_status IS NOT NULL",
+            execution_id,
+            self._clock.now(),
+        )
+        if not rows:
+            return None
+        r = rows[0]
+        return ApprovalState(r["exec_status"], r["approval_deadline"],
+                             r["exec_status"] == AWAITING_APPROVAL and bool(r["deciding"]))
+
+    async def claim_approval(self, execution_id: str, worker: str, lease: float) -> bool:
+        now = self._clock.now()
+        tag = await self._execute(
+            "UPDATE decisions SET claimed_by = $2, claimed_until = $3 WHERE id = $1 AND exec_status = $5"
+            " AND approval_deadline > $4 AND (claimed_by IS NULL OR claimed_until IS NULL OR claimed_until <= $4)",
+            execution_id,
+            worker,
+            now + timedelta(seconds=lease),
+            now,
+            AWAITING_APPROVAL,
+        )
+        return _count(tag) == 1
+
+    async def settle_approval(self, execution_id: str, worker: str, status: str, at: datetime) -> bool:
+        tag = await self._execute(
+            "UPDATE decisions SET exec_status = $3, finished_at = $4, claimed_by = NULL, claimed_until = NULL"
+            " WHERE id = $1 AND exec_status = $5 AND claimed_by = $2",
+            execution_id,
+            worker,
+            status,
+            None if status == "pending" else at,
+            AWAITING_APPROVAL,
+        )
+        return _count(tag) == 1
+
+    async def expire_approvals(self, now: datetime, *, limit: int = 100) -> list[str]:
+        rows = await self._fetch(
+            "UPDATE decisions SET exec_status = 'expired', finished_at = $1, claimed_by = NULL, claimed_until = NULL"
+            " WHERE exec_status = $2 AND id IN (SELECT id FROM decisions WHERE exec_status = $2"
+            " AND approval_deadline <= $1 AND (claimed_until IS NULL OR claimed_until <= $1)"
+            " ORDER BY approval_deadline LIMIT $3 FOR UPDATE SKIP LOCKED) RETURNING id",
+            now,
+            AWAITING_APPROVAL,
+            limit,
+        )
+        return [r["id"] for r in rows]
 
     async def claim_execution(self, execution_id: str, worker: str, lease: float) -> bool:
         """Take or renew the lease on an unfinished execution; False if another live owner holds it."""
@@ -555,6 +608,11 @@ class PostgresStore:
         sql = decisions_sql(query, params, time=lambda t: t, order="seq")
         return [json_rows.decision_entry(r) for r in await self._fetch(sql, *params.values)]
 
+    async def decision_counts(self, since: datetime) -> list[DecisionCount]:
+        params = Params(numbered=True)
+        sql = daily_counts_sql(params, since, day="to_char(d.at AT TIME ZONE 'UTC', 'YYYY-MM-DD')")
+        return [DecisionCount(r[0], r[1], r[2], int(r[3])) for r in await self._fetch(sql, *params.values)]
+
     async def deliveries(self, fingerprint: str, *, limit: int = 100) -> list[dict[str, Any]]:
         sql = DELIVERIES_SQL.format(fingerprint="$1", limit="$2")
         return [json_rows.delivery(r) for r in await self._fetch(sql, fingerprint, limit)]
@@ -568,7 +626,8 @@ class PostgresStore:
     async def get_execution(self, execution_id: str) -> dict[str, Any] | None:
         async with self._conn() as conn:
             row = await conn.fetchrow(
-                "SELECT id, body, exec_status, finished_at, alert_key FROM decisions WHERE id = $1", execution_id
+                "SELECT id, body, exec_status, finished_at, alert_key, approval_deadline FROM decisions WHERE id = $1",
+                execution_id,
             )
             if row is None:
                 return None
@@ -600,7 +659,7 @@ class PostgresStore:
                     r["id"]
                     for r in await conn.fetch(
                         "SELECT id FROM decisions WHERE at < $1"
-                        f" AND (exec_status IS NULL OR exec_status NOT IN {_UNFINISHED})"
+                        f" AND (exec_status IS NULL OR exec_status NOT IN {retention.KEPT})"
                         f" AND {retention.closed('alert_key')} LIMIT $2 FOR UPDATE SKIP LOCKED",
                         cutoff,
                         batch,
@@ -618,7 +677,7 @@ class PostgresStore:
                 tag = await self._execute(
                     "DELETE FROM alerts WHERE id IN (SELECT a.id FROM alerts a WHERE a.processed"
                     f" AND a.received_at < $1 AND {episode} AND NOT EXISTS (SELECT 1 FROM decisions d"
-                    f" WHERE d.alert_key = a.dedup_key AND d.exec_status IN {_UNFINISHED})"
+                    f" WHERE d.alert_key = a.dedup_key AND d.exec_status IN {retention.KEPT})"
                     " LIMIT $2 FOR UPDATE SKIP LOCKED)",
                     cutoff,
                     batch,

@@ -20,10 +20,13 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from remediator.core.alerts import Alert, format_time, parse_time
-from remediator.core.decisions import Decision, DecisionKind, PlannedStep, decision_from_json, execution_id
+from remediator.core.decisions import Decision, PlannedStep, decision_from_json, execution_id
 from remediator.core.errors import StoreUnavailable
 from remediator.ports import (
+    AWAITING_APPROVAL,
+    ApprovalState,
     Clock,
+    DecisionCount,
     DecisionQuery,
     KillSwitchRecord,
     ReceivedAlert,
@@ -33,7 +36,7 @@ from remediator.ports import (
 )
 from remediator.store import retention
 from remediator.store import rows as json_rows
-from remediator.store.decision_query import DELIVERIES_SQL, Params, decisions_sql
+from remediator.store.decision_query import DELIVERIES_SQL, Params, daily_counts_sql, decisions_sql
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (
@@ -70,6 +73,7 @@ CREATE TABLE IF NOT EXISTS decisions (
     target_kind TEXT,
     target_namespace TEXT,
     target_name TEXT,
+    approval_deadline REAL,
     UNIQUE (alert_key, playbook)
 );
 CREATE INDEX IF NOT EXISTS decisions_at ON decisions (at);
@@ -111,11 +115,14 @@ _ADDED_COLUMNS = (
     ("decisions", "target_kind", "TEXT"),  # the decisions API filters by target
     ("decisions", "target_namespace", "TEXT"),
     ("decisions", "target_name", "TEXT"),
+    ("decisions", "approval_deadline", "REAL"),  # executions awaiting approval expire
 )
 # Indexes on added columns: created once the columns exist (so not in SCHEMA).
 _ADDED_INDEXES = (
     "CREATE INDEX IF NOT EXISTS alerts_parked ON alerts (parked_at) WHERE parked_at IS NOT NULL",
     "CREATE INDEX IF NOT EXISTS decisions_namespace ON decisions (target_namespace, at)",
+    "CREATE INDEX IF NOT EXISTS decisions_awaiting ON decisions (approval_deadline)"
+    " WHERE exec_status = 'awaiting_approval'",
 )
 
 #: ``PRAGMA user_version`` of a file whose rows are in the current shape.  Version 1: a
@@ -402,12 +409,12 @@ class SQLiteStore:
         row = await cur.fetchone()
         return int(row[0]) if row else 0
 
-    async def record_decision(self, decision: Decision) -> bool:
+    async def record_decision(self, decision: Decision, *, approval_deadline: datetime | None = None) -> bool:
         did = decision.execution_id or execution_id(decision.alert_key, decision.playbook)
-        status = "pending" if decision.kind is DecisionKind.EXECUTED else None
         cur = await self._run(
             "INSERT OR IGNORE INTO decisions (id, alert_key, fingerprint, playbook, kind, at, body, exec_status,"
-            " target_kind, target_namespace, target_name) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " target_kind, target_namespace, target_name, approval_deadline)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 did,
                 decision.alert_key,
@@ -416,8 +423,9 @@ class SQLiteStore:
                 decision.kind.value,
                 _at(decision.at),
                 json.dumps(decision.to_json()),
-                status,
+                json_rows.execution_status(decision),
                 *json_rows.target_columns(decision),
+                approval_deadline.timestamp() if approval_deadline else None,
             ),
         )
         return cur.rowcount == 1
@@ -483,6 +491,50 @@ class SQLiteStore:
         cur = await self._run("SELECT id FROM decisions WHERE exec_status IN ('pending', 'running') ORDER BY at")
         return [r["id"] for r in await cur.fetchall()]
 
+    async def approval(self, execution_id: str) -> ApprovalState | None:
+        cur = await self._run(
+            "SELECT exec_status, approval_deadline, claimed_by, claimed_until FROM decisions"
+            " WHERE id = ? AND exec_status IS NOT NULL",
+            (execution_id,),
+        )
+        row = await cur.fetchone()
+        if row is None:
+            return None
+        deadline = row["approval_deadline"]
+        return ApprovalState(
+            row["exec_status"],
+            datetime.fromtimestamp(deadline, UTC) if deadline is not None else None,
+            row["exec_status"] == AWAITING_APPROVAL and row["claimed_by"] is not None
+            and (row["claimed_until"] or 0) > self._clock.now().timestamp(),
+        )
+
+    async def claim_approval(self, execution_id: str, worker: str, lease: float) -> bool:
+        now = self._clock.now().timestamp()
+        cur = await self._run(
+            "UPDATE decisions SET claimed_by = ?, claimed_until = ? WHERE id = ? AND exec_status = ?"
+            " AND approval_deadline > ? AND (claimed_by IS NULL OR claimed_until IS NULL OR claimed_until <= ?)",
+            (worker, now + lease, execution_id, AWAITING_APPROVAL, now, now),
+        )
+        return cur.rowcount == 1
+
+    async def settle_approval(self, execution_id: str, worker: str, status: str, at: datetime) -> bool:
+        cur = await self._run(
+            "UPDATE decisions SET exec_status = ?, finished_at = ?, claimed_by = NULL, claimed_until = NULL"
+            " WHERE id = ? AND exec_status = ? AND claimed_by = ?",
+            (status, None if status == "pending" else format_time(at), execution_id, AWAITING_APPROVAL, worker),
+        )
+        return cur.rowcount == 1
+
+    async def expire_approvals(self, now: datetime, *, limit: int = 100) -> list[str]:
+        stamp = now.timestamp()
+        cur = await self._run(
+            "UPDATE decisions SET exec_status = 'expired', finished_at = ?, claimed_by = NULL, claimed_until = NULL"
+            " WHERE id IN (SELECT id FROM decisions WHERE exec_status = ? AND approval_deadline <= ?"
+            " AND (claimed_until IS NULL OR claimed_until <= ?) ORDER BY approval_deadline LIMIT ?) RETURNING id",
+            (format_time(now), AWAITING_APPROVAL, stamp, stamp, limit),
+        )
+        return [r["id"] for r in await cur.fetchall()]
+
     async def claim_execution(self, execution_id: str, worker: str, lease: float) -> bool:
         """Take or renew the lease on an unfinished execution; False if another live owner holds it."""
         now = self._clock.now().timestamp()
@@ -537,6 +589,11 @@ class SQLiteStore:
         cur = await self._run(decisions_sql(query, params, time=_at, order="rowid"), params.values)
         return [json_rows.decision_entry(r) for r in await cur.fetchall()]
 
+    async def decision_counts(self, since: datetime) -> list[DecisionCount]:
+        params = Params(numbered=False)
+        cur = await self._run(daily_counts_sql(params, _at(since), day="substr(d.at, 1, 10)"), params.values)
+        return [DecisionCount(r[0], r[1], r[2], int(r[3])) for r in await cur.fetchall()]
+
     async def deliveries(self, fingerprint: str, *, limit: int = 100) -> list[dict[str, Any]]:
         cur = await self._run(DELIVERIES_SQL.format(fingerprint="?", limit="?"), (fingerprint, limit))
         return [json_rows.delivery(r) for r in await cur.fetchall()]
@@ -549,7 +606,8 @@ class SQLiteStore:
 
     async def get_execution(self, execution_id: str) -> dict[str, Any] | None:
         cur = await self._run(
-            "SELECT id, body, exec_status, finished_at, alert_key FROM decisions WHERE id = ?", (execution_id,)
+            "SELECT id, body, exec_status, finished_at, alert_key, approval_deadline FROM decisions WHERE id = ?",
+            (execution_id,),
         )
         row = await cur.fetchone()
         if row is None:
@@ -603,13 +661,13 @@ class SQLiteStore:
         alerts_round = (
             "SELECT a.id FROM alerts a WHERE a.processed = 1 AND a.received_at < ? AND {} AND NOT EXISTS ("
             " SELECT 1 FROM decisions d WHERE d.alert_key = a.dedup_key"
-            " AND d.exec_status IN ('pending', 'running')) LIMIT ?"
+            f" AND d.exec_status IN {retention.KEPT}) LIMIT ?"
         )
         delete_alerts = (("alerts", "DELETE FROM alerts WHERE id IN ({})"),)
         rounds = (
             (
                 "SELECT id FROM decisions WHERE at < ? AND (exec_status IS NULL"
-                f" OR exec_status NOT IN ('pending', 'running')) AND {retention.closed('alert_key')} LIMIT ?",
+                f" OR exec_status NOT IN {retention.KEPT}) AND {retention.closed('alert_key')} LIMIT ?",
                 (("steps", "DELETE FROM steps WHERE execution_id IN ({})"),
                  ("notifications", "DELETE FROM notifications WHERE execution_id IN ({})"),
                  ("decisions", "DELETE FROM decisions WHERE id IN ({})")),
