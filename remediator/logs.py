@@ -4,6 +4,11 @@ Everything the process logs leaves in the one format, one event per line: struct
 events, and the stdlib loggers of the libraries (aiohttp, asyncpg, asyncio, warnings), which
 are routed through structlog's ``ProcessorFormatter``.  A traceback is the ``exception``
 field of its event, never raw lines a log collector would split into separate records.
+
+Per-alert and per-decision events are DEBUG; the decision loop logs one INFO summary per batch.
+A storm of 20,000 alerts must not spend its time writing 20,000 lines, and the JSON itself is
+encoded by msgspec (already the webhook's decoder) rather than ``json.dumps``, which took several
+times as long per event.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import sys
 import types
 from typing import Any
 
+import msgspec
 import structlog
 
 #: The stdlib logger that writes raw API response bodies at DEBUG.
@@ -38,6 +44,21 @@ class DisconnectsAtDebug(logging.Filter):
         return True
 
 
+def _unencodable(obj: Any) -> str:
+    """What msgspec cannot encode is logged as its repr (as structlog's own JSON renderer does)."""
+    return repr(obj)
+
+
+class JSONLines:
+    """Renders an event as one JSON line, with msgspec (several times faster than ``json.dumps``)."""
+
+    def __init__(self) -> None:
+        self._encoder = msgspec.json.Encoder(enc_hook=_unencodable)
+
+    def __call__(self, _logger: Any, _name: str, event: structlog.typing.EventDict) -> str:
+        return self._encoder.encode(event).decode()
+
+
 def _processors() -> list[structlog.typing.Processor]:
     """What every event goes through, whichever logger it came from."""
     return [
@@ -52,7 +73,7 @@ def _processors() -> list[structlog.typing.Processor]:
 def configure(fmt: str = "auto", level: str = "info") -> None:
     use_console = fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
     renderer: structlog.typing.Processor = (
-        structlog.dev.ConsoleRenderer() if use_console else structlog.processors.JSONRenderer()
+        structlog.dev.ConsoleRenderer() if use_console else JSONLines()
     )
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):

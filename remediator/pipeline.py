@@ -16,12 +16,12 @@ import socket
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import structlog
 
 from remediator.clock import within
-from remediator.core.alerts import Alert
+from remediator.core.alerts import Alert, format_time
 from remediator.core.decisions import Decision, DecisionKind, PlannedStep, execution_id
 from remediator.core.errors import GuardrailUnavailable, StoreUnavailable
 from remediator.core.guardrails import BreakerState, GuardStatus, Request, Verdict, with_playbooks
@@ -31,6 +31,8 @@ from remediator.core.schema import MUTATING_ACTIONS
 from remediator.hold import Hold, LeaseLost, LockUnconfirmed
 from remediator.metrics import Metrics
 from remediator.ports import (
+    AWAITING_APPROVAL,
+    ApprovalState,
     Clock,
     Executor,
     GuardrailStore,
@@ -110,6 +112,42 @@ class PipelineSettings:
     # live remediation back.  Replay sets this: its guardrail state is its own scratch copy, and
     # showing what cooldowns, rate limits and locks would have done over time is its purpose.
     dry_run_consumes_guardrails: bool = False
+    # Who answers a playbook's ``approval``: "ask" waits for a human (the daemon).  Replay simulates
+    # the answer (``--approve``): "all" approves every one at once, "none" never does.
+    approvals: Literal["ask", "all", "none"] = "ask"
+
+
+@dataclass(frozen=True)
+class ApprovalAnswer:
+    """What a request to approve or deny an execution came to.
+
+    ``outcome``: ``approved`` (now pending: the execution queue runs it), ``denied``, ``refused``
+    (approved, but the guardrails re-checked at approval said no: ``decision`` is their kind,
+    ``message`` their reason), ``not_found``, ``forbidden`` (not one of the playbook's approvers),
+    ``conflict`` (not awaiting approval any more, or being decided by another request right now)
+    or ``unavailable`` (guardrail state or store unreachable: it still waits; retry).
+    ``status`` is the execution's status after the request, when known."""
+
+    outcome: Literal["approved", "denied", "refused", "not_found", "forbidden", "conflict", "unavailable"]
+    message: str
+    status: str = ""
+    decision: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"outcome": self.outcome, "message": self.message, "status": self.status or None,
+                **({"decision": self.decision} if self.decision else {})}
+
+
+def _not_awaiting(did: str, state: ApprovalState, now: datetime) -> ApprovalAnswer:
+    """Why an execution cannot be approved or denied now (the claim on it was not had)."""
+    if state.status != AWAITING_APPROVAL:
+        return ApprovalAnswer("conflict", f"execution {did} is not awaiting approval: it is {state.status}",
+                              state.status)
+    if state.deadline is not None and state.deadline <= now:
+        return ApprovalAnswer("conflict", f"execution {did}: its approval expired at {format_time(state.deadline)}",
+                              "expired")
+    return ApprovalAnswer("conflict", f"execution {did} is being approved or denied by another request right now",
+                          state.status)
 
 
 class _Deferred(Exception):
@@ -265,11 +303,12 @@ class Pipeline:
         log = log.bind(execution_id=did)
         existing = await self.store.decision(did)
         if existing is not None:
-            log.info("decision already recorded", decision=existing.kind.value)
+            log.debug("decision already recorded", decision=existing.kind.value)
             return existing
         plan = make_plan(playbook, alert, global_dry_run=self.settings.dry_run)
         now = self.clock.now()
         admitted: Request | None = None  # the guardrail admission this decision holds, if any
+        deadline: datetime | None = None  # when an execution awaiting approval expires
         base: dict[str, Any] = dict(
             alert_key=alert.dedup_key,
             fingerprint=alert.fingerprint,
@@ -291,14 +330,17 @@ class Pipeline:
                 if self.kill_switch is not None:
                     with contextlib.suppress(GuardrailUnavailable, StoreUnavailable):  # then admission decides
                         await self.kill_switch.paused()  # re-arms a guardrail state that lost the pause
+                asks = playbook.needs_approval and self.settings.approvals != "all"
                 try:
-                    if plan.dry_run and not self.settings.dry_run_consumes_guardrails:
+                    if asks or (plan.dry_run and not self.settings.dry_run_consumes_guardrails):
                         kind, reason = await self._evaluate(plan, did, now.timestamp())
                     else:
                         kind, reason, admitted = await self._admit(plan, did, now.timestamp(), retried=retried)
                 except _Deferred as deferred:
                     return self._defer(deferred, log)
                 self._deferral_ends(log)
+                if kind is DecisionKind.EXECUTED and playbook.needs_approval:
+                    kind, reason, deadline = self._approval_asked(playbook, reason, now)
             decision = Decision(
                 kind=kind,
                 reason=reason,
@@ -309,7 +351,10 @@ class Pipeline:
                 **base,
             )
         try:
-            recorded = await self.store.record_decision(decision)
+            if deadline is not None and decision.kind is DecisionKind.AWAITING_APPROVAL:
+                recorded = await self.store.record_decision(decision, approval_deadline=deadline)
+            else:
+                recorded = await self.store.record_decision(decision)
         except StoreUnavailable:
             # Not recorded, so the alert will be decided again: give the admission back now, or that
             # retry would find the target locked by this very execution until the lock's TTL.
@@ -320,7 +365,7 @@ class Pipeline:
         if recorded:
             self.events.decision_recorded(decision, received)
         self.metrics.decisions.labels(playbook.name, decision.kind.value).inc()
-        log.info(
+        log.debug(  # per alert; the worker logs each batch's summary at INFO
             "decision",
             decision=decision.kind.value,
             reason=decision.reason,
@@ -337,9 +382,31 @@ class Pipeline:
                 await self.execute(decision, playbook=playbook, received=received, request=admitted)
             else:
                 self.on_executable()
+        elif decision.kind is DecisionKind.AWAITING_APPROVAL:
+            if deadline is not None:  # asked for real (replay's --approve none asks nobody)
+                await self._notify("approval_requested", decision, playbook.notify, alert=alert,
+                                   message=f"approve or deny before {format_time(deadline)}")
         elif decision.kind is not DecisionKind.RESOLVED:
             await self._notify("skipped", decision, playbook.notify, alert=alert)  # channels opt in to "skipped"
         return decision
+
+    def _approval_asked(
+        self, playbook: Playbook, reason: str, now: datetime
+    ) -> tuple[DecisionKind, str, datetime | None]:
+        """A decision the guardrails would admit, for a playbook that wants a human's approval.
+
+        Until it is approved, the guardrails were only read (``evaluate``), never consumed: a lock,
+        cooldown, rate or budget taken now would hold the target for an execution that may never
+        run (denied, expired).  Approving admits it for real, against the world as it is then.
+        Returns the decision's kind and reason, and the deadline (None when nobody is asked:
+        replay's simulated answers)."""
+        assert playbook.approval is not None
+        if self.settings.approvals == "all":
+            return DecisionKind.EXECUTED, f"{reason}; approval simulated (--approve all)", None
+        if self.settings.approvals == "none":
+            return DecisionKind.AWAITING_APPROVAL, f"{reason}; approval required, not given (--approve none)", None
+        deadline = now + timedelta(seconds=playbook.approval.timeout)
+        return DecisionKind.AWAITING_APPROVAL, f"{reason}; awaiting approval until {format_time(deadline)}", deadline
 
     async def _admit(
         self, plan: Plan, did: str, now: float, *, retried: bool = False
@@ -354,7 +421,10 @@ class Pipeline:
         out until the lock's TTL.  Two copies of one execution can never both run: the
         decision is recorded once, and one replica at a time holds the execution's lease.
         """
-        req = guard_request(plan, did, now)
+        return await self._admit_request(guard_request(plan, did, now), retried=retried)
+
+    async def _admit_request(self, req: Request, *, retried: bool = False) -> tuple[DecisionKind, str, Request | None]:
+        did = req.owner
         try:
             verdict = await self._verdict(self.guardrails.admit(req), did)
         except _Deferred as deferred:
@@ -774,3 +844,115 @@ class Pipeline:
             if await self.run_claimed(did) not in (None, "interrupted", "held_elsewhere"):
                 count += 1
         return count
+
+    # -- the approval gate -------------------------------------------------------------
+
+    async def answer_approval(self, did: str, *, approve: bool, by: str, token_sha256: str) -> ApprovalAnswer:
+        """Approve or deny an execution awaiting approval, for an admin (``by``, as the audit
+        names them; ``token_sha256``, the SHA-256 of their token, is what ``approvers`` list).
+
+        One answer wins: the execution is claimed first (:meth:`ApprovalLedger.claim_approval`),
+        so two replicas, or two requests on one, never both approve, or approve and deny.  An
+        approval re-checks the guardrails (the world may have changed since the decision: another
+        execution may have left the target in cooldown) and admits the execution for real; a
+        refusal finishes it ``refused`` with the guardrail's reason.  Approving needs the playbook
+        still loaded (its approvers, its guardrails); denying does not."""
+        state = await self.store.approval(did)
+        decision = await self.store.decision(did) if state is not None else None
+        if state is None or decision is None:
+            return ApprovalAnswer("not_found", f"no execution {did!r} is recorded")
+        now = self.clock.now()
+        if state.status != AWAITING_APPROVAL or state.deciding:
+            return _not_awaiting(did, state, now)
+        playbook = self._playbooks().by_name(decision.playbook)
+        approval = playbook.approval if playbook is not None else None
+        if approval is not None and not approval.allows(token_sha256):
+            return ApprovalAnswer("forbidden", f"this token is not one of playbook {decision.playbook}'s approvers",
+                                  state.status)
+        if approve and playbook is None:
+            return ApprovalAnswer("conflict", f"playbook {decision.playbook} is no longer loaded: deny the execution "
+                                              "or let it expire", state.status)
+        if not await self.store.claim_approval(did, self.owner, self.settings.execution_lease):
+            return _not_awaiting(did, await self.store.approval(did) or state, now)
+        try:
+            if not approve:
+                return await self._settle(decision, playbook, "denied", "approval_denied", by=by)
+            assert playbook is not None
+            return await self._approve(decision, playbook, by)
+        finally:  # a no-op once settled; else (unreachable state, a crash) it waits for another answer
+            with contextlib.suppress(StoreUnavailable):
+                await self.store.release_execution(did, self.owner)
+
+    async def _approve(self, decision: Decision, playbook: Playbook, by: str) -> ApprovalAnswer:
+        did = decision.execution_id or execution_id(decision.alert_key, decision.playbook)
+        alert = await self.store.recorded_alert(decision.alert_key)
+        received = ReceivedAlert(alert, self.clock.now()) if alert else None
+        req = self._resume_request(decision, playbook, received)
+        assert req is not None  # an awaiting execution was admitted by the guardrails: it has a target
+        if self.kill_switch is not None:
+            with contextlib.suppress(GuardrailUnavailable, StoreUnavailable):  # then admission decides
+                await self.kill_switch.paused()
+        admitted: Request | None = None
+        try:
+            if decision.dry_run and not self.settings.dry_run_consumes_guardrails:
+                verdict = await self._verdict(self.guardrails.evaluate(req), did)
+                kind, reason = verdict.kind, verdict.reason
+            else:
+                # retried: an approval cut short after its admission (the replica died) left the
+                # target locked by this very execution; it is taken over, not waited out
+                kind, reason, admitted = await self._admit_request(req, retried=True)
+        except _Deferred as deferred:
+            return ApprovalAnswer("unavailable", f"not approved yet: {deferred.detail}; retry", AWAITING_APPROVAL)
+        if kind is not DecisionKind.EXECUTED:
+            return await self._settle(decision, playbook, "refused", "approval_refused", by=by, decision=kind.value,
+                                      reason=reason)
+        if not await self.store.settle_approval(did, self.owner, "pending", self.clock.now()):
+            if admitted is not None:  # the claim lapsed and someone else answered: nothing runs under ours
+                with contextlib.suppress(GuardrailUnavailable):
+                    await self.guardrails.abandon(admitted)
+            return _not_awaiting(did, await self.store.approval(did) or ApprovalState("", None, False),
+                                 self.clock.now())
+        await self.store.record_event(did, "approved", self.clock.now(), by=by, reason=reason)
+        self._log.info("execution approved", execution_id=did, playbook=decision.playbook, by=by)
+        self.on_executable()
+        return ApprovalAnswer("approved", f"approved: {reason}", "pending")
+
+    async def _settle(
+        self, decision: Decision, playbook: Playbook | None, status: str, event: str, *, by: str, **detail: str
+    ) -> ApprovalAnswer:
+        """Finish an awaiting execution unrun (denied, refused) under this replica's claim: recorded,
+        counted and notified."""
+        did = decision.execution_id or execution_id(decision.alert_key, decision.playbook)
+        at = self.clock.now()
+        if not await self.store.settle_approval(did, self.owner, status, at):
+            return _not_awaiting(did, await self.store.approval(did) or ApprovalState("", None, False), at)
+        await self._unrun(decision, playbook, status, event, by=by, **detail)
+        outcome: Literal["denied", "refused"] = "denied" if status == "denied" else "refused"
+        return ApprovalAnswer(outcome, detail.get("reason", f"denied by {by}"), status, detail.get("decision", ""))
+
+    async def _unrun(
+        self, decision: Decision, playbook: Playbook | None, status: str, event: str, **detail: str
+    ) -> None:
+        """What follows an execution that ended without running: its audit, metrics, log and notice."""
+        did = decision.execution_id or ""
+        await self.store.record_event(did, status, self.clock.now(), **detail)
+        self.events.execution_finished(did, status)
+        self.metrics.executions.labels(decision.playbook, status).inc()
+        self._log.info("execution ended unrun", execution_id=did, playbook=decision.playbook, result=status, **detail)
+        alert = await self.store.recorded_alert(decision.alert_key)
+        message = detail.get("reason") or (f"by {detail['by']}" if "by" in detail else "")
+        await self._notify(event, decision, playbook.notify if playbook else (),
+                           **({"alert": alert} if alert else {}), message=message)
+
+    async def expire_approvals(self) -> int:
+        """Expire the executions whose approval deadline passed (the execution queue's sweep, on
+        the pipeline's clock): each is finished ``expired``, recorded and notified by exactly one
+        replica.  Returns how many."""
+        now = self.clock.now()
+        expired = await self.store.expire_approvals(now)
+        for did in expired:
+            decision = await self.store.decision(did)
+            if decision is not None:
+                await self._unrun(decision, self._playbooks().by_name(decision.playbook), "expired",
+                                  "approval_expired", reason="nobody approved it before its deadline")
+        return len(expired)

@@ -17,6 +17,7 @@ import contextlib
 import os
 import secrets
 import socket
+from collections import Counter
 from datetime import timedelta
 
 import structlog
@@ -69,6 +70,7 @@ class Worker:
             batch = await self.intake.claim_alerts(self.name, self.settings.batch, self.settings.lease)
             if not batch:
                 break
+            summary: Counter[str] = Counter()  # decision kinds (and deferrals) of this batch, for its log line
             for item in batch:
                 if self._stopping:
                     return handled  # the claim lease expires; the alert stays durably pending
@@ -85,11 +87,15 @@ class Worker:
                 if outcome.defer_until is not None:
                     await self.intake.defer_alert(item.id, outcome.defer_until)
                     self.pipeline.events.alert_deferred(item.received, outcome.defer_until)
+                    summary["deferred"] += 1
                 else:
                     await self.intake.mark_processed(item.id)
                     self.pipeline.events.alert_processed(item.received, outcome.decisions)
+                summary.update(d.kind.value for d in outcome.decisions)
                 handled += 1
                 self.processed += 1
+            # One line per batch at INFO (each decision is at DEBUG): a storm is not a storm of log lines.
+            self._log.info("alerts decided", alerts=len(batch), **dict(sorted(summary.items())))
         return handled
 
     async def _failed(self, item: StoredAlert, exc: Exception) -> None:
