@@ -26,8 +26,11 @@ was decided by then) rather than waited for: the bench always exits 0 within a f
 minutes and asserts nothing about speed.  Results are appended to bench/RESULTS.md
 (``--no-record`` to skip).
 
+``--profile DIR`` attaches ``py-spy record`` (its path in ``$PY_SPY``, else ``py-spy`` on PATH) to the
+daemon for the storm and writes collapsed stacks per backend to ``DIR/storm-<backend>.txt``.
+
 Run: .venv/bin/python bench/storm_bench.py [--alerts 20000] [--per-post 20]
-     [--backend embedded|postgres|both] [--deadline 120] [--no-record]
+     [--backend embedded|postgres|both] [--deadline 120] [--no-record] [--profile DIR]
 """
 
 from __future__ import annotations
@@ -63,7 +66,7 @@ IN_FLIGHT = 16  # concurrent POSTs from the load generator
 POLL = 0.05  # seconds between progress polls of /metrics
 PLAYBOOK = """\
 name: storm
-match: {alertname: StormMatch}
+match: {alertname: StormMatch, matchers: ['deployment=~".+"']}
 target: {kind: Deployment, namespace: shop, name: "{{ labels.deployment }}"}
 guardrails: {namespaces: [shop]}
 steps: [{action: restart}]
@@ -225,7 +228,7 @@ def daemon(cmd: list[str], env: dict[str, str], workdir: str) -> Iterator[subpro
                 server.wait()
 
 
-async def storm(backend: str, alerts: int, per_post: int, deadline: float) -> Result:
+async def storm(backend: str, alerts: int, per_post: int, deadline: float, profile: str | None = None) -> Result:
     expected = sum(1 for i in range(alerts) if matching(i))
     async with shared_state(backend) as state:
         with tempfile.TemporaryDirectory(prefix="storm-") as tmp:
@@ -240,11 +243,27 @@ async def storm(backend: str, alerts: int, per_post: int, deadline: float) -> Re
                    "REMEDIATOR_KUBERNETES_MODE": "none", "REMEDIATOR_LOG_LEVEL": "warning"}
             with daemon(cmd, env, tmp) as server:
                 return await _measure(server, f"http://127.0.0.1:{port}", backend, alerts, per_post, expected,
-                                      deadline)
+                                      deadline, profile)
+
+
+@contextlib.contextmanager
+def profiled(pid: int, out: str | None) -> Iterator[None]:
+    """``py-spy record`` of the daemon while the block runs (nothing when ``out`` is None)."""
+    if out is None:
+        yield
+        return
+    spy = subprocess.Popen([os.environ.get("PY_SPY", "py-spy"), "record", "--pid", str(pid), "--format", "raw",
+                            "--rate", "200", "--threads", "--output", out, "--nonblocking"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield
+    finally:
+        spy.send_signal(2)  # SIGINT: py-spy writes its output and exits
+        spy.wait(timeout=60)
 
 
 async def _measure(server: subprocess.Popen[bytes], base: str, backend: str, alerts: int, per_post: int,
-                   expected: int, deadline: float) -> Result:
+                   expected: int, deadline: float, profile: str | None = None) -> Result:
     async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {READ_TOKEN}"}) as session:
         ready_by = time.monotonic() + 60
         while True:
@@ -257,30 +276,37 @@ async def _measure(server: subprocess.Popen[bytes], base: str, backend: str, ale
             if time.monotonic() > ready_by:
                 raise SystemExit("the daemon was not ready within 60 s")
             await asyncio.sleep(POLL)
-        cpu_before = cpu_seconds(server.pid)
-        start = time.time()
-        generator = await asyncio.create_subprocess_exec(
-            sys.executable, __file__, "load", f"{base}/webhooks/alertmanager", str(alerts), str(per_post),
-            stdout=asyncio.subprocess.PIPE,
-        )
-        decided = executed = 0
-        stop_at = time.monotonic() + deadline
-        while time.monotonic() < stop_at:
-            async with session.get(f"{base}/metrics") as r:
-                text = await r.text()
-            decided = int(counter_total(text, "remediator_decisions"))
-            executed = int(counter_total(text, "remediator_executions"))
-            if decided >= expected and executed >= expected and generator.returncode is not None:
-                break
-            if server.poll() is not None:
-                raise SystemExit(f"the daemon exited ({server.returncode}) during the storm")
-            await asyncio.sleep(POLL)
-        cpu = cpu_seconds(server.pid) - cpu_before
-        out, _ = await generator.communicate()
-        if generator.returncode != 0:
-            raise SystemExit(f"the load generator failed ({generator.returncode})")
-        intake = json.loads(out)
-        last_decision, last_execution, pending = await last_recorded(session, base)
+        out_path = str(Path(profile) / f"storm-{backend}.txt") if profile else None
+        with profiled(server.pid, out_path):
+            return await _storm(session, server, base, backend, alerts, per_post, expected, deadline)
+
+
+async def _storm(session: aiohttp.ClientSession, server: subprocess.Popen[bytes], base: str, backend: str,
+                 alerts: int, per_post: int, expected: int, deadline: float) -> Result:
+    cpu_before = cpu_seconds(server.pid)
+    start = time.time()
+    generator = await asyncio.create_subprocess_exec(
+        sys.executable, __file__, "load", f"{base}/webhooks/alertmanager", str(alerts), str(per_post),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    decided = executed = 0
+    stop_at = time.monotonic() + deadline
+    while time.monotonic() < stop_at:
+        async with session.get(f"{base}/metrics") as r:
+            text = await r.text()
+        decided = int(counter_total(text, "remediator_decisions"))
+        executed = int(counter_total(text, "remediator_executions"))
+        if decided >= expected and executed >= expected and generator.returncode is not None:
+            break
+        if server.poll() is not None:
+            raise SystemExit(f"the daemon exited ({server.returncode}) during the storm")
+        await asyncio.sleep(POLL)
+    cpu = cpu_seconds(server.pid) - cpu_before
+    out, _ = await generator.communicate()
+    if generator.returncode != 0:
+        raise SystemExit(f"the load generator failed ({generator.returncode})")
+    intake = json.loads(out)
+    last_decision, last_execution, pending = await last_recorded(session, base)
     return Result(backend, alerts, expected, intake["seconds"], intake["p99"] * 1000, decided, executed,
                   seconds_since(start, last_decision), seconds_since(start, last_execution), cpu, pending)
 
@@ -303,7 +329,7 @@ def record(results: list[Result], args: argparse.Namespace) -> None:
 
 async def main(args: argparse.Namespace) -> None:
     backends = ["embedded", "postgres"] if args.backend == "both" else [args.backend]
-    results = [await storm(b, args.alerts, args.per_post, args.deadline) for b in backends]
+    results = [await storm(b, args.alerts, args.per_post, args.deadline, args.profile) for b in backends]
     print(HEADER)
     for r in results:
         print(r.row())
@@ -323,4 +349,6 @@ if __name__ == "__main__":
     parser.add_argument("--deadline", type=float, default=150.0,
                         help="seconds to wait for the storm to be decided and executed before reporting it unfinished")
     parser.add_argument("--no-record", action="store_true", help="do not append the results to bench/RESULTS.md")
+    parser.add_argument("--profile", metavar="DIR",
+                        help="py-spy the daemon: collapsed stacks in DIR/storm-<backend>.txt")
     asyncio.run(main(parser.parse_args()))
