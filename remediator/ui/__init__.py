@@ -31,6 +31,7 @@ def routes(app: web.Application) -> None:
     app.router.add_get("/ui/events", stream.events)
     app.router.add_get("/ui/executions/{id}", views.execution)
     app.router.add_get("/ui/guardrails", views.guardrails)
+    app.router.add_get("/ui/playbooks", views.playbooks)
     app.router.add_get("/ui/guardrails/{action:pause|resume}", views.confirm)
     app.router.add_post("/ui/guardrails/{action:pause|resume}", views.act)
     app.router.add_get("/ui/login", views.login_form)

@@ -15,6 +15,7 @@ import functools
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC
 from typing import Any
 
 import jinja2
@@ -24,7 +25,7 @@ from remediator.core.errors import GuardrailUnavailable, StoreUnavailable
 from remediator.core.redact import redact_execution
 from remediator.http import RECORDED_KINDS, BadQuery, _bounded, decision_query, set_paused, who
 from remediator.runtime import ADMIN, READ, RUNTIME, Runtime
-from remediator.ui import auth
+from remediator.ui import auth, charts
 from remediator.ui.render import diff, page
 
 
@@ -163,6 +164,26 @@ async def guardrails(request: web.Request, rt: Runtime, ui: UiState, viewer: aut
     return page(ui.env, "guardrails.html", 503 if problems else 200, viewer=viewer, paused=paused, record=record,
                 breakers=breakers, parked=parked, unfinished=unfinished, problems=problems,
                 done=request.query.get("done") if request.query.get("done") in DONE else None)
+
+
+@viewed(READ)
+async def playbooks(request: web.Request, rt: Runtime, ui: UiState, viewer: auth.Viewer) -> web.Response:
+    """The loaded set (its version, each playbook's source, match and steps), what the last reload
+    found wrong (``file:line``: the set shown is then the last good one), and a week of decisions
+    per playbook as bars, counted by one grouped query."""
+    repo = rt.playbooks
+    now = rt.clock.now()
+    problems = []
+    try:
+        counts = await _bounded(rt, rt.store.decision_counts(charts.first_day(now)), StoreUnavailable)
+    except StoreUnavailable:
+        counts = []
+        problems.append("store unavailable: the week of decisions cannot be counted")
+    bars = charts.week(counts, now.astimezone(UTC).date())
+    loaded = {p.name for p in repo.current.playbooks}
+    return page(ui.env, "playbooks.html", 503 if problems else 200, viewer=viewer, pset=repo.current,
+                load_errors=[str(p) for p in repo.last_problems], bars=bars, problems=problems,
+                gone=sorted(name for name in bars if name not in loaded), chart=charts)
 
 
 #: Execution statuses of the panel's "in progress" (admitted and not started, or started and not finished:
