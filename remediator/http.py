@@ -7,8 +7,9 @@ for anything malformed (retrying would not help), never a 500 for bad input.
 Credentials by role: the webhook takes a webhook token (Alertmanager's, good for
 nothing else); the read API (executions, decisions, alerts, guardrails) a read or admin token; pause and
 resume an admin token.  No or an unknown token is a 401, a known token without the
-role a 403.  ``/healthz`` and ``/readyz`` are open (probes), ``/metrics`` too unless
-``api.metrics: read``.  ``webhook.insecure_no_auth`` opens everything, for local
+role a 403.  Approving or denying an execution that awaits approval takes an admin token too
+(and, when the playbook lists ``approvers``, one of those).  ``/healthz`` and ``/readyz`` are
+open (probes), ``/metrics`` too unless ``api.metrics: read``.  ``webhook.insecure_no_auth`` opens everything, for local
 experiments.  What the read API shows of a step's before/after
 is redacted (:mod:`remediator.core.redact`), whenever the record was written.
 
@@ -482,6 +483,51 @@ async def pause(request: web.Request) -> web.Response:
     return await _set_paused(request, True)
 
 
+#: HTTP status of each way an approval request can end (:class:`remediator.pipeline.ApprovalAnswer`).
+APPROVAL_STATUS = {"approved": 200, "denied": 200, "refused": 409, "not_found": 404, "forbidden": 403,
+                   "conflict": 409, "unavailable": 503}
+
+
+async def answer_approval(
+    rt: Runtime, did: str, *, approve: bool, by: str, presented: str
+) -> tuple[int, dict[str, Any]]:
+    """Approve or deny an execution: (HTTP status, JSON body), shared by the API and the web UI's
+    buttons.  The approver is the admin token by fingerprint (``who``), as playbooks list them."""
+    digest = hashlib.sha256(presented.encode()).hexdigest() if presented else ""
+    try:
+        answer = await _bounded(
+            rt, rt.pipeline.answer_approval(did, approve=approve, by=by, token_sha256=digest), StoreUnavailable
+        )
+    except StoreUnavailable as exc:
+        return 503, {"error": f"store unavailable: {exc}; retry", "outcome": "unavailable"}
+    body = answer.to_json()
+    status = APPROVAL_STATUS[answer.outcome]
+    if status >= 400:
+        body["error"] = answer.message
+    return status, body
+
+
+async def _answer(request: web.Request, approve: bool) -> web.Response:
+    rt = request.app[RUNTIME]
+    denied = _require(request, rt, ADMIN)
+    if denied is not None:
+        return denied
+    presented = _presented(request)
+    status, body = await answer_approval(rt, request.match_info["id"], approve=approve, by=who(presented),
+                                         presented=presented)
+    return web.json_response(body, status=status)
+
+
+async def approve(request: web.Request) -> web.Response:
+    """``POST /api/v1/executions/<id>/approve``: the guardrails are re-checked; 409 with their reason
+    when they refuse (the execution is then recorded ``refused``)."""
+    return await _answer(request, True)
+
+
+async def deny(request: web.Request) -> web.Response:
+    return await _answer(request, False)
+
+
 async def resume(request: web.Request) -> web.Response:
     return await _set_paused(request, False)
 
@@ -510,6 +556,8 @@ def routes(app: web.Application) -> None:
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/api/v1/executions", list_executions)
     app.router.add_get("/api/v1/executions/{id}", get_execution)
+    app.router.add_post("/api/v1/executions/{id}/approve", approve)
+    app.router.add_post("/api/v1/executions/{id}/deny", deny)
     app.router.add_get("/api/v1/decisions", list_decisions)
     app.router.add_get("/api/v1/alerts/{fingerprint}", get_alert)
     app.router.add_get("/api/v1/guardrails", guardrails)

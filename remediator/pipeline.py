@@ -904,7 +904,7 @@ class Pipeline:
         except _Deferred as deferred:
             return ApprovalAnswer("unavailable", f"not approved yet: {deferred.detail}; retry", AWAITING_APPROVAL)
         if kind is not DecisionKind.EXECUTED:
-            return await self._settle(decision, playbook, "refused", "approval_refused", by=by, decision=kind.value,
+            return await self._settle(decision, playbook, "refused", "approval_refused", by=by, verdict=kind.value,
                                       reason=reason)
         if not await self.store.settle_approval(did, self.owner, "pending", self.clock.now()):
             if admitted is not None:  # the claim lapsed and someone else answered: nothing runs under ours
@@ -928,7 +928,7 @@ class Pipeline:
             return _not_awaiting(did, await self.store.approval(did) or ApprovalState("", None, False), at)
         await self._unrun(decision, playbook, status, event, by=by, **detail)
         outcome: Literal["denied", "refused"] = "denied" if status == "denied" else "refused"
-        return ApprovalAnswer(outcome, detail.get("reason", f"denied by {by}"), status, detail.get("decision", ""))
+        return ApprovalAnswer(outcome, detail.get("reason", f"denied by {by}"), status, detail.get("verdict", ""))
 
     async def _unrun(
         self, decision: Decision, playbook: Playbook | None, status: str, event: str, **detail: str

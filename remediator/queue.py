@@ -50,13 +50,19 @@ class ExecutionQueue:
         self._wake.set()
 
     async def fill(self) -> int:
-        """Claim what there is room for and start it; return how many started.
+        """Claim what there is room for and start it; return how many started.  Executions awaiting
+        approval are never claimed (see :class:`~remediator.ports.ApprovalLedger`).
 
         Nothing is claimed while guardrail state is unreachable: the executions are left to
         a replica that can hold their locks (fail closed), and wait durably meanwhile.
         """
+        if self._stopping:
+            return 0
+        # Every round also sweeps: executions whose approval deadline passed are expired here, on
+        # the pipeline's clock, by whichever replica gets to each first.
+        await self.pipeline.expire_approvals()
         free = self.settings.max_executions - len(self._running)
-        if free <= 0 or self._stopping:
+        if free <= 0:
             return 0
         try:
             await self.pipeline.guardrails.ping()

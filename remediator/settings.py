@@ -116,7 +116,8 @@ class ChannelSettings:
     secret_file: str = ""
     routing_key: str = ""
     routing_key_file: str = ""
-    events: tuple[str, ...] = ("started", "succeeded", "failed", "superseded", "dry_run", "resolved")
+    events: tuple[str, ...] = ("started", "succeeded", "failed", "superseded", "dry_run", "resolved",
+                               "approval_requested", "approval_denied", "approval_expired", "approval_refused")
     template: str = ""
     request_timeout: float = _above(0, 10.0)
     max_attempts: int = _at_least(1, 5)

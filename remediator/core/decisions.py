@@ -29,6 +29,9 @@ class DecisionKind(enum.StrEnum):
     STABILISING = "stabilising"
     GUARDRAIL_UNAVAILABLE = "guardrail_unavailable"
     RESOLVED = "resolved"  # a resolved alert that a playbook matched but that had nothing to cancel
+    # The guardrails would admit it, and its playbook wants a human's yes first: its execution
+    # waits (``awaiting_approval``) to be approved, denied or expired.
+    AWAITING_APPROVAL = "awaiting_approval"
 
 
 @dataclass(frozen=True)

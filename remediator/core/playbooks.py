@@ -93,6 +93,30 @@ class Guardrails:
     max_age: float = 0.0  # act only on alerts that started at most this long ago (0: any age)
 
 
+#: How long an execution waits for its approval unless the playbook says (``approval.timeout``).
+DEFAULT_APPROVAL_TIMEOUT = 900.0
+
+
+@dataclass(frozen=True)
+class Approval:
+    """``approval:``: a human approves each execution before it runs.
+
+    ``approvers`` are admin tokens by fingerprint (``sha256:`` and a prefix of at least 12 hex
+    digits of the token's SHA-256): tokens carry no name, and the fingerprint is what the audit
+    already shows of whoever pauses or approves.  Empty: any admin token may approve or deny.
+    """
+
+    required: bool = True
+    timeout: float = DEFAULT_APPROVAL_TIMEOUT
+    approvers: tuple[str, ...] = ()
+
+    def allows(self, token_sha256: str) -> bool:
+        """Whether the admin token with this SHA-256 (hex) may approve or deny."""
+        return not self.approvers or any(
+            token_sha256.startswith(a.removeprefix("sha256:")) for a in self.approvers
+        )
+
+
 @dataclass(frozen=True)
 class Step:
     action: str
@@ -116,6 +140,11 @@ class Playbook:
     source: str = "<memory>"
     line: int = 1
     version: str = ""
+    approval: Approval | None = None  # None, or not required: executions run without asking
+
+    @property
+    def needs_approval(self) -> bool:
+        return self.approval is not None and self.approval.required
 
     @property
     def location(self) -> str:
@@ -489,6 +518,10 @@ def _semantic_problems(raw: Any, doc: Document, base: tuple[str | int, ...], sou
         if "lock_ttl" in guard and parse_duration(guard["lock_ttl"]) <= 0:
             found.append((("guardrails", "lock_ttl"), "guardrails.lock_ttl: must be positive (the lock is renewed "
                                                       "every third of it)"))
+    approval = raw.get("approval")
+    with contextlib.suppress(DurationError, TypeError, AttributeError):
+        if isinstance(approval, Mapping) and "timeout" in approval and parse_duration(approval["timeout"]) <= 0:
+            found.append((("approval", "timeout"), "approval.timeout: must be positive"))
     found += _step_problems(raw.get("steps"), ("steps",))
     found += _step_problems(raw.get("on_failure"), ("on_failure",))
     return [Problem(source, doc.line(base + path), message) for path, message in found]
@@ -538,6 +571,9 @@ def build_playbook(raw: Mapping[str, Any], doc: Document, base: tuple[str | int,
     steps_base = (*base, "steps")
     fail_base = (*base, "on_failure")
     canonical = json.dumps(raw, sort_keys=True, default=str)
+    a = raw.get("approval")
+    approval = Approval(a.get("required", True), parse_duration(a.get("timeout", DEFAULT_APPROVAL_TIMEOUT)),
+                        tuple(a.get("approvers", ()))) if a is not None else None
     return Playbook(
         name=raw["name"],
         description=raw.get("description", ""),
@@ -553,6 +589,7 @@ def build_playbook(raw: Mapping[str, Any], doc: Document, base: tuple[str | int,
         source=source,
         line=doc.line(base),
         version=hashlib.sha256(canonical.encode()).hexdigest()[:16],
+        approval=approval,
     )
 
 

@@ -150,6 +150,11 @@ def _step_schema() -> dict[str, Any]:
     }
 
 
+#: An approver: ``sha256:`` and at least 12 hex digits of the SHA-256 of an admin token (what the
+#: kill switch's record and the audit show as ``admin token sha256:...``).
+APPROVER_PATTERN = r"^sha256:[0-9a-f]{12,64}$"
+
+
 def playbook_schema() -> dict[str, Any]:
     step = _step_schema()
     return {
@@ -210,6 +215,16 @@ def playbook_schema() -> dict[str, Any]:
             "steps": {"type": "array", "minItems": 1, "items": step},
             "on_failure": {"type": "array", "items": step},
             "notify": {"type": "array", "items": {"type": "string", "minLength": 1}},
+            "approval": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "required": {"type": "boolean"},
+                    "timeout": DURATION,
+                    # admin tokens by fingerprint (tokens are plain secrets, with no name of their own)
+                    "approvers": {"type": "array", "items": {"type": "string", "pattern": APPROVER_PATTERN}},
+                },
+            },
         },
     }
 

@@ -25,8 +25,11 @@ from remediator.ports import StepResult
 
 #: Events a channel can subscribe to (``channels.<name>.events``); ``message`` (a playbook's
 #: ``notify`` step) is always delivered to the channel it names.
-EVENTS = ("started", "succeeded", "failed", "superseded", "skipped", "dry_run", "resolved")
+EVENTS = ("started", "succeeded", "failed", "superseded", "skipped", "dry_run", "resolved",
+          "approval_requested", "approval_denied", "approval_expired", "approval_refused")
 MESSAGE = "message"
+#: The approval gate's events (a playbook with ``approval:``): asked, and each way it can end unrun.
+APPROVAL_EVENTS = ("approval_requested", "approval_denied", "approval_expired", "approval_refused")
 
 HEADLINES = {
     "started": "Remediation started",
@@ -36,6 +39,10 @@ HEADLINES = {
     "skipped": "Remediation skipped",
     "dry_run": "Dry run: remediation planned, nothing was changed",
     "resolved": "Alert resolved after remediation",
+    "approval_requested": "Approval requested: remediation waits for a human",
+    "approval_denied": "Remediation denied: nothing was changed",
+    "approval_expired": "Approval expired: nothing was changed",
+    "approval_refused": "Remediation approved but refused by the guardrails: nothing was changed",
     MESSAGE: "Message from playbook",
 }
 
@@ -48,6 +55,7 @@ NOTICE_NAMES = frozenset(
         "playbook",
         "execution_id",
         "execution_url",
+        "approval_url",
         "decision",
         "reason",
         "result",
@@ -73,6 +81,8 @@ DEFAULT_TEMPLATE = (
     " | playbook {{ playbook }}"
     "{% if event == 'skipped' %} | {{ decision }}: {{ reason }}{% endif %}"
     "{% if event == 'failed' and failed_step %} | {{ failed_step }}{% endif %}"
+    "{% if event.startswith('approval_') and message %} | {{ message }}{% endif %}"
+    "{% if approval_url and event == 'approval_requested' %}: {{ approval_url }}{% endif %}"
 )
 
 
@@ -106,6 +116,9 @@ class Notice:
     steps: tuple[StepLine, ...]
     message: str = ""
     execution_url: str = ""
+    #: The execution's web page, where an admin approves or denies it (approval events only): under
+    #: ``public_url`` when it is set, else the bare path.
+    approval_url: str = ""
 
     @property
     def dry_run(self) -> bool:
@@ -123,6 +136,10 @@ class Notice:
             "superseded": "stopped: target changed since",
             "dry_run": "dry run: nothing changed",
             "resolved": "alert resolved",
+            "approval_requested": "awaiting approval",
+            "approval_denied": "denied",
+            "approval_expired": "approval expired",
+            "approval_refused": "refused at approval",
             MESSAGE: "message",
         }.get(self.event, self.event)
 
@@ -145,6 +162,7 @@ class Notice:
             "playbook": d.playbook,
             "execution_id": d.execution_id or "",
             "execution_url": self.execution_url,
+            "approval_url": self.approval_url,
             "decision": d.kind.value,
             "reason": d.reason,
             "result": self.result,
@@ -190,6 +208,12 @@ def execution_url(public_url: str, execution: str | None) -> str:
     return f"{public_url.rstrip('/')}/api/v1/executions/{execution}"
 
 
+def approval_url(public_url: str, execution: str | None) -> str:
+    if not execution:
+        return ""
+    return f"{public_url.rstrip('/')}/ui/executions/{execution}"
+
+
 def build_notice(
     event: str, decision: Decision, detail: Mapping[str, Any], *, at: datetime, public_url: str = ""
 ) -> Notice:
@@ -212,6 +236,7 @@ def build_notice(
         steps=() if event == MESSAGE else _lines(decision, detail.get("results") or {}),
         message=str(detail.get("message") or ""),
         execution_url=execution_url(public_url, decision.execution_id),
+        approval_url=approval_url(public_url, decision.execution_id) if event in APPROVAL_EVENTS else "",
     )
 
 

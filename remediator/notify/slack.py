@@ -79,7 +79,8 @@ def slack_payload(notice: Notice, text: str) -> dict[str, Any]:
     ]
     buttons = [
         b
-        for b in (_button("Alert source", notice.alert.generator_url), _button("Execution", notice.execution_url))
+        for b in (_button("Alert source", notice.alert.generator_url), _button("Execution", notice.execution_url),
+                  _button("Approve or deny", notice.approval_url))
         if b is not None
     ]
     if buttons:

@@ -18,7 +18,8 @@ Body, schema version ``"1"`` (fields are only ever added within a version)::
     {
       "version": "1",
       "id": "nt-…",                  # stable per (execution, event[, notify step])
-      "event": "started" | "succeeded" | "failed" | "skipped" | "dry_run" | "resolved" | "message",
+      "event": "started" | "succeeded" | "failed" | "skipped" | "dry_run" | "resolved" | "message"
+               | "approval_requested" | "approval_denied" | "approval_expired" | "approval_refused",
       "at": "2026-11-22T10:00:00Z",  # when the event happened (RFC 3339, UTC)
       "channel": "ops-hook",         # the configured channel name
       "dry_run": false,              # true: nothing was changed in the cluster
@@ -26,6 +27,7 @@ Body, schema version ``"1"`` (fields are only ever added within a version)::
       "message": "…",                # a notify step's message, else ""
       "result": "succeeded",         # short outcome, e.g. "skipped (cooldown)"
       "execution": {"id": "ex-…", "url": "https://…/api/v1/executions/ex-…" | null,
+                    "approval_url": "https://…/ui/executions/ex-…" | null,  # approval_* events
                     "decision": "executed", "reason": "…"},
       "playbook": {"name": "…", "version": "…"},
       "target": {"kind": "Deployment", "namespace": "…", "name": "…"} | null,
@@ -71,6 +73,7 @@ def webhook_payload(notice: Notice, text: str, channel: str) -> dict[str, Any]:
         "execution": {
             "id": d.execution_id,
             "url": notice.execution_url or None,
+            "approval_url": notice.approval_url or None,
             "decision": d.kind.value,
             "reason": d.reason,
         },

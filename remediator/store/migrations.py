@@ -138,6 +138,16 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX decisions_namespace ON decisions (target_namespace, at, seq);
         """,
     ),
+    Migration(
+        6,
+        "executions awaiting approval, with their deadline",
+        # Nullable, no default: no table rewrite.  The partial index is what the sweeper that
+        # expires overdue approvals reads on every round.
+        """
+        ALTER TABLE decisions ADD COLUMN approval_deadline timestamptz;
+        CREATE INDEX decisions_awaiting ON decisions (approval_deadline) WHERE exec_status = 'awaiting_approval';
+        """,
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version

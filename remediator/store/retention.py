@@ -38,3 +38,7 @@ RESOLVED_ALONE = (
     f"a.status = 'resolved' AND NOT EXISTS (SELECT 1 FROM alerts f WHERE f.dedup_key = {_FIRING_OF_RESOLVED})"
     f" AND NOT EXISTS (SELECT 1 FROM decisions d WHERE d.alert_key IN (a.dedup_key, {_FIRING_OF_RESOLVED}))"
 )
+
+#: Execution statuses retention never deletes, whatever their age: unfinished (pending, running),
+#: or waiting for a human (awaiting_approval, which ends by its deadline anyway).
+KEPT = "('pending', 'running', 'awaiting_approval')"

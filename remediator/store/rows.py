@@ -16,8 +16,8 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from remediator.core.alerts import format_time
-from remediator.core.decisions import Decision
-from remediator.ports import StepResult, split_journal
+from remediator.core.decisions import Decision, DecisionKind
+from remediator.ports import AWAITING_APPROVAL, StepResult, split_journal
 
 #: How much of a parked alert's error is kept.
 PARK_ERROR_CHARS = 2000
@@ -54,6 +54,12 @@ def target_columns(decision: Decision) -> tuple[str | None, str | None, str | No
     filters; NUL-free, as PostgreSQL text must be (an invalid name is recorded as rendered)."""
     t = decision.target
     return (without_nul(t.kind), without_nul(t.namespace), without_nul(t.name)) if t else (None, None, None)
+
+
+def execution_status(decision: Decision) -> str | None:
+    """The status a decision's execution is recorded with: ``pending`` when admitted (the execution
+    queue runs it), ``awaiting_approval`` when it waits for a human, None when there is none."""
+    return {DecisionKind.EXECUTED: "pending", DecisionKind.AWAITING_APPROVAL: AWAITING_APPROVAL}.get(decision.kind)
 
 
 def execution_summary(row: Row) -> dict[str, Any]:
@@ -134,10 +140,13 @@ def step_entry(row: Row) -> dict[str, Any]:
 def execution_document(
     decision: Row, alert: str | None, steps: Iterable[Row], journal: Iterable[str]
 ) -> dict[str, Any]:
-    """One execution's whole audit: its summary, the alert it acted on (None once retention
-    removed it), its steps (main phase first) and, in the order recorded, its journal
-    (``events``) and notification outcomes (``notifications``)."""
+    """One execution's whole audit: its summary, the deadline of its wait for approval (only if it
+    had one), the alert it acted on (None once retention removed it), its steps (main phase
+    first) and, in the order recorded, its journal (``events``) and notification outcomes
+    (``notifications``)."""
     out = execution_summary(decision)
+    if decision["approval_deadline"] is not None:  # it waited for approval (or waits)
+        out["approval_deadline"] = timestamp(decision["approval_deadline"])
     out["alert_payload"] = json.loads(alert) if alert else None
     out["results"] = [step_entry(s) for s in steps]
     out["events"], out["notifications"] = split_journal([json.loads(body) for body in journal])

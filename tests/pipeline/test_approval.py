@@ -1,0 +1,318 @@
+"""The approval gate (issue 16, item 3): an execution of a playbook with ``approval:`` waits for a
+human, who approves (the guardrails are re-checked then) or denies it; nobody answering expires it.
+
+On the embedded store and guardrails, on a virtual clock; the same paths with two replicas on
+real PostgreSQL and Redis are in ``tests/store/test_approval_replicas.py``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections.abc import AsyncIterator, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from remediator.app import create_app
+from remediator.clock import VirtualClock
+from remediator.core.decisions import Decision, DecisionKind, execution_id
+from remediator.core.playbooks import parse_playbooks
+from remediator.runtime import RUNTIME, Runtime, open_runtime
+from tests.payloads import T0, alert_json, payload
+from tests.pipeline.test_pipeline import Recorder, received
+from tests.tokens import ADMIN, READ
+
+GATED = """
+name: gated
+match: {alertname: Gated, matchers: ['app=~".+"']}
+target: {kind: Deployment, namespace: shop, name: "{{ labels.app }}"}
+approval: {required: true, timeout: 15m%s}
+guardrails: {cooldown: 1h}
+notify: [ops]
+steps: [{action: restart}]
+"""
+CHANNELS = {"ops": {"type": "webhook", "url": "http://127.0.0.1:9/hook"}}
+#: what playbooks list to let the admin token ``a1`` (tests/tokens.py) approve
+A1 = "sha256:" + hashlib.sha256(b"a1").hexdigest()[:12]
+
+
+class Notices:
+    """A notifier that keeps what it was asked to send: (event, execution id, detail)."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str, Mapping[str, Any]]] = []
+
+    async def notify(self, event: str, decision: Decision, detail: Mapping[str, Any]) -> None:
+        self.sent.append((event, decision.execution_id or "", detail))
+
+    def events(self, did: str) -> list[str]:
+        return [e for e, d, _ in self.sent if d == did]
+
+
+def gated_settings(settings_factory: Callable[..., Any], tmp_path: Path, approvers: str = "", **more: Any) -> Any:
+    pb = tmp_path / "pb"
+    pb.mkdir(exist_ok=True)
+    (pb / "gated.yaml").write_text(GATED % (f", approvers: [{approvers}]" if approvers else ""))
+    return settings_factory(playbooks=str(pb), dry_run=False, channels=CHANNELS, **more)
+
+
+def gated_alert(app: str = "web", fingerprint: str = "a1a1a1a1a1a1a1a1", starts_at: str = "2026-11-22T10:00:00Z"
+                ) -> dict[str, Any]:
+    return payload(alert_json({"alertname": "Gated", "app": app}, fingerprint=fingerprint, starts_at=starts_at))
+
+
+async def decide(rt: Runtime, raw: dict[str, Any]) -> str:
+    """Record and decide one alert; the id of its (awaiting) execution."""
+    [r] = received(raw, rt.clock)
+    await rt.store.record_alerts([r])
+    await rt.worker.drain()
+    return execution_id(r.alert.dedup_key, "gated")
+
+
+@contextlib.asynccontextmanager
+async def gated_runtime(settings: Any, clock: VirtualClock) -> AsyncIterator[tuple[Runtime, Recorder, Notices]]:
+    cluster, notices = Recorder(), Notices()
+    async with open_runtime(settings, clock=clock, executors=(cluster, cluster), notifier=notices,
+                            start_worker=False) as rt:
+        yield rt, cluster, notices
+
+
+async def answer(rt: Runtime, did: str, approve: bool, token: str = "a1") -> Any:
+    return await rt.pipeline.answer_approval(did, approve=approve, by=f"test {token}",
+                                             token_sha256=hashlib.sha256(token.encode()).hexdigest())
+
+
+# -- the pipeline, on a virtual clock ---------------------------------------------------
+
+
+async def test_a_gated_execution_waits_and_runs_once_approved(
+    settings_factory: Callable[..., Any], tmp_path: Path, vclock: VirtualClock
+) -> None:
+    async with gated_runtime(gated_settings(settings_factory, tmp_path), vclock) as (rt, cluster, notices):
+        did = await decide(rt, gated_alert())
+        await rt.worker.queue.drain()  # nothing claims an execution that awaits approval
+        ex = await rt.store.get_execution(did)
+        assert ex is not None and cluster.calls == []
+        assert (ex["decision"], ex["status"]) == ("awaiting_approval", "awaiting_approval")
+        assert ex["approval_deadline"] == "2026-11-22T10:15:00Z"
+        assert "awaiting approval until 2026-11-22T10:15:00Z" in ex["reason"]
+        [(event, _, detail)] = [n for n in notices.sent if n[1] == did]
+        assert event == "approval_requested" and detail["channels"] == ("ops",)
+        # the guardrails were read, not taken: the target is neither locked nor in cooldown
+        assert await rt.store.unfinished(did) is False
+
+        await vclock.advance(60)
+        got = await answer(rt, did, True)
+        assert (got.outcome, got.status) == ("approved", "pending")
+        await rt.worker.queue.drain()
+        ex = await rt.store.get_execution(did)
+        assert ex is not None and ex["status"] == "succeeded"
+        assert [c[:2] for c in cluster.calls] == [("restart", "Deployment/shop/web")]
+        assert [(e["journal"], e["by"]) for e in ex["events"]] == [("approved", "test a1")]
+        assert notices.events(did) == ["approval_requested", "started", "succeeded"]
+        again = await answer(rt, did, True)
+        assert again.outcome == "conflict" and "not awaiting approval: it is succeeded" in again.message
+
+
+async def test_denied_runs_nothing_and_is_notified(
+    settings_factory: Callable[..., Any], tmp_path: Path, vclock: VirtualClock
+) -> None:
+    async with gated_runtime(gated_settings(settings_factory, tmp_path), vclock) as (rt, cluster, notices):
+        did = await decide(rt, gated_alert())
+        got = await answer(rt, did, False)
+        assert (got.outcome, got.status) == ("denied", "denied")
+        await rt.worker.queue.drain()
+        ex = await rt.store.get_execution(did)
+        assert ex is not None and ex["status"] == "denied" and ex["finished_at"] == "2026-11-22T10:00:00Z"
+        assert [(e["journal"], e["by"]) for e in ex["events"]] == [("denied", "test a1")]
+        assert cluster.calls == [] and notices.events(did) == ["approval_requested", "approval_denied"]
+        late = await answer(rt, did, True)
+        assert (late.outcome, late.status) == ("conflict", "denied")
+        assert (await answer(rt, "ex-nope", True)).outcome == "not_found"
+
+
+async def test_nobody_answering_expires_it_at_its_deadline(
+    settings_factory: Callable[..., Any], tmp_path: Path, vclock: VirtualClock
+) -> None:
+    async with gated_runtime(gated_settings(settings_factory, tmp_path), vclock) as (rt, cluster, notices):
+        did = await decide(rt, gated_alert())
+        await vclock.advance(15 * 60 - 1)
+        await rt.worker.queue.fill()
+        assert (await rt.store.approval(did)).status == "awaiting_approval"  # type: ignore[union-attr]
+        await vclock.advance(1)
+        # past the deadline, an answer is refused even before the sweep has run
+        assert (await answer(rt, did, True)).message.endswith("its approval expired at 2026-11-22T10:15:00Z")
+        await rt.worker.queue.fill()
+        ex = await rt.store.get_execution(did)
+        assert ex is not None and (ex["status"], ex["finished_at"]) == ("expired", "2026-11-22T10:15:00Z")
+        assert [e["journal"] for e in ex["events"]] == ["expired"]
+        assert notices.events(did) == ["approval_requested", "approval_expired"]
+        await rt.worker.queue.fill()  # expired once, notified once
+        assert notices.events(did) == ["approval_requested", "approval_expired"] and cluster.calls == []
+
+
+async def test_an_approval_after_another_execution_left_a_cooldown_is_refused_with_the_reason(
+    settings_factory: Callable[..., Any], tmp_path: Path, vclock: VirtualClock
+) -> None:
+    async with gated_runtime(gated_settings(settings_factory, tmp_path), vclock) as (rt, cluster, notices):
+        first = await decide(rt, gated_alert(fingerprint="f1f1f1f1f1f1f1f1"))
+        await vclock.advance(30)
+        second = await decide(rt, gated_alert(fingerprint="f2f2f2f2f2f2f2f2", starts_at="2026-11-22T10:00:30Z"))
+        # both wait: neither decision took the cooldown the other would have met
+        assert {(await rt.store.approval(d)).status for d in (first, second)} == {"awaiting_approval"}  # type: ignore[union-attr]
+        assert (await answer(rt, second, True)).outcome == "approved"
+        await rt.worker.queue.drain()
+        await vclock.advance(60)
+        got = await answer(rt, first, True)
+        assert (got.outcome, got.status, got.decision) == ("refused", "refused", "cooldown")
+        assert got.message.startswith("in cooldown until 2026-11-22T11:00:30Z")
+        ex = await rt.store.get_execution(first)
+        assert ex is not None and ex["status"] == "refused"
+        [event] = ex["events"]
+        assert (event["journal"], event["verdict"], event["reason"]) == ("refused", "cooldown", got.message)
+        assert notices.events(first) == ["approval_requested", "approval_refused"]
+        assert [c[0] for c in cluster.calls] == ["restart"]  # the second's only
+
+
+async def test_only_listed_approvers_may_answer(
+    settings_factory: Callable[..., Any], tmp_path: Path, vclock: VirtualClock
+) -> None:
+    settings = gated_settings(settings_factory, tmp_path, approvers=f"'{A1}'",
+                              api={"read_tokens": ["r1"], "admin_tokens": ["a1", "a2"]})
+    async with gated_runtime(settings, vclock) as (rt, _cluster, _notices):
+        did = await decide(rt, gated_alert())
+        assert (await answer(rt, did, True, token="a2")).outcome == "forbidden"
+        assert (await answer(rt, did, False, token="a2")).outcome == "forbidden"
+        assert (await rt.store.approval(did)).status == "awaiting_approval"  # type: ignore[union-attr]
+        assert (await answer(rt, did, True, token="a1")).outcome == "approved"
+
+
+async def test_an_approval_whose_claim_is_held_is_answered_by_its_holder_only(
+    settings_factory: Callable[..., Any], tmp_path: Path, vclock: VirtualClock
+) -> None:
+    """A claim left by an answer cut short (its replica died) blocks others until its lease ends."""
+    async with gated_runtime(gated_settings(settings_factory, tmp_path), vclock) as (rt, _cluster, _notices):
+        did = await decide(rt, gated_alert())
+        assert await rt.store.claim_approval(did, "dead-replica", 300)
+        held = await answer(rt, did, True)
+        assert held.outcome == "conflict" and "another request" in held.message
+        await vclock.advance(301)
+        assert (await answer(rt, did, True)).outcome == "approved"
+
+
+def test_the_playbook_format_checks_approval() -> None:
+    ok, problems = parse_playbooks(GATED % f", approvers: ['{A1}']", "gated.yaml")
+    assert problems == [] and ok[0].approval is not None and ok[0].approval.timeout == 900.0
+    assert ok[0].needs_approval and ok[0].approval.allows(hashlib.sha256(b"a1").hexdigest())
+    _, problems = parse_playbooks(GATED % ", approvers: [alice]", "gated.yaml")
+    assert [str(p).split(":")[:2] for p in problems] == [["gated.yaml", "5"]] and "approvers" in str(problems[0])
+    _, problems = parse_playbooks(GATED.replace("timeout: 15m", "timeout: 0s") % "", "gated.yaml")
+    assert [str(p) for p in problems] == ["gated.yaml:5: approval.timeout: must be positive"]
+    [off], _ = parse_playbooks(GATED.replace("required: true", "required: false") % "", "gated.yaml")
+    assert not off.needs_approval
+
+
+async def test_a_playbook_with_approval_not_required_runs_at_once(
+    settings_factory: Callable[..., Any], tmp_path: Path, vclock: VirtualClock
+) -> None:
+    settings = gated_settings(settings_factory, tmp_path)
+    (tmp_path / "pb" / "gated.yaml").write_text((GATED % "").replace("required: true", "required: false"))
+    async with gated_runtime(settings, vclock) as (rt, cluster, _notices):
+        did = await decide(rt, gated_alert())
+        ex = await rt.store.get_execution(did)
+        assert ex is not None and ex["status"] == "succeeded" and "approval_deadline" not in ex
+        assert [c[0] for c in cluster.calls] == ["restart"]
+
+
+# -- the HTTP endpoints -------------------------------------------------------------
+
+
+@pytest.fixture
+async def client(
+    settings_factory: Callable[..., Any], tmp_path: Path, vclock: VirtualClock
+) -> AsyncIterator[TestClient[Any, Any]]:
+    cluster = Recorder()
+    app = create_app(gated_settings(settings_factory, tmp_path), clock=vclock, executors=(cluster, cluster),
+                     notifier=Notices(), start_worker=False)
+    async with TestClient(TestServer(app)) as c:
+        yield c
+
+
+async def test_the_endpoints_need_an_admin_token_and_answer_json(client: TestClient[Any, Any]) -> None:
+    rt: Runtime = client.app[RUNTIME]
+    did = await decide(rt, gated_alert())
+    for headers, status in (({}, 401), (READ, 403), ({"Authorization": "Bearer t1"}, 403)):
+        r = await client.post(f"/api/v1/executions/{did}/approve", headers=headers)
+        assert r.status == status and "error" in await r.json()
+    r = await client.post("/api/v1/executions/ex-unknown/approve", headers=ADMIN)
+    assert (r.status, (await r.json())["outcome"]) == (404, "not_found")
+    r = await client.post(f"/api/v1/executions/{did}/deny", headers=ADMIN)
+    assert (r.status, await r.json()) == (200, {"outcome": "denied", "message": "denied by admin token sha256:"
+                                                f"{A1.removeprefix('sha256:')}", "status": "denied"})
+    r = await client.post(f"/api/v1/executions/{did}/approve", headers=ADMIN)
+    body = await r.json()
+    assert r.status == 409 and body["outcome"] == "conflict" and "it is denied" in body["error"]
+    r = await client.post(f"/api/v1/executions/{did}/deny", headers=ADMIN)
+    assert r.status == 409
+
+
+async def test_approve_over_http_runs_it_and_a_refusal_is_a_409_with_the_reason(
+    client: TestClient[Any, Any], vclock: VirtualClock
+) -> None:
+    rt: Runtime = client.app[RUNTIME]
+    first = await decide(rt, gated_alert(fingerprint="f1f1f1f1f1f1f1f1"))
+    second = await decide(rt, gated_alert(fingerprint="f2f2f2f2f2f2f2f2", starts_at="2026-11-22T10:00:30Z"))
+    r = await client.post(f"/api/v1/executions/{second}/approve", headers=ADMIN)
+    assert (r.status, (await r.json())["status"]) == (200, "pending")
+    r = await client.post(f"/api/v1/executions/{second}/approve", headers=ADMIN)
+    assert r.status == 409
+    await rt.worker.queue.drain()
+    r = await client.post(f"/api/v1/executions/{first}/approve", headers=ADMIN)
+    body = await r.json()
+    assert r.status == 409 and (body["outcome"], body["decision"]) == ("refused", "cooldown")
+    assert body["error"].startswith("in cooldown until 2026-11-22T11:00:00Z")
+    r = await client.get(f"/api/v1/executions/{first}", headers=READ)
+    assert (await r.json())["status"] == "refused"
+
+
+async def test_an_unreachable_store_is_a_503_and_the_execution_still_waits(
+    settings_factory: Callable[..., Any], tmp_path: Path, vclock: VirtualClock
+) -> None:
+    async with gated_runtime(gated_settings(settings_factory, tmp_path), vclock) as (rt, _cluster, _notices):
+        did = await decide(rt, gated_alert())
+        from remediator.http import answer_approval
+
+        real = rt.store.claim_approval
+
+        async def down(*args: Any) -> bool:
+            from remediator.core.errors import StoreUnavailable
+
+            raise StoreUnavailable("down for the test")
+
+        rt.store.claim_approval = down  # type: ignore[method-assign]
+        status, body = await answer_approval(rt, did, approve=True, by="test", presented="a1")
+        assert (status, body["outcome"]) == (503, "unavailable") and "down for the test" in body["error"]
+        rt.store.claim_approval = real  # type: ignore[method-assign]
+        assert (await rt.store.approval(did)).status == "awaiting_approval"  # type: ignore[union-attr]
+
+
+def test_the_approval_notice_links_to_the_execution_page() -> None:
+    from remediator.notify.events import build_notice, render_text
+    from remediator.notify.slack import slack_payload
+
+    d = Decision("k", "fp", "gated", "v", DecisionKind.AWAITING_APPROVAL, "awaiting approval", T0,
+                 dry_run=False, execution_id="ex-1")
+    detail = {"message": "approve or deny before 2026-11-22T10:15:00Z"}
+    notice = build_notice("approval_requested", d, detail, at=T0, public_url="https://rem.example/")
+    assert notice.approval_url == "https://rem.example/ui/executions/ex-1"
+    text, error = render_text("", notice)
+    assert error == "" and text.startswith("Approval requested")
+    assert text.endswith(" | approve or deny before 2026-11-22T10:15:00Z: https://rem.example/ui/executions/ex-1")
+    buttons = slack_payload(notice, text)["blocks"][-1]["elements"]
+    assert {"Approve or deny": "https://rem.example/ui/executions/ex-1"}.items() <= {
+        b["text"]["text"]: b["url"] for b in buttons}.items()
+    assert build_notice("approval_requested", d, detail, at=T0).approval_url == "/ui/executions/ex-1"
+    assert build_notice("started", d, detail, at=T0, public_url="https://rem.example").approval_url == ""
