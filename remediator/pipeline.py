@@ -907,7 +907,9 @@ class Pipeline:
             return await self._settle(decision, playbook, "refused", "approval_refused", by=by, verdict=kind.value,
                                       reason=reason)
         if not await self.store.settle_approval(did, self.owner, "pending", self.clock.now()):
-            if admitted is not None:  # the claim lapsed and someone else answered: nothing runs under ours
+            # The claim lapsed and someone else answered.  The admission shares this execution's id:
+            # if the other answer approved it, the lock is that execution's now, and stays.
+            if admitted is not None and not await self.store.unfinished(did):
                 with contextlib.suppress(GuardrailUnavailable):
                     await self.guardrails.abandon(admitted)
             return _not_awaiting(did, await self.store.approval(did) or ApprovalState("", None, False),

@@ -1,0 +1,158 @@
+"""The approval gate with two replicas on real PostgreSQL and Redis (issue 16, item 3's acceptance).
+
+Each replica is a whole runtime (its own PostgreSQL pool, Redis connection, pipeline, execution
+queue and notifier) on one database schema and one Redis key prefix, as two pods share them; they
+share a virtual clock, so deadlines pass when the test says.  Approve, deny, timeout and restart
+while waiting; races answered by exactly one replica; an approval after another execution left
+the target in cooldown refused with the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from remediator.clock import VirtualClock
+from remediator.runtime import Runtime
+from tests.guardrails.conftest import REDIS_URL, delete_prefix, prefixed
+from tests.pipeline.test_approval import Notices, answer, decide, gated_alert, gated_runtime, gated_settings
+from tests.pipeline.test_pipeline import Recorder
+from tests.store.conftest import Schema
+
+Replica = tuple[Runtime, Recorder, Notices]
+
+
+@pytest.fixture
+async def shared_redis() -> AsyncIterator[str]:
+    prefix = f"test-approval-{secrets.token_hex(6)}:"
+    yield prefixed(REDIS_URL, prefix)
+    await delete_prefix(prefix)
+
+
+@pytest.fixture
+def replica_settings(
+    settings_factory: Callable[..., Any], tmp_path: Path, pg_schema: Schema, shared_redis: str
+) -> Any:
+    return gated_settings(settings_factory, tmp_path, database_url=pg_schema.dsn, redis_url=shared_redis)
+
+
+@contextlib.asynccontextmanager
+async def two_replicas(settings: Any, clock: VirtualClock) -> AsyncIterator[tuple[Replica, Replica]]:
+    async with gated_runtime(settings, clock) as a, gated_runtime(settings, clock) as b:
+        assert a[0].pipeline.owner != b[0].pipeline.owner
+        yield a, b
+
+
+def calls(*replicas: Replica) -> list[str]:
+    return [c[0] for r in replicas for c in r[1].calls]
+
+
+def notices(did: str, *replicas: Replica) -> list[str]:
+    return sorted(e for r in replicas for e in r[2].events(did))
+
+
+async def drain(*replicas: Replica) -> None:
+    await asyncio.gather(*(r[0].worker.queue.drain() for r in replicas))
+
+
+async def test_two_replicas_approving_at_once_run_it_exactly_once(
+    replica_settings: Any, vclock: VirtualClock
+) -> None:
+    async with two_replicas(replica_settings, vclock) as (a, b):
+        did = await decide(a[0], gated_alert())
+        await drain(a, b)
+        assert calls(a, b) == []
+        got = await asyncio.gather(answer(a[0], did, True), answer(b[0], did, True))
+        assert sorted(g.outcome for g in got) == ["approved", "conflict"]
+        await drain(a, b)
+        ex = await b[0].store.get_execution(did)
+        assert ex is not None and ex["status"] == "succeeded" and calls(a, b) == ["restart"]
+        assert [e["journal"] for e in ex["events"]] == ["approved"]
+        # approve against deny: one of them, never both
+        other = await decide(b[0], gated_alert(fingerprint="b2b2b2b2b2b2b2b2", app="api"))
+        got = await asyncio.gather(answer(a[0], other, True), answer(b[0], other, False))
+        assert sorted(g.outcome for g in got) in (["approved", "conflict"], ["conflict", "denied"])
+        winner = next(g for g in got if g.outcome != "conflict")
+        await drain(a, b)
+        final = await a[0].store.approval(other)
+        assert final is not None
+        assert final.status == ("succeeded" if winner.outcome == "approved" else "denied")
+        assert calls(a, b) == ["restart"] * (2 if winner.outcome == "approved" else 1)
+
+
+async def test_a_denial_on_one_replica_stops_the_other_from_running_it(
+    replica_settings: Any, vclock: VirtualClock
+) -> None:
+    async with two_replicas(replica_settings, vclock) as (a, b):
+        did = await decide(a[0], gated_alert())
+        denied = await answer(b[0], did, False)
+        assert (denied.outcome, denied.status) == ("denied", "denied")
+        await drain(a, b)
+        late = await answer(a[0], did, True)
+        assert late.outcome == "conflict" and "it is denied" in late.message
+        assert calls(a, b) == [] and notices(did, a, b) == ["approval_denied", "approval_requested"]
+        ex = await a[0].store.get_execution(did)
+        assert ex is not None and ex["status"] == "denied"
+
+
+async def test_the_deadline_expires_it_once_across_replicas(replica_settings: Any, vclock: VirtualClock) -> None:
+    async with two_replicas(replica_settings, vclock) as (a, b):
+        did = await decide(a[0], gated_alert())
+        await vclock.advance(15 * 60)
+        await asyncio.gather(a[0].worker.queue.fill(), b[0].worker.queue.fill())
+        await asyncio.gather(a[0].worker.queue.fill(), b[0].worker.queue.fill())
+        assert notices(did, a, b) == ["approval_expired", "approval_requested"]
+        ex = await b[0].store.get_execution(did)
+        assert ex is not None and (ex["status"], ex["finished_at"]) == ("expired", "2026-11-22T10:15:00Z")
+        assert [e["journal"] for e in ex["events"]] == ["expired"]
+        assert (await answer(b[0], did, True)).outcome == "conflict" and calls(a, b) == []
+
+
+async def test_a_restart_while_waiting_keeps_it_waiting_with_its_original_deadline(
+    replica_settings: Any, vclock: VirtualClock
+) -> None:
+    async with two_replicas(replica_settings, vclock) as (a, _b):
+        waiting = await decide(a[0], gated_alert())
+        approved_later = await decide(a[0], gated_alert(fingerprint="c3c3c3c3c3c3c3c3", app="api"))
+    await vclock.advance(10 * 60)  # both replicas are gone for ten minutes
+    async with two_replicas(replica_settings, vclock) as (a, b):
+        for did in (waiting, approved_later):
+            state = await b[0].store.approval(did)
+            assert state is not None and state.status == "awaiting_approval"
+            assert state.deadline is not None and state.deadline.isoformat() == "2026-11-22T10:15:00+00:00"
+        assert (await answer(b[0], approved_later, True)).outcome == "approved"
+        await drain(a, b)
+        assert calls(a, b) == ["restart"]
+        await vclock.advance(5 * 60 - 1)
+        await asyncio.gather(a[0].worker.queue.fill(), b[0].worker.queue.fill())
+        assert (await a[0].store.approval(waiting)).status == "awaiting_approval"  # type: ignore[union-attr]
+        await vclock.advance(1)
+        await asyncio.gather(a[0].worker.queue.fill(), b[0].worker.queue.fill())
+        assert (await a[0].store.approval(waiting)).status == "expired"  # type: ignore[union-attr]
+        assert notices(waiting, a, b) == ["approval_expired"]
+
+
+async def test_an_approval_after_a_cooldown_from_another_execution_is_refused_with_the_reason(
+    replica_settings: Any, vclock: VirtualClock
+) -> None:
+    async with two_replicas(replica_settings, vclock) as (a, b):
+        first = await decide(a[0], gated_alert(fingerprint="f1f1f1f1f1f1f1f1"))
+        await vclock.advance(30)
+        second = await decide(b[0], gated_alert(fingerprint="f2f2f2f2f2f2f2f2", starts_at="2026-11-22T10:00:30Z"))
+        assert (await answer(b[0], second, True)).outcome == "approved"
+        await drain(a, b)
+        assert calls(a, b) == ["restart"]
+        await vclock.advance(60)
+        refused = await answer(a[0], first, True)  # the other replica: the cooldown is in Redis
+        assert (refused.outcome, refused.status, refused.decision) == ("refused", "refused", "cooldown")
+        assert refused.message.startswith("in cooldown until 2026-11-22T11:00:30Z (another 59m")
+        await drain(a, b)
+        ex = await b[0].store.get_execution(first)
+        assert ex is not None and ex["status"] == "refused" and ex["events"][0]["reason"] == refused.message
+        assert calls(a, b) == ["restart"] and notices(first, a, b) == ["approval_refused", "approval_requested"]
