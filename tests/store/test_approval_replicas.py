@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import secrets
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -20,26 +19,20 @@ import pytest
 
 from remediator.clock import VirtualClock
 from remediator.runtime import Runtime
-from tests.guardrails.conftest import REDIS_URL, delete_prefix, prefixed
 from tests.pipeline.test_approval import Notices, answer, decide, gated_alert, gated_runtime, gated_settings
 from tests.pipeline.test_pipeline import Recorder
 from tests.store.conftest import Schema
+from tests.store import test_kill
 
 Replica = tuple[Runtime, Recorder, Notices]
-
-
-@pytest.fixture
-async def shared_redis() -> AsyncIterator[str]:
-    prefix = f"test-approval-{secrets.token_hex(6)}:"
-    yield prefixed(REDIS_URL, prefix)
-    await delete_prefix(prefix)
+redis_url = test_kill.redis_url  # the fixture: a Redis key prefix of the test's own, deleted after
 
 
 @pytest.fixture
 def replica_settings(
-    settings_factory: Callable[..., Any], tmp_path: Path, pg_schema: Schema, shared_redis: str
+    settings_factory: Callable[..., Any], tmp_path: Path, pg_schema: Schema, redis_url: str
 ) -> Any:
-    return gated_settings(settings_factory, tmp_path, database_url=pg_schema.dsn, redis_url=shared_redis)
+    return gated_settings(settings_factory, tmp_path, database_url=pg_schema.dsn, redis_url=redis_url)
 
 
 @contextlib.asynccontextmanager
