@@ -21,8 +21,8 @@ from remediator.clock import VirtualClock
 from remediator.runtime import Runtime
 from tests.pipeline.test_approval import Notices, answer, decide, gated_alert, gated_runtime, gated_settings
 from tests.pipeline.test_pipeline import Recorder
-from tests.store.conftest import Schema
 from tests.store import test_kill
+from tests.store.conftest import Schema
 
 Replica = tuple[Runtime, Recorder, Notices]
 redis_url = test_kill.redis_url  # the fixture: a Redis key prefix of the test's own, deleted after
