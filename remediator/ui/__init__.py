@@ -2,8 +2,10 @@
 
 Pages (read token, through the login form's session cookie or a bearer header): the timeline
 of decisions and executions with filters and live updates (``/ui``, ``/ui/events``), one
-execution (``/ui/executions/<id>``) and the guardrails panel (``/ui/guardrails``), whose
-pause/resume buttons need an admin session, a CSRF token and a confirmation.  No build step and
+execution (``/ui/executions/<id>``), the guardrails panel (``/ui/guardrails``), whose
+pause/resume buttons need an admin session, a CSRF token and a confirmation, the playbooks
+(``/ui/playbooks``: the loaded set, load errors, a week of decisions each) and replay
+(``/ui/replay``: an uploaded export through the replay engine, ``--compare`` included).  No build step and
 no network beyond the daemon: the templates (Jinja, autoescaped) and the CSS and script are
 package data, served from ``/ui/static/``, and every page forbids inline script (CSP).
 """
@@ -32,6 +34,8 @@ def routes(app: web.Application) -> None:
     app.router.add_get("/ui/executions/{id}", views.execution)
     app.router.add_get("/ui/guardrails", views.guardrails)
     app.router.add_get("/ui/playbooks", views.playbooks)
+    app.router.add_get("/ui/replay", views.replay_form)
+    app.router.add_post("/ui/replay", views.replay_run)
     app.router.add_get("/ui/guardrails/{action:pause|resume}", views.confirm)
     app.router.add_post("/ui/guardrails/{action:pause|resume}", views.act)
     app.router.add_get("/ui/login", views.login_form)

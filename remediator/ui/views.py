@@ -16,17 +16,20 @@ import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC
+from pathlib import Path
 from typing import Any
 
 import jinja2
 from aiohttp import web
 
 from remediator.core.errors import GuardrailUnavailable, StoreUnavailable
+from remediator.core.playbooks import PlaybookSet
 from remediator.core.redact import redact_execution
 from remediator.http import RECORDED_KINDS, BadQuery, _bounded, decision_query, set_paused, who
 from remediator.runtime import ADMIN, READ, RUNTIME, Runtime
 from remediator.ui import auth, charts
-from remediator.ui.render import diff, page
+from remediator.ui import replay as ui_replay
+from remediator.ui.render import SECURITY_HEADERS, diff, page
 
 
 @dataclass
@@ -40,6 +43,8 @@ class UiState:
     max_streams: int = 64
     #: Seconds a stream stays open; the browser's EventSource then reconnects and starts afresh.
     stream_lifetime: float = 900.0
+    #: The bounds of a replay asked for from the replay page, and its one-at-a-time gate.
+    replay: ui_replay.ReplayLimits = field(default_factory=ui_replay.ReplayLimits)
 
 
 UI = web.AppKey("ui", UiState)
@@ -184,6 +189,68 @@ async def playbooks(request: web.Request, rt: Runtime, ui: UiState, viewer: auth
     return page(ui.env, "playbooks.html", 503 if problems else 200, viewer=viewer, pset=repo.current,
                 load_errors=[str(p) for p in repo.last_problems], bars=bars, problems=problems,
                 gone=sorted(name for name in bars if name not in loaded), chart=charts)
+
+
+@viewed(READ)
+async def replay_form(request: web.Request, rt: Runtime, ui: UiState, viewer: auth.Viewer) -> web.Response:
+    """The replay form: an export to upload, and optionally the playbooks to replay it against
+    (instead of the loaded set) and a second set to compare with."""
+    return page(ui.env, "replay.html", **_replay_context(rt, ui, viewer))
+
+
+def _replay_context(rt: Runtime, ui: UiState, viewer: auth.Viewer, **more: Any) -> dict[str, Any]:
+    return {"viewer": viewer, "limits": ui.replay, "pset": rt.playbooks.current, "report": None, "error": None, **more}
+
+
+@viewed(READ)
+async def replay_run(request: web.Request, rt: Runtime, ui: UiState, viewer: auth.Viewer) -> web.Response:
+    """Replay the uploaded export (see :mod:`remediator.ui.replay`): its report as a page, or with
+    ``format=json`` the CLI's JSON document.  Every refusal is a 4xx (or 503) page with the reason."""
+
+    def refused(status: int, reason: str) -> web.Response:
+        return page(ui.env, "replay.html", status, **_replay_context(rt, ui, viewer, error=reason))
+
+    if not auth.same_origin(request):
+        return refused(403, "Replay from this daemon's own replay page.")
+    with ui_replay.scratch() as root:
+        try:
+            async with asyncio.timeout(rt.settings.http.read_timeout):
+                upload = await ui_replay.read_upload(request, Path(root), ui.replay)
+        except TimeoutError:
+            return refused(408, f"the upload did not arrive within {rt.settings.http.read_timeout:g}s")
+        except ui_replay.UploadRefused as exc:
+            return refused(exc.status, str(exc))
+        if viewer.session and not viewer.csrf_ok(upload.fields.get("csrf", "")):
+            return refused(403, "The form's CSRF token is missing or wrong: reload the replay page and try again.")
+        if ui.replay.running.locked():
+            return refused(429, "A replay is running on this replica: try again when it has finished.")
+        async with ui.replay.running:
+            try:
+                before = ui_replay.load_side(upload, ui_replay.BEFORE)
+                after = ui_replay.load_side(upload, ui_replay.AFTER)
+                sets = [before or rt.playbooks.current, *([after] if after else [])]
+                document = await ui_replay.run_bounded(upload, sets, rt.settings, ui.replay, rt.clock)
+            except ui_replay.UploadRefused as exc:
+                return refused(exc.status, str(exc))
+            except ui_replay.ReplayInputError as exc:
+                return refused(400, str(exc))
+            except ui_replay.Stopped:
+                return refused(503, f"The replay ran past its {ui.replay.timeout:g}s limit and was stopped: replay a "
+                                    "shorter export here, or the whole one with `remediator replay`.")
+    if upload.fields.get("format") == "json":
+        return web.Response(text=document, content_type="application/json", headers={
+            **SECURITY_HEADERS, "Content-Disposition": 'attachment; filename="replay.json"'})
+    sides = [_side("uploaded", before) if before else _side("loaded", rt.playbooks.current)]
+    if after:
+        sides.append(_side("uploaded", after))
+    return page(ui.env, "replay.html", **_replay_context(
+        rt, ui, viewer, report=ui_replay.report_view(document, compare=after is not None),
+        export=upload.export_name, sides=sides))
+
+
+def _side(origin: str, pset: PlaybookSet) -> str:
+    n = len(pset.playbooks)
+    return f"the {origin} set, {n} playbook{'' if n == 1 else 's'}, version {pset.version}"
 
 
 #: Execution statuses of the panel's "in progress" (admitted and not started, or started and not finished:

@@ -47,7 +47,7 @@ async def decided(client: Client, vclock: VirtualClock) -> Client:
 
 async def test_every_page_has_the_security_headers_and_only_its_own_assets(decided: Client) -> None:
     [ex] = await decided.app[RUNTIME].store.list_executions()
-    for path in ("/ui", "/ui/guardrails", f"/ui/executions/{ex['id']}", "/ui/login"):
+    for path in ("/ui", "/ui/guardrails", f"/ui/executions/{ex['id']}", "/ui/login", "/ui/playbooks", "/ui/replay"):
         r = await decided.get(path, headers=READ)
         assert r.headers["Content-Security-Policy"] == CSP
         assert "default-src 'self'" in CSP and "script-src 'self'" in CSP and "unsafe-inline" not in CSP

@@ -1,0 +1,249 @@
+"""The replay page: an uploaded export replayed by the CLI's engine (the same report, the same
+``--compare``), bounded (size, time, one at a time), refused with a reason when it cannot run, and
+never touching the live daemon: its store, its guardrails, its kill switch or its executor."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import re
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from remediator.app import create_app
+from remediator.clock import VirtualClock
+from remediator.core.decisions import PlannedStep
+from remediator.ports import StepContext, StepResult
+from remediator.replay_report import run_replay
+from remediator.runtime import RUNTIME
+from remediator.ui.replay import ReplayLimits
+from remediator.ui.views import UI
+from tests.payloads import payload
+from tests.replay import history as replay_history
+from tests.replay.history import firing, write_history, write_playbooks
+from tests.tokens import READ
+from tests.ui.conftest import Client, csrf_of, sign_in
+
+#: The replay tests' playbooks, with matchers that guarantee the labels their targets read.
+GUARANTEED = """'namespace=~".+"', 'deployment=~".+"'"""
+PLAYBOOKS = re.sub(r"(match: \{alertname: \w+)\}", lambda m: f"{m.group(1)}, matchers: [{GUARANTEED}]}}",
+                   replay_history.PLAYBOOKS)
+MULTIPART = "multipart/form-data; boundary=b"
+LONGER_COOLDOWN = PLAYBOOKS.replace("cooldown: 5m", "cooldown: 15m")
+
+
+class Counting:
+    """The live executor: it must never be asked to run anything by a replay."""
+
+    def __init__(self) -> None:
+        self.steps: list[str] = []
+
+    async def run(self, step: PlannedStep, ctx: StepContext) -> StepResult:
+        self.steps.append(step.action)
+        return StepResult("ok", "done")
+
+
+@pytest.fixture
+def executor() -> Counting:
+    return Counting()
+
+
+@pytest.fixture
+def loaded(tmp_path: Path) -> Path:
+    """The live daemon's playbooks: the history's."""
+    return write_playbooks(tmp_path / "loaded", PLAYBOOKS)
+
+
+@pytest.fixture
+async def client(settings_factory: Callable[..., Any], vclock: VirtualClock, executor: Counting,
+                 loaded: Path) -> AsyncIterator[Client]:
+    app = create_app(settings_factory(dry_run=False, playbooks=str(loaded)), clock=vclock,
+                     executors=(executor, executor), start_worker=False)
+    async with TestClient(TestServer(app)) as c:
+        yield c
+
+
+@pytest.fixture
+def history(tmp_path: Path) -> Path:
+    return write_history(tmp_path / "history.jsonl")
+
+
+def form(export: bytes | Path | None, *, fmt: str = "html", export_name: str = "history.jsonl",
+         **sides: list[tuple[str, str]]) -> aiohttp.FormData:
+    data = aiohttp.FormData(default_to_multipart=True)  # as a browser sends a form with a file input
+    if export is not None:
+        body = export.read_bytes() if isinstance(export, Path) else export
+        data.add_field("export", io.BytesIO(body), filename=export_name, content_type="application/x-ndjson")
+    for side, files in sides.items():
+        for name, text in files:
+            data.add_field(side, io.BytesIO(text.encode()), filename=name, content_type="application/yaml")
+    data.add_field("format", fmt)
+    return data
+
+
+async def post(client: Client, data: aiohttp.FormData, status: int = 200, headers: Any = READ) -> str:
+    r = await client.post("/ui/replay", data=data, headers=headers)
+    text = await r.text()
+    assert r.status == status, text
+    return text
+
+
+async def cli(tmp_path: Path, history: Path, before: str, after: str | None = None) -> str:
+    """``remediator replay --format json`` (the function behind the CLI), on its own thread and loop."""
+    sets = [write_playbooks(tmp_path / "cli-before", before)]
+    if after is not None:
+        sets.append(write_playbooks(tmp_path / "cli-after", after))
+    from remediator.replay import load_playbooks
+    from remediator.settings import load_settings
+
+    out = io.StringIO()
+    settings = load_settings(None, env={}, overrides={"playbooks": str(sets[0])})
+    await asyncio.to_thread(run_replay, str(history), [load_playbooks(str(s)) for s in sets], settings, out,
+                            fmt="json")
+    return out.getvalue().replace(str(history), "history.jsonl")
+
+
+def rows(html: str) -> list[str]:
+    return re.findall(r'<tr class="kind-(\w+)">', html)
+
+
+async def test_the_form_needs_a_read_token(client: Client) -> None:
+    r = await client.get("/ui/replay")
+    assert r.status == 401
+    r = await client.post("/ui/replay", data=form(b"{}\n"))
+    assert r.status == 401 and 'action="/ui/login"' in await r.text()
+    r = await client.get("/ui/replay", headers=READ)
+    html = await r.text()
+    assert r.status == 200 and 'enctype="multipart/form-data"' in html
+    assert client.app[RUNTIME].playbooks.current.version in html
+
+
+async def test_an_upload_answers_the_clis_json(client: Client, tmp_path: Path, history: Path) -> None:
+    got = await post(client, form(history, fmt="json"))
+    assert got == await cli(tmp_path, history, PLAYBOOKS)
+    assert json.loads(got)["summary"]["decisions"]["executed"] == 6
+
+
+async def test_the_page_shows_the_same_report(client: Client, tmp_path: Path, history: Path) -> None:
+    html = await post(client, form(history))
+    expected = json.loads(await cli(tmp_path, history, PLAYBOOKS))
+    assert rows(html) == [d["decision"] for d in expected["decisions"]]
+    assert "Report: history.jsonl" in html and "the loaded set, 2 playbooks" in html
+    for kind, n in expected["summary"]["decisions"].items():
+        assert f'<span class="badge {kind}">{n} {kind}</span>' in html
+    assert "resize_pool(by=10,container=app,env=POOL_SIZE,max=50)" in html
+
+
+async def test_compare_shows_what_the_change_does(client: Client, tmp_path: Path, history: Path) -> None:
+    after = [("pool.yaml", LONGER_COOLDOWN)]
+    got = await post(client, form(history, fmt="json", after=after))
+    assert got == await cli(tmp_path, history, PLAYBOOKS, LONGER_COOLDOWN)
+    assert json.loads(got)["summary"]["changes"] == {"changed_decision": 1, "suppressed_execution": 1}
+    html = await post(client, form(history, after=after))
+    assert re.findall(r'<tr class="change-(\w+)">', html) == ["suppressed_execution", "changed_decision"]
+    assert "executed at 2026-11-22T10:06:00Z: resize_pool" in html and "→ cooldown: in cooldown until" in html
+    assert 'data-total="2">2 changes' in html
+
+
+async def test_compare_of_two_uploaded_sets(client: Client, tmp_path: Path, history: Path) -> None:
+    """Neither side need be the loaded set: the CLI's ``--playbooks DIR --compare DIR2``."""
+    before = [("pool.yaml", LONGER_COOLDOWN)]
+    after = [("pool.yaml", PLAYBOOKS)]
+    got = await post(client, form(history, fmt="json", before=before, after=after))
+    assert got == await cli(tmp_path, history, LONGER_COOLDOWN, PLAYBOOKS)
+    assert json.loads(got)["summary"]["changes"] == {"changed_decision": 1, "new_execution": 1}
+
+
+async def test_a_replay_never_touches_the_live_daemon(client: Client, history: Path, executor: Counting) -> None:
+    rt = client.app[RUNTIME]
+    await post(client, form(history))  # it executes six times and has a pause line
+    assert executor.steps == []
+    assert not await rt.guardrails.paused() and await rt.kill_switch.record() is None
+    assert await rt.store.query_decisions(_everything()) == []
+    # the live guardrails are untouched: the replay's executions took no cooldown from the live target
+    r = await client.post("/webhooks/alertmanager", json=payload(firing("PoolHigh", "orders", 0)),
+                          headers={"Authorization": "Bearer t1"})
+    assert r.status == 200
+    await rt.worker.drain()
+    [decided] = await rt.store.query_decisions(_everything())
+    assert decided["decision"] == "executed" and executor.steps == ["resize_pool"]
+
+
+@pytest.mark.parametrize(
+    ("export", "reason"),
+    [
+        (b'{"at": "2026-11-22T10:00:00Z", "control": "pause"}\nnot json\n',
+         "history.jsonl:2: not valid JSON: Expecting value at column 1"),
+        (b'{"control": "stop"}\n', "history.jsonl:1: control must be &#39;pause&#39; or &#39;resume&#39;"),
+        (b"\xc3\x28\n", "history.jsonl:1: not valid UTF-8"),
+    ],
+)
+async def test_a_bad_export_is_a_400_with_its_line(client: Client, export: bytes, reason: str) -> None:
+    html = await post(client, form(export), 400)
+    assert reason in html and "Report:" not in html
+
+
+async def test_bad_playbooks_are_a_400_with_file_and_line(client: Client, history: Path) -> None:
+    broken = PLAYBOOKS.replace("action: restart", "action: explode")
+    html = await post(client, form(history, after=[("pool.yaml", broken)]), 400)
+    [problem] = re.findall(r"after/pool\.yaml:\d+: [^\n<]*explode[^\n<]*", html)
+    assert problem.startswith(f"after/pool.yaml:{broken.splitlines().index('  - action: explode') + 1}: ")
+    html = await post(client, form(history, before=[("notes.txt", "hello")]), 400)
+    assert "before: &#39;notes.txt&#39; is not a playbook file (*.yaml or *.yml)" in html
+    html = await post(client, form(history, after=[("empty.yaml", "")]), 400)
+    assert "after/empty.yaml:1: no playbooks found here" in html
+
+
+async def test_an_oversized_upload_is_a_413_with_the_reason(client: Client, history: Path) -> None:
+    client.app[UI].replay = ReplayLimits(max_export=1000, max_playbooks=100)
+    html = await post(client, form(history), 413)
+    assert "the export is larger than 1000 bytes" in html
+    html = await post(client, form(b"\n", after=[("a.yaml", PLAYBOOKS)]), 413)
+    assert "after: the playbooks are larger than 100 bytes" in html
+    r = await client.post("/ui/replay", data=b"x" * 100_000, headers={**READ, "Content-Type": MULTIPART})
+    assert r.status == 413 and "at most 1000" in await r.text()
+
+
+async def test_a_malformed_or_incomplete_form_is_a_400(client: Client) -> None:
+    for body, content_type in [(b"export=x", "application/x-www-form-urlencoded"),
+                               (b"--b\r\nbroken", MULTIPART)]:
+        r = await client.post("/ui/replay", data=body, headers={**READ, "Content-Type": content_type})
+        assert r.status == 400 and "the form could not be read" in await r.text()
+    html = await post(client, form(None), 400)
+    assert "choose an export to replay" in html
+
+
+async def test_a_replay_past_its_time_is_stopped(client: Client, history: Path) -> None:
+    client.app[UI].replay = ReplayLimits(timeout=0)
+    html = await post(client, form(history), 503)
+    assert "The replay ran past its 0s limit and was stopped" in html
+
+
+async def test_one_replay_at_a_time(client: Client, history: Path) -> None:
+    async with client.app[UI].replay.running:
+        html = await post(client, form(history), 429)
+    assert "A replay is running on this replica" in html
+    await post(client, form(history))  # and once it has finished, the next one runs
+
+
+async def test_a_signed_in_form_needs_its_csrf_token(client: Client, history: Path) -> None:
+    await sign_in(client, "r1")
+    html = await post(client, form(history), 403, headers=None)
+    assert "CSRF token is missing or wrong" in html
+    data = form(history)
+    data.add_field("csrf", csrf_of(await (await client.get("/ui/replay")).text()))
+    assert "Report: history.jsonl" in await post(client, data, headers=None)
+    r = await client.post("/ui/replay", data=form(history), headers={"Origin": "http://evil.example"})
+    assert r.status == 403
+
+
+def _everything() -> Any:
+    from remediator.ports import DecisionQuery
+
+    return DecisionQuery(limit=100)
