@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.processes import Alertmanager, Daemon, require_binary
+from tests.e2e.processes import Alertmanager, Daemon, _Service, require_binary
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -18,9 +18,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report = outcome.get_result()
     if report.when != "call" or not report.failed:
         return
-    for name in ("daemon", "alertmanager"):
+    for name in ("daemon", "alertmanager", "prometheus"):
         process = getattr(item, "funcargs", {}).get(name)
-        if isinstance(process, Daemon | Alertmanager):
+        if isinstance(process, Daemon | _Service):
             report.sections.append((f"{name} log (tail)", process.log()))
 
 

@@ -103,9 +103,11 @@ def _tail(path: Path, lines: int = 60) -> str:
 class Daemon:
     """``remediator serve --dry-run`` on a fixed port and data dir, so it can be stopped and started again."""
 
-    def __init__(self, workdir: Path, *, dry_run: bool = True, env: Mapping[str, str] | None = None) -> None:
+    def __init__(self, workdir: Path, *, dry_run: bool = True, env: Mapping[str, str] | None = None,
+                 playbooks: Path = ROOT / "playbooks") -> None:
         self.workdir = workdir
         self.dry_run = dry_run
+        self.playbooks = playbooks
         self.extra_env = dict(env or {})
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
@@ -141,7 +143,7 @@ class Daemon:
                     "serve",
                     *(["--dry-run"] if self.dry_run else []),
                     "--playbooks",
-                    str(ROOT / "playbooks"),
+                    str(self.playbooks),
                     "--listen",
                     f"127.0.0.1:{self.port}",
                     "--data-dir",
