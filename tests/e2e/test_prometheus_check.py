@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,35 +27,14 @@ from remediator.core.playbooks import parse_playbooks
 from remediator.executors.checks import Checks, open_checks
 from remediator.ports import StepContext, StepResult
 from remediator.settings import PrometheusSettings
-from tests.e2e.processes import _Service, free_port
+from tests.e2e.monitoring import Prometheus
+from tests.e2e.processes import free_port
 from tests.payloads import T0
 
 pytestmark = pytest.mark.e2e
 
 #: The alert's own expression, for the series the alert is about.
 QUERY = "demo_error_ratio{job={{ labels.job | tojson }}}"
-
-
-class Prometheus(_Service):
-    """Debian's ``prometheus``, scraping one target every 500ms, on a loopback port."""
-
-    name = "prometheus"
-    ready_path = "/-/ready"
-
-    def __init__(self, binary: str, workdir: Path, target_port: int) -> None:
-        self.binary = binary
-        self.workdir = workdir
-        self.port = free_port()
-        super().__init__(f"http://127.0.0.1:{self.port}", workdir / "prometheus.log")
-        self.config = workdir / "prometheus.yml"
-        self.config.write_text(yaml.safe_dump({
-            "global": {"scrape_interval": "500ms", "scrape_timeout": "400ms"},
-            "scrape_configs": [{"job_name": "demo", "static_configs": [{"targets": [f"127.0.0.1:{target_port}"]}]}],
-        }))
-
-    def start(self) -> None:
-        self._spawn([self.binary, f"--config.file={self.config}", f"--storage.tsdb.path={self.workdir / 'data'}",
-                     f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"], self.workdir)
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +47,11 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Prome
             pytest.fail(reason + "; CI must have it")
         pytest.skip(reason)
     target_port = free_port()
-    server = Prometheus(binary, tmp_path_factory.mktemp("prometheus"), target_port)
-    server.start()
+    server = Prometheus(binary, tmp_path_factory.mktemp("prometheus"))
+    server.start({
+        "global": {"scrape_interval": "500ms", "scrape_timeout": "400ms"},
+        "scrape_configs": [{"job_name": "demo", "static_configs": [{"targets": [f"127.0.0.1:{target_port}"]}]}],
+    })
     try:
         yield server, target_port
     finally:
