@@ -169,7 +169,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         print(f"{args.file}:1: cannot read: {exc.strerror}", file=sys.stderr)
         return 1
     kwargs: dict[str, Any] = dict(
-        fmt=args.format, summary_only=args.summary, kube=args.kube, reorder_window=args.reorder_window
+        fmt=args.format, summary_only=args.summary, kube=args.kube, reorder_window=args.reorder_window,
+        approve=args.approve,
     )
     try:
         run_replay(args.file, sets, settings, sys.stdout, **kwargs)
@@ -207,6 +208,9 @@ def _add_replay_commands(sub: Any) -> None:
     replay.add_argument("--summary", action="store_true", help="print only the summary (counts), not every decision")
     replay.add_argument("--config")
     replay.add_argument("--kube", action="store_true", help="server-side dry-run against the configured cluster")
+    replay.add_argument("--approve", choices=("all", "none"), default="none",
+                        help="simulate the answer to playbooks' approval requests (default none: they wait, "
+                             "nothing runs)")
     replay.add_argument(
         "--reorder-window",
         type=float,

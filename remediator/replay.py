@@ -27,6 +27,10 @@ events of one window; a line further back in time than that is rejected with
 ``path:line`` rather than silently decided at the wrong time.  Events with equal
 times keep their input order.
 
+Approvals: a playbook with ``approval:`` asks a human, and replay has none to ask; ``approve``
+(``--approve all|none``, default ``none``) simulates the answer.  Replay never assumes a yes
+it was not told to: by default such decisions are ``awaiting_approval`` and run nothing.
+
 At one instant, deferred alerts that come due are processed before new events,
 and at the end of the input the clock advances to every remaining due time so
 that no alert is left undecided.
@@ -63,6 +67,10 @@ from remediator.store.sqlite import SCHEMA, SQLiteStore
 from remediator.worker import Worker
 
 Control = Literal["pause", "resume"]
+#: How replay answers playbooks' approval requests: nobody is there to ask.  "none" (the default)
+#: approves nothing: such a decision is ``awaiting_approval`` and nothing runs, as live when no one
+#: answers; "all" approves every one at once (the guardrails admitting it as at any decision).
+Approve = Literal["all", "none"]
 Entry = dict[str, Any]
 DEFAULT_REORDER_WINDOW = 300.0
 
@@ -337,6 +345,7 @@ class Engine:
         *,
         start: datetime,
         kube: bool = False,
+        approve: Approve = "none",
     ) -> AsyncIterator[Engine]:
         clock = VirtualClock(start)
         tap = _Tap(listener, results=kube)
@@ -360,7 +369,7 @@ class Engine:
                 notifier=_Quiet(),
                 clock=clock,
                 settings=PipelineSettings(dry_run=True, step_timeout=settings.worker.step_timeout,
-                                          dry_run_consumes_guardrails=True),
+                                          dry_run_consumes_guardrails=True, approvals=approve),
                 events=tap,
             )
             worker = Worker(pipeline, settings.worker, name="replay", inline=True, intake=store)
@@ -412,6 +421,7 @@ async def replay(
     *,
     kube: bool = False,
     on_event: Callable[[Event], None] | None = None,
+    approve: Approve = "none",
 ) -> int:
     """Run the same events through one engine per playbook set, in lockstep; return the alert count.
 
@@ -423,7 +433,8 @@ async def replay(
         return 0
     async with contextlib.AsyncExitStack() as stack:
         engines = [
-            await stack.enter_async_context(Engine.open(p, settings, lst, start=first.at, kube=kube))
+            await stack.enter_async_context(Engine.open(p, settings, lst, start=first.at, kube=kube,
+                                                        approve=approve))
             for p, lst in zip(playbook_sets, listeners, strict=True)
         ]
         pending: Event | None = first

@@ -34,7 +34,7 @@ from collections import Counter
 from typing import IO, Any
 
 from remediator.core.playbooks import PlaybookSet
-from remediator.replay import DEFAULT_REORDER_WINDOW, Entry, Event, Listener, read_events, replay
+from remediator.replay import DEFAULT_REORDER_WINDOW, Approve, Entry, Event, Listener, read_events, replay
 from remediator.settings import Settings
 
 EXECUTED = "executed"
@@ -313,6 +313,7 @@ def run_replay(
     summary_only: bool = False,
     kube: bool = False,
     reorder_window: float = DEFAULT_REORDER_WINDOW,
+    approve: Approve = "none",
 ) -> None:
     """``remediator replay``: one playbook set, or two with ``--compare``.
 
@@ -330,7 +331,7 @@ def run_replay(
         progress = Progress(os.fstat(fh.fileno()).st_size, fh.tell)
         try:
             events = read_events(fh, path, reorder_window=reorder_window)
-            run = replay(events, playbook_sets, settings, listeners, kube=kube, on_event=progress)
+            run = replay(events, playbook_sets, settings, listeners, kube=kube, on_event=progress, approve=approve)
             alerts = asyncio.run(run)
         finally:
             progress.close()

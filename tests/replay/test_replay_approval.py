@@ -1,0 +1,81 @@
+"""`remediator replay --approve all|none`: replay has nobody to ask, so the answer to a playbook's
+approval request is simulated, and says so in the report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.payloads import alert_json, payload
+from tests.pipeline.test_approval import GATED
+from tests.replay.test_replay import run_cli
+
+FREE = """
+name: free
+match: {alertname: Free, matchers: ['app=~".+"']}
+target: {kind: Deployment, namespace: shop, name: "{{ labels.app }}"}
+steps: [{action: restart}]
+"""
+
+
+def history(path: Path) -> Path:
+    """Two firings of the gated playbook on one target, 5 minutes apart (its cooldown is 1h), and
+    one of an ungated playbook."""
+    lines = [
+        {"received_at": "2026-11-22T10:00:00Z",
+         "payload": payload(alert_json({"alertname": "Gated", "app": "web"}, fingerprint="a" * 16))},
+        {"received_at": "2026-11-22T10:05:00Z",
+         "payload": payload(alert_json({"alertname": "Gated", "app": "web"}, fingerprint="b" * 16,
+                                       starts_at="2026-11-22T10:05:00Z"))},
+        {"received_at": "2026-11-22T10:06:00Z",
+         "payload": payload(alert_json({"alertname": "Free", "app": "api"}, fingerprint="c" * 16,
+                                       starts_at="2026-11-22T10:06:00Z"))},
+    ]
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return path
+
+
+def playbooks(path: Path) -> Path:
+    path.mkdir()
+    (path / "gated.yaml").write_text((GATED % "").replace("notify: [ops]\n", ""))
+    (path / "free.yaml").write_text(FREE)
+    return path
+
+
+@pytest.mark.parametrize(("approve", "expected"), [
+    (None, [("gated", "awaiting_approval"), ("gated", "awaiting_approval"), ("free", "executed")]),
+    ("none", [("gated", "awaiting_approval"), ("gated", "awaiting_approval"), ("free", "executed")]),
+    # approved at once, the first execution's cooldown holds the second back, as it would live
+    ("all", [("gated", "executed"), ("gated", "cooldown"), ("free", "executed")]),
+])
+def test_replay_simulates_the_answer_to_approval_requests(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], approve: str | None, expected: list[tuple[str, str]]
+) -> None:
+    args = ["replay", str(history(tmp_path / "h.jsonl")), "--playbooks", str(playbooks(tmp_path / "pb")),
+            "--format", "json", *(["--approve", approve] if approve else [])]
+    code, out, err = run_cli(capsys, *args)
+    assert code == 0, err
+    doc = json.loads(out)
+    assert [(d["playbook"], d["decision"]) for d in doc["decisions"]] == expected
+    first = doc["decisions"][0]
+    if approve == "all":
+        assert first["reason"] == "all guardrails passed; approval simulated (--approve all)"
+        assert doc["summary"]["playbooks"]["gated"] == {"executed": 1, "cooldown": 1}
+    else:
+        assert first["reason"] == "all guardrails passed; approval required, not given (--approve none)"
+        assert doc["summary"]["decisions"] == {"awaiting_approval": 2, "executed": 1}
+
+
+def test_the_table_shows_the_decisions_awaiting_approval(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run_cli(capsys, "replay", str(history(tmp_path / "h.jsonl")), "--playbooks",
+                             str(playbooks(tmp_path / "pb")))
+    assert code == 0, err
+    assert out.count("awaiting_approval") >= 2 and "(--approve none)" in out
+
+
+def test_an_unknown_answer_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        run_cli(capsys, "replay", str(tmp_path / "h.jsonl"), "--approve", "some")
+    assert exit_.value.code == 2 and "invalid choice: 'some'" in capsys.readouterr().err
