@@ -124,6 +124,24 @@ _NOT_UNDONE_FAILED = "not undone"
 _FAILED_OUTCOMES = frozenset({_CHANGED, _NOT_UNDONE_FAILED})
 
 
+#: Where each action's write-ahead intent keeps the value it sets (beside ``from``, the value it found).
+_INTENT_SETS = {"scale": "replicas", "resize_pool": "value", "set_image": "image", "set_env": "value",
+                "set_resources": "resources"}
+
+
+def _set_by_intent(action: str, intent: Any) -> dict[str, Any] | None:
+    """``from``/``to`` of a step that failed after sending its write, as its result would have recorded them,
+    from the intent it wrote ahead (None when the intent does not say both: nothing is known to revert).
+
+    The write may have landed although the step failed (its answer lost, the retries used up): the
+    value it set is the intent's, and undo reverts it only while the object still holds exactly that."""
+    key = _INTENT_SETS.get(action)
+    if key is None or not isinstance(intent, Mapping) or key not in intent or "from" not in intent:
+        return None
+    to = {"value": str(intent[key])} if action == "set_env" else intent[key]
+    return {"from": intent["from"], "to": to}
+
+
 def _undo_line(entry: Mapping[str, Any]) -> str:
     """One step's line in the undo's message; a ``set_env`` value stays out of it (it may be a secret:
     the values are in the details, as in the step's own result)."""
@@ -134,6 +152,8 @@ def _undo_line(entry: Mapping[str, Any]) -> str:
             what += f" (set {was} -> {set_to}, now {now})"
         elif entry["outcome"] == "undone":
             what += f" ({set_to} -> {was})"
+    if entry.get("note"):
+        what += f" [{entry['note']}]"
     return what + (f": {entry['reason']}" if entry.get("reason") else "")
 
 
@@ -180,9 +200,15 @@ def _intent(ctx: StepContext) -> dict[str, Any]:
     return dict(intent) if intent else {}
 
 
-def _wrote(result: StepResult, wrote: bool) -> StepResult:
-    """Mark a result whose step sent a write (it may have landed even if the step failed)."""
-    return replace(result, details={**result.details, "wrote": True}) if wrote else result
+def _wrote(result: StepResult, wrote: bool, intent: Mapping[str, Any] | None = None) -> StepResult:
+    """Mark a result whose step sent a write (it may have landed even if the step failed).
+
+    A failed step keeps the intent of its last write: what it may have set, which ``undo`` needs
+    to revert it (the step's ``from``/``to`` are recorded only when it succeeds)."""
+    if not wrote:
+        return result
+    kept = {"intent": dict(intent)} if intent and result.status == "failed" else {}
+    return replace(result, details={**result.details, **kept, "wrote": True})
 
 
 def _unless_unchanged(key: str, intent: Mapping[str, Any], current: str) -> None:
@@ -530,15 +556,16 @@ class KubeExecutor:
         except RefusedInput as exc:
             return _wrote(StepResult(
                 "failed", f"{step.action} on {ctx.target.key}: {exc}", details={**exc.values, "refused_input": True}
-            ), wrote_any)
+            ), wrote_any, recorded or _intent(ctx))
         except PermanentError as exc:
-            return _wrote(StepResult("failed", f"{step.action} on {ctx.target.key}: {exc}"), wrote_any)
+            return _wrote(StepResult("failed", f"{step.action} on {ctx.target.key}: {exc}"), wrote_any,
+                          recorded or _intent(ctx))
         except TemporaryError as exc:
             attempts = retrying.statistics.get("attempt_number", 1)
             return _wrote(StepResult(
                 "failed", f"{step.action} on {ctx.target.key}: {exc} (gave up after {attempts} attempts)",
                 details={"attempts": attempts, "retried": errors},
-            ), wrote_any)
+            ), wrote_any, recorded or _intent(ctx))
 
     def _done(
         self, message: str, before: Mapping[str, Any] | None, after: Mapping[str, Any] | None, **details: Any
@@ -937,16 +964,27 @@ class KubeExecutor:
             if key in reverted:
                 entries.append({**entry, "outcome": "undone", "note": "before an interruption"})
                 continue
-            if result.status != "ok":
+            note: dict[str, Any] = {}
+            if result.status != "ok" and planned.action in _INTENT_SETS:
+                # it failed after sending a write, which may have landed: its intent says what it set
+                values = _set_by_intent(planned.action, result.details.get("intent"))
+                if values is None:
+                    entries.append({**entry, "outcome": _NOT_UNDONE_FAILED, "reason": (
+                        "the step failed after sending a write, and its intent does not record the value it "
+                        "may have set: check the target by hand")})
+                    continue
+                result = replace(result, details={**result.details, **values})
+                note = {"note": "the step failed after sending its write"}
+            elif result.status != "ok" and planned.action == "rollback":
                 entries.append({**entry, "outcome": _NOT_UNDONE_FAILED, "reason": (
-                    "the step failed after sending a write, so the value it may have set is not recorded: "
-                    "check the target by hand")})
+                    "the rollback failed after sending its write, so the pod template it may have set is not "
+                    "recorded: check the target by hand")})
                 continue
 
             async def before_write(key: list[Any] = key) -> None:
                 await ctx.record_intent({"undone": list(reverted), "undoing": key})
 
-            outcome = await self._undo_one(planned, result, ctx, before_write)
+            outcome = {**note, **await self._undo_one(planned, result, ctx, before_write)}
             if outcome.get("outcome") in ("undone", "already undone"):
                 reverted.append(key)
             entries.append({**entry, **outcome})

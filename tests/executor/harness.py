@@ -53,11 +53,12 @@ def playbook(
     steps: str, *, on_failure: str = "", name: str = "fix", guardrails: str = "", alertname: str = "Broken",
     kind: str = "Deployment",
 ) -> str:
-    """A playbook for ``alertname`` on the ``kind`` named by label ``deployment`` in shop."""
+    """A playbook for ``alertname`` on the ``kind`` named by label ``deployment`` in shop (which its matchers
+    guarantee: a target reading a label no matcher guarantees is refused at load)."""
     text = textwrap.dedent(
         f"""\
         name: {name}
-        match: {{alertname: {alertname}}}
+        match: {{alertname: {alertname}, matchers: ['deployment=~".+"']}}
         target: {{kind: {kind}, namespace: shop, name: "{{{{ labels.deployment }}}}"}}
         guardrails:
           namespaces: [shop]

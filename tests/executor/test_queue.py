@@ -28,13 +28,13 @@ from tests.payloads import alert_json, payload
 PLAYBOOKS = {
     "slow": """
 name: slow
-match: {alertname: Slow}
+match: {alertname: Slow, matchers: ['deployment=~".+"']}
 target: {kind: Deployment, namespace: shop, name: "{{ labels.deployment }}"}
 steps: [{action: restart}, {action: wait_healthy, timeout: 4m}]
 """,
     "fast": """
 name: fast
-match: {alertname: Fast}
+match: {alertname: Fast, matchers: ['deployment=~".+"']}
 target: {kind: Deployment, namespace: shop, name: "{{ labels.deployment }}"}
 steps: [{action: restart}]
 """,
