@@ -32,6 +32,8 @@ match:
     - severity=~"warning|critical"
     - namespace!="kube-system"
     - team="team-{team}"
+    - namespace=~".+"
+    - deployment=~".+"
 target:
   kind: Deployment
   namespace: "{{{{ labels.namespace }}}}"

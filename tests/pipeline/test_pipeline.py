@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,23 @@ from tests.payloads import alert_json, db_pool_alert, payload
 def received(raw: dict[str, Any], clock: VirtualClock) -> list[ReceivedAlert]:
     p = validate_payload(raw)
     return [ReceivedAlert(a, clock.now(), p.receiver, p.group_key) for a in p.alerts]
+
+
+def playbook_dir(tmp_path: Path, text: str) -> str:
+    """A folder holding one playbook file with ``text``: for a test that runs its own playbook."""
+    (tmp_path / "pb").mkdir()
+    (tmp_path / "pb" / "p.yaml").write_text(text)
+    return str(tmp_path / "pb")
+
+
+@pytest.fixture
+def runtime_with(tmp_path: Path, settings_factory: Callable[..., Any],
+                 vclock: VirtualClock) -> Callable[..., AbstractAsyncContextManager[Any]]:
+    """The daemon (worker not started) running one playbook ``text`` of the test's own."""
+    def make(text: str, executors: Any = None, **settings: Any) -> AbstractAsyncContextManager[Any]:
+        return open_runtime(settings_factory(playbooks=playbook_dir(tmp_path, text), **settings), clock=vclock,
+                            executors=executors, start_worker=False)
+    return make
 
 
 async def deliver(rt: Any, raw: dict[str, Any]) -> int:
@@ -72,33 +90,40 @@ async def test_live_mode_without_a_cluster_fails_clearly(settings_factory: Calla
     assert [(r["phase"], r["action"]) for r in full["results"]] == [("main", "resize_pool")]
 
 
-async def test_per_playbook_dry_run_overrides_live_mode(tmp_path: Path, settings_factory: Callable[..., Any],
-                                                        vclock: VirtualClock) -> None:
-    (tmp_path / "pb").mkdir()
-    (tmp_path / "pb" / "p.yaml").write_text(
-        "name: careful\nmatch: {alertname: X}\n"
-        "target: {kind: Deployment, namespace: '{{ labels.namespace }}', name: web}\n"
-        "guardrails: {dry_run: true}\nsteps: [{action: restart}]\n"
-    )
+async def test_per_playbook_dry_run_overrides_live_mode(
+        runtime_with: Callable[..., AbstractAsyncContextManager[Any]]) -> None:
     rec = Recorder()
-    async with open_runtime(settings_factory(dry_run=False, playbooks=str(tmp_path / "pb")), clock=vclock,
-                            executors=(rec, Recorder()), start_worker=False) as rt:
+    async with runtime_with(
+        "name: careful\nmatch: {alertname: X, matchers: ['namespace=~\".+\"']}\n"
+        "target: {kind: Deployment, namespace: '{{ labels.namespace }}', name: web}\n"
+        "guardrails: {dry_run: true}\nsteps: [{action: restart}]\n",
+        executors=(rec, Recorder()), dry_run=False,
+    ) as rt:
         await deliver(rt, payload(alert_json({"alertname": "X", "namespace": "shop"})))
         [ex] = await rt.store.list_executions()
     assert ex["dry_run"] is True and ex["status"] == "dry_run"
     assert rec.calls == []  # the live executor was never touched
 
 
-async def test_missing_label_and_forbidden_namespace_are_not_allowed(runtime: Any) -> None:
-    no_deploy = db_pool_alert()
-    del no_deploy["labels"]["deployment"]
-    out1 = await runtime.pipeline.process(received(payload(no_deploy), runtime.clock)[0])
-    out2 = await runtime.pipeline.process(received(payload(db_pool_alert(namespace="kube-public",
-                                                                        deployment="x")), runtime.clock)[0])
-    [d1], [d2] = out1.decisions, out2.decisions
-    assert d1.kind.value == "not_allowed" and "has no 'deployment'" in d1.reason
-    assert d2.kind.value == "not_allowed" and "allowlist" in d2.reason
-    assert await runtime.store.list_executions() == []
+async def test_a_missing_target_annotation_and_a_forbidden_namespace_are_not_allowed(
+        runtime_with: Callable[..., AbstractAsyncContextManager[Any]]) -> None:
+    """A target read from a label the matchers do not guarantee does not load (tests/core/test_targets.py);
+    one read from an annotation may still fail to render, and planning refuses that alert, as it refuses
+    a namespace off the allowlist: ``not_allowed`` with the reason, and no execution."""
+    async with runtime_with(
+        "name: by-annotation\nmatch: {alertname: X, matchers: ['namespace=~\".+\"']}\n"
+        "target: {kind: Deployment, namespace: '{{ labels.namespace }}', name: '{{ annotations.workload }}'}\n"
+        "guardrails: {namespaces: [shop]}\nsteps: [{action: restart}]\n"
+    ) as rt:
+        no_workload = alert_json({"alertname": "X", "namespace": "shop"})
+        forbidden = alert_json({"alertname": "X", "namespace": "kube-public"})
+        forbidden["annotations"]["workload"] = "x"
+        out1 = await rt.pipeline.process(received(payload(no_workload), rt.clock)[0])
+        out2 = await rt.pipeline.process(received(payload(forbidden), rt.clock)[0])
+        [d1], [d2] = out1.decisions, out2.decisions
+        assert d1.kind.value == "not_allowed" and "has no 'workload'" in d1.reason
+        assert d2.kind.value == "not_allowed" and "allowlist" in d2.reason
+        assert await rt.store.list_executions() == []
 
 
 async def test_no_match_gives_a_no_match_decision_and_no_execution(runtime: Any) -> None:
@@ -133,12 +158,11 @@ async def test_restart_loses_no_alert_or_execution(settings_factory: Callable[..
 
 async def test_interrupted_execution_resumes_without_repeating_steps(settings_factory: Callable[..., Any],
                                                                      vclock: VirtualClock, tmp_path: Path) -> None:
-    (tmp_path / "pb").mkdir()
-    (tmp_path / "pb" / "p.yaml").write_text(
+    pb = playbook_dir(tmp_path,
         "name: three\nmatch: {alertname: X}\ntarget: {kind: Deployment, namespace: shop, name: web}\n"
         "steps: [{action: restart}, {action: scale, to: 3}, {action: wait_healthy}]\n"
     )
-    settings = settings_factory(dry_run=False, playbooks=str(tmp_path / "pb"))
+    settings = settings_factory(dry_run=False, playbooks=pb)
     gate = asyncio.Event()
     reached = asyncio.Event()
 
@@ -176,15 +200,13 @@ async def test_interrupted_execution_resumes_without_repeating_steps(settings_fa
 
 
 async def test_stabilisation_window_defers_then_executes_or_cancels(
-    tmp_path: Path, settings_factory: Callable[..., Any], vclock: VirtualClock
+    runtime_with: Callable[..., AbstractAsyncContextManager[Any]], vclock: VirtualClock
 ) -> None:
-    (tmp_path / "pb").mkdir()
-    (tmp_path / "pb" / "p.yaml").write_text(
-        "name: patient\nmatch: {alertname: X}\ntarget: {kind: Deployment, namespace: shop, name: '{{ labels.app }}'}\n"
+    async with runtime_with(
+        "name: patient\nmatch: {alertname: X, matchers: ['app=~\".+\"']}\n"
+        "target: {kind: Deployment, namespace: shop, name: '{{ labels.app }}'}\n"
         "guardrails: {for: 5m}\nsteps: [{action: restart}]\n"
-    )
-    async with open_runtime(settings_factory(playbooks=str(tmp_path / "pb")), clock=vclock,
-                            start_worker=False) as rt:
+    ) as rt:
         stays = alert_json({"alertname": "X", "app": "a"}, starts_at="2026-11-22T10:00:00Z")
         flaps = alert_json({"alertname": "X", "app": "b"}, starts_at="2026-11-22T10:00:00Z")
         await deliver(rt, payload(stays, flaps))
