@@ -17,7 +17,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from remediator.ui import stream, views
+from remediator.ui import approval, stream, views
 from remediator.ui.render import environment
 
 #: The CSS and script, shipped in the package (``pyproject.toml``'s package data).
@@ -38,6 +38,7 @@ def routes(app: web.Application) -> None:
     app.router.add_post("/ui/replay", views.replay_run)
     app.router.add_get("/ui/guardrails/{action:pause|resume}", views.confirm)
     app.router.add_post("/ui/guardrails/{action:pause|resume}", views.act)
+    approval.routes(app)
     app.router.add_get("/ui/login", views.login_form)
     app.router.add_post("/ui/login", views.login)
     app.router.add_post("/ui/logout", views.logout)

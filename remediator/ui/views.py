@@ -273,16 +273,25 @@ async def confirm(request: web.Request, rt: Runtime, ui: UiState, viewer: auth.V
 async def act(request: web.Request, rt: Runtime, ui: UiState, viewer: auth.Viewer) -> web.Response:
     """Pause or resume, confirmed: an admin session, its CSRF token and a same-origin form."""
     action = request.match_info["action"]
+    refused = await confirmed_form(request, ui, viewer, "guardrails")
+    if refused is not None:
+        return refused
+    status, body = await set_paused(rt, ACTIONS[action], who(viewer.token) + " (web UI)")
+    if status != 200:
+        return _error(ui, viewer, status, f"Not {action}d", body["error"])
+    raise web.HTTPSeeOther(f"/ui/guardrails?done={action}d")
+
+
+async def confirmed_form(request: web.Request, ui: UiState, viewer: auth.Viewer, where: str) -> web.Response | None:
+    """None when a button's post may act: a readable form, same-origin, carrying the signed-in
+    session's CSRF token; else the error page to answer with (``where``: the page to reload)."""
     form = await _form(request)
     if form is None:
         return _error(ui, viewer, 400, "Bad request", "The form could not be read.")
     if not auth.same_origin(request) or not viewer.csrf_ok(form.get("csrf", "")):
         return _error(ui, viewer, 403, "Not allowed", "The form's CSRF token is missing or wrong: reload the "
-                                                      "guardrails page and try again.")
-    status, body = await set_paused(rt, ACTIONS[action], who(viewer.token) + " (web UI)")
-    if status != 200:
-        return _error(ui, viewer, status, f"Not {action}d", body["error"])
-    raise web.HTTPSeeOther(f"/ui/guardrails?done={action}d")
+                                                      f"{where} page and try again.")
+    return None
 
 
 async def _form(request: web.Request) -> dict[str, str] | None:
