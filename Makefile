@@ -11,7 +11,7 @@ REMEDIATOR_WEBHOOK_TOKENS ?= dev-token
 REMEDIATOR_API_READ_TOKENS ?= dev-read-token
 REMEDIATOR_API_ADMIN_TOKENS ?= dev-admin-token
 
-.PHONY: run test lint bench services alertmanager venv clean kube-assets
+.PHONY: run test lint bench services alertmanager venv clean kube-assets browser screenshots
 
 ## Real Kubernetes control-plane binaries (envtest convention) for tests/real_kube; those tests skip without them.
 KUBE_ASSETS_SRC ?= ../shared/kube-assets
@@ -45,6 +45,16 @@ alertmanager:
 	@command -v prometheus-alertmanager >/dev/null 2>&1 || command -v alertmanager >/dev/null 2>&1 || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus-alertmanager >/dev/null)
 
+## Debian's headless chromium and its chromedriver for tests/ui/browser and `make screenshots`; those tests skip without them.
+browser:
+	@command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) || \
+	  echo "browser: could not install chromium and chromium-driver; the browser tests will skip"
+
+## PNGs of each page of the web UI (docs/screenshots/, linked from README.md), taken by a real browser on a real daemon.
+screenshots: $(STAMP) browser
+	$(BIN)/python -m tests.ui.browser.screenshots docs/screenshots
+
 ## kube-apiserver, kube-controller-manager (and kubectl) unpacked into .kube-assets/, plus etcd (Debian's etcd-server).
 ## A no-op with a note when $(KUBE_ASSETS_SRC) is absent.
 kube-assets:
@@ -72,7 +82,7 @@ lint: $(STAMP)
 docs: $(STAMP)
 	$(BIN)/python -m remediator.docgen --output docs/configuration.md
 
-test: $(STAMP) services alertmanager kube-assets lint
+test: $(STAMP) services alertmanager kube-assets browser lint
 	$(BIN)/pytest -q -p no:cacheprovider
 
 bench: $(STAMP) services
