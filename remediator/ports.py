@@ -14,7 +14,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from remediator.core.alerts import Alert
 from remediator.core.decisions import Decision, DecisionKind, PlannedStep, ResolvedTarget
-from remediator.core.guardrails import GuardStatus, Request, Verdict
+from remediator.core.guardrails import GuardStatus, GuardUsage, Request, Verdict
 
 
 class Clock(Protocol):
@@ -424,6 +424,16 @@ class GuardrailStore(PauseState, Protocol):
     async def ping(self) -> None: ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class GuardrailUsage(Protocol):
+    """The guardrail state read for people (the guardrails panel): budgets used, live concurrency
+    slots and locks.  A role of its own, not part of :class:`GuardrailStore`: the pipeline never
+    needs it, and an adapter that cannot list its locks cheaply may leave it out (the panel then
+    says so).  Raises GuardrailUnavailable when unreachable."""
+
+    async def usage(self) -> GuardUsage: ...
 
 
 class PipelineEvents(Protocol):

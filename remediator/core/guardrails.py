@@ -439,6 +439,51 @@ class GuardStatus:
     breakers: Mapping[str, BreakerView]
 
 
+@dataclass(frozen=True)
+class BudgetUse:
+    """A budget as the guardrails panel shows it: executions counted in its window now, and when
+    one more fits again (0 while there is room)."""
+
+    scope: str
+    max: int
+    per: float
+    used: int
+    next_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class GuardUsage:
+    """What the guardrail state holds right now, beside the switch and the breakers: each budget's
+    use, the live concurrency slots (execution id -> slot) and the live target locks (target ->
+    lock).  Lapsed slots and locks are left out: they bind nobody (a lapsed lock's record only
+    tells a resuming execution who held the target last)."""
+
+    budgets: tuple[BudgetUse, ...] = ()
+    running: Mapping[str, Slot] = field(default_factory=dict)
+    locks: Mapping[str, Lock] = field(default_factory=dict)
+
+
+def usage(
+    policy: Policy,
+    now: float,
+    budget_history: Mapping[str, list[float]],
+    running: Mapping[str, Slot],
+    locks: Mapping[str, Lock],
+) -> GuardUsage:
+    """The usage both adapters report, from the raw state each reads: counted as :func:`check`
+    counts (the same windows), so the panel says what the next admission would find."""
+    budgets = []
+    for b in policy.budgets:
+        used = _window(list(budget_history.get(b.scope, [])), now, b.per)
+        room = _room_at(used, b.max, b.per) if len(used) >= b.max else 0.0
+        budgets.append(BudgetUse(b.scope, b.max, b.per, len(used), room))
+    return GuardUsage(
+        tuple(budgets),
+        {owner: slot for owner, slot in sorted(running.items()) if slot.expires > now},
+        {target: lock for target, lock in sorted(locks.items()) if lock.expires > now},
+    )
+
+
 def breaker_view(br: Breaker, policy: Policy, now: float) -> BreakerView:
     if not policy.breaker_threshold or br.failures < policy.breaker_threshold:
         state = BreakerState.CLOSED

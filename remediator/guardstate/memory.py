@@ -259,6 +259,10 @@ class MemoryGuardrails:
     async def status(self) -> GuardStatus:
         return rules.status(self.state.paused, self.state.breakers, self._policy, self._clock.now().timestamp())
 
+    async def usage(self) -> rules.GuardUsage:
+        s = self.state
+        return rules.usage(self._policy, self._clock.now().timestamp(), s.budget_history, s.running, s.locks)
+
     async def ping(self) -> None:
         """Reachable unless the last write failed; then try writing again, since only a write tells
         whether the disk is back (readiness and resumes would otherwise wait for one forever)."""

@@ -35,11 +35,24 @@ from redis.exceptions import RedisError
 
 from remediator.core import guardrails as rules
 from remediator.core.errors import GuardrailUnavailable
-from remediator.core.guardrails import Breaker, Check, Finding, GuardStatus, Policy, Request, Verdict
+from remediator.core.guardrails import (
+    Breaker,
+    Check,
+    Finding,
+    GuardStatus,
+    GuardUsage,
+    Lock,
+    Policy,
+    Request,
+    Slot,
+    Verdict,
+)
 from remediator.guardstate import lua
 from remediator.ports import Clock
 
 DEFAULT_PREFIX = "remediator:"
+#: Live locks the guardrails panel lists at most (the first found by SCAN).
+USAGE_LOCKS = 500
 T = TypeVar("T")
 
 
@@ -50,6 +63,11 @@ def split_prefix(url: str) -> tuple[str, str | None]:
     prefix = next((v for k, v in query if k == "prefix"), None)
     rest = urlencode([(k, v) for k, v in query if k != "prefix"])
     return urlunsplit(parts._replace(query=rest)), prefix
+
+
+def _glob_escape(text: str) -> str:
+    """``text`` matched literally by SCAN's glob (a prefix may hold ``*``, ``?`` or ``[``)."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
 def _finding(reply: list[str]) -> Finding:
@@ -211,6 +229,41 @@ class RedisGuardrails:
             if row[0] is not None
         }
         return rules.status(bool(paused), breakers, self._policy, self._clock.now().timestamp())
+
+    async def usage(self) -> GuardUsage:
+        return await self._guarded("usage", self._usage())
+
+    async def _usage(self) -> GuardUsage:
+        """The budget histories in their longest window, the live slots, and the locks: their keys
+        are found by ``SCAN`` (a lock's record outlives it by a day, so at most a day of targets;
+        for a person's page, never on an admission's path), at most :data:`USAGE_LOCKS` shown."""
+        now = self._clock.now().timestamp()
+        scopes = list(dict.fromkeys(b.scope for b in self._policy.budgets))
+        pipe = self._client.pipeline(transaction=False)
+        for scope in scopes:
+            pipe.zrangebyscore(self._key("budget", scope), f"({now - self._policy.longest_budget!r}", "+inf",
+                               withscores=True)
+        pipe.zrangebyscore(self._key("running"), f"({now!r}", "+inf", withscores=True)
+        pipe.hgetall(self._key("running-ns"))
+        *histories, slots, namespaces = await pipe.execute()
+        running = {str(owner): Slot(str(namespaces.get(owner, "")), float(expires)) for owner, expires in slots}
+        lock_prefix = f"{self.prefix}lock:"  # _key("lock", name) for every name
+        pattern = _glob_escape(lock_prefix) + "*"
+        keys = []
+        async for key in self._client.scan_iter(match=pattern, count=1000):
+            keys.append(str(key))
+        pipe = self._client.pipeline(transaction=False)
+        for key in keys:
+            pipe.hmget(key, ["owner", "expires"])
+        locks = {}
+        for key, (owner, expires) in zip(keys, await pipe.execute() if keys else [], strict=True):
+            if owner is not None and expires is not None and float(expires) > now:
+                locks[key.removeprefix(lock_prefix)] = Lock(str(owner), float(expires))
+                if len(locks) >= USAGE_LOCKS:
+                    break
+        budget_history = {scope: [float(t) for _, t in history] for scope, history in zip(scopes, histories,
+                                                                                           strict=True)}
+        return rules.usage(self._policy, now, budget_history, running, locks)
 
     async def ping(self) -> None:
         await self._guarded("ping", self._client.ping())

@@ -15,17 +15,21 @@ import functools
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import jinja2
 from aiohttp import web
 
+from remediator.core.alerts import format_time
+from remediator.core.durations import format_duration
 from remediator.core.errors import GuardrailUnavailable, StoreUnavailable
+from remediator.core.guardrails import GuardUsage
 from remediator.core.playbooks import PlaybookSet
 from remediator.core.redact import redact_execution
 from remediator.http import RECORDED_KINDS, BadQuery, _bounded, decision_query, set_paused, who
+from remediator.ports import GuardrailUsage
 from remediator.runtime import ADMIN, READ, RUNTIME, Runtime
 from remediator.ui import auth, charts
 from remediator.ui import replay as ui_replay
@@ -146,11 +150,15 @@ async def execution(request: web.Request, rt: Runtime, ui: UiState, viewer: auth
 
 @viewed(READ)
 async def guardrails(request: web.Request, rt: Runtime, ui: UiState, viewer: auth.Viewer) -> web.Response:
-    """The kill switch (who set it, when; the buttons for an admin session), breakers, executions in
-    progress, parked alerts."""
+    """The kill switch (who set it, when; the buttons for an admin session), breakers, each budget's
+    use, the concurrency slots and target locks held now (read from the guardrail state, which
+    enforces them, not inferred from the audit), executions in progress, parked alerts."""
     problems = []
+    usage: GuardUsage | None = None
     try:
         status = await _bounded(rt, rt.pipeline.guardrail_status(), GuardrailUnavailable)
+        if isinstance(rt.guardrails, GuardrailUsage):
+            usage = await _bounded(rt, rt.guardrails.usage(), GuardrailUnavailable)
     except GuardrailUnavailable as exc:
         status = None
         problems.append(f"guardrail state unreachable: {exc}")
@@ -167,7 +175,8 @@ async def guardrails(request: web.Request, rt: Runtime, ui: UiState, viewer: aut
     paused = bool((status and status.paused) or (record and record.paused))
     breakers = {name: view.to_json() for name, view in status.breakers.items()} if status else {}
     return page(ui.env, "guardrails.html", 503 if problems else 200, viewer=viewer, paused=paused, record=record,
-                breakers=breakers, parked=parked, unfinished=unfinished, problems=problems,
+                breakers=breakers, parked=parked, unfinished=unfinished, problems=problems, usage=usage,
+                moment=_moment, span=format_duration,
                 done=request.query.get("done") if request.query.get("done") in DONE else None)
 
 
@@ -251,6 +260,11 @@ async def replay_run(request: web.Request, rt: Runtime, ui: UiState, viewer: aut
 def _side(origin: str, pset: PlaybookSet) -> str:
     n = len(pset.playbooks)
     return f"the {origin} set, {n} playbook{'' if n == 1 else 's'}, version {pset.version}"
+
+
+def _moment(at: float) -> str:
+    """A guardrail time (seconds since the epoch) as the panel shows it: RFC 3339 UTC, to the second."""
+    return format_time(datetime.fromtimestamp(at, UTC).replace(microsecond=0))
 
 
 #: Execution statuses of the panel's "in progress" (admitted and not started, or started and not finished:
