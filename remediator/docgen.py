@@ -99,7 +99,8 @@ DESCRIPTIONS: dict[str, str] = {
     "channels.<name>.routing_key": "Events API v2 routing key (pagerduty); prefer `routing_key_file`.",
     "channels.<name>.routing_key_file": "File holding the routing key.",
     "channels.<name>.events": "Events sent to this channel: `started`, `succeeded`, `failed`, `superseded`, "
-    "`dry_run`, `resolved`, and the opt-in `skipped`.",
+    "`dry_run`, `resolved`, the approval gate's `approval_requested`, `approval_denied`, `approval_expired` "
+    "and `approval_refused` (docs/playbooks.md, Approval), and the opt-in `skipped`.",
     "channels.<name>.template": "Sandboxed Jinja template of the message text (README, Notifications); "
     "empty: the default text.",
     "channels.<name>.request_timeout": "Bound on one delivery attempt.",
