@@ -46,7 +46,7 @@ from remediator.core.alerts import WebhookPayload, parse_time, parse_webhook
 from remediator.core.decisions import DecisionKind
 from remediator.core.errors import GuardrailUnavailable, PayloadError, StoreUnavailable
 from remediator.core.redact import redact_execution
-from remediator.ports import DecisionQuery, ReceivedAlert
+from remediator.ports import DecisionQuery, GuardrailUsage, ReceivedAlert
 from remediator.runtime import ADMIN, READ, RUNTIME, WEBHOOK, Runtime
 from remediator.settings import Settings
 from remediator.store.rows import alert_episode
@@ -429,7 +429,8 @@ async def get_execution(request: web.Request, rt: Runtime) -> web.Response:
 
 @_reader
 async def guardrails(request: web.Request, rt: Runtime) -> web.Response:
-    """The kill switch and every playbook's circuit breaker, as all replicas share them."""
+    """The kill switch, every playbook's circuit breaker and, where the guardrail state reports them, each
+    budget's use and the live concurrency slots and locks, as all replicas share them."""
     try:
         status = await _bounded(rt, rt.pipeline.guardrail_status(), GuardrailUnavailable)
     except GuardrailUnavailable as exc:
@@ -439,7 +440,13 @@ async def guardrails(request: web.Request, rt: Runtime) -> web.Response:
     except StoreUnavailable:
         record = None
     breakers = {name: view.to_json() for name, view in status.breakers.items()}
-    return web.json_response({"paused": status.paused or bool(record and record.paused), "breakers": breakers})
+    body: dict[str, object] = {"paused": status.paused or bool(record and record.paused), "breakers": breakers}
+    if isinstance(rt.guardrails, GuardrailUsage):  # budgets used, live slots and locks (the UI's panel)
+        try:
+            body.update((await _bounded(rt, rt.guardrails.usage(), GuardrailUnavailable)).to_json())
+        except GuardrailUnavailable as exc:
+            return _error(503, f"guardrail state unreachable: {exc}")
+    return web.json_response(body)
 
 
 def who(presented: str) -> str:

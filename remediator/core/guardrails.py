@@ -462,6 +462,21 @@ class GuardUsage:
     running: Mapping[str, Slot] = field(default_factory=dict)
     locks: Mapping[str, Lock] = field(default_factory=dict)
 
+    def to_json(self) -> dict[str, object]:
+        """As ``GET /api/v1/guardrails`` shows it (times as the breakers' are, RFC 3339 UTC)."""
+
+        def moment(at: float) -> str:
+            return datetime.fromtimestamp(at, UTC).isoformat()
+
+        return {
+            "budgets": [{"scope": b.scope, "max": b.max, "per_seconds": b.per, "used": b.used,
+                         "next_at": moment(b.next_at) if b.next_at else None} for b in self.budgets],
+            "running": [{"execution": owner, "namespace": slot.namespace, "until": moment(slot.expires)}
+                        for owner, slot in self.running.items()],
+            "locks": [{"target": target, "execution": lock.owner, "until": moment(lock.expires)}
+                      for target, lock in self.locks.items()],
+        }
+
 
 def usage(
     policy: Policy,

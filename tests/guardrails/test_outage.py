@@ -123,7 +123,8 @@ async def test_redis_outage_fails_closed_and_recovers_without_a_restart(
         assert sorted(cluster.restarted) == ["four", "one", "slow", "three", "two"]
         status = await (await client.get("/api/v1/guardrails", headers=READ)).json()
         assert status == {"paused": False, "breakers": {"outage": {
-            "state": "closed", "consecutive_failures": 0, "open_until": None, "trial_execution": None}}}
+            "state": "closed", "consecutive_failures": 0, "open_until": None, "trial_execution": None}},
+            "budgets": [], "running": [], "locks": []}  # every execution finished: no slot, no lock
 
 
 TWO_STEPS = """

@@ -72,6 +72,11 @@ async def test_budgets_slots_and_locks_while_an_execution_runs(client: Client, h
     locks = html[html.index("<h2>Target locks</h2>"):html.index("<h2>Executions in progress</h2>")]
     assert link in slots and "<td>shop</td>" in slots
     assert link in locks and "Deployment/shop/orders-api" in locks
+    api = await (await client.get("/api/v1/guardrails", headers=READ)).json()  # the API says the same
+    assert api["budgets"][1] == {"scope": "shop", "max": 1, "per_seconds": 1800.0, "used": 1,
+                                 "next_at": "2026-11-22T10:30:00+00:00"}
+    assert [(r["execution"], r["namespace"]) for r in api["running"]] == [(ex["id"], "shop")]
+    assert [(lk["target"], lk["execution"]) for lk in api["locks"]] == [("Deployment/shop/orders-api", ex["id"])]
     held.go.set()
     await running
     html = await panel(client)
