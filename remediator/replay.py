@@ -2,10 +2,10 @@
 
 History runs through the daemon's own :class:`~remediator.pipeline.Pipeline` and
 :class:`~remediator.worker.Worker`, on a :class:`~remediator.clock.VirtualClock`
-driven by the history, with a scratch embedded store, fresh in-memory guardrail
-state and a dry-run executor.  Rate limits, cooldowns, stabilisation windows,
-resolves and the kill switch therefore decide exactly as they did (or would have)
-live; only the adapters differ.
+driven by the history, with a scratch in-memory store (:mod:`remediator.store.memory`,
+which forgets each alert once it is over), fresh in-memory guardrail state and a dry-run
+executor.  Rate limits, cooldowns, stabilisation windows, resolves and the kill switch
+therefore decide exactly as they did (or would have) live; only the adapters differ.
 
 Input: JSON Lines, one event per line (blank lines are skipped):
 
@@ -41,15 +41,11 @@ from __future__ import annotations
 import contextlib
 import heapq
 import json
-import sqlite3
-import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, BinaryIO, Literal, Protocol, cast
-
-import aiosqlite
+from typing import Any, BinaryIO, Literal, Protocol
 
 from remediator.clock import SystemClock, VirtualClock
 from remediator.core.alerts import Alert, format_time, parse_time, validate_payload
@@ -63,7 +59,7 @@ from remediator.pipeline import Pipeline, PipelineSettings
 from remediator.ports import Executor, IntakeQueue, ReceivedAlert, StepResult
 from remediator.runtime import guard_policy
 from remediator.settings import Settings
-from remediator.store.sqlite import SCHEMA, SQLiteStore
+from remediator.store.memory import MemoryStore
 from remediator.worker import Worker
 
 Control = Literal["pause", "resume"]
@@ -252,66 +248,6 @@ class _Tap:
         heapq.heappush(self.due, until.timestamp())
 
 
-class _InlineCursor:
-    def __init__(self, cursor: sqlite3.Cursor) -> None:
-        self._cursor = cursor
-
-    @property
-    def rowcount(self) -> int:
-        return self._cursor.rowcount
-
-    async def fetchone(self) -> Any:
-        return self._cursor.fetchone()
-
-    async def fetchall(self) -> list[Any]:
-        return self._cursor.fetchall()
-
-
-class _InlineConnection:
-    """The part of aiosqlite's connection the store uses, run in the event loop's own thread.
-
-    Replay is the store's only client, so nothing waits on it; aiosqlite's hop to its
-    thread and back (about 0.1 ms per query, a dozen queries per alert) would otherwise
-    dominate a long replay.  The SQL, and so every answer, is the store's own.
-    """
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self._conn = conn
-
-    @property
-    def total_changes(self) -> int:
-        return self._conn.total_changes
-
-    async def execute(self, sql: str, args: Any = ()) -> _InlineCursor:
-        return _InlineCursor(self._conn.execute(sql, args))
-
-    async def executemany(self, sql: str, rows: Any) -> _InlineCursor:
-        return _InlineCursor(self._conn.executemany(sql, rows))
-
-    async def executescript(self, script: str) -> _InlineCursor:
-        return _InlineCursor(self._conn.executescript(script))
-
-    async def close(self) -> None:
-        self._conn.close()
-
-
-def scratch_store(path: Path, clock: VirtualClock) -> SQLiteStore:
-    """The embedded store on a scratch file, queried in the event loop's own thread.
-
-    A scratch file rather than ``:memory:`` keeps memory bounded on long histories
-    (SQLite's page cache is capped; the OS pages the rest); durability is pointless
-    for a file deleted at the end, so fsync is off.  The extra index on fingerprint
-    only speeds up ``firing_count`` over millions of rows.
-    """
-    conn = sqlite3.connect(str(path), isolation_level=None)
-    conn.row_factory = sqlite3.Row
-    conn.execute("PRAGMA journal_mode=MEMORY")
-    conn.execute("PRAGMA synchronous=OFF")
-    conn.execute("PRAGMA cache_size=-16384")  # 16 MiB, bounded whatever the history
-    conn.executescript(SCHEMA + "CREATE INDEX IF NOT EXISTS alerts_fingerprint ON alerts (fingerprint);")
-    return SQLiteStore(cast(aiosqlite.Connection, _InlineConnection(conn)), clock)
-
-
 class _Quiet:
     """Replay notifies nobody: the history already happened."""
 
@@ -350,8 +286,7 @@ class Engine:
         clock = VirtualClock(start)
         tap = _Tap(listener, results=kube)
         async with contextlib.AsyncExitStack() as stack:
-            scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="remediator-replay-"))
-            store = scratch_store(Path(scratch) / "replay.db", clock)
+            store = MemoryStore(clock, streaming=True)  # forgets each alert once it is over
             stack.push_async_callback(store.close)
             guard = MemoryGuardrails(guard_policy(settings), clock)
             if settings.guardrails.paused:

@@ -80,9 +80,14 @@ def pg_schema_sync() -> Iterator[str]:
         asyncio.run(admin(f"DROP SCHEMA {name} CASCADE"))
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", "postgres", "memory"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path, vclock: VirtualClock) -> AsyncIterator[Any]:
-    """The store under the contract: the embedded default and the production one."""
+    """The store under the contract: the embedded default, the production one and replay's."""
+    if request.param == "memory":
+        from remediator.store.memory import MemoryStore
+
+        yield MemoryStore(vclock)
+        return
     if request.param == "sqlite":
         from remediator.store.sqlite import SQLiteStore
 
