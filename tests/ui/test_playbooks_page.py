@@ -94,7 +94,8 @@ async def test_the_loaded_set_with_its_version_and_sources(client: Client, books
     assert f"{books}/db-pool.yaml:2</code>" in html  # file:line of the playbook's name
     assert "Deployment/{{ labels.namespace }}/{{ labels.deployment }}: resize_pool → wait_healthy" in html
     assert "None: the files on disk are the set in use." in html
-    assert 'href="/ui/playbooks"' in html and 'href="/ui/replay"' in html  # the navigation
+    assert '<a href="/ui/playbooks" aria-current="page">Playbooks</a>' in html  # the navigation, this page marked
+    assert '<a href="/ui/replay">Replay</a>' in html and '<a href="/ui/guardrails">Guardrails</a>' in html
     assert "no decisions" in html
 
 
