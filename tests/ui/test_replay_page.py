@@ -17,10 +17,10 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from remediator.app import create_app
+from remediator.cli import main
 from remediator.clock import VirtualClock
 from remediator.core.decisions import PlannedStep
 from remediator.ports import StepContext, StepResult
-from remediator.replay_report import run_replay
 from remediator.runtime import RUNTIME
 from remediator.ui.replay import ReplayLimits
 from remediator.ui.views import UI
@@ -94,19 +94,18 @@ async def post(client: Client, data: aiohttp.FormData, status: int = 200, header
     return text
 
 
-async def cli(tmp_path: Path, history: Path, before: str, after: str | None = None) -> str:
-    """``remediator replay --format json`` (the function behind the CLI), on its own thread and loop."""
-    sets = [write_playbooks(tmp_path / "cli-before", before)]
+async def cli(tmp_path: Path, capsys: pytest.CaptureFixture[str], history: Path, before: str,
+              after: str | None = None) -> str:
+    """What ``remediator replay --format json`` prints (``--compare`` with ``after``), run as the
+    command runs (its own event loop, so on a thread of its own here)."""
+    argv = ["replay", str(history), "--format", "json", "--playbooks", str(write_playbooks(tmp_path / "cli-a", before))]
     if after is not None:
-        sets.append(write_playbooks(tmp_path / "cli-after", after))
-    from remediator.replay import load_playbooks
-    from remediator.settings import load_settings
-
-    out = io.StringIO()
-    settings = load_settings(None, env={}, overrides={"playbooks": str(sets[0])})
-    await asyncio.to_thread(run_replay, str(history), [load_playbooks(str(s)) for s in sets], settings, out,
-                            fmt="json")
-    return out.getvalue().replace(str(history), "history.jsonl")
+        argv += ["--compare", str(write_playbooks(tmp_path / "cli-b", after))]
+    capsys.readouterr()
+    assert await asyncio.to_thread(main, argv) == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    return out
 
 
 def rows(html: str) -> list[str]:
@@ -124,15 +123,17 @@ async def test_the_form_needs_a_read_token(client: Client) -> None:
     assert client.app[RUNTIME].playbooks.current.version in html
 
 
-async def test_an_upload_answers_the_clis_json(client: Client, tmp_path: Path, history: Path) -> None:
+async def test_an_upload_answers_the_clis_json(client: Client, tmp_path: Path, history: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
     got = await post(client, form(history, fmt="json"))
-    assert got == await cli(tmp_path, history, PLAYBOOKS)
+    assert got == await cli(tmp_path, capsys, history, PLAYBOOKS)
     assert json.loads(got)["summary"]["decisions"]["executed"] == 6
 
 
-async def test_the_page_shows_the_same_report(client: Client, tmp_path: Path, history: Path) -> None:
+async def test_the_page_shows_the_same_report(client: Client, tmp_path: Path, history: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
     html = await post(client, form(history))
-    expected = json.loads(await cli(tmp_path, history, PLAYBOOKS))
+    expected = json.loads(await cli(tmp_path, capsys, history, PLAYBOOKS))
     assert rows(html) == [d["decision"] for d in expected["decisions"]]
     assert "Report: history.jsonl" in html and "the loaded set, 2 playbooks" in html
     for kind, n in expected["summary"]["decisions"].items():
@@ -140,10 +141,11 @@ async def test_the_page_shows_the_same_report(client: Client, tmp_path: Path, hi
     assert "resize_pool(by=10,container=app,env=POOL_SIZE,max=50)" in html
 
 
-async def test_compare_shows_what_the_change_does(client: Client, tmp_path: Path, history: Path) -> None:
+async def test_compare_shows_what_the_change_does(client: Client, tmp_path: Path, history: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
     after = [("pool.yaml", LONGER_COOLDOWN)]
     got = await post(client, form(history, fmt="json", after=after))
-    assert got == await cli(tmp_path, history, PLAYBOOKS, LONGER_COOLDOWN)
+    assert got == await cli(tmp_path, capsys, history, PLAYBOOKS, LONGER_COOLDOWN)
     assert json.loads(got)["summary"]["changes"] == {"changed_decision": 1, "suppressed_execution": 1}
     html = await post(client, form(history, after=after))
     assert re.findall(r'<tr class="change-(\w+)">', html) == ["suppressed_execution", "changed_decision"]
@@ -151,12 +153,13 @@ async def test_compare_shows_what_the_change_does(client: Client, tmp_path: Path
     assert 'data-total="2">2 changes' in html
 
 
-async def test_compare_of_two_uploaded_sets(client: Client, tmp_path: Path, history: Path) -> None:
+async def test_compare_of_two_uploaded_sets(client: Client, tmp_path: Path, history: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
     """Neither side need be the loaded set: the CLI's ``--playbooks DIR --compare DIR2``."""
     before = [("pool.yaml", LONGER_COOLDOWN)]
     after = [("pool.yaml", PLAYBOOKS)]
     got = await post(client, form(history, fmt="json", before=before, after=after))
-    assert got == await cli(tmp_path, history, LONGER_COOLDOWN, PLAYBOOKS)
+    assert got == await cli(tmp_path, capsys, history, LONGER_COOLDOWN, PLAYBOOKS)
     assert json.loads(got)["summary"]["changes"] == {"changed_decision": 1, "new_execution": 1}
 
 
