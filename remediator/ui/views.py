@@ -1,11 +1,14 @@
-"""The web UI's pages: the timeline, an execution, the guardrails panel, signing in and out,
-and the confirmed pause/resume.
+"""The web UI's pages: the timeline, an execution, the guardrails panel, the playbooks, replay,
+signing in and out, and the confirmed pause/resume.
 
-Each page reads what the JSON API reads, through the same calls (``query_decisions`` with the
-decisions API's parameters, ``get_execution`` redacted, ``guardrail_status`` and the kill
-switch's record, ``parked_alerts``), each bounded by ``http.store_timeout``: the UI never shows
-more, or less redacted, than the API.  A bad filter is a 400 page with the reason, an
-unreachable store a 503 page: never a 500.
+Each page over the audit reads what the JSON API reads, through the same calls
+(``query_decisions`` with the decisions API's parameters, ``get_execution`` redacted,
+``guardrail_status``, the guardrail state's ``usage`` and the kill switch's record,
+``parked_alerts``), each bounded by ``http.store_timeout``: the UI never shows more, or less
+redacted, than the API.  The playbooks page adds what only an operator's eyes need (the loaded
+set, the last reload's problems, a week of decisions counted per day); replay runs the CLI's
+engine on an upload (:mod:`remediator.ui.replay`).  A bad filter or upload is a 4xx page with
+the reason, an unreachable store a 503 page: never a 500.
 """
 
 from __future__ import annotations
