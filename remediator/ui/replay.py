@@ -107,16 +107,16 @@ async def read_upload(request: web.Request, root: Path, limits: ReplayLimits) ->
 
 async def _take(part: BodyPartReader, upload: Upload, sizes: dict[str, int], limits: ReplayLimits) -> None:
     name = part.name or ""
+    if part.filename is not None and not Path(part.filename).name:  # the browser's "no file chosen"
+        await part.release()
+        return
     if name == EXPORT and part.filename is not None:
         if upload.export is not None:
             raise UploadRefused(400, "one export at a time")
-        upload.export, upload.export_name = upload.root / "export.jsonl", Path(part.filename).name or "export"
+        upload.export, upload.export_name = upload.root / "export.jsonl", Path(part.filename).name
         await _save(part, upload.export, limits.max_export, 0, f"the export is larger than {limits.max_export} bytes")
     elif name in (BEFORE, AFTER) and part.filename is not None:
         filename = Path(part.filename).name
-        if not filename:  # the browser's "no file chosen"
-            await part.release()
-            return
         if filename.startswith(".") or not filename.endswith(SUFFIXES):
             raise UploadRefused(400, f"{name}: {filename!r} is not a playbook file (*.yaml or *.yml)")
         if filename in upload.sides[name]:

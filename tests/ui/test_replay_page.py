@@ -220,6 +220,8 @@ async def test_a_malformed_or_incomplete_form_is_a_400(client: Client) -> None:
         assert r.status == 400 and "the form could not be read" in await r.text()
     html = await post(client, form(None), 400)
     assert "choose an export to replay" in html
+    html = await post(client, form(b"", export_name=""), 400)  # what a browser sends for "no file chosen"
+    assert "choose an export to replay" in html
 
 
 async def test_a_replay_past_its_time_is_stopped(client: Client, history: Path) -> None:
