@@ -29,6 +29,7 @@ def routes(app: web.Application) -> None:
     env = environment()
     app[views.UI] = views.UiState(env)
     app.on_shutdown.append(stream.close_streams)
+    app.on_shutdown.append(_stop_replays)
     app.router.add_get("/ui", views.timeline)
     app.router.add_get("/ui/events", stream.events)
     app.router.add_get("/ui/executions/{id}", views.execution)
@@ -49,3 +50,9 @@ def routes(app: web.Application) -> None:
         return str(assets.url_for(filename=name))
 
     env.globals["static"] = static
+
+
+async def _stop_replays(app: web.Application) -> None:
+    """``on_shutdown``: a replay under way stops at its next event, rather than hold the shutdown
+    until its deadline, and none starts (see :attr:`remediator.ui.replay.ReplayLimits.stopping`)."""
+    app[views.UI].replay.stopping.set()

@@ -59,6 +59,9 @@ class ReplayLimits:
     #: Seconds a replay may run (on the daemon's clock) before it is stopped between two events.
     timeout: float = 120.0
     running: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: Set when the daemon shuts down: a replay under way stops at its next event rather than hold
+    #: the shutdown until its deadline (and none starts).
+    stopping: threading.Event = field(default_factory=threading.Event)
 
 
 class UploadRefused(Exception):
@@ -196,7 +199,7 @@ async def run_bounded(
     assert upload.export is not None
 
     def stop() -> bool:
-        return cancelled.is_set() or clock.monotonic() >= deadline
+        return cancelled.is_set() or limits.stopping.is_set() or clock.monotonic() >= deadline
 
     try:
         return await asyncio.to_thread(run_report, upload.export, upload.export_name, sets, settings, stop)

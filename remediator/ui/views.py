@@ -247,6 +247,8 @@ async def replay_run(request: web.Request, rt: Runtime, ui: UiState, viewer: aut
             except ui_replay.ReplayInputError as exc:
                 return refused(400, str(exc))
             except ui_replay.Stopped:
+                if ui.replay.stopping.is_set():
+                    return refused(503, "The daemon is shutting down: replay again in a moment (on another replica).")
                 return refused(503, f"The replay ran past its {ui.replay.timeout:g}s limit and was stopped: replay a "
                                     "shorter export here, or the whole one with `remediator replay`.")
     if upload.fields.get("format") == "json":

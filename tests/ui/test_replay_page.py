@@ -230,6 +230,13 @@ async def test_a_replay_past_its_time_is_stopped(client: Client, history: Path) 
     assert "The replay ran past its 0s limit and was stopped" in html
 
 
+async def test_a_replay_stops_when_the_daemon_shuts_down(client: Client, history: Path) -> None:
+    for hook in client.app.on_shutdown:  # what aiohttp runs first when the daemon stops
+        await hook(client.app)
+    html = await post(client, form(history), 503)
+    assert "The daemon is shutting down" in html
+
+
 async def test_one_replay_at_a_time(client: Client, history: Path) -> None:
     async with client.app[UI].replay.running:
         html = await post(client, form(history), 429)
