@@ -18,7 +18,7 @@ from tests.payloads import ROOT
 from tests.tokens import ADMIN, READ, WEBHOOK
 from tests.ui.conftest import Client, csrf_of, sign_in
 
-PAGES = ["/ui", "/ui/guardrails", "/ui/executions/ex-nope"]
+PAGES = ["/ui", "/ui/guardrails", "/ui/executions/ex-nope", "/ui/playbooks", "/ui/replay"]
 
 
 @pytest.mark.parametrize("path", PAGES)
@@ -109,7 +109,7 @@ async def test_a_session_whose_token_was_revoked_is_signed_out(client: Client) -
 
 async def test_a_signed_in_read_session_reads_every_page(client: Client) -> None:
     await sign_in(client, "r1")
-    for path in ("/ui", "/ui/guardrails"):
+    for path in ("/ui", "/ui/guardrails", "/ui/playbooks", "/ui/replay"):
         r = await client.get(path)
         assert r.status == 200
         assert "Sign out" in await r.text()
