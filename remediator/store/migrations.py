@@ -148,6 +148,15 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX decisions_awaiting ON decisions (approval_deadline) WHERE exec_status = 'awaiting_approval';
         """,
     ),
+    Migration(
+        7,
+        "decisions by kind, for the decisions API and the timeline's filter",
+        # Every filter of the listing has an index ending in its order (at, seq): without this one a
+        # rare kind (circuit_open, paused) is found by reading every decision (decision_query.py).
+        """
+        CREATE INDEX decisions_kind ON decisions (kind, at, seq);
+        """,
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version
