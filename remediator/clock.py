@@ -100,6 +100,8 @@ class VirtualClock:
             self._watchers = [(p, f) for p, f in self._watchers if f is not fut]
 
     def _notify_watchers(self) -> None:
+        if not self._watchers:  # the usual case (replay sleeps on it a lot): nobody to tell
+            return
         pending = self.pending()
         for predicate, fut in self._watchers:
             if fut.done():

@@ -24,6 +24,7 @@ import pytest
 
 from remediator.cli import main
 from remediator.core.alerts import format_time
+from remediator.replay import _FastLines, parse_event
 from tests.payloads import T0, alert_json, payload
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -156,6 +157,20 @@ def test_replay_output_is_byte_identical_to_the_golden(case: str, tmp_path: Path
     expected = gzip.decompress((GOLDEN / f"{case}.out.gz").read_bytes()).decode()
     out = _run(tmp_path, case, capsys)
     assert out == expected
+
+
+def test_lines_decoded_on_the_compiled_path_are_the_events_json_and_the_schema_give() -> None:
+    fast = _FastLines()
+    lines = [json.dumps(line).encode() for line in history()]
+    lines += [b'{"control": "pause", "payload": {}}', b'{"payload": null}', b'[1]', b'{"version": "4"}',
+              b'{"received_at": 5, "payload": {}}', b'{"labels": {"a": "\\ud800"}}']
+    decided = 0
+    for number, raw in enumerate(lines, 1):
+        event = fast.decode(raw, number)
+        if event is not False:
+            decided += 1
+            assert event == parse_event(json.loads(raw), number)
+    assert decided == HISTORY_LINES - sum(1 for line in history() if "control" in line)  # every payload line
 
 
 def test_the_golden_history_exercises_what_it_claims() -> None:
