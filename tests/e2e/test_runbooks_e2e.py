@@ -80,10 +80,12 @@ RECOVERED = Traffic(rps=10_000, error_ratio=0.0)
 
 #: The shipped rules' ``for:``, for speed (see the module docstring).
 RULE_FOR = "1s"
-#: The shipped checks' timings, for speed; ``prometheus_check``'s timeout bounds the failing scenario.
+#: ``prometheus_check``'s timeout in the copy (seconds): it bounds the failing scenario.
+VERIFY_TIMEOUT = 12
+#: The shipped checks' timings, for speed.
 CHECK_TIMINGS: dict[str, dict[str, str]] = {
     "http_check": {"for": "1s", "timeout": "20s", "interval": "250ms"},
-    "prometheus_check": {"for": "2s", "timeout": "12s", "interval": "500ms"},
+    "prometheus_check": {"for": "2s", "timeout": f"{VERIFY_TIMEOUT}s", "interval": "500ms"},
 }
 #: As in tests/conftest.py (conftest modules are not imported from one another): counts the test with the
 #: control plane's in the session summary, since it asks for ``control_plane`` through a module fixture.
@@ -183,8 +185,9 @@ def service() -> Iterator[ApiService]:
         svc.stop()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module", autouse=True)
 def binaries() -> tuple[str, str, str]:
+    """Looked up first (autouse), so a machine without them skips before anything is started."""
     return require_monitoring()
 
 
@@ -325,6 +328,13 @@ def assert_alert_and_image_step(detail: dict[str, Any]) -> None:
     assert (image_of(set_image["before"]), image_of(set_image["after"])) == (BROKEN_IMAGE, GOOD_IMAGE), set_image
 
 
+def assert_delivered(daemon: Daemon, execution_id: str, count: int) -> None:
+    """The audit records each on-call message as sent, at the first attempt."""
+    outcomes = daemon.get_json(f"/api/v1/executions/{execution_id}")["notifications"]
+    assert [(o["channel"], o["event"], o["result"], o["attempts"]) for o in outcomes] == [
+        ("oncall", "message", "sent", 1)] * count, outcomes
+
+
 # -- the scenarios ------------------------------------------------------------------------------
 
 
@@ -353,6 +363,7 @@ def test_error_rate_up_rollback_to_last_good_version_verified_and_reported(stack
         ("message", f"api-service rolled back to {LAST_GOOD}: healthy, error rate under 1 %"),
     ]
     assert all(n.signed and n.body["execution"]["id"] == execution["id"] for n in sent)
+    assert_delivered(stack.daemon, execution["id"], len(sent))
 
     # the alert's own rule sees the recovery too: Prometheus resolves it, Alertmanager tells the daemon
     wait_for(lambda: True if stack.prometheus.alerts() == {} else None, timeout=STEP_TIMEOUT,
@@ -373,8 +384,13 @@ def test_rollback_that_does_not_help_is_undone_exactly_and_handed_to_a_person(st
                                        ("http_check", "ok"), ("prometheus_check", "failed")]
     assert results(detail, "on_failure") == [("undo", "ok"), ("notify", "ok")]
     assert_alert_and_image_step(detail)
-    check = step(detail, "prometheus_check")["details"]
+    verification = step(detail, "prometheus_check")
+    check = verification["details"]
     assert check["last"].startswith("1 of 1 samples not < 0.01"), check
+    assert f"did not pass within {VERIFY_TIMEOUT}s" in verification["message"], verification["message"]
+    undone = step(detail, "undo")["details"]["steps"]
+    assert [(u["action"], u["outcome"], u["from"], u["to"]) for u in undone] == [
+        ("set_image", "undone", BROKEN_IMAGE, GOOD_IMAGE)], undone
 
     deployment = wait_rolled_out(stack.cluster, NAMESPACE, NAME)
     assert deployment["spec"]["template"] == before, "undo did not put the pod template back exactly"
@@ -386,5 +402,6 @@ def test_rollback_that_does_not_help_is_undone_exactly_and_handed_to_a_person(st
         ("message", "ROLLBACK FAILED, MANUAL INTERVENTION REQUIRED: api-service (HighErrorRate)"),
     ]
     assert all(n.signed and n.body["execution"]["id"] == execution["id"] for n in sent)
+    assert_delivered(stack.daemon, execution["id"], len(sent))
     assert stack.prometheus.alerts() == {"HighErrorRate": "firing"}
     assert [e["id"] for e in stack.daemon.executions()] == [execution["id"]]
