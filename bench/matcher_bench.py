@@ -18,6 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.summary import emit  # noqa: E402
 from remediator.core.alerts import Alert  # noqa: E402
 from remediator.core.matchers import Matcher  # noqa: E402
 from remediator.core.playbooks import Match, Playbook, PlaybookSet, Target  # noqa: E402
@@ -62,6 +63,7 @@ def main() -> None:
         indexed = min(per_alert_us(books, batch, scan=False) for _ in range(3))
         scanned = min(per_alert_us(books, batch[:2000], scan=True) for _ in range(3))
         print(f"| {n} | {indexed:.1f} | {scanned:.1f} |")
+        emit("matcher", f"{n:,} playbooks", round(indexed, 1), "µs per alert", "< 20 µs at 1,000" if n == 1000 else "")
 
 
 if __name__ == "__main__":
