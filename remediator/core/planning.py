@@ -49,6 +49,23 @@ def _steps(steps: tuple[Step, ...], context: Mapping[str, Any], phase: str) -> t
     return planned
 
 
+#: Actions that can take serving capacity away, guarded by ``min_healthy_replicas``.
+CAPACITY_ACTIONS = frozenset({"scale", "delete_pod"})
+
+
+def _guarded(step: PlannedStep, playbook: Playbook) -> PlannedStep:
+    """The playbook-wide guardrails that travel with a step, so the executor applies them: the ceiling
+    (``max_replicas``) of each scale step, and the floor of ready replicas (``min_healthy_replicas``)
+    of each step that can take capacity away, unless the step sets its own floor."""
+    g = playbook.guardrails
+    extra: dict[str, Any] = {}
+    if step.action == "scale" and g.max_replicas is not None:
+        extra["max_replicas"] = g.max_replicas
+    if step.action in CAPACITY_ACTIONS and g.min_healthy_replicas is not None:
+        extra["min_healthy_replicas"] = step.params.get("min_healthy_replicas", g.min_healthy_replicas)
+    return PlannedStep(step.index, step.action, {**step.params, **extra}, step.phase) if extra else step
+
+
 def make_plan(playbook: Playbook, alert: Alert, *, global_dry_run: bool) -> Plan | Refusal:
     context = alert_context(alert)
     try:
@@ -70,18 +87,7 @@ def make_plan(playbook: Playbook, alert: Alert, *, global_dry_run: bool) -> Plan
     try:
         steps = _steps(playbook.steps, context, "main")
         on_failure = _steps(playbook.on_failure, context, "on_failure")
-        if playbook.guardrails.max_replicas is not None:
-            # the playbook-wide ceiling travels with each scale step, so the executor clamps to it
-            ceiling = playbook.guardrails.max_replicas
-            steps, on_failure = (
-                tuple(
-                    PlannedStep(s.index, s.action, {**s.params, "max_replicas": ceiling}, s.phase)
-                    if s.action == "scale"
-                    else s
-                    for s in group
-                )
-                for group in (steps, on_failure)
-            )
+        steps, on_failure = (tuple(_guarded(s, playbook) for s in group) for group in (steps, on_failure))
         rl = playbook.guardrails.rate_limit
         key = render(rl.key, context) if rl and rl.key else target.key
     except TemplateError as exc:

@@ -89,6 +89,9 @@ class Guardrails:
     stabilize_for: float = 0.0
     min_occurrences: int = 1
     max_replicas: int | None = None
+    #: the floor of ready replicas for every step of the playbook that takes capacity away (a scale
+    #: down, delete_pod) that does not set its own ``min_healthy_replicas``
+    min_healthy_replicas: int | None = None
     lock_ttl: float = 600.0
     max_age: float = 0.0  # act only on alerts that started at most this long ago (0: any age)
 
@@ -524,7 +527,30 @@ def _semantic_problems(raw: Any, doc: Document, base: tuple[str | int, ...], sou
             found.append((("approval", "timeout"), "approval.timeout: must be positive"))
     found += _step_problems(raw.get("steps"), ("steps",))
     found += _step_problems(raw.get("on_failure"), ("on_failure",))
+    for phase in ("steps", "on_failure"):
+        found += _floor_problems(raw.get(phase), (phase,), guard.get("min_healthy_replicas"))
     return [Problem(source, doc.line(base + path), message) for path, message in found]
+
+
+def _floor_problems(steps: Any, base: tuple[str | int, ...], guarded: Any) -> list[tuple[tuple[str | int, ...], str]]:
+    """A scale to zero under a floor of ready replicas above zero (its own, or the playbook's
+    ``guardrails.min_healthy_replicas``) would be refused every time it could do anything: it always
+    leaves none ready.  The runbook's "scale to 0 and back" opts out on its stop step, visibly."""
+    found: list[tuple[tuple[str | int, ...], str]] = []
+    for i, step in enumerate(steps if isinstance(steps, list) else []):
+        if not isinstance(step, Mapping) or step.get("action") != "scale":
+            continue
+        own = "min_healthy_replicas" in step
+        floor = step.get("min_healthy_replicas") if own else guarded
+        zero = next((k for k in ("to", "max") if step.get(k) == 0 and not isinstance(step.get(k), bool)), None)
+        if zero is None or not isinstance(floor, int) or isinstance(floor, bool) or floor <= 0:
+            continue
+        source = "its min_healthy_replicas" if own else "guardrails.min_healthy_replicas"
+        found.append(((*base, i, "min_healthy_replicas" if own else zero),
+                      f"{_dotted((*base, i))}: a scale {zero} 0 under {source} {floor} would always be refused (it "
+                      "leaves no replica ready); to stop the workload on purpose (scale to 0 and back), give this "
+                      "step min_healthy_replicas: 0"))
+    return found
 
 
 def _build_step(raw: Mapping[str, Any], line: int) -> Step:
@@ -565,6 +591,7 @@ def build_playbook(raw: Mapping[str, Any], doc: Document, base: tuple[str | int,
         stabilize_for=parse_duration(g.get("for", 0)),
         min_occurrences=g.get("min_occurrences", 1),
         max_replicas=g.get("max_replicas"),
+        min_healthy_replicas=g.get("min_healthy_replicas"),
         lock_ttl=parse_duration(g.get("lock_ttl", 600)),
         max_age=parse_duration(g.get("max_age", 0)),
     )

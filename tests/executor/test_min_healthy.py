@@ -7,10 +7,21 @@ Scaling to zero and back is two steps, and only the first one takes capacity awa
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
 import pytest
 
+from remediator.clock import VirtualClock
+from remediator.core.alerts import Alert
+from remediator.core.planning import Plan, make_plan
+from remediator.core.playbooks import parse_playbooks
+from remediator.testing.kube.harness import FakeKube
 from tests.executor.conftest import OpenHarness
-from tests.executor.harness import NS, playbook, steps_of, web
+from tests.executor.harness import NS, open_harness, playbook, steps_of, web
+from tests.executor.test_resume import crash_while
+from tests.payloads import alert_json
 
 ROLLBACK = "- action: rollback\n"
 
@@ -108,20 +119,143 @@ async def test_scale_to_zero_and_back_is_two_steps(harness: OpenHarness) -> None
     assert len(after) == 2 and not after & before  # every pod is new
 
 
-async def test_a_floor_on_the_stop_refuses_it_and_one_on_the_start_never_does(harness: OpenHarness) -> None:
-    floored_stop = BOUNCE.replace("  to: 0\n", "  to: 0\n  min_healthy_replicas: 1\n", 1)
+async def test_a_floor_on_the_start_never_refuses_it(harness: OpenHarness) -> None:
     floored_start = BOUNCE.replace("  to: 2\n", "  to: 2\n  min_healthy_replicas: 3\n")
-    async with harness({"a": playbook(floored_stop, name="a", alertname="A"),
-                        "b": playbook(floored_start, name="b", alertname="B")}) as h:
-        h.cluster.apply(web("api", replicas=3))
+    async with harness({"b": playbook(floored_start, name="b", alertname="B")}) as h:
         h.cluster.apply(web("cart", replicas=3))
         await h.settle()
-        await h.record("api", alertname="A")
-        await h.record("cart", alertname="B")
-        await h.until_done(h.rt.worker.drain())
-        executions = {e["playbook"]: await h.rt.store.get_execution(e["id"])
-                      for e in await h.rt.store.list_executions()}
-        replicas = {name: h.get(name)["spec"]["replicas"] for name in ("api", "cart")}
-    assert steps_of(executions["a"]) == [("main", "scale", "failed")]  # stopped before scaling to 0
-    assert replicas == {"api": 3, "cart": 2}
-    assert executions["b"]["status"] == "succeeded"  # scaling 0 -> 2 takes nothing away
+        ex = await h.fire("cart", alertname="B")
+    assert ex["status"] == "succeeded"  # scaling 0 -> 2 takes nothing away
+    assert h.get("cart")["spec"]["replicas"] == 2
+
+
+# -- the playbook-wide floor: guardrails.min_healthy_replicas -------------------------------------------
+
+GUARDED = """\
+min_healthy_replicas: 3
+"""
+
+
+@pytest.mark.parametrize(("steps", "pod_label", "refused"), [
+    (delete(2).replace("  min_healthy_replicas: 2\n", ""), True, True),  # 3 ready, 2 left < 3
+    ("- action: scale\n  by: -1\n", False, True),
+    (delete(2), True, False),  # the step's own floor overrides the playbook's
+    ("- action: scale\n  by: -1\n  min_healthy_replicas: 2\n", False, False),
+    ("- action: scale\n  by: 2\n", False, False),  # a scale up takes nothing away
+])
+async def test_the_playbooks_floor_guards_every_step_that_takes_capacity_unless_the_step_sets_its_own(
+    harness: OpenHarness, steps: str, pod_label: bool, refused: bool
+) -> None:
+    async with harness({"fix": playbook(steps, guardrails=GUARDED, on_failure=ROLLBACK)}) as h:
+        h.cluster.apply(web(replicas=3))
+        await h.settle()
+        victim = sorted(p["metadata"]["name"] for p in h.cluster.pods_of(NS, "web"))[0]
+        ex = await h.fire(**({"pod": victim} if pod_label else {}))
+    [result] = ex["results"]
+    assert (result["status"] == "failed") is refused, result["message"]
+    if refused:
+        assert h.cluster.requests.writes() == []
+        assert (result["details"]["min_healthy_replicas"], result["details"]["ready"]) == (3, 3)
+        assert "fewer than min_healthy_replicas 3: refused" in result["message"]
+
+
+async def test_the_playbooks_floor_guards_on_failure_steps_too(harness: OpenHarness) -> None:
+    """A scale up, then a step that fails; on_failure's scale down is refused by the playbook's floor."""
+    fails = "- action: set_image\n  container: missing\n  image: registry.example/web:2.0\n"
+    async with harness({"fix": playbook("- action: scale\n  to: 4\n" + fails, guardrails=GUARDED,
+                                        on_failure="- action: scale\n  to: 1\n")}) as h:
+        h.cluster.apply(web(replicas=3))
+        await h.settle()
+        ex = await h.fire()
+    assert steps_of(ex) == [("main", "scale", "ok"), ("main", "set_image", "failed"),
+                            ("on_failure", "scale", "failed")]
+    assert ex["results"][2]["details"]["min_healthy_replicas"] == 3
+    assert "fewer than min_healthy_replicas 3: refused" in ex["results"][2]["message"]
+    assert h.get()["spec"]["replicas"] == 4
+
+
+BOUNCE_GUARDED = """\
+name: bounce
+match: {alertname: Down}
+target: {kind: Deployment, namespace: shop, name: web}
+guardrails:
+  namespaces: [shop]
+  min_healthy_replicas: 2
+steps:
+  - {action: scale, to: 0, min_healthy_replicas: 0}
+  - {action: scale, to: 2}
+"""
+
+
+@pytest.mark.parametrize(("text", "line", "message"), [
+    (BOUNCE_GUARDED.replace("to: 0, min_healthy_replicas: 0", "to: 0"), 8,
+     "steps.0: a scale to 0 under guardrails.min_healthy_replicas 2 would always be refused"),
+    (BOUNCE_GUARDED.replace("min_healthy_replicas: 0", "min_healthy_replicas: 1"), 8,
+     "steps.0: a scale to 0 under its min_healthy_replicas 1 would always be refused"),
+    (BOUNCE_GUARDED.replace("{action: scale, to: 2}", "{action: scale, by: -1, max: 0}"), 9,
+     "steps.1: a scale max 0 under guardrails.min_healthy_replicas 2 would always be refused"),
+    (BOUNCE_GUARDED.replace("min_healthy_replicas: 2", "min_healthy_replicas: -1"), 6,
+     "guardrails.min_healthy_replicas: -1 is less than the minimum of 0"),
+    (BOUNCE_GUARDED.replace("min_healthy_replicas: 2", "min_healthy_replicas: two"), 6,
+     "guardrails.min_healthy_replicas: 'two' is not of type 'integer'"),
+])
+def test_a_floor_that_contradicts_a_step_is_refused_at_load(text: str, line: int, message: str) -> None:
+    books, problems = parse_playbooks(text, "bounce.yaml")
+    assert books == [] and [(p.line, p.message) for p in problems] == [(line, message + (
+        "" if "minimum" in message or "type" in message else
+        " (it leaves no replica ready); to stop the workload on purpose (scale to 0 and back), give this step "
+        "min_healthy_replicas: 0"))]
+
+
+def test_the_floor_travels_with_each_planned_step_that_takes_capacity() -> None:
+    text = BOUNCE_GUARDED + "on_failure:\n  - {action: delete_pod, pod: x}\n  - {action: restart}\n"
+    [book], problems = parse_playbooks(text, "bounce.yaml")
+    assert problems == [] and book.guardrails.min_healthy_replicas == 2
+    plan = make_plan(book, Alert.from_json(alert_json({"alertname": "Down"})), global_dry_run=False)
+    assert isinstance(plan, Plan)
+    floors = [(s.action, s.params.get("min_healthy_replicas")) for s in plan.steps + plan.on_failure]
+    assert floors == [("scale", 0), ("scale", 2), ("delete_pod", 2), ("restart", None)]
+
+
+# -- the bounce: dry-run, and a crash on the way ----------------------------------------------------
+
+#: as shipped (examples/runbooks): a floor of 1 for the playbook, lifted on the bounce's stop
+BOUNCE_BOOKS = {"fix": playbook(BOUNCE.replace("  to: 0\n", "  to: 0\n  min_healthy_replicas: 0\n", 1),
+                                guardrails="min_healthy_replicas: 1\n")}
+
+
+async def test_a_dry_run_bounce_sends_both_scales_with_dry_run_and_moves_nothing(harness: OpenHarness) -> None:
+    async with harness(BOUNCE_BOOKS, dry_run=True) as h:
+        h.cluster.apply(web(replicas=3))
+        await h.settle()
+        pods = {p["metadata"]["uid"] for p in h.cluster.pods_of(NS, "web")}
+        ex = await h.fire()
+    assert steps_of(ex) == [("main", "scale", "planned"), ("main", "scale", "planned"),
+                            ("main", "wait_healthy", "planned")]
+    writes = h.cluster.requests.writes()
+    assert [w.method for w in writes] == ["PUT", "PUT"] and all(w.query.get("dryRun") == "All" for w in writes)
+    assert h.get()["spec"]["replicas"] == 3 and {p["metadata"]["uid"] for p in h.cluster.pods_of(NS, "web")} == pods
+
+
+async def test_a_crash_while_the_stop_is_at_the_apiserver_resumes_at_the_start(
+    tmp_path: Path, settings_factory: Callable[..., Any], vclock: VirtualClock, kube: FakeKube
+) -> None:
+    """The stop's PUT lands, the daemon dies before recording it; the resumed execution finds 0 replicas
+    (its own write: not sent again, not taken for someone else's change) and scales back to 2."""
+    kube.cluster.apply(web(replicas=3))
+    kube.cluster.faults.hang(method="PUT", path="/scale$")
+    async with open_harness(tmp_path, settings_factory, vclock, kube, BOUNCE_BOOKS) as h:
+        await crash_while(h, h.start(), "PUT", "/scale$")
+        assert h.get()["spec"]["replicas"] == 0
+    kube.cluster.faults.clear()
+    await h.advance(601)  # the dead daemon's lease and lock lapse
+    async with open_harness(tmp_path, settings_factory, vclock, kube, BOUNCE_BOOKS) as h2:
+        before = len(kube.cluster.requests.writes())
+        assert await h2.until_done(h2.rt.pipeline.resume_unfinished()) == 1
+        full = await h2.execution()
+        replicas = h2.get()["spec"]["replicas"]
+    assert steps_of(full) == [("main", "scale", "ok"), ("main", "scale", "ok"), ("main", "wait_healthy", "ok")]
+    assert full["results"][0]["message"].endswith("already has 0 replicas")
+    assert [f"{r.method} {r.path}" for r in kube.cluster.requests.writes()[before:]] == [
+        f"PUT /apis/apps/v1/namespaces/{NS}/deployments/web/scale"]  # only the start
+    assert replicas == 2
