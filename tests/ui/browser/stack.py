@@ -12,7 +12,6 @@ import json
 import secrets
 import shutil
 import tempfile
-import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.processes import Daemon, FakeKubeProcess, wait_for
+from tests.e2e.processes import Daemon, FakeKubeProcess, http_get, wait_for
 from tests.e2e.test_live_cluster import CLUSTER as LIVE_CLUSTER
 from tests.payloads import payload
 
@@ -129,9 +128,9 @@ class Stack:
 
     def api(self, path: str) -> Any:
         """GET a read API path with the read token."""
-        request = urllib.request.Request(self.base + path, headers={"Authorization": f"Bearer {self.read_token}"})
-        with urllib.request.urlopen(request, timeout=10) as r:
-            return json.loads(r.read())
+        status, body = http_get(self.base + path, timeout=10, token=self.read_token)
+        assert status == 200, f"GET {path}: {status} {body[:300]!r}"
+        return json.loads(body)
 
     def decisions(self, **query: str) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = self.api("/api/v1/decisions?" + urllib.parse.urlencode(query))["decisions"]
@@ -194,12 +193,3 @@ def sign_in(driver: Any, base: str, token: str) -> None:
     driver.find_element(By.CSS_SELECTOR, "form.login button[type=submit]").click()
     wait_for(lambda: True if driver.current_url.rstrip("/").endswith("/ui") else None, timeout=10,
              what="the timeline after signing in")
-
-
-def urlopen_status(url: str, token: str) -> int:
-    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
-    try:
-        with urllib.request.urlopen(request, timeout=10) as r:
-            return int(r.status)
-    except urllib.error.HTTPError as exc:
-        return exc.code
