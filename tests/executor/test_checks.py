@@ -639,23 +639,41 @@ async def test_wait_resolved_in_the_daemon_reads_the_resolve_the_webhook_recorde
     assert full["results"][0]["details"]["attempts"] == 3 and full["results"][0]["details"]["waited"] == 20.0
 
 
+#: check -> (its step, with the service's URL as {url}; the attempts the resumed check makes)
+CRASH_CASES: dict[str, tuple[dict[str, Any], int]] = {
+    "http_check": ({"action": "http_check", "url": "{url}", "for": "20s", "interval": "10s"}, 3),
+    "prometheus_check": ({"action": "prometheus_check", "query": "up", "condition": "== 1", "for": "20s",
+                          "interval": "10s"}, 3),
+    "wait_resolved": ({"action": "wait_resolved", "interval": "10s"}, 1),  # resolved while the daemon was down
+}
+
+
+@pytest.mark.parametrize("check", sorted(CRASH_CASES))
 async def test_a_check_cut_off_by_a_crash_checks_again_on_resume_and_repeats_no_write(
-    service: Service, tmp_path: Path, settings_factory: Callable[..., Any], vclock: VirtualClock
+    check: str, service: Service, tmp_path: Path, settings_factory: Callable[..., Any], vclock: VirtualClock
 ) -> None:
+    """The daemon dies while the check waits between attempts.  The resumed execution checks afresh
+    (a check has no intent: it wrote nothing) and never repeats the write made before it."""
+    step, attempts = CRASH_CASES[check]
     (tmp_path / "pb").mkdir()
     (tmp_path / "pb" / "verify.yaml").write_text(playbook_text(
-        {"action": "restart"}, {"action": "http_check", "url": service.url, "for": "20s", "interval": "10s"}))
-    settings = settings_factory(dry_run=False, playbooks=str(tmp_path / "pb"))
-    service.answer = status(200)
+        {"action": "restart"}, {k: v.format(url=service.url) if k == "url" else v for k, v in step.items()}))
+    settings = settings_factory(dry_run=False, playbooks=str(tmp_path / "pb"), prometheus={"url": service.url})
+    service.answer = prometheus(lambda t: (200, vector("1"))) if check == "prometheus_check" else status(200)
+    firing = alert_json({"alertname": "A"})
     first = Recorder()
     async with open_runtime(settings, clock=vclock, executors=(first, first), start_worker=False) as rt:
-        await rt.store.record_alerts(received(payload(alert_json({"alertname": "A"})), vclock))
+        await rt.store.record_alerts(received(payload(firing), vclock))
         crashed = asyncio.ensure_future(rt.worker.drain())
-        await vclock.sleeping(lambda left: left == 10.0)  # the check passed once and waits: the daemon "dies"
+        await vclock.sleeping(lambda left: left == 10.0)  # the check looked once and waits: the daemon "dies"
         crashed.cancel()
         with pytest.raises(asyncio.CancelledError):
             await crashed
-    assert [c[0] for c in first.calls] == ["restart"] and len(service.seen) == 1
+        if check == "wait_resolved":
+            await rt.store.record_alerts(received(payload({**firing, "status": "resolved",
+                                                           "endsAt": "2026-11-22T10:05:00Z"}), vclock))
+    assert [c[0] for c in first.calls] == ["restart"]
+    assert len(service.seen) == (0 if check == "wait_resolved" else 1)
     second = Recorder()
     async with open_runtime(settings, clock=vclock, executors=(second, second), start_worker=False) as rt:
         assert await drive(vclock, rt.pipeline.resume_unfinished(), within=10.0) == 1
@@ -663,5 +681,6 @@ async def test_a_check_cut_off_by_a_crash_checks_again_on_resume_and_repeats_no_
         full = await rt.store.get_execution(execution["id"])
     assert second.calls == []  # the restart is not made again
     assert execution["status"] == "succeeded"
-    check = full["results"][1]
-    assert check["status"] == "ok" and check["details"]["attempts"] == 3  # for: 20s counted afresh
+    result = full["results"][1]
+    assert result["status"] == "ok" and result["details"]["attempts"] == attempts  # for: 20s counted afresh
+    assert "intent" not in result["details"] and "wrote" not in result["details"]
