@@ -121,6 +121,7 @@ _ADDED_COLUMNS = (
 _ADDED_INDEXES = (
     "CREATE INDEX IF NOT EXISTS alerts_parked ON alerts (parked_at) WHERE parked_at IS NOT NULL",
     "CREATE INDEX IF NOT EXISTS decisions_namespace ON decisions (target_namespace, at)",
+    "CREATE INDEX IF NOT EXISTS decisions_kind ON decisions (kind, at)",  # a rare kind without reading every row
     "CREATE INDEX IF NOT EXISTS decisions_awaiting ON decisions (approval_deadline)"
     " WHERE exec_status = 'awaiting_approval'",
 )
