@@ -317,9 +317,20 @@ def _schema_problems(raw: Any, doc: Document, base: tuple[str | int, ...], sourc
         path = base + tuple(error.absolute_path)
         if error.validator == "additionalProperties" and isinstance(error.instance, dict):
             out += _unknown_fields(error, doc, path, source)
-        else:
+        elif not _said_by_a_value_rule(raw, error):
             out.append(Problem(source, doc.line(path), _describe(error)))
     return out
+
+
+def _said_by_a_value_rule(raw: Any, error: jsonschema.ValidationError) -> bool:
+    """A step value too long for the schema that a value rule (names.PARAM_RULES, the check rules)
+    reports too, with the value shortened: one problem for one mistake, not two."""
+    rel = tuple(error.absolute_path)
+    if error.validator != "maxLength" or len(rel) != 3 or rel[0] not in ("steps", "on_failure"):
+        return False
+    step = raw[rel[0]][rel[1]]
+    action, key = step.get("action", ""), str(rel[2])
+    return bool(name_problem(action, key, error.instance) or check_param_problem(action, key, error.instance))
 
 
 def _unknown_fields(

@@ -496,6 +496,23 @@ async def test_dry_run_plans_checks_and_sends_nothing(service: Service, checks: 
     assert vclock.monotonic() == 0.0  # nothing waited
 
 
+@pytest.mark.parametrize("check", ["http_check", "prometheus_check", "wait_resolved"])
+async def test_in_dry_run_every_check_is_planned_asks_nothing_and_waits_for_nothing(
+    check: str, service: Service, vclock: VirtualClock
+) -> None:
+    """What dry-run means for a check: the rendered step is planned and shown; no request is sent
+    (endpoint, Prometheus), the store is not asked for a resolve, and no time passes."""
+    history = History(vclock, resolved_at=0.0)
+    inner = Recorder()
+    step = {"http_check": planned({"action": "http_check", "url": service.url + "/healthz"}),
+            "prometheus_check": query_step(), "wait_resolved": planned({"action": "wait_resolved"})}[check]
+    async with open_checks(PrometheusSettings(url=service.url), history) as checks:
+        result = await WithChecks(inner, checks).run(step, context(vclock, dry_run=True))
+    assert result.status == "planned" and result.message.startswith("dry-run: would "), result.message
+    assert service.seen == [] and history.asked == [] and inner.calls == []
+    assert vclock.monotonic() == 0.0
+
+
 async def test_other_steps_go_to_the_inner_executor(checks: Checks, vclock: VirtualClock) -> None:
     inner = Recorder()
     result = await WithChecks(inner, checks).run(planned({"action": "restart"}), context(vclock))

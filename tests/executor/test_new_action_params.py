@@ -9,6 +9,7 @@ are pinned down here too, since everything else relies on them.
 
 from __future__ import annotations
 
+import json
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
@@ -208,3 +209,23 @@ async def test_a_bad_rendered_value_is_refused_before_any_api_call(
     assert executions == []
     assert kube.cluster.get("deployments", NS, "web")["spec"]["template"]["spec"]["containers"][0]["image"] == (
         "registry.example/web:2.0")
+
+
+@pytest.mark.parametrize(("value", "why"), [
+    ("x" * 4097, "is longer than 4096 characters"),
+    ("a\x00b", "NUL"),
+])
+def test_a_fixed_set_env_value_out_of_bounds_is_refused_at_load(value: str, why: str) -> None:
+    text = textwrap.dedent("""\
+        name: env
+        match: {alertname: A}
+        target: {kind: Deployment, namespace: shop, name: web}
+        steps:
+          - action: set_env
+            container: app
+            name: JAVA_OPTS
+            value: VALUE
+        """).replace("VALUE", json.dumps(value))
+    playbooks, problems = parse_playbooks(text, "env.yaml")
+    assert playbooks == [] and [p.line for p in problems] == [8]
+    assert why in problems[0].message, problems
