@@ -216,16 +216,10 @@ async def test_a_bad_rendered_value_is_refused_before_any_api_call(
     ("a\x00b", "NUL"),
 ])
 def test_a_fixed_set_env_value_out_of_bounds_is_refused_at_load(value: str, why: str) -> None:
-    text = textwrap.dedent("""\
-        name: env
-        match: {alertname: A}
-        target: {kind: Deployment, namespace: shop, name: web}
-        steps:
-          - action: set_env
-            container: app
-            name: JAVA_OPTS
-            value: VALUE
-        """).replace("VALUE", json.dumps(value))
+    step = {"action": "set_env", "container": "app", "name": "JAVA_OPTS", "value": value}
+    text = json.dumps({"name": "env", "match": {"alertname": "A"},
+                       "target": {"kind": "Deployment", "namespace": "shop", "name": "web"}, "steps": [step]}, indent=1)
     playbooks, problems = parse_playbooks(text, "env.yaml")
-    assert playbooks == [] and [p.line for p in problems] == [8]
+    [line] = [n for n, text_line in enumerate(text.splitlines(), 1) if '"value":' in text_line]
+    assert playbooks == [] and [p.line for p in problems] == [line]  # one problem, at the value's line
     assert why in problems[0].message, problems
