@@ -31,7 +31,7 @@ EXPECTED: dict[str, list[tuple[int, str]]] = {
     "duplicate_key.yaml": [(9, "duplicate key 'cooldown'")],
     "unknown_field.yaml": [
         (6, "guardrail: unknown field; expected one of name, description, match, target, guardrails, steps, "
-            "on_failure, notify"),
+            "on_failure, notify, approval"),
     ],
     "missing_field.yaml": [(3, "playbook: 'target' is a required property")],
     "unknown_action.yaml": [(8, f"steps.1.action: unknown action 'wait_healty'; expected one of {', '.join(ACTIONS)}")],
