@@ -92,12 +92,13 @@ class ApiService:
     and ``release_last_good_info{service, version}`` (what the deploy pipeline would
     export: the rule's ``rollback_version`` annotation queries it).  ``GET /actuator/health``:
     Spring Boot's ``{"status": "UP"}``.  ``POST /oncall``: the daemon's webhook channel,
-    each delivery kept with its signature checked against ``secret``.
+    each delivery kept with its signature checked against ``secret``.  ``port`` and ``url``
+    are set by :meth:`start`.
     """
 
     def __init__(self, *, last_good_version: str, secret: str, traffic: Traffic) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.port = 0  # the kernel picks it when the server binds: no race with other tests for a "free" port
+        self.url = ""
         self.last_good_version = last_good_version
         self.secret = secret
         self._lock = threading.Lock()
@@ -161,7 +162,9 @@ class ApiService:
         await runner.setup()
         try:
             try:
-                await web.TCPSite(runner, "127.0.0.1", self.port).start()
+                await web.TCPSite(runner, "127.0.0.1", 0).start()
+                self.port = int(runner.addresses[0][1])
+                self.url = f"http://127.0.0.1:{self.port}"
                 self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
             finally:
                 self._started.set()  # listening, or failed: start() is told either way
@@ -173,7 +176,7 @@ class ApiService:
         self._thread = threading.Thread(target=asyncio.run, args=(self._serve(),), name="api-service", daemon=True)
         self._thread.start()
         if not self._started.wait(START_TIMEOUT) or self._stop is None:
-            raise RuntimeError(f"the test's api-service did not start listening on {self.url}")
+            raise RuntimeError("the test's api-service did not start listening")
 
     def stop(self) -> None:
         if self._loop is not None and self._stop is not None:
