@@ -17,6 +17,8 @@ async def test_a_large_delivery_is_serialised_off_the_loop_and_recorded_in_order
     store: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     module = importlib.import_module(type(store).__module__)
+    if module.__name__ not in SERIALISE:
+        pytest.skip("replay's in-memory store serialises nothing: it keeps the objects")
     name = SERIALISE[module.__name__]
     real = getattr(module, name)
     seen: list[str] = []
