@@ -235,6 +235,7 @@ class Pipeline:
         alert = received.alert
         log = self._log.bind(fingerprint=alert.fingerprint, alertname=alert.alertname, status=alert.status)
         if alert.status == "resolved":
+            await self._cancel_awaiting(alert)
             await self._notify_resolved(alert)
         selected = self._playbooks().matching(alert)
         if not selected:
@@ -933,18 +934,42 @@ class Pipeline:
         return ApprovalAnswer(outcome, detail.get("reason", f"denied by {by}"), status, detail.get("verdict", ""))
 
     async def _unrun(
-        self, decision: Decision, playbook: Playbook | None, status: str, event: str, **detail: str
+        self, decision: Decision, playbook: Playbook | None, status: str, event: str | None, **detail: str
     ) -> None:
-        """What follows an execution that ended without running: its audit, metrics, log and notice."""
+        """What follows an execution that ended without running: its audit, metrics, log and notice
+        (``event``; None: none)."""
         did = decision.execution_id or ""
         await self.store.record_event(did, status, self.clock.now(), **detail)
         self.events.execution_finished(did, status)
         self.metrics.executions.labels(decision.playbook, status).inc()
         self._log.info("execution ended unrun", execution_id=did, playbook=decision.playbook, result=status, **detail)
+        if event is None:
+            return
         alert = await self.store.recorded_alert(decision.alert_key)
         message = detail.get("reason") or (f"by {detail['by']}" if "by" in detail else "")
         await self._notify(event, decision, playbook.notify if playbook else (),
                            **({"alert": alert} if alert else {}), message=message)
+
+    async def _cancel_awaiting(self, alert: Alert) -> None:
+        """The alert resolved while an execution for it awaited approval: there is nothing left to
+        approve.  It ends ``resolved_cancelled``, as one that resolved while it waited to run does
+        (and does, should an answer being given right now approve it: see ``_execute_held``)."""
+        firing = replace(alert, status="firing")
+        for playbook in self._playbooks().matching(firing):
+            did = execution_id(firing.dedup_key, playbook.name)
+            state = await self.store.approval(did) if playbook.needs_approval else None
+            if state is None or state.status != AWAITING_APPROVAL:
+                continue
+            decision = await self.store.decision(did)
+            if decision is None or not await self.store.claim_approval(did, self.owner, self.settings.execution_lease):
+                continue
+            try:
+                if await self.store.settle_approval(did, self.owner, "resolved_cancelled", self.clock.now()):
+                    await self._unrun(decision, playbook, "resolved_cancelled", None,
+                                      reason="the alert resolved before anyone approved it")
+            finally:
+                with contextlib.suppress(StoreUnavailable):
+                    await self.store.release_execution(did, self.owner)
 
     async def expire_approvals(self) -> int:
         """Expire the executions whose approval deadline passed (the execution queue's sweep, on

@@ -154,6 +154,26 @@ async def test_nobody_answering_expires_it_at_its_deadline(
         assert notices.events(did) == ["approval_requested", "approval_expired"] and cluster.calls == []
 
 
+async def test_an_alert_that_resolves_while_waiting_leaves_nothing_to_approve(
+    settings_factory: Callable[..., Any], tmp_path: Path, vclock: VirtualClock
+) -> None:
+    async with gated_runtime(gated_settings(settings_factory, tmp_path), vclock) as (rt, cluster, notices):
+        did = await decide(rt, gated_alert())
+        await vclock.advance(120)
+        resolved = alert_json({"alertname": "Gated", "app": "web"}, fingerprint="a1a1a1a1a1a1a1a1",
+                              status="resolved", ends_at="2026-11-22T10:02:00Z")
+        [r] = received(payload(resolved), rt.clock)
+        await rt.store.record_alerts([r])
+        await rt.worker.drain()
+        ex = await rt.store.get_execution(did)
+        assert ex is not None and (ex["status"], ex["finished_at"]) == ("resolved_cancelled", "2026-11-22T10:02:00Z")
+        assert [(e["journal"], e["reason"]) for e in ex["events"]] == [
+            ("resolved_cancelled", "the alert resolved before anyone approved it")]
+        late = await answer(rt, did, True)
+        assert late.outcome == "conflict" and "it is resolved_cancelled" in late.message
+        assert cluster.calls == [] and notices.events(did) == ["approval_requested"]
+
+
 async def test_an_approval_after_another_execution_left_a_cooldown_is_refused_with_the_reason(
     settings_factory: Callable[..., Any], tmp_path: Path, vclock: VirtualClock
 ) -> None:
