@@ -976,10 +976,16 @@ class KubeExecutor:
                 result = replace(result, details={**result.details, **values})
                 note = {"note": "the step failed after sending its write"}
             elif result.status != "ok" and planned.action == "rollback":
-                entries.append({**entry, "outcome": _NOT_UNDONE_FAILED, "reason": (
-                    "the rollback failed after sending its write, so the pod template it may have set is not "
-                    "recorded: check the target by hand")})
-                continue
+                intent = result.details.get("intent") or {}
+                to = intent.get("replicaset") or intent.get("controllerrevision")
+                if not intent.get("from") or not to:
+                    entries.append({**entry, "outcome": _NOT_UNDONE_FAILED, "reason": (
+                        "the rollback failed after sending its write, and its intent does not record the pod "
+                        "template it found: check the target by hand")})
+                    continue
+                result = replace(result, details={**result.details, "template_from": intent["from"],
+                                                  "rolled_back_to": to})
+                note = {"note": "the step failed after sending its write"}
 
             async def before_write(key: list[Any] = key) -> None:
                 await ctx.record_intent({"undone": list(reverted), "undoing": key})
@@ -1066,11 +1072,18 @@ class KubeExecutor:
         (by its digest: revision numbers move with every rollback), while the workload still runs the
         template the rollback set.  The write carries the resourceVersion read."""
         origin, set_to = d.get("template_from"), d.get("template_to")
-        if not origin or not set_to:
+        t = ctx.target
+        if origin and not set_to and d.get("rolled_back_to"):  # it failed after sending its write
+            obj = await self._read(ctx)
+            set_to = await self._revision_template(ctx, obj, str(d["rolled_back_to"]))
+            if set_to is None:
+                return {"outcome": _NOT_UNDONE_FAILED, "reason": f"{d['rolled_back_to']}, the revision the failed "
+                        "rollback was rolling back to, no longer exists: check the target by hand"}
+        elif not origin or not set_to:
             return {"outcome": _NOT_UNDONE_FAILED, "reason": "the rollback recorded no pod template digests "
                     "(it ran before undo existed): roll forward by hand or with set_image"}
-        t = ctx.target
-        obj = await self._read(ctx)
+        else:
+            obj = await self._read(ctx)
         current = rollout.template_digest(obj["spec"].get("template"))
         if current != set_to or current == origin:
             return await self._revert(current, origin, set_to, before_write, _nothing, operator.eq)
@@ -1105,6 +1118,21 @@ class KubeExecutor:
                     "reason": "no revision in the workload's history holds the pod template the rollback found "
                     "any more (revisionHistoryLimit): roll forward by hand or with set_image"}
         return await self._revert(current, origin, set_to, before_write, lambda: self._patch(ctx, body), operator.eq)
+
+    async def _revision_template(self, ctx: StepContext, obj: Mapping[str, Any], name: str) -> str | None:
+        """The digest of the pod template the named ReplicaSet or ControllerRevision of the target holds
+        (None when it is gone): what a rollback to it set."""
+        t = ctx.target
+        selector = ",".join(f"{k}={v}" for k, v in obj["spec"]["selector"].get("matchLabels", {}).items())
+        if t.kind == "Deployment":
+            found = await self._call(
+                self.apps.list_namespaced_replica_set, t.namespace, label_selector=selector, **self._kw())
+            return next((rollout.template_digest(rs["spec"].get("template")) for rs in map(self._dict, found.items)
+                         if rs["metadata"]["name"] == name), None)
+        found = await self._call(
+            self.apps.list_namespaced_controller_revision, t.namespace, label_selector=selector, **self._kw())
+        return next((_revision_digest(r.get("data") or {}) for r in map(self._dict, found.items)
+                     if r["metadata"]["name"] == name), None)
 
     async def _revert(
         self, current: Any, origin: Any, set_to: Any, before_write: Callable[[], Awaitable[None]],

@@ -25,14 +25,16 @@ from remediator.ports import StepResult
 from remediator.settings import KubernetesSettings
 from remediator.testing.kube.harness import FakeKube
 from tests.executor.harness import NS, open_harness, playbook, steps_of
-from tests.executor.test_undo import CASES, UNDO, context, executor, writes
+from tests.executor.test_undo import CASES, UNDO, context, executor, image_of, released_twice, writes
 
 PATCH = f"/namespaces/{NS}/deployments/web$"
 SCALE = f"/namespaces/{NS}/deployments/web/scale$"
 TIMEOUT = 30.0
 
 
-def write_path(action: str) -> tuple[str, str]:
+def write_path(action: str, kind: str = "Deployment") -> tuple[str, str]:
+    if kind == "StatefulSet":
+        return "PATCH", f"/namespaces/{NS}/statefulsets/db$"
     return ("PUT", SCALE) if action == "scale" else ("PATCH", PATCH)
 
 
@@ -42,22 +44,23 @@ def no_retries(kube: FakeKube, clock: VirtualClock) -> KubeExecutor:
 
 
 async def fails_after_its_write(
-    kube: FakeKube, clock: VirtualClock, action: str, params: dict[str, Any], *, lands: bool
+    kube: FakeKube, clock: VirtualClock, action: str, params: dict[str, Any], *, lands: bool,
+    kind: str = "Deployment",
 ) -> tuple[PlannedStep, StepResult]:
     """Run ``action`` once; its write is held at the apiserver until the client gives up (the step fails),
     then it is applied (``lands``) or answered 500 without being applied."""
-    method, path = write_path(action)
+    method, path = write_path(action, kind)
     if lands:
         kube.cluster.faults.hang(method=method, path=path)
     else:
         kube.cluster.faults.server_error(500, method=method, path=path)
     step = PlannedStep(0, action, params)
-    task = asyncio.create_task(no_retries(kube, clock).run(step, context(clock)))
+    task = asyncio.create_task(no_retries(kube, clock).run(step, context(clock, kind=kind)))
     if lands:
         await kube.cluster.requests.arrival(method, path)
         await clock.advance(await clock.sleeping(lambda left: math.isclose(left, TIMEOUT)))
         result = await task
-        changes = kube.cluster.watch("deployments", int(kube.cluster.resource_version))
+        changes = kube.cluster.watch(f"{kind.lower()}s", int(kube.cluster.resource_version))
         try:
             kube.cluster.faults.release()  # the write had reached the apiserver: it lands after all
             await asyncio.wait_for(changes.queue.get(), 5)
@@ -121,6 +124,25 @@ async def test_a_later_change_after_a_failed_step_is_not_reverted(
     assert writes(kube) == before and CASES[case][2](kube) == theirs
     [entry] = result.details["steps"]
     assert entry["outcome"] == "changed since; not undone" and entry["current"] != entry["to"]
+
+
+@pytest.mark.parametrize("kind", ["Deployment", "StatefulSet"])
+async def test_a_rollback_that_landed_although_it_failed_is_undone_by_rolling_forward(
+    kind: str, vclock: VirtualClock, kube: FakeKube
+) -> None:
+    """Its intent names the revision it rolled back to and the template it found: undo finds that
+    revision's template on the workload and rolls forward to the one found."""
+    await released_twice(kube, kind)
+    failed = await fails_after_its_write(kube, vclock, "rollback", {}, lands=True, kind=kind)
+    kube.cluster.reconcile()
+    assert image_of(kube, kind).endswith(":1.0")  # the rollback landed
+
+    result = await executor(kube, vclock).run(UNDO, context(vclock, (failed,), kind=kind))
+
+    assert result.status == "ok", result.message
+    assert image_of(kube, kind).endswith(":2.0")
+    [entry] = result.details["steps"]
+    assert entry["outcome"] == "undone" and entry["from"] == failed[1].details["intent"]["from"]
 
 
 async def test_a_failed_step_whose_intent_says_nothing_is_still_not_undone(
