@@ -111,6 +111,7 @@ async def main(args: argparse.Namespace) -> None:
             "data_dir": args.data_dir,
             "dry_run": False,
             "webhook": {"tokens": ["harness"]},
+            "api": {"admin_tokens": ["harness-admin"]},  # approving executions (test_approval_processes.py)
             "worker": {"lease": args.lease, "poll_interval": 0.1, "batch": args.batch},
             "log": {"format": "json", "level": "warning"},
             **({"redis_url": args.redis_url} if args.redis_url else {}),
