@@ -285,6 +285,10 @@ async def test_approve_over_http_runs_it_and_a_refusal_is_a_409_with_the_reason(
     rt: Runtime = client.app[RUNTIME]
     first = await decide(rt, gated_alert(fingerprint="f1f1f1f1f1f1f1f1"))
     second = await decide(rt, gated_alert(fingerprint="f2f2f2f2f2f2f2f2", starts_at="2026-11-22T10:00:30Z"))
+    r = await client.get("/api/v1/decisions?decision=awaiting_approval", headers=READ)
+    listed = (await r.json())["decisions"]
+    assert [(d["execution_id"], d["status"]) for d in listed] == [(second, "awaiting_approval"),
+                                                                   (first, "awaiting_approval")]
     r = await client.post(f"/api/v1/executions/{second}/approve", headers=ADMIN)
     assert (r.status, (await r.json())["status"]) == (200, "pending")
     r = await client.post(f"/api/v1/executions/{second}/approve", headers=ADMIN)
