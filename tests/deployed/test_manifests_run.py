@@ -35,7 +35,7 @@ from tests.store.conftest import fresh_schema
 
 EXTRA = """\
 name: restart-when-down
-match: {alertname: ServiceDown}
+match: {alertname: ServiceDown, matchers: ['deployment=~".+"']}
 target: {kind: Deployment, namespace: default, name: "{{ labels.deployment }}"}
 guardrails: {namespaces: [default]}
 steps: [{action: restart}]

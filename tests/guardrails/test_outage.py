@@ -27,7 +27,7 @@ from tests.tokens import ADMIN, READ
 AUTH = {"Authorization": "Bearer t1"}
 PLAYBOOK = """
 name: outage
-match: {alertname: X}
+match: {alertname: X, matchers: ['app=~".+"']}
 target: {kind: Deployment, namespace: shop, name: "{{ labels.app }}"}
 guardrails: {cooldown: 10m}
 steps: [{action: restart}]
@@ -129,7 +129,7 @@ async def test_redis_outage_fails_closed_and_recovers_without_a_restart(
 
 TWO_STEPS = """
 name: outage
-match: {alertname: X}
+match: {alertname: X, matchers: ['app=~".+"']}
 target: {kind: Deployment, namespace: shop, name: "{{ labels.app }}"}
 steps: [{action: restart}, {action: scale, to: 3}]
 """

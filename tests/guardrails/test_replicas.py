@@ -36,7 +36,7 @@ AUTH = {"Authorization": "Bearer t1"}
 RATE_MAX, RATE_PER, COOLDOWN = 2, 0.5, 0.1  # short: the run spans several windows
 PLAYBOOK = f"""
 name: flap
-match: {{alertname: Flap}}
+match: {{alertname: Flap, matchers: ['namespace=~".+"', 'app=~".+"']}}
 target: {{kind: Deployment, namespace: "{{{{ labels.namespace }}}}", name: "{{{{ labels.app }}}}"}}
 guardrails:
   rate_limit: {{max: {RATE_MAX}, per: {int(RATE_PER * 1000)}ms}}
@@ -44,7 +44,7 @@ guardrails:
 steps: [{{action: restart}}]
 ---
 name: busy
-match: {{alertname: Busy}}
+match: {{alertname: Busy, matchers: ['namespace=~".+"', 'app=~".+"']}}
 target: {{kind: Deployment, namespace: "{{{{ labels.namespace }}}}", name: "{{{{ labels.app }}}}"}}
 steps: [{{action: restart}}]
 """

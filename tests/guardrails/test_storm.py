@@ -31,12 +31,12 @@ STORM = 10_000
 SPACING = 0.3  # seconds between alerts: the storm lasts 50 minutes of virtual time
 PLAYBOOKS = """
 name: storm
-match: {alertname: Storm}
+match: {alertname: Storm, matchers: ['namespace=~".+"', 'app=~".+"']}
 target: {kind: Deployment, namespace: "{{ labels.namespace }}", name: "{{ labels.app }}"}
 steps: [{action: restart}]
 ---
 name: fragile
-match: {alertname: Fragile}
+match: {alertname: Fragile, matchers: ['namespace=~".+"', 'app=~".+"']}
 target: {kind: Deployment, namespace: "{{ labels.namespace }}", name: "{{ labels.app }}"}
 steps: [{action: restart}]
 """

@@ -17,7 +17,7 @@ from remediator.runtime import Runtime, open_runtime
 PUBLIC_URL = "https://remediator.example"
 PLAYBOOK = """
 name: restart-web
-match: {alertname: WebDown}
+match: {alertname: WebDown, matchers: ['namespace=~".+"', 'deployment=~".+"']}
 target: {kind: Deployment, namespace: "{{ labels.namespace }}", name: "{{ labels.deployment }}"}
 steps:
   - action: restart

@@ -45,6 +45,7 @@ name: stuck-pod-delete
 description: Delete a pod that is stuck; its ReplicaSet makes a new one
 match:
   alertname: PodStuck
+  matchers: ['namespace=~".+"', 'deployment=~".+"']
 target:
   kind: Deployment
   namespace: "{{ labels.namespace }}"

@@ -16,7 +16,7 @@ from tests.payloads import T0, alert_json, payload
 
 PLAYBOOKS = """\
 name: pool
-match: {alertname: PoolHigh}
+match: {alertname: PoolHigh, matchers: ['namespace=~".+"', 'deployment=~".+"']}
 target: {kind: Deployment, namespace: "{{ labels.namespace }}", name: "{{ labels.deployment }}"}
 guardrails:
   namespaces: [shop]
@@ -30,7 +30,7 @@ steps:
     max: 50
 ---
 name: restart-when-down
-match: {alertname: ServiceDown}
+match: {alertname: ServiceDown, matchers: ['namespace=~".+"', 'deployment=~".+"']}
 target: {kind: Deployment, namespace: "{{ labels.namespace }}", name: "{{ labels.deployment }}"}
 guardrails:
   for: 5m

@@ -67,7 +67,7 @@ async def test_kube_replay_plans_verification_steps_and_sends_them_nowhere(tmp_p
     (tmp_path / "pb").mkdir()
     (tmp_path / "pb" / "verify.yaml").write_text("""
 name: verify
-match: {alertname: ServiceDown}
+match: {alertname: ServiceDown, matchers: ['deployment=~".+"']}
 target: {kind: Deployment, namespace: shop, name: "{{ labels.deployment }}"}
 steps:
   - {action: restart}

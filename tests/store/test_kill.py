@@ -36,7 +36,7 @@ from tests.store.test_replicas import AUTH, HARNESS, THREE_STEPS, Cluster, Repli
 BATCH = 10  # the harness's worker.batch: how many alerts one replica claims at a time
 PLAYBOOK = """
 name: multi-step
-match: {alertname: HarnessAlert}
+match: {alertname: HarnessAlert, matchers: ['app=~".+"']}
 target: {kind: Deployment, namespace: shop, name: "{{ labels.app }}"}
 steps: %s
 notify: %s

@@ -118,7 +118,8 @@ async def test_after_a_redis_restart_the_daemon_neither_admits_nor_steps_while_p
 ) -> None:
     redis_server = redis[0]
     (tmp_path / "pb").mkdir()
-    (tmp_path / "pb" / "two.yaml").write_text(PLAYBOOK.replace("name: web", 'name: "{{ labels.app }}"'))
+    (tmp_path / "pb" / "two.yaml").write_text(PLAYBOOK.replace("name: web", 'name: "{{ labels.app }}"')
+                                          .replace("{alertname: X}", "{alertname: X, matchers: ['app=~\".+\"']}"))
     settings = settings_factory(playbooks=str(tmp_path / "pb"), dry_run=False, redis_url=redis_server.url,
                                 **store_settings)
     cluster = FirstStepWaits()

@@ -120,7 +120,7 @@ async def test_outage_answers_503_loses_nothing_acknowledged_and_recovers_withou
 ) -> None:
     (tmp_path / "pb").mkdir()
     (tmp_path / "pb" / "p.yaml").write_text(
-        "name: two-steps\nmatch: {alertname: X}\n"
+        "name: two-steps\nmatch: {alertname: X, matchers: ['app=~\".+\"']}\n"
         "target: {kind: Deployment, namespace: shop, name: '{{ labels.app }}'}\n"
         "steps: [{action: restart}, {action: scale, to: 3}]\n"
     )

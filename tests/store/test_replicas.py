@@ -29,7 +29,7 @@ from tests.store.conftest import Schema
 HARNESS = Path(__file__).with_name("harness.py")
 PLAYBOOK = """
 name: multi-step
-match: {alertname: HarnessAlert}
+match: {alertname: HarnessAlert, matchers: ['app=~".+"']}
 target: {kind: Deployment, namespace: shop, name: "{{ labels.app }}"}
 steps: %s
 """
