@@ -25,9 +25,17 @@ SETTLE_TIMEOUT = 30.0
 
 
 class Cluster(Protocol):
-    """What an end-to-end test needs of a cluster: a kubeconfig for the daemon and a read of one Deployment."""
+    """What an end-to-end test needs of a cluster: its objects in place, a kubeconfig, a read of one Deployment.
+
+    The kubeconfig can be had before :meth:`start`, so that the daemon starts beside the cluster.
+    """
 
     kind: str
+
+    def start(self) -> None:
+        """Put the cluster's manifests in place (the Deployments created; their rollout may still run)."""
+
+    def stop(self) -> None: ...
 
     def kubeconfig(self, path: Path, namespace: str) -> Path: ...
 
@@ -49,12 +57,18 @@ def wait_rolled_out(cluster: Cluster, namespace: str, name: str) -> dict[str, An
 
 
 class FakeCluster:
-    """The fake Kubernetes API as a process, seeded with manifests."""
+    """The fake Kubernetes API as a process of its own, seeded with ``manifest``."""
 
     kind = "fake"
 
-    def __init__(self, process: FakeKubeProcess) -> None:
-        self.process = process
+    def __init__(self, workdir: Path, manifest: str) -> None:
+        self.process = FakeKubeProcess(workdir, manifest)
+
+    def start(self) -> None:
+        self.process.start()
+
+    def stop(self) -> None:
+        self.process.stop()
 
     def kubeconfig(self, path: Path, namespace: str) -> Path:
         return self.process.kubeconfig(path, namespace)
@@ -65,13 +79,24 @@ class FakeCluster:
 
 
 class RealCluster:
-    """The session's real control plane, as its admin (group ``system:masters``)."""
+    """The session's real control plane, as its admin (group ``system:masters``), with ``manifest``'s Deployments.
+
+    :meth:`start` creates them anew (the namespace must exist: :meth:`ensure_namespace`);
+    :meth:`stop` leaves them, for the next start or the namespace's deletion.
+    """
 
     kind = "real"
 
-    def __init__(self, plane: ControlPlane) -> None:
+    def __init__(self, plane: ControlPlane, manifest: str = "") -> None:
         self.plane = plane
+        self.manifest = manifest
         self._tls = ssl.create_default_context(cafile=str(plane.ca_file))
+
+    def start(self) -> None:
+        self.replace(self.manifest)
+
+    def stop(self) -> None:
+        pass
 
     def kubeconfig(self, path: Path, namespace: str) -> Path:
         return self.plane.write_kubeconfig(path, namespace=namespace)

@@ -36,7 +36,8 @@ import os
 import secrets
 import shutil
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,10 +45,10 @@ from typing import Any
 import pytest
 import yaml
 
-from remediator.testing.control_plane import find_assets
+from remediator.testing.control_plane import ControlPlane, find_assets
 from tests.e2e.clusters import Cluster, FakeCluster, RealCluster, wait_rolled_out
 from tests.e2e.monitoring import ApiService, Notification, Prometheus, Traffic
-from tests.e2e.processes import ROOT, Alertmanager, Daemon, FakeKubeProcess, wait_for
+from tests.e2e.processes import ROOT, Alertmanager, Daemon, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -138,41 +139,46 @@ def copy_playbooks(dest: Path, service_url: str) -> Path:
 # -- the stack --------------------------------------------------------------------------------
 
 
+@pytest.fixture(scope="module", autouse=True)
+def binaries() -> tuple[str, str, str]:
+    """Looked up first (autouse), so a machine without them skips before anything is started."""
+    return require_monitoring()
+
+
 @pytest.fixture(scope="module")
-def real_cluster(request: pytest.FixtureRequest) -> Iterator[RealCluster | None]:
+def real_plane(request: pytest.FixtureRequest) -> Iterator[ControlPlane | None]:
     """The session's real control plane with namespace ``production`` run by its kubelet; None without binaries."""
     if find_assets() is None:
         yield None
         return
-    cluster = RealCluster(request.getfixturevalue("control_plane"))
-    cluster.ensure_namespace(NAMESPACE)
-    kubelet = cluster.plane.kubelet()
+    plane: ControlPlane = request.getfixturevalue("control_plane")
+    admin = RealCluster(plane)
+    admin.ensure_namespace(NAMESPACE)
+    kubelet = plane.kubelet()
     kubelet.manage(NAMESPACE)
     try:
-        yield cluster
+        yield plane
     finally:
         kubelet.release(NAMESPACE)
-        cluster.delete_namespace(NAMESPACE)
+        admin.delete_namespace(NAMESPACE)
 
 
 @pytest.fixture
-def cluster(real_cluster: RealCluster | None, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]:
-    """Deployment production/api-service at the broken release, rolled out: on the real control plane, else the fake."""
-    if real_cluster is not None:
+def cluster(real_plane: ControlPlane | None, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]:
+    """Deployment production/api-service at the broken release: on the real control plane, else on the fake.
+
+    Started by :func:`stack`, beside the other processes.
+    """
+    if real_plane is not None:
         request.node.user_properties.append(ON_CONTROL_PLANE)
-        real_cluster.replace(MANIFEST)
-        wait_rolled_out(real_cluster, NAMESPACE, NAME)
-        yield real_cluster
-        return
-    (tmp_path / "kube").mkdir()
-    process = FakeKubeProcess(tmp_path / "kube", MANIFEST)
-    process.start()
+        found: Cluster = RealCluster(real_plane, MANIFEST)
+    else:
+        (tmp_path / "kube").mkdir()
+        found = FakeCluster(tmp_path / "kube", MANIFEST)
     try:
-        fake = FakeCluster(process)
-        wait_rolled_out(fake, NAMESPACE, NAME)
-        yield fake
+        yield found
     finally:
-        process.stop()
+        found.stop()
 
 
 @pytest.fixture
@@ -183,12 +189,6 @@ def service() -> Iterator[ApiService]:
         yield svc
     finally:
         svc.stop()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def binaries() -> tuple[str, str, str]:
-    """Looked up first (autouse), so a machine without them skips before anything is started."""
-    return require_monitoring()
 
 
 @pytest.fixture
@@ -204,7 +204,10 @@ def prometheus(binaries: tuple[str, str, str], tmp_path: Path) -> Iterator[Prome
 
 @pytest.fixture
 def daemon(cluster: Cluster, service: ApiService, prometheus: Prometheus, tmp_path: Path) -> Iterator[Daemon]:
-    """A live ``remediator serve`` with the runbook playbooks, its cluster, Prometheus and the ``oncall`` channel."""
+    """A live ``remediator serve`` with the runbook playbooks, its cluster, Prometheus and the ``oncall`` channel.
+
+    Started by :func:`stack`; at the end it must shut down gracefully on SIGTERM.
+    """
     workdir = tmp_path / "daemon"
     workdir.mkdir()
     secret_file = workdir / "oncall-secret"
@@ -217,7 +220,6 @@ def daemon(cluster: Cluster, service: ApiService, prometheus: Prometheus, tmp_pa
     kubeconfig = cluster.kubeconfig(workdir / "kubeconfig", NAMESPACE)
     d = Daemon(workdir, dry_run=False, playbooks=copy_playbooks(tmp_path / "playbooks", service.url),
                env={"REMEDIATOR_KUBERNETES_MODE": "kubeconfig", "REMEDIATOR_KUBERNETES_KUBECONFIG": str(kubeconfig)})
-    d.start()
     yield d
     if d.proc is not None:
         assert d.stop() == 0, f"the daemon did not shut down gracefully:\n{d.log()}"
@@ -225,10 +227,10 @@ def daemon(cluster: Cluster, service: ApiService, prometheus: Prometheus, tmp_pa
 
 @pytest.fixture
 def alertmanager(binaries: tuple[str, str, str], daemon: Daemon, tmp_path: Path) -> Iterator[Alertmanager]:
+    """Alertmanager routing every alert to ``daemon``; started by :func:`stack`."""
     (tmp_path / "alertmanager").mkdir()
     am = Alertmanager(binaries[1], binaries[2], tmp_path / "alertmanager", daemon)
     try:
-        am.start()
         yield am
     finally:
         am.stop()
@@ -243,16 +245,31 @@ class Stack:
     daemon: Daemon
 
 
+def start_together(*starts: Callable[[], None]) -> None:
+    """Run each ``start`` (each waits for its own process to be ready) on a thread of its own.
+
+    The processes need only each other's addresses, known before any starts, so they can
+    come up at once; the first failure is raised once every start has ended (the fixtures
+    stop whatever did start).
+    """
+    with ThreadPoolExecutor(len(starts)) as pool:
+        futures = [pool.submit(start) for start in starts]
+    for future in futures:
+        future.result()
+
+
 @pytest.fixture
 def stack(cluster: Cluster, service: ApiService, prometheus: Prometheus, alertmanager: Alertmanager,
           daemon: Daemon, tmp_path: Path) -> Stack:
-    """Everything running, Prometheus last: it scrapes the service and sends its alerts to Alertmanager."""
-    prometheus.start({
+    """Everything started at once; Prometheus scrapes the service and sends its alerts to Alertmanager."""
+    config = {
         "global": {"scrape_interval": "500ms", "scrape_timeout": "400ms", "evaluation_interval": "500ms"},
         "rule_files": [str(copy_rules(tmp_path / "rules") / "*.rules.yaml")],
         "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{alertmanager.port}"]}]}]},
         "scrape_configs": [{"job_name": "api-service", "static_configs": [{"targets": [f"127.0.0.1:{service.port}"]}]}],
-    })
+    }
+    start_together(cluster.start, daemon.start, alertmanager.start, lambda: prometheus.start(config))
+    wait_rolled_out(cluster, NAMESPACE, NAME)
     return Stack(cluster, service, prometheus, alertmanager, daemon)
 
 
