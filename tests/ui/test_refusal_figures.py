@@ -1,29 +1,17 @@
 """``/api/v1/decisions`` lists every refusal with its reason and the guardrail figures behind it
 (issue 16): how long a cooldown still runs, how many executions a rate limit counted in its
-window and when the next one fits, which namespaces an allowlist has."""
+window and when the next one fits, which namespaces an allowlist has; the timeline shows the same."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from markupsafe import escape
 
-from remediator.app import create_app
 from remediator.clock import VirtualClock
 from tests.payloads import db_pool_alert
 from tests.tokens import READ
-from tests.ui.conftest import Client, Snapshots, deliver
-
-
-@pytest.fixture
-async def client(settings_factory: Callable[..., Any], vclock: VirtualClock) -> AsyncIterator[Client]:
-    executor = Snapshots()
-    app = create_app(settings_factory(dry_run=False), clock=vclock, executors=(executor, executor),
-                     start_worker=False)
-    async with TestClient(TestServer(app)) as c:
-        yield c
+from tests.ui.conftest import Client, deliver
 
 
 def firing_at(minute: int, **labels: str) -> dict[str, Any]:
@@ -45,9 +33,13 @@ async def test_refusals_come_with_their_reasons_and_figures(client: Client, vclo
 
     r = await client.get("/api/v1/decisions?decision=cooldown,rate_limited,not_allowed", headers=READ)
     assert r.status == 200
-    assert [(d["decision"], d["reason"]) for d in (await r.json())["decisions"]] == [
+    refusals = [
         ("not_allowed", "namespace 'kube-public' is not in the playbook's allowlist "
                         "['shop', 'payments', 'checkout', 'default']"),
         ("rate_limited", "rate limited: 3 of 3 executions in the last 1h; next allowed at 2026-11-22T11:00:00Z"),
         ("cooldown", "in cooldown until 2026-11-22T10:10:00Z (another 9m)"),
     ]
+    assert [(d["decision"], d["reason"]) for d in (await r.json())["decisions"]] == refusals
+    html = await (await client.get("/ui", headers=READ)).text()
+    for _, reason in refusals:
+        assert f'<td class="reason">{escape(reason)}</td>' in html
