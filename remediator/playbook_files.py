@@ -31,6 +31,7 @@ from remediator.core.playbooks import (
     PlaybookSet,
     check_channels,
     check_prometheus,
+    check_targets,
     combine,
     parse_playbooks,
 )
@@ -74,7 +75,12 @@ def load_paths(
     paths: Iterable[str | Path], channels: Iterable[str] | None = None, *, prometheus: bool | None = None
 ) -> tuple[PlaybookSet, list[Problem]]:
     """Every playbook under ``paths`` and what is wrong with them; ``channels`` and ``prometheus``
-    (whether ``prometheus.url`` is set), when given, are checked against what the daemon has."""
+    (whether ``prometheus.url`` is set), when given, are checked against what the daemon has.
+
+    Each target must render for every alert its playbook selects (:func:`check_targets`): a
+    playbook reading a label its matchers do not guarantee would otherwise load, match an
+    aggregated alert and refuse it at every firing.  Checked here, the one loader, so that
+    ``validate``, the start, every reload, ``test`` and replay refuse it alike."""
     results: list[tuple[list[Playbook], list[Problem]]] = []
     for f in playbook_files(paths):
         try:
@@ -84,6 +90,7 @@ def load_paths(
             continue
         results.append(parse_playbooks(text, str(f)))
     pset, problems = combine(results)
+    problems += check_targets(pset)
     if channels is not None:
         problems += check_channels(pset, channels)
     if prometheus is False:

@@ -5,22 +5,31 @@ label.  A playbook whose target reads a label its matchers do not guarantee woul
 an alert and then refuse it at every firing; :func:`check_targets` finds that when the
 playbook is loaded, at the line of the target field.  These tests pin which matchers
 guarantee a label, which template reads need one, and that the load-time verdict agrees with
-what planning does with an alert carrying only the guaranteed labels.
+what planning does with an alert carrying only the guaranteed labels; and that every way in
+(``remediator validate``, the daemon's start, a reload, replay) refuses such a playbook, while
+everything the project ships loads.
 """
 
 from __future__ import annotations
 
 import re
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from remediator.cli import main
 from remediator.core.alerts import Alert
+from remediator.core.errors import ConfigError
 from remediator.core.matchers import parse_matcher
 from remediator.core.planning import Refusal, make_plan
-from remediator.core.playbooks import Match, PlaybookSet, check_targets, combine, parse_playbooks
+from remediator.core.playbooks import Match, check_targets, combine, parse_playbooks
 from remediator.core.templates import required_labels
+from remediator.playbook_files import PlaybookRepository, load_paths
+from remediator.replay import load_playbooks
+from remediator.runtime import open_runtime
 from tests.payloads import PLAYBOOKS, ROOT
 
 
@@ -150,19 +159,69 @@ def yaml_blocks(page: Path) -> list[str]:
     return re.findall(r"```ya?ml\n(.*?)```", page.read_text(encoding="utf-8"), re.S)
 
 
-#: Shipped playbooks that still read labels their matchers do not guarantee, with why they wait:
-#: tests/pipeline/test_pipeline.py::test_missing_label_and_forbidden_namespace_are_not_allowed
-#: sends it an alert without ``deployment`` to show the render-time refusal; once that test
-#: uses a playbook of its own, this one gets ``deployment=~".+"``/``namespace=~".+"`` as the others.
-PENDING = {"db-pool-exhaustion"}
+#: Every playbook the project ships or shows: the daemon's own, the runbook examples, the
+#: deploy base's starter (its ConfigMap), and the examples in the README and the reference.
+SHIPPED_DIRS = (PLAYBOOKS, ROOT / "examples" / "runbooks" / "playbooks", ROOT / "deploy" / "kubernetes" / "playbooks")
+PAGES = (ROOT / "README.md", ROOT / "docs" / "playbooks.md")
 
 
-def test_the_shipped_playbooks_and_the_reference_examples_name_targets_every_alert_has() -> None:
-    results = [parse_playbooks(f.read_text(encoding="utf-8"), str(f)) for f in sorted(PLAYBOOKS.glob("*.yaml"))]
-    results += [parse_playbooks(block, "docs/playbooks.md") for block in yaml_blocks(ROOT / "docs" / "playbooks.md")]
-    loaded, _ = combine((pbs, []) for pbs, _ in results)
-    assert len(loaded.playbooks) >= 4
-    checked = PlaybookSet(tuple(p for p in loaded.playbooks if p.name not in PENDING))
-    assert [str(p) for p in check_targets(checked)] == []
-    pending = PlaybookSet(tuple(p for p in loaded.playbooks if p.name in PENDING))
-    assert len(check_targets(pending)) == 2 * len(PENDING)  # drop a name here once its playbook is fixed
+def test_every_shipped_playbook_and_example_loads_with_its_target_checked() -> None:
+    loaded, found = load_paths(SHIPPED_DIRS)
+    assert [str(p) for p in found] == []
+    assert {"db-pool-exhaustion", "starter-check-rollout"} <= {p.name for p in loaded.playbooks}
+    for page in PAGES:
+        blocks = [parse_playbooks(block, str(page)) for block in yaml_blocks(page)]
+        examples, _ = combine((pbs, []) for pbs, _ in blocks)  # blocks of settings are not playbooks
+        assert examples.playbooks, page
+        assert [str(p) for p in check_targets(examples)] == [], page
+
+
+UNGUARDED = playbook(AGGREGATED, 'kind: Deployment\nnamespace: shop\nname: "{{ labels.deployment }}"')
+GUARDED = playbook('alertname: HighErrorRate\nmatchers: [severity="critical", deployment=~".+"]',
+                   'kind: Deployment\nnamespace: shop\nname: "{{ labels.deployment }}"')
+REFUSAL = (":8: target.name uses labels.deployment, which the matchers do not guarantee; alerts from aggregated "
+           "rules (sum(rate(...))) carry no such label")
+
+
+def test_validate_refuses_the_playbook_at_the_target_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # validate reads ./remediator.yaml when there is one
+    (tmp_path / "ok.yaml").write_text(GUARDED.replace("name: p", "name: ok"))
+    (tmp_path / "bad.yaml").write_text(UNGUARDED)
+    assert main(["validate", str(tmp_path)]) == 1
+    out, err = capsys.readouterr()
+    assert [line.split(", which")[0] for line in out.splitlines()] == [
+        f"{tmp_path / 'bad.yaml'}:8: target.name uses labels.deployment"
+    ]
+    assert REFUSAL in out and "ok:" not in err
+    (tmp_path / "bad.yaml").write_text(GUARDED)
+    assert main(["validate", str(tmp_path)]) == 0
+    assert "ok: 2 playbook(s) valid" in capsys.readouterr().err
+
+
+async def test_the_daemon_does_not_start_with_it(tmp_path: Path, settings_factory: Callable[..., Any]) -> None:
+    (tmp_path / "pb").mkdir()
+    (tmp_path / "pb" / "bad.yaml").write_text(UNGUARDED)
+    with pytest.raises(ConfigError) as refused:
+        async with open_runtime(settings_factory(playbooks=str(tmp_path / "pb")), start_worker=False):
+            pytest.fail("the daemon started")
+    assert f"{tmp_path / 'pb' / 'bad.yaml'}{REFUSAL}" in str(refused.value)
+
+
+def test_a_reload_with_it_keeps_the_last_good_set(tmp_path: Path) -> None:
+    f = tmp_path / "p.yaml"
+    f.write_text(GUARDED)
+    repo = PlaybookRepository([str(tmp_path)])
+    assert repo.reload()
+    before = repo()
+    f.write_text(UNGUARDED.replace("name: p", "name: changed"))
+    assert not repo.reload()
+    assert repo() is before and [p.name for p in repo().playbooks] == ["p"]
+    assert [f"{p.path}:{p.line}" for p in repo.last_problems] == [f"{f}:8"]
+    assert REFUSAL in str(repo.last_problems[0])
+
+
+def test_replay_and_playbook_tests_load_through_the_same_check(tmp_path: Path) -> None:
+    (tmp_path / "bad.yaml").write_text(UNGUARDED)
+    with pytest.raises(ConfigError, match=re.escape(f"{tmp_path / 'bad.yaml'}{REFUSAL}")):
+        load_playbooks(str(tmp_path))
