@@ -33,6 +33,7 @@ class Context:
     stack: Stack
     seeded: Seeded
     scratch: Path
+    awaiting: str  # an execution waiting for a person's approval
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,7 @@ def replay_with_compare(driver: Any, ctx: Context) -> None:
 SHOTS = (
     Shot("timeline", lambda ctx: "/ui"),
     Shot("execution", lambda ctx: f"/ui/executions/{ctx.seeded.pool['execution_id']}"),
+    Shot("approval", lambda ctx: f"/ui/executions/{ctx.awaiting}"),
     Shot("guardrails", lambda ctx: "/ui/guardrails"),
     Shot("playbooks", lambda ctx: "/ui/playbooks"),
     Shot("replay", lambda ctx: "/ui/replay", replay_with_compare),
@@ -107,7 +109,11 @@ def main(argv: list[str]) -> int:
         stack.post_alerts(later, alert_json({"alertname": "HighLatency", "severity": "critical",
                                              "namespace": "default", "deployment": "api"}))
         stack.wait_decided(5)
-        ctx = Context(stack, seeded, Path(tmp))
+        stack.post_alerts(alert_json({"alertname": "KubeDeploymentCrashLooping", "severity": "critical",
+                                      "namespace": "shop", "deployment": "web"}))
+        [awaiting] = stack.wait_decided(6)[:1]
+        assert awaiting["decision"] == "awaiting_approval", awaiting
+        ctx = Context(stack, seeded, Path(tmp), awaiting["execution_id"])
         with chromium() as driver:
             sign_in(driver, stack.base, stack.admin_token)
             for shot in SHOTS:

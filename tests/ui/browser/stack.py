@@ -71,6 +71,21 @@ steps:
   - {action: scale, factor: 1.5, min: 2, max: 10}
   - {action: wait_healthy, timeout: 1m}
 """,
+    "restart-approved.yaml": """\
+name: restart-approved
+description: Restart a crash-looping deployment once a person approves
+match:
+  alertname: KubeDeploymentCrashLooping
+  matchers: ['namespace=~".+"', 'deployment=~".+"']
+target: {kind: Deployment, namespace: "{{ labels.namespace }}", name: "{{ labels.deployment }}"}
+guardrails:
+  namespaces: [shop, payments]
+  cooldown: 30m
+approval: {required: true, timeout: 15m}
+steps:
+  - {action: restart}
+  - {action: wait_healthy, timeout: 1m}
+""",
 }
 
 
