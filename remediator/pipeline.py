@@ -70,11 +70,15 @@ def _changed(results: Mapping[tuple[str, int], StepResult]) -> bool:
     return any(r.details.get("wrote") or r.details.get("intent") for r in results.values())
 
 
-def _maybe_wrote(wrote: list[bool], previous: StepResult | None) -> dict[str, Any]:
+def _maybe_wrote(wrote: list[Mapping[str, Any]], previous: StepResult | None) -> dict[str, Any]:
     """For a step cut off without a result of its own: whether a write of it may have landed
-    (an intent was recorded, now or before a crash)."""
-    may = any(wrote) or bool(previous and previous.details.get("intent"))
-    return {"wrote": True} if may else {}
+    (an intent was recorded, now or before a crash), and the intent of its last write, which
+    ``undo`` needs to revert it."""
+    before = previous.details.get("intent") if previous else None
+    if not (any(wrote) or before):
+        return {}
+    last = wrote[-1] if wrote else before
+    return {"wrote": True, **({"intent": dict(last)} if last else {})}
 
 
 def _history(
@@ -688,13 +692,13 @@ class Pipeline:
                 done[(step.phase, step.index)] = lost
                 self.metrics.steps.labels(step.action, lost.status).inc()
                 return _Run.SUPERSEDED
-            wrote: list[bool] = []  # whether this run recorded an intent (made, or was making, a write)
+            wrote: list[Mapping[str, Any]] = []  # the intents this run recorded (made, or was making, a write)
 
             async def record_intent(
                 intent: Mapping[str, Any], step: PlannedStep = step, started: datetime = started,
-                wrote: list[bool] = wrote,
+                wrote: list[Mapping[str, Any]] = wrote,
             ) -> None:
-                wrote.append(bool(intent))
+                wrote.append(dict(intent))
                 await self._record_intent(ctx.execution_id, step, started, intent)
 
             if previous is None:

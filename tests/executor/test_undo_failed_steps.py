@@ -22,9 +22,10 @@ from remediator.clock import VirtualClock
 from remediator.core.decisions import PlannedStep
 from remediator.executors.kube import KubeExecutor
 from remediator.ports import StepResult
+from remediator.runtime import open_runtime
 from remediator.settings import KubernetesSettings
 from remediator.testing.kube.harness import FakeKube
-from tests.executor.harness import NS, open_harness, playbook, steps_of
+from tests.executor.harness import NS, Harness, open_harness, playbook, steps_of
 from tests.executor.test_undo import CASES, UNDO, context, executor, image_of, released_twice, writes
 
 PATCH = f"/namespaces/{NS}/deployments/web$"
@@ -145,11 +146,47 @@ async def test_a_rollback_that_landed_although_it_failed_is_undone_by_rolling_fo
     assert entry["outcome"] == "undone" and entry["from"] == failed[1].details["intent"]["from"]
 
 
+async def test_a_step_cut_off_by_the_step_timeout_keeps_its_intent_and_is_undone(
+    tmp_path: Path, settings_factory: Callable[..., Any], vclock: VirtualClock, kube: FakeKube
+) -> None:
+    """The daemon's own bound on a step (``worker.step_timeout``) cuts set_image off while its PATCH is
+    held; the PATCH lands after all.  The pipeline's failed result keeps the intent, and undo reverts it."""
+    manifest, params, value, _ = CASES["set_image"]
+    kube.cluster.apply(manifest)
+    prior = value(kube)
+    directory = tmp_path / "playbooks"
+    directory.mkdir()
+    (directory / "fix.yaml").write_text(playbook(
+        f"- action: set_image\n  container: app\n  image: {params['image']}\n", on_failure="- action: undo\n"))
+    settings = settings_factory(playbooks=str(directory), dry_run=False, data_dir=str(tmp_path / "data"),
+                                worker={"step_timeout": "20s"})
+    k = KubernetesSettings(mode="kubeconfig", request_timeout=TIMEOUT)
+    kube.cluster.faults.hang(method="PATCH", path=PATCH)
+    async with open_runtime(settings, clock=vclock, start_worker=False,
+                            executors=(KubeExecutor(kube.api, vclock, k),
+                                       KubeExecutor(kube.api, vclock, k, server_dry_run=True))) as rt:
+        h = Harness(rt, kube, vclock)
+        task = h.start()
+        await kube.cluster.requests.arrival("PATCH", PATCH)
+        kube.cluster.faults.hang(method="GET", path=PATCH)  # hold undo's read until the PATCH has landed
+        await h.advance(await vclock.sleeping(lambda left: math.isclose(left, 20.0)))
+        await kube.cluster.requests.arrival("GET", PATCH, seen=False)
+        kube.cluster.faults.release()
+        await h.until_done(task)
+        full = await h.execution()
+    assert steps_of(full) == [("main", "set_image", "failed"), ("on_failure", "undo", "ok")]
+    cut = full["results"][0]
+    assert cut["message"] == "step did not finish within 20s"
+    assert cut["details"] == {"wrote": True, "intent": {"image": params["image"], "from": prior}}
+    assert full["results"][1]["details"]["steps"][0]["outcome"] == "undone"
+    assert value(kube) == prior
+
+
 async def test_a_failed_step_whose_intent_says_nothing_is_still_not_undone(
     vclock: VirtualClock, kube: FakeKube
 ) -> None:
-    """A step cut off without an intent in its result (the pipeline's own step timeout): undo cannot
-    know what it may have set, and says so rather than guessing."""
+    """A step whose result records a write but no intent (a result written before failed results kept
+    theirs): undo cannot know what it may have set, and says so rather than guessing."""
     manifest, _, _, _ = CASES["set_image"]
     kube.cluster.apply(manifest)
     cut_off = (PlannedStep(0, "set_image", {"container": "app", "image": "x:2"}),
