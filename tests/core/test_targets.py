@@ -221,7 +221,7 @@ def test_a_reload_with_it_keeps_the_last_good_set(tmp_path: Path) -> None:
     assert REFUSAL in str(repo.last_problems[0])
 
 
-def test_replay_and_playbook_tests_load_through_the_same_check(tmp_path: Path) -> None:
+def test_replay_loads_through_the_same_check(tmp_path: Path) -> None:
     (tmp_path / "bad.yaml").write_text(UNGUARDED)
     with pytest.raises(ConfigError, match=re.escape(f"{tmp_path / 'bad.yaml'}{REFUSAL}")):
         load_playbooks(str(tmp_path))
