@@ -15,6 +15,7 @@ import tempfile
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -171,30 +172,30 @@ class Stack:
 
 @contextmanager
 def started(workdir: Path) -> Iterator[Stack]:
-    """The fake cluster and the daemon (live, the shipped playbooks), stopped afterwards."""
+    """The fake cluster and the daemon (live, this module's playbooks), started at once (each needs
+    only the other's address, known before either starts), stopped afterwards."""
     (workdir / "kube").mkdir(parents=True, exist_ok=True)
     (workdir / "daemon").mkdir(parents=True, exist_ok=True)
     cluster = FakeKubeProcess(workdir / "kube", CLUSTER)
-    cluster.start()
+    read, admin = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
+    kubeconfig = cluster.kubeconfig(workdir / "daemon" / "kubeconfig")
+    playbooks = workdir / "playbooks"
+    playbooks.mkdir(exist_ok=True)
+    for name, text in PLAYBOOKS.items():
+        (playbooks / name).write_text(text)
+    daemon = Daemon(workdir / "daemon", dry_run=False, playbooks=playbooks, env={
+        "REMEDIATOR_KUBERNETES_MODE": "kubeconfig",
+        "REMEDIATOR_KUBERNETES_KUBECONFIG": str(kubeconfig),
+        "REMEDIATOR_API_READ_TOKENS": read,
+        "REMEDIATOR_API_ADMIN_TOKENS": admin,
+    })
     try:
-        read, admin = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
-        kubeconfig = cluster.kubeconfig(workdir / "daemon" / "kubeconfig")
-        playbooks = workdir / "playbooks"
-        playbooks.mkdir(exist_ok=True)
-        for name, text in PLAYBOOKS.items():
-            (playbooks / name).write_text(text)
-        daemon = Daemon(workdir / "daemon", dry_run=False, playbooks=playbooks, env={
-            "REMEDIATOR_KUBERNETES_MODE": "kubeconfig",
-            "REMEDIATOR_KUBERNETES_KUBECONFIG": str(kubeconfig),
-            "REMEDIATOR_API_READ_TOKENS": read,
-            "REMEDIATOR_API_ADMIN_TOKENS": admin,
-        })
-        daemon.start()
-        try:
-            yield Stack(daemon, cluster, read, admin)
-        finally:
-            daemon.kill()
+        with ThreadPoolExecutor(2) as pool:
+            for future in [pool.submit(cluster.start), pool.submit(daemon.start)]:
+                future.result()
+        yield Stack(daemon, cluster, read, admin)
     finally:
+        daemon.kill()
         cluster.stop()
 
 
