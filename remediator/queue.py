@@ -39,6 +39,7 @@ class ExecutionQueue:
         self._paused: dict[str, tuple[float, int]] = {}
         self._wake = asyncio.Event()
         self._stopping = False
+        self._swept: float | None = None  # when (clock.monotonic()) overdue approvals were last expired
         self._log = structlog.get_logger("remediator.queue").bind(owner=pipeline.owner)
 
     @property
@@ -58,9 +59,13 @@ class ExecutionQueue:
         """
         if self._stopping:
             return 0
-        # Every round also sweeps: executions whose approval deadline passed are expired here, on
-        # the pipeline's clock, by whichever replica gets to each first.
-        await self.pipeline.expire_approvals()
+        # Rounds also sweep, at most once per poll interval (a round runs at every decision and every
+        # finished execution): executions whose approval deadline passed are expired here, on the
+        # pipeline's clock, by whichever replica gets to each first.
+        now = self.pipeline.clock.monotonic()
+        if self._swept is None or now - self._swept >= self.settings.poll_interval:
+            self._swept = now
+            await self.pipeline.expire_approvals()
         free = self.settings.max_executions - len(self._running)
         if free <= 0:
             return 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from collections.abc import AsyncIterator, Callable, Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -152,6 +153,27 @@ async def test_nobody_answering_expires_it_at_its_deadline(
         assert notices.events(did) == ["approval_requested", "approval_expired"]
         await rt.worker.queue.fill()  # expired once, notified once
         assert notices.events(did) == ["approval_requested", "approval_expired"] and cluster.calls == []
+
+
+async def test_the_sweep_runs_at_most_once_per_poll_interval(
+    settings_factory: Callable[..., Any], tmp_path: Path, vclock: VirtualClock
+) -> None:
+    """Every decision and every finished execution starts a queue round; expiring is not asked each time."""
+    async with gated_runtime(gated_settings(settings_factory, tmp_path), vclock) as (rt, _cluster, _notices):
+        asked: list[Any] = []
+        real = rt.store.expire_approvals
+
+        async def counted(now: Any, **kw: Any) -> list[str]:
+            asked.append(now)
+            return await real(now, **kw)
+
+        rt.store.expire_approvals = counted  # type: ignore[method-assign]
+        for _ in range(3):
+            await rt.worker.queue.fill()
+        await vclock.advance(rt.settings.worker.poll_interval)
+        await rt.worker.queue.fill()
+        await rt.worker.queue.fill()
+        assert asked == [T0, T0 + timedelta(seconds=rt.settings.worker.poll_interval)]
 
 
 async def test_an_alert_that_resolves_while_waiting_leaves_nothing_to_approve(
