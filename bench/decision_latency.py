@@ -46,6 +46,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.summary import emit, quick  # noqa: E402
 from remediator.clock import SystemClock  # noqa: E402
 from remediator.core.alerts import Alert  # noqa: E402
 from remediator.core.decisions import PlannedStep  # noqa: E402
@@ -60,14 +61,14 @@ PLAYBOOKS = {
     # (a) stays in flight: its wait_healthy step blocks in the executor until released
     "hold": f"""
 name: hold
-match: {{alertname: Hold}}
+match: {{alertname: Hold, matchers: ['deployment=~".+"']}}
 target: {{kind: Deployment, namespace: {NS}, name: "{{{{ labels.deployment }}}}"}}
 steps: [{{action: wait_healthy, timeout: 5m}}]
 """,
     # (b) the probes: decided, then one quick step
     "probe": f"""
 name: probe
-match: {{alertname: Probe}}
+match: {{alertname: Probe, matchers: ['deployment=~".+"']}}
 target: {{kind: Deployment, namespace: {NS}, name: "{{{{ labels.deployment }}}}"}}
 steps: [{{action: restart}}]
 """,
@@ -250,13 +251,14 @@ async def main(probes: int, rounds: list[int], shared: bool, warm_up: int, backe
     print("|---:|---:|---:|---:|---:|---:|---:|---|")
     for n, held, m, p50, p99, mx, elapsed, locks, kinds in rows:
         flight = f"{n}" if held == n else f"{n} (min {held})"
+        emit("decision latency", f"{backend}, {n} in flight", f"p50 {p50 * 1000:.1f}, p99 {p99 * 1000:.1f}", "ms")
         print(f"| {flight} | {m} | {p50 * 1000:.1f} | {p99 * 1000:.1f} | {mx * 1000:.1f} | {m / elapsed:.0f} | "
               f"{locks} | {', '.join(f'{k}: {v}' for k, v in sorted(kinds.items()))} |")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
-    parser.add_argument("--probes", type=int, default=200)
+    parser.add_argument("--probes", type=int, default=50 if quick() else 200)
     parser.add_argument("--in-flight", default="0,10,50,100", help="comma-separated N")
     parser.add_argument("--warm-up", type=int, default=20,
                         help="probes decided (and executed) before each daemon's first row, not counted")
