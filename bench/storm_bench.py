@@ -252,8 +252,9 @@ def profiled(pid: int, out: str | None) -> Iterator[None]:
     if out is None:
         yield
         return
+    extra = os.environ.get("PY_SPY_ARGS", "").split()  # --native, --idle, ...
     spy = subprocess.Popen([os.environ.get("PY_SPY", "py-spy"), "record", "--pid", str(pid), "--format", "raw",
-                            "--rate", "200", "--threads", "--output", out, "--nonblocking"],
+                            "--rate", "200", "--threads", *extra, "--output", out, "--nonblocking"],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         yield

@@ -44,12 +44,13 @@ DESCRIPTIONS: dict[str, str] = {
     "`guardrails.dry_run` can add dry-run to a live daemon, never lift it.",
     "playbooks": "File or directory of playbooks (`*.yaml`, `*.yml`; `tests/` folders skipped). "
     "Reloaded when it changes; an invalid set is refused and the last good one kept.",
-    "data_dir": "Folder of the embedded store (SQLite) and of the guardrail state file, used when "
-    "`database_url` / `redis_url` are empty.",
+    "data_dir": "Folder of the embedded store (SQLite, which also holds the guardrail state) and, with "
+    "`database_url` but no `redis_url`, of the guardrail state file.",
     "database_url": "PostgreSQL DSN (`postgresql://user:password@host:5432/db`), shared by all replicas. "
     "Empty: the embedded SQLite store under `data_dir` (one replica).",
     "redis_url": "Redis URL (`redis://host:6379/0`) of the shared guardrail state: locks, rate limits, "
-    "cooldowns, budgets, breakers, kill switch. Empty: a state file under `data_dir` (one replica).",
+    "cooldowns, budgets, breakers, kill switch. Empty: embedded (one replica): rows of the embedded store, "
+    "changed in the same transaction as the decisions, or a state file under `data_dir` beside PostgreSQL.",
     "public_url": "Base URL people reach the daemon at; notifications link to "
     "`<public_url>/api/v1/executions/<id>`.",
     "webhook.tokens": "Tokens Alertmanager posts alerts with (several at once during a rotation). "
@@ -122,6 +123,8 @@ DESCRIPTIONS: dict[str, str] = {
     "worker.max_tries": "An alert whose processing raised this many times is parked: set aside, never retried.",
     "worker.max_executions": "Executions this replica runs at once (the guardrails bound them over all "
     "replicas too).",
+    "worker.max_backlog": "Undecided alerts above which the webhook answers 503 with `Retry-After` (Alertmanager "
+    "keeps the alerts and retries), so intake never buries deciding; 0: no bound.",
     "log.format": "`json` (one object per line), `console`, or `auto` (console on a terminal, else json).",
     "log.level": "The least severe level logged.",
 }

@@ -50,6 +50,7 @@ from remediator.ports import DecisionQuery, GuardrailUsage, ReceivedAlert
 from remediator.runtime import ADMIN, READ, RUNTIME, WEBHOOK, Runtime
 from remediator.settings import Settings
 from remediator.store.rows import alert_episode
+from remediator.worker import BACKLOG_RETRY_AFTER
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 T = TypeVar("T")
@@ -209,6 +210,8 @@ async def webhook(request: web.Request) -> web.Response:
         denied = _require(request, rt, WEBHOOK)
         if denied is not None:
             return denied
+        if (backlog := await rt.worker.backlog_over()) is not None:
+            return _backlog_full(rt, backlog)
         try:
             body = await _read_body(request, rt.settings.webhook.max_body_bytes, rt.settings.http.read_timeout)
         except BodyRejected as exc:
@@ -249,6 +252,17 @@ async def webhook(request: web.Request) -> web.Response:
         )
     finally:
         rt.metrics.webhook_latency.observe(time.perf_counter() - started)
+
+
+def _backlog_full(rt: Runtime, backlog: int) -> web.Response:
+    """Too much waits to be decided: Alertmanager keeps the alerts and retries, rather than the
+    backlog growing without bound ahead of the decision loop."""
+    rt.metrics.webhook_rejected.labels("backlog").inc()
+    response = _error(503, f"{backlog} alerts are waiting to be decided, more than worker.max_backlog "
+                           f"({rt.settings.worker.max_backlog}); retry later", retry=True)
+    response.headers["Retry-After"] = str(BACKLOG_RETRY_AFTER)
+    response.force_close()  # the body was not read
+    return response
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -30,7 +30,7 @@ from remediator.core.guardrails import Budget, Policy
 from remediator.core.playbooks import url_problem
 from remediator.executors.checks import WithChecks, open_checks
 from remediator.executors.plan_only import PlanOnlyExecutor, UnconfiguredExecutor
-from remediator.guardstate.memory import MemoryGuardrails
+from remediator.guardstate.memory import GuardStateRows, MemoryGuardrails
 from remediator.killswitch import KillSwitch
 from remediator.metrics import Metrics
 from remediator.notify.dispatcher import Dispatcher, open_dispatcher
@@ -172,7 +172,9 @@ async def _open_store(settings: Settings, clock: Clock, stack: contextlib.AsyncE
     return store
 
 
-async def _open_guardrails(settings: Settings, clock: Clock, stack: contextlib.AsyncExitStack) -> GuardrailStore:
+async def _open_guardrails(
+    settings: Settings, clock: Clock, stack: contextlib.AsyncExitStack, store: Store
+) -> GuardrailStore:
     policy = guard_policy(settings)
     if settings.redis_url:
         try:
@@ -186,7 +188,10 @@ async def _open_guardrails(settings: Settings, clock: Clock, stack: contextlib.A
                 "guardrail state is embedded (no redis_url): with several replicas, rate limits, cooldowns, "
                 "locks and budgets hold per replica, not across them; set redis_url"
             )
-        guard = MemoryGuardrails(policy, clock, Path(settings.data_dir) / "guardrails.json")
+        path = Path(settings.data_dir) / "guardrails.json"
+        # With the embedded store, the state is rows of its database, changed in the decisions' transactions.
+        guard = (await MemoryGuardrails.open_in(store, policy, clock, path) if isinstance(store, GuardStateRows)
+                 else MemoryGuardrails(policy, clock, path))
     stack.push_async_callback(guard.close)
     return guard
 
@@ -321,7 +326,7 @@ async def open_runtime(
     metrics.playbooks_loaded.set(len(repo.current.playbooks))
     async with contextlib.AsyncExitStack() as stack:
         store = await _open_store(settings, clock, stack)
-        guard = await _open_guardrails(settings, clock, stack)
+        guard = await _open_guardrails(settings, clock, stack, store)
         if executors is None:
             cluster = find_cluster(settings.kubernetes, os.environ)
             log.info("kubernetes", mode=cluster.mode, server=cluster.server or None, context=cluster.context or None,

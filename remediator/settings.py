@@ -135,6 +135,9 @@ class WorkerSettings:
     retention_interval: float = _above(0, 3600.0)
     max_tries: int = _at_least(1, 5)  # an alert whose processing raised this many times is parked, never retried
     max_executions: int = _at_least(1, 64)  # executions this replica runs at once (the guardrails bound them too)
+    # Undecided alerts above which the webhook answers 503 with Retry-After (Alertmanager retries): intake
+    # must never bury the decision loop under a backlog that grows without bound.  0: no bound.
+    max_backlog: int = _at_least(0, 50_000)
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ import secrets
 import socket
 from collections import Counter
 from datetime import timedelta
+from typing import Protocol, runtime_checkable
 
 import structlog
 
@@ -27,6 +28,31 @@ from remediator.pipeline import Pipeline
 from remediator.ports import IntakeQueue, StoredAlert
 from remediator.queue import ExecutionQueue
 from remediator.settings import WorkerSettings
+
+
+@runtime_checkable
+class DecisionBatches(Protocol):
+    """An intake that can commit a decided batch at once (the embedded SQLite store)."""
+
+    def decision_batch(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """Writes of the calling task inside are committed together when it leaves."""
+
+    def decision_unit(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """Writes inside land in one transaction (no commit splits them)."""
+
+
+@runtime_checkable
+class CountsBacklog(Protocol):
+    """An intake that can say how many alerts wait to be decided (both stores)."""
+
+    async def undecided(self) -> int:
+        """Alerts recorded and not yet processed (parked ones are processed)."""
+
+
+#: Seconds a backlog count is reused: counting is a query, and the webhook asks on every POST.
+BACKLOG_FRESH = 0.5
+#: What a webhook refused for the backlog is told to wait before retrying (``Retry-After``).
+BACKLOG_RETRY_AFTER = 5
 
 
 class Worker:
@@ -58,45 +84,87 @@ class Worker:
         self._log = structlog.get_logger("remediator.worker").bind(worker=self.name)
         self.processed = 0
         self.queue = ExecutionQueue(pipeline, settings)
+        self._backlog: tuple[float, int] | None = None  # (clock.monotonic() when counted, undecided alerts)
         pipeline.on_executable = self.queue.wake
 
     def wake(self) -> None:
         self._wake.set()
 
+    async def backlog_over(self) -> int | None:
+        """The undecided backlog when it is above ``max_backlog`` (the webhook then answers 503 and
+        Alertmanager retries later), else None.  Counted at most every :data:`BACKLOG_FRESH` seconds;
+        a store that cannot count says nothing here (recording will tell)."""
+        bound = self.settings.max_backlog
+        if not bound or not isinstance(self.intake, CountsBacklog):
+            return None
+        now = self.pipeline.clock.monotonic()
+        if self._backlog is None or now - self._backlog[0] >= BACKLOG_FRESH:
+            try:
+                self._backlog = (now, await self.intake.undecided())
+            except StoreUnavailable:
+                return None
+        count = self._backlog[1]
+        return count if count > bound else None
+
     async def decide_all(self) -> int:
-        """Decide everything claimable now; return how many alerts were handled."""
+        """Decide everything claimable now; return how many alerts were handled.
+
+        A claimed batch is decided as one unit of storage where the intake offers it
+        (:class:`DecisionBatches`): its decisions, the guardrail changes they made and the
+        alerts marked processed are committed together once the batch is done, rather than
+        each write on its own (one fsync per batch, not five per alert); each alert's writes
+        land in one transaction, never split by a commit.
+        """
         handled = 0
         while not self._stopping:
-            batch = await self.intake.claim_alerts(self.name, self.settings.batch, self.settings.lease)
-            if not batch:
-                break
-            summary: Counter[str] = Counter()  # decision kinds (and deferrals) of this batch, for its log line
-            for item in batch:
-                if self._stopping:
-                    return handled  # the claim lease expires; the alert stays durably pending
-                try:
-                    if self.inline:
-                        outcome = await self.pipeline.process(item.received)
-                    else:  # claimed before: its decider may have died between admission and decision
-                        outcome = await self.pipeline.decide(item.received, retried=item.attempts > 1)
-                except StoreUnavailable:
-                    raise  # not the alert's fault: the claim stays ours and is taken back, uncounted
-                except Exception as exc:
-                    await self._failed(item, exc)
-                    continue
-                if outcome.defer_until is not None:
-                    await self.intake.defer_alert(item.id, outcome.defer_until)
-                    self.pipeline.events.alert_deferred(item.received, outcome.defer_until)
-                    summary["deferred"] += 1
-                else:
-                    await self.intake.mark_processed(item.id)
-                    self.pipeline.events.alert_processed(item.received, outcome.decisions)
-                summary.update(d.kind.value for d in outcome.decisions)
-                handled += 1
-                self.processed += 1
+            async with self._batch():
+                batch = await self.intake.claim_alerts(self.name, self.settings.batch, self.settings.lease)
+                if not batch:
+                    break
+                summary: Counter[str] = Counter()  # decision kinds (and deferrals) of this batch, for its log line
+                for item in batch:
+                    if self._stopping:
+                        return handled  # the claim lease expires; the alert stays durably pending
+                    async with self._unit():
+                        handled += await self._decide_one(item, summary)
             # One line per batch at INFO (each decision is at DEBUG): a storm is not a storm of log lines.
             self._log.info("alerts decided", alerts=len(batch), **dict(sorted(summary.items())))
         return handled
+
+    def _batch(self) -> contextlib.AbstractAsyncContextManager[None]:
+        # Inline (replay) runs executions inside the decision: their writes must not be deferred.
+        if isinstance(self.intake, DecisionBatches) and not self.inline:
+            return self.intake.decision_batch()
+        return contextlib.nullcontext()
+
+    def _unit(self) -> contextlib.AbstractAsyncContextManager[None]:
+        if isinstance(self.intake, DecisionBatches) and not self.inline:
+            return self.intake.decision_unit()
+        return contextlib.nullcontext()
+
+    async def _decide_one(self, item: StoredAlert, summary: Counter[str]) -> bool:
+        """Decide one claimed alert; False if its processing failed (see :meth:`_failed`)."""
+        try:
+            if self.inline:
+                outcome = await self.pipeline.process(item.received)
+            else:  # claimed before: its decider may have died between admission and decision
+                outcome = await self.pipeline.decide(item.received, retried=item.attempts > 1)
+        except StoreUnavailable:
+            raise  # not the alert's fault: the claim stays ours and is taken back, uncounted
+        except Exception as exc:
+            await self._failed(item, exc)
+            summary["failed"] += 1
+            return False
+        if outcome.defer_until is not None:
+            await self.intake.defer_alert(item.id, outcome.defer_until)
+            self.pipeline.events.alert_deferred(item.received, outcome.defer_until)
+            summary["deferred"] += 1
+        else:
+            await self.intake.mark_processed(item.id)
+            self.pipeline.events.alert_processed(item.received, outcome.decisions)
+        summary.update(d.kind.value for d in outcome.decisions)
+        self.processed += 1
+        return True
 
     async def _failed(self, item: StoredAlert, exc: Exception) -> None:
         """An alert whose processing raised: retried after a backoff, parked after ``max_tries``.

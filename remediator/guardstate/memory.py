@@ -14,6 +14,12 @@ Why not copy-on-write: copying and re-serialising the whole state for each chang
 on the loop made every decision pay for every target remediated in the past day
 (bench/RESULTS.md, decision latency).  Replay uses it without a file.
 
+With the embedded store (the daemon's default) the state is not a file of its own but rows
+of the store's SQLite database (:class:`GuardStateRows`): each change writes only the entries
+it changed, in the same transaction as the decision it belongs to (the decision loop commits
+a batch at once), so a crash can never keep an admission without its decision or the
+reverse; a transaction that is rolled back takes the state back to what the database holds.
+
 The file is one node's state: an exclusive lock on it refuses a second process
 (a second replica on a shared volume would silently overwrite the first's limits;
 replicas share guardrails through Redis).  A file that cannot be read is moved
@@ -27,9 +33,9 @@ import contextlib
 import fcntl
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, BinaryIO, Protocol, TypeVar, runtime_checkable
 
 import structlog
 
@@ -62,6 +68,58 @@ def _dump(state: GuardState) -> dict[str, Any]:
             for k, v in state.breakers.items()
         },
     }
+
+
+#: The state's maps, each persisted entry by entry as rows (map, key, JSON value); "paused" is
+#: the row ("meta", "paused").
+MAPS = ("locks", "cooldown_until", "history", "history_per", "budget_history", "running", "breakers")
+
+
+@runtime_checkable
+class GuardStateRows(Protocol):
+    """Where the embedded state lives when not in a file: the store's database (SQLiteStore)."""
+
+    async def guard_rows(self) -> list[tuple[str, str, str]]:
+        """Every (map, key, JSON value) row."""
+
+    async def write_guard_rows(
+        self, upserts: Sequence[tuple[str, str, str]], deletes: Sequence[tuple[str, str]]
+    ) -> None:
+        """Write in the store's current transaction: answered once committed, or at once in the
+        calling task's decision batch (then committed with its decisions)."""
+
+    def on_rollback(self, callback: Callable[[], None]) -> None:
+        """``callback`` runs when a transaction is rolled back (written rows may be lost)."""
+
+    async def settled(self) -> None:
+        """Return once the writes made so far are committed (or will be with the caller's batch)."""
+
+
+def _rows(state: GuardState, maps: Sequence[str], before: GuardState | None) -> tuple[
+        list[tuple[str, str, str]], list[tuple[str, str]]]:
+    """The rows that differ between ``before`` (None: nothing) and ``state``, in ``maps``."""
+    dumped = _dump(state)
+    upserts: list[tuple[str, str, str]] = []
+    deletes: list[tuple[str, str]] = []
+    if before is None or before.paused != state.paused:
+        upserts.append(("meta", "paused", json.dumps(state.paused)))
+    for name in maps:
+        new, old = getattr(state, name), getattr(before, name) if before is not None else {}
+        if new == old:
+            continue
+        upserts += [(name, k, json.dumps(dumped[name][k])) for k, v in new.items() if old.get(k) != v]
+        deletes += [(name, k) for k in old.keys() - new.keys()]
+    return upserts, deletes
+
+
+def _from_rows(rows: Sequence[tuple[str, str, str]]) -> GuardState:
+    raw: dict[str, Any] = {"format": FORMAT, **{m: {} for m in MAPS}}
+    for name, key, value in rows:
+        if name == "meta":
+            raw[key] = json.loads(value)
+        else:
+            raw[name][key] = json.loads(value)
+    return _load(raw)
 
 
 def _encode(state: GuardState) -> bytes:
@@ -124,9 +182,21 @@ def _write_atomically(path: Path, data: bytes) -> None:
 
 
 class MemoryGuardrails:
-    def __init__(self, policy: Policy, clock: Clock, path: Path | None = None, *, grace: float = 3600.0) -> None:
+    def __init__(
+        self, policy: Policy, clock: Clock, path: Path | None = None, *, grace: float = 3600.0,
+        rows: GuardStateRows | None = None,
+    ) -> None:
+        """In memory only (replay), in the file ``path``, or (``rows``, see :meth:`open_in`) in
+        the store's database, ``path`` then only naming the single-node lock."""
         self._policy = policy
         self._clock = clock
+        self._rows = rows
+        self._stale = False  # a transaction holding changes was rolled back: reload before the next one
+        if rows is not None:
+            assert path is not None, "the single-node lock needs a path"
+            self._take_file(path)
+            rows.on_rollback(self._rolled_back)
+            path = None  # no file writes
         self._path = path
         self._grace = grace
         self._owner_file: BinaryIO | None = None
@@ -141,6 +211,80 @@ class MemoryGuardrails:
             self.state = self._read(path)
         self._last_written = _encode(self.state)  # what a failed write goes back to
         self._collected = float("-inf")  # when lapsed entries were last dropped
+
+    @classmethod
+    async def open_in(
+        cls, rows: GuardStateRows, policy: Policy, clock: Clock, path: Path, *, grace: float = 3600.0,
+    ) -> MemoryGuardrails:
+        """The state kept in the store's database.  A state file left by an earlier version is
+        taken over once (its entries written as rows) and renamed ``.imported``."""
+        guard = cls(policy, clock, path, grace=grace, rows=rows)
+        try:
+            found = await rows.guard_rows()
+            legacy = None if found else guard._legacy(path)
+            if legacy is not None:
+                guard.state = legacy
+                await rows.write_guard_rows(*_rows(guard.state, MAPS, None))
+                os.replace(path, path.with_name(f"{path.name}.imported"))
+            else:
+                guard.state = guard._decode_rows(found)
+        except BaseException:
+            await guard.close()
+            raise
+        return guard
+
+    def _legacy(self, path: Path) -> GuardState | None:
+        return self._read(path) if path.exists() else None
+
+    def _decode_rows(self, found: Sequence[tuple[str, str, str]]) -> GuardState:
+        try:
+            return _from_rows(found)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            structlog.get_logger("remediator.guardrails").error(
+                "guardrail state unreadable: starting PAUSED; resume via POST /api/v1/resume", error=str(exc),
+            )
+            return GuardState(paused=True)
+
+    def _rolled_back(self) -> None:
+        self._stale = True
+
+    async def _reload(self) -> None:
+        """After a rollback: back to what the database holds (changes since are lost)."""
+        assert self._rows is not None
+        try:
+            found = await self._rows.guard_rows()
+        except Exception as exc:
+            raise GuardrailUnavailable(f"guardrail state: {exc}") from exc
+        self._stale = False
+        self.state = self._decode_rows(found)
+
+    async def _commit_rows(self, change: Callable[[GuardState], T], keep: Callable[[T], bool]) -> T:
+        """Apply ``change`` and write the entries it changed in the store's transaction."""
+        assert self._rows is not None
+        if self._stale:
+            await self._reload()
+        now = self._clock.now().timestamp()
+        sweep = now - self._collected >= COLLECT_EVERY
+        before = _snapshot(self.state)
+        result = change(self.state)
+        if not keep(result) and not sweep:
+            # Nothing new to write, but the answer may rest on changes not yet committed: a
+            # refusal based on a change that is then rolled back would be a false one.
+            try:
+                await self._rows.settled()
+            except Exception as exc:
+                self._stale = True
+                raise GuardrailUnavailable(f"guardrail state: {exc}") from exc
+            return result
+        if sweep:
+            rules.collect(self.state, self._policy, now, self._grace)
+            self._collected = now
+        try:
+            await self._rows.write_guard_rows(*_rows(self.state, MAPS, before))
+        except Exception as exc:  # StoreUnavailable: the transaction is gone, and with it this change
+            self._stale = True
+            raise GuardrailUnavailable(f"guardrail state: {exc}") from exc
+        return result
 
     def _take_file(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -176,6 +320,8 @@ class MemoryGuardrails:
         nothing new is written, but the answer still waits for the changes it was read from,
         since a refusal based on a change that never reaches the disk would be a false one.
         """
+        if self._rows is not None:
+            return await self._commit_rows(change, keep)
         result = change(self.state)
         if self._path is None:
             return result
@@ -268,6 +414,8 @@ class MemoryGuardrails:
         whether the disk is back (readiness and resumes would otherwise wait for one forever)."""
         if self._broken and self._path is not None:
             await asyncio.shield(self._join())
+        if self._stale:
+            await self._reload()
 
     async def close(self) -> None:
         if self._writer is not None:  # answered changes are on disk; finish carrying the rest

@@ -51,7 +51,7 @@ from remediator.store import retention
 from remediator.store import rows as json_rows
 from remediator.store.decision_query import DELIVERIES_SQL, Params, daily_counts_sql, decisions_sql
 from remediator.store.migrations import migrate
-from remediator.store.sqlite import _complete
+from remediator.store.shared_tx import complete as _complete
 
 _UNAVAILABLE: tuple[type[BaseException], ...] = (
     OSError,  # refused, reset, unreachable
@@ -390,6 +390,10 @@ class PostgresStore:
     async def recorded_alert(self, alert_key: str) -> Alert | None:
         rows = await self._fetch("SELECT alert FROM alerts WHERE dedup_key = $1", alert_key)
         return Alert.from_json(json.loads(rows[0]["alert"])) if rows else None
+
+    async def undecided(self) -> int:
+        rows = await self._fetch("SELECT count(*) AS n FROM alerts WHERE NOT processed")
+        return int(rows[0]["n"])
 
     async def count_alerts(self) -> int:
         rows = await self._fetch("SELECT count(*) AS n FROM alerts")

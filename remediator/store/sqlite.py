@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -37,6 +37,8 @@ from remediator.ports import (
 from remediator.store import retention
 from remediator.store import rows as json_rows
 from remediator.store.decision_query import DELIVERIES_SQL, Params, daily_counts_sql, decisions_sql
+from remediator.store.shared_tx import SharedTransaction
+from remediator.store.shared_tx import complete as _complete
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (
@@ -96,6 +98,12 @@ CREATE TABLE IF NOT EXISTS notifications (
     body TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS notifications_execution ON notifications (execution_id);
+CREATE TABLE IF NOT EXISTS guard_state (
+    map TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (map, key)
+);
 CREATE TABLE IF NOT EXISTS kill_switch (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     paused INTEGER NOT NULL,
@@ -122,6 +130,8 @@ _ADDED_INDEXES = (
     "CREATE INDEX IF NOT EXISTS alerts_parked ON alerts (parked_at) WHERE parked_at IS NOT NULL",
     "CREATE INDEX IF NOT EXISTS decisions_namespace ON decisions (target_namespace, at)",
     "CREATE INDEX IF NOT EXISTS decisions_kind ON decisions (kind, at)",  # a rare kind without reading every row
+    # claim_unfinished runs after every decision: without it, a scan of every finished one (a storm's O(n^2))
+    "CREATE INDEX IF NOT EXISTS decisions_unfinished ON decisions (at) WHERE exec_status IN ('pending', 'running')",
     "CREATE INDEX IF NOT EXISTS decisions_awaiting ON decisions (approval_deadline)"
     " WHERE exec_status = 'awaiting_approval'",
 )
@@ -167,28 +177,19 @@ def _rows(alerts: Sequence[ReceivedAlert]) -> list[tuple[str, ...]]:
     ]
 
 
-async def _complete(work: Coroutine[Any, Any, T]) -> T:
-    """Run ``work`` to its end even if the caller is cancelled meanwhile, then pass the
-    cancellation on.
+class _Rows:
+    """A statement's outcome, read out while the connection was held: a cursor left open
+    across another writer's COMMIT would keep that statement active."""
 
-    For transactions: the store has one connection, so a transaction abandoned half way
-    (the caller's task cancelled between BEGIN and COMMIT) would leave the connection
-    inside it; every later write would join that transaction though its caller was told it
-    was done, and the next ROLLBACK would discard them all.  ``work`` holds the lock and
-    ends with COMMIT or ROLLBACK; only then does the caller see its cancellation.
-    """
-    task = asyncio.ensure_future(work)
-    cancelled: asyncio.CancelledError | None = None
-    while not task.done():
-        try:
-            await asyncio.wait((task,))
-        except asyncio.CancelledError as exc:  # the caller's: the task itself goes on
-            cancelled = exc
-    if cancelled is not None:
-        if not task.cancelled():
-            task.exception()  # retrieved: the caller hears of its cancellation instead
-        raise cancelled
-    return task.result()
+    def __init__(self, rows: list[Any], rowcount: int) -> None:
+        self.rows = rows
+        self.rowcount = rowcount
+
+    async def fetchall(self) -> list[Any]:
+        return self.rows
+
+    async def fetchone(self) -> Any:
+        return self.rows[0] if self.rows else None
 
 
 class SQLiteStore:
@@ -198,7 +199,9 @@ class SQLiteStore:
         # One connection means one transaction at a time: concurrent webhook requests
         # must not interleave BEGIN/COMMIT on it.
         self._tx = asyncio.Lock()
-        self._pending: list[tuple[list[tuple[str, ...]], asyncio.Future[int]]] = []
+        # Writes share transactions and commits (see remediator.store.shared_tx): concurrent
+        # webhooks, executions and the decision loop cost one fsync per group, not one each.
+        self._shared = SharedTransaction(conn, self._tx)
 
     @classmethod
     async def open(cls, path: str | Path, clock: Clock, *, recover: bool = True) -> SQLiteStore:
@@ -262,12 +265,30 @@ class SQLiteStore:
                 await conn.execute("ROLLBACK")
             raise
 
-    async def _run(self, sql: str, args: Sequence[Any] = ()) -> aiosqlite.Cursor:
-        try:
-            async with self._tx:
-                return await self._db.execute(sql, args)
-        except (sqlite3.OperationalError, ValueError) as exc:  # disk full, closed, locked
-            raise StoreUnavailable(f"embedded store: {exc}") from exc
+    async def _run(self, sql: str, args: Sequence[Any] = ()) -> _Rows:
+        """One statement: a read at once (it sees the open transaction's writes), a write in the
+        shared transaction, answered once committed."""
+        if sql.startswith("SELECT"):
+            try:
+                async with self._tx:
+                    return await self._statement(sql, args)
+            except (sqlite3.OperationalError, ValueError) as exc:  # disk full, closed, locked
+                raise StoreUnavailable(f"embedded store: {exc}") from exc
+        return await self._shared.write(lambda: self._statement(sql, args), single=True)
+
+    async def _statement(self, sql: str, args: Sequence[Any]) -> _Rows:
+        cur = await self._db.execute(sql, args)
+        rows = list(await cur.fetchall()) if sql.startswith("SELECT") or " RETURNING " in sql else []
+        return _Rows(rows, cur.rowcount)
+
+    def decision_batch(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """Writes of the calling task inside are committed together when it leaves
+        (``IntakeQueue``'s batch role; see remediator.store.shared_tx)."""
+        return self._shared.deferred()
+
+    def decision_unit(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """One alert's writes inside a :meth:`decision_batch` land in one transaction."""
+        return self._shared.together()
 
     async def record_alerts(self, alerts: Sequence[ReceivedAlert]) -> int:
         # Serialising is CPU work (some 40 ms for 2,500 alerts): a large delivery's is done
@@ -275,50 +296,8 @@ class SQLiteStore:
         rows = _rows(alerts) if len(alerts) <= ROWS_IN_LOOP else await asyncio.to_thread(_rows, alerts)
         # Group commit: requests that arrive while a commit is in flight share the next
         # one, so concurrent webhooks cost one fsync per batch rather than one each.
-        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._pending.append((rows, done))
-        # Whole even if this request is cancelled (say the client went away): the batch may
-        # carry other requests' rows, and the connection must not stay inside the transaction.
-        await _complete(self._commit_pending(done))
-        return await done
-
-    async def _commit_pending(self, done: asyncio.Future[int]) -> None:
-        async with self._tx:
-            if done.done():  # an earlier batch carried these rows
-                return
-            batch, self._pending = self._pending, []
-            try:
-                counts = await self._transaction(lambda: self._insert_batches([r for r, _ in batch]))
-            except BaseException as exc:
-                failure = exc if isinstance(exc, StoreUnavailable) else StoreUnavailable(f"embedded store: {exc!r}")
-                for _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(failure)
-                if not isinstance(exc, StoreUnavailable):
-                    raise
-            else:
-                for (_, fut), count in zip(batch, counts, strict=True):
-                    fut.set_result(count)
-
-    async def _transaction(self, body: Callable[[], Awaitable[T]]) -> T:
-        """BEGIN IMMEDIATE, ``body``, COMMIT; ROLLBACK when anything fails or is cancelled.
-
-        The caller holds ``self._tx``, and runs this under :func:`_complete` so that its own
-        cancellation cannot cut the transaction short.  Should this task itself be cancelled
-        (the event loop shutting down), the ROLLBACK still goes first: aiosqlite runs
-        statements in the order they were queued.
-        """
-        try:
-            await self._db.execute("BEGIN IMMEDIATE")
-            result = await body()
-            await self._db.execute("COMMIT")
-        except BaseException as exc:
-            with contextlib.suppress(sqlite3.Error, ValueError):
-                await self._db.execute("ROLLBACK")
-            if isinstance(exc, sqlite3.Error | ValueError):  # disk full, closed, locked
-                raise StoreUnavailable(f"embedded store: {exc}") from exc
-            raise
-        return result
+        [count] = await self._shared.write(lambda: self._insert_batches([rows]), group=True)
+        return count
 
     async def _insert_batches(self, batches: list[list[tuple[str, ...]]]) -> list[int]:
         counts = []
@@ -404,6 +383,11 @@ class SQLiteStore:
         cur = await self._run("SELECT alert FROM alerts WHERE dedup_key = ?", (alert_key,))
         row = await cur.fetchone()
         return Alert.from_json(json.loads(row["alert"])) if row else None
+
+    async def undecided(self) -> int:
+        cur = await self._run("SELECT count(*) FROM alerts WHERE processed = 0")
+        row = await cur.fetchone()
+        return int(row[0]) if row else 0
 
     async def count_alerts(self) -> int:
         cur = await self._run("SELECT count(*) FROM alerts")
@@ -698,8 +682,7 @@ class SQLiteStore:
                 deleted[name] = cur.rowcount
             return ids, deleted
 
-        async with self._tx:
-            return await self._transaction(body)
+        return await self._shared.write(body)
 
     async def kill_switch(self) -> KillSwitchRecord | None:
         cur = await self._run("SELECT paused, set_by, set_at FROM kill_switch WHERE id = 1")
@@ -713,8 +696,37 @@ class SQLiteStore:
             (int(paused), json_rows.without_nul(by), format_time(at)),
         )
 
+    async def guard_rows(self) -> list[tuple[str, str, str]]:
+        """The embedded guardrail state (remediator.guardstate.memory.GuardStateRows)."""
+        cur = await self._run("SELECT map, key, value FROM guard_state")
+        return [(r[0], r[1], r[2]) for r in await cur.fetchall()]
+
+    async def write_guard_rows(
+        self, upserts: Sequence[tuple[str, str, str]], deletes: Sequence[tuple[str, str]]
+    ) -> None:
+        """In the shared transaction: with the decision that made the change, in a decision batch."""
+        if not upserts and not deletes:
+            return
+
+        async def body() -> None:
+            if upserts:
+                await self._db.executemany("INSERT OR REPLACE INTO guard_state (map, key, value) VALUES (?, ?, ?)",
+                                           upserts)
+            if deletes:
+                await self._db.executemany("DELETE FROM guard_state WHERE map = ? AND key = ?", deletes)
+
+        await self._shared.write(body)
+
+    def on_rollback(self, callback: Callable[[], None]) -> None:
+        self._shared.on_rollback.append(callback)
+
+    async def settled(self) -> None:
+        await self._shared.settled()
+
     async def ping(self) -> None:
         await self._run("SELECT 1")
 
     async def close(self) -> None:
+        with contextlib.suppress(StoreUnavailable):
+            await self._shared.flush()
         await self._db.close()

@@ -22,6 +22,7 @@ from remediator.core.guardrails import Policy
 from remediator.guardstate.memory import MemoryGuardrails
 from remediator.guardstate.redis import RedisGuardrails
 from remediator.ports import GuardrailStore
+from remediator.store.sqlite import SQLiteStore
 from tests.payloads import T0
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -56,18 +57,24 @@ def clock() -> VirtualClock:
     return VirtualClock(T0)
 
 
-@pytest.fixture(params=ADAPTERS)
+@pytest.fixture(params=(*ADAPTERS, "memory-in-store"))
 async def make_guard(
     request: pytest.FixtureRequest, clock: VirtualClock, tmp_path: Path, redis_prefix: str
 ) -> AsyncIterator[GuardFactory]:
     """Build guardrail state of the parametrized kind; every one built shares the same state."""
     opened: list[GuardrailStore] = []
+    stores: list[SQLiteStore] = []
 
     async def make(policy: Policy) -> GuardrailStore:
         guard: GuardrailStore
         if request.param == "memory":
             assert not opened, "the embedded state is single-process: one instance per test"
             guard = MemoryGuardrails(policy, clock, tmp_path / "guardrails.json")
+        elif request.param == "memory-in-store":  # the daemon's default: rows of the embedded store
+            assert not opened, "the embedded state is single-process: one instance per test"
+            store = await SQLiteStore.open(tmp_path / "remediator.db", clock)
+            stores.append(store)
+            guard = await MemoryGuardrails.open_in(store, policy, clock, tmp_path / "guardrails.json")
         else:
             guard = await RedisGuardrails.open(prefixed(REDIS_URL, redis_prefix), policy, clock)
         opened.append(guard)
@@ -76,6 +83,8 @@ async def make_guard(
     yield make
     for guard in opened:
         await guard.close()
+    for store in stores:
+        await store.close()
 
 
 def free_port() -> int:

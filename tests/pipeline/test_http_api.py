@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -117,12 +119,13 @@ async def test_a_pause_is_recorded_durably_with_who_set_it(client: TestClient[An
 async def test_a_guardrail_state_that_lost_the_pause_is_re_armed_at_start(
     settings_factory: Callable[..., Any], vclock: VirtualClock, tmp_path: Path
 ) -> None:
-    """The embedded state file lost (as Redis restarted without persistence loses it): the pause
+    """The embedded state lost (as Redis restarted without persistence loses it): the pause
     the store recorded is back in force before anything is decided."""
     settings = settings_factory(api={"read_tokens": ["r1"], "admin_tokens": ["a1"]})
     async with TestClient(TestServer(create_app(settings, clock=vclock, start_worker=False))) as c:
         assert (await c.post("/api/v1/pause", headers=ADMIN)).status == 200
-    (Path(settings.data_dir) / "guardrails.json").unlink()
+    with contextlib.closing(sqlite3.connect(Path(settings.data_dir) / "remediator.db")) as db, db:
+        db.execute("DELETE FROM guard_state")  # the embedded guardrail state: rows of the store's database
     async with TestClient(TestServer(create_app(settings, clock=vclock, start_worker=False))) as c:
         assert await c.app[RUNTIME].guardrails.paused()
         assert (await (await c.get("/api/v1/guardrails", headers=READ)).json())["paused"] is True
