@@ -136,8 +136,11 @@ class ExecutionQueue:
         ran = 0
         try:
             while not self._stopping:
-                ran += await self.fill()
+                started = await self.fill()
+                ran += started
                 if not self._running:
+                    if started:  # all of them ended while fill still gave back the extra claims: look again
+                        continue
                     return ran
                 await asyncio.wait(list(self._running.values()), return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:  # the executions it started are its own: they end with it
