@@ -98,6 +98,10 @@ def load_paths(
     return pset, problems
 
 
+#: How many playbook names a "playbooks loaded" line lists before it only counts the rest.
+NAMES_LOGGED = 20
+
+
 class PlaybookRepository:
     """Holds the active set; a reload replaces it only with a fully valid one.
 
@@ -177,9 +181,10 @@ class PlaybookRepository:
             return False
         self.current = pset
         self.loaded = True
-        self._log.info(
-            "playbooks loaded", count=len(pset.playbooks), version=pset.version, names=[p.name for p in pset.playbooks]
-        )
+        names = [p.name for p in pset.playbooks]
+        # A thousand names in one INFO line drown the log; the playbooks page and the API list them all.
+        shown = names[:NAMES_LOGGED] + ([f"... {len(names) - NAMES_LOGGED} more"] if len(names) > NAMES_LOGGED else [])
+        self._log.info("playbooks loaded", count=len(names), version=pset.version, names=shown)
         return True
 
     def changed(self) -> bool:
