@@ -83,7 +83,7 @@ docs: $(STAMP)
 	$(BIN)/python -m remediator.docgen --output docs/configuration.md
 
 test: $(STAMP) services alertmanager kube-assets browser lint
-	$(BIN)/pytest -q -p no:cacheprovider
+	$(BIN)/pytest -q -p no:cacheprovider --durations=15
 
 ## Every benchmark in turn (minutes), then one table of their headline figures (bench/summary.py collects
 ## what each reports); QUICK=1 runs the smaller sizes.  Dated results are kept in bench/RESULTS.md.
