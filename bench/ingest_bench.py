@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.decision_latency import shared_state  # noqa: E402
-from bench.storm_bench import PLAYBOOK, READ_TOKEN, WEBHOOK_TOKEN, cpu_seconds, daemon, free_port  # noqa: E402
+from bench.storm_bench import cpu_seconds, daemon, free_port, served  # noqa: E402
 from bench.summary import emit, quick  # noqa: E402
 
 PER_POST = (1, 20)
@@ -90,21 +90,9 @@ async def _load(server: str, base: str, proc: subprocess.Popen[bytes], alerts: i
 
 @contextlib.asynccontextmanager
 async def remediator(backend: str) -> AsyncIterator[tuple[str, subprocess.Popen[bytes]]]:
-    async with shared_state(backend) as state:
-        with tempfile.TemporaryDirectory(prefix="ingest-") as tmp:
-            (Path(tmp) / "playbooks").mkdir()
-            (Path(tmp) / "playbooks" / "storm.yaml").write_text(PLAYBOOK)
-            port = free_port()
-            cmd = [sys.executable, "-m", "remediator", "serve", "--listen", f"127.0.0.1:{port}", "--dry-run",
-                   "--data-dir", f"{tmp}/data", "--playbooks", f"{tmp}/playbooks"]
-            if state:
-                cmd += ["--database-url", state["database_url"], "--redis-url", state["redis_url"]]
-            env = {**os.environ, "REMEDIATOR_WEBHOOK_TOKENS": WEBHOOK_TOKEN, "REMEDIATOR_API_READ_TOKENS": READ_TOKEN,
-                   "REMEDIATOR_KUBERNETES_MODE": "none", "REMEDIATOR_LOG_LEVEL": "warning"}
-            with daemon(cmd, env, tmp) as proc:
-                base = f"http://127.0.0.1:{port}"
-                await _ready(f"{base}/healthz", proc)
-                yield base, proc
+    async with served(backend, "ingest-") as (base, proc):
+        await _ready(f"{base}/healthz", proc)
+        yield base, proc
 
 
 @contextlib.asynccontextmanager

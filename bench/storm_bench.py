@@ -46,7 +46,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -228,10 +228,12 @@ def daemon(cmd: list[str], env: dict[str, str], workdir: str) -> Iterator[subpro
                 server.wait()
 
 
-async def storm(backend: str, alerts: int, per_post: int, deadline: float, profile: str | None = None) -> Result:
-    expected = sum(1 for i in range(alerts) if matching(i))
+@contextlib.asynccontextmanager
+async def served(backend: str, prefix: str) -> AsyncIterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``remediator serve --dry-run`` on the storm playbook and ``backend``'s state, as its own process
+    (shared by the ingest bench): its base URL and process, stopped on exit."""
     async with shared_state(backend) as state:
-        with tempfile.TemporaryDirectory(prefix="storm-") as tmp:
+        with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
             (Path(tmp) / "playbooks").mkdir()
             (Path(tmp) / "playbooks" / "storm.yaml").write_text(PLAYBOOK)
             port = free_port()
@@ -242,8 +244,13 @@ async def storm(backend: str, alerts: int, per_post: int, deadline: float, profi
             env = {**os.environ, "REMEDIATOR_WEBHOOK_TOKENS": WEBHOOK_TOKEN, "REMEDIATOR_API_READ_TOKENS": READ_TOKEN,
                    "REMEDIATOR_KUBERNETES_MODE": "none", "REMEDIATOR_LOG_LEVEL": "warning"}
             with daemon(cmd, env, tmp) as server:
-                return await _measure(server, f"http://127.0.0.1:{port}", backend, alerts, per_post, expected,
-                                      deadline, profile)
+                yield f"http://127.0.0.1:{port}", server
+
+
+async def storm(backend: str, alerts: int, per_post: int, deadline: float, profile: str | None = None) -> Result:
+    expected = sum(1 for i in range(alerts) if matching(i))
+    async with served(backend, "storm-") as (base, server):
+        return await _measure(server, base, backend, alerts, per_post, expected, deadline, profile)
 
 
 @contextlib.contextmanager
