@@ -152,6 +152,12 @@ async def test_a_terminating_pod_counts_for_nothing_and_is_not_deleted_twice(
     assert "wrote" not in again.details and again.details["terminating"] is True
 
     # The controllers count the Terminating pod as nothing: 1 of 2 available, whatever its status says.
+    # Wait until they have created its replacement; before that the rollout reads "1 out of 2 updated".
+    async def replaced() -> bool | None:
+        status = (await read(kube_admin, namespace))["status"]
+        return True if (status.get("updatedReplicas"), status.get("availableReplicas")) == (2, 1) else None
+
+    await poll_until(replaced, limit=LIMIT, what="the controllers to replace the Terminating pod")
     waited = await timed_out(kube_admin, namespace, 60)
     assert waited.status == "failed"
     assert "(last seen: 1 of 2 updated replicas are available...)" in waited.message, waited.message
