@@ -12,7 +12,7 @@ import itertools
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 T = TypeVar("T")
 
@@ -25,22 +25,41 @@ async def within(clock: _Sleeps, awaitable: Awaitable[T], seconds: float) -> T:
     """Await ``awaitable`` unless ``seconds`` pass first on ``clock``: then cancel it and raise TimeoutError.
 
     ``asyncio.wait_for`` counts real time; bounds kept on the injected clock also hold,
-    and can be tested, on a virtual one.
+    and can be tested, on a virtual one.  The deadline is a plain future of the clock's
+    (:meth:`VirtualClock.timer`) when it offers one: a task sleeping until then cost
+    half of every bounded step (a replay bounds a million of them).
     """
-    work = asyncio.ensure_future(awaitable)
-    timer = asyncio.ensure_future(clock.sleep(seconds))
+    work: asyncio.Future[T] = asyncio.ensure_future(awaitable)
+    timer = _timer(clock, seconds)
     try:
-        await asyncio.wait({work, timer}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait((work, timer), return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for task in (work, timer):
-            if not task.done():
-                task.cancel()
-        await asyncio.gather(work, timer, return_exceptions=True)
+        running: list[asyncio.Future[Any]] = [task for task in (work, timer) if not task.done()]
+        for task in running:
+            task.cancel()
+        running = [task for task in running if not task.done()]  # a cancelled future is done; a task ends later
+        if running:
+            await asyncio.gather(*running, return_exceptions=True)
     if work.done() and not work.cancelled():
         return work.result()
     if not timer.done() or timer.cancelled():  # the work was cancelled from elsewhere, not timed out
         raise asyncio.CancelledError
     raise TimeoutError(f"no answer within {seconds:g}s")
+
+
+def _timer(clock: _Sleeps, seconds: float) -> asyncio.Future[None]:
+    """A future done once ``seconds`` have passed on ``clock``: the clock's own timer when it has
+    one, else a task sleeping on it (any clock that can sleep will do)."""
+    timer = getattr(clock, "timer", None)
+    if timer is not None and seconds > 0:
+        made: asyncio.Future[None] = timer(seconds)
+        return made
+    return asyncio.ensure_future(clock.sleep(seconds))
+
+
+def _set_done(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
 
 
 class SystemClock:
@@ -52,6 +71,14 @@ class SystemClock:
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(max(0.0, seconds))
+
+    def timer(self, seconds: float) -> asyncio.Future[None]:
+        """A future that is done in ``seconds`` (cancel it to drop the timer)."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        handle = loop.call_later(seconds, _set_done, fut)
+        fut.add_done_callback(lambda _: handle.cancel())
+        return fut
 
 
 class VirtualClock:
@@ -74,10 +101,15 @@ class VirtualClock:
         if seconds <= 0:
             await asyncio.sleep(0)
             return
+        await self.timer(seconds)
+
+    def timer(self, seconds: float) -> asyncio.Future[None]:
+        """A future that is done once the clock has moved ``seconds`` on (cancel it to drop it);
+        a task awaiting it counts as asleep on this clock (:meth:`pending`, :meth:`sleeping`)."""
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._sleepers, (self._mono + seconds, next(self._seq), fut))
         self._notify_watchers()
-        await fut
+        return fut
 
     def pending(self) -> list[float]:
         """Seconds left for every task asleep on this clock, soonest first."""
