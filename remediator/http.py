@@ -33,12 +33,13 @@ import hashlib
 import json
 import time
 import zlib
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any, TypeVar
 
 import structlog
-from aiohttp import web
+from aiohttp import StreamReader, web
 from aiohttp.web_protocol import RequestPayloadError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -129,21 +130,35 @@ async def _read_body(request: web.Request, limit: int, within: float) -> bytes:
     """The body, at most ``limit`` bytes once decoded, in at most ``within`` seconds."""
     if request.content_length is not None and request.content_length > limit:
         raise BodyRejected(413, f"body larger than {limit} bytes", "too_large")
+    try:
+        if request.content.is_eof():
+            # All of it came in with the headers (nearly every delivery): nothing to wait for,
+            # so no timer and no chunk loop, which were a fifth of this handler's own CPU.
+            body = request.content.read_nowait()
+            if len(body) > limit:
+                raise BodyRejected(413, f"body larger than {limit} bytes", "too_large")
+        else:
+            body = await _receive(request.content, limit, within)
+    except RequestPayloadError as exc:  # a body aiohttp decoded itself (a server run without server_options)
+        raise BodyRejected(400, f"body does not match its Content-Encoding: {exc.args[0] if exc.args else exc}",
+                           "malformed") from None
+    return decode_body(body, request.headers.getall("Content-Encoding", []), limit)
+
+
+async def _receive(content: StreamReader, limit: int, within: float) -> bytes:
+    """A body still arriving: chunk by chunk, refused once over ``limit`` or ``within`` seconds."""
     chunks = []
     size = 0
     try:
         async with asyncio.timeout(within):
-            async for chunk in request.content.iter_chunked(65536):
+            async for chunk in content.iter_chunked(65536):
                 size += len(chunk)
                 if size > limit:
                     raise BodyRejected(413, f"body larger than {limit} bytes", "too_large")
                 chunks.append(chunk)
     except TimeoutError:
         raise BodyRejected(408, f"body not received within {within:g}s", "timeout") from None
-    except RequestPayloadError as exc:  # a body aiohttp decoded itself (a server run without server_options)
-        raise BodyRejected(400, f"body does not match its Content-Encoding: {exc.args[0] if exc.args else exc}",
-                           "malformed") from None
-    return decode_body(b"".join(chunks), request.headers.getall("Content-Encoding", []), limit)
+    return b"".join(chunks)
 
 
 #: Content codings a webhook body may use, to the zlib window that decodes each.
@@ -235,8 +250,8 @@ async def webhook(request: web.Request) -> web.Response:
             rt.metrics.webhook_rejected.labels("store_unavailable").inc()
             structlog.get_logger("remediator.http").error("cannot record alerts: answering 503", error=str(exc))
             return _error(503, "cannot record alerts right now; retry", retry=True)
-        for a in payload.alerts:
-            rt.metrics.alerts_received.labels(a.status).inc()
+        for status, count in Counter(a.status for a in payload.alerts).items():  # a label lookup per status
+            rt.metrics.alerts_received.labels(status).inc(count)
         if len(received) > new:
             rt.metrics.alerts_duplicate.inc(len(received) - new)
         if new:

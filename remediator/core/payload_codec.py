@@ -48,8 +48,20 @@ _Time = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 _Status = Literal["firing", "resolved"]
 
 # A surrogate escape (paired or not: the validating path tells them apart), or a number too
-# long for int(): both go the validating way.
-_SLOW = re.compile(rb"\\u[dD][89a-fA-F]|[0-9]{4300}")
+# long for int() (a run of as many digits): both go the validating way.  Two separate scans:
+# one regular expression with both costs some 10 ns per byte, trying the digit run at every
+# offset (a tenth of a 20-alert delivery's intake CPU); the surrogate's starts with a literal
+# (a fast search), and the digit run is looked for once digits are mapped to "0" and the rest
+# to "." (linear, about 1 ns per byte).
+_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
+_DIGIT_RUN = b"0" * 4300  # sys.int_info.default_max_str_digits: json.loads refuses longer numbers
+_DIGITS_AS_ZERO = bytes(b"0"[0] if b"0"[0] <= i <= b"9"[0] else b"."[0] for i in range(256))
+
+
+def _needs_validating_path(body: bytes) -> bool:
+    if _SURROGATE.search(body):
+        return True
+    return len(body) >= len(_DIGIT_RUN) and _DIGIT_RUN in body.translate(_DIGITS_AS_ZERO)
 
 
 class _Alert(msgspec.Struct):
@@ -86,7 +98,7 @@ class PayloadDecoder:
 
         Raises PayloadError only for what both paths check after the schema: timestamps.
         """
-        if _SLOW.search(body):
+        if _needs_validating_path(body):
             return None
         try:
             raw = self._decoder.decode(body)
@@ -94,11 +106,11 @@ class PayloadDecoder:
             return None
         alerts = []
         for i, a in enumerate(raw.alerts):
-            try:
-                alerts.append(Alert.from_json({
-                    "status": a.status, "labels": a.labels, "startsAt": a.startsAt, "annotations": a.annotations,
-                    "endsAt": a.endsAt, "generatorURL": a.generatorURL, "fingerprint": a.fingerprint,
-                }))
+            try:  # the decoded dictionaries are fresh and typed: the alert takes them as they are
+                alerts.append(Alert.of(
+                    status=a.status, labels=a.labels, annotations=a.annotations, starts_at=a.startsAt,
+                    ends_at=a.endsAt, generator_url=a.generatorURL, fingerprint=a.fingerprint,
+                ))
             except PayloadError as exc:
                 raise PayloadError(f"body.alerts[{i}].{exc}") from None
         return WebhookPayload(
