@@ -29,9 +29,8 @@ import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
-import aiosqlite
-
 from remediator.core.errors import StoreUnavailable
+from remediator.store.sqlite_conn import InlineConnection
 
 T = TypeVar("T")
 
@@ -84,7 +83,7 @@ class _Deferred:
 
 
 class SharedTransaction:
-    def __init__(self, db: aiosqlite.Connection, lock: asyncio.Lock, what: str = "embedded store") -> None:
+    def __init__(self, db: InlineConnection, lock: asyncio.Lock, what: str = "embedded store") -> None:
         self._db = db
         self._lock = lock  # the connection's: held for each statement, and for each COMMIT
         self._what = what

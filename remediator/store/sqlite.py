@@ -2,8 +2,9 @@
 
 Why SQLite: it is in the standard library, durable (WAL + ``synchronous=FULL``
 means a committed alert survives power loss), needs no server, and one file under
-``--data-dir`` is easy to back up.  aiosqlite runs it on a thread so the event loop
-never blocks.  One connection, one writer: that is all a single node needs.
+``--data-dir`` is easy to back up.  Statements run on the event loop's thread and what waits on
+the disk (COMMIT's fsync) on the connection's own (remediator.store.sqlite_conn), so the loop
+never waits for the disk.  One connection, one writer: that is all a single node needs.
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-import aiosqlite
-
 from remediator.core.alerts import Alert, format_time, parse_time
 from remediator.core.decisions import Decision, PlannedStep, decision_from_json, execution_id
 from remediator.core.errors import StoreUnavailable
@@ -30,6 +29,7 @@ from remediator.ports import (
     DecisionQuery,
     KillSwitchRecord,
     ReceivedAlert,
+    StepRecord,
     StepResult,
     StoredAlert,
     journal_entry,
@@ -39,6 +39,7 @@ from remediator.store import rows as json_rows
 from remediator.store.decision_query import DELIVERIES_SQL, Params, daily_counts_sql, decisions_sql
 from remediator.store.shared_tx import SharedTransaction
 from remediator.store.shared_tx import complete as _complete
+from remediator.store.sqlite_conn import Cursor, InlineConnection
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (
@@ -177,23 +178,15 @@ def _rows(alerts: Sequence[ReceivedAlert]) -> list[tuple[str, ...]]:
     ]
 
 
-class _Rows:
-    """A statement's outcome, read out while the connection was held: a cursor left open
-    across another writer's COMMIT would keep that statement active."""
-
-    def __init__(self, rows: list[Any], rowcount: int) -> None:
-        self.rows = rows
-        self.rowcount = rowcount
-
-    async def fetchall(self) -> list[Any]:
-        return self.rows
-
-    async def fetchone(self) -> Any:
-        return self.rows[0] if self.rows else None
+def _step_row(
+    execution: str, step: PlannedStep, result: StepResult, started: datetime, finished: datetime
+) -> tuple[Any, ...]:
+    return (execution, step.phase, step.index, step.action, json.dumps(step.params, default=str),
+            json.dumps(result.to_json(), default=str), format_time(started), format_time(finished))
 
 
 class SQLiteStore:
-    def __init__(self, conn: aiosqlite.Connection, clock: Clock) -> None:
+    def __init__(self, conn: InlineConnection, clock: Clock) -> None:
         self._db = conn
         self._clock = clock
         # One connection means one transaction at a time: concurrent webhook requests
@@ -212,7 +205,7 @@ class SQLiteStore:
         """
         if str(path) != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        conn = await aiosqlite.connect(str(path), isolation_level=None)
+        conn = await InlineConnection.connect(str(path))
         try:
             await cls._prepare(conn, recover=recover)
         except BaseException:
@@ -221,7 +214,7 @@ class SQLiteStore:
         return cls(conn, clock)
 
     @classmethod
-    async def _prepare(cls, conn: aiosqlite.Connection, *, recover: bool) -> None:
+    async def _prepare(cls, conn: InlineConnection, *, recover: bool) -> None:
         conn.row_factory = sqlite3.Row
         await conn.execute("PRAGMA journal_mode=WAL")
         await conn.execute("PRAGMA synchronous=FULL")
@@ -240,7 +233,7 @@ class SQLiteStore:
             )
 
     @staticmethod
-    async def _upgrade(conn: aiosqlite.Connection) -> None:
+    async def _upgrade(conn: InlineConnection) -> None:
         """Add the columns (and their indexes) a file from an older version lacks, and bring its
         rows to :data:`DATA_VERSION`, in one transaction: the daemon and ``remediator export``
         may open the same file at once."""
@@ -265,21 +258,17 @@ class SQLiteStore:
                 await conn.execute("ROLLBACK")
             raise
 
-    async def _run(self, sql: str, args: Sequence[Any] = ()) -> _Rows:
+    async def _run(self, sql: str, args: Sequence[Any] = (), *, report: bool = False) -> Cursor:
         """One statement: a read at once (it sees the open transaction's writes), a write in the
-        shared transaction, answered once committed."""
+        shared transaction, answered once committed.  A ``report`` (a read for the API or the UI,
+        over many rows) runs on the connection's thread so the loop keeps serving meanwhile."""
         if sql.startswith("SELECT"):
             try:
                 async with self._tx:
-                    return await self._statement(sql, args)
+                    return await self._db.execute(sql, args, off_loop=report or None)
             except (sqlite3.OperationalError, ValueError) as exc:  # disk full, closed, locked
                 raise StoreUnavailable(f"embedded store: {exc}") from exc
-        return await self._shared.write(lambda: self._statement(sql, args), single=True)
-
-    async def _statement(self, sql: str, args: Sequence[Any]) -> _Rows:
-        cur = await self._db.execute(sql, args)
-        rows = list(await cur.fetchall()) if sql.startswith("SELECT") or " RETURNING " in sql else []
-        return _Rows(rows, cur.rowcount)
+        return await self._shared.write(lambda: self._db.execute(sql, args), single=True)
 
     def decision_batch(self) -> contextlib.AbstractAsyncContextManager[None]:
         """Writes of the calling task inside are committed together when it leaves
@@ -307,6 +296,7 @@ class SQLiteStore:
                 "INSERT OR IGNORE INTO alerts (dedup_key, fingerprint, status, alert, receiver, group_key,"
                 " external_url, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
+                off_loop=len(rows) > ROWS_IN_LOOP or None,
             )
             counts.append(self._db.total_changes - before)
         return counts
@@ -366,6 +356,7 @@ class SQLiteStore:
             "SELECT id, alert, receiver, received_at, attempts, parked_at, error FROM alerts"
             " WHERE parked_at IS NOT NULL ORDER BY parked_at DESC, id DESC LIMIT ?",
             (limit,),
+            report=True,
         )
         return [json_rows.parked_alert(r) for r in await cur.fetchall()]
 
@@ -415,6 +406,31 @@ class SQLiteStore:
         )
         return cur.rowcount == 1
 
+    async def record_planned(
+        self, decision: Decision, steps: Sequence[StepRecord], *, status: str, finished: datetime
+    ) -> bool:
+        did = decision.execution_id or execution_id(decision.alert_key, decision.playbook)
+        row = (did, decision.alert_key, decision.fingerprint, decision.playbook, decision.kind.value,
+               _at(decision.at), json.dumps(decision.to_json()), status, format_time(finished),
+               *json_rows.target_columns(decision))
+
+        async def body() -> bool:
+            cur = await self._db.execute(
+                "INSERT OR IGNORE INTO decisions (id, alert_key, fingerprint, playbook, kind, at, body, exec_status,"
+                " finished_at, target_kind, target_namespace, target_name) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                row,
+            )
+            if cur.rowcount != 1:
+                return False
+            await self._db.executemany(
+                "INSERT OR REPLACE INTO steps (execution_id, phase, idx, action, params, result, started_at,"
+                " finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [_step_row(did, s.step, s.result, s.started, s.finished) for s in steps],
+            )
+            return True
+
+        return await self._shared.write(body)
+
     async def decision(self, decision_id: str) -> Decision | None:
         cur = await self._run("SELECT body FROM decisions WHERE id = ?", (decision_id,))
         row = await cur.fetchone()
@@ -426,16 +442,7 @@ class SQLiteStore:
         await self._run(
             "INSERT OR REPLACE INTO steps (execution_id, phase, idx, action, params, result, started_at, finished_at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                execution_id,
-                step.phase,
-                step.index,
-                step.action,
-                json.dumps(step.params, default=str),
-                json.dumps(result.to_json(), default=str),
-                format_time(started),
-                format_time(finished),
-            ),
+            _step_row(execution_id, step, result, started, finished),
         )
         await self._run(
             "UPDATE decisions SET exec_status = 'running' WHERE id = ? AND exec_status = 'pending'", (execution_id,)
@@ -566,26 +573,27 @@ class SQLiteStore:
             args.append(before)
         sql += " ORDER BY at DESC, rowid DESC LIMIT ?"
         args.append(limit)
-        cur = await self._run(sql, args)
+        cur = await self._run(sql, args, report=True)
         return [json_rows.execution_summary(r) for r in await cur.fetchall()]
 
     async def query_decisions(self, query: DecisionQuery) -> list[dict[str, Any]]:
         params = Params(numbered=False)
-        cur = await self._run(decisions_sql(query, params, time=_at, order="rowid"), params.values)
+        cur = await self._run(decisions_sql(query, params, time=_at, order="rowid"), params.values, report=True)
         return [json_rows.decision_entry(r) for r in await cur.fetchall()]
 
     async def decision_counts(self, since: datetime) -> list[DecisionCount]:
         params = Params(numbered=False)
-        cur = await self._run(daily_counts_sql(params, _at(since), day="substr(d.at, 1, 10)"), params.values)
+        sql = daily_counts_sql(params, _at(since), day="substr(d.at, 1, 10)")
+        cur = await self._run(sql, params.values, report=True)
         return [DecisionCount(r[0], r[1], r[2], int(r[3])) for r in await cur.fetchall()]
 
     async def deliveries(self, fingerprint: str, *, limit: int = 100) -> list[dict[str, Any]]:
-        cur = await self._run(DELIVERIES_SQL.format(fingerprint="?", limit="?"), (fingerprint, limit))
+        cur = await self._run(DELIVERIES_SQL.format(fingerprint="?", limit="?"), (fingerprint, limit), report=True)
         return [json_rows.delivery(r) for r in await cur.fetchall()]
 
     async def list_decisions(self, *, limit: int = 1000) -> list[dict[str, Any]]:
         cur = await self._run(
-            "SELECT id, body, exec_status, finished_at FROM decisions ORDER BY at, rowid LIMIT ?", (limit,)
+            "SELECT id, body, exec_status, finished_at FROM decisions ORDER BY at, rowid LIMIT ?", (limit,), report=True
         )
         return [json_rows.execution_summary(r) for r in await cur.fetchall()]
 
@@ -617,6 +625,7 @@ class SQLiteStore:
                 "SELECT id, alert, receiver, group_key, external_url, received_at FROM alerts"
                 " WHERE (received_at, id) > (?, ?) AND received_at < ? ORDER BY received_at, id LIMIT ?",
                 (*last, format_time(until), batch),
+                report=True,
             )
             rows = list(await cur.fetchall())
             for r in rows:

@@ -6,7 +6,10 @@ connection inside the transaction: later writes joined it although their callers
 told they were done, and the next ROLLBACK (or closing the file) discarded them all.
 
 To cancel at a known point, a gate (an SQL function behind a temporary trigger) holds
-the store's database thread *inside* the transaction until the test opens it.  The
+the store's database thread *inside* the transaction until the test opens it.  The store runs
+most statements on the event loop's thread, where nothing can cancel one half way; what runs
+on its thread (COMMIT, a large delivery's insert) can be, and the gate tests put every
+statement there to stop one at a known point.  The
 PostgreSQL store is checked the same way, with a table lock as the gate.
 """
 
@@ -53,7 +56,8 @@ class Gate:
     async def install(cls, store: SQLiteStore, trigger: str) -> Gate:
         gate = cls()
         db = store._db
-        await db.create_function("rt_gate", 1, gate)
+        db.inline = False  # statements on the connection's thread, where the gate can hold one half way
+        await asyncio.to_thread(db._conn.create_function, "rt_gate", 1, gate)
         await db.execute(f"CREATE TEMP TRIGGER rt_gate_{len(trigger)} {trigger}")
         return gate
 
