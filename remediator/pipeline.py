@@ -13,7 +13,7 @@ import enum
 import os
 import secrets
 import socket
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -41,8 +41,10 @@ from remediator.ports import (
     Pausable,
     PipelineEvents,
     PipelineStore,
+    PlannedExecutions,
     ReceivedAlert,
     StepContext,
+    StepRecord,
     StepResult,
 )
 
@@ -99,6 +101,13 @@ def _refused_input(results: Mapping[tuple[str, int], StepResult]) -> bool:
     """Whether the execution failed on input the target refused (a container or pod that
     the alert named and that does not exist)."""
     return any(r.status == "failed" and r.details.get("refused_input") for r in results.values())
+
+
+def _queued(step: PlannedStep, *, dry_run: bool) -> StepResult:
+    """A ``notify`` step's result: its message is queued (delivery retries on its own)."""
+    channel = str(step.params.get("channel", ""))
+    dry = " (marked dry-run)" if dry_run else ""
+    return StepResult("ok", f"message queued for channel {channel}{dry}", details={"channel": channel})
 
 
 @dataclass
@@ -191,12 +200,17 @@ class Pipeline:
         owner: str | None = None,
         events: PipelineEvents | None = None,
         kill_switch: Pausable | None = None,
+        dry_local: bool = False,
     ) -> None:
         # Who holds execution leases: unique per Pipeline, so replicas (and tests running
         # several pipelines in one process) never mistake each other's lease for their own.
         self.owner = owner or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         self._playbooks = playbooks
         self.store = store
+        # ``dry``, when it needs nothing outside the process (PlanOnlyExecutor: no cluster to ask):
+        # a plan-only execution is then computed while its alert is decided and recorded with the
+        # decision, already over, by a store that can (PlannedExecutions); see _planned.
+        self._dry_local = dry_local
         self.guardrails = guardrails
         self._live = live
         self._dry = dry
@@ -216,6 +230,16 @@ class Pipeline:
         self._deferrals: dict[str, int] = {}  # cause -> decisions deferred for it since the last verdict
         # Called when a decision leaves an execution to run: the execution queue's wake-up.
         self.on_executable: Callable[[], None] = lambda: None
+
+    @property
+    def store(self) -> PipelineStore:
+        return self._store
+
+    @store.setter
+    def store(self, store: PipelineStore) -> None:
+        self._store = store
+        # Decided once per store (a Protocol isinstance costs microseconds per alert); tests swap it.
+        self._planned_store = store if isinstance(store, PlannedExecutions) else None
 
     async def decide(self, received: ReceivedAlert, *, retried: bool = False) -> Outcome:
         """Decide every playbook that selects this alert; admitted executions are left pending.
@@ -355,8 +379,12 @@ class Pipeline:
                 dry_run=plan.dry_run,
                 **base,
             )
+        planned = await self._planned(decision, alert)
         try:
-            if deadline is not None and decision.kind is DecisionKind.AWAITING_APPROVAL:
+            if planned is not None and self._planned_store is not None:
+                recorded = await self._planned_store.record_planned(decision, planned, status="dry_run",
+                                                                    finished=self.clock.now())
+            elif deadline is not None and decision.kind is DecisionKind.AWAITING_APPROVAL:
                 recorded = await self.store.record_decision(decision, approval_deadline=deadline)
             else:
                 recorded = await self.store.record_decision(decision)
@@ -383,7 +411,9 @@ class Pipeline:
             await self._abandon_lost_race(did, winner, admitted, log)
             return winner
         if decision.kind is DecisionKind.EXECUTED:
-            if run:
+            if planned is not None:
+                await self._planned_done(decision, playbook, alert, planned, log)
+            elif run:
                 await self.execute(decision, playbook=playbook, received=received, request=admitted)
             else:
                 self.on_executable()
@@ -394,6 +424,66 @@ class Pipeline:
         elif decision.kind is not DecisionKind.RESOLVED:
             await self._notify("skipped", decision, playbook.notify, alert=alert)  # channels opt in to "skipped"
         return decision
+
+    async def _planned(self, decision: Decision, alert: Alert) -> list[StepRecord] | None:
+        """A plan-only execution's steps, computed now, when it can be recorded with its decision:
+        admitted, plan-only (it took nothing from the guardrails), an executor that asks nobody,
+        and a store that records both at once.  None: it runs as any execution does.
+
+        Nothing here has effects (a ``notify`` step's message is queued by :meth:`_planned_done`,
+        once the decision is recorded): the decision may yet lose a race or fail to be recorded.
+        A step that does not come out ``ok`` leaves the execution to the ordinary path, which
+        knows what a failure means (``on_failure``, the breaker).
+        """
+        if (decision.kind is not DecisionKind.EXECUTED or not decision.dry_run or not self._dry_local
+                or self._planned_store is None or self.settings.dry_run_consumes_guardrails
+                or decision.target is None):
+            return None
+        did = decision.execution_id or execution_id(decision.alert_key, decision.playbook)
+        ctx = StepContext(did, alert, decision.target, True, self.clock)
+        done: dict[tuple[str, int], StepResult] = {}
+        records = []
+        for step in decision.steps:
+            started = self.clock.now()
+            if step.action == "notify":
+                result = _queued(step, dry_run=True)
+            else:
+                step_ctx = replace(ctx, history=_history(decision, decision.steps, done, step)
+                                   if step.action == "undo" else ())
+                try:
+                    result = await self._dry.run(step, step_ctx)
+                except Exception:  # the ordinary path records what an executor's exception means
+                    return None
+            if not result.ok or result.status == "superseded":
+                return None
+            done[(step.phase, step.index)] = result
+            records.append(StepRecord(step, result, started, self.clock.now()))
+        return records
+
+    async def _planned_done(
+        self, decision: Decision, playbook: Playbook, alert: Alert, steps: Sequence[StepRecord], log: Any
+    ) -> None:
+        """What a recorded plan-only execution tells: the same events, metrics and notifications, in
+        the same order, as when the execution queue runs it; its log lines are at DEBUG, as the
+        decision's are (it is part of deciding the alert; the batch's INFO summary counts it)."""
+        did = decision.execution_id or execution_id(decision.alert_key, decision.playbook)
+        log = log.bind(execution_id=did, playbook=decision.playbook, fingerprint=decision.fingerprint)
+        channels = playbook.notify
+        await self._notify("started", decision, channels, alert=alert)
+        for record in steps:
+            step, result = record.step, record.result
+            if step.action == "notify":
+                await self._notify("message", decision, (str(step.params.get("channel", "")),), alert=alert,
+                                   message=str(step.params.get("message", "")), step=step)
+            self.events.step_finished(did, step, result)
+            self.metrics.steps.labels(step.action, result.status).inc()
+            log.debug("step", phase=step.phase, index=step.index, action=step.action, status=result.status,
+                      message=result.message)
+        self.events.execution_finished(did, "dry_run")
+        self.metrics.executions.labels(decision.playbook, "dry_run").inc()
+        log.debug("execution finished", result="dry_run")  # per alert: the decision loop's summary counts it
+        results = {(r.step.phase, r.step.index): r.result for r in steps} if channels else {}
+        await self._notify("dry_run", decision, channels, alert=alert, results=results)
 
     def _approval_asked(
         self, playbook: Playbook, reason: str, now: datetime
@@ -777,8 +867,7 @@ class Pipeline:
         channel = str(step.params.get("channel", ""))
         message = str(step.params.get("message", ""))
         await self._notify("message", decision, (channel,), alert=ctx.alert, message=message, step=step)
-        dry = " (marked dry-run)" if ctx.dry_run else ""
-        return StepResult("ok", f"message queued for channel {channel}{dry}", details={"channel": channel})
+        return _queued(step, dry_run=ctx.dry_run)
 
     async def _notify_resolved(self, alert: Alert) -> None:
         """Close the loop: tell the channels of every execution this alert's firing episode caused."""

@@ -365,6 +365,32 @@ class KillSwitchStore(Protocol):
     async def set_kill_switch(self, paused: bool, by: str, at: datetime) -> None: ...
 
 
+@dataclass(frozen=True)
+class StepRecord:
+    """A finished step as the audit keeps it: what ran, its result, when it started and ended."""
+
+    step: PlannedStep
+    result: StepResult
+    started: datetime
+    finished: datetime
+
+
+@runtime_checkable
+class PlannedExecutions(Protocol):
+    """Executions that are over once decided: a plan-only (dry-run) execution whose executor
+    needs nothing outside the process (no cluster) is computed while its alert is decided.
+
+    Recording it in one call (its decision, every step's result and its end, together) spares
+    the execution ledger's round trips (claim, lease, each step's start and end, finish) for work
+    that can neither wait nor fail half way; a storm of dry-run decisions is mostly that."""
+
+    async def record_planned(
+        self, decision: Decision, steps: Sequence[StepRecord], *, status: str, finished: datetime
+    ) -> bool:
+        """Record the decision with its execution already ``status`` at ``finished``, and its steps,
+        in one transaction; False (and nothing written) when the decision was already recorded."""
+
+
 class PipelineStore(AlertHistory, ExecutionLedger, ApprovalLedger, AuditLog, Protocol):
     """What the pipeline uses: it reads the alert history, records decisions and runs executions."""
 

@@ -332,6 +332,7 @@ async def open_runtime(
             log.info("kubernetes", mode=cluster.mode, server=cluster.server or None, context=cluster.context or None,
                      user=cluster.user or None)
         live, dry = executors or await _live_executor(settings, cluster, clock, stack, metrics)
+        dry_local = isinstance(dry, PlanOnlyExecutor)  # no cluster to ask: a dry run is over once decided
         # verification steps read HTTP endpoints, Prometheus and the store, never the cluster:
         # they run beside whichever executors act on it
         checks = await stack.enter_async_context(open_checks(settings.prometheus, store))
@@ -357,6 +358,7 @@ async def open_runtime(
             ),
             metrics=metrics,
             kill_switch=switch,
+            dry_local=dry_local,
         )
         worker = Worker(pipeline, settings.worker, intake=store)
         rt = Runtime(settings, clock, metrics, store, guard, repo, pipeline, worker, credentials, switch,

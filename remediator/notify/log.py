@@ -1,4 +1,8 @@
-"""The notifier used when no channel is configured: a structured log line per event."""
+"""The notifier used when no channel is configured: a structured log line per event.
+
+An event for a playbook that names no channel is told to nobody: it is logged at DEBUG, so a
+storm of dry-run executions is not a storm of INFO lines (the decision loop's summary counts them).
+"""
 
 from __future__ import annotations
 
@@ -15,10 +19,11 @@ class LogNotifier:
         self._log = structlog.get_logger("remediator.notify")
 
     async def notify(self, event: str, decision: Decision, detail: Mapping[str, Any]) -> None:
-        self._log.info(
+        channels = list(detail.get("channels", []))
+        (self._log.info if channels else self._log.debug)(
             "notification",
             notice=event,
             playbook=decision.playbook,
             execution_id=decision.execution_id,
-            channels=list(detail.get("channels", [])),
+            channels=channels,
         )
