@@ -117,14 +117,14 @@ class _Decision:
 class _Step:
     step: PlannedStep
     result: StepResult
-    started_at: str
-    finished_at: str
+    started: datetime  # formatted only when a row is asked for: most steps are forgotten unread
+    finished: datetime
 
     def row(self) -> dict[str, Any]:
         s = self.step
         return {"phase": s.phase, "idx": s.index, "action": s.action, "params": json.dumps(s.params, default=str),
-                "result": json.dumps(self.result.to_json(), default=str), "started_at": self.started_at,
-                "finished_at": self.finished_at}
+                "result": json.dumps(self.result.to_json(), default=str), "started_at": format_time(self.started),
+                "finished_at": format_time(self.finished)}
 
 
 @dataclass
@@ -233,6 +233,8 @@ class MemoryStore:
             rec = pending.get(aid)
             if rec is not None and rec.claimed_until == until:
                 heapq.heappush(ready, aid)
+        if not ready and not self._held.get(worker):
+            return []  # the usual answer of every round's last claim: nothing left
 
         def claimable(aid: int) -> bool:
             rec = pending.get(aid)
@@ -367,16 +369,19 @@ class MemoryStore:
         self, execution_id: str, step: PlannedStep, result: StepResult, *, started: datetime, finished: datetime
     ) -> None:
         self._check()
-        steps = self._steps.setdefault(execution_id, {})
-        steps[(step.phase, step.index)] = _Step(step, result, format_time(started), format_time(finished))
-        d = self._decisions.get(execution_id)
-        if d is not None and d.status == "pending":
-            d.status = "running"
+        self._put_step(execution_id, _Step(step, result, started, finished))
 
     async def begin_step(
         self, execution_id: str, step: PlannedStep, intent: Mapping[str, Any], *, started: datetime
     ) -> None:
-        await self.record_step(execution_id, step, json_rows.started_result(intent), started=started, finished=started)
+        self._check()
+        self._put_step(execution_id, _Step(step, json_rows.started_result(intent), started, started))
+
+    def _put_step(self, execution_id: str, record: _Step) -> None:
+        self._steps.setdefault(execution_id, {})[(record.step.phase, record.step.index)] = record
+        d = self._decisions.get(execution_id)
+        if d is not None and d.status == "pending":
+            d.status = "running"
 
     async def step_results(self, execution_id: str) -> dict[tuple[str, int], StepResult]:
         self._check()
