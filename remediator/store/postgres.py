@@ -43,6 +43,7 @@ from remediator.ports import (
     DecisionQuery,
     KillSwitchRecord,
     ReceivedAlert,
+    StepRecord,
     StepResult,
     StoredAlert,
     journal_entry,
@@ -437,6 +438,39 @@ class PostgresStore:
             approval_deadline,
         )
         return _count(tag) == 1
+
+    async def record_planned(
+        self, decision: Decision, steps: Sequence[StepRecord], *, status: str, finished: datetime
+    ) -> bool:
+        # One statement, one round trip: the decision and its steps (only if the decision is new).
+        did = decision.execution_id or execution_id(decision.alert_key, decision.playbook)
+        rows = await self._fetch(
+            "WITH d AS (INSERT INTO decisions (id, alert_key, fingerprint, playbook, kind, at, body, exec_status,"
+            " finished_at, target_kind, target_namespace, target_name)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT DO NOTHING RETURNING id),"
+            " s AS (INSERT INTO steps (execution_id, phase, idx, action, params, result, started_at, finished_at)"
+            " SELECT d.id, s.* FROM d, unnest($13::text[], $14::int[], $15::text[], $16::text[], $17::text[],"
+            " $18::timestamptz[], $19::timestamptz[]) AS s)"
+            " SELECT count(*) AS n FROM d",
+            did,
+            decision.alert_key,
+            decision.fingerprint,
+            decision.playbook,
+            decision.kind.value,
+            decision.at,
+            json.dumps(decision.to_json()),
+            status,
+            finished,
+            *json_rows.target_columns(decision),
+            [s.step.phase for s in steps],
+            [s.step.index for s in steps],
+            [s.step.action for s in steps],
+            [json.dumps(s.step.params, default=str) for s in steps],
+            [json.dumps(s.result.to_json(), default=str) for s in steps],
+            [s.started for s in steps],
+            [s.finished for s in steps],
+        )
+        return bool(rows[0]["n"])
 
     async def decision(self, decision_id: str) -> Decision | None:
         rows = await self._fetch("SELECT body FROM decisions WHERE id = $1", decision_id)

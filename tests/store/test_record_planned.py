@@ -1,0 +1,73 @@
+"""``record_planned``: a plan-only execution recorded with its decision, already over (issue 17).
+
+Once: a second call for the same decision writes nothing (another replica, or a redelivery,
+decided the alert first) and leaves the first one's steps as they were.  Whole: the decision
+is never there without its steps, nor finished without them."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from remediator.clock import VirtualClock
+from remediator.ports import PlannedExecutions, StepRecord, StepResult
+from tests.store.conftest import fresh_schema
+from tests.store.test_contract import T0, a_decision, alerts, firing
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path, vclock: VirtualClock) -> AsyncIterator[Any]:
+    if request.param == "sqlite":
+        from remediator.store.sqlite import SQLiteStore
+
+        s: Any = await SQLiteStore.open(tmp_path / "store.db", vclock)
+    else:
+        from remediator.store.postgres import PostgresStore
+
+        schema = fresh_schema()
+        s = await PostgresStore.open((await schema.__aenter__()).dsn, vclock)
+    try:
+        yield s
+    finally:
+        await s.close()
+        if request.param == "postgres":
+            await schema.__aexit__(None, None, None)
+
+
+def records(decision: Any, message: str) -> list[StepRecord]:
+    return [StepRecord(step, StepResult("planned", f"{message} {step.action}"), T0, T0 + timedelta(seconds=1))
+            for step in decision.steps]
+
+
+async def test_recorded_once_with_its_steps_and_already_finished(store: Any) -> None:
+    assert isinstance(store, PlannedExecutions)
+    [a] = alerts(firing("web"))
+    await store.record_alerts([a])
+    decision = a_decision(a.alert)
+    did = decision.execution_id
+    assert await store.record_planned(decision, records(decision, "first"), status="dry_run", finished=T0)
+    assert not await store.record_planned(decision, records(decision, "second"), status="dry_run", finished=T0)
+    assert not await store.record_decision(decision)
+    assert await store.unfinished_executions() == []
+    assert not await store.unfinished(did)
+    doc = await store.get_execution(did)
+    assert doc["status"] == "dry_run" and doc["finished_at"]
+    assert [(r["action"], r["status"], r["message"]) for r in doc["results"]] == [
+        ("restart", "planned", "first restart"), ("scale", "planned", "first scale")]
+    assert [r["params"] for r in doc["results"]] == [{}, {"to": 3}]
+    [listed] = await store.list_executions()
+    assert (listed["id"], listed["status"]) == (did, "dry_run")
+
+
+async def test_a_decision_recorded_first_the_ordinary_way_is_left_alone(store: Any) -> None:
+    [a] = alerts(firing("web"))
+    await store.record_alerts([a])
+    decision = a_decision(a.alert)
+    assert await store.record_decision(decision)
+    assert not await store.record_planned(decision, records(decision, "late"), status="dry_run", finished=T0)
+    assert await store.unfinished_executions() == [decision.execution_id]  # still the queue's, untouched
+    assert await store.step_results(decision.execution_id) == {}
