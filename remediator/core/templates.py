@@ -93,6 +93,7 @@ def _label_name(node: nodes.Node) -> str | None:
     return None
 
 
+@lru_cache(maxsize=4096)
 def required_labels(source: str) -> frozenset[str]:
     """The labels ``source`` cannot render without: those it reads with no fallback.
 
@@ -102,6 +103,8 @@ def required_labels(source: str) -> frozenset[str]:
     (``labels[annotations.k]``) cannot be known here and is left to render time.
     Used at load time to find targets that an alert selected by the playbook may not be
     able to name; the template must already have passed :func:`check_template`.
+    Cached per source, like :func:`_compile`: a thousand playbooks mostly share a handful of
+    target templates, and every load checks every target again.
     """
     ast = environment().parse(source)
     covered_nodes = {id(f.node) for f in ast.find_all(nodes.Filter) if f.name in _DEFAULT_FILTERS and f.node}
