@@ -71,25 +71,71 @@ def _walk(root: Path) -> Iterator[Path]:
                 yield f
 
 
+class ParseCache:
+    """Each file's parse, kept while the file's text stays the same.
+
+    A reload usually finds most files unchanged (a SIGHUP, a ConfigMap update touching one
+    playbook, the kubelet's ``..data`` swap that gives every file a new inode): parsing and
+    validating a thousand of them again would cost seconds of CPU, competing with the loop
+    for the GIL, and would build a thousand new objects for the collector to walk.  A file
+    parses to the same playbooks and problems whenever its path and text are the same
+    (:func:`parse_playbooks` is a pure function of both), so the result is reused whole:
+    its problems are reported again on every load, as they would be by a fresh parse.
+
+    The text itself is the key (compared in full, no hash to collide), and each load keeps
+    only the files it read, so a deleted file is forgotten.  One per repository: the daemon
+    reloads one at a time, and a race between two loads could only cost a parse again.
+    """
+
+    def __init__(self) -> None:
+        self._by_path: dict[str, tuple[str, tuple[Playbook, ...], tuple[Problem, ...]]] = {}
+
+    def parse_all(self, files: Iterable[Path]) -> list[tuple[list[Playbook], list[Problem]]]:
+        """Each file's playbooks and problems, in order, reusing the last parse where the text is unchanged."""
+        kept: dict[str, tuple[str, tuple[Playbook, ...], tuple[Problem, ...]]] = {}
+        results: list[tuple[list[Playbook], list[Problem]]] = []
+        for f in files:
+            source, text = str(f), _read(f)
+            if isinstance(text, Problem):
+                results.append(([], [text]))
+                continue
+            hit = self._by_path.get(source)
+            if hit is None or hit[0] != text:
+                playbooks, problems = parse_playbooks(text, source)
+                hit = (text, tuple(playbooks), tuple(problems))
+            kept[source] = hit
+            results.append((list(hit[1]), list(hit[2])))
+        self._by_path = kept
+        return results
+
+
+def _read(f: Path) -> str | Problem:
+    """The file's text, or why it cannot be read (a problem at its line 1)."""
+    try:
+        return f.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return Problem(str(f), 1, f"cannot read: {exc}")
+
+
+def _parse(f: Path) -> tuple[list[Playbook], list[Problem]]:
+    text = _read(f)
+    return ([], [text]) if isinstance(text, Problem) else parse_playbooks(text, str(f))
+
+
 def load_paths(
-    paths: Iterable[str | Path], channels: Iterable[str] | None = None, *, prometheus: bool | None = None
+    paths: Iterable[str | Path], channels: Iterable[str] | None = None, *, prometheus: bool | None = None,
+    cache: ParseCache | None = None,
 ) -> tuple[PlaybookSet, list[Problem]]:
     """Every playbook under ``paths`` and what is wrong with them; ``channels`` and ``prometheus``
     (whether ``prometheus.url`` is set), when given, are checked against what the daemon has.
+    With a ``cache``, unchanged files are not parsed again (:class:`ParseCache`).
 
     Each target must render for every alert its playbook selects (:func:`check_targets`): a
     playbook reading a label its matchers do not guarantee would otherwise load, match an
     aggregated alert and refuse it at every firing.  Checked here, the one loader, so that
     ``validate``, the start, every reload, ``test`` and replay refuse it alike."""
-    results: list[tuple[list[Playbook], list[Problem]]] = []
-    for f in playbook_files(paths):
-        try:
-            text = f.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            results.append(([], [Problem(str(f), 1, f"cannot read: {exc}")]))
-            continue
-        results.append(parse_playbooks(text, str(f)))
-    pset, problems = combine(results)
+    files = playbook_files(paths)
+    pset, problems = combine(cache.parse_all(files) if cache is not None else [_parse(f) for f in files])
     problems += check_targets(pset)
     if channels is not None:
         problems += check_channels(pset, channels)
@@ -123,6 +169,7 @@ class PlaybookRepository:
         self.loaded = False
         self.last_problems: list[Problem] = []
         self._stamp: Stamp = ()
+        self._cache = ParseCache()
         self._log = structlog.get_logger("remediator.playbooks")
         # One reload at a time (SIGHUP and the file watcher may ask together): each reads the
         # disk afresh, so the last to finish holds what is on disk now, and two parses never
@@ -148,7 +195,7 @@ class PlaybookRepository:
         a daemon with no playbooks would consume every alert as ``no_match``, and lose it."""
         missing = [Problem(p, 1, "no such file or directory") for p in self.paths if not Path(p).exists()]
         pset, problems = load_paths([p for p in self.paths if Path(p).exists()], self.channels,
-                                    prometheus=self.prometheus)
+                                    prometheus=self.prometheus, cache=self._cache)
         problems = missing + problems
         if not problems and not pset.playbooks:
             problems = [Problem(p, 1, "no playbooks found here") for p in self.paths]

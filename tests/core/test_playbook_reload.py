@@ -10,6 +10,7 @@ is a speed figure, measured by ``bench/reload_bench.py``, never asserted here.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -116,7 +117,10 @@ async def test_reloads_asked_for_together_end_with_what_is_on_disk(tmp_path: Pat
     repo = PlaybookRepository([str(tmp_path)])
     first = asyncio.create_task(repo.reload_async())
     await asyncio.sleep(0)  # the first is under way (holding the turn)
-    f.write_text(GOOD.format(name="two"))
+    # Replaced in one rename, as the kubelet and editors do: the first reload, reading meanwhile,
+    # must see one version or the other, never the file truncated half-way through a write.
+    (tmp_path / ".p.yaml.new").write_text(GOOD.format(name="two"))
+    os.replace(tmp_path / ".p.yaml.new", f)
     second = asyncio.create_task(repo.reload_async())
     assert list(await asyncio.wait_for(asyncio.gather(first, second), HANG_GUARD)) == [True, True]
     assert [p.name for p in repo().playbooks] == ["two"]
