@@ -164,6 +164,12 @@ def _count(status: str) -> int:
     return int(status.rsplit(" ", 1)[-1])
 
 
+def _decision_columns(did: str, decision: Decision) -> tuple[Any, ...]:
+    """A decision row's first seven columns: id, alert_key, fingerprint, playbook, kind, at, body."""
+    return (did, decision.alert_key, decision.fingerprint, decision.playbook, decision.kind.value, decision.at,
+            json.dumps(decision.to_json()))
+
+
 class PostgresStore:
     def __init__(self, pool: Any, clock: Clock, *, acquire_timeout: float = 10.0) -> None:
         self._pool = pool
@@ -426,13 +432,7 @@ class PostgresStore:
             "INSERT INTO decisions (id, alert_key, fingerprint, playbook, kind, at, body, exec_status, target_kind,"
             " target_namespace, target_name, approval_deadline)"
             " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT DO NOTHING",
-            did,
-            decision.alert_key,
-            decision.fingerprint,
-            decision.playbook,
-            decision.kind.value,
-            decision.at,
-            json.dumps(decision.to_json()),
+            *_decision_columns(did, decision),
             json_rows.execution_status(decision),
             *json_rows.target_columns(decision),
             approval_deadline,
@@ -452,13 +452,7 @@ class PostgresStore:
             " SELECT d.id, s.* FROM d, unnest($13::text[], $14::int[], $15::text[], $16::text[], $17::text[],"
             " $18::timestamptz[], $19::timestamptz[]) AS s)"
             " SELECT count(*) AS n FROM d",
-            did,
-            decision.alert_key,
-            decision.fingerprint,
-            decision.playbook,
-            decision.kind.value,
-            decision.at,
-            json.dumps(decision.to_json()),
+            *_decision_columns(did, decision),
             status,
             finished,
             *json_rows.target_columns(decision),
