@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -124,3 +125,31 @@ async def test_reloads_asked_for_together_end_with_what_is_on_disk(tmp_path: Pat
     second = asyncio.create_task(repo.reload_async())
     assert list(await asyncio.wait_for(asyncio.gather(first, second), HANG_GUARD)) == [True, True]
     assert [p.name for p in repo().playbooks] == ["two"]
+
+
+async def test_the_set_swapped_out_is_freed_off_the_loop(tmp_path: Path) -> None:
+    """Freeing a thousand playbooks is one call that holds the GIL: done at the swap, on the loop,
+    it held every webhook answer as long.  Where a swapped-out playbook is freed is seen by a
+    finalizer (a weak reference: it does not keep it alive)."""
+    f = tmp_path / "p.yaml"
+    f.write_text(GOOD.format(name="one"))
+    repo = PlaybookRepository([str(tmp_path)])
+    assert await repo.reload_async()
+    freed_on: list[int] = []
+    weakref.finalize(repo().playbooks[0], lambda: freed_on.append(threading.get_ident()))
+    f.write_text(GOOD.format(name="two"))
+    assert await repo.reload_async() and [p.name for p in repo().playbooks] == ["two"]
+    assert freed_on and freed_on[0] != threading.get_ident()
+
+
+async def test_a_rejected_reload_keeps_the_set_alive(tmp_path: Path) -> None:
+    """What is let go after a rejected reload is the set still in use: only a reference to it goes."""
+    f = tmp_path / "p.yaml"
+    f.write_text(GOOD.format(name="one"))
+    repo = PlaybookRepository([str(tmp_path)])
+    assert await repo.reload_async()
+    freed: list[bool] = []
+    weakref.finalize(repo().playbooks[0], lambda: freed.append(True))
+    f.write_text("oops: [\n")
+    assert not await repo.reload_async()
+    assert [p.name for p in repo().playbooks] == ["one"] and not freed
