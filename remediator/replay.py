@@ -142,7 +142,8 @@ class _FastLines:
     invalid, escapes of surrogates or huge numbers, which ``json`` reads differently) goes to
     :func:`parse_event`, which decides and explains it as it always did."""
 
-    _SLOW = re.compile(rb"\\u[dD][89a-fA-F]|[0-9]{4300}")
+    _SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
+    _HUGE_NUMBER = re.compile(rb"[0-9]{4300}")
 
     def __init__(self) -> None:
         self._lines = msgspec.json.Decoder(_Line)
@@ -150,7 +151,8 @@ class _FastLines:
 
     def decode(self, raw: bytes, line: int) -> Event | Literal[False] | None:
         """The line's event (None: a bare payload with no alerts), or False: not decided here."""
-        if self._SLOW.search(raw):
+        # Each searched only where it could be: one regex over every line was a sixth of decoding it
+        if (b"\\u" in raw and self._SURROGATE.search(raw)) or (len(raw) >= 4300 and self._HUGE_NUMBER.search(raw)):
             return False
         try:
             head = self._lines.decode(raw)
