@@ -2,21 +2,38 @@
 
 Pure: it reads nothing but its arguments.  A plan that cannot be made (missing
 label, forbidden namespace, invalid name) is a :class:`Refusal`, never an exception.
+
+Because it is pure, plans are remembered (a bounded LRU): the same playbook planned for
+an alert that shows its templates the same values gets the same plan, without rendering
+them again.  Rendering was the largest part of deciding an alert that matched (a replay
+of a million alerts renders the same few thousand label sets over and over).  A plan is
+shared by every decision it is remembered for: like the decisions holding it, it is
+never changed once made.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
+
+import jinja2
+import jinja2.meta
+from jinja2 import nodes
 
 from remediator.core.alerts import Alert
 from remediator.core.decisions import PlannedStep, ResolvedTarget
 from remediator.core.errors import TemplateError
 from remediator.core.names import DNS_LABEL, DNS_SUBDOMAIN, name_problem, shown
 from remediator.core.playbooks import Playbook, Step, check_param_problem
-from remediator.core.templates import alert_context, render, render_value
+from remediator.core.templates import CONTEXT_NAMES, alert_context, environment, render, render_value
+
+#: Plans remembered: (playbook, what its templates read of the alert) each; a plan is a few kB.
+PLANS_KEPT = 4096
+#: The one filter whose output is not a function of its input.
+_UNREPEATABLE_FILTERS = frozenset({"random"})
 
 
 @dataclass(frozen=True)
@@ -66,8 +83,94 @@ def _guarded(step: PlannedStep, playbook: Playbook) -> PlannedStep:
     return PlannedStep(step.index, step.action, {**step.params, **extra}, step.phase) if extra else step
 
 
+class _Same:
+    """A playbook as a cache key, by identity: playbooks hold mappings and cannot be hashed, and
+    an edited playbook is a new object.  The key holds the playbook, so its id is never reused
+    while it is remembered."""
+
+    __slots__ = ("playbook",)
+
+    def __init__(self, playbook: Playbook) -> None:
+        self.playbook = playbook
+
+    def __hash__(self) -> int:
+        return id(self.playbook)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Same) and other.playbook is self.playbook
+
+
+def _templates(playbook: Playbook) -> Iterator[str]:
+    """Every string :func:`make_plan` renders (one without ``{`` renders as itself)."""
+    yield playbook.target.namespace
+    yield playbook.target.name
+    for step in (*playbook.steps, *playbook.on_failure):
+        yield from _strings(dict(step.params))
+    rl = playbook.guardrails.rate_limit
+    if rl and rl.key:
+        yield rl.key
+
+
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, Mapping):
+        for v in value.values():
+            yield from _strings(v)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            yield from _strings(v)
+
+
+@lru_cache(maxsize=PLANS_KEPT)
+def _scalars_read(book: _Same) -> tuple[str, ...] | None:
+    """The alert's values besides labels and annotations that the playbook's templates read
+    (``status``, ``startsAt``...), or None when its plans must not be remembered: a template
+    that draws at random, or that reads a name the alert's context does not have (a playbook
+    built without validation; it is refused at every alert, as it was)."""
+    read: set[str] = set()
+    for source in _templates(book.playbook):
+        if "{" not in source:
+            continue
+        try:
+            ast = environment().parse(source)
+        except jinja2.TemplateSyntaxError:
+            return None
+        if any(f.name in _UNREPEATABLE_FILTERS for f in ast.find_all(nodes.Filter)):
+            return None
+        read |= jinja2.meta.find_undeclared_variables(ast)
+    if not read <= CONTEXT_NAMES:
+        return None
+    return tuple(sorted(read - {"labels", "annotations"}))
+
+
 def make_plan(playbook: Playbook, alert: Alert, *, global_dry_run: bool) -> Plan | Refusal:
-    context = alert_context(alert)
+    book = _Same(playbook)
+    scalars = _scalars_read(book)
+    if scalars is None:
+        return _make_plan(playbook, alert_context(alert), global_dry_run)
+    context = alert_context(alert) if scalars else {}
+    # In order: a template that iterates over the labels sees them in the alert's order.
+    shown = (tuple(alert.labels.items()), tuple(alert.annotations.items()), tuple(context[n] for n in scalars))
+    try:
+        return _remembered(book, shown, global_dry_run)
+    except TypeError:  # a value that cannot be hashed (an Alert built by hand): planned afresh
+        return _make_plan(playbook, alert_context(alert), global_dry_run)
+
+
+@lru_cache(maxsize=PLANS_KEPT)
+def _remembered(
+    book: _Same, shown: tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...], tuple[Any, ...]],
+    global_dry_run: bool,
+) -> Plan | Refusal:
+    """The plan for an alert that shows the playbook's templates ``shown`` (see :func:`make_plan`)."""
+    labels, annotations, values = shown
+    scalars = _scalars_read(book) or ()
+    context = {"labels": dict(labels), "annotations": dict(annotations), **dict(zip(scalars, values, strict=True))}
+    return _make_plan(book.playbook, context, global_dry_run)
+
+
+def _make_plan(playbook: Playbook, context: Mapping[str, Any], global_dry_run: bool) -> Plan | Refusal:
     try:
         namespace = render(playbook.target.namespace, context)
         name = render(playbook.target.name, context)
