@@ -117,6 +117,10 @@ class Breaker:
     trial_owner: str = ""  # half-open: the one execution allowed through
 
 
+#: A playbook's breaker before its first failure (frozen: one serves them all, made once).
+CLOSED_BREAKER = Breaker()
+
+
 @dataclass
 class GuardState:
     """Everything the rules read; the embedded adapter keeps exactly this."""
@@ -178,7 +182,7 @@ def explain(finding: Finding, req: Request, policy: Policy) -> Verdict:
     now = req.now
     match finding.check:
         case Check.PASSED:
-            return Verdict(DecisionKind.EXECUTED, "all guardrails passed")
+            return _ALL_PASSED
         case Check.PAUSED:
             return Verdict(DecisionKind.PAUSED, "remediation is paused (kill switch)")
         case Check.OPEN:
@@ -221,6 +225,10 @@ def explain(finding: Finding, req: Request, policy: Policy) -> Verdict:
             )
 
 
+_ALL_PASSED = Verdict(DecisionKind.EXECUTED, "all guardrails passed")
+_PASSED = Finding(Check.PASSED)
+
+
 def _window(times: list[float], now: float, per: float) -> list[float]:
     return [t for t in times if t > now - per]
 
@@ -247,7 +255,7 @@ def check(req: Request, state: GuardState, policy: Policy) -> Finding:
     now = req.now
     if state.paused:
         return Finding(Check.PAUSED)
-    br = state.breakers.get(req.playbook, Breaker())
+    br = state.breakers.get(req.playbook, CLOSED_BREAKER)
     if policy.breaker_threshold and br.failures >= policy.breaker_threshold:
         if now < br.open_until:
             return Finding(Check.OPEN, at=br.open_until, count=br.failures)
@@ -268,6 +276,8 @@ def check(req: Request, state: GuardState, policy: Policy) -> Finding:
         used = _window(state.budget_history.get(b.scope, []), now, b.per)
         if len(used) >= b.max:
             return Finding(Check.BUDGET, at=_room_at(used, b.max, b.per), count=len(used), budget=i)
+    if not (policy.max_running or policy.max_running_per_namespace):
+        return _PASSED
     running = _live_slots(state, now, besides=req.owner)
     if policy.max_running and len(running) >= policy.max_running:
         return Finding(Check.RUNNING, count=len(running))
@@ -275,7 +285,7 @@ def check(req: Request, state: GuardState, policy: Policy) -> Finding:
         in_ns = sum(1 for s in running.values() if s.namespace == req.namespace)
         if in_ns >= policy.max_running_per_namespace:
             return Finding(Check.RUNNING_NS, count=in_ns)
-    return Finding(Check.PASSED)
+    return _PASSED
 
 
 def evaluate(req: Request, state: GuardState, policy: Policy) -> Verdict:
@@ -309,7 +319,7 @@ def admit(req: Request, state: GuardState, policy: Policy) -> Verdict:
     for scope in dict.fromkeys(b.scope for _, b in policy.budgets_for(req.namespace)):  # once per scope
         state.budget_history[scope] = [*_window(state.budget_history.get(scope, []), now, 2 * longest), now]
     state.running[req.owner] = Slot(req.namespace, now + req.lock_ttl)
-    br = state.breakers.get(req.playbook, Breaker())
+    br = state.breakers.get(req.playbook, CLOSED_BREAKER)
     if policy.breaker_threshold and br.failures >= policy.breaker_threshold:
         state.breakers[req.playbook] = replace(br, trial_owner=req.owner)
     return verdict
@@ -371,7 +381,7 @@ def release(req: Request, state: GuardState, policy: Policy, *, succeeded: bool 
     state.running.pop(req.owner, None)
     if req.cooldown:
         state.cooldown_until[req.limit_key] = max(state.cooldown_until.get(req.limit_key, 0.0), now + req.cooldown)
-    br = state.breakers.get(req.playbook, Breaker())
+    br = state.breakers.get(req.playbook, CLOSED_BREAKER)
     if succeeded is None:
         return
     if succeeded:
