@@ -414,6 +414,8 @@ class MemoryStore:
         return d is not None and d.status in _RUNNABLE
 
     def _runnable(self) -> list[_Decision]:
+        if not self._open:  # the usual case between alerts: nothing to sort
+            return []
         found = (self._decisions[did] for did in self._open)
         return sorted((d for d in found if d.status in _RUNNABLE), key=lambda d: d.order)
 
@@ -479,6 +481,8 @@ class MemoryStore:
 
     async def expire_approvals(self, now: datetime, *, limit: int = 100) -> list[str]:
         self._check()
+        if not self._open:
+            return []
         stamp = now.timestamp()
         due = [self._decisions[did] for did in self._open]
         due = sorted((d for d in due if d.status == AWAITING_APPROVAL and (d.approval_deadline or 0) <= stamp
