@@ -54,6 +54,14 @@ def render_steps(steps: list[dict[str, Any]]) -> str:
     return " -> ".join(one(s) for s in steps)
 
 
+def _count(groups: dict[str, Counter[str]], group: str, kind: str) -> None:
+    """One more ``kind`` in ``group`` (a Counter made only for a new group: not one per decision)."""
+    counts = groups.get(group)
+    if counts is None:
+        counts = groups[group] = Counter()
+    counts[kind] += 1
+
+
 class Summary:
     """Counts per decision kind, per playbook and per target (the ``summary`` object)."""
 
@@ -69,10 +77,10 @@ class Summary:
         kind = entry["decision"]
         self.kinds[kind] += 1
         if entry["playbook"]:
-            self.playbooks.setdefault(entry["playbook"], Counter())[kind] += 1
+            _count(self.playbooks, entry["playbook"], kind)
         key = target_key(entry)
         if key:
-            self.targets.setdefault(key, Counter())[kind] += 1
+            _count(self.targets, key, kind)
         self.first = self.first or entry["at"]
         self.last = entry["at"]
 
