@@ -33,6 +33,7 @@ from remediator.metrics import Metrics
 from remediator.ports import (
     AWAITING_APPROVAL,
     ApprovalState,
+    BatchLookups,
     Clock,
     Executor,
     GuardrailStore,
@@ -47,6 +48,9 @@ from remediator.ports import (
     StepRecord,
     StepResult,
 )
+
+#: Seconds between two re-arm checks of the kill switch by decisions that only read the guardrails.
+REARM_EVERY = 1.0
 
 
 def guard_request(plan: Plan, did: str, now: float) -> Request:
@@ -108,6 +112,17 @@ def _queued(step: PlannedStep, *, dry_run: bool) -> StepResult:
     channel = str(step.params.get("channel", ""))
     dry = " (marked dry-run)" if dry_run else ""
     return StepResult("ok", f"message queued for channel {channel}{dry}", details={"channel": channel})
+
+
+@dataclass(frozen=True)
+class BatchFacts:
+    """What the store said, once for a claimed batch (:class:`BatchLookups`), about the decisions
+    and resolves its alerts will ask after; a question it was not asked goes to the store."""
+
+    asked: frozenset[str]  # execution ids looked up
+    decided: Mapping[str, Decision]
+    episodes: frozenset[tuple[str, datetime]]  # firing episodes looked up
+    resolved: frozenset[tuple[str, datetime]]
 
 
 @dataclass
@@ -227,6 +242,7 @@ class Pipeline:
         self._log = structlog.get_logger("remediator.pipeline")
         self._holds: dict[str, Hold] = {}  # the executions this replica runs now, each with its lease and lock
         self._resume_waiting: set[str] = set()  # executions told (once) that they wait for guardrail state
+        self._rearmed_at = float("-inf")  # clock.monotonic() of the last re-arm check by a read-only decision
         self._deferrals: dict[str, int] = {}  # cause -> decisions deferred for it since the last verdict
         # Called when a decision leaves an execution to run: the execution queue's wake-up.
         self.on_executable: Callable[[], None] = lambda: None
@@ -240,8 +256,38 @@ class Pipeline:
         self._store = store
         # Decided once per store (a Protocol isinstance costs microseconds per alert); tests swap it.
         self._planned_store = store if isinstance(store, PlannedExecutions) else None
+        self._lookups = store if isinstance(store, BatchLookups) else None
 
-    async def decide(self, received: ReceivedAlert, *, retried: bool = False) -> Outcome:
+    async def facts(self, batch: Sequence[ReceivedAlert]) -> BatchFacts | None:
+        """Ask the store, in two round trips, what deciding ``batch`` will ask for every alert
+        (None: a store that answers each question at once, or nothing to ask)."""
+        if self._lookups is None or not batch:
+            return None
+        ids: list[str] = []
+        episodes: list[tuple[str, datetime]] = []
+        for received in batch:
+            alert = received.alert
+            selected = self._playbooks().matching(alert)
+            if not selected:
+                continue
+            ids.extend(execution_id(alert.dedup_key, p.name) for p in selected)
+            if alert.status == "firing":
+                episodes.append((alert.fingerprint, alert.starts_at))
+        if not ids:
+            return None
+        decided = await self._lookups.decisions_among(ids)
+        resolved = await self._lookups.resolved_among(episodes) if episodes else set()
+        return BatchFacts(frozenset(ids), decided, frozenset(episodes), frozenset(resolved))
+
+    async def _resolved(self, alert: Alert, facts: BatchFacts | None) -> bool:
+        episode = (alert.fingerprint, alert.starts_at)
+        if facts is not None and episode in facts.episodes:
+            return episode in facts.resolved
+        return await self.store.resolved_for(alert.fingerprint, alert.starts_at)
+
+    async def decide(
+        self, received: ReceivedAlert, *, retried: bool = False, facts: BatchFacts | None = None
+    ) -> Outcome:
         """Decide every playbook that selects this alert; admitted executions are left pending.
 
         Deciding never waits on executing: an admitted execution is recorded unfinished and
@@ -249,7 +295,7 @@ class Pipeline:
         A playbook still inside its stabilisation window gets no decision yet; the outcome's
         ``defer_until`` tells the caller when to decide the alert again.
         """
-        return await self._decide(received, run=False, retried=retried)
+        return await self._decide(received, run=False, retried=retried, facts=facts)
 
     async def process(self, received: ReceivedAlert) -> Outcome:
         """Decide, and run each admitted execution to its end before returning.
@@ -259,7 +305,9 @@ class Pipeline:
         """
         return await self._decide(received, run=True)
 
-    async def _decide(self, received: ReceivedAlert, *, run: bool, retried: bool = False) -> Outcome:
+    async def _decide(
+        self, received: ReceivedAlert, *, run: bool, retried: bool = False, facts: BatchFacts | None = None
+    ) -> Outcome:
         alert = received.alert
         log = self._log.bind(fingerprint=alert.fingerprint, alertname=alert.alertname, status=alert.status)
         if alert.status == "resolved":
@@ -285,14 +333,16 @@ class Pipeline:
         for playbook in selected:
             self.metrics.matches.labels(playbook.name).inc()
             result = await self._decide_and_run(playbook, received, log.bind(playbook=playbook.name), run=run,
-                                                retried=retried)
+                                                retried=retried, facts=facts)
             if isinstance(result, Decision):
                 outcome.decisions.append(result)
             elif outcome.defer_until is None or result < outcome.defer_until:
                 outcome.defer_until = result
         return outcome
 
-    async def _freshness(self, playbook: Playbook, alert: Alert, now: datetime) -> tuple[DecisionKind, str] | None:
+    async def _freshness(
+        self, playbook: Playbook, alert: Alert, now: datetime, facts: BatchFacts | None
+    ) -> tuple[DecisionKind, str] | None:
         """Only fresh alerts are acted on: not one whose resolve is already recorded (a storm's
         backlog is full of them), nor one older than the playbook's ``max_age``."""
         if alert.status != "firing":
@@ -301,18 +351,18 @@ class Pipeline:
         if g.max_age and (now - alert.starts_at).total_seconds() > g.max_age:
             age = (now - alert.starts_at).total_seconds()
             return DecisionKind.NOT_ALLOWED, f"the alert started {age:.0f}s ago, longer than max_age ({g.max_age:.0f}s)"
-        if await self.store.resolved_for(alert.fingerprint, alert.starts_at):
+        if await self._resolved(alert, facts):
             return DecisionKind.RESOLVED_CANCELLED, "the alert had resolved before it was decided"
         return None
 
     async def _stabilisation(
-        self, playbook: Playbook, alert: Alert, now: datetime
+        self, playbook: Playbook, alert: Alert, now: datetime, facts: BatchFacts | None
     ) -> tuple[DecisionKind, str] | datetime | None:
         """``for`` and ``min_occurrences``: a verdict, a time to look again, or None to go on."""
         g = playbook.guardrails
         if alert.status != "firing" or (not g.stabilize_for and g.min_occurrences <= 1):
             return None
-        if await self.store.resolved_for(alert.fingerprint, alert.starts_at):
+        if await self._resolved(alert, facts):
             return DecisionKind.RESOLVED_CANCELLED, "alert resolved before its stabilisation window ended"
         due = alert.starts_at + timedelta(seconds=g.stabilize_for)
         if now < due:
@@ -325,12 +375,16 @@ class Pipeline:
         return None
 
     async def _decide_and_run(
-        self, playbook: Playbook, received: ReceivedAlert, log: Any, *, run: bool, retried: bool = False
+        self, playbook: Playbook, received: ReceivedAlert, log: Any, *, run: bool, retried: bool = False,
+        facts: BatchFacts | None = None,
     ) -> Decision | datetime:
         alert = received.alert
         did = execution_id(alert.dedup_key, playbook.name)
         log = log.bind(execution_id=did)
-        existing = await self.store.decision(did)
+        if facts is not None and did in facts.asked:
+            existing = facts.decided.get(did)
+        else:
+            existing = await self.store.decision(did)
         if existing is not None:
             log.debug("decision already recorded", decision=existing.kind.value)
             return existing
@@ -349,19 +403,21 @@ class Pipeline:
         if isinstance(plan, Refusal):
             decision = Decision(kind=DecisionKind.NOT_ALLOWED, reason=plan.reason, target=plan.target, **base)
         else:
-            gate = await self._freshness(playbook, alert, now) or await self._stabilisation(playbook, alert, now)
+            gate = (await self._freshness(playbook, alert, now, facts)
+                    or await self._stabilisation(playbook, alert, now, facts))
             if isinstance(gate, datetime):
                 log.info("stabilising: will look again", until=gate.isoformat())
                 return gate
             if gate is not None:
                 kind, reason = gate
             else:
-                if self.kill_switch is not None:
+                asks = playbook.needs_approval and self.settings.approvals != "all"
+                evaluate_only = asks or (plan.dry_run and not self.settings.dry_run_consumes_guardrails)
+                if self.kill_switch is not None and (not evaluate_only or self._rearm_due()):
                     with contextlib.suppress(GuardrailUnavailable, StoreUnavailable):  # then admission decides
                         await self.kill_switch.paused()  # re-arms a guardrail state that lost the pause
-                asks = playbook.needs_approval and self.settings.approvals != "all"
                 try:
-                    if asks or (plan.dry_run and not self.settings.dry_run_consumes_guardrails):
+                    if evaluate_only:
                         kind, reason = await self._evaluate(plan, did, now.timestamp())
                     else:
                         kind, reason, admitted = await self._admit(plan, did, now.timestamp(), retried=retried)
@@ -484,6 +540,17 @@ class Pipeline:
         log.debug("execution finished", result="dry_run")  # per alert: the decision loop's summary counts it
         results = {(r.step.phase, r.step.index): r.result for r in steps} if channels else {}
         await self._notify("dry_run", decision, channels, alert=alert, results=results)
+
+    def _rearm_due(self) -> bool:
+        """Whether a decision that only reads the guardrails (dry-run, awaiting approval) should
+        re-arm a lost pause first: at most once a second.  An admission always does (it is what
+        the pause must stop); a read says "paused" from the guardrail state itself, and between
+        a loss and its re-arm a dry run could at worst plan what a pause would have refused."""
+        now = self.clock.monotonic()
+        if now - self._rearmed_at < REARM_EVERY:
+            return False
+        self._rearmed_at = now
+        return True
 
     def _approval_asked(
         self, playbook: Playbook, reason: str, now: datetime

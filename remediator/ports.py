@@ -391,6 +391,22 @@ class PlannedExecutions(Protocol):
         in one transaction; False (and nothing written) when the decision was already recorded."""
 
 
+@runtime_checkable
+class BatchLookups(Protocol):
+    """What deciding a claimed batch of alerts reads, asked once for the whole batch.
+
+    For a store where every read is a round trip (PostgreSQL): "was this (alert, playbook)
+    decided already?" and "has this firing episode resolved?" are asked for every matching
+    alert; asked per batch, they are two round trips instead of two per alert.  The embedded
+    store answers each in microseconds and need not offer this."""
+
+    async def decisions_among(self, ids: Sequence[str]) -> dict[str, Decision]:
+        """The recorded decisions among these ids (absent: not decided)."""
+
+    async def resolved_among(self, episodes: Sequence[tuple[str, datetime]]) -> set[tuple[str, datetime]]:
+        """The (fingerprint, startsAt) firing episodes among these whose resolve is recorded."""
+
+
 class PipelineStore(AlertHistory, ExecutionLedger, ApprovalLedger, AuditLog, Protocol):
     """What the pipeline uses: it reads the alert history, records decisions and runs executions."""
 

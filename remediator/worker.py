@@ -24,7 +24,7 @@ from typing import Protocol, runtime_checkable
 import structlog
 
 from remediator.core.errors import StoreUnavailable
-from remediator.pipeline import Pipeline
+from remediator.pipeline import BatchFacts, Pipeline
 from remediator.ports import IntakeQueue, StoredAlert
 from remediator.queue import ExecutionQueue
 from remediator.settings import WorkerSettings
@@ -128,11 +128,13 @@ class Worker:
                 if not batch:
                     break
                 summary: Counter[str] = Counter()  # decision kinds (and deferrals) of this batch, for its log line
+                # What every alert's decision asks the store, asked once for the batch (PostgreSQL).
+                facts = None if self.inline else await self.pipeline.facts([item.received for item in batch])
                 for item in batch:
                     if self._stopping:
                         return handled  # the claim lease expires; the alert stays durably pending
                     async with self._unit():
-                        handled += await self._decide_one(item, summary)
+                        handled += await self._decide_one(item, summary, facts)
             # One line per batch at INFO (each decision is at DEBUG): a storm is not a storm of log lines.
             self._log.info("alerts decided", alerts=len(batch), **dict(sorted(summary.items())))
         return handled
@@ -143,13 +145,13 @@ class Worker:
     def _unit(self) -> contextlib.AbstractAsyncContextManager[None]:
         return self._batches.decision_unit() if self._batches is not None else contextlib.nullcontext()
 
-    async def _decide_one(self, item: StoredAlert, summary: Counter[str]) -> bool:
+    async def _decide_one(self, item: StoredAlert, summary: Counter[str], facts: BatchFacts | None = None) -> bool:
         """Decide one claimed alert; False if its processing failed (see :meth:`_failed`)."""
         try:
             if self.inline:
                 outcome = await self.pipeline.process(item.received)
             else:  # claimed before: its decider may have died between admission and decision
-                outcome = await self.pipeline.decide(item.received, retried=item.attempts > 1)
+                outcome = await self.pipeline.decide(item.received, retried=item.attempts > 1, facts=facts)
         except StoreUnavailable:
             raise  # not the alert's fault: the claim stays ours and is taken back, uncounted
         except Exception as exc:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import json
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -31,6 +32,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
+import structlog
 
 from remediator.core.alerts import Alert, format_time
 from remediator.core.decisions import Decision, PlannedStep, decision_from_json, execution_id
@@ -164,6 +166,16 @@ def _count(status: str) -> int:
     return int(status.rsplit(" ", 1)[-1])
 
 
+class _Batch:
+    """A task's open decision batch: what it will write when it ends."""
+
+    def __init__(self, task: asyncio.Task[Any] | None) -> None:
+        self.task = task
+        self.marks: list[int] = []  # alerts marked processed
+        self.unrecorded: set[str] = set()  # decisions looked up and not recorded (decisions_among)
+        self.planned: list[tuple[tuple[Any, ...], list[tuple[Any, ...]]]] = []  # (decision row, step rows)
+
+
 def _decision_columns(did: str, decision: Decision) -> tuple[Any, ...]:
     """A decision row's first seven columns: id, alert_key, fingerprint, playbook, kind, at, body."""
     return (did, decision.alert_key, decision.fingerprint, decision.playbook, decision.kind.value, decision.at,
@@ -179,6 +191,9 @@ class PostgresStore:
         # queue here and go together in the next one (see record_alerts).
         self._intake = asyncio.Lock()
         self._pending: list[tuple[list[Row], asyncio.Future[int]]] = []
+        # The decision batch open in a task (decision_batch), per task, per store (not module state).
+        self._batch: contextvars.ContextVar[_Batch | None] = contextvars.ContextVar(
+            f"remediator-pg-batch-{id(self)}", default=None)
 
     @classmethod
     async def open(
@@ -350,7 +365,95 @@ class PostgresStore:
         return [_received(r) for r in sorted(rows, key=lambda r: r["id"])]
 
     async def mark_processed(self, alert_id: int) -> None:
+        batch = self._in_batch()
+        if batch is not None:
+            batch.marks.append(alert_id)  # marked when the batch ends (decision_batch)
+            return
         await self._execute("UPDATE alerts SET processed = true, claimed_until = NULL WHERE id = $1", alert_id)
+
+    def _in_batch(self) -> _Batch | None:
+        batch = self._batch.get()
+        return batch if batch is not None and batch.task is asyncio.current_task() else None
+
+    @contextlib.asynccontextmanager
+    async def decision_batch(self) -> AsyncIterator[None]:
+        """The calling task's decision batch (``IntakeQueue``'s batch role): what it writes that can
+        wait is written in one transaction when it leaves, one round trip set per batch rather
+        than one per alert.
+
+        What waits: alerts marked processed, and plan-only executions (:meth:`record_planned`)
+        whose decision this batch looked up (:meth:`decisions_among`) and found unrecorded.  The
+        alerts are claimed by this worker, so no other decider records those decisions meanwhile
+        (if one did, its lease having run out, its decision stands and ours is dropped, logged).
+        A decision that could be recorded already is written at once, as outside a batch.  If
+        the batch's writes are lost (a crash, the database gone), its alerts are claimed again
+        and decided again; nothing was admitted or run on the strength of them."""
+        if self._in_batch() is not None:
+            yield
+            return
+        batch = _Batch(asyncio.current_task())
+        token = self._batch.set(batch)
+        failed = True
+        try:
+            yield
+            failed = False
+        finally:
+            self._batch.reset(token)
+            with contextlib.suppress(StoreUnavailable) if failed else contextlib.nullcontext():
+                await self._write_batch(batch)
+
+    async def _write_batch(self, batch: _Batch) -> None:
+        if not batch.marks and not batch.planned:
+            return
+        async with self._conn() as conn, conn.transaction():
+            if batch.planned:
+                decisions = [row for row, _ in batch.planned]
+                steps = [step for _, rows in batch.planned for step in rows]
+                lost = await conn.fetchval(
+                    "WITH d AS (INSERT INTO decisions (id, alert_key, fingerprint, playbook, kind, at, body,"
+                    " exec_status, finished_at, target_kind, target_namespace, target_name)"
+                    " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],"
+                    " $6::timestamptz[], $7::text[], $8::text[], $9::timestamptz[], $10::text[], $11::text[],"
+                    " $12::text[]) ON CONFLICT DO NOTHING RETURNING id),"
+                    " s AS (INSERT INTO steps (execution_id, phase, idx, action, params, result, started_at,"
+                    " finished_at) SELECT * FROM unnest($13::text[], $14::text[], $15::int[], $16::text[],"
+                    " $17::text[], $18::text[], $19::timestamptz[], $20::timestamptz[])"
+                    " AS s (execution_id, phase, idx, action, params, result, started_at, finished_at)"
+                    " WHERE s.execution_id IN (SELECT id FROM d))"
+                    " SELECT $21::int - count(*) FROM d",
+                    *map(list, zip(*decisions, strict=True)),
+                    *map(list, zip(*steps, strict=True)) if steps else ([],) * 8,
+                    len(decisions),
+                )
+                if lost:
+                    structlog.get_logger("remediator.store").warning(
+                        "plan-only decisions recorded by another decider first (a claim lease ran out?): kept theirs",
+                        count=lost)
+            if batch.marks:
+                await conn.execute("UPDATE alerts SET processed = true, claimed_until = NULL"
+                                   " WHERE id = ANY($1::bigint[])", batch.marks)
+
+    def decision_unit(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """Nothing to hold together: each write outside the batch's own commits on its own."""
+        return contextlib.nullcontext()
+
+    async def decisions_among(self, ids: Sequence[str]) -> dict[str, Decision]:
+        if not ids:
+            return {}
+        rows = await self._fetch("SELECT id, body FROM decisions WHERE id = ANY($1::text[])", list(ids))
+        found = {r["id"]: decision_from_json(json.loads(r["body"])) for r in rows}
+        batch = self._in_batch()
+        if batch is not None:
+            batch.unrecorded.update(i for i in ids if i not in found)
+        return found
+
+    async def resolved_among(self, episodes: Sequence[tuple[str, datetime]]) -> set[tuple[str, datetime]]:
+        keys = {f"{fingerprint}|{format_time(starts)}|resolved": (fingerprint, starts)
+                for fingerprint, starts in episodes}
+        if not keys:
+            return set()
+        rows = await self._fetch("SELECT dedup_key FROM alerts WHERE dedup_key = ANY($1::text[])", list(keys))
+        return {keys[r["dedup_key"]] for r in rows}
 
     async def defer_alert(self, alert_id: int, until: datetime) -> None:
         # Deferring is an outcome (the alert was examined and is due later): its attempts start over.
@@ -442,8 +545,18 @@ class PostgresStore:
     async def record_planned(
         self, decision: Decision, steps: Sequence[StepRecord], *, status: str, finished: datetime
     ) -> bool:
-        # One statement, one round trip: the decision and its steps (only if the decision is new).
+        # One statement, one round trip: the decision and its steps (only if the decision is new);
+        # none inside a decision batch that knows it is new (written with the batch).
         did = decision.execution_id or execution_id(decision.alert_key, decision.playbook)
+        batch = self._in_batch()
+        if batch is not None and did in batch.unrecorded:
+            batch.unrecorded.discard(did)
+            row = (*_decision_columns(did, decision), status, finished, *json_rows.target_columns(decision))
+            batch.planned.append((row, [(did, s.step.phase, s.step.index, s.step.action,
+                                         json.dumps(s.step.params, default=str),
+                                         json.dumps(s.result.to_json(), default=str), s.started, s.finished)
+                                        for s in steps]))
+            return True
         rows = await self._fetch(
             "WITH d AS (INSERT INTO decisions (id, alert_key, fingerprint, playbook, kind, at, body, exec_status,"
             " finished_at, target_kind, target_namespace, target_name)"
