@@ -134,6 +134,11 @@ def format_time(value: datetime) -> str:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
+# What format_time writes (UTC, "Z", microseconds only when there are any, always six digits):
+# a timestamp sent that way (Alertmanager's, without nanoseconds) is kept as it came.
+_AS_FORMATTED = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.(?!000000)[0-9]{6})?Z\Z")
+
+
 _ZERO_TEXT = format_time(ZERO_TIME)
 # Encodes an alert's JSON for the stores (stateless and thread-safe, so one is shared).
 _JSON = msgspec.json.Encoder()
@@ -173,17 +178,28 @@ class Alert:
     def alertname(self) -> str:
         return self.labels.get("alertname", "")
 
-    @functools.cached_property
-    def _starts_text(self) -> str:
-        """``startsAt`` as written out, once: the dedup key and the stored JSON both need it."""
-        return format_time(self.starts_at)
+    # Derived texts are computed once per alert (its fields are frozen) and kept in its __dict__
+    # (not part of its fields: equality, repr and replace() ignore them).  Not functools.
+    # cached_property: on Python 3.11 its first read takes a lock shared by every alert, which
+    # cost a twentieth of intake CPU.
 
-    @functools.cached_property
+    @property
+    def _starts_text(self) -> str:
+        """``startsAt`` as written out: the dedup key and the stored JSON both need it."""
+        text: str | None = self.__dict__.get("_starts")
+        if text is None:
+            text = self.__dict__["_starts"] = format_time(self.starts_at)
+        return text
+
+    @property
     def dedup_key(self) -> str:
         """Alertmanager redelivers the same (fingerprint, startsAt, status): one record.
 
-        Computed once per alert (the fields are frozen): intake, the store and the worker ask."""
-        return f"{self.fingerprint}|{self._starts_text}|{self.status}"
+        Asked by intake, the store and the worker, so kept once computed."""
+        key: str | None = self.__dict__.get("_dedup_key")
+        if key is None:
+            key = self.__dict__["_dedup_key"] = f"{self.fingerprint}|{self._starts_text}|{self.status}"
+        return key
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -230,7 +246,7 @@ class Alert:
         ends = _field_time(ends_at, "endsAt") if ends_at else None
         if ends is not None and ends <= ZERO_TIME:
             ends = None  # Go's zero time: the alert has no known end
-        return cls(
+        alert = cls(
             fingerprint=fingerprint or labels_fingerprint(labels),
             status=status,
             labels=MappingProxyType(labels),
@@ -239,6 +255,9 @@ class Alert:
             ends_at=ends,
             generator_url=generator_url,
         )
+        if _AS_FORMATTED.match(starts_at):  # the text format_time would write: kept, not written again
+            alert.__dict__["_starts"] = starts_at
+        return alert
 
 
 def _field_time(text: str, key: str) -> datetime:

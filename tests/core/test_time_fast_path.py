@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from remediator.core.alerts import _UTC_RFC3339, _parse_rfc3339, parse_time
+from remediator.core.alerts import _UTC_RFC3339, Alert, _parse_rfc3339, format_time, parse_time
 from remediator.core.errors import PayloadError
 
 
@@ -64,3 +64,21 @@ def test_alertmanagers_shape(text: str, expected: datetime) -> None:
 def test_a_field_out_of_range_keeps_its_reason(text: str) -> None:
     with pytest.raises(PayloadError, match="invalid timestamp"):
         parse_time(text)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_an_alert_writes_its_start_as_format_time_does_however_it_was_sent(seed: int) -> None:
+    """A start sent exactly as format_time writes it is kept as sent; any other is written anew."""
+    for text in _texts(random.Random(seed)):
+        try:
+            a = Alert.of(status="firing", labels={"a": "b"}, annotations={}, starts_at=text, ends_at=None,
+                         generator_url="", fingerprint="f")
+        except PayloadError:
+            continue
+        written = format_time(a.starts_at)
+        assert a.to_json()["startsAt"] == written, text
+        assert a.dedup_key == f"f|{written}|firing", text
+    for text in ["2026-11-29T10:00:00.000000Z", "2026-11-29T10:00:00.100000Z", "2026-11-29T10:00:00.1Z"]:
+        a = Alert.of(status="firing", labels={}, annotations={}, starts_at=text, ends_at=None, generator_url="",
+                     fingerprint="f")
+        assert a.to_json()["startsAt"] == format_time(a.starts_at)
