@@ -215,10 +215,11 @@ class Alert:
     def json_text(self) -> str:
         """:meth:`to_json` as JSON text, for the stores' alert rows.
 
-        Encoded by msgspec: ``json.dumps`` was a sixth of the CPU of taking in an alert.  The
-        text is compact (no spaces after separators, non-ASCII as UTF-8), and reads back with
-        ``json.loads`` to the same value.  A string that is not Unicode (a lone surrogate, which
-        the webhook refuses but a hand-made alert may hold) is escaped by ``json.dumps`` instead."""
+        Encoded by msgspec in 0.5 µs, where ``json.dumps`` took 4 to 5 µs, over a quarter of
+        decoding, checking and serialising an alert.  The text is compact (no spaces after
+        separators, non-ASCII as UTF-8), and reads back with ``json.loads`` to the same value.
+        A string that is not Unicode (a lone surrogate, which the webhook refuses but a
+        hand-made alert may hold) is escaped by ``json.dumps`` instead."""
         data = self.to_json()
         try:
             return _JSON.encode(data).decode()
