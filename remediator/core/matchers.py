@@ -20,9 +20,11 @@ rejects (look-around, back-references) are rejected here too.
 from __future__ import annotations
 
 import enum
+import functools
 import json
+import operator
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from remediator.core.errors import MatcherError
@@ -52,6 +54,11 @@ class Matcher:
     op: Op
     value: str
     _regex: re.Pattern[str] | None = field(default=None, compare=False, repr=False)
+    # What the operator asks of a label's value, chosen once: every alert asks every candidate playbook's matchers.
+    _test: Callable[[str], bool] = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_test", _test(self.op, self.value, self._regex))
 
     @classmethod
     def create(cls, name: str, op: Op | str, value: str) -> Matcher:
@@ -60,14 +67,7 @@ class Matcher:
         return cls(name, op, value, regex)
 
     def matches(self, labels: Mapping[str, str]) -> bool:
-        actual = labels.get(self.name, "")
-        if self.op is Op.EQ:
-            return actual == self.value
-        if self.op is Op.NE:
-            return actual != self.value
-        assert self._regex is not None
-        hit = self._regex.fullmatch(actual) is not None
-        return hit if self.op is Op.RE else not hit
+        return self._test(labels.get(self.name, ""))
 
     def __str__(self) -> str:
         """Alertmanager's own rendering, which parses back to an equal matcher."""
@@ -76,6 +76,18 @@ class Matcher:
             return f"{name}{self.op.value}{value}"
         escaped = self.value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
         return f'{self.name}{self.op.value}"{escaped}"'
+
+
+def _test(op: Op, value: str, regex: re.Pattern[str] | None) -> Callable[[str], bool]:
+    if op is Op.EQ:
+        return functools.partial(operator.eq, value)
+    if op is Op.NE:
+        return functools.partial(operator.ne, value)
+    assert regex is not None
+    fullmatch = regex.fullmatch
+    if op is Op.RE:
+        return lambda actual: fullmatch(actual) is not None
+    return lambda actual: fullmatch(actual) is None
 
 
 def _classic_value(raw: str, text: str) -> str:
