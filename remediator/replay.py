@@ -191,6 +191,7 @@ def read_events(
     heap: list[tuple[datetime, int, Event]] = []
     released: datetime | None = None
     newest: datetime | None = None
+    horizon = datetime.min.replace(tzinfo=UTC)  # newest - window: events up to it are released
     fast = _FastLines()
     for number, raw in enumerate(stream, 1):
         if not raw.strip():
@@ -206,8 +207,9 @@ def read_events(
                 f"the input may be out of order by at most {reorder_window:.0f}s (sort it, or widen the window)",
             )
         heapq.heappush(heap, (event.at, number, event))
-        newest = event.at if newest is None or event.at > newest else newest
-        while heap and heap[0][0] <= newest - window:
+        if newest is None or event.at > newest:
+            newest, horizon = event.at, event.at - window
+        while heap and heap[0][0] <= horizon:
             released, _, ready = heapq.heappop(heap)
             yield ready
     while heap:
