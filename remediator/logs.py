@@ -59,6 +59,19 @@ class JSONLines:
         return self._encoder.encode(event).decode()
 
 
+class _OnePrinter:
+    """structlog's logger factory, handing out one shared printer (it holds only its file).
+
+    ``PrintLoggerFactory`` makes a new one for every logger assembled: every ``bind`` on a
+    logger from ``get_logger``, several per alert decided."""
+
+    def __init__(self, file: Any) -> None:
+        self._printer = structlog.PrintLogger(file)
+
+    def __call__(self, *_names: Any) -> structlog.PrintLogger:
+        return self._printer
+
+
 def _processors() -> list[structlog.typing.Processor]:
     """What every event goes through, whichever logger it came from."""
     return [
@@ -98,7 +111,7 @@ def configure(fmt: str = "auto", level: str = "info") -> None:
     structlog.configure(
         processors=[*_processors(), renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_OnePrinter(sys.stderr),
         cache_logger_on_first_use=False,
     )
     sys.excepthook = _log_uncaught
