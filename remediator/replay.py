@@ -286,6 +286,8 @@ class _Tap:
             self._emit(entry)
 
     def _unfinished(self) -> None:
+        if not self._running:  # the usual case: every execution finished inside its decision
+            return
         for execution in list(self._running):  # an execution that returned without finishing still counts
             self.execution_finished(execution, "unfinished")
 
