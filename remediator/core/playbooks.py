@@ -383,6 +383,14 @@ def _describe(error: jsonschema.ValidationError) -> str:
     return f"{where}: {error.message}"
 
 
+@lru_cache(maxsize=8192)
+def _matcher(text: str) -> Matcher:
+    """:func:`parse_matcher`, once per text: a matcher is checked, then built, and playbooks repeat
+    theirs (``severity=~"warning|critical"``); one immutable matcher shared by all is also fewer
+    objects for each reload to create and the collector to walk."""
+    return parse_matcher(text)
+
+
 def _template_problem(value: Any, path: tuple[str | int, ...]) -> str | None:
     if not isinstance(value, str):
         return None  # the schema reports the type
@@ -514,7 +522,7 @@ def _semantic_problems(raw: Any, doc: Document, base: tuple[str | int, ...], sou
     for i, text in enumerate(matchers if isinstance(matchers, list) else []):
         if isinstance(text, str) and text:
             try:
-                parse_matcher(text)
+                _matcher(text)
             except MatcherError as exc:
                 found.append((("match", "matchers", i), f"match.matchers.{i}: {exc}"))
     target = raw.get("target")
@@ -601,7 +609,7 @@ def build_playbook(raw: Mapping[str, Any], doc: Document, base: tuple[str | int,
     matchers: list[Matcher] = []
     if "alertname" in match_raw:
         matchers.append(Matcher.create("alertname", Op.EQ, match_raw["alertname"]))
-    matchers += [parse_matcher(t) for t in match_raw.get("matchers", [])]
+    matchers += [_matcher(t) for t in match_raw.get("matchers", [])]
     g = raw.get("guardrails", {})
     rl = g.get("rate_limit")
     guardrails = Guardrails(
