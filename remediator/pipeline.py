@@ -15,6 +15,7 @@ import secrets
 import socket
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from dataclasses import field as dataclass_field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -43,6 +44,7 @@ from remediator.ports import (
     PipelineEvents,
     PipelineStore,
     PlannedExecutions,
+    PrefetchesVerdicts,
     ReceivedAlert,
     StepContext,
     StepRecord,
@@ -123,6 +125,8 @@ class BatchFacts:
     decided: Mapping[str, Decision]
     episodes: frozenset[tuple[str, datetime]]  # firing episodes looked up
     resolved: frozenset[tuple[str, datetime]]
+    # execution id -> (the playbook, its plan for the alert): made once, for the verdicts prefetched
+    plans: Mapping[str, tuple[Playbook, Plan | Refusal]] = dataclass_field(default_factory=dict)
 
 
 @dataclass
@@ -263,21 +267,41 @@ class Pipeline:
         (None: a store that answers each question at once, or nothing to ask)."""
         if self._lookups is None or not batch:
             return None
+        prefetch = self.guardrails if isinstance(self.guardrails, PrefetchesVerdicts) else None  # once a batch
         ids: list[str] = []
         episodes: list[tuple[str, datetime]] = []
+        plans: dict[str, tuple[Playbook, Plan | Refusal]] = {}
+        reads: list[Request] = []  # the guardrail readings the batch's read-only decisions will ask for
+        now = self.clock.now().timestamp()
         for received in batch:
             alert = received.alert
             selected = self._playbooks().matching(alert)
             if not selected:
                 continue
-            ids.extend(execution_id(alert.dedup_key, p.name) for p in selected)
+            for playbook in selected:
+                did = execution_id(alert.dedup_key, playbook.name)
+                ids.append(did)
+                if prefetch is not None and alert.status == "firing":
+                    plan = make_plan(playbook, alert, global_dry_run=self.settings.dry_run)
+                    plans[did] = (playbook, plan)
+                    if isinstance(plan, Plan) and self._reads_only(playbook, plan):
+                        reads.append(guard_request(plan, did, now))
             if alert.status == "firing":
                 episodes.append((alert.fingerprint, alert.starts_at))
         if not ids:
             return None
         decided = await self._lookups.decisions_among(ids)
         resolved = await self._lookups.resolved_among(episodes) if episodes else set()
-        return BatchFacts(frozenset(ids), decided, frozenset(episodes), frozenset(resolved))
+        if prefetch is not None and reads:
+            with contextlib.suppress(GuardrailUnavailable):  # then each decision asks, and hears so itself
+                await prefetch.prefetch_evaluations([r for r in reads if r.owner not in decided])
+        return BatchFacts(frozenset(ids), decided, frozenset(episodes), frozenset(resolved), plans)
+
+    def _reads_only(self, playbook: Playbook, plan: Plan) -> bool:
+        """Whether this decision only reads the guardrails: awaiting a human's approval, or a
+        plan-only execution (which takes nothing from them)."""
+        asks = playbook.needs_approval and self.settings.approvals != "all"
+        return asks or (plan.dry_run and not self.settings.dry_run_consumes_guardrails)
 
     async def _resolved(self, alert: Alert, facts: BatchFacts | None) -> bool:
         episode = (alert.fingerprint, alert.starts_at)
@@ -388,7 +412,9 @@ class Pipeline:
         if existing is not None:
             log.debug("decision already recorded", decision=existing.kind.value)
             return existing
-        plan = make_plan(playbook, alert, global_dry_run=self.settings.dry_run)
+        known = facts.plans.get(did) if facts is not None else None
+        plan = known[1] if known is not None and known[0] is playbook else make_plan(
+            playbook, alert, global_dry_run=self.settings.dry_run)
         now = self.clock.now()
         admitted: Request | None = None  # the guardrail admission this decision holds, if any
         deadline: datetime | None = None  # when an execution awaiting approval expires
@@ -411,8 +437,7 @@ class Pipeline:
             if gate is not None:
                 kind, reason = gate
             else:
-                asks = playbook.needs_approval and self.settings.approvals != "all"
-                evaluate_only = asks or (plan.dry_run and not self.settings.dry_run_consumes_guardrails)
+                evaluate_only = self._reads_only(playbook, plan)
                 if self.kill_switch is not None and (not evaluate_only or self._rearm_due()):
                     with contextlib.suppress(GuardrailUnavailable, StoreUnavailable):  # then admission decides
                         await self.kill_switch.paused()  # re-arms a guardrail state that lost the pause

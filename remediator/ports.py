@@ -469,6 +469,19 @@ class GuardrailStore(PauseState, Protocol):
 
 
 @runtime_checkable
+class PrefetchesVerdicts(Protocol):
+    """Guardrail state that can read a batch's verdicts in one round trip (Redis: a pipeline of
+    the read-only script).  Deciding a claimed batch of alerts asks for the verdicts its
+    read-only decisions (dry-run, awaiting approval) will need, once."""
+
+    async def prefetch_evaluations(self, requests: Sequence[Request]) -> None:
+        """Evaluate ``requests`` now; a later ``evaluate`` of one of them (same owner and
+        request, whatever its ``now``) is answered from this reading, once, unless this adapter
+        has changed the state since (an admission, release, renewal...): then it asks again.
+        Changes by other replicas are not seen, as they would not be a moment later anyway."""
+
+
+@runtime_checkable
 class GuardrailUsage(Protocol):
     """The guardrail state read for people (the guardrails panel): budgets used, live concurrency
     slots and locks.  A role of its own, not part of :class:`GuardrailStore`: the pipeline never

@@ -22,7 +22,8 @@ playbook) and a sequence counter stay.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
+from dataclasses import replace
 from typing import TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -99,6 +100,10 @@ class RedisGuardrails:
         self._release = client.register_script(lua.RELEASE)
         self._abandon = client.register_script(lua.ABANDON)
         self._reacquire = client.register_script(lua.REACQUIRE)
+        # Changes this adapter made (admit, release, renew...): a prefetched verdict read before
+        # the latest one is stale (prefetch_evaluations).  owner -> (changes then, request, reply).
+        self._changes = 0
+        self._prefetched: dict[str, tuple[int, Request, list[str]]] = {}
 
     @classmethod
     async def open(
@@ -163,32 +168,57 @@ class RedisGuardrails:
             args += [i, b.max, b.per]
         return keys, args
 
+    async def _changing(self, op: str, call: Awaitable[T]) -> T:
+        """A call that may change the state: prefetched verdicts read before it are stale."""
+        self._changes += 1
+        try:
+            return await self._guarded(op, call)
+        finally:
+            self._changes += 1
+
     async def admit(self, req: Request) -> Verdict:
         keys, args = self._admission(req)
-        reply = await self._guarded("admit", self._admit(keys=keys, args=args))
+        reply = await self._changing("admit", self._admit(keys=keys, args=args))
         return rules.explain(_finding(reply), req, self._policy)
 
     async def evaluate(self, req: Request) -> Verdict:
         """ADMIT's checks alone, in one read-only script: nothing is written, no key created."""
+        hit = self._prefetched.pop(req.owner, None)
+        if hit is not None and hit[0] == self._changes and replace(hit[1], now=req.now) == req:
+            return rules.explain(_finding(hit[2]), req, self._policy)
         keys, args = self._admission(req)
         reply = await self._guarded("evaluate", self._evaluate(keys=keys, args=args))
         return rules.explain(_finding(reply), req, self._policy)
+
+    async def prefetch_evaluations(self, requests: Sequence[Request]) -> None:
+        """The read-only script for every request, pipelined: one round trip for a batch."""
+        self._prefetched.clear()
+        if not requests:
+            return
+        pipe = self._client.pipeline(transaction=False)
+        for req in requests:
+            keys, args = self._admission(req)
+            await self._evaluate(keys=keys, args=args, client=pipe)
+        changes = self._changes
+        replies = await self._guarded("evaluate", pipe.execute())
+        if changes == self._changes:  # else read across a change: ask each again
+            self._prefetched = {req.owner: (changes, req, reply) for req, reply in zip(requests, replies, strict=True)}
 
     async def renew(self, req: Request) -> bool:
         now = self._clock.now().timestamp()
         keys = [self._key("lock", req.target_key), self._key("running"), self._key("running-ns")]
         args: list[str | int | float] = [req.owner, req.namespace, now, req.lock_ttl, self._grace]
-        return bool(await self._guarded("renew", self._renew(keys=keys, args=args)))
+        return bool(await self._changing("renew", self._renew(keys=keys, args=args)))
 
     async def reacquire(self, req: Request) -> bool:
         now = self._clock.now().timestamp()
         keys = [self._key("lock", req.target_key), self._key("running"), self._key("running-ns")]
         args: list[str | int | float] = [req.owner, req.namespace, now, req.lock_ttl, self._grace]
-        return bool(await self._guarded("reacquire", self._reacquire(keys=keys, args=args)))
+        return bool(await self._changing("reacquire", self._reacquire(keys=keys, args=args)))
 
     async def abandon(self, req: Request) -> None:
         keys = [self._key("lock", req.target_key), self._key("running"), self._key("running-ns")]
-        await self._guarded("abandon", self._abandon(keys=keys, args=[req.owner]))
+        await self._changing("abandon", self._abandon(keys=keys, args=[req.owner]))
 
     async def release(self, req: Request, *, succeeded: bool | None) -> None:
         now = self._clock.now().timestamp()
@@ -204,14 +234,14 @@ class RedisGuardrails:
             req.owner, now, req.cooldown, "-" if succeeded is None else int(succeeded), self._policy.breaker_threshold,
             self._policy.breaker_cooloff, self._grace, req.playbook,
         ]
-        await self._guarded("release", self._release(keys=keys, args=args))
+        await self._changing("release", self._release(keys=keys, args=args))
 
     async def paused(self) -> bool:
         return bool(await self._guarded("read pause", self._client.exists(self._key("paused"))))
 
     async def set_paused(self, paused: bool) -> None:
         key = self._key("paused")
-        await self._guarded("set pause", self._client.set(key, "1") if paused else self._client.delete(key))
+        await self._changing("set pause", self._client.set(key, "1") if paused else self._client.delete(key))
 
     async def status(self) -> GuardStatus:
         return await self._guarded("status", self._status())

@@ -7,12 +7,13 @@ what the execution queue would have said running it: the same steps, results, st
 notifications, in the same order.  Checked by deciding the same alerts twice, once with the
 plan-only executor (the daemon's dry executor without a cluster) and once with the same
 executor behind a wrapper the pipeline does not know (the ordinary path: claim, lease, steps,
-finish), on SQLite and PostgreSQL.
+finish), on SQLite and on PostgreSQL + Redis (where a batch's lookups and verdicts are asked once).
 """
 
 from __future__ import annotations
 
 import contextlib
+import secrets
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from remediator.core.decisions import Decision, PlannedStep
 from remediator.executors.plan_only import PlanOnlyExecutor, UnconfiguredExecutor
 from remediator.ports import StepContext, StepResult
 from remediator.runtime import open_runtime
+from tests.guardrails.conftest import REDIS_URL, delete_prefix, prefixed
 from tests.payloads import alert_json, payload
 from tests.pipeline.test_pipeline import received
 from tests.store.conftest import fresh_schema
@@ -124,8 +126,11 @@ async def both_ways(backend: str, settings_factory: Callable[..., Any], tmp_path
     for name, dry in (("queued", opaque), ("inline", PlanOnlyExecutor())):
         async with contextlib.AsyncExitStack() as stack:
             more: dict[str, Any] = {}
-            if backend == "postgres":
+            if backend == "postgres":  # with Redis: the batch's verdicts are prefetched in one round trip
                 more["database_url"] = (await stack.enter_async_context(fresh_schema())).dsn
+                prefix = f"test-planned-{secrets.token_hex(6)}:"
+                stack.push_async_callback(delete_prefix, prefix)
+                more["redis_url"] = prefixed(REDIS_URL, prefix)
             settings = settings_factory(playbooks=playbooks(tmp_path), channels=CHANNELS,
                                         data_dir=str(tmp_path / name), **more)
             outcomes.append(await run(settings, vclock, dry, apps))
