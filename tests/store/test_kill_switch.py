@@ -180,3 +180,33 @@ async def test_checks_in_a_storm_do_not_each_read_the_store_and_a_kept_reading_n
     await replica_b.resume("bob")  # ...when another replica resumes
     assert not await replica_a.paused()  # its kept "paused" is re-read, not re-armed over the resume
     assert not await guard.paused()
+
+
+async def test_a_dry_run_decision_re_arms_a_lost_pause_at_most_once_a_second(
+    tmp_path: Path, settings_factory: Callable[..., Any], redis: tuple[PrivateRedis, RedisGuardrails],
+    vclock: VirtualClock,
+) -> None:
+    """A decision that only reads the guardrails (dry-run) re-arms a lost pause before it reads, at
+    most once a second (an admission always does: see above).  Between a loss and that re-arm a
+    dry run plans what the pause would refuse; nothing is executed either way."""
+    redis_server = redis[0]
+    (tmp_path / "pb").mkdir()
+    (tmp_path / "pb" / "two.yaml").write_text(PLAYBOOK.replace("name: web", 'name: "{{ labels.app }}"')
+                                          .replace("{alertname: X}", "{alertname: X, matchers: ['app=~\".+\"']}"))
+    settings = settings_factory(playbooks=str(tmp_path / "pb"), dry_run=True, redis_url=redis_server.url)
+    async with open_runtime(settings, clock=vclock, start_worker=False) as rt:
+        rt.pipeline.kill_switch = switch = KillSwitch(rt.store, rt.guardrails, clock=vclock)
+
+        async def decide(app: str) -> DecisionKind:
+            [one] = received(payload(alert_json({"alertname": "X", "app": app})), vclock)
+            [decision] = (await rt.pipeline.decide(one)).decisions
+            return decision.kind
+
+        await switch.pause("alice")
+        restart_without_persistence(redis_server)
+        assert await decide("a") is DecisionKind.PAUSED  # re-armed first
+        restart_without_persistence(redis_server)
+        await vclock.advance(0.5)
+        assert await decide("b") is DecisionKind.EXECUTED  # within the second: read as it is (planned only)
+        await vclock.advance(0.5)
+        assert await decide("c") is DecisionKind.PAUSED  # a second on: re-armed again
