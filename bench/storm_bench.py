@@ -18,7 +18,7 @@ How, so that the numbers are the daemon's and nobody else's:
   token) gives the server's own timestamps of the last decision and the last execution,
   and confirms that nothing is left pending;
 - server CPU-seconds are ``utime + stime`` of the daemon's process (all its threads:
-  aiosqlite's, the asyncio default executor's) from ``/proc/<pid>/stat``, from just
+  the SQLite store's disk thread, the asyncio default executor's) from ``/proc/<pid>/stat``, from just
   before the first POST to the end.
 
 A run that is not done by ``--deadline`` (default 150 s, per backend) is reported as such (how much
