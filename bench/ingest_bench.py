@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.decision_latency import shared_state  # noqa: E402
 from bench.http_load import Poster  # noqa: E402
-from bench.storm_bench import WEBHOOK_TOKEN, bodies, cpu_seconds, daemon, free_port, served  # noqa: E402
+from bench.storm_bench import IN_FLIGHT, WEBHOOK_TOKEN, bodies, cpu_seconds, daemon, free_port, served  # noqa: E402
 from bench.summary import emit, quick  # noqa: E402
 
 PER_POST = (1, 20)
@@ -85,12 +85,15 @@ async def _ready(url: str, proc: subprocess.Popen[bytes]) -> None:
             await asyncio.sleep(0.05)
 
 
-async def _load(server: str, base: str, proc: subprocess.Popen[bytes], alerts: int, per_post: int) -> Row:
+async def _load(server: str, base: str, proc: subprocess.Popen[bytes], alerts: int, per_post: int,
+                lean: bool = False) -> Row:
     """The load generator in its own process, against one ready server; the server's CPU over it."""
     before = cpu_seconds(proc.pid)
+    command = [str(ROOT / "bench" / "ingest_bench.py"), "closed"] if lean else [
+        str(ROOT / "bench" / "storm_bench.py"), "load"]
     generator = await asyncio.create_subprocess_exec(
-        sys.executable, str(ROOT / "bench" / "storm_bench.py"), "load", f"{base}/webhooks/alertmanager",
-        str(alerts), str(per_post), stdout=asyncio.subprocess.PIPE)
+        sys.executable, *command, f"{base}/webhooks/alertmanager", str(alerts), str(per_post),
+        stdout=asyncio.subprocess.PIPE)
     out, _ = await generator.communicate()
     cpu = cpu_seconds(proc.pid) - before
     if generator.returncode != 0:
@@ -131,13 +134,37 @@ def _opened(server: str) -> contextlib.AbstractAsyncContextManager[tuple[str, su
     return ceiling() if server == "ceiling" else remediator(server.removeprefix("remediator/"))
 
 
-async def measure(server: str, alerts: int, sizes: tuple[int, ...] = PER_POST) -> list[Row]:
+async def measure(server: str, alerts: int, sizes: tuple[int, ...] = PER_POST, lean: bool = False) -> list[Row]:
     """Each batch size against one fresh server each: a run never sees another's rows."""
     rows = []
     for per_post in sizes:
         async with _opened(server) as (base, proc):
-            rows.append(await _load(server, base, proc, alerts, per_post))
+            rows.append(await _load(server, base, proc, alerts, per_post, lean))
     return rows
+
+
+async def closed_load(url: str, alerts: int, per_post: int) -> dict[str, Any]:
+    """``storm_bench.py load`` (16 POSTs in flight, each sent when one is answered) by the lean client."""
+    payloads = iter(bodies(alerts, per_post))
+    latencies: list[float] = []
+    poster = Poster(url, {"Authorization": f"Bearer {WEBHOOK_TOKEN}", "Content-Type": "application/json"})
+
+    async def sender() -> None:
+        for body in payloads:
+            t = time.perf_counter()
+            status, answer = await poster.post(body)
+            if status != 200:
+                raise SystemExit(f"webhook answered {status}: {answer[:200]!r}")
+            latencies.append(time.perf_counter() - t)
+
+    start = time.perf_counter()
+    try:
+        await asyncio.gather(*(sender() for _ in range(IN_FLIGHT)))
+    finally:
+        poster.close()
+    elapsed = time.perf_counter() - start
+    p50, p99, _ = _quantiles(latencies)
+    return {"posts": len(latencies), "seconds": elapsed, "p50": p50 / 1000, "p99": p99 / 1000}
 
 
 # --- the paced run -------------------------------------------------------------------------------
@@ -247,7 +274,7 @@ async def main(args: argparse.Namespace) -> None:
     if not args.paced_only:
         rows = []
         for server in servers:
-            rows += await measure(server, args.alerts, tuple(args.per_post or PER_POST))
+            rows += await measure(server, args.alerts, tuple(args.per_post or PER_POST), args.lean)
         print(report(rows))
     if args.rate:
         paced = [await measure_paced(server, args.rate, args.seconds) for server in servers]
@@ -261,6 +288,10 @@ async def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["closed"]:
+        _, _, url, n, per = sys.argv
+        print(json.dumps(asyncio.run(closed_load(url, int(n), int(per)))))
+        sys.exit(0)
     if sys.argv[1:2] == ["paced"]:
         _, _, url, n, per_second = sys.argv
         print(json.dumps(asyncio.run(paced_load(url, int(n), float(per_second)))))
@@ -269,6 +300,8 @@ if __name__ == "__main__":
     parser.add_argument("--alerts", type=int, default=2_000 if quick() else 20_000)
     parser.add_argument("--backend", choices=("embedded", "postgres", "both"), default="both")
     parser.add_argument("--per-post", type=int, action="append", help="alerts per POST (repeatable; default 1 and 20)")
+    parser.add_argument("--lean", action="store_true",
+                        help="closed-loop runs by the lean client (bench/http_load.py), not storm_bench's aiohttp one")
     parser.add_argument("--rate", type=float, help="also a paced run: this many alerts/s, one per POST, open loop")
     parser.add_argument("--seconds", type=float, default=5.0 if quick() else 20.0, help="how long the paced run lasts")
     parser.add_argument("--paced-only", action="store_true", help="only the paced run")
