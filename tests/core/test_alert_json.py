@@ -34,6 +34,7 @@ def test_the_stored_text_reads_back_to_the_same_alert(value: str, ends_at: datet
     a = alert(value, ends_at)
     text = a.json_text()
     assert isinstance(text, str)
+    assert not any(ord(c) < 0x20 for c in text)  # control characters escaped (PostgreSQL text holds no NUL)
     assert json.loads(text) == a.to_json() == json.loads(json.dumps(a.to_json()))
     assert Alert.from_json(json.loads(text)) == a
 
