@@ -10,6 +10,10 @@ reads the same files on the calling thread).  Prints figures; no asserts on spee
 Two reloads are measured, three times each: with the files unchanged (a SIGHUP, a ConfigMap
 update of one playbook, the kubelet's ``..data`` swap: unchanged files are not parsed again)
 and with every file changed (the worst case: everything is parsed again on the worker thread).
+In that worst case the longest hold is a full collection of the cyclic garbage collector, which
+the thousand new playbooks' objects trigger in about one reload in three (on the worker thread):
+it walks the whole heap, every imported module's objects included, holding the GIL throughout.  The probe
+alone shows the machine's own noise (2 cores shared with other work are not quiet).
 
 Run: .venv/bin/python bench/reload_bench.py  (QUICK=1: 300 playbooks)
 """
@@ -43,8 +47,7 @@ async def probe(lags: list[float], stop: asyncio.Event) -> None:
 
 
 async def reload_once(repo: PlaybookRepository | None) -> tuple[float, list[float]]:
-    """One reload with the probe ticking (``None``: no reload, a second of the probe alone, for
-    the lateness the machine itself causes; 2 cores shared with other work are not quiet)."""
+    """One reload with the probe ticking (``None``: no reload, a second of the probe alone)."""
     lags: list[float] = []
     stop = asyncio.Event()
     task = asyncio.create_task(probe(lags, stop))
