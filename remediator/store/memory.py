@@ -43,6 +43,7 @@ from remediator.ports import (
     DecisionQuery,
     KillSwitchRecord,
     ReceivedAlert,
+    StepRecord,
     StepResult,
     StoredAlert,
     journal_entry,
@@ -348,17 +349,34 @@ class MemoryStore:
 
     async def record_decision(self, decision: Decision, *, approval_deadline: datetime | None = None) -> bool:
         self._check()
+        return self._add_decision(decision, json_rows.execution_status(decision),
+                                  approval_deadline.timestamp() if approval_deadline else None) is not None
+
+    async def record_planned(
+        self, decision: Decision, steps: Sequence[StepRecord], *, status: str, finished: datetime
+    ) -> bool:
+        """A plan-only execution recorded with its decision and steps, already ``status`` (see
+        :class:`~remediator.ports.PlannedExecutions`); False, and nothing changed, when decided before."""
+        self._check()
+        d = self._add_decision(decision, status, None, format_time(finished))
+        if d is None:
+            return False
+        for s in steps:
+            self._put_step(d.id, _Step(s.step, s.result, s.started, s.finished))
+        return True
+
+    def _add_decision(
+        self, decision: Decision, status: str | None, deadline: float | None, finished: str | None = None
+    ) -> _Decision | None:
         did = decision.execution_id or execution_id(decision.alert_key, decision.playbook)
         if did in self._decisions:
-            return False
+            return None
         self._seq += 1
-        status = json_rows.execution_status(decision)
-        self._decisions[did] = _Decision(decision, did, self._seq, status,
-                                         approval_deadline.timestamp() if approval_deadline else None)
+        d = self._decisions[did] = _Decision(decision, did, self._seq, status, deadline, finished)
         self._by_alert.setdefault(decision.alert_key, []).append(did)
         if status in _OPEN:
             self._open[did] = None
-        return True
+        return d
 
     async def decision(self, decision_id: str) -> Decision | None:
         self._check()
