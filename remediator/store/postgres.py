@@ -387,7 +387,9 @@ class PostgresStore:
         (if one did, its lease having run out, its decision stands and ours is dropped, logged).
         A decision that could be recorded already is written at once, as outside a batch.  If
         the batch's writes are lost (a crash, the database gone), its alerts are claimed again
-        and decided again; nothing was admitted or run on the strength of them."""
+        and decided again: nothing was admitted or run on the strength of them, but the dry
+        runs' notifications (already queued) may be sent a second time, as with the embedded
+        store's batch commit."""
         if self._in_batch() is not None:
             yield
             return
