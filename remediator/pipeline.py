@@ -493,7 +493,7 @@ class Pipeline:
             return winner
         if decision.kind is DecisionKind.EXECUTED:
             if planned is not None:
-                await self._planned_done(decision, playbook, alert, planned, log)
+                await self._planned_done(decision, playbook, alert, planned, log, admitted)
             elif run:
                 await self.execute(decision, playbook=playbook, received=received, request=admitted)
             else:
@@ -508,8 +508,10 @@ class Pipeline:
 
     async def _planned(self, decision: Decision, alert: Alert) -> list[StepRecord] | None:
         """A plan-only execution's steps, computed now, when it can be recorded with its decision:
-        admitted, plan-only (it took nothing from the guardrails), an executor that asks nobody,
-        and a store that records both at once.  None: it runs as any execution does.
+        admitted, plan-only, an executor that asks nobody, and a store that records both at once.
+        None: it runs as any execution does.  (Where dry runs consume the guardrails, replay's
+        scratch copy, its admission is released as soon as it is recorded, as the execution
+        queue would release it after steps that take no time.)
 
         Nothing here has effects (a ``notify`` step's message is queued by :meth:`_planned_done`,
         once the decision is recorded): the decision may yet lose a race or fail to be recorded.
@@ -517,8 +519,7 @@ class Pipeline:
         knows what a failure means (``on_failure``, the breaker).
         """
         if (decision.kind is not DecisionKind.EXECUTED or not decision.dry_run or not self._dry_local
-                or self._planned_store is None or self.settings.dry_run_consumes_guardrails
-                or decision.target is None):
+                or self._planned_store is None or decision.target is None):
             return None
         did = decision.execution_id or execution_id(decision.alert_key, decision.playbook)
         ctx = StepContext(did, alert, decision.target, True, self.clock)
@@ -542,7 +543,8 @@ class Pipeline:
         return records
 
     async def _planned_done(
-        self, decision: Decision, playbook: Playbook, alert: Alert, steps: Sequence[StepRecord], log: Any
+        self, decision: Decision, playbook: Playbook, alert: Alert, steps: Sequence[StepRecord], log: Any,
+        admitted: Request | None = None,
     ) -> None:
         """What a recorded plan-only execution tells: the same events, metrics and notifications, in
         the same order, as when the execution queue runs it; its log lines are at DEBUG, as the
@@ -562,6 +564,11 @@ class Pipeline:
                       message=result.message)
         self.events.execution_finished(did, "dry_run")
         self.metrics.executions.labels(decision.playbook, "dry_run").inc()
+        if admitted is not None:  # as Hold.release: the lock and slot freed, the cooldown started
+            try:
+                await self.guardrails.release(admitted, succeeded=True)
+            except GuardrailUnavailable as exc:  # the lock lapses by its TTL
+                log.error("could not release guardrails", error=str(exc))
         log.debug("execution finished", result="dry_run")  # per alert: the decision loop's summary counts it
         results = {(r.step.phase, r.step.index): r.result for r in steps} if channels else {}
         await self._notify("dry_run", decision, channels, alert=alert, results=results)

@@ -362,6 +362,7 @@ class Engine:
                 settings=PipelineSettings(dry_run=True, step_timeout=settings.worker.step_timeout,
                                           dry_run_consumes_guardrails=True, approvals=approve),
                 events=tap,
+                dry_local=not kube,  # no cluster to ask: each execution is planned as its alert is decided
             )
             worker = Worker(pipeline, settings.worker, name="replay", inline=True, intake=store)
             yield cls(clock, store, guard, worker, tap)
