@@ -175,14 +175,33 @@ class Result:
     given_up: int  # POSTs still refused when the generator stopped retrying
     decided: int  # matching alerts with a decision read back
     latency: list[tuple[float, bool]]
-    backlog_first: float
-    backlog_last: float
-    backlog_max: int
+    backlog: list[tuple[float, int]]  # (seconds since the first POST was sent, matching alerts undecided)
     decisions_per_s: float  # during the load
     drained_after: float | None  # seconds after the last POST was due, None: not by the deadline
     drain_deadline: float
     cpu_s: tuple[float, float]  # over the load; to the end of the run (drained or not)
     generator_late_p99_ms: float
+
+    @property
+    def backlog_first(self) -> float:
+        return mean([b for t, b in self.backlog if t <= WINDOW])
+
+    @property
+    def backlog_last(self) -> float:
+        return mean([b for t, b in self.backlog if self.sent_for_s - WINDOW <= t <= self.sent_for_s])
+
+    @property
+    def backlog_max(self) -> int:
+        return max(b for _, b in self.backlog)
+
+    def trace(self) -> str:
+        """The backlog's largest sample in each second from the first POST, the load's end marked
+        with "|": where it builds up and when it goes down."""
+        by_second: dict[int, int] = {}
+        for t, b in self.backlog:
+            by_second[int(t)] = max(b, by_second.get(int(t), b))
+        return " ".join(f"{'| ' if second == math.ceil(self.sent_for_s) else ''}{b}"
+                        for second, b in sorted(by_second.items()))
 
     @property
     def growth_per_s(self) -> float:
@@ -301,19 +320,15 @@ def _result(backend: str, rate: float, seconds: float, per_post: int, alerts: in
         while j < len(accepted) and accepted[j][0] <= s.at:
             recorded += accepted[j][1]
             j += 1
-        backlog.append((s.at, recorded - s.decided))
-    first_window = [b for t, b in backlog if t <= posts[0][0] + WINDOW]
-    last_window = [b for t, b in backlog if load_end - WINDOW <= t <= load_end]
+        backlog.append((s.at - posts[0][0], recorded - s.decided))
     during = [s for s in samples if s.at <= load_end]
     decisions_per_s = ((during[-1].decided - during[0].decided) / (during[-1].at - during[0].at)
                        if len(during) > 1 else float("nan"))
     done = next((s.at for s in samples if s.decided >= expected), None)
     return Result(
         backend, rate, seconds, alerts, expected, max(load_end - posts[0][0], 1e-9), gen["refused"],
-        sum(1 for p in posts if p[2] is None),
-        sum(1 for _, bound in latency if not bound), latency, mean(first_window), mean(last_window),
-        max(b for _, b in backlog), decisions_per_s, None if done is None else max(0.0, done - load_end),
-        drain, cpu, gen["late_p99"] * 1000,
+        sum(1 for p in posts if p[2] is None), sum(1 for _, bound in latency if not bound), latency, backlog,
+        decisions_per_s, None if done is None else max(0.0, done - load_end), drain, cpu, gen["late_p99"] * 1000,
     )
 
 
@@ -347,6 +362,8 @@ async def main(args: argparse.Namespace) -> None:
     print(HEADER)
     for r in results:
         print(r.row())
+    for r in results:
+        print(f"{r.backend}: backlog, the most in each second (load ends at |): {r.trace()}")
         what = f"{r.backend}, {r.rate:,.0f} alerts/s for {r.seconds:g} s"
         emit("sustained", f"{what}: decision p99", quantile(r.latency, 0.99), "s", "< 1 s at 1,000 alerts/s")
         emit("sustained", f"{what}: backlog first 5 s → last 5 s", f"{r.backlog_first:,.0f} → {r.backlog_last:,.0f}",
