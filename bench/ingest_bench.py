@@ -9,16 +9,19 @@ over the load) and the ratio to the ceiling measured in the same run.  The daemo
 what it takes in meanwhile (one playbook, 54 % of the alerts match, dry-run), as it would:
 its CPU includes that work, the ceiling has none.
 
-``--rate R`` adds a paced run at one alert per POST: the load generator (``ingest_bench.py
-paced``, its own process) sends a POST every 1/R seconds, open loop (on schedule whether or
+Then a paced run at one alert per POST (``--rate``, 1,000 alerts/s unless told; 0 skips it):
+the load generator (``ingest_bench.py paced``, its own process, the lean client of
+``bench/http_load.py``) sends a POST every 1/rate seconds, open loop (on schedule whether or
 not earlier answers are back, as Alertmanager's many groups would), for ``--seconds``.  Each
 POST's latency runs from the moment it was due, so a server that falls behind pays for the
-queue it builds; the generator's own lateness (due to sent) is reported beside it, so a
-generator that cannot keep the pace is seen, not blamed on the server.  The issue's point:
-p99 < 20 ms at 1,000 alerts/s.
+queue it builds; the generator's own lateness (due to sent) and CPU are reported beside it,
+so a generator that cannot keep the pace is seen, not blamed on the server.  The issue's
+point: p99 < 20 ms at 1,000 alerts/s.  ``--lean`` has the lean client make the closed-loop
+runs too.
 
 Run: .venv/bin/python bench/ingest_bench.py [--alerts N] [--backend embedded|postgres|both]
-     [--per-post 20] [--rate 1000 [--seconds 20] [--paced-only]]     (QUICK=1: 2,000 alerts, 5 s paced)
+     [--per-post 20] [--lean] [--rate 1000] [--seconds 20] [--paced-only]
+     (QUICK=1: 2,000 alerts, 5 s paced)
 """
 
 from __future__ import annotations
@@ -302,7 +305,8 @@ if __name__ == "__main__":
     parser.add_argument("--per-post", type=int, action="append", help="alerts per POST (repeatable; default 1 and 20)")
     parser.add_argument("--lean", action="store_true",
                         help="closed-loop runs by the lean client (bench/http_load.py), not storm_bench's aiohttp one")
-    parser.add_argument("--rate", type=float, help="also a paced run: this many alerts/s, one per POST, open loop")
+    parser.add_argument("--rate", type=float, default=1000.0,
+                        help="the paced run: this many alerts/s, one per POST, open loop (0: none)")
     parser.add_argument("--seconds", type=float, default=5.0 if quick() else 20.0, help="how long the paced run lasts")
     parser.add_argument("--paced-only", action="store_true", help="only the paced run")
     asyncio.run(main(parser.parse_args()))
