@@ -15,7 +15,7 @@ CORE = Path(__file__).resolve().parents[1] / "remediator" / "core"
 
 ALLOWED_STDLIB = {
     "__future__", "typing", "dataclasses", "enum", "re", "json", "hashlib", "datetime", "math",
-    "collections", "types", "itertools", "functools", "contextlib", "string", "copy",
+    "collections", "types", "itertools", "functools", "contextlib", "string", "copy", "operator",
 }
 ALLOWED_THIRD_PARTY = {"yaml", "jinja2", "jsonschema", "msgspec"}  # parsing and validating only: no I/O
 FORBIDDEN_CALLS = ("datetime.now", "datetime.utcnow", "time.time", "time.monotonic", "open(", "date.today")

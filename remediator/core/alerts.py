@@ -107,7 +107,7 @@ def parse_time(text: str) -> datetime:
     """
     if _UTC_RFC3339.match(text):
         try:
-            return datetime.fromisoformat(text)  # tzinfo is UTC (datetime.timezone.utc)
+            return datetime.fromisoformat(text)  # its tzinfo is UTC
         except ValueError:
             pass
     return _parse_rfc3339(text)
