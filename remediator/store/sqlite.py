@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import json
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -185,6 +186,14 @@ def _step_row(
             json.dumps(result.to_json(), default=str), format_time(started), format_time(finished))
 
 
+class _Marks:
+    """A decision batch's alerts marked processed, written as the batch ends."""
+
+    def __init__(self, task: asyncio.Task[Any] | None) -> None:
+        self.task = task
+        self.ids: list[int] = []
+
+
 class SQLiteStore:
     def __init__(self, conn: InlineConnection, clock: Clock) -> None:
         self._db = conn
@@ -195,6 +204,11 @@ class SQLiteStore:
         # Writes share transactions and commits (see remediator.store.shared_tx): concurrent
         # webhooks, executions and the decision loop cost one fsync per group, not one each.
         self._shared = SharedTransaction(conn, self._tx)
+        # The decision batches open now (per task), with the alerts they marked processed.
+        self._marks: contextvars.ContextVar[_Marks | None] = contextvars.ContextVar(
+            f"remediator-sqlite-marks-{id(self)}", default=None)
+        self._mark_batches: set[_Marks] = set()
+        self._shared.on_rollback.append(self._unmark)
 
     @classmethod
     async def open(cls, path: str | Path, clock: Clock, *, recover: bool = True) -> SQLiteStore:
@@ -270,10 +284,36 @@ class SQLiteStore:
                 raise StoreUnavailable(f"embedded store: {exc}") from exc
         return await self._shared.write(lambda: self._db.execute(sql, args), single=True)
 
-    def decision_batch(self) -> contextlib.AbstractAsyncContextManager[None]:
+    @contextlib.asynccontextmanager
+    async def decision_batch(self) -> AsyncIterator[None]:
         """Writes of the calling task inside are committed together when it leaves
-        (``IntakeQueue``'s batch role; see remediator.store.shared_tx)."""
-        return self._shared.deferred()
+        (``IntakeQueue``'s batch role; see remediator.store.shared_tx).
+
+        The alerts it marks processed are marked in one statement as it ends, after their
+        decisions.  A batch that ends in an error marks none, and a rolled-back transaction
+        (which took decisions with it) unmarks the batch: those alerts are decided again, and
+        find whatever decisions did survive.  Never the other way round: an alert is not
+        marked processed without its decisions."""
+        async with self._shared.deferred():
+            marks = _Marks(asyncio.current_task())
+            token = self._marks.set(marks)
+            self._mark_batches.add(marks)
+            try:
+                yield
+            finally:
+                self._marks.reset(token)
+                self._mark_batches.discard(marks)
+            if marks.ids:
+                ids = json.dumps(marks.ids)
+                await self._shared.write(lambda: self._db.execute(
+                    "UPDATE alerts SET processed = 1, claimed_until = NULL"
+                    " WHERE id IN (SELECT value FROM json_each(?))", (ids,)))
+
+    def _unmark(self) -> None:
+        """A transaction was rolled back: the marks waiting in open batches may be of alerts
+        whose decisions it took with it."""
+        for marks in self._mark_batches:
+            marks.ids.clear()
 
     def decision_unit(self) -> contextlib.AbstractAsyncContextManager[None]:
         """One alert's writes inside a :meth:`decision_batch` land in one transaction."""
@@ -330,6 +370,10 @@ class SQLiteStore:
         ]
 
     async def mark_processed(self, alert_id: int) -> None:
+        marks = self._marks.get()
+        if marks is not None and marks.task is asyncio.current_task():
+            marks.ids.append(alert_id)  # with the batch's other marks, as it ends (decision_batch)
+            return
         await self._run("UPDATE alerts SET processed = 1, claimed_until = NULL WHERE id = ?", (alert_id,))
 
     async def defer_alert(self, alert_id: int, until: datetime) -> None:
