@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import signal
@@ -57,6 +58,11 @@ async def _serve(args: argparse.Namespace) -> int:
     app = create_app(settings)
     runner = web.AppRunner(app, handle_signals=False, access_log=None, **http.server_options(settings))
     await runner.setup()  # runs cleanup_ctx startup: stores, worker
+    # What the start built (modules, the playbook set, clients) lives as long as the daemon: kept out
+    # of the cyclic collector's full passes, which otherwise walk all of it each time (one during a
+    # reload of 1,000 playbooks held the loop 35-60 ms; bench/reload_bench.py).
+    gc.collect()
+    gc.freeze()
     site = web.TCPSite(runner, host or "0.0.0.0", int(port))
     try:
         await site.start()
