@@ -20,7 +20,7 @@ def append_section(title: str, prose: str, table: str, script: str | None = None
     and ``table`` in a code block (``script``: the running bench's path under the checkout by default)."""
     script = script or f"bench/{Path(sys.argv[0]).name}"
     text = (f"\n## {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: {title}\n\n{prose}\n\n"
-            f"```\n$ .venv/bin/python {script} {' '.join(sys.argv[1:])}\n{table}\n```\n")
+            f"```\n$ {' '.join(['.venv/bin/python', script, *sys.argv[1:]])}\n{table}\n```\n")
     with RESULTS.open("a", encoding="utf-8") as f:
         f.write(text)
 

@@ -35,7 +35,10 @@ How:
 - after the load, polling goes on until every matching alert is decided or ``--drain``
   seconds have passed (the bench exits within a few minutes whatever the daemon does);
 - server CPU-seconds: ``utime + stime`` of the daemon (:func:`bench.storm_bench.cpu_seconds`)
-  over the load, and to the end of the run (the drain included: the work the load asked for).
+  over the load, and to the end of the run (the drain included: the work the load asked for);
+  and how long its threads waited for a CPU over the load (run-queue time, the second field of
+  ``/proc/<pid>/task/*/schedstat``): on a machine shared with other work, a run that falls
+  behind because it was not given the CPU shows there, not as more CPU spent.
 
 Nothing is asserted about speed.  A table row per backend; a dated section is appended to
 bench/RESULTS.md unless ``--no-record``.  ``--profile DIR`` attaches py-spy to the daemon for
@@ -49,6 +52,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -58,7 +62,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiohttp
 
@@ -144,6 +148,19 @@ async def load(url: str, alerts: int, per_post: int, rate: float, give_up: float
 # --- the measurement ----------------------------------------------------------------------------
 
 
+class Usage(NamedTuple):
+    cpu: float  # seconds on a CPU, all threads
+    waited: float  # seconds runnable but waiting for a CPU, the threads alive now
+
+
+def usage(pid: int) -> Usage:
+    waited = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(FileNotFoundError):  # a thread that ended meanwhile
+            waited += int((task / "schedstat").read_text().split()[1])
+    return Usage(cpu_seconds(pid), waited / 1e9)
+
+
 @dataclass
 class Sample:
     at: float  # wall clock
@@ -180,6 +197,7 @@ class Result:
     drained_after: float | None  # seconds after the last POST was due, None: not by the deadline
     drain_deadline: float
     cpu_s: tuple[float, float]  # over the load; to the end of the run (drained or not)
+    waited_s: float  # for a CPU, over the load
     generator_late_p99_ms: float
 
     @property
@@ -203,6 +221,9 @@ class Result:
         return " ".join(f"{'| ' if second == math.ceil(self.sent_for_s) else ''}{b}"
                         for second, b in sorted(by_second.items()))
 
+    def trace_line(self) -> str:
+        return f"{self.backend}: backlog, the most in each second (load ends at |): {self.trace()}"
+
     @property
     def growth_per_s(self) -> float:
         return (self.backlog_last - self.backlog_first) / max(self.seconds - WINDOW, 1e-9)
@@ -219,14 +240,15 @@ class Result:
                 f" {self.backlog_first:,.0f} | {self.backlog_last:,.0f} | {self.backlog_max:,} |"
                 f" {self.growth_per_s:+,.0f} | {self.decisions_per_s:,.0f} | {drained} | {self.cpu_s[0]:.1f} |"
                 f" {self.cpu_s[1]:.1f} | {self.cpu_s[1] * 1000 / self.alerts:.2f}{'' if done else ' (not drained)'} |"
+                f" {self.waited_s:.1f} |"
                 f" {self.generator_late_p99_ms:.1f} |")
 
 
 HEADER = ("| backend | paced alerts/s | s | alerts | matching | sent alerts/s | 503s | decided |"
           " decision p50 s | p99 s | max s | backlog first 5 s | last 5 s | max | backlog growth /s |"
           " decisions/s during load | drained s after load | server CPU s, load | to the end |"
-          " CPU ms per alert | generator late p99 ms |"
-          "\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          " CPU ms per alert | waited for a CPU s, load | generator late p99 ms |"
+          "\n|---|" + "---:|" * 21)
 
 
 async def decisions_at(session: aiohttp.ClientSession, base: str) -> dict[str, float]:
@@ -249,12 +271,12 @@ async def decisions_at(session: aiohttp.ClientSession, base: str) -> dict[str, f
 async def watch(
     session: aiohttp.ClientSession, base: str, server: subprocess.Popen[bytes], load_done: asyncio.Future[Any],
     expected: int, drain: float,
-) -> tuple[list[Sample], tuple[float, float]]:
+) -> tuple[list[Sample], tuple[Usage, Usage]]:
     """Decisions counted every :data:`SAMPLE` s, on a fixed schedule, until the load is done and then
-    every matching alert decided or ``drain`` s more have passed; the daemon's CPU-seconds (a running
-    total) when the load was done and at the end."""
+    every matching alert decided or ``drain`` s more have passed; the daemon's :func:`usage` (running
+    totals) when the load was done and at the end."""
     samples: list[Sample] = []
-    cpu_at_load_end: float | None = None
+    at_load_end: Usage | None = None
     stop_at = math.inf
     next_at = time.monotonic()
     while True:
@@ -263,11 +285,11 @@ async def watch(
         samples.append(Sample(time.time(), int(counter_total(text, "remediator_decisions"))))
         if server.poll() is not None:
             raise SystemExit(f"the daemon exited ({server.returncode}) under load")
-        if cpu_at_load_end is None and load_done.done():
-            cpu_at_load_end = cpu_seconds(server.pid)
+        if at_load_end is None and load_done.done():
+            at_load_end = usage(server.pid)
             stop_at = time.monotonic() + drain
-        if cpu_at_load_end is not None and (samples[-1].decided >= expected or time.monotonic() >= stop_at):
-            return samples, (cpu_at_load_end, cpu_seconds(server.pid))
+        if at_load_end is not None and (samples[-1].decided >= expected or time.monotonic() >= stop_at):
+            return samples, (at_load_end, usage(server.pid))
         next_at += SAMPLE
         await asyncio.sleep(max(0.0, next_at - time.monotonic()))
 
@@ -280,12 +302,12 @@ async def sustained(backend: str, rate: float, per_post: int, seconds: float, dr
             aiohttp.ClientSession(headers={"Authorization": f"Bearer {READ_TOKEN}"}) as session:
         out_path = str(Path(profile) / f"sustained-{backend}.txt") if profile else None
         with profiled(server.pid, out_path):
-            cpu_before = cpu_seconds(server.pid)
+            before = usage(server.pid)
             generator = await asyncio.create_subprocess_exec(
                 sys.executable, __file__, "load", f"{base}/webhooks/alertmanager", str(alerts), str(per_post),
                 str(rate), str(seconds + drain), stdout=asyncio.subprocess.PIPE)
             reading = asyncio.create_task(generator.communicate())
-            samples, cpu = await watch(session, base, server, reading, expected, drain)
+            samples, (load_end, end) = await watch(session, base, server, reading, expected, drain)
         out, _ = await reading
         if generator.returncode != 0:
             raise SystemExit(f"the load generator failed ({generator.returncode})")
@@ -295,12 +317,12 @@ async def sustained(backend: str, rate: float, per_post: int, seconds: float, dr
         decided_at = await decisions_at(session, base)
         read_at = time.time()
     return _result(backend, rate, seconds, per_post, alerts, expected, gen, samples, decided_at, read_at,
-                   drain, (cpu[0] - cpu_before, cpu[1] - cpu_before))
+                   drain, (load_end.cpu - before.cpu, end.cpu - before.cpu), load_end.waited - before.waited)
 
 
 def _result(backend: str, rate: float, seconds: float, per_post: int, alerts: int, expected: int,
             gen: dict[str, Any], samples: list[Sample], decided_at: dict[str, float], read_at: float,
-            drain: float, cpu: tuple[float, float]) -> Result:
+            drain: float, cpu: tuple[float, float], waited: float) -> Result:
     posts = gen["posts"]  # [first sent, accepted attempt sent, answered, attempts] per POST
     latency: list[tuple[float, bool]] = []
     accepted: list[tuple[float, int]] = []  # (answered, matching alerts in it)
@@ -328,7 +350,8 @@ def _result(backend: str, rate: float, seconds: float, per_post: int, alerts: in
     return Result(
         backend, rate, seconds, alerts, expected, max(load_end - posts[0][0], 1e-9), gen["refused"],
         sum(1 for p in posts if p[2] is None), sum(1 for _, bound in latency if not bound), latency, backlog,
-        decisions_per_s, None if done is None else max(0.0, done - load_end), drain, cpu, gen["late_p99"] * 1000,
+        decisions_per_s, None if done is None else max(0.0, done - load_end), drain, cpu, waited,
+        gen["late_p99"] * 1000,
     )
 
 
@@ -347,10 +370,10 @@ def record(results: list[Result], args: argparse.Namespace, load_avg: tuple[floa
         f" `remediator serve` in its own process.  Decision latency: the decision's recorded `at` minus the"
         f" POST's first send (\"> x\": undecided alerts when the run ended).  Backlog: matching alerts"
         f" recorded minus decisions counted, sampled every {SAMPLE:g} s.  CPU: the daemon's utime + stime over"
-        f" the load, and to the end (drain included).  Target: decision p99 < 1 s at 1,000 alerts/s, backlog"
-        f" bounded.  Load average {load_avg[0]:.1f} / {load_avg[1]:.1f} / {load_avg[2]:.1f} (2 cores shared"
-        f" with other work).  At {revision()}.",
-        "\n".join([HEADER, *(r.row() for r in results)]),
+        f" the load, and to the end (drain included); waited: its threads' run-queue time over the load."
+        f"  Target: decision p99 < 1 s at 1,000 alerts/s, backlog bounded.  Load average {load_avg[0]:.1f} /"
+        f" {load_avg[1]:.1f} / {load_avg[2]:.1f} (2 cores shared with other work).  At {revision()}.",
+        "\n".join([HEADER, *(r.row() for r in results), *(r.trace_line() for r in results)]),
     )
 
 
@@ -363,7 +386,7 @@ async def main(args: argparse.Namespace) -> None:
     for r in results:
         print(r.row())
     for r in results:
-        print(f"{r.backend}: backlog, the most in each second (load ends at |): {r.trace()}")
+        print(r.trace_line())
         what = f"{r.backend}, {r.rate:,.0f} alerts/s for {r.seconds:g} s"
         emit("sustained", f"{what}: decision p99", quantile(r.latency, 0.99), "s", "< 1 s at 1,000 alerts/s")
         emit("sustained", f"{what}: backlog first 5 s → last 5 s", f"{r.backlog_first:,.0f} → {r.backlog_last:,.0f}",
