@@ -127,7 +127,7 @@ class ChannelSettings:
 @dataclass(frozen=True)
 class WorkerSettings:
     poll_interval: float = _above(0, 1.0)
-    batch: int = field(default=50, metadata={"min": 1, "max": 10_000})
+    batch: int = field(default=500, metadata={"min": 1, "max": 10_000})  # one commit (fsync) per batch
     lease: float = field(default=300.0, metadata={"min": 1.0})  # renewed every third of it: under 1s would thrash
     shutdown_timeout: float = 30.0
     step_timeout: float = _above(0, 900.0)
