@@ -168,12 +168,12 @@ class Sample:
 
 
 def quantile(values: list[tuple[float, bool]], p: float) -> str:
-    """Nearest-rank quantile of (seconds, is a lower bound) pairs, in seconds; "> x" when the
+    """Nearest-rank quantile of (seconds, is a lower bound) pairs, in ms; "> x" when the
     undecided alerts' bounds could still move it (one of them ranks at or below it)."""
     ranked = sorted(values)
     i = min(len(ranked) - 1, max(0, math.ceil(p * len(ranked)) - 1))
     exact = all(not bound for _, bound in ranked[: i + 1])
-    return f"{'' if exact else '> '}{ranked[i][0]:.2f}"
+    return f"{'' if exact else '> '}{ranked[i][0] * 1000:,.0f}"
 
 
 def mean(xs: list[int]) -> float:
@@ -245,7 +245,7 @@ class Result:
 
 
 HEADER = ("| backend | paced alerts/s | s | alerts | matching | sent alerts/s | 503s | decided |"
-          " decision p50 s | p99 s | max s | backlog first 5 s | last 5 s | max | backlog growth /s |"
+          " decision p50 ms | p99 ms | max ms | backlog first 5 s | last 5 s | max | backlog growth /s |"
           " decisions/s during load | drained s after load | server CPU s, load | to the end |"
           " CPU ms per alert | waited for a CPU s, load | generator late p99 ms |"
           "\n|---|" + "---:|" * 21)
@@ -388,9 +388,12 @@ async def main(args: argparse.Namespace) -> None:
     for r in results:
         print(r.trace_line())
         what = f"{r.backend}, {r.rate:,.0f} alerts/s for {r.seconds:g} s"
-        emit("sustained", f"{what}: decision p99", quantile(r.latency, 0.99), "s", "< 1 s at 1,000 alerts/s")
+        p99 = quantile(r.latency, 0.99)
+        emit("sustained", f"{what}: decision p99", p99 if p99.startswith(">") else int(p99.replace(",", "")), "ms",
+             "< 1,000 ms at 1,000 alerts/s")
         emit("sustained", f"{what}: backlog first 5 s → last 5 s", f"{r.backlog_first:,.0f} → {r.backlog_last:,.0f}",
              "matching alerts", "bounded")
+        emit("sustained", f"{what}: backlog max", r.backlog_max, "matching alerts")
         emit("sustained", f"{what}: decided", f"{r.decided:,} of {r.matching:,}", "matching alerts")
     print(f"(load average {load_avg[0]:.1f} / {load_avg[1]:.1f} / {load_avg[2]:.1f}, {os.cpu_count()} cores)")
     if not args.no_record:
