@@ -98,7 +98,7 @@ class _Decision:
     seq: int  # the order recorded in: breaks ties between decisions at the same time
     status: str | None  # the execution's, None when the decision admitted none
     approval_deadline: float | None = None
-    finished_at: str | None = None
+    finished_at: datetime | None = None  # formatted only for a row, as a step's times
     claimed_by: str | None = None
     claimed_until: float | None = None
 
@@ -108,7 +108,8 @@ class _Decision:
 
     def row(self) -> dict[str, Any]:
         return {"id": self.id, "body": json.dumps(self.decision.to_json()), "exec_status": self.status,
-                "finished_at": self.finished_at, "approval_deadline": self.approval_deadline}
+                "finished_at": format_time(self.finished_at) if self.finished_at else None,
+                "approval_deadline": self.approval_deadline}
 
     def free_for(self, worker: str, now: float) -> bool:
         return self.claimed_by in (None, worker) or self.claimed_until is None or self.claimed_until <= now
@@ -358,7 +359,7 @@ class MemoryStore:
         """A plan-only execution recorded with its decision and steps, already ``status`` (see
         :class:`~remediator.ports.PlannedExecutions`); False, and nothing changed, when decided before."""
         self._check()
-        d = self._add_decision(decision, status, None, format_time(finished))
+        d = self._add_decision(decision, status, None, finished)
         if d is None:
             return False
         for s in steps:
@@ -366,7 +367,7 @@ class MemoryStore:
         return True
 
     def _add_decision(
-        self, decision: Decision, status: str | None, deadline: float | None, finished: str | None = None
+        self, decision: Decision, status: str | None, deadline: float | None, finished: datetime | None = None
     ) -> _Decision | None:
         did = decision.execution_id or execution_id(decision.alert_key, decision.playbook)
         if did in self._decisions:
@@ -412,7 +413,7 @@ class MemoryStore:
     async def record_event(self, execution_id: str, event: str, at: datetime, **detail: Any) -> None:
         await self.record_notification(execution_id, journal_entry(event, format_time(at), **detail))
 
-    def _finish(self, d: _Decision, status: str, finished: str | None) -> None:
+    def _finish(self, d: _Decision, status: str, finished: datetime | None) -> None:
         d.status, d.finished_at, d.claimed_by, d.claimed_until = status, finished, None, None
         if status not in _OPEN:
             self._open.pop(d.id, None)
@@ -424,7 +425,7 @@ class MemoryStore:
         self._check()
         d = self._decisions.get(execution_id)
         if d is not None:
-            self._finish(d, status, format_time(finished))
+            self._finish(d, status, finished)
 
     async def unfinished(self, execution_id: str) -> bool:
         self._check()
@@ -494,7 +495,7 @@ class MemoryStore:
         d = self._decisions.get(execution_id)
         if d is None or d.status != AWAITING_APPROVAL or d.claimed_by != worker:
             return False
-        self._finish(d, status, None if status == "pending" else format_time(at))
+        self._finish(d, status, None if status == "pending" else at)
         return True
 
     async def expire_approvals(self, now: datetime, *, limit: int = 100) -> list[str]:
@@ -507,7 +508,7 @@ class MemoryStore:
                       and (d.claimed_until is None or d.claimed_until <= stamp)),
                      key=lambda d: d.approval_deadline or 0)[:limit]
         for d in due:
-            self._finish(d, "expired", format_time(now))
+            self._finish(d, "expired", now)
         return [d.id for d in due]
 
     # -- streaming: forgetting what is over -------------------------------------------------
