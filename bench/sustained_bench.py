@@ -190,6 +190,7 @@ class Result:
     sent_for_s: float  # first send of the first POST to that of the last
     refused: int  # 503 answers (each POST retried after Retry-After)
     given_up: int  # POSTs still refused when the generator stopped retrying
+    first_refusal: str | None  # the first 503's reason: the backlog bound, or the store not answering in time
     decided: int  # matching alerts with a decision read back
     latency: list[tuple[float, bool]]
     backlog: list[tuple[float, int]]  # (seconds since the first POST was sent, matching alerts undecided)
@@ -222,7 +223,8 @@ class Result:
                         for second, b in sorted(by_second.items()))
 
     def trace_line(self) -> str:
-        return f"{self.backend}: backlog, the most in each second (load ends at |): {self.trace()}"
+        refused = f"; the first 503: {self.first_refusal}" if self.first_refusal else ""
+        return f"{self.backend}: backlog, the most in each second (load ends at |): {self.trace()}{refused}"
 
     @property
     def growth_per_s(self) -> float:
@@ -349,8 +351,8 @@ def _result(backend: str, rate: float, seconds: float, per_post: int, alerts: in
     done = next((s.at for s in samples if s.decided >= expected), None)
     return Result(
         backend, rate, seconds, alerts, expected, max(load_end - posts[0][0], 1e-9), gen["refused"],
-        sum(1 for p in posts if p[2] is None), sum(1 for _, bound in latency if not bound), latency, backlog,
-        decisions_per_s, None if done is None else max(0.0, done - load_end), drain, cpu, waited,
+        sum(1 for p in posts if p[2] is None), gen["first_refusal"], sum(1 for _, bound in latency if not bound),
+        latency, backlog, decisions_per_s, None if done is None else max(0.0, done - load_end), drain, cpu, waited,
         gen["late_p99"] * 1000,
     )
 
