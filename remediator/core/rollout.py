@@ -143,6 +143,65 @@ class RollbackPlan:
     replicaset: str = ""  # the ReplicaSet rolled back to: its name outlives its revision number
 
 
+def deployment_history_lag(dep: dict[str, Any], replicasets: list[dict[str, Any]]) -> str | None:
+    """Why the ReplicaSets read are not yet the revision history of the Deployment read (None: they are).
+
+    kubectl's undo takes "the revision before the newest", which means "the one before the
+    current template" only once the newest ReplicaSet *is* the current template.
+    ``observedGeneration`` does not promise that: the Deployment controller handles a write
+    that changes ``replicas`` as a scaling event (sync.go: the active ReplicaSets'
+    ``desired-replicas`` differ), scales the ReplicaSets it has without creating the new
+    template's, and still reports the generation observed; the new ReplicaSet and its
+    revision number come on a later sync.  Planned in that window, undo goes two changes
+    back.  The same check catches a ReplicaSet list older than the Deployment read (the
+    Deployment's own revision annotation, which the controller copies from its newest
+    ReplicaSet, names another revision).
+    """
+    name = _get(dep, "metadata", "name", default="")
+    generation = _get(dep, "metadata", "generation", default=0)
+    observed = _get(dep, "status", "observedGeneration", default=0)
+    if observed < generation:
+        return f"has not yet observed generation {generation} (observed {observed})"
+    if _get(dep, "spec", "paused", default=False):
+        return None  # paused: no ReplicaSet for a new template by design, and the plan refuses it with kubectl's words
+    uid = _get(dep, "metadata", "uid", default="")
+    owned = [rs for rs in replicasets if owned_by(rs, uid)]
+    if not owned:
+        return f'has no ReplicaSet for deployment "{name}" yet'
+    newest = max(owned, key=revision_of)
+    template = template_without_hash(_get(dep, "spec", "template", default={}))
+    if template_without_hash(_get(newest, "spec", "template", default={})) != template:
+        return (f"has no revision of the current pod template yet (the newest, revision {revision_of(newest)}, "
+                "holds an earlier one)")
+    recorded = _get(dep, "metadata", "annotations", REVISION)
+    if recorded is not None and str(recorded) != str(revision_of(newest)):
+        return (f"records revision {recorded} on the deployment, but the newest ReplicaSet read is revision "
+                f"{revision_of(newest)}")
+    return None
+
+
+def statefulset_history_lag(sts: dict[str, Any], revisions: list[dict[str, Any]]) -> str | None:
+    """Why the ControllerRevisions read are not yet the history of the StatefulSet read (None: they are).
+
+    The StatefulSet controller creates (or renumbers) the current template's revision before
+    it reports the generation observed, and names it in ``status.updateRevision``; the newest
+    revision read must be that one, or the list is older than the StatefulSet read.
+    """
+    generation = _get(sts, "metadata", "generation", default=0)
+    observed = _get(sts, "status", "observedGeneration", default=0)
+    if observed < generation:
+        return f"has not yet observed generation {generation} (observed {observed})"
+    update = _get(sts, "status", "updateRevision")
+    uid = _get(sts, "metadata", "uid", default="")
+    owned = [r for r in revisions if owned_by(r, uid)]
+    if update and owned:
+        newest = max(owned, key=lambda r: int(r.get("revision", 0)))
+        if _get(newest, "metadata", "name") != update:
+            return (f"has no revision of the current pod template in the history read yet (the newest is "
+                    f"{_get(newest, 'metadata', 'name')}, the update revision {update})")
+    return None
+
+
 def plan_deployment_rollback(
     dep: dict[str, Any], replicasets: list[dict[str, Any]], to_revision: int = 0
 ) -> RollbackPlan:

@@ -15,8 +15,8 @@ on the injectable clock (409 re-reads and re-applies, 429 honours Retry-After);
 400/403/404/422 fail at once with the apiserver's own message.
 
 Controllers run asynchronously on a real cluster, and the executor expects it: a 409
-from a controller's status write between our read and our write, or a controller that
-has not yet observed the latest generation (a rollback waits for it), is routine and
+from a controller's status write between our read and our write, or a workload whose
+revision history does not yet hold its latest spec (a rollback waits for it), is routine and
 retried on a budget of its own (:data:`ROUTINE_ATTEMPTS`), apart from ``kubernetes.retries``
 for faults.  A deleted pod may stay ``Terminating`` for its grace period; delete_pod does
 not delete it again.
@@ -62,13 +62,22 @@ class Rejected(TemporaryError):
 
 
 class Lagging(TemporaryError):
-    """The workload's controller has not yet observed its latest spec (``observedGeneration < generation``).
+    """The workload's revision history does not yet describe its latest spec.
 
     Controllers run asynchronously: right after a write, what they derive from it (a
     Deployment's ReplicaSets and their revision numbers, a StatefulSet's
-    ControllerRevisions) still describes the spec before.  A rollback planned from that
-    history would pick the wrong revision, so it waits for the controller to catch up.
+    ControllerRevisions) still describes the spec before, and an observed generation
+    does not always mean the new revision exists (a Deployment write that also scales is
+    observed before its ReplicaSet is made: :func:`rollout.deployment_history_lag`).  A
+    rollback planned from that history would pick the wrong revision, so it waits for the
+    controller to catch up.
     """
+
+
+def _caught_up(kind: str, key: str, lag: str | None) -> None:
+    """Raise :class:`Lagging` when the history read lags the workload read (``lag`` says how)."""
+    if lag is not None:
+        raise Lagging(f"the {kind} controller {lag}, for {key}: its revision history may be stale")
 
 
 #: Attempts allowed for routine refusals (a 409 from a controller's status write landing between
@@ -826,13 +835,6 @@ class KubeExecutor:
         """
         t = ctx.target
         before = await self._read(ctx)
-        generation = (before.get("metadata") or {}).get("generation") or 0
-        observed = (before.get("status") or {}).get("observedGeneration") or 0
-        if observed < generation:
-            raise Lagging(
-                f"the {t.kind} controller has not yet observed generation {generation} of {t.key} "
-                f"(observed {observed}): its revision history may be stale"
-            )
         to_revision = int(step.params.get("to_revision", 0))
         intent = _intent(ctx)
         selector = ",".join(f"{k}={v}" for k, v in before["spec"]["selector"].get("matchLabels", {}).items())
@@ -842,6 +844,7 @@ class KubeExecutor:
                     self.apps.list_namespaced_replica_set, t.namespace, label_selector=selector, **self._kw()
                 )
                 replicasets = [self._dict(rs) for rs in rs_list.items]
+                _caught_up(t.kind, t.key, rollout.deployment_history_lag(before, replicasets))
                 if intent.get("replicaset"):
                     to_revision = _revision_named(replicasets, intent["replicaset"], rollout.revision_of)
                 plan = rollout.plan_deployment_rollback(before, replicasets, to_revision)
@@ -866,6 +869,7 @@ class KubeExecutor:
                 self.apps.list_namespaced_controller_revision, t.namespace, label_selector=selector, **self._kw()
             )
             revisions = [self._dict(r) for r in revs.items]
+            _caught_up(t.kind, t.key, rollout.statefulset_history_lag(before, revisions))
             if intent.get("controllerrevision"):
                 to_revision = _revision_named(revisions, intent["controllerrevision"], lambda r: int(r["revision"]))
             revision, data, name = rollout.plan_statefulset_rollback(before, revisions, to_revision)
