@@ -127,6 +127,7 @@ class Worker:
                 batch = await self.intake.claim_alerts(self.name, self.settings.batch, self.settings.lease)
                 if not batch:
                     break
+                last = len(batch) < self.settings.batch  # nothing more was claimable: no empty round after it
                 summary: Counter[str] = Counter()  # decision kinds (and deferrals) of this batch, for its log line
                 # What every alert's decision asks the store, asked once for the batch (PostgreSQL).
                 facts = None if self.inline else await self.pipeline.facts([item.received for item in batch])
@@ -137,6 +138,8 @@ class Worker:
                         handled += await self._decide_one(item, summary, facts)
             # One line per batch at INFO (each decision is at DEBUG): a storm is not a storm of log lines.
             self._log.info("alerts decided", alerts=len(batch), **dict(sorted(summary.items())))
+            if last:  # what arrived meanwhile woke the loop (wake()): it is claimed in the next round
+                break
         return handled
 
     def _batch(self) -> contextlib.AbstractAsyncContextManager[None]:
