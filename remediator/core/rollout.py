@@ -172,7 +172,7 @@ def deployment_history_lag(dep: dict[str, Any], replicasets: list[dict[str, Any]
     template = template_without_hash(_get(dep, "spec", "template", default={}))
     if template_without_hash(_get(newest, "spec", "template", default={})) != template:
         return (f"has no revision of the current pod template yet (the newest, revision {revision_of(newest)}, "
-                "holds an earlier one)")
+                "holds another)")
     recorded = _get(dep, "metadata", "annotations", REVISION)
     if recorded is not None and str(recorded) != str(revision_of(newest)):
         return (f"records revision {recorded} on the deployment, but the newest ReplicaSet read is revision "
