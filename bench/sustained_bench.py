@@ -10,16 +10,17 @@ How:
 
 - the daemon is ``remediator serve --dry-run`` in its own process, started exactly as the
   storm bench starts it (:func:`bench.storm_bench.served`: the storm playbook, no throttle,
-  ``kubernetes.mode: none``; ``--backend postgres`` on PostgreSQL + Redis);
+  ``kubernetes.mode: none``; ``--backend postgres`` on PostgreSQL + Redis, ``both`` by default),
+  and measured once ``/readyz`` answers (:func:`bench.ingest_bench.remediator`);
 - the load generator is this script's ``load`` subcommand, in its own process: open loop,
   POST k due at ``start + k / (rate / per_post)`` and sent then whether or not earlier
   answers are back; every alert distinct (its own fingerprint), 54 % matching the playbook
   (:func:`bench.storm_bench.matching`).  aiohttp's client is fine here: at 50 POSTs/s its
   ~0.25 ms per POST is about 1 % of a core.  A 503 (the daemon's intake bound,
-  ``worker.max_backlog``) is counted and the POST sent again after its ``Retry-After``, as
-  Alertmanager would;
+  ``worker.max_backlog``, or a store slower than ``http.store_timeout``) is counted and the POST
+  sent again after its ``Retry-After`` (1 s without one), as Alertmanager would;
 - decision latency of a matching alert is the decision's own ``at`` (the server's clock, same
-  machine) minus the wall-clock time the POST carrying it was first sent (a 503 and its retry
+  machine; taken when it is decided, a few ms before its batch commits) minus the wall-clock time the POST carrying it was first sent (a 503 and its retry
   count against the daemon).  Every decision is read from the read API after the run
   (``/api/v1/decisions`` pages) and joined by fingerprint.  A matching alert still undecided
   when the run ends counts as at least "read time minus sent": a quantile that such a bound
@@ -31,7 +32,8 @@ How:
   nothing whatever the loop does.  The undecided queue in the store holds those too, in
   arrival order, about 1 / 0.54 times this figure.  Reported: the mean over the first 5 s of
   load, over the last 5 s, and the max; "grows without bound" shows as a last 5 s far above
-  the first (and a growth rate near the arrival rate minus the decision rate);
+  the first (and a growth rate near the arrival rate minus the decision rate).  Printed under
+  the table (and kept in RESULTS.md): the largest sample in each second, to see when it builds;
 - after the load, polling goes on until every matching alert is decided or ``--drain``
   seconds have passed (the bench exits within a few minutes whatever the daemon does);
 - server CPU-seconds: ``utime + stime`` of the daemon (:func:`bench.storm_bench.cpu_seconds`)
