@@ -20,8 +20,8 @@ How:
   ``worker.max_backlog``, or a store slower than ``http.store_timeout``) is counted and the POST
   sent again after its ``Retry-After`` (1 s without one), as Alertmanager would;
 - decision latency of a matching alert is the decision's own ``at`` (the server's clock, same
-  machine; taken when it is decided, a few ms before its batch commits) minus the wall-clock time the POST carrying it was first sent (a 503 and its retry
-  count against the daemon).  Every decision is read from the read API after the run
+  machine; taken when it is decided, a few ms before its batch commits) minus the wall-clock
+  time the POST carrying it was first sent (a 503 and its retry count against the daemon).  Every decision is read from the read API after the run
   (``/api/v1/decisions`` pages) and joined by fingerprint.  A matching alert still undecided
   when the run ends counts as at least "read time minus sent": a quantile that such a bound
   reaches is shown as ``> x``;
