@@ -21,10 +21,10 @@ How:
   sent again after its ``Retry-After`` (1 s without one), as Alertmanager would;
 - decision latency of a matching alert is the decision's own ``at`` (the server's clock, same
   machine; taken when it is decided, a few ms before its batch commits) minus the wall-clock
-  time the POST carrying it was first sent (a 503 and its retry count against the daemon).  Every decision is read from the read API after the run
-  (``/api/v1/decisions`` pages) and joined by fingerprint.  A matching alert still undecided
-  when the run ends counts as at least "read time minus sent": a quantile that such a bound
-  reaches is shown as ``> x``;
+  time the POST carrying it was first sent (a 503 and its retry count against the daemon).
+  Every decision is read from the read API after the run (``/api/v1/decisions`` pages) and
+  joined by fingerprint.  A matching alert still undecided when the run ends counts as at
+  least "read time minus sent": a quantile that such a bound reaches is shown as ``> x``;
 - the backlog is sampled every 0.5 s: matching alerts recorded by then (the generator's 200
   answers, by their time) minus ``remediator_decisions_total`` from ``/metrics``.  Only
   matching alerts are counted on both sides: a ``no_match`` is not a counted decision, so
