@@ -87,7 +87,7 @@ def _received(row: Mapping[str, Any]) -> StoredAlert:
     return StoredAlert(
         row["id"],
         ReceivedAlert(
-            Alert.from_json(json.loads(row["alert"])),
+            Alert.from_json_text(row["alert"]),
             row["received_at"],
             row["receiver"],
             row["group_key"],
@@ -125,7 +125,7 @@ def _columns(alerts: Sequence[ReceivedAlert]) -> list[Row]:
             r.alert.fingerprint,
             r.alert.status,
             r.alert.starts_at,
-            json.dumps(r.alert.to_json()),
+            r.alert.json_text(),
             _text(r.receiver),
             _text(r.group_key),
             _text(r.external_url),
@@ -501,7 +501,7 @@ class PostgresStore:
 
     async def recorded_alert(self, alert_key: str) -> Alert | None:
         rows = await self._fetch("SELECT alert FROM alerts WHERE dedup_key = $1", alert_key)
-        return Alert.from_json(json.loads(rows[0]["alert"])) if rows else None
+        return Alert.from_json_text(rows[0]["alert"]) if rows else None
 
     async def undecided(self) -> int:
         rows = await self._fetch("SELECT count(*) AS n FROM alerts WHERE NOT processed")

@@ -164,16 +164,17 @@ ROWS_IN_LOOP = 200
 
 
 def _rows(alerts: Sequence[ReceivedAlert]) -> list[tuple[str, ...]]:
+    received: dict[datetime, str] = {}  # a delivery's alerts share their receipt time: formatted once
     return [
         (
             r.alert.dedup_key,
             r.alert.fingerprint,
             r.alert.status,
-            json.dumps(r.alert.to_json()),
+            r.alert.json_text(),
             r.receiver,
             r.group_key,
             r.external_url,
-            format_time(r.received_at),
+            received.get(r.received_at) or received.setdefault(r.received_at, format_time(r.received_at)),
         )
         for r in alerts
     ]
@@ -358,7 +359,7 @@ class SQLiteStore:
             StoredAlert(
                 r["id"],
                 ReceivedAlert(
-                    Alert.from_json(json.loads(r["alert"])),
+                    Alert.from_json_text(r["alert"]),
                     parse_time(r["received_at"]),
                     r["receiver"],
                     r["group_key"],
@@ -417,10 +418,10 @@ class SQLiteStore:
     async def recorded_alert(self, alert_key: str) -> Alert | None:
         cur = await self._run("SELECT alert FROM alerts WHERE dedup_key = ?", (alert_key,))
         row = await cur.fetchone()
-        return Alert.from_json(json.loads(row["alert"])) if row else None
+        return Alert.from_json_text(row["alert"]) if row else None
 
     async def undecided(self) -> int:
-        cur = await self._run("SELECT count(*) FROM alerts WHERE processed = 0")
+        cur = await self._run("SELECT count(*) FROM alerts WHERE processed = 0", report=True)  # a storm's is long
         row = await cur.fetchone()
         return int(row[0]) if row else 0
 
@@ -676,7 +677,7 @@ class SQLiteStore:
                 yield StoredAlert(
                     r["id"],
                     ReceivedAlert(
-                        Alert.from_json(json.loads(r["alert"])),
+                        Alert.from_json_text(r["alert"]),
                         parse_time(r["received_at"]),
                         r["receiver"],
                         r["group_key"],
