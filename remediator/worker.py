@@ -82,6 +82,7 @@ class Worker:
         self._batches: DecisionBatches | None = (
             intake if not inline and isinstance(intake, DecisionBatches) else None
         )
+        self._counts = intake if isinstance(intake, CountsBacklog) else None  # asked at every POST: decided once
         self.settings = settings
         # Unique per instance: a worker takes back claims under its own name (see IntakeQueue.claim_alerts).
         self.name = name or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
@@ -101,12 +102,12 @@ class Worker:
         Alertmanager retries later), else None.  Counted at most every :data:`BACKLOG_FRESH` seconds;
         a store that cannot count says nothing here (recording will tell)."""
         bound = self.settings.max_backlog
-        if not bound or not isinstance(self.intake, CountsBacklog):
+        if not bound or self._counts is None:
             return None
         now = self.pipeline.clock.monotonic()
         if self._backlog is None or now - self._backlog[0] >= BACKLOG_FRESH:
             try:
-                self._backlog = (now, await self.intake.undecided())
+                self._backlog = (now, await self._counts.undecided())
             except StoreUnavailable:
                 return None
         count = self._backlog[1]
