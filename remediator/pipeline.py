@@ -356,7 +356,7 @@ class Pipeline:
             )
         outcome = Outcome([])
         for playbook in selected:
-            self.metrics.matches.labels(playbook.name).inc()
+            self.metrics.count(self.metrics.matches, playbook.name)
             result = await self._decide_and_run(playbook, received, log.bind(playbook=playbook.name), run=run,
                                                 retried=retried, facts=facts)
             if isinstance(result, Decision):
@@ -479,7 +479,7 @@ class Pipeline:
             raise
         if recorded:
             self.events.decision_recorded(decision, received)
-        self.metrics.decisions.labels(playbook.name, decision.kind.value).inc()
+        self.metrics.count(self.metrics.decisions, playbook.name, decision.kind.value)
         log.debug(  # per alert; the worker logs each batch's summary at INFO
             "decision",
             decision=decision.kind.value,
@@ -560,11 +560,11 @@ class Pipeline:
                 await self._notify("message", decision, (str(step.params.get("channel", "")),), alert=alert,
                                    message=str(step.params.get("message", "")), step=step)
             self.events.step_finished(did, step, result)
-            self.metrics.steps.labels(step.action, result.status).inc()
+            self.metrics.count(self.metrics.steps, step.action, result.status)
             log.debug("step", phase=step.phase, index=step.index, action=step.action, status=result.status,
                       message=result.message)
         self.events.execution_finished(did, "dry_run")
-        self.metrics.executions.labels(decision.playbook, "dry_run").inc()
+        self.metrics.count(self.metrics.executions, decision.playbook, "dry_run")
         if admitted is not None:  # as Hold.release: the lock and slot freed, the cooldown started
             try:
                 await self.guardrails.release(admitted, succeeded=True)
