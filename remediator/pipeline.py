@@ -336,8 +336,12 @@ class Pipeline:
         alert = received.alert
         log = self._log.bind(fingerprint=alert.fingerprint, alertname=alert.alertname, status=alert.status)
         if alert.status == "resolved":
-            await self._cancel_awaiting(alert)
-            await self._notify_resolved(alert)
+            # The firing episode's playbooks, matched once for both (most have neither approval nor channels).
+            firing = replace(alert, status="firing")
+            episode = [p for p in self._playbooks().matching(firing) if p.needs_approval or p.notify]
+            if episode:
+                await self._cancel_awaiting(firing, episode)
+                await self._notify_resolved(alert, firing, episode)
         selected = self._playbooks().matching(alert)
         if not selected:
             log.debug("no playbook matches")
@@ -969,10 +973,9 @@ class Pipeline:
         await self._notify("message", decision, (channel,), alert=ctx.alert, message=message, step=step)
         return _queued(step, dry_run=ctx.dry_run)
 
-    async def _notify_resolved(self, alert: Alert) -> None:
+    async def _notify_resolved(self, alert: Alert, firing: Alert, playbooks: Sequence[Playbook]) -> None:
         """Close the loop: tell the channels of every execution this alert's firing episode caused."""
-        firing = replace(alert, status="firing")
-        for playbook in self._playbooks().matching(firing):
+        for playbook in playbooks:
             if not playbook.notify:
                 continue
             decision = await self.store.decision(execution_id(firing.dedup_key, playbook.name))
@@ -1143,14 +1146,16 @@ class Pipeline:
         await self._notify(event, decision, playbook.notify if playbook else (),
                            **({"alert": alert} if alert else {}), message=message)
 
-    async def _cancel_awaiting(self, alert: Alert) -> None:
+    async def _cancel_awaiting(self, firing: Alert, playbooks: Sequence[Playbook]) -> None:
         """The alert resolved while an execution for it awaited approval: there is nothing left to
         approve.  It ends ``resolved_cancelled``, as one that resolved while it waited to run does
-        (and does, should an answer being given right now approve it: see ``_execute_held``)."""
-        firing = replace(alert, status="firing")
-        for playbook in self._playbooks().matching(firing):
+        (and does, should an answer being given right now approve it: see ``_execute_held``).
+        ``firing``: the resolved alert as it fired; ``playbooks``: those that select it."""
+        for playbook in playbooks:
+            if not playbook.needs_approval:
+                continue
             did = execution_id(firing.dedup_key, playbook.name)
-            state = await self.store.approval(did) if playbook.needs_approval else None
+            state = await self.store.approval(did)
             if state is None or state.status != AWAITING_APPROVAL:
                 continue
             decision = await self.store.decision(did)
