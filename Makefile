@@ -95,13 +95,14 @@ test: $(STAMP) services alertmanager kube-assets browser lint
 
 ## Every benchmark in turn (minutes), then one table of their headline figures (bench/summary.py collects
 ## what each reports); QUICK=1 runs the smaller sizes.  Dated results are kept in bench/RESULTS.md.
-BENCHES := matcher_bench webhook_bench ingest_bench webhook_loop_bench decision_latency storm_bench replay_bench \
-	fake_kube_bench ui_timeline_bench reload_bench
+BENCHES := matcher_bench webhook_bench ingest_bench webhook_loop_bench decision_latency storm_bench sustained_bench \
+	replay_bench fake_kube_bench ui_timeline_bench reload_bench
 BENCH_RESULTS := $(VENV)/bench-results.jsonl
 bench: $(STAMP) services
 	@rm -f $(BENCH_RESULTS)
 	@for b in $(BENCHES); do echo "== bench/$$b.py"; \
-	  args=$$([ $$b = storm_bench ] && echo "--backend both --no-record $(if $(QUICK),--alerts 2000)"); \
+	  args=$$(case $$b in storm_bench) echo "--backend both --no-record $(if $(QUICK),--alerts 2000)";; \
+	    sustained_bench) echo "--no-record";; esac); \
 	  BENCH_RESULTS=$(BENCH_RESULTS) QUICK=$(QUICK) $(BIN)/python bench/$$b.py $$args || exit 1; done
 	@$(BIN)/python bench/summary.py $(BENCH_RESULTS)
 
