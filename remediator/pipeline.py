@@ -264,7 +264,7 @@ class Pipeline:
         self._lookups = store if isinstance(store, BatchLookups) else None
 
     async def facts(self, batch: Sequence[ReceivedAlert]) -> BatchFacts | None:
-        """Ask the store, in two round trips, what deciding ``batch`` will ask for every alert
+        """Ask the store, in one round trip, what deciding ``batch`` will ask for every alert
         (None: a store that answers each question at once, or nothing to ask)."""
         if self._lookups is None or not batch:
             return None
@@ -291,8 +291,7 @@ class Pipeline:
                 episodes.append((alert.fingerprint, alert.starts_at))
         if not ids:
             return None
-        decided = await self._lookups.decisions_among(ids)
-        resolved = await self._lookups.resolved_among(episodes) if episodes else set()
+        decided, resolved = await self._lookups.look_up(ids, episodes)
         if prefetch is not None and reads:
             with contextlib.suppress(GuardrailUnavailable):  # then each decision asks, and hears so itself
                 await prefetch.prefetch_evaluations([r for r in reads if r.owner not in decided])

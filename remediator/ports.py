@@ -397,14 +397,14 @@ class BatchLookups(Protocol):
 
     For a store where every read is a round trip (PostgreSQL): "was this (alert, playbook)
     decided already?" and "has this firing episode resolved?" are asked for every matching
-    alert; asked per batch, they are two round trips instead of two per alert.  The embedded
+    alert; asked per batch, they are one round trip instead of two per alert.  The embedded
     store answers each in microseconds and need not offer this."""
 
-    async def decisions_among(self, ids: Sequence[str]) -> dict[str, Decision]:
-        """The recorded decisions among these ids (absent: not decided)."""
-
-    async def resolved_among(self, episodes: Sequence[tuple[str, datetime]]) -> set[tuple[str, datetime]]:
-        """The (fingerprint, startsAt) firing episodes among these whose resolve is recorded."""
+    async def look_up(
+        self, ids: Sequence[str], episodes: Sequence[tuple[str, datetime]]
+    ) -> tuple[dict[str, Decision], set[tuple[str, datetime]]]:
+        """In one round trip: the recorded decisions among ``ids`` (absent: not decided), and the
+        (fingerprint, startsAt) firing ``episodes`` whose resolve is recorded."""
 
 
 class PipelineStore(AlertHistory, ExecutionLedger, ApprovalLedger, AuditLog, Protocol):

@@ -172,7 +172,7 @@ class _Batch:
     def __init__(self, task: asyncio.Task[Any] | None) -> None:
         self.task = task
         self.marks: list[int] = []  # alerts marked processed
-        self.unrecorded: set[str] = set()  # decisions looked up and not recorded (decisions_among)
+        self.unrecorded: set[str] = set()  # decisions looked up and not recorded (look_up)
         self.planned: list[tuple[tuple[Any, ...], list[tuple[Any, ...]]]] = []  # (decision row, step rows)
 
 
@@ -382,7 +382,7 @@ class PostgresStore:
         than one per alert.
 
         What waits: alerts marked processed, and plan-only executions (:meth:`record_planned`)
-        whose decision this batch looked up (:meth:`decisions_among`) and found unrecorded.  The
+        whose decision this batch looked up (:meth:`look_up`) and found unrecorded.  The
         alerts are claimed by this worker, so no other decider records those decisions meanwhile
         (if one did, its lease having run out, its decision stands and ours is dropped, logged).
         A decision that could be recorded already is written at once, as outside a batch.  If
@@ -405,57 +405,57 @@ class PostgresStore:
                 await self._write_batch(batch)
 
     async def _write_batch(self, batch: _Batch) -> None:
-        if not batch.marks and not batch.planned:
-            return
-        async with self._conn() as conn, conn.transaction():
-            if batch.planned:
-                decisions = [row for row, _ in batch.planned]
-                steps = [step for _, rows in batch.planned for step in rows]
-                lost = await conn.fetchval(
-                    "WITH d AS (INSERT INTO decisions (id, alert_key, fingerprint, playbook, kind, at, body,"
-                    " exec_status, finished_at, target_kind, target_namespace, target_name)"
-                    " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],"
-                    " $6::timestamptz[], $7::text[], $8::text[], $9::timestamptz[], $10::text[], $11::text[],"
-                    " $12::text[]) ON CONFLICT DO NOTHING RETURNING id),"
-                    " s AS (INSERT INTO steps (execution_id, phase, idx, action, params, result, started_at,"
-                    " finished_at) SELECT * FROM unnest($13::text[], $14::text[], $15::int[], $16::text[],"
-                    " $17::text[], $18::text[], $19::timestamptz[], $20::timestamptz[])"
-                    " AS s (execution_id, phase, idx, action, params, result, started_at, finished_at)"
-                    " WHERE s.execution_id IN (SELECT id FROM d))"
-                    " SELECT $21::int - count(*) FROM d",
-                    *map(list, zip(*decisions, strict=True)),
-                    *map(list, zip(*steps, strict=True)) if steps else ([],) * 8,
-                    len(decisions),
-                )
-                if lost:
-                    structlog.get_logger("remediator.store").warning(
-                        "plan-only decisions recorded by another decider first (a claim lease ran out?): kept theirs",
-                        count=lost)
+        """One statement (one round trip, its own transaction): the plan-only decisions, their
+        steps (only those of decisions recorded now) and the marks."""
+        if not batch.planned:
             if batch.marks:
-                await conn.execute("UPDATE alerts SET processed = true, claimed_until = NULL"
-                                   " WHERE id = ANY($1::bigint[])", batch.marks)
+                await self._execute("UPDATE alerts SET processed = true, claimed_until = NULL"
+                                    " WHERE id = ANY($1::bigint[])", batch.marks)
+            return
+        decisions = [row for row, _ in batch.planned]
+        steps = [step for _, rows in batch.planned for step in rows]
+        rows = await self._fetch(
+            "WITH d AS (INSERT INTO decisions (id, alert_key, fingerprint, playbook, kind, at, body,"
+            " exec_status, finished_at, target_kind, target_namespace, target_name)"
+            " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],"
+            " $6::timestamptz[], $7::text[], $8::text[], $9::timestamptz[], $10::text[], $11::text[],"
+            " $12::text[]) ON CONFLICT DO NOTHING RETURNING id),"
+            " s AS (INSERT INTO steps (execution_id, phase, idx, action, params, result, started_at,"
+            " finished_at) SELECT * FROM unnest($13::text[], $14::text[], $15::int[], $16::text[],"
+            " $17::text[], $18::text[], $19::timestamptz[], $20::timestamptz[])"
+            " AS s (execution_id, phase, idx, action, params, result, started_at, finished_at)"
+            " WHERE s.execution_id IN (SELECT id FROM d)),"
+            " m AS (UPDATE alerts SET processed = true, claimed_until = NULL WHERE id = ANY($22::bigint[]))"
+            " SELECT $21::int - count(*) AS lost FROM d",
+            *map(list, zip(*decisions, strict=True)),
+            *map(list, zip(*steps, strict=True)) if steps else ([],) * 8,
+            len(decisions),
+            batch.marks,
+        )
+        if rows[0]["lost"]:
+            structlog.get_logger("remediator.store").warning(
+                "plan-only decisions recorded by another decider first (a claim lease ran out?): kept theirs",
+                count=rows[0]["lost"])
 
     def decision_unit(self) -> contextlib.AbstractAsyncContextManager[None]:
         """Nothing to hold together: each write outside the batch's own commits on its own."""
         return contextlib.nullcontext()
 
-    async def decisions_among(self, ids: Sequence[str]) -> dict[str, Decision]:
-        if not ids:
-            return {}
-        rows = await self._fetch("SELECT id, body FROM decisions WHERE id = ANY($1::text[])", list(ids))
-        found = {r["id"]: decision_from_json(json.loads(r["body"])) for r in rows}
+    async def look_up(
+        self, ids: Sequence[str], episodes: Sequence[tuple[str, datetime]]
+    ) -> tuple[dict[str, Decision], set[tuple[str, datetime]]]:
+        keys = {f"{fingerprint}|{format_time(starts)}|resolved": (fingerprint, starts)
+                for fingerprint, starts in episodes}
+        rows = await self._fetch(
+            "SELECT id, body FROM decisions WHERE id = ANY($1::text[])"
+            " UNION ALL SELECT dedup_key, NULL FROM alerts WHERE dedup_key = ANY($2::text[])",
+            list(ids), list(keys))
+        found = {r["id"]: decision_from_json(json.loads(r["body"])) for r in rows if r["body"] is not None}
+        resolved = {keys[r["id"]] for r in rows if r["body"] is None}
         batch = self._in_batch()
         if batch is not None:
             batch.unrecorded.update(i for i in ids if i not in found)
-        return found
-
-    async def resolved_among(self, episodes: Sequence[tuple[str, datetime]]) -> set[tuple[str, datetime]]:
-        keys = {f"{fingerprint}|{format_time(starts)}|resolved": (fingerprint, starts)
-                for fingerprint, starts in episodes}
-        if not keys:
-            return set()
-        rows = await self._fetch("SELECT dedup_key FROM alerts WHERE dedup_key = ANY($1::text[])", list(keys))
-        return {keys[r["dedup_key"]] for r in rows}
+        return found, resolved
 
     async def defer_alert(self, alert_id: int, until: datetime) -> None:
         # Deferring is an outcome (the alert was examined and is due later): its attempts start over.

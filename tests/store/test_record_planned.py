@@ -16,7 +16,7 @@ import pytest
 from remediator.clock import VirtualClock
 from remediator.ports import PlannedExecutions, StepRecord, StepResult
 from tests.store.conftest import fresh_schema
-from tests.store.test_contract import T0, a_decision, alerts, firing
+from tests.store.test_contract import T0, a_decision, alerts, firing, resolved
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -93,7 +93,7 @@ async def test_postgres_a_decision_batch_writes_its_plan_only_executions_and_mar
             da, db, dc = (a_decision(x.alert) for x in (a, b, c))
             with capture_logs() as logs:
                 async with store.decision_batch():
-                    assert await store.decisions_among([da.execution_id, db.execution_id]) == {}
+                    assert await store.look_up([da.execution_id, db.execution_id], []) == ({}, set())
                     assert await store.record_planned(da, records(da, "ours"), status="dry_run", finished=T0)
                     assert await store.record_planned(db, records(db, "ours"), status="dry_run", finished=T0)
                     # not looked up in this batch: written at once, as outside one
@@ -112,4 +112,25 @@ async def test_postgres_a_decision_batch_writes_its_plan_only_executions_and_mar
             assert [e["count"] for e in logs if "another decider" in e["event"]] == [1]
         finally:
             await other.close()
+            await store.close()
+
+
+async def test_postgres_look_up_answers_a_batch_s_questions_at_once(vclock: VirtualClock) -> None:
+    """Decided already?  Resolved already?  For a whole batch, in one round trip."""
+    from remediator.store.postgres import PostgresStore
+
+    async with fresh_schema() as schema:
+        store = await PostgresStore.open(schema.dsn, vclock)
+        try:
+            [a] = alerts(firing("a"))
+            [b] = alerts(firing("b"))
+            await store.record_alerts([a, b, *alerts(resolved("b"))])
+            da, db = a_decision(a.alert), a_decision(b.alert)
+            assert await store.record_decision(da)
+            episodes = [(x.alert.fingerprint, x.alert.starts_at) for x in (a, b)]
+            decided, ended = await store.look_up([da.execution_id, db.execution_id], episodes)
+            assert list(decided) == [da.execution_id] and decided[da.execution_id].reason == da.reason
+            assert ended == {(b.alert.fingerprint, b.alert.starts_at)}
+            assert await store.look_up([], []) == ({}, set())
+        finally:
             await store.close()
