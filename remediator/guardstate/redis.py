@@ -169,7 +169,8 @@ class RedisGuardrails:
         return keys, args
 
     async def _changing(self, op: str, call: Awaitable[T]) -> T:
-        """A call that may change the state: prefetched verdicts read before it are stale."""
+        """A call that may change the state: prefetched verdicts read before it are stale.  Counted
+        as it starts and as it ends, so that a reading taken while it was under way is stale too."""
         self._changes += 1
         try:
             return await self._guarded(op, call)
