@@ -14,6 +14,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from remediator.core.alerts import Alert
 from remediator.core.decisions import Decision, DecisionKind, PlannedStep, ResolvedTarget
+from remediator.core.frozen import fast_frozen
 from remediator.core.guardrails import GuardStatus, GuardUsage, Request, Verdict
 
 
@@ -27,6 +28,7 @@ class Clock(Protocol):
     async def sleep(self, seconds: float) -> None: ...
 
 
+@fast_frozen
 @dataclass(frozen=True)
 class ReceivedAlert:
     alert: Alert
@@ -36,6 +38,7 @@ class ReceivedAlert:
     external_url: str = ""
 
 
+@fast_frozen
 @dataclass(frozen=True)
 class StoredAlert:
     id: int
@@ -50,6 +53,7 @@ class StoredAlert:
 StepStatus = Literal["ok", "failed", "planned", "skipped", "started", "superseded"]
 
 
+@fast_frozen
 @dataclass(frozen=True)
 class StepResult:
     status: StepStatus
@@ -80,6 +84,7 @@ async def _no_intent(intent: Mapping[str, Any]) -> None:
     return None
 
 
+@fast_frozen
 @dataclass(frozen=True)
 class StepContext:
     """What an executor knows about the step it runs.
@@ -365,6 +370,7 @@ class KillSwitchStore(Protocol):
     async def set_kill_switch(self, paused: bool, by: str, at: datetime) -> None: ...
 
 
+@fast_frozen
 @dataclass(frozen=True)
 class StepRecord:
     """A finished step as the audit keeps it: what ran, its result, when it started and ended."""

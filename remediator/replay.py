@@ -54,6 +54,7 @@ from remediator.clock import SystemClock, VirtualClock
 from remediator.core.alerts import Alert, WebhookPayload, format_time, parse_time, validate_payload
 from remediator.core.decisions import Decision, DecisionKind, PlannedStep
 from remediator.core.errors import ConfigError, PayloadError
+from remediator.core.frozen import fast_frozen
 from remediator.core.payload_codec import PayloadDecoder
 from remediator.core.playbooks import PlaybookSet
 from remediator.executors.checks import WithChecks, open_checks
@@ -82,6 +83,7 @@ class ReplayInputError(Exception):
         super().__init__(f"{path}:{line}: {reason}")
 
 
+@fast_frozen
 @dataclass(frozen=True)
 class Event:
     at: datetime

@@ -20,6 +20,7 @@ import jsonschema
 import msgspec
 
 from remediator.core.errors import PayloadError
+from remediator.core.frozen import fast_frozen
 
 if TYPE_CHECKING:
     from remediator.core.payload_codec import PayloadDecoder
@@ -169,6 +170,7 @@ def _fingerprint(items: tuple[tuple[str, str], ...]) -> str:
     return f"{h:016x}"
 
 
+@fast_frozen
 @dataclass(frozen=True)
 class Alert:
     """One alert as Alertmanager describes it; immutable so it can be shared freely."""
@@ -302,6 +304,7 @@ def _field_time(text: str, key: str) -> datetime:
         raise PayloadError(f"{key}: {exc}") from None
 
 
+@fast_frozen
 @dataclass(frozen=True)
 class WebhookPayload:
     version: str

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from remediator.core.alerts import format_time
+from remediator.core.frozen import fast_frozen
 
 
 class DecisionKind(enum.StrEnum):
@@ -34,6 +35,7 @@ class DecisionKind(enum.StrEnum):
     AWAITING_APPROVAL = "awaiting_approval"
 
 
+@fast_frozen
 @dataclass(frozen=True)
 class ResolvedTarget:
     kind: str
@@ -48,6 +50,7 @@ class ResolvedTarget:
         return {"kind": self.kind, "namespace": self.namespace, "name": self.name}
 
 
+@fast_frozen
 @dataclass(frozen=True)
 class PlannedStep:
     index: int
@@ -59,6 +62,7 @@ class PlannedStep:
         return {"index": self.index, "action": self.action, "phase": self.phase, "params": self.params}
 
 
+@fast_frozen
 @dataclass(frozen=True)
 class Decision:
     alert_key: str

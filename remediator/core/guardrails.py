@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from remediator.core.alerts import format_time
 from remediator.core.decisions import DecisionKind
 from remediator.core.durations import format_duration
+from remediator.core.frozen import fast_frozen
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ class Policy:
         return [(i, b) for i, b in enumerate(self.budgets) if b.scope in ("*", namespace)]
 
 
+@fast_frozen
 @dataclass(frozen=True)
 class Request:
     """One attempt to execute; ``owner`` (the execution id) owns the lock it takes."""
@@ -74,6 +76,7 @@ class Request:
     lock_ttl: float = 600.0
 
 
+@fast_frozen
 @dataclass(frozen=True)
 class Verdict:
     kind: DecisionKind
@@ -94,6 +97,7 @@ class Verdict:
 LOCK_RECORD_KEPT = 86400.0
 
 
+@fast_frozen
 @dataclass(frozen=True)
 class Lock:
     """A target's lock; once ``expires`` has passed it is free, but its owner stays on record."""
@@ -102,6 +106,7 @@ class Lock:
     expires: float
 
 
+@fast_frozen
 @dataclass(frozen=True)
 class Slot:
     """A running execution's share of the concurrency limits; it lapses with the lock."""
@@ -150,6 +155,7 @@ class Check(enum.StrEnum):
     RUNNING_NS = "running_ns"
 
 
+@fast_frozen
 @dataclass(frozen=True)
 class Finding:
     """A check's outcome with the figures its reason needs, so a refusal can say how far off the

@@ -26,6 +26,7 @@ from jinja2 import nodes
 from remediator.core.alerts import Alert
 from remediator.core.decisions import PlannedStep, ResolvedTarget
 from remediator.core.errors import TemplateError
+from remediator.core.frozen import fast_frozen
 from remediator.core.names import DNS_LABEL, DNS_SUBDOMAIN, name_problem, shown
 from remediator.core.playbooks import Playbook, Step, check_param_problem
 from remediator.core.templates import CONTEXT_NAMES, alert_context, environment, render, render_value
@@ -36,6 +37,7 @@ PLANS_KEPT = 4096
 _UNREPEATABLE_FILTERS = frozenset({"random"})
 
 
+@fast_frozen
 @dataclass(frozen=True)
 class Plan:
     playbook: Playbook
@@ -46,6 +48,7 @@ class Plan:
     dry_run: bool
 
 
+@fast_frozen
 @dataclass(frozen=True)
 class Refusal:
     reason: str
