@@ -30,6 +30,7 @@ from remediator.core.planning import Plan, Refusal, make_plan
 from remediator.core.playbooks import Playbook, PlaybookSet
 from remediator.core.schema import MUTATING_ACTIONS
 from remediator.hold import Hold, LeaseLost, LockUnconfirmed
+from remediator.logs import Deferred
 from remediator.metrics import Metrics
 from remediator.ports import (
     AWAITING_APPROVAL,
@@ -333,7 +334,8 @@ class Pipeline:
         self, received: ReceivedAlert, *, run: bool, retried: bool = False, facts: BatchFacts | None = None
     ) -> Outcome:
         alert = received.alert
-        log = self._log.bind(fingerprint=alert.fingerprint, alertname=alert.alertname, status=alert.status)
+        log = Deferred(self._log, {"fingerprint": alert.fingerprint, "alertname": alert.alertname,
+                                  "status": alert.status})
         if alert.status == "resolved":
             # The firing episode's playbooks, matched once for both (most have neither approval nor channels).
             firing = replace(alert, status="firing")
@@ -792,7 +794,8 @@ class Pipeline:
     ) -> str:
         """Run (or resume) an admitted execution; steps already recorded are not repeated."""
         did = decision.execution_id or execution_id(decision.alert_key, decision.playbook)
-        log = self._log.bind(execution_id=did, playbook=decision.playbook, fingerprint=decision.fingerprint)
+        log = Deferred(self._log, {"execution_id": did, "playbook": decision.playbook,
+                                  "fingerprint": decision.fingerprint})
         assert decision.target is not None
         alert = received.alert if received else Alert(decision.fingerprint, "firing", {})
         done = await self.store.step_results(did)

@@ -72,3 +72,36 @@ def test_client_disconnects_are_debug_and_the_api_bodies_never_logged() -> None:
     assert [(e["event"], e["level"]) for e in disconnects] == [
         ("Error handling request", "debug"), ("Ignored premature client disconnection", "debug")]
     assert not any("secret" in json.dumps(e) for e in events)
+
+
+def test_deferred_context_is_what_bind_would_have_given() -> None:
+    """The pipeline's deferred binding writes the same events as structlog's bind, and binds nothing
+    (builds no logger) for a level that is filtered out."""
+    import structlog
+    from structlog.testing import capture_logs
+
+    from remediator.logs import Deferred
+
+    base = structlog.get_logger("remediator.test").bind()
+    with capture_logs() as deferred_events:
+        log = Deferred(base, {"fingerprint": "f1", "status": "firing"}).bind(playbook="p").bind(status="resolved")
+        log.info("decision", reason="r")
+        log.warning("late", fingerprint="f2")
+    with capture_logs() as bound_events:
+        real = base.bind(fingerprint="f1", status="firing").bind(playbook="p").bind(status="resolved")
+        real.info("decision", reason="r")
+        real.warning("late", fingerprint="f2")
+    assert deferred_events == bound_events
+    assert deferred_events[0] == {"event": "decision", "fingerprint": "f1", "status": "resolved", "playbook": "p",
+                                  "reason": "r", "log_level": "info"}
+
+    class Counting:
+        def __init__(self) -> None:
+            self.calls: list[tuple[str, dict[str, object]]] = []
+
+        def debug(self, event: str, **kw: object) -> None:
+            self.calls.append((event, kw))
+
+    counting = Counting()
+    Deferred(counting, {"a": 1}).bind(b=2).debug("e", c=3)
+    assert counting.calls == [("e", {"a": 1, "b": 2, "c": 3})]
