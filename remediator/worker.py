@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import secrets
 import socket
@@ -89,6 +90,8 @@ class Worker:
         self._wake = asyncio.Event()
         self._stopping = False
         self._log = structlog.get_logger("remediator.worker").bind(worker=self.name)
+        # Asked once (the bound logger's level is fixed): replay decides each event as a batch of its own.
+        self._log_batches = getattr(self._log, "is_enabled_for", lambda _level: True)(logging.INFO)
         self.processed = 0
         self.queue = ExecutionQueue(pipeline, settings)
         self._backlog: tuple[float, int] | None = None  # (clock.monotonic() when counted, undecided alerts)
@@ -138,7 +141,8 @@ class Worker:
                     async with self._unit():
                         handled += await self._decide_one(item, summary, facts)
             # One line per batch at INFO (each decision is at DEBUG): a storm is not a storm of log lines.
-            self._log.info("alerts decided", alerts=len(batch), **dict(sorted(summary.items())))
+            if self._log_batches:
+                self._log.info("alerts decided", alerts=len(batch), **dict(sorted(summary.items())))
             if last:  # what arrived meanwhile woke the loop (wake()): it is claimed in the next round
                 break
         return handled
