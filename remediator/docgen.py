@@ -125,6 +125,8 @@ DESCRIPTIONS: dict[str, str] = {
     "replicas too).",
     "worker.max_backlog": "Undecided alerts above which the webhook answers 503 with `Retry-After` (Alertmanager "
     "keeps the alerts and retries), so intake never buries deciding; 0: no bound.",
+    "worker.decide_share": "While webhooks keep arriving, the most of the event loop deciding takes (it rests "
+    "between batches; intake answers Alertmanager with the rest); with none arriving it takes all. 1: no limit.",
     "log.format": "`json` (one object per line), `console`, or `auto` (console on a terminal, else json).",
     "log.level": "The least severe level logged.",
 }

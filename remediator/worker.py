@@ -18,7 +18,9 @@ import logging
 import os
 import secrets
 import socket
+import time
 from collections import Counter
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Protocol, runtime_checkable
 
@@ -48,6 +50,51 @@ class CountsBacklog(Protocol):
 
     async def undecided(self) -> int:
         """Alerts recorded and not yet processed (parked ones are processed)."""
+
+
+#: The longest a decider rests between two batches for intake's sake (see :class:`Pacer`).
+MAX_REST = 0.5
+
+
+class Pacer:
+    """How long deciding rests after a batch, so that a storm of webhooks and the decisions it
+    brings share the one event loop in a set proportion.
+
+    Why: both run on one loop, and whichever has more ready work takes it.  On PostgreSQL a
+    decision costs several times an alert's intake, so under saturated intake deciding took most
+    of the loop and intake ran at a third of its speed; answering Alertmanager slowly backs up its
+    queue and its retries.  With a share of ``s``, a batch that kept the loop ``t`` seconds while
+    deliveries arrived is followed by ``t * (1 - s) / s`` seconds of rest (at most :data:`MAX_REST`):
+    deciding still moves at ``s`` of its full speed, and the backlog stays bounded by
+    ``max_backlog`` (above it the webhook answers 503, no delivery arrives, and deciding has the
+    loop to itself).  A batch during which nothing arrived is followed by no rest at all.
+
+    ``now`` is the loop's busy time source (real time: this is scheduling, not waiting for
+    something to happen); tests give their own.
+    """
+
+    def __init__(self, share: float, now: Callable[[], float] = time.perf_counter) -> None:
+        self.share = share
+        self._now = now
+        self._arrivals = 0
+        self._started: tuple[float, int] | None = None
+
+    def arrived(self) -> None:
+        """A delivery was recorded (the webhook woke the worker)."""
+        self._arrivals += 1
+
+    def started(self) -> None:
+        self._started = (self._now(), self._arrivals)
+
+    def rest(self) -> float:
+        """Seconds to rest after the batch begun at the last :meth:`started`."""
+        if self._started is None or self.share >= 1.0:
+            return 0.0
+        began, arrivals = self._started
+        self._started = None
+        if self._arrivals == arrivals:
+            return 0.0
+        return min((self._now() - began) * (1.0 - self.share) / self.share, MAX_REST)
 
 
 #: Seconds a backlog count is reused: counting is a query, and the webhook asks on every POST.
@@ -95,9 +142,11 @@ class Worker:
         self.processed = 0
         self.queue = ExecutionQueue(pipeline, settings)
         self._backlog: tuple[float, int] | None = None  # (clock.monotonic() when counted, undecided alerts)
+        self.pacer = Pacer(settings.decide_share)
         pipeline.on_executable = self.queue.wake
 
     def wake(self) -> None:
+        self.pacer.arrived()
         self._wake.set()
 
     async def backlog_over(self) -> int | None:
@@ -116,8 +165,10 @@ class Worker:
         count = self._backlog[1]
         return count if count > bound else None
 
-    async def decide_all(self) -> int:
+    async def decide_all(self, *, pace: bool = False) -> int:
         """Decide everything claimable now; return how many alerts were handled.
+
+        ``pace`` (the daemon's decision loop): rest after each batch as the :class:`Pacer` says.
 
         A claimed batch is decided as one unit of storage where the intake offers it
         (:class:`DecisionBatches`): its decisions, the guardrail changes they made and the
@@ -127,6 +178,7 @@ class Worker:
         """
         handled = 0
         while not self._stopping:
+            self.pacer.started()
             async with self._batch():
                 batch = await self.intake.claim_alerts(self.name, self.settings.batch, self.settings.lease)
                 if not batch:
@@ -143,6 +195,8 @@ class Worker:
             # One line per batch at INFO (each decision is at DEBUG): a storm is not a storm of log lines.
             if self._log_batches:
                 self._log.info("alerts decided", alerts=len(batch), **dict(sorted(summary.items())))
+            if pace and (rest := self.pacer.rest()):
+                await asyncio.sleep(rest)
             if last:  # what arrived meanwhile woke the loop (wake()): it is claimed in the next round
                 break
         return handled
@@ -204,7 +258,7 @@ class Worker:
     async def _decide_loop(self) -> None:
         while not self._stopping:
             try:
-                await self.decide_all()
+                await self.decide_all(pace=True)
             except StoreUnavailable as exc:
                 self.pipeline.metrics.store_unavailable.inc()
                 self._log.error("store unavailable; will retry", error=str(exc))
