@@ -125,8 +125,9 @@ DESCRIPTIONS: dict[str, str] = {
     "replicas too).",
     "worker.max_backlog": "Undecided alerts above which the webhook answers 503 with `Retry-After` (Alertmanager "
     "keeps the alerts and retries), so intake never buries deciding; 0: no bound.",
-    "worker.decide_share": "While webhooks keep arriving, the most of the event loop deciding takes (it rests "
-    "between batches; intake answers Alertmanager with the rest); with none arriving it takes all. 1: no limit.",
+    "worker.decide_share": "The least share of the event loop deciding keeps while webhooks are being taken in: "
+    "after each batch it gives way to deliveries in progress for at most the batch's time * (1 - share) / share; "
+    "with none in progress it goes on at once. 1: never gives way.",
     "log.format": "`json` (one object per line), `console`, or `auto` (console on a terminal, else json).",
     "log.level": "The least severe level logged.",
 }

@@ -234,39 +234,46 @@ async def webhook(request: web.Request) -> web.Response:
             response = _error(exc.status, str(exc))
             response.force_close()  # what is left of this connection's input cannot be trusted
             return response
-        try:
-            payload = await _parse(body)
-        except PayloadError as exc:
-            rt.metrics.webhook_rejected.labels("malformed").inc()
-            return _error(400, str(exc))
-        now = rt.clock.now()
-        received = [
-            ReceivedAlert(a, now, payload.receiver, payload.group_key, payload.external_url) for a in payload.alerts
-        ]
-        try:
-            new = await _bounded(rt, rt.store.record_alerts(received), StoreUnavailable)
-        except StoreUnavailable as exc:
-            rt.metrics.store_unavailable.inc()
-            rt.metrics.webhook_rejected.labels("store_unavailable").inc()
-            structlog.get_logger("remediator.http").error("cannot record alerts: answering 503", error=str(exc))
-            return _error(503, "cannot record alerts right now; retry", retry=True)
-        for status, count in Counter(a.status for a in payload.alerts).items():  # a label lookup per status
-            rt.metrics.alerts_received.labels(status).inc(count)
-        if len(received) > new:
-            rt.metrics.alerts_duplicate.inc(len(received) - new)
-        if new:
-            rt.wake()
-        return web.json_response(
-            {
-                "status": "accepted",
-                "alerts": len(received),
-                "new": new,
-                "duplicates": len(received) - new,
-                "truncatedAlerts": payload.truncated_alerts,
-            }
-        )
+        # Deciding gives way to it (worker.Pacer) once it is read: a client slow to send holds nobody up.
+        with rt.worker.pacer.receiving():
+            return await _take_in(rt, body)
     finally:
         rt.metrics.webhook_latency.observe(time.perf_counter() - started)
+
+
+async def _take_in(rt: Runtime, body: bytes) -> web.Response:
+    """Parse and record one delivery's body, and answer it."""
+    try:
+        payload = await _parse(body)
+    except PayloadError as exc:
+        rt.metrics.webhook_rejected.labels("malformed").inc()
+        return _error(400, str(exc))
+    now = rt.clock.now()
+    received = [
+        ReceivedAlert(a, now, payload.receiver, payload.group_key, payload.external_url) for a in payload.alerts
+    ]
+    try:
+        new = await _bounded(rt, rt.store.record_alerts(received), StoreUnavailable)
+    except StoreUnavailable as exc:
+        rt.metrics.store_unavailable.inc()
+        rt.metrics.webhook_rejected.labels("store_unavailable").inc()
+        structlog.get_logger("remediator.http").error("cannot record alerts: answering 503", error=str(exc))
+        return _error(503, "cannot record alerts right now; retry", retry=True)
+    for status, count in Counter(a.status for a in payload.alerts).items():  # a label lookup per status
+        rt.metrics.alerts_received.labels(status).inc(count)
+    if len(received) > new:
+        rt.metrics.alerts_duplicate.inc(len(received) - new)
+    if new:
+        rt.wake()
+    return web.json_response(
+        {
+            "status": "accepted",
+            "alerts": len(received),
+            "new": new,
+            "duplicates": len(received) - new,
+            "truncatedAlerts": payload.truncated_alerts,
+        }
+    )
 
 
 def _backlog_full(rt: Runtime, backlog: int) -> web.Response:

@@ -138,8 +138,8 @@ class WorkerSettings:
     # Undecided alerts above which the webhook answers 503 with Retry-After (Alertmanager retries): intake
     # must never bury the decision loop under a backlog that grows without bound.  0: no bound.
     max_backlog: int = _at_least(0, 50_000)
-    # While webhooks keep arriving, deciding takes at most this share of the event loop (it rests
-    # between batches) and intake the rest; with no webhook arriving it takes all of it.  1: no limit.
+    # While webhooks are being taken in, deciding gives way to them after each batch but keeps at least
+    # this share of the event loop (worker.Pacer); with none in progress it goes on at once.  1: never gives way.
     decide_share: float = field(default=0.34, metadata={"above": 0.0, "max": 1.0})
 
 

@@ -271,3 +271,29 @@ async def test_a_client_that_disconnects_mid_body_is_logged_at_debug_only(client
     assert DisconnectsAtDebug(logging.INFO).filter(record) is False and record.levelno == logging.DEBUG
     assert await recorded_fingerprints(client) == []
     assert (await client.post(URL, json=valid_body(), headers=AUTH)).status == 200
+
+
+async def test_a_delivery_is_in_progress_for_the_decider_from_its_parse_to_its_answer(client: Client) -> None:
+    """The decider gives way to deliveries being taken in (worker.Pacer): the webhook tells it which."""
+    rt = client.app[RUNTIME]
+    pacer = rt.worker.pacer
+    reached, release = asyncio.Event(), asyncio.Event()
+    record = rt.store.record_alerts
+
+    async def held_record(alerts: Any) -> int:
+        reached.set()
+        await release.wait()
+        return await record(alerts)
+
+    rt.store.record_alerts = held_record  # type: ignore[method-assign]
+    try:
+        posting = asyncio.create_task(client.post(URL, json=good_payload("web"), headers=AUTH))
+        await asyncio.wait_for(reached.wait(), 10)
+        assert pacer.in_progress == 1  # in progress while its alerts are recorded
+        release.set()
+        assert (await posting).status == 200
+        assert pacer.in_progress == 0
+        bad = await client.post(URL, data=b"{", headers={**AUTH, "Content-Type": "application/json"})
+        assert bad.status == 400 and pacer.in_progress == 0  # over with its answer, good or bad
+    finally:
+        rt.store.record_alerts = record  # type: ignore[method-assign]

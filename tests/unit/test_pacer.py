@@ -1,4 +1,4 @@
-"""Deciding's share of the loop while webhooks arrive (worker.Pacer), and the decision loop resting by it."""
+"""Deciding gives way to webhooks in progress, up to a share of the loop (worker.Pacer)."""
 
 from __future__ import annotations
 
@@ -27,50 +27,53 @@ class Ticks:
         return self.now
 
 
-def test_a_batch_during_which_deliveries_arrived_is_followed_by_its_share_of_rest() -> None:
+def test_the_budget_is_the_batch_time_times_the_share_left_to_intake() -> None:
     ticks = Ticks()
     pacer = Pacer(0.25, ticks)
     pacer.started()
     ticks.now += 0.1
-    pacer.arrived()
-    assert pacer.rest() == pytest.approx(0.3)  # 0.1 busy is a quarter of 0.4
-    assert pacer.rest() == 0.0  # asked once per batch
-
-
-def test_no_rest_when_nothing_arrived_or_no_limit() -> None:
-    ticks = Ticks()
-    pacer = Pacer(0.34, ticks)
-    pacer.arrived()  # before the batch: not during it
+    assert pacer.budget() == pytest.approx(0.3)  # 0.1 busy is a quarter of 0.4
+    assert pacer.budget() == 0.0  # once per batch
     pacer.started()
-    ticks.now += 0.2
-    assert pacer.rest() == 0.0
+    ticks.now += 10.0
+    assert pacer.budget() == MAX_REST
     unlimited = Pacer(1.0, ticks)
     unlimited.started()
     ticks.now += 0.2
-    unlimited.arrived()
-    assert unlimited.rest() == 0.0
+    assert unlimited.budget() == 0.0
 
 
-def test_rest_is_bounded() -> None:
+async def test_rest_waits_for_the_webhooks_in_progress_and_no_longer() -> None:
     ticks = Ticks()
     pacer = Pacer(0.1, ticks)
     pacer.started()
-    ticks.now += 10.0
-    pacer.arrived()
-    assert pacer.rest() == MAX_REST
+    ticks.now += 1.0  # a budget of 0.5 s (MAX_REST): far more than this test takes
+    with pacer.receiving():
+        resting = asyncio.create_task(pacer.rest())
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not resting.done()  # gives way while a delivery is being taken in
+    await asyncio.wait_for(resting, MAX_REST / 2)  # and goes on as soon as none is
+
+
+async def test_no_rest_when_no_webhook_is_in_progress() -> None:
+    ticks = Ticks()
+    pacer = Pacer(0.1, ticks)
+    with pacer.receiving():
+        pass
+    pacer.started()
+    ticks.now += 1.0
+    resting = asyncio.create_task(pacer.rest())
+    await asyncio.sleep(0)
+    assert resting.done()
 
 
 async def test_the_decision_loop_rests_between_batches_while_webhooks_arrive(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, settings_factory: Callable[..., Any], vclock: VirtualClock,
 ) -> None:
-    """Worker.decide_all(pace=True), the daemon's loop, rests what its pacer says after each batch during
-    which deliveries arrived; decide_all() as tests and tools call it never rests."""
+    """Worker.decide_all(pace=True), the daemon's loop, gives way after each batch for what its pacer
+    allows; decide_all() as tests and tools call it never does."""
     rests: list[float] = []
-    real_sleep = asyncio.sleep
-
-    async def recording_sleep(seconds: float) -> None:
-        rests.append(seconds)
-        await real_sleep(0)
 
     (tmp_path / "pb").mkdir()
     (tmp_path / "pb" / "restart.yaml").write_text(PLAYBOOK)
@@ -78,23 +81,25 @@ async def test_the_decision_loop_rests_between_batches_while_webhooks_arrive(
     async with open_runtime(settings, clock=vclock, start_worker=False) as rt:
         worker = rt.worker
         ticks = Ticks()
-        worker.pacer = Pacer(0.5, ticks)
+        worker.pacer = pacer = Pacer(0.5, ticks)
         claim = worker.intake.claim_alerts
 
         async def busy_claim(*args: Any, **kwargs: Any) -> Any:
-            ticks.now += 0.01  # each batch keeps the loop 10 ms, and a delivery arrives meanwhile
-            worker.wake()
+            ticks.now += 0.01  # each batch keeps the loop 10 ms
             return await claim(*args, **kwargs)
+
+        async def recording_rest() -> None:
+            rests.append(pacer.budget())
 
         async def record(n: int, start: int) -> None:
             alerts = [alert_json({"alertname": "Down"}, fingerprint=f"a{i}") for i in range(start, start + n)]
             await rt.store.record_alerts(received(payload(*alerts), vclock))
 
         monkeypatch.setattr(worker.intake, "claim_alerts", busy_claim)
-        monkeypatch.setattr("remediator.worker.asyncio.sleep", recording_sleep)
+        monkeypatch.setattr(pacer, "rest", recording_rest)
         await record(5, 0)
         assert await worker.decide_all(pace=True) == 5
-        assert rests == [pytest.approx(0.01)] * 3  # batches of 2, 2 and 1: each rests as long as it ran
+        assert rests == [pytest.approx(0.01)] * 3  # batches of 2, 2 and 1: each may give way as long as it ran
         rests.clear()
         await record(3, 5)
         assert await worker.decide_all() == 3
