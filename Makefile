@@ -95,7 +95,7 @@ test: $(STAMP) services alertmanager kube-assets browser lint
 
 ## Every benchmark in turn (minutes), then one table of their headline figures (bench/summary.py collects
 ## what each reports); QUICK=1 runs the smaller sizes.  Dated results are kept in bench/RESULTS.md.
-BENCHES := matcher_bench webhook_bench ingest_bench webhook_loop_bench decision_latency storm_bench sustained_bench \
+BENCHES := calibrate matcher_bench webhook_bench ingest_bench webhook_loop_bench decision_latency storm_bench sustained_bench \
 	replay_bench fake_kube_bench ui_timeline_bench reload_bench
 BENCH_RESULTS := $(VENV)/bench-results.jsonl
 bench: $(STAMP) services
