@@ -16,7 +16,6 @@ decorated class builds the same instances both ways.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -63,10 +62,16 @@ def fast_frozen(cls: type[T]) -> type[T]:
               + f"  self.__dict__.update({{{', '.join(values)}}}){post}\n")
     exec(source, names)
     init = names["__init__"]
-    if list(inspect.signature(init).parameters) != list(inspect.signature(cls.__init__).parameters):
+    if _parameters(init) != _parameters(cls.__init__):
         raise TypeError(f"{cls.__name__}: its constructor takes what fast_frozen cannot build (InitVar?)")
     init.__qualname__ = f"{cls.__qualname__}.__init__"
     init.__module__ = cls.__module__
     init.__doc__ = cls.__init__.__doc__
     setattr(cls, "__init__", init)  # noqa: B010 - a class's method replaced, as a decorator does
     return cls
+
+
+def _parameters(function: Any) -> tuple[str, ...]:
+    """A function's parameter names, in order (from its code: both are plain functions)."""
+    code = function.__code__
+    return tuple(code.co_varnames[: code.co_argcount + code.co_kwonlyargcount])
