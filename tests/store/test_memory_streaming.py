@@ -9,10 +9,10 @@ nothing but its key, which is enough to refuse its redelivery and to answer
 from __future__ import annotations
 
 import tracemalloc
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from remediator.clock import VirtualClock
-from remediator.core.alerts import Alert, labels_fingerprint
+from remediator.core.alerts import Alert, format_time, labels_fingerprint, parse_time
 from remediator.core.decisions import DecisionKind
 from remediator.ports import ReceivedAlert
 from remediator.store.memory import MemoryStore
@@ -96,6 +96,11 @@ async def test_memory_stays_flat_as_the_history_grows(vclock: VirtualClock) -> N
     tracemalloc.start()
     try:
         await feed(60)  # every fingerprint seen; claims older than their lease (30 s) let go
+        # The bounded caches of recurring times (core.alerts) full first: from then on each new
+        # time takes the place of an old one, and what is measured is what grows with history.
+        past = datetime(2000, 1, 1, tzinfo=UTC)
+        for i in range(max(format_time.cache_info().maxsize or 0, parse_time.cache_info().maxsize or 0)):
+            parse_time(format_time(past + timedelta(seconds=i)))
         before = tracemalloc.get_traced_memory()[0]  # the working set: claims, heaps, tables
         await feed(120)  # 6,000 alerts, decisions and executions more
         grown = tracemalloc.get_traced_memory()[0] - before
