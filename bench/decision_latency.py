@@ -122,8 +122,8 @@ class Bench:
         self._waiters: dict[str, asyncio.Future[None]] = {}
         decide = rt.pipeline.decide
 
-        async def timed_decide(received: ReceivedAlert, *, retried: bool = False) -> Outcome:
-            outcome = await decide(received, retried=retried)
+        async def timed_decide(received: ReceivedAlert, **kwargs: Any) -> Outcome:  # retried=, facts=, ...
+            outcome = await decide(received, **kwargs)
             key = received.alert.dedup_key
             if outcome.decisions:
                 self.decided[key] = (time.perf_counter(), outcome.decisions[0].kind.value)
