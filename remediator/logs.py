@@ -38,16 +38,21 @@ class Deferred:
     filtered-out level costs a call that returns None.  Later keys win, as with ``bind``.
     """
 
-    __slots__ = ("_context", "_logger")
+    __slots__ = ("_context", "_debug", "_logger")
 
-    def __init__(self, logger: Any, context: dict[str, Any]) -> None:
+    def __init__(self, logger: Any, context: dict[str, Any], *, debug: bool = True) -> None:
+        """``debug``: False when the logger writes no DEBUG line (asked once by the logger's owner,
+        :func:`writes_debug`): then a debug call merges nothing."""
         self._logger = logger
         self._context = context
+        self._debug = debug
 
     def bind(self, **context: Any) -> Deferred:
-        return Deferred(self._logger, {**self._context, **context})
+        return Deferred(self._logger, {**self._context, **context}, debug=self._debug)
 
     def debug(self, event: str, **kw: Any) -> Any:
+        if not self._debug:
+            return None
         return self._logger.debug(event, **{**self._context, **kw})
 
     def info(self, event: str, **kw: Any) -> Any:
@@ -61,6 +66,13 @@ class Deferred:
 
     def exception(self, event: str, **kw: Any) -> Any:
         return self._logger.exception(event, **{**self._context, **kw})
+
+
+def writes_debug(logger: Any) -> bool:
+    """Whether a bound logger writes DEBUG lines (structlog's filtering loggers know their level,
+    fixed when they are bound; any other logger is assumed to)."""
+    enabled = getattr(logger, "is_enabled_for", None)
+    return bool(enabled(logging.DEBUG)) if enabled is not None else True
 
 
 class DisconnectsAtDebug(logging.Filter):

@@ -30,7 +30,7 @@ from remediator.core.planning import Plan, Refusal, make_plan
 from remediator.core.playbooks import Playbook, PlaybookSet
 from remediator.core.schema import MUTATING_ACTIONS
 from remediator.hold import Hold, LeaseLost, LockUnconfirmed
-from remediator.logs import Deferred
+from remediator.logs import Deferred, writes_debug
 from remediator.metrics import Metrics
 from remediator.ports import (
     AWAITING_APPROVAL,
@@ -246,6 +246,7 @@ class Pipeline:
         self.kill_switch = kill_switch
         # Bound once: binding on get_logger's lazy proxy assembles a logger each time (3 µs per alert in replay).
         self._log = structlog.get_logger("remediator.pipeline").bind()
+        self._debug = writes_debug(self._log)  # each decision's lines are at DEBUG: skipped whole when off
         self._holds: dict[str, Hold] = {}  # the executions this replica runs now, each with its lease and lock
         self._resume_waiting: set[str] = set()  # executions told (once) that they wait for guardrail state
         self._rearmed_at = float("-inf")  # clock.monotonic() of the last re-arm check by a read-only decision
@@ -335,7 +336,7 @@ class Pipeline:
     ) -> Outcome:
         alert = received.alert
         log = Deferred(self._log, {"fingerprint": alert.fingerprint, "alertname": alert.alertname,
-                                  "status": alert.status})
+                                  "status": alert.status}, debug=self._debug)
         if alert.status == "resolved":
             # The firing episode's playbooks, matched once for both (most have neither approval nor channels).
             firing = replace(alert, status="firing")
@@ -795,7 +796,7 @@ class Pipeline:
         """Run (or resume) an admitted execution; steps already recorded are not repeated."""
         did = decision.execution_id or execution_id(decision.alert_key, decision.playbook)
         log = Deferred(self._log, {"execution_id": did, "playbook": decision.playbook,
-                                  "fingerprint": decision.fingerprint})
+                                  "fingerprint": decision.fingerprint}, debug=self._debug)
         assert decision.target is not None
         alert = received.alert if received else Alert(decision.fingerprint, "firing", {})
         done = await self.store.step_results(did)

@@ -105,3 +105,21 @@ def test_deferred_context_is_what_bind_would_have_given() -> None:
     counting = Counting()
     Deferred(counting, {"a": 1}).bind(b=2).debug("e", c=3)
     assert counting.calls == [("e", {"a": 1, "b": 2, "c": 3})]
+
+
+def test_a_logger_that_writes_no_debug_is_not_asked() -> None:
+    import logging
+
+    import structlog
+
+    from remediator.logs import Deferred, writes_debug
+
+    at_info = structlog.make_filtering_bound_logger(logging.INFO)(structlog.PrintLogger(), [], {})
+    at_debug = structlog.make_filtering_bound_logger(logging.DEBUG)(structlog.PrintLogger(), [], {})
+    assert (writes_debug(at_info), writes_debug(at_debug), writes_debug(object())) == (False, True, True)
+
+    class Refusing:
+        def debug(self, event: str, **kw: object) -> None:
+            raise AssertionError("asked for a debug line it does not write")
+
+    Deferred(Refusing(), {"a": 1}, debug=False).bind(b=2).debug("e", c=3)  # nothing merged, nothing called
