@@ -101,6 +101,20 @@ def read_lines(path: Path) -> list[dict[str, Any]]:
 
 
 async def test_two_replicas_hold_per_target_limits_as_one(tmp_path: Path, redis_prefix: str) -> None:
+    """Every run keeps the limits; at least one of up to three runs shows the race of both replicas
+    deciding the very same alert at once (two processes' timing: on a busy machine one may start a
+    little behind the other and never meet it).  The race is what the deferral path is for."""
+    raced = False
+    for attempt in range(3):
+        (tmp_path / f"run-{attempt}").mkdir()
+        raced = await _two_replicas_once(tmp_path / f"run-{attempt}", f"{redis_prefix}{attempt}:")
+        if raced:
+            break
+    assert raced, "in three runs the replicas never decided the same alert at once"
+
+
+async def _two_replicas_once(tmp_path: Path, redis_prefix: str) -> bool:
+    """One run of both replicas over the same 1,000 alerts; the limits checked; whether they raced."""
     # Flap alerts have a rate limit and a cooldown; Busy ones have neither, so only the lock
     # keeps two replicas (deciding the very same alert, hence the same execution id) apart.
     apps = [f"app-{i}" for i in range(5)]
@@ -130,7 +144,6 @@ async def test_two_replicas_hold_per_target_limits_as_one(tmp_path: Path, redis_
     # the same alert decided by both at once: the one whose copy found the lock of its own execution
     # id defers (to decide again later) rather than record "locked by itself"
     assert not [d for d in decisions if d["kind"] == "locked" and d["reason"].endswith(f" {d['execution']}")]
-    assert any(d["kind"] == "deferred" for d in decisions)  # and it did happen
     assert len(intervals) == len(executed)  # every admitted execution ran its one step; nothing else ran
 
     by_target: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -159,6 +172,7 @@ async def test_two_replicas_hold_per_target_limits_as_one(tmp_path: Path, redis_
     assert {kind for _, kind in refused} >= {"locked", "cooldown", "rate_limited"}
     assert {pid for pid, _ in refused} == set(pids)
     assert len(by_target) == len(apps) + len(busy)
+    return any(d["kind"] == "deferred" for d in decisions)
 
 
 async def test_a_killed_holders_lock_is_taken_over_after_its_ttl_not_before(
