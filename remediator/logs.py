@@ -68,11 +68,15 @@ class Deferred:
         return self._logger.exception(event, **{**self._context, **kw})
 
 
-def writes_debug(logger: Any) -> bool:
-    """Whether a bound logger writes DEBUG lines (structlog's filtering loggers know their level,
-    fixed when they are bound; any other logger is assumed to)."""
+def writes(logger: Any, level: int) -> bool:
+    """Whether a bound logger writes lines at ``level`` (structlog's filtering loggers know their
+    level, fixed when they are bound; any other logger is assumed to)."""
     enabled = getattr(logger, "is_enabled_for", None)
-    return bool(enabled(logging.DEBUG)) if enabled is not None else True
+    return bool(enabled(level)) if enabled is not None else True
+
+
+def writes_debug(logger: Any) -> bool:
+    return writes(logger, logging.DEBUG)
 
 
 class DisconnectsAtDebug(logging.Filter):

@@ -27,6 +27,7 @@ from typing import Protocol, runtime_checkable
 import structlog
 
 from remediator.core.errors import StoreUnavailable
+from remediator.logs import writes
 from remediator.pipeline import BatchFacts, Pipeline
 from remediator.ports import IntakeQueue, StoredAlert
 from remediator.queue import ExecutionQueue
@@ -160,7 +161,7 @@ class Worker:
         self._stopping = False
         self._log = structlog.get_logger("remediator.worker").bind(worker=self.name)
         # Asked once (the bound logger's level is fixed): replay decides each event as a batch of its own.
-        self._log_batches = getattr(self._log, "is_enabled_for", lambda _level: True)(logging.INFO)
+        self._log_batches = writes(self._log, logging.INFO)
         self.processed = 0
         self.queue = ExecutionQueue(pipeline, settings)
         self._backlog: tuple[float, int] | None = None  # (clock.monotonic() when counted, undecided alerts)
