@@ -51,7 +51,14 @@ from typing import Any, BinaryIO, Literal, Protocol
 import msgspec
 
 from remediator.clock import SystemClock, VirtualClock
-from remediator.core.alerts import Alert, WebhookPayload, format_time, parse_time, validate_payload
+from remediator.core.alerts import (
+    Alert,
+    WebhookPayload,
+    format_time,
+    parse_time,
+    refuse_bad_unicode,
+    validate_payload,
+)
 from remediator.core.decisions import Decision, DecisionKind, PlannedStep
 from remediator.core.errors import ConfigError, PayloadError
 from remediator.core.frozen import fast_frozen
@@ -81,6 +88,7 @@ class ReplayInputError(Exception):
 
     def __init__(self, path: str, line: int, reason: str) -> None:
         super().__init__(f"{path}:{line}: {reason}")
+        self.path, self.line, self.reason = path, line, reason
 
 
 @fast_frozen
@@ -117,6 +125,7 @@ def parse_event(obj: Any, line: int) -> Event | None:
     body, stamp = (obj["payload"], obj.get("received_at")) if "payload" in obj else (obj, None)
     if stamp is not None and not isinstance(stamp, str):
         raise PayloadError("received_at must be an RFC 3339 string")
+    refuse_bad_unicode(body)  # as the webhook does: the rest of the line (ignored keys) may hold anything
     return _payload_event(validate_payload(body), stamp, line)
 
 

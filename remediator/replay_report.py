@@ -27,14 +27,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
 import time
 from collections import Counter
 from typing import IO, Any
 
 from remediator.core.playbooks import PlaybookSet
-from remediator.replay import DEFAULT_REORDER_WINDOW, Approve, Entry, Event, Listener, read_events, replay
+from remediator.replay import DEFAULT_REORDER_WINDOW, Approve, Entry, Event, Listener, replay
+from remediator.replay_feed import open_history
 from remediator.settings import Settings
 
 EXECUTED = "executed"
@@ -322,8 +322,12 @@ def run_replay(
     kube: bool = False,
     reorder_window: float = DEFAULT_REORDER_WINDOW,
     approve: Approve = "none",
+    parallel: bool | None = None,
 ) -> None:
     """``remediator replay``: one playbook set, or two with ``--compare``.
+
+    ``parallel``: read the history in a second process (:mod:`remediator.replay_feed`; by
+    default for a long history when there is a second core).
 
     Raises ReplayInputError (``path:line: reason``) on the first bad line; rows already
     printed stay printed, the exit status says the output is incomplete.
@@ -335,11 +339,11 @@ def run_replay(
     else:
         writer = ReplayWriter(out, fmt, summary_only=summary_only)
         listeners = [writer]
-    with open(path, "rb") as fh:
-        progress = Progress(os.fstat(fh.fileno()).st_size, fh.tell)
+    with open_history(path, reorder_window=reorder_window, parallel=parallel) as feed:
+        progress = Progress(feed.size, feed.position)
         try:
-            events = read_events(fh, path, reorder_window=reorder_window)
-            run = replay(events, playbook_sets, settings, listeners, kube=kube, on_event=progress, approve=approve)
+            run = replay(feed.events, playbook_sets, settings, listeners, kube=kube, on_event=progress,
+                         approve=approve)
             alerts = asyncio.run(run)
         finally:
             progress.close()

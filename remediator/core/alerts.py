@@ -292,6 +292,27 @@ class Alert:
             alert.__dict__["_starts"] = starts_at
         return alert
 
+    @classmethod
+    def restored(cls, fingerprint: str, status: Status, labels: dict[str, str], annotations: dict[str, str],
+                 starts_at: datetime, ends_at: datetime | None, generator_url: str, starts_text: str | None) -> Alert:
+        """An alert rebuilt from the fields of one already made and checked elsewhere (replay's
+        reading process sends them): nothing is parsed or computed again.  ``starts_text`` is
+        ``startsAt`` as it came, when it was kept (see :meth:`of`)."""
+        alert = cls(fingerprint, status, MappingProxyType(labels), MappingProxyType(annotations), starts_at, ends_at,
+                    generator_url)
+        if starts_text is not None:
+            alert.__dict__["_starts"] = starts_text
+        return alert
+
+    def restorable(self) -> Restorable:
+        """What :meth:`restored` takes to make this alert again."""
+        return (self.fingerprint, self.status, dict(self.labels), dict(self.annotations), self.starts_at,
+                self.ends_at, self.generator_url, self.__dict__.get("_starts"))
+
+
+#: An alert's fields as :meth:`Alert.restorable` gives them and :meth:`Alert.restored` takes them.
+Restorable = tuple[str, Status, dict[str, str], dict[str, str], datetime, datetime | None, str, str | None]
+
 
 class _StoredAlert(msgspec.Struct):
     """An alert as :meth:`Alert.json_text` writes it (Alertmanager's field names)."""
@@ -411,6 +432,15 @@ def _bad_unicode(data: Any) -> str | None:
     return None
 
 
+def refuse_bad_unicode(data: Any) -> None:
+    """PayloadError where a string in ``data`` (decoded JSON) holds a lone UTF-16 surrogate: valid
+    JSON, but not Unicode, so no store, fingerprint or encoder could take it.  Checked before
+    the schema, which would let it through."""
+    where = _bad_unicode(data)
+    if where is not None:
+        raise PayloadError(f"{where}: a string holds an unpaired UTF-16 surrogate, which is not valid Unicode")
+
+
 def _encodable(text: str) -> bool:
     try:
         text.encode("utf-8")
@@ -481,7 +511,5 @@ def parse_webhook_validating(body: bytes) -> WebhookPayload:
         reason = "a number has too many digits" if "digits" in str(exc) else str(exc)[:120]
         raise PayloadError(f"body is not valid JSON: {reason}") from None
     if _LONE_SURROGATE.search(text):
-        where = _bad_unicode(data)
-        if where is not None:
-            raise PayloadError(f"{where}: a string holds an unpaired UTF-16 surrogate, which is not valid Unicode")
+        refuse_bad_unicode(data)
     return validate_payload(data)

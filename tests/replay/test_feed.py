@@ -1,0 +1,136 @@
+"""Replay's history read by a second process (:mod:`remediator.replay_feed`): the same events, in
+the same order, with the same errors at the same point, as reading it in process."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import signal
+from datetime import UTC
+from pathlib import Path
+
+import pytest
+
+from remediator import replay_feed
+from remediator.replay import Event, ReplayInputError, read_events
+from remediator.replay_feed import ReaderFailed, open_history
+from tests.replay.test_golden import GOLDEN, _run, history
+
+
+def _write(path: Path, lines: list[object]) -> Path:
+    path.write_text("".join((line if isinstance(line, str) else json.dumps(line)) + "\n" for line in lines))
+    return path
+
+
+def _in_process(path: Path) -> list[Event]:
+    with path.open("rb") as fh:
+        return list(read_events(fh, str(path)))
+
+
+def _from_child(path: Path) -> list[Event]:
+    with open_history(str(path), parallel=True) as feed:
+        return list(feed.events)
+
+
+def test_the_child_sends_exactly_the_events_read_in_process(tmp_path: Path) -> None:
+    # Grouped, wrapped and bare payloads, redeliveries, control lines, input slightly out of
+    # order; more events than one frame holds.
+    path = _write(tmp_path / "h.jsonl", history(2 * replay_feed.FRAME_EVENTS + 100))
+    expected = _in_process(path)
+    got = _from_child(path)
+    assert got == expected
+    assert len(got) > 2 * replay_feed.FRAME_EVENTS and any(e.control for e in got)
+    for mine, theirs in zip(got, expected, strict=True):
+        assert mine.at.tzinfo is UTC
+        for a, b in zip(mine.alerts, theirs.alerts, strict=True):
+            assert a.received_at.tzinfo is UTC and a.alert.starts_at.tzinfo is UTC
+            assert a.alert.__dict__ == b.alert.__dict__  # the kept startsAt text too
+            assert a.alert.dedup_key == b.alert.dedup_key
+
+
+def test_a_lone_surrogate_is_refused_in_a_payload_as_the_webhook_refuses_it_and_ignored_elsewhere(
+        tmp_path: Path) -> None:
+    lines: list[dict[str, object]] = history(3)
+    first = history(1)[0]
+    wrapped = {"received_at": "2026-11-01T00:00:00Z", "note": "\udc00", "payload": first.get("payload", first)}
+    lines[0] = wrapped  # in a key of the wrapper that replay ignores: replayed
+    path = _write(tmp_path / "ok.jsonl", lines)
+    assert _from_child(path) == _in_process(path) and len(_in_process(path)) == 3
+    body = json.loads(json.dumps(history(1)[0]))
+    body.get("payload", body)["alerts"][0]["labels"]["note"] = "\udc00"  # json reads it; it is not Unicode
+    path = _write(tmp_path / "bad.jsonl", [body])
+    reason = (f"{path}:1: body.alerts[0].labels.note: a string holds an unpaired UTF-16 surrogate, "
+              "which is not valid Unicode")
+    for read in (_in_process, _from_child):
+        with pytest.raises(ReplayInputError) as refused:
+            read(path)
+        assert str(refused.value) == reason
+
+
+@pytest.mark.parametrize("bad", ["[1]", '{"version": "4"', "too-far-back"])
+def test_every_event_before_a_bad_line_is_given_then_its_error(tmp_path: Path, bad: str) -> None:
+    lines: list[object] = list(history(40))
+    if bad == "too-far-back":  # a line more than the reordering window behind what was already released
+        lines.append({"at": "2000-01-01T00:00:00Z", "control": "pause"})
+    else:
+        lines.append(bad)
+    lines += history(60)[40:]
+    path = _write(tmp_path / "h.jsonl", lines)
+    expected: list[Event] = []
+    with pytest.raises(ReplayInputError) as in_process, path.open("rb") as fh:
+        for event in read_events(fh, str(path)):
+            expected.append(event)
+    got: list[Event] = []
+    with pytest.raises(ReplayInputError) as from_child, open_history(str(path), parallel=True) as feed:
+        for event in feed.events:
+            got.append(event)
+    assert str(from_child.value) == str(in_process.value)
+    assert str(from_child.value).startswith(f"{path}:41: ")
+    assert got == expected and got
+
+
+def test_a_reader_that_dies_is_an_error_not_an_early_end(tmp_path: Path) -> None:
+    path = _write(tmp_path / "h.jsonl", history(3 * replay_feed.FRAME_EVENTS))
+    with open_history(str(path), parallel=True) as feed:
+        next(feed.events)
+        child = feed.events.gi_frame.f_locals["self"]  # type: ignore[attr-defined]
+        os.kill(child.proc.pid, signal.SIGKILL)
+        with pytest.raises(ReaderFailed, match=rf"^{path}: the process reading it ended early \(exit status -9\)"):
+            for _ in feed.events:
+                pass
+
+
+def test_stopping_early_stops_the_reader(tmp_path: Path) -> None:
+    path = _write(tmp_path / "h.jsonl", history(3 * replay_feed.FRAME_EVENTS))
+    with open_history(str(path), parallel=True) as feed:
+        first = next(feed.events)
+        child = feed.events.gi_frame.f_locals["self"]  # type: ignore[attr-defined]
+        assert feed.position() > 0 and first.line == 1
+    assert child.proc.returncode is not None  # stopped and reaped: no process left behind
+
+
+def test_only_a_long_history_on_more_than_one_core_is_read_in_parallel(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _write(tmp_path / "h.jsonl", history(10))
+    with open_history(str(path)) as feed:
+        assert not hasattr(feed.events, "gi_frame") or "self" not in (feed.events.gi_frame.f_locals or {})
+        assert feed.size == path.stat().st_size
+    monkeypatch.setattr(replay_feed, "PARALLEL_FROM", 0)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    with open_history(str(path)) as feed:
+        next(feed.events)
+        assert isinstance(feed.events.gi_frame.f_locals["self"], replay_feed._Child)  # type: ignore[attr-defined]
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    with open_history(str(path)) as feed:
+        assert not isinstance((feed.events.gi_frame.f_locals or {}).get("self"), replay_feed._Child)
+
+
+@pytest.mark.parametrize("case", ["json", "compare"])
+def test_the_replay_output_read_in_parallel_is_the_golden(case: str, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(replay_feed, "PARALLEL_FROM", 0)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    expected = gzip.decompress((GOLDEN / f"{case}.out.gz").read_bytes()).decode()
+    assert _run(tmp_path, case, capsys) == expected
