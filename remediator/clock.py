@@ -149,9 +149,17 @@ class VirtualClock:
                 fut.set_result(None)
 
     def set(self, when: datetime) -> None:
-        """Jump to ``when`` (never backwards): replay drives time from history this way."""
-        if when > self._now:
-            self.advance_sync((when - self._now).total_seconds())
+        """Jump to ``when`` (never backwards): replay drives time from history this way.
+
+        The clock then reads ``when`` exactly (not the sum of float seconds, which can be a
+        microsecond off), and costs no conversions: replay sets it for every event."""
+        now = self._now
+        if when > now:
+            if when.tzinfo is not now.tzinfo:
+                when = when.astimezone(now.tzinfo)
+            self._mono += (when - now).total_seconds()
+            self._now = when
+            self._wake_due()
 
     def advance_sync(self, seconds: float) -> None:
         self._now += timedelta(seconds=seconds)

@@ -206,7 +206,8 @@ class Worker:
                 if not batch:
                     break
                 last = len(batch) < self.settings.batch  # nothing more was claimable: no empty round after it
-                summary: Counter[str] = Counter()  # decision kinds (and deferrals) of this batch, for its log line
+                # Decision kinds (and deferrals) of this batch, for its log line: counted only if it is written.
+                summary: Counter[str] | None = Counter() if self._log_batches else None
                 # What every alert's decision asks the store, asked once for the batch (PostgreSQL).
                 facts = None if self.inline else await self.pipeline.facts([item.received for item in batch])
                 for item in batch:
@@ -215,7 +216,7 @@ class Worker:
                     async with self._unit():
                         handled += await self._decide_one(item, summary, facts)
             # One line per batch at INFO (each decision is at DEBUG): a storm is not a storm of log lines.
-            if self._log_batches:
+            if summary is not None:
                 self._log.info("alerts decided", alerts=len(batch), **dict(sorted(summary.items())))
             if pace:
                 await self.pacer.rest()
@@ -229,7 +230,8 @@ class Worker:
     def _unit(self) -> contextlib.AbstractAsyncContextManager[None]:
         return self._batches.decision_unit() if self._batches is not None else contextlib.nullcontext()
 
-    async def _decide_one(self, item: StoredAlert, summary: Counter[str], facts: BatchFacts | None = None) -> bool:
+    async def _decide_one(self, item: StoredAlert, summary: Counter[str] | None,
+                          facts: BatchFacts | None = None) -> bool:
         """Decide one claimed alert; False if its processing failed (see :meth:`_failed`)."""
         try:
             if self.inline:
@@ -240,16 +242,19 @@ class Worker:
             raise  # not the alert's fault: the claim stays ours and is taken back, uncounted
         except Exception as exc:
             await self._failed(item, exc)
-            summary["failed"] += 1
+            if summary is not None:
+                summary["failed"] += 1
             return False
         if outcome.defer_until is not None:
             await self.intake.defer_alert(item.id, outcome.defer_until)
             self.pipeline.events.alert_deferred(item.received, outcome.defer_until)
-            summary["deferred"] += 1
+            if summary is not None:
+                summary["deferred"] += 1
         else:
             await self.intake.mark_processed(item.id)
             self.pipeline.events.alert_processed(item.received, outcome.decisions)
-        summary.update(d.kind.value for d in outcome.decisions)
+        if summary is not None:
+            summary.update(d.kind.value for d in outcome.decisions)
         self.processed += 1
         return True
 

@@ -235,16 +235,26 @@ class MemoryStore:
             rec = pending.get(aid)
             if rec is not None and rec.claimed_until == until:
                 heapq.heappush(ready, aid)
-        if not ready and not self._held.get(worker):
-            return []  # the usual answer of every round's last claim: nothing left
+        held_before = self._held.get(worker)
+        if not held_before:  # the usual case: no batch of this worker's was cut short
+            if not ready:
+                return []  # the usual answer of every round's last claim: nothing left
+            picked: list[_Alert] = []
+            while ready and len(picked) < limit:
+                aid = heapq.heappop(ready)
+                rec = pending.get(aid)
+                if (rec is not None and (rec.claimed_until is None or rec.claimed_until <= now)
+                        and (not picked or picked[-1].id != aid)):
+                    picked.append(rec)
+            return self._claim(picked, worker, now + lease)
 
         def claimable(aid: int) -> bool:
             rec = pending.get(aid)
             return rec is not None and (rec.claimed_until is None or rec.claimed_until <= now
                                         or rec.claimed_by == worker)
 
-        own = sorted(self._held.get(worker, ()))  # a batch cut short: taken back at once
-        picked: list[_Alert] = []
+        own = sorted(held_before)  # a batch cut short: taken back at once
+        picked = []
         i = 0
         while len(picked) < limit:
             while ready and not claimable(ready[0]):
@@ -258,7 +268,10 @@ class MemoryStore:
             rec = pending[aid]
             if not picked or picked[-1].id != aid:
                 picked.append(rec)
-        until = now + lease
+        return self._claim(picked, worker, now + lease)
+
+    def _claim(self, picked: list[_Alert], worker: str, until: float) -> list[StoredAlert]:
+        timed = self._timed
         held = self._held.setdefault(worker, set())
         for rec in picked:
             if rec.claimed_by != worker:
