@@ -97,6 +97,8 @@ class ExecutionQueue:
     def _forget_paused(self, now: float) -> None:
         """Drop backoffs long past their time: the execution was finished by another replica, or
         will simply start its backoff over (this map must not grow with every pause ever seen)."""
+        if not self._paused:  # the usual case, at every round
+            return
         for did in [d for d, (until, _) in self._paused.items() if now - until > PAUSED_KEPT]:
             del self._paused[did]
 

@@ -69,6 +69,11 @@ class Matcher:
     def matches(self, labels: Mapping[str, str]) -> bool:
         return self._test(labels.get(self.name, ""))
 
+    @property
+    def test(self) -> Callable[[str], bool]:
+        """Whether a label's value (``""`` when absent) satisfies this matcher."""
+        return self._test
+
     def __str__(self) -> str:
         """Alertmanager's own rendering, which parses back to an equal matcher."""
         if not re.fullmatch(_NAME, self.name):

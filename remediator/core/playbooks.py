@@ -48,11 +48,20 @@ MAX_QUERY = 8192
 class Match:
     matchers: tuple[Matcher, ...]
     status: MatchStatus = "firing"
+    # Each matcher's (label, test), taken once: every alert asks every candidate playbook.
+    _tests: tuple[tuple[str, Callable[[str], bool]], ...] = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_tests", tuple((m.name, m.test) for m in self.matchers))
 
     def selects(self, alert: Alert) -> bool:
         if self.status != "any" and alert.status != self.status:
             return False
-        return all(m.matches(alert.labels) for m in self.matchers)
+        labels = alert.labels
+        for name, test in self._tests:  # noqa: SIM110 - all() over a generator costs a third more here
+            if not test(labels.get(name, "")):
+                return False
+        return True
 
     def guaranteed_labels(self) -> frozenset[str]:
         """The labels every alert this selects carries with a non-empty value.

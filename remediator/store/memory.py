@@ -472,6 +472,8 @@ class MemoryStore:
 
     async def claim_unfinished(self, worker: str, lease: float, *, limit: int = 20) -> list[str]:
         self._check()
+        if not self._open:  # the usual answer between alerts (asked at every round): nothing
+            return []
         now = self._clock.now().timestamp()
         claimed = [d for d in self._runnable() if d.free_for(worker, now)][:limit]
         for d in claimed:
