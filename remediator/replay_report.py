@@ -32,8 +32,10 @@ import time
 from collections import Counter
 from typing import IO, Any
 
+from remediator.core.alerts import format_time
+from remediator.core.decisions import Decision
 from remediator.core.playbooks import PlaybookSet
-from remediator.replay import DEFAULT_REORDER_WINDOW, Approve, Entry, Event, Listener, replay
+from remediator.replay import DEFAULT_REORDER_WINDOW, Approve, Entry, Event, Listener, Tally, replay
 from remediator.replay_feed import open_history
 from remediator.settings import Settings
 
@@ -83,6 +85,17 @@ class Summary:
             _count(self.targets, key, kind)
         self.first = self.first or entry["at"]
         self.last = entry["at"]
+
+    def tally(self, decision: Decision) -> None:
+        """:meth:`add` for the decision itself (a :class:`~remediator.replay.Tally`: ``--summary``)."""
+        kind = decision.kind.value
+        self.kinds[kind] += 1
+        if decision.playbook:
+            _count(self.playbooks, decision.playbook, kind)
+        if decision.target is not None:
+            _count(self.targets, decision.target.key, kind)
+        self.last = format_time(decision.at)
+        self.first = self.first or self.last
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -335,10 +348,10 @@ def run_replay(
     writer: ReplayWriter | CompareWriter
     if len(playbook_sets) == 2:
         writer = CompareWriter(out, fmt, summary_only=summary_only)
-        listeners: list[Listener] = list(writer.sides)
+        listeners: list[Listener | Tally] = list(writer.sides)
     else:
         writer = ReplayWriter(out, fmt, summary_only=summary_only)
-        listeners = [writer]
+        listeners = [writer.summary if summary_only else writer]  # counts alone: no entry per decision
     with open_history(path, reorder_window=reorder_window, parallel=parallel) as feed:
         progress = Progress(feed.size, feed.position)
         try:

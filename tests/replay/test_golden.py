@@ -126,7 +126,8 @@ CASES: dict[str, tuple[str, ...]] = {
 }
 
 
-def _run(tmp: Path, case: str, capsys: pytest.CaptureFixture[str] | None = None) -> str:
+def _run(tmp: Path, case: str, capsys: pytest.CaptureFixture[str] | None = None,
+         extra: tuple[str, ...] = ()) -> str:
     import contextlib
     import io
 
@@ -137,7 +138,7 @@ def _run(tmp: Path, case: str, capsys: pytest.CaptureFixture[str] | None = None)
     path = tmp / "history.jsonl"
     if not path.exists():
         path.write_text("".join(json.dumps(line) + "\n" for line in history()))
-    args = [a.format(changed=tmp / "changed") for a in CASES[case]]
+    args = [a.format(changed=tmp / "changed") for a in CASES[case] + extra]
     argv = ["replay", str(path), "--playbooks", str(tmp / "pb"), *args]
     if capsys is not None:
         code = main(argv)
@@ -157,6 +158,19 @@ def test_replay_output_is_byte_identical_to_the_golden(case: str, tmp_path: Path
     expected = gzip.decompress((GOLDEN / f"{case}.out.gz").read_bytes()).decode()
     out = _run(tmp_path, case, capsys)
     assert out == expected
+
+
+@pytest.mark.parametrize("fmt", ["json", "table"])
+def test_summary_only_counts_exactly_what_the_full_output_counts(fmt: str, tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """``--summary`` is given the decisions themselves (no entry built per decision): the same counts,
+    the same first and last times, as the golden output's summary."""
+    full = gzip.decompress((GOLDEN / f"{fmt}.out.gz").read_bytes()).decode()
+    out = _run(tmp_path, fmt, capsys, extra=("--summary",))
+    if fmt == "json":
+        assert json.loads(out) == {"summary": json.loads(full)["summary"]}
+    else:
+        assert out.strip() and full.endswith(out)  # the table's summary lines, and nothing else
 
 
 def test_lines_decoded_on_the_compiled_path_are_the_events_json_and_the_schema_give() -> None:
