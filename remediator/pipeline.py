@@ -339,7 +339,7 @@ class Pipeline:
                                   "status": alert.status}, debug=self._debug)
         if alert.status == "resolved":
             # The firing episode's playbooks, matched once for both (most have neither approval nor channels).
-            firing = replace(alert, status="firing")
+            firing = alert.with_status("firing")
             episode = [p for p in self._playbooks().matching(firing) if p.needs_approval or p.notify]
             if episode:
                 await self._cancel_awaiting(firing, episode)
@@ -537,8 +537,8 @@ class Pipeline:
             if step.action == "notify":
                 result = _queued(step, dry_run=True)
             else:
-                step_ctx = replace(ctx, history=_history(decision, decision.steps, done, step)
-                                   if step.action == "undo" else ())
+                step_ctx = (replace(ctx, history=_history(decision, decision.steps, done, step))
+                            if step.action == "undo" else ctx)
                 try:
                     result = await self._dry.run(step, step_ctx)
                 except Exception:  # the ordinary path records what an executor's exception means
