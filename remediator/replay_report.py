@@ -30,6 +30,7 @@ import json
 import sys
 import time
 from collections import Counter
+from datetime import datetime
 from typing import IO, Any
 
 from remediator.core.alerts import format_time
@@ -72,8 +73,10 @@ class Summary:
         self.playbooks: dict[str, Counter[str]] = {}
         self.targets: dict[str, Counter[str]] = {}
         self.alerts = 0
-        self.first = ""
+        self.first = ""  # (add) the first and last decisions' times, as written in their entries
         self.last = ""
+        self._first: datetime | None = None  # (tally) the same, as instants
+        self._last: datetime | None = None
 
     def add(self, entry: Entry) -> None:
         kind = entry["decision"]
@@ -94,14 +97,15 @@ class Summary:
             _count(self.playbooks, decision.playbook, kind)
         if decision.target is not None:
             _count(self.targets, decision.target.key, kind)
-        self.last = format_time(decision.at)
-        self.first = self.first or self.last
+        self._last = decision.at  # written once, at the end: not per decision
+        if self._first is None:
+            self._first = decision.at
 
     def to_json(self) -> dict[str, Any]:
         return {
             "alerts": self.alerts,
-            "from": self.first or None,
-            "to": self.last or None,
+            "from": format_time(self._first) if self._first else self.first or None,
+            "to": format_time(self._last) if self._last else self.last or None,
             "decisions": dict(sorted(self.kinds.items())),
             "playbooks": {k: dict(sorted(v.items())) for k, v in sorted(self.playbooks.items())},
             "targets": {k: dict(sorted(v.items())) for k, v in sorted(self.targets.items())},
