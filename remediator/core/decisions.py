@@ -44,7 +44,13 @@ class ResolvedTarget:
 
     @property
     def key(self) -> str:
-        return f"{self.kind}/{self.namespace}/{self.name}"
+        """``Kind/namespace/name``: the lock's and the summary's key.  Kept once written (in the
+        instance's ``__dict__``, outside its fields): a plan's target is shared by every alert
+        planned alike, and each decision asks for it several times."""
+        key: str | None = self.__dict__.get("_key")
+        if key is None:
+            key = self.__dict__["_key"] = f"{self.kind}/{self.namespace}/{self.name}"
+        return key
 
     def to_json(self) -> dict[str, str]:
         return {"kind": self.kind, "namespace": self.namespace, "name": self.name}
