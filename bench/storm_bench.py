@@ -159,6 +159,7 @@ class Result:
     to_last_execution_s: float | None
     cpu_s: float
     pending_left: int
+    decided_in_intake: int = 0  # matching alerts decided while the load generator was still sending
 
     @property
     def done(self) -> bool:
@@ -181,11 +182,13 @@ class Result:
             last_decision = last_execution = f"> {s(self.to_last_execution_s)}"
         cpu_ms = f"{self.cpu_s * 1000 / through:.2f}" + ("" if self.done else " (est.)")
         return (f"| {self.backend} | {self.alerts} | {self.matching} | {self.intake_s:.1f} | {self.post_p99_ms:.0f} |"
-                f" {last_decision} | {last_execution} | {self.cpu_s:.1f} | {cpu_ms} | {status} |")
+                f" {self.decided_in_intake} | {last_decision} | {last_execution} | {self.cpu_s:.1f} | {cpu_ms}"
+                f" | {status} |")
 
 
-HEADER = ("| backend | alerts | matching | intake s | POST p99 ms | to last decision s | to last execution s |"
-          " server CPU s | CPU ms per alert | |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+HEADER = ("| backend | alerts | matching | intake s | POST p99 ms | decided during intake | to last decision s |"
+          " to last execution s | server CPU s | CPU ms per alert | |\n"
+          "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
 
 
 def seconds_since(start: float, stamp: str | None) -> float | None:
@@ -297,13 +300,15 @@ async def _storm(session: aiohttp.ClientSession, server: subprocess.Popen[bytes]
         sys.executable, __file__, "load", f"{base}/webhooks/alertmanager", str(alerts), str(per_post),
         stdout=asyncio.subprocess.PIPE,
     )
-    decided = executed = 0
+    decided = executed = during = 0
     stop_at = time.monotonic() + deadline
     while time.monotonic() < stop_at:
         async with session.get(f"{base}/metrics") as r:
             text = await r.text()
         decided = int(counter_total(text, "remediator_decisions"))
         executed = int(counter_total(text, "remediator_executions"))
+        if generator.returncode is None:
+            during = decided  # the last count seen while alerts were still being sent
         if decided >= expected and executed >= expected and generator.returncode is not None:
             break
         if server.poll() is not None:
@@ -316,7 +321,7 @@ async def _storm(session: aiohttp.ClientSession, server: subprocess.Popen[bytes]
     intake = json.loads(out)
     last_decision, last_execution, pending = await last_recorded(session, base)
     return Result(backend, alerts, expected, intake["seconds"], intake["p99"] * 1000, decided, executed,
-                  seconds_since(start, last_decision), seconds_since(start, last_execution), cpu, pending)
+                  seconds_since(start, last_decision), seconds_since(start, last_execution), cpu, pending, during)
 
 
 def record(results: list[Result], args: argparse.Namespace) -> None:
