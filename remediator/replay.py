@@ -400,6 +400,8 @@ class Engine:
 
     async def _run_due(self, until: datetime | None) -> None:
         due = self.tap.due
+        if not due:  # the usual case: no deferred alert waits
+            return
         limit = until.timestamp() if until is not None else float("inf")
         while due and due[0] <= limit:
             when = heapq.heappop(due)

@@ -210,10 +210,14 @@ class Worker:
                 summary: Counter[str] | None = Counter() if self._log_batches else None
                 # What every alert's decision asks the store, asked once for the batch (PostgreSQL).
                 facts = None if self.inline else await self.pipeline.facts([item.received for item in batch])
+                unit = self._batches.decision_unit if self._batches is not None else None
                 for item in batch:
                     if self._stopping:
                         return handled  # the claim lease expires; the alert stays durably pending
-                    async with self._unit():
+                    if unit is None:  # replay: no context to enter for each event's alert
+                        handled += await self._decide_one(item, summary, facts)
+                        continue
+                    async with unit():
                         handled += await self._decide_one(item, summary, facts)
             # One line per batch at INFO (each decision is at DEBUG): a storm is not a storm of log lines.
             if summary is not None:
@@ -226,9 +230,6 @@ class Worker:
 
     def _batch(self) -> contextlib.AbstractAsyncContextManager[None]:
         return self._batches.decision_batch() if self._batches is not None else contextlib.nullcontext()
-
-    def _unit(self) -> contextlib.AbstractAsyncContextManager[None]:
-        return self._batches.decision_unit() if self._batches is not None else contextlib.nullcontext()
 
     async def _decide_one(self, item: StoredAlert, summary: Counter[str] | None,
                           facts: BatchFacts | None = None) -> bool:
