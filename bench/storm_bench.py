@@ -59,6 +59,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.decision_latency import shared_state  # noqa: E402
+from bench.summary import emit  # noqa: E402
 
 WEBHOOK_TOKEN = "storm-webhook"  # a throw-away daemon's tokens
 READ_TOKEN = "storm-read"
@@ -346,6 +347,13 @@ async def main(args: argparse.Namespace) -> None:
     print(HEADER)
     for r in results:
         print(r.row())
+        target = {"embedded": "< 5 s", "postgres": "< 8 s"}.get(r.backend, "") if r.alerts == 20_000 else ""
+        if r.done and r.to_last_execution_s is not None:
+            emit("storm", f"{r.backend}, {r.alerts:,} alerts: to the last execution", round(r.to_last_execution_s, 1),
+                 "s", target)
+            emit("storm", f"{r.backend}: CPU per alert", round(r.cpu_s * 1000 / r.alerts, 2), "ms", "≤ 0.3 ms")
+        else:
+            emit("storm", f"{r.backend}, {r.alerts:,} alerts", "not done by the deadline", "", target)
     if not args.no_record:
         record(results, args)
 
