@@ -16,11 +16,12 @@ not earlier answers are back, as Alertmanager's many groups would), for ``--seco
 POST's latency runs from the moment it was due, so a server that falls behind pays for the
 queue it builds; the generator's own lateness (due to sent) and CPU are reported beside it,
 so a generator that cannot keep the pace is seen, not blamed on the server.  The issue's
-point: p99 < 20 ms at 1,000 alerts/s.  ``--lean`` has the lean client make the closed-loop
-runs too.
+point: p99 < 20 ms at 1,000 alerts/s.  ``--paced-rounds`` (3) rounds, each server once per
+round; the median round's p99 is the figure (one neighbour's burst decides a single run's).
+``--lean`` has the lean client make the closed-loop runs too.
 
 Run: .venv/bin/python bench/ingest_bench.py [--alerts N] [--backend embedded|postgres|both]
-     [--per-post 20] [--lean] [--rate 1000] [--seconds 20] [--paced-only]
+     [--per-post 20] [--lean] [--rate 1000] [--seconds 20] [--paced-only] [--paced-rounds 3]
      (QUICK=1: 2,000 alerts, 5 s paced)
 """
 
@@ -280,13 +281,22 @@ async def main(args: argparse.Namespace) -> None:
             rows += await measure(server, args.alerts, tuple(args.per_post or PER_POST), args.lean)
         print(report(rows))
     if args.rate:
-        paced = [await measure_paced(server, args.rate, args.seconds) for server in servers]
+        # Rounds interleaved (each server once per round): a run's p99 is its worst 1 %, a fifth of a
+        # second of a 20 s run, and one burst of a neighbour's work on a shared machine decides it
+        # (the ceiling's own p99 was seen from 4 to 178 ms).  The median round is the figure.
+        rounds = [[await measure_paced(server, args.rate, args.seconds) for server in servers]
+                  for _ in range(args.paced_rounds)]
         print(PACED_HEADER)
-        for p in paced:
-            print(p.row())
-            if p.server != "ceiling":
-                emit("ingest", f"{p.server}, 1/POST paced at {p.rate:,.0f}/s: p99", round(p.result["p99"], 1), "ms",
-                     "< 20 ms at 1,000 alerts/s")
+        for paced in rounds:
+            for p in paced:
+                print(p.row())
+        for i, server in enumerate(servers):
+            p99s = [paced[i].result["p99"] for paced in rounds]
+            median = statistics.median(p99s)
+            print(f"{server}: p99 from due, median of {len(p99s)} round(s): {median:.1f} ms"
+                  f" ({', '.join(f'{v:.1f}' for v in p99s)})")
+            emit("ingest", f"{server}, 1/POST paced at {args.rate:,.0f}/s: p99, median of {len(p99s)} rounds",
+                 round(median, 1), "ms", "" if server == "ceiling" else "< 20 ms at 1,000 alerts/s")
     print(f"(load average {os.getloadavg()[0]:.1f}, {os.cpu_count()} cores)")
 
 
@@ -309,4 +319,6 @@ if __name__ == "__main__":
                         help="the paced run: this many alerts/s, one per POST, open loop (0: none)")
     parser.add_argument("--seconds", type=float, default=5.0 if quick() else 20.0, help="how long the paced run lasts")
     parser.add_argument("--paced-only", action="store_true", help="only the paced run")
+    parser.add_argument("--paced-rounds", type=int, default=1 if quick() else 3,
+                        help="paced runs per server, interleaved; the median round's p99 is reported")
     asyncio.run(main(parser.parse_args()))
