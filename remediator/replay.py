@@ -40,191 +40,46 @@ from __future__ import annotations
 
 import contextlib
 import heapq
-import json
-import re
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO, Literal, Protocol, runtime_checkable
-
-import msgspec
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from remediator.clock import SystemClock, VirtualClock
-from remediator.core.alerts import (
-    Alert,
-    WebhookPayload,
-    format_time,
-    parse_time,
-    refuse_bad_unicode,
-    validate_payload,
-)
+from remediator.core.alerts import format_time
 from remediator.core.decisions import Decision, DecisionKind, PlannedStep
-from remediator.core.errors import ConfigError, PayloadError
-from remediator.core.frozen import fast_frozen
-from remediator.core.payload_codec import PayloadDecoder
+from remediator.core.errors import ConfigError
 from remediator.core.playbooks import PlaybookSet
 from remediator.executors.checks import WithChecks, open_checks
 from remediator.executors.plan_only import PlanOnlyExecutor
 from remediator.guardstate.memory import MemoryGuardrails
 from remediator.pipeline import Pipeline, PipelineSettings
 from remediator.ports import Executor, IntakeQueue, ReceivedAlert, StepResult
+from remediator.replay_input import (
+    DEFAULT_REORDER_WINDOW,
+    Control,
+    Event,
+    ReplayInputError,
+    parse_event,
+    read_events,
+)
 from remediator.runtime import guard_policy
 from remediator.settings import Settings
 from remediator.store.memory import MemoryStore
 from remediator.worker import Worker
 
-Control = Literal["pause", "resume"]
+# The input is read by remediator.replay_input; its names are also this module's (the CLI, the UI
+# and the tests take events from here).
+__all__ = [
+    "DEFAULT_REORDER_WINDOW", "Approve", "Control", "Engine", "Entry", "Event", "Listener", "ReplayInputError",
+    "Tally", "entry_for", "load_playbooks", "parse_event", "read_events", "replay",
+]
+
 #: How replay answers playbooks' approval requests: nobody is there to ask.  "none" (the default)
 #: approves nothing: such a decision is ``awaiting_approval`` and nothing runs, as live when no one
 #: answers; "all" approves every one at once (the guardrails admitting it as at any decision).
 Approve = Literal["all", "none"]
 Entry = dict[str, Any]
-DEFAULT_REORDER_WINDOW = 300.0
-
-
-class ReplayInputError(Exception):
-    """An input line that cannot be replayed; printed as ``path:line: reason``."""
-
-    def __init__(self, path: str, line: int, reason: str) -> None:
-        super().__init__(f"{path}:{line}: {reason}")
-        self.path, self.line, self.reason = path, line, reason
-
-
-@fast_frozen
-@dataclass(frozen=True)
-class Event:
-    at: datetime
-    line: int
-    alerts: tuple[ReceivedAlert, ...] = ()
-    control: Control | None = None
-
-
-# -- input ---------------------------------------------------------------------------
-
-
-def _event_time(alerts: tuple[Alert, ...]) -> datetime | None:
-    """When a bare payload was sent: no earlier than its newest alert start or end."""
-    return max((a.ends_at if a.status == "resolved" and a.ends_at else a.starts_at for a in alerts), default=None)
-
-
-def parse_event(obj: Any, line: int) -> Event | None:
-    """One decoded input line as an event (None for a bare payload with no alerts).
-
-    Raises PayloadError with the reason; the caller adds ``path:line``.
-    """
-    if not isinstance(obj, dict):
-        raise PayloadError("expected a JSON object (a webhook payload, a wrapped payload or a control line)")
-    if "control" in obj:
-        control = obj["control"]
-        if control not in ("pause", "resume"):
-            raise PayloadError(f"control must be 'pause' or 'resume', not {control!r}")
-        if not isinstance(obj.get("at"), str):
-            raise PayloadError('a control line needs "at": an RFC 3339 time')
-        return Event(parse_time(obj["at"]), line, control=control)
-    body, stamp = (obj["payload"], obj.get("received_at")) if "payload" in obj else (obj, None)
-    if stamp is not None and not isinstance(stamp, str):
-        raise PayloadError("received_at must be an RFC 3339 string")
-    refuse_bad_unicode(body)  # as the webhook does: the rest of the line (ignored keys) may hold anything
-    return _payload_event(validate_payload(body), stamp, line)
-
-
-def _payload_event(payload: WebhookPayload, stamp: str | None, line: int) -> Event | None:
-    at = parse_time(stamp) if stamp is not None else _event_time(payload.alerts)
-    if at is None:
-        return None
-    received = (ReceivedAlert(a, at, payload.receiver, payload.group_key, payload.external_url) for a in payload.alerts)
-    return Event(at, line, tuple(received))
-
-
-class _Line(msgspec.Struct):
-    """What tells an input line's kind (an absent key is an empty Raw); the rest is skipped."""
-
-    payload: msgspec.Raw = msgspec.Raw()
-    control: msgspec.Raw = msgspec.Raw()
-    received_at: Any = None
-
-
-class _FastLines:
-    """The compiled path for a payload line (the webhook's own decoder, :mod:`remediator.core.payload_codec`),
-    some 20 times cheaper than ``json`` + jsonschema, which cost a fifth of a long replay.
-
-    As on the webhook, it only ever accepts: a line it does not take (a control line, anything
-    invalid, escapes of surrogates or huge numbers, which ``json`` reads differently) goes to
-    :func:`parse_event`, which decides and explains it as it always did."""
-
-    _SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
-    _HUGE_NUMBER = re.compile(rb"[0-9]{4300}")
-
-    def __init__(self) -> None:
-        self._lines = msgspec.json.Decoder(_Line)
-        self._payloads = PayloadDecoder()
-
-    def decode(self, raw: bytes, line: int) -> Event | Literal[False] | None:
-        """The line's event (None: a bare payload with no alerts), or False: not decided here."""
-        # Each searched only where it could be: one regex over every line was a sixth of decoding it
-        if (b"\\u" in raw and self._SURROGATE.search(raw)) or (len(raw) >= 4300 and self._HUGE_NUMBER.search(raw)):
-            return False
-        try:
-            head = self._lines.decode(raw)
-        except (msgspec.ValidationError, msgspec.DecodeError):
-            return False
-        if len(head.control) or not (head.received_at is None or isinstance(head.received_at, str)):
-            return False
-        body = bytes(head.payload) if len(head.payload) else raw
-        payload = self._payloads.decode(body)
-        if payload is None:
-            return False
-        return _payload_event(payload, head.received_at if len(head.payload) else None, line)
-
-
-def _decode(raw: bytes, path: str, line: int, fast: _FastLines | None = None) -> Event | None:
-    try:
-        event = fast.decode(raw, line) if fast is not None else False
-        if event is not False:
-            return event
-        return parse_event(json.loads(raw.rstrip(b"\r\n")), line)
-    except UnicodeDecodeError as exc:
-        raise ReplayInputError(path, line, f"not valid UTF-8 (byte {exc.start})") from None
-    except json.JSONDecodeError as exc:
-        raise ReplayInputError(path, line, f"not valid JSON: {exc.msg} at column {exc.colno}") from None
-    except RecursionError:
-        raise ReplayInputError(path, line, "JSON nested too deeply") from None
-    except PayloadError as exc:
-        raise ReplayInputError(path, line, str(exc)) from None
-
-
-def read_events(
-    stream: BinaryIO, path: str, *, reorder_window: float = DEFAULT_REORDER_WINDOW
-) -> Iterator[Event]:
-    """Stream events in time order, sorting within ``reorder_window`` seconds."""
-    window = timedelta(seconds=reorder_window)
-    heap: list[tuple[datetime, int, Event]] = []
-    released: datetime | None = None
-    newest: datetime | None = None
-    horizon = datetime.min.replace(tzinfo=UTC)  # newest - window: events up to it are released
-    fast = _FastLines()
-    for number, raw in enumerate(stream, 1):
-        if not raw.strip():
-            continue
-        event = _decode(raw, path, number, fast)
-        if event is None:
-            continue
-        if released is not None and event.at < released:
-            raise ReplayInputError(
-                path,
-                number,
-                f"event at {format_time(event.at)} is earlier than {format_time(released)}, already replayed: "
-                f"the input may be out of order by at most {reorder_window:.0f}s (sort it, or widen the window)",
-            )
-        heapq.heappush(heap, (event.at, number, event))
-        if newest is None or event.at > newest:
-            newest, horizon = event.at, event.at - window
-        while heap and heap[0][0] <= horizon:
-            released, _, ready = heapq.heappop(heap)
-            yield ready
-    while heap:
-        yield heapq.heappop(heap)[2]
 
 
 # -- observing the pipeline ----------------------------------------------------------

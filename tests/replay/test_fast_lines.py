@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from remediator.replay import _FastLines, parse_event
+from remediator.replay_input import _FastLines, parse_event
 
 PAYLOAD = {"version": "4", "status": "firing", "receiver": "r", "alerts": [
     {"status": "firing", "labels": {"alertname": "Down"}, "startsAt": "2026-11-01T00:00:00Z"}]}

@@ -24,7 +24,7 @@ import pytest
 
 from remediator.cli import main
 from remediator.core.alerts import format_time
-from remediator.replay import _FastLines, parse_event
+from remediator.replay_input import _FastLines, parse_event
 from tests.payloads import T0, alert_json, payload
 
 GOLDEN = Path(__file__).parent / "golden"
