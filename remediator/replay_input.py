@@ -3,7 +3,7 @@ for the format, the ordering window and the errors).
 
 Apart from the engine so that reading needs only the core: a long history is read by a second
 process (:mod:`remediator.replay_feed`), which imports this and not the daemon's pipeline,
-store and executors (a third of the memory, a fifth of the start).
+store and executors (half the memory, and 0.15 s of imports instead of 0.55 s).
 """
 
 from __future__ import annotations

@@ -104,7 +104,7 @@ def test_the_seam_contracts_catch_a_violation(tmp_path: Path) -> None:
 
 def test_reading_a_history_needs_only_the_core() -> None:
     """Replay's reading process (remediator.replay_feed) imports the core and the ports, not the
-    daemon's pipeline, stores, executors or HTTP: half the memory and a fifth of the start."""
+    daemon's pipeline, stores, executors or HTTP: half the memory, a quarter of the imports' time."""
     import subprocess
     import sys
 
