@@ -10,10 +10,12 @@ reads the same files on the calling thread).  Prints figures; no asserts on spee
 Two reloads are measured, three times each: with the files unchanged (a SIGHUP, a ConfigMap
 update of one playbook, the kubelet's ``..data`` swap: unchanged files are not parsed again)
 and with every file changed (the worst case: everything is parsed again on the worker thread).
-In that worst case the longest hold is a full collection of the cyclic garbage collector, which
-the thousand new playbooks' objects trigger in about one reload in three (on the worker thread):
-it walks the whole heap, every imported module's objects included, holding the GIL throughout.  The probe
-alone shows the machine's own noise (2 cores shared with other work are not quiet).
+In that worst case two things hold the loop: the worker thread keeping the GIL for several
+files at a time while the loop waits for it (20-60 ms, until the parser gave it away after each
+file: p99 5 ms since), and a full collection of the cyclic garbage collector, which the thousand
+new playbooks' objects trigger in about one reload in three (on the worker thread, 25-45 ms
+measured): it walks every object not frozen at the start, holding the GIL throughout.  The
+probe alone shows the machine's own noise (2 cores shared with other work are not quiet).
 
 Run: .venv/bin/python bench/reload_bench.py  (QUICK=1: 300 playbooks)
 """
