@@ -54,11 +54,13 @@ class ReaderFailed(ReplayInputError):
 
 @dataclass
 class Feed:
-    """A history's events in time order, how far its reading has got (bytes) and its size."""
+    """A history's events in time order, how far its reading has got (bytes) and its size; and
+    the reading process, when there is one."""
 
     events: Iterator[Event]
     position: Callable[[], int]
     size: int
+    reader: subprocess.Popen[bytes] | None = None
 
 
 @contextlib.contextmanager
@@ -75,7 +77,7 @@ def open_history(path: str, *, reorder_window: float = DEFAULT_REORDER_WINDOW,
         return
     child = _Child(path, reorder_window)
     try:
-        yield Feed(child.events(), lambda: child.position, size)
+        yield Feed(child.events(), lambda: child.position, size, child.proc)
     finally:
         child.close()
 
