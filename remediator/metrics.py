@@ -27,8 +27,8 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        # (id of the counter, label values) -> its child, and the counts not yet added: see count()
-        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        # (counter, label values) -> its child, and the counts not yet added: see count()
+        self._children: dict[tuple[Counter, tuple[str, ...]], Any] = {}
         self._held: dict[tuple[Counter, tuple[str, ...]], int] = {}
         r.register(_Flush(self))
         self.alerts_received = Counter(
@@ -131,10 +131,10 @@ class Metrics:
     def flush(self) -> None:
         """Add the counts :meth:`count` holds to their counters."""
         held, self._held = self._held, {}
-        for (counter, labels), n in held.items():
-            key = (id(counter), labels)  # the counters live as long as this object
+        for key, n in held.items():
             child = self._children.get(key)
             if child is None:
+                counter, labels = key
                 child = self._children[key] = counter.labels(*labels)
             child.inc(n)
 
