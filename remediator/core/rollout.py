@@ -68,7 +68,10 @@ def deployment_health(dep: dict[str, Any]) -> Health:
 
 
 def statefulset_health(sts: dict[str, Any]) -> Health:
-    """kubectl rollout status for a StatefulSet (RollingUpdate strategy), and no pod left Terminating."""
+    """kubectl rollout status for a StatefulSet (RollingUpdate strategy), as its status tells it.
+
+    Its status may lag a pod's delete; :func:`pods_health` is the check on the pods themselves.
+    """
     strategy = _get(sts, "spec", "updateStrategy", "type", default="RollingUpdate")
     if strategy != "RollingUpdate":
         return Health(True, False, f"rollout status is only available for RollingUpdate, not {strategy}")
@@ -97,6 +100,83 @@ def statefulset_health(sts: dict[str, Any]) -> Health:
 
 def health(kind: str, obj: dict[str, Any]) -> Health:
     return deployment_health(obj) if kind == "Deployment" else statefulset_health(obj)
+
+
+def pod_ready(pod: dict[str, Any]) -> bool:
+    """The pod's Ready condition is True (its status may still say so while it is Terminating)."""
+    return any(c.get("type") == "Ready" and c.get("status") == "True"
+               for c in _get(pod, "status", "conditions", default=[]))
+
+
+def own_pods(
+    kind: str, workload: dict[str, Any], pods: list[dict[str, Any]], replicasets: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The workload's own pods among ``pods``, by controller ownership, not by labels alone.
+
+    A StatefulSet owns its pods; a Deployment owns them through its ReplicaSets
+    (``replicasets`` is unused for a StatefulSet).  A pod another workload's selector
+    also matches is not this workload's capacity.
+    """
+    uid = _get(workload, "metadata", "uid", default="")
+    if kind == "Deployment":
+        owners = {_get(rs, "metadata", "uid") for rs in replicasets if owned_by(rs, uid)}
+        return [p for p in pods if any(ref.get("controller") and ref.get("uid") in owners
+                                       for ref in _get(p, "metadata", "ownerReferences", default=[]))]
+    return [p for p in pods if owned_by(p, uid)]
+
+
+def serving(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The pods that serve: Ready and not Terminating."""
+    return [p for p in pods if pod_ready(p) and not _get(p, "metadata", "deletionTimestamp")]
+
+
+def serving_after_scale_down(kind: str, workload: dict[str, Any], up: list[dict[str, Any]], replicas: int) -> int:
+    """How many of the serving pods ``up`` a scale down to ``replicas`` keeps, at best.
+
+    A ReplicaSet removes unready pods first, so a Deployment keeps ``min(len(up), replicas)``.
+    So does an OrderedReady StatefulSet (the default): its controller removes a pod only
+    once every pod it keeps is Running and Ready.  A Parallel one removes the highest
+    ordinals at once, whatever their state: it keeps only the serving pods whose ordinal
+    stays below ``replicas`` (counted from ``spec.ordinals.start``).
+    """
+    if kind == "Deployment" or _get(workload, "spec", "podManagementPolicy", default="OrderedReady") != "Parallel":
+        return min(len(up), replicas)
+    name = _get(workload, "metadata", "name", default="")
+    start = _get(workload, "spec", "ordinals", "start", default=0)
+    kept = {f"{name}-{ordinal}" for ordinal in range(start, start + replicas)}
+    return sum(1 for p in up if _get(p, "metadata", "name") in kept)
+
+
+def pods_health(kind: str, workload: dict[str, Any], own: list[dict[str, Any]]) -> Health:
+    """The rollout rule's second half: the workload's own pods agree with its status.
+
+    A workload's status is written by its controller after it sees a change, so right
+    after a pod is deleted it still reads as before: a Deployment's ``availableReplicas``
+    still counts the deleted pod, a StatefulSet's ``updatedReplicas`` too.  kubectl's
+    rule alone calls that healthy.  Read from the pods themselves, health needs
+    ``spec.replicas`` pods serving (Ready, not Terminating); for a StatefulSet, every
+    ordinal's pod, since it recreates a deleted pod under the same name only once the
+    old one is gone.  ``own`` is :func:`own_pods`.
+    """
+    want = _get(workload, "spec", "replicas", default=1)
+    up = serving(own)
+    if kind == "Deployment":
+        if len(up) < want:
+            return Health(False, False, f"{len(up)} of {want} pods are ready and not terminating...")
+        return Health(True, False, f"{len(up)} of {want} pods are ready and not terminating")
+    name = _get(workload, "metadata", "name", default="")
+    start = _get(workload, "spec", "ordinals", "start", default=0)
+    by_name = {_get(p, "metadata", "name"): p for p in own}
+    for ordinal in range(start, start + want):
+        pod_name = f"{name}-{ordinal}"
+        pod = by_name.get(pod_name)
+        if pod is None:
+            return Health(False, False, f"Waiting for pod {pod_name} to be created...")
+        if _get(pod, "metadata", "deletionTimestamp"):
+            return Health(False, False, f"Waiting for pod {pod_name} to be replaced (terminating)...")
+        if not pod_ready(pod):
+            return Health(False, False, f"Waiting for pod {pod_name} to be ready...")
+    return Health(True, False, f"all {want} pods are ready and not terminating")
 
 
 def revision_of(obj: dict[str, Any]) -> int:

@@ -64,6 +64,81 @@ def rs(revision: int, image: str, owner: str = "u1", extra: dict[str, str] | Non
     }
 
 
+def pod(name: str, owner: str, *, ready: bool = True, terminating: bool = False) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "ownerReferences": [{"uid": owner, "controller": True}]}
+    if terminating:
+        meta["deletionTimestamp"] = "2026-11-30T00:00:30Z"
+    return {"metadata": meta, "status": {"conditions": [{"type": "Ready", "status": str(ready)}]}}
+
+
+def test_a_deployments_own_pods_are_those_of_its_replicasets() -> None:
+    d = dep()
+    sets = [{"metadata": {"uid": "rs1", "ownerReferences": [{"uid": "u1", "controller": True}]}},
+            {"metadata": {"uid": "rs-other", "ownerReferences": [{"uid": "u9", "controller": True}]}}]
+    pods = [pod("a", "rs1"), pod("b", "rs-other"), pod("c", "rs1", terminating=True),
+            {"metadata": {"name": "orphan"}, "status": {}}]
+    assert [p["metadata"]["name"] for p in rollout.own_pods("Deployment", d, pods, sets)] == ["a", "c"]
+
+
+@pytest.mark.parametrize(("pods", "done", "message"), [
+    ([pod("a", "rs1"), pod("b", "rs1"), pod("c", "rs1")], True, "3 of 3 pods are ready and not terminating"),
+    ([pod("a", "rs1"), pod("b", "rs1"), pod("c", "rs1", terminating=True)], False,
+     "2 of 3 pods are ready and not terminating..."),
+    ([pod("a", "rs1"), pod("b", "rs1"), pod("c", "rs1", ready=False)], False,
+     "2 of 3 pods are ready and not terminating..."),
+    ([pod("a", "rs1"), pod("b", "rs1"), pod("c", "rs1", terminating=True), pod("d", "rs1")], True,
+     "3 of 3 pods are ready and not terminating"),  # replaced: the old one may take its grace period
+])
+def test_a_deployment_is_healthy_by_its_pods_with_replicas_serving(
+    pods: list[dict[str, Any]], done: bool, message: str
+) -> None:
+    h = rollout.pods_health("Deployment", dep(), pods)
+    assert (h.done, h.failed, h.message) == (done, False, message)
+
+
+def sts(replicas: int = 2, **spec: Any) -> dict[str, Any]:
+    return {"metadata": {"name": "db", "uid": "s1"}, "spec": {"replicas": replicas, **spec}}
+
+
+@pytest.mark.parametrize(("workload", "pods", "done", "message"), [
+    (sts(), [pod("db-0", "s1"), pod("db-1", "s1")], True, "all 2 pods are ready and not terminating"),
+    (sts(), [pod("db-0", "s1", terminating=True), pod("db-1", "s1")], False,
+     "Waiting for pod db-0 to be replaced (terminating)..."),
+    (sts(), [pod("db-1", "s1")], False, "Waiting for pod db-0 to be created..."),
+    (sts(), [pod("db-0", "s1", ready=False), pod("db-1", "s1")], False, "Waiting for pod db-0 to be ready..."),
+    # every ordinal, not a count: a surplus pod does not stand in for a missing one
+    (sts(), [pod("db-1", "s1"), pod("db-2", "s1", terminating=True), pod("db-3", "s1")], False,
+     "Waiting for pod db-0 to be created..."),
+    (sts(1), [pod("db-0", "s1"), pod("db-1", "s1", terminating=True)], True,
+     "all 1 pods are ready and not terminating"),  # scaled down: db-1 leaving is the point
+    (sts(2, ordinals={"start": 5}), [pod("db-5", "s1"), pod("db-6", "s1")], True,
+     "all 2 pods are ready and not terminating"),
+    (sts(0), [], True, "all 0 pods are ready and not terminating"),
+])
+def test_a_statefulset_is_healthy_by_its_pods_with_every_ordinal_serving(
+    workload: dict[str, Any], pods: list[dict[str, Any]], done: bool, message: str
+) -> None:
+    own = rollout.own_pods("StatefulSet", workload, [*pods, pod("db-0", "someone-else")], [])
+    h = rollout.pods_health("StatefulSet", workload, own)
+    assert (h.done, h.failed, h.message) == (done, False, message)
+
+
+@pytest.mark.parametrize(("kind", "names", "replicas", "kept"), [
+    ("Deployment", ["a", "b", "c"], 2, 2),  # the unready go first: at best every serving pod up to replicas
+    ("Deployment", ["a"], 2, 1),
+    ("StatefulSet", ["db-1", "db-2"], 2, 2),  # OrderedReady: db-2 goes only once db-0 serves again
+    ("Parallel", ["db-1", "db-2"], 2, 1),  # db-2 goes at once, serving or not; db-0 is not serving
+    ("Parallel", ["db-0", "db-1", "db-2"], 2, 2),
+    ("Parallel", ["db-0"], 0, 0),
+])
+def test_what_a_scale_down_keeps_depends_on_the_kind(kind: str, names: list[str], replicas: int, kept: int) -> None:
+    workload = dep() if kind == "Deployment" else sts(3, podManagementPolicy="Parallel" if kind == "Parallel" else
+                                                      "OrderedReady")
+    kind = "StatefulSet" if kind == "Parallel" else kind
+    up = [pod(n, "x") for n in names]
+    assert rollout.serving_after_scale_down(kind, workload, up, replicas) == kept
+
+
 def test_rollback_to_previous_revision_builds_kubectls_patch() -> None:
     d = dep()
     d["metadata"]["annotations"]["other"] = "dropped"
