@@ -10,7 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
+from remediator.core import rollout
 from tests.contract.conftest import Backend
+from tests.kube_fake.helpers import statefulset
 
 #: A node no kubelet runs on (real: no such Node at all; fake: not its fake-node).
 NOWHERE = "contract-node-without-kubelet"
@@ -87,3 +91,96 @@ async def test_a_terminating_pod_is_replaced_and_counted_apart(backend: Backend)
     listed = backend.api.sanitize_for_serialization(
         await backend.apps.list_namespaced_replica_set(backend.namespace))["items"]
     assert [(rs["status"]["replicas"], rs["status"]["terminatingReplicas"]) for rs in listed] == [(2, 1)]
+
+
+async def test_a_deleted_pod_shows_on_the_pods_before_the_workloads_status(backend: Backend) -> None:
+    """What wait_healthy and ``min_healthy_replicas`` read besides the status, which lags a delete.
+
+    Listed by the selector's labels, a Deployment's pods name a ReplicaSet it owns as their
+    controller, and a deleted pod carries its ``deletionTimestamp`` from the delete's own
+    answer on, while its status may still say Ready: the pods, not the status, tell it out.
+    """
+    dep = await backend.web(replicas=2)
+    backend.hold_terminating()
+    [victim, kept] = await backend.pods()
+    await backend.core.delete_namespaced_pod(victim["metadata"]["name"], backend.namespace)
+
+    pods = await backend.pods()  # read at once: on the real cluster, maybe before its controllers acted
+    replicasets = backend.api.sanitize_for_serialization(
+        await backend.apps.list_namespaced_replica_set(backend.namespace, label_selector="app=web"))["items"]
+    own = {p["metadata"]["name"]: p for p in rollout.own_pods("Deployment", dep, pods, replicasets)}
+    assert set(own) == {p["metadata"]["name"] for p in pods}  # the replacement, if made yet, is its own too
+    gone = own[victim["metadata"]["name"]]
+    assert gone["metadata"]["deletionTimestamp"] and rollout.pod_ready(gone)  # Terminating, still "Ready"
+    serving = [p["metadata"]["name"] for p in rollout.serving(list(own.values()))]
+    assert victim["metadata"]["name"] not in serving and kept["metadata"]["name"] in serving
+
+
+async def test_a_statefulset_pod_deleted_is_not_healthy_by_its_pods_until_recreated(backend: Backend) -> None:
+    """A StatefulSet recreates a deleted pod under the same name only once the old one is gone, and its
+    status counts the Terminating pod as ready: by the pods, the set is short of that ordinal at once."""
+    await backend.apps.create_namespaced_stateful_set(backend.namespace, statefulset("db", backend.namespace,
+                                                                                     replicas=2))
+
+    async def ready() -> dict[str, Any] | None:
+        sts = backend.api.sanitize_for_serialization(
+            await backend.apps.read_namespaced_stateful_set("db", backend.namespace))
+        return sts if rollout.health("StatefulSet", sts).done else None
+
+    sts = await backend.until(ready, "StatefulSet db to be ready")
+    pods = await backend.pods("app=db")
+    assert rollout.pods_health("StatefulSet", sts, rollout.own_pods("StatefulSet", sts, pods, [])).done
+    backend.hold_terminating()
+    await backend.core.delete_namespaced_pod("db-0", backend.namespace)
+
+    pods = await backend.pods("app=db")
+    own = rollout.own_pods("StatefulSet", sts, pods, [])
+    assert [p["metadata"]["name"] for p in own] == ["db-0", "db-1"]
+    verdict = rollout.pods_health("StatefulSet", sts, own)
+    assert (verdict.done, verdict.message) == (False, "Waiting for pod db-0 to be replaced (terminating)...")
+    status = backend.api.sanitize_for_serialization(
+        await backend.apps.read_namespaced_stateful_set("db", backend.namespace))["status"]
+    assert status["readyReplicas"] == 2  # whether or not its controller has seen the delete yet
+
+
+@pytest.mark.parametrize("policy", ["OrderedReady", "Parallel"])
+async def test_a_statefulset_scaled_down_removes_its_highest_ordinal_when_its_policy_says(
+    backend: Backend, policy: str
+) -> None:
+    """What ``min_healthy_replicas`` of a scale down counts on.  With db-0 Terminating, 3 -> 2: a Parallel
+    set takes db-2 away at once, leaving db-1 alone serving; an OrderedReady one (the default) waits
+    until every pod it keeps is Ready again, so db-1 and db-2 keep serving meanwhile."""
+    manifest = statefulset("db", backend.namespace, replicas=3)
+    manifest["spec"]["podManagementPolicy"] = policy
+    await backend.apps.create_namespaced_stateful_set(backend.namespace, manifest)
+
+    async def ready() -> dict[str, Any] | None:
+        sts = backend.api.sanitize_for_serialization(
+            await backend.apps.read_namespaced_stateful_set("db", backend.namespace))
+        return sts if rollout.health("StatefulSet", sts).done else None
+
+    sts = await backend.until(ready, "StatefulSet db to be ready")
+    await backend.quiet()
+    backend.hold_terminating()
+    await backend.core.delete_namespaced_pod("db-0", backend.namespace)
+    before = rollout.serving(rollout.own_pods("StatefulSet", sts, await backend.pods("app=db"), []))
+    assert [p["metadata"]["name"] for p in before] == ["db-1", "db-2"]
+    await backend.apps.patch_namespaced_stateful_set_scale("db", backend.namespace, {"spec": {"replicas": 2}})
+
+    async def scaled() -> bool | None:
+        status = backend.api.sanitize_for_serialization(
+            await backend.apps.read_namespaced_stateful_set("db", backend.namespace))["status"]
+        return True if status.get("observedGeneration") == 2 else None
+
+    await backend.until(scaled, "the StatefulSet controller to see the scale down")
+    if policy == "Parallel":
+        async def shrunk() -> bool | None:  # Terminating on the real one; the fake's controllers delete at once
+            db2 = [p for p in await backend.pods("app=db") if p["metadata"]["name"] == "db-2"]
+            return True if not db2 or db2[0]["metadata"].get("deletionTimestamp") else None
+
+        await backend.until(shrunk, "the StatefulSet controller to take db-2 away")
+    else:
+        await backend.quiet()
+    up = rollout.serving(rollout.own_pods("StatefulSet", sts, await backend.pods("app=db"), []))
+    assert [p["metadata"]["name"] for p in up] == (["db-1"] if policy == "Parallel" else ["db-1", "db-2"])
+    assert rollout.serving_after_scale_down("StatefulSet", manifest, before, 2) == len(up)  # the rule foresaw it

@@ -130,7 +130,7 @@ class StatefulSetController:
                 self._create_pod(sts, ordinal, update_rev if ordinal >= partition else current_rev)
                 if ordered:
                     return
-            elif ordered and state_of(pod) != READY:
+            elif ordered and not _healthy(pod):
                 return
         surplus = sorted((o for o in pods if o >= want), reverse=True)
         for ordinal in surplus:
@@ -139,7 +139,7 @@ class StatefulSetController:
                 return
         if strategy.get("type", "RollingUpdate") != "RollingUpdate":
             return
-        if any(state_of(pods[o]) != READY for o in range(want) if o in pods):
+        if any(not _healthy(pods[o]) for o in range(want) if o in pods):
             return
         for ordinal in range(want - 1, partition - 1, -1):
             pod = pods.get(ordinal)
@@ -195,3 +195,12 @@ class StatefulSetController:
         history = [rev for rev in self.revisions(sts) if name_of(rev) not in live]
         for rev in history[: max(0, len(history) - limit)]:
             self.api.system_delete(r.CONTROLLERREVISIONS, namespace_of(rev), name_of(rev))
+
+
+def _healthy(pod: Object) -> bool:
+    """The controller's ``isHealthy``: Running and Ready, and not Terminating (whatever its status says).
+
+    An OrderedReady set goes no further (creates, removes or replaces no other pod) while one
+    of its pods is not; so with a pod Terminating, a scale down waits for its replacement.
+    """
+    return state_of(pod) == READY and not meta(pod).get("deletionTimestamp")
