@@ -301,11 +301,6 @@ def _env_restore(
     return _env_patch(before, container, name, str(state.get("value", "")), entry)
 
 
-def _pod_ready(pod: Mapping[str, Any]) -> bool:
-    conditions = (pod.get("status") or {}).get("conditions") or []
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
-
-
 def _keep_healthy(step: PlannedStep, what: str, key: str, ready: int, left: int) -> None:
     """Refuse an action that would leave fewer ready replicas than ``min_healthy_replicas`` (Falco
     Talon's guard): taking capacity from a workload already short of it turns an alert into an outage."""
@@ -674,9 +669,12 @@ class KubeExecutor:
                 f"{t.key} already has {desired} replicas", scale, scale, **{"from": origin, "to": desired}
             )
         if desired < current and step.params.get("min_healthy_replicas") is not None:
-            ready = int(((await self._read(ctx)).get("status") or {}).get("readyReplicas") or 0)
-            # a scale-down removes unready pods first, so at best the ready ones are kept
-            _keep_healthy(step, f"scaling from {current} to {desired}", t.key, ready, min(ready, desired))
+            # Counted from the pods, as for delete_pod (the status lags a delete); which of them a
+            # scale down keeps depends on the kind (rollout.serving_after_scale_down).
+            obj = await self._read(ctx)
+            up = rollout.serving(await self._own_pods(ctx, obj))
+            _keep_healthy(step, f"scaling from {current} to {desired}", t.key, len(up),
+                          rollout.serving_after_scale_down(t.kind, obj, up, desired))
         await ctx.record_intent({"replicas": desired, "from": origin})
         body = {**scale, "spec": {"replicas": desired}}
         after = self._dict(await self._call(replace, t.name, t.namespace, body, **self._kw(True)))
@@ -916,8 +914,14 @@ class KubeExecutor:
             mine = intent.get("uid") == uid
             message = f"deleted pod {pod_name} (terminating)" if mine else f"pod {pod_name} is already terminating"
             return self._done(message, pod, pod, pod=pod_name, terminating=True)
-        ready = int((owner.get("status") or {}).get("readyReplicas") or 0)
-        _keep_healthy(step, f"deleting pod {pod_name}", t.key, ready, ready - (1 if _pod_ready(pod) else 0))
+        if step.params.get("min_healthy_replicas") is not None:
+            # Counted from the pods, not from the owner's readyReplicas: a StatefulSet's counts a
+            # Terminating pod as ready, and either kind's still counts a pod deleted a moment ago
+            # (by the step before, for another alert) until its controller has seen the delete.
+            up = rollout.serving(await self._own_pods(ctx, owner))
+            ready = len(up)
+            _keep_healthy(step, f"deleting pod {pod_name}", t.key, ready,
+                          ready - sum(1 for p in up if p["metadata"]["uid"] == uid))
         await ctx.record_intent({"uid": uid})
         # The apiserver takes DeleteOptions from the body when there is one, and then ignores
         # the query's dryRun (and gracePeriodSeconds, propagationPolicy): dryRun must be in
@@ -1188,13 +1192,40 @@ class KubeExecutor:
         while True:
             try:
                 obj = await self._read(ctx)
-                seen.append(rollout.health(ctx.target.kind, obj))
+                seen.append(await self._health(ctx, obj))
                 if seen[-1].done or seen[-1].failed:
                     return seen[-1]
                 return await self._watch_until_healthy(ctx, obj, seen)
             except TemporaryError:
                 attempt += 1
                 await self.clock.sleep(min(0.5 * 2 ** (attempt - 1), 10.0))
+
+    async def _health(self, ctx: StepContext, obj: dict[str, Any]) -> rollout.Health:
+        """kubectl's rule on the workload's status, then, once that says done, the pods themselves.
+
+        The status lags: right after ``delete_pod`` it still counts the deleted pod, and
+        kubectl's rule alone would call the workload healthy before its controller has even
+        seen the delete.  Its pods cannot lag that way (the delete is written on the pod), so
+        done also needs ``spec.replicas`` of them serving (:func:`rollout.pods_health`).  While
+        they do not, the wait goes on watching: the controller's own status write follows.
+        """
+        status = rollout.health(ctx.target.kind, obj)
+        if not status.done or status.failed:
+            return status
+        pods = rollout.pods_health(ctx.target.kind, obj, await self._own_pods(ctx, obj))
+        return status if pods.done else pods
+
+    async def _own_pods(self, ctx: StepContext, obj: dict[str, Any]) -> list[dict[str, Any]]:
+        """The workload's pods, listed by its selector's labels and kept by ownership (:func:`rollout.own_pods`)."""
+        t = ctx.target
+        selector = ",".join(f"{k}={v}" for k, v in obj["spec"]["selector"].get("matchLabels", {}).items())
+        found = await self._call(self.core.list_namespaced_pod, t.namespace, label_selector=selector, **self._kw())
+        replicasets: list[dict[str, Any]] = []
+        if t.kind == "Deployment":
+            listed = await self._call(
+                self.apps.list_namespaced_replica_set, t.namespace, label_selector=selector, **self._kw())
+            replicasets = [self._dict(rs) for rs in listed.items]
+        return rollout.own_pods(t.kind, obj, [self._dict(p) for p in found.items], replicasets)
 
     async def _watch_until_healthy(
         self, ctx: StepContext, obj: dict[str, Any], seen: list[rollout.Health]
@@ -1203,7 +1234,7 @@ class KubeExecutor:
         list_fn = (
             self.apps.list_namespaced_deployment if t.kind == "Deployment" else self.apps.list_namespaced_stateful_set
         )
-        status = rollout.health(t.kind, obj)
+        status = seen[-1]
         version = obj["metadata"]["resourceVersion"]
         while not (status.done or status.failed):
             w = watch.Watch()
@@ -1221,14 +1252,14 @@ class KubeExecutor:
                             raise PermanentError(f"{t.key} was deleted while waiting for it")
                         raw = event["raw_object"]
                         version = raw["metadata"]["resourceVersion"]
-                        status = rollout.health(t.kind, raw)
+                        status = await self._health(ctx, raw)
                         seen.append(status)
                         if status.done or status.failed:
                             break
             except ApiException as exc:
                 if exc.status == 410:  # history expired: re-list and watch from the fresh version
                     obj = await self._read(ctx)
-                    version, status = obj["metadata"]["resourceVersion"], rollout.health(t.kind, obj)
+                    version, status = obj["metadata"]["resourceVersion"], await self._health(ctx, obj)
                     seen.append(status)
                     continue
                 raise classify(exc) from exc

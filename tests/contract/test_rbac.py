@@ -67,7 +67,8 @@ async def test_the_role_allows_every_action_and_nothing_else(backend: Backend) -
             for dry_run in (True, False):
                 kube = executor(user, server_dry_run=dry_run)
                 pod = (await backend.pods())[0]["metadata"]["name"]  # first: the others replace the pods
-                steps = [("delete_pod", {"pod": pod}), ("restart", {}), ("scale", {"by": 1}), ("rollback", {}),
+                steps = [("delete_pod", {"pod": pod, "min_healthy_replicas": 1}), ("restart", {}),
+                         ("scale", {"by": 1}), ("rollback", {}),
                          ("resize_pool", {"container": "app", "env": "DB_POOL_MAX_SIZE", "by": 1}),
                          ("wait_healthy", {"timeout": 20})]
                 for action, params in steps:
@@ -81,7 +82,8 @@ async def test_the_role_allows_every_action_and_nothing_else(backend: Backend) -
                 "delete a deployment": lambda: apps.delete_namespaced_deployment("web", ns),
                 "update a deployment": lambda: apps.replace_namespaced_deployment(
                     "web", ns, deployment("web", ns)),
-                "list pods": lambda: core.list_namespaced_pod(ns),
+                "watch pods": lambda: core.list_namespaced_pod(ns, watch=True, timeout_seconds=1),
+                "list secrets": lambda: core.list_namespaced_secret(ns),
                 "read a secret": lambda: core.read_namespaced_secret("any", ns),
                 "read a deployment in an unbound namespace": lambda: apps.read_namespaced_deployment("web", "default"),
             }

@@ -1,0 +1,139 @@
+"""The moment between a pod's delete and its controller's answer: the status still counts the pod.
+
+A real cluster's controllers run in their own time, so right after ``delete_pod`` the
+workload's status is the one from before the delete.  The fake shows that window when
+its controllers run only on :meth:`FakeCluster.reconcile` (``sync_controllers=False``).
+wait_healthy and ``min_healthy_replicas`` must read the pods themselves in that window:
+kubectl's rule on the stale status alone says healthy, and counts a pod already deleted.
+A StatefulSet's status also counts a Terminating pod as ready, lag or not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from remediator.clock import VirtualClock
+from remediator.testing.kube.cluster import FakeCluster
+from remediator.testing.kube.harness import FakeKube, running_fake_kube
+from tests.executor.harness import NS, db, web
+from tests.payloads import T0
+from tests.real_kube.helpers import executor, run_step
+
+
+@pytest.fixture
+async def lagging() -> AsyncIterator[FakeKube]:
+    """A cluster whose controllers (and kubelet) act only when the test says so."""
+    clock = VirtualClock(T0)
+    cluster = FakeCluster(clock=lambda: clock.now().timestamp(), sync_controllers=False)
+    cluster.apply(web(replicas=2))
+    cluster.apply(db(namespace=NS, replicas=2))
+    async with running_fake_kube(cluster) as kube:
+        yield kube
+
+
+def pod_names(kube: FakeKube, name: str, kind: str) -> list[str]:
+    return sorted(p["metadata"]["name"] for p in kube.cluster.pods_of(NS, name, kind))
+
+
+async def waiting(kube: FakeKube, name: str, kind: str) -> asyncio.Task[Any]:
+    """Start wait_healthy and return once it watches the workload (it has judged what it read), or has ended."""
+    step = asyncio.create_task(
+        run_step(executor(kube.api, server_dry_run=False, clock=VirtualClock(T0)), NS, "wait_healthy",
+                 {"timeout": 300}, name=name, kind=kind))
+    watched = asyncio.ensure_future(kube.cluster.requests.arrival(where=lambda r: r.watch))
+    await asyncio.wait({step, watched}, return_when=asyncio.FIRST_COMPLETED)
+    watched.cancel()
+    return step
+
+
+@pytest.mark.parametrize(("name", "kind", "done"), [
+    ("web", "Deployment", 'deployment "web" successfully rolled out'),
+    ("db", "StatefulSet", "statefulset rolling update complete"),
+])
+async def test_wait_healthy_right_after_a_delete_waits_for_the_replacement(
+    lagging: FakeKube, name: str, kind: str, done: str
+) -> None:
+    kube = lagging
+    victim = pod_names(kube, name, kind)[0]
+    live = executor(kube.api, server_dry_run=False)
+    deleted = await run_step(live, NS, "delete_pod", {"pod": victim}, name=name, kind=kind)
+    assert deleted.status == "ok", deleted.message
+    workload = kube.cluster.get("deployments" if kind == "Deployment" else "statefulsets", NS, name)
+    assert workload is not None
+    status = workload["status"]
+    assert (status.get("availableReplicas"), status.get("updatedReplicas"), status.get("readyReplicas")) == (
+        2, 2, 2)  # the status from before the delete: kubectl's rule alone says healthy
+
+    step = await waiting(kube, name, kind)
+    assert not step.done(), f"wait_healthy called {name} healthy with a pod deleted: {step.result()}"
+    listed = [r for r in kube.cluster.requests if r.method == "GET" and r.path.endswith("/pods")]
+    assert listed and listed[-1].query["labelSelector"] == f"app={name}"
+
+    kube.cluster.reconcile()  # the controllers see the delete; the kubelet ends it; a replacement is ready
+    result = await asyncio.wait_for(step, 10)
+    assert (result.status, result.message) == ("ok", done)
+    assert victim not in [p["metadata"]["name"] for p in kube.cluster.pods_of(NS, name, kind)
+                          if p["metadata"].get("deletionTimestamp")]
+
+
+async def test_min_healthy_replicas_counts_a_pod_deleted_a_moment_ago_as_gone(lagging: FakeKube) -> None:
+    """Two alerts, two pods of web, one after the other: the second delete comes before the Deployment's
+    status has counted the first, and would leave no pod serving."""
+    kube = lagging
+    first, second = pod_names(kube, "web", "Deployment")
+    live = executor(kube.api, server_dry_run=False)
+    guard = {"min_healthy_replicas": 1}
+    assert (await run_step(live, NS, "delete_pod", {"pod": first, **guard})).status == "ok"
+
+    refused = await run_step(live, NS, "delete_pod", {"pod": second, **guard})
+
+    assert refused.status == "failed"
+    assert refused.message.endswith(
+        f"deleting pod {second} would leave 0 ready replica(s) of Deployment/{NS}/web (1 ready now), fewer "
+        "than min_healthy_replicas 1: refused, nothing changed"), refused.message
+    pod = kube.cluster.get("pods", NS, second)
+    assert pod is not None and not pod["metadata"].get("deletionTimestamp")
+
+
+async def db0_terminating(replicas: int, action: str, params: dict[str, Any], policy: str = "OrderedReady") -> Any:
+    """Delete db-0 of a StatefulSet whose kubelet never finishes deletes, then run one step on db."""
+    clock = VirtualClock(T0)
+    cluster = FakeCluster(clock=lambda: clock.now().timestamp(), termination_delay=float("inf"))
+    manifest = db(namespace=NS, replicas=replicas)
+    manifest["spec"]["podManagementPolicy"] = policy
+    cluster.apply(manifest)
+    async with running_fake_kube(cluster) as kube:
+        live = executor(kube.api, server_dry_run=False)
+        target = {"name": "db", "kind": "StatefulSet"}
+        assert (await run_step(live, NS, "delete_pod", {"pod": "db-0"}, **target)).status == "ok"
+        sts = cluster.get("statefulsets", NS, "db")
+        assert sts is not None and sts["status"]["readyReplicas"] == replicas  # the Terminating pod counted
+        return await run_step(live, NS, action, params, **target)
+
+
+async def test_min_healthy_replicas_does_not_count_a_terminating_statefulset_pod() -> None:
+    """A StatefulSet's readyReplicas counts a Terminating pod whose status says Ready, even once its controller
+    has seen the delete: counted from the pods, db-0 Terminating leaves db-1 the only one serving."""
+    refused = await db0_terminating(2, "delete_pod", {"pod": "db-1", "min_healthy_replicas": 1})
+
+    assert refused.status == "failed"
+    assert "would leave 0 ready replica(s) of StatefulSet/shop/db (1 ready now)" in refused.message, refused.message
+
+
+@pytest.mark.parametrize(("policy", "left"), [("Parallel", 1), ("OrderedReady", 2)])
+async def test_a_statefulset_scale_down_counts_what_its_controller_will_keep(policy: str, left: int) -> None:
+    """With db-0 Terminating, 3 -> 2: a Parallel set removes db-2 at once and keeps db-1 alone serving; an
+    OrderedReady one removes db-2 only once db-0's replacement is Ready (tests/contract/test_pods.py).
+    Its status says 3 ready either way."""
+    result = await db0_terminating(3, "scale", {"to": 2, "min_healthy_replicas": 2}, policy)
+
+    if left < 2:
+        assert result.status == "failed"
+        assert f"scaling from 3 to 2 would leave {left} ready replica(s) of StatefulSet/shop/db (2 ready now)" in \
+            result.message, result.message
+    else:
+        assert (result.status, result.message) == ("ok", "scaled StatefulSet/shop/db from 3 to 2 replicas")
