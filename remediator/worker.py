@@ -55,6 +55,9 @@ class CountsBacklog(Protocol):
 
 #: The longest a decider rests between two batches for intake's sake (see :class:`Pacer`).
 MAX_REST = 0.5
+#: The longest a decision batch keeps the loop at a stretch while webhooks are in progress
+#: (see :meth:`Pacer.turn`).
+SLICE = 0.002
 
 
 class Pacer:
@@ -83,6 +86,7 @@ class Pacer:
         self._quiet = asyncio.Event()
         self._quiet.set()
         self._started: float | None = None
+        self._slice = 0.0  # when the decider last let the loop go (turn)
 
     @contextlib.contextmanager
     def receiving(self) -> Iterator[None]:
@@ -103,7 +107,24 @@ class Pacer:
 
     def started(self) -> None:
         """A batch starts."""
-        self._started = self._now()
+        self._started = self._slice = self._now()
+
+    def turn(self) -> bool:
+        """Whether the decider should let the loop run other work now, between two alerts of a batch.
+
+        Why: with what a batch asks the store fetched up front and its writes deferred to its
+        end (PostgreSQL), deciding a batch never waits on I/O, so it kept the loop for the whole
+        batch: 4-8 ms, at times 30, at 1,000 alerts/s, and every webhook answer waited behind it.
+        So while a delivery is being taken in, the decider yields once :data:`SLICE` has passed
+        since its last turn; with none in progress it goes on uninterrupted.
+        """
+        if not self._in_flight:
+            return False
+        now = self._now()
+        if now - self._slice < SLICE:
+            return False
+        self._slice = now
+        return True
 
     def budget(self) -> float:
         """The longest the decider may give way after the batch begun at the last :meth:`started`."""
@@ -214,6 +235,8 @@ class Worker:
                 for item in batch:
                     if self._stopping:
                         return handled  # the claim lease expires; the alert stays durably pending
+                    if pace and self.pacer.turn():
+                        await asyncio.sleep(0)  # between two alerts' units, never inside one
                     if unit is None:  # replay: no context to enter for each event's alert
                         handled += await self._decide_one(item, summary, facts)
                         continue

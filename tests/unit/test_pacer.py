@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -10,8 +11,9 @@ from typing import Any
 import pytest
 
 from remediator.clock import VirtualClock
+from remediator.pipeline import Outcome
 from remediator.runtime import open_runtime
-from remediator.worker import MAX_REST, Pacer
+from remediator.worker import MAX_REST, SLICE, Pacer
 from tests.payloads import alert_json, payload
 from tests.pipeline.test_batch_logging import PLAYBOOK
 from tests.pipeline.test_pipeline import received
@@ -104,3 +106,58 @@ async def test_the_decision_loop_rests_between_batches_while_webhooks_arrive(
         await record(3, 5)
         assert await worker.decide_all() == 3
         assert rests == []
+
+
+def test_a_turn_comes_after_a_slice_and_only_while_a_webhook_is_in_progress() -> None:
+    ticks = Ticks()
+    pacer = Pacer(0.5, ticks)
+    pacer.started()
+    ticks.now += SLICE * 2
+    assert not pacer.turn()  # nobody waits for the loop: no turn, however long
+    with pacer.receiving():
+        assert pacer.turn()
+        assert not pacer.turn()  # the slice starts again at each turn
+        ticks.now += SLICE / 2
+        assert not pacer.turn()
+        ticks.now += SLICE
+        assert pacer.turn()
+
+
+async def test_a_batch_lets_the_loop_go_between_alerts_while_a_webhook_is_in_progress(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, settings_factory: Callable[..., Any], vclock: VirtualClock,
+) -> None:
+    """Deciding that never waits on I/O (PostgreSQL: facts fetched up front, writes deferred) would keep the
+    loop for a whole batch; while a delivery is in progress it yields once each slice, between alerts."""
+    (tmp_path / "pb").mkdir()
+    (tmp_path / "pb" / "restart.yaml").write_text(PLAYBOOK)
+    settings = settings_factory(playbooks=str(tmp_path / "pb"), worker={"batch": 10})
+    async with open_runtime(settings, clock=vclock, start_worker=False) as rt:
+        worker = rt.worker
+        ticks = Ticks()
+        worker.pacer = pacer = Pacer(0.5, ticks)
+
+        async def cpu_only(*args: Any, **kwargs: Any) -> Outcome:
+            ticks.now += SLICE * 0.75  # each alert keeps the loop 1.5 ms, and awaits nothing
+            return Outcome([])
+
+        monkeypatch.setattr(worker.pipeline, "decide", cpu_only)
+        seen: list[int] = []
+
+        async def other_work() -> None:
+            while True:
+                seen.append(worker.processed)
+                await asyncio.sleep(0)
+
+        for rnd, webhook in enumerate((False, True)):
+            alerts = [alert_json({"alertname": "Down"}, fingerprint=f"r{rnd}x{i}") for i in range(8)]
+            await rt.store.record_alerts(received(payload(*alerts), vclock))
+            start = worker.processed
+            seen.clear()
+            other = asyncio.create_task(other_work())
+            await asyncio.sleep(0)
+            with pacer.receiving() if webhook else contextlib.nullcontext():
+                assert await worker.decide_all(pace=True) == 8
+            other.cancel()
+            between = sorted({n - start for n in seen} - {0, 8})
+            # a turn after every second alert (1.5 ms each: 3 ms passes a 2 ms slice); none without a delivery
+            assert between == ([2, 4, 6] if webhook else []), between
