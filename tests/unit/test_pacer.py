@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +12,7 @@ import pytest
 
 from remediator.clock import VirtualClock
 from remediator.pipeline import Outcome
-from remediator.runtime import open_runtime
+from remediator.runtime import Runtime, open_runtime
 from remediator.worker import MAX_REST, SLICE, Pacer
 from tests.payloads import alert_json, payload
 from tests.pipeline.test_batch_logging import PLAYBOOK
@@ -27,6 +27,20 @@ class Ticks:
 
     def __call__(self) -> float:
         return self.now
+
+
+@contextlib.asynccontextmanager
+async def paced_runtime(
+    tmp_path: Path, settings_factory: Callable[..., Any], vclock: VirtualClock, *, batch: int
+) -> AsyncIterator[tuple[Runtime, Ticks]]:
+    """A runtime with one playbook, its worker not started, and a pacer (share 0.5) on hand-moved ticks."""
+    (tmp_path / "pb").mkdir()
+    (tmp_path / "pb" / "restart.yaml").write_text(PLAYBOOK)
+    settings = settings_factory(playbooks=str(tmp_path / "pb"), worker={"batch": batch})
+    async with open_runtime(settings, clock=vclock, start_worker=False) as rt:
+        ticks = Ticks()
+        rt.worker.pacer = Pacer(0.5, ticks)
+        yield rt, ticks
 
 
 def test_the_budget_is_the_batch_time_times_the_share_left_to_intake() -> None:
@@ -76,14 +90,8 @@ async def test_the_decision_loop_rests_between_batches_while_webhooks_arrive(
     """Worker.decide_all(pace=True), the daemon's loop, gives way after each batch for what its pacer
     allows; decide_all() as tests and tools call it never does."""
     rests: list[float] = []
-
-    (tmp_path / "pb").mkdir()
-    (tmp_path / "pb" / "restart.yaml").write_text(PLAYBOOK)
-    settings = settings_factory(playbooks=str(tmp_path / "pb"), worker={"batch": 2})
-    async with open_runtime(settings, clock=vclock, start_worker=False) as rt:
-        worker = rt.worker
-        ticks = Ticks()
-        worker.pacer = pacer = Pacer(0.5, ticks)
+    async with paced_runtime(tmp_path, settings_factory, vclock, batch=2) as (rt, ticks):
+        worker, pacer = rt.worker, rt.worker.pacer
         claim = worker.intake.claim_alerts
 
         async def busy_claim(*args: Any, **kwargs: Any) -> Any:
@@ -128,13 +136,8 @@ async def test_a_batch_lets_the_loop_go_between_alerts_while_a_webhook_is_in_pro
 ) -> None:
     """Deciding that never waits on I/O (PostgreSQL: facts fetched up front, writes deferred) would keep the
     loop for a whole batch; while a delivery is in progress it yields once each slice, between alerts."""
-    (tmp_path / "pb").mkdir()
-    (tmp_path / "pb" / "restart.yaml").write_text(PLAYBOOK)
-    settings = settings_factory(playbooks=str(tmp_path / "pb"), worker={"batch": 10})
-    async with open_runtime(settings, clock=vclock, start_worker=False) as rt:
-        worker = rt.worker
-        ticks = Ticks()
-        worker.pacer = pacer = Pacer(0.5, ticks)
+    async with paced_runtime(tmp_path, settings_factory, vclock, batch=10) as (rt, ticks):
+        worker, pacer = rt.worker, rt.worker.pacer
 
         async def cpu_only(*args: Any, **kwargs: Any) -> Outcome:
             ticks.now += SLICE * 0.75  # each alert keeps the loop 1.5 ms, and awaits nothing
