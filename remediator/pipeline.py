@@ -104,6 +104,13 @@ def _history(
     )
 
 
+def _needs_history(step: PlannedStep, *, dry_run: bool) -> bool:
+    """Whether a step is handed the execution's finished steps: ``undo`` reverts them, and in dry-run
+    a ``scale`` plans from the count an earlier dry-run scale would have left (nothing it "did" is
+    in the cluster: a bounce's start would otherwise be planned from the count before the stop)."""
+    return step.action == "undo" or (dry_run and step.action == "scale")
+
+
 def _refused_input(results: Mapping[tuple[str, int], StepResult]) -> bool:
     """Whether the execution failed on input the target refused (a container or pod that
     the alert named and that does not exist)."""
@@ -538,7 +545,7 @@ class Pipeline:
                 result = _queued(step, dry_run=True)
             else:
                 step_ctx = (replace(ctx, history=_history(decision, decision.steps, done, step))
-                            if step.action == "undo" else ctx)
+                            if _needs_history(step, dry_run=True) else ctx)
                 try:
                     result = await self._dry.run(step, step_ctx)
                 except Exception:  # the ordinary path records what an executor's exception means
@@ -903,7 +910,8 @@ class Pipeline:
             else:
                 log.warning("re-checking a step interrupted by a restart", action=step.action)
             step_ctx = replace(ctx, previous=previous, record_intent=record_intent,
-                               history=_history(decision, steps, done, step) if step.action == "undo" else ())
+                               history=_history(decision, steps, done, step)
+                               if _needs_history(step, dry_run=ctx.dry_run) else ())
             try:
                 if step.action == "notify" and decision is not None:
                     result = await self._notify_step(step, decision, ctx)

@@ -301,6 +301,14 @@ def _env_restore(
     return _env_patch(before, container, name, str(state.get("value", "")), entry)
 
 
+def _dry_run_replicas(ctx: StepContext) -> int | None:
+    """The replica count the execution's latest earlier dry-run ``scale`` planned, if any (see _do_scale)."""
+    for step, result in reversed(ctx.history):
+        if step.action == "scale" and result.status == "planned" and "to" in result.details:
+            return int(result.details["to"])
+    return None
+
+
 def _keep_healthy(step: PlannedStep, what: str, key: str, ready: int, left: int) -> None:
     """Refuse an action that would leave fewer ready replicas than ``min_healthy_replicas`` (Falco
     Talon's guard): taking capacity from a workload already short of it turns an alert into an outage."""
@@ -651,6 +659,11 @@ class KubeExecutor:
             )
         scale = self._dict(await self._call(read, t.name, t.namespace, **self._kw()))
         current = int((scale.get("spec") or {}).get("replicas") or 0)
+        # The count this step acts on: the cluster's, except in a server-side dry-run after an earlier
+        # dry-run scale of this execution, which would have set a count that is not in the cluster
+        # (dry-run changes nothing): the live run would act on that one.
+        after_earlier = _dry_run_replicas(ctx) if self.server_dry_run else None
+        acts_on = current if after_earlier is None else after_earlier
         intent = _intent(ctx)
         if "replicas" in intent:
             desired = int(intent["replicas"])
@@ -662,24 +675,25 @@ class KubeExecutor:
                     **{"from": origin, "to": desired, "current": current},
                 )
         else:
-            desired = desired_amount(current, step.params, ceiling=step.params.get("max_replicas"))
-            origin = current
-        if desired == current:
+            desired = desired_amount(acts_on, step.params, ceiling=step.params.get("max_replicas"))
+            origin = acts_on
+        if desired == acts_on:
             return self._done(
                 f"{t.key} already has {desired} replicas", scale, scale, **{"from": origin, "to": desired}
             )
-        if desired < current and step.params.get("min_healthy_replicas") is not None:
+        if desired < acts_on and step.params.get("min_healthy_replicas") is not None:
             # Counted from the pods, as for delete_pod (the status lags a delete); which of them a
             # scale down keeps depends on the kind (rollout.serving_after_scale_down).
             obj = await self._read(ctx)
             up = rollout.serving(await self._own_pods(ctx, obj))
-            _keep_healthy(step, f"scaling from {current} to {desired}", t.key, len(up),
+            _keep_healthy(step, f"scaling from {acts_on} to {desired}", t.key, min(len(up), acts_on),
                           rollout.serving_after_scale_down(t.kind, obj, up, desired))
         await ctx.record_intent({"replicas": desired, "from": origin})
         body = {**scale, "spec": {"replicas": desired}}
         after = self._dict(await self._call(replace, t.name, t.namespace, body, **self._kw(True)))
+        step_from = f"{origin}" if after_earlier is None else f"{origin} (as this execution's steps before leave it)"
         return self._done(
-            f"scaled {t.key} from {origin} to {desired} replicas", scale, after, **{"from": origin, "to": desired}
+            f"scaled {t.key} from {step_from} to {desired} replicas", scale, after, **{"from": origin, "to": desired}
         )
 
     async def _do_resize_pool(self, step: PlannedStep, ctx: StepContext) -> StepResult:

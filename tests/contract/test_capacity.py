@@ -12,9 +12,10 @@ from __future__ import annotations
 from typing import Any
 
 from remediator.core.alerts import Alert
-from remediator.core.decisions import PlannedStep
+from remediator.core.decisions import PlannedStep, ResolvedTarget
 from remediator.core.planning import Plan, make_plan
 from remediator.core.playbooks import parse_playbooks
+from remediator.ports import StepContext
 from tests.contract.conftest import Backend
 from tests.payloads import alert_json
 from tests.real_kube.helpers import executor, run_step
@@ -83,6 +84,15 @@ async def test_scale_to_zero_and_back_dry_run_then_live(backend: Backend) -> Non
 
     dry = await run(backend, stop, dry_run=True)
     assert dry.status == "planned" and dry.details["to"] == 0, dry.message
+    # The start, after the dry-run stop: planned from the 0 the stop would have left, and sent as a dry-run.
+    kube = executor(backend.api, server_dry_run=True)
+    ctx = StepContext("contract-bounce", Alert.from_json(alert_json({"alertname": "Down"})),
+                      ResolvedTarget("Deployment", backend.namespace, "web"), True, kube.clock,
+                      history=((stop, dry),))
+    dry_start = await kube.run(start, ctx)
+    assert dry_start.status == "planned", dry_start.message
+    assert (dry_start.details["from"], dry_start.details["to"]) == (0, 2)
+    assert dry_start.after["spec"]["replicas"] == 2  # the apiserver's answer to the dry-run PUT
     assert await backend.snapshot() == quiet  # a server-side dry-run moves nothing
 
     stopped = await run(backend, stop)

@@ -237,6 +237,28 @@ async def test_a_dry_run_bounce_sends_both_scales_with_dry_run_and_moves_nothing
     assert h.get()["spec"]["replicas"] == 3 and {p["metadata"]["uid"] for p in h.cluster.pods_of(NS, "web")} == pods
 
 
+async def test_a_dry_run_bounce_plans_its_start_from_the_stop_it_would_have_made(harness: OpenHarness) -> None:
+    """Dry-run changes nothing, so the start must not be planned from the cluster's 3 (a scale *down* to 2,
+    which a playbook floor of 3 would refuse in dry-run only): it is planned from the stop's 0, as live."""
+    books = {"fix": playbook(BOUNCE.replace("  to: 0\n", "  to: 0\n  min_healthy_replicas: 0\n", 1),
+                             guardrails="min_healthy_replicas: 3\n")}
+    async with harness(books, dry_run=True) as h:
+        h.cluster.apply(web(replicas=3))
+        await h.settle()
+        ex = await h.fire()
+    assert steps_of(ex) == [("main", "scale", "planned"), ("main", "scale", "planned"),
+                            ("main", "wait_healthy", "planned")]
+    stop, start = ex["results"][0], ex["results"][1]
+    assert (stop["details"]["from"], stop["details"]["to"]) == (3, 0)
+    assert (start["details"]["from"], start["details"]["to"]) == (0, 2)
+    assert start["message"] == ("dry-run (server-side): would have scaled Deployment/shop/web from 0 (as this "
+                                "execution's steps before leave it) to 2 replicas")
+    writes = h.cluster.requests.writes()
+    assert [(w.method, w.query.get("dryRun"), w.body["spec"]["replicas"]) for w in writes] == [
+        ("PUT", "All", 0), ("PUT", "All", 2)]
+    assert h.get()["spec"]["replicas"] == 3
+
+
 async def test_a_crash_while_the_stop_is_at_the_apiserver_resumes_at_the_start(
     tmp_path: Path, settings_factory: Callable[..., Any], vclock: VirtualClock, kube: FakeKube
 ) -> None:
