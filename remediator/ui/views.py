@@ -32,7 +32,7 @@ from remediator.core.guardrails import GuardUsage
 from remediator.core.playbooks import PlaybookSet
 from remediator.core.redact import redact_execution
 from remediator.http import RECORDED_KINDS, BadQuery, _bounded, decision_query, set_paused, who
-from remediator.ports import GuardrailUsage
+from remediator.ports import AWAITING_APPROVAL, GuardrailUsage
 from remediator.runtime import ADMIN, READ, RUNTIME, Runtime
 from remediator.ui import auth, charts
 from remediator.ui import replay as ui_replay
@@ -155,7 +155,8 @@ async def execution(request: web.Request, rt: Runtime, ui: UiState, viewer: auth
 async def guardrails(request: web.Request, rt: Runtime, ui: UiState, viewer: auth.Viewer) -> web.Response:
     """The kill switch (who set it, when; the buttons for an admin session), breakers, each budget's
     use, the concurrency slots and target locks held now (read from the guardrail state, which
-    enforces them, not inferred from the audit), executions in progress, parked alerts."""
+    enforces them, not inferred from the audit), executions in progress, executions waiting for a
+    person's approval (each until its deadline), parked alerts."""
     problems = []
     usage: GuardUsage | None = None
     try:
@@ -170,15 +171,21 @@ async def guardrails(request: web.Request, rt: Runtime, ui: UiState, viewer: aut
         parked = await _bounded(rt, rt.store.parked_alerts(limit=PAGE), StoreUnavailable)
         unfinished = [ex for status in UNFINISHED for ex in await _bounded(
             rt, rt.store.list_executions(status=status, limit=PAGE), StoreUnavailable)]
+        awaiting = await _bounded(rt, rt.store.list_executions(status=AWAITING_APPROVAL, limit=PAGE),
+                                  StoreUnavailable)
+        for ex in awaiting:  # its deadline is the approval ledger's (a listing does not carry it)
+            state = await _bounded(rt, rt.store.approval(ex["id"]), StoreUnavailable)
+            ex["approval_deadline"] = format_time(state.deadline) if state and state.deadline else None
     except StoreUnavailable:
-        record, parked, unfinished = None, [], []
-        problems.append("store unavailable: the kill switch's record, executions in progress and parked alerts "
-                        "cannot be read")
+        record, parked, unfinished, awaiting = None, [], [], []
+        problems.append("store unavailable: the kill switch's record, executions in progress or awaiting "
+                        "approval and parked alerts cannot be read")
     # paused if either home of the switch says so, as the pipeline (and the API) read it
     paused = bool((status and status.paused) or (record and record.paused))
     breakers = {name: view.to_json() for name, view in status.breakers.items()} if status else {}
     return page(ui.env, "guardrails.html", 503 if problems else 200, viewer=viewer, paused=paused, record=record,
-                breakers=breakers, parked=parked, unfinished=unfinished, problems=problems, usage=usage,
+                breakers=breakers, parked=parked, unfinished=unfinished, awaiting=awaiting, problems=problems,
+                usage=usage,
                 moment=_moment, span=format_duration,
                 done=request.query.get("done") if request.query.get("done") in DONE else None)
 

@@ -68,3 +68,19 @@ async def test_a_read_session_sees_no_buttons_and_cannot_answer(gated: Client) -
     assert (await gated.get(f"/ui/executions/{did}/approve")).status == 403
     assert (await gated.post(f"/ui/executions/{did}/approve", data={"csrf": "x"})).status == 403
     assert (await rt.store.approval(did)).status == "awaiting_approval"
+
+
+async def test_the_guardrails_panel_lists_what_waits_for_approval_until_it_is_decided(gated: Client) -> None:
+    rt = gated.app[RUNTIME]
+    did = await decide(rt, gated_alert())
+    await sign_in(gated, "a1")
+    html = await (await gated.get("/ui/guardrails")).text()
+    waiting = html.split("<h2>Awaiting approval</h2>", 1)[1].split("<h2>", 1)[0]
+    assert f'<a href="/ui/executions/{did}"><code>{did}</code></a>' in waiting
+    assert "<time>2026-11-22T10:15:00Z</time>" in waiting  # its deadline
+
+    confirm = await gated.get(f"/ui/executions/{did}/deny")
+    await gated.post(f"/ui/executions/{did}/deny", data={"csrf": csrf_of(await confirm.text())}, allow_redirects=False)
+    html = await (await gated.get("/ui/guardrails")).text()
+    assert "None: no execution waits for a person's approval." in html and did not in html.split(
+        "<h2>Awaiting approval</h2>", 1)[1].split("<h2>", 1)[0]
