@@ -685,7 +685,7 @@ class KubeExecutor:
             # Counted from the pods, as for delete_pod (the status lags a delete); which of them a
             # scale down keeps depends on the kind (rollout.serving_after_scale_down).
             obj = await self._read(ctx)
-            up = rollout.serving(await self._own_pods(ctx, obj))
+            up = await self._serving(ctx, obj)
             _keep_healthy(step, f"scaling from {acts_on} to {desired}", t.key, min(len(up), acts_on),
                           rollout.serving_after_scale_down(t.kind, obj, up, desired))
         await ctx.record_intent({"replicas": desired, "from": origin})
@@ -932,7 +932,7 @@ class KubeExecutor:
             # Counted from the pods, not from the owner's readyReplicas: a StatefulSet's counts a
             # Terminating pod as ready, and either kind's still counts a pod deleted a moment ago
             # (by the step before, for another alert) until its controller has seen the delete.
-            up = rollout.serving(await self._own_pods(ctx, owner))
+            up = await self._serving(ctx, owner)
             ready = len(up)
             _keep_healthy(step, f"deleting pod {pod_name}", t.key, ready,
                           ready - sum(1 for p in up if p["metadata"]["uid"] == uid))
@@ -1226,8 +1226,33 @@ class KubeExecutor:
         status = rollout.health(ctx.target.kind, obj)
         if not status.done or status.failed:
             return status
-        pods = rollout.pods_health(ctx.target.kind, obj, await self._own_pods(ctx, obj))
+        try:
+            own = await self._own_pods(ctx, obj)
+        except PermanentError as exc:
+            if exc.status != 403:
+                raise
+            # A role from before this check (deploy/kubernetes/rbac.yaml grants it): failing here would
+            # run on_failure (a rollback, say) on a rollout kubectl calls done.  Judged as kubectl
+            # judges it, and said loudly.
+            self._log.warning("cannot list the target's pods (403): wait_healthy judges by the status alone, "
+                              "as kubectl does; grant list on pods (deploy/kubernetes/rbac.yaml)",
+                              target=ctx.target.key, error=str(exc))
+            return status
+        pods = rollout.pods_health(ctx.target.kind, obj, own)
         return status if pods.done else pods
+
+    async def _serving(self, ctx: StepContext, obj: dict[str, Any]) -> list[dict[str, Any]]:
+        """The target's pods that serve, for ``min_healthy_replicas``; refused (nothing changed, no
+        ``on_failure``) when they cannot be listed: a floor that cannot be checked is not passed."""
+        try:
+            return rollout.serving(await self._own_pods(ctx, obj))
+        except PermanentError as exc:
+            if exc.status != 403:
+                raise
+            raise RefusedInput(
+                f"cannot count the ready pods of {ctx.target.key} for min_healthy_replicas: listing pods is "
+                f"forbidden (grant list on pods, deploy/kubernetes/rbac.yaml): refused, nothing changed",
+                guard="min_healthy_replicas") from exc
 
     async def _own_pods(self, ctx: StepContext, obj: dict[str, Any]) -> list[dict[str, Any]]:
         """The workload's pods, listed by its selector's labels and kept by ownership (:func:`rollout.own_pods`)."""

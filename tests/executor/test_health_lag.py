@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from remediator.clock import VirtualClock
 from remediator.testing.kube.cluster import FakeCluster
@@ -137,3 +138,29 @@ async def test_a_statefulset_scale_down_counts_what_its_controller_will_keep(pol
             result.message, result.message
     else:
         assert (result.status, result.message) == ("ok", "scaled StatefulSet/shop/db from 3 to 2 replicas")
+
+
+async def test_a_role_without_list_pods_leaves_wait_healthy_to_kubectls_rule_and_refuses_a_floor() -> None:
+    """A ClusterRole from before the pods check (no list on pods): wait_healthy does not fail a rollout kubectl
+    calls done (that would run on_failure, a rollback say), it judges by the status and says so; a
+    min_healthy_replicas that cannot be counted refuses the step (nothing changed, no on_failure)."""
+    clock = VirtualClock(T0)
+    cluster = FakeCluster(clock=lambda: clock.now().timestamp())
+    cluster.apply(web(replicas=2))
+    forbidden = {"method": "GET", "path": f"/namespaces/{NS}/pods$", "times": None,
+                 "message": 'pods is forbidden: User "remediator" cannot list resource "pods"'}
+    cluster.faults.fail(403, **forbidden)
+    async with running_fake_kube(cluster) as kube:
+        live = executor(kube.api, server_dry_run=False)
+        with capture_logs() as logs:
+            healthy = await run_step(live, NS, "wait_healthy", {"timeout": 60})
+        victim = pod_names(kube, "web", "Deployment")[0]
+        refused = await run_step(live, NS, "delete_pod", {"pod": victim, "min_healthy_replicas": 1})
+
+    assert (healthy.status, healthy.message) == ("ok", 'deployment "web" successfully rolled out')
+    [said] = [e for e in logs if e["log_level"] == "warning"]
+    assert said["event"].startswith("cannot list the target's pods (403)") and said["target"] == f"Deployment/{NS}/web"
+    assert refused.status == "failed" and refused.details["refused_input"], refused.message
+    assert "listing pods is forbidden (grant list on pods, deploy/kubernetes/rbac.yaml): refused, nothing " \
+           "changed" in refused.message
+    assert cluster.requests.matching("DELETE") == []
