@@ -25,6 +25,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,15 +34,22 @@ from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from remediator.clock import SystemClock
+from remediator.core.alerts import format_time
+from remediator.core.durations import parse_duration
 from remediator.core.playbooks import PlaybookSet
 from remediator.playbook_files import SUFFIXES, load_paths
-from remediator.ports import Clock
+from remediator.ports import Clock, Store
 from remediator.replay import Event, Listener, ReplayInputError, read_events, replay
 from remediator.replay_report import CompareWriter, ReplayWriter
 from remediator.settings import Settings
+from remediator.store.tools import export_alerts
 
 #: The form's fields: the export, and each side's playbook files (several files each).
 EXPORT, BEFORE, AFTER = "export", "before", "after"
+#: The form's field for replaying the daemon's own recorded alerts instead of an upload, and the
+#: spans it offers (the store's retention bounds what is there).
+HISTORY = "history"
+SPANS = ("1h", "6h", "24h", "7d")
 #: Rows of a report shown on the page; ``format=json`` has them all.
 SHOWN = 500
 _CHUNK = 64 * 1024
@@ -103,9 +111,43 @@ async def read_upload(request: web.Request, root: Path, limits: ReplayLimits) ->
             await _take(part, upload, sizes, limits)
     except (ValueError, LookupError, AssertionError, HttpProcessingError) as exc:
         raise UploadRefused(400, f"the form could not be read: {exc or type(exc).__name__}") from None
-    if upload.export is None:
-        raise UploadRefused(400, "choose an export to replay (JSON Lines, as `remediator export` writes)")
+    span = upload.fields.get(HISTORY, "")
+    if upload.export is not None and span:
+        raise UploadRefused(400, "an export or this daemon's history, not both")
+    if upload.export is None and not span:
+        raise UploadRefused(400, "choose an export to replay (JSON Lines, as `remediator export` writes), "
+                                 "or a span of this daemon's history")
+    if span and span not in SPANS:
+        raise UploadRefused(400, f"history: {span!r} is not one of {', '.join(SPANS)}")
     return upload
+
+
+class _Bounded(io.TextIOWrapper):
+    """The export file, refusing (413) to grow past ``limit`` bytes."""
+
+    def __init__(self, path: Path, limit: int, too_large: str) -> None:
+        super().__init__(path.open("wb"), encoding="utf-8")
+        self._left, self._too_large = limit, too_large
+
+    def write(self, text: str) -> int:
+        self._left -= len(text.encode())
+        if self._left < 0:
+            raise UploadRefused(413, self._too_large)
+        return super().write(text)
+
+
+async def export_history(upload: Upload, store: Store, now: datetime, limits: ReplayLimits) -> None:
+    """Write the daemon's recorded alerts of the chosen span as the export to replay, as
+    ``remediator export --since <span>`` would: the SRE sees what a playbook change would have
+    done to what really arrived, without exporting and uploading by hand."""
+    span = upload.fields[HISTORY]
+    since = now - timedelta(seconds=parse_duration(span))
+    upload.export = upload.root / "export.jsonl"
+    upload.export_name = f"history since {format_time(since)}"
+    too_large = (f"this daemon's history of the last {span} is larger than {limits.max_export} bytes: replay a "
+                 "shorter span here, or `remediator export --since ...` and `remediator replay` the whole")
+    with _Bounded(upload.export, limits.max_export, too_large) as out:
+        await export_alerts(store, since, now, out)
 
 
 async def _take(part: BodyPartReader, upload: Upload, sizes: dict[str, int], limits: ReplayLimits) -> None:
@@ -218,4 +260,5 @@ def scratch() -> tempfile.TemporaryDirectory[str]:
     return tempfile.TemporaryDirectory(prefix="remediator-ui-replay-")
 
 
-__all__ = ["ReplayInputError", "ReplayLimits", "Stopped", "UploadRefused", "read_upload", "run_bounded"]
+__all__ = ["ReplayInputError", "ReplayLimits", "Stopped", "UploadRefused", "export_history", "read_upload",
+           "run_bounded"]

@@ -218,7 +218,8 @@ async def replay_form(request: web.Request, rt: Runtime, ui: UiState, viewer: au
 
 
 def _replay_context(rt: Runtime, ui: UiState, viewer: auth.Viewer, **more: Any) -> dict[str, Any]:
-    return {"viewer": viewer, "limits": ui.replay, "pset": rt.playbooks.current, "report": None, "error": None, **more}
+    return {"viewer": viewer, "limits": ui.replay, "pset": rt.playbooks.current, "report": None, "error": None,
+            "spans": ui_replay.SPANS, **more}
 
 
 @viewed(READ)
@@ -245,6 +246,9 @@ async def replay_run(request: web.Request, rt: Runtime, ui: UiState, viewer: aut
             return refused(429, "A replay is running on this replica: try again when it has finished.")
         async with ui.replay.running:
             try:
+                if upload.export is None:  # this daemon's own history, as `remediator export` writes it
+                    async with asyncio.timeout(ui.replay.timeout):
+                        await ui_replay.export_history(upload, rt.store, rt.clock.now(), ui.replay)
                 before = ui_replay.load_side(upload, ui_replay.BEFORE)
                 after = ui_replay.load_side(upload, ui_replay.AFTER)
                 sets = [before or rt.playbooks.current, *([after] if after else [])]
@@ -253,6 +257,11 @@ async def replay_run(request: web.Request, rt: Runtime, ui: UiState, viewer: aut
                 return refused(exc.status, str(exc))
             except ui_replay.ReplayInputError as exc:
                 return refused(400, str(exc))
+            except StoreUnavailable as exc:
+                return refused(503, f"this daemon's history cannot be read now: {exc}")
+            except TimeoutError:
+                return refused(503, f"reading this daemon's history took over {ui.replay.timeout:g}s: replay a "
+                                    "shorter span")
             except ui_replay.Stopped:
                 if ui.replay.stopping.is_set():
                     return refused(503, "The daemon is shutting down: replay again in a moment (on another replica).")

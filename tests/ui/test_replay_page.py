@@ -9,6 +9,7 @@ import io
 import json
 import re
 from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +23,11 @@ from remediator.clock import VirtualClock
 from remediator.core.decisions import PlannedStep
 from remediator.ports import StepContext, StepResult
 from remediator.runtime import RUNTIME
+from remediator.store.tools import export_alerts
 from remediator.ui.replay import ReplayLimits
 from remediator.ui.views import UI
 from tests.payloads import payload
+from tests.pipeline.test_pipeline import received
 from tests.replay import history as replay_history
 from tests.replay.history import firing, write_history, write_playbooks
 from tests.tokens import READ
@@ -259,3 +262,50 @@ def _everything() -> Any:
     from remediator.ports import DecisionQuery
 
     return DecisionQuery(limit=100)
+
+
+async def test_the_daemons_own_history_replays_as_an_export_of_it_would(
+    client: Client, tmp_path: Path, capsys: pytest.CaptureFixture[str], vclock: VirtualClock, executor: Counting,
+) -> None:
+    """No export to upload: the alerts this daemon recorded over the chosen span are replayed, exactly as
+    ``remediator export --since 24h`` then ``remediator replay`` would (and still nothing runs live)."""
+    rt = client.app[RUNTIME]
+    minute = 0
+    for at_minute, line in replay_history.HISTORY:
+        if "alerts" not in line:
+            continue  # a control line (pause/resume) is the operator's, not something the daemon records
+        await vclock.advance((at_minute - minute) * 60)
+        minute = at_minute
+        await rt.store.record_alerts(received(line, vclock))
+    exported = tmp_path / "exported.jsonl"
+    with exported.open("w") as out:
+        count = await export_alerts(rt.store, vclock.now() - timedelta(hours=24), vclock.now(), out)
+    assert count > 5
+
+    data = form(None, fmt="json")
+    data.add_field("history", "24h")
+    got = await post(client, data)
+
+    assert got == await cli(tmp_path, capsys, exported, PLAYBOOKS)
+    assert json.loads(got)["summary"]["decisions"]["executed"] >= 1
+    assert executor.steps == []
+    shown = form(None)
+    shown.add_field("history", "24h")
+    assert "Report: history since 2026-11-" in await post(client, shown)
+
+
+@pytest.mark.parametrize(("fields", "reason"), [
+    ({"history": "3h"}, "history: &#39;3h&#39; is not one of 1h, 6h, 24h, 7d"),
+    ({}, "choose an export to replay"),
+])
+async def test_a_history_span_is_one_of_the_offered_ones(client: Client, fields: dict[str, str], reason: str) -> None:
+    data = form(None)
+    for name, value in fields.items():
+        data.add_field(name, value)
+    assert reason in await post(client, data, 400)
+
+
+async def test_an_export_and_a_history_span_together_are_refused(client: Client, history: Path) -> None:
+    data = form(history)
+    data.add_field("history", "1h")
+    assert "an export or this daemon&#39;s history, not both" in await post(client, data, 400)
