@@ -11,6 +11,7 @@ import copy
 import hashlib
 import json
 from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
 REVISION = "deployment.kubernetes.io/revision"
@@ -35,10 +36,10 @@ class Health:
     message: str
 
 
-def _get(obj: dict[str, Any], *path: str, default: Any = None) -> Any:
+def _get(obj: Mapping[str, Any], *path: str, default: Any = None) -> Any:
     cur: Any = obj
     for p in path:
-        if not isinstance(cur, dict) or p not in cur or cur[p] is None:
+        if not isinstance(cur, Mapping) or p not in cur or cur[p] is None:
             return default
         cur = cur[p]
     return cur
@@ -100,6 +101,19 @@ def statefulset_health(sts: dict[str, Any]) -> Health:
 
 def health(kind: str, obj: dict[str, Any]) -> Health:
     return deployment_health(obj) if kind == "Deployment" else statefulset_health(obj)
+
+
+def selector_text(workload: Mapping[str, Any]) -> str:
+    """The workload's ``spec.selector`` as a list/watch ``labelSelector``: its ``matchLabels`` and its
+    ``matchExpressions`` (In, NotIn, Exists, DoesNotExist), so that a set selected by expressions
+    alone is not listed as the whole namespace."""
+    selector = _get(workload, "spec", "selector", default={})
+    terms = [f"{k}={v}" for k, v in (selector.get("matchLabels") or {}).items()]
+    for e in selector.get("matchExpressions") or []:
+        key, op, values = e.get("key", ""), e.get("operator", ""), ",".join(e.get("values") or [])
+        terms.append({"In": f"{key} in ({values})", "NotIn": f"{key} notin ({values})",
+                      "Exists": key, "DoesNotExist": f"!{key}"}.get(op, ""))
+    return ",".join(t for t in terms if t)
 
 
 def pod_ready(pod: dict[str, Any]) -> bool:

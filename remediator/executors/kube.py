@@ -849,7 +849,7 @@ class KubeExecutor:
         before = await self._read(ctx)
         to_revision = int(step.params.get("to_revision", 0))
         intent = _intent(ctx)
-        selector = ",".join(f"{k}={v}" for k, v in before["spec"]["selector"].get("matchLabels", {}).items())
+        selector = rollout.selector_text(before)
         try:
             if t.kind == "Deployment":
                 rs_list = await self._call(
@@ -1109,7 +1109,7 @@ class KubeExecutor:
         current = rollout.template_digest(obj["spec"].get("template"))
         if current != set_to or current == origin:
             return await self._revert(current, origin, set_to, before_write, _nothing, operator.eq)
-        selector = ",".join(f"{k}={v}" for k, v in obj["spec"]["selector"].get("matchLabels", {}).items())
+        selector = rollout.selector_text(obj)
         uid = obj["metadata"]["uid"]
         version = obj["metadata"]["resourceVersion"]
         body: Any = None
@@ -1145,7 +1145,7 @@ class KubeExecutor:
         """The digest of the pod template the named ReplicaSet or ControllerRevision of the target holds
         (None when it is gone): what a rollback to it set."""
         t = ctx.target
-        selector = ",".join(f"{k}={v}" for k, v in obj["spec"]["selector"].get("matchLabels", {}).items())
+        selector = rollout.selector_text(obj)
         if t.kind == "Deployment":
             found = await self._call(
                 self.apps.list_namespaced_replica_set, t.namespace, label_selector=selector, **self._kw())
@@ -1257,7 +1257,7 @@ class KubeExecutor:
     async def _own_pods(self, ctx: StepContext, obj: dict[str, Any]) -> list[dict[str, Any]]:
         """The workload's pods, listed by its selector's labels and kept by ownership (:func:`rollout.own_pods`)."""
         t = ctx.target
-        selector = ",".join(f"{k}={v}" for k, v in obj["spec"]["selector"].get("matchLabels", {}).items())
+        selector = rollout.selector_text(obj)
         found = await self._call(self.core.list_namespaced_pod, t.namespace, label_selector=selector, **self._kw())
         replicasets: list[dict[str, Any]] = []
         if t.kind == "Deployment":

@@ -14,7 +14,8 @@ import pytest
 
 from remediator.core import rollout
 from tests.contract.conftest import Backend
-from tests.kube_fake.helpers import statefulset
+from tests.kube_fake.helpers import deployment, statefulset
+from tests.real_kube.helpers import executor, run_step
 
 #: A node no kubelet runs on (real: no such Node at all; fake: not its fake-node).
 NOWHERE = "contract-node-without-kubelet"
@@ -184,3 +185,25 @@ async def test_a_statefulset_scaled_down_removes_its_highest_ordinal_when_its_po
     up = rollout.serving(rollout.own_pods("StatefulSet", sts, await backend.pods("app=db"), []))
     assert [p["metadata"]["name"] for p in up] == (["db-1"] if policy == "Parallel" else ["db-1", "db-2"])
     assert rollout.serving_after_scale_down("StatefulSet", manifest, before, 2) == len(up)  # the rule foresaw it
+
+
+async def test_a_workload_selected_by_expressions_lists_only_its_own_pods(backend: Backend) -> None:
+    """The executor lists a workload's pods by its whole selector (``rollout.selector_text``), expressions
+    included: both apiservers take the set-based form, and a pod outside it is not listed."""
+    manifest = deployment("web", backend.namespace, replicas=2)
+    manifest["spec"]["selector"] = {"matchExpressions": [{"key": "app", "operator": "In", "values": ["web"]},
+                                                         {"key": "canary", "operator": "DoesNotExist"}]}
+    await backend.apps.create_namespaced_deployment(backend.namespace, manifest)
+    dep = await backend.settled()
+    await backend.apps.create_namespaced_deployment(backend.namespace, deployment("other", backend.namespace))
+    await backend.settled("other")
+    text = rollout.selector_text(dep)
+    assert text == "app in (web),!canary"
+
+    listed = backend.api.sanitize_for_serialization(
+        await backend.core.list_namespaced_pod(backend.namespace, label_selector=text))["items"]
+
+    assert len(listed) == 2 and all(p["metadata"]["labels"]["app"] == "web" for p in listed)
+    result = await run_step(executor(backend.api, server_dry_run=False), backend.namespace, "wait_healthy",
+                            {"timeout": 20})
+    assert (result.status, result.message) == ("ok", 'deployment "web" successfully rolled out')

@@ -139,6 +139,21 @@ def test_what_a_scale_down_keeps_depends_on_the_kind(kind: str, names: list[str]
     assert rollout.serving_after_scale_down(kind, workload, up, replicas) == kept
 
 
+@pytest.mark.parametrize(("selector", "text"), [
+    ({"matchLabels": {"app": "web", "tier": "front"}}, "app=web,tier=front"),
+    ({"matchExpressions": [{"key": "app", "operator": "In", "values": ["web", "api"]},
+                           {"key": "canary", "operator": "DoesNotExist"},
+                           {"key": "tier", "operator": "NotIn", "values": ["db"]},
+                           {"key": "team", "operator": "Exists"}]},
+     "app in (web,api),!canary,tier notin (db),team"),
+    ({"matchLabels": {"app": "web"}, "matchExpressions": [{"key": "track", "operator": "In", "values": ["stable"]}]},
+     "app=web,track in (stable)"),
+    ({}, ""),
+])
+def test_a_selector_as_a_label_selector_query(selector: dict[str, Any], text: str) -> None:
+    assert rollout.selector_text({"spec": {"selector": selector}}) == text
+
+
 def test_rollback_to_previous_revision_builds_kubectls_patch() -> None:
     d = dep()
     d["metadata"]["annotations"]["other"] = "dropped"
