@@ -26,6 +26,18 @@ def bare_pod(name: str, **spec: Any) -> dict[str, Any]:
             "spec": {"containers": [{"name": "app", "image": "registry.example/web:1.0"}], **spec}}
 
 
+async def db_ready(backend: Backend, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Create StatefulSet db from ``manifest`` and return it once its rollout is done."""
+    await backend.apps.create_namespaced_stateful_set(backend.namespace, manifest)
+
+    async def ready() -> dict[str, Any] | None:
+        sts = backend.api.sanitize_for_serialization(
+            await backend.apps.read_namespaced_stateful_set("db", backend.namespace))
+        return sts if rollout.health("StatefulSet", sts).done else None
+
+    return await backend.until(ready, "StatefulSet db to be ready")
+
+
 async def test_a_pod_never_bound_to_a_node_is_deleted_at_once(backend: Backend) -> None:
     backend.without_kubelet()
     created = await backend.raw("POST", backend.path("pods", group=""), bare_pod("unbound", schedulerName="none"))
@@ -120,15 +132,7 @@ async def test_a_deleted_pod_shows_on_the_pods_before_the_workloads_status(backe
 async def test_a_statefulset_pod_deleted_is_not_healthy_by_its_pods_until_recreated(backend: Backend) -> None:
     """A StatefulSet recreates a deleted pod under the same name only once the old one is gone, and its
     status counts the Terminating pod as ready: by the pods, the set is short of that ordinal at once."""
-    await backend.apps.create_namespaced_stateful_set(backend.namespace, statefulset("db", backend.namespace,
-                                                                                     replicas=2))
-
-    async def ready() -> dict[str, Any] | None:
-        sts = backend.api.sanitize_for_serialization(
-            await backend.apps.read_namespaced_stateful_set("db", backend.namespace))
-        return sts if rollout.health("StatefulSet", sts).done else None
-
-    sts = await backend.until(ready, "StatefulSet db to be ready")
+    sts = await db_ready(backend, statefulset("db", backend.namespace, replicas=2))
     pods = await backend.pods("app=db")
     assert rollout.pods_health("StatefulSet", sts, rollout.own_pods("StatefulSet", sts, pods, [])).done
     backend.hold_terminating()
@@ -153,14 +157,7 @@ async def test_a_statefulset_scaled_down_removes_its_highest_ordinal_when_its_po
     until every pod it keeps is Ready again, so db-1 and db-2 keep serving meanwhile."""
     manifest = statefulset("db", backend.namespace, replicas=3)
     manifest["spec"]["podManagementPolicy"] = policy
-    await backend.apps.create_namespaced_stateful_set(backend.namespace, manifest)
-
-    async def ready() -> dict[str, Any] | None:
-        sts = backend.api.sanitize_for_serialization(
-            await backend.apps.read_namespaced_stateful_set("db", backend.namespace))
-        return sts if rollout.health("StatefulSet", sts).done else None
-
-    sts = await backend.until(ready, "StatefulSet db to be ready")
+    sts = await db_ready(backend, manifest)
     await backend.quiet()
     backend.hold_terminating()
     await backend.core.delete_namespaced_pod("db-0", backend.namespace)
@@ -207,3 +204,21 @@ async def test_a_workload_selected_by_expressions_lists_only_its_own_pods(backen
     result = await run_step(executor(backend.api, server_dry_run=False), backend.namespace, "wait_healthy",
                             {"timeout": 20})
     assert (result.status, result.message) == ("ok", 'deployment "web" successfully rolled out')
+
+
+async def test_a_floor_does_not_count_a_terminating_statefulset_pod_on_either_apiserver(backend: Backend) -> None:
+    """The executor end to end: with db-0 Terminating (its status still Ready, the set's readyReplicas still
+    2), deleting db-1 under ``min_healthy_replicas: 1`` would leave none serving: refused, db-1 untouched."""
+    await db_ready(backend, statefulset("db", backend.namespace, replicas=2))
+    await backend.quiet()
+    backend.hold_terminating()
+    kube = executor(backend.api, server_dry_run=False)
+    db = {"name": "db", "kind": "StatefulSet"}
+    assert (await run_step(kube, backend.namespace, "delete_pod", {"pod": "db-0"}, **db)).status == "ok"
+
+    refused = await run_step(kube, backend.namespace, "delete_pod", {"pod": "db-1", "min_healthy_replicas": 1}, **db)
+
+    assert refused.status == "failed" and refused.details["refused_input"], refused.message
+    assert (refused.details["ready"], refused.details["left"]) == (1, 0)
+    [db1] = [p for p in await backend.pods("app=db") if p["metadata"]["name"] == "db-1"]
+    assert not db1["metadata"].get("deletionTimestamp")
