@@ -54,6 +54,9 @@ from remediator.ports import Clock
 DEFAULT_PREFIX = "remediator:"
 #: Live locks the guardrails panel lists at most (the first found by SCAN).
 USAGE_LOCKS = 500
+#: Lock records read per pipeline while listing them: a page view never sends Redis (which admits
+#: every execution, single-threaded) one pipeline of a day of targets' records at once.
+USAGE_CHUNK = 500
 T = TypeVar("T")
 
 
@@ -278,23 +281,39 @@ class RedisGuardrails:
         pipe.hgetall(self._key("running-ns"))
         *histories, slots, namespaces = await pipe.execute()
         running = {str(owner): Slot(str(namespaces.get(owner, "")), float(expires)) for owner, expires in slots}
-        lock_prefix = f"{self.prefix}lock:"  # _key("lock", name) for every name
-        pattern = _glob_escape(lock_prefix) + "*"
-        keys = []
-        async for key in self._client.scan_iter(match=pattern, count=1000):
-            keys.append(str(key))
-        pipe = self._client.pipeline(transaction=False)
-        for key in keys:
-            pipe.hmget(key, ["owner", "expires"])
-        locks = {}
-        for key, (owner, expires) in zip(keys, await pipe.execute() if keys else [], strict=True):
-            if owner is not None and expires is not None and float(expires) > now:
-                locks[key.removeprefix(lock_prefix)] = Lock(str(owner), float(expires))
-                if len(locks) >= USAGE_LOCKS:
-                    break
+        locks = await self._live_locks(now)
         budget_history = {scope: [float(t) for _, t in history] for scope, history in zip(scopes, histories,
                                                                                            strict=True)}
         return rules.usage(self._policy, now, budget_history, running, locks)
+
+    async def _live_locks(self, now: float) -> dict[str, Lock]:
+        """The live locks, read :data:`USAGE_CHUNK` records at a time as SCAN finds their keys, and no
+        further once :data:`USAGE_LOCKS` are found."""
+        lock_prefix = f"{self.prefix}lock:"  # _key("lock", name) for every name
+        pattern = _glob_escape(lock_prefix) + "*"
+        locks: dict[str, Lock] = {}
+        chunk: list[str] = []
+
+        async def read() -> bool:
+            """Read the chunk's records into ``locks``; True once it holds USAGE_LOCKS."""
+            pipe = self._client.pipeline(transaction=False)
+            for key in chunk:
+                pipe.hmget(key, ["owner", "expires"])
+            for key, (owner, expires) in zip(chunk, await pipe.execute(), strict=True):
+                if owner is not None and expires is not None and float(expires) > now:
+                    locks[key.removeprefix(lock_prefix)] = Lock(str(owner), float(expires))
+                    if len(locks) >= USAGE_LOCKS:
+                        return True
+            chunk.clear()
+            return False
+
+        async for key in self._client.scan_iter(match=pattern, count=1000):
+            chunk.append(str(key))
+            if len(chunk) >= USAGE_CHUNK and await read():
+                return locks
+        if chunk:
+            await read()
+        return locks
 
     async def ping(self) -> None:
         await self._guarded("ping", self._client.ping())

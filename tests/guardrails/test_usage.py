@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import secrets
 from datetime import timedelta
+from typing import Any
+
+import pytest
 
 from remediator.clock import VirtualClock
 from remediator.core.decisions import DecisionKind
 from remediator.core.guardrails import Budget, BudgetUse, Lock, Policy, Slot
+from remediator.guardstate import redis as redis_guardstate
 from remediator.guardstate.redis import RedisGuardrails
 from remediator.ports import GuardrailUsage
 from tests.guardrails.conftest import REDIS_URL, GuardFactory, delete_prefix, prefixed
@@ -64,3 +68,43 @@ async def test_redis_lists_only_its_own_prefixs_locks(clock: VirtualClock) -> No
         for guard in guards:
             await guard.close()
         await delete_prefix(f"test-usage-{token}")
+
+
+async def test_redis_reads_lock_records_a_chunk_at_a_time_and_stops_at_its_cap(
+    clock: VirtualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Seven live locks and five lapsed ones; records read three at a time, at most four listed: four live
+    locks, and fewer HMGETs than records (it stops once it has its four)."""
+    token = secrets.token_hex(4)
+    guard = await RedisGuardrails.open(prefixed(REDIS_URL, f"test-usage-{token}:"), Policy(), clock)
+    try:
+        scene = Scene(guard, clock)
+        for i in range(5):
+            assert (await scene.admit(f"old{i}", f"shop/old{i}", lock_ttl=60.0)).admitted
+        scene.at(120)  # those locks lapsed
+        for i in range(7):
+            assert (await scene.admit(f"new{i}", f"shop/new{i}", lock_ttl=600.0)).admitted
+        assert len((await guard.usage()).locks) == 7
+        monkeypatch.setattr(redis_guardstate, "USAGE_LOCKS", 4)
+        monkeypatch.setattr(redis_guardstate, "USAGE_CHUNK", 3)
+        sent: list[int] = []
+        pipeline = guard._client.pipeline
+
+        def counting(*args: Any, **kwargs: Any) -> Any:
+            pipe = pipeline(*args, **kwargs)
+            execute = pipe.execute
+
+            async def counted() -> Any:
+                sent.append(len(pipe.command_stack))
+                return await execute()
+
+            pipe.execute = counted
+            return pipe
+
+        monkeypatch.setattr(guard._client, "pipeline", counting)
+        locks = (await guard.usage()).locks
+    finally:
+        await guard.close()
+        await delete_prefix(f"test-usage-{token}")
+    assert len(locks) == 4 and all(name.startswith("shop/new") for name in locks)
+    assert max(sent[1:]) <= 3 and sum(sent[1:]) < 12  # chunks of at most 3 records, not all 12 read
