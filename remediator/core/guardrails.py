@@ -477,6 +477,8 @@ class GuardUsage:
     budgets: tuple[BudgetUse, ...] = ()
     running: Mapping[str, Slot] = field(default_factory=dict)
     locks: Mapping[str, Lock] = field(default_factory=dict)
+    #: The adapter stopped listing locks at its cap with lock records unread (there may be more).
+    locks_cut: bool = False
 
     def to_json(self) -> dict[str, object]:
         """As ``GET /api/v1/guardrails`` shows it (times as the breakers' are, RFC 3339 UTC)."""
@@ -491,6 +493,7 @@ class GuardUsage:
                         for owner, slot in self.running.items()],
             "locks": [{"target": target, "execution": lock.owner, "until": moment(lock.expires)}
                       for target, lock in self.locks.items()],
+            "locks_cut": self.locks_cut,
         }
 
 
@@ -500,9 +503,12 @@ def usage(
     budget_history: Mapping[str, list[float]],
     running: Mapping[str, Slot],
     locks: Mapping[str, Lock],
+    *,
+    locks_cut: bool = False,
 ) -> GuardUsage:
     """The usage both adapters report, from the raw state each reads: counted as :func:`check`
-    counts (the same windows), so the panel says what the next admission would find."""
+    counts (the same windows), so the panel says what the next admission would find.
+    ``locks_cut``: the adapter listed the locks only up to its cap."""
     budgets = []
     for b in policy.budgets:
         used = _window(list(budget_history.get(b.scope, [])), now, b.per)
@@ -512,6 +518,7 @@ def usage(
         tuple(budgets),
         {owner: slot for owner, slot in sorted(running.items()) if slot.expires > now},
         {target: lock for target, lock in sorted(locks.items()) if lock.expires > now},
+        locks_cut,
     )
 
 

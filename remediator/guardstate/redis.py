@@ -281,39 +281,40 @@ class RedisGuardrails:
         pipe.hgetall(self._key("running-ns"))
         *histories, slots, namespaces = await pipe.execute()
         running = {str(owner): Slot(str(namespaces.get(owner, "")), float(expires)) for owner, expires in slots}
-        locks = await self._live_locks(now)
+        locks, cut = await self._live_locks(now)
         budget_history = {scope: [float(t) for _, t in history] for scope, history in zip(scopes, histories,
                                                                                            strict=True)}
-        return rules.usage(self._policy, now, budget_history, running, locks)
+        return rules.usage(self._policy, now, budget_history, running, locks, locks_cut=cut)
 
-    async def _live_locks(self, now: float) -> dict[str, Lock]:
+    async def _live_locks(self, now: float) -> tuple[dict[str, Lock], bool]:
         """The live locks, read :data:`USAGE_CHUNK` records at a time as SCAN finds their keys, and no
-        further once :data:`USAGE_LOCKS` are found."""
+        further once :data:`USAGE_LOCKS` are found; and whether it stopped there with records unread."""
         lock_prefix = f"{self.prefix}lock:"  # _key("lock", name) for every name
         pattern = _glob_escape(lock_prefix) + "*"
         locks: dict[str, Lock] = {}
         chunk: list[str] = []
 
         async def read() -> bool:
-            """Read the chunk's records into ``locks``; True once it holds USAGE_LOCKS."""
+            """Read the chunk's records into ``locks``; True when the cap came before its last record."""
             pipe = self._client.pipeline(transaction=False)
             for key in chunk:
                 pipe.hmget(key, ["owner", "expires"])
-            for key, (owner, expires) in zip(chunk, await pipe.execute(), strict=True):
+            records = list(zip(chunk, await pipe.execute(), strict=True))
+            chunk.clear()
+            for key, (owner, expires) in records:
+                if len(locks) >= USAGE_LOCKS:
+                    return True  # this record and those after it unread
                 if owner is not None and expires is not None and float(expires) > now:
                     locks[key.removeprefix(lock_prefix)] = Lock(str(owner), float(expires))
-                    if len(locks) >= USAGE_LOCKS:
-                        return True
-            chunk.clear()
             return False
 
         async for key in self._client.scan_iter(match=pattern, count=1000):
+            if len(locks) >= USAGE_LOCKS:  # the cap, and a key still unread
+                return locks, True
             chunk.append(str(key))
             if len(chunk) >= USAGE_CHUNK and await read():
-                return locks
-        if chunk:
-            await read()
-        return locks
+                return locks, True
+        return locks, bool(chunk) and await read()
 
     async def ping(self) -> None:
         await self._guarded("ping", self._client.ping())

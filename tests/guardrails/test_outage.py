@@ -124,7 +124,7 @@ async def test_redis_outage_fails_closed_and_recovers_without_a_restart(
         status = await (await client.get("/api/v1/guardrails", headers=READ)).json()
         assert status == {"paused": False, "breakers": {"outage": {
             "state": "closed", "consecutive_failures": 0, "open_until": None, "trial_execution": None}},
-            "budgets": [], "running": [], "locks": []}  # every execution finished: no slot, no lock
+            "budgets": [], "running": [], "locks": [], "locks_cut": False}  # every execution finished: no slot, no lock
 
 
 TWO_STEPS = """

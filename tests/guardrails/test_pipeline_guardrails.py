@@ -131,7 +131,8 @@ async def test_breaker_state_is_visible_in_the_api_and_metrics(
         body = await (await client.get("/api/v1/guardrails", headers=READ)).json()
         assert body == {"paused": False, "breakers": {"long": {
             "state": "open", "consecutive_failures": 1, "open_until": "2026-11-22T10:05:00+00:00",
-            "trial_execution": None}}, "budgets": [], "running": [], "locks": []}  # released: no slot, no lock
+            "trial_execution": None}}, "budgets": [], "running": [], "locks": [],
+            "locks_cut": False}  # released: no slot, no lock
         metrics = await (await client.get("/metrics")).text()
         assert 'remediator_circuit_breaker_state{playbook="long",state="open"} 1.0' in metrics
         assert 'remediator_circuit_breaker_state{playbook="long",state="closed"} 0.0' in metrics

@@ -102,9 +102,14 @@ async def test_redis_reads_lock_records_a_chunk_at_a_time_and_stops_at_its_cap(
             return pipe
 
         monkeypatch.setattr(guard._client, "pipeline", counting)
-        locks = (await guard.usage()).locks
+        usage = await guard.usage()
+        locks, first = usage.locks, list(sent)
+        monkeypatch.setattr(redis_guardstate, "USAGE_LOCKS", 8)
+        whole = await guard.usage()  # room for every live lock: the cap is never reached, none cut
     finally:
         await guard.close()
         await delete_prefix(f"test-usage-{token}")
-    assert len(locks) == 4 and all(name.startswith("shop/new") for name in locks)
-    assert max(sent[1:]) <= 3 and sum(sent[1:]) < 12  # chunks of at most 3 records, not all 12 read
+    assert len(locks) == 4 and all(name.startswith("shop/new") for name in locks) and usage.locks_cut
+    assert max(first[1:]) <= 3 and sum(first[1:]) < 12  # chunks of at most 3 records, not all 12 read
+    assert len(whole.locks) == 7 and not whole.locks_cut
+    assert usage.to_json()["locks_cut"] is True and whole.to_json()["locks_cut"] is False

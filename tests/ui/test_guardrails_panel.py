@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from remediator.app import create_app
 from remediator.clock import VirtualClock
+from remediator.core.guardrails import GuardUsage, Lock
 from remediator.runtime import RUNTIME
 from tests.guardrails.conftest import free_port
 from tests.guardrails.test_pipeline_guardrails import Gated
@@ -92,3 +93,18 @@ async def test_an_unreachable_redis_is_a_503_panel(settings_factory: Callable[..
         r = await client.get("/ui/guardrails", headers=READ)
         html = await r.text()
     assert r.status == 503 and "guardrail state unreachable: redis" in html
+
+
+async def test_the_panel_says_when_the_lock_list_was_cut(client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Redis lists at most USAGE_LOCKS live locks (tests/guardrails/test_usage.py); the panel says so."""
+    rt = client.app[RUNTIME]
+    cut = GuardUsage(locks={"Deployment/shop/web": Lock("ex-1", 4e9)}, locks_cut=True)
+
+    async def usage() -> GuardUsage:
+        return cut
+
+    assert "locks-cut" not in await panel(client)
+    monkeypatch.setattr(rt.guardrails, "usage", usage)
+    html = await panel(client)
+    assert '<p class="muted locks-cut">The first 1 live locks found; the remaining lock records were not read.</p>' \
+        in html
