@@ -432,6 +432,10 @@ def _snapshot(obj: Mapping[str, Any] | None, *, redacted: bool = True) -> dict[s
 
 
 class KubeExecutor:
+    #: How long one watch of wait_healthy lasts at most (the apiserver's ``timeoutSeconds``) before it
+    #: re-reads the workload and its pods, and watches again.
+    watch_seconds = 60
+
     def __init__(
         self,
         api: client.ApiClient,
@@ -1283,8 +1287,8 @@ class KubeExecutor:
                     t.namespace,
                     field_selector=f"metadata.name={t.name}",
                     resource_version=version,
-                    timeout_seconds=60,
-                    _request_timeout=70,
+                    timeout_seconds=self.watch_seconds,
+                    _request_timeout=self.watch_seconds + 10,
                 ) as stream:
                     async for event in stream:
                         if event["type"] == "DELETED":
@@ -1304,6 +1308,14 @@ class KubeExecutor:
                 raise classify(exc) from exc
             except (TimeoutError, aiohttp.ClientError) as exc:
                 raise classify(exc) from exc
+            else:
+                if not (status.done or status.failed):
+                    # The apiserver ended the watch (timeoutSeconds), the rollout still short: judged
+                    # afresh from a read, the pods included.  A change to the pods alone, with no write
+                    # to the workload, is one the watch cannot show.
+                    obj = await self._read(ctx)
+                    version, status = obj["metadata"]["resourceVersion"], await self._health(ctx, obj)
+                    seen.append(status)
         return status
 
     async def _do_notify(self, step: PlannedStep, ctx: StepContext) -> StepResult:

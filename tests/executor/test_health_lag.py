@@ -11,6 +11,7 @@ A StatefulSet's status also counts a Terminating pod as ready, lag or not.
 from __future__ import annotations
 
 import asyncio
+import copy
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -164,3 +165,28 @@ async def test_a_role_without_list_pods_leaves_wait_healthy_to_kubectls_rule_and
     assert "listing pods is forbidden (grant list on pods, deploy/kubernetes/rbac.yaml): refused, nothing " \
            "changed" in refused.message
     assert cluster.requests.matching("DELETE") == []
+
+
+async def test_a_watch_that_ends_re_judges_the_pods_which_changed_with_no_write_to_the_workload(
+    lagging: FakeKube,
+) -> None:
+    """wait_healthy waits on the pods, but watches the workload: a change to the pods alone (here a ready pod
+    of web's ReplicaSet appears while the controllers are held, so nothing writes the Deployment) reaches
+    it when the apiserver ends the watch, and it re-reads both."""
+    kube = lagging
+    victim, kept = pod_names(kube, "web", "Deployment")
+    live = executor(kube.api, server_dry_run=False)
+    assert (await run_step(live, NS, "delete_pod", {"pod": victim})).status == "ok"
+    waiter = executor(kube.api, server_dry_run=False, clock=VirtualClock(T0))
+    waiter.watch_seconds = 1
+    step = asyncio.create_task(run_step(waiter, NS, "wait_healthy", {"timeout": 300}))
+    await kube.cluster.requests.arrival(where=lambda r: r.watch)
+    assert not step.done()
+
+    extra = copy.deepcopy(kube.cluster.get("pods", NS, kept))
+    assert extra is not None
+    extra["metadata"] = {**extra["metadata"], "name": "web-extra", "uid": "extra-uid"}
+    kube.cluster.store.insert("pods", extra)  # a pods event only: no controller runs, the Deployment is unchanged
+
+    result = await asyncio.wait_for(step, 10)
+    assert (result.status, result.message) == ("ok", 'deployment "web" successfully rolled out')
