@@ -272,7 +272,8 @@ class AuditLog(Protocol):
     async def list_executions(
         self, *, playbook: str | None = None, status: str | None = None, limit: int = 50, before: str | None = None
     ) -> list[dict[str, Any]]:
-        """Newest first; ``before`` (an execution id) continues a listing after that execution."""
+        """Newest first; ``before`` (an execution id) continues a listing after that execution.  An
+        execution that waited for approval (or waits) carries its ``approval_deadline``."""
 
     async def get_execution(self, execution_id: str) -> dict[str, Any] | None: ...
 

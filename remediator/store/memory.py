@@ -569,7 +569,7 @@ class MemoryStore:
         self._check()
         chosen = (d for d in self._decisions.values() if d.status is not None
                   and (not playbook or d.decision.playbook == playbook) and (not status or d.status == status))
-        return [json_rows.execution_summary(d.row()) for d in self._newest_first(chosen, before, limit)]
+        return [json_rows.execution_listing(d.row()) for d in self._newest_first(chosen, before, limit)]
 
     async def list_decisions(self, *, limit: int = 1000) -> list[dict[str, Any]]:
         self._check()

@@ -735,7 +735,8 @@ class PostgresStore:
     async def list_executions(
         self, *, playbook: str | None = None, status: str | None = None, limit: int = 50, before: str | None = None
     ) -> list[dict[str, Any]]:
-        sql = "SELECT id, body, exec_status, finished_at FROM decisions WHERE exec_status IS NOT NULL"
+        sql = ("SELECT id, body, exec_status, finished_at, approval_deadline FROM decisions"
+               " WHERE exec_status IS NOT NULL")
         args: list[Any] = []
         if playbook:
             args.append(playbook)
@@ -748,7 +749,7 @@ class PostgresStore:
             sql += f" AND (at, seq) < (SELECT at, seq FROM decisions WHERE id = ${len(args)})"
         args.append(limit)
         sql += f" ORDER BY at DESC, seq DESC LIMIT ${len(args)}"
-        return [json_rows.execution_summary(r) for r in await self._fetch(sql, *args)]
+        return [json_rows.execution_listing(r) for r in await self._fetch(sql, *args)]
 
     async def query_decisions(self, query: DecisionQuery) -> list[dict[str, Any]]:
         params = Params(numbered=True)

@@ -72,6 +72,16 @@ def execution_summary(row: Row) -> dict[str, Any]:
     return body
 
 
+def execution_listing(row: Row) -> dict[str, Any]:
+    """An item of the executions listing (``id, body, exec_status, finished_at,
+    approval_deadline``): its summary and, for one that waited for approval (or waits), its
+    deadline, as its document gives it, so a listing of what waits needs no read per item."""
+    out = execution_summary(row)
+    if row["approval_deadline"] is not None:
+        out["approval_deadline"] = timestamp(row["approval_deadline"])
+    return out
+
+
 def decision_entry(row: Row) -> dict[str, Any]:
     """A decision row joined with its alert (``id, body, exec_status, finished_at, alert``) as an
     item of the decisions listing: the recorded decision, its alert's ``alertname`` (None once

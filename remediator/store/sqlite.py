@@ -605,7 +605,8 @@ class SQLiteStore:
     async def list_executions(
         self, *, playbook: str | None = None, status: str | None = None, limit: int = 50, before: str | None = None
     ) -> list[dict[str, Any]]:
-        sql = "SELECT id, body, exec_status, finished_at FROM decisions WHERE exec_status IS NOT NULL"
+        sql = ("SELECT id, body, exec_status, finished_at, approval_deadline FROM decisions"
+               " WHERE exec_status IS NOT NULL")
         args: list[Any] = []
         if playbook:
             sql += " AND playbook = ?"
@@ -619,7 +620,7 @@ class SQLiteStore:
         sql += " ORDER BY at DESC, rowid DESC LIMIT ?"
         args.append(limit)
         cur = await self._run(sql, args, report=True)
-        return [json_rows.execution_summary(r) for r in await cur.fetchall()]
+        return [json_rows.execution_listing(r) for r in await cur.fetchall()]
 
     async def query_decisions(self, query: DecisionQuery) -> list[dict[str, Any]]:
         params = Params(numbered=False)

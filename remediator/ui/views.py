@@ -172,10 +172,7 @@ async def guardrails(request: web.Request, rt: Runtime, ui: UiState, viewer: aut
         unfinished = [ex for status in UNFINISHED for ex in await _bounded(
             rt, rt.store.list_executions(status=status, limit=PAGE), StoreUnavailable)]
         awaiting = await _bounded(rt, rt.store.list_executions(status=AWAITING_APPROVAL, limit=PAGE),
-                                  StoreUnavailable)
-        for ex in awaiting:  # its deadline is the approval ledger's (a listing does not carry it)
-            state = await _bounded(rt, rt.store.approval(ex["id"]), StoreUnavailable)
-            ex["approval_deadline"] = format_time(state.deadline) if state and state.deadline else None
+                                  StoreUnavailable)  # each with its approval_deadline
     except StoreUnavailable:
         record, parked, unfinished, awaiting = None, [], [], []
         problems.append("store unavailable: the kill switch's record, executions in progress or awaiting "

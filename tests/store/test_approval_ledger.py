@@ -34,11 +34,18 @@ async def test_an_awaiting_execution_is_recorded_with_its_deadline_and_never_cla
     doc = await store.get_execution(did)
     assert (doc["status"], doc["decision"], doc["approval_deadline"]) == (
         "awaiting_approval", "awaiting_approval", "2026-11-22T10:15:00Z")
-    assert [e["id"] for e in await store.list_executions(status="awaiting_approval")] == [did]
+    # the listing carries the deadline too (the guardrails panel reads no execution one by one)
+    assert [(e["id"], e["approval_deadline"]) for e in await store.list_executions(status="awaiting_approval")] == [
+        (did, "2026-11-22T10:15:00Z")]
     [r] = alerts(firing("b"))
     assert await store.record_decision(a_decision(r.alert, kind=DecisionKind.COOLDOWN))
     assert await store.approval(a_decision(r.alert).execution_id) is None  # a refusal has no execution
     assert await store.approval("ex-unknown") is None
+    [c] = alerts(firing("c"))
+    assert await store.record_decision(a_decision(c.alert))  # admitted, never asked anyone
+    listed = {e["id"]: e for e in await store.list_executions()}
+    assert "approval_deadline" not in listed[str(a_decision(c.alert).execution_id)]
+    assert listed[did]["approval_deadline"] == "2026-11-22T10:15:00Z"
 
 
 async def test_one_claimant_answers_and_approving_makes_it_runnable(store: Any, vclock: VirtualClock) -> None:
