@@ -269,6 +269,30 @@ async def test_a_playbook_with_approval_not_required_runs_at_once(
         assert [c[0] for c in cluster.calls] == ["restart"]
 
 
+async def test_approving_a_dry_run_plans_it_and_takes_nothing_from_the_guardrails(
+    settings_factory: Callable[..., Any], tmp_path: Path, vclock: VirtualClock
+) -> None:
+    """A dry-run playbook waits for approval too; approved, it is planned by the dry executor
+    alone, and (dry runs not consuming guardrails in the daemon) leaves no cooldown behind."""
+    settings = gated_settings(settings_factory, tmp_path)
+    (tmp_path / "pb" / "gated.yaml").write_text((GATED % "").replace("{cooldown: 1h}", "{cooldown: 1h, dry_run: true}"))
+    live, dry, notices = Recorder(), Recorder(), Notices()
+    async with open_runtime(settings, clock=vclock, executors=(live, dry), notifier=notices,
+                            start_worker=False) as rt:
+        first = await decide(rt, gated_alert(fingerprint="f1f1f1f1f1f1f1f1"))
+        await vclock.advance(30)
+        second = await decide(rt, gated_alert(fingerprint="f2f2f2f2f2f2f2f2", starts_at="2026-11-22T10:00:30Z"))
+        for did in (first, second):
+            assert (await rt.store.approval(did)).status == "awaiting_approval"  # type: ignore[union-attr]
+            got = await answer(rt, did, True)
+            assert (got.outcome, got.status) == ("approved", "pending")  # not refused for a cooldown
+            await rt.worker.queue.drain()
+            ex = await rt.store.get_execution(did)
+            assert ex is not None and (ex["status"], ex["dry_run"]) == ("dry_run", True)
+        assert live.calls == [] and [c[:2] for c in dry.calls] == [("restart", "Deployment/shop/web")] * 2
+        assert notices.events(first) == ["approval_requested", "started", "dry_run"]
+
+
 # -- the HTTP endpoints -------------------------------------------------------------
 
 

@@ -14,6 +14,7 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
@@ -23,6 +24,7 @@ from tests.pipeline.test_approval import Notices, answer, decide, gated_alert, g
 from tests.pipeline.test_pipeline import Recorder
 from tests.store import test_kill
 from tests.store.conftest import Schema
+from tests.store.test_outage import Relay
 
 Replica = tuple[Runtime, Recorder, Notices]
 redis_url = test_kill.redis_url  # the fixture: a Redis key prefix of the test's own, deleted after
@@ -149,3 +151,43 @@ async def test_an_approval_after_a_cooldown_from_another_execution_is_refused_wi
         ex = await b[0].store.get_execution(first)
         assert ex is not None and ex["status"] == "refused" and ex["events"][0]["reason"] == refused.message
         assert calls(a, b) == ["restart"] and notices(first, a, b) == ["approval_refused", "approval_requested"]
+
+
+async def test_an_approval_while_one_replica_cannot_reach_redis_waits_and_the_other_can_approve_it(
+    settings_factory: Callable[..., Any], tmp_path: Path, pg_schema: Schema, redis_url: str, vclock: VirtualClock
+) -> None:
+    """Replica A reaches Redis through a link the test cuts (connections reset, new ones refused):
+    its approval is ``unavailable`` (the API's 503), nothing runs, and the execution still waits,
+    unclaimed, for B (which reaches Redis) or for A once the link is restored."""
+    parts = urlsplit(redis_url)
+    link = Relay((parts.hostname or "127.0.0.1", parts.port or 6379))  # the one used for PostgreSQL outages
+    await link.start()
+    cut_url = urlunsplit(parts._replace(netloc=f"127.0.0.1:{link.port}"))
+    try:
+        settings_a = gated_settings(settings_factory, tmp_path, database_url=pg_schema.dsn, redis_url=cut_url)
+        settings_b = gated_settings(settings_factory, tmp_path, database_url=pg_schema.dsn, redis_url=redis_url)
+        async with gated_runtime(settings_a, vclock) as a, gated_runtime(settings_b, vclock) as b:
+            first = await decide(a[0], gated_alert())
+            second = await decide(a[0], gated_alert(fingerprint="d4d4d4d4d4d4d4d4", app="api"))
+            await link.cut()
+            for did in (first, second):
+                got = await answer(a[0], did, True)
+                assert (got.outcome, got.status) == ("unavailable", "awaiting_approval")
+                assert "guardrail state unreachable" in got.message
+                state = await a[0].store.approval(did)
+                assert state is not None and (state.status, state.deciding) == ("awaiting_approval", False)
+            await drain(a, b)
+            assert calls(a, b) == []
+
+            assert (await answer(b[0], first, True)).outcome == "approved"  # B reaches Redis
+            await link.restore()
+            assert (await answer(a[0], second, True)).outcome == "approved"  # A again, once it can
+            await drain(a, b)
+            assert sorted(calls(a, b)) == ["restart", "restart"]
+            for did in (first, second):
+                ex = await b[0].store.get_execution(did)
+                assert ex is not None and ex["status"] == "succeeded"
+                assert [e["journal"] for e in ex["events"]] == ["approved"]
+    finally:
+        with contextlib.suppress(AssertionError):  # already cut
+            await link.cut()
