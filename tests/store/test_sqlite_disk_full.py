@@ -118,3 +118,44 @@ async def test_a_full_disk_is_a_503_for_every_delivery_it_loses_and_the_retries_
     apps = await recorded(small_disk / "data", vclock)
     expected = sorted(f"{app}/{i}" for app in ("before", "full0", "full1", "full2", "full3") for i in range(20))
     assert apps == expected  # the acknowledged ones, each once; nothing of a 503 half-written
+
+
+RESTART = """
+name: disk-test
+match: {alertname: DiskTest, matchers: ['app=~".+"', 'i=~".+"']}
+target: {kind: Deployment, namespace: shop, name: "{{ labels.app }}-{{ labels.i }}"}
+guardrails: {namespaces: [shop], cooldown: 10m}
+steps: [{action: restart}]
+"""
+
+
+async def test_decisions_lost_to_a_full_disk_are_made_again_and_each_execution_runs_once(
+    small_disk: Path, settings_factory: Callable[..., Any], vclock: VirtualClock
+) -> None:
+    """Deciding writes the decisions, their executions and the guardrail changes (the embedded
+    guardrail state shares the database) in one commit per batch: a full disk loses the whole
+    batch, and once there is room each alert is decided again and each target restarted once."""
+    from remediator.core.errors import StoreUnavailable
+    from tests.pipeline.test_pipeline import Recorder
+
+    books = small_disk.parent / "playbooks"
+    books.mkdir()
+    (books / "restart.yaml").write_text(RESTART)
+    settings = settings_factory(data_dir=str(small_disk / "data"), playbooks=str(books), dry_run=False)
+    cluster = Recorder()
+    app = create_app(settings, clock=vclock, executors=(cluster, cluster), start_worker=False)
+    async with TestClient(TestServer(app)) as client:
+        rt = client.app[RUNTIME]
+        assert (await client.post(URL, json=delivery("web", n=10), headers=AUTH)).status == 200
+        filler = fill(small_disk)
+        with pytest.raises(StoreUnavailable, match="disk is full"):
+            await rt.worker.decide_all()
+        await rt.worker.queue.drain()
+        assert cluster.calls == []  # nothing admitted is on record: nothing ran
+
+        os.remove(filler)
+        assert await rt.worker.drain() == 10
+        await rt.worker.drain()
+        assert sorted(c[1] for c in cluster.calls) == sorted(f"Deployment/shop/web-{i}" for i in range(10))
+        executions = await rt.store.list_executions(limit=100)
+        assert sorted(e["status"] for e in executions) == ["succeeded"] * 10
