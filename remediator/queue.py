@@ -66,18 +66,20 @@ class ExecutionQueue:
         if self._swept is None or now - self._swept >= self.settings.poll_interval:
             self._swept = now
             await self.pipeline.expire_approvals()
-        free = self.settings.max_executions - len(self._running)
-        if free <= 0:
+        if len(self._running) >= self.settings.max_executions:
             return 0
         try:
             await self.pipeline.guardrails.ping()
         except GuardrailUnavailable:
             return 0
         # The store also returns (and renews) executions this replica already runs: ask for
-        # enough that those can never crowd out the new ones.
+        # enough that those can never crowd out the new ones (room + running = the bound).
         claimed = await self.pipeline.store.claim_unfinished(
-            self.pipeline.owner, self.pipeline.settings.execution_lease, limit=free + len(self._running)
+            self.pipeline.owner, self.pipeline.settings.execution_lease, limit=self.settings.max_executions
         )
+        # The room is counted now, not before the awaits: executions that ended meanwhile made
+        # room, and counting it stale gave claims back only to leave those slots empty.
+        free = self.settings.max_executions - len(self._running)
         started = 0
         now = self.pipeline.clock.monotonic()
         self._forget_paused(now)

@@ -1,0 +1,122 @@
+"""``worker.max_executions``: a replica runs at most that many executions at once.
+
+What is over the bound stays durably pending and unclaimed (another replica may take it),
+and starts here as soon as a running one ends.  On the embedded store, with steps that
+block until the test lets them finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from remediator.clock import VirtualClock
+from remediator.core.decisions import PlannedStep
+from remediator.ports import StepContext, StepResult
+from remediator.runtime import Runtime, open_runtime
+from tests.payloads import alert_json, payload
+from tests.pipeline.test_pipeline import received
+
+BOOK = """
+name: held
+match: {alertname: Held, matchers: ['app=~".+"']}
+target: {kind: Deployment, namespace: shop, name: "{{ labels.app }}"}
+steps: [{action: restart}]
+"""
+APPS = ("a", "b", "c", "d", "e")
+
+
+class Held:
+    """An executor whose steps run until the test releases their target."""
+
+    def __init__(self) -> None:
+        self.gates: dict[str, asyncio.Event] = {}
+        self.running: set[str] = set()
+        self.most = 0
+        self.started = asyncio.Queue[str]()
+
+    async def run(self, step: PlannedStep, ctx: StepContext) -> StepResult:
+        name = ctx.target.name
+        self.running.add(name)
+        self.most = max(self.most, len(self.running))
+        self.started.put_nowait(name)
+        try:
+            await self.gates.setdefault(name, asyncio.Event()).wait()
+        finally:
+            self.running.discard(name)
+        return StepResult("ok", "restarted")
+
+    def release(self, name: str) -> None:
+        self.gates.setdefault(name, asyncio.Event()).set()
+
+
+@pytest.fixture
+async def bounded(settings_factory: Callable[..., Any], tmp_path: Path,
+                  vclock: VirtualClock) -> AsyncIterator[tuple[Runtime, Held]]:
+    (tmp_path / "pb").mkdir()
+    (tmp_path / "pb" / "held.yaml").write_text(BOOK)
+    settings = settings_factory(playbooks=str(tmp_path / "pb"), dry_run=False, worker={"max_executions": 2})
+    held = Held()
+    async with open_runtime(settings, clock=vclock, executors=(held, held), start_worker=False) as rt:
+        for app in APPS:
+            await rt.store.record_alerts(received(payload(alert_json({"alertname": "Held", "app": app})), vclock))
+        assert await rt.worker.decide_all() == len(APPS)
+        yield rt, held
+        for app in APPS:
+            held.release(app)
+        await rt.worker.queue.drain()
+
+
+async def started(held: Held, n: int) -> list[str]:
+    return sorted([await asyncio.wait_for(held.started.get(), 10) for _ in range(n)])
+
+
+async def test_no_more_than_max_executions_run_at_once_and_the_rest_stay_unclaimed(
+    bounded: tuple[Runtime, Held],
+) -> None:
+    rt, held = bounded
+    queue = rt.worker.queue
+    assert await queue.fill() == 2
+    first = await started(held, 2)
+    assert queue.running == 2 and held.running == set(first)
+    assert await queue.fill() == 0  # full: nothing more is claimed
+    # the three waiting are pending in the store, and free for any replica to claim
+    others = await rt.store.claim_unfinished("another-replica", 30, limit=10)
+    assert len(others) == 3
+    for did in others:
+        await rt.store.release_execution(did, "another-replica")
+
+    held.release(first[0])
+    third = await started_after_fill(rt, held)
+    assert third not in first and held.running == {first[1], third}
+    assert held.most == 2
+
+
+async def started_after_fill(rt: Runtime, held: Held) -> str:
+    """Once a running execution has ended, the next round starts exactly one more."""
+    running = set(rt.worker.queue._running.values())  # the execution tasks: wait for one to end
+    await asyncio.wait_for(asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED), 10)
+    assert rt.worker.queue.running == 1
+    assert await rt.worker.queue.fill() == 1
+    [name] = await started(held, 1)
+    return name
+
+
+async def test_every_execution_runs_in_the_end_never_more_than_two_at_once(bounded: tuple[Runtime, Held]) -> None:
+    rt, held = bounded
+    draining = asyncio.create_task(rt.worker.queue.drain())
+    done = 0
+    while done < len(APPS):  # two at a time, released together: the next two start only then
+        batch = await started(held, min(2, len(APPS) - done))
+        assert held.running == set(batch)
+        for name in batch:
+            held.release(name)
+        done += len(batch)
+    assert await asyncio.wait_for(draining, 10) == len(APPS)
+    assert held.most == 2
+    executions = await rt.store.list_executions(limit=10)
+    assert sorted(e["status"] for e in executions) == ["succeeded"] * len(APPS)
