@@ -134,3 +134,67 @@ async def test_a_resumed_step_whose_write_never_landed_still_applies_it_once(
         assert value(h) == 14
     assert full["status"] == "succeeded"
     assert (full["results"][0]["details"]["from"], full["results"][0]["details"]["to"]) == (13, 14)
+
+
+RESTART = {"fix": playbook("- action: restart\n", guardrails=LOCK, on_failure=ROLLBACK)}
+RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
+
+
+def restarted_at(h: Harness) -> str | None:
+    annotations = h.get()["spec"]["template"]["metadata"].get("annotations") or {}
+    return annotations.get(RESTARTED_AT)
+
+
+def with_restart(stamp: str | None) -> dict[str, Any]:
+    manifest = web()
+    if stamp is not None:
+        manifest["spec"]["template"]["metadata"].setdefault("annotations", {})[RESTARTED_AT] = stamp
+    return manifest
+
+
+async def crashed_restarting(
+    tmp_path: Path, settings_factory: Callable[..., Any], vclock: VirtualClock, kube: FakeKube
+) -> str:
+    """The restart's PATCH lands; the daemon dies before recording it; its lock and lease lapse.
+    Returns the stamp it wrote."""
+    kube.cluster.apply(web())
+    kube.cluster.faults.hang(method="PATCH", path=f"/namespaces/{NS}/deployments/web$")
+    async with open_harness(tmp_path, settings_factory, vclock, kube, RESTART) as h:
+        await crash_while(h, h.start(), "PATCH", f"/namespaces/{NS}/deployments/web$")
+        stamp = restarted_at(h)
+    kube.cluster.faults.clear()
+    await h.advance(601)
+    assert stamp is not None
+    return stamp
+
+
+@pytest.mark.parametrize("since", ["restarted again by hand", "unchanged", "never landed"])
+async def test_a_resumed_restart_restarts_once_and_never_over_a_later_restart(
+    since: str, tmp_path: Path, settings_factory: Callable[..., Any], vclock: VirtualClock, kube: FakeKube
+) -> None:
+    """A restart is not a number, but the same holds: its intent records the annotation it found
+    and the one it writes.  Resumed, it finds its own stamp (done, no write), the one it found (the
+    write never landed: made once), or another (someone restarted it since: superseded, no write)."""
+    stamp = await crashed_restarting(tmp_path, settings_factory, vclock, kube)
+    later = "2026-11-22T10:30:00Z"
+    if since == "restarted again by hand":
+        kube.cluster.apply(with_restart(later))
+    elif since == "never landed":
+        kube.cluster.apply(with_restart(None))
+    async with open_harness(tmp_path, settings_factory, vclock, kube, RESTART) as h:
+        writes = len(kube.cluster.requests.writes())
+        assert await h.until_done(h.rt.pipeline.resume_unfinished()) == 1
+        full = await h.execution()
+        now = restarted_at(h)
+        written = writes_after(kube, writes)
+    [result] = full["results"]
+    if since == "restarted again by hand":
+        assert (full["status"], result["status"], now, written) == ("superseded", "superseded", later, [])
+        assert {k: result["details"][k] for k in ("from", "to", "current")} == {"from": None, "to": stamp,
+                                                                                   "current": later}
+    elif since == "unchanged":
+        assert (full["status"], result["status"], now, written) == ("succeeded", "ok", stamp, [])
+        assert result["message"] == f"restart at {stamp} was already applied"
+    else:
+        assert (full["status"], result["status"], now) == ("succeeded", "ok", stamp)
+        assert written == [f"PATCH /apis/apps/v1/namespaces/{NS}/deployments/web"]
