@@ -190,3 +190,31 @@ async def test_a_watch_that_ends_re_judges_the_pods_which_changed_with_no_write_
 
     result = await asyncio.wait_for(step, 10)
     assert (result.status, result.message) == ("ok", 'deployment "web" successfully rolled out')
+
+
+async def test_a_watch_whose_version_expired_meanwhile_re_reads_and_watches_on(lagging: FakeKube) -> None:
+    """Between wait_healthy's read and its watch the history moves on and is compacted: the apiserver
+    answers the watch 410 Expired.  wait_healthy reads afresh, watches from there, and still sees the
+    rollout through (it does not fail, nor call it healthy early)."""
+    kube = lagging
+    kube.cluster.patch("deployments", NS, "web", "application/merge-patch+json", {"spec": {"replicas": 3}})
+    watch_path = f"/namespaces/{NS}/deployments$"
+    kube.cluster.faults.hang(method="GET", path=watch_path)  # the first watch waits at the apiserver
+    waiter = executor(kube.api, server_dry_run=False, clock=VirtualClock(T0))
+    step = asyncio.create_task(run_step(waiter, NS, "wait_healthy", {"timeout": 300}))
+    await kube.cluster.requests.arrival("GET", watch_path)
+    kube.cluster.patch("deployments", NS, "web", "application/merge-patch+json",
+                       {"metadata": {"labels": {"touched": "yes"}}})
+    kube.cluster.compact_history()  # the version it read is older than anything kept
+    kube.cluster.faults.release()
+    again = kube.cluster.requests.arrival(where=lambda r: r.watch, seen=False)
+    await asyncio.wait_for(again, 10)  # it watches again... (the bound only turns a regression's hang into a failure)
+    assert not step.done()
+    reads = [r for r in kube.cluster.requests if r.method == "GET" and r.path.endswith("/deployments/web")]
+    assert len(reads) == 2  # ...after reading afresh
+
+    kube.cluster.reconcile()  # the third replica comes up
+    result = await asyncio.wait_for(step, 10)
+    assert (result.status, result.message) == ("ok", 'deployment "web" successfully rolled out')
+    first, again = [int(r.query["resourceVersion"]) for r in kube.cluster.requests if r.watch]
+    assert again > first  # watched on from the fresh read, not from the expired version
