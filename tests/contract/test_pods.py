@@ -222,3 +222,19 @@ async def test_a_floor_does_not_count_a_terminating_statefulset_pod_on_either_ap
     assert (refused.details["ready"], refused.details["left"]) == (1, 0)
     [db1] = [p for p in await backend.pods("app=db") if p["metadata"]["name"] == "db-1"]
     assert not db1["metadata"].get("deletionTimestamp")
+
+
+async def test_deleting_a_pod_that_is_not_there_is_refused_on_either_apiserver(backend: Backend) -> None:
+    """An alert can name a pod that has gone (or never was, or was mistyped): the apiserver's 404 is the
+    alert's fault, not an outage: the step is refused (no retry, no breaker count) and nothing is deleted."""
+    await backend.apps.create_namespaced_deployment(backend.namespace, deployment("web", backend.namespace,
+                                                                                  replicas=2))
+    await backend.settled()
+    before = sorted(p["metadata"]["name"] for p in await backend.pods("app=web"))
+
+    refused = await run_step(executor(backend.api, server_dry_run=False), backend.namespace, "delete_pod",
+                             {"pod": "web-not-a-pod"})
+
+    assert refused.status == "failed" and refused.details["refused_input"], refused.message
+    assert refused.message.endswith(f"pod web-not-a-pod not found in namespace {backend.namespace}")
+    assert sorted(p["metadata"]["name"] for p in await backend.pods("app=web")) == before
