@@ -124,3 +124,34 @@ async def test_a_rolled_back_transaction_takes_the_state_back(tmp_path: Path, vc
     finally:
         await guard.close()
         await store.close()
+
+
+async def test_unreadable_state_rows_start_it_paused_until_an_operator_resumes(
+    tmp_path: Path, vclock: VirtualClock
+) -> None:
+    """A row a person (or a bad restore) left undecodable: forgetting cooldowns and locks must not be
+    silent, so the daemon starts paused, as with an unreadable state file, and resuming is a choice."""
+    store = await SQLiteStore.open(tmp_path / "remediator.db", vclock)
+    try:
+        guard = await MemoryGuardrails.open_in(store, Policy(), vclock, tmp_path / "guardrails.json")
+        req = Request("ex-1", "pb", "Deployment/shop/web", "pb|web", "shop", vclock.now().timestamp(), cooldown=600.0)
+        assert (await guard.admit(req)).admitted
+        await guard.close()
+    finally:
+        await store.close()
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "remediator.db") as db:  # another process's hand on the file
+        assert db.execute("UPDATE guard_state SET value = '{\"owner\": ' WHERE map = 'locks'").rowcount == 1
+
+    store = await SQLiteStore.open(tmp_path / "remediator.db", vclock)
+    try:
+        guard = await MemoryGuardrails.open_in(store, Policy(), vclock, tmp_path / "guardrails.json")
+        other = Request("ex-2", "pb", "Deployment/shop/api", "pb|api", "shop", vclock.now().timestamp())
+        assert await guard.paused()
+        assert (await guard.admit(other)).kind.value == "paused"
+        await guard.set_paused(False)  # an operator resumes on purpose
+        assert (await guard.admit(other)).admitted
+        await guard.close()
+    finally:
+        await store.close()
