@@ -269,6 +269,25 @@ async def test_a_playbook_with_approval_not_required_runs_at_once(
         assert [c[0] for c in cluster.calls] == ["restart"]
 
 
+async def test_an_execution_whose_playbook_was_removed_can_be_denied_but_not_approved(
+    settings_factory: Callable[..., Any], tmp_path: Path, vclock: VirtualClock
+) -> None:
+    """Approving runs the playbook's steps under its guardrails, which a reload took away: refused, and
+    the execution still waits for a denial or its deadline; denying needs nothing of the playbook."""
+    async with gated_runtime(gated_settings(settings_factory, tmp_path), vclock) as (rt, cluster, notices):
+        did = await decide(rt, gated_alert())
+        (tmp_path / "pb" / "gated.yaml").write_text((GATED % "").replace("name: gated", "name: other"))
+        assert rt.playbooks.reload() and [p.name for p in rt.playbooks().playbooks] == ["other"]
+
+        got = await answer(rt, did, True)
+        assert (got.outcome, got.status) == ("conflict", "awaiting_approval")
+        assert got.message == "playbook gated is no longer loaded: deny the execution or let it expire"
+        denied = await answer(rt, did, False)
+        assert (denied.outcome, denied.status) == ("denied", "denied")
+        await rt.worker.queue.drain()
+        assert cluster.calls == [] and notices.events(did) == ["approval_requested", "approval_denied"]
+
+
 async def test_approving_a_dry_run_plans_it_and_takes_nothing_from_the_guardrails(
     settings_factory: Callable[..., Any], tmp_path: Path, vclock: VirtualClock
 ) -> None:
