@@ -154,9 +154,7 @@ def execution_document(
     had one), the alert it acted on (None once retention removed it), its steps (main phase
     first) and, in the order recorded, its journal (``events``) and notification outcomes
     (``notifications``)."""
-    out = execution_summary(decision)
-    if decision["approval_deadline"] is not None:  # it waited for approval (or waits)
-        out["approval_deadline"] = timestamp(decision["approval_deadline"])
+    out = execution_listing(decision)
     out["alert_payload"] = json.loads(alert) if alert else None
     out["results"] = [step_entry(s) for s in steps]
     out["events"], out["notifications"] = split_journal([json.loads(body) for body in journal])
