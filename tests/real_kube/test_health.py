@@ -13,6 +13,7 @@ from typing import Any
 from kubernetes_asyncio import client
 
 from remediator.clock import VirtualClock
+from remediator.core import rollout
 from remediator.ports import StepResult
 from remediator.testing.control_plane import Kubelet, PodPolicy, poll_until
 from tests.kube_fake.helpers import statefulset
@@ -32,11 +33,6 @@ async def read(api: Any, namespace: str, name: str = "web") -> dict[str, Any]:
 async def pods(api: Any, namespace: str) -> list[dict[str, Any]]:
     listed = api.sanitize_for_serialization(await client.CoreV1Api(api).list_namespaced_pod(namespace))
     return list(listed.get("items") or [])
-
-
-def is_ready(pod: dict[str, Any]) -> bool:
-    conditions = (pod.get("status") or {}).get("conditions") or []
-    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
 
 
 async def timed_out(api: Any, namespace: str, seconds: float, **target: str) -> StepResult:
@@ -90,7 +86,7 @@ async def test_a_restart_whose_pods_become_ready_passes_wait_healthy(
     assert dep["status"]["observedGeneration"] == dep["metadata"]["generation"]
     assert dep["status"]["updatedReplicas"] == dep["status"]["availableReplicas"] == 2
     live = [p for p in await pods(kube_admin, namespace) if not p["metadata"].get("deletionTimestamp")]
-    assert len(live) == 2 and all(map(is_ready, live))
+    assert len(live) == 2 and all(map(rollout.pod_ready, live))
     stamp = restarted.details["restartedAt"]
     assert all(p["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"] == stamp for p in live)
 
@@ -144,7 +140,8 @@ async def test_a_terminating_pod_counts_for_nothing_and_is_not_deleted_twice(
     deleted = await run_step(kube, namespace, "delete_pod", {"pod": victim})
     assert deleted.status == "ok", deleted.message
     [pod] = [p for p in await pods(kube_admin, namespace) if p["metadata"]["name"] == victim]
-    assert pod["metadata"]["deletionTimestamp"] and is_ready(pod)  # Terminating, and its status still says Ready
+    # Terminating, and its status still says Ready
+    assert pod["metadata"]["deletionTimestamp"] and rollout.pod_ready(pod)
 
     again = await run_step(kube, namespace, "delete_pod", {"pod": victim})
     assert again.status == "ok", again.message
@@ -207,7 +204,7 @@ async def test_a_statefulset_with_a_terminating_pod_is_not_healthy_until_its_rep
     healthy = await run_step(kube, namespace, "wait_healthy", {"timeout": LIMIT}, **db)
     assert healthy.status == "ok", healthy.message
     pod = api_dict(kube_admin, await client.CoreV1Api(kube_admin).read_namespaced_pod("db-0", namespace))
-    assert not pod["metadata"].get("deletionTimestamp") and is_ready(pod)
+    assert not pod["metadata"].get("deletionTimestamp") and rollout.pod_ready(pod)
     assert pod["metadata"]["uid"] != deleted.before["metadata"]["uid"]
 
 
