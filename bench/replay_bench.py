@@ -30,6 +30,7 @@ from typing import IO
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.calibrate import reference_seconds  # noqa: E402
 from bench.summary import emit, quick  # noqa: E402
 
 START = datetime(2026, 11, 1, tzinfo=UTC)
@@ -129,17 +130,26 @@ def main() -> int:
             with path.open("w") as fh:
                 generate(fh, n)
             gen = time.perf_counter() - t0
+            # The machine's speed right before and after (best of 3 of calibrate's loop): on a shared host
+            # it changes from minute to minute (the same replay has taken 47 s and 63 s in one hour,
+            # its generation 11 s and 15 s), and a figure is read against the speed it ran at.
+            before = reference_seconds(3) if n == args.alerts else 0.0
             elapsed, cpu, peak, summary = run(path)
+            after = reference_seconds(3) if n == args.alerts else 0.0
             results.append((n, elapsed, peak))
             print(f"replay of {n:,} alerts ({path.stat().st_size / 1e6:.0f} MB, generated in {gen:.1f}s): "
                   f"{elapsed:.1f}s ({cpu:.1f}s CPU, {cpu / n * 1e6:.0f} µs per alert), {n / elapsed:,.0f} alerts/s, "
                   f"peak RSS {peak / 1024:.0f} MiB (load average {os.getloadavg()[0]:.1f})")
             print(f"  decisions: {json.dumps(summary['decisions'], sort_keys=True)}")
             if n == args.alerts:
+                print(f"  reference loop (bench/calibrate.py, best of 3) right before: {before:.2f} s, "
+                      f"right after: {after:.2f} s")
+            if n == args.alerts:
                 emit("replay", f"{n:,} alerts", round(elapsed, 1), "s", "< 60 s for 1 M")
                 emit("replay", f"{n:,} alerts: CPU", round(cpu, 1), "s")
                 emit("replay", f"{n:,} alerts: rate", round(n / elapsed), "alerts/s")
                 emit("replay", f"{n:,} alerts: peak RSS", round(peak / 1024), "MiB", "< 150 MiB for 1 M")
+                emit("replay", "reference loop right before / after", f"{before:.2f} / {after:.2f}", "s")
             path.unlink()
     (_, _, base_rss), (_, _, full_rss) = results
     limit = base_rss * 1.5 + 64 * 1024
