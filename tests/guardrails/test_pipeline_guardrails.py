@@ -606,3 +606,58 @@ async def test_an_admission_whose_decision_could_not_be_recorded_is_given_back_a
         [decision] = (await rt.pipeline.process(ReceivedAlert(alert, vclock.now()))).decisions
     assert decision.kind is DecisionKind.EXECUTED
     assert quick.calls == ["restart", "scale"]
+
+
+class Glitch(Passthrough):
+    """Raises an unexpected error (a bug, not an outage), once: from the first call of ``method``
+    made once ``clock`` reads ``after`` or later (the calls before it start the execution)."""
+
+    def __init__(self, inner: Any, method: str, clock: VirtualClock, after: float) -> None:
+        super().__init__(inner)
+        self.method, self.raised = method, False
+        self.clock, self.after = clock, after
+
+    def __getattr__(self, name: str) -> Any:
+        real = getattr(self.inner, name)
+        if name != self.method:
+            return real
+
+        async def once(*args: Any, **kwargs: Any) -> Any:
+            if not self.raised and self.clock.now().timestamp() >= self.after:
+                self.raised = True
+                raise RuntimeError("unexpected")
+            return await real(*args, **kwargs)
+        return once
+
+
+@pytest.mark.parametrize("kind", ADAPTERS)
+async def test_an_unexpected_error_in_a_renewal_does_not_stop_the_renewals(
+    kind: str, tmp_path: Path, settings_factory: Callable[..., Any], vclock: VirtualClock, redis_prefix: str
+) -> None:
+    """The lock's renewal raises once (10s in) and so does the lease's (20s in): both are logged and
+    renewed at the next round.  A renewal task that died of it would let the 30s lock lapse to a
+    rival, and the 60s lease to another replica, while the step still runs."""
+    settings = long_settings(kind, tmp_path, settings_factory, redis_prefix, worker={"lease": "60s"})
+    slow = Slow()
+    async with open_runtime(settings, clock=vclock, executors=(slow, slow), start_worker=False) as rt:
+        soon = vclock.now().timestamp() + 1  # the renewals, not the calls that start the execution
+        lock_glitch = Glitch(rt.guardrails, "renew", vclock, soon)
+        rt.pipeline.store = lease_glitch = Glitch(rt.store, "claim_execution", vclock, soon)
+        rt.pipeline.guardrails = lock_glitch
+        alert = Alert.from_json(alert_json({"alertname": "Long"}))
+        running = asyncio.create_task(rt.pipeline.process(ReceivedAlert(alert, vclock.now())))
+        await asyncio.wait_for(slow.started.wait(), 10)
+        for second in range(10, 100, 10):
+            await vclock.advance(10)
+            for _ in range(20):  # let the renewals triggered at this instant land (no time passes)
+                await asyncio.sleep(0)
+            now = vclock.now().timestamp()
+            rival = Request("rival", "long", "Deployment/shop/web", "rival", "shop", now, lock_ttl=30.0)
+            assert (await rt.guardrails.admit(rival)).kind is DecisionKind.LOCKED, f"lock lost at {second}s"
+            assert await rt.store.claim_unfinished("replica-b", 60) == [], f"lease lost at {second}s"
+        assert lock_glitch.raised and lease_glitch.raised
+        await vclock.advance(10)
+        [decision] = (await asyncio.wait_for(running, 10)).decisions
+        assert decision.kind is DecisionKind.EXECUTED
+        ex = await rt.store.get_execution(decision.execution_id or "")
+        assert ex is not None and ex["status"] == "succeeded"
