@@ -519,7 +519,8 @@ class MemoryStore:
             return []
         stamp = now.timestamp()
         due = [self._decisions[did] for did in self._open]
-        due = sorted((d for d in due if d.status == AWAITING_APPROVAL and (d.approval_deadline or 0) <= stamp
+        due = sorted((d for d in due if d.status == AWAITING_APPROVAL  # no deadline: it never expires (as in SQL)
+                      and d.approval_deadline is not None and d.approval_deadline <= stamp
                       and (d.claimed_until is None or d.claimed_until <= stamp)),
                      key=lambda d: d.approval_deadline or 0)[:limit]
         for d in due:

@@ -108,3 +108,12 @@ async def test_retention_keeps_an_execution_while_it_awaits_approval(store: Any,
     counts = await store.delete_older_than(30)
     assert counts["decisions"] == 1
     assert await store.approval(waiting) is not None and await store.approval(answered) is None
+
+
+async def test_an_execution_awaiting_approval_with_no_deadline_never_expires(store: Any, vclock: VirtualClock) -> None:
+    """No deadline: nobody was asked (replay's --approve none).  The in-memory store expired these at
+    its first sweep, where the SQL stores (NULL is never <= a time) kept them."""
+    did = await awaiting(store, "a", deadline=None)
+    await vclock.advance(365 * 86400)
+    assert await store.expire_approvals(vclock.now()) == []
+    assert await store.approval(did) == ApprovalState("awaiting_approval", None, False)
