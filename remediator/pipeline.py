@@ -23,7 +23,7 @@ import structlog
 
 from remediator.clock import within
 from remediator.core.alerts import Alert, format_time
-from remediator.core.decisions import Decision, DecisionKind, PlannedStep, execution_id
+from remediator.core.decisions import APPROVAL_PHASE, Decision, DecisionKind, PlannedStep, execution_id
 from remediator.core.errors import GuardrailUnavailable, StoreUnavailable
 from remediator.core.guardrails import BreakerState, GuardStatus, Request, Verdict, with_playbooks
 from remediator.core.planning import Plan, Refusal, make_plan
@@ -203,6 +203,25 @@ class _Halted(Exception):
     """The kill switch is on, or the playbook's breaker open: stop before the next step."""
 
 
+class _AwaitingStep(Exception):
+    """The next step asks for approval: the execution now awaits it (recorded, its lease ended)."""
+
+    def __init__(self, step: PlannedStep, deadline: datetime | None) -> None:
+        super().__init__(f"{step.phase} step {step.index} ({step.action}) awaits approval")
+        self.step, self.deadline = step, deadline
+
+
+def gate_step(step: PlannedStep) -> PlannedStep:
+    """The record of a step's approval: a result of its own (phase ``approval``, the step's index),
+    next to the step's, so that the execution's page shows who approved what, and a resumed
+    execution knows the gate is passed without asking again."""
+    return PlannedStep(step.index, "approval", {"before": step.action}, APPROVAL_PHASE)
+
+
+def _describe_step(step: PlannedStep) -> str:
+    return f"step {step.index} ({step.action})"
+
+
 class _Run(enum.Enum):
     """How a phase of steps ended."""
 
@@ -347,7 +366,7 @@ class Pipeline:
         if alert.status == "resolved":
             # The firing episode's playbooks, matched once for both (most have neither approval nor channels).
             firing = alert.with_status("firing")
-            episode = [p for p in self._playbooks().matching(firing) if p.needs_approval or p.notify]
+            episode = [p for p in self._playbooks().matching(firing) if p.asks_approval or p.notify]
             if episode:
                 await self._cancel_awaiting(firing, episode)
                 await self._notify_resolved(alert, firing, episode)
@@ -533,7 +552,8 @@ class Pipeline:
         knows what a failure means (``on_failure``, the breaker).
         """
         if (decision.kind is not DecisionKind.EXECUTED or not decision.dry_run or not self._dry_local
-                or self._planned_store is None or decision.target is None):
+                or self._planned_store is None or decision.target is None
+                or any(s.approval is not None for s in decision.steps)):  # it stops at a gate: the queue runs it
             return None
         did = decision.execution_id or execution_id(decision.alert_key, decision.playbook)
         ctx = StepContext(did, alert, decision.target, True, self.clock)
@@ -755,6 +775,15 @@ class Pipeline:
         except _Halted:  # kill switch or breaker: resumed by a later claim once it is lifted
             await hold.hand_back()
             return "interrupted"
+        except _AwaitingStep:
+            # Stopped before a step that asks for approval; its lease already ended with the wait.
+            # The lock and slot are freed now (nothing runs while a human decides, which may take
+            # longer than any lock's TTL) and the cooldown starts; the lock's record stays this
+            # execution's, so once approved it takes the lock back only if no other execution
+            # has held the target meanwhile (else the step is not run: see _approve_step).
+            await hold.release(succeeded=None)
+            self.events.execution_finished(did, AWAITING_APPROVAL)
+            return AWAITING_APPROVAL
         except StoreUnavailable as exc:
             # The audit cannot be written (a step's intent or result): pause, never fail. Nothing
             # was sent without its write-ahead record, and a step whose result was lost is
@@ -822,11 +851,21 @@ class Pipeline:
                 await hold.release(succeeded=None)
                 return "resolved_cancelled"
             await self._notify("started", decision, channels, alert=alert)
+        elif self._approved_gate(decision, done):
+            log.info("resuming: a step's approval was given")
+            await self.store.record_event(did, "resumed", self.clock.now(), reason="approved")
         else:
             log.warning("resuming interrupted execution")
             await self.store.record_event(did, "resumed", self.clock.now(),
                                           reason="claimed again after an interruption")
-        run = await self._run_steps(decision.steps, done, executor, ctx, hold, log, decision)
+        try:
+            run = await self._run_steps(decision.steps, done, executor, ctx, hold, log, decision)
+        except _AwaitingStep as gate:
+            if gate.deadline is not None:  # asked for real (replay's --approve none asks nobody)
+                await self._notify("approval_requested", decision, channels, alert=alert, step=gate.step,
+                                   message=f"approve or deny {_describe_step(gate.step)} before "
+                                           f"{format_time(gate.deadline)}")
+            raise
         changed = _changed(done)
         if run is _Run.FAILED and decision.on_failure:
             if changed:
@@ -896,6 +935,8 @@ class Pipeline:
                 done[(step.phase, step.index)] = lost
                 self.metrics.steps.labels(step.action, lost.status).inc()
                 return _Run.SUPERSEDED
+            if step.approval is not None and previous is None and decision is not None:
+                await self._gate(step, done, ctx, decision, log)  # returns once passed, else raises
             wrote: list[Mapping[str, Any]] = []  # the intents this run recorded (made, or was making, a write)
 
             async def record_intent(
@@ -943,6 +984,37 @@ class Pipeline:
             if not result.ok:
                 return _Run.FAILED
         return _Run.DONE
+
+    def _approved_gate(self, decision: Decision, done: Mapping[tuple[str, int], StepResult]) -> bool:
+        """Whether the execution resumes because a step's approval was given (not after an interruption)."""
+        return any((APPROVAL_PHASE, s.index) in done and (s.phase, s.index) not in done
+                   for s in decision.steps if s.approval is not None)
+
+    async def _gate(self, step: PlannedStep, done: dict[tuple[str, int], StepResult], ctx: StepContext,
+                    decision: Decision, log: Any) -> None:
+        """Before a step with ``approval:``: return if it was approved (or replay simulates a yes);
+        else stop the execution here, awaiting approval, and raise :class:`_AwaitingStep`.
+
+        The wait is recorded first (the lease ends with it), so that an approval can be given as
+        soon as anyone is told.  Approving records the gate's own result (:func:`gate_step`)."""
+        gate = done.get((APPROVAL_PHASE, step.index))
+        if gate is not None and gate.ok:
+            return
+        did, now = ctx.execution_id, self.clock.now()
+        if self.settings.approvals == "all":
+            result = StepResult("ok", "approval simulated (--approve all)")
+            await self.store.record_step(did, gate_step(step), result, started=now, finished=now)
+            done[(APPROVAL_PHASE, step.index)] = result
+            return
+        assert step.approval is not None
+        deadline = None if self.settings.approvals == "none" else now + timedelta(seconds=step.approval.timeout)
+        if not await self.store.await_approval(did, self.owner, deadline):
+            raise LeaseLost(did)  # another replica holds it now: it asks, not us
+        await self.store.record_event(did, "approval_requested", now, before=_describe_step(step),
+                                      **({"deadline": format_time(deadline)} if deadline else {}))
+        log.info("awaiting approval before the next step", action=step.action, index=step.index,
+                 deadline=format_time(deadline) if deadline else None)
+        raise _AwaitingStep(step, deadline)
 
     async def _halted(self, did: str, decision: Decision | None) -> str | None:
         """Why the execution must stop before its next step, if it must: the kill switch, or its
@@ -1073,9 +1145,16 @@ class Pipeline:
         if state.status != AWAITING_APPROVAL or state.deciding:
             return _not_awaiting(did, state, now)
         playbook = self._playbooks().by_name(decision.playbook)
-        approval = playbook.approval if playbook is not None else None
+        gate: PlannedStep | None = None
+        if decision.kind is DecisionKind.EXECUTED:  # admitted at its decision: it stopped before a step of its own
+            gate = await self._waiting_gate(decision)
+            if gate is None:
+                return ApprovalAnswer("conflict", f"execution {did} awaits approval before no step of its plan",
+                                      state.status)
+        approval = gate.approval if gate is not None else playbook.approval if playbook is not None else None
         if approval is not None and not approval.allows(token_sha256):
-            return ApprovalAnswer("forbidden", f"this token is not one of playbook {decision.playbook}'s approvers",
+            whose = f"{_describe_step(gate)} of playbook" if gate is not None else "playbook"
+            return ApprovalAnswer("forbidden", f"this token is not one of {whose} {decision.playbook}'s approvers",
                                   state.status)
         if approve and playbook is None:
             return ApprovalAnswer("conflict", f"playbook {decision.playbook} is no longer loaded: deny the execution "
@@ -1086,6 +1165,8 @@ class Pipeline:
             if not approve:
                 return await self._settle(decision, playbook, "denied", "approval_denied", by=by)
             assert playbook is not None
+            if gate is not None:
+                return await self._approve_step(decision, playbook, gate, by)
             return await self._approve(decision, playbook, by)
         finally:  # a no-op once settled; else (unreachable state, a crash) it waits for another answer
             with contextlib.suppress(StoreUnavailable):
@@ -1127,6 +1208,54 @@ class Pipeline:
         self.on_executable()
         return ApprovalAnswer("approved", f"approved: {reason}", "pending")
 
+    async def _waiting_gate(self, decision: Decision) -> PlannedStep | None:
+        """The step an execution stopped before to await approval: its first step with ``approval:``
+        that has not begun.  (Gates are met in order, and a gated step begins only once approved;
+        an approval cut short after recording the gate's result is found again, and answered again.)"""
+        done = await self.store.step_results(decision.execution_id or "")
+        return next((s for s in decision.steps if s.approval is not None and (s.phase, s.index) not in done), None)
+
+    async def _approve_step(self, decision: Decision, playbook: Playbook, step: PlannedStep,
+                            by: str) -> ApprovalAnswer:
+        """Approve the step an admitted execution stopped before.  Its limits were counted when it was
+        admitted, so nothing is admitted again; what is checked is the target: the execution takes
+        its lock back, which it can only while no other execution has held the target since it
+        stopped (whatever that one did came after this plan).  Else the approval is refused with
+        the reason and the execution ends ``refused``, unrun from this step on."""
+        did = decision.execution_id or execution_id(decision.alert_key, decision.playbook)
+        req: Request | None = None
+        if not (decision.dry_run and not self.settings.dry_run_consumes_guardrails):  # else it holds no lock
+            alert = await self.store.recorded_alert(decision.alert_key)
+            req = self._resume_request(decision, playbook, ReceivedAlert(alert, self.clock.now()) if alert else None)
+            assert req is not None  # an admitted execution has a target
+            try:
+                held = await self.guardrails.reacquire(req)
+            except GuardrailUnavailable as exc:
+                self.metrics.guardrail_unavailable.inc()
+                return ApprovalAnswer("unavailable", f"not approved yet: guardrail state unreachable ({exc}); retry",
+                                      AWAITING_APPROVAL)
+            if not held:
+                reason = (f"another execution has acted on {req.target_key} since this one stopped for approval: the "
+                          f"target may have changed since it was planned, so {_describe_step(step)} is not run")
+                return await self._settle(decision, playbook, "refused", "approval_refused", by=by,
+                                          verdict="superseded", reason=reason)
+        now = self.clock.now()
+        await self.store.record_step(did, gate_step(step), StepResult("ok", f"approved by {by}"),
+                                     started=now, finished=now)
+        if not await self.store.settle_approval(did, self.owner, "pending", now):
+            # The claim lapsed and someone else answered; the gate's record changes nothing then
+            # (denied: nothing runs; approved: the same record).  Denied or ended: the lock just
+            # taken back is given up, not left to block the target until its TTL.
+            if req is not None and not await self.store.unfinished(did):
+                with contextlib.suppress(GuardrailUnavailable):
+                    await self.guardrails.abandon(req)
+            return _not_awaiting(did, await self.store.approval(did) or ApprovalState("", None, False), now)
+        await self.store.record_event(did, "approved", now, by=by, before=_describe_step(step))
+        self._log.info("step approved", execution_id=did, playbook=decision.playbook, by=by, action=step.action,
+                       index=step.index)
+        self.on_executable()
+        return ApprovalAnswer("approved", f"approved: {_describe_step(step)} runs next", "pending")
+
     async def _settle(
         self, decision: Decision, playbook: Playbook | None, status: str, event: str, *, by: str, **detail: str
     ) -> ApprovalAnswer:
@@ -1163,7 +1292,7 @@ class Pipeline:
         (and does, should an answer being given right now approve it: see ``_execute_held``).
         ``firing``: the resolved alert as it fired; ``playbooks``: those that select it."""
         for playbook in playbooks:
-            if not playbook.needs_approval:
+            if not playbook.asks_approval:
                 continue
             did = execution_id(firing.dedup_key, playbook.name)
             state = await self.store.approval(did)

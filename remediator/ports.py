@@ -344,6 +344,12 @@ class ApprovalLedger(Protocol):
         claim it) or a final status (``denied``, ``refused``) finished at ``at``.  The claim ends
         with it.  False (nothing changed) when the claim is not ``worker``'s any more."""
 
+    async def await_approval(self, execution_id: str, worker: str, deadline: datetime | None) -> bool:
+        """Stop a running execution, under ``worker``'s lease, before a step that asks for approval:
+        it awaits approval until ``deadline`` (None: nobody is asked, it never expires) and the lease
+        ends with it.  False (nothing changed) when it is not ``worker``'s to stop (its lease was
+        taken over) or not running."""
+
     async def expire_approvals(self, now: datetime, *, limit: int = 100) -> list[str]:
         """Finish as ``expired`` (at ``now``) the awaiting executions whose deadline is past and
         that nobody is deciding; return their ids.  Each is returned to one caller only."""

@@ -54,7 +54,7 @@ from remediator.executors.checks import WithChecks, open_checks
 from remediator.executors.plan_only import PlanOnlyExecutor
 from remediator.guardstate.memory import MemoryGuardrails
 from remediator.pipeline import Pipeline, PipelineSettings
-from remediator.ports import Executor, IntakeQueue, ReceivedAlert, StepResult
+from remediator.ports import AWAITING_APPROVAL, Executor, IntakeQueue, ReceivedAlert, StepResult
 from remediator.replay_input import (
     DEFAULT_REORDER_WINDOW,
     Control,
@@ -149,6 +149,8 @@ class _Tap:
             steps = self._steps.pop(decision.execution_id or "", None)
             if steps is not None:
                 entry["results"] = steps
+            entry["execution"] = execution
+        elif execution == AWAITING_APPROVAL:  # stopped before a step with approval: (--approve none)
             entry["execution"] = execution
         self._by_alert.setdefault(entry["alert"], []).append(entry)
         self.listener.decision(entry)

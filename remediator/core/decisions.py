@@ -35,6 +35,38 @@ class DecisionKind(enum.StrEnum):
     AWAITING_APPROVAL = "awaiting_approval"
 
 
+#: How long an execution waits for its approval unless the playbook says (``approval.timeout``).
+DEFAULT_APPROVAL_TIMEOUT = 900.0
+
+
+@dataclass(frozen=True)
+class Approval:
+    """``approval:``: a human approves each execution (on a playbook) or step (on a step) before it runs.
+
+    ``approvers`` are admin tokens by fingerprint (``sha256:`` and a prefix of at least 12 hex
+    digits of the token's SHA-256): tokens carry no name, and the fingerprint is what the audit
+    already shows of whoever pauses or approves.  Empty: any admin token may approve or deny.
+    """
+
+    required: bool = True
+    timeout: float = DEFAULT_APPROVAL_TIMEOUT
+    approvers: tuple[str, ...] = ()
+
+    def allows(self, token_sha256: str) -> bool:
+        """Whether the admin token with this SHA-256 (hex) may approve or deny."""
+        return not self.approvers or any(
+            token_sha256.startswith(a.removeprefix("sha256:")) for a in self.approvers
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {"required": self.required, "timeout": self.timeout, "approvers": list(self.approvers)}
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> Approval:
+        return cls(bool(raw.get("required", True)), float(raw.get("timeout", DEFAULT_APPROVAL_TIMEOUT)),
+                   tuple(raw.get("approvers", ())))
+
+
 @fast_frozen
 @dataclass(frozen=True)
 class ResolvedTarget:
@@ -56,6 +88,10 @@ class ResolvedTarget:
         return {"kind": self.kind, "namespace": self.namespace, "name": self.name}
 
 
+#: The phase of a step's approval record (see ``pipeline.gate_step``): beside "main" and "on_failure".
+APPROVAL_PHASE = "approval"
+
+
 @fast_frozen
 @dataclass(frozen=True)
 class PlannedStep:
@@ -63,9 +99,16 @@ class PlannedStep:
     action: str
     params: dict[str, Any]
     phase: str = "main"  # "main" or "on_failure"
+    #: A human approves this step before it runs (``approval:`` on the step): the execution stops
+    #: before it, awaiting approval.  Carried by the plan, so the decision's recorded gate (its
+    #: timeout, its approvers) is the one applied, whatever the playbook says later.
+    approval: Approval | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"index": self.index, "action": self.action, "phase": self.phase, "params": self.params}
+        out = {"index": self.index, "action": self.action, "phase": self.phase, "params": self.params}
+        if self.approval is not None:  # absent otherwise: decisions without gates read as before
+            out["approval"] = self.approval.to_json()
+        return out
 
 
 @fast_frozen
@@ -112,7 +155,8 @@ def decision_from_json(raw: dict[str, Any]) -> Decision:
     from remediator.core.alerts import parse_time
 
     def steps(items: list[dict[str, Any]]) -> tuple[PlannedStep, ...]:
-        return tuple(PlannedStep(s["index"], s["action"], dict(s["params"]), s.get("phase", "main")) for s in items)
+        return tuple(PlannedStep(s["index"], s["action"], dict(s["params"]), s.get("phase", "main"),
+                                 Approval.from_json(s["approval"]) if s.get("approval") else None) for s in items)
 
     target = raw.get("target")
     return Decision(

@@ -57,7 +57,8 @@ class Refusal:
 
 def _steps(steps: tuple[Step, ...], context: Mapping[str, Any], phase: str) -> tuple[PlannedStep, ...]:
     planned = tuple(
-        PlannedStep(index=i, action=s.action, params=dict(render_value(dict(s.params), context)), phase=phase)
+        PlannedStep(index=i, action=s.action, params=dict(render_value(dict(s.params), context)), phase=phase,
+                    approval=s.approval if s.approval is not None and s.approval.required else None)
         for i, s in enumerate(steps)
     )
     for step in planned:
@@ -83,7 +84,7 @@ def _guarded(step: PlannedStep, playbook: Playbook) -> PlannedStep:
         extra["max_replicas"] = g.max_replicas
     if step.action in CAPACITY_ACTIONS and g.min_healthy_replicas is not None:
         extra["min_healthy_replicas"] = step.params.get("min_healthy_replicas", g.min_healthy_replicas)
-    return PlannedStep(step.index, step.action, {**step.params, **extra}, step.phase) if extra else step
+    return PlannedStep(step.index, step.action, {**step.params, **extra}, step.phase, step.approval) if extra else step
 
 
 class _Same:

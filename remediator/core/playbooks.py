@@ -20,6 +20,7 @@ from typing import Any, Literal
 import jsonschema
 
 from remediator.core.alerts import Alert
+from remediator.core.decisions import DEFAULT_APPROVAL_TIMEOUT, Approval
 from remediator.core.durations import parse_duration
 from remediator.core.errors import DurationError, MatcherError, TemplateError
 from remediator.core.matchers import Matcher, Op, parse_matcher
@@ -106,38 +107,18 @@ class Guardrails:
     max_age: float = 0.0  # act only on alerts that started at most this long ago (0: any age)
 
 
-#: How long an execution waits for its approval unless the playbook says (``approval.timeout``).
-DEFAULT_APPROVAL_TIMEOUT = 900.0
-
-
-@dataclass(frozen=True)
-class Approval:
-    """``approval:``: a human approves each execution before it runs.
-
-    ``approvers`` are admin tokens by fingerprint (``sha256:`` and a prefix of at least 12 hex
-    digits of the token's SHA-256): tokens carry no name, and the fingerprint is what the audit
-    already shows of whoever pauses or approves.  Empty: any admin token may approve or deny.
-    """
-
-    required: bool = True
-    timeout: float = DEFAULT_APPROVAL_TIMEOUT
-    approvers: tuple[str, ...] = ()
-
-    def allows(self, token_sha256: str) -> bool:
-        """Whether the admin token with this SHA-256 (hex) may approve or deny."""
-        return not self.approvers or any(
-            token_sha256.startswith(a.removeprefix("sha256:")) for a in self.approvers
-        )
-
-
 @dataclass(frozen=True)
 class Step:
     action: str
     params: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     line: int = 0
+    approval: Approval | None = None  # ``approval:`` on the step: a human approves it before it runs
 
     def to_json(self) -> dict[str, Any]:
-        return {"action": self.action, **dict(self.params)}
+        out = {"action": self.action, **dict(self.params)}
+        if self.approval is not None:
+            out["approval"] = self.approval.to_json()
+        return out
 
 
 @dataclass(frozen=True)
@@ -157,7 +138,13 @@ class Playbook:
 
     @property
     def needs_approval(self) -> bool:
+        """Each execution waits for a human before it runs (``approval:`` on the playbook)."""
         return self.approval is not None and self.approval.required
+
+    @property
+    def asks_approval(self) -> bool:
+        """An execution may wait for a human: before it runs, or before one of its steps."""
+        return self.needs_approval or any(s.approval is not None and s.approval.required for s in self.steps)
 
     @property
     def location(self) -> str:
@@ -419,6 +406,20 @@ def _template_error(source: str) -> str | None:
     return None
 
 
+def _approval_problems(value: Any, at: tuple[str | int, ...],
+                       base: tuple[str | int, ...]) -> list[tuple[tuple[str | int, ...], str]]:
+    """A step's ``approval:`` (its shape is the schema's): only on the playbook's own steps, with a
+    positive timeout.  An ``on_failure`` step runs because a step failed, often to put back what
+    the execution changed: it must not stop there and wait for a human."""
+    if base[-1] == "on_failure":
+        return [((*at, "approval"), f"{_dotted(at)}.approval: an on_failure step cannot wait for approval "
+                                    "(it runs because a step failed); put approval on the step before it")]
+    with contextlib.suppress(DurationError, TypeError, AttributeError):
+        if isinstance(value, Mapping) and "timeout" in value and parse_duration(value["timeout"]) <= 0:
+            return [((*at, "approval", "timeout"), f"{_dotted(at)}.approval.timeout: must be positive")]
+    return []
+
+
 def _step_problems(steps: Any, base: tuple[str | int, ...]) -> list[tuple[tuple[str | int, ...], str]]:
     if not isinstance(steps, list):
         return []
@@ -439,6 +440,8 @@ def _step_problems(steps: Any, base: tuple[str | int, ...]) -> list[tuple[tuple[
             if key == "only_if_current" and isinstance(value, str) and _is_template(value):
                 # a regex rendered from alert content could be made to match anything (or to backtrack)
                 found.append(((*at, key), f"{_dotted(at)}.only_if_current: a fixed pattern, not a template"))
+            elif key == "approval":
+                found += _approval_problems(value, at, base)
             elif key not in ("action", "description") and (msg := _template_problem(value, (*at, key))):
                 found.append(((*at, key), msg))
             elif isinstance(value, str) and not _is_template(value) and (
@@ -591,8 +594,15 @@ def _floor_problems(steps: Any, base: tuple[str | int, ...], guarded: Any) -> li
     return found
 
 
+def _approval(raw: Mapping[str, Any] | None) -> Approval | None:
+    if raw is None:
+        return None
+    return Approval(raw.get("required", True), parse_duration(raw.get("timeout", DEFAULT_APPROVAL_TIMEOUT)),
+                    tuple(raw.get("approvers", ())))
+
+
 def _build_step(raw: Mapping[str, Any], line: int) -> Step:
-    params = {k: v for k, v in raw.items() if k not in ("action", "description")}
+    params = {k: v for k, v in raw.items() if k not in ("action", "description", "approval")}
     if raw["action"] == "wait_healthy":
         params["timeout"] = parse_duration(params.get("timeout", DEFAULT_WAIT_TIMEOUT))
     if raw["action"] in CHECK_ACTIONS:
@@ -609,7 +619,8 @@ def _build_step(raw: Mapping[str, Any], line: int) -> Step:
         params.setdefault("insecure_skip_verify", False)
     if raw["action"] == "prometheus_check":
         params.setdefault("on_empty", "fail")
-    return Step(action=raw["action"], params=MappingProxyType(params), line=line)
+    return Step(action=raw["action"], params=MappingProxyType(params), line=line,
+                approval=_approval(raw.get("approval")))
 
 
 def build_playbook(raw: Mapping[str, Any], doc: Document, base: tuple[str | int, ...], source: str) -> Playbook:
@@ -636,9 +647,7 @@ def build_playbook(raw: Mapping[str, Any], doc: Document, base: tuple[str | int,
     steps_base = (*base, "steps")
     fail_base = (*base, "on_failure")
     canonical = json.dumps(raw, sort_keys=True, default=str)
-    a = raw.get("approval")
-    approval = Approval(a.get("required", True), parse_duration(a.get("timeout", DEFAULT_APPROVAL_TIMEOUT)),
-                        tuple(a.get("approvers", ()))) if a is not None else None
+    approval = _approval(raw.get("approval"))
     return Playbook(
         name=raw["name"],
         description=raw.get("description", ""),

@@ -45,7 +45,21 @@ _AMOUNT = {
 _ONE_AMOUNT = {
     "oneOf": [{"required": ["to"]}, {"required": ["by"]}, {"required": ["factor"]}],
 }
-_COMMON_STEP = {"action": {"enum": list(ACTIONS)}, "description": {"type": "string"}}
+#: ``approval:`` of a playbook (every execution) or of one step (the execution stops before it).
+#: An approver: ``sha256:`` and at least 12 hex digits of the SHA-256 of an admin token (what the
+#: kill switch's record and the audit show as ``admin token sha256:...``).
+APPROVER_PATTERN = r"^sha256:[0-9a-f]{12,64}$"
+APPROVAL: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "required": {"type": "boolean"},
+        "timeout": DURATION,
+        # admin tokens by fingerprint (tokens are plain secrets, with no name of their own)
+        "approvers": {"type": "array", "items": {"type": "string", "pattern": APPROVER_PATTERN}},
+    },
+}
+_COMMON_STEP = {"action": {"enum": list(ACTIONS)}, "description": {"type": "string"}, "approval": APPROVAL}
 #: For the actions that can take serving capacity away (scale, delete_pod): refuse below this many ready.
 _MIN_HEALTHY = {"min_healthy_replicas": {"type": "integer", "minimum": 0}}
 _QUANTITY = {"type": ["string", "number"], "description": "a Kubernetes quantity: 500m, 2, 1.5Gi, 4Gi"}
@@ -138,7 +152,9 @@ def _step_schema() -> dict[str, Any]:
     branches = []
     for action, spec in _ACTION_PARAMS.items():
         then: dict[str, Any] = {
-            "properties": {**_COMMON_STEP, **spec["properties"]},
+            # approval's shape is checked once, by the common properties (not again in each branch)
+            "properties": {"action": _COMMON_STEP["action"], "description": _COMMON_STEP["description"],
+                           **spec["properties"], "approval": True},
             "additionalProperties": False,
         }
         for key in ("required", "oneOf", "anyOf"):
@@ -151,11 +167,6 @@ def _step_schema() -> dict[str, Any]:
         "properties": _COMMON_STEP,
         "allOf": branches,
     }
-
-
-#: An approver: ``sha256:`` and at least 12 hex digits of the SHA-256 of an admin token (what the
-#: kill switch's record and the audit show as ``admin token sha256:...``).
-APPROVER_PATTERN = r"^sha256:[0-9a-f]{12,64}$"
 
 
 def playbook_schema() -> dict[str, Any]:
@@ -218,16 +229,7 @@ def playbook_schema() -> dict[str, Any]:
             "steps": {"type": "array", "minItems": 1, "items": step},
             "on_failure": {"type": "array", "items": step},
             "notify": {"type": "array", "items": {"type": "string", "minLength": 1}},
-            "approval": {
-                "type": "object",
-                "additionalProperties": False,
-                "properties": {
-                    "required": {"type": "boolean"},
-                    "timeout": DURATION,
-                    # admin tokens by fingerprint (tokens are plain secrets, with no name of their own)
-                    "approvers": {"type": "array", "items": {"type": "string", "pattern": APPROVER_PATTERN}},
-                },
-            },
+            "approval": APPROVAL,
         },
     }
 

@@ -513,6 +513,15 @@ class MemoryStore:
         self._finish(d, status, None if status == "pending" else at)
         return True
 
+    async def await_approval(self, execution_id: str, worker: str, deadline: datetime | None) -> bool:
+        self._check()
+        d = self._decisions.get(execution_id)
+        if d is None or d.status not in _RUNNABLE or d.claimed_by != worker:
+            return False
+        d.approval_deadline = deadline.timestamp() if deadline is not None else None
+        self._finish(d, AWAITING_APPROVAL, None)
+        return True
+
     async def expire_approvals(self, now: datetime, *, limit: int = 100) -> list[str]:
         self._check()
         if not self._open:

@@ -623,6 +623,17 @@ class PostgresStore:
         )
         return _count(tag) == 1
 
+    async def await_approval(self, execution_id: str, worker: str, deadline: datetime | None) -> bool:
+        tag = await self._execute(
+            "UPDATE decisions SET exec_status = $3, approval_deadline = $4, claimed_by = NULL, claimed_until = NULL"
+            " WHERE id = $1 AND exec_status IN ('pending', 'running') AND claimed_by = $2",
+            execution_id,
+            worker,
+            AWAITING_APPROVAL,
+            deadline,
+        )
+        return _count(tag) == 1
+
     async def expire_approvals(self, now: datetime, *, limit: int = 100) -> list[str]:
         rows = await self._fetch(
             "UPDATE decisions SET exec_status = 'expired', finished_at = $1, claimed_by = NULL, claimed_until = NULL"

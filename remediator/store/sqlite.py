@@ -562,6 +562,14 @@ class SQLiteStore:
         )
         return cur.rowcount == 1
 
+    async def await_approval(self, execution_id: str, worker: str, deadline: datetime | None) -> bool:
+        cur = await self._run(
+            "UPDATE decisions SET exec_status = ?, approval_deadline = ?, claimed_by = NULL, claimed_until = NULL"
+            " WHERE id = ? AND exec_status IN ('pending', 'running') AND claimed_by = ?",
+            (AWAITING_APPROVAL, deadline.timestamp() if deadline is not None else None, execution_id, worker),
+        )
+        return cur.rowcount == 1
+
     async def expire_approvals(self, now: datetime, *, limit: int = 100) -> list[str]:
         stamp = now.timestamp()
         cur = await self._run(

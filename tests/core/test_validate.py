@@ -61,7 +61,7 @@ EXPECTED: dict[str, list[tuple[int, str]]] = {
     "unknown_step_field.yaml": [
         (7, "steps.0: give exactly one of to, by, factor (got none)"),
         (8, "steps.0.replicas: unknown field of action 'scale'; expected one of action, description, to, by, "
-            "factor, min, max, min_healthy_replicas"),
+            "factor, min, max, min_healthy_replicas, approval"),
     ],
     "second_document.yaml": [(14, "steps.1.timeout: must be positive")],
     "invalid_static_name.yaml": [

@@ -10,6 +10,7 @@ import pytest
 
 from tests.payloads import alert_json, payload
 from tests.pipeline.test_approval import GATED
+from tests.pipeline.test_step_approval import STEPPED
 from tests.replay.test_replay import run_cli
 
 FREE = """
@@ -79,3 +80,22 @@ def test_an_unknown_answer_is_refused(tmp_path: Path, capsys: pytest.CaptureFixt
     with pytest.raises(SystemExit) as exit_:
         run_cli(capsys, "replay", str(tmp_path / "h.jsonl"), "--approve", "some")
     assert exit_.value.code == 2 and "invalid choice: 'some'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("approve", "execution"), [("none", "awaiting_approval"), ("all", None)])
+def test_replay_stops_at_a_steps_approval_unless_told_it_was_given(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], approve: str, execution: str | None
+) -> None:
+    """The decision admits the execution (its steps before the gate run, as live); without a simulated
+    yes it stops at the gated step, and the report says so."""
+    (tmp_path / "pb").mkdir()
+    (tmp_path / "pb" / "stepped.yaml").write_text((STEPPED % "").replace("notify: [ops]\n", ""))
+    line = {"received_at": "2026-11-22T10:00:00Z",
+            "payload": payload(alert_json({"alertname": "Stepped", "app": "web"}, fingerprint="d" * 16))}
+    (tmp_path / "h.jsonl").write_text(json.dumps(line) + "\n")
+    code, out, err = run_cli(capsys, "replay", str(tmp_path / "h.jsonl"), "--playbooks", str(tmp_path / "pb"),
+                             "--format", "json", "--approve", approve)
+    assert code == 0, err
+    [decision] = json.loads(out)["decisions"]
+    assert (decision["decision"], decision.get("execution")) == ("executed", execution)
+    assert [s["action"] for s in decision["steps"]] == ["scale", "restart", "wait_healthy"]

@@ -110,6 +110,35 @@ async def test_retention_keeps_an_execution_while_it_awaits_approval(store: Any,
     assert await store.approval(waiting) is not None and await store.approval(answered) is None
 
 
+async def test_a_running_execution_stops_to_await_a_steps_approval_under_its_own_lease_only(
+    store: Any, vclock: VirtualClock
+) -> None:
+    """``await_approval``: before a step with ``approval:``, the replica running the execution stops it
+    there; its lease ends with it, and from then on it is an execution awaiting approval like any."""
+    [r] = alerts(firing("a"))
+    await store.record_alerts([r])
+    assert await store.record_decision(a_decision(r.alert))  # admitted: it runs
+    did = str(a_decision(r.alert).execution_id)
+    assert await store.claim_unfinished("w1", 60) == [did]
+    assert not await store.await_approval(did, "w2", DEADLINE)  # not w2's to stop
+    assert await store.await_approval(did, "w1", DEADLINE)
+    assert not await store.await_approval(did, "w1", DEADLINE)  # not running any more
+    assert await store.approval(did) == ApprovalState("awaiting_approval", DEADLINE, False)
+    assert await store.claim_unfinished("w2", 60) == [] and not await store.claim_execution(did, "w1", 60)
+    doc = await store.get_execution(did)
+    assert (doc["decision"], doc["status"], doc["approval_deadline"]) == (
+        "executed", "awaiting_approval", "2026-11-22T10:15:00Z")
+    assert await store.claim_approval(did, "w2", 60)
+    assert await store.settle_approval(did, "w2", "pending", vclock.now())
+    assert await store.claim_unfinished("w2", 60) == [did]  # approved: runnable again
+    # with no deadline (replay's --approve none asks nobody) it waits, and never expires
+    assert await store.await_approval(did, "w2", None)
+    assert await store.approval(did) == ApprovalState("awaiting_approval", None, False)
+    assert not await store.claim_approval(did, "w3", 60)
+    await vclock.advance(365 * 86400)
+    assert await store.expire_approvals(vclock.now()) == []
+
+
 async def test_an_execution_awaiting_approval_with_no_deadline_never_expires(store: Any, vclock: VirtualClock) -> None:
     """No deadline: nobody was asked (replay's --approve none).  The in-memory store expired these at
     its first sweep, where the SQL stores (NULL is never <= a time) kept them."""

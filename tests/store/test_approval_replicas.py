@@ -22,6 +22,7 @@ from remediator.clock import VirtualClock
 from remediator.runtime import Runtime
 from tests.pipeline.test_approval import Notices, answer, decide, gated_alert, gated_runtime, gated_settings
 from tests.pipeline.test_pipeline import Recorder
+from tests.pipeline.test_step_approval import rival, run_to_gate, stepped_alert, stepped_runtime, stepped_settings
 from tests.store import test_kill
 from tests.store.conftest import Schema
 from tests.store.test_outage import Relay
@@ -191,3 +192,62 @@ async def test_an_approval_while_one_replica_cannot_reach_redis_waits_and_the_ot
     finally:
         with contextlib.suppress(AssertionError):  # already cut
             await link.cut()
+
+
+# -- approval of a single step ------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def two_stepped(settings_factory: Callable[..., Any], tmp_path: Path, pg_schema: Schema, redis_url: str,
+                      clock: VirtualClock) -> AsyncIterator[tuple[Replica, Replica]]:
+    settings = stepped_settings(settings_factory, tmp_path, database_url=pg_schema.dsn, redis_url=redis_url)
+    async with stepped_runtime(settings, clock) as a, stepped_runtime(settings, clock) as b:
+        yield a, b
+
+
+async def test_a_step_stopped_on_one_replica_is_approved_on_the_other_and_its_rest_runs_once(
+    settings_factory: Callable[..., Any], tmp_path: Path, pg_schema: Schema, redis_url: str, vclock: VirtualClock
+) -> None:
+    async with two_stepped(settings_factory, tmp_path, pg_schema, redis_url, vclock) as (a, b):
+        did = await run_to_gate(a[0], stepped_alert())
+        await drain(a, b)
+        assert calls(a, b) == ["scale"]
+        assert (await b[0].store.approval(did)).status == "awaiting_approval"  # type: ignore[union-attr]
+        got = await asyncio.gather(answer(a[0], did, True), answer(b[0], did, True))
+        assert sorted(g.outcome for g in got) == ["approved", "conflict"]
+        await drain(a, b)
+        ex = await a[0].store.get_execution(did)
+        assert ex is not None and ex["status"] == "succeeded"
+        assert calls(a, b) == ["scale", "restart", "wait_healthy"]
+        assert [e["journal"] for e in ex["events"]] == ["approval_requested", "approved", "resumed"]
+
+
+async def test_a_step_approval_after_another_execution_acted_on_the_target_is_refused_on_any_replica(
+    settings_factory: Callable[..., Any], tmp_path: Path, pg_schema: Schema, redis_url: str, vclock: VirtualClock
+) -> None:
+    async with two_stepped(settings_factory, tmp_path, pg_schema, redis_url, vclock) as (a, b):
+        did = await run_to_gate(a[0], stepped_alert())
+        other = rival(b[0])
+        assert (await b[0].guardrails.admit(other)).admitted  # another playbook acts on the target, via B
+        await b[0].guardrails.release(other, succeeded=True)
+        got = await answer(b[0], did, True)
+        assert (got.outcome, got.status, got.decision) == ("refused", "refused", "superseded")
+        await drain(a, b)
+        assert calls(a, b) == ["scale"]
+        assert (await a[0].store.approval(did)).status == "refused"  # type: ignore[union-attr]
+
+
+async def test_a_step_waits_across_a_restart_of_both_replicas(
+    settings_factory: Callable[..., Any], tmp_path: Path, pg_schema: Schema, redis_url: str, vclock: VirtualClock
+) -> None:
+    async with two_stepped(settings_factory, tmp_path, pg_schema, redis_url, vclock) as (a, b):
+        did = await run_to_gate(a[0], stepped_alert())
+    async with two_stepped(settings_factory, tmp_path, pg_schema, redis_url, vclock) as (a, b):
+        await asyncio.gather(a[0].pipeline.resume_unfinished(), b[0].pipeline.resume_unfinished())
+        await drain(a, b)
+        assert calls(a, b) == []  # nothing resumes a step that waits for a human
+        assert (await answer(b[0], did, True)).outcome == "approved"
+        await drain(a, b)
+        assert calls(a, b) == ["restart", "wait_healthy"]
+        ex = await a[0].store.get_execution(did)
+        assert ex is not None and ex["status"] == "succeeded"

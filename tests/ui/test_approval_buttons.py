@@ -14,6 +14,7 @@ from remediator.app import create_app
 from remediator.clock import VirtualClock
 from remediator.runtime import RUNTIME
 from tests.pipeline.test_approval import Notices, decide, gated_alert, gated_settings
+from tests.pipeline.test_step_approval import run_to_gate, stepped_alert, stepped_settings
 from tests.ui.conftest import Client, Snapshots, csrf_of, sign_in
 
 
@@ -84,3 +85,25 @@ async def test_the_guardrails_panel_lists_what_waits_for_approval_until_it_is_de
     html = await (await gated.get("/ui/guardrails")).text()
     assert "None: no execution waits for a person's approval." in html and did not in html.split(
         "<h2>Awaiting approval</h2>", 1)[1].split("<h2>", 1)[0]
+
+
+async def test_a_step_awaiting_approval_is_approved_from_its_page_which_shows_who_approved_it(
+    settings_factory: Callable[..., Any], tmp_path: Path, vclock: VirtualClock
+) -> None:
+    executor = Snapshots()
+    app = create_app(stepped_settings(settings_factory, tmp_path), clock=vclock, executors=(executor, executor),
+                     notifier=Notices(), start_worker=False)
+    async with TestClient(TestServer(app)) as c:
+        rt = c.app[RUNTIME]
+        did = await run_to_gate(rt, stepped_alert())
+        await sign_in(c, "a1")
+        html = await (await c.get(f"/ui/executions/{did}")).text()
+        assert "Waiting for approval until <time>2026-11-22T10:10:00Z</time>" in html and "Approve…" in html
+        confirm = await c.get(f"/ui/executions/{did}/approve")
+        r = await c.post(f"/ui/executions/{did}/approve", data={"csrf": csrf_of(await confirm.text())},
+                         allow_redirects=False)
+        assert r.status == 303
+        await rt.worker.queue.drain()
+        html = await (await c.get(f"/ui/executions/{did}")).text()
+        assert '<span class="badge succeeded">succeeded</span>' in html and "Approve…" not in html
+        assert "approved by admin token sha256:" in html  # the gate's own record, beside the steps

@@ -1,0 +1,267 @@
+"""Approval of a single step (issue 16, item 3: ``approval:`` "on a playbook (or a single step)").
+
+The execution is admitted at its decision and runs its steps up to the gated one; there it stops,
+``awaiting_approval`` with the step's deadline, its lease ended and its target's lock freed.
+Approving takes the lock back (only while no other execution has held the target since) and
+the queue runs the rest; denying or nobody answering ends it there, without ``on_failure``.
+
+On the embedded store and guardrails, on a virtual clock; two replicas on real PostgreSQL and
+Redis are in ``tests/store/test_approval_replicas.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from remediator.clock import VirtualClock
+from remediator.core.alerts import Alert
+from remediator.core.decisions import Decision, DecisionKind, decision_from_json, execution_id
+from remediator.core.guardrails import Request
+from remediator.core.planning import Plan, make_plan
+from remediator.core.playbooks import parse_playbooks
+from remediator.pipeline import gate_step
+from remediator.ports import StepResult
+from remediator.runtime import Runtime
+from tests.payloads import T0, alert_json, payload
+from tests.pipeline.test_approval import A1, CHANNELS, answer, gated_runtime
+from tests.pipeline.test_pipeline import received
+
+STEPPED = """
+name: stepped
+match: {alertname: Stepped, matchers: ['app=~".+"']}
+target: {kind: Deployment, namespace: shop, name: "{{ labels.app }}"}
+guardrails: {cooldown: 1h, lock_ttl: 5m}
+notify: [ops]
+steps:
+  - {action: scale, to: 3}
+  - action: restart
+    approval: {timeout: 10m%s}
+  - {action: wait_healthy}
+on_failure: [{action: rollback}]
+"""
+
+
+def stepped_settings(settings_factory: Callable[..., Any], tmp_path: Path, approvers: str = "",
+                     **more: Any) -> Any:
+    pb = tmp_path / "pb"
+    pb.mkdir(exist_ok=True)
+    (pb / "stepped.yaml").write_text(STEPPED % (f", approvers: [{approvers}]" if approvers else ""))
+    more.setdefault("dry_run", False)
+    return settings_factory(playbooks=str(pb), channels=CHANNELS, **more)
+
+
+def stepped_alert(fingerprint: str = "b1b1b1b1b1b1b1b1", status: str = "firing", app: str = "web",
+                  **more: Any) -> dict[str, Any]:
+    return payload(alert_json({"alertname": "Stepped", "app": app}, fingerprint=fingerprint, status=status, **more))
+
+
+#: the same runtime as the playbook gate's tests: embedded store, a recording executor and notifier
+stepped_runtime = gated_runtime
+
+
+async def run_to_gate(rt: Runtime, raw: dict[str, Any]) -> str:
+    """Record, decide and run one alert's execution as far as it goes; its id."""
+    [r] = received(raw, rt.clock)
+    await rt.store.record_alerts([r])
+    await rt.worker.drain()
+    return execution_id(r.alert.dedup_key, "stepped")
+
+
+def rival(rt: Runtime, owner: str = "rival") -> Request:
+    return Request(owner, "other", "Deployment/shop/web", f"other|{owner}", "shop", rt.clock.now().timestamp())
+
+
+def results(ex: dict[str, Any]) -> list[tuple[str, str, str]]:
+    return [(r["phase"], r["action"], r["status"]) for r in ex["results"]]
+
+
+async def test_the_steps_before_the_gate_run_and_the_rest_once_the_step_is_approved(
+    settings_factory: Callable[..., Any], tmp_path: Path, vclock: VirtualClock
+) -> None:
+    async with stepped_runtime(stepped_settings(settings_factory, tmp_path), vclock) as (rt, cluster, notices):
+        did = await run_to_gate(rt, stepped_alert())
+        ex = await rt.store.get_execution(did)
+        assert ex is not None and (ex["decision"], ex["status"]) == ("executed", "awaiting_approval")
+        assert ex["approval_deadline"] == "2026-11-22T10:10:00Z"
+        assert [c[0] for c in cluster.calls] == ["scale"]
+        assert results(ex) == [("main", "scale", "ok")]
+        assert [(e["journal"], e.get("before")) for e in ex["events"]] == [("approval_requested", "step 1 (restart)")]
+        assert notices.events(did) == ["started", "approval_requested"]
+        [(_, _, asked)] = [n for n in notices.sent if n[0] == "approval_requested"]
+        assert asked["message"] == "approve or deny step 1 (restart) before 2026-11-22T10:10:00Z"
+        # nothing holds the target while a human decides: another execution would be admitted
+        assert (await rt.guardrails.evaluate(rival(rt))).kind is DecisionKind.EXECUTED
+        await rt.worker.queue.drain()  # nobody claims an execution that awaits approval
+        assert [c[0] for c in cluster.calls] == ["scale"]
+
+        await vclock.advance(60)
+        got = await answer(rt, did, True)
+        assert (got.outcome, got.status) == ("approved", "pending")
+        assert got.message == "approved: step 1 (restart) runs next"
+        await rt.worker.queue.drain()
+        ex = await rt.store.get_execution(did)
+        assert ex is not None and ex["status"] == "succeeded"
+        assert [c[0] for c in cluster.calls] == ["scale", "restart", "wait_healthy"]  # scale not run again
+        assert [c[2] for c in cluster.calls[1:]] == [None, None]  # the restart is a fresh step, not a re-check
+        assert results(ex) == [("main", "scale", "ok"), ("approval", "approval", "ok"), ("main", "restart", "ok"),
+                               ("main", "wait_healthy", "ok")]
+        assert [(e["journal"], e.get("by"), e.get("reason")) for e in ex["events"]] == [
+            ("approval_requested", None, None), ("approved", "test a1", None), ("resumed", None, "approved")]
+        assert notices.events(did) == ["started", "approval_requested", "succeeded"]
+        again = await answer(rt, did, True)
+        assert again.outcome == "conflict" and "it is succeeded" in again.message
+
+
+async def test_denied_or_expired_ends_it_at_the_gate_without_on_failure(
+    settings_factory: Callable[..., Any], tmp_path: Path, vclock: VirtualClock
+) -> None:
+    async with stepped_runtime(stepped_settings(settings_factory, tmp_path), vclock) as (rt, cluster, notices):
+        denied = await run_to_gate(rt, stepped_alert())
+        expired = await run_to_gate(rt, stepped_alert(fingerprint="b2b2b2b2b2b2b2b2", app="api"))
+        assert [c[0] for c in cluster.calls] == ["scale", "scale"]
+        got = await answer(rt, denied, False)
+        assert (got.outcome, got.status) == ("denied", "denied")
+        await vclock.advance(10 * 60 - 1)
+        await rt.worker.queue.drain()
+        assert (await rt.store.approval(expired)).status == "awaiting_approval"  # type: ignore[union-attr]
+        await vclock.advance(1)
+        await rt.worker.queue.drain()
+        for did, status in ((denied, "denied"), (expired, "expired")):
+            ex = await rt.store.get_execution(did)
+            assert ex is not None and ex["status"] == status
+            assert results(ex) == [("main", "scale", "ok")]
+            assert notices.events(did) == ["started", "approval_requested", f"approval_{status}"]
+        assert [c[0] for c in cluster.calls] == ["scale", "scale"]  # no restart, and no rollback either
+
+
+async def test_an_approval_after_another_execution_acted_on_the_target_is_refused(
+    settings_factory: Callable[..., Any], tmp_path: Path, vclock: VirtualClock
+) -> None:
+    """What that execution did came after this plan: running the rest of it could revert it."""
+    async with stepped_runtime(stepped_settings(settings_factory, tmp_path), vclock) as (rt, cluster, notices):
+        did = await run_to_gate(rt, stepped_alert())
+        other = rival(rt)
+        assert (await rt.guardrails.admit(other)).admitted
+        await rt.guardrails.release(other, succeeded=True)  # it acted, and is done
+        await vclock.advance(60)
+        got = await answer(rt, did, True)
+        assert (got.outcome, got.status, got.decision) == ("refused", "refused", "superseded")
+        assert got.message.startswith("another execution has acted on Deployment/shop/web since this one stopped")
+        await rt.worker.queue.drain()
+        ex = await rt.store.get_execution(did)
+        assert ex is not None and ex["status"] == "refused" and results(ex) == [("main", "scale", "ok")]
+        assert notices.events(did) == ["started", "approval_requested", "approval_refused"]
+        assert [c[0] for c in cluster.calls] == ["scale"]
+
+
+async def test_only_the_steps_approvers_may_answer_and_its_plan_keeps_them(
+    settings_factory: Callable[..., Any], tmp_path: Path, vclock: VirtualClock
+) -> None:
+    settings = stepped_settings(settings_factory, tmp_path, approvers=f"'{A1}'",
+                                api={"read_tokens": ["r1"], "admin_tokens": ["a1", "a2"]})
+    async with stepped_runtime(settings, vclock) as (rt, cluster, _notices):
+        did = await run_to_gate(rt, stepped_alert())
+        assert (await answer(rt, did, True, token="a2")).outcome == "forbidden"
+        assert (await answer(rt, did, False, token="a2")).outcome == "forbidden"
+        assert (await answer(rt, did, True, token="a1")).outcome == "approved"
+        await rt.worker.queue.drain()
+        assert [c[0] for c in cluster.calls] == ["scale", "restart", "wait_healthy"]
+
+
+async def test_it_waits_across_a_restart_and_runs_once_approved_after_it(
+    settings_factory: Callable[..., Any], tmp_path: Path, vclock: VirtualClock
+) -> None:
+    settings = stepped_settings(settings_factory, tmp_path)
+    async with stepped_runtime(settings, vclock) as (rt, cluster, _notices):
+        did = await run_to_gate(rt, stepped_alert())
+    async with stepped_runtime(settings, vclock) as (rt, cluster, _notices):
+        await rt.pipeline.resume_unfinished()
+        await rt.worker.queue.drain()
+        assert cluster.calls == []  # the restarted daemon resumes nothing: it waits
+        assert (await answer(rt, did, True)).outcome == "approved"
+        await rt.worker.queue.drain()
+        assert [c[0] for c in cluster.calls] == ["restart", "wait_healthy"]
+        ex = await rt.store.get_execution(did)
+        assert ex is not None and ex["status"] == "succeeded"
+
+
+async def test_an_alert_that_resolves_while_a_step_waits_ends_it_there(
+    settings_factory: Callable[..., Any], tmp_path: Path, vclock: VirtualClock
+) -> None:
+    async with stepped_runtime(stepped_settings(settings_factory, tmp_path), vclock) as (rt, cluster, _notices):
+        did = await run_to_gate(rt, stepped_alert())
+        await vclock.advance(120)
+        await run_to_gate(rt, stepped_alert(status="resolved", ends_at="2026-11-22T10:02:00Z"))
+        ex = await rt.store.get_execution(did)
+        assert ex is not None and ex["status"] == "resolved_cancelled"
+        assert (await answer(rt, did, True)).outcome == "conflict"
+        await rt.worker.queue.drain()
+        assert [c[0] for c in cluster.calls] == ["scale"]
+
+
+async def test_a_dry_run_stops_at_the_gate_too(
+    settings_factory: Callable[..., Any], tmp_path: Path, vclock: VirtualClock
+) -> None:
+    """As an execution of a playbook with ``approval:`` does: a dry run shows what would wait."""
+    settings = stepped_settings(settings_factory, tmp_path, dry_run=True)
+    async with stepped_runtime(settings, vclock) as (rt, cluster, _notices):
+        did = await run_to_gate(rt, stepped_alert())
+        ex = await rt.store.get_execution(did)
+        assert ex is not None and ex["dry_run"] and ex["status"] == "awaiting_approval"
+        assert (await answer(rt, did, True)).outcome == "approved"
+        await rt.worker.queue.drain()
+        ex = await rt.store.get_execution(did)
+        assert ex is not None and ex["status"] == "dry_run"
+        assert [c[0] for c in cluster.calls] == ["scale", "restart", "wait_healthy"]
+
+
+def test_the_playbook_format_checks_a_steps_approval() -> None:
+    [ok], problems = parse_playbooks(STEPPED % f", approvers: ['{A1}']", "stepped.yaml")
+    assert problems == [] and not ok.needs_approval and ok.asks_approval
+    gate = ok.steps[1].approval
+    assert gate is not None and gate.timeout == 600.0 and gate.approvers == (A1,)
+    assert "approval" not in ok.steps[1].params
+    _, problems = parse_playbooks(STEPPED % ", approvers: [alice]", "stepped.yaml")
+    assert [str(p).split(":")[:2] for p in problems] == [["stepped.yaml", "10"]] and "approvers" in str(problems[0])
+    _, problems = parse_playbooks(STEPPED.replace("timeout: 10m", "timeout: 0s") % "", "stepped.yaml")
+    assert [str(p) for p in problems] == ["stepped.yaml:10: steps.1.approval.timeout: must be positive"]
+    text = STEPPED.replace("[{action: rollback}]", "[{action: rollback, approval: {timeout: 5m}}]") % ""
+    _, problems = parse_playbooks(text, "stepped.yaml")
+    assert [str(p) for p in problems] == [
+        "stepped.yaml:12: on_failure.0.approval: an on_failure step cannot wait for approval (it runs because a "
+        "step failed); put approval on the step before it"]
+    [off], _ = parse_playbooks(STEPPED.replace("timeout: 10m", "required: false, timeout: 10m") % "", "stepped.yaml")
+    assert not off.asks_approval
+
+
+def test_a_gate_travels_with_the_decision_and_decisions_without_one_read_as_before() -> None:
+    [pb], _ = parse_playbooks(STEPPED % "", "stepped.yaml")
+    plan = make_plan(pb, Alert.from_json(alert_json({"alertname": "Stepped", "app": "web"})), global_dry_run=False)
+    assert isinstance(plan, Plan)
+    assert [s.approval is not None for s in plan.steps] == [False, True, False]
+    assert "approval" not in plan.steps[0].to_json() and plan.steps[1].to_json()["approval"]["timeout"] == 600.0
+    decision = Decision("k", "f", "stepped", "v", DecisionKind.EXECUTED, "r", T0, steps=plan.steps)
+    assert decision_from_json(decision.to_json()).steps == plan.steps
+
+
+async def test_an_approval_cut_short_after_recording_the_gate_is_answered_again(
+    settings_factory: Callable[..., Any], tmp_path: Path, vclock: VirtualClock
+) -> None:
+    """The replica approving died between the gate's record and the status change: the execution
+    still waits, for the same step, and the next answer approves it (its own lock taken back, not
+    an admission its own cooldown would refuse)."""
+    async with stepped_runtime(stepped_settings(settings_factory, tmp_path), vclock) as (rt, cluster, _notices):
+        did = await run_to_gate(rt, stepped_alert())
+        decision = await rt.store.decision(did)
+        assert decision is not None
+        gated = decision.steps[1]
+        now = vclock.now()
+        await rt.store.record_step(did, gate_step(gated), StepResult("ok", "approved by the dead"), started=now,
+                                   finished=now)
+        assert (await rt.store.approval(did)).status == "awaiting_approval"  # type: ignore[union-attr]
+        got = await answer(rt, did, True)
+        assert (got.outcome, got.message) == ("approved", "approved: step 1 (restart) runs next")
+        await rt.worker.queue.drain()
+        assert [c[0] for c in cluster.calls] == ["scale", "restart", "wait_healthy"]
