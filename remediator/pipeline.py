@@ -987,8 +987,8 @@ class Pipeline:
 
     def _approved_gate(self, decision: Decision, done: Mapping[tuple[str, int], StepResult]) -> bool:
         """Whether the execution resumes because a step's approval was given (not after an interruption)."""
-        return any((APPROVAL_PHASE, s.index) in done and (s.phase, s.index) not in done
-                   for s in decision.steps if s.approval is not None)
+        return any((gate := done.get((APPROVAL_PHASE, s.index))) is not None and gate.ok
+                   and (s.phase, s.index) not in done for s in decision.steps if s.approval is not None)
 
     async def _gate(self, step: PlannedStep, done: dict[tuple[str, int], StepResult], ctx: StepContext,
                     decision: Decision, log: Any) -> None:
@@ -1008,6 +1008,12 @@ class Pipeline:
             return
         assert step.approval is not None
         deadline = None if self.settings.approvals == "none" else now + timedelta(seconds=step.approval.timeout)
+        # The gate's record first: it tells this wait from the playbook's own (an execution of a playbook
+        # with both waits twice, its decision awaiting_approval both times).  Cut off before the wait is
+        # recorded, the execution still runs, and asks again when it is resumed.
+        until = f" until {format_time(deadline)}" if deadline else " (nobody to ask: --approve none)"
+        asked = StepResult(AWAITING_APPROVAL, f"approval asked before {_describe_step(step)}{until}")
+        await self.store.record_step(did, gate_step(step), asked, started=now, finished=now)
         if not await self.store.await_approval(did, self.owner, deadline):
             raise LeaseLost(did)  # another replica holds it now: it asks, not us
         await self.store.record_event(did, "approval_requested", now, before=_describe_step(step),
@@ -1145,12 +1151,10 @@ class Pipeline:
         if state.status != AWAITING_APPROVAL or state.deciding:
             return _not_awaiting(did, state, now)
         playbook = self._playbooks().by_name(decision.playbook)
-        gate: PlannedStep | None = None
-        if decision.kind is DecisionKind.EXECUTED:  # admitted at its decision: it stopped before a step of its own
-            gate = await self._waiting_gate(decision)
-            if gate is None:
-                return ApprovalAnswer("conflict", f"execution {did} awaits approval before no step of its plan",
-                                      state.status)
+        gate = await self._waiting_gate(decision) if any(s.approval for s in decision.steps) else None
+        if gate is None and decision.kind is DecisionKind.EXECUTED:  # admitted: only a step of it can wait
+            return ApprovalAnswer("conflict", f"execution {did} awaits approval before no step of its plan",
+                                  state.status)
         approval = gate.approval if gate is not None else playbook.approval if playbook is not None else None
         if approval is not None and not approval.allows(token_sha256):
             whose = f"{_describe_step(gate)} of playbook" if gate is not None else "playbook"
@@ -1209,11 +1213,13 @@ class Pipeline:
         return ApprovalAnswer("approved", f"approved: {reason}", "pending")
 
     async def _waiting_gate(self, decision: Decision) -> PlannedStep | None:
-        """The step an execution stopped before to await approval: its first step with ``approval:``
-        that has not begun.  (Gates are met in order, and a gated step begins only once approved;
-        an approval cut short after recording the gate's result is found again, and answered again.)"""
+        """The step an execution awaiting approval stopped before, or None when it awaits the playbook's
+        own approval (it never ran): the step whose gate is recorded and that has not begun.  (A gated
+        step begins only once approved; an approval cut short after recording the gate's result is
+        found again, and answered again.)"""
         done = await self.store.step_results(decision.execution_id or "")
-        return next((s for s in decision.steps if s.approval is not None and (s.phase, s.index) not in done), None)
+        return next((s for s in decision.steps if s.approval is not None and (APPROVAL_PHASE, s.index) in done
+                     and (s.phase, s.index) not in done), None)
 
     async def _approve_step(self, decision: Decision, playbook: Playbook, step: PlannedStep,
                             by: str) -> ApprovalAnswer:

@@ -86,7 +86,8 @@ async def test_the_steps_before_the_gate_run_and_the_rest_once_the_step_is_appro
         assert ex is not None and (ex["decision"], ex["status"]) == ("executed", "awaiting_approval")
         assert ex["approval_deadline"] == "2026-11-22T10:10:00Z"
         assert [c[0] for c in cluster.calls] == ["scale"]
-        assert results(ex) == [("main", "scale", "ok")]
+        assert results(ex) == [("main", "scale", "ok"), ("approval", "approval", "awaiting_approval")]
+        assert ex["results"][1]["message"] == "approval asked before step 1 (restart) until 2026-11-22T10:10:00Z"
         assert [(e["journal"], e.get("before")) for e in ex["events"]] == [("approval_requested", "step 1 (restart)")]
         assert notices.events(did) == ["started", "approval_requested"]
         [(_, _, asked)] = [n for n in notices.sent if n[0] == "approval_requested"]
@@ -131,7 +132,7 @@ async def test_denied_or_expired_ends_it_at_the_gate_without_on_failure(
         for did, status in ((denied, "denied"), (expired, "expired")):
             ex = await rt.store.get_execution(did)
             assert ex is not None and ex["status"] == status
-            assert results(ex) == [("main", "scale", "ok")]
+            assert results(ex) == [("main", "scale", "ok"), ("approval", "approval", "awaiting_approval")]
             assert notices.events(did) == ["started", "approval_requested", f"approval_{status}"]
         assert [c[0] for c in cluster.calls] == ["scale", "scale"]  # no restart, and no rollback either
 
@@ -151,7 +152,8 @@ async def test_an_approval_after_another_execution_acted_on_the_target_is_refuse
         assert got.message.startswith("another execution has acted on Deployment/shop/web since this one stopped")
         await rt.worker.queue.drain()
         ex = await rt.store.get_execution(did)
-        assert ex is not None and ex["status"] == "refused" and results(ex) == [("main", "scale", "ok")]
+        assert ex is not None and ex["status"] == "refused"
+        assert results(ex) == [("main", "scale", "ok"), ("approval", "approval", "awaiting_approval")]
         assert notices.events(did) == ["started", "approval_requested", "approval_refused"]
         assert [c[0] for c in cluster.calls] == ["scale"]
 
@@ -265,3 +267,26 @@ async def test_an_approval_cut_short_after_recording_the_gate_is_answered_again(
         assert (got.outcome, got.message) == ("approved", "approved: step 1 (restart) runs next")
         await rt.worker.queue.drain()
         assert [c[0] for c in cluster.calls] == ["scale", "restart", "wait_healthy"]
+
+
+async def test_a_playbook_that_asks_before_it_runs_and_before_a_step_waits_twice(
+    settings_factory: Callable[..., Any], tmp_path: Path, vclock: VirtualClock
+) -> None:
+    """Its decision stays ``awaiting_approval``; the second wait is the step's (its rules, no second
+    admission, which the execution's own cooldown would refuse)."""
+    settings = stepped_settings(settings_factory, tmp_path)
+    text = (tmp_path / "pb" / "stepped.yaml").read_text()
+    (tmp_path / "pb" / "stepped.yaml").write_text(text.replace("notify: [ops]", "notify: [ops]\napproval: {}"))
+    async with stepped_runtime(settings, vclock) as (rt, cluster, notices):
+        did = await run_to_gate(rt, stepped_alert())
+        assert cluster.calls == []
+        assert (await answer(rt, did, True)).message == "approved: all guardrails passed"
+        await rt.worker.queue.drain()
+        assert [c[0] for c in cluster.calls] == ["scale"]
+        assert (await rt.store.approval(did)).status == "awaiting_approval"  # type: ignore[union-attr]
+        assert (await answer(rt, did, True)).message == "approved: step 1 (restart) runs next"
+        await rt.worker.queue.drain()
+        ex = await rt.store.get_execution(did)
+        assert ex is not None and (ex["decision"], ex["status"]) == ("awaiting_approval", "succeeded")
+        assert [c[0] for c in cluster.calls] == ["scale", "restart", "wait_healthy"]
+        assert notices.events(did) == ["approval_requested", "started", "approval_requested", "succeeded"]
