@@ -80,6 +80,41 @@ async def test_a_pause_lost_by_a_redis_restart_is_re_armed_from_the_store(
     assert not await switch.paused() and not await guard.paused()  # a resume stays a resume
 
 
+class DropsRedisOnRead:
+    """The store, whose kill-switch read is the moment the private Redis goes away: between the
+    switch's two guardrail-state calls (reading the lost pause, then re-arming it)."""
+
+    def __init__(self, inner: Any, server: PrivateRedis) -> None:
+        self.inner, self.server, self.drop = inner, server, True
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def kill_switch(self) -> KillSwitchRecord | None:
+        record: KillSwitchRecord | None = await self.inner.kill_switch()
+        if self.drop:
+            self.drop = False
+            self.server.stop()
+        return record
+
+
+async def test_a_re_arm_cut_off_by_redis_going_away_still_answers_paused_and_re_arms_once_it_is_back(
+    store: Any, redis: tuple[PrivateRedis, RedisGuardrails], vclock: VirtualClock
+) -> None:
+    redis_server, guard = redis
+    await KillSwitch(store, guard, clock=vclock).pause("alice")
+    restart_without_persistence(redis_server)  # the pause is lost...
+    switch = KillSwitch(DropsRedisOnRead(store, redis_server), guard, clock=vclock)
+    with capture_logs() as logs:
+        assert await switch.paused()  # ...and Redis goes away before it can be re-armed: paused all the same
+    assert rearmed(logs) == []
+    redis_server.start()  # back, empty again
+    assert not await guard.paused()
+    with capture_logs() as logs:
+        assert await switch.paused() and await guard.paused()  # re-armed at the first check that reaches it
+    assert len(rearmed(logs)) == 1
+
+
 async def test_an_unreachable_side_falls_back_to_the_other_and_neither_fails_closed(
     store: Any, redis: tuple[PrivateRedis, RedisGuardrails], vclock: VirtualClock
 ) -> None:
