@@ -97,6 +97,7 @@ async def test_a_step_awaiting_approval_is_approved_from_its_page_which_shows_wh
         rt = c.app[RUNTIME]
         did = await run_to_gate(rt, stepped_alert())
         await sign_in(c, "a1")
+        assert '<span class="badge">approval before a step</span>' in await (await c.get("/ui/playbooks")).text()
         html = await (await c.get(f"/ui/executions/{did}")).text()
         assert "Waiting for approval until <time>2026-11-22T10:10:00Z</time>" in html and "Approve…" in html
         confirm = await c.get(f"/ui/executions/{did}/approve")
