@@ -1012,7 +1012,7 @@ class Pipeline:
         # with both waits twice, its decision awaiting_approval both times).  Cut off before the wait is
         # recorded, the execution still runs, and asks again when it is resumed.
         until = f" until {format_time(deadline)}" if deadline else " (nobody to ask: --approve none)"
-        asked = StepResult(AWAITING_APPROVAL, f"approval asked before {_describe_step(step)}{until}")
+        asked = StepResult("awaiting_approval", f"approval asked before {_describe_step(step)}{until}")
         await self.store.record_step(did, gate_step(step), asked, started=now, finished=now)
         if not await self.store.await_approval(did, self.owner, deadline):
             raise LeaseLost(did)  # another replica holds it now: it asks, not us

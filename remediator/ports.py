@@ -50,7 +50,8 @@ class StoredAlert:
 
 #: ``superseded``: the step's write-ahead intent was stale (the object changed since it was
 #: planned), so nothing was written and the execution stops (no on_failure).
-StepStatus = Literal["ok", "failed", "planned", "skipped", "started", "superseded"]
+#: ``awaiting_approval``: only a step's approval record (phase ``approval``), while it is asked.
+StepStatus = Literal["ok", "failed", "planned", "skipped", "started", "superseded", "awaiting_approval"]
 
 
 @fast_frozen
