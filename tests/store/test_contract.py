@@ -106,6 +106,13 @@ async def test_episode_queries(store: Any) -> None:
     assert await store.firing_count(a.fingerprint, T0) == 2
     assert await store.firing_count(a.fingerprint, T0 - timedelta(hours=2)) == 3
     assert await store.firing_count("nope", T0) == 0
+    # times in another offset, to the microsecond, compare as the instants they are
+    await store.record_alerts(alerts(firing("b", "2026-11-22T12:00:00.250000+02:00"),
+                                     firing("b", "2026-11-22T10:00:00.750001Z")))
+    [b] = [r.alert for r in alerts(firing("b"))]
+    assert await store.firing_count(b.fingerprint, T0 + timedelta(microseconds=750001)) == 1
+    assert await store.firing_count(b.fingerprint, T0 + timedelta(microseconds=250000)) == 2
+    assert await store.firing_count(b.fingerprint, T0 + timedelta(microseconds=250001)) == 1
 
 
 async def test_hostile_strings_round_trip(store: Any) -> None:
