@@ -775,13 +775,7 @@ class Pipeline:
         except _Halted:  # kill switch or breaker: resumed by a later claim once it is lifted
             await hold.hand_back()
             return "interrupted"
-        except _AwaitingStep:
-            # Stopped before a step that asks for approval; its lease already ended with the wait.
-            # The lock and slot are freed now (nothing runs while a human decides, which may take
-            # longer than any lock's TTL) and the cooldown starts; the lock's record stays this
-            # execution's, so once approved it takes the lock back only if no other execution
-            # has held the target meanwhile (else the step is not run: see _approve_step).
-            await hold.release(succeeded=None)
+        except _AwaitingStep:  # stopped before a step that asks for approval (see _execute_held)
             self.events.execution_finished(did, AWAITING_APPROVAL)
             return AWAITING_APPROVAL
         except StoreUnavailable as exc:
@@ -861,6 +855,12 @@ class Pipeline:
         try:
             run = await self._run_steps(decision.steps, done, executor, ctx, hold, log, decision)
         except _AwaitingStep as gate:
+            # Its lease ended with the wait.  The lock and slot are freed now (nothing runs while a
+            # human decides, which may take longer than any lock's TTL) and the cooldown starts;
+            # the lock's record stays this execution's, so once approved it takes the lock back
+            # only if no other execution has held the target meanwhile (see _approve_step).
+            # Freed before anyone is told: an approval never meets this replica's lock.
+            await hold.release(succeeded=None)
             if gate.deadline is not None:  # asked for real (replay's --approve none asks nobody)
                 await self._notify("approval_requested", decision, channels, alert=alert, step=gate.step,
                                    message=f"approve or deny {_describe_step(gate.step)} before "
