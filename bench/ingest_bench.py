@@ -5,7 +5,7 @@ default and on PostgreSQL + Redis; the ceiling as ``bench/ceiling_server.py``, a
 asyncpg), and so does the load generator (``bench/storm_bench.py load``: 16 POSTs in flight,
 every alert distinct).  For 1 and 20 alerts per POST it reports alerts/s, POST latency, the
 server's CPU-seconds per 1,000 alerts (utime + stime from ``/proc/<pid>/stat``, all threads,
-over the load) and the ratio to the ceiling measured in the same round: ``--rounds`` (3) rounds,
+over the load), PostgreSQL's over the same run (all its processes: it shares the two cores) and the ratio to the ceiling measured in the same round: ``--rounds`` (3) rounds,
 each server once per round, the median round reported (a run at 20 per POST lasts a second).  The daemon decides
 what it takes in meanwhile (one playbook, 54 % of the alerts match, dry-run), as it would:
 its CPU includes that work, the ceiling has none.
@@ -65,6 +65,7 @@ class Row:
     p50_ms: float
     p99_ms: float
     cpu_s: float
+    db_cpu_s: float = 0.0  # PostgreSQL's processes over the same run (every server writes to it)
 
     @property
     def rate(self) -> float:
@@ -73,6 +74,25 @@ class Row:
     @property
     def cpu_per_1000(self) -> float:
         return self.cpu_s * 1000 / self.alerts
+
+    @property
+    def db_cpu_per_1000(self) -> float:
+        return self.db_cpu_s * 1000 / self.alerts
+
+
+def postgres_cpu() -> float:
+    """CPU-seconds of every running PostgreSQL process (the postmaster, its backends and workers).
+
+    The server and the load generator share two cores with it, so what the database spends per
+    alert is part of what a server costs: it is reported beside the server's own CPU."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            text = stat.read_text()
+            if text[text.index("(") + 1:text.rindex(")")] == "postgres":
+                fields = text.rsplit(")", 1)[1].split()
+                total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 async def _ready(url: str, proc: subprocess.Popen[bytes]) -> None:
@@ -93,18 +113,18 @@ async def _ready(url: str, proc: subprocess.Popen[bytes]) -> None:
 async def _load(server: str, base: str, proc: subprocess.Popen[bytes], alerts: int, per_post: int,
                 lean: bool = False) -> Row:
     """The load generator in its own process, against one ready server; the server's CPU over it."""
-    before = cpu_seconds(proc.pid)
+    before, db_before = cpu_seconds(proc.pid), postgres_cpu()
     command = [str(ROOT / "bench" / "ingest_bench.py"), "closed"] if lean else [
         str(ROOT / "bench" / "storm_bench.py"), "load"]
     generator = await asyncio.create_subprocess_exec(
         sys.executable, *command, f"{base}/webhooks/alertmanager", str(alerts), str(per_post),
         stdout=asyncio.subprocess.PIPE)
     out, _ = await generator.communicate()
-    cpu = cpu_seconds(proc.pid) - before
+    cpu, db_cpu = cpu_seconds(proc.pid) - before, postgres_cpu() - db_before
     if generator.returncode != 0:
         raise SystemExit(f"the load generator failed against {server} ({generator.returncode})")
     r = json.loads(out)
-    return Row(server, per_post, alerts, r["seconds"], r["p50"] * 1000, r["p99"] * 1000, cpu)
+    return Row(server, per_post, alerts, r["seconds"], r["p50"] * 1000, r["p99"] * 1000, cpu, db_cpu)
 
 
 @contextlib.asynccontextmanager
@@ -255,7 +275,7 @@ async def measure_paced(server: str, rate: float, seconds: float) -> Paced:
 
 
 HEADER = ("| server | alerts per POST | alerts | alerts/s | POST p50 ms | POST p99 ms | server CPU s per 1,000 alerts"
-          " | alerts/s vs ceiling |\n|---|---:|---:|---:|---:|---:|---:|---:|")
+          " | PostgreSQL CPU s per 1,000 alerts | alerts/s vs ceiling |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 
 
 def report(rounds: list[list[Row]]) -> str:
@@ -267,8 +287,9 @@ def report(rounds: list[list[Row]]) -> str:
         ceilings = {r.per_post: r.rate for r in rows if r.server == "ceiling"}
         for r in rows:
             ratio = r.rate / ceilings[r.per_post] if r.per_post in ceilings else None
+            shown = f"{ratio:.0%}" if ratio is not None else "—"
             lines.append(f"| {r.server} | {r.per_post} | {r.alerts:,} | {r.rate:,.0f} | {r.p50_ms:.1f} |"
-                         f" {r.p99_ms:.1f} | {r.cpu_per_1000:.3f} | {f'{ratio:.0%}' if ratio is not None else '—'} |")
+                         f" {r.p99_ms:.1f} | {r.cpu_per_1000:.3f} | {r.db_cpu_per_1000:.3f} | {shown} |")
             ratios.setdefault((r.server, r.per_post), []).append((ratio if ratio is not None else 0.0, r))
     for (server, per_post), runs in ratios.items():
         ranked = sorted(runs, key=lambda run: (run[0], run[1].rate))
