@@ -205,7 +205,7 @@ class Alert:
     # cost a twentieth of intake CPU.
 
     @property
-    def _starts_text(self) -> str:
+    def starts_text(self) -> str:
         """``startsAt`` as written out: the dedup key and the stored JSON both need it."""
         text: str | None = self.__dict__.get("_starts")
         if text is None:
@@ -219,7 +219,7 @@ class Alert:
         Asked by intake, the store and the worker, so kept once computed."""
         key: str | None = self.__dict__.get("_dedup_key")
         if key is None:
-            key = self.__dict__["_dedup_key"] = f"{self.fingerprint}|{self._starts_text}|{self.status}"
+            key = self.__dict__["_dedup_key"] = f"{self.fingerprint}|{self.starts_text}|{self.status}"
         return key
 
     def to_json(self) -> dict[str, Any]:
@@ -228,7 +228,7 @@ class Alert:
             "status": self.status,
             "labels": dict(self.labels),
             "annotations": dict(self.annotations),
-            "startsAt": self._starts_text,
+            "startsAt": self.starts_text,
             "endsAt": format_time(self.ends_at) if self.ends_at else _ZERO_TEXT,
             "generatorURL": self.generator_url,
         }
