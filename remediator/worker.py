@@ -186,6 +186,7 @@ class Worker:
         self.processed = 0
         self.queue = ExecutionQueue(pipeline, settings)
         self._backlog: tuple[float, int] | None = None  # (clock.monotonic() when counted, undecided alerts)
+        self._counting = False  # a backlog count is in flight
         self.pacer = Pacer(settings.decide_share)
         pipeline.on_executable = self.queue.wake
 
@@ -195,16 +196,26 @@ class Worker:
     async def backlog_over(self) -> int | None:
         """The undecided backlog when it is above ``max_backlog`` (the webhook then answers 503 and
         Alertmanager retries later), else None.  Counted at most every :data:`BACKLOG_FRESH` seconds;
-        a store that cannot count says nothing here (recording will tell)."""
+        a store that cannot count says nothing here (recording will tell).
+
+        One count at a time: the webhooks that come while it runs go by the count before it (or,
+        before the first, by none) rather than each starting its own.  Under saturated intake every
+        POST in flight found the count stale at once, and the same query went out up to as many
+        times as there were POSTs, each a round trip and a scan of the backlog."""
         bound = self.settings.max_backlog
         if not bound or self._counts is None:
             return None
         now = self.pipeline.clock.monotonic()
-        if self._backlog is None or now - self._backlog[0] >= BACKLOG_FRESH:
+        if not self._counting and (self._backlog is None or now - self._backlog[0] >= BACKLOG_FRESH):
+            self._counting = True
             try:
                 self._backlog = (now, await self._counts.undecided())
             except StoreUnavailable:
-                return None
+                self._backlog = None
+            finally:
+                self._counting = False
+        if self._backlog is None:
+            return None
         count = self._backlog[1]
         return count if count > bound else None
 
