@@ -5,9 +5,10 @@ default and on PostgreSQL + Redis; the ceiling as ``bench/ceiling_server.py``, a
 asyncpg), and so does the load generator (``bench/storm_bench.py load``: 16 POSTs in flight,
 every alert distinct).  For 1 and 20 alerts per POST it reports alerts/s, POST latency, the
 server's CPU-seconds per 1,000 alerts (utime + stime from ``/proc/<pid>/stat``, all threads,
-over the load), PostgreSQL's over the same run (all its processes: it shares the two cores) and the ratio to the ceiling measured in the same round: ``--rounds`` (3) rounds,
-each server once per round, the median round reported (a run at 20 per POST lasts a second).  The daemon decides
-what it takes in meanwhile (one playbook, 54 % of the alerts match, dry-run), as it would:
+over the load), PostgreSQL's over the same run (all its processes: it shares the two cores)
+and the ratio to the ceiling measured in the same round: ``--rounds`` (3) rounds, each server
+once per round, the median round reported (a run at 20 per POST lasts a second).  The daemon
+decides what it takes in meanwhile (one playbook, 54 % of the alerts match, dry-run), as it would:
 its CPU includes that work, the ceiling has none.
 
 Then a paced run at one alert per POST (``--rate``, 1,000 alerts/s unless told; 0 skips it):
