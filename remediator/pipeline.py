@@ -1282,6 +1282,7 @@ class Pipeline:
         (``event``; None: none)."""
         did = decision.execution_id or ""
         await self.store.record_event(did, status, self.clock.now(), **detail)
+        await self._close_gate(decision, status, detail)
         self.events.execution_finished(did, status)
         self.metrics.executions.labels(decision.playbook, status).inc()
         self._log.info("execution ended unrun", execution_id=did, playbook=decision.playbook, result=status, **detail)
@@ -1291,6 +1292,22 @@ class Pipeline:
         message = detail.get("reason") or (f"by {detail['by']}" if "by" in detail else "")
         await self._notify(event, decision, playbook.notify if playbook else (),
                            **({"alert": alert} if alert else {}), message=message)
+
+    async def _close_gate(self, decision: Decision, status: str, detail: Mapping[str, str]) -> None:
+        """The step gate an execution stopped at, when it ends there unrun (denied, refused, expired,
+        its alert resolved): its record says so, rather than awaiting an approval for ever.  Not
+        ``ok``: a gate whose record is ok counts as approved (:meth:`_approved_gate`)."""
+        if not any(s.approval for s in decision.steps):
+            return
+        did = decision.execution_id or ""
+        done = await self.store.step_results(did)
+        why = detail.get("reason") or (f"by {detail['by']}" if "by" in detail else "")
+        for step in decision.steps:
+            gate = done.get((APPROVAL_PHASE, step.index))
+            if step.approval is not None and gate is not None and gate.status == "awaiting_approval":
+                now = self.clock.now()
+                result = StepResult("failed", f"{gate.message}; not approved: {status}{f' ({why})' if why else ''}")
+                await self.store.record_step(did, gate_step(step), result, started=now, finished=now)
 
     async def _cancel_awaiting(self, firing: Alert, playbooks: Sequence[Playbook]) -> None:
         """The alert resolved while an execution for it awaited approval: there is nothing left to

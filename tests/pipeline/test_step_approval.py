@@ -77,6 +77,11 @@ def results(ex: dict[str, Any]) -> list[tuple[str, str, str]]:
     return [(r["phase"], r["action"], r["status"]) for r in ex["results"]]
 
 
+def gate_message(ex: dict[str, Any]) -> str:
+    [gate] = [r for r in ex["results"] if r["phase"] == "approval"]
+    return str(gate["message"])
+
+
 async def test_the_steps_before_the_gate_run_and_the_rest_once_the_step_is_approved(
     settings_factory: Callable[..., Any], tmp_path: Path, vclock: VirtualClock
 ) -> None:
@@ -129,10 +134,13 @@ async def test_denied_or_expired_ends_it_at_the_gate_without_on_failure(
         assert (await rt.store.approval(expired)).status == "awaiting_approval"  # type: ignore[union-attr]
         await vclock.advance(1)
         await rt.worker.queue.drain()
-        for did, status in ((denied, "denied"), (expired, "expired")):
+        for did, status, why in ((denied, "denied", "by test a1"),
+                                 (expired, "expired", "nobody approved it before its deadline")):
             ex = await rt.store.get_execution(did)
             assert ex is not None and ex["status"] == status
-            assert results(ex) == [("main", "scale", "ok"), ("approval", "approval", "awaiting_approval")]
+            assert results(ex) == [("main", "scale", "ok"), ("approval", "approval", "failed")]  # no longer waiting
+            assert gate_message(ex).startswith("approval asked before step 1 (restart) until ")
+            assert gate_message(ex).endswith(f"; not approved: {status} ({why})")
             assert notices.events(did) == ["started", "approval_requested", f"approval_{status}"]
         assert [c[0] for c in cluster.calls] == ["scale", "scale"]  # no restart, and no rollback either
 
@@ -153,7 +161,8 @@ async def test_an_approval_after_another_execution_acted_on_the_target_is_refuse
         await rt.worker.queue.drain()
         ex = await rt.store.get_execution(did)
         assert ex is not None and ex["status"] == "refused"
-        assert results(ex) == [("main", "scale", "ok"), ("approval", "approval", "awaiting_approval")]
+        assert results(ex) == [("main", "scale", "ok"), ("approval", "approval", "failed")]
+        assert "; not approved: refused (another execution has acted on Deployment/shop/web" in gate_message(ex)
         assert notices.events(did) == ["started", "approval_requested", "approval_refused"]
         assert [c[0] for c in cluster.calls] == ["scale"]
 
@@ -198,6 +207,9 @@ async def test_an_alert_that_resolves_while_a_step_waits_ends_it_there(
         await run_to_gate(rt, stepped_alert(status="resolved", ends_at="2026-11-22T10:02:00Z"))
         ex = await rt.store.get_execution(did)
         assert ex is not None and ex["status"] == "resolved_cancelled"
+        assert results(ex) == [("main", "scale", "ok"), ("approval", "approval", "failed")]
+        assert gate_message(ex).endswith("; not approved: resolved_cancelled (the alert resolved before anyone "
+                                         "approved it)")
         assert (await answer(rt, did, True)).outcome == "conflict"
         await rt.worker.queue.drain()
         assert [c[0] for c in cluster.calls] == ["scale"]
