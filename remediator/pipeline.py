@@ -833,19 +833,24 @@ class Pipeline:
         executor = self._dry if decision.dry_run else self._live
         ctx = StepContext(did, alert, decision.target, decision.dry_run, self.clock)
         channels = playbook.notify if playbook else ()
+        approved = bool(done) and self._approved_gate(decision, done)
+        # Resolved while it waited to run, or to run the step just approved (a resolve cancels a wait
+        # for approval, not what was approved before it came): acting now would remediate what is
+        # already well.  An execution interrupted half way resumes whatever: stopping it half way
+        # could leave the target worse than either end.
+        if (not done or approved) and received is not None and alert.status == "firing" and \
+                await self.store.resolved_for(alert.fingerprint, alert.starts_at):
+            log.info("the alert resolved before its execution started: not acted on" if not done else
+                     "the alert resolved before the approved step started: not acted on")
+            await hold.take_lease(force=True)
+            await self.store.finish_execution(did, "resolved_cancelled", self.clock.now())
+            self.events.execution_finished(did, "resolved_cancelled")
+            self.metrics.executions.labels(decision.playbook, "resolved_cancelled").inc()
+            await hold.release(succeeded=None)
+            return "resolved_cancelled"
         if not done:
-            if received is not None and alert.status == "firing" and \
-                    await self.store.resolved_for(alert.fingerprint, alert.starts_at):
-                # resolved while it waited to run: acting now would remediate what is already well
-                log.info("the alert resolved before its execution started: not acted on")
-                await hold.take_lease(force=True)
-                await self.store.finish_execution(did, "resolved_cancelled", self.clock.now())
-                self.events.execution_finished(did, "resolved_cancelled")
-                self.metrics.executions.labels(decision.playbook, "resolved_cancelled").inc()
-                await hold.release(succeeded=None)
-                return "resolved_cancelled"
             await self._notify("started", decision, channels, alert=alert)
-        elif self._approved_gate(decision, done):
+        elif approved:
             log.info("resuming: a step's approval was given")
             await self.store.record_event(did, "resumed", self.clock.now(), reason="approved")
         else:

@@ -215,6 +215,23 @@ async def test_an_alert_that_resolves_while_a_step_waits_ends_it_there(
         assert [c[0] for c in cluster.calls] == ["scale"]
 
 
+async def test_an_alert_that_resolves_after_the_approval_before_the_step_runs_ends_it_there(
+    settings_factory: Callable[..., Any], tmp_path: Path, vclock: VirtualClock
+) -> None:
+    """The approval was for a firing alert: once it resolved, the approved step would remediate what
+    is already well, as an approved execution that has not begun would (its resolve came after the
+    wait ended, so nothing cancelled it)."""
+    async with stepped_runtime(stepped_settings(settings_factory, tmp_path), vclock) as (rt, cluster, _notices):
+        did = await run_to_gate(rt, stepped_alert())
+        assert (await answer(rt, did, True)).outcome == "approved"
+        await vclock.advance(120)
+        await run_to_gate(rt, stepped_alert(status="resolved", ends_at="2026-11-22T10:02:00Z"))
+        ex = await rt.store.get_execution(did)
+        assert ex is not None and ex["status"] == "resolved_cancelled"
+        assert results(ex) == [("main", "scale", "ok"), ("approval", "approval", "ok")]
+        assert [c[0] for c in cluster.calls] == ["scale"]
+
+
 async def test_a_dry_run_stops_at_the_gate_too(
     settings_factory: Callable[..., Any], tmp_path: Path, vclock: VirtualClock
 ) -> None:
