@@ -1037,8 +1037,8 @@ class Pipeline:
             if await (self.kill_switch or self.guardrails).paused():
                 return "remediation is paused (kill switch)"
             if decision is not None:
-                breaker = (await self.guardrails.status()).breakers.get(decision.playbook)
-                if breaker is not None and breaker.state is BreakerState.OPEN:
+                breaker = await self.guardrails.breaker(decision.playbook)
+                if breaker.state is BreakerState.OPEN:
                     return f"the playbook's circuit breaker is open ({breaker.failures} consecutive failures)"
         except GuardrailUnavailable as exc:
             self.metrics.guardrail_unavailable.inc()

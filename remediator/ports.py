@@ -15,7 +15,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 from remediator.core.alerts import Alert
 from remediator.core.decisions import Decision, DecisionKind, PlannedStep, ResolvedTarget
 from remediator.core.frozen import fast_frozen
-from remediator.core.guardrails import GuardStatus, GuardUsage, Request, Verdict
+from remediator.core.guardrails import BreakerView, GuardStatus, GuardUsage, Request, Verdict
 
 
 class Clock(Protocol):
@@ -476,6 +476,10 @@ class GuardrailStore(PauseState, Protocol):
 
     async def status(self) -> GuardStatus:
         """The kill switch and every playbook's circuit breaker, for the API and ``/metrics``."""
+
+    async def breaker(self, playbook: str) -> BreakerView:
+        """One playbook's circuit breaker (closed when it has no record), read before every step of
+        its executions: one read whatever the number of playbooks, where ``status`` reads them all."""
 
     async def ping(self) -> None: ...
 

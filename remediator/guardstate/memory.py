@@ -405,6 +405,10 @@ class MemoryGuardrails:
     async def status(self) -> GuardStatus:
         return rules.status(self.state.paused, self.state.breakers, self._policy, self._clock.now().timestamp())
 
+    async def breaker(self, playbook: str) -> rules.BreakerView:
+        br = self.state.breakers.get(playbook, rules.CLOSED_BREAKER)
+        return rules.breaker_view(br, self._policy, self._clock.now().timestamp())
+
     async def usage(self) -> rules.GuardUsage:
         s = self.state
         return rules.usage(self._policy, self._clock.now().timestamp(), s.budget_history, s.running, s.locks)

@@ -38,6 +38,7 @@ from remediator.core import guardrails as rules
 from remediator.core.errors import GuardrailUnavailable
 from remediator.core.guardrails import (
     Breaker,
+    BreakerView,
     Check,
     Finding,
     GuardStatus,
@@ -263,6 +264,16 @@ class RedisGuardrails:
             if row[0] is not None
         }
         return rules.status(bool(paused), breakers, self._policy, self._clock.now().timestamp())
+
+    async def breaker(self, playbook: str) -> BreakerView:
+        return await self._guarded("read breaker", self._breaker(playbook))
+
+    async def _breaker(self, playbook: str) -> BreakerView:
+        failures, open_until, trial_owner = await self._client.hmget(
+            self._key("breaker", playbook), ["failures", "open_until", "trial_owner"])
+        br = rules.CLOSED_BREAKER if failures is None else Breaker(
+            int(failures), float(open_until or 0.0), str(trial_owner or ""))
+        return rules.breaker_view(br, self._policy, self._clock.now().timestamp())
 
     async def usage(self) -> GuardUsage:
         return await self._guarded("usage", self._usage())

@@ -25,6 +25,7 @@ from remediator.core.errors import GuardrailUnavailable
 from remediator.core.guardrails import (
     LOCK_RECORD_KEPT,
     BreakerState,
+    BreakerView,
     Budget,
     Check,
     Finding,
@@ -342,6 +343,25 @@ async def test_the_breaker_opens_half_opens_and_closes(make_guard: GuardFactory,
     status = await s.guard.status()
     assert "pb" not in status.breakers or status.breakers["pb"].state is BreakerState.CLOSED
     assert (await s.admit("f", "t7")).admitted
+
+
+async def test_one_breaker_reads_as_the_status_shows_it(make_guard: GuardFactory, clock: VirtualClock) -> None:
+    """``breaker(name)``, read before every step, is ``status()``'s view of that one playbook:
+    closed with no record, then through open, half-open and closed again."""
+    s = await scene(make_guard, clock, breaker_threshold=1, breaker_cooloff=100.0)
+    closed = BreakerView(BreakerState.CLOSED, 0, 0.0, "")
+    assert await s.guard.breaker("pb") == closed and await s.guard.breaker("never-failed") == closed
+    assert (await s.admit("a", "t1")).admitted
+    await s.release("a", succeeded=False)  # open until 100
+    for at, state in ((50, BreakerState.OPEN), (100, BreakerState.HALF_OPEN)):
+        s.at(at)
+        view = await s.guard.breaker("pb")
+        assert view.state is state and view == (await s.guard.status()).breakers["pb"]
+    assert (await s.admit("trial", "t2")).admitted
+    assert (await s.guard.breaker("pb")).trial_owner == "trial"
+    await s.release("trial", succeeded=True)
+    assert (await s.guard.breaker("pb")).state is BreakerState.CLOSED
+    assert await s.guard.breaker("other") == closed
 
 
 async def test_a_release_with_no_outcome_leaves_the_breaker_as_it_was(
