@@ -25,7 +25,7 @@ from remediator.clock import within
 from remediator.core.alerts import Alert, format_time
 from remediator.core.decisions import APPROVAL_PHASE, Decision, DecisionKind, PlannedStep, execution_id
 from remediator.core.errors import GuardrailUnavailable, StoreUnavailable
-from remediator.core.guardrails import BreakerState, GuardStatus, Request, Verdict, with_playbooks
+from remediator.core.guardrails import BreakerState, Check, GuardStatus, Request, Verdict, with_playbooks
 from remediator.core.planning import Plan, Refusal, make_plan
 from remediator.core.playbooks import Playbook, PlaybookSet
 from remediator.core.schema import MUTATING_ACTIONS
@@ -164,8 +164,9 @@ class ApprovalAnswer:
     ``outcome``: ``approved`` (now pending: the execution queue runs it), ``denied``, ``refused``
     (approved, but the guardrails re-checked at approval said no: ``decision`` is their kind,
     ``message`` their reason), ``not_found``, ``forbidden`` (not one of the playbook's approvers),
-    ``conflict`` (not awaiting approval any more, or being decided by another request right now)
-    or ``unavailable`` (guardrail state or store unreachable: it still waits; retry).
+    ``conflict`` (not awaiting approval any more, or being decided by another request right now;
+    or, for a step, the concurrency limits full now: it still waits) or ``unavailable``
+    (guardrail state or store unreachable: it still waits; retry).
     ``status`` is the execution's status after the request, when known."""
 
     outcome: Literal["approved", "denied", "refused", "not_found", "forbidden", "conflict", "unavailable"]
@@ -1232,7 +1233,9 @@ class Pipeline:
         admitted, so nothing is admitted again; what is checked is the target: the execution takes
         its lock back, which it can only while no other execution has held the target since it
         stopped (whatever that one did came after this plan).  Else the approval is refused with
-        the reason and the execution ends ``refused``, unrun from this step on."""
+        the reason and the execution ends ``refused``, unrun from this step on.  Its concurrency
+        slot went with the wait: while the executions running now fill the limits, the approval
+        is not taken (``conflict``) and it keeps waiting, rather than run one too many or end half run."""
         did = decision.execution_id or execution_id(decision.alert_key, decision.playbook)
         req: Request | None = None
         if not (decision.dry_run and not self.settings.dry_run_consumes_guardrails):  # else it holds no lock
@@ -1240,16 +1243,23 @@ class Pipeline:
             req = self._resume_request(decision, playbook, ReceivedAlert(alert, self.clock.now()) if alert else None)
             assert req is not None  # an admitted execution has a target
             try:
-                held = await self.guardrails.reacquire(req)
+                held = await self.guardrails.take_back(req)
             except GuardrailUnavailable as exc:
                 self.metrics.guardrail_unavailable.inc()
                 return ApprovalAnswer("unavailable", f"not approved yet: guardrail state unreachable ({exc}); retry",
                                       AWAITING_APPROVAL)
-            if not held:
+            if held.check is Check.LOCKED:
                 reason = (f"another execution has acted on {req.target_key} since this one stopped for approval: the "
                           f"target may have changed since it was planned, so {_describe_step(step)} is not run")
                 return await self._settle(decision, playbook, "refused", "approval_refused", by=by,
                                           verdict="superseded", reason=reason)
+            if held.check is not Check.PASSED:
+                # Its slot went with the wait, and the executions running now fill the concurrency limits:
+                # running it would break them.  Ending it would leave it half run; it keeps waiting instead.
+                where = f" in namespace {req.namespace}" if held.check is Check.RUNNING_NS else ""
+                return ApprovalAnswer("conflict", f"not approved yet: {held.count} executions already running{where}, "
+                                      "as many as the guardrails allow; it still waits: approve again once one has "
+                                      "finished", AWAITING_APPROVAL)
         now = self.clock.now()
         await self.store.record_step(did, gate_step(step), StepResult("ok", f"approved by {by}"),
                                      started=now, finished=now)

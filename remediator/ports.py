@@ -15,7 +15,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 from remediator.core.alerts import Alert
 from remediator.core.decisions import Decision, DecisionKind, PlannedStep, ResolvedTarget
 from remediator.core.frozen import fast_frozen
-from remediator.core.guardrails import BreakerView, GuardStatus, GuardUsage, Request, Verdict
+from remediator.core.guardrails import BreakerView, Finding, GuardStatus, GuardUsage, Request, Verdict
 
 
 class Clock(Protocol):
@@ -470,6 +470,11 @@ class GuardrailStore(PauseState, Protocol):
     async def reacquire(self, req: Request) -> bool:
         """Take the lock back for a resuming execution if it was its last holder (live or
         lapsed) or there is no record of one; never after another execution held it."""
+
+    async def take_back(self, req: Request) -> Finding:
+        """``reacquire`` for an execution that gave its lock and slot up to wait for a step's
+        approval: the lock on the same terms (LOCKED), the slot only within the concurrency
+        limits (RUNNING, RUNNING_NS); PASSED when it holds both."""
 
     async def abandon(self, req: Request) -> None:
         """Give back an admission whose execution will not run: its lock and slot, at once."""

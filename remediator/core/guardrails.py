@@ -282,6 +282,11 @@ def check(req: Request, state: GuardState, policy: Policy) -> Finding:
         used = _window(state.budget_history.get(b.scope, []), now, b.per)
         if len(used) >= b.max:
             return Finding(Check.BUDGET, at=_room_at(used, b.max, b.per), count=len(used), budget=i)
+    return _concurrency(req, state, policy, now)
+
+
+def _concurrency(req: Request, state: GuardState, policy: Policy, now: float) -> Finding:
+    """The concurrency limits: the last of admission's checks, and all that :func:`take_back` checks."""
     if not (policy.max_running or policy.max_running_per_namespace):
         return _PASSED
     running = _live_slots(state, now, besides=req.owner)
@@ -358,6 +363,23 @@ def reacquire(req: Request, state: GuardState, now: float) -> bool:
     state.locks[req.target_key] = Lock(req.owner, now + req.lock_ttl)
     state.running[req.owner] = Slot(req.namespace, now + req.lock_ttl)
     return True
+
+
+def take_back(req: Request, state: GuardState, policy: Policy, now: float) -> Finding:
+    """:func:`reacquire` for an execution that gave its lock and slot up to wait for a person (a
+    step's approval) and goes on now: the lock on the same terms (LOCKED: another execution has
+    held the target since), the slot only within the concurrency limits (RUNNING, RUNNING_NS:
+    the executions running now fill them).  A slot given up is not the execution's any more, so
+    taking it back is taking a new one; its rate and budget, counted when it was admitted, are not
+    counted again."""
+    lock = state.locks.get(req.target_key)
+    if lock is not None and lock.owner != req.owner:
+        return Finding(Check.LOCKED, holder=lock.owner)
+    finding = _concurrency(req, state, policy, now)
+    if finding.check is Check.PASSED:
+        state.locks[req.target_key] = Lock(req.owner, now + req.lock_ttl)
+        state.running[req.owner] = Slot(req.namespace, now + req.lock_ttl)
+    return finding
 
 
 def abandon(req: Request, state: GuardState) -> None:

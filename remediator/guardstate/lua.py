@@ -26,6 +26,22 @@ local function extend(key, millis)  -- a key shared by many entries only ever li
 end
 """
 
+# The concurrency limits, the last of ADMIT's checks and all of TAKE_BACK's: the live slots of
+# other owners ({running}: zset owner -> expiry; {running_ns}: hash owner -> namespace).
+_CONCURRENCY = """
+if max_running > 0 or max_ns > 0 then
+  local total, in_ns = 0, 0
+  for _, other in ipairs(redis.call('ZRANGEBYSCORE', {running}, '(' .. num(now), '+inf')) do
+    if other ~= owner then
+      total = total + 1
+      if redis.call('HGET', {running_ns}, other) == namespace then in_ns = in_ns + 1 end
+    end
+  end
+  if max_running > 0 and total >= max_running then return {'running', '0', tostring(total)} end
+  if max_ns > 0 and in_ns >= max_ns then return {'running_ns', '0', tostring(in_ns)} end
+end
+"""
+
 # ADMIT and EVALUATE share their keys, their arguments and, word for word, their checks
 # (_CHECKS): EVALUATE is ADMIT without the bookkeeping (_RECORD), so the two cannot drift.
 # KEYS: 1 paused, 2 breaker, 3 lock, 4 cooldown, 5 rate, 6 running (zset owner -> expiry),
@@ -87,18 +103,7 @@ for i = 1, nbudgets do
   if n >= max then return {'budget', room_at(KEYS[8 + i], after, n, max, per), tostring(n), '', ARGV[base + 1]} end
 end
 
-if max_running > 0 or max_ns > 0 then
-  local total, in_ns = 0, 0
-  for _, other in ipairs(redis.call('ZRANGEBYSCORE', KEYS[6], '(' .. num(now), '+inf')) do
-    if other ~= owner then
-      total = total + 1
-      if redis.call('HGET', KEYS[7], other) == namespace then in_ns = in_ns + 1 end
-    end
-  end
-  if max_running > 0 and total >= max_running then return {'running', '0', tostring(total)} end
-  if max_ns > 0 and in_ns >= max_ns then return {'running_ns', '0', tostring(in_ns)} end
-end
-"""
+""" + _CONCURRENCY.replace("{running}", "KEYS[6]").replace("{running_ns}", "KEYS[7]")
 
 # Admitted: record the execution's start (lock, cooldown, rate and budget history, slot, breaker trial).
 _RECORD = """
@@ -164,6 +169,15 @@ return 1
 #   released: the record is kept) was this owner, or of which there is no record.
 RENEW = _HOLD_LOCK.replace("{when}", "if lock[1] ~= owner or tonumber(lock[2]) <= now then return 0 end")
 REACQUIRE = _HOLD_LOCK.replace("{when}", "if lock[1] and lock[1] ~= owner then return 0 end")
+
+# KEYS: as REACQUIRE.  ARGV: as REACQUIRE, then 6 max_running, 7 max_running_per_namespace
+#   REACQUIRE's lock rule, then the concurrency limits (its slot was given up: see rules.take_back).
+#   Returns a finding as ADMIT does ({'locked', at, count, holder} when another owner held it);
+#   1 when both were taken.
+TAKE_BACK = _HOLD_LOCK.replace("{when}", """
+if lock[1] and lock[1] ~= owner then return {'locked', '0', '0', lock[1]} end
+local max_running, max_ns = tonumber(ARGV[6]), tonumber(ARGV[7])
+""" + _CONCURRENCY.replace("{running}", "KEYS[2]").replace("{running_ns}", "KEYS[3]"))
 
 # KEYS: 1 lock, 2 running, 3 running namespaces.  ARGV: 1 owner
 ABANDON = """

@@ -389,6 +389,11 @@ class MemoryGuardrails:
         now = self._clock.now().timestamp()
         return await self._commit(lambda s: rules.reacquire(req, s, now))
 
+    async def take_back(self, req: Request) -> rules.Finding:
+        now = self._clock.now().timestamp()
+        return await self._commit(lambda s: rules.take_back(req, s, self._policy, now),
+                                  lambda f: f.check is rules.Check.PASSED)
+
     async def abandon(self, req: Request) -> None:
         await self._commit(lambda s: rules.abandon(req, s), lambda _: True)
 

@@ -104,6 +104,7 @@ class RedisGuardrails:
         self._release = client.register_script(lua.RELEASE)
         self._abandon = client.register_script(lua.ABANDON)
         self._reacquire = client.register_script(lua.REACQUIRE)
+        self._take_back = client.register_script(lua.TAKE_BACK)
         # Changes this adapter made (admit, release, renew...): a prefetched verdict read before
         # the latest one is stale (prefetch_evaluations).  owner -> (changes then, request, reply).
         self._changes = 0
@@ -220,6 +221,14 @@ class RedisGuardrails:
         keys = [self._key("lock", req.target_key), self._key("running"), self._key("running-ns")]
         args: list[str | int | float] = [req.owner, req.namespace, now, req.lock_ttl, self._grace]
         return bool(await self._changing("reacquire", self._reacquire(keys=keys, args=args)))
+
+    async def take_back(self, req: Request) -> Finding:
+        now = self._clock.now().timestamp()
+        keys = [self._key("lock", req.target_key), self._key("running"), self._key("running-ns")]
+        args: list[str | int | float] = [req.owner, req.namespace, now, req.lock_ttl, self._grace,
+                                         self._policy.max_running, self._policy.max_running_per_namespace]
+        reply = await self._changing("take back", self._take_back(keys=keys, args=args))
+        return Finding(Check.PASSED) if reply == 1 else _finding([str(x) for x in reply])
 
     async def abandon(self, req: Request) -> None:
         keys = [self._key("lock", req.target_key), self._key("running"), self._key("running-ns")]

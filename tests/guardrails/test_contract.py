@@ -151,6 +151,33 @@ async def test_a_resuming_execution_takes_its_lock_back_only_if_nobody_else_has_
     assert (await s.admit("c", lock_ttl=30.0, limit_key="third")).admitted  # the free lock admits anew
 
 
+async def test_going_on_after_a_steps_approval_takes_the_lock_back_and_a_slot_within_the_limits(
+    make_guard: GuardFactory, clock: VirtualClock
+) -> None:
+    """``take_back``: the lock on reacquire's terms, and the slot it gave up at the gate only while
+    the executions running now leave room under ``max_running`` (and per namespace)."""
+    s = await scene(make_guard, clock, max_running=2, max_running_per_namespace=1)
+    gated = s.req("gated", "t1", lock_ttl=30.0)
+    assert (await s.guard.admit(gated)).admitted
+    await s.guard.release(gated, succeeded=None)  # the gate: lock and slot given up
+    assert (await s.admit("busy", "t2", namespace="shop")).admitted
+    assert await s.guard.take_back(gated) == Finding(Check.RUNNING_NS, count=1)  # shop's one slot is taken
+    assert (await s.admit("other", "t3", namespace="ops")).admitted
+    assert await s.guard.take_back(gated) == Finding(Check.RUNNING, count=2)
+    third = await s.admit("third", "t1", namespace="web", limit_key="l3")
+    assert third.kind is K.BUDGET_EXHAUSTED  # running, not locked: the refused take_back took nothing
+    await s.release("busy")
+    await s.release("other")
+    s.at(10)
+    assert await s.guard.take_back(gated) == Finding(Check.PASSED)
+    assert await s.admit("b", "t1", limit_key="l2") == Verdict(K.LOCKED, "t1 is locked by execution gated", "gated")
+    assert (await s.admit("c", "t4", namespace="shop")).kind is K.BUDGET_EXHAUSTED  # its slot counts again
+    await s.guard.release(gated, succeeded=True)
+    assert (await s.admit("d", "t1", limit_key="l4")).admitted
+    await s.release("d")
+    assert await s.guard.take_back(gated) == Finding(Check.LOCKED, holder="d")  # d acted on t1 since
+
+
 async def test_a_released_lock_admits_at_once_but_keeps_its_last_holder_on_record(
     make_guard: GuardFactory, clock: VirtualClock
 ) -> None:
@@ -704,8 +731,12 @@ async def test_random_operations_agree_with_the_pure_rules(
                 history.append(req)
         elif op < 0.65 and history:  # running ones, and released or lapsed ones that must not renew
             req = rng.choice(history)
-            if rng.random() < 0.3:  # or resume, taking a free or lapsed lock back
+            resume = rng.random()
+            if resume < 0.15:  # or resume, taking a free or lapsed lock back
                 got, want = await guard.reacquire(req), rules.reacquire(req, oracle, now)  # type: ignore[assignment]
+            elif resume < 0.3:  # or go on after a step's approval: lock and, within the limits, a slot
+                got, want = (await guard.take_back(req),  # type: ignore[assignment]
+                             rules.take_back(req, oracle, policy, now))
             else:
                 got, want = await guard.renew(req), rules.renew(req, oracle, now)  # type: ignore[assignment]
         elif op < 0.85 and admitted:

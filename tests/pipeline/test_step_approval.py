@@ -167,6 +167,30 @@ async def test_an_approval_after_another_execution_acted_on_the_target_is_refuse
         assert [c[0] for c in cluster.calls] == ["scale"]
 
 
+async def test_an_approval_while_the_concurrency_limit_is_full_is_not_taken_and_it_keeps_waiting(
+    settings_factory: Callable[..., Any], tmp_path: Path, vclock: VirtualClock
+) -> None:
+    """Its slot went with the wait: going on now would run one execution more than ``max_running``.
+    Ending it instead would leave it half run, so it keeps waiting, and the approver is told why."""
+    settings = stepped_settings(settings_factory, tmp_path, guardrails={"max_running": 1})
+    async with stepped_runtime(settings, vclock) as (rt, cluster, _notices):
+        did = await run_to_gate(rt, stepped_alert())
+        busy = Request("busy", "other", "Deployment/shop/api", "other|busy", "shop", rt.clock.now().timestamp())
+        assert (await rt.guardrails.admit(busy)).admitted  # the one slot, taken meanwhile
+        got = await answer(rt, did, True)
+        assert (got.outcome, got.status) == ("conflict", "awaiting_approval")
+        assert got.message == ("not approved yet: 1 executions already running, as many as the guardrails allow; "
+                               "it still waits: approve again once one has finished")
+        await rt.worker.queue.drain()
+        ex = await rt.store.get_execution(did)
+        assert ex is not None and ex["status"] == "awaiting_approval"
+        assert results(ex) == [("main", "scale", "ok"), ("approval", "approval", "awaiting_approval")]
+        await rt.guardrails.release(busy, succeeded=True)
+        assert (await answer(rt, did, True)).outcome == "approved"
+        await rt.worker.queue.drain()
+        assert [c[0] for c in cluster.calls] == ["scale", "restart", "wait_healthy"]
+
+
 async def test_only_the_steps_approvers_may_answer_and_its_plan_keeps_them(
     settings_factory: Callable[..., Any], tmp_path: Path, vclock: VirtualClock
 ) -> None:
