@@ -1264,13 +1264,17 @@ class Pipeline:
         await self.store.record_step(did, gate_step(step), StepResult("ok", f"approved by {by}"),
                                      started=now, finished=now)
         if not await self.store.settle_approval(did, self.owner, "pending", now):
-            # The claim lapsed and someone else answered; the gate's record changes nothing then
-            # (denied: nothing runs; approved: the same record).  Denied or ended: the lock just
-            # taken back is given up, not left to block the target until its TTL.
-            if req is not None and not await self.store.unfinished(did):
-                with contextlib.suppress(GuardrailUnavailable):
-                    await self.guardrails.abandon(req)
-            return _not_awaiting(did, await self.store.approval(did) or ApprovalState("", None, False), now)
+            # The claim lapsed and someone else answered.  Approved: the same record, and the lock
+            # is that answer's execution's too.  Denied or ended: the gate's "ok" just written is
+            # not what happened (the gate is closed again), and the lock just taken back is given
+            # up, not left to block the target until its TTL.
+            state = await self.store.approval(did) or ApprovalState("", None, False)
+            if not await self.store.unfinished(did):
+                await self._close_gate(decision, state.status, {})
+                if req is not None:
+                    with contextlib.suppress(GuardrailUnavailable):
+                        await self.guardrails.abandon(req)
+            return _not_awaiting(did, state, now)
         await self.store.record_event(did, "approved", now, by=by, before=_describe_step(step))
         self._log.info("step approved", execution_id=did, playbook=decision.playbook, by=by, action=step.action,
                        index=step.index)
@@ -1310,8 +1314,9 @@ class Pipeline:
 
     async def _close_gate(self, decision: Decision, status: str, detail: Mapping[str, str]) -> None:
         """The step gate an execution stopped at, when it ends there unrun (denied, refused, expired,
-        its alert resolved): its record says so, rather than awaiting an approval for ever.  Not
-        ``ok``: a gate whose record is ok counts as approved (:meth:`_approved_gate`)."""
+        its alert resolved): its record says so, rather than awaiting an approval for ever (or
+        reading ``ok`` when an approval came too late, its claim lapsed, and another answer ended
+        it).  Not ``ok``: a gate whose record is ok counts as approved (:meth:`_approved_gate`)."""
         if not any(s.approval for s in decision.steps):
             return
         did = decision.execution_id or ""
@@ -1319,7 +1324,8 @@ class Pipeline:
         why = detail.get("reason") or (f"by {detail['by']}" if "by" in detail else "")
         for step in decision.steps:
             gate = done.get((APPROVAL_PHASE, step.index))
-            if step.approval is not None and gate is not None and gate.status == "awaiting_approval":
+            if step.approval is not None and gate is not None and gate.status != "failed" \
+                    and (step.phase, step.index) not in done:  # the gated step never began
                 now = self.clock.now()
                 result = StepResult("failed", f"{gate.message}; not approved: {status}{f' ({why})' if why else ''}")
                 await self.store.record_step(did, gate_step(step), result, started=now, finished=now)

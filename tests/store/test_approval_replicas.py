@@ -20,6 +20,7 @@ import pytest
 
 from remediator.clock import VirtualClock
 from remediator.runtime import Runtime
+from tests.guardrails.test_pipeline_guardrails import Passthrough
 from tests.pipeline.test_approval import Notices, answer, decide, gated_alert, gated_runtime, gated_settings
 from tests.pipeline.test_pipeline import Recorder
 from tests.pipeline.test_step_approval import rival, run_to_gate, stepped_alert, stepped_runtime, stepped_settings
@@ -199,8 +200,8 @@ async def test_an_approval_while_one_replica_cannot_reach_redis_waits_and_the_ot
 
 @contextlib.asynccontextmanager
 async def two_stepped(settings_factory: Callable[..., Any], tmp_path: Path, pg_schema: Schema, redis_url: str,
-                      clock: VirtualClock) -> AsyncIterator[tuple[Replica, Replica]]:
-    settings = stepped_settings(settings_factory, tmp_path, database_url=pg_schema.dsn, redis_url=redis_url)
+                      clock: VirtualClock, **more: Any) -> AsyncIterator[tuple[Replica, Replica]]:
+    settings = stepped_settings(settings_factory, tmp_path, database_url=pg_schema.dsn, redis_url=redis_url, **more)
     async with stepped_runtime(settings, clock) as a, stepped_runtime(settings, clock) as b:
         yield a, b
 
@@ -251,3 +252,47 @@ async def test_a_step_waits_across_a_restart_of_both_replicas(
         assert calls(a, b) == ["restart", "wait_healthy"]
         ex = await a[0].store.get_execution(did)
         assert ex is not None and ex["status"] == "succeeded"
+
+
+class LapsesWhileApproving(Passthrough):
+    """A replica's store whose approval stalls after the gate's record, until its claim on the
+    execution lapses and ``meanwhile`` (another replica's answer) has run: once."""
+
+    def __init__(self, inner: Any, meanwhile: Callable[[], Any]) -> None:
+        super().__init__(inner)
+        self.meanwhile: Callable[[], Any] | None = meanwhile
+
+    async def settle_approval(self, *args: Any, **kwargs: Any) -> bool:
+        if self.meanwhile is not None:
+            meanwhile, self.meanwhile = self.meanwhile, None
+            await meanwhile()
+        return bool(await self.inner.settle_approval(*args, **kwargs))
+
+
+async def test_a_step_approval_whose_claim_lapsed_while_another_replica_denied_gives_the_lock_back(
+    settings_factory: Callable[..., Any], tmp_path: Path, pg_schema: Schema, redis_url: str, vclock: VirtualClock
+) -> None:
+    """A stalls between taking the target's lock back and settling; its claim lapses and B denies.
+    A must not leave the lock it took to block the target until its TTL, nor the gate reading
+    ``ok``: the execution was denied and the step never runs."""
+    # A claim (worker.lease) shorter than the playbook's lock_ttl (5m): A's lock outlives its claim.
+    async with two_stepped(settings_factory, tmp_path, pg_schema, redis_url, vclock, worker={"lease": 60}) as (a, b):
+        did = await run_to_gate(a[0], stepped_alert())
+        denied: list[Any] = []
+
+        async def b_denies() -> None:
+            await vclock.advance(61)  # A's claim lapses, its lock does not
+            denied.append(await answer(b[0], did, False))
+
+        a[0].pipeline.store = LapsesWhileApproving(a[0].pipeline.store, b_denies)  # type: ignore[assignment]
+        got = await answer(a[0], did, True)
+        assert [d.outcome for d in denied] == ["denied"]
+        assert (got.outcome, got.status) == ("conflict", "denied")
+        await drain(a, b)
+        assert calls(a, b) == ["scale"]
+        ex = await b[0].store.get_execution(did)
+        assert ex is not None and ex["status"] == "denied"
+        [gate] = [r for r in ex["results"] if r["phase"] == "approval"]
+        assert gate["status"] == "failed" and gate["message"].endswith("; not approved: denied (by test a1)")
+        other = rival(b[0])
+        assert (await b[0].guardrails.admit(other)).admitted  # the target is not locked: A gave it back
