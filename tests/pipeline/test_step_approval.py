@@ -11,7 +11,9 @@ Redis are in ``tests/store/test_approval_replicas.py``.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -320,6 +322,30 @@ async def test_an_approval_cut_short_after_recording_the_gate_is_answered_again(
         assert (got.outcome, got.message) == ("approved", "approved: step 1 (restart) runs next")
         await rt.worker.queue.drain()
         assert [c[0] for c in cluster.calls] == ["scale", "restart", "wait_healthy"]
+
+
+async def test_an_admitted_execution_awaiting_approval_with_no_gate_recorded_is_not_answered(
+    settings_factory: Callable[..., Any], tmp_path: Path, vclock: VirtualClock
+) -> None:
+    """The gate's record is written before the wait, so only a store edited by hand (or a bug)
+    holds an admitted execution that awaits approval before no step: neither approving nor
+    denying guesses which step it meant; the answer says what is wrong."""
+    async with stepped_runtime(stepped_settings(settings_factory, tmp_path), vclock) as (rt, cluster, _notices):
+        recorded = await rt.store.decision(await run_to_gate(rt, stepped_alert()))
+        assert recorded is not None
+        did = execution_id("hand-made|key", "stepped")
+        await rt.store.record_decision(dataclasses.replace(recorded, alert_key="hand-made|key", execution_id=did))
+        assert await rt.store.claim_execution(did, "hand", 60)
+        now = vclock.now()
+        await rt.store.record_step(did, recorded.steps[0], StepResult("ok", "scaled"), started=now, finished=now)
+        assert await rt.store.await_approval(did, "hand", now + timedelta(minutes=10))  # and no gate record
+        for approve in (True, False):
+            got = await answer(rt, did, approve)
+            assert (got.outcome, got.status) == ("conflict", "awaiting_approval")
+            assert got.message == f"execution {did} awaits approval before no step of its plan"
+        assert (await rt.store.approval(did)).status == "awaiting_approval"  # type: ignore[union-attr]
+        await rt.worker.queue.drain()
+        assert [c[0] for c in cluster.calls] == ["scale"]  # only the real execution's first step
 
 
 async def test_a_playbook_that_asks_before_it_runs_and_before_a_step_waits_twice(
