@@ -336,13 +336,19 @@ def admit(req: Request, state: GuardState, policy: Policy) -> Verdict:
     return verdict
 
 
+def _hold(req: Request, state: GuardState, now: float) -> None:
+    """Hold the target's lock and the execution's slot for ``lock_ttl`` more (RENEW, REACQUIRE and
+    TAKE_BACK share this, as their Lua scripts share ``_HOLD_LOCK``)."""
+    state.locks[req.target_key] = Lock(req.owner, now + req.lock_ttl)
+    state.running[req.owner] = Slot(req.namespace, now + req.lock_ttl)
+
+
 def renew(req: Request, state: GuardState, now: float) -> bool:
     """Extend the owner's live lock and slot; False if it lapsed or another owner holds it."""
     lock = state.locks.get(req.target_key)
     if lock is None or lock.owner != req.owner or lock.expires <= now:
         return False
-    state.locks[req.target_key] = Lock(req.owner, now + req.lock_ttl)
-    state.running[req.owner] = Slot(req.namespace, now + req.lock_ttl)
+    _hold(req, state, now)
     return True
 
 
@@ -360,8 +366,7 @@ def reacquire(req: Request, state: GuardState, now: float) -> bool:
     lock = state.locks.get(req.target_key)
     if lock is not None and lock.owner != req.owner:
         return False
-    state.locks[req.target_key] = Lock(req.owner, now + req.lock_ttl)
-    state.running[req.owner] = Slot(req.namespace, now + req.lock_ttl)
+    _hold(req, state, now)
     return True
 
 
@@ -377,8 +382,7 @@ def take_back(req: Request, state: GuardState, policy: Policy, now: float) -> Fi
         return Finding(Check.LOCKED, holder=lock.owner)
     finding = _concurrency(req, state, policy, now)
     if finding.check is Check.PASSED:
-        state.locks[req.target_key] = Lock(req.owner, now + req.lock_ttl)
-        state.running[req.owner] = Slot(req.namespace, now + req.lock_ttl)
+        _hold(req, state, now)
     return finding
 
 
