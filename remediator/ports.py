@@ -412,7 +412,9 @@ class BatchLookups(Protocol):
     For a store where every read is a round trip (PostgreSQL): "was this (alert, playbook)
     decided already?" and "has this firing episode resolved?" are asked for every matching
     alert; asked per batch, they are one round trip instead of two per alert.  The embedded
-    store answers each in microseconds and need not offer this."""
+    store answers each in microseconds, yet offers it too: two statements per alert, each with
+    its Python around it, cost a storm's batch more than one for the batch (some 6 % of the
+    decisions' CPU).  A store that offers neither is asked each question as it comes."""
 
     async def look_up(
         self, ids: Sequence[str], episodes: Sequence[tuple[str, datetime]]

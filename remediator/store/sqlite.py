@@ -410,6 +410,22 @@ class SQLiteStore:
         cur = await self._run("SELECT 1 FROM alerts WHERE dedup_key = ?", (key,))
         return await cur.fetchone() is not None
 
+    async def look_up(
+        self, ids: Sequence[str], episodes: Sequence[tuple[str, datetime]]
+    ) -> tuple[dict[str, Decision], set[tuple[str, datetime]]]:
+        """A decision batch's questions (``BatchLookups``) in one statement: two per decided alert
+        (``decision``, ``resolved_for``) cost a storm's batch more than the lookups themselves."""
+        keys = {f"{fingerprint}|{format_time(starts)}|resolved": (fingerprint, starts)
+                for fingerprint, starts in episodes}
+        cur = await self._run(
+            "SELECT id, body FROM decisions WHERE id IN (SELECT value FROM json_each(?))"
+            " UNION ALL SELECT dedup_key, NULL FROM alerts WHERE dedup_key IN (SELECT value FROM json_each(?))",
+            (json.dumps(list(ids)), json.dumps(list(keys))),
+        )
+        rows = await cur.fetchall()
+        found = {r["id"]: decision_from_json(json.loads(r["body"])) for r in rows if r["body"] is not None}
+        return found, {keys[r["id"]] for r in rows if r["body"] is None}
+
     async def firing_count(self, fingerprint: str, since: datetime) -> int:
         cur = await self._run("SELECT alert FROM alerts WHERE fingerprint = ? AND status = 'firing'", (fingerprint,))
         starts = {json.loads(r["alert"])["startsAt"] for r in await cur.fetchall()}

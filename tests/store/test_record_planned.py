@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from remediator.clock import VirtualClock
-from remediator.ports import PlannedExecutions, StepRecord, StepResult
+from remediator.ports import BatchLookups, PlannedExecutions, StepRecord, StepResult
 from tests.store.conftest import fresh_schema
 from tests.store.test_contract import T0, a_decision, alerts, firing, resolved
 
@@ -115,22 +115,17 @@ async def test_postgres_a_decision_batch_writes_its_plan_only_executions_and_mar
             await store.close()
 
 
-async def test_postgres_look_up_answers_a_batch_s_questions_at_once(vclock: VirtualClock) -> None:
-    """Decided already?  Resolved already?  For a whole batch, in one round trip."""
-    from remediator.store.postgres import PostgresStore
-
-    async with fresh_schema() as schema:
-        store = await PostgresStore.open(schema.dsn, vclock)
-        try:
-            [a] = alerts(firing("a"))
-            [b] = alerts(firing("b"))
-            await store.record_alerts([a, b, *alerts(resolved("b"))])
-            da, db = a_decision(a.alert), a_decision(b.alert)
-            assert await store.record_decision(da)
-            episodes = [(x.alert.fingerprint, x.alert.starts_at) for x in (a, b)]
-            decided, ended = await store.look_up([da.execution_id, db.execution_id], episodes)
-            assert list(decided) == [da.execution_id] and decided[da.execution_id].reason == da.reason
-            assert ended == {(b.alert.fingerprint, b.alert.starts_at)}
-            assert await store.look_up([], []) == ({}, set())
-        finally:
-            await store.close()
+async def test_look_up_answers_a_batch_s_questions_at_once(store: Any) -> None:
+    """Decided already?  Resolved already?  For a whole batch, in one round trip (PostgreSQL) or one
+    statement (SQLite)."""
+    assert isinstance(store, BatchLookups)
+    [a] = alerts(firing("a"))
+    [b] = alerts(firing("b"))
+    await store.record_alerts([a, b, *alerts(resolved("b"))])
+    da, db = a_decision(a.alert), a_decision(b.alert)
+    assert await store.record_decision(da)
+    episodes = [(x.alert.fingerprint, x.alert.starts_at) for x in (a, b)]
+    decided, ended = await store.look_up([da.execution_id, db.execution_id], episodes)
+    assert list(decided) == [da.execution_id] and decided[da.execution_id] == da
+    assert ended == {(b.alert.fingerprint, b.alert.starts_at)}
+    assert await store.look_up([], []) == ({}, set())
