@@ -19,6 +19,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
+import structlog
+
 from remediator.core.alerts import Alert, format_time, parse_time
 from remediator.core.decisions import Decision, PlannedStep, decision_from_json, execution_id
 from remediator.core.errors import StoreUnavailable
@@ -188,11 +190,29 @@ def _step_row(
 
 
 class _Marks:
-    """A decision batch's alerts marked processed, written as the batch ends."""
+    """A decision batch's writes that wait for its end: the alerts marked processed, and the
+    plan-only executions whose decisions it looked up (:meth:`SQLiteStore.look_up`) and found
+    unrecorded."""
 
     def __init__(self, task: asyncio.Task[Any] | None) -> None:
         self.task = task
         self.ids: list[int] = []
+        self.unrecorded: set[str] = set()
+        self.planned: list[tuple[tuple[Any, ...], list[tuple[Any, ...]]]] = []  # (decision row, step rows)
+
+    def clear(self) -> None:
+        self.ids.clear()
+        self.unrecorded.clear()
+        self.planned.clear()
+
+
+_DECISION_COLUMNS = ("id, alert_key, fingerprint, playbook, kind, at, body, exec_status, finished_at, target_kind,"
+                     " target_namespace, target_name")
+_PLANNED_INSERT = (f"INSERT OR IGNORE INTO decisions ({_DECISION_COLUMNS}) SELECT "
+                   + ", ".join(f"json_extract(value, '$[{i}]')" for i in range(12))
+                   + " FROM json_each(?) RETURNING id")
+_STEP_INSERT = ("INSERT OR REPLACE INTO steps (execution_id, phase, idx, action, params, result, started_at,"
+                " finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
 
 
 class SQLiteStore:
@@ -291,9 +311,14 @@ class SQLiteStore:
         (``IntakeQueue``'s batch role; see remediator.store.shared_tx).
 
         The alerts it marks processed are marked in one statement as it ends, after their
-        decisions.  A batch that ends in an error marks none, and a rolled-back transaction
-        (which took decisions with it) unmarks the batch: those alerts are decided again, and
-        find whatever decisions did survive.  Never the other way round: an alert is not
+        decisions; so are the plan-only executions it records (:meth:`record_planned`) whose
+        decisions it looked up (:meth:`look_up`) and found unrecorded, written with their steps
+        in one statement rather than two per alert.  A decision another decider recorded
+        meanwhile (its claim lease having run out) stands, and ours is dropped, logged.
+
+        A batch that ends in an error writes none of that, and a rolled-back transaction (which
+        took decisions with it) empties the batch: those alerts are decided again, and find
+        whatever decisions did survive.  Never the other way round: an alert is not
         marked processed without its decisions."""
         async with self._shared.deferred():
             marks = _Marks(asyncio.current_task())
@@ -304,17 +329,31 @@ class SQLiteStore:
             finally:
                 self._marks.reset(token)
                 self._mark_batches.discard(marks)
-            if marks.ids:
-                ids = json.dumps(marks.ids)
-                await self._shared.write(lambda: self._db.execute(
-                    "UPDATE alerts SET processed = 1, claimed_until = NULL"
-                    " WHERE id IN (SELECT value FROM json_each(?))", (ids,)))
+            if marks.ids or marks.planned:
+                await self._shared.write(lambda: self._write_batch(marks))
+
+    async def _write_batch(self, marks: _Marks) -> None:
+        """The batch's plan-only decisions (one statement, which tells which were new), the steps of
+        those, then its marks: in the batch's transaction, after everything else it wrote."""
+        if marks.planned:
+            cur = await self._db.execute(_PLANNED_INSERT, (json.dumps([row for row, _ in marks.planned]),))
+            new = {r["id"] for r in await cur.fetchall()}
+            steps = [step for row, rows in marks.planned if row[0] in new for step in rows]
+            if steps:
+                await self._db.executemany(_STEP_INSERT, steps)
+            if lost := len(marks.planned) - len(new):
+                structlog.get_logger("remediator.store").warning(
+                    "plan-only decisions recorded by another decider first (a claim lease ran out?): kept theirs",
+                    count=lost)
+        if marks.ids:
+            await self._db.execute("UPDATE alerts SET processed = 1, claimed_until = NULL"
+                                   " WHERE id IN (SELECT value FROM json_each(?))", (json.dumps(marks.ids),))
 
     def _unmark(self) -> None:
         """A transaction was rolled back: the marks waiting in open batches may be of alerts
-        whose decisions it took with it."""
+        whose decisions it took with it, and what the batches looked up no longer holds."""
         for marks in self._mark_batches:
-            marks.ids.clear()
+            marks.clear()
 
     def decision_unit(self) -> contextlib.AbstractAsyncContextManager[None]:
         """One alert's writes inside a :meth:`decision_batch` land in one transaction."""
@@ -370,9 +409,13 @@ class SQLiteStore:
             for r in rows
         ]
 
-    async def mark_processed(self, alert_id: int) -> None:
+    def _in_batch(self) -> _Marks | None:
         marks = self._marks.get()
-        if marks is not None and marks.task is asyncio.current_task():
+        return marks if marks is not None and marks.task is asyncio.current_task() else None
+
+    async def mark_processed(self, alert_id: int) -> None:
+        marks = self._in_batch()
+        if marks is not None:
             marks.ids.append(alert_id)  # with the batch's other marks, as it ends (decision_batch)
             return
         await self._run("UPDATE alerts SET processed = 1, claimed_until = NULL WHERE id = ?", (alert_id,))
@@ -424,6 +467,9 @@ class SQLiteStore:
         )
         rows = await cur.fetchall()
         found = {r["id"]: decision_from_json(json.loads(r["body"])) for r in rows if r["body"] is not None}
+        marks = self._in_batch()
+        if marks is not None:
+            marks.unrecorded.update(i for i in ids if i not in found)
         return found, {keys[r["id"]] for r in rows if r["body"] is None}
 
     async def firing_count(self, fingerprint: str, since: datetime) -> int:
@@ -470,24 +516,27 @@ class SQLiteStore:
     async def record_planned(
         self, decision: Decision, steps: Sequence[StepRecord], *, status: str, finished: datetime
     ) -> bool:
+        # Inside a decision batch that looked it up and found it new, written with the batch's end
+        # (one statement for all of them, see _write_batch); else at once, only if it is new.
         did = decision.execution_id or execution_id(decision.alert_key, decision.playbook)
         row = (did, decision.alert_key, decision.fingerprint, decision.playbook, decision.kind.value,
                _at(decision.at), json.dumps(decision.to_json()), status, format_time(finished),
                *json_rows.target_columns(decision))
+        step_rows = [_step_row(did, s.step, s.result, s.started, s.finished) for s in steps]
+        marks = self._in_batch()
+        if marks is not None and did in marks.unrecorded:
+            marks.unrecorded.discard(did)
+            marks.planned.append((row, step_rows))
+            return True
 
         async def body() -> bool:
             cur = await self._db.execute(
-                "INSERT OR IGNORE INTO decisions (id, alert_key, fingerprint, playbook, kind, at, body, exec_status,"
-                " finished_at, target_kind, target_namespace, target_name) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT OR IGNORE INTO decisions ({_DECISION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 row,
             )
             if cur.rowcount != 1:
                 return False
-            await self._db.executemany(
-                "INSERT OR REPLACE INTO steps (execution_id, phase, idx, action, params, result, started_at,"
-                " finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [_step_row(did, s.step, s.result, s.started, s.finished) for s in steps],
-            )
+            await self._db.executemany(_STEP_INSERT, step_rows)
             return True
 
         return await self._shared.write(body)

@@ -1,5 +1,6 @@
 """Alerts marked processed inside a decision batch are marked together as it ends, after
-their decisions, and never without them (embedded store; PostgreSQL: test_record_planned).
+their decisions, and never without them (embedded store; both stores' batched plan-only
+executions: test_record_planned).
 
 An alert marked processed whose decision was lost would never be decided: the one thing a
 batched mark must not do.  So a batch that fails marks nothing, and a transaction rolled back
@@ -15,7 +16,8 @@ import pytest
 from remediator.clock import VirtualClock
 from remediator.core.errors import StoreUnavailable
 from remediator.store.sqlite import SQLiteStore
-from tests.store.test_contract import a_decision, alerts, firing
+from tests.store.test_contract import T0, a_decision, alerts, firing
+from tests.store.test_record_planned import records
 
 
 @pytest.fixture
@@ -70,3 +72,26 @@ async def test_a_rolled_back_transaction_unmarks_the_batch(store: SQLiteStore) -
     assert await pending(store) == 1  # a, unmarked with its decision: it is decided again
     [again] = await store.claim_alerts("w", 10, 30)  # its worker takes it back
     assert again.id == first.id
+
+
+async def test_a_rolled_back_transaction_drops_what_the_batch_was_to_write(store: SQLiteStore) -> None:
+    """What the batch looked up no longer holds once a transaction was lost under it: its waiting
+    plan-only executions are dropped with its marks, and their alerts are decided again."""
+    a, b, c = alerts(firing("a"), firing("b"), firing("c"))
+    await store.record_alerts([a, b, c])
+    first, second, third = await store.claim_alerts("w", 10, 30)
+    da, db, dc = (a_decision(x.alert) for x in (a, b, c))
+    with pytest.raises(StoreUnavailable):  # the batch hears that part of it was lost
+        async with store.decision_batch():
+            assert await store.look_up([da.execution_id, db.execution_id], []) == ({}, set())
+            assert await store.record_planned(da, records(da, "ours"), status="dry_run", finished=T0)
+            await store.mark_processed(first.id)
+            assert await store.record_decision(dc)  # written at once: in the transaction that is lost
+            await store._shared._roll_back(RuntimeError("the disk refused the commit"))
+            # looked up before the loss: written at once now, as if never looked up
+            assert await store.record_planned(db, records(db, "ours"), status="dry_run", finished=T0)
+            await store.mark_processed(second.id)
+    assert [e["id"] for e in await store.list_executions()] == [db.execution_id]
+    assert await store.decision(da.execution_id or "") is None
+    assert await store.decision(dc.execution_id or "") is None
+    assert {x.id for x in await store.claim_alerts("w", 10, 30)} == {first.id, third.id}  # decided again

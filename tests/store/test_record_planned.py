@@ -6,12 +6,14 @@ is never there without its steps, nor finished without them."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from remediator.clock import VirtualClock
 from remediator.ports import BatchLookups, PlannedExecutions, StepRecord, StepResult
@@ -73,46 +75,34 @@ async def test_a_decision_recorded_first_the_ordinary_way_is_left_alone(store: A
     assert await store.step_results(decision.execution_id) == {}
 
 
-async def test_postgres_a_decision_batch_writes_its_plan_only_executions_and_marks_together(
-    vclock: VirtualClock,
-) -> None:
+async def test_a_decision_batch_writes_its_plan_only_executions_and_marks_together(store: Any) -> None:
     """Looked up and found unrecorded in the batch, a plan-only execution waits for the batch's
-    end, with the alerts marked processed: one transaction per batch, not one per alert.  One
-    another decider recorded meanwhile (its claim lease ran out under us) keeps its decision."""
-    from structlog.testing import capture_logs
-
-    from remediator.store.postgres import PostgresStore
-
-    async with fresh_schema() as schema:
-        store = await PostgresStore.open(schema.dsn, vclock)
-        other = await PostgresStore.open(schema.dsn, vclock)
-        try:
-            a, b, c = alerts(firing("a"), firing("b"), firing("c"))
-            await store.record_alerts([a, b, c])
-            claimed = await store.claim_alerts("w", 10, 30)
-            da, db, dc = (a_decision(x.alert) for x in (a, b, c))
-            with capture_logs() as logs:
-                async with store.decision_batch():
-                    assert await store.look_up([da.execution_id, db.execution_id], []) == ({}, set())
-                    assert await store.record_planned(da, records(da, "ours"), status="dry_run", finished=T0)
-                    assert await store.record_planned(db, records(db, "ours"), status="dry_run", finished=T0)
-                    # not looked up in this batch: written at once, as outside one
-                    assert await store.record_planned(dc, records(dc, "ours"), status="dry_run", finished=T0)
-                    for item in claimed:
-                        await store.mark_processed(item.id)
-                    assert await schema.count("SELECT count(*) FROM decisions") == 1  # only c's, so far
-                    assert await schema.count("SELECT count(*) FROM alerts WHERE processed") == 0
-                    assert await other.record_decision(db)  # the other decider, first
-            assert await schema.count("SELECT count(*) FROM alerts WHERE processed") == 3
-            assert (await store.get_execution(da.execution_id))["status"] == "dry_run"
-            assert [r["message"] for r in (await store.get_execution(da.execution_id))["results"]] == [
-                "ours restart", "ours scale"]
-            assert await store.unfinished_executions() == [db.execution_id]  # theirs, untouched
-            assert await store.step_results(db.execution_id) == {}
-            assert [e["count"] for e in logs if "another decider" in e["event"]] == [1]
-        finally:
-            await other.close()
-            await store.close()
+    end, with the alerts marked processed: one statement per batch, not two per alert.  One not
+    looked up is written at once, as outside a batch; one another decider recorded meanwhile
+    (its claim lease ran out under us) keeps its decision."""
+    a, b, c = alerts(firing("a"), firing("b"), firing("c"))
+    await store.record_alerts([a, b, c])
+    claimed = await store.claim_alerts("w", 10, 30)
+    da, db, dc = (a_decision(x.alert) for x in (a, b, c))
+    with capture_logs() as logs:
+        async with store.decision_batch():
+            assert await store.look_up([da.execution_id, db.execution_id], []) == ({}, set())
+            assert await store.record_planned(da, records(da, "ours"), status="dry_run", finished=T0)
+            assert await store.record_planned(db, records(db, "ours"), status="dry_run", finished=T0)
+            # not looked up in this batch: written at once, as outside one
+            assert await store.record_planned(dc, records(dc, "ours"), status="dry_run", finished=T0)
+            for item in claimed:
+                await store.mark_processed(item.id)
+            assert [e["id"] for e in await store.list_executions()] == [dc.execution_id]  # only c's, so far
+            assert await store.undecided() == 3
+            # the other decider, first: a write outside the batch (another task), committed before it ends
+            assert await asyncio.create_task(store.record_decision(db))
+    assert await store.undecided() == 0
+    doc = await store.get_execution(da.execution_id)
+    assert doc["status"] == "dry_run" and [r["message"] for r in doc["results"]] == ["ours restart", "ours scale"]
+    assert await store.unfinished_executions() == [db.execution_id]  # theirs, untouched
+    assert await store.step_results(db.execution_id) == {}
+    assert [e["count"] for e in logs if "another decider" in e["event"]] == [1]
 
 
 async def test_look_up_answers_a_batch_s_questions_at_once(store: Any) -> None:
