@@ -199,8 +199,10 @@ class _Marks:
         self.ids: list[int] = []
         self.unrecorded: set[str] = set()
         self.planned: list[tuple[tuple[Any, ...], list[tuple[Any, ...]]]] = []  # (decision row, step rows)
+        self.lost = False  # a transaction was rolled back under the batch: it writes none of this
 
-    def clear(self) -> None:
+    def lose(self) -> None:
+        self.lost = True
         self.ids.clear()
         self.unrecorded.clear()
         self.planned.clear()
@@ -316,10 +318,10 @@ class SQLiteStore:
         in one statement rather than two per alert.  A decision another decider recorded
         meanwhile (its claim lease having run out) stands, and ours is dropped, logged.
 
-        A batch that ends in an error writes none of that, and a rolled-back transaction (which
-        took decisions with it) empties the batch: those alerts are decided again, and find
-        whatever decisions did survive.  Never the other way round: an alert is not
-        marked processed without its decisions."""
+        A batch that ends in an error writes none of that, nor does one under which a transaction
+        was rolled back (it took decisions with it, maybe of an alert half way through its unit):
+        the batch's alerts are decided again, and find whatever decisions did survive.  Never the
+        other way round: an alert is not marked processed without its decisions."""
         async with self._shared.deferred():
             marks = _Marks(asyncio.current_task())
             token = self._marks.set(marks)
@@ -329,7 +331,7 @@ class SQLiteStore:
             finally:
                 self._marks.reset(token)
                 self._mark_batches.discard(marks)
-            if marks.ids or marks.planned:
+            if not marks.lost and (marks.ids or marks.planned):
                 await self._shared.write(lambda: self._write_batch(marks))
 
     async def _write_batch(self, marks: _Marks) -> None:
@@ -351,9 +353,11 @@ class SQLiteStore:
 
     def _unmark(self) -> None:
         """A transaction was rolled back: the marks waiting in open batches may be of alerts
-        whose decisions it took with it, and what the batches looked up no longer holds."""
+        whose decisions it took with it, and what the batches looked up no longer holds.  Not only
+        the marks made so far: an alert half way through its unit (its decision written, its mark
+        not yet) would be marked without the decision it lost, so the batch marks nothing more."""
         for marks in self._mark_batches:
-            marks.clear()
+            marks.lose()
 
     def decision_unit(self) -> contextlib.AbstractAsyncContextManager[None]:
         """One alert's writes inside a :meth:`decision_batch` land in one transaction."""
@@ -416,7 +420,8 @@ class SQLiteStore:
     async def mark_processed(self, alert_id: int) -> None:
         marks = self._in_batch()
         if marks is not None:
-            marks.ids.append(alert_id)  # with the batch's other marks, as it ends (decision_batch)
+            if not marks.lost:
+                marks.ids.append(alert_id)  # with the batch's other marks, as it ends (decision_batch)
             return
         await self._run("UPDATE alerts SET processed = 1, claimed_until = NULL WHERE id = ?", (alert_id,))
 
