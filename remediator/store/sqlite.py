@@ -343,10 +343,10 @@ class SQLiteStore:
             steps = [step for row, rows in marks.planned if row[0] in new for step in rows]
             if steps:
                 await self._db.executemany(_STEP_INSERT, steps)
-            if lost := len(marks.planned) - len(new):
+            if theirs := len(marks.planned) - len(new):
                 structlog.get_logger("remediator.store").warning(
                     "plan-only decisions recorded by another decider first (a claim lease ran out?): kept theirs",
-                    count=lost)
+                    count=theirs)
         if marks.ids:
             await self._db.execute("UPDATE alerts SET processed = 1, claimed_until = NULL"
                                    " WHERE id IN (SELECT value FROM json_each(?))", (json.dumps(marks.ids),))
