@@ -189,7 +189,7 @@ def _step_row(
             json.dumps(result.to_json(), default=str), format_time(started), format_time(finished))
 
 
-class _Marks:
+class _Batch:
     """A decision batch's writes that wait for its end: the alerts marked processed, and the
     plan-only executions whose decisions it looked up (:meth:`SQLiteStore.look_up`) and found
     unrecorded."""
@@ -227,10 +227,10 @@ class SQLiteStore:
         # Writes share transactions and commits (see remediator.store.shared_tx): concurrent
         # webhooks, executions and the decision loop cost one fsync per group, not one each.
         self._shared = SharedTransaction(conn, self._tx)
-        # The decision batches open now (per task), with the alerts they marked processed.
-        self._marks: contextvars.ContextVar[_Marks | None] = contextvars.ContextVar(
-            f"remediator-sqlite-marks-{id(self)}", default=None)
-        self._mark_batches: set[_Marks] = set()
+        # The decision batches open now (per task), with what each writes as it ends (_Batch).
+        self._batch: contextvars.ContextVar[_Batch | None] = contextvars.ContextVar(
+            f"remediator-sqlite-batch-{id(self)}", default=None)
+        self._open_batches: set[_Batch] = set()
         self._shared.on_rollback.append(self._unmark)
 
     @classmethod
@@ -323,41 +323,41 @@ class SQLiteStore:
         the batch's alerts are decided again, and find whatever decisions did survive.  Never the
         other way round: an alert is not marked processed without its decisions."""
         async with self._shared.deferred():
-            marks = _Marks(asyncio.current_task())
-            token = self._marks.set(marks)
-            self._mark_batches.add(marks)
+            batch = _Batch(asyncio.current_task())
+            token = self._batch.set(batch)
+            self._open_batches.add(batch)
             try:
                 yield
             finally:
-                self._marks.reset(token)
-                self._mark_batches.discard(marks)
-            if not marks.lost and (marks.ids or marks.planned):
-                await self._shared.write(lambda: self._write_batch(marks))
+                self._batch.reset(token)
+                self._open_batches.discard(batch)
+            if not batch.lost and (batch.ids or batch.planned):
+                await self._shared.write(lambda: self._write_batch(batch))
 
-    async def _write_batch(self, marks: _Marks) -> None:
+    async def _write_batch(self, batch: _Batch) -> None:
         """The batch's plan-only decisions (one statement, which tells which were new), the steps of
         those, then its marks: in the batch's transaction, after everything else it wrote."""
-        if marks.planned:
-            cur = await self._db.execute(_PLANNED_INSERT, (json.dumps([row for row, _ in marks.planned]),))
+        if batch.planned:
+            cur = await self._db.execute(_PLANNED_INSERT, (json.dumps([row for row, _ in batch.planned]),))
             new = {r["id"] for r in await cur.fetchall()}
-            steps = [step for row, rows in marks.planned if row[0] in new for step in rows]
+            steps = [step for row, rows in batch.planned if row[0] in new for step in rows]
             if steps:
                 await self._db.executemany(_STEP_INSERT, steps)
-            if theirs := len(marks.planned) - len(new):
+            if theirs := len(batch.planned) - len(new):
                 structlog.get_logger("remediator.store").warning(
                     "plan-only decisions recorded by another decider first (a claim lease ran out?): kept theirs",
                     count=theirs)
-        if marks.ids:
+        if batch.ids:
             await self._db.execute("UPDATE alerts SET processed = 1, claimed_until = NULL"
-                                   " WHERE id IN (SELECT value FROM json_each(?))", (json.dumps(marks.ids),))
+                                   " WHERE id IN (SELECT value FROM json_each(?))", (json.dumps(batch.ids),))
 
     def _unmark(self) -> None:
         """A transaction was rolled back: the marks waiting in open batches may be of alerts
         whose decisions it took with it, and what the batches looked up no longer holds.  Not only
         the marks made so far: an alert half way through its unit (its decision written, its mark
         not yet) would be marked without the decision it lost, so the batch marks nothing more."""
-        for marks in self._mark_batches:
-            marks.lose()
+        for batch in self._open_batches:
+            batch.lose()
 
     def decision_unit(self) -> contextlib.AbstractAsyncContextManager[None]:
         """One alert's writes inside a :meth:`decision_batch` land in one transaction."""
@@ -413,15 +413,15 @@ class SQLiteStore:
             for r in rows
         ]
 
-    def _in_batch(self) -> _Marks | None:
-        marks = self._marks.get()
-        return marks if marks is not None and marks.task is asyncio.current_task() else None
+    def _in_batch(self) -> _Batch | None:
+        batch = self._batch.get()
+        return batch if batch is not None and batch.task is asyncio.current_task() else None
 
     async def mark_processed(self, alert_id: int) -> None:
-        marks = self._in_batch()
-        if marks is not None:
-            if not marks.lost:
-                marks.ids.append(alert_id)  # with the batch's other marks, as it ends (decision_batch)
+        batch = self._in_batch()
+        if batch is not None:
+            if not batch.lost:
+                batch.ids.append(alert_id)  # with the batch's other marks, as it ends (decision_batch)
             return
         await self._run("UPDATE alerts SET processed = 1, claimed_until = NULL WHERE id = ?", (alert_id,))
 
@@ -472,9 +472,9 @@ class SQLiteStore:
         )
         rows = await cur.fetchall()
         found = {r["id"]: decision_from_json(json.loads(r["body"])) for r in rows if r["body"] is not None}
-        marks = self._in_batch()
-        if marks is not None:
-            marks.unrecorded.update(i for i in ids if i not in found)
+        batch = self._in_batch()
+        if batch is not None:
+            batch.unrecorded.update(i for i in ids if i not in found)
         return found, {keys[r["id"]] for r in rows if r["body"] is None}
 
     async def firing_count(self, fingerprint: str, since: datetime) -> int:
@@ -528,10 +528,10 @@ class SQLiteStore:
                _at(decision.at), json.dumps(decision.to_json()), status, format_time(finished),
                *json_rows.target_columns(decision))
         step_rows = [_step_row(did, s.step, s.result, s.started, s.finished) for s in steps]
-        marks = self._in_batch()
-        if marks is not None and did in marks.unrecorded:
-            marks.unrecorded.discard(did)
-            marks.planned.append((row, step_rows))
+        batch = self._in_batch()
+        if batch is not None and did in batch.unrecorded:
+            batch.unrecorded.discard(did)
+            batch.planned.append((row, step_rows))
             return True
 
         async def body() -> bool:
