@@ -463,14 +463,12 @@ class PostgresStore:
     async def look_up(
         self, ids: Sequence[str], episodes: Sequence[tuple[str, datetime]]
     ) -> tuple[dict[str, Decision], set[tuple[str, datetime]]]:
-        keys = {f"{fingerprint}|{format_time(starts)}|resolved": (fingerprint, starts)
-                for fingerprint, starts in episodes}
+        keys = json_rows.resolve_keys(episodes)
         rows = await self._fetch(
             "SELECT id, body FROM decisions WHERE id = ANY($1::text[])"
             " UNION ALL SELECT dedup_key, NULL FROM alerts WHERE dedup_key = ANY($2::text[])",
             list(ids), list(keys))
-        found = {r["id"]: decision_from_json(json.loads(r["body"])) for r in rows if r["body"] is not None}
-        resolved = {keys[r["id"]] for r in rows if r["body"] is None}
+        found, resolved = json_rows.looked_up(rows, keys)
         batch = self._in_batch()
         if batch is not None:
             batch.unrecorded.update(i for i in ids if i not in found)
@@ -506,7 +504,7 @@ class PostgresStore:
         return [json_rows.parked_alert(r) for r in parked]
 
     async def resolved_for(self, fingerprint: str, starts_at: datetime) -> bool:
-        key = f"{fingerprint}|{format_time(starts_at)}|resolved"
+        key = json_rows.resolve_key(fingerprint, starts_at)
         return bool(await self._fetch("SELECT 1 FROM alerts WHERE dedup_key = $1", key))
 
     async def firing_count(self, fingerprint: str, since: datetime) -> int:

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from remediator.core.alerts import format_time
-from remediator.core.decisions import Decision, DecisionKind
+from remediator.core.decisions import Decision, DecisionKind, decision_from_json
 from remediator.ports import AWAITING_APPROVAL, StepResult, split_journal
 
 #: How much of a parked alert's error is kept.
@@ -32,6 +32,24 @@ class Row(Protocol):
 def without_nul(value: str) -> str:
     """PostgreSQL text cannot hold NUL: such (hostile) strings are kept escaped, in both stores alike."""
     return value.replace("\x00", "\\u0000")
+
+
+def resolve_key(fingerprint: str, starts_at: datetime) -> str:
+    """The alert key (``dedup_key``) a firing episode's resolve is recorded under."""
+    return f"{fingerprint}|{format_time(starts_at)}|resolved"
+
+
+def resolve_keys(episodes: Iterable[tuple[str, datetime]]) -> dict[str, tuple[str, datetime]]:
+    """``BatchLookups.look_up``'s episodes by the key of their resolve."""
+    return {resolve_key(fingerprint, starts): (fingerprint, starts) for fingerprint, starts in episodes}
+
+
+def looked_up(rows: Iterable[Row], keys: Mapping[str, tuple[str, datetime]]
+              ) -> tuple[dict[str, Decision], set[tuple[str, datetime]]]:
+    """``look_up``'s answer from its rows (``id, body``): a decision's, or a resolve's key with no body."""
+    rows = list(rows)
+    found = {r["id"]: decision_from_json(json.loads(r["body"])) for r in rows if r["body"] is not None}
+    return found, {keys[r["id"]] for r in rows if r["body"] is None}
 
 
 def park_error(error: str) -> str:

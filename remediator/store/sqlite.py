@@ -454,7 +454,7 @@ class SQLiteStore:
         return [json_rows.parked_alert(r) for r in await cur.fetchall()]
 
     async def resolved_for(self, fingerprint: str, starts_at: datetime) -> bool:
-        key = f"{fingerprint}|{format_time(starts_at)}|resolved"
+        key = json_rows.resolve_key(fingerprint, starts_at)
         cur = await self._run("SELECT 1 FROM alerts WHERE dedup_key = ?", (key,))
         return await cur.fetchone() is not None
 
@@ -463,19 +463,17 @@ class SQLiteStore:
     ) -> tuple[dict[str, Decision], set[tuple[str, datetime]]]:
         """A decision batch's questions (``BatchLookups``) in one statement: two per decided alert
         (``decision``, ``resolved_for``) cost a storm's batch more than the lookups themselves."""
-        keys = {f"{fingerprint}|{format_time(starts)}|resolved": (fingerprint, starts)
-                for fingerprint, starts in episodes}
+        keys = json_rows.resolve_keys(episodes)
         cur = await self._run(
             "SELECT id, body FROM decisions WHERE id IN (SELECT value FROM json_each(?))"
             " UNION ALL SELECT dedup_key, NULL FROM alerts WHERE dedup_key IN (SELECT value FROM json_each(?))",
             (json.dumps(list(ids)), json.dumps(list(keys))),
         )
-        rows = await cur.fetchall()
-        found = {r["id"]: decision_from_json(json.loads(r["body"])) for r in rows if r["body"] is not None}
+        found, resolved = json_rows.looked_up(await cur.fetchall(), keys)
         batch = self._in_batch()
         if batch is not None:
             batch.unrecorded.update(i for i in ids if i not in found)
-        return found, {keys[r["id"]] for r in rows if r["body"] is None}
+        return found, resolved
 
     async def firing_count(self, fingerprint: str, since: datetime) -> int:
         cur = await self._run("SELECT alert FROM alerts WHERE fingerprint = ? AND status = 'firing'", (fingerprint,))
