@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import gc
 import json
 import os
 import signal
@@ -44,7 +43,7 @@ def _settings(args: argparse.Namespace) -> Any:
 async def _serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
-    from remediator import http
+    from remediator import heap, http
     from remediator.app import create_app
     from remediator.logs import configure
 
@@ -58,41 +57,35 @@ async def _serve(args: argparse.Namespace) -> int:
     app = create_app(settings)
     runner = web.AppRunner(app, handle_signals=False, access_log=None, **http.server_options(settings))
     await runner.setup()  # runs cleanup_ctx startup: stores, worker
-    # What the start built (modules, the playbook set, clients) lives as long as the daemon: kept out
-    # of the cyclic collector's full passes, which otherwise walk all of it each time (one during a
-    # reload of 1,000 playbooks held the loop 35-60 ms; bench/reload_bench.py).
-    gc.collect()
-    gc.freeze()
-    # Fewer young-generation collections: at the default (700 allocations) one ran every few requests
-    # under load, and the older generations' passes they trigger stalled webhook answers (1 per POST at
-    # 1,000/s: collections were a sixth of the daemon's CPU; 887 ms of 5.3 s, down to 142 ms with these).
-    gc.set_threshold(10_000, 20, 20)
-    site = web.TCPSite(runner, host or "0.0.0.0", int(port))
-    try:
-        await site.start()
-    except OSError as exc:  # the port is taken, or the address is not ours: one line, not a traceback
-        log.error("cannot listen", address=settings.listen, error=exc.strerror or str(exc))
-        await runner.cleanup()
-        return 1
-    log.info("listening", address=settings.listen, dry_run=settings.dry_run)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    from remediator.runtime import RUNTIME
+    # What the start built (modules, the playbook set, clients) lives as long as the daemon: frozen,
+    # and collections made rarer (remediator/heap.py says what they cost here).
+    with heap.long_run():
+        site = web.TCPSite(runner, host or "0.0.0.0", int(port))
+        try:
+            await site.start()
+        except OSError as exc:  # the port is taken, or the address is not ours: one line, not a traceback
+            log.error("cannot listen", address=settings.listen, error=exc.strerror or str(exc))
+            await runner.cleanup()
+            return 1
+        log.info("listening", address=settings.listen, dry_run=settings.dry_run)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        from remediator.runtime import RUNTIME
 
-    failed = app[RUNTIME].failed
-    waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(failed.wait())]
-    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-    for w in waits:
-        w.cancel()
-    log.info("shutting down: no longer accepting requests")
-    await runner.cleanup()  # stop accepting, then worker, guardrails, store in reverse order
-    if failed.is_set():
-        log.error("stopped: a background task died (see above)")
-        return 1
-    log.info("stopped")
-    return 0
+        failed = app[RUNTIME].failed
+        waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(failed.wait())]
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for w in waits:
+            w.cancel()
+        log.info("shutting down: no longer accepting requests")
+        await runner.cleanup()  # stop accepting, then worker, guardrails, store in reverse order
+        if failed.is_set():
+            log.error("stopped: a background task died (see above)")
+            return 1
+        log.info("stopped")
+        return 0
 
 
 def _require_cluster(settings: Any) -> None:

@@ -33,6 +33,7 @@ from collections import Counter
 from datetime import datetime
 from typing import IO, Any
 
+from remediator import heap
 from remediator.core.alerts import format_time
 from remediator.core.decisions import Decision
 from remediator.core.playbooks import PlaybookSet
@@ -361,7 +362,8 @@ def run_replay(
         try:
             run = replay(feed.events, playbook_sets, settings, listeners, kube=kube, on_event=progress,
                          approve=approve)
-            alerts = asyncio.run(run)
+            with heap.long_run():  # what a million alerts allocate is collected often enough at 10,000
+                alerts = asyncio.run(run)
         finally:
             progress.close()
     writer.close(alerts)
