@@ -325,18 +325,28 @@ class SQLiteStore:
         async with self._shared.deferred():
             batch = _Batch(asyncio.current_task())
             token = self._batch.set(batch)
+            # Open until its final write has returned: that write may wait for the lock while a
+            # transaction holding the batch's decisions is rolled back, and _unmark must reach it.
             self._open_batches.add(batch)
             try:
-                yield
+                try:
+                    yield
+                finally:
+                    self._batch.reset(token)
+                if not batch.lost and (batch.ids or batch.planned):
+                    await self._shared.write(lambda: self._write_batch(batch))
             finally:
-                self._batch.reset(token)
                 self._open_batches.discard(batch)
-            if not batch.lost and (batch.ids or batch.planned):
-                await self._shared.write(lambda: self._write_batch(batch))
 
     async def _write_batch(self, batch: _Batch) -> None:
         """The batch's plan-only decisions (one statement, which tells which were new), the steps of
-        those, then its marks: in the batch's transaction, after everything else it wrote."""
+        those, then its marks: in the batch's transaction, after everything else it wrote.
+
+        Under the lock, so ``batch.lost`` is final here: a transaction rolled back while this write
+        waited for the lock (a failed COMMIT, another writer's failed statement) may have taken the
+        batch's decisions with it, and this write would be in a new one that a later commit keeps."""
+        if batch.lost:
+            return
         if batch.planned:
             cur = await self._db.execute(_PLANNED_INSERT, (json.dumps([row for row, _ in batch.planned]),))
             new = {r["id"] for r in await cur.fetchall()}
