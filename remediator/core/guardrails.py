@@ -387,15 +387,27 @@ def take_back(req: Request, state: GuardState, policy: Policy, now: float) -> Fi
 
 
 def abandon(req: Request, state: GuardState) -> None:
-    """Admitted, but nothing will run (another replica recorded the decision first): free the
-    lock and the concurrency slot now rather than at their TTL.
+    """Admitted, but nothing will run under this admission (its decision was not recorded: the
+    store failed, or another replica recorded it first): free the lock and the concurrency slot
+    now rather than at their TTL, so that the retry of the same execution is not refused by its
+    own lock.
+
+    The lock is left lapsed, not deleted: its record keeps this owner, lapsed at ``req.now``
+    (when it was taken), as :func:`release` leaves one.  Admission overwrote the record of
+    whoever held the target before, so deleting it would also erase the fact that another
+    execution held the target since an execution stopped (at a step's gate, or interrupted),
+    and :func:`take_back` / :func:`reacquire` would then let that one run its stale plan over
+    the other's change.  What the record said before is not kept, so it cannot be restored;
+    keeping this owner errs towards refusing a stopped execution that nobody else touched the
+    target of (it ends refused as superseded, unrun), never towards running a stale one.  The
+    owner itself is still admitted (a lapsed lock binds nobody) and still takes it back.
 
     Rate, budget and cooldown bookkeeping stay as admitted: counting an execution that did
     not happen errs towards doing less, which is the safe side; the breaker is not fed.
     """
     lock = state.locks.get(req.target_key)
     if lock is not None and lock.owner == req.owner:
-        del state.locks[req.target_key]
+        state.locks[req.target_key] = Lock(req.owner, min(lock.expires, req.now))
     state.running.pop(req.owner, None)
 
 

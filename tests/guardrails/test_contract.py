@@ -129,6 +129,61 @@ async def test_an_abandoned_admission_frees_lock_and_slot_but_keeps_the_counts(
     assert (await s.guard.status()).breakers == {}  # and the breaker was not fed
 
 
+async def test_an_abandoned_admission_keeps_the_record_that_supersedes_a_stopped_execution(
+    make_guard: GuardFactory, clock: VirtualClock
+) -> None:
+    """``abandon`` once deleted the lock's record, and with it the fact that another execution had
+    held the target since one stopped at a step's gate: approved, that one took its lock back and
+    ran its stale step over the other's change.  The record is kept (the abandoned owner, lapsed),
+    as a release keeps it: a stopped execution is refused, the abandoned one's retry is not."""
+    s = await scene(make_guard, clock)
+    gated = s.req("gated", lock_ttl=300.0)
+    assert (await s.guard.admit(gated)).admitted
+    await s.guard.release(gated, succeeded=None)  # stops at a step's gate: lock given up, record kept
+    s.at(1)
+    assert (await s.admit("c", lock_ttl=300.0, limit_key="l2")).admitted  # another acts on the target...
+    await s.release("c")  # ... and finishes
+    assert await s.guard.take_back(s.req("gated", lock_ttl=300.0)) == Finding(Check.LOCKED, holder="c")
+    s.at(2)
+    assert (await s.admit("b", lock_ttl=300.0, limit_key="l3")).admitted
+    await s.guard.abandon(s.reqs.pop("b"))  # its decision was not recorded
+    s.at(3)
+    # what "c" did stays known: the gated execution is still refused, by take_back and by reacquire
+    assert await s.guard.take_back(s.req("gated", lock_ttl=300.0)) == Finding(Check.LOCKED, holder="b")
+    assert await s.guard.reacquire(s.req("gated", lock_ttl=300.0)) is False
+    assert (await s.guard.usage()).locks == {}  # yet the abandoned lock binds nobody: it has lapsed
+    assert await s.guard.renew(s.req("b", lock_ttl=300.0)) is False  # not even its owner's renewal
+    s.at(2 + LOCK_RECORD_KEPT - 60)  # and it is kept as long as a released lock's record
+    assert await s.guard.reacquire(s.req("gated", lock_ttl=300.0)) is False
+    # the retry of the abandoned execution itself is admitted, not refused by its own lock
+    assert (await s.admit("b", lock_ttl=300.0, limit_key="l3")).admitted
+    assert await s.admit("d", limit_key="l4") == Verdict(K.LOCKED, "t1 is locked by execution b", "b")
+
+
+async def test_an_abandoned_admission_after_nobody_else_acted_still_refuses_a_stopped_execution(
+    make_guard: GuardFactory, clock: VirtualClock
+) -> None:
+    """What the record said before the abandoned admission is not kept, so it cannot be restored:
+    the stopped execution is refused as superseded (it ends unrun) rather than risk a stale step.
+    (The abandoned execution's retry will act on the target anyway.)  An execution that gives back
+    what it took back (its approval was answered elsewhere) stays the last holder, free to go on."""
+    s = await scene(make_guard, clock)
+    gated = s.req("gated", lock_ttl=300.0)
+    assert (await s.guard.admit(gated)).admitted
+    await s.guard.release(gated, succeeded=None)
+    s.at(1)
+    assert (await s.admit("b", lock_ttl=300.0, limit_key="l2")).admitted
+    await s.guard.abandon(s.reqs.pop("b"))
+    s.at(2)
+    assert await s.guard.take_back(s.req("gated", lock_ttl=300.0)) == Finding(Check.LOCKED, holder="b")
+    assert await s.guard.take_back(s.req("b", lock_ttl=300.0)) == Finding(Check.PASSED)
+    await s.guard.abandon(s.req("b", lock_ttl=300.0))  # taken back, then given back at once
+    s.at(3)
+    assert (await s.guard.usage()).locks == {}
+    assert await s.guard.take_back(s.req("gated", lock_ttl=300.0)) == Finding(Check.LOCKED, holder="b")
+    assert await s.guard.reacquire(s.req("b", lock_ttl=300.0)) is True
+
+
 async def test_a_resuming_execution_takes_its_lock_back_only_if_nobody_else_has_held_it(
     make_guard: GuardFactory, clock: VirtualClock
 ) -> None:
