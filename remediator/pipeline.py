@@ -749,6 +749,17 @@ class Pipeline:
         ``superseded``; unreachable guardrail state pauses it (the lease is handed back).
         """
         did = decision.execution_id or execution_id(decision.alert_key, decision.playbook)
+        if self.settings.dry_run and not decision.dry_run:
+            # Decided live by a daemon that ran live on this data; this one runs in dry-run, which acts on
+            # nothing whatever was decided (restarting with --dry-run is how an SRE stops it acting).  Not
+            # run, nor planned as if dry (its record would then say it finished): left unfinished and
+            # untouched, as under the kill switch, for a live daemon to resume.  Its lock lapses
+            # meanwhile, so another execution on the target since then makes it superseded.
+            self._log.warning("not running a live execution: this daemon runs in dry-run; a live daemon resumes it",
+                              execution_id=did, playbook=decision.playbook)
+            with contextlib.suppress(StoreUnavailable):
+                await self.store.release_execution(did, self.owner)
+            return "interrupted"
         # A plan-only execution holds no lock: it changes nothing, and took nothing at its decision.
         plan_only = decision.dry_run and not self.settings.dry_run_consumes_guardrails
         req = request if request is not None or plan_only else self._resume_request(decision, playbook, received)
@@ -1169,6 +1180,10 @@ class Pipeline:
         if approve and playbook is None:
             return ApprovalAnswer("conflict", f"playbook {decision.playbook} is no longer loaded: deny the execution "
                                               "or let it expire", state.status)
+        if approve and self.settings.dry_run and not decision.dry_run:  # see execute(): nothing runs live here
+            return ApprovalAnswer("conflict", f"this daemon runs in dry-run: live execution {did} cannot be approved "
+                                              "here (it still waits); approve it on a live daemon, or deny it",
+                                  state.status)
         if not await self.store.claim_approval(did, self.owner, self.settings.execution_lease):
             return _not_awaiting(did, await self.store.approval(did) or state, now)
         try:
