@@ -179,6 +179,10 @@ class ApprovalAnswer:
                 **({"decision": self.decision} if self.decision else {})}
 
 
+#: The answers after which the execution no longer awaits approval (it was settled under the answer's claim).
+_SETTLED = frozenset({"approved", "denied", "refused"})
+
+
 def _not_awaiting(did: str, state: ApprovalState, now: datetime) -> ApprovalAnswer:
     """Why an execution cannot be approved or denied now (the claim on it was not had)."""
     if state.status != AWAITING_APPROVAL:
@@ -1186,16 +1190,25 @@ class Pipeline:
                                   state.status)
         if not await self.store.claim_approval(did, self.owner, self.settings.execution_lease):
             return _not_awaiting(did, await self.store.approval(did) or state, now)
+        answer: ApprovalAnswer | None = None
         try:
             if not approve:
-                return await self._settle(decision, playbook, "denied", "approval_denied", by=by)
-            assert playbook is not None
-            if gate is not None:
-                return await self._approve_step(decision, playbook, gate, by)
-            return await self._approve(decision, playbook, by)
-        finally:  # a no-op once settled; else (unreachable state, a crash) it waits for another answer
-            with contextlib.suppress(StoreUnavailable):
-                await self.store.release_execution(did, self.owner)
+                answer = await self._settle(decision, playbook, "denied", "approval_denied", by=by)
+            elif gate is not None:
+                assert playbook is not None
+                answer = await self._approve_step(decision, playbook, gate, by)
+            else:
+                assert playbook is not None
+                answer = await self._approve(decision, playbook, by)
+            return answer
+        finally:
+            # Not settled (unreachable state, a crash, a conflict): the claim is given back, and the
+            # execution waits for another answer.  Settled, the claim went with it, and this replica's own
+            # queue (same owner name) may have claimed the execution since to run it: giving "our" claim
+            # back then would free it for another replica to run alongside.
+            if answer is None or answer.outcome not in _SETTLED:
+                with contextlib.suppress(StoreUnavailable):
+                    await self.store.release_execution(did, self.owner)
 
     async def _approve(self, decision: Decision, playbook: Playbook, by: str) -> ApprovalAnswer:
         did = decision.execution_id or execution_id(decision.alert_key, decision.playbook)
