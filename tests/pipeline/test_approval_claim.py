@@ -8,7 +8,6 @@ an execution it was running: another replica could then claim it too and run the
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,15 +18,9 @@ from remediator.clock import VirtualClock
 from remediator.core.decisions import execution_id
 from remediator.runtime import open_runtime
 from tests.payloads import alert_json, payload
+from tests.pipeline.test_dry_run_daemon import ADMIN, GATED
 from tests.pipeline.test_pipeline import Recorder, playbook_dir, received
 
-GATED = """
-name: gated
-match: {alertname: Gated}
-target: {kind: Deployment, namespace: shop, name: api}
-approval: {required: true, timeout: 15m}
-steps: [{action: restart}]
-"""
 STEP_GATED = """
 name: gated
 match: {alertname: Gated}
@@ -36,7 +29,6 @@ steps:
   - {action: scale, to: 3}
   - {action: restart, approval: {timeout: 10m}}
 """
-ADMIN = hashlib.sha256(b"a1").hexdigest()  # tests/tokens.py: the admin token's SHA-256
 
 
 @pytest.mark.parametrize("playbook", [GATED, STEP_GATED], ids=["playbook", "step"])
