@@ -18,6 +18,9 @@ carries everything written before it, on this one connection.
 A failed statement or COMMIT rolls the whole transaction back: every writer in it hears
 ``StoreUnavailable`` (a deferred batch when it ends), and ``on_rollback`` callbacks run so
 that state kept in memory beside the database (the guardrails) goes back to what is on disk.
+A :meth:`SharedTransaction.together` unit that wrote into it writes nothing more: its next
+write would open a new transaction, and commit (say) a decision without the guardrail admission
+it was made on.
 """
 
 from __future__ import annotations
@@ -113,6 +116,15 @@ class _Transaction:
         self.committed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.committed.add_done_callback(_retrieved)
         self.wanted = False
+        self.rolled_back = False
+
+
+class _Unit:
+    """A :meth:`SharedTransaction.together` block of one task, and the transaction it wrote into."""
+
+    def __init__(self) -> None:
+        self.task = asyncio.current_task()
+        self.transaction: _Transaction | None = None
 
 
 class _Deferred:
@@ -136,6 +148,9 @@ class SharedTransaction:
         )
         self.on_rollback: list[Callable[[], None]] = []
         self._units = 0  # open together() blocks: no COMMIT may split their writes
+        self._unit: contextvars.ContextVar[_Unit | None] = contextvars.ContextVar(
+            f"remediator-unit-{id(self)}", default=None
+        )
         self._no_units = asyncio.Event()
         self._no_units.set()
 
@@ -154,21 +169,35 @@ class SharedTransaction:
         batch = self._batch.get()
         if batch is not None and batch.task is not asyncio.current_task():
             batch = None  # a task started inside someone else's batch waits for its own writes
+        unit = self._my_unit()  # here, in the caller's task: past a wait for the lock, complete()'s runs on
         if batch is None and not group and self._open is None:
-            done = await complete(self._alone(body, single=single))
+            done = await complete(self._alone(body, single=single, unit=unit))
             if done is not None:
                 return done[0]
-        result, txn = await complete(self._locked(body, wanted=batch is None))
+        result, txn = await complete(self._locked(body, wanted=batch is None, unit=unit))
         if batch is not None:
             batch.transactions.append(txn)
             return result
         await self._committed(txn)
         return result
 
-    async def _alone(self, body: Callable[[], Awaitable[T]], *, single: bool) -> tuple[T] | None:
+    def _my_unit(self) -> _Unit | None:
+        unit = self._unit.get()
+        return unit if unit is not None and unit.task is asyncio.current_task() else None
+
+    def _unbroken(self, unit: _Unit | None) -> None:
+        """Refuse a write of a unit whose transaction was rolled back (the caller holds the lock,
+        so no rollback comes between this and the write): the unit's earlier writes are lost, and
+        this one must not be kept without them.  Its caller decides the alert again from scratch,
+        as after any ``StoreUnavailable``."""
+        if unit is not None and unit.transaction is not None and unit.transaction.rolled_back:
+            raise StoreUnavailable(f"{self._what}: the transaction of this unit's earlier writes was rolled back")
+
+    async def _alone(self, body: Callable[[], Awaitable[T]], *, single: bool, unit: _Unit | None) -> tuple[T] | None:
         """``body`` committed on its own, if still no transaction is open once the lock is ours
         (None: one is, join it)."""
         async with self._lock:
+            self._unbroken(unit)
             if self._open is not None:
                 return None
             try:
@@ -186,13 +215,18 @@ class SharedTransaction:
                     raise self._unavailable(exc) from exc
                 raise
 
-    async def _locked(self, body: Callable[[], Awaitable[T]], *, wanted: bool) -> tuple[T, _Transaction]:
+    async def _locked(
+        self, body: Callable[[], Awaitable[T]], *, wanted: bool, unit: _Unit | None
+    ) -> tuple[T, _Transaction]:
         async with self._lock:
+            self._unbroken(unit)
             try:
                 if self._open is None:
                     await self._db.execute("BEGIN IMMEDIATE")
                     self._open = _Transaction()
                 txn = self._open
+                if unit is not None:
+                    unit.transaction = txn  # the same one all along, no COMMIT starting while it is open
                 result = await body()
                 txn.wanted = txn.wanted or wanted
                 return result, txn
@@ -215,6 +249,7 @@ class SharedTransaction:
         with contextlib.suppress(sqlite3.Error, ValueError):
             await self._db.execute("ROLLBACK")
         if txn is not None:
+            txn.rolled_back = True
             txn.committed.set_exception(self._unavailable(exc))
             for callback in self.on_rollback:
                 callback()
@@ -279,12 +314,19 @@ class SharedTransaction:
     async def together(self) -> AsyncIterator[None]:
         """The writes made inside (one alert's guardrail changes and decisions) land in one
         transaction: no COMMIT starts until the block ends.  Whoever waits for a commit meanwhile
-        waits for the block; so the block must never wait on another task's commit."""
+        waits for the block; so the block must never wait on another task's commit.
+
+        If the transaction is rolled back meanwhile (another writer's statement or a COMMIT
+        failed), the block's writes after that raise ``StoreUnavailable``: see :meth:`_unbroken`."""
         self._units += 1
         self._no_units.clear()
+        outer = self._my_unit()
+        token = self._unit.set(_Unit()) if outer is None else None  # inside one of its own: that one
         try:
             yield
         finally:
+            if token is not None:
+                self._unit.reset(token)
             self._units -= 1
             if not self._units:
                 self._no_units.set()

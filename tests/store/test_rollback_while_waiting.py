@@ -24,6 +24,8 @@ import pytest
 
 from remediator.clock import VirtualClock
 from remediator.core.errors import StoreUnavailable
+from remediator.core.guardrails import Policy, Request
+from remediator.guardstate.memory import MemoryGuardrails
 from remediator.store.sqlite import SQLiteStore
 from tests.payloads import alert_json
 from tests.store.test_cancellation import Gate, within
@@ -75,7 +77,8 @@ class FillingDelivery:
 
     def let_go(self) -> None:
         """The INSERT goes on and fails.  Its end reaches the event loop only once the test's task
-        waits: a write called right after this waits for the lock the INSERT still holds."""
+        waits: a write called right after this (in this task: not in a task of its own, whose first
+        step could come after) waits for the lock the INSERT still holds."""
         self._gate.open()
 
     async def rolled_back(self) -> None:
@@ -115,3 +118,44 @@ async def test_an_alert_is_not_marked_processed_after_its_decision_was_rolled_ba
         assert await again.undecided() == 1  # decided again after the restart, not lost
     finally:
         await again.close()
+
+
+async def test_a_unit_whose_transaction_was_rolled_back_records_no_decision_without_its_admission(
+    store: SQLiteStore, tmp_path: Path, vclock: VirtualClock
+) -> None:
+    """One alert's unit: its guardrail admission, then its decision, in one transaction.  If that
+    transaction is rolled back between the two (the decision's write waiting for the lock), the
+    decision must not be written: before, it went into a new transaction and became durable, an
+    EXECUTED decision whose admission (lock, rate, budget, running slot) never reached the disk, so
+    never counted against the guardrails.  Now the unit's next write fails, and the alert is decided
+    again from scratch."""
+    guard = await MemoryGuardrails.open_in(store, Policy(), vclock, tmp_path / "guardrails.json")
+    await store.record_alerts(alerts(firing("web")))
+    [item] = await store.claim_alerts("w", 10, 30)
+    decision = a_decision(item.received.alert)
+    req = Request(decision.execution_id or "", "pb", "Deployment/shop/web", "pb|web", "shop", vclock.now().timestamp())
+    delivery = await FillingDelivery.prepare(store)
+    with pytest.raises(StoreUnavailable):
+        async with store.decision_batch(), store.decision_unit():
+            assert (await guard.admit(req)).admitted  # its rows in the transaction, not yet committed
+            await delivery.holding_the_lock()
+            delivery.let_go()
+            await store.record_decision(decision)  # waits for the lock; the transaction is lost meanwhile
+    await delivery.rolled_back()
+    assert await store.decision(decision.execution_id or "") is None
+    assert await store.guard_rows() == []
+
+    async with store.decision_batch(), store.decision_unit():  # the alert decided again
+        assert (await guard.admit(req)).admitted
+        assert await store.record_decision(decision)
+        await store.mark_processed(item.id)
+    await guard.close()
+    await store.close()
+    again = await SQLiteStore.open(tmp_path / "store.db", vclock)
+    try:
+        assert await again.decision(decision.execution_id or "") is not None
+        assert ("locks", "Deployment/shop/web") in {(m, k) for m, k, _ in await again.guard_rows()}
+        assert await again.undecided() == 0
+    finally:
+        await again.close()
+
