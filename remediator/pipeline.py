@@ -864,8 +864,10 @@ class Pipeline:
             self.metrics.executions.labels(decision.playbook, "resolved_cancelled").inc()
             await hold.release(succeeded=None)
             return "resolved_cancelled"
-        if not done:
-            await self._notify("started", decision, channels, alert=alert)
+        announce: Callable[[], Awaitable[None]] | None = None
+        if not done:  # told once its first step passes the kill switch and breaker, not at every paused try
+            async def announce() -> None:
+                await self._notify("started", decision, channels, alert=alert)
         elif approved:
             log.info("resuming: a step's approval was given")
             await self.store.record_event(did, "resumed", self.clock.now(), reason="approved")
@@ -874,7 +876,7 @@ class Pipeline:
             await self.store.record_event(did, "resumed", self.clock.now(),
                                           reason="claimed again after an interruption")
         try:
-            run = await self._run_steps(decision.steps, done, executor, ctx, hold, log, decision)
+            run = await self._run_steps(decision.steps, done, executor, ctx, hold, log, decision, announce=announce)
         except _AwaitingStep as gate:
             # Its lease ended with the wait.  The lock and slot are freed now (nothing runs while a
             # human decides, which may take longer than any lock's TTL) and the cooldown starts;
@@ -927,8 +929,11 @@ class Pipeline:
         hold: Hold,
         log: Any,
         decision: Decision | None = None,
+        *,
+        announce: Callable[[], Awaitable[None]] | None = None,
     ) -> _Run:
-        """Run the steps not yet finished; ``done`` gains each result as it is recorded."""
+        """Run the steps not yet finished; ``done`` gains each result as it is recorded.  ``announce`` is
+        called once, before the first step that the kill switch and the breaker let run."""
         for step in steps:
             previous = done.get((step.phase, step.index))
             if previous is not None and previous.finished:
@@ -945,6 +950,9 @@ class Pipeline:
                                               before=f"{step.phase} step {step.index} ({step.action})")
                 log.warning("paused before the next step", reason=why, action=step.action)
                 raise _Halted(why)
+            if announce is not None:
+                await announce()
+                announce = None
             if not await hold.confirm(mutating=mutating):
                 lost = StepResult(
                     "superseded", "not run: another execution has held this target's guardrail lock since this "

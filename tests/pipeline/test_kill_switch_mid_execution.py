@@ -91,3 +91,29 @@ async def test_a_breaker_that_opens_meanwhile_stops_the_execution_before_its_nex
         full = await rt.store.get_execution(ex["id"])
     assert cluster.sent == ["restart"] and ex["status"] == "running"
     assert full["events"][0]["reason"] == "the playbook's circuit breaker is open (1 consecutive failures)"
+
+
+async def test_an_execution_paused_before_its_first_step_is_announced_once_when_it_starts(
+        tmp_path: Path, settings_factory: Callable[..., Any], vclock: VirtualClock) -> None:
+    """Admitted before the kill switch was set: the queue tries it again and again while paused, and the
+    channels are told "started" only once it does start, not at every try."""
+    from tests.pipeline.test_approval import CHANNELS, Notices
+    from tests.pipeline.test_pipeline import Recorder
+
+    (tmp_path / "pb").mkdir()
+    (tmp_path / "pb" / "p.yaml").write_text(PLAYBOOK + "notify: [ops]\n")
+    live, notices = Recorder(), Notices()
+    settings = settings_factory(playbooks=str(tmp_path / "pb"), dry_run=False, channels=CHANNELS)
+    async with open_runtime(settings, clock=vclock, executors=(live, live), notifier=notices,
+                            start_worker=False) as rt:
+        await rt.store.record_alerts(received(payload(alert_json({"alertname": "X"})), vclock))
+        await rt.worker.decide_all()  # admitted, pending
+        await rt.kill_switch.pause(by="sre")
+        for _ in range(4):  # the queue's tries while paused (its backoff is at most a minute)
+            await rt.worker.queue.drain()
+            await vclock.advance(61)
+        assert live.calls == [] and [e for e, _, _ in notices.sent] == []
+        await rt.kill_switch.resume(by="sre")
+        await rt.worker.queue.drain()
+    assert [c[0] for c in live.calls] == ["restart", "scale"]
+    assert [e for e, _, _ in notices.sent].count("started") == 1
