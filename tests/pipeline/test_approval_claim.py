@@ -18,7 +18,7 @@ from remediator.clock import VirtualClock
 from remediator.core.decisions import execution_id
 from remediator.runtime import open_runtime
 from tests.payloads import alert_json, payload
-from tests.pipeline.test_dry_run_daemon import ADMIN, GATED
+from tests.pipeline.test_dry_run_is_absolute import ADMIN, GATED
 from tests.pipeline.test_pipeline import Recorder, playbook_dir, received
 
 STEP_GATED = """
