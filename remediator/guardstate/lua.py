@@ -106,10 +106,8 @@ end
 """ + _CONCURRENCY.replace("{running}", "KEYS[6]").replace("{running_ns}", "KEYS[7]")
 
 # Admitted: record the execution's start (lock, cooldown, rate and budget history, slot, breaker trial).
-# A lock's record keeps 'taken', the ``now`` its owner last took (or renewed) it, beside owner and expiry:
-# ABANDON, which is given no ``now``, lapses the lock at that moment (the pure rules use the request's).
 _RECORD = """
-redis.call('HSET', KEYS[3], 'owner', owner, 'expires', num(now + ttl), 'taken', num(now))
+redis.call('HSET', KEYS[3], 'owner', owner, 'expires', num(now + ttl))
 redis.call('PEXPIRE', KEYS[3], ms(ttl + kept))
 if cooldown > 0 then
   redis.call('SET', KEYS[4], num(now + cooldown), 'PX', ms(cooldown + grace))
@@ -157,7 +155,7 @@ local owner, namespace = ARGV[1], ARGV[2]
 local now, ttl, grace = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local lock = redis.call('HMGET', KEYS[1], 'owner', 'expires')
 {when}
-redis.call('HSET', KEYS[1], 'owner', owner, 'expires', num(now + ttl), 'taken', num(now))
+redis.call('HSET', KEYS[1], 'owner', owner, 'expires', num(now + ttl))
 redis.call('PEXPIRE', KEYS[1], ms(ttl + kept))
 redis.call('ZADD', KEYS[2], num(now + ttl), owner)
 redis.call('HSET', KEYS[3], owner, namespace)
@@ -181,16 +179,15 @@ if lock[1] and lock[1] ~= owner then return {'locked', '0', '0', lock[1]} end
 local max_running, max_ns = tonumber(ARGV[6]), tonumber(ARGV[7])
 """ + _CONCURRENCY.replace("{running}", "KEYS[2]").replace("{running_ns}", "KEYS[3]"))
 
-# KEYS: 1 lock, 2 running, 3 running namespaces.  ARGV: 1 owner
-#   The lock is left lapsed at 'taken' with its owner on record, never deleted: ADMIT overwrote
-#   the record of whoever held the target before, and without one TAKE_BACK / REACQUIRE would let an
+# KEYS: 1 lock, 2 running, 3 running namespaces.  ARGV: 1 owner, 2 now (the request's: when it was admitted)
+#   The lock is left lapsed at ARGV[2] with its owner on record, never deleted: ADMIT overwrote the
+#   record of whoever held the target before, and without one TAKE_BACK / REACQUIRE would let an
 #   execution stopped before that run its stale plan (see rules.abandon).  The key's expiry, set when
-#   the lock was taken, already keeps the record for `kept` past 'taken'.  A record without 'taken'
-#   (written by an older script) is left to lapse at its TTL: late, but never forgotten.
+#   the lock was taken, keeps the record for `kept` after that.
 ABANDON = PRELUDE + """
-local lock = redis.call('HMGET', KEYS[1], 'owner', 'expires', 'taken')
-if lock[1] == ARGV[1] and lock[3] then
-  redis.call('HSET', KEYS[1], 'expires', num(math.min(tonumber(lock[2]), tonumber(lock[3]))))
+local lock = redis.call('HMGET', KEYS[1], 'owner', 'expires')
+if lock[1] == ARGV[1] then
+  redis.call('HSET', KEYS[1], 'expires', num(math.min(tonumber(lock[2]), tonumber(ARGV[2]))))
 end
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('HDEL', KEYS[3], ARGV[1])

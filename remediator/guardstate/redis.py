@@ -232,7 +232,7 @@ class RedisGuardrails:
 
     async def abandon(self, req: Request) -> None:
         keys = [self._key("lock", req.target_key), self._key("running"), self._key("running-ns")]
-        await self._changing("abandon", self._abandon(keys=keys, args=[req.owner]))
+        await self._changing("abandon", self._abandon(keys=keys, args=[req.owner, req.now]))
 
     async def release(self, req: Request, *, succeeded: bool | None) -> None:
         now = self._clock.now().timestamp()
