@@ -346,10 +346,15 @@ class SharedTransaction:
         batch = self._batch.get()
         if batch is not None and batch.task is asyncio.current_task():
             return
+        # What has been written so far, taken before waiting for the lock: a COMMIT of it may hold
+        # the lock now, and if that fails, the transaction is gone (self._open None) once the lock
+        # is ours; waiting for it then raises, where reading self._open afterwards would say
+        # "nothing to wait for" about writes that were rolled back.
+        txn = self._open
         async with self._lock:  # a write committing on its own (see write) holds it to its end
-            txn = self._open
+            txn = txn or self._open
         if txn is not None:
-            await self._committed(txn)
+            await self._committed(txn)  # StoreUnavailable if it was rolled back meanwhile
 
     async def flush(self) -> None:
         """Commit whatever is open (at close)."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -87,6 +87,28 @@ class FillingDelivery:
             await within(self.task)
         self._store._db._conn.set_progress_handler(None, 0)
         await self._store._db.execute("PRAGMA max_page_count = 1073741823")  # room again
+
+
+async def in_an_open_batch(store: SQLiteStore, write: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+    """``write`` made in a decision batch (and unit) of another task, the decision loop, which stays
+    open: not yet committed.  Returns what ends that batch, once it has heard that it was lost."""
+    written, finish = asyncio.Event(), asyncio.Event()
+
+    async def decider() -> None:
+        async with store.decision_batch(), store.decision_unit():
+            await write()
+            written.set()
+            await finish.wait()
+
+    deciding = asyncio.create_task(decider())
+    await written.wait()
+
+    async def lost() -> None:
+        finish.set()
+        with pytest.raises(StoreUnavailable):
+            await within(deciding)
+
+    return lost
 
 
 async def test_an_alert_is_not_marked_processed_after_its_decision_was_rolled_back(
@@ -159,3 +181,24 @@ async def test_a_unit_whose_transaction_was_rolled_back_records_no_decision_with
     finally:
         await again.close()
 
+
+
+async def test_settled_hears_that_the_writes_it_waited_for_were_rolled_back(store: SQLiteStore) -> None:
+    """``settled()`` is for an answer read from what has been written so far (a guardrail refusal):
+    it must not return as if those writes were committed when their transaction is rolled back
+    while it waits for the lock.  Before, it looked for the open transaction only once the lock was
+    its own, found none (the rollback had cleared it), and returned normally."""
+    [received] = alerts(firing("a"))
+
+    async def decide() -> None:
+        assert await store.record_decision(a_decision(received.alert))
+
+    batch_lost = await in_an_open_batch(store, decide)
+    delivery = await FillingDelivery.prepare(store)
+    await delivery.holding_the_lock()
+    delivery.let_go()
+    with pytest.raises(StoreUnavailable):
+        await store.settled()  # waits for the lock; the transaction is lost meanwhile
+    await delivery.rolled_back()
+    await batch_lost()
+    assert await store.decision(a_decision(received.alert).execution_id or "") is None
