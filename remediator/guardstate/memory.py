@@ -18,7 +18,9 @@ With the embedded store (the daemon's default) the state is not a file of its ow
 of the store's SQLite database (:class:`GuardStateRows`): each change writes only the entries
 it changed, in the same transaction as the decision it belongs to (the decision loop commits
 a batch at once), so a crash can never keep an admission without its decision or the
-reverse; a transaction that is rolled back takes the state back to what the database holds.
+reverse; a transaction that is rolled back takes the state back to what the database holds,
+before the next change and before the next read (a read-only verdict, the panel): none of them
+may rest on changes that never reached the disk.
 
 The file is one node's state: an exclusive lock on it refuses a second process
 (a second replica on a shared volume would silently overwrite the first's limits;
@@ -192,6 +194,7 @@ class MemoryGuardrails:
         self._clock = clock
         self._rows = rows
         self._stale = False  # a transaction holding changes was rolled back: reload before the next one
+        self._reloading = asyncio.Lock()  # one reload at a time (see _fresh)
         if rows is not None:
             assert path is not None, "the single-node lock needs a path"
             self._take_file(path)
@@ -248,6 +251,18 @@ class MemoryGuardrails:
     def _rolled_back(self) -> None:
         self._stale = True
 
+    async def _fresh(self) -> None:
+        """After a rollback, back to what the database holds before the state is read or changed.
+
+        One reload at a time, and none once the state is fresh: a second reload that read the
+        rows before a change made after the first (and not yet written) would put the state back
+        from under that change, and nothing would reload it again until the next rollback."""
+        if not self._stale:
+            return
+        async with self._reloading:
+            if self._stale:
+                await self._reload()
+
     async def _reload(self) -> None:
         """After a rollback: back to what the database holds (changes since are lost)."""
         assert self._rows is not None
@@ -261,8 +276,7 @@ class MemoryGuardrails:
     async def _commit_rows(self, change: Callable[[GuardState], T], keep: Callable[[T], bool]) -> T:
         """Apply ``change`` and write the entries it changed in the store's transaction."""
         assert self._rows is not None
-        if self._stale:
-            await self._reload()
+        await self._fresh()
         now = self._clock.now().timestamp()
         sweep = now - self._collected >= COLLECT_EVERY
         before = _snapshot(self.state)
@@ -377,8 +391,10 @@ class MemoryGuardrails:
         """The pure rules' verdict on the current state; nothing is changed or written.
 
         The state is only changed without an ``await``, so a synchronous read sees it between
-        two changes (possibly one still being written: a reading, not a promise).
+        two changes (possibly one still being written: a reading, not a promise); never changes
+        that were rolled back.
         """
+        await self._fresh()
         return rules.evaluate(req, self.state, self._policy)
 
     async def renew(self, req: Request) -> bool:
@@ -402,19 +418,23 @@ class MemoryGuardrails:
         await self._commit(lambda s: rules.release(req, s, self._policy, succeeded=succeeded, now=now), lambda _: True)
 
     async def paused(self) -> bool:
+        await self._fresh()
         return self.state.paused
 
     async def set_paused(self, paused: bool) -> None:
         await self._commit(lambda s: setattr(s, "paused", paused), lambda _: True)
 
     async def status(self) -> GuardStatus:
+        await self._fresh()
         return rules.status(self.state.paused, self.state.breakers, self._policy, self._clock.now().timestamp())
 
     async def breaker(self, playbook: str) -> rules.BreakerView:
+        await self._fresh()
         br = self.state.breakers.get(playbook, rules.CLOSED_BREAKER)
         return rules.breaker_view(br, self._policy, self._clock.now().timestamp())
 
     async def usage(self) -> rules.GuardUsage:
+        await self._fresh()
         s = self.state
         return rules.usage(self._policy, self._clock.now().timestamp(), s.budget_history, s.running, s.locks)
 
@@ -423,8 +443,7 @@ class MemoryGuardrails:
         whether the disk is back (readiness and resumes would otherwise wait for one forever)."""
         if self._broken and self._path is not None:
             await asyncio.shield(self._join())
-        if self._stale:
-            await self._reload()
+        await self._fresh()
 
     async def close(self) -> None:
         if self._writer is not None:  # answered changes are on disk; finish carrying the rest

@@ -11,13 +11,15 @@ tests/store/test_rollback_while_waiting).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from remediator.clock import VirtualClock
-from remediator.core.errors import GuardrailUnavailable
+from remediator.core.decisions import DecisionKind
+from remediator.core.errors import GuardrailUnavailable, StoreUnavailable
 from remediator.core.guardrails import Policy, Request
 from remediator.guardstate.memory import MemoryGuardrails
 from remediator.store.sqlite import SQLiteStore
@@ -67,3 +69,50 @@ async def test_no_refusal_rests_on_an_admission_whose_transaction_is_rolled_back
     assert (await guard.admit(request(vclock, "ex-b"))).admitted  # ex-a's lock went with its transaction
     assert [(m, k) for m, k, _ in await store.guard_rows() if m == "locks"] == [("locks", TARGET)]
 
+
+
+async def an_admission_rolled_back(store: SQLiteStore, guard: MemoryGuardrails, vclock: VirtualClock) -> None:
+    """ex-a admitted in a decision batch whose transaction is then rolled back: the state in memory
+    holds ex-a's lock, the database does not."""
+    with pytest.raises(StoreUnavailable):
+        async with store.decision_batch():
+            async with store.decision_unit():
+                assert (await guard.admit(request(vclock, "ex-a"))).admitted
+            delivery = await FillingDelivery.prepare(store)
+            await delivery.holding_the_lock()
+            delivery.let_go()
+            await delivery.rolled_back()  # and ex-a's admission with it
+    assert await store.guard_rows() == []
+
+
+async def test_reads_answer_from_the_state_on_disk_after_a_rollback(
+    store: SQLiteStore, guard: MemoryGuardrails, vclock: VirtualClock
+) -> None:
+    """A read-only verdict (an alert of a playbook that asks for approval, a plan-only one) and the
+    guardrails panel after a rolled-back batch: from what the database holds, not from the lost
+    admission.  Before, only the next change reloaded the state, so until then ex-b was found
+    locked out by ex-a, and the panel listed ex-a's lock."""
+    await an_admission_rolled_back(store, guard, vclock)
+    verdict = await guard.evaluate(request(vclock, "ex-b", playbook="pb2"))
+    assert verdict.admitted, verdict
+    assert (await guard.usage()).locks == {}
+
+
+async def test_changes_that_find_the_state_stale_together_reload_it_once(
+    store: SQLiteStore, guard: MemoryGuardrails, vclock: VirtualClock
+) -> None:
+    """Two admissions (two targets) after a rollback, both finding the state stale while the
+    connection is busy.  Before, each reloaded it: the second read of the rows came after the first
+    admission was made in memory but before it was written, and put the state back from under it;
+    its lock was then on disk but not in memory, and a rival was admitted to the same target."""
+    await an_admission_rolled_back(store, guard, vclock)
+    api, db = (Request(f"ex-{app}", "pb", f"Deployment/shop/{app}", f"pb|{app}", "shop", vclock.now().timestamp())
+               for app in ("api", "db"))
+    async with store._tx:  # the connection busy (a statement on the disk's thread): both wait for it
+        first = asyncio.create_task(guard.admit(api))
+        second = asyncio.create_task(guard.admit(db))
+        await asyncio.sleep(0)  # one turn of the loop (no time passes): each runs until it waits
+    assert (await first).admitted and (await second).admitted
+    rival = Request("ex-rival", "pb2", "Deployment/shop/api", "pb2|api", "shop", vclock.now().timestamp())
+    verdict = await guard.admit(rival)
+    assert verdict.kind is DecisionKind.LOCKED and verdict.holder == "ex-api", verdict
