@@ -945,7 +945,7 @@ class Pipeline:
             await hold.take_lease()  # a paused or cut-off replica finds out here
             started = self.clock.now()
             mutating = step.action in MUTATING_ACTIONS and not ctx.dry_run
-            if not ctx.dry_run and (why := await self._halted(ctx.execution_id, decision)):
+            if not ctx.dry_run and (why := await self._halted(decision, hold.request)):
                 await self.store.record_event(ctx.execution_id, "paused", self.clock.now(), reason=why,
                                               before=f"{step.phase} step {step.index} ({step.action})")
                 log.warning("paused before the next step", reason=why, action=step.action)
@@ -1051,12 +1051,13 @@ class Pipeline:
                  deadline=format_time(deadline) if deadline else None)
         raise _AwaitingStep(step, deadline)
 
-    async def _halted(self, did: str, decision: Decision | None) -> str | None:
+    async def _halted(self, decision: Decision | None, req: Request | None) -> str | None:
         """Why the execution must stop before its next step, if it must: the kill switch, or its
-        playbook's circuit breaker open (other executions of it kept failing meanwhile).  Both
-        are read at every step: the switch from the durable kill switch when there is one (it
-        re-arms a guardrail state that lost it), else from the guardrail state; the breaker from
-        the guardrail state.  Unreachable guardrail state pauses too."""
+        playbook's circuit breaker open (other executions of it kept failing meanwhile), or half-open
+        with another execution as its one trial.  Both are read at every step: the switch from the
+        durable kill switch when there is one (it re-arms a guardrail state that lost it), else from
+        the guardrail state; the breaker from the guardrail state.  Unreachable guardrail state
+        pauses too."""
         try:
             if await (self.kill_switch or self.guardrails).paused():
                 return "remediation is paused (kill switch)"
@@ -1064,6 +1065,9 @@ class Pipeline:
                 breaker = await self.guardrails.breaker(decision.playbook)
                 if breaker.state is BreakerState.OPEN:
                     return f"the playbook's circuit breaker is open ({breaker.failures} consecutive failures)"
+                if (breaker.state is BreakerState.HALF_OPEN and req is not None and breaker.trial_owner != req.owner
+                        and not await self.guardrails.go_on_as_trial(req)):
+                    return "the playbook's circuit breaker is half-open and another execution is its trial"
         except GuardrailUnavailable as exc:
             self.metrics.guardrail_unavailable.inc()
             raise LockUnconfirmed(str(exc)) from exc

@@ -481,6 +481,11 @@ class GuardrailStore(PauseState, Protocol):
     async def abandon(self, req: Request) -> None:
         """Give back an admission whose execution will not run: its lock and slot, at once."""
 
+    async def go_on_as_trial(self, req: Request) -> bool:
+        """Whether an admitted execution that its playbook's breaker stopped may take its next step:
+        closed, yes; open, no; half-open, only as the breaker's one trial (taken if no live trial
+        holds it).  See :func:`remediator.core.guardrails.go_on_as_trial`."""
+
     async def status(self) -> GuardStatus:
         """The kill switch and every playbook's circuit breaker, for the API and ``/metrics``."""
 

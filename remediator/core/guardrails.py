@@ -386,6 +386,28 @@ def take_back(req: Request, state: GuardState, policy: Policy, now: float) -> Fi
     return finding
 
 
+def go_on_as_trial(req: Request, state: GuardState, policy: Policy, now: float) -> bool:
+    """Whether an admitted execution that its playbook's breaker stopped (it was admitted before the
+    breaker opened) may take its next step now: closed, yes; open, no; half-open, only as the breaker's
+    one trial, taking the role when no live trial holds it.
+
+    Why: half-open lets one execution through to find out whether the remediation works again.
+    Without this the executions an open breaker stopped half way all went on the moment it cooled
+    off, none of them its trial, and a remediation that still fails ran once for each of them."""
+    br = state.breakers.get(req.playbook, CLOSED_BREAKER)
+    if not (policy.breaker_threshold and br.failures >= policy.breaker_threshold):
+        return True
+    if now < br.open_until:
+        return False
+    if br.trial_owner and br.trial_owner != req.owner:
+        trial = state.running.get(br.trial_owner)
+        if trial is not None and trial.expires > now:
+            return False
+    if br.trial_owner != req.owner:
+        state.breakers[req.playbook] = replace(br, trial_owner=req.owner)
+    return True
+
+
 def abandon(req: Request, state: GuardState) -> None:
     """Admitted, but nothing will run under this admission (its decision was not recorded: the
     store failed, or another replica recorded it first): free the lock and the concurrency slot

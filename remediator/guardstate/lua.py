@@ -179,6 +179,23 @@ if lock[1] and lock[1] ~= owner then return {'locked', '0', '0', lock[1]} end
 local max_running, max_ns = tonumber(ARGV[6]), tonumber(ARGV[7])
 """ + _CONCURRENCY.replace("{running}", "KEYS[2]").replace("{running_ns}", "KEYS[3]"))
 
+# KEYS: 1 breaker, 2 running.  ARGV: 1 owner, 2 now, 3 breaker threshold
+#   rules.go_on_as_trial: 1 when the stopped execution may go on (closed; half-open and it is, or now
+#   becomes, the trial), 0 when not (open; another execution's live trial).
+TRIAL = """
+local owner, now, threshold = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local br = redis.call('HMGET', KEYS[1], 'failures', 'open_until', 'trial_owner')
+if not (threshold > 0 and tonumber(br[1] or '0') >= threshold) then return 1 end
+if now < tonumber(br[2] or '0') then return 0 end
+local trial = br[3] or ''
+if trial ~= '' and trial ~= owner then
+  local slot = redis.call('ZSCORE', KEYS[2], trial)
+  if slot and tonumber(slot) > now then return 0 end
+end
+if trial ~= owner then redis.call('HSET', KEYS[1], 'trial_owner', owner) end
+return 1
+"""
+
 # KEYS: 1 lock, 2 running, 3 running namespaces.  ARGV: 1 owner, 2 now (the request's: when it was admitted)
 #   The lock is left lapsed at ARGV[2] with its owner on record, never deleted: ADMIT overwrote the
 #   record of whoever held the target before, and without one TAKE_BACK / REACQUIRE would let an

@@ -413,6 +413,10 @@ class MemoryGuardrails:
     async def abandon(self, req: Request) -> None:
         await self._commit(lambda s: rules.abandon(req, s), lambda _: True)
 
+    async def go_on_as_trial(self, req: Request) -> bool:
+        now = self._clock.now().timestamp()
+        return await self._commit(lambda s: rules.go_on_as_trial(req, s, self._policy, now))
+
     async def release(self, req: Request, *, succeeded: bool | None) -> None:
         now = self._clock.now().timestamp()
         await self._commit(lambda s: rules.release(req, s, self._policy, succeeded=succeeded, now=now), lambda _: True)

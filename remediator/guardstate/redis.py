@@ -103,6 +103,7 @@ class RedisGuardrails:
         self._renew = client.register_script(lua.RENEW)
         self._release = client.register_script(lua.RELEASE)
         self._abandon = client.register_script(lua.ABANDON)
+        self._trial = client.register_script(lua.TRIAL)
         self._reacquire = client.register_script(lua.REACQUIRE)
         self._take_back = client.register_script(lua.TAKE_BACK)
         # Changes this adapter made (admit, release, renew...): a prefetched verdict read before
@@ -229,6 +230,11 @@ class RedisGuardrails:
                                          self._policy.max_running, self._policy.max_running_per_namespace]
         reply = await self._changing("take back", self._take_back(keys=keys, args=args))
         return Finding(Check.PASSED) if reply == 1 else _finding([str(x) for x in reply])
+
+    async def go_on_as_trial(self, req: Request) -> bool:
+        keys = [self._key("breaker", req.playbook), self._key("running")]
+        args: list[str | int | float] = [req.owner, self._clock.now().timestamp(), self._policy.breaker_threshold]
+        return bool(await self._changing("trial", self._trial(keys=keys, args=args)))
 
     async def abandon(self, req: Request) -> None:
         keys = [self._key("lock", req.target_key), self._key("running"), self._key("running-ns")]

@@ -427,6 +427,46 @@ async def test_the_breaker_opens_half_opens_and_closes(make_guard: GuardFactory,
     assert (await s.admit("f", "t7")).admitted
 
 
+async def test_executions_a_breaker_stopped_go_on_one_at_a_time_as_its_trial(
+        make_guard: GuardFactory, clock: VirtualClock) -> None:
+    """Admitted before the breaker opened and stopped by it half way: closed, they go on; open, none
+    does; half-open, one, as the breaker's trial, and the others wait for its outcome."""
+    s = await scene(make_guard, clock, breaker_threshold=1, breaker_cooloff=100.0)
+    for owner, target in (("a", "t1"), ("b", "t2"), ("c", "t3")):
+        assert (await s.admit(owner, target)).admitted
+    assert await s.guard.go_on_as_trial(s.reqs["b"])  # closed: nothing is taken
+    assert (await s.guard.breaker("pb")).trial_owner == ""
+    await s.release("a", succeeded=False)  # open until 100
+    s.at(50)
+    assert not await s.guard.go_on_as_trial(s.reqs["b"]) and not await s.guard.go_on_as_trial(s.reqs["c"])
+    s.at(100)  # half-open; both resume, and take their lapsed locks and slots back first, as a resumed execution does
+    assert await s.guard.reacquire(s.reqs["b"]) and await s.guard.reacquire(s.reqs["c"])
+    assert await s.guard.go_on_as_trial(s.reqs["b"])
+    assert (await s.guard.breaker("pb")).trial_owner == "b"
+    assert await s.guard.go_on_as_trial(s.reqs["b"])  # its next step: still the trial
+    assert not await s.guard.go_on_as_trial(s.reqs["c"])  # b's trial is live (its slot holds)
+    half_open = Verdict(K.CIRCUIT_OPEN, "circuit half-open: a trial execution is already running")
+    assert await s.admit("d", "t4") == half_open
+    await s.release("b", succeeded=True)  # the trial worked: closed
+    assert await s.guard.go_on_as_trial(s.reqs["c"])
+    assert (await s.guard.breaker("pb")).state is BreakerState.CLOSED
+
+
+async def test_a_trial_whose_slot_lapsed_is_taken_over_by_a_stopped_execution(
+        make_guard: GuardFactory, clock: VirtualClock) -> None:
+    s = await scene(make_guard, clock, breaker_threshold=1, breaker_cooloff=100.0)
+    for owner, target in (("a", "t1"), ("b", "t2")):
+        assert (await s.admit(owner, target)).admitted
+    await s.release("a", succeeded=False)
+    s.at(100)
+    assert (await s.admit("trial", "t3")).admitted  # a new admission became the trial
+    assert await s.guard.reacquire(s.reqs["b"])
+    assert not await s.guard.go_on_as_trial(s.reqs["b"])
+    s.at(161)  # its holder died: its slot (lock_ttl 60 s) lapsed unrenewed
+    assert await s.guard.go_on_as_trial(s.reqs["b"])
+    assert (await s.guard.breaker("pb")).trial_owner == "b"
+
+
 async def test_one_breaker_reads_as_the_status_shows_it(make_guard: GuardFactory, clock: VirtualClock) -> None:
     """``breaker(name)``, read before every step, is ``status()``'s view of that one playbook:
     closed with no record, then through open, half-open and closed again."""

@@ -117,3 +117,52 @@ async def test_an_execution_paused_before_its_first_step_is_announced_once_when_
         await rt.worker.queue.drain()
     assert [c[0] for c in live.calls] == ["restart", "scale"]
     assert [e for e, _, _ in notices.sent].count("started") == 1
+
+
+class RestartsWaitScaleFails:
+    """Each restart waits for ``go`` (all three in flight: ``all_started``); every scale fails."""
+
+    def __init__(self, executions: int) -> None:
+        self.sent: list[tuple[str, str]] = []
+        self.executions = executions
+        self.all_started = asyncio.Event()
+        self.go = asyncio.Event()
+
+    async def run(self, step: PlannedStep, ctx: StepContext) -> StepResult:
+        self.sent.append((step.action, ctx.target.name))
+        if step.action == "restart":
+            if sum(1 for a, _ in self.sent if a == "restart") == self.executions:
+                self.all_started.set()
+            await self.go.wait()
+            return StepResult("ok", "restarted")
+        return StepResult("failed", f"{step.action} failed")
+
+
+async def test_executions_an_open_breaker_stopped_go_on_one_at_a_time_when_it_half_opens(
+        tmp_path: Path, settings_factory: Callable[..., Any], vclock: VirtualClock) -> None:
+    """Half-open lets one trial execution through: of the executions the open breaker stopped half way,
+    one goes on as that trial; when its next step fails too the breaker opens again, and the others
+    never took theirs."""
+    (tmp_path / "pb").mkdir()
+    (tmp_path / "pb" / "p.yaml").write_text(PLAYBOOK.replace(
+        "match: {alertname: X}", "match: {alertname: X, matchers: ['app=~\".+\"']}").replace(
+        "name: web}", 'name: "{{ labels.app }}"}'))
+    settings = settings_factory(playbooks=str(tmp_path / "pb"), dry_run=False,
+                                guardrails={"breaker_threshold": 1, "breaker_cooloff": "10m"})
+    cluster = RestartsWaitScaleFails(3)
+    async with open_runtime(settings, clock=vclock, executors=(cluster, cluster), start_worker=False) as rt:
+        for app in ("a", "b", "c"):
+            alert = alert_json({"alertname": "X", "app": app}, fingerprint=app * 16)
+            await rt.store.record_alerts(received(payload(alert), vclock))
+        running = asyncio.create_task(rt.worker.drain())
+        await asyncio.wait_for(cluster.all_started.wait(), 10)
+        other = Request("other", "two-steps", "Deployment/shop/zzz", "k", "shop", vclock.now().timestamp())
+        assert (await rt.guardrails.admit(other)).admitted
+        await rt.guardrails.release(other, succeeded=False)  # the breaker opens
+        cluster.go.set()
+        await asyncio.wait_for(running, 10)
+        assert [a for a, _ in cluster.sent] == ["restart"] * 3  # all stopped before their scale
+        await vclock.advance(601)  # half-open
+        await rt.worker.queue.drain()
+        assert [a for a, _ in cluster.sent].count("scale") == 1  # the trial's, which failed: open again
+        assert (await rt.guardrails.breaker("two-steps")).state.value == "open"
