@@ -66,6 +66,10 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.OperatorInterventionError,  # statement_timeout, admin shutdown, starting up
     asyncpg.exceptions.InsufficientResourcesError,  # too many connections, disk full
     asyncpg.exceptions.TransactionRollbackError,  # deadlock or serialization failure: retry later
+    # Takes no writes (a failover to a standby, default_transaction_read_only during maintenance): the
+    # database's state, not the alert's fault, and intake must answer 503 (Alertmanager retries), not 500.
+    asyncpg.exceptions.ReadOnlySQLTransactionError,
+    asyncpg.exceptions.IdleInTransactionSessionTimeoutError,  # the server ended the session
 )
 
 _UNFINISHED = "('pending', 'running')"

@@ -38,7 +38,7 @@ from remediator.store.sqlite_conn import InlineConnection
 T = TypeVar("T")
 
 
-async def complete(work: Coroutine[Any, Any, T]) -> T:
+async def complete(work: Coroutine[Any, Any, T], *, eager: bool = False) -> T:
     """Run ``work`` to its end even if the caller is cancelled meanwhile, then pass the
     cancellation on.
 
@@ -46,17 +46,27 @@ async def complete(work: Coroutine[Any, Any, T]) -> T:
     runs on the database's thread) must not have its transaction rolled back under the
     other writers that share it.  Only once ``work`` is done does the caller see its
     cancellation.
+
+    ``eager``: run its first step here, in the caller's task, as an eager task's would (Python
+    3.12's eager_task_factory): a write that finds the lock free and runs its statements inline
+    never suspends, and a task with its two trips round the event loop would cost more than the
+    statements (some 20 µs a write on a slow machine, two writes a decided alert).  Nothing can
+    cancel that step: only a suspended coroutine can be cancelled, so what runs before it
+    suspends is whole.  Only for work that enters nothing bound to the current task before it
+    first suspends: an ``asyncio.timeout`` entered there belongs to the caller, and when it fires
+    it cancels the caller (which this outwaits) instead of the work, which then has no deadline.
+    asyncpg's pool acquire and connect enter one: PostgreSQL's intake hung on a server that
+    accepted connections and never answered.  The embedded store's writes (an asyncio.Lock, then
+    statements on the loop or its thread) are eager; PostgreSQL's are not.
     """
-    # Its first step runs here, as an eager task's would (Python 3.12's eager_task_factory): a
-    # write that finds the lock free and runs its statements inline never suspends, and a task
-    # with its two trips round the event loop would cost more than the statements (some 20 µs
-    # a write on a slow machine, two writes a decided alert).  Nothing can cancel that step:
-    # only a suspended coroutine can be cancelled, so what runs before it suspends is whole.
-    try:
-        first = work.send(None)
-    except StopIteration as stop:
-        return stop.value  # type: ignore[no-any-return]
-    task = asyncio.ensure_future(_Resumed(work, first))
+    if eager:
+        try:
+            first = work.send(None)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+        task: asyncio.Future[T] = asyncio.ensure_future(_Resumed(work, first))
+    else:
+        task = asyncio.ensure_future(work)
     cancelled: asyncio.CancelledError | None = None
     while not task.done():
         try:
@@ -171,10 +181,10 @@ class SharedTransaction:
             batch = None  # a task started inside someone else's batch waits for its own writes
         unit = self._my_unit()  # here, in the caller's task: past a wait for the lock, complete()'s runs on
         if batch is None and not group and self._open is None:
-            done = await complete(self._alone(body, single=single, unit=unit))
+            done = await complete(self._alone(body, single=single, unit=unit), eager=True)
             if done is not None:
                 return done[0]
-        result, txn = await complete(self._locked(body, wanted=batch is None, unit=unit))
+        result, txn = await complete(self._locked(body, wanted=batch is None, unit=unit), eager=True)
         if batch is not None:
             batch.transactions.append(txn)
             return result
@@ -269,7 +279,7 @@ class SharedTransaction:
                 if self._units:
                     await self._no_units.wait()
                     continue
-                await complete(self._commit())
+                await complete(self._commit(), eager=True)
         finally:
             self._committer = None
 
@@ -334,7 +344,7 @@ class SharedTransaction:
             # Writers waited for this block: commit now, before the next block starts and
             # (there being no await between two blocks) the committer never gets a turn.
             with contextlib.suppress(StoreUnavailable):
-                await complete(self._commit())
+                await complete(self._commit(), eager=True)
 
     async def _wait_all(self, batch: _Deferred) -> None:
         for txn in dict.fromkeys(batch.transactions):

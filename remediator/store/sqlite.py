@@ -804,7 +804,7 @@ class SQLiteStore:
         for select, deletes in rounds:
             while True:
                 # Each batch whole, even if retention is cancelled (shutdown) half way.
-                ids, deleted = await _complete(self._delete_round(select, deletes, cutoff, batch))
+                ids, deleted = await _complete(self._delete_round(select, deletes, cutoff, batch), eager=True)
                 for name, n in deleted.items():
                     counts[name] += n
                 if len(ids) < batch:
