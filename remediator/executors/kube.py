@@ -919,10 +919,8 @@ class KubeExecutor:
             if exc.status == 404:  # the alert named a pod that is not there
                 raise RefusedInput(f"pod {pod_name} not found in namespace {t.namespace}") from None
             raise
-        wanted = owner["spec"]["selector"].get("matchLabels", {})
-        labels = pod["metadata"].get("labels") or {}
-        if not wanted or any(labels.get(k) != v for k, v in wanted.items()):
-            raise RefusedInput(f"pod {pod_name} does not belong to {t.key}: refusing to delete it")
+        if not await self._owns(ctx, owner, pod):
+            raise RefusedInput(f"pod {pod_name} does not belong to {t.key}: refusing to delete it, nothing changed")
         uid = pod["metadata"]["uid"]
         if intent.get("uid") and intent["uid"] != uid:
             return self._done(f"pod {pod_name} was already deleted (now a new pod)", pod, None, pod=pod_name)
@@ -1257,6 +1255,30 @@ class KubeExecutor:
                 f"cannot count the ready pods of {ctx.target.key} for min_healthy_replicas: listing pods is "
                 f"forbidden (grant list on pods, deploy/kubernetes/rbac.yaml): refused, nothing changed",
                 guard="min_healthy_replicas") from exc
+
+    async def _owns(self, ctx: StepContext, owner: dict[str, Any], pod: dict[str, Any]) -> bool:
+        """Whether the target controls ``pod``, by ownerReferences (:func:`rollout.own_pods`), not labels.
+
+        The pod is named by an alert label, and labels do not prove ownership: another workload's
+        selector may be a superset of the target's (web-canary {app: web, track: canary} beside web
+        {app: web}), and a debug pod may carry app=web with no owner at all.  A Deployment owns its
+        pods through the ReplicaSets that name its uid as their controller; a StatefulSet directly.
+        An ownership that cannot be checked (listing ReplicaSets forbidden) is not assumed."""
+        t = ctx.target
+        replicasets: list[dict[str, Any]] = []
+        if t.kind == "Deployment":
+            try:
+                listed = await self._call(self.apps.list_namespaced_replica_set, t.namespace,
+                                          label_selector=rollout.selector_text(owner), **self._kw())
+            except PermanentError as exc:
+                if exc.status != 403:
+                    raise
+                raise RefusedInput(
+                    f"cannot check that pod {pod['metadata'].get('name')} belongs to {t.key}: listing replicasets "
+                    "is forbidden (grant list on replicasets, deploy/kubernetes/rbac.yaml): refused, nothing changed"
+                ) from exc
+            replicasets = [self._dict(rs) for rs in listed.items]
+        return bool(rollout.own_pods(t.kind, owner, [pod], replicasets))
 
     async def _own_pods(self, ctx: StepContext, obj: dict[str, Any]) -> list[dict[str, Any]]:
         """The workload's pods, listed by its selector's labels and kept by ownership (:func:`rollout.own_pods`)."""

@@ -14,7 +14,7 @@ import pytest
 
 from remediator.core.rollout import HASH_LABEL, REVISION
 from tests.executor.conftest import OpenHarness
-from tests.executor.harness import NS, playbook, steps_of, web
+from tests.executor.harness import NS, db, playbook, steps_of, web
 
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 REVISION_HISTORY = "deployment.kubernetes.io/revision-history"
@@ -378,6 +378,75 @@ async def test_delete_pod_refuses_a_pod_of_another_workload(harness: OpenHarness
         ex = await h.fire(pod=other["metadata"]["name"])
         assert h.cluster.requests.matching("DELETE") == []
     assert f"pod {other['metadata']['name']} does not belong to Deployment/shop/web" in ex["results"][0]["message"]
+
+
+DELETE_NAMED_POD = playbook('- action: delete_pod\n  pod: "{{ labels.pod }}"\n', on_failure="- action: rollback\n")
+
+
+def _refused_and_kept(h: Any, ex: dict[str, Any], pod: str, target: str = "Deployment/shop/web") -> None:
+    """Refused as input (nothing changed, so no on_failure), no DELETE sent, and the pod still there."""
+    assert steps_of(ex) == [("main", "delete_pod", "failed")]
+    assert f"pod {pod} does not belong to {target}" in ex["results"][0]["message"]
+    assert ex["results"][0]["details"]["refused_input"] is True
+    assert "wrote" not in ex["results"][0]["details"]
+    assert h.cluster.requests.matching("DELETE") == []
+    assert h.cluster.get("pods", NS, pod) is not None
+
+
+async def test_delete_pod_refuses_a_pod_of_a_workload_whose_labels_include_the_targets(harness: OpenHarness) -> None:
+    """Labels are not ownership: web-canary's pods carry app=web (and track=canary), so they match web's
+    selector, but web's ReplicaSets do not own them.  An alert naming one must not delete it for web."""
+    canary = web("web-canary", replicas=1)
+    canary["spec"]["selector"]["matchLabels"] = {"app": "web", "track": "canary"}
+    canary["spec"]["template"]["metadata"]["labels"] = {"app": "web", "track": "canary"}
+    async with harness({"fix": DELETE_NAMED_POD}) as h:
+        h.cluster.apply(web(replicas=2))
+        h.cluster.apply(canary)
+        [victim] = h.cluster.pods_of(NS, "web-canary")
+        ex = await h.fire(pod=victim["metadata"]["name"])
+        _refused_and_kept(h, ex, victim["metadata"]["name"])
+
+
+async def test_delete_pod_refuses_an_unowned_pod_carrying_the_targets_labels(harness: OpenHarness) -> None:
+    """A debug pod someone started by hand with app=web belongs to no workload: web's controller would not
+    replace it, so deleting it is not a remediation of web."""
+    async with harness({"fix": DELETE_NAMED_POD}) as h:
+        h.cluster.apply(web(replicas=2))
+        h.cluster.apply({"apiVersion": "v1", "kind": "Pod",
+                         "metadata": {"name": "debug-shell", "namespace": NS, "labels": {"app": "web"}},
+                         "spec": {"containers": [{"name": "sh", "image": "busybox"}]}})
+        ex = await h.fire(pod="debug-shell")
+        _refused_and_kept(h, ex, "debug-shell")
+
+
+async def test_delete_pod_refuses_a_pod_the_targets_match_expressions_exclude(harness: OpenHarness) -> None:
+    """web selects app=web, track NotIn (canary): a canary pod matches the matchLabels alone, not the selector."""
+    target = web(replicas=1)
+    target["spec"]["selector"]["matchExpressions"] = [{"key": "track", "operator": "NotIn", "values": ["canary"]}]
+    canary = web("web-canary", replicas=1)
+    canary["spec"]["selector"]["matchLabels"] = {"app": "web", "track": "canary"}
+    canary["spec"]["template"]["metadata"]["labels"] = {"app": "web", "track": "canary"}
+    async with harness({"fix": DELETE_NAMED_POD}) as h:
+        h.cluster.apply(target)
+        h.cluster.apply(canary)
+        [victim] = h.cluster.pods_of(NS, "web-canary")
+        ex = await h.fire(pod=victim["metadata"]["name"])
+        _refused_and_kept(h, ex, victim["metadata"]["name"])
+
+
+async def test_delete_pod_of_a_statefulset_refuses_a_pod_it_does_not_own(harness: OpenHarness) -> None:
+    async with harness({"fix": playbook('- action: delete_pod\n  pod: "{{ labels.pod }}"\n', kind="StatefulSet")}) as h:
+        h.cluster.apply(db(replicas=2))
+        h.cluster.apply({"apiVersion": "v1", "kind": "Pod",
+                         "metadata": {"name": "db-debug", "namespace": NS, "labels": {"app": "db"}},
+                         "spec": {"containers": [{"name": "sh", "image": "busybox"}]}})
+        ex = await h.fire("db", pod="db-debug")
+        _refused_and_kept(h, ex, "db-debug", "StatefulSet/shop/db")
+        own = sorted(p["metadata"]["name"] for p in h.cluster.pods_of(NS, "db", kind="StatefulSet"))[0]
+        ex = await h.fire("db", pod=own, instance="2")
+        [delete] = h.cluster.requests.matching("DELETE", "/pods/")
+    assert steps_of(ex) == [("main", "delete_pod", "ok")]  # its own pod is still deleted
+    assert delete.path.endswith(f"/pods/{own}")
 
 
 # -- wait_healthy -------------------------------------------------------------------------
