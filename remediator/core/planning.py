@@ -211,14 +211,25 @@ def desired_amount(current: int, params: Mapping[str, Any], *, ceiling: int | No
 
     ``factor`` rounds away from the current value (growing 3 by 1.5 gives 5) so a
     small service still moves.
+
+    The bounds (``min``, ``max`` and the ``ceiling``, the playbook's ``max_replicas``) limit
+    what the step does, they never turn it around: a raise (``to`` at or above the current
+    value, ``by`` >= 0, ``factor`` >= 1) never lowers a value someone already took above the
+    ceiling (12 replicas, ``by: 2``, ``max: 10`` stays 12), and a lowering never raises a
+    value already below ``min`` (1 replica, ``by: -1``, ``min: 3`` stays 1).
     """
+    raising = True
     if "to" in params:
         value = int(params["to"])
+        raising = value >= current
     elif "by" in params:
         value = current + int(params["by"])
+        raising = int(params["by"]) >= 0
     elif "factor" in params:
-        raw = current * float(params["factor"])
+        factor = float(params["factor"])
+        raw = current * factor
         value = math.ceil(raw) if raw >= current else math.floor(raw)
+        raising = factor >= 1
     else:
         value = current
     if params.get("min") is not None:
@@ -227,4 +238,5 @@ def desired_amount(current: int, params: Mapping[str, Any], *, ceiling: int | No
         value = min(value, int(params["max"]))
     if ceiling is not None:
         value = min(value, ceiling)
+    value = max(value, current) if raising else min(value, current)
     return max(value, 0)

@@ -213,6 +213,24 @@ def test_diff_reports_changed_paths() -> None:
         (1, {"by": 1, "min": 3}, None, 3),
         (10, {"factor": 2}, 12, 12),
         (40, {"by": 10, "max": 50}, None, 50),
+        # a raise never lowers a value someone already took above the ceiling: the bounds limit
+        # what the step adds, they do not take away what is there
+        (12, {"by": 2}, 10, 12),
+        (12, {"to": 15}, 10, 12),
+        (12, {"factor": 1.5}, 10, 12),
+        (80, {"by": 10, "max": 50}, None, 80),
+        (10, {"by": 2}, 10, 10),
+        (9, {"by": 5}, 10, 10),
+        (1, {"to": 2, "min": 3}, None, 3),
+        # a lowering still lowers, within the bounds
+        (12, {"to": 5}, 10, 5),
+        (12, {"by": -1}, 10, 10),
+        (5, {"by": -4, "min": 3}, None, 3),
+        # and never raises a value already below the floor
+        (1, {"by": -1, "min": 3}, None, 1),
+        (1, {"to": 0, "min": 3}, None, 1),
+        (2, {"factor": 0.5, "min": 3}, None, 2),
+        (0, {"factor": 0.5, "min": 2}, None, 0),
     ],
 )
 def test_desired_amount(current: int, params: dict[str, Any], ceiling: int | None, expected: int) -> None:
