@@ -47,6 +47,7 @@ from remediator.core.alerts import WebhookPayload, parse_time, parse_webhook
 from remediator.core.decisions import DecisionKind
 from remediator.core.errors import GuardrailUnavailable, PayloadError, StoreUnavailable
 from remediator.core.redact import redact_execution
+from remediator.killswitch import NotPaused
 from remediator.ports import DecisionQuery, GuardrailUsage, ReceivedAlert
 from remediator.runtime import ADMIN, READ, RUNTIME, WEBHOOK, Runtime
 from remediator.settings import Settings
@@ -61,10 +62,26 @@ def _error(status: int, message: str, **extra: Any) -> web.Response:
     return web.json_response({"error": message, **extra}, status=status)
 
 
+#: Seconds a client is asked to wait (``Retry-After``) after a 503 because the store is unreachable:
+#: Alertmanager retries by its own backoff, a person or a script by this.
+STORE_RETRY_AFTER = 5
+
+
+def _unavailable(message: str, **extra: Any) -> web.Response:
+    """503: the store cannot answer now; retry."""
+    response = _error(503, message, **extra)
+    response.headers["Retry-After"] = str(STORE_RETRY_AFTER)
+    return response
+
+
 def _presented(request: web.Request) -> str:
     """The token in ``Authorization``: a bearer token, or the password of basic auth (Alertmanager's
     ``basic_auth``); empty when there is none or it is malformed."""
     header = request.headers.get("Authorization", "")
+    try:
+        header.encode()
+    except UnicodeEncodeError:  # bytes that are not UTF-8: aiohttp hands them over as lone surrogates
+        return ""
     scheme, _, credential = header.partition(" ")
     if scheme.lower() == "bearer":
         return credential.strip()
@@ -225,7 +242,11 @@ async def webhook(request: web.Request) -> web.Response:
         denied = _require(request, rt, WEBHOOK)
         if denied is not None:
             return denied
-        if (backlog := await rt.worker.backlog_over()) is not None:
+        try:  # bounded like every store call on this path: a frozen store must not hold the delivery
+            backlog = await _bounded(rt, rt.worker.backlog_over(), StoreUnavailable)
+        except StoreUnavailable:
+            backlog = None  # uncounted: recording tells whether the store answers
+        if backlog is not None:
             return _backlog_full(rt, backlog)
         try:
             body = await _read_body(request, rt.settings.webhook.max_body_bytes, rt.settings.http.read_timeout)
@@ -258,7 +279,7 @@ async def _take_in(rt: Runtime, body: bytes) -> web.Response:
         rt.metrics.store_unavailable.inc()
         rt.metrics.webhook_rejected.labels("store_unavailable").inc()
         structlog.get_logger("remediator.http").error("cannot record alerts: answering 503", error=str(exc))
-        return _error(503, "cannot record alerts right now; retry", retry=True)
+        return _unavailable("cannot record alerts right now; retry", retry=True)
     for status, count in Counter(a.status for a in payload.alerts).items():  # a label lookup per status
         rt.metrics.alerts_received.labels(status).inc(count)
     if len(received) > new:
@@ -406,7 +427,7 @@ def _reader(handler: Callable[[web.Request, Runtime], Awaitable[web.Response]]) 
         except BadQuery as exc:
             return _error(400, str(exc))
         except StoreUnavailable:
-            return _error(503, "store unavailable")
+            return _unavailable("store unavailable")
 
     return checked
 
@@ -496,8 +517,15 @@ async def set_paused(rt: Runtime, paused: bool, by: str) -> tuple[int, dict[str,
     """Pause or resume through the durable kill switch: (HTTP status, JSON body).  Shared by the
     API and the web UI's buttons, so both answer a half-reachable state the same way."""
     switch = rt.kill_switch
+    what = "pause" if paused else "resume"
     try:
-        await _bounded(rt, switch.pause(by) if paused else switch.resume(by), GuardrailUnavailable)
+        await _bounded(rt, switch.pause(by) if paused else switch.resume(by), TimeoutError)
+    except TimeoutError as exc:  # cut short somewhere between its two writes: what holds is not known
+        return 503, {"error": f"no answer ({exc}): the {what} may not be in force; retry (it is safe to repeat)",
+                     "paused": None}
+    except NotPaused as exc:
+        return 503, {"error": f"not paused: store and guardrail state unreachable ({exc}); retry",
+                     "paused": None}
     except StoreUnavailable as exc:
         if paused:  # in force, but a Redis restart would lose it: the operator retries
             rt.metrics.paused.set(1)

@@ -19,6 +19,8 @@ What each call does when a side is unreachable:
 - :meth:`pause` writes the store first, then the guardrail state.  Store unreachable:
   the guardrail state is paused all the same (stopping is always allowed), then
   StoreUnavailable is raised: the pause holds, but would not survive a Redis restart.
+  Both unreachable (the embedded default keeps both in one database): :class:`NotPaused`,
+  a StoreUnavailable that says nothing was paused.
   Guardrail state unreachable: the pause is recorded and GuardrailUnavailable raised;
   nothing runs meanwhile anyway (unreachable state fails closed), and the state is
   re-armed at the first :meth:`paused` that reaches it.
@@ -53,6 +55,11 @@ from remediator.ports import Clock, KillSwitchRecord, KillSwitchStore, PauseStat
 STORE_READ_EVERY = 5.0
 
 
+class NotPaused(StoreUnavailable):
+    """A pause that neither home of the switch took (both unreachable: the embedded default keeps them
+    in one database): nothing is paused, and the operator must be told so, and retry."""
+
+
 class KillSwitch:
     """The kill switch as one object over its two homes: the store (durable) and the guardrail
     state (what admissions read).  See the module docstring for the failure cases."""
@@ -69,8 +76,13 @@ class KillSwitch:
         """Stop automation: no new execution is admitted, running ones stop before their next step."""
         try:
             await self._store.set_kill_switch(True, by, self._clock.now())
-        except StoreUnavailable:
-            await self._guardrails.set_paused(True)
+        except StoreUnavailable as exc:
+            try:
+                await self._guardrails.set_paused(True)
+            except GuardrailUnavailable as state:  # the embedded default: both live in one database
+                self._log.error("NOT paused: neither the store nor the guardrail state is reachable", by=by,
+                                store=str(exc), guardrails=str(state))
+                raise NotPaused(f"{exc}; {state}") from exc
             self._log.error("paused, but not durably: the store is unreachable", by=by)
             raise
         self._keep(True)

@@ -84,7 +84,7 @@ WEBHOOK_SCHEMA: dict[str, Any] = {
 }
 
 _VALIDATOR = jsonschema.Draft202012Validator(WEBHOOK_SCHEMA)
-_RFC3339 = re.compile(r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:\d{2})$")
+_RFC3339 = re.compile(r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:\d{2})\Z")
 ZERO_TIME = datetime(1, 1, 1, tzinfo=UTC)
 # A \uD800-\uDFFF escape: only then can json.loads produce a string that is not valid Unicode.
 _LONE_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")

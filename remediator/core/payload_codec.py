@@ -102,8 +102,8 @@ class PayloadDecoder:
             return None
         try:
             raw = self._decoder.decode(body)
-        except (msgspec.ValidationError, msgspec.DecodeError):
-            return None
+        except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
+            return None  # RecursionError: nested too deeply (in a field it would ignore, even); worded there
         alerts = []
         for i, a in enumerate(raw.alerts):
             try:  # the decoded dictionaries are fresh and typed: the alert takes them as they are

@@ -219,11 +219,12 @@ async def test_a_frozen_store_answers_503_within_the_bound(open_client: OpenClie
         rt.store = frozen
         r = await c.post(URL, json=valid_body(), headers=AUTH)
         assert r.status == 503 and await r.json() == {"error": "cannot record alerts right now; retry", "retry": True}
+        assert r.headers["Retry-After"] == "5"  # as the backlog's 503: a person or a script knows when to retry
         ready = await c.get("/readyz")
         assert ready.status == 503
         assert (await ready.json())["checks"]["store"] == "unavailable: no answer within 0.1s"
         r = await c.get("/api/v1/executions", headers={"Authorization": "Bearer r1"})
-        assert r.status == 503 and await r.json() == {"error": "store unavailable"}
+        assert r.status == 503 and await r.json() == {"error": "store unavailable"} and r.headers["Retry-After"] == "5"
         assert frozen.calls == ["record_alerts", "ping", "list_executions"]
         rt.store = frozen._real  # back: the next delivery is recorded
         assert (await c.post(URL, json=valid_body(), headers=AUTH)).status == 200
@@ -297,3 +298,35 @@ async def test_a_delivery_is_in_progress_for_the_decider_from_its_parse_to_its_a
         assert bad.status == 400 and pacer.in_progress == 0  # over with its answer, good or bad
     finally:
         rt.store.record_alerts = record  # type: ignore[method-assign]
+
+
+async def test_a_token_with_bytes_that_are_not_utf8_is_refused_not_a_500(client: Client) -> None:
+    body = json.dumps(valid_body()).encode()
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    writer.write(b"POST /webhooks/alertmanager HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t1\xff\r\n"
+                 b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
+    await writer.drain()
+    answer = await reader.read()
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
+    assert json.loads(answer.rsplit(b"\r\n\r\n", 1)[1])["error"]
+    assert await recorded_fingerprints(client) == []
+
+
+async def test_a_frozen_backlog_count_does_not_hold_the_delivery(open_client: OpenClient) -> None:
+    """The intake bound's count is a store call on the webhook's path too: bounded by http.store_timeout,
+    and uncounted then (recording tells whether the store answers)."""
+    async with open_client(http={"store_timeout": "100ms"}, worker={"max_backlog": 10}) as c:
+        rt = c.app[RUNTIME]
+        real = rt.worker._counts
+
+        class FrozenCount:
+            async def undecided(self) -> int:
+                await asyncio.Event().wait()
+                return 0
+
+        rt.worker._counts = FrozenCount()
+        r = await c.post(URL, json=valid_body(), headers=AUTH)
+        assert r.status == 200  # uncounted, and recorded: the store itself answers
+        rt.worker._counts = real
+        assert len(await recorded_fingerprints(c)) == len(valid_body()["alerts"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sqlite3
 from collections.abc import AsyncIterator, Callable
@@ -157,3 +158,30 @@ async def test_a_pause_the_store_cannot_record_is_in_force_and_answered_503(clie
     r = await client.post("/api/v1/resume", headers=ADMIN)
     assert r.status == 503 and (await r.json())["paused"] is True
     assert await rt.guardrails.paused()  # a resume that cannot be recorded changes nothing
+
+
+async def test_a_pause_neither_home_of_the_switch_can_take_is_answered_as_not_paused(
+        client: TestClient[Any, Any]) -> None:
+    """The embedded default keeps the store and the guardrail state in one database: when it is gone,
+    nothing is paused, and the answer must not say the pause is recorded."""
+    rt = client.app[RUNTIME]
+    await rt.store.close()
+    r = await client.post("/api/v1/pause", headers=ADMIN)
+    body = await r.json()
+    assert r.status == 503 and body["paused"] is None
+    assert body["error"].startswith("not paused: store and guardrail state unreachable")
+
+
+async def test_a_pause_cut_short_by_the_store_timeout_does_not_claim_what_holds(
+        settings_factory: Callable[..., Any], vclock: VirtualClock) -> None:
+    settings = settings_factory(api={"admin_tokens": ["a1"]}, http={"store_timeout": "100ms"})
+    async with TestClient(TestServer(create_app(settings, clock=vclock, start_worker=False))) as c:
+        rt = c.app[RUNTIME]
+
+        async def frozen(*args: Any) -> None:
+            await asyncio.Event().wait()
+
+        rt.store.set_kill_switch = frozen
+        r = await c.post("/api/v1/pause", headers=ADMIN)
+        body = await r.json()
+        assert r.status == 503 and body["paused"] is None and "may not be in force" in body["error"]
