@@ -26,12 +26,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import json
 import operator
 import os
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC
 from typing import Any
 
@@ -93,6 +94,31 @@ class Contended(TemporaryError):
 
     Routine like any 409, but not a :class:`Rejected`: the undo's write-ahead intent (the steps
     reverted so far) must survive into the retry, which a refused write's intent does not."""
+
+
+def _refused(exc: BaseException | None) -> bool:
+    """The apiserver answered a request with a refusal: it certainly was not applied.
+
+    409 and 429 (:class:`Rejected`), and the answers that are never retried: 400, 403 (RBAC, an
+    admission webhook's denial), 404, 422 (invalid).  Not a timeout, a lost connection or a 5xx,
+    after which a write may have landed, nor an error of no answer at all."""
+    return isinstance(exc, Rejected) or (isinstance(exc, PermanentError) and exc.status in (400, 403, 404, 422))
+
+
+@dataclass
+class _Attempt:
+    """One attempt of a step, as :meth:`KubeExecutor._call` sees it: whether the write announced by the
+    attempt's latest intent is still unanswered (each intent is recorded just before its write, so the
+    next call is that write), and whether a write of the attempt was answered with success."""
+
+    unanswered: bool = False
+    landed: bool = False
+
+
+#: The attempt running in this task (set by :meth:`KubeExecutor.run`), so that a failure can be told
+#: apart: the write itself refused (nothing landed), or a later call failing after the write landed
+#: (undo reverts several steps, with reads between its writes).
+_ATTEMPT: contextvars.ContextVar[_Attempt | None] = contextvars.ContextVar("remediator_kube_attempt", default=None)
 
 
 def _routine(exc: BaseException | None) -> bool:
@@ -476,12 +502,16 @@ class KubeExecutor:
         so that a hung apiserver ends in a retry or a recorded failure on virtual time too.
         """
         try:
-            return await within(self.clock, fn(*args, **kwargs), self.settings.request_timeout)
+            answer = await within(self.clock, fn(*args, **kwargs), self.settings.request_timeout)
         except (PermanentError, TemporaryError):
             raise
         except Exception as exc:
             self.metrics.kube_errors.labels(_error_code(exc)).inc()
             raise classify(exc) from exc
+        attempt = _ATTEMPT.get()
+        if attempt is not None and attempt.unanswered:  # the write the intent announced: it succeeded
+            attempt.unanswered, attempt.landed = False, True
+        return answer
 
     def _wait(self, state: RetryCallState, failures: int) -> float:
         """Retry-After when the apiserver gave one; else a jittered exponential backoff (shorter for routine 409s)."""
@@ -503,30 +533,39 @@ class KubeExecutor:
         # land: unless an earlier write is still uncertain, the retry plans afresh from the
         # object as it is now, on top of whatever change caused the conflict.
         recorded: dict[str, Any] = {}
-        wrote = False
+        wrote = False  # this attempt recorded an intent (and so sent, or was about to send, a write)
         uncertain = bool(_intent(ctx))  # a write from before a crash may still be landing
-        # Whether any attempt of this step (this run's, or one before a crash) sent a write: a
-        # failed step that never wrote changed nothing, and the pipeline runs on_failure only
-        # for an execution that changed something.
-        wrote_any = uncertain
+        # Whether a write of this step (this run's, or one before a crash) may have landed: a failed
+        # step whose every write was refused changed nothing, and the pipeline runs on_failure (a
+        # rollback, say) and feeds the breaker only for an execution that changed something.  A
+        # write counts once it succeeded or its outcome is unknown (a timeout, a 5xx, a lost
+        # connection), not merely once it was sent: a refusal (:func:`_refused`) certainly did not land.
+        maybe_landed = uncertain
+        attempt = _Attempt()
 
         async def record(intent: Mapping[str, Any]) -> None:
-            nonlocal wrote, wrote_any
-            wrote = wrote_any = True
+            nonlocal wrote
+            wrote = attempt.unanswered = True
             recorded.clear()
             recorded.update(intent)
             await ctx.record_intent(intent)
 
+        def landed(exc: BaseException | None) -> bool:
+            """Whether a write of the attempt that ended with ``exc`` may have landed: one answered with
+            success, or the one it ended on unless the apiserver refused it."""
+            return attempt.landed or (wrote and not (attempt.unanswered and _refused(exc)))
+
         async def retrying_after(state: RetryCallState) -> None:
-            nonlocal wrote, uncertain
+            nonlocal wrote, uncertain, maybe_landed
             exc = state.outcome.exception() if state.outcome else None
-            if wrote and not isinstance(exc, Rejected):
-                uncertain = True
+            if landed(exc):
+                uncertain = maybe_landed = True
             if not uncertain:
                 recorded.clear()
                 if wrote:  # nor may a resume after a crash during the backoff apply the refused value
                     await ctx.record_intent({})
             wrote = False
+            attempt.unanswered = attempt.landed = False
             errors.append(str(exc))
             self.metrics.kube_retries.labels(step.action).inc()
             self._log.warning("Kubernetes API call failed; retrying", action=step.action, target=ctx.target.key,
@@ -557,31 +596,45 @@ class KubeExecutor:
             before_sleep=retrying_after,
             reraise=True,
         )
+        token = _ATTEMPT.set(attempt)
         try:
-            async for attempt in retrying:
-                with attempt:
+            async for each in retrying:
+                with each:
                     previous = StepResult("started", details={"intent": dict(recorded)}) if recorded else ctx.previous
                     result: StepResult = await handler(step, replace(ctx, previous=previous, record_intent=record))
             if errors:  # the audit shows what it took: "ok after 2 conflicts"
                 result = replace(result, details={**result.details, "attempts": len(errors) + 1, "retried": errors})
-            return _wrote(result, wrote_any)
-        except Superseded as exc:
+            return _wrote(result, maybe_landed or wrote)
+        except (PermanentError, TemporaryError) as exc:
+            # The last attempt's outcome, which before_sleep (retrying_after) never sees.
+            if landed(exc):
+                maybe_landed = True
+            elif not uncertain:
+                recorded.clear()  # its write was refused: the failed step keeps no intent of a value never set
+            return self._failed(step, ctx, exc, maybe_landed, recorded or _intent(ctx), errors,
+                                retrying.statistics.get("attempt_number", 1))
+        finally:
+            _ATTEMPT.reset(token)
+
+    def _failed(
+        self, step: PlannedStep, ctx: StepContext, exc: PermanentError | TemporaryError, landed: bool,
+        intent: Mapping[str, Any], errors: list[str], attempts: int,
+    ) -> StepResult:
+        """The result of a step that did not succeed; ``landed``: a write of it may have landed."""
+        if isinstance(exc, Superseded):
             return StepResult(
-                "superseded", f"{step.action} on {ctx.target.key}: {exc}", details={**exc.values, "wrote": wrote_any}
+                "superseded", f"{step.action} on {ctx.target.key}: {exc}", details={**exc.values, "wrote": landed}
             )
-        except RefusedInput as exc:
+        if isinstance(exc, RefusedInput):
             return _wrote(StepResult(
                 "failed", f"{step.action} on {ctx.target.key}: {exc}", details={**exc.values, "refused_input": True}
-            ), wrote_any, recorded or _intent(ctx))
-        except PermanentError as exc:
-            return _wrote(StepResult("failed", f"{step.action} on {ctx.target.key}: {exc}"), wrote_any,
-                          recorded or _intent(ctx))
-        except TemporaryError as exc:
-            attempts = retrying.statistics.get("attempt_number", 1)
-            return _wrote(StepResult(
-                "failed", f"{step.action} on {ctx.target.key}: {exc} (gave up after {attempts} attempts)",
-                details={"attempts": attempts, "retried": errors},
-            ), wrote_any, recorded or _intent(ctx))
+            ), landed, intent)
+        if isinstance(exc, PermanentError):
+            return _wrote(StepResult("failed", f"{step.action} on {ctx.target.key}: {exc}"), landed, intent)
+        return _wrote(StepResult(
+            "failed", f"{step.action} on {ctx.target.key}: {exc} (gave up after {attempts} attempts)",
+            details={"attempts": attempts, "retried": errors},
+        ), landed, intent)
 
     def _done(
         self, message: str, before: Mapping[str, Any] | None, after: Mapping[str, Any] | None, **details: Any
