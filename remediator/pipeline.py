@@ -1220,7 +1220,11 @@ class Pipeline:
             # back then would free it for another replica to run alongside.
             if answer is None or answer.outcome not in _SETTLED:
                 with contextlib.suppress(StoreUnavailable):
-                    await self.store.release_execution(did, self.owner)
+                    # Cut short (an error, or the request's store_timeout cancelling it), it may have
+                    # settled all the same: given back only while it still waits.
+                    now_state = None if answer is not None else await self.store.approval(did)
+                    if now_state is None or now_state.status == AWAITING_APPROVAL:
+                        await self.store.release_execution(did, self.owner)
 
     async def _approve(self, decision: Decision, playbook: Playbook, by: str) -> ApprovalAnswer:
         did = decision.execution_id or execution_id(decision.alert_key, decision.playbook)

@@ -16,6 +16,7 @@ import pytest
 
 from remediator.clock import VirtualClock
 from remediator.core.decisions import execution_id
+from remediator.core.errors import StoreUnavailable
 from remediator.runtime import open_runtime
 from tests.payloads import alert_json, payload
 from tests.pipeline.test_dry_run_is_absolute import ADMIN, GATED
@@ -31,9 +32,10 @@ steps:
 """
 
 
+@pytest.mark.parametrize("fails", [False, True], ids=["answered", "cut-short-after-settling"])
 @pytest.mark.parametrize("playbook", [GATED, STEP_GATED], ids=["playbook", "step"])
 async def test_an_approval_keeps_the_claim_its_own_queue_took_meanwhile(
-        playbook: str, tmp_path: Path, settings_factory: Callable[..., Any], vclock: VirtualClock,
+        playbook: str, fails: bool, tmp_path: Path, settings_factory: Callable[..., Any], vclock: VirtualClock,
         monkeypatch: pytest.MonkeyPatch) -> None:
     settings = settings_factory(playbooks=playbook_dir(tmp_path, playbook), dry_run=False)
     async with open_runtime(settings, clock=vclock, executors=(Recorder(), Recorder()), start_worker=False) as rt:
@@ -49,9 +51,16 @@ async def test_an_approval_keeps_the_claim_its_own_queue_took_meanwhile(
             await recorded(execution, event, at, **detail)
             if event == "approved":  # this replica's queue claims the now-pending execution meanwhile
                 claimed.extend(await rt.store.claim_unfinished(rt.pipeline.owner, 300.0))
+                if fails:  # and the answer is cut short after settling (an error; the request's timeout)
+                    raise StoreUnavailable("the audit write failed")
 
         monkeypatch.setattr(rt.store, "record_event", record_event)
-        got = await rt.pipeline.answer_approval(did, approve=True, by="a1", token_sha256=ADMIN)
-        assert got.outcome == "approved" and claimed == [did]
+        if fails:
+            with pytest.raises(StoreUnavailable):
+                await rt.pipeline.answer_approval(did, approve=True, by="a1", token_sha256=ADMIN)
+        else:
+            got = await rt.pipeline.answer_approval(did, approve=True, by="a1", token_sha256=ADMIN)
+            assert got.outcome == "approved"
+        assert claimed == [did]
         assert await rt.store.claim_unfinished("replica-2", 300.0) == []  # still this replica's to run
 
