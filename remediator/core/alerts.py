@@ -76,7 +76,7 @@ WEBHOOK_SCHEMA: dict[str, Any] = {
                     "startsAt": _time,
                     "endsAt": _time,
                     "generatorURL": {"type": "string", "maxLength": 8192},
-                    "fingerprint": {"type": "string", "pattern": "^[0-9a-zA-Z]{1,64}$"},
+                    "fingerprint": {"type": "string", "pattern": r"^[0-9a-zA-Z]{1,64}\Z"},
                 },
             },
         },

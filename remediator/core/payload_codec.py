@@ -71,7 +71,7 @@ class _Alert(msgspec.Struct):
     annotations: _Annotations = {}
     endsAt: _Time = ""  # a default is not validated: "" stands for "absent"
     generatorURL: Annotated[str, msgspec.Meta(max_length=8192)] = ""
-    fingerprint: Annotated[str, msgspec.Meta(pattern="^[0-9a-zA-Z]{1,64}$")] = ""
+    fingerprint: Annotated[str, msgspec.Meta(pattern=r"^[0-9a-zA-Z]{1,64}\Z")] = ""
 
 
 class _Payload(msgspec.Struct):

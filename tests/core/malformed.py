@@ -124,6 +124,8 @@ CASES: list[Case] = [
          "body.truncatedAlerts: expected an integer, got a string"),
     Case("fingerprint-invalid", _edit(_set("alerts.0.fingerprint", "../../etc")),
          "body.alerts[0].fingerprint: '../../etc' is not a valid fingerprint"),
+    Case("fingerprint-trailing-newline", _edit(_set("alerts.0.fingerprint", "abc\n")),
+         "body.alerts[0].fingerprint: 'abc\\n' is not a valid fingerprint"),  # a pattern's $ matched before it
     Case("starts-at-number", _edit(_set("alerts.0.startsAt", 1700000000)),
          "body.alerts[0].startsAt: expected a string, got a number"),
     # missing fields
