@@ -8,6 +8,7 @@ good (bad URL, revoked key), so it fails at once instead of hammering it.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from datetime import UTC
 from email.utils import parsedate_to_datetime
 
 import aiohttp
@@ -44,7 +45,12 @@ def retry_after(headers: Mapping[str, str], clock: Clock) -> float | None:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
-    return max(0.0, (when - clock.now()).total_seconds())
+    if when.tzinfo is None:  # an HTTP date written without a zone, or with -0000: GMT all the same (RFC 9110)
+        when = when.replace(tzinfo=UTC)
+    try:
+        return max(0.0, (when - clock.now()).total_seconds())
+    except OverflowError:
+        return None
 
 
 def _wait(state: RetryCallState) -> float:

@@ -262,7 +262,12 @@ def render_text(template: str, notice: Notice) -> tuple[str, str]:
     context = notice.context()
     if template:
         try:
-            return render(template, context), ""
+            text = render(template, context)
         except TemplateError as exc:
             return render(DEFAULT_TEMPLATE, context), str(exc)
+        if text.strip():
+            return text, ""
+        # Rendered to nothing for this alert (a label it has empty, say): Slack refuses an empty section
+        # and PagerDuty an empty summary, both as permanent errors, so the message would be lost.
+        return render(DEFAULT_TEMPLATE, context), "the template rendered to no text for this notice"
     return render(DEFAULT_TEMPLATE, context), ""

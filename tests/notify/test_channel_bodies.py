@@ -272,3 +272,25 @@ async def test_dry_runs_are_marked_and_never_page(
     assert finished["blocks"][0]["text"]["text"] == "Dry run: remediation planned, nothing was changed"
     assert finished["blocks"][3]["elements"][0]["text"].endswith("· *DRY RUN*: nothing was changed")
     assert finished["blocks"][2]["fields"][2]["text"] == "*Actions*\nrestart: planned\nnotify: ok"
+
+
+def test_a_template_that_renders_to_nothing_for_this_alert_sends_the_default_text() -> None:
+    """A label the alert has empty: Slack refuses an empty section and PagerDuty an empty summary, as
+    permanent errors, so the message (the page) would be lost; the default text goes out instead."""
+    import json
+    from datetime import UTC, datetime
+
+    from remediator.core.alerts import Alert
+    from remediator.notify.channels import Channel
+    from remediator.notify.events import build_notice, render_text
+    from tests.notify.helpers import sample_decision
+
+    alert = Alert("fp1", "firing", {"alertname": "WebDown", "team": ""})
+    notice = build_notice("failed", sample_decision(), {"alert": alert}, at=datetime(2026, 11, 22, tzinfo=UTC))
+    text, error = render_text("{{ labels.team }}", notice)
+    assert text.strip() and error == "the template rendered to no text for this notice"
+    slack = Channel("s", "slack", "https://hooks.slack.com/x", template="{{ labels.team }}", events=("failed",))
+    pd = Channel("p", "pagerduty", "https://e/v2/enqueue", routing_key="k", template="{{ labels.team }}",
+                 events=("failed",))
+    assert json.loads(slack.encode(notice).body)["blocks"][1]["text"]["text"].strip()
+    assert json.loads(pd.encode(notice).body)["payload"]["summary"].strip()

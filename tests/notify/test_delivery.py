@@ -77,6 +77,10 @@ def test_retry_after_accepts_seconds_and_http_dates(vclock: VirtualClock) -> Non
     assert retry_after({"Retry-After": later.strftime("%a, %d %b %Y %H:%M:%S GMT")}, vclock) == 120.0
     assert retry_after({"Retry-After": "soon"}, vclock) is None
     assert retry_after({}, vclock) is None
+    # asctime's form and a -0000 zone parse with no zone at all: GMT still (RFC 9110), not a crash
+    assert retry_after({"Retry-After": later.strftime("%a %b %d %H:%M:%S %Y")}, vclock) == 120.0
+    assert retry_after({"Retry-After": later.strftime("%a, %d %b %Y %H:%M:%S -0000")}, vclock) == 120.0
+    assert retry_after({"Retry-After": "Fri, 31 Dec 9999 23:59:59 GMT"}, vclock) is not None
 
 
 async def test_a_refusal_is_not_retried_and_is_recorded(vclock: VirtualClock) -> None:
