@@ -356,6 +356,31 @@ def _env_state(entry: Mapping[str, Any] | None) -> dict[str, Any]:
     return {"value": str(entry.get("value") or "")}
 
 
+def _pool_size(planned: Any) -> int | None:
+    """The number a resize_pool intent's ``from`` held (None: unset or a reference): the intent records
+    :func:`_env_state`; one recorded before it did holds the number itself, or None."""
+    if isinstance(planned, Mapping):
+        try:
+            return int(str(planned["value"]).strip()) if "value" in planned else None
+        except ValueError:
+            return None
+    return None if planned is None else int(planned)
+
+
+def _still_planned_from(planned: Any, entry: Mapping[str, Any] | None, current: int | None) -> bool:
+    """Whether an env var still holds what a resumed resize_pool was planned from (its intent's ``from``).
+
+    An intent records the var's :func:`_env_state`, compared whole: a reference set or changed since
+    is a change.  One recorded before it did (``from`` a number, or None for both unset and any
+    reference) is read as strictly as it allows: None matches only a var with no reference, since
+    which reference (if any) it was planned from is not known, and overwriting one is not undone."""
+    if isinstance(planned, Mapping):
+        return _env_state(entry) == dict(planned)
+    if planned is None:
+        return current is None and (entry is None or entry.get("valueFrom") is None)
+    return current == int(planned)
+
+
 Resources = dict[str, dict[str, str | None]]  # section (requests, limits) -> resource -> quantity text
 
 
@@ -768,10 +793,12 @@ class KubeExecutor:
                     f"env {env_name} in container {name!r} does not hold a whole number"
                 ) from None
         if "value" in intent:
-            desired, origin = int(intent["value"]), intent.get("from")
-            if current not in (origin, desired):
+            desired, planned = int(intent["value"]), intent.get("from")
+            origin = _pool_size(planned)
+            if current != desired and not _still_planned_from(planned, entry, current):
+                now = current if current is not None else ("a reference (valueFrom)" if entry is not None else "unset")
                 raise Superseded(
-                    f"{env_name} in container {name} is {current}, changed since this step planned "
+                    f"{env_name} in container {name} is {now}, changed since this step planned "
                     f"{origin} -> {desired}: not re-applied (that would revert the later change)",
                     **{"from": origin, "to": desired, "current": current},
                 )
@@ -781,9 +808,12 @@ class KubeExecutor:
                 raise PermanentError(f"env {env_name} in container {name!r} {why}: only `to:` can set it")
             desired = desired_amount(current or 0, step.params)
             origin = current
+            # The whole state, not the number: unset and a valueFrom reference (any reference) are both
+            # "no number", and a resume must tell them apart, or it overwrites a reference set since.
+            planned = _env_state(entry)
         if current == desired:
             return self._done(f"{env_name} is already {desired}", before, before, **{"from": origin, "to": desired})
-        await ctx.record_intent({"value": desired, "from": origin})
+        await ctx.record_intent({"value": desired, "from": planned})
         after = await self._patch(ctx, _env_patch(before, name, env_name, str(desired), entry))
         return self._done(
             f"set {env_name} from {origin} to {desired} in container {name}",
@@ -1133,10 +1163,13 @@ class KubeExecutor:
                 entry = next((e for e in container.get("env") or [] if e.get("name") == env_name), None)
                 current = _env_state(entry)
                 if action == "resize_pool":
-                    if origin is None:
+                    if isinstance(origin, Mapping):  # a failed step's intent: the state it found, exactly
+                        origin, set_to = dict(origin), {"value": str(set_to)}
+                    elif origin is None:
                         return {"outcome": _NOT_UNDONE_FAILED, "reason": f"{env_name} held no number before "
                                 "(unset or a reference), which resize_pool does not record exactly"}
-                    origin, set_to = {"value": str(origin)}, {"value": str(set_to)}
+                    else:
+                        origin, set_to = {"value": str(origin)}, {"value": str(set_to)}
                 body = _env_restore(obj, p["container"], env_name, origin, entry)
         except RefusedInput as exc:  # the container is gone: that is a change since, not this undo's input
             return {"outcome": _CHANGED, "reason": str(exc), "from": origin, "to": set_to}
