@@ -918,6 +918,13 @@ class Pipeline:
             with contextlib.suppress(Exception):  # a message without step details beats no message
                 results = await self.store.step_results(did)
         await self._notify(status, decision, channels, alert=alert, results=results)
+        if channels and received is not None and alert.status == "firing":
+            with contextlib.suppress(StoreUnavailable):
+                if await self.store.resolved_for(alert.fingerprint, alert.starts_at):
+                    # The alert resolved while this ran, and its resolve left the telling to this end
+                    # (see _notify_resolved): the channels' last word for it is 'resolved'.
+                    await self._notify("resolved", decision, channels, alert=alert.with_status("resolved"),
+                                       results=results)
         return status
 
     async def _run_steps(
@@ -1100,8 +1107,14 @@ class Pipeline:
         for playbook in playbooks:
             if not playbook.notify:
                 continue
-            decision = await self.store.decision(execution_id(firing.dedup_key, playbook.name))
+            did = execution_id(firing.dedup_key, playbook.name)
+            decision = await self.store.decision(did)
             if decision is not None and decision.kind is DecisionKind.EXECUTED:
+                if await self.store.unfinished(did):
+                    # Still to run, or running: told at its end (see _execute_held), after its outcome.  Told
+                    # now, a failure after it would leave the channels' last word 'failed': a PagerDuty
+                    # incident triggered after its resolve, open for good, for an alert already gone.
+                    continue
                 results = await self.store.step_results(decision.execution_id or "")
                 await self._notify("resolved", decision, playbook.notify, alert=alert, results=results)
 

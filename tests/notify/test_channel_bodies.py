@@ -6,6 +6,7 @@ local receivers, and every field of what they received is asserted.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from pathlib import Path
 from typing import Any
@@ -294,3 +295,54 @@ def test_a_template_that_renders_to_nothing_for_this_alert_sends_the_default_tex
                  events=("failed",))
     assert json.loads(slack.encode(notice).body)["blocks"][1]["text"]["text"].strip()
     assert json.loads(pd.encode(notice).body)["payload"]["summary"].strip()
+
+
+class _FailsWhenReleased:
+    """The restart runs until the test lets it end, then fails."""
+
+    def __init__(self) -> None:
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def run(self, step: Any, ctx: Any) -> Any:
+        from remediator.ports import StepResult
+
+        if step.action == "restart":
+            self.entered.set()
+            await self.release.wait()
+            return StepResult("failed", "rollout did not finish")
+        return StepResult("ok", "done")
+
+
+async def test_an_alert_that_resolves_while_its_remediation_runs_is_told_resolved_after_the_outcome(
+    tmp_path: Path, vclock: VirtualClock, open_notify_runtime: OpenRuntime
+) -> None:
+    """Told at once, the resolve came before a later failure: PagerDuty got resolve, then trigger, and
+    the incident stayed open for an alert already gone.  Now the execution's end says both, in order."""
+    from remediator.core.alerts import validate_payload
+    from remediator.ports import ReceivedAlert
+
+    async def record(rt: Any, raw: dict[str, Any]) -> None:
+        p = validate_payload(raw)
+        await rt.store.record_alerts([ReceivedAlert(a, rt.clock.now(), p.receiver, p.group_key) for a in p.alerts])
+
+    cluster = _FailsWhenReleased()
+    async with (
+        Receiver(vclock) as slack,
+        Receiver(vclock) as hook,
+        Receiver(vclock, ok=202) as pd,
+        open_notify_runtime(channels(tmp_path, slack, hook, pd), cluster) as rt,
+    ):
+        assert rt.notifications is not None
+        await record(rt, firing())
+        await rt.worker.decide_all()
+        running = asyncio.create_task(rt.worker.queue.drain())
+        await asyncio.wait_for(cluster.entered.wait(), 10)
+        await record(rt, resolved())  # resolves while the restart runs
+        await rt.worker.decide_all()
+        await settle(vclock, rt.notifications)
+        cluster.release.set()
+        await asyncio.wait_for(running, 10)
+        await settle(vclock, rt.notifications)
+    assert [r.json()["event_action"] for r in pd.requests] == ["acknowledge", "trigger", "resolve"]
+    assert [r.json()["event"] for r in hook.requests] == ["started", "failed", "resolved"]
