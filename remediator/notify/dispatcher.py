@@ -3,17 +3,18 @@
 ``notify`` only renders and enqueues, so a remediation never waits on a receiver.
 Each channel has its own queue so a dead Slack does not hold up PagerDuty, and
 delivers in order so an incident's trigger never overtakes its resolve.  When a queue
-is full the oldest notice is dropped (counted and logged): the newest state of an
-execution matters more than its history.  Failures are logged with the execution id,
-counted, and the most recent ones kept for inspection.
+is full the least important notice is dropped (counted and logged), see
+:class:`_Backlog`.  Failures are logged with the execution id, counted, and the most
+recent ones kept for inspection.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+import itertools
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
@@ -27,7 +28,8 @@ from tenacity import RetryCallState
 from remediator.core.decisions import Decision
 from remediator.notify.channels import Channel, Outgoing, channels_from_settings
 from remediator.notify.delivery import DeliveryFailed, deliver
-from remediator.notify.events import build_notice
+from remediator.notify.events import MESSAGE, Notice, build_notice
+from remediator.notify.pagerduty import dedup_key, event_action
 from remediator.ports import Clock
 from remediator.settings import Settings
 
@@ -47,6 +49,134 @@ class FailedDelivery:
     error: str
     attempts: int
     at: datetime
+
+
+#: How much a queued notice matters when its channel's queue is full (see _Backlog).
+SUPERSEDED = -1  # a newer notice about the same incident or execution is queued behind it
+ROUTINE = 0  # started, succeeded, resolved, skipped...; PagerDuty: acknowledge, resolve
+NOTE = 1  # a playbook's own ``notify`` message
+URGENT = 2  # a human must act: failed, approval_requested; PagerDuty: every trigger (a page)
+#: Events after which a human must act, on channels other than PagerDuty.
+URGENT_EVENTS = frozenset({"failed", "approval_requested"})
+
+
+def importance(channel: Channel, notice: Notice) -> tuple[int, str]:
+    """(rank, subject) of ``notice`` on ``channel``.
+
+    PagerDuty ranks by what the event does: a trigger pages someone, an acknowledge or a
+    resolve of an incident nobody was paged for does nothing, so in a storm of healthy
+    remediations those must go before a failed one's trigger.  Its subject is the
+    incident (``dedup_key``), whose state is whatever its last event says.  On the other
+    channels the subject is the execution, whose last notice is its newest state; a
+    playbook's message is content, not state, so it has no subject.
+    """
+    d = notice.decision
+    if channel.type == "pagerduty":
+        action = event_action(notice.event, dry_run=notice.dry_run, on_started=channel.on_started)
+        return (URGENT if action == "trigger" else ROUTINE), dedup_key(d.fingerprint, d.playbook)
+    if notice.event == MESSAGE:
+        return NOTE, ""
+    return (URGENT if notice.event in URGENT_EVENTS else ROUTINE), d.execution_id or ""
+
+
+@dataclass(eq=False)
+class _Queued:
+    """A notice in its channel's queue; ``rank`` drops to SUPERSEDED once a newer one of its subject follows."""
+
+    out: Outgoing
+    rank: int
+    subject: str
+    seq: int = 0  # arrival order, set when queued
+
+
+class _Backlog:
+    """One channel's queued notices: taken in arrival order, dropped least important first.
+
+    When the queue is full, the notice to drop is the one that matters least: first one a
+    newer queued notice of the same subject supersedes (the newest state of an execution
+    or an incident matters more than its history: a resolve queued after a trigger of the
+    same incident must not be the one dropped, or the incident stays open), then routine
+    notices, then playbook messages, and a page or a request for a human last.  Among
+    equals the oldest goes.  Every operation is O(1): a storm must not make ``notify``
+    slower as the queue fills.
+    """
+
+    def __init__(self) -> None:
+        self._order: OrderedDict[int, _Queued] = OrderedDict()  # seq -> notice, arrival order
+        self._ranks: dict[int, OrderedDict[int, _Queued]] = {}  # rank -> seq -> notice, oldest first
+        self._newest: dict[str, _Queued] = {}  # subject -> its newest queued notice
+        self._seq = itertools.count()
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def __iter__(self) -> Iterator[_Queued]:
+        return iter(self._order.values())
+
+    def supersede(self, item: _Queued) -> None:
+        """``item`` is about to be queued: the older notice of its subject is history now."""
+        older = self._newest.get(item.subject) if item.subject else None
+        if older is not None and older.rank != SUPERSEDED:
+            del self._ranks[older.rank][older.seq]
+            older.rank = SUPERSEDED
+            self._ranks.setdefault(SUPERSEDED, OrderedDict())[older.seq] = older
+
+    def append(self, item: _Queued) -> None:
+        self.supersede(item)
+        item.seq = next(self._seq)
+        if item.subject:
+            self._newest[item.subject] = item
+        self._order[item.seq] = item
+        self._ranks.setdefault(item.rank, OrderedDict())[item.seq] = item
+
+    def popleft(self) -> _Queued:
+        _seq, item = self._order.popitem(last=False)
+        self._forget(item)
+        return item
+
+    def least_important(self) -> _Queued | None:
+        for rank in sorted(self._ranks):
+            if self._ranks[rank]:
+                return next(iter(self._ranks[rank].values()))
+        return None
+
+    def remove(self, item: _Queued) -> None:
+        del self._order[item.seq]
+        self._forget(item)
+
+    def _forget(self, item: _Queued) -> None:
+        del self._ranks[item.rank][item.seq]
+        if self._newest.get(item.subject) is item:
+            del self._newest[item.subject]
+
+
+class _NoticeQueue(asyncio.Queue[_Queued]):
+    """An asyncio.Queue over a :class:`_Backlog` (``get``, ``task_done`` and ``join`` as usual)."""
+
+    _queue: _Backlog
+
+    def _init(self, maxsize: int) -> None:
+        self._queue = _Backlog()
+
+    def _put(self, item: _Queued) -> None:
+        self._queue.append(item)
+
+    def _get(self) -> _Queued:
+        return self._queue.popleft()
+
+    def offer(self, item: _Queued) -> _Queued | None:
+        """Queue ``item`` without waiting; when full, drop and return the least important
+        notice, which is ``item`` itself if everything queued matters more."""
+        self._queue.supersede(item)
+        victim = None
+        if self.full():
+            victim = self._queue.least_important()
+            if victim is None or victim.rank > item.rank:
+                return item
+            self._queue.remove(victim)
+            self.task_done()
+        self.put_nowait(item)
+        return victim
 
 
 class NotificationMetrics:
@@ -84,7 +214,7 @@ class Dispatcher:
         self.public_url = public_url
         self.metrics = NotificationMetrics(registry)
         self.failures: deque[FailedDelivery] = deque(maxlen=keep_failures)
-        self._queues: dict[str, asyncio.Queue[Outgoing]] = {n: asyncio.Queue(queue_size) for n in self.channels}
+        self._queues: dict[str, _NoticeQueue] = {n: _NoticeQueue(queue_size) for n in self.channels}
         self._tasks: list[asyncio.Task[None]] = []
         self._in_flight = 0
         self._on_outcome = on_outcome
@@ -123,31 +253,27 @@ class Dispatcher:
                 self._log.warning(
                     "channel template failed; sending the default text", channel=name, error=out.template_error
                 )
-            self._put(self._queues[name], out)
+            rank, subject = importance(channel, notice)
+            dropped = self._queues[name].offer(_Queued(out, rank, subject))
+            if dropped is not None:
+                self._dropped(dropped.out)
 
-    def _put(self, queue: asyncio.Queue[Outgoing], out: Outgoing) -> None:
-        while True:
-            try:
-                queue.put_nowait(out)
-                return
-            except asyncio.QueueFull:
-                oldest = queue.get_nowait()
-                queue.task_done()
-                self.metrics.total.labels(oldest.channel, "dropped").inc()
-                self._outcome(oldest.execution_id, oldest.channel, oldest.event, "dropped", 0, "queue full")
-                self._log.error(
-                    "notification queue full: dropped the oldest",
-                    channel=oldest.channel,
-                    notice=oldest.event,
-                    execution_id=oldest.execution_id,
-                )
+    def _dropped(self, out: Outgoing) -> None:
+        self.metrics.total.labels(out.channel, "dropped").inc()
+        self._outcome(out.execution_id, out.channel, out.event, "dropped", 0, "queue full")
+        self._log.error(
+            "notification queue full: dropped the least important notice",
+            channel=out.channel,
+            notice=out.event,
+            execution_id=out.execution_id,
+        )
 
     # -- delivery ---------------------------------------------------------------------
 
     async def _run(self, channel: Channel) -> None:
         queue = self._queues[channel.name]
         while True:
-            out = await queue.get()
+            out = (await queue.get()).out
             self._in_flight += 1
             try:
                 await self._deliver(channel, out)

@@ -1,0 +1,95 @@
+"""When a channel's queue is full, the least important notice goes, not simply the oldest.
+
+A storm of healthy remediations (or a receiver answering 429 for a while) fills a
+queue with routine notices.  Dropping the oldest would push out the one page that
+matters; these tests run the real dispatcher against local receivers with its delivery
+task held back, so the queue is full, then start it and look at what arrived.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from remediator.clock import VirtualClock
+from remediator.core.decisions import Decision
+from remediator.notify.channels import Channel
+from remediator.notify.pagerduty import dedup_key
+from tests.notify.helpers import counted, running_dispatcher, sample_decision
+from tests.notify.receivers import Receiver, settle
+
+PD_EVENTS = ("started", "succeeded", "failed", "resolved")
+KEY = "K" * 32
+
+
+def execution(fingerprint: str, execution_id: str) -> Decision:
+    return dataclasses.replace(sample_decision(), fingerprint=fingerprint, execution_id=execution_id)
+
+
+def incident(fingerprint: str) -> str:
+    return dedup_key(fingerprint, sample_decision().playbook)
+
+
+async def test_a_failed_remediations_page_outlives_a_burst_of_healthy_ones(vclock: VirtualClock) -> None:
+    """Every healthy execution queues an acknowledge and a resolve that change nothing in
+    PagerDuty; five of them used to push the failed execution's trigger out of a queue of
+    ten, and nobody was paged."""
+    async with Receiver(vclock, ok=202) as pd:
+        ch = Channel("pd", "pagerduty", pd.url("/v2/enqueue"), routing_key=KEY, events=PD_EVENTS)
+        async with running_dispatcher(vclock, ch, start=False, queue_size=10) as d:
+            await d.notify("failed", execution("fp-broken", "ex-broken"), {"channels": ("pd",)})
+            for i in range(5):
+                ok = execution(f"fp{i}", f"ex{i}")
+                await d.notify("started", ok, {"channels": ("pd",)})
+                await d.notify("succeeded", ok, {"channels": ("pd",)})
+            assert counted(d, "pd", "dropped") == 1
+            d.start()
+            await settle(vclock, d)
+    seen = [(r.json()["event_action"], r.json()["dedup_key"]) for r in pd.requests]
+    assert seen[0] == ("trigger", incident("fp-broken"))  # paged, and still first: order is kept
+    # the one dropped is the oldest routine event: the first healthy execution's acknowledge
+    assert seen[1:] == [("resolve", incident("fp0"))] + [
+        (action, incident(f"fp{i}")) for i in range(1, 5) for action in ("acknowledge", "resolve")
+    ]
+
+
+async def test_a_resolve_is_not_dropped_to_keep_the_trigger_it_closes(vclock: VirtualClock) -> None:
+    """A later execution of the same alert succeeded: its resolve is the incident's newest
+    state, so the older trigger is what goes (dropping the resolve would leave an incident
+    open for a fixed alert), and no other page is lost for it."""
+    async with Receiver(vclock, ok=202) as pd:
+        ch = Channel("pd", "pagerduty", pd.url("/v2/enqueue"), routing_key=KEY, events=PD_EVENTS)
+        async with running_dispatcher(vclock, ch, start=False, queue_size=3) as d:
+            await d.notify("failed", execution("fp1", "ex-a"), {"channels": ("pd",)})  # fp1 pages...
+            await d.notify("failed", execution("fp2", "ex-c"), {"channels": ("pd",)})
+            await d.notify("started", execution("fp3", "ex-d"), {"channels": ("pd",)})
+            await d.notify("succeeded", execution("fp1", "ex-b"), {"channels": ("pd",)})  # ...then is fixed
+            await d.notify("started", execution("fp4", "ex-e"), {"channels": ("pd",)})
+            assert counted(d, "pd", "dropped") == 2
+            d.start()
+            await settle(vclock, d)
+    seen = [(r.json()["event_action"], r.json()["dedup_key"]) for r in pd.requests]
+    assert seen == [
+        ("trigger", incident("fp2")),  # the page for the still-broken alert
+        ("resolve", incident("fp1")),  # the fixed alert's incident ends resolved
+        ("acknowledge", incident("fp4")),  # the newest routine event; fp3's older one went
+    ]
+
+
+async def test_failures_and_approval_requests_outlive_routine_notices(vclock: VirtualClock) -> None:
+    """On any channel a notice a human must act on goes last; when the queue holds only
+    such notices, a routine one arriving is the one dropped, and among equals the oldest."""
+    events = ("started", "succeeded", "failed", "approval_requested")
+    async with Receiver(vclock) as rx:
+        ch = Channel("h", "webhook", rx.url(), events=events)
+        async with running_dispatcher(vclock, ch, start=False, queue_size=2) as d:
+            await d.notify("failed", execution("fp1", "ex-1"), {"channels": ("h",)})
+            await d.notify("approval_requested", execution("fp2", "ex-2"), {"channels": ("h",)})
+            await d.notify("started", execution("fp3", "ex-3"), {"channels": ("h",)})  # dropped on arrival
+            await d.notify("succeeded", execution("fp3", "ex-3"), {"channels": ("h",)})  # dropped on arrival
+            assert counted(d, "h", "dropped") == 2
+            await d.notify("failed", execution("fp5", "ex-5"), {"channels": ("h",)})  # only equals: the oldest goes
+            assert counted(d, "h", "dropped") == 3
+            d.start()
+            await settle(vclock, d)
+    seen = [(r.json()["event"], r.json()["execution"]["id"]) for r in rx.requests]
+    assert seen == [("approval_requested", "ex-2"), ("failed", "ex-5")]
