@@ -90,10 +90,17 @@ ROUTINE_ATTEMPTS = 10
 
 
 class Contended(TemporaryError):
-    """An undo's revert was refused with 409 (the object changed between its read and its write).
+    """A write of a step pinned once planned was refused (409: the object changed between the read
+    and the write; 429: throttled): an undo's revert, a rollback.
 
-    Routine like any 409, but not a :class:`Rejected`: the undo's write-ahead intent (the steps
-    reverted so far) must survive into the retry, which a refused write's intent does not."""
+    Refused like a :class:`Rejected` (it did not land), but its write-ahead intent must survive into
+    the retry, which a refused write's intent does not: the retry re-reads and re-checks against it
+    (the steps reverted so far; the revision chosen and the pod template it was planned from) rather
+    than planning afresh, which for a rollback would roll back whatever release landed meanwhile."""
+
+
+def _contended(exc: Rejected) -> Contended:
+    return Contended(str(exc), delay=exc.delay, status=exc.status)
 
 
 def _refused(exc: BaseException | None) -> bool:
@@ -102,7 +109,8 @@ def _refused(exc: BaseException | None) -> bool:
     409 and 429 (:class:`Rejected`), and the answers that are never retried: 400, 403 (RBAC, an
     admission webhook's denial), 404, 422 (invalid).  Not a timeout, a lost connection or a 5xx,
     after which a write may have landed, nor an error of no answer at all."""
-    return isinstance(exc, Rejected) or (isinstance(exc, PermanentError) and exc.status in (400, 403, 404, 422))
+    return isinstance(exc, Rejected | Contended) or (
+        isinstance(exc, PermanentError) and exc.status in (400, 403, 404, 422))
 
 
 @dataclass
@@ -122,7 +130,7 @@ _ATTEMPT: contextvars.ContextVar[_Attempt | None] = contextvars.ContextVar("reme
 
 
 def _routine(exc: BaseException | None) -> bool:
-    return isinstance(exc, Lagging | Contended) or (isinstance(exc, Rejected) and exc.status == 409)
+    return isinstance(exc, Lagging) or (isinstance(exc, Rejected | Contended) and exc.status == 409)
 
 
 class RefusedInput(PermanentError):
@@ -585,7 +593,7 @@ class KubeExecutor:
             exc = state.outcome.exception() if state.outcome else None
             if landed(exc):
                 uncertain = maybe_landed = True
-            if not uncertain:
+            if not uncertain and not isinstance(exc, Contended):
                 recorded.clear()
                 if wrote:  # nor may a resume after a crash during the backoff apply the refused value
                     await ctx.record_intent({})
@@ -960,7 +968,11 @@ class KubeExecutor:
                     _unless_unchanged(t.key, intent, current)
                 else:
                     await ctx.record_intent({"replicaset": plan.replicaset, "revision": plan.revision, "from": current})
-                after = await self._patch(ctx, plan.patch)
+                # With the resourceVersion read, as every other write: a release landing between the read and
+                # the write is a 409, and the retry re-checks the template against the intent's (superseded).
+                version = {"op": "replace", "path": "/metadata/resourceVersion",
+                           "value": before["metadata"]["resourceVersion"]}
+                after = await self._pinned_write(ctx, [*plan.patch, version])
                 revision = intent.get("revision", plan.revision)
                 return self._done(f"rolled back to revision {revision}", before, after, revision=revision,
                                   **_template_change(intent.get("from") if intent else current, after))
@@ -982,12 +994,22 @@ class KubeExecutor:
                 _unless_unchanged(t.key, intent, current)
             else:
                 await ctx.record_intent({"controllerrevision": name, "revision": revision, "from": current})
-            after = await self._patch(ctx, data)  # the revision's own data: applying it twice changes nothing
+            # the revision's own data (applying it twice changes nothing), with the resourceVersion read
+            body = {**data, "metadata": {**(data.get("metadata") or {}),
+                                         "resourceVersion": before["metadata"]["resourceVersion"]}}
+            after = await self._pinned_write(ctx, body)
             revision = intent.get("revision", revision)
             return self._done(f"rolled back to revision {revision}", before, after, revision=revision,
                               **_template_change(intent.get("from") if intent else current, after))
         except rollout.RollbackError as exc:
             raise PermanentError(str(exc)) from None
+
+    async def _pinned_write(self, ctx: StepContext, body: Any) -> dict[str, Any]:
+        """A rollback's write: refused, it is retried with its intent kept (:class:`Contended`)."""
+        try:
+            return await self._patch(ctx, body)
+        except Rejected as exc:
+            raise _contended(exc) from exc
 
     async def _do_delete_pod(self, step: PlannedStep, ctx: StepContext) -> StepResult:
         t = ctx.target
@@ -1257,9 +1279,7 @@ class KubeExecutor:
                 # Changed between the read and the write (409), or throttled (429): retried so that the
                 # intent naming the steps reverted so far is kept (a refused write's intent is otherwise
                 # dropped), and the retry re-reads and re-checks from it.
-                if exc.status == 409:
-                    raise Contended(str(exc), status=exc.status) from exc
-                raise TemporaryError(str(exc), delay=exc.delay, status=exc.status) from exc
+                raise _contended(exc) from exc
             return {"outcome": "undone", **values}
         if same(current, origin):
             return {"outcome": "already undone", **values}

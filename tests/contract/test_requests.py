@@ -79,6 +79,22 @@ async def test_a_stale_resource_version_is_a_409_on_patch_and_on_the_scale_subre
     assert (await backend.read())["spec"]["replicas"] == 1
 
 
+async def test_a_json_patch_replacing_the_resource_version_with_a_stale_one_is_a_409(backend: Backend) -> None:
+    """rollback's JSON patch (and the undo of one) carries the resourceVersion read as a ``replace`` op:
+    the patched object's version is the update's precondition, so a change since is refused, not overwritten."""
+    await backend.web(replicas=1)
+    conflict = status(409, "Conflict", f'Operation cannot be fulfilled on deployments.apps "web": {MODIFIED}',
+                      {"name": "web", "group": "apps", "kind": "deployments"})
+    ops = [{"op": "replace", "path": "/spec/replicas", "value": 2},
+           {"op": "replace", "path": "/metadata/resourceVersion", "value": "1"}]
+    stale = await backend.raw("PATCH", backend.path("deployments", "web"), ops, content_type=JSON_PATCH)
+    assert (stale.status, stale.json) == (409, conflict)
+    assert (await backend.read())["spec"]["replicas"] == 1
+    ops[1]["value"] = (await backend.read())["metadata"]["resourceVersion"]
+    fresh = await backend.raw("PATCH", backend.path("deployments", "web"), ops, content_type=JSON_PATCH)
+    assert fresh.status == 200 and (await backend.read())["spec"]["replicas"] == 2
+
+
 async def test_a_controllers_status_write_makes_a_resource_version_stale(backend: Backend) -> None:
     """Right after a spec change the deployment controller writes status: the version a patch read is gone."""
     await backend.web(replicas=1)

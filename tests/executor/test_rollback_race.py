@@ -1,0 +1,58 @@
+"""A release that lands while a rollback is in flight is not silently rolled back.
+
+The rollback reads the workload (running 2.0), plans the revision before it (1.0), and writes.
+If a person ships 3.0 between that read and that write, the write must be refused (409: it
+carries the resourceVersion it read, as every other write does), and the retry must re-check
+the running pod template against the one the rollback was planned from (its intent's digest):
+it changed, so the step is ``superseded`` and 3.0 stays.  Re-planning afresh instead would roll
+3.0 back, the release nobody alerted on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tests.executor.conftest import OpenHarness
+from tests.executor.harness import NS, db, playbook, steps_of, web
+
+SMP = "application/strategic-merge-patch+json"
+#: kind -> (the workload's resource path, its manifest, its container, its image without the tag)
+CASES: dict[str, tuple[str, Callable[[str], dict[str, Any]], str, str]] = {
+    "Deployment": ("deployments/web", lambda image: web(image=image), "app", "registry.example/web"),
+    "StatefulSet": ("statefulsets/db", lambda image: db(image=image), "db", "registry.example/db"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(CASES))
+async def test_a_release_during_the_rollback_is_not_rolled_back(harness: OpenHarness, kind: str) -> None:
+    resource, manifest, container, image = CASES[kind]
+    plural, name = resource.split("/")
+    path = f"/namespaces/{NS}/{resource}$"
+    async with harness({"fix": playbook("- action: rollback\n", kind=kind)}) as h:
+        h.cluster.apply(manifest(f"{image}:1.0"))
+        h.cluster.apply(manifest(f"{image}:2.0"))
+        await h.settle()
+        read_version = h.cluster.get(plural, NS, name)["metadata"]["resourceVersion"]
+        h.cluster.faults.hang(method="PATCH", path=path)
+        task = h.start(name)
+        await h.cluster.requests.arrival("PATCH", path)
+        # a person ships 3.0 while the rollback (planned 2.0 -> 1.0) is in flight
+        h.cluster.patch(plural, NS, name, SMP, {"spec": {"template": {"spec": {"containers": [
+            {"name": container, "image": f"{image}:3.0"}]}}}})
+        h.cluster.faults.release()
+        await h.until_done(task)
+        ex = await h.execution()
+        running = h.cluster.get(plural, NS, name)["spec"]["template"]["spec"]["containers"][0]["image"]
+        patches = h.cluster.requests.matching("PATCH", path)
+    assert running == f"{image}:3.0"
+    assert [p.status for p in patches] == [409]  # refused, and not sent again once superseded
+    assert steps_of(ex) == [("main", "rollback", "superseded")]
+    assert not ex["results"][0]["details"].get("wrote")  # nothing of it landed: no on_failure either
+    body = patches[0].body
+    if kind == "Deployment":  # the JSON patch carries the version read, as the undo's does
+        assert {"op": "replace", "path": "/metadata/resourceVersion", "value": read_version} in body
+    else:
+        assert body["metadata"] == {"resourceVersion": read_version}
