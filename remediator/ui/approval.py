@@ -41,6 +41,13 @@ async def act(request: web.Request, rt: Runtime, ui: UiState, viewer: auth.Viewe
     raise web.HTTPSeeOther(f"/ui/executions/{did}")
 
 
+#: An execution id as :func:`remediator.core.decisions.execution_id` makes them.  The confirmation page
+#: builds its form's action from the id in its path (which aiohttp hands over decoded): anything
+#: else there (``..%2Fguardrails%2Fpause%23``) made a "Yes, deny" button post to another action,
+#: with the admin's CSRF token.
+EXECUTION_ID = r"ex-[0-9a-f]{1,64}"
+
+
 def routes(app: web.Application) -> None:
-    app.router.add_get("/ui/executions/{id}/{action:approve|deny}", confirm)
-    app.router.add_post("/ui/executions/{id}/{action:approve|deny}", act)
+    app.router.add_get(f"/ui/executions/{{id:{EXECUTION_ID}}}/{{action:approve|deny}}", confirm)
+    app.router.add_post(f"/ui/executions/{{id:{EXECUTION_ID}}}/{{action:approve|deny}}", act)

@@ -108,3 +108,20 @@ async def test_a_step_awaiting_approval_is_approved_from_its_page_which_shows_wh
         html = await (await c.get(f"/ui/executions/{did}")).text()
         assert '<span class="badge succeeded">succeeded</span>' in html and "Approve…" not in html
         assert "approved by admin token sha256:" in html  # the gate's own record, beside the steps
+
+
+@pytest.mark.parametrize("crafted", [
+    "/ui/executions/..%2Fexecutions%2F{did}%2Fapprove%23/deny",  # "Yes, deny" would post an approval
+    "/ui/executions/..%2Fguardrails%2Fpause%23/deny",  # ... or pause all remediation
+])
+async def test_a_crafted_link_gets_no_confirmation_page_whose_button_posts_elsewhere(
+        gated: Client, crafted: str) -> None:
+    """The confirmation page builds its form's action from the id in its path, decoded: an id that is not
+    an execution id must not reach it (the admin's CSRF token would go with the button)."""
+    rt = gated.app[RUNTIME]
+    did = await decide(rt, gated_alert())
+    await sign_in(gated, "a1")
+    r = await gated.get(crafted.format(did=did))
+    assert r.status == 404
+    assert "<form" not in await r.text()
+    assert (await rt.store.approval(did)).status == "awaiting_approval"
