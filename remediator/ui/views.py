@@ -246,8 +246,10 @@ async def replay_run(request: web.Request, rt: Runtime, ui: UiState, viewer: aut
                 if upload.export is None:  # this daemon's own history, as `remediator export` writes it
                     async with asyncio.timeout(ui.replay.timeout):
                         await ui_replay.export_history(upload, rt.store, rt.clock.now(), ui.replay)
-                before = ui_replay.load_side(upload, ui_replay.BEFORE)
-                after = ui_replay.load_side(upload, ui_replay.AFTER)
+                # Parsed on a thread, as the daemon's own reloads are: a few KB of YAML built to expand
+                # (aliases, many documents) held the event loop, webhooks and probes included, for seconds.
+                before = await asyncio.to_thread(ui_replay.load_side, upload, ui_replay.BEFORE)
+                after = await asyncio.to_thread(ui_replay.load_side, upload, ui_replay.AFTER)
                 sets = [before or rt.playbooks.current, *([after] if after else [])]
                 document = await ui_replay.run_bounded(upload, sets, rt.settings, ui.replay, rt.clock)
             except ui_replay.UploadRefused as exc:

@@ -309,3 +309,24 @@ async def test_an_export_and_a_history_span_together_are_refused(client: Client,
     data = form(history)
     data.add_field("history", "1h")
     assert "an export or this daemon&#39;s history, not both" in await post(client, data, 400)
+
+
+async def test_uploaded_playbooks_are_parsed_off_the_event_loop(client: Client, history: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A few KB of YAML built to expand (aliases, many documents) held the loop, webhooks and probes
+    included, for seconds: uploads are parsed on a thread, as the daemon's own reloads are."""
+    import threading
+
+    from remediator.ui import replay as ui_replay
+
+    loop_thread, parsed_on = threading.get_ident(), []
+    real = ui_replay.load_paths
+
+    def load_paths(*args: Any, **kwargs: Any) -> Any:
+        parsed_on.append(threading.get_ident())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ui_replay, "load_paths", load_paths)
+    await post(client, form(history, fmt="json", before=[("pool.yaml", LONGER_COOLDOWN)],
+                            after=[("pool.yaml", PLAYBOOKS)]))
+    assert len(parsed_on) == 2 and loop_thread not in parsed_on
