@@ -5,7 +5,8 @@ Each channel has its own queue so a dead Slack does not hold up PagerDuty, and
 delivers in order so an incident's trigger never overtakes its resolve.  When a queue
 is full the least important notice is dropped (counted and logged), see
 :class:`_Backlog`.  Failures are logged with the execution id, counted, and the most
-recent ones kept for inspection.
+recent ones kept for inspection.  Outcomes reach the execution's audit through one
+bounded queue and one writer task, see :meth:`Dispatcher._write_outcomes`.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ OutcomeSink = Callable[[str, Mapping[str, Any]], Awaitable[None]]
 
 DEFAULT_QUEUE_SIZE = 1000
 DEFAULT_DRAIN_TIMEOUT = 5.0
+DEFAULT_OUTCOME_QUEUE_SIZE = 1000
 
 
 @dataclass(frozen=True)
@@ -179,6 +181,20 @@ class _NoticeQueue(asyncio.Queue[_Queued]):
         return victim
 
 
+@dataclass
+class _Drops:
+    """The notices of one execution that one channel dropped since the writer last took the drops."""
+
+    at: str
+    events: dict[str, None]  # in the order first dropped
+    count: int = 1
+
+    def record(self, channel: str) -> dict[str, Any]:
+        error = "queue full" if self.count == 1 else f"queue full: {self.count} notices dropped"
+        return {"at": self.at, "channel": channel, "event": ", ".join(self.events), "result": "dropped",
+                "attempts": 0, "error": error, "count": self.count}
+
+
 class NotificationMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
@@ -190,6 +206,11 @@ class NotificationMetrics:
         )
         self.retries = Counter(
             "remediator_notification_retries_total", "Notification delivery retries", ["channel"], registry=registry
+        )
+        self.unrecorded = Counter(
+            "remediator_notification_outcomes_unrecorded_total",
+            "Notification outcomes left out of the execution's audit: the queue to the store was full",
+            registry=registry,
         )
 
 
@@ -207,6 +228,7 @@ class Dispatcher:
         queue_size: int = DEFAULT_QUEUE_SIZE,
         keep_failures: int = 100,
         on_outcome: OutcomeSink | None = None,
+        outcome_queue_size: int = DEFAULT_OUTCOME_QUEUE_SIZE,
     ) -> None:
         self.channels = dict(channels)
         self.session = session
@@ -218,7 +240,15 @@ class Dispatcher:
         self._tasks: list[asyncio.Task[None]] = []
         self._in_flight = 0
         self._on_outcome = on_outcome
-        self._audits: set[asyncio.Task[None]] = set()
+        # the audit writer's queue: outcomes in order, and drops merged per (execution, channel)
+        self._outcomes: deque[tuple[str, dict[str, Any]]] = deque()
+        self._drops: dict[tuple[str, str], _Drops] = {}
+        self._outcome_room = max(outcome_queue_size, 1)
+        self._unrecorded = 0  # outcomes left out since the queue last had room: one log line per burst
+        self._wake = asyncio.Event()  # set: something to write
+        self._written = asyncio.Event()  # set: nothing queued and nothing being written
+        self._written.set()
+        self._writer: asyncio.Task[None] | None = None
         self._log = structlog.get_logger("remediator.notify")
 
     # -- the Notifier port ----------------------------------------------------------
@@ -260,7 +290,14 @@ class Dispatcher:
 
     def _dropped(self, out: Outgoing) -> None:
         self.metrics.total.labels(out.channel, "dropped").inc()
-        self._outcome(out.execution_id, out.channel, out.event, "dropped", 0, "queue full")
+        if self._on_outcome is not None and out.execution_id:
+            drops = self._drops.get((out.execution_id, out.channel))
+            if drops is not None:  # merged into the record the writer has not taken yet
+                drops.events[out.event] = None
+                drops.count += 1
+            elif self._room():
+                self._drops[(out.execution_id, out.channel)] = _Drops(self._now(), {out.event: None})
+                self._wake_writer()
         self._log.error(
             "notification queue full: dropped the least important notice",
             channel=out.channel,
@@ -320,14 +357,57 @@ class Dispatcher:
         )
 
     def _outcome(self, execution: str, channel: str, event: str, result: str, attempts: int, error: str) -> None:
-        """Hand the outcome to the audit in the background: a slow store must not hold up delivery."""
-        if self._on_outcome is None or not execution:
+        """Queue the outcome for the audit writer: a slow store must not hold up delivery."""
+        if self._on_outcome is None or not execution or not self._room():
             return
-        record = {"at": self.clock.now().isoformat().replace("+00:00", "Z"), "channel": channel, "event": event,
+        record = {"at": self._now(), "channel": channel, "event": event,
                   "result": result, "attempts": attempts, "error": error}
-        task = asyncio.get_running_loop().create_task(self._audit(execution, record))
-        self._audits.add(task)
-        task.add_done_callback(self._audits.discard)
+        self._outcomes.append((execution, record))
+        self._wake_writer()
+
+    def _now(self) -> str:
+        return self.clock.now().isoformat().replace("+00:00", "Z")
+
+    def _room(self) -> bool:
+        """Whether the audit queue can take one more record; if not, count and (once a burst) log it.
+
+        Never waits: ``notify`` runs in the pipeline, and a store slower than a storm must
+        cost audit records, never memory without bound or a remediation's time.
+        """
+        if len(self._outcomes) + len(self._drops) < self._outcome_room:
+            return True
+        self.metrics.unrecorded.inc()
+        if not self._unrecorded:
+            self._log.error("notification outcomes are not being recorded: the audit queue is full",
+                            size=self._outcome_room)
+        self._unrecorded += 1
+        return False
+
+    def _wake_writer(self) -> None:
+        self._written.clear()
+        self._wake.set()
+
+    async def _write_outcomes(self) -> None:
+        """The one task that writes outcomes to the audit, one at a time, so that a storm
+        competes with the pipeline for the store with one write, not one per notice.
+
+        Each pass takes the drops gathered so far (one record per execution and channel,
+        with a count: a full queue drops a notice per ``notify``), then the queued outcomes.
+        """
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._outcomes or self._drops:
+                drops, self._drops = self._drops, {}
+                for (execution, channel), dropped in drops.items():
+                    await self._audit(execution, dropped.record(channel))
+                for _ in range(len(self._outcomes)):
+                    execution, record = self._outcomes.popleft()
+                    await self._audit(execution, record)
+            if self._unrecorded:
+                self._log.warning("notification outcomes were left out of the audit", count=self._unrecorded)
+                self._unrecorded = 0
+            self._written.set()
 
     async def _audit(self, execution: str, record: Mapping[str, Any]) -> None:
         assert self._on_outcome is not None
@@ -346,8 +426,8 @@ class Dispatcher:
     async def join(self) -> None:
         """Wait until every queued notice has been delivered or given up on, and its outcome recorded."""
         await asyncio.gather(*(q.join() for q in self._queues.values()))
-        while self._audits:
-            await asyncio.gather(*list(self._audits), return_exceptions=True)
+        if self._writer is not None:
+            await self._written.wait()
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -356,27 +436,26 @@ class Dispatcher:
             self._tasks = [
                 asyncio.create_task(self._run(c), name=f"remediator-notify-{c.name}") for c in self.channels.values()
             ]
+        if self._writer is None and self._on_outcome is not None:
+            self._writer = asyncio.create_task(self._write_outcomes(), name="remediator-notify-audit")
 
     async def close(self, drain_timeout: float = DEFAULT_DRAIN_TIMEOUT) -> None:
         """Give queued notices, and the audit records of their outcomes, ``drain_timeout`` (real)
-        seconds in all to go out, then stop."""
-        deadline = asyncio.get_running_loop().time() + max(drain_timeout, 0.0)
-        if self._tasks and drain_timeout > 0:
+        seconds in all to go out, then stop: a hung receiver or store must not hold us."""
+        if (self._tasks or self._writer) and drain_timeout > 0:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.join(), timeout=drain_timeout)
-        for task in self._tasks:
+        tasks = self._tasks + ([self._writer] if self._writer else [])
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks = []
-        if self._audits:  # outcomes still being written to the audit: bounded, a hung store must not hold us
-            left = max(0.0, deadline - asyncio.get_running_loop().time())
-            _done, stuck = await asyncio.wait(list(self._audits), timeout=left)
-            for task in stuck:
-                task.cancel()
-            await asyncio.gather(*stuck, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._tasks, self._writer = [], None
         left = self.pending()
         if left:
             self._log.warning("notifications not delivered before shutdown", count=left)
+        unwritten = len(self._outcomes) + sum(d.count for d in self._drops.values())
+        if unwritten:
+            self._log.warning("notification outcomes not recorded before shutdown", count=unwritten)
 
     async def __aenter__(self) -> Dispatcher:
         self.start()
