@@ -53,6 +53,13 @@ SPANS = ("1h", "6h", "24h", "7d")
 #: Rows of a report shown on the page; ``format=json`` has them all.
 SHOWN = 500
 _CHUNK = 64 * 1024
+#: The form's plain fields, each at most :data:`_FIELD_BYTES` long and given once.  Anything else is
+#: refused: the size checks bound the files, and without these a chunked body (no Content-Length to
+#: check up front) of endless fields or empty files was read in full.
+FIELDS = frozenset({"csrf", HISTORY, "format"})
+_FIELD_BYTES = 1024
+#: Playbook files per side (the byte limit bounds their content, not their number).
+MAX_FILES = 2000
 
 
 @dataclass
@@ -153,7 +160,8 @@ async def export_history(upload: Upload, store: Store, now: datetime, limits: Re
 async def _take(part: BodyPartReader, upload: Upload, sizes: dict[str, int], limits: ReplayLimits) -> None:
     name = part.name or ""
     if part.filename is not None and not Path(part.filename).name:  # the browser's "no file chosen"
-        await part.release()
+        if await part.read_chunk(_CHUNK):  # (aiohttp reads no less than a boundary's length at a time)
+            raise UploadRefused(400, f"{name}: a file with no name")
         return
     if name == EXPORT and part.filename is not None:
         if upload.export is not None:
@@ -166,14 +174,22 @@ async def _take(part: BodyPartReader, upload: Upload, sizes: dict[str, int], lim
             raise UploadRefused(400, f"{name}: {filename!r} is not a playbook file (*.yaml or *.yml)")
         if filename in upload.sides[name]:
             raise UploadRefused(400, f"{name}: {filename!r} is there twice")
+        if len(upload.sides[name]) >= MAX_FILES:
+            raise UploadRefused(413, f"{name}: more than {MAX_FILES} playbook files")
         directory = upload.root / name
         directory.mkdir(exist_ok=True)
         upload.sides[name].append(filename)
         sizes[name] = await _save(part, directory / filename, limits.max_playbooks, sizes[name],
                                   f"{name}: the playbooks are larger than {limits.max_playbooks} bytes")
     elif part.filename is None:
-        upload.fields[name] = (await part.read_chunk(1024)).decode("utf-8", "replace")
-        await part.release()
+        if name not in FIELDS or name in upload.fields:
+            raise UploadRefused(400, f"unexpected field {name!r}" if name not in FIELDS else f"{name!r} is there twice")
+        value = b""
+        while chunk := await part.read_chunk(_CHUNK):
+            value += chunk
+            if len(value) > _FIELD_BYTES:
+                raise UploadRefused(400, f"{name}: longer than {_FIELD_BYTES} bytes")
+        upload.fields[name] = value.decode("utf-8", "replace")
     else:
         raise UploadRefused(400, f"unexpected file field {name!r}")
 
