@@ -74,8 +74,14 @@ class ExecutionQueue:
             return 0
         # The store also returns (and renews) executions this replica already runs: ask for
         # enough that those can never crowd out the new ones (room + running = the bound).
+        # Nor can those backing off after a pause: the store hands out the oldest first, and as many of them
+        # as the bound were claimed, given back, and a newer execution (another playbook's, healthy) never
+        # came up for as long as they kept pausing.  Claimed past them, and given back with them.
+        now = self.pipeline.clock.monotonic()
+        backing_off = sum(1 for until, _ in self._paused.values() if now < until)
         claimed = await self.pipeline.store.claim_unfinished(
-            self.pipeline.owner, self.pipeline.settings.execution_lease, limit=self.settings.max_executions
+            self.pipeline.owner, self.pipeline.settings.execution_lease,
+            limit=self.settings.max_executions + backing_off,
         )
         # The room is counted now, not before the awaits: executions that ended meanwhile made
         # room, and counting it stale gave claims back only to leave those slots empty.

@@ -120,3 +120,56 @@ async def test_every_execution_runs_in_the_end_never_more_than_two_at_once(bound
     assert held.most == 2
     executions = await rt.store.list_executions(limit=10)
     assert sorted(e["status"] for e in executions) == ["succeeded"] * len(APPS)
+
+
+FLAKY = """
+name: flaky
+match: {alertname: Flaky, matchers: ['app=~".+"']}
+target: {kind: Deployment, namespace: shop, name: "{{ labels.app }}"}
+steps: [{action: restart}]
+"""
+GOOD = """
+name: good
+match: {alertname: Good}
+target: {kind: Deployment, namespace: other, name: api}
+steps: [{action: restart}]
+"""
+
+
+class Ran:
+    def __init__(self) -> None:
+        self.targets: list[str] = []
+
+    async def run(self, step: PlannedStep, ctx: StepContext) -> StepResult:
+        self.targets.append(ctx.target.name)
+        return StepResult("ok", "done")
+
+
+async def test_executions_waiting_out_a_pause_do_not_crowd_a_newer_one_out(
+        tmp_path: Path, settings_factory: Callable[..., Any], vclock: VirtualClock) -> None:
+    """The store hands the oldest unfinished executions out first, as many as there is room for: while
+    as many of them as that were paused (their playbook's breaker open) and backing off, each round
+    claimed only them, gave them back, and a healthy playbook's newer execution never started."""
+    from remediator.core.guardrails import Request
+
+    (tmp_path / "pb").mkdir()
+    (tmp_path / "pb" / "flaky.yaml").write_text(FLAKY)
+    (tmp_path / "pb" / "good.yaml").write_text(GOOD)
+    settings = settings_factory(playbooks=str(tmp_path / "pb"), dry_run=False, worker={"max_executions": 2},
+                                guardrails={"breaker_threshold": 1, "breaker_cooloff": "10m"})
+    cluster = Ran()
+    async with open_runtime(settings, clock=vclock, executors=(cluster, cluster), start_worker=False) as rt:
+        for app in ("a", "b"):
+            alert = alert_json({"alertname": "Flaky", "app": app}, fingerprint=app * 16)
+            await rt.store.record_alerts(received(payload(alert), vclock))
+        assert await rt.worker.decide_all() == 2
+        other = Request("other", "flaky", "Deployment/shop/zzz", "k", "shop", vclock.now().timestamp())
+        assert (await rt.guardrails.admit(other)).admitted
+        await rt.guardrails.release(other, succeeded=False)  # flaky's breaker opens
+        assert await rt.worker.queue.drain() == 2  # both start, stop before their step, and back off
+        assert cluster.targets == []
+        await rt.store.record_alerts(received(payload(alert_json({"alertname": "Good"}, fingerprint="g" * 16)),
+                                              vclock))
+        assert await rt.worker.decide_all() == 1
+        await rt.worker.queue.drain()
+    assert cluster.targets == ["api"]
