@@ -403,7 +403,11 @@ def _log_failed_reload(task: asyncio.Task[None]) -> None:
 
 
 async def _reload(rt: Runtime) -> None:
-    ok = await rt.playbooks.reload_async()
+    try:
+        ok = await rt.playbooks.reload_async()
+    except Exception:  # a loader bug: this watcher is supervised, and its death would stop the daemon
+        structlog.get_logger("remediator").exception("playbook reload failed: the previous set keeps running")
+        ok = False
     rt.metrics.playbook_reloads.labels("ok" if ok else "rejected").inc()
     rt.metrics.playbooks_loaded.set(len(rt.playbooks.current.playbooks))
 

@@ -681,11 +681,17 @@ def parse_playbooks(text: str, source: str) -> tuple[list[Playbook], list[Proble
         else:
             items = [(doc.data, ())]
         for raw, base in items:
-            found = _schema_problems(raw, doc, base, source) + _semantic_problems(raw, doc, base, source)
-            if found:
-                problems += found
-                continue
-            playbooks.append(build_playbook(raw, doc, base, source))
+            try:
+                found = _schema_problems(raw, doc, base, source) + _semantic_problems(raw, doc, base, source)
+                if not found:
+                    playbooks.append(build_playbook(raw, doc, base, source))
+            except (ValueError, TypeError, KeyError, AttributeError, OverflowError, RecursionError) as exc:
+                # A shape the checks above did not foresee (a list where a duration goes, say): still a
+                # problem at the playbook's line, never an exception out of a reload, which would stop
+                # the daemon's playbook watcher instead of keeping the previous set running.
+                found = [Problem(source, doc.line(base), f"cannot be read as a playbook ({type(exc).__name__}: "
+                                                         f"{str(exc)[:120]})")]
+            problems += found
     problems.sort(key=lambda p: p.line)  # stable: a line's problems keep their order
     return playbooks, problems
 

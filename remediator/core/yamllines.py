@@ -86,6 +86,8 @@ def _load(loader_type: type[yaml.SafeLoader], text: str, source: str) -> tuple[l
                 )
                 continue
             docs.append(doc)
+    except RecursionError:  # nested deeper than Python's stack (thousands of [ ): no playbook is
+        problems.append(Problem(source, 1, "invalid YAML: nested too deeply"))
     except yaml.MarkedYAMLError as exc:
         problems.append(_syntax_problem(exc, source))
     except yaml.YAMLError as exc:
@@ -133,14 +135,24 @@ class _Converter:
                 return [self.convert(item, (*path, i)) for i, item in enumerate(node.value)]
             finally:
                 self.active.discard(id(node))
-        return self.loader.construct_object(node, deep=True)
+        return self._scalar(node)
+
+    def _scalar(self, node: yaml.Node) -> Any:
+        """The node's value; a value its tag cannot make (``!!int api``, ``2026-02-30`` read as a date,
+        a 5,000-digit integer) is a problem at its line, not an exception out of the loader."""
+        try:
+            return self.loader.construct_object(node, deep=True)
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
+            message = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+            self.problems.append(Problem(self.source, node.start_mark.line + 1, f"invalid value: {message}"))
+            return None
 
     def _mapping(self, node: yaml.MappingNode, path: Path) -> dict[str, Any]:
         self.loader.flatten_mapping(node)  # resolves YAML merge keys (<<)
         out: dict[str, Any] = {}
         for key_node, value_node in node.value:
             key_line = key_node.start_mark.line + 1
-            key = self.loader.construct_object(key_node, deep=True) if isinstance(key_node, yaml.ScalarNode) else None
+            key = self._scalar(key_node) if isinstance(key_node, yaml.ScalarNode) else None
             if not isinstance(key, str):
                 if isinstance(key, bool | int | float):
                     key = str(key)

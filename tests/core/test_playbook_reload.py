@@ -153,3 +153,46 @@ async def test_a_rejected_reload_keeps_the_set_alive(tmp_path: Path) -> None:
     f.write_text("oops: [\n")
     assert not await repo.reload_async()
     assert [p.name for p in repo().playbooks] == ["one"] and not freed
+
+
+_GOOD_PLAYBOOK = """name: p
+match:
+  alertname: A
+target:
+  kind: Deployment
+  namespace: shop
+  name: api
+steps:
+  - action: wait_healthy
+    timeout: 5m
+"""
+#: Shapes the schema did not foresee, each raised out of the loader (a traceback from `validate`, and a
+#: reload that killed the daemon's supervised playbook watcher) where a file:line problem was due.
+_ODD_SHAPES = {
+    "a list where a duration goes": (_GOOD_PLAYBOOK.replace("timeout: 5m", "timeout: [5m]"), 1),
+    "a list where an action goes": (_GOOD_PLAYBOOK.replace("action: wait_healthy", "action: [wait_healthy]"), 1),
+    "a list where a guardrail duration goes": (_GOOD_PLAYBOOK + "guardrails: {lock_ttl: [10m]}\n", 1),
+    "a tag its value cannot be": (_GOOD_PLAYBOOK.replace("name: api", "name: !!int api"), 7),
+    "a date that does not exist": (_GOOD_PLAYBOOK + "description: 2026-02-30\n", 11),
+    "nested deeper than the stack": (_GOOD_PLAYBOOK + "description: " + "[" * 3000 + "]" * 3000 + "\n", 1),
+}
+
+
+@pytest.mark.parametrize(("text", "line"), _ODD_SHAPES.values(), ids=_ODD_SHAPES.keys())
+def test_a_playbook_of_an_unforeseen_shape_is_a_problem_at_its_line(text: str, line: int) -> None:
+    from remediator.core.playbooks import parse_playbooks
+
+    playbooks, problems = parse_playbooks(text, "bad.yaml")
+    assert playbooks == [] and problems
+    assert problems[0].path == "bad.yaml" and problems[0].line == line, problems
+
+
+async def test_a_reload_that_finds_such_a_file_keeps_the_last_good_set(tmp_path: Path) -> None:
+    f = tmp_path / "p.yaml"
+    f.write_text(_GOOD_PLAYBOOK)
+    repo = PlaybookRepository([str(tmp_path)])
+    assert repo.reload()
+    f.write_text(_ODD_SHAPES["a list where a duration goes"][0])
+    assert not await repo.reload_async()  # rejected, not raised
+    assert repo.current.by_name("p") is not None
+    assert repo.last_problems and repo.last_problems[0].path.endswith("p.yaml")
