@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from remediator.core.errors import MatcherError
-from remediator.core.regex import compile_re2
+from remediator.core.regex import Regex, compile_re2
 
 _NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
 _MATCHER = re.compile(
@@ -53,7 +53,7 @@ class Matcher:
     name: str
     op: Op
     value: str
-    _regex: re.Pattern[str] | None = field(default=None, compare=False, repr=False)
+    _regex: Regex | None = field(default=None, compare=False, repr=False)
     # What the operator asks of a label's value, chosen once: every alert asks every candidate playbook's matchers.
     _test: Callable[[str], bool] = field(init=False, compare=False, repr=False)
 
@@ -83,7 +83,7 @@ class Matcher:
         return f'{self.name}{self.op.value}"{escaped}"'
 
 
-def _test(op: Op, value: str, regex: re.Pattern[str] | None) -> Callable[[str], bool]:
+def _test(op: Op, value: str, regex: Regex | None) -> Callable[[str], bool]:
     if op is Op.EQ:
         return functools.partial(operator.eq, value)
     if op is Op.NE:

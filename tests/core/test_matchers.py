@@ -8,6 +8,7 @@ plus the places where Python's ``re`` reads RE2 syntax differently.
 
 from __future__ import annotations
 
+import re
 from types import MappingProxyType
 
 import pytest
@@ -291,3 +292,28 @@ def test_match_defaults_to_firing() -> None:
     match = Match(parse_matchers('alertname="X"'))
     assert match.selects(_alert("firing", alertname="X"))
     assert not match.selects(_alert("resolved", alertname="X"))
+
+
+@pytest.mark.parametrize(("regex", "value", "matches"), [
+    (r"(\w+-?)+-canary", "checkout-frontend-7d9f8b6c5d-x2x4z", False),  # 33 s on Python's engine
+    (r"(\w+-?)+-canary", "web-" * 1000 + "x", False),  # a label of 4,001 characters
+    (r"(\w+-?)+-canary", "web-api-canary", True),
+    (r"(a|a)*b", "a" * 4000, False),
+    (r".*a.*a.*a.*b", "a" * 4000, False),
+])
+def test_a_regex_that_would_backtrack_is_matched_in_linear_time_as_alertmanager_does(
+        regex: str, value: str, matches: bool) -> None:
+    """Alertmanager's RE2 takes linear time; Python's re backtracks, exponentially on a repeated
+    group: an ordinary-looking matcher held the event loop for seconds on an ordinary pod name.
+    Without the linear engine these do not finish within the test timeout."""
+    m = parse_matcher(f'pod=~"{regex}"')
+    assert m.matches({"pod": value}) is matches
+
+
+def test_patterns_that_cannot_backtrack_keep_pythons_faster_engine() -> None:
+    from remediator.core.regex import compile_re2
+
+    for regex in ("shop|payments|checkout", "web-.+", ".*-canary", "[a-z]+", "api(-v2)?"):
+        assert isinstance(compile_re2(regex), re.Pattern), regex
+    for regex in (r"(\w+-?)+-canary", "(a|a)*b", ".*a.*b"):
+        assert not isinstance(compile_re2(regex), re.Pattern), regex
