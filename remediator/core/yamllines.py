@@ -148,8 +148,13 @@ class _Converter:
             return None
 
     def _mapping(self, node: yaml.MappingNode, path: Path) -> dict[str, Any]:
+        # Keys written here, as opposed to merged in (<<: *anchor): YAML lets an explicit key override a
+        # merged one, and an earlier merge source a later one (flatten_mapping orders them so that the
+        # winner comes last); only a key written twice here is a duplicate.
+        written = {id(k) for k, _ in node.value if k.tag != "tag:yaml.org,2002:merge"}
         self.loader.flatten_mapping(node)  # resolves YAML merge keys (<<)
         out: dict[str, Any] = {}
+        explicit: set[str] = set()
         for key_node, value_node in node.value:
             key_line = key_node.start_mark.line + 1
             key = self._scalar(key_node) if isinstance(key_node, yaml.ScalarNode) else None
@@ -159,8 +164,10 @@ class _Converter:
                 else:
                     self.problems.append(Problem(self.source, key_line, "mapping keys must be strings"))
                     continue
-            if key in out:
+            if key in out and key in explicit and id(key_node) in written:
                 self.problems.append(Problem(self.source, key_line, f"duplicate key {key!r}"))
+            if id(key_node) in written:
+                explicit.add(key)
             self.doc.lines[(*path, key)] = key_line
             out[key] = self.convert(value_node, (*path, key))
             self.doc.lines[(*path, key)] = key_line

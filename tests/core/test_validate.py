@@ -187,3 +187,37 @@ def test_an_unreadable_file_is_reported(capsys: pytest.CaptureFixture[str], tmp_
     path.write_bytes("name: caf\xe9\n".encode("latin-1"))
     code, out, _ = run_validate(capsys, path)
     assert code == 1 and len(out) == 1 and out[0].startswith(f"{path}:1: cannot read: ")
+
+
+MERGED = """- name: a
+  match: {alertname: A}
+  target: {kind: Deployment, namespace: shop, name: api}
+  guardrails: &shared
+    cooldown: 10m
+    lock_ttl: 5m
+  steps: [{action: restart}]
+- name: b
+  match: {alertname: B}
+  target: {kind: Deployment, namespace: shop, name: web}
+  guardrails:
+    <<: *shared
+    cooldown: 30m
+  steps: [{action: restart}]
+- name: c
+  match: {alertname: C}
+  target: {kind: Deployment, namespace: shop, name: db}
+  guardrails:
+    <<: *shared
+    cooldown: 30m
+    cooldown: 40m
+  steps: [{action: restart}]
+"""
+
+
+def test_a_key_merged_in_and_written_again_overrides_it_as_yaml_says_and_one_written_twice_is_refused() -> None:
+    """Sharing guardrails through an anchor and overriding one of them is ordinary YAML (the merge key's
+    rule: an explicit key wins); it was refused as a duplicate key.  Written twice is still a duplicate."""
+    playbooks, problems = parse_playbooks(MERGED, "f.yaml")
+    assert [(p.line, p.message) for p in problems] == [(21, "duplicate key 'cooldown'")]
+    b = next(p for p in playbooks if p.name == "b")
+    assert b.guardrails.cooldown == 1800 and b.guardrails.lock_ttl == 300
