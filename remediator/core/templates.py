@@ -35,7 +35,13 @@ class _Undefined(jinja2.StrictUndefined):
 
 
 def _env() -> ImmutableSandboxedEnvironment:
-    return ImmutableSandboxedEnvironment(undefined=_Undefined, autoescape=False, keep_trailing_newline=False)
+    env = ImmutableSandboxedEnvironment(undefined=_Undefined, autoescape=False, keep_trailing_newline=False)
+    # Jinja's globals (range, lipsum, dict, cycler, joiner, namespace): nothing a playbook or a message
+    # needs, and check_template's unknown-name check cannot see them.  range() is what made a template
+    # cost minutes at render ({% for %} nested over range(100000), each within the sandbox's cap), and
+    # lipsum is random where plans are memoized.
+    env.globals.clear()
+    return env
 
 
 @lru_cache(maxsize=1)

@@ -40,3 +40,18 @@ def test_only_a_lone_label_that_is_not_a_dict_attribute_takes_the_lookup() -> No
         "{{ labels.empty }}", "{{ labels.missing }}"]
     with pytest.raises(TemplateError, match="the alert has no 'missing'"):
         render("{{ labels.missing }}", {"labels": {}})
+
+
+@pytest.mark.parametrize("source", [
+    "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}web",
+    "{{ lipsum() }}",
+    "{{ dict(a=1) }}",
+    "{{ cycler('a', 'b').next() }}",
+])
+def test_jinjas_own_globals_are_unknown_names_in_a_playbook(source: str) -> None:
+    """They passed the unknown-name check, which cannot see globals: range() let a playbook's target
+    take minutes to render (nested loops, each within the sandbox's cap) at its first alert."""
+    from remediator.core.templates import check_template
+
+    with pytest.raises(TemplateError, match="unknown name"):
+        check_template(source)
