@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 from remediator.core.errors import GuardrailUnavailable, StoreUnavailable
 from remediator.core.guardrails import Request
 from remediator.metrics import Metrics
 from remediator.ports import Clock, ExecutionLedger, GuardrailStore
+
+T = TypeVar("T")
 
 
 class LeaseLost(Exception):
@@ -60,6 +63,9 @@ class Hold:
         self._lease_at: float | None = None  # clock.monotonic() of the last lease renewal
         self._lock_at: float | None = None  # clock.monotonic() of the last lock confirmation
         self.lost = False  # another execution holds, or has held, the target's lock since ours
+        # Set once this replica cannot count on the execution's lease any more (another replica holds it,
+        # or renewals have failed for so long that it may): the step under way is stopped (pipeline).
+        self.lease_lost = asyncio.Event()
         self._active = request is not None  # False once released: nothing may take the lock back
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -76,16 +82,53 @@ class Hold:
         self._lease_at = self._clock.monotonic()
 
     async def _keep_lease(self) -> None:
-        """Renew while a long step (wait_healthy can take minutes) keeps the step loop away."""
+        """Renew while a long step (wait_healthy can take minutes) keeps the step loop away.
+
+        When the lease is another replica's, or renewals have failed for two thirds of it (so that it
+        lapses in the store within the next third, when another replica may resume the execution),
+        :attr:`lease_lost` is set: the step under way must stop before the other replica can start it
+        again, not run on beside it until this one next looks."""
         while True:
             await self._clock.sleep(self._lease / 3)
-            with contextlib.suppress(StoreUnavailable):  # the next renewal or the next step's check decides
-                try:
-                    await self.take_lease()
-                except LeaseLost:
+            try:
+                await self.take_lease()
+            except LeaseLost:
+                self._lose_lease("another replica holds the execution")
+                return
+            except StoreUnavailable as exc:
+                at = self._lease_at
+                if at is not None and self._clock.monotonic() - at >= self._lease * 2 / 3:
+                    self._lose_lease(f"its renewal failed for two thirds of the lease ({exc})")
                     return
-                except Exception:  # kept alive: a dead heartbeat would lose the lease unnoticed
-                    self._log.exception("execution lease renewal failed")
+            except Exception:  # kept alive: a dead heartbeat would lose the lease unnoticed
+                self._log.exception("execution lease renewal failed")
+
+    async def while_leased(self, step: Awaitable[T]) -> T:
+        """The step's outcome, unless the lease is lost first (:attr:`lease_lost`): then the step is
+        cancelled and LeaseLost raised, so that it never runs on here beside the replica that resumes
+        the execution.  Nothing is recorded of it: that replica re-checks it from its intent, as after
+        a crash."""
+        if self.lease_lost.is_set():
+            raise LeaseLost(self.execution_id)
+        running = asyncio.ensure_future(step)
+        lost = asyncio.ensure_future(self.lease_lost.wait())
+        try:
+            await asyncio.wait((running, lost), return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:  # this task's own cancellation (a shutdown): the step's too
+            running.cancel()
+            raise
+        finally:
+            lost.cancel()
+        if running.done():
+            return running.result()
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await running
+        raise LeaseLost(self.execution_id)
+
+    def _lose_lease(self, why: str) -> None:
+        self._log.error("execution lease lost: stopping the step under way", reason=why)
+        self.lease_lost.set()
 
     # -- the lock -------------------------------------------------------------------------
 

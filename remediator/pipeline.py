@@ -993,11 +993,12 @@ class Pipeline:
                 if step.action == "notify" and decision is not None:
                     result = await self._notify_step(step, decision, ctx)
                 else:
-                    result = await within(self.clock, executor.run(step, step_ctx), self._step_limit(step))
+                    result = await hold.while_leased(within(self.clock, executor.run(step, step_ctx),
+                                                            self._step_limit(step)))
             except TimeoutError:
                 result = StepResult("failed", f"step did not finish within {self._step_limit(step):.0f}s",
                                     details=_maybe_wrote(wrote, previous))
-            except StoreUnavailable:  # its write-ahead record could not be made: not a failed step
+            except (StoreUnavailable, LeaseLost):  # no write-ahead record, or no longer ours: not a failed step
                 raise
             except Exception as exc:  # an executor bug must be recorded, not crash the worker
                 log.exception("executor raised", action=step.action)
