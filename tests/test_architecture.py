@@ -17,7 +17,7 @@ ALLOWED_STDLIB = {
     "__future__", "typing", "dataclasses", "enum", "re", "json", "hashlib", "datetime", "math",
     "collections", "types", "itertools", "functools", "contextlib", "string", "copy", "operator",
 }
-ALLOWED_THIRD_PARTY = {"yaml", "jinja2", "jsonschema", "msgspec"}  # parsing and validating only: no I/O
+ALLOWED_THIRD_PARTY = {"yaml", "jinja2", "jsonschema", "msgspec", "re2"}  # parsing, validating, matching: no I/O
 FORBIDDEN_CALLS = ("datetime.now", "datetime.utcnow", "time.time", "time.monotonic", "open(", "date.today")
 
 
