@@ -67,10 +67,10 @@ def _error(status: int, message: str, **extra: Any) -> web.Response:
 STORE_RETRY_AFTER = 5
 
 
-def _unavailable(message: str, **extra: Any) -> web.Response:
-    """503: the store cannot answer now; retry."""
+def _unavailable(message: str, *, retry_after: int = STORE_RETRY_AFTER, **extra: Any) -> web.Response:
+    """503 with ``Retry-After``: not now (the store cannot answer, the backlog is full); retry."""
     response = _error(503, message, **extra)
-    response.headers["Retry-After"] = str(STORE_RETRY_AFTER)
+    response.headers["Retry-After"] = str(retry_after)
     return response
 
 
@@ -301,9 +301,9 @@ def _backlog_full(rt: Runtime, backlog: int) -> web.Response:
     """Too much waits to be decided: Alertmanager keeps the alerts and retries, rather than the
     backlog growing without bound ahead of the decision loop."""
     rt.metrics.webhook_rejected.labels("backlog").inc()
-    response = _error(503, f"{backlog} alerts are waiting to be decided, more than worker.max_backlog "
-                           f"({rt.settings.worker.max_backlog}); retry later", retry=True)
-    response.headers["Retry-After"] = str(BACKLOG_RETRY_AFTER)
+    response = _unavailable(f"{backlog} alerts are waiting to be decided, more than worker.max_backlog "
+                            f"({rt.settings.worker.max_backlog}); retry later", retry_after=BACKLOG_RETRY_AFTER,
+                            retry=True)
     response.force_close()  # the body was not read
     return response
 

@@ -62,7 +62,12 @@ def secret_file(tmp_path: Path, name: str, value: str) -> str:
     return str(path)
 
 
-async def deliver(rt: Runtime, raw: dict[str, Any]) -> None:
+async def record(rt: Runtime, raw: dict[str, Any]) -> None:
+    """The payload's alerts recorded as the webhook records them (nothing decided yet)."""
     p = validate_payload(raw)
     await rt.store.record_alerts([ReceivedAlert(a, rt.clock.now(), p.receiver, p.group_key) for a in p.alerts])
+
+
+async def deliver(rt: Runtime, raw: dict[str, Any]) -> None:
+    await record(rt, raw)
     await rt.worker.drain()

@@ -319,12 +319,7 @@ async def test_an_alert_that_resolves_while_its_remediation_runs_is_told_resolve
 ) -> None:
     """Told at once, the resolve came before a later failure: PagerDuty got resolve, then trigger, and
     the incident stayed open for an alert already gone.  Now the execution's end says both, in order."""
-    from remediator.core.alerts import validate_payload
-    from remediator.ports import ReceivedAlert
-
-    async def record(rt: Any, raw: dict[str, Any]) -> None:
-        p = validate_payload(raw)
-        await rt.store.record_alerts([ReceivedAlert(a, rt.clock.now(), p.receiver, p.group_key) for a in p.alerts])
+    from tests.notify.conftest import record
 
     cluster = _FailsWhenReleased()
     async with (

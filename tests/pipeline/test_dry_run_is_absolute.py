@@ -17,7 +17,7 @@ import pytest
 from remediator.clock import VirtualClock
 from remediator.runtime import open_runtime
 from tests.payloads import alert_json, payload
-from tests.pipeline.test_pipeline import Recorder, received
+from tests.pipeline.test_pipeline import Recorder, playbook_dir, received
 
 PLAYBOOK = """
 name: restart
@@ -72,12 +72,6 @@ steps: [{action: restart}]
 ADMIN = hashlib.sha256(b"a1").hexdigest()  # tests/tokens.py: the admin token's SHA-256
 
 
-def _playbooks(tmp_path: Path, text: str) -> str:
-    (tmp_path / "pb").mkdir()
-    (tmp_path / "pb" / "p.yaml").write_text(text)
-    return str(tmp_path / "pb")
-
-
 async def _decided_live(settings: Any, vclock: VirtualClock, alertname: str) -> str:
     """A live daemon decides one alert and stops before its execution queue runs anything."""
     live, dry = Recorder(), Recorder()
@@ -93,7 +87,7 @@ async def _decided_live(settings: Any, vclock: VirtualClock, alertname: str) -> 
 
 async def test_a_dry_run_daemon_leaves_a_live_execution_unfinished_and_a_live_one_resumes_it(
         tmp_path: Path, settings_factory: Callable[..., Any], vclock: VirtualClock) -> None:
-    pb = _playbooks(tmp_path, RESTART)
+    pb = playbook_dir(tmp_path, RESTART)
     did = await _decided_live(settings_factory(playbooks=pb, dry_run=False), vclock, "Down")
 
     live, dry = Recorder(), Recorder()
@@ -128,7 +122,7 @@ async def _answer(settings: Any, vclock: VirtualClock, did: str, *, approve: boo
 
 async def test_a_dry_run_daemon_does_not_approve_a_live_execution_a_live_one_does(
         tmp_path: Path, settings_factory: Callable[..., Any], vclock: VirtualClock) -> None:
-    pb = _playbooks(tmp_path, GATED)
+    pb = playbook_dir(tmp_path, GATED)
     did = await _decided_live(settings_factory(playbooks=pb, dry_run=False), vclock, "Gated")
 
     got, status, live = await _answer(settings_factory(playbooks=pb, dry_run=True), vclock, did, approve=True)
@@ -142,7 +136,7 @@ async def test_a_dry_run_daemon_does_not_approve_a_live_execution_a_live_one_doe
 
 async def test_a_dry_run_daemon_may_deny_a_live_execution(
         tmp_path: Path, settings_factory: Callable[..., Any], vclock: VirtualClock) -> None:
-    pb = _playbooks(tmp_path, GATED)
+    pb = playbook_dir(tmp_path, GATED)
     did = await _decided_live(settings_factory(playbooks=pb, dry_run=False), vclock, "Gated")
     got, status, live = await _answer(settings_factory(playbooks=pb, dry_run=True), vclock, did, approve=False)
     assert got.outcome == "denied" and status == "denied" and live.calls == []  # denying acts on nothing

@@ -19,7 +19,7 @@ from remediator.core.decisions import PlannedStep
 from remediator.ports import StepContext, StepResult
 from remediator.runtime import Runtime, open_runtime
 from tests.payloads import alert_json, payload
-from tests.pipeline.test_pipeline import received
+from tests.pipeline.test_pipeline import Recorder, received
 
 BOOK = """
 name: held
@@ -136,15 +136,6 @@ steps: [{action: restart}]
 """
 
 
-class Ran:
-    def __init__(self) -> None:
-        self.targets: list[str] = []
-
-    async def run(self, step: PlannedStep, ctx: StepContext) -> StepResult:
-        self.targets.append(ctx.target.name)
-        return StepResult("ok", "done")
-
-
 async def test_executions_waiting_out_a_pause_do_not_crowd_a_newer_one_out(
         tmp_path: Path, settings_factory: Callable[..., Any], vclock: VirtualClock) -> None:
     """The store hands the oldest unfinished executions out first, as many as there is room for: while
@@ -157,7 +148,7 @@ async def test_executions_waiting_out_a_pause_do_not_crowd_a_newer_one_out(
     (tmp_path / "pb" / "good.yaml").write_text(GOOD)
     settings = settings_factory(playbooks=str(tmp_path / "pb"), dry_run=False, worker={"max_executions": 2},
                                 guardrails={"breaker_threshold": 1, "breaker_cooloff": "10m"})
-    cluster = Ran()
+    cluster = Recorder()
     async with open_runtime(settings, clock=vclock, executors=(cluster, cluster), start_worker=False) as rt:
         for app in ("a", "b"):
             alert = alert_json({"alertname": "Flaky", "app": app}, fingerprint=app * 16)
@@ -167,9 +158,9 @@ async def test_executions_waiting_out_a_pause_do_not_crowd_a_newer_one_out(
         assert (await rt.guardrails.admit(other)).admitted
         await rt.guardrails.release(other, succeeded=False)  # flaky's breaker opens
         assert await rt.worker.queue.drain() == 2  # both start, stop before their step, and back off
-        assert cluster.targets == []
+        assert cluster.calls == []
         await rt.store.record_alerts(received(payload(alert_json({"alertname": "Good"}, fingerprint="g" * 16)),
                                               vclock))
         assert await rt.worker.decide_all() == 1
         await rt.worker.queue.drain()
-    assert cluster.targets == ["api"]
+    assert [target for _, target, _ in cluster.calls] == ["Deployment/other/api"]
