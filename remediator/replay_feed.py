@@ -108,7 +108,11 @@ class _Child:
             body = stream.read(length)
             if len(body) < length:
                 raise ReaderFailed(self.path, f"the process reading it ended early (exit status {self.proc.wait()})")
-            position, rows, error, end = decoder.decode(body)
+            try:
+                position, rows, error, end = decoder.decode(body)
+            except (msgspec.DecodeError, ValueError, TypeError) as exc:  # bytes lost or mangled between the processes
+                self.close()
+                raise ReaderFailed(self.path, f"the process reading it sent a damaged frame ({exc})") from exc
             self.position = position
             for at, line, control, receiver, group_key, url, alerts in rows:
                 if control is not None:
@@ -141,17 +145,28 @@ def _row(event: Event) -> _Row:
             [r.alert.restorable() for r in event.alerts])
 
 
+def _write_all(out: IO[bytes], data: bytes) -> None:
+    """All of ``data``: a raw stream (``sys.stdout.buffer`` is one under ``PYTHONUNBUFFERED``, as in
+    the shipped image) may write part of it when a signal interrupts a write to a full pipe (a stop
+    and continue, a debugger or profiler attaching), and says so only by the count it returns."""
+    view = memoryview(data)
+    while view:
+        written = out.write(view)
+        if written is None:  # a non-blocking stream that cannot take more now: stdout here never is one
+            raise BlockingIOError("the replay's reading pipe is non-blocking")
+        view = view[written:]
+
+
 def _send(out: IO[bytes], encoder: msgspec.msgpack.Encoder, position: int, rows: list[_Row],
           error: tuple[int, str] | None = None, end: bool = False) -> None:
     body = encoder.encode((position, rows, error, end))
-    out.write(_LENGTH.pack(len(body)))
-    out.write(body)
+    _write_all(out, _LENGTH.pack(len(body)) + body)
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str], out: IO[bytes] | None = None) -> int:
     """``python -m remediator.replay_feed PATH REORDER_WINDOW``: the history's events on stdout."""
     path, window = argv[0], float(argv[1])
-    out, encoder = sys.stdout.buffer, msgspec.msgpack.Encoder()
+    out, encoder = out or sys.stdout.buffer, msgspec.msgpack.Encoder()
     rows: list[_Row] = []
     try:
         with open(path, "rb") as fh:
@@ -165,7 +180,7 @@ def main(argv: list[str]) -> int:
                 _send(out, encoder, fh.tell(), rows, error=(exc.line, exc.reason))
             else:
                 _send(out, encoder, fh.tell(), rows, end=True)
-        sys.stdout.buffer.flush()
+        out.flush()
     except BrokenPipeError:  # the replay stopped early and closed its end: nothing more is wanted
         with contextlib.suppress(OSError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

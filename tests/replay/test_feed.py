@@ -4,11 +4,15 @@ the same order, with the same errors at the same point, as reading it in process
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import os
 import signal
+import subprocess
+import sys
 from datetime import UTC
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -132,3 +136,45 @@ def test_the_replay_output_read_in_parallel_is_the_golden(case: str, tmp_path: P
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     expected = gzip.decompress((GOLDEN / f"{case}.out.gz").read_bytes()).decode()
     assert _run(tmp_path, case, capsys) == expected
+
+
+class _Stingy(io.RawIOBase):
+    """A raw stream that takes at most ``most`` bytes per write, as a pipe written by an unbuffered
+    stdout (``PYTHONUNBUFFERED``, the shipped image's setting) does when a signal interrupts a write."""
+
+    def __init__(self, most: int) -> None:
+        self.most, self.taken = most, bytearray()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        chunk = bytes(memoryview(data)[: self.most])
+        self.taken += chunk
+        return len(chunk)
+
+
+def test_the_reader_sends_every_byte_when_its_stdout_takes_part_of_a_write(tmp_path: Path) -> None:
+    # Seen with a profiler attached (it stops and continues the process): the replay died on
+    # "msgspec.DecodeError: Input data was truncated", the rest of a frame lost.
+    path = _write(tmp_path / "h.jsonl", history(2 * replay_feed.FRAME_EVENTS + 100))
+    whole = io.BytesIO()
+    assert replay_feed.main([str(path), "300"], out=whole) == 0
+    stingy = _Stingy(most=4000)
+    assert replay_feed.main([str(path), "300"], out=stingy) == 0  # type: ignore[arg-type]
+    assert len(whole.getvalue()) > 3 * 4000
+    assert bytes(stingy.taken) == whole.getvalue()
+
+
+def test_a_damaged_frame_is_the_readers_failure_not_a_crash(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _write(tmp_path / "h.jsonl", history(3))
+    real_popen = subprocess.Popen
+
+    def damaged(args: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:  # five bytes that are not msgpack
+        script = "import sys; sys.stdout.buffer.write(b'\\x05\\x00\\x00\\x00\\xc1\\xc1\\xc1\\xc1\\xc1')"
+        return real_popen([sys.executable, "-c", script], **kwargs)
+
+    monkeypatch.setattr(replay_feed.subprocess, "Popen", damaged)
+    with pytest.raises(ReaderFailed, match=rf"^{path}: the process reading it sent a damaged frame \(") as failed:
+        _from_child(path)
+    assert isinstance(failed.value, ReplayInputError)  # reported as a history problem, with its path
