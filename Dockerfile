@@ -14,7 +14,6 @@ RUN pip install --no-cache-dir --prefix=/install .
 
 FROM ${PYTHON_IMAGE}
 ENV PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1 \
     REMEDIATOR_PLAYBOOKS=/etc/remediator/playbooks \
     REMEDIATOR_DATA_DIR=/var/lib/remediator
 # A fixed non-root uid/gid (the Kubernetes manifests run as 10001 with runAsNonRoot).

@@ -146,8 +146,8 @@ def _row(event: Event) -> _Row:
 
 
 def _write_all(out: IO[bytes], data: bytes) -> None:
-    """All of ``data``: a raw stream (``sys.stdout.buffer`` is one under ``PYTHONUNBUFFERED``, as in
-    the shipped image) may write part of it when a signal interrupts a write to a full pipe (a stop
+    """All of ``data``: a raw stream (``sys.stdout.buffer`` is one under ``PYTHONUNBUFFERED``, which many
+    images set) may write part of it when a signal interrupts a write to a full pipe (a stop
     and continue, a debugger or profiler attaching), and says so only by the count it returns."""
     view = memoryview(data)
     while view:

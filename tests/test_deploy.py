@@ -283,6 +283,25 @@ def test_the_dockerfile_is_non_root_pinned_and_healthchecked() -> None:
     assert "--no-cache-dir" in text
 
 
+def _image_env() -> dict[str, str]:
+    """The ``ENV`` the final stage of the Dockerfile sets (``KEY=value`` pairs, continued lines)."""
+    final = (ROOT / "Dockerfile").read_text().rsplit("\nFROM ", 1)[1].replace("\\\n", " ")
+    pairs = [p for line in final.splitlines() if line.startswith("ENV ") for p in line[4:].split()]
+    return dict(p.split("=", 1) for p in pairs)
+
+
+def test_the_image_writes_its_logs_through_a_buffered_stream() -> None:
+    # PYTHONUNBUFFERED makes stderr's binary layer raw: a write cut short by a signal (SIGTERM at
+    # shutdown into a full container-log pipe, a stop and continue) loses the rest of a JSON log line
+    # and Python says nothing (CPython's text layer drops a raw stream's short count).  Line buffering,
+    # which stderr has anyway, flushes every line as unbuffered did.
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONUNBUFFERED", "PYTHONIOENCODING")}
+    env.update(_image_env())
+    probe = "import sys; print(type(sys.stderr.buffer).__name__, sys.stderr.line_buffering)"
+    done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60)
+    assert done.stdout.split() == ["BufferedWriter", "True"], (done.stdout, _image_env())
+
+
 # -- kustomize, offline ---------------------------------------------------------------------------
 
 

@@ -140,7 +140,7 @@ def test_the_replay_output_read_in_parallel_is_the_golden(case: str, tmp_path: P
 
 class _Stingy(io.RawIOBase):
     """A raw stream that takes at most ``most`` bytes per write, as a pipe written by an unbuffered
-    stdout (``PYTHONUNBUFFERED``, the shipped image's setting) does when a signal interrupts a write."""
+    stdout (``PYTHONUNBUFFERED``, which many images set) does when a signal interrupts a write."""
 
     def __init__(self, most: int) -> None:
         self.most, self.taken = most, bytearray()
