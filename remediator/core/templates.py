@@ -7,7 +7,9 @@ a missing label is a clear error, never an empty Kubernetes name.
 
 from __future__ import annotations
 
+import math
 import re
+import string
 from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
@@ -15,6 +17,8 @@ from typing import Any
 import jinja2
 import jinja2.meta
 from jinja2 import nodes
+from jinja2.exceptions import SecurityError
+from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from remediator.core.alerts import Alert, format_time
@@ -34,14 +38,131 @@ class _Undefined(jinja2.StrictUndefined):
     __str__ = _fail_with_undefined_error
 
 
+#: The most characters one render may produce: a target is a name of at most 253, a chat message
+#: well under Slack's 40,000.  Checked as the output is produced, so a loop over an alert's labels that
+#: writes a label's value for each character of another stops here, not after megabytes.
+MAX_RENDERED = 100_000
+#: The widest a template may pad or fill one value (``center``, ``ljust``, ``'%5000d'``): wider is a
+#: mistake, or a number taken from an alert to make one call allocate gigabytes.
+MAX_WIDTH = 1_000
+#: The largest number a power may make (in bits): ``9 ** 9 ** 9`` would run for minutes in one call.
+MAX_POWER_BITS = 4_096
+
+_PAD_METHODS = frozenset({"center", "ljust", "rjust", "zfill", "expandtabs"})
+# A %-format's width and precision: "%-*.*s", "%0999999999d" (the flags before them are skipped)
+_PERCENT_WIDTHS = re.compile(r"%[-#0 +]*(\*|\d+)?(?:\.(\*|\d+))?")
+# A str.format spec's numbers and nested fields: "{:>999999999}", "{:{}}"
+_SPEC_WIDTHS = re.compile(r"\d+|\{")
+
+
+def _too_wide(what: str, width: object) -> None:
+    if isinstance(width, int) and width > MAX_WIDTH:
+        raise SecurityError(f"{what} wider than {MAX_WIDTH} characters ({width}) is not available in templates")
+
+
+def _check_percent(fmt: str) -> None:
+    for m in _PERCENT_WIDTHS.finditer(fmt):
+        for part in m.groups():
+            if part == "*":
+                raise SecurityError("a %-format width or precision taken from its arguments (*) is not available "
+                                    "in templates")
+            if part is not None:
+                _too_wide("a %-format width or precision", int(part))
+
+
+def _check_format(fmt: str) -> None:
+    for _text, _field, spec, _conversion in string.Formatter().parse(fmt):
+        for token in _SPEC_WIDTHS.findall(spec or ""):
+            if token == "{":
+                raise SecurityError("a format width taken from its arguments ({:{}}) is not available in templates")
+            _too_wide("a format width or precision", int(token))
+
+
+def _check_binop(operator: str, left: Any, right: Any) -> None:
+    """Refuse the operations whose result is far larger than their operands, before Python makes it."""
+    if operator == "%" and isinstance(left, str):
+        _check_percent(left)
+    elif operator == "*":
+        for seq, times in ((left, right), (right, left)):
+            if isinstance(seq, str | list | tuple) and isinstance(times, int) and len(seq) * times > MAX_RENDERED:
+                raise SecurityError(f"a repetition longer than {MAX_RENDERED} is not available in templates")
+    elif (operator == "**" and isinstance(left, int | float) and isinstance(right, int | float)
+          and abs(left) > 1 and right > 0 and right * math.log2(abs(left)) > MAX_POWER_BITS):
+        raise SecurityError(f"a power larger than 2**{MAX_POWER_BITS} is not available in templates")
+
+
+class _Bounded(ImmutableSandboxedEnvironment):
+    """Jinja's immutable sandbox, with the operations that turn a small input into a huge output in
+    one call bounded (Jinja's documented hooks: ``intercepted_binops``/``call_binop``, ``call``)."""
+
+    intercepted_binops = frozenset({"*", "**", "%"})
+
+    def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
+        _check_binop(operator, left, right)
+        return super().call_binop(context, operator, left, right)
+
+    def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        method = getattr(__obj, "__wrapped__", __obj)  # str.format comes wrapped by the sandbox
+        owner, name = getattr(method, "__self__", None), getattr(method, "__name__", "")
+        if isinstance(owner, str):
+            if name in _PAD_METHODS:
+                for width in (*args, *kwargs.values()):
+                    _too_wide(f"str.{name}", width)
+            elif name in ("format", "format_map"):
+                _check_format(owner)
+        return super().call(__context, __obj, *args, **kwargs)
+
+
+def _bounded_filters(env: ImmutableSandboxedEnvironment) -> None:
+    """``center``, ``indent`` and ``format`` with the widths :class:`_Bounded` allows methods."""
+    center, indent, fmt = env.filters["center"], env.filters["indent"], env.filters["format"]
+
+    def bounded_center(value: Any, width: int = 80) -> Any:
+        _too_wide("center", width)
+        return center(value, width)
+
+    def bounded_indent(value: Any, width: int | str = 4, *args: Any, **kwargs: Any) -> Any:
+        _too_wide("indent", width)
+        if isinstance(width, str) and len(width) > MAX_WIDTH:
+            raise SecurityError(f"an indent longer than {MAX_WIDTH} characters is not available in templates")
+        return indent(value, width, *args, **kwargs)
+
+    def bounded_format(value: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(value, str):
+            _check_percent(value)
+        return fmt(value, *args, **kwargs)
+
+    env.filters.update(center=bounded_center, indent=bounded_indent, format=bounded_format)
+
+
 def _env() -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(undefined=_Undefined, autoescape=False, keep_trailing_newline=False)
+    env = _Bounded(undefined=_Undefined, autoescape=False, keep_trailing_newline=False)
     # Jinja's globals (range, lipsum, dict, cycler, joiner, namespace): nothing a playbook or a message
     # needs, and check_template's unknown-name check cannot see them.  range() is what made a template
     # cost minutes at render ({% for %} nested over range(100000), each within the sandbox's cap), and
     # lipsum is random where plans are memoized.
     env.globals.clear()
+    _bounded_filters(env)
     return env
+
+
+def cost_problem(ast: nodes.Template) -> str | None:
+    """What makes a template's work grow faster than the alert it renders (None: nothing).
+
+    With the limits above, one render's work is at most the template's size times the alert's:
+    a loop runs once per item of a value that is bounded (128 labels, 4,096 characters each).
+    Loops inside loops multiply those bounds (a label's characters times another's: millions of
+    rounds that write nothing the output budget could stop), and macros can call themselves
+    (twice per call is exponential).  Neither is needed to name a target or write a message.
+    """
+    for loop in ast.find_all(nodes.For):
+        if loop.recursive:
+            return "recursive loops are not available in templates"
+        if any(isinstance(part, nodes.For) or any(True for _ in part.find_all(nodes.For)) for part in loop.body):
+            return "a loop inside a loop is not available in templates (its cost is the product of two alert values)"
+    if any(True for _ in ast.find_all((nodes.Macro, nodes.CallBlock))):
+        return "macros are not available in templates"
+    return None
 
 
 @lru_cache(maxsize=1)
@@ -77,6 +198,9 @@ def check_template(source: str) -> None:
         )
     if any(True for _ in jinja2.meta.find_referenced_templates(ast)):
         raise TemplateError(f"template {source!r}: include, import and extends are not available in playbooks")
+    problem = cost_problem(ast)
+    if problem is not None:
+        raise TemplateError(f"template {source!r}: {problem}")
     _compile(source)
 
 
@@ -162,6 +286,18 @@ def _one_label(source: str) -> str | None:
     return m.group(1) if m and not hasattr(dict, m.group(1)) else None
 
 
+def _bounded_render(template: jinja2.Template, source: str, context: Mapping[str, Any]) -> str:
+    """The template's output, stopped once it exceeds :data:`MAX_RENDERED` (produced piece by piece)."""
+    parts: list[str] = []
+    size = 0
+    for part in template.generate(context):
+        size += len(part)
+        if size > MAX_RENDERED:
+            raise TemplateError(f"template {source!r}: renders more than {MAX_RENDERED} characters for this alert")
+        parts.append(part)
+    return "".join(parts)
+
+
 def render(source: str, context: Mapping[str, Any]) -> str:
     if "{" not in source:
         return source
@@ -173,7 +309,7 @@ def render(source: str, context: Mapping[str, Any]) -> str:
     try:
         # Not stripped: a label " shop" must reach validation as " shop" and be refused, not be
         # silently trimmed into the name of another object.
-        return _compile(source).render(context)
+        return _bounded_render(_compile(source), source, context)
     except TemplateError:
         raise
     except jinja2.TemplateError as exc:

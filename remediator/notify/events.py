@@ -20,7 +20,7 @@ import jinja2.meta
 from remediator.core.alerts import Alert, format_time
 from remediator.core.decisions import Decision, PlannedStep
 from remediator.core.errors import ConfigError, TemplateError
-from remediator.core.templates import environment, render
+from remediator.core.templates import cost_problem, environment, render
 from remediator.ports import StepResult
 
 #: Events a channel can subscribe to (``channels.<name>.events``); ``message`` (a playbook's
@@ -251,6 +251,9 @@ def check_message_template(source: str, where: str) -> None:
         raise ConfigError(
             f"{where}: template uses unknown name(s) {', '.join(unknown)}; available: {', '.join(sorted(NOTICE_NAMES))}"
         )
+    problem = cost_problem(ast)
+    if problem is not None:
+        raise ConfigError(f"{where}: {problem}")
 
 
 def render_text(template: str, notice: Notice) -> tuple[str, str]:
