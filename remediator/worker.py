@@ -20,7 +20,7 @@ import secrets
 import socket
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
 from typing import Protocol, runtime_checkable
 
@@ -241,7 +241,7 @@ class Worker:
                 # Decision kinds (and deferrals) of this batch, for its log line: counted only if it is written.
                 summary: Counter[str] | None = Counter() if self._log_batches else None
                 # What every alert's decision asks the store, asked once for the batch (PostgreSQL).
-                facts = None if self.inline else await self.pipeline.facts([item.received for item in batch])
+                facts = None if self.inline else await self._facts(batch)
                 unit = self._batches.decision_unit if self._batches is not None else None
                 for item in batch:
                     if self._stopping:
@@ -261,6 +261,20 @@ class Worker:
             if last:  # what arrived meanwhile woke the loop (wake()): it is claimed in the next round
                 break
         return handled
+
+    async def _facts(self, batch: Sequence[StoredAlert]) -> BatchFacts | None:
+        """What the batch's decisions will ask the store, asked at once; None if that fails for an
+        alert's sake.  It matches and plans every alert before any is decided, outside the per-alert
+        handling: one alert that makes that raise (a bug it triggers) would fail the whole batch,
+        claimed again at the lease's end and failing again for ever, no attempt counted.  Without
+        the lookups each decision asks for itself, and that alert fails alone: retried, then parked."""
+        try:
+            return await self.pipeline.facts([item.received for item in batch])
+        except StoreUnavailable:
+            raise  # not an alert's doing: the claim is taken back, uncounted
+        except Exception:
+            self._log.exception("a decision batch's lookups failed; each alert is decided on its own")
+            return None
 
     def _batch(self) -> contextlib.AbstractAsyncContextManager[None]:
         return self._batches.decision_batch() if self._batches is not None else contextlib.nullcontext()
