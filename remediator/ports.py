@@ -142,7 +142,11 @@ class IntakeQueue(Protocol):
         """Release the claim but keep the alert unprocessed and unclaimable before ``until``
         (stabilisation windows: ``for: 5m`` re-examines the alert when the window ends).
 
-        Deferring is an outcome, not a failure: the alert's ``attempts`` start over."""
+        Deferring is an outcome, not a failure: the alert's ``attempts`` start over, at one, so its
+        next claim counts two.  It was claimed by a decider that did not finish it: a deferral for
+        unreachable guardrail state may follow an admission that was applied with its reply lost, and
+        the next decider must take over the lock that admission holds (``retried``), not wait it out
+        as it waits for a decider that may still be at work."""
 
     async def release_alert(self, alert_id: int, retry_at: datetime) -> None:
         """Give back a claimed alert whose processing failed, to be claimed again from

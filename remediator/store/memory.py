@@ -308,8 +308,8 @@ class MemoryStore:
     async def defer_alert(self, alert_id: int, until: datetime) -> None:
         self._check()
         rec = self._alerts.get(alert_id)
-        if rec is not None:  # an outcome, not a failure: its attempts start over
-            rec.attempts = 0
+        if rec is not None:  # an outcome, not a failure: its attempts start over, at one (IntakeQueue.defer_alert)
+            rec.attempts = 1
             self._unclaim(rec, until.timestamp())
 
     async def release_alert(self, alert_id: int, retry_at: datetime) -> None:

@@ -479,9 +479,9 @@ class PostgresStore:
         return found, resolved
 
     async def defer_alert(self, alert_id: int, until: datetime) -> None:
-        # Deferring is an outcome (the alert was examined and is due later): its attempts start over.
+        # Deferring is an outcome, not a failure: its attempts start over, at one (IntakeQueue.defer_alert).
         await self._execute(
-            "UPDATE alerts SET claimed_by = NULL, claimed_until = $2, attempts = 0 WHERE id = $1", alert_id, until
+            "UPDATE alerts SET claimed_by = NULL, claimed_until = $2, attempts = 1 WHERE id = $1", alert_id, until
         )
 
     async def release_alert(self, alert_id: int, retry_at: datetime) -> None:

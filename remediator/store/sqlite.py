@@ -436,9 +436,9 @@ class SQLiteStore:
         await self._run("UPDATE alerts SET processed = 1, claimed_until = NULL WHERE id = ?", (alert_id,))
 
     async def defer_alert(self, alert_id: int, until: datetime) -> None:
-        # Deferring is an outcome (the alert was examined and is due later): its attempts start over.
+        # Deferring is an outcome, not a failure: its attempts start over, at one (IntakeQueue.defer_alert).
         await self._run(
-            "UPDATE alerts SET claimed_by = NULL, claimed_until = ?, attempts = 0 WHERE id = ?",
+            "UPDATE alerts SET claimed_by = NULL, claimed_until = ?, attempts = 1 WHERE id = ?",
             (until.timestamp(), alert_id),
         )
 
