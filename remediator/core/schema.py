@@ -205,7 +205,7 @@ def playbook_schema() -> dict[str, Any]:
                 "type": "object",
                 "additionalProperties": False,
                 "properties": {
-                    "namespaces": {"type": "array", "items": {"type": "string", "minLength": 1}},
+                    "namespaces": {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1}},
                     "rate_limit": {
                         "type": "object",
                         "required": ["max", "per"],

@@ -56,6 +56,7 @@ EXPECTED: dict[str, list[tuple[int, str]]] = {
     "scale_to_and_by.yaml": [(7, "steps.0: give exactly one of to, by, factor (got to, by)")],
     "min_above_max.yaml": [(9, "steps.0: min (10) is greater than max (4)")],
     "namespace_not_allowed.yaml": [(7, "target.namespace: 'kube-system' is not in guardrails.namespaces")],
+    "empty_namespace_allowlist.yaml": [(11, "guardrails.namespaces: [] should be non-empty")],
     "invalid_status.yaml": [(5, "match.status: 'firng' is not one of ['firing', 'resolved', 'any']")],
     "invalid_kind.yaml": [(6, "target.kind: 'DaemonSet' is not one of ['Deployment', 'StatefulSet']")],
     "unknown_step_field.yaml": [
