@@ -800,6 +800,10 @@ class KubeExecutor:
                 raise PermanentError(  # its value stays out of the audit: it may be a secret
                     f"env {env_name} in container {name!r} does not hold a whole number"
                 ) from None
+            if current < 0 and "value" not in intent:
+                # Not a size: -1 is "unlimited" to many pools, and "growing" it by any rule gave 0 or 9.
+                raise PermanentError(f"env {env_name} in container {name!r} is {current}, not a pool size "
+                                     "(a negative value often means unlimited): nothing is changed")
         if "value" in intent:
             desired, planned = int(intent["value"]), intent.get("from")
             origin = _pool_size(planned)

@@ -73,6 +73,19 @@ async def test_resize_pool_changes_one_env_value_in_place(backend: Backend) -> N
     assert app["env"] == [{"name": "A", "value": "1"}, {"name": "DB_POOL_MAX_SIZE", "value": "30"}]
 
 
+async def test_resize_pool_leaves_a_negative_pool_size_alone(backend: Backend) -> None:
+    """-1 is "unlimited" to many pools: raising it by 10 gave 9, doubling it within max 50 gave 0."""
+    await backend.web(env=[{"name": "DB_POOL_MAX_SIZE", "value": "-1"}])
+    quiet = await backend.snapshot()
+    for change in ({"by": 10}, {"factor": 2, "max": 50}, {"to": 30}):
+        params = {"container": "app", "env": "DB_POOL_MAX_SIZE", **change}
+        result = await run_step(executor(backend.api, server_dry_run=False), backend.namespace, "resize_pool", params)
+        assert result.status == "failed" and result.message.endswith(
+            "env DB_POOL_MAX_SIZE in container 'app' is -1, not a pool size (a negative value often "
+            "means unlimited): nothing is changed"), result.message
+    await unchanged_by_dry_run(backend, quiet)
+
+
 async def test_resize_pool_adds_a_missing_env_entry_first(backend: Backend) -> None:
     """A strategic merge patch puts a list entry the object lacks before the ones it has."""
     await backend.web(env=[{"name": "A", "value": "1"}, {"name": "B", "value": "2"}])
