@@ -7,6 +7,7 @@ a missing label is a clear error, never an empty Kubernetes name.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import string
@@ -135,6 +136,21 @@ def _bounded_filters(env: ImmutableSandboxedEnvironment) -> None:
     env.filters.update(center=bounded_center, indent=bounded_indent, format=bounded_format)
 
 
+def _json_dumps(obj: Any, **kwargs: Any) -> str:
+    """``tojson``'s JSON, printable characters as they are and the rest escaped.
+
+    ``tojson`` is how a label is quoted into a PromQL string (docs/playbooks.md).  Python's default
+    writes every non-ASCII character escaped, those outside the BMP as a surrogate pair
+    (``"\\ud83d\\ude80"``), which PromQL refuses (HTTP 400: an emoji in a label failed every check
+    of its alert at once).  PromQL takes UTF-8 as it is; what is not printable (a line separator,
+    a zero-width space) stays escaped, so it reaches neither a query nor a message raw.
+    """
+    text = json.dumps(obj, ensure_ascii=False, **kwargs)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else json.dumps(c)[1:-1] for c in text)
+
+
 def _env() -> ImmutableSandboxedEnvironment:
     env = _Bounded(undefined=_Undefined, autoescape=False, keep_trailing_newline=False)
     # Jinja's globals (range, lipsum, dict, cycler, joiner, namespace): nothing a playbook or a message
@@ -142,6 +158,7 @@ def _env() -> ImmutableSandboxedEnvironment:
     # cost minutes at render ({% for %} nested over range(100000), each within the sandbox's cap), and
     # lipsum is random where plans are memoized.
     env.globals.clear()
+    env.policies["json.dumps_function"] = _json_dumps
     _bounded_filters(env)
     return env
 

@@ -83,13 +83,13 @@ async def exporter(prometheus: tuple[Prometheus, int]) -> AsyncIterator[Exporter
         await runner.cleanup()
 
 
-def planned(**step: Any) -> PlannedStep:
+def planned(alert: Alert | None = None, **step: Any) -> PlannedStep:
     text = yaml.safe_dump({"name": "verify", "match": {"alertname": "HighErrorRate"},
                            "target": {"kind": "Deployment", "namespace": "shop", "name": "api"},
                            "steps": [{"action": "prometheus_check", "query": QUERY, "interval": "500ms", **step}]})
     [pb], problems = parse_playbooks(text, "verify.yaml")
     assert not problems, problems
-    plan = make_plan(pb, ALERT, global_dry_run=False)
+    plan = make_plan(pb, alert or ALERT, global_dry_run=False)
     assert isinstance(plan, Plan), plan
     return plan.steps[0]
 
@@ -144,3 +144,17 @@ async def test_what_prometheus_refuses_or_does_not_have(prometheus: tuple[Promet
         assert gone.status == "ok" and gone.details["attempts"] == 1
         scalar = await check(checks, query="scalar(vector(0))", condition="== 0")
         assert scalar.status == "ok", scalar.message
+
+
+async def test_a_label_quoted_with_tojson_is_one_prometheus_accepts_whatever_it_holds(
+        prometheus: tuple[Prometheus, int]) -> None:
+    # tojson wrote an emoji as a JSON surrogate pair (\\ud83d\\ude80), which PromQL's lexer refuses:
+    # every check of an alert with such a label failed at once (HTTP 400), feeding on_failure and the breaker.
+    server, _ = prometheus
+    job = "api-\U0001F680 caf\u00e9 \"q\" \\ <&>' \u2028"
+    alert = Alert("e2e", "firing", {"alertname": "HighErrorRate", "job": job}, starts_at=T0)
+    step = planned(alert, condition="< 1", on_empty="pass")
+    async with open_checks(PrometheusSettings(url=server.url, timeout=5.0), NoHistory()) as checks:
+        result = await checks.run(step, StepContext("e2e-2", alert, CTX.target, False, SystemClock()))
+    assert (result.status, result.details["attempts"]) == ("ok", 1), result.message
+    assert result.details["last"] == "no samples (on_empty: pass)"
