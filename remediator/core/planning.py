@@ -33,6 +33,10 @@ from remediator.core.templates import CONTEXT_NAMES, alert_context, environment,
 
 #: Plans remembered: (playbook, what its templates read of the alert) each; a plan is a few kB.
 PLANS_KEPT = 4096
+#: The most characters of labels and annotations (names and values) a remembered plan is keyed by.
+#: An alert with more (an annotation holding a log excerpt: a webhook body may be 1 MiB) is planned
+#: afresh: 4,096 such keys held gigabytes after their alerts were long gone.
+MEMO_KEY_CHARS = 16_384
 #: The one filter whose output is not a function of its input.
 _UNREPEATABLE_FILTERS = frozenset({"random"})
 
@@ -153,9 +157,12 @@ def make_plan(playbook: Playbook, alert: Alert, *, global_dry_run: bool) -> Plan
     scalars = _scalars_read(book)
     if scalars is None:
         return _make_plan(playbook, alert_context(alert), global_dry_run)
-    context = alert_context(alert) if scalars else {}
     # In order: a template that iterates over the labels sees them in the alert's order.
-    shown = (tuple(alert.labels.items()), tuple(alert.annotations.items()), tuple(context[n] for n in scalars))
+    labels, annotations = tuple(alert.labels.items()), tuple(alert.annotations.items())
+    if sum(len(k) + len(v) for k, v in (*labels, *annotations)) > MEMO_KEY_CHARS:
+        return _make_plan(playbook, alert_context(alert), global_dry_run)
+    context = alert_context(alert) if scalars else {}
+    shown = (labels, annotations, tuple(context[n] for n in scalars))
     try:
         return _remembered(book, shown, global_dry_run)
     except TypeError:  # a value that cannot be hashed (an Alert built by hand): planned afresh

@@ -73,3 +73,32 @@ def test_an_edited_playbook_is_planned_with_its_own_templates() -> None:
     after = playbook('[{action: notify, channel: ops, message: "b {{ labels.namespace }}"}]')
     plans = [make_plan(b, alert({"namespace": "shop"}), global_dry_run=True) for b in (before, after, before)]
     assert [p.steps[0].params["message"] for p in plans if isinstance(p, Plan)] == ["a shop", "b shop", "a shop"]
+
+
+def test_an_alert_with_large_annotations_is_planned_afresh_not_kept() -> None:
+    # The memo's key held every label and annotation: 400 alerts with an annotation of 0.9 MiB (a log
+    # excerpt; a webhook body may be 1 MiB) kept 377 MiB after they were gone, 3.8 GiB at 4,096 keys.
+    import gc
+    import tracemalloc
+
+    book = playbook('[{action: restart}, {action: notify, channel: ops, message: "{{ labels.namespace }} down"}]')
+    excerpt = "log line " * 20_000  # 180 kB
+
+    def alerts(n: int) -> list[Alert]:
+        return [Alert(f"big{i}", "firing", {"alertname": "Down", "namespace": "shop"},
+                      annotations={"excerpt": excerpt + str(i)}, starts_at=START) for i in range(n)]
+
+    tracemalloc.start()
+    try:
+        batch = alerts(40)
+        gc.collect()
+        held_with_the_alerts = tracemalloc.get_traced_memory()[0]
+        plans = [make_plan(book, a, global_dry_run=True) for a in batch]
+        assert all(isinstance(p, Plan) and p.steps[1].params["message"] == "shop down" for p in plans)
+        del batch, plans
+        gc.collect()
+        kept = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert held_with_the_alerts > 40 * len(excerpt)  # the measure sees the annotations
+    assert kept < 2 * len(excerpt)  # and none of them is kept once the alerts are gone
