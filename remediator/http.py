@@ -286,15 +286,20 @@ async def _take_in(rt: Runtime, body: bytes) -> web.Response:
         rt.metrics.alerts_duplicate.inc(len(received) - new)
     if new:
         rt.wake()
-    return web.json_response(
-        {
-            "status": "accepted",
-            "alerts": len(received),
-            "new": new,
-            "duplicates": len(received) - new,
-            "truncatedAlerts": payload.truncated_alerts,
-        }
-    )
+    answer: dict[str, Any] = {
+        "status": "accepted",
+        "alerts": len(received),
+        "new": new,
+        "duplicates": len(received) - new,
+        "truncatedAlerts": payload.truncated_alerts,
+    }
+    if payload.refused:  # the others were taken: Alertmanager would not retry a 4xx, and re-send them all
+        rt.metrics.alerts_refused.inc(len(payload.refused))
+        structlog.get_logger("remediator.http").warning(
+            "alerts refused from a delivery; the others were recorded", refused=len(payload.refused),
+            reasons=list(payload.refused[:10]), group_key=payload.group_key[:200])
+        answer["refused"] = list(payload.refused)
+    return web.json_response(answer)
 
 
 def _backlog_full(rt: Runtime, backlog: int) -> web.Response:

@@ -40,6 +40,10 @@ class Metrics:
         self.alerts_duplicate = Counter(
             "remediator_alerts_duplicate_total", "Alert deliveries ignored as duplicates", registry=r
         )
+        self.alerts_refused = Counter(
+            "remediator_alerts_refused_total",
+            "Alerts refused from a delivery whose other alerts were taken (the reasons are logged)", registry=r
+        )
         self.webhook_rejected = Counter(
             "remediator_webhook_rejected_total", "Webhook requests rejected", ["reason"], registry=r
         )

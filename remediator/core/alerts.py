@@ -356,6 +356,9 @@ class WebhookPayload:
     common_labels: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     common_annotations: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     external_url: str = ""
+    #: The delivery's alerts that could not be taken, each as the reason it would have had alone
+    #: (``body.alerts[2].labels.path: ...``); ``alerts`` holds the rest (:func:`parse_webhook`).
+    refused: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -489,7 +492,8 @@ def parse_webhook(body: bytes) -> WebhookPayload:
     """Decode and validate a raw webhook body.
 
     A valid body takes the compiled path (:mod:`remediator.core.payload_codec`); anything it
-    does not accept is decided, and explained, by :func:`parse_webhook_validating`.
+    does not accept is decided, and explained, by :func:`parse_webhook_validating`, which takes
+    the alerts of a delivery that can be taken and refuses the others (``refused``).
     """
     fast = _fast_decoder().decode(body)
     return fast if fast is not None else parse_webhook_validating(body)
@@ -517,6 +521,52 @@ def parse_webhook_validating(body: bytes) -> WebhookPayload:
     except ValueError as exc:  # NaN/Infinity, or an integer with more digits than Python converts
         reason = "a number has too many digits" if "digits" in str(exc) else str(exc)[:120]
         raise PayloadError(f"body is not valid JSON: {reason}") from None
-    if _LONE_SURROGATE.search(text):
+    return _taking_what_can_be_taken(data, unicode=bool(_LONE_SURROGATE.search(text)))
+
+
+def _checked(data: Any, *, unicode: bool) -> WebhookPayload:
+    if unicode:
         refuse_bad_unicode(data)
     return validate_payload(data)
+
+
+def _taking_what_can_be_taken(data: Any, *, unicode: bool) -> WebhookPayload:
+    """The payload; when some of its alerts are wrong and others are not, the others, with the
+    reasons of the refused ones in ``refused``.
+
+    Why: Alertmanager does not retry a 4xx, and sends the same group again at every group
+    interval.  One alert with a label past the limits (anyone who can push a metric label can
+    make one) refused the whole delivery, so every other alert grouped with it (``group_by:
+    [alertname]``: every deployment's) was never remediated, again and again.  A delivery whose
+    envelope is wrong, or none of whose alerts can be taken, is still refused whole, with the
+    reason it always had.  Each alert is judged as a delivery of that alert alone would be, so
+    an alert is taken here exactly when it would have been taken alone.
+    """
+    try:
+        return _checked(data, unicode=unicode)
+    except PayloadError as whole:
+        alerts = data.get("alerts") if isinstance(data, dict) else None
+        if not isinstance(alerts, list) or not 2 <= len(alerts) <= MAX_ALERTS:
+            raise
+        try:
+            envelope = _checked({**data, "alerts": []}, unicode=unicode)
+        except PayloadError:
+            raise whole from None
+        kept: list[Alert] = []
+        refused: list[str] = []
+        for i, alert in enumerate(alerts):
+            try:
+                kept += _checked({**data, "alerts": [alert]}, unicode=unicode).alerts
+            except PayloadError as exc:
+                reason = str(exc)
+                alone = "body.alerts[0]"
+                refused.append(f"body.alerts[{i}]{reason[len(alone):]}" if reason.startswith(alone) else reason)
+        if not kept:
+            raise whole from None
+        return WebhookPayload(
+            version=envelope.version, status=envelope.status, alerts=tuple(kept), receiver=envelope.receiver,
+            group_key=envelope.group_key, truncated_alerts=envelope.truncated_alerts,
+            group_labels=envelope.group_labels, common_labels=envelope.common_labels,
+            common_annotations=envelope.common_annotations, external_url=envelope.external_url,
+            refused=tuple(refused),
+        )

@@ -37,6 +37,25 @@ class Case:
     def __str__(self) -> str:
         return self.id
 
+    @property
+    def one_alert(self) -> bool:
+        """The problem is one alert's, in a delivery whose other alert is fine: that alert is refused
+        with the reason, the other taken (Alertmanager does not retry a 4xx and re-sends the group)."""
+        return self.reason.startswith("body.alerts[")
+
+
+def refusal(body: bytes) -> tuple[str, int]:
+    """(the reason, how many alerts were taken): a refused delivery's error, or the first refused alert's."""
+    from remediator.core.alerts import parse_webhook
+    from remediator.core.errors import PayloadError
+
+    try:
+        taken = parse_webhook(body)
+    except PayloadError as exc:
+        return str(exc), 0
+    assert taken.refused, "nothing was refused"
+    return taken.refused[0], len(taken.alerts)
+
 
 def _edit(change: Callable[[Body], object]) -> bytes:
     body = copy.deepcopy(valid_body())

@@ -11,7 +11,7 @@ import pytest
 
 from remediator.core.alerts import ZERO_TIME, Alert, format_time, labels_fingerprint, parse_webhook, validate_payload
 from remediator.core.errors import PayloadError
-from tests.core.malformed import CASES, Case, valid_body
+from tests.core.malformed import CASES, Case, refusal, valid_body
 from tests.payloads import alert_json, payload
 
 LABELS = {"alertname": "HighDatabaseConnectionUsage", "severity": "warning", "namespace": "shop", "deployment": "api"}
@@ -186,11 +186,32 @@ def test_unknown_fields_are_ignored_for_forward_compatibility() -> None:
 
 @pytest.mark.parametrize("case", CASES, ids=str)
 def test_a_malformed_body_is_refused_with_a_reason_naming_where(case: Case) -> None:
-    with pytest.raises(PayloadError) as info:
-        parse_webhook(case.body)
-    message = str(info.value)
+    message, taken = refusal(case.body)
     assert message.startswith(case.reason), message
     assert len(message) < 400  # a reason, never the offending value echoed back in full
+    assert taken == (1 if case.one_alert else 0)  # one bad alert of two: the other is taken
+
+
+def test_an_alert_is_taken_from_a_delivery_exactly_when_it_would_be_taken_alone() -> None:
+    # One alert with a label past the limits refused the whole delivery: Alertmanager does not retry
+    # a 4xx and re-sends the group at each interval, so every alert grouped with it was never remediated.
+    good = [alert_json({"alertname": "Down", "deployment": f"web-{i}"}, fingerprint=f"{i:016x}") for i in range(3)]
+    long_label = alert_json({"alertname": "Down", "path": "x" * 4097})
+    bad_time = {**good[0], "startsAt": "yesterday", "fingerprint": "badbadbadbadbad0"}
+    no_labels = {"status": "firing", "startsAt": "2026-11-01T00:00:00Z"}
+    body = payload(good[0], long_label, good[1], bad_time, no_labels, good[2])
+    taken = parse_webhook(json.dumps(body).encode())
+    assert [a.fingerprint for a in taken.alerts] == [f"{i:016x}" for i in range(3)]
+    assert taken.refused == (
+        "body.alerts[1].labels.path: too long (4097 characters; at most 4096)",
+        refusal(json.dumps(payload(bad_time)).encode())[0].replace("alerts[0]", "alerts[3]"),
+        "body.alerts[4]: 'labels' is a required property",
+    )
+    # a bad envelope, too many alerts, or no alert that can be taken: the whole delivery, as ever
+    for whole in ({**body, "version": "3"}, payload(long_label, no_labels),
+                  payload(*(good * 1667), long_label)):
+        with pytest.raises(PayloadError):
+            parse_webhook(json.dumps(whole).encode())
 
 
 def test_the_cases_cover_what_the_contract_lists() -> None:

@@ -46,15 +46,28 @@ def good_payload(name: str) -> dict[str, Any]:
 
 
 async def test_every_malformed_body_is_a_400_with_its_reason(client: Client) -> None:
+    """A delivery refused whole is a 400 with its reason; one whose only bad alert sits beside a good
+    one is a 200 that records the good one and names the bad one's reason under ``refused``."""
     wrong = []
     for case in CASES:
         r = await client.post(URL, data=case.body, headers={**AUTH, "Content-Type": "application/json"})
         body = await r.json()  # JSON even for errors
-        if r.status != 400 or set(body) != {"error"} or not body["error"].startswith(case.reason):
+        if case.one_alert:
+            ok = r.status == 200 and body["alerts"] == 1 and [x[:len(case.reason)] for x in body["refused"]] == [
+                case.reason]
+        else:
+            ok = r.status == 400 and set(body) == {"error"} and body["error"].startswith(case.reason)
+        if not ok:
             wrong.append(f"{case.id}: {r.status} {body}")
     assert not wrong, "\n".join(wrong)
-    assert await rejected(client, "malformed") == len(CASES)
-    assert await recorded_fingerprints(client) == []
+    partial = [c for c in CASES if c.one_alert]
+    assert 0 < len(partial) < len(CASES)
+    assert await rejected(client, "malformed") == len(CASES) - len(partial)
+    text = await (await client.get("/metrics")).text()
+    assert f"remediator_alerts_refused_total {float(len(partial))}" in text
+    # what was taken: the good alert beside each bad one (the same two fingerprints, kept once each)
+    assert set(await recorded_fingerprints(client)) <= {"0123456789abcdef", "fedcba9876543210"}
+    assert await recorded_fingerprints(client)
 
 
 async def test_a_huge_body_is_a_413_whether_announced_or_streamed(client: Client) -> None:
@@ -122,7 +135,7 @@ async def test_every_rotation_token_is_accepted_as_bearer_or_basic(client: Clien
 
 async def test_after_all_the_abuse_the_daemon_still_records_good_deliveries(client: Client) -> None:
     for case in CASES:
-        assert (await client.post(URL, data=case.body, headers=AUTH)).status == 400
+        assert (await client.post(URL, data=case.body, headers=AUTH)).status == (200 if case.one_alert else 400)
     for encoded in ENCODING_CASES:
         r = await client.post(URL, data=encoded.body, headers={**AUTH, "Content-Encoding": encoded.encoding})
         assert r.status == encoded.status, encoded
@@ -133,17 +146,21 @@ async def test_after_all_the_abuse_the_daemon_still_records_good_deliveries(clie
     assert set(await (await client.get(URL)).json()) == {"error"}
 
     assert (await client.get("/healthz")).status == 200
+    before = await recorded_fingerprints(client)  # the good alerts beside the bad ones (one_alert cases)
     body = valid_body()
+    for i, alert in enumerate(body["alerts"]):
+        alert["fingerprint"] = f"{i + 1:016x}"  # alerts none of the abuse carried
     r = await client.post(URL, json=body, headers={"Authorization": "Bearer t2"})
     assert r.status == 200
     assert await r.json() == {"status": "accepted", "alerts": 2, "new": 2, "duplicates": 0, "truncatedAlerts": 0}
-    assert sorted(await recorded_fingerprints(client)) == sorted(a["fingerprint"] for a in body["alerts"])
+    assert sorted(await recorded_fingerprints(client)) == sorted(before + [a["fingerprint"] for a in body["alerts"]])
 
     # Alertmanager redelivers: accepted again, recorded once
     r = await client.post(URL, json=body, headers={"Authorization": basic("alertmanager", "t1")})
     assert r.status == 200 and (await r.json())["duplicates"] == 2
-    assert len(await recorded_fingerprints(client)) == 2
-    assert await rejected(client, "malformed") == len(CASES) + sum(c.status == 400 for c in ENCODING_CASES)
+    assert len(await recorded_fingerprints(client)) == len(before) + 2
+    assert await rejected(client, "malformed") == (sum(not c.one_alert for c in CASES)
+                                                   + sum(c.status == 400 for c in ENCODING_CASES))
     assert await rejected(client, "unauthorized") == 3
 
 
