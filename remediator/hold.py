@@ -7,10 +7,14 @@ its concurrency slot).  Both lapse unless renewed, so that a dead replica frees 
 
 A :class:`Hold` owns both for one execution: one object, renewed by its own tasks,
 asked before every step (:meth:`Hold.confirm`), and ended exactly one way:
-:meth:`release` (finished: free the lock, restart the cooldown, feed the breaker),
-:meth:`hand_back` (paused: another replica, or a later round, takes it over), or
-:meth:`close` (cut off: keep nothing, let the lease lapse).  The pipeline keeps one
-map of holds instead of parallel per-execution tables.
+:meth:`record_end` then :meth:`release` (finished: the end recorded, then the lock
+freed, the cooldown restarted, the breaker fed), :meth:`hand_back` (paused: another
+replica, or a later round, takes it over), or :meth:`close` (cut off: keep nothing, let
+the lease lapse).  The pipeline keeps one map of holds instead of parallel per-execution
+tables.
+
+An execution's end must outlive a moment's outage: an end the store did not acknowledge
+is retried by :meth:`Hold.record_end` before anything follows it.
 """
 
 from __future__ import annotations
@@ -18,14 +22,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable
+from datetime import datetime
 from typing import Any, TypeVar
 
+from remediator.core.alerts import format_time
 from remediator.core.errors import GuardrailUnavailable, StoreUnavailable
 from remediator.core.guardrails import Request
 from remediator.metrics import Metrics
-from remediator.ports import Clock, ExecutionLedger, GuardrailStore
+from remediator.ports import Clock, GuardrailStore, PipelineStore
 
 T = TypeVar("T")
+
+#: The longest wait, in seconds on the clock, between two tries of recording an execution's end
+#: that the store did not answer; the first comes after one.
+RETRY_MAX = 30.0
+
+
+def _backoff(delay: float) -> float:
+    return min(2 * delay, RETRY_MAX)
 
 
 class LeaseLost(Exception):
@@ -43,7 +57,7 @@ class Hold:
         execution_id: str,
         *,
         owner: str,
-        store: ExecutionLedger,
+        store: PipelineStore,
         guardrails: GuardrailStore,
         clock: Clock,
         lease: float,
@@ -93,7 +107,7 @@ class Hold:
             try:
                 await self.take_lease()
             except LeaseLost:
-                self._lose_lease("another replica holds the execution")
+                self._lose_lease("the store gives it to this replica no more (another replica holds it, or it ended)")
                 return
             except StoreUnavailable as exc:
                 at = self._lease_at
@@ -129,6 +143,66 @@ class Hold:
     def _lose_lease(self, why: str) -> None:
         self._log.error("execution lease lost: stopping the step under way", reason=why)
         self.lease_lost.set()
+
+    def _leased(self) -> bool:
+        """Whether no other replica can have claimed the execution by now: the lease was renewed
+        within two thirds of it (the last third is left to the replicas' clocks, as in _keep_lease)."""
+        at = self._lease_at
+        return at is not None and self._clock.monotonic() - at < self._lease * 2 / 3
+
+    # -- the end --------------------------------------------------------------------------
+
+    async def record_end(self, status: str, at: datetime) -> None:
+        """Record the execution's end (``finish_execution``) under its lease, whatever the store's outage.
+
+        What follows an end (free the lock, feed the breaker, tell the channels) must follow it
+        exactly once, and only once it is recorded: nothing resumes a finished execution, so an end
+        recorded and then forgotten here leaves its lock held until its TTL and its outcome untold.
+
+        Unreachable before anything was sent (taking the lease): StoreUnavailable, nothing recorded;
+        the execution pauses and, resumed, comes straight back here (its steps are recorded).  Once
+        the end was sent its reply may be lost after it landed, so it is not given up: the hold is
+        kept (lease and lock renewed) and, with backoff on the clock, the store is asked whether the
+        execution is finished (then the end is this replica's: done), else the lease is taken again
+        and the end written again (the write is idempotent).  Neither the kill switch nor a breaker
+        stops this: nothing acts on the cluster any more.  A shutdown cancels it; the execution,
+        unless its end had landed, is resumed by whoever claims it next.
+
+        Raises LeaseLost when the execution is, or was meanwhile, another replica's: it holds it
+        unfinished (our lease lapsed during the outage), or it ended it (it released the lock and
+        told the channels: this replica must do neither).
+        """
+        did = self.execution_id
+        await self.take_lease(force=True)
+        try:
+            await self._store.finish_execution(did, status, at)
+            return
+        except StoreUnavailable as exc:
+            self._metrics.store_unavailable.inc()
+            self._log.error("could not record the execution's end: retrying until the store answers; "
+                            "its lock is kept meanwhile", result=status, error=str(exc))
+        delay = 1.0
+        while True:
+            await self._clock.sleep(delay)
+            delay = _backoff(delay)
+            try:
+                if not await self._store.unfinished(did):
+                    if self._leased() or await self._ended_as(status, at):
+                        self._log.warning("the execution's end was recorded after all", result=status)
+                        return
+                    raise LeaseLost(did)
+                await self.take_lease(force=True)
+                await self._store.finish_execution(did, status, at)
+            except StoreUnavailable:
+                continue
+            self._log.warning("the execution's end is recorded now that the store is back", result=status)
+            return
+
+    async def _ended_as(self, status: str, at: datetime) -> bool:
+        """Whether the execution's recorded end is the one this replica wrote (its status and time):
+        asked only when the lease may have lapsed meanwhile, and another replica ended it instead."""
+        doc = await self._store.get_execution(self.execution_id)
+        return doc is not None and doc.get("status") == status and doc.get("finished_at") == format_time(at)
 
     # -- the lock -------------------------------------------------------------------------
 

@@ -781,7 +781,8 @@ class Pipeline:
             hold.start()
             return await self._execute_held(decision, hold, playbook=playbook, received=received)
         except LeaseLost:
-            self._log.error("lost the execution lease: another replica resumes it", execution_id=did)
+            self._log.error("lost the execution lease: another replica resumes it (or has ended it)",
+                            execution_id=did)
             return "lease_lost"
         except LockUnconfirmed:
             self._log.error("paused before the next step: the target's guardrail lock cannot be confirmed; "
@@ -858,8 +859,7 @@ class Pipeline:
                 await self.store.resolved_for(alert.fingerprint, alert.starts_at):
             log.info("the alert resolved before its execution started: not acted on" if not done else
                      "the alert resolved before the approved step started: not acted on")
-            await hold.take_lease(force=True)
-            await self.store.finish_execution(did, "resolved_cancelled", self.clock.now())
+            await hold.record_end("resolved_cancelled", self.clock.now())
             self.events.execution_finished(did, "resolved_cancelled")
             self.metrics.executions.labels(decision.playbook, "resolved_cancelled").inc()
             await hold.release(succeeded=None)
@@ -906,9 +906,9 @@ class Pipeline:
         else:
             status, succeeded = ("dry_run" if decision.dry_run else "succeeded"), True
         # A replica whose lease lapsed during a long step (another one resumed the execution) must
-        # neither finish it nor release the lock the other one, same execution id, now holds.
-        await hold.take_lease(force=True)
-        await self.store.finish_execution(did, status, self.clock.now())
+        # neither finish it nor release the lock the other one, same execution id, now holds; and an
+        # end whose reply the store lost is not given up for a pause that nothing would resume.
+        await hold.record_end(status, self.clock.now())
         self.events.execution_finished(did, status)
         self.metrics.executions.labels(decision.playbook, status).inc()
         await hold.release(succeeded=succeeded)
