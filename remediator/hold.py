@@ -8,12 +8,13 @@ its concurrency slot).  Both lapse unless renewed, so that a dead replica frees 
 A :class:`Hold` owns both for one execution: one object, renewed by its own tasks,
 asked before every step (:meth:`Hold.confirm`), and ended exactly one way:
 :meth:`record_end` then :meth:`release` (finished: the end recorded, then the lock
-freed, the cooldown restarted, the breaker fed), :meth:`hand_back` (paused: another
-replica, or a later round, takes it over), or :meth:`close` (cut off: keep nothing, let
-the lease lapse).  The pipeline keeps one map of holds instead of parallel per-execution
-tables.
+freed, the cooldown restarted, the breaker fed), :meth:`release_for_approval` (stopped
+at a step's gate), :meth:`hand_back` (paused: another replica, or a later round, takes
+it over), or :meth:`close` (cut off: keep nothing, let the lease lapse).  The pipeline
+keeps one map of holds instead of parallel per-execution tables.
 
-An execution's end must outlive a moment's outage: an end the store did not acknowledge
+An execution's end must outlive a moment's outage: a release the guardrail state did
+not answer is retried by :class:`Releases`, and an end the store did not acknowledge
 is retried by :meth:`Hold.record_end` before anything follows it.
 """
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -33,8 +35,8 @@ from remediator.ports import Clock, GuardrailStore, PipelineStore
 
 T = TypeVar("T")
 
-#: The longest wait, in seconds on the clock, between two tries of recording an execution's end
-#: that the store did not answer; the first comes after one.
+#: The longest wait, in seconds on the clock, between two tries of an execution's end (recording
+#: it in the store, releasing its guardrails) that was not answered; the first comes after one.
 RETRY_MAX = 30.0
 
 
@@ -51,6 +53,64 @@ class LockUnconfirmed(Exception):
     the next step and leave the execution unfinished; it resumes once the lock is confirmed."""
 
 
+class Releases:
+    """Finished executions' guardrail releases that the guardrail state did not answer, retried in
+    the background until applied.
+
+    Why: a release is more than the lock (which lapses by its TTL anyway).  It feeds the breaker the
+    execution's outcome and starts the cooldown from its end, and nothing else ever records either:
+    lost, a playbook that keeps failing while Redis flaps never trips its breaker.  In the background,
+    not in the execution's task: the final notification is not held back by the outage, nor is the
+    execution queue's slot.
+
+    One with an outcome for the breaker is retried for as long as the daemon runs; one without
+    (``succeeded=None``) only until all it would do has lapsed by itself (the lock by its TTL, the
+    cooldown at its end).  The cooldown is counted from the execution's end, not from when the retry
+    lands.  Repeating is safe: the guardrail state applies one owner's release once, and the id of a
+    finished execution never holds its lock again (so a late release frees nobody else's).  Not
+    durable: a retry still pending when the process stops is lost (the lock still lapses by its TTL).
+    """
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._tasks: set[asyncio.Task[None]] = set()  # kept: the loop holds only weak references
+
+    def __len__(self) -> int:
+        """How many releases are waiting for the guardrail state."""
+        return len(self._tasks)
+
+    def retry(self, guardrails: GuardrailStore, req: Request, *, succeeded: bool | None, ended: float,
+              log: Any) -> None:
+        """Retry ``req``'s release until applied; ``ended``: ``clock.monotonic()`` at the execution's end."""
+        task = asyncio.create_task(self._retry(guardrails, req, succeeded, ended, log), name=f"release-{req.owner}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _retry(self, guardrails: GuardrailStore, req: Request, succeeded: bool | None, ended: float,
+                     log: Any) -> None:
+        delay = 1.0
+        while True:
+            await self._clock.sleep(delay)
+            delay = _backoff(delay)
+            elapsed = self._clock.monotonic() - ended
+            if succeeded is None and elapsed >= max(req.lock_ttl, req.cooldown):
+                log.warning("guardrail release dropped: the lock has lapsed and the cooldown ended meanwhile",
+                            target=req.target_key)
+                return
+            # What is left of the cooldown, so that it ends where it would have had the release landed at once.
+            late = replace(req, cooldown=max(0.0, req.cooldown - elapsed))
+            try:
+                await guardrails.release(late, succeeded=succeeded)
+            except GuardrailUnavailable:
+                continue
+            except Exception:  # kept alive: a lost release is what this exists to prevent
+                log.exception("guardrail release retry failed")
+                continue
+            log.warning("guardrails released after the guardrail state came back", target=req.target_key,
+                        late_seconds=round(elapsed, 3))
+            return
+
+
 class Hold:
     def __init__(
         self,
@@ -64,6 +124,7 @@ class Hold:
         request: Request | None,
         metrics: Metrics,
         log: Any,
+        releases: Releases,
     ) -> None:
         self.execution_id = execution_id
         self.owner = owner  # this replica: whose lease it is
@@ -73,6 +134,7 @@ class Hold:
         self._clock = clock
         self._lease = lease
         self._metrics = metrics
+        self._releases = releases
         self._log = log.bind(execution_id=execution_id)
         self._lease_at: float | None = None  # clock.monotonic() of the last lease renewal
         self._lock_at: float | None = None  # clock.monotonic() of the last lock confirmation
@@ -298,15 +360,32 @@ class Hold:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def release(self, *, succeeded: bool | None) -> None:
-        """The execution finished: free the lock and slot, restart the cooldown, feed the breaker
-        (``None``: it tried nothing that tells).  Unreachable state: the lock lapses by its TTL."""
+        """The execution finished (its end recorded): free the lock and slot, restart the cooldown,
+        feed the breaker (``None``: it tried nothing that tells).  Unreachable guardrail state: retried
+        in the background (:class:`Releases`) until applied; the caller goes on meanwhile."""
+        await self._stop()
+        req = self.request
+        if req is None:
+            return
+        ended = self._clock.monotonic()
+        try:
+            await self._guardrails.release(req, succeeded=succeeded)
+        except GuardrailUnavailable as exc:
+            self._log.error("could not release guardrails: retrying until the guardrail state answers",
+                            error=str(exc), target=req.target_key)
+            self._releases.retry(self._guardrails, req, succeeded=succeeded, ended=ended, log=self._log)
+
+    async def release_for_approval(self) -> None:
+        """Stopped before a step that waits for approval: free the lock and slot, start the cooldown.
+        Unreachable state: not retried, the lock and slot lapse by their TTL.  The execution goes on
+        once approved, under the same id taking its lock back, which a late release would free."""
         await self._stop()
         if self.request is None:
             return
         try:
-            await self._guardrails.release(self.request, succeeded=succeeded)
+            await self._guardrails.release(self.request, succeeded=None)
         except GuardrailUnavailable as exc:
-            self._log.error("could not release guardrails", error=str(exc))
+            self._log.error("could not release guardrails: the lock lapses by its TTL", error=str(exc))
 
     async def hand_back(self) -> None:
         """Paused: give the lease up at once, so a replica that can confirm the lock takes the

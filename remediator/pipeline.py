@@ -29,7 +29,7 @@ from remediator.core.guardrails import BreakerState, Check, GuardStatus, Request
 from remediator.core.planning import Plan, Refusal, make_plan
 from remediator.core.playbooks import Playbook, PlaybookSet
 from remediator.core.schema import MUTATING_ACTIONS
-from remediator.hold import Hold, LeaseLost, LockUnconfirmed
+from remediator.hold import Hold, LeaseLost, LockUnconfirmed, Releases
 from remediator.logs import Deferred, writes_debug
 from remediator.metrics import Metrics
 from remediator.ports import (
@@ -279,6 +279,7 @@ class Pipeline:
         self._log = structlog.get_logger("remediator.pipeline").bind()
         self._debug = writes_debug(self._log)  # each decision's lines are at DEBUG: skipped whole when off
         self._holds: dict[str, Hold] = {}  # the executions this replica runs now, each with its lease and lock
+        self.releases = Releases(clock)  # finished executions' releases the guardrail state did not answer yet
         self._resume_waiting: set[str] = set()  # executions told (once) that they wait for guardrail state
         self._rearmed_at = float("-inf")  # clock.monotonic() of the last re-arm check by a read-only decision
         self._deferrals: dict[str, int] = {}  # cause -> decisions deferred for it since the last verdict
@@ -768,7 +769,8 @@ class Pipeline:
         plan_only = decision.dry_run and not self.settings.dry_run_consumes_guardrails
         req = request if request is not None or plan_only else self._resume_request(decision, playbook, received)
         hold = Hold(did, owner=self.owner, store=self.store, guardrails=self.guardrails, clock=self.clock,
-                    lease=self.settings.execution_lease, request=req, metrics=self.metrics, log=self._log)
+                    lease=self.settings.execution_lease, request=req, metrics=self.metrics, log=self._log,
+                    releases=self.releases)
         try:
             await hold.take_lease()
         except LeaseLost:  # the holder owns the guardrail lock too (same execution id)
@@ -883,7 +885,7 @@ class Pipeline:
             # the lock's record stays this execution's, so once approved it takes the lock back
             # only if no other execution has held the target meanwhile (see _approve_step).
             # Freed before anyone is told: an approval never meets this replica's lock.
-            await hold.release(succeeded=None)
+            await hold.release_for_approval()
             if gate.deadline is not None:  # asked for real (replay's --approve none asks nobody)
                 await self._notify("approval_requested", decision, channels, alert=alert, step=gate.step,
                                    message=f"approve or deny {_describe_step(gate.step)} before "
