@@ -1246,6 +1246,16 @@ class Pipeline:
         did = decision.execution_id or execution_id(decision.alert_key, decision.playbook)
         alert = await self.store.recorded_alert(decision.alert_key)
         received = ReceivedAlert(alert, self.clock.now()) if alert else None
+        if received is not None:
+            # The playbook as it is now must still allow what was asked: a reload that took the namespace
+            # off its allowlist (or names another target for this alert) is an SRE saying "not there any
+            # more".  Approving used to run it anyway, under a request with no rate limit.
+            plan = make_plan(playbook, received.alert, global_dry_run=self.settings.dry_run)
+            if isinstance(plan, Refusal) or plan.target != decision.target:
+                why = plan.reason if isinstance(plan, Refusal) else f"it now names {plan.target.key} for this alert"
+                return await self._settle(decision, playbook, "refused", "approval_refused", by=by,
+                                          verdict=DecisionKind.NOT_ALLOWED.value,
+                                          reason=f"the playbook as loaded now does not allow this execution: {why}")
         req = self._resume_request(decision, playbook, received)
         assert req is not None  # an awaiting execution was admitted by the guardrails: it has a target
         if self.kill_switch is not None:

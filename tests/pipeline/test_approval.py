@@ -405,3 +405,28 @@ def test_the_approval_notice_links_to_the_execution_page() -> None:
         b["text"]["text"]: b["url"] for b in buttons}.items()
     assert build_notice("approval_requested", d, detail, at=T0).approval_url == "/ui/executions/ex-1"
     assert build_notice("started", d, detail, at=T0, public_url="https://rem.example").approval_url == ""
+
+
+@pytest.mark.parametrize(("change", "why"), [
+    ('guardrails: {cooldown: 1h, namespaces: [payments]}\ntarget: {kind: Deployment, namespace: "{{ labels.ns '
+     "| default('shop') }}\", name: \"{{ labels.app }}\"}",
+     "namespace 'shop' is not in the playbook's allowlist ['payments']"),
+    ('guardrails: {cooldown: 1h}\ntarget: {kind: Deployment, namespace: shop, name: "{{ labels.app }}-v2"}',
+     "it now names Deployment/shop/web-v2 for this alert"),
+])
+async def test_an_approval_after_a_reload_that_no_longer_allows_the_target_is_refused(
+    settings_factory: Callable[..., Any], tmp_path: Path, vclock: VirtualClock, change: str, why: str
+) -> None:
+    # A reload took the namespace off the allowlist while the execution waited: approving ran it all the
+    # same, under a request made from the playbook's settings with no rate limit.
+    async with gated_runtime(gated_settings(settings_factory, tmp_path), vclock) as (rt, cluster, notices):
+        did = await decide(rt, gated_alert())
+        edited = "\n".join(line for line in (GATED % "").splitlines()
+                           if not line.startswith(("target:", "guardrails:"))) + "\n" + change + "\n"
+        (tmp_path / "pb" / "gated.yaml").write_text(edited)
+        assert rt.playbooks.reload(), edited
+        got = await answer(rt, did, True)
+        assert (got.outcome, got.status, got.decision) == ("refused", "refused", "not_allowed")
+        assert got.message == f"the playbook as loaded now does not allow this execution: {why}"
+        await rt.worker.queue.drain()
+        assert cluster.calls == [] and notices.events(did) == ["approval_requested", "approval_refused"]
