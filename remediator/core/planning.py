@@ -59,9 +59,31 @@ class Refusal:
     target: ResolvedTarget | None = None
 
 
+def _kubelet_literal(context: Mapping[str, Any]) -> dict[str, Any]:
+    """``context`` with every ``$`` of the alert's labels and annotations doubled.
+
+    The kubelet expands ``$(NAME)`` in a container's env values to the value of the variable NAME
+    defined before it (a secret's, say), and reads ``$$`` as ``$``.  A value ``set_env`` renders from
+    the alert must reach the container as the alert said it, never as another variable's content:
+    an annotation ``$(DB_PASSWORD)`` would otherwise put the password in a variable the application
+    may log.  What the playbook's author wrote around it is left as written.
+    """
+    def doubled(values: Mapping[str, str]) -> dict[str, str]:
+        return {k: v.replace("$", "$$") for k, v in values.items()}
+
+    return {**context, "labels": doubled(context["labels"]), "annotations": doubled(context["annotations"])}
+
+
+def _params(step: Step, context: Mapping[str, Any]) -> dict[str, Any]:
+    params = dict(render_value(dict(step.params), context))
+    if step.action == "set_env" and "{" in step.params.get("value", ""):
+        params["value"] = render_value(step.params["value"], _kubelet_literal(context))
+    return params
+
+
 def _steps(steps: tuple[Step, ...], context: Mapping[str, Any], phase: str) -> tuple[PlannedStep, ...]:
     planned = tuple(
-        PlannedStep(index=i, action=s.action, params=dict(render_value(dict(s.params), context)), phase=phase,
+        PlannedStep(index=i, action=s.action, params=_params(s, context), phase=phase,
                     approval=s.approval if s.approval is not None and s.approval.required else None)
         for i, s in enumerate(steps)
     )
