@@ -96,6 +96,14 @@ class Verdict:
 #: one record per target touched, and rewrites them all on every change.
 LOCK_RECORD_KEPT = 86400.0
 
+#: How long the state remembers, per execution, that its release told the breaker an outcome, in
+#: seconds: a release applied again within it changes the breaker no more (see :func:`release`).
+#: Its copies come within moments (a script sent again over a lost reply) or, from a replica that
+#: retries a release it never heard land, once the state is reachable again: a day outlasts any
+#: outage that leaves the daemon running.  One record per finished execution, kept as long as a
+#: lock's record for the same reason of size.
+OUTCOME_RECORD_KEPT = LOCK_RECORD_KEPT
+
 
 @fast_frozen
 @dataclass(frozen=True)
@@ -138,6 +146,7 @@ class GuardState:
     budget_history: dict[str, list[float]] = field(default_factory=dict)  # scope -> execution times
     running: dict[str, Slot] = field(default_factory=dict)  # owner -> slot
     breakers: dict[str, Breaker] = field(default_factory=dict)
+    outcomes: dict[str, float] = field(default_factory=dict)  # owner -> until when its counted outcome is kept
 
 
 class Check(enum.StrEnum):
@@ -440,6 +449,18 @@ def release(req: Request, state: GuardState, policy: Policy, *, succeeded: bool 
     held the target last.  ``succeeded=None`` leaves the breaker as it is: the execution
     tried nothing that could tell whether the remediation works (the alert named something
     that does not exist, the target changed under it).
+
+    Applied twice, it is applied once.  A release can reach the state more than once: the
+    Redis client sends a script again when the connection died before its reply, which Redis
+    may have run already, and a replica retries a release it never heard land until the state
+    answers.  Counted each time, one failed execution opened a breaker whose threshold was
+    two.  So a release with an outcome leaves a record of it under the execution's id (for
+    :data:`OUTCOME_RECORD_KEPT`), and one that finds that record leaves the breaker alone: a
+    success applied again cannot close a breaker that another execution's failure fed
+    meanwhile either.  An execution tells one outcome, at its end (a stop at a step's gate
+    tells none), so no later outcome is lost to the record.  The rest needs none: freeing the
+    lock and slot again changes nothing, and the cooldown runs to the later of its end and
+    ``now + cooldown``, where a retry's remaining cooldown leaves it.
     """
     lock = state.locks.get(req.target_key)
     if lock is not None and lock.owner == req.owner:
@@ -448,8 +469,9 @@ def release(req: Request, state: GuardState, policy: Policy, *, succeeded: bool 
     if req.cooldown:
         state.cooldown_until[req.limit_key] = max(state.cooldown_until.get(req.limit_key, 0.0), now + req.cooldown)
     br = state.breakers.get(req.playbook, CLOSED_BREAKER)
-    if succeeded is None:
+    if succeeded is None or state.outcomes.get(req.owner, 0.0) > now:
         return
+    state.outcomes[req.owner] = now + OUTCOME_RECORD_KEPT
     if succeeded:
         state.breakers.pop(req.playbook, None)
     elif policy.breaker_threshold:
@@ -469,6 +491,7 @@ def collect(state: GuardState, policy: Policy, now: float, grace: float) -> None
     state.locks = {k: v for k, v in state.locks.items() if v.expires + LOCK_RECORD_KEPT > now}
     state.running = {k: v for k, v in state.running.items() if v.expires > now}
     state.cooldown_until = {k: v for k, v in state.cooldown_until.items() if v > now}
+    state.outcomes = {k: v for k, v in state.outcomes.items() if v > now}
     for key in list(state.history):
         per = 2 * state.history_per.get(key, 0.0) + grace
         kept = _window(state.history[key], now, per)

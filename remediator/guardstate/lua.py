@@ -15,7 +15,7 @@ stops mattering, because the value itself decides.
 
 from __future__ import annotations
 
-from remediator.core.guardrails import LOCK_RECORD_KEPT
+from remediator.core.guardrails import LOCK_RECORD_KEPT, OUTCOME_RECORD_KEPT
 
 PRELUDE = f"""
 local kept = {LOCK_RECORD_KEPT!r}  -- seconds a lock's record (its last owner) outlives its expiry
@@ -211,27 +211,37 @@ redis.call('HDEL', KEYS[3], ARGV[1])
 return 1
 """
 
-# KEYS: 1 lock, 2 running, 3 running namespaces, 4 cooldown, 5 breaker, 6 breaker index
+# KEYS: 1 lock, 2 running, 3 running namespaces, 4 cooldown, 5 breaker, 6 breaker index,
+#       7 the execution's outcome record (set once the breaker has counted its outcome: until when it is kept)
 # ARGV: 1 owner, 2 now, 3 cooldown, 4 succeeded (1, 0, or - for neither: the breaker is left alone),
 #       5 breaker threshold, 6 breaker cool-off, 7 grace, 8 playbook
 #   The freed lock keeps its record (owner, lapsed now) for REACQUIRE.
-RELEASE = PRELUDE + """
+#   Applied twice (its reply lost, redis-py sends it again; a replica retries it after an outage), it
+#   is applied once (see rules.release): the breaker is fed only without an outcome record, and
+#   nothing else is written unless it changes (the lock while live, the cooldown when it ends later).
+RELEASE = PRELUDE + f"""
+local outcome_kept = {OUTCOME_RECORD_KEPT!r}  -- seconds an execution's counted outcome is remembered
+""" + """
 local owner, now, cooldown = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local threshold, cooloff, grace = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 local lock = redis.call('HMGET', KEYS[1], 'owner', 'expires')
-if lock[1] == owner then
-  redis.call('HSET', KEYS[1], 'expires', num(math.min(tonumber(lock[2]), now)))
+if lock[1] == owner and tonumber(lock[2]) > now then
+  redis.call('HSET', KEYS[1], 'expires', num(now))
   redis.call('PEXPIRE', KEYS[1], ms(kept))
 end
 redis.call('ZREM', KEYS[2], owner)
 redis.call('HDEL', KEYS[3], owner)
 if cooldown > 0 then
-  local cooldown_until = math.max(tonumber(redis.call('GET', KEYS[4]) or '0'), now + cooldown)
-  redis.call('SET', KEYS[4], num(cooldown_until), 'PX', ms(cooldown_until - now + grace))
+  local cooldown_until = tonumber(redis.call('GET', KEYS[4]) or '0')
+  if now + cooldown > cooldown_until then
+    redis.call('SET', KEYS[4], num(now + cooldown), 'PX', ms(cooldown + grace))
+  end
 end
-if ARGV[4] == '-' then
+if ARGV[4] == '-' or tonumber(redis.call('GET', KEYS[7]) or '0') > now then
   return 1
-elseif ARGV[4] == '1' then
+end
+redis.call('SET', KEYS[7], num(now + outcome_kept), 'PX', ms(outcome_kept + grace))
+if ARGV[4] == '1' then
   redis.call('DEL', KEYS[5])
   redis.call('SREM', KEYS[6], ARGV[8])
 elseif threshold > 0 then

@@ -69,12 +69,13 @@ def _dump(state: GuardState) -> dict[str, Any]:
             k: {"failures": v.failures, "open_until": v.open_until, "trial_owner": v.trial_owner}
             for k, v in state.breakers.items()
         },
+        "outcomes": state.outcomes,
     }
 
 
 #: The state's maps, each persisted entry by entry as rows (map, key, JSON value); "paused" is
 #: the row ("meta", "paused").
-MAPS = ("locks", "cooldown_until", "history", "history_per", "budget_history", "running", "breakers")
+MAPS = ("locks", "cooldown_until", "history", "history_per", "budget_history", "running", "breakers", "outcomes")
 
 
 @runtime_checkable
@@ -138,6 +139,7 @@ def _snapshot(state: GuardState) -> GuardState:
     return GuardState(
         state.paused, dict(state.locks), dict(state.cooldown_until), dict(state.history),
         dict(state.history_per), dict(state.budget_history), dict(state.running), dict(state.breakers),
+        dict(state.outcomes),
     )
 
 
@@ -166,6 +168,7 @@ def _load(raw: dict[str, Any]) -> GuardState:
         running={k: _slot(v) for k, v in raw.get("running", {}).items()},
         breakers={k: Breaker(int(v["failures"]), float(v["open_until"]), str(v["trial_owner"]))
                   for k, v in raw.get("breakers", {}).items()},
+        outcomes={k: float(v) for k, v in raw.get("outcomes", {}).items()},  # absent before they were kept
     )
 
 

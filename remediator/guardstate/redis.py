@@ -249,6 +249,7 @@ class RedisGuardrails:
             self._key("cooldown", req.limit_key),
             self._key("breaker", req.playbook),
             self._key("breakers"),
+            self._key("outcome", req.owner),
         ]
         args: list[str | int | float] = [
             req.owner, now, req.cooldown, "-" if succeeded is None else int(succeeded), self._policy.breaker_threshold,

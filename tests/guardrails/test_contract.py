@@ -24,6 +24,7 @@ from remediator.core.decisions import DecisionKind
 from remediator.core.errors import GuardrailUnavailable
 from remediator.core.guardrails import (
     LOCK_RECORD_KEPT,
+    OUTCOME_RECORD_KEPT,
     BreakerState,
     BreakerView,
     Budget,
@@ -504,6 +505,73 @@ async def test_a_release_with_no_outcome_leaves_the_breaker_as_it_was(
     assert (await s.guard.status()).breakers["pb"].state is BreakerState.OPEN
 
 
+async def test_a_release_applied_twice_counts_once(
+    make_guard: GuardFactory, clock: VirtualClock, raw_redis: Redis
+) -> None:
+    """A release can reach the state twice: redis-py sends a script again when the connection died
+    before its reply, which Redis may have run already.  A failure was counted each time it came,
+    and one failed execution opened a breaker of threshold 2.  The second one now changes nothing at
+    all.  A stop at a step's gate tells no outcome: the release at the execution's end still counts."""
+    s = await scene(make_guard, clock, breaker_threshold=2, breaker_cooloff=100.0)
+    a = s.req("a", "t1", cooldown=50.0)
+    assert (await s.guard.admit(a)).admitted
+    s.at(10)
+    await s.guard.release(a, succeeded=False)
+    footprint = Footprint(s.guard, raw_redis)
+    before = await footprint.take()
+    await s.guard.release(a, succeeded=False)  # the same release again: same owner, same now
+    await footprint.assert_kept(before)
+    view = await s.guard.breaker("pb")
+    assert (view.state, view.failures) == (BreakerState.CLOSED, 1)
+    assert (await s.admit("b", "t2")).admitted  # one failure: the breaker is still closed
+    await s.guard.release(s.reqs["b"], succeeded=None)  # b stops at a step's gate: slot given up
+    await s.guard.release(s.reqs["b"], succeeded=None)
+    assert await s.guard.take_back(s.reqs["b"]) == Finding(Check.PASSED)  # approved: held again
+    s.at(20)
+    await s.guard.release(s.reqs["b"], succeeded=False)
+    await s.guard.release(s.reqs["b"], succeeded=False)
+    assert await s.admit("c", "t3") == Verdict(
+        K.CIRCUIT_OPEN, "circuit open after 2 consecutive failures, until 2026-11-22T10:02:00Z"
+    )
+    s.at(59)  # a's cooldown runs from its release: 10 + 50
+    assert (await s.admit("c", "t1", playbook="other")).kind is K.COOLDOWN
+    s.at(60)
+    assert (await s.admit("c", "t1", playbook="other")).admitted
+
+
+async def test_a_success_sent_again_leaves_a_failure_counted_meanwhile(
+    make_guard: GuardFactory, clock: VirtualClock
+) -> None:
+    """Another replica's release may land between a release and its resend: a success applied twice
+    used to close the breaker again over the failure counted in between."""
+    s = await scene(make_guard, clock, breaker_threshold=2, breaker_cooloff=100.0)
+    assert (await s.admit("a", "t1")).admitted and (await s.admit("b", "t2")).admitted
+    a = s.reqs["a"]
+    await s.guard.release(a, succeeded=True)
+    await s.release("b", succeeded=False)
+    await s.guard.release(a, succeeded=True)  # a's release again, after b's
+    assert (await s.guard.breaker("pb")).failures == 1
+
+
+async def test_a_release_retried_after_an_outage_counts_its_outcome_once(
+    make_guard: GuardFactory, clock: VirtualClock
+) -> None:
+    """A replica retries a release it never heard land until the state answers, long after the
+    execution's lock and slot have lapsed (and been swept).  One that never landed counts then;
+    one that had landed, its answer lost, counts no more."""
+    s = await scene(make_guard, clock, breaker_threshold=3, breaker_cooloff=100.0)
+    a, b = s.req("a", "t1", lock_ttl=30.0), s.req("b", "t2", lock_ttl=30.0)
+    assert (await s.guard.admit(a)).admitted and (await s.guard.admit(b)).admitted
+    s.at(10)
+    await s.guard.release(a, succeeded=False)  # landed; its replica never heard so
+    s.at(3600)  # an hour's outage later
+    assert (await s.admit("c", "t3")).admitted  # an admission sweeps the lapsed slots
+    await s.guard.release(a, succeeded=False)
+    await s.guard.release(b, succeeded=False)  # never landed before
+    view = await s.guard.breaker("pb")
+    assert (view.state, view.failures) == (BreakerState.CLOSED, 2)
+
+
 async def test_a_crashed_trial_lapses_with_its_lock(make_guard: GuardFactory, clock: VirtualClock) -> None:
     s = await scene(make_guard, clock, breaker_threshold=1, breaker_cooloff=10.0)
     assert (await s.admit("a", "t1")).admitted
@@ -910,7 +978,7 @@ async def test_redis_keys_live_under_the_prefix_and_expire(redis_prefix: str, cl
         await guard.close()
     forever = {"paused", "breaker:pb", "breakers", "seq"}
     assert set(ttl) == forever | {"lock:t1", "lock:t2", "cooldown:k1", "rate:k1", "running", "running-ns",
-                                  "budget:*"}
+                                  "budget:*", "outcome:b"}
     assert all(ttl[k] == -1 for k in forever)
     # each lapses a grace period (an hour by default) after its value stops mattering; a lock's
     # record (its last holder, for reacquire) stays LOCK_RECORD_KEPT after it lapses or is released
@@ -918,4 +986,6 @@ async def test_redis_keys_live_under_the_prefix_and_expire(redis_prefix: str, cl
     assert LOCK_RECORD_KEPT * 1000 < ttl["lock:t1"] <= (600 + LOCK_RECORD_KEPT) * 1000
     assert 0 < ttl["lock:t2"] <= LOCK_RECORD_KEPT * 1000
     assert 0 < ttl["rate:k1"] <= (2 * 600 + 3600) * 1000 and 0 < ttl["budget:*"] <= (2 * 3600 + 3600) * 1000
+    # that b's outcome was counted is kept a day (and the grace), against the same release applied again
+    assert OUTCOME_RECORD_KEPT * 1000 < ttl["outcome:b"] <= (OUTCOME_RECORD_KEPT + 3600) * 1000
     assert all(ttl[k] > 0 for k in set(ttl) - forever)

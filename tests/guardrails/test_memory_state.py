@@ -20,6 +20,7 @@ from remediator.core.decisions import DecisionKind
 from remediator.core.errors import ConfigError, GuardrailUnavailable
 from remediator.core.guardrails import LOCK_RECORD_KEPT, Policy, Request
 from remediator.guardstate.memory import MemoryGuardrails
+from remediator.store.sqlite import SQLiteStore
 from tests.payloads import T0
 
 POLICY = Policy(breaker_threshold=1, breaker_cooloff=600.0)
@@ -65,6 +66,34 @@ async def test_limits_survive_a_restart(tmp_path: Path, clock: VirtualClock) -> 
     guard = MemoryGuardrails(POLICY, clock, path)
     assert await guard.paused()
     await guard.close()
+
+
+@pytest.mark.parametrize("kept_in", ["file", "store"])
+async def test_a_counted_outcome_is_remembered_across_a_restart(tmp_path: Path, clock: VirtualClock,
+                                                                kept_in: str) -> None:
+    """A replica retries a release it never heard land; if the daemon restarted meanwhile, the state
+    it reads back must still know that the outcome was counted, or the retry counts it again."""
+    policy = Policy(breaker_threshold=2, breaker_cooloff=600.0)
+    failing = req(clock, "failing", "t1")
+
+    async def opened() -> tuple[MemoryGuardrails, SQLiteStore | None]:
+        if kept_in == "file":
+            return MemoryGuardrails(policy, clock, tmp_path / "guardrails.json"), None
+        store = await SQLiteStore.open(tmp_path / "remediator.db", clock)
+        return await MemoryGuardrails.open_in(store, policy, clock, tmp_path / "guardrails.json"), store
+
+    for retry in (False, True):  # the release, then its retry after a restart
+        guard, store = await opened()
+        try:
+            if not retry:
+                assert (await guard.admit(failing)).admitted
+            await guard.release(failing, succeeded=False)
+            assert (await guard.breaker("pb")).failures == 1
+        finally:
+            await guard.close()
+            if store is not None:
+                await store.close()
+        clock.advance_sync(60)
 
 
 async def test_an_unreadable_file_is_kept_aside_and_the_daemon_starts_paused(
@@ -132,16 +161,17 @@ async def test_lapsed_entries_do_not_accumulate(tmp_path: Path, clock: VirtualCl
     last = req(clock, "last", "t-last")
     assert (await guard.admit(last)).admitted
     saved = json.loads(path.read_text())
-    # an hour on, the locks are free but their records (last holder, for reacquire) are kept...
-    assert len(saved["locks"]) == 201 and list(saved["running"]) == ["last"]
+    # an hour on, the locks are free but their records (last holder, for reacquire) are kept, and
+    # so are the outcomes counted (against the same release applied again)...
+    assert len(saved["locks"]) == 201 and list(saved["running"]) == ["last"] and len(saved["outcomes"]) == 100
     assert saved["cooldown_until"] == {} and saved["history"] == {}
     clock.set(T0 + timedelta(seconds=LOCK_RECORD_KEPT + 3600))
     last = req(clock, "last", "t-last")
-    assert (await guard.renew(last)) is False  # ...until LOCK_RECORD_KEPT has passed
+    assert (await guard.renew(last)) is False  # ...until LOCK_RECORD_KEPT has passed (OUTCOME_RECORD_KEPT too)
     assert (await guard.admit(last)).admitted
     await guard.close()
     saved = json.loads(path.read_text())
-    assert list(saved["locks"]) == ["t-last"] and list(saved["running"]) == ["last"]
+    assert list(saved["locks"]) == ["t-last"] and list(saved["running"]) == ["last"] and saved["outcomes"] == {}
     assert saved["cooldown_until"] == {} and saved["history"] == {}
 
 
