@@ -9,9 +9,19 @@ reads, so a pause binds every replica from its very next admission.
 Failing closed: any Redis error or timeout becomes ``GuardrailUnavailable`` and the
 pipeline starts nothing.  Timeouts are short, a failed connection is retried once at
 once (the pooled connection died with a restarted server), and the pool reconnects
-on its own: when Redis is back, the next admission simply works.  An admission whose
-reply was lost may still have been recorded; its lock and slot then lapse by their
-TTL, which errs on the side of doing nothing.
+on its own: when Redis is back, the next admission simply works.
+
+That retry sends a script again whenever the connection failed before its reply came,
+and Redis may have run it already (the reply, not the command, was lost).  So every
+script that changes the state is one that, sent twice, is applied once: RELEASE feeds
+the breaker only where no record says it did for that execution already; RENEW,
+REACQUIRE, TAKE_BACK, TRIAL and ABANDON write the same values again; the kill switch is
+a SET or a DEL.  A second ADMIT records nothing: it meets the lock the first one took and
+answers LOCKED by the execution itself, which the pipeline defers and takes over as its
+own admission when it decides again (or, had a pause or the playbook's breaker opening
+come in between, answers that refusal).  An admission whose reply never came (a timeout, or
+that refusal) may still have been recorded; its lock and slot then lapse by their TTL,
+and its cooldown, rate and budget count once, which errs on the side of doing nothing.
 
 Keys are ``<prefix><kind>:<name>``; the prefix (``remediator:`` unless given, or
 ``?prefix=`` on the URL) separates daemons sharing one Redis.  Every per-target key
