@@ -2,13 +2,14 @@
 
 The adapter's client retries a failed connection once, at once, and so sends again a
 script whose reply the network lost although Redis had already run it.  These tests put
-a proxy (:class:`~tests.guardrails.lossy_redis.LossyRedis`) between the adapter and the
+a proxy (:class:`~tests.tcp_faults.FaultyProxy`) between the adapter and the
 real Redis that loses exactly such a reply, and hold the outcome to the pure rules
 applied once.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from datetime import timedelta
@@ -24,15 +25,20 @@ from remediator.core.guardrails import BreakerState, Budget, Check, Finding, Gua
 from remediator.guardstate import lua
 from remediator.guardstate.redis import RedisGuardrails
 from tests.guardrails.conftest import REDIS_URL, prefixed
-from tests.guardrails.lossy_redis import LossyRedis, sha
 from tests.payloads import T0
+from tests.tcp_faults import FaultyProxy
 
 T = TypeVar("T")
 SCRIPTS = (lua.ADMIT, lua.RENEW, lua.REACQUIRE, lua.TAKE_BACK, lua.TRIAL, lua.ABANDON, lua.RELEASE)
 
 
+def sha(script: str) -> bytes:
+    """The SHA-1 that names a Lua script in EVALSHA, as it goes over the wire (the proxy's marker)."""
+    return hashlib.sha1(script.encode()).hexdigest().encode()
+
+
 @pytest.fixture
-async def lossy() -> AsyncIterator[LossyRedis]:
+async def lossy() -> AsyncIterator[FaultyProxy]:
     host, port = REDIS_URL.removeprefix("redis://").split("/")[0].split(":")
     client = Redis.from_url(REDIS_URL)
     try:  # loaded beforehand: a NOSCRIPT reply lost would only make redis-py load it and run it once
@@ -40,25 +46,28 @@ async def lossy() -> AsyncIterator[LossyRedis]:
             await client.script_load(script)
     finally:
         await client.aclose()
-    async with LossyRedis(host, int(port)).running() as proxy:
+    proxy = await FaultyProxy(host, int(port)).start()
+    try:
         yield proxy
+    finally:
+        await proxy.stop()
 
 
-async def guard_through(proxy: LossyRedis, prefix: str, policy: Policy, clock: VirtualClock) -> RedisGuardrails:
-    return await RedisGuardrails.open(prefixed(proxy.url(), prefix), policy, clock)
+async def guard_through(proxy: FaultyProxy, prefix: str, policy: Policy, clock: VirtualClock) -> RedisGuardrails:
+    return await RedisGuardrails.open(prefixed(f"redis://127.0.0.1:{proxy.port}/0", prefix), policy, clock)
 
 
-async def reply_lost(proxy: LossyRedis, marker: bytes, call: Callable[[], Awaitable[T]]) -> T:
+async def reply_lost(proxy: FaultyProxy, marker: bytes, call: Callable[[], Awaitable[T]]) -> T:
     """``call``'s answer with the reply to its command (the one holding ``marker``) lost once: that
     the call still answers shows redis-py sent the command again and had the second reply."""
-    lost = proxy.lose_reply_to(marker)
+    lost = proxy.lose_reply(marker)
     answer = await call()
     assert lost.is_set(), "the command's reply was not lost: nothing was sent again"
     return answer
 
 
 async def test_a_failed_execution_whose_release_reply_was_lost_counts_one_failure(
-    lossy: LossyRedis, redis_prefix: str, clock: VirtualClock
+    lossy: FaultyProxy, redis_prefix: str, clock: VirtualClock
 ) -> None:
     """The reviewer's case: RELEASE ran, its reply was lost, redis-py sent it again and the breaker
     was fed twice, so one failed execution opened a breaker whose threshold is two."""
@@ -77,7 +86,7 @@ async def test_a_failed_execution_whose_release_reply_was_lost_counts_one_failur
 
 
 async def test_every_change_whose_reply_was_lost_is_applied_once(
-    lossy: LossyRedis, redis_prefix: str, clock: VirtualClock
+    lossy: FaultyProxy, redis_prefix: str, clock: VirtualClock
 ) -> None:
     """Each script that changes the state, its reply lost once and the script sent again, leaves
     the state the pure rules give for applying it once: the limits an admission counts, the slot a

@@ -27,10 +27,10 @@ from remediator.core.guardrails import Request
 from remediator.runtime import open_runtime
 from tests.guardrails.conftest import REDIS_URL, delete_prefix, prefixed
 from tests.payloads import alert_json, payload
-from tests.pipeline.tcp_faults import FaultyProxy
 from tests.pipeline.test_approval import Notices
 from tests.pipeline.test_pipeline import Recorder, playbook_dir, received
 from tests.store.conftest import BASE_DSN, fresh_schema, schema_dsn
+from tests.tcp_faults import FaultyProxy
 
 
 def playbook(guardrails: str) -> str:

@@ -23,11 +23,11 @@ from remediator.core.guardrails import Request
 from remediator.ports import StepContext, StepResult
 from remediator.runtime import open_runtime
 from tests.guardrails.conftest import delete_prefix, prefixed
-from tests.pipeline.tcp_faults import FaultyProxy
 from tests.pipeline.test_approval import Notices
 from tests.pipeline.test_end_reply_lost import firing, playbook
 from tests.pipeline.test_pipeline import playbook_dir, received
 from tests.store.conftest import fresh_schema
+from tests.tcp_faults import FaultyProxy
 
 PLAYBOOK = playbook("{cooldown: 10m}")
 
