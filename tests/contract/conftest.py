@@ -166,6 +166,14 @@ class Backend:
         if self.fake is not None:
             self.fake.termination_delay = float("inf")
 
+    def release_terminating(self) -> None:
+        """Deleted pods of this namespace finish again, those held so far included (ends :meth:`hold_terminating`)."""
+        if self.kubelet is not None:
+            self.kubelet.manage(self.namespace)
+        if self.fake is not None:
+            self.fake.termination_delay = 0.0
+            self.fake.reconcile()
+
     def without_kubelet(self) -> None:
         """No kubelet or scheduler for this namespace's pods (real: the stand-in kubelet lets go of it).
 

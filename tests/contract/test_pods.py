@@ -148,6 +148,61 @@ async def test_a_statefulset_pod_deleted_is_not_healthy_by_its_pods_until_recrea
     assert status["readyReplicas"] == 2  # whether or not its controller has seen the delete yet
 
 
+async def test_a_statefulset_counts_a_terminating_pod_as_ready_but_not_as_current_or_updated(
+    backend: Backend,
+) -> None:
+    """computeReplicaStatus: a Terminating pod is in ``replicas`` and, its status still Ready, in
+    ``readyReplicas``, but not in ``currentReplicas`` or ``updatedReplicas``: statefulset_health's
+    "replaced" rule rests on that (readyReplicas alone would call the set healthy)."""
+    await db_ready(backend, statefulset("db", backend.namespace, replicas=2))
+    await backend.quiet()
+    backend.hold_terminating()
+    await backend.core.delete_namespaced_pod("db-0", backend.namespace)
+    keys = ("replicas", "readyReplicas", "currentReplicas", "updatedReplicas")
+
+    async def counted() -> dict[str, Any] | None:
+        sts = backend.api.sanitize_for_serialization(
+            await backend.apps.read_namespaced_stateful_set("db", backend.namespace))
+        counts = {k: sts["status"].get(k, 0) for k in keys}
+        return sts if counts == {"replicas": 2, "readyReplicas": 2, "currentReplicas": 1, "updatedReplicas": 1} \
+            else None
+
+    sts = await backend.until(counted, "the StatefulSet's status to count db-0 Terminating")
+    assert sts["status"]["currentRevision"] == sts["status"]["updateRevision"]
+    assert rollout.statefulset_health(sts).message == \
+        "Waiting for 1 pods to be replaced (terminating or not created)..."
+
+
+async def test_a_recreate_rollout_starts_no_new_pod_while_an_old_one_is_terminating(backend: Backend) -> None:
+    """oldPodsRunning: Recreate makes the new template's ReplicaSet only once every old pod is gone, Terminating
+    ones included (a ReplicaSet's status no longer counts those).  The rollout shows none updated meanwhile."""
+    await backend.web(replicas=2, strategy={"type": "Recreate"})
+    backend.hold_terminating()
+    [victim, _] = await backend.pods()
+    await backend.core.delete_namespaced_pod(victim["metadata"]["name"], backend.namespace)
+    body = {"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "registry.example/web:2.0"}]}}}}
+    await backend.apps.patch_namespaced_deployment("web", backend.namespace, body)
+
+    async def observed() -> dict[str, Any] | None:
+        dep = await backend.read()
+        return dep if dep["status"].get("observedGeneration") == dep["metadata"]["generation"] else None
+
+    await backend.until(observed, "the Deployment controller to observe the new template")
+    await backend.quiet()
+    dep = await backend.read()
+    listed = backend.api.sanitize_for_serialization(
+        await backend.apps.list_namespaced_replica_set(backend.namespace))["items"]
+    assert [rs["spec"]["template"]["spec"]["containers"][0]["image"] for rs in listed] == ["registry.example/web:1.0"]
+    assert [p for p in await backend.pods() if not p["metadata"].get("deletionTimestamp")] == []
+    assert (dep["status"].get("updatedReplicas", 0), dep["status"].get("replicas", 0)) == (0, 0)
+    assert rollout.health("Deployment", dep).message == "0 out of 2 new replicas have been updated..."
+
+    backend.release_terminating()  # the old pods go: the new ReplicaSet is made and scaled up
+    after = await backend.settled()
+    assert after["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.example/web:2.0"
+    assert len(await backend.pods()) == 2
+
+
 @pytest.mark.parametrize("policy", ["OrderedReady", "Parallel"])
 async def test_a_statefulset_scaled_down_removes_its_highest_ordinal_when_its_policy_says(
     backend: Backend, policy: str

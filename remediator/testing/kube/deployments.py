@@ -361,13 +361,21 @@ class DeploymentController:
                 self._scale_rs(d, rs, 0)
             self._write_status(d, self._calculate_status(d, self.replicasets(d), new_rs))
             return
-        if any(int_field(status_of(rs), "replicas") > 0 for rs in old):
+        if any(int_field(status_of(rs), "replicas") > 0 for rs in old) or self._old_pods_running(old):
             self._write_status(d, self._calculate_status(d, self.replicasets(d), new_rs))
             return
         new_rs, d = self._sync_revision(d, new_rs, old, create=True)
         if new_rs is not None and _replicas(new_rs) != _replicas(d):
             self._scale_rs(d, new_rs, _replicas(d))
         self._finish(d, new_rs)
+
+    def _old_pods_running(self, old: list[Object]) -> bool:
+        """oldPodsRunning: a pod of an old ReplicaSet that has not finished, Terminating ones included (a
+        ReplicaSet's status no longer counts those): Recreate starts no new pod beside an old one."""
+        return any(
+            status_of(pod).get("phase") not in ("Succeeded", "Failed")
+            for rs in old for pod in self.api.store.owned_view(r.PODS.plural, uid_of(rs))
+        )
 
     def _cleanup(self, d: Object, old: list[Object]) -> None:
         limit = spec_of(d).get("revisionHistoryLimit")

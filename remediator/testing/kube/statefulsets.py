@@ -163,7 +163,10 @@ class StatefulSetController:
         min_ready = int_field(spec_of(sts), "minReadySeconds")
 
         def at(rev: Object) -> int:
-            return sum(1 for p in pods if labels_of(p).get(REVISION_LABEL) == name_of(rev))
+            """computeReplicaStatus: a Terminating pod counts in ``replicas`` and, while its status says so,
+            ``readyReplicas``, but is neither current nor updated (``isCreated && !isTerminating``)."""
+            return sum(1 for p in pods if labels_of(p).get(REVISION_LABEL) == name_of(rev)
+                       and not meta(p).get("deletionTimestamp"))
 
         status: dict[str, Any] = {
             "observedGeneration": int_field(meta(sts), "generation"),
