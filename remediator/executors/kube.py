@@ -490,6 +490,41 @@ def _snapshot(obj: Mapping[str, Any] | None, *, redacted: bool = True) -> dict[s
     return redact.redact_snapshot(out) if redacted else out
 
 
+#: A watch that ends sooner than this (seconds) with no event is a "very short watch" (client-go's reflector).
+SHORT_WATCH = 1.0
+#: The pause before watching again after very short watches in a row: the first (seconds) and the most.
+WATCH_BACKOFF = (1.0, 10.0)
+
+
+@dataclass
+class _Waited:
+    """What a wait_healthy has learnt so far: the latest verdict, and API failures since, for a timeout's message."""
+
+    last: rollout.Health | None = None
+    error: str | None = None  # the latest API failure since ``last`` was judged
+    errors: int = 0
+    short_watches: int = 0  # watches in a row that ended at once with no event
+
+    def saw(self, health: rollout.Health) -> rollout.Health:
+        self.last, self.error, self.errors = health, None, 0
+        return health
+
+    def failed(self, exc: BaseException) -> None:
+        self.error, self.errors = str(exc), self.errors + 1
+
+    def why(self) -> str:
+        """`` (last seen: ...)``, and the API's failures if it has failed since: a wait that ran out while the
+        API kept failing, or its watches kept ending at once, says so, rather than leaving the blame on what it
+        saw before."""
+        said = [f"last seen: {self.last.message}"] if self.last is not None else []
+        if self.short_watches > 1:
+            said.append(f"its watch ended at once with no event {self.short_watches} times in a row")
+        if self.error is not None:
+            times = "once" if self.errors == 1 else f"{self.errors} times in a row"
+            said.append(f"{'then ' if said else ''}the Kubernetes API failed {times}, last: {self.error}")
+        return f" ({'; '.join(said)})" if said else ""
+
+
 class KubeExecutor:
     #: How long one watch of wait_healthy lasts at most (the apiserver's ``timeoutSeconds``) before it
     #: re-reads the workload and its pods, and watches again.
@@ -1298,33 +1333,40 @@ class KubeExecutor:
                 f"dry-run: would wait up to {timeout:g}s for a healthy rollout; now: {status.message}",
                 details={"server_side": True},
             )
-        seen: list[rollout.Health] = []
+        waited = _Waited()
         try:
-            final: rollout.Health = await within(ctx.clock, self._until_healthy(ctx, seen), timeout)
+            final: rollout.Health = await within(ctx.clock, self._until_healthy(ctx, waited), timeout)
         except TimeoutError:
-            last = f" (last seen: {seen[-1].message})" if seen else ""
-            raise PermanentError(f"{ctx.target.key} did not become healthy within {timeout:g}s{last}") from None
+            raise PermanentError(f"{ctx.target.key} did not become healthy within {timeout:g}s{waited.why()}") from None
         if final.failed:
             raise PermanentError(final.message)
         return StepResult("ok", final.message, details={"waited": True})
 
-    async def _until_healthy(self, ctx: StepContext, seen: list[rollout.Health]) -> rollout.Health:
+    async def _until_healthy(self, ctx: StepContext, waited: _Waited) -> rollout.Health:
         """kubectl rollout status: read, then watch from that version until done or failed.
 
         A broken watch or a transient API error is not the rollout failing: it re-reads after
-        a backoff and watches again, all inside the caller's one overall timeout.
+        a backoff and watches again, all inside the caller's one overall timeout.  Each error
+        is logged and kept (``waited``): a wait that times out while the API kept failing says
+        so, rather than blaming the rollout with what it saw before the API went away.
         """
         attempt = 0
         while True:
             try:
                 obj = await self._read(ctx)
-                seen.append(await self._health(ctx, obj))
-                if seen[-1].done or seen[-1].failed:
-                    return seen[-1]
-                return await self._watch_until_healthy(ctx, obj, seen)
-            except TemporaryError:
+                status = waited.saw(await self._health(ctx, obj))
+                if status.done or status.failed:
+                    return status
+                return await self._watch_until_healthy(ctx, obj, waited)
+            except TemporaryError as exc:
                 attempt += 1
-                await self.clock.sleep(min(0.5 * 2 ** (attempt - 1), 10.0))
+                delay = min(0.5 * 2 ** (attempt - 1), 10.0)
+                waited.failed(exc)
+                self.metrics.kube_retries.labels("wait_healthy").inc()
+                self._log.warning("Kubernetes API call failed while waiting for the rollout; reading again",
+                                  action="wait_healthy", target=ctx.target.key, execution_id=ctx.execution_id,
+                                  attempt=attempt, error=str(exc), retry_in=delay)
+                await self.clock.sleep(delay)
 
     async def _health(self, ctx: StepContext, obj: dict[str, Any]) -> rollout.Health:
         """kubectl's rule on the workload's status, then, once that says done, the pods themselves.
@@ -1402,17 +1444,25 @@ class KubeExecutor:
             replicasets = [self._dict(rs) for rs in listed.items]
         return rollout.own_pods(t.kind, obj, [self._dict(p) for p in found.items], replicasets)
 
-    async def _watch_until_healthy(
-        self, ctx: StepContext, obj: dict[str, Any], seen: list[rollout.Health]
-    ) -> rollout.Health:
+    async def _watch_until_healthy(self, ctx: StepContext, obj: dict[str, Any], waited: _Waited) -> rollout.Health:
+        """Watch the workload from the version read until its rollout is done or failed.
+
+        A watch the apiserver ends (its ``timeoutSeconds``, a 410 Expired) is followed by a fresh
+        read and a new watch.  One that ends at once with nothing to show, again and again (a
+        proxy cutting watches, a 410 on every try), would make that a tight loop of reads, lists
+        and watches for the whole timeout: as client-go's reflector does for a "very short
+        watch", the second one in a row and each after it wait first, doubling
+        (:data:`WATCH_BACKOFF`), on the executor's clock.
+        """
         t = ctx.target
         list_fn = (
             self.apps.list_namespaced_deployment if t.kind == "Deployment" else self.apps.list_namespaced_stateful_set
         )
-        status = seen[-1]
+        status = waited.last or rollout.Health(False, False, "")
         version = obj["metadata"]["resourceVersion"]
         while not (status.done or status.failed):
             w = watch.Watch()
+            started, events = self.clock.monotonic(), 0
             try:
                 async with w.stream(
                     list_fn,
@@ -1423,31 +1473,37 @@ class KubeExecutor:
                     _request_timeout=self.watch_seconds + 10,
                 ) as stream:
                     async for event in stream:
+                        events += 1
                         if event["type"] == "DELETED":
                             raise PermanentError(f"{t.key} was deleted while waiting for it")
                         raw = event["raw_object"]
                         version = raw["metadata"]["resourceVersion"]
-                        status = await self._health(ctx, raw)
-                        seen.append(status)
+                        status = waited.saw(await self._health(ctx, raw))
                         if status.done or status.failed:
                             break
             except ApiException as exc:
-                if exc.status == 410:  # history expired: re-list and watch from the fresh version
-                    obj = await self._read(ctx)
-                    version, status = obj["metadata"]["resourceVersion"], await self._health(ctx, obj)
-                    seen.append(status)
-                    continue
-                raise classify(exc) from exc
+                if exc.status != 410:
+                    raise classify(exc) from exc
+                # history expired: re-list and watch from the fresh version
             except (TimeoutError, aiohttp.ClientError) as exc:
                 raise classify(exc) from exc
+            if status.done or status.failed:
+                break
+            # The watch ended, the rollout still short: judged afresh from a read, the pods included.
+            # A change to the pods alone, with no write to the workload, is one the watch cannot show.
+            if events == 0 and self.clock.monotonic() - started < SHORT_WATCH:
+                waited.short_watches += 1
+                short = waited.short_watches
+                if short > 1:
+                    delay = min(WATCH_BACKOFF[0] * 2 ** (short - 2), WATCH_BACKOFF[1]) * (0.5 + random.random() / 2)
+                    self._log.warning("the watch ended at once with nothing to show; watching again after a pause",
+                                      action="wait_healthy", target=t.key, execution_id=ctx.execution_id,
+                                      times=short, retry_in=round(delay, 3))
+                    await self.clock.sleep(delay)
             else:
-                if not (status.done or status.failed):
-                    # The apiserver ended the watch (timeoutSeconds), the rollout still short: judged
-                    # afresh from a read, the pods included.  A change to the pods alone, with no write
-                    # to the workload, is one the watch cannot show.
-                    obj = await self._read(ctx)
-                    version, status = obj["metadata"]["resourceVersion"], await self._health(ctx, obj)
-                    seen.append(status)
+                waited.short_watches = 0
+            obj = await self._read(ctx)
+            version, status = obj["metadata"]["resourceVersion"], waited.saw(await self._health(ctx, obj))
         return status
 
     async def _do_notify(self, step: PlannedStep, ctx: StepContext) -> StepResult:

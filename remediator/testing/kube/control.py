@@ -66,7 +66,7 @@ async def handle(cluster: FakeCluster, request: web.Request, path: str) -> web.R
 
 
 def _add_fault(cluster: FakeCluster, args: dict[str, Any]) -> web.Response:
-    """``{"method", "path", "status", "times", "message", "retryAfter", "delay", "hang", "plainText"}``."""
+    """``{"method", "path", "status", "times", "message", "retryAfter", "delay", "hang", "plainText", "endsWatch"}``."""
     try:
         times = args.get("times", 1)
         fault = cluster.faults.add(
@@ -78,6 +78,7 @@ def _add_fault(cluster: FakeCluster, args: dict[str, Any]) -> web.Response:
             retry_after=int(args["retryAfter"]) if args.get("retryAfter") is not None else None,
             delay=math.inf if args.get("hang") else float(args.get("delay") or 0.0),
             plain_text=args.get("plainText"),
+            ends_watch=str(args.get("endsWatch") or ""),
         )
     except (ValueError, TypeError) as exc:
         return web.json_response({"error": str(exc)}, status=400)

@@ -35,6 +35,9 @@ class Fault:
     retry_after: int | None = None
     delay: float = 0.0
     plain_text: bool = False
+    #: "ended": a watch answered 200 with no event (the apiserver, or a proxy, ended it at once);
+    #: "expired": one answered with the watch cache's 410 Expired ERROR event.
+    ends_watch: str = ""
     hits: int = 0
 
     def matches(self, method: str, path: str) -> bool:
@@ -45,7 +48,7 @@ class Fault:
             "id": self.id, "method": self.method, "path": self.path.pattern, "remaining": self.remaining,
             "status": self.status, "message": self.message, "retryAfter": self.retry_after,
             "delay": None if math.isinf(self.delay) else self.delay, "hang": math.isinf(self.delay),
-            "plainText": self.plain_text, "hits": self.hits,
+            "plainText": self.plain_text, "endsWatch": self.ends_watch or None, "hits": self.hits,
         }
 
 
@@ -69,16 +72,19 @@ class Faults:
         retry_after: int | None = None,
         delay: float = 0.0,
         plain_text: bool | None = None,
+        ends_watch: str = "",
     ) -> Fault:
         """The general form; the named helpers below cover the usual cases."""
-        if status is None and delay <= 0:
+        if ends_watch not in ("", "ended", "expired"):
+            raise ValueError(f"ends_watch is 'ended' or 'expired', not {ends_watch!r}")
+        if status is None and delay <= 0 and not ends_watch:
             raise ValueError("a fault needs a status, a delay, or both")
         if times is not None and times < 1:
             raise ValueError("times must be at least 1 (or None for every request)")
         if plain_text is None:
             plain_text = status == 429
         rule = Fault(next(self._ids), method.upper(), re.compile(path), times, status, message, retry_after,
-                     delay, plain_text)
+                     delay, plain_text, ends_watch)
         self._rules.append(rule)
         return rule
 
@@ -111,6 +117,12 @@ class Faults:
     def delay(self, seconds: float, *, method: str = "*", path: str = "", times: int | None = 1) -> Fault:
         """Hold matching requests for ``seconds`` (real time: it is the network that is slow)."""
         return self.add(method=method, path=path, times=times, delay=seconds)
+
+    def end_watch(self, *, path: str = "", times: int | None = 1, expired: bool = False) -> Fault:
+        """Matching watches (GETs: aim ``path`` at a collection only watched) end at once, with no event
+        (200 and an empty body), or with ``expired`` the 410 Expired ERROR event of a version the watch
+        cache no longer holds: what a proxy cutting watches, or a cache that cannot keep up, looks like."""
+        return self.add(method="GET", path=path, times=times, ends_watch="expired" if expired else "ended")
 
     def hang(self, *, method: str = "*", path: str = "", times: int | None = 1) -> Fault:
         """Hold matching requests until :meth:`release` or :meth:`clear` (or server shutdown)."""

@@ -152,7 +152,9 @@ class FakeKubeServer:
             entry.fault = fault.id
             if fault.delay > 0:
                 await self.cluster.faults.wait(fault.delay)
-            if fault.status is not None:
+            if fault.ends_watch:
+                response = _ended_watch(fault)
+            elif fault.status is not None:
                 response = _fault_response(fault, request)
         if response is None:
             try:
@@ -294,6 +296,15 @@ def _error(exc: st.ApiError) -> web.Response:
     text = json.dumps(exc.body, separators=(",", ":")) + "\n"
     headers = {"Content-Type": "application/json", **exc.headers}
     return web.Response(status=exc.code, body=text.encode(), headers=headers)
+
+
+def _ended_watch(fault: Fault) -> web.Response:
+    """A watch over at once: nothing at all, or the 410 Expired ERROR event (as :func:`watch.stream` sends it)."""
+    body = b""
+    if fault.ends_watch == "expired":
+        event = {"type": "ERROR", "object": st.expired(fault.message or "too old resource version: 1 (2)")}
+        body = json.dumps(event, separators=(",", ":")).encode() + b"\n"
+    return web.Response(status=200, body=body, headers={"Content-Type": "application/json"})
 
 
 def _fault_response(fault: Fault, request: web.Request) -> web.Response:
