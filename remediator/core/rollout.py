@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -45,27 +46,106 @@ def _get(obj: Mapping[str, Any], *path: str, default: Any = None) -> Any:
     return cur
 
 
-def deployment_health(dep: dict[str, Any]) -> Health:
-    """kubectl rollout status for a Deployment."""
+def deployment_health(dep: dict[str, Any], replicasets: list[dict[str, Any]] | None = None) -> Health:
+    """kubectl rollout status for a Deployment, made exact by its ReplicaSets where they are given.
+
+    Two of kubectl's verdicts depend on which ReplicaSet holds the current pod template,
+    which the Deployment alone does not say (``replicasets``: its ReplicaSets, listed after
+    it was read; None judges as kubectl does):
+
+    * a ``ProgressDeadlineExceeded`` condition counts only when it is this rollout's
+      (:func:`_deadline_is_current`): the controller keeps the condition of a rollout that
+      timed out, unchanged, after it has observed the next one, until that one progresses.
+      Right after a rollback of a timed-out release (Recreate: the new pods wait for the
+      old ones to go) the status reads "observed, exceeded its progress deadline", and
+      kubectl's rule fails the rollback that is working;
+    * a paused Deployment whose template has not rolled out fails at once, saying so: its
+      controller creates no ReplicaSet for the new template until it is resumed
+      (:func:`_paused_before_rollout`), so waiting would only run out the timeout.
+    """
     name = _get(dep, "metadata", "name", default="")
     generation = _get(dep, "metadata", "generation", default=0)
     observed = _get(dep, "status", "observedGeneration", default=0)
     if generation > observed:
         return Health(False, False, "Waiting for deployment spec update to be observed...")
-    for cond in _get(dep, "status", "conditions", default=[]):
-        if cond.get("type") == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded":
-            return Health(False, True, f'deployment "{name}" exceeded its progress deadline')
+    deadline = _deadline_condition(dep)
+    if deadline is not None and (replicasets is None or _deadline_is_current(deadline, dep, replicasets)):
+        return Health(False, True, f'deployment "{name}" exceeded its progress deadline')
     want = _get(dep, "spec", "replicas", default=1)
     updated = _get(dep, "status", "updatedReplicas", default=0)
     replicas = _get(dep, "status", "replicas", default=0)
     available = _get(dep, "status", "availableReplicas", default=0)
     if updated < want:
+        if replicasets is not None and _paused_before_rollout(dep, replicasets):
+            return Health(False, True, (
+                f'deployment "{name}" is paused: its pod template has not rolled out ({updated} of {want} '
+                f"replicas updated) and will not until it is resumed (kubectl rollout resume deployment/{name})"))
         return Health(False, False, f"{updated} out of {want} new replicas have been updated...")
     if replicas > updated:
         return Health(False, False, f"{replicas - updated} old replicas are pending termination...")
     if available < updated:
         return Health(False, False, f"{available} of {updated} updated replicas are available...")
     return Health(True, False, f'deployment "{name}" successfully rolled out')
+
+
+#: The subject of the controller's Progressing messages: ``ReplicaSet "web-5d9c" has timed out progressing.``,
+#: or ``Deployment "web" ...`` when no ReplicaSet held the template then (deployment/sync.go).
+_PROGRESS_SUBJECT = re.compile(r'(ReplicaSet|Deployment) "([^"]*)"')
+
+
+def _deadline_condition(dep: Mapping[str, Any]) -> dict[str, Any] | None:
+    for cond in _get(dep, "status", "conditions", default=[]):
+        if cond.get("type") == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded":
+            return dict(cond)
+    return None
+
+
+def needs_replicasets(dep: Mapping[str, Any]) -> bool:
+    """Whether :func:`deployment_health`'s verdict on ``dep`` depends on its ReplicaSets: a
+    ``ProgressDeadlineExceeded`` condition (maybe an earlier rollout's), or a pause."""
+    return bool(_get(dep, "spec", "paused", default=False)) or _deadline_condition(dep) is not None
+
+
+def template_replicaset(dep: Mapping[str, Any], replicasets: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The ReplicaSet of the Deployment's current pod template, or None while its controller has made none
+    (its pod-template-hash label left out; the oldest of equal ones, as the controller picks)."""
+    uid = _get(dep, "metadata", "uid", default="")
+    template = template_without_hash(_get(dep, "spec", "template", default={}))
+    same = [rs for rs in replicasets
+            if owned_by(rs, uid) and template_without_hash(_get(rs, "spec", "template", default={})) == template]
+    return min(same, key=lambda rs: (str(_get(rs, "metadata", "creationTimestamp", default="")),
+                                     str(_get(rs, "metadata", "name", default=""))), default=None)
+
+
+def _deadline_is_current(cond: Mapping[str, Any], dep: Mapping[str, Any], replicasets: list[dict[str, Any]]) -> bool:
+    """Whether a ``ProgressDeadlineExceeded`` condition is the current rollout's, by the subject it names.
+
+    The controller writes it naming the ReplicaSet that was new when it timed out, and once
+    timed out does not look again (DeploymentTimedOut returns true on its own reason) until
+    the next rollout shows progress: a condition naming another ReplicaSet than the current
+    template's is an earlier rollout's.  One naming the Deployment was written when no
+    ReplicaSet held the template: it is current while none does.  A wording this rule does
+    not know counts, as kubectl counts it.
+    """
+    found = _PROGRESS_SUBJECT.match(str(cond.get("message") or ""))
+    if found is None:
+        return True
+    subject, named = found.groups()
+    current = template_replicaset(dep, replicasets)
+    if subject == "Deployment":
+        return current is None
+    return current is not None and _get(current, "metadata", "name") == named
+
+
+def _paused_before_rollout(dep: Mapping[str, Any], replicasets: list[dict[str, Any]]) -> bool:
+    """A paused Deployment whose current template will not roll out: its controller only scales the
+    ReplicaSets it has, and creates none for a new template.  So no ReplicaSet holds the template, or
+    the one that does was sized below the Deployment's replicas (paused mid-rollout); one sized to
+    them is a scale up whose pods are on their way."""
+    if not _get(dep, "spec", "paused", default=False):
+        return False
+    current = template_replicaset(dep, replicasets)
+    return current is None or _get(current, "spec", "replicas", default=1) < _get(dep, "spec", "replicas", default=1)
 
 
 def statefulset_health(sts: dict[str, Any]) -> Health:
@@ -99,8 +179,9 @@ def statefulset_health(sts: dict[str, Any]) -> Health:
     return Health(True, False, "statefulset rolling update complete")
 
 
-def health(kind: str, obj: dict[str, Any]) -> Health:
-    return deployment_health(obj) if kind == "Deployment" else statefulset_health(obj)
+def health(kind: str, obj: dict[str, Any], replicasets: list[dict[str, Any]] | None = None) -> Health:
+    """``replicasets``: a Deployment's, when :func:`needs_replicasets` (see :func:`deployment_health`)."""
+    return deployment_health(obj, replicasets) if kind == "Deployment" else statefulset_health(obj)
 
 
 def selector_text(workload: Mapping[str, Any]) -> str:

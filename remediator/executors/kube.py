@@ -1376,12 +1376,25 @@ class KubeExecutor:
         seen the delete.  Its pods cannot lag that way (the delete is written on the pod), so
         done also needs ``spec.replicas`` of them serving (:func:`rollout.pods_health`).  While
         they do not, the wait goes on watching: the controller's own status write follows.
+        A Deployment's ReplicaSets are read when the rule needs them (a progress deadline,
+        which may be an earlier rollout's; a pause: :func:`rollout.deployment_health`).
         """
-        status = rollout.health(ctx.target.kind, obj)
-        if not status.done or status.failed:
+        kind = ctx.target.kind
+        replicasets: list[dict[str, Any]] | None = None
+        if kind == "Deployment" and rollout.needs_replicasets(obj):
+            try:
+                replicasets = await self._replicasets(ctx, obj)
+            except PermanentError as exc:
+                if exc.status != 403:
+                    raise
+                self._log.warning("cannot list the target's replicasets (403): wait_healthy judges a progress "
+                                  "deadline or a pause by the status alone, as kubectl does; grant list on "
+                                  "replicasets (deploy/kubernetes/rbac.yaml)", target=ctx.target.key, error=str(exc))
+        status = rollout.health(kind, obj, replicasets)
+        if status.failed or not status.done:
             return status
         try:
-            own = await self._own_pods(ctx, obj)
+            own = await self._own_pods(ctx, obj, replicasets)
         except PermanentError as exc:
             if exc.status != 403:
                 raise
@@ -1392,7 +1405,7 @@ class KubeExecutor:
                               "as kubectl does; grant list on pods (deploy/kubernetes/rbac.yaml)",
                               target=ctx.target.key, error=str(exc))
             return status
-        pods = rollout.pods_health(ctx.target.kind, obj, own)
+        pods = rollout.pods_health(kind, obj, own)
         return status if pods.done else pods
 
     async def _serving(self, ctx: StepContext, obj: dict[str, Any]) -> list[dict[str, Any]]:
@@ -1432,17 +1445,24 @@ class KubeExecutor:
             replicasets = [self._dict(rs) for rs in listed.items]
         return bool(rollout.own_pods(t.kind, owner, [pod], replicasets))
 
-    async def _own_pods(self, ctx: StepContext, obj: dict[str, Any]) -> list[dict[str, Any]]:
-        """The workload's pods, listed by its selector's labels and kept by ownership (:func:`rollout.own_pods`)."""
+    async def _own_pods(
+        self, ctx: StepContext, obj: dict[str, Any], replicasets: list[dict[str, Any]] | None = None
+    ) -> list[dict[str, Any]]:
+        """The workload's pods, listed by its selector's labels and kept by ownership (:func:`rollout.own_pods`).
+
+        ``replicasets``: a Deployment's, when already listed (after ``obj`` was read)."""
         t = ctx.target
         selector = rollout.selector_text(obj)
         found = await self._call(self.core.list_namespaced_pod, t.namespace, label_selector=selector, **self._kw())
-        replicasets: list[dict[str, Any]] = []
-        if t.kind == "Deployment":
-            listed = await self._call(
-                self.apps.list_namespaced_replica_set, t.namespace, label_selector=selector, **self._kw())
-            replicasets = [self._dict(rs) for rs in listed.items]
-        return rollout.own_pods(t.kind, obj, [self._dict(p) for p in found.items], replicasets)
+        if t.kind == "Deployment" and replicasets is None:
+            replicasets = await self._replicasets(ctx, obj)
+        return rollout.own_pods(t.kind, obj, [self._dict(p) for p in found.items], replicasets or [])
+
+    async def _replicasets(self, ctx: StepContext, obj: dict[str, Any]) -> list[dict[str, Any]]:
+        """The ReplicaSets a Deployment's selector matches (ownership is the caller's to check)."""
+        listed = await self._call(self.apps.list_namespaced_replica_set, ctx.target.namespace,
+                                  label_selector=rollout.selector_text(obj), **self._kw())
+        return [self._dict(rs) for rs in listed.items]
 
     async def _watch_until_healthy(self, ctx: StepContext, obj: dict[str, Any], waited: _Waited) -> rollout.Health:
         """Watch the workload from the version read until its rollout is done or failed.

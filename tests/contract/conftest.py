@@ -174,6 +174,28 @@ class Backend:
             self.fake.termination_delay = 0.0
             self.fake.reconcile()
 
+    def never_ready(self, image: str, workload: str = "web") -> None:
+        """From now on new pods running ``image`` stay Running and never Ready: a broken release.
+
+        Real: the kubelet's policy, by image.  Fake: its readiness fault, by workload, until
+        :meth:`ready_again` (its pods of another image are not spared meanwhile)."""
+        if self.kubelet is not None:
+            self.kubelet.manage(self.namespace, PodPolicy(never_ready_images=frozenset({image})))
+        if self.fake is not None:
+            self.fake.faults.never_ready(self.namespace, workload)
+
+    def ready_again(self, workload: str = "web") -> None:
+        """Before a rollout away from :meth:`never_ready`'s image: the fake's fault goes (the real policy is
+        by image)."""
+        if self.fake is not None:
+            self.fake.faults.allow_ready(self.namespace, workload)
+
+    def tick(self) -> None:
+        """The fake's controllers act on the time that has passed (a progress deadline); the real ones do so
+        by themselves."""
+        if self.fake is not None:
+            self.fake.reconcile()
+
     def without_kubelet(self) -> None:
         """No kubelet or scheduler for this namespace's pods (real: the stand-in kubelet lets go of it).
 

@@ -218,3 +218,37 @@ async def test_a_watch_whose_version_expired_meanwhile_re_reads_and_watches_on(l
     assert (result.status, result.message) == ("ok", 'deployment "web" successfully rolled out')
     first, again = [int(r.query["resourceVersion"]) for r in kube.cluster.requests if r.watch]
     assert again > first  # watched on from the fresh read, not from the expired version
+
+
+async def test_wait_healthy_right_after_rolling_back_a_release_that_timed_out_waits_for_the_rollback() -> None:
+    """The Deployment controller observes the rollback's generation before the rollback shows progress, and
+    keeps the timed-out release's ProgressDeadlineExceeded condition meanwhile (Recreate: the rolled-back
+    pods start once the broken ones are gone).  That condition names the broken release's ReplicaSet, not
+    the current template's: wait_healthy waits for the rollback rather than failing it (and running
+    on_failure) at once.  tests/contract/test_rollout_health.py shows the same status on the real apiserver."""
+    clock = VirtualClock(T0)
+    cluster = FakeCluster(clock=lambda: clock.now().timestamp(), sync_controllers=False)
+    cluster.apply(web(replicas=2, strategy={"type": "Recreate"}, progressDeadlineSeconds=60))
+    cluster.faults.never_ready(NS, "web")
+    broken = {"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "registry.example/web:bad"}]}}}}
+    cluster.patch("deployments", NS, "web", "application/strategic-merge-patch+json", broken)
+    cluster.reconcile()
+    clock.advance_sync(61)
+    cluster.reconcile()
+    broken_rs = cluster.replicasets_of(NS, "web")[-1]["metadata"]["name"]
+    dep = cluster.get("deployments", NS, "web")
+    assert dep is not None
+    [progressing] = [c for c in dep["status"]["conditions"] if c["type"] == "Progressing"]
+    assert (progressing["reason"], progressing["message"]) == (
+        "ProgressDeadlineExceeded", f'ReplicaSet "{broken_rs}" has timed out progressing.')
+    cluster.faults.allow_ready(NS, "web")
+    async with running_fake_kube(cluster) as kube:
+        rolled = await run_step(executor(kube.api, server_dry_run=False), NS, "rollback", {})
+        assert rolled.status == "ok", rolled.message
+        step = await waiting(kube, "web", "Deployment")
+        assert not step.done(), step.result()
+
+        kube.cluster.reconcile()  # observed, the old condition kept; then the broken pods go and the rollback's come
+        result = await asyncio.wait_for(step, 10)
+
+    assert (result.status, result.message) == ("ok", 'deployment "web" successfully rolled out')

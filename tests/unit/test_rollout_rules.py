@@ -235,3 +235,60 @@ def test_diff_reports_changed_paths() -> None:
 )
 def test_desired_amount(current: int, params: dict[str, Any], ceiling: int | None, expected: int) -> None:
     assert desired_amount(current, params, ceiling=ceiling) == expected
+
+
+# -- a progress deadline, a pause: judged with the Deployment's ReplicaSets ---------------------------------
+
+
+def timed_out(message: str, **status: Any) -> dict[str, Any]:
+    return dep(conditions=[{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
+                            "message": message}], **status)
+
+
+# dep()'s template runs image v2: rs(2, "v2") holds it, rs(1, "v1") held the release before
+@pytest.mark.parametrize(("message", "sets", "failed"), [
+    ('ReplicaSet "web-2" has timed out progressing.', [rs(1, "v1"), rs(2, "v2")], True),
+    # rolled back (or on to another release) from the one that timed out: the controller keeps that
+    # one's condition until the new rollout progresses
+    ('ReplicaSet "web-1" has timed out progressing.', [rs(1, "v1"), rs(2, "v2")], False),
+    ('ReplicaSet "web-1" has timed out progressing.', [rs(1, "v1")], False),  # Recreate: no new RS yet
+    # timed out while no ReplicaSet held the template (Recreate waiting on old pods): current while none does
+    ('Deployment "web" has timed out progressing.', [rs(1, "v1")], True),
+    ('Deployment "web" has timed out progressing.', [rs(1, "v1"), rs(2, "v2")], False),
+    ('ReplicaSet "web-2" has timed out progressing.', [rs(1, "v1"), rs(2, "v2", owner="u9")], False),
+    ("a wording the rule does not know", [rs(1, "v1"), rs(2, "v2")], True),  # kubectl's rule
+])
+def test_a_progress_deadline_counts_only_for_the_current_templates_replicaset(
+    message: str, sets: list[dict[str, Any]], failed: bool
+) -> None:
+    d = timed_out(message, updatedReplicas=0, availableReplicas=0)
+    h = rollout.deployment_health(d, sets)
+    assert (h.done, h.failed) == (False, failed)
+    assert h.message == ('deployment "web" exceeded its progress deadline' if failed else
+                         "0 out of 3 new replicas have been updated...")
+    assert rollout.needs_replicasets(d)
+    assert rollout.deployment_health(d).failed  # without them, kubectl's rule: any such condition fails
+
+
+def paused(**status: Any) -> dict[str, Any]:
+    d = dep(**status)
+    d["spec"]["paused"] = True
+    return d
+
+
+def test_a_paused_deployment_whose_template_has_not_rolled_out_fails_at_once() -> None:
+    assert rollout.needs_replicasets(paused()) and not rollout.needs_replicasets(dep())
+    h = rollout.deployment_health(paused(updatedReplicas=0), [rs(1, "v1")])  # no ReplicaSet for v2 while paused
+    assert (h.done, h.failed, h.message) == (False, True, (
+        'deployment "web" is paused: its pod template has not rolled out (0 of 3 replicas updated) and will not '
+        "until it is resumed (kubectl rollout resume deployment/web)"))
+    assert not rollout.deployment_health(paused(updatedReplicas=0)).failed  # without the ReplicaSets: it waits
+
+    mid = rs(2, "v2")
+    mid["spec"]["replicas"] = 1  # paused mid-rollout: the new ReplicaSet stays at 1
+    assert rollout.deployment_health(paused(updatedReplicas=1), [rs(1, "v1"), mid]).failed
+
+    mid["spec"]["replicas"] = 3  # a scale up while paused: the template's ReplicaSet is sized, pods on their way
+    h = rollout.deployment_health(paused(updatedReplicas=2), [mid])
+    assert (h.done, h.failed, h.message) == (False, False, "2 out of 3 new replicas have been updated...")
+    assert rollout.deployment_health(paused(), [mid]).done  # paused once rolled out: healthy
