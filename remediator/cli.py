@@ -70,17 +70,27 @@ async def _serve(args: argparse.Namespace) -> int:
         log.info("listening", address=settings.listen, dry_run=settings.dry_run)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
         from remediator.runtime import RUNTIME
 
-        failed = app[RUNTIME].failed
+        rt = app[RUNTIME]
+
+        def stop_taking_work() -> None:
+            """At the signal itself: the runtime stops taking work before anything else runs."""
+            stop.set()
+            rt.stop_taking_work()
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop_taking_work)
+        failed = rt.failed
         waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(failed.wait())]
         await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         for w in waits:
             w.cancel()
+        rt.stop_taking_work()  # already done by a signal; not by a background task that died
         log.info("shutting down: no longer accepting requests")
-        await runner.cleanup()  # stop accepting, then worker, guardrails, store in reverse order
+        # The runtime's stop runs meanwhile (its executions' grace began at the signal); its close
+        # in cleanup_ctx waits for it, then closes guardrails and store in reverse order.
+        await runner.cleanup()
         if failed.is_set():
             log.error("stopped: a background task died (see above)")
             return 1

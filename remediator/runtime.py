@@ -122,6 +122,7 @@ class Runtime:
     # Set when a background task died: the daemon must stop (non-zero) rather than run half-alive.
     failed: asyncio.Event = field(default_factory=asyncio.Event)
     stopping: bool = False
+    _stopped: asyncio.Task[None] | None = field(default=None, init=False)  # the staged stop, once begun
 
     def supervise(self, task: asyncio.Task[None]) -> None:
         """Keep ``task`` among the runtime's background tasks, and fail the runtime if it ends on
@@ -141,6 +142,24 @@ class Runtime:
 
     def wake(self) -> None:
         self.worker.wake()
+
+    def stop_taking_work(self) -> asyncio.Task[None]:
+        """Begin the staged stop, at once: nothing more is claimed or decided, and running
+        executions get ``worker.shutdown_timeout`` from now, then are handed over.  The task
+        ends when all of that is done; calling again returns the same task.
+
+        Why at once, from the signal handler: the stop used to begin only when aiohttp had
+        drained its connections (up to a minute), and until then the replica that was told to
+        go kept deciding alerts and starting remediations, and its executions' grace started late.
+        """
+        if self._stopped is None:
+            self.stopping = True
+            self.worker.stop()
+            for task in self.tasks:
+                if task.get_name() != "remediator-worker":
+                    task.cancel()
+            self._stopped = asyncio.get_running_loop().create_task(_stop(self), name="remediator-stop")
+        return self._stopped
 
 
 RUNTIME = web.AppKey("runtime", Runtime)
@@ -383,7 +402,7 @@ async def open_runtime(
         finally:
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.remove_signal_handler(signal.SIGHUP)
-            await _stop(rt)
+            await rt.stop_taking_work()
 
 
 def on_sighup(rt: Runtime) -> None:
@@ -440,21 +459,19 @@ async def _retention(rt: Runtime) -> None:
 
 
 async def _stop(rt: Runtime) -> None:
-    """Staged shutdown: stop taking work, let the current alert and the running executions
-    finish, then cancel, handing the executions' leases back so another replica takes over."""
-    rt.stopping = True
-    rt.worker.stop()
-    timeout = rt.settings.worker.shutdown_timeout
-    for task in rt.tasks:
-        if task.get_name() != "remediator-worker":
-            task.cancel()
+    """Staged shutdown, begun by :meth:`Runtime.stop_taking_work`: the decider finishes the alert
+    it is on, and running executions get ``worker.shutdown_timeout`` (one deadline for both,
+    from the stop), then are cancelled, their leases handed back so another replica takes over at
+    once rather than after the lease (each resumes from its write-ahead record)."""
+    log = structlog.get_logger("remediator")
+    loop = asyncio.get_running_loop()
+    grace = rt.settings.worker.shutdown_timeout
+    deadline = loop.time() + grace
     worker_tasks = [t for t in rt.tasks if t.get_name() == "remediator-worker"]
-    if worker_tasks:
-        _done, pending = await asyncio.wait(worker_tasks, timeout=timeout)
+    if worker_tasks:  # first: the execution loop may be starting what it had claimed before the stop
+        _done, pending = await asyncio.wait(worker_tasks, timeout=grace)
         for t in pending:
-            structlog.get_logger("remediator").warning(
-                "worker did not finish in time; its alert stays pending and resumes on restart"
-            )
+            log.warning("worker did not finish in time; its alert stays pending and resumes on restart")
             t.cancel()
-    await rt.worker.finish(timeout)
+    await rt.worker.finish(max(0.0, deadline - loop.time()))
     await asyncio.gather(*rt.tasks, return_exceptions=True)

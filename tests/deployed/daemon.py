@@ -69,6 +69,10 @@ class Daemon:
         return await self.event(lambda e: e.get("event") == name and all(e.get(k) == v for k, v in fields.items()),
                                 after=after)
 
+    async def exited(self) -> int:
+        """The exit code, once the daemon has exited (within :data:`PATIENCE`)."""
+        return await asyncio.wait_for(self.proc.wait(), PATIENCE)
+
     def log(self) -> str:
         return "\n".join([json.dumps(e) for e in self.events] + self.raw)
 

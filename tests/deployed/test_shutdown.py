@@ -1,0 +1,129 @@
+"""``remediator serve`` stopping as a pod's container is stopped: SIGTERM, then SIGKILL after the grace period.
+
+The daemon runs as a process on a fake apiserver (real time) and a PostgreSQL schema of its own,
+as a replica among others: what it leaves is what another replica finds.  Its timeouts are small
+(one second where the Deployment has thirty), so each test takes a few seconds.  A test acts on
+what the daemon logs or answers, never on a sleep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from remediator.clock import SystemClock
+from remediator.core.alerts import validate_payload
+from remediator.ports import ReceivedAlert
+from remediator.store.postgres import PostgresStore
+from remediator.testing.kube.cluster import FakeCluster
+from remediator.testing.kube.harness import FakeKube, running_fake_kube
+from tests.deployed.daemon import PATIENCE, Daemon, Event, free_port, serving
+from tests.deployed.test_serve import bare_env
+from tests.executor.harness import NS, playbook, web
+from tests.payloads import alert_json, payload
+from tests.store.conftest import Schema, fresh_schema
+
+#: A restart, then a wait for health that outlasts every test (the fake's pods never get ready):
+#: an execution is mid-step whenever a test stops the daemon.
+STEPS = "- action: restart\n- action: wait_healthy\n  timeout: 10m\n"
+SETTINGS = """\
+worker:
+  shutdown_timeout: 1s       # the Deployment's: 30s
+  poll_interval: 200ms
+http:
+  read_timeout: 5s           # a body cut short by the shutdown must not wait this out
+  store_timeout: 1s
+log:
+  format: json
+"""
+TOKEN = "t1"
+
+
+def body_of(deployment: str) -> bytes:
+    return json.dumps(payload(alert_json({"alertname": "Broken", "deployment": deployment}))).encode()
+
+
+class Replica:
+    """The daemon's files and environment in ``root``: playbook, settings, kubeconfig, database."""
+
+    def __init__(self, root: Path, kube: FakeKube, schema: Schema, settings: str = SETTINGS) -> None:
+        (root / "pb").mkdir(parents=True)
+        (root / "pb" / "fix.yaml").write_text(playbook(STEPS))
+        self.config = root / "remediator.yaml"
+        self.config.write_text(settings)
+        self.schema = schema
+        self.port = free_port()
+        self.env = bare_env(root, KUBECONFIG=str(kube.write_kubeconfig(root / "kubeconfig", NS)),
+                            REMEDIATOR_WEBHOOK_TOKENS=TOKEN)
+        self.env.pop("PYTHONUNBUFFERED", None)  # as the shipped image
+        self.args = ["serve", "--config", str(self.config), "--playbooks", str(root / "pb"), "--data-dir",
+                     str(root / "var"), "--listen", f"127.0.0.1:{self.port}", "--database-url", schema.dsn]
+
+
+@pytest.fixture
+async def kube() -> AsyncIterator[FakeKube]:
+    async with running_fake_kube(FakeCluster(clock=time.time, ready_delay=3600.0)) as kube:
+        kube.cluster.apply(web("web"))
+        kube.cluster.apply(web("api"))
+        yield kube
+
+
+@pytest.fixture
+async def schema() -> AsyncIterator[Schema]:
+    async with fresh_schema() as schema:
+        yield schema
+
+
+@contextlib.asynccontextmanager
+async def slow_delivery(daemon: Daemon, deployment: str) -> AsyncIterator[asyncio.StreamReader]:
+    """A delivery whose body is still coming in: its headers, then (once the daemon is handling it:
+    its ``100 Continue``) the first bytes of the body, and nothing more."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", int(daemon.url.rpartition(":")[2]))
+    body = body_of(deployment)
+    writer.write(b"POST /webhooks/alertmanager HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+                 b"Content-Type: application/json\r\nContent-Length: %d\r\nExpect: 100-continue\r\n\r\n"
+                 % (TOKEN.encode(), len(body)))
+    assert (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), PATIENCE)).startswith(b"HTTP/1.1 100")
+    writer.write(body[:20])
+    await writer.drain()
+    try:
+        yield reader
+    finally:
+        writer.close()
+
+
+def after(daemon: Daemon, event: Event) -> list[str]:
+    """The names of the events logged after ``event``."""
+    return [e.get("event", "") for e in daemon.events[daemon.events.index(event) + 1:]]
+
+
+async def test_after_sigterm_the_replica_decides_and_starts_nothing(
+    tmp_path: Path, kube: FakeKube, schema: Schema
+) -> None:
+    """The worker stopped only once aiohttp had drained its connections: meanwhile the replica told
+    to go claimed and decided alerts and started remediations.  Here another replica records an
+    alert after the SIGTERM, while a delivery in flight holds the HTTP drain: it stays for that
+    other replica, undecided and unclaimed, and its target is left alone."""
+    replica = Replica(tmp_path, kube, schema)
+    async with serving(replica.args, replica.env) as daemon, slow_delivery(daemon, "web"):
+        daemon.proc.send_signal(signal.SIGTERM)
+        stopping = await daemon.named("shutting down: no longer accepting requests")
+        store = await PostgresStore.open(schema.dsn, SystemClock())
+        try:
+            delivery = validate_payload(payload(alert_json({"alertname": "Broken", "deployment": "api"})))
+            assert await store.record_alerts([ReceivedAlert(a, SystemClock().now()) for a in delivery.alerts]) == 1
+        finally:
+            await store.close()
+        assert await daemon.exited() == 0, daemon.log()
+    assert not {"alerts decided", "step", "execution finished"} & set(after(daemon, stopping)), daemon.log()
+    row = await schema.conn.fetchrow("SELECT processed, claimed_by FROM alerts")
+    assert (row["processed"], row["claimed_by"]) == (False, None)
+    assert await schema.conn.fetchval("SELECT count(*) FROM decisions") == 0
+    assert kube.cluster.requests.writes() == []
