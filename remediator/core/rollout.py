@@ -17,6 +17,8 @@ from typing import Any
 
 REVISION = "deployment.kubernetes.io/revision"
 HASH_LABEL = "pod-template-hash"
+#: The label a StatefulSet's controller puts on each pod: the name of the ControllerRevision it runs.
+REVISION_LABEL = "controller-revision-hash"
 #: Annotations kubectl keeps from the deployment (not copied from the ReplicaSet) on undo.
 SKIP_ANNOTATIONS = frozenset(
     {
@@ -149,13 +151,23 @@ def _paused_before_rollout(dep: Mapping[str, Any], replicasets: list[dict[str, A
 
 
 def statefulset_health(sts: dict[str, Any]) -> Health:
-    """kubectl rollout status for a StatefulSet (RollingUpdate strategy), as its status tells it.
+    """kubectl rollout status for a StatefulSet, as its status tells it.
 
     Its status may lag a pod's delete; :func:`pods_health` is the check on the pods themselves.
+    A partitioned rollout is done once the pods from the partition up are updated, as kubectl
+    says, whatever ``currentRevision`` holds: the controller moves it to the update revision
+    only when ``status.replicas`` (which counts a pod stuck Terminating outside the set's
+    range, a condemned pod whose node is gone) equals the updated ones, so a rollout could
+    be complete and never read as done.  The pods' revisions are checked by :func:`pods_health`.
+
+    kubectl refuses OnDelete ("rollout status is only available for RollingUpdate"): its
+    controller replaces a pod only when someone deletes it.  Here an OnDelete set is done once
+    every pod is updated and ready; :func:`pods_health` fails it at once while a pod that is
+    not being deleted still runs an earlier revision, since nothing will replace it.
     """
     strategy = _get(sts, "spec", "updateStrategy", "type", default="RollingUpdate")
-    if strategy != "RollingUpdate":
-        return Health(True, False, f"rollout status is only available for RollingUpdate, not {strategy}")
+    if strategy not in ("RollingUpdate", "OnDelete"):
+        return Health(False, True, f"rollout status is only available for RollingUpdate and OnDelete, not {strategy}")
     observed = _get(sts, "status", "observedGeneration", default=0)
     if not observed or observed < _get(sts, "metadata", "generation", default=0):
         return Health(False, False, "Waiting for statefulset spec update to be observed...")
@@ -163,8 +175,13 @@ def statefulset_health(sts: dict[str, Any]) -> Health:
     ready = _get(sts, "status", "readyReplicas", default=0)
     if ready < want:
         return Health(False, False, f"Waiting for {want - ready} pods to be ready...")
-    partition = _get(sts, "spec", "updateStrategy", "rollingUpdate", "partition", default=0)
     updated = _get(sts, "status", "updatedReplicas", default=0)
+    if strategy == "OnDelete":
+        if updated < want:
+            return Health(False, False, f"Waiting for {want - updated} pods to be updated (updateStrategy OnDelete: "
+                                        "a pod is updated when it is deleted)...")
+        return Health(True, False, "statefulset rolled out (updateStrategy OnDelete: every pod updated)")
+    partition = _get(sts, "spec", "updateStrategy", "rollingUpdate", "partition", default=0)
     if not partition and updated < want:
         # The StatefulSet controller counts a Terminating pod as ready (its status may still say
         # so for the whole grace period) but not as updated: after a pod is deleted, readyReplicas
@@ -174,14 +191,22 @@ def statefulset_health(sts: dict[str, Any]) -> Health:
         if updated < want - partition:
             return Health(False, False, f"Waiting for partitioned roll out to finish: {updated} of {want - partition}")
         return Health(True, False, "partitioned roll out complete")
-    if _get(sts, "status", "updateRevision") != _get(sts, "status", "currentRevision"):
-        return Health(False, False, "waiting for statefulset rolling update to complete")
     return Health(True, False, "statefulset rolling update complete")
 
 
 def health(kind: str, obj: dict[str, Any], replicasets: list[dict[str, Any]] | None = None) -> Health:
     """``replicasets``: a Deployment's, when :func:`needs_replicasets` (see :func:`deployment_health`)."""
     return deployment_health(obj, replicasets) if kind == "Deployment" else statefulset_health(obj)
+
+
+def needs_pods(kind: str, workload: Mapping[str, Any]) -> bool:
+    """Whether the pods are to be read before the status says done: an OnDelete StatefulSet whose spec is
+    observed, whose pods at an earlier revision fail it at once (:func:`pods_health`), since its
+    controller never replaces them; waiting on its status would run out the timeout."""
+    strategy = _get(workload, "spec", "updateStrategy", "type", default="RollingUpdate")
+    observed = _get(workload, "status", "observedGeneration", default=0)
+    return (kind == "StatefulSet" and strategy == "OnDelete" and bool(observed)
+            and observed >= _get(workload, "metadata", "generation", default=0))
 
 
 def selector_text(workload: Mapping[str, Any]) -> str:
@@ -251,7 +276,11 @@ def pods_health(kind: str, workload: dict[str, Any], own: list[dict[str, Any]]) 
     rule alone calls that healthy.  Read from the pods themselves, health needs
     ``spec.replicas`` pods serving (Ready, not Terminating); for a StatefulSet, every
     ordinal's pod, since it recreates a deleted pod under the same name only once the
-    old one is gone.  ``own`` is :func:`own_pods`.
+    old one is gone, at the update revision (``status.updateRevision``, from the
+    partition up): the status' counts, not kubectl's ``currentRevision``, say a rollout is
+    done (:func:`statefulset_health`), and the pods say which ones it reached.  An OnDelete
+    set with a pod at an earlier revision that is not being deleted fails: its controller
+    never replaces it.  ``own`` is :func:`own_pods`.
     """
     want = _get(workload, "spec", "replicas", default=1)
     up = serving(own)
@@ -261,7 +290,24 @@ def pods_health(kind: str, workload: dict[str, Any], own: list[dict[str, Any]]) 
         return Health(True, False, f"{len(up)} of {want} pods are ready and not terminating")
     name = _get(workload, "metadata", "name", default="")
     start = _get(workload, "spec", "ordinals", "start", default=0)
+    update = _get(workload, "status", "updateRevision")
+    strategy = _get(workload, "spec", "updateStrategy", "type", default="RollingUpdate")
+    partition = _get(workload, "spec", "updateStrategy", "rollingUpdate", "partition", default=0)
+    first_updated = start + (partition if strategy == "RollingUpdate" else 0)
     by_name = {_get(p, "metadata", "name"): p for p in own}
+
+    def behind(pod: dict[str, Any], ordinal: int) -> bool:
+        """At another revision than the update revision, where the rollout puts that one."""
+        return bool(update) and ordinal >= first_updated and _get(pod, "metadata", "labels", REVISION_LABEL) != update
+
+    if strategy == "OnDelete":
+        stale = [f"{name}-{o}" for o in range(start, start + want) if (pod := by_name.get(f"{name}-{o}")) is not None
+                 and not _get(pod, "metadata", "deletionTimestamp") and behind(pod, o)]
+        if stale:
+            return Health(False, True, (
+                f'statefulset "{name}" replaces a pod only when it is deleted (updateStrategy OnDelete): '
+                f"{', '.join(stale)} still run{'s' if len(stale) == 1 else ''} an earlier revision than {update}, "
+                "and nothing will replace them (delete them, e.g. with delete_pod, to roll them)"))
     for ordinal in range(start, start + want):
         pod_name = f"{name}-{ordinal}"
         pod = by_name.get(pod_name)
@@ -269,6 +315,8 @@ def pods_health(kind: str, workload: dict[str, Any], own: list[dict[str, Any]]) 
             return Health(False, False, f"Waiting for pod {pod_name} to be created...")
         if _get(pod, "metadata", "deletionTimestamp"):
             return Health(False, False, f"Waiting for pod {pod_name} to be replaced (terminating)...")
+        if behind(pod, ordinal):
+            return Health(False, False, f"Waiting for pod {pod_name} to be updated to revision {update}...")
         if not pod_ready(pod):
             return Health(False, False, f"Waiting for pod {pod_name} to be ready...")
     return Health(True, False, f"all {want} pods are ready and not terminating")

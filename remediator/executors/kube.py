@@ -1377,7 +1377,8 @@ class KubeExecutor:
         done also needs ``spec.replicas`` of them serving (:func:`rollout.pods_health`).  While
         they do not, the wait goes on watching: the controller's own status write follows.
         A Deployment's ReplicaSets are read when the rule needs them (a progress deadline,
-        which may be an earlier rollout's; a pause: :func:`rollout.deployment_health`).
+        which may be an earlier rollout's; a pause: :func:`rollout.deployment_health`), and an
+        OnDelete StatefulSet's pods before its status says done (:func:`rollout.needs_pods`).
         """
         kind = ctx.target.kind
         replicasets: list[dict[str, Any]] | None = None
@@ -1391,7 +1392,7 @@ class KubeExecutor:
                                   "deadline or a pause by the status alone, as kubectl does; grant list on "
                                   "replicasets (deploy/kubernetes/rbac.yaml)", target=ctx.target.key, error=str(exc))
         status = rollout.health(kind, obj, replicasets)
-        if status.failed or not status.done:
+        if status.failed or not (status.done or rollout.needs_pods(kind, obj)):
             return status
         try:
             own = await self._own_pods(ctx, obj, replicasets)
@@ -1406,6 +1407,8 @@ class KubeExecutor:
                               target=ctx.target.key, error=str(exc))
             return status
         pods = rollout.pods_health(kind, obj, own)
+        if not status.done:  # read early (OnDelete): only a failure of the pods is news
+            return pods if pods.failed else status
         return status if pods.done else pods
 
     async def _serving(self, ctx: StepContext, obj: dict[str, Any]) -> list[dict[str, Any]]:

@@ -13,7 +13,7 @@ from remediator.executors.kube import RESTARTED_AT
 from remediator.ports import StepContext, StepResult
 from tests.contract.conftest import Backend
 from tests.kube_fake.helpers import statefulset
-from tests.real_kube.helpers import executor
+from tests.real_kube.helpers import executor, run_step
 
 
 async def step(backend: Backend, action: str, params: dict[str, Any], *, dry_run: bool) -> StepResult:
@@ -82,3 +82,75 @@ async def test_statefulset_restart_scale_and_rollback(backend: Backend) -> None:
     final = await settled_db(backend)
     assert final["spec"]["template"]["metadata"]["annotations"][RESTARTED_AT] == done.details["restartedAt"]
     assert (final["spec"]["replicas"], final["status"]["readyReplicas"]) == (3, 3)
+
+
+DB = {"name": "db", "kind": "StatefulSet"}
+
+
+async def test_an_on_delete_statefulset_is_not_healthy_until_its_pods_are_deleted_and_rolled(backend: Backend) -> None:
+    """OnDelete: the controller updates a pod only when someone deletes it, and kubectl refuses such a rollout.
+    After a restart nothing will roll db-0 and db-1: wait_healthy fails at once and says why (it called the
+    set healthy, every pod still on the old revision).  Once they are deleted and recreated, it is healthy."""
+    manifest = statefulset("db", backend.namespace, replicas=2)
+    manifest["spec"]["updateStrategy"] = {"type": "OnDelete"}
+    await backend.apps.create_namespaced_stateful_set(backend.namespace, manifest)
+    await settled_db(backend)
+    kube = executor(backend.api, server_dry_run=False)
+    await step(backend, "restart", {}, dry_run=False)
+
+    waited = await run_step(kube, backend.namespace, "wait_healthy", {"timeout": 30}, **DB)
+
+    update = (await read_db(backend))["status"]["updateRevision"]
+    assert (waited.status, waited.message) == ("failed", (
+        f'wait_healthy on StatefulSet/{backend.namespace}/db: statefulset "db" replaces a pod only when it is '
+        f"deleted (updateStrategy OnDelete): db-0, db-1 still run an earlier revision than {update}, and nothing "
+        "will replace them (delete them, e.g. with delete_pod, to roll them)"))
+    assert all(p["metadata"]["labels"]["controller-revision-hash"] != update for p in await backend.pods("app=db"))
+
+    for pod in ("db-0", "db-1"):
+        assert (await run_step(kube, backend.namespace, "delete_pod", {"pod": pod}, **DB)).status == "ok"
+    healthy = await run_step(kube, backend.namespace, "wait_healthy", {"timeout": 30}, **DB)
+    assert (healthy.status, healthy.message) == ("ok", "statefulset rolled out (updateStrategy OnDelete: every pod "
+                                                       "updated)")
+    pods = await backend.pods("app=db")
+    assert [p["metadata"]["labels"]["controller-revision-hash"] for p in pods] == [update, update]
+
+
+FINALIZER = "contract.remediator.test/stuck"
+
+
+async def test_a_statefulset_rolled_beside_a_pod_stuck_terminating_outside_its_range_is_healthy(
+    backend: Backend,
+) -> None:
+    """A Parallel set scaled down from 3 with db-2 stuck Terminating (its node gone: a finalizer on the real
+    apiserver, a kubelet that never finishes on the fake), then restarted: db-0 and db-1 roll and are Ready.
+    The controller never moves currentRevision (status.replicas counts db-2), so the rule on it waited for
+    ever; kubectl ("partitioned roll out complete") and the pods say done."""
+    manifest = statefulset("db", backend.namespace, replicas=3)
+    manifest["spec"]["podManagementPolicy"] = "Parallel"
+    await backend.apps.create_namespaced_stateful_set(backend.namespace, manifest)
+    await settled_db(backend)
+    if backend.fake is not None:
+        backend.fake.termination_delay = float("inf")  # its own controllers' deletes still finish at once
+    else:
+        await backend.core.patch_namespaced_pod("db-2", backend.namespace, {"metadata": {"finalizers": [FINALIZER]}})
+    try:
+        await backend.core.delete_namespaced_pod("db-2", backend.namespace)
+        await backend.apps.patch_namespaced_stateful_set_scale("db", backend.namespace, {"spec": {"replicas": 2}})
+        await step(backend, "restart", {}, dry_run=False)
+
+        waited = await run_step(executor(backend.api, server_dry_run=False), backend.namespace, "wait_healthy",
+                                {"timeout": 30}, **DB)
+
+        assert (waited.status, waited.message) == ("ok", "statefulset rolling update complete")
+        sts = await read_db(backend)
+        status = sts["status"]
+        assert (status["replicas"], status["updatedReplicas"]) == (3, 2)  # db-2 counted, never updated
+        assert status["currentRevision"] != status["updateRevision"]
+        pods = {p["metadata"]["name"]: p for p in await backend.pods("app=db")}
+        assert pods["db-2"]["metadata"]["deletionTimestamp"]
+        assert [pods[n]["metadata"]["labels"]["controller-revision-hash"] for n in ("db-0", "db-1")] == [
+            status["updateRevision"]] * 2
+    finally:
+        if backend.fake is None:
+            await backend.core.patch_namespaced_pod("db-2", backend.namespace, {"metadata": {"finalizers": None}})

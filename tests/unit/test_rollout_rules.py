@@ -42,10 +42,10 @@ def test_deployment_health_follows_kubectl(status: dict[str, Any], done: bool, f
 
 def test_statefulset_health() -> None:
     sts = {"metadata": {"generation": 1}, "spec": {"replicas": 2},
-           "status": {"observedGeneration": 1, "readyReplicas": 2, "updatedReplicas": 2, "currentRevision": "a",
+           "status": {"observedGeneration": 1, "readyReplicas": 2, "updatedReplicas": 1, "currentRevision": "a",
                       "updateRevision": "b"}}
     assert not rollout.statefulset_health(sts).done
-    sts["status"]["currentRevision"] = "b"
+    sts["status"]["updatedReplicas"] = 2
     assert rollout.statefulset_health(sts).done
     sts["status"]["updatedReplicas"] = 1  # a Terminating pod still counted ready; its replacement not there yet
     assert not rollout.statefulset_health(sts).done
@@ -292,3 +292,69 @@ def test_a_paused_deployment_whose_template_has_not_rolled_out_fails_at_once() -
     h = rollout.deployment_health(paused(updatedReplicas=2), [mid])
     assert (h.done, h.failed, h.message) == (False, False, "2 out of 3 new replicas have been updated...")
     assert rollout.deployment_health(paused(), [mid]).done  # paused once rolled out: healthy
+
+
+# -- StatefulSets: revisions of the pods, OnDelete -------------------------------------------------------------
+
+
+def rev_pod(name: str, revision: str, *, ready: bool = True, terminating: bool = False) -> dict[str, Any]:
+    out = pod(name, "s1", ready=ready, terminating=terminating)
+    out["metadata"]["labels"] = {rollout.REVISION_LABEL: revision}
+    return out
+
+
+def rolled(replicas: int = 2, strategy: dict[str, Any] | None = None, updated: int = 2) -> dict[str, Any]:
+    workload = sts(replicas, updateStrategy=strategy or {"type": "RollingUpdate",
+                                                           "rollingUpdate": {"partition": 0}})
+    workload["metadata"]["generation"] = 2
+    workload["status"] = {"observedGeneration": 2, "replicas": replicas, "readyReplicas": replicas,
+                          "updatedReplicas": updated, "currentRevision": "db-old", "updateRevision": "db-new"}
+    return workload
+
+
+def test_a_rolled_statefulset_is_done_whatever_its_current_revision_says() -> None:
+    """A condemned pod stuck Terminating outside the range keeps status.replicas above the updated pods, so the
+    controller never moves currentRevision: kubectl says done, and so do the pods."""
+    workload = rolled()
+    workload["status"]["replicas"] = 3
+    assert rollout.statefulset_health(workload) == rollout.Health(True, False, "statefulset rolling update complete")
+    pods = [rev_pod("db-0", "db-new"), rev_pod("db-1", "db-new"), rev_pod("db-2", "db-old", terminating=True)]
+    assert rollout.pods_health("StatefulSet", workload, rollout.own_pods("StatefulSet", workload, pods, [])).done
+
+
+@pytest.mark.parametrize(("partition", "pods", "message"), [
+    (0, ["db-new", "db-old"], "Waiting for pod db-1 to be updated to revision db-new..."),  # the status lags
+    (1, ["db-old", "db-new"], "all 2 pods are ready and not terminating"),  # below the partition: kept
+    (1, ["db-new", "db-old"], "Waiting for pod db-1 to be updated to revision db-new..."),
+])
+def test_a_statefulsets_pods_from_the_partition_up_run_the_update_revision(
+    partition: int, pods: list[str], message: str
+) -> None:
+    workload = rolled(strategy={"type": "RollingUpdate", "rollingUpdate": {"partition": partition}})
+    own = [rev_pod(f"db-{i}", revision) for i, revision in enumerate(pods)]
+    h = rollout.pods_health("StatefulSet", workload, own)
+    assert (h.done, h.failed, h.message) == (message.startswith("all"), False, message)
+
+
+def test_an_on_delete_statefulset_is_done_by_its_pods_and_fails_on_one_nothing_will_replace() -> None:
+    """kubectl refuses OnDelete; its controller updates a pod only when someone deletes it."""
+    workload = rolled(strategy={"type": "OnDelete"}, updated=0)
+    assert rollout.needs_pods("StatefulSet", workload) and not rollout.needs_pods("StatefulSet", rolled())
+    status = rollout.statefulset_health(workload)
+    assert (status.done, status.failed) == (False, False)
+    h = rollout.pods_health("StatefulSet", workload, [rev_pod("db-0", "db-old"), rev_pod("db-1", "db-old")])
+    assert (h.done, h.failed, h.message) == (False, True, (
+        'statefulset "db" replaces a pod only when it is deleted (updateStrategy OnDelete): db-0, db-1 still run '
+        "an earlier revision than db-new, and nothing will replace them (delete them, e.g. with delete_pod, to "
+        "roll them)"))
+    # one being deleted is on its way to the update revision; the other is not
+    h = rollout.pods_health("StatefulSet", workload, [rev_pod("db-0", "db-old", terminating=True),
+                                                      rev_pod("db-1", "db-old")])
+    assert h.failed and "db-1 still runs an earlier revision than db-new" in h.message
+    h = rollout.pods_health("StatefulSet", workload, [rev_pod("db-0", "db-old", terminating=True),
+                                                      rev_pod("db-1", "db-new")])
+    assert (h.failed, h.message) == (False, "Waiting for pod db-0 to be replaced (terminating)...")
+
+    workload["status"]["updatedReplicas"] = 2
+    assert rollout.statefulset_health(workload).done
+    assert rollout.pods_health("StatefulSet", workload, [rev_pod("db-0", "db-new"), rev_pod("db-1", "db-new")]).done

@@ -134,6 +134,13 @@ class StatefulSetController:
                 return
         surplus = sorted((o for o in pods if o >= want), reverse=True)
         for ordinal in surplus:
+            if meta(pods[ordinal]).get("deletionTimestamp"):
+                # processCondemned: already being deleted, it goes when its kubelet is done (an OrderedReady
+                # set waits for that); removing it here would hide a pod stuck Terminating, which the real
+                # controller keeps counting in status.replicas.
+                if ordered:
+                    return
+                continue
             self.api.system_delete(r.PODS, namespace_of(sts), name_of(pods[ordinal]))
             if ordered:
                 return
