@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
 from remediator import http
+from remediator.notify.dispatcher import DEFAULT_DRAIN_TIMEOUT
 from remediator.ports import Clock, Executor, Notifier
-from remediator.runtime import RUNTIME, open_runtime
+from remediator.runtime import HANDOVER_TIMEOUT, RUNTIME, open_runtime
 from remediator.settings import Settings
+
+#: What closing the store may take at the end: PostgresStore.close gives its pool 5 s, then terminates it.
+STORE_CLOSE_TIMEOUT = 5.0
 
 
 def create_app(
@@ -24,8 +29,10 @@ def create_app(
     # The body limit is enforced by the webhook handler (413 with a JSON reason); aiohttp's
     # own limit is set higher so it never answers first with a plain-text error.
     app = web.Application(
-        middlewares=[http.json_errors], client_max_size=max(settings.webhook.max_body_bytes * 2, 2 * 1024 * 1024)
+        middlewares=[http.drain_gate, http.json_errors],
+        client_max_size=max(settings.webhook.max_body_bytes * 2, 2 * 1024 * 1024),
     )
+    app[http.DRAIN] = http.Drain()
     http.routes(app)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
@@ -36,3 +43,33 @@ def create_app(
 
     app.cleanup_ctx.append(lifecycle)
     return app
+
+
+@dataclass(frozen=True)
+class ShutdownBudget:
+    """The longest each stage of ``serve``'s shutdown takes, from SIGTERM, and the whole.
+
+    HTTP and executions run side by side from the signal on; the notification drain and the
+    closing of the stores come after both (executions still send notices and write to the store
+    until they end).  tests/test_deploy.py holds the total below the Deployment's
+    ``terminationGracePeriodSeconds``: past it the kubelet's SIGKILL would land mid-step, with the
+    execution's lease held until it runs out instead of handed to another replica.
+    """
+
+    http: float  # stop listening, drain the requests in progress, aiohttp's own wait
+    executions: float  # worker.shutdown_timeout for running executions, then their handover
+    notifications: float  # queued notices and their audit records
+    close: float  # the store's pool
+
+    @property
+    def total(self) -> float:
+        return max(self.http, self.executions) + self.notifications + self.close
+
+
+def shutdown_budget(settings: Settings) -> ShutdownBudget:
+    return ShutdownBudget(
+        http=http.shutdown_budget(settings),
+        executions=settings.worker.shutdown_timeout + HANDOVER_TIMEOUT,
+        notifications=DEFAULT_DRAIN_TIMEOUT,
+        close=STORE_CLOSE_TIMEOUT,
+    )

@@ -44,7 +44,7 @@ async def _serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
     from remediator import heap, http
-    from remediator.app import create_app
+    from remediator.app import create_app, shutdown_budget
     from remediator.logs import configure
 
     settings = _settings(args)
@@ -87,9 +87,12 @@ async def _serve(args: argparse.Namespace) -> int:
         for w in waits:
             w.cancel()
         rt.stop_taking_work()  # already done by a signal; not by a background task that died
-        log.info("shutting down: no longer accepting requests")
-        # The runtime's stop runs meanwhile (its executions' grace began at the signal); its close
-        # in cleanup_ctx waits for it, then closes guardrails and store in reverse order.
+        budget = shutdown_budget(settings)
+        log.info("shutting down: no longer accepting requests", budget_seconds=budget.total)
+        # Side by side: the runtime stops taking work and gives executions their grace (begun by the
+        # signal), while the HTTP server drains; then aiohttp's shutdown, and the runtime's close
+        # (cleanup_ctx: it waits for the executions' handover, then the notifications, then the stores).
+        await http.stop_serving(runner, app[http.DRAIN], settings)
         await runner.cleanup()
         if failed.is_set():
             log.error("stopped: a background task died (see above)")

@@ -17,7 +17,10 @@ Edges: the webhook decodes ``Content-Encoding`` itself (a body that does not mat
 encoding is a 400, an unknown encoding a 415, each with a JSON reason); a client slower
 than ``http.read_timeout`` is cut off; every store or guardrail call on a request's path
 gives up after ``http.store_timeout`` with a 503, so a frozen database cannot hold
-requests (or Alertmanager's retries) for minutes.  Pause and resume go through the
+requests (or Alertmanager's retries) for minutes.  On shutdown the server drains
+(:class:`Drain`): a body still arriving gets a second, then a 503 with ``Retry-After``, and a
+request that starts meanwhile a 503 too; never a 408 for a delivery the shutdown cut short.
+Pause and resume go through the
 durable kill switch (:mod:`remediator.killswitch`).  The web UI (:mod:`remediator.ui`) is
 registered here too and reads through the same helpers.
 """
@@ -34,7 +37,7 @@ import json
 import time
 import zlib
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -138,13 +141,143 @@ def server_options(settings: Settings) -> dict[str, Any]:
     a traceback in the log): the webhook decodes them itself, bounded, with a JSON reason.  A
     client that disconnects does not cancel its handler: a delivery being recorded is recorded
     (and absorbed as a duplicate when Alertmanager sends it again).
+
+    ``shutdown_timeout`` is aiohttp's own wait at the end of a shutdown, after :func:`stop_serving`
+    drained the requests in progress: aiohttp's default (60 s) alone was more than the pod's grace period.
     """
     return {"keepalive_timeout": settings.http.read_timeout, "auto_decompress": False,
-            "handler_cancellation": False}
+            "handler_cancellation": False, "shutdown_timeout": SERVER_SHUTDOWN_TIMEOUT}
 
 
-async def _read_body(request: web.Request, limit: int, within: float) -> bytes:
-    """The body, at most ``limit`` bytes once decoded, in at most ``within`` seconds."""
+#: On shutdown, a webhook body still arriving gets this long to come in; then it is answered 503.
+#: A delivery's body nearly always comes with its headers: this is for the one caught mid-transfer.
+SHUTDOWN_BODY_GRACE = 1.0
+#: What a request refused because this replica is stopping is told to wait (``Retry-After``):
+#: another replica, or this one restarted, takes it.  (Alertmanager retries a 5xx by its own backoff.)
+SHUTDOWN_RETRY_AFTER = 1
+#: aiohttp's wait in ``runner.cleanup()`` (``AppRunner(shutdown_timeout=)``).  By then the drain is
+#: over: only idle connections are left, or a handler past :func:`drain_timeout`, which this cuts off.
+#: aiohttp may wait it twice for one connection (for the handler, then for it once cancelled).
+SERVER_SHUTDOWN_TIMEOUT = 1.0
+
+
+def drain_timeout(settings: Settings) -> float:
+    """How long :func:`stop_serving` waits for the requests in progress: a body still arriving
+    (:data:`SHUTDOWN_BODY_GRACE`), then recording it (one store call, bounded by ``http.store_timeout``),
+    plus a second for parsing a large one on a thread.  A read of the audit that takes longer is cut off."""
+    return SHUTDOWN_BODY_GRACE + settings.http.store_timeout + 1.0
+
+
+def shutdown_budget(settings: Settings) -> float:
+    """The longest the HTTP side of a shutdown takes: the drain, then aiohttp's own wait."""
+    return drain_timeout(settings) + 2 * SERVER_SHUTDOWN_TIMEOUT
+
+
+class Drain:
+    """The HTTP side of a shutdown: which requests are in progress, and which bodies are being read.
+
+    Why not aiohttp's shutdown alone: ``runner.cleanup()`` marks every connection closing at once
+    and from then on drops the bytes that arrive on them, so a delivery whose body was still
+    coming in waited out the whole ``http.read_timeout`` and got a 408, which Alertmanager does not
+    retry (the alert waited for its group's next flush).  Here the listener is closed first, a
+    body still arriving gets :data:`SHUTDOWN_BODY_GRACE` to come in and is otherwise answered 503
+    with ``Retry-After``, and a request that starts during the drain is answered 503; aiohttp's
+    shutdown comes after, with nothing left to wait for.
+    """
+
+    def __init__(self) -> None:
+        self.draining = False
+        self._deadline: float | None = None  # loop time by which a body being read must be in
+        self._reads: set[asyncio.Timeout] = set()
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @contextlib.contextmanager
+    def serving(self) -> Iterator[None]:
+        """Around a request's handler: counted in progress until it has its answer."""
+        self._in_flight += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._idle.set()
+
+    @contextlib.contextmanager
+    def reading(self, scope: asyncio.Timeout) -> Iterator[None]:
+        """Around reading a body within ``scope``: a drain brings its deadline forward."""
+        self._reads.add(scope)
+        self._cut(scope)
+        try:
+            yield
+        finally:
+            self._reads.discard(scope)
+
+    def _cut(self, scope: asyncio.Timeout) -> None:
+        if self._deadline is None or scope.expired():
+            return
+        when = scope.when()
+        if when is None or when > self._deadline:
+            scope.reschedule(self._deadline)
+
+    def begin(self, grace: float = SHUTDOWN_BODY_GRACE) -> None:
+        """From now on new requests are refused, and bodies being read must be in within ``grace``."""
+        self.draining = True
+        self._deadline = asyncio.get_running_loop().time() + grace
+        for scope in list(self._reads):
+            self._cut(scope)
+
+    @property
+    def in_progress(self) -> int:
+        return self._in_flight
+
+    async def idle(self) -> None:
+        """Wait until no request is in progress."""
+        await self._idle.wait()
+
+
+DRAIN = web.AppKey("drain", Drain)
+
+
+async def stop_serving(runner: web.BaseRunner, drain: Drain, settings: Settings) -> None:
+    """The HTTP drain, before ``runner.cleanup()``: stop listening (new connections are refused;
+    Alertmanager retries them), refuse new requests on open connections, and let those in progress
+    finish, within :func:`drain_timeout`."""
+    for site in list(runner.sites):
+        await site.stop()
+    drain.begin()
+    try:
+        async with asyncio.timeout(drain_timeout(settings)):
+            await drain.idle()
+    except TimeoutError:
+        structlog.get_logger("remediator.http").warning(
+            "requests still in progress at the end of the drain: cut off", requests=drain.in_progress)
+
+
+def _stopping(message: str) -> web.Response:
+    response = _unavailable(message, retry_after=SHUTDOWN_RETRY_AFTER, retry=True)
+    response.force_close()  # this replica is going away: the client's next request goes elsewhere
+    return response
+
+
+@web.middleware
+async def drain_gate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Outermost: a request that starts while the server drains gets a 503 (the listener is closed,
+    but a kept-alive connection can still bring one); the others are counted in progress."""
+    drain = request.app[DRAIN]
+    if drain.draining:
+        if request.path == WEBHOOK_PATH and RUNTIME in request.app:
+            request.app[RUNTIME].metrics.webhook_rejected.labels("shutdown").inc()
+        return _stopping("this replica is shutting down; retry (another replica takes it)")
+    with drain.serving():
+        return await handler(request)
+
+
+async def _read_body(request: web.Request, limit: int, within: float, drain: Drain | None = None) -> bytes:
+    """The body, at most ``limit`` bytes once decoded, in at most ``within`` seconds (less if
+    ``drain`` begins meanwhile: then a 503, see :class:`Drain`)."""
     if request.content_length is not None and request.content_length > limit:
         raise BodyRejected(413, f"body larger than {limit} bytes", "too_large")
     try:
@@ -155,25 +288,30 @@ async def _read_body(request: web.Request, limit: int, within: float) -> bytes:
             if len(body) > limit:
                 raise BodyRejected(413, f"body larger than {limit} bytes", "too_large")
         else:
-            body = await _receive(request.content, limit, within)
+            body = await _receive(request.content, limit, within, drain)
     except RequestPayloadError as exc:  # a body aiohttp decoded itself (a server run without server_options)
         raise BodyRejected(400, f"body does not match its Content-Encoding: {exc.args[0] if exc.args else exc}",
                            "malformed") from None
     return decode_body(body, request.headers.getall("Content-Encoding", []), limit)
 
 
-async def _receive(content: StreamReader, limit: int, within: float) -> bytes:
-    """A body still arriving: chunk by chunk, refused once over ``limit`` or ``within`` seconds."""
+async def _receive(content: StreamReader, limit: int, within: float, drain: Drain | None = None) -> bytes:
+    """A body still arriving: chunk by chunk, refused once over ``limit`` or ``within`` seconds.
+    Cut short by a shutdown (``drain``), it is a 503: the sender is not at fault and should retry."""
     chunks = []
     size = 0
     try:
-        async with asyncio.timeout(within):
-            async for chunk in content.iter_chunked(65536):
-                size += len(chunk)
-                if size > limit:
-                    raise BodyRejected(413, f"body larger than {limit} bytes", "too_large")
-                chunks.append(chunk)
+        async with asyncio.timeout(within) as scope:
+            with drain.reading(scope) if drain is not None else contextlib.nullcontext():
+                async for chunk in content.iter_chunked(65536):
+                    size += len(chunk)
+                    if size > limit:
+                        raise BodyRejected(413, f"body larger than {limit} bytes", "too_large")
+                    chunks.append(chunk)
     except TimeoutError:
+        if drain is not None and drain.draining:
+            raise BodyRejected(503, "this replica is shutting down and the body did not come in before; retry",
+                               "shutdown") from None
         raise BodyRejected(408, f"body not received within {within:g}s", "timeout") from None
     return b"".join(chunks)
 
@@ -249,9 +387,12 @@ async def webhook(request: web.Request) -> web.Response:
         if backlog is not None:
             return _backlog_full(rt, backlog)
         try:
-            body = await _read_body(request, rt.settings.webhook.max_body_bytes, rt.settings.http.read_timeout)
+            body = await _read_body(request, rt.settings.webhook.max_body_bytes, rt.settings.http.read_timeout,
+                                    request.app.get(DRAIN))
         except BodyRejected as exc:
             rt.metrics.webhook_rejected.labels(exc.reason).inc()
+            if exc.status == 503:  # cut short by a shutdown
+                return _stopping(str(exc))
             response = _error(exc.status, str(exc))
             response.force_close()  # what is left of this connection's input cannot be trusted
             return response
@@ -625,8 +766,11 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return _error(500, "internal error")
 
 
+WEBHOOK_PATH = "/webhooks/alertmanager"
+
+
 def routes(app: web.Application) -> None:
-    app.router.add_post("/webhooks/alertmanager", webhook)
+    app.router.add_post(WEBHOOK_PATH, webhook)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)

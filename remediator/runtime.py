@@ -458,6 +458,11 @@ async def _retention(rt: Runtime) -> None:
             structlog.get_logger("remediator").warning("retention skipped: store unavailable", error=str(exc))
 
 
+#: After ``worker.shutdown_timeout``, what handing the unfinished executions over may take (cancel
+#: them, give their leases back: a store call each).  Past it the leases are left to run out.
+HANDOVER_TIMEOUT = 5.0
+
+
 async def _stop(rt: Runtime) -> None:
     """Staged shutdown, begun by :meth:`Runtime.stop_taking_work`: the decider finishes the alert
     it is on, and running executions get ``worker.shutdown_timeout`` (one deadline for both,
@@ -473,5 +478,10 @@ async def _stop(rt: Runtime) -> None:
         for t in pending:
             log.warning("worker did not finish in time; its alert stays pending and resumes on restart")
             t.cancel()
-    await rt.worker.finish(max(0.0, deadline - loop.time()))
+    left = max(0.0, deadline - loop.time())
+    try:
+        async with asyncio.timeout(left + HANDOVER_TIMEOUT):
+            await rt.worker.finish(left)
+    except TimeoutError:
+        log.warning("executions not handed over in time: their leases run out before another replica resumes them")
     await asyncio.gather(*rt.tasks, return_exceptions=True)

@@ -2,8 +2,9 @@
 
 The daemon runs as a process on a fake apiserver (real time) and a PostgreSQL schema of its own,
 as a replica among others: what it leaves is what another replica finds.  Its timeouts are small
-(one second where the Deployment has thirty), so each test takes a few seconds.  A test acts on
-what the daemon logs or answers, never on a sleep.
+(one second where the Deployment has thirty), so each test takes a few seconds; the Deployment's
+own numbers are held to its grace period in tests/test_deploy.py.  A test acts on what the daemon
+logs or answers, never on a sleep.
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ import signal
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from remediator.clock import SystemClock
 from remediator.core.alerts import validate_payload
 from remediator.ports import ReceivedAlert
+from remediator.settings import load_settings
 from remediator.store.postgres import PostgresStore
 from remediator.testing.kube.cluster import FakeCluster
 from remediator.testing.kube.harness import FakeKube, running_fake_kube
@@ -66,6 +69,9 @@ class Replica:
         self.args = ["serve", "--config", str(self.config), "--playbooks", str(root / "pb"), "--data-dir",
                      str(root / "var"), "--listen", f"127.0.0.1:{self.port}", "--database-url", schema.dsn]
 
+    def settings(self) -> Any:
+        return load_settings(str(self.config), env={})
+
 
 @pytest.fixture
 async def kube() -> AsyncIterator[FakeKube]:
@@ -79,6 +85,17 @@ async def kube() -> AsyncIterator[FakeKube]:
 async def schema() -> AsyncIterator[Schema]:
     async with fresh_schema() as schema:
         yield schema
+
+
+async def post(daemon: Daemon, deployment: str) -> int:
+    reader, writer = await asyncio.open_connection("127.0.0.1", int(daemon.url.rpartition(":")[2]))
+    body = body_of(deployment)
+    writer.write(b"POST /webhooks/alertmanager HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+                 b"Content-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
+                 % (TOKEN.encode(), len(body), body))
+    status = int((await asyncio.wait_for(reader.readline(), PATIENCE)).split()[1])
+    writer.close()
+    return status
 
 
 @contextlib.asynccontextmanager
@@ -99,9 +116,52 @@ async def slow_delivery(daemon: Daemon, deployment: str) -> AsyncIterator[asynci
         writer.close()
 
 
+async def answer(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], Any]:
+    """Status, headers (lower-cased names) and JSON body of the response on ``reader``."""
+    head = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), PATIENCE)).decode()
+    status_line, *lines = head.strip().split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+    body = await asyncio.wait_for(reader.readexactly(int(headers["content-length"])), PATIENCE)
+    return int(status_line.split()[1]), headers, json.loads(body)
+
+
 def after(daemon: Daemon, event: Event) -> list[str]:
     """The names of the events logged after ``event``."""
     return [e.get("event", "") for e in daemon.events[daemon.events.index(event) + 1:]]
+
+
+async def test_a_delivery_cut_short_by_sigterm_gets_503_and_the_stop_fits_its_budget(
+    tmp_path: Path, kube: FakeKube, schema: Schema
+) -> None:
+    """A delivery still arriving at SIGTERM was cut off by aiohttp (it drops what arrives once it
+    shuts down) and answered 408 only when ``http.read_timeout`` ran out: Alertmanager retries no
+    4xx, and the drain, then each stage after the other, ran past the pod's grace period, so the
+    kubelet's SIGKILL landed mid-step with the execution's lease held.  Now the delivery gets a
+    503 with Retry-After within a second, and the whole stop ends within its computed budget,
+    the execution handed over."""
+    replica = Replica(tmp_path, kube, schema)
+    async with serving(replica.args, replica.env) as daemon:
+        assert await post(daemon, "web") == 200
+        await daemon.event(lambda e: e.get("event") == "step" and e.get("action") == "restart")
+        async with slow_delivery(daemon, "api") as reader:
+            daemon.proc.send_signal(signal.SIGTERM)
+            signalled = time.monotonic()
+            status, headers, body = await answer(reader)
+            answered = time.monotonic() - signalled
+        assert await daemon.exited() == 0, daemon.log()
+        stopped = time.monotonic() - signalled
+    assert status == 503, (status, body)
+    assert int(headers["retry-after"]) >= 1 and headers["connection"] == "close"
+    assert body["retry"] is True and "shutting down" in body["error"]
+    assert answered < replica.settings().http.read_timeout
+    from remediator.app import shutdown_budget
+
+    assert stopped <= shutdown_budget(replica.settings()).total, stopped
+    # the execution is handed over: unfinished, nobody's, for another replica to resume at once
+    [(exec_status, owner)] = await schema.conn.fetch(
+        "SELECT exec_status, claimed_by FROM decisions WHERE exec_status IS NOT NULL")
+    assert (exec_status, owner) == ("running", None)
+    assert not await schema.conn.fetchval("SELECT count(*) FROM alerts WHERE alert LIKE '%\"api\"%'")
 
 
 async def test_after_sigterm_the_replica_decides_and_starts_nothing(
