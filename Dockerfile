@@ -16,6 +16,12 @@ FROM ${PYTHON_IMAGE}
 ENV PYTHONDONTWRITEBYTECODE=1 \
     REMEDIATOR_PLAYBOOKS=/etc/remediator/playbooks \
     REMEDIATOR_DATA_DIR=/var/lib/remediator
+# tini runs as PID 1 and hands signals on to the daemon: the kernel drops a signal sent to a
+# PID 1 that has no handler for it, and the interpreter's first moments have none; tini also
+# reaps orphaned processes.  (The daemon installs its handlers before anything else: see cli.py.)
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends tini=0.19.0-1+b3 \
+    && rm -rf /var/lib/apt/lists/*
 # A fixed non-root uid/gid (the Kubernetes manifests run as 10001 with runAsNonRoot).
 RUN groupadd --system --gid 10001 remediator \
     && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
@@ -29,5 +35,5 @@ EXPOSE 8080
 # business.  The slim image has no curl; Python's urllib does the probe.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=4)"]
-ENTRYPOINT ["remediator"]
+ENTRYPOINT ["tini", "--", "remediator"]
 CMD ["serve", "--listen", "0.0.0.0:8080"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +26,10 @@ def create_app(
     notifier: Notifier | None = None,
     executors: tuple[Executor, Executor] | None = None,
     start_worker: bool = True,
+    stop: asyncio.Event | None = None,
 ) -> web.Application:
+    """``stop``: set when a stop was asked for (``serve``'s signal handlers); if it is set before the
+    runtime is up, the worker never starts (see :func:`open_runtime`)."""
     # The body limit is enforced by the webhook handler (413 with a JSON reason); aiohttp's
     # own limit is set higher so it never answers first with a plain-text error.
     app = web.Application(
@@ -36,7 +40,8 @@ def create_app(
     http.routes(app)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        kwargs: dict[str, Any] = dict(clock=clock, notifier=notifier, executors=executors, start_worker=start_worker)
+        kwargs: dict[str, Any] = dict(clock=clock, notifier=notifier, executors=executors, start_worker=start_worker,
+                                      stop=stop)
         async with open_runtime(settings, **kwargs) as rt:
             app[RUNTIME] = rt
             yield

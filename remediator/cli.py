@@ -40,7 +40,79 @@ def _settings(args: argparse.Namespace) -> Any:
     return load_settings(config, overrides=overrides)
 
 
-async def _serve(args: argparse.Namespace) -> int:
+class _Signals:
+    """``serve``'s SIGTERM and SIGINT handling: installed before anything else, kept until the process exits.
+
+    The first asks for a stop: at once it stops the runtime taking work if it is up
+    (:meth:`remediator.runtime.Runtime.stop_taking_work`), or keeps the worker from starting if it
+    is not yet, and wakes :func:`_serve`; a later one is only logged.
+
+    Why first: as the image's PID 1 the daemon gets no default action for a signal it has no
+    handler for: the kernel drops it.  Handlers installed only once the worker ran and the site
+    listened meant that a pod deleted while it started went on to claim and resume work until the
+    kubelet's SIGKILL, mid-step, its leases held.  Python handlers rather than the loop's
+    (``loop.add_signal_handler``): they can be installed before the loop runs, and closing the loop
+    does not put back the default actions.
+    """
+
+    STOPS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.stop: asyncio.Event | None = None
+        self.received = ""  # the signal that asked for the stop
+        self.app: Any = None  # the web.Application, whose runtime the first stop reaches
+        for sig in self.STOPS:
+            signal.signal(sig, self._caught)
+
+    def _caught(self, signum: int, _frame: Any) -> None:
+        """The Python-level handler: it runs between two bytecodes of the main thread, so it only
+        hands the signal to the loop (call_soon_threadsafe is safe here, as asyncio.Runner's own
+        SIGINT handler relies on)."""
+        sig = signal.Signals(signum)
+        loop = self.loop
+        if loop is None:  # the loop is not running yet: remember the first stop, for when it is
+            if sig in self.STOPS and not self.received:
+                self.received = sig.name
+            return
+        with contextlib.suppress(RuntimeError):  # the loop has closed: the process is exiting
+            loop.call_soon_threadsafe(self._handle, sig)
+
+    def started(self) -> asyncio.Event:
+        """In the running loop: the stop request, already set if a stop came before."""
+        self.loop = asyncio.get_running_loop()
+        self.stop = asyncio.Event()
+        if self.received:
+            self.stop.set()
+        return self.stop
+
+    def _handle(self, sig: signal.Signals) -> None:
+        if self.stop is not None and self.stop.is_set():
+            import structlog
+
+            structlog.get_logger("remediator").info("already stopping", signal=sig.name)
+            return
+        self.received = sig.name
+        self.request_stop()
+
+    def ignore(self) -> None:
+        """Once the loop has closed: ignored to the very end (interpreter finalization would put
+        back the default action of a signal with a Python handler, not of an ignored one)."""
+        for sig in self.STOPS:
+            signal.signal(sig, signal.SIG_IGN)
+
+    def request_stop(self) -> None:
+        """Stop taking work now (a signal, or a background task that died)."""
+        from remediator.runtime import RUNTIME
+
+        assert self.stop is not None
+        self.stop.set()
+        if self.app is not None and RUNTIME in self.app:
+            self.app[RUNTIME].stop_taking_work()
+
+
+async def _serve(args: argparse.Namespace, signals: _Signals) -> int:
+    stop = signals.started()
     from aiohttp import web
 
     from remediator import heap, http
@@ -54,41 +126,36 @@ async def _serve(args: argparse.Namespace) -> int:
     log = structlog.get_logger("remediator")
     _require_cluster(settings)
     host, _, port = settings.listen.rpartition(":")
-    app = create_app(settings)
+    app = create_app(settings, stop=stop)
+    signals.app = app
     runner = web.AppRunner(app, handle_signals=False, access_log=None, **http.server_options(settings))
-    await runner.setup()  # runs cleanup_ctx startup: stores, worker
+    await runner.setup()  # runs cleanup_ctx startup: stores, worker (not if a stop came meanwhile)
+    from remediator.runtime import RUNTIME
+
+    failed = app[RUNTIME].failed
     # What the start built (modules, the playbook set, clients) lives as long as the daemon: frozen,
     # and collections made rarer (remediator/heap.py says what they cost here).
     with heap.long_run():
-        site = web.TCPSite(runner, host or "0.0.0.0", int(port))
-        try:
-            await site.start()
-        except OSError as exc:  # the port is taken, or the address is not ours: one line, not a traceback
-            log.error("cannot listen", address=settings.listen, error=exc.strerror or str(exc))
-            await runner.cleanup()
-            return 1
-        log.info("listening", address=settings.listen, dry_run=settings.dry_run)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        from remediator.runtime import RUNTIME
-
-        rt = app[RUNTIME]
-
-        def stop_taking_work() -> None:
-            """At the signal itself: the runtime stops taking work before anything else runs."""
-            stop.set()
-            rt.stop_taking_work()
-
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop_taking_work)
-        failed = rt.failed
-        waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(failed.wait())]
-        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        for w in waits:
-            w.cancel()
-        rt.stop_taking_work()  # already done by a signal; not by a background task that died
+        if stop.is_set():
+            log.info("stop requested during startup: not listening", signal=signals.received)
+        else:
+            site = web.TCPSite(runner, host or "0.0.0.0", int(port))
+            try:
+                await site.start()
+            except OSError as exc:  # the port is taken, or the address is not ours: one line, not a traceback
+                log.error("cannot listen", address=settings.listen, error=exc.strerror or str(exc))
+                signals.request_stop()
+                await runner.cleanup()
+                return 1
+            log.info("listening", address=settings.listen, dry_run=settings.dry_run)
+            waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(failed.wait())]
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            for w in waits:
+                w.cancel()
+        signals.request_stop()  # already done by a signal; not by a background task that died
         budget = shutdown_budget(settings)
-        log.info("shutting down: no longer accepting requests", budget_seconds=budget.total)
+        log.info("shutting down: no longer accepting requests", signal=signals.received or None,
+                 budget_seconds=budget.total)
         # Side by side: the runtime stops taking work and gives executions their grace (begun by the
         # signal), while the HTTP server drains; then aiohttp's shutdown, and the runtime's close
         # (cleanup_ctx: it waits for the executions' handover, then the notifications, then the stores).
@@ -116,11 +183,14 @@ def _require_cluster(settings: Any) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    signals = getattr(args, "signals", None) or _Signals()  # main() installs them before anything slow
     try:
-        return asyncio.run(_serve(args))
+        return asyncio.run(_serve(args, signals))
     except ConfigError as exc:
         print(f"remediator: configuration error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        signals.ignore()
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
@@ -376,7 +446,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # `serve`'s signal handlers come first, before the parser (building it imports the replay, half
+    # a second): a SIGTERM to PID 1 before them is lost (see _Signals).
+    signals = _Signals() if list(sys.argv[1:] if argv is None else argv)[:1] == ["serve"] else None
     args = build_parser().parse_args(argv)
+    args.signals = signals
     with contextlib.suppress(BrokenPipeError):
         code: int = args.func(args)
         return code

@@ -325,7 +325,10 @@ async def open_runtime(
     notifier: Notifier | None = None,
     executors: tuple[Executor, Executor] | None = None,
     start_worker: bool = True,
+    stop: asyncio.Event | None = None,
 ) -> AsyncIterator[Runtime]:
+    """The runtime, its worker running unless ``start_worker`` is False, or ``stop`` was set while
+    it was being built (a SIGTERM during startup: nothing is claimed or resumed, it closes again)."""
     clock = clock or SystemClock()
     log = structlog.get_logger("remediator")
     credentials = Credentials(settings)
@@ -382,7 +385,10 @@ async def open_runtime(
         worker = Worker(pipeline, settings.worker, intake=store)
         rt = Runtime(settings, clock, metrics, store, guard, repo, pipeline, worker, credentials, switch,
                      notifications=dispatcher)
-        if start_worker:
+        if stop is not None and stop.is_set():
+            log.info("stop requested during startup: the worker does not start")
+            rt.stop_taking_work()
+        elif start_worker:
             rt.supervise(asyncio.create_task(worker.run(), name="remediator-worker"))
             rt.supervise(asyncio.create_task(_watch_playbooks(rt), name="remediator-playbook-watch"))
             if settings.worker.retention > 0:

@@ -301,6 +301,8 @@ def test_the_dockerfile_is_non_root_pinned_and_healthchecked() -> None:
     assert re.search(r"^USER 10001:10001$", text, re.M)
     assert "HEALTHCHECK" in text and "/healthz" in text
     assert "--no-cache-dir" in text
+    # an init as PID 1 hands signals on (the kernel drops one to a PID 1 with no handler for it)
+    assert re.search(r'^ENTRYPOINT \["tini", "--", "remediator"\]$', text, re.M)
 
 
 def _image_env() -> dict[str, str]:

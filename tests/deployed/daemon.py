@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import socket
 import sys
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 #: Bounds a wait on a loaded two-core machine; a healthy daemon answers in well under a second.
@@ -34,6 +36,7 @@ class Daemon:
     url: str
     events: list[Event] = field(default_factory=list)
     raw: list[str] = field(default_factory=list)  # lines that were not JSON: there must be none
+    wrapped: bool = False  # started under a wrapper: the daemon is its child
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
 
     async def _read(self) -> None:
@@ -69,6 +72,15 @@ class Daemon:
         return await self.event(lambda e: e.get("event") == name and all(e.get(k) == v for k, v in fields.items()),
                                 after=after)
 
+    @property
+    def pid(self) -> int:
+        """The daemon's process: the one started, or under a wrapper (``unshare --fork``) its one child."""
+        if not self.wrapped:
+            return self.proc.pid
+        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
+        assert len(children) == 1, children
+        return int(children[0])
+
     async def exited(self) -> int:
         """The exit code, once the daemon has exited (within :data:`PATIENCE`)."""
         return await asyncio.wait_for(self.proc.wait(), PATIENCE)
@@ -78,27 +90,37 @@ class Daemon:
 
 
 @contextlib.asynccontextmanager
-async def serving(args: Sequence[str], env: Mapping[str, str], *, cwd: str | None = None,
-                  listen: str | None = None) -> AsyncIterator[Daemon]:
-    """Start ``python -m remediator <args>``; yield once it logged ``listening``; SIGTERM it at the end."""
+async def started(args: Sequence[str], env: Mapping[str, str], *, cwd: str | None = None,
+                  wrap: Sequence[str] = ()) -> AsyncIterator[Daemon]:
+    """Start ``python -m remediator <args>`` (under ``wrap``: ``unshare ...``) and yield at once;
+    SIGTERM it at the end if it still runs."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "remediator", *args, env=dict(env), cwd=cwd,
+        *wrap, sys.executable, "-m", "remediator", *args, env=dict(env), cwd=cwd,
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
     )
-    daemon = Daemon(proc, "")
+    daemon = Daemon(proc, "", wrapped=bool(wrap))
     reader = asyncio.create_task(daemon._read())
     try:
-        ready = await daemon.named("listening")
-        address = listen or str(ready["address"])
-        host, _, port = address.rpartition(":")
-        daemon.url = f"http://{'127.0.0.1' if host in ('', '0.0.0.0') else host}:{port}"
         yield daemon
     finally:
         if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
+            with contextlib.suppress(OSError, AssertionError):  # a wrapper does not pass the signal on
+                os.kill(daemon.pid, signal.SIGTERM)
         try:
             await asyncio.wait_for(proc.wait(), PATIENCE)
         finally:
             if proc.returncode is None:
                 proc.kill()
             await reader
+
+
+@contextlib.asynccontextmanager
+async def serving(args: Sequence[str], env: Mapping[str, str], *, cwd: str | None = None,
+                  listen: str | None = None) -> AsyncIterator[Daemon]:
+    """Start ``python -m remediator <args>``; yield once it logged ``listening``; SIGTERM it at the end."""
+    async with started(args, env, cwd=cwd) as daemon:
+        ready = await daemon.named("listening")
+        address = listen or str(ready["address"])
+        host, _, port = address.rpartition(":")
+        daemon.url = f"http://{'127.0.0.1' if host in ('', '0.0.0.0') else host}:{port}"
+        yield daemon

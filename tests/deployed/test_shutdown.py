@@ -12,12 +12,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import shutil
 import signal
+import subprocess
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 
 from remediator.clock import SystemClock
@@ -27,7 +31,7 @@ from remediator.settings import load_settings
 from remediator.store.postgres import PostgresStore
 from remediator.testing.kube.cluster import FakeCluster
 from remediator.testing.kube.harness import FakeKube, running_fake_kube
-from tests.deployed.daemon import PATIENCE, Daemon, Event, free_port, serving
+from tests.deployed.daemon import PATIENCE, Daemon, Event, free_port, serving, started
 from tests.deployed.test_serve import bare_env
 from tests.executor.harness import NS, playbook, web
 from tests.payloads import alert_json, payload
@@ -186,4 +190,48 @@ async def test_after_sigterm_the_replica_decides_and_starts_nothing(
     row = await schema.conn.fetchrow("SELECT processed, claimed_by FROM alerts")
     assert (row["processed"], row["claimed_by"]) == (False, None)
     assert await schema.conn.fetchval("SELECT count(*) FROM decisions") == 0
+    assert kube.cluster.requests.writes() == []
+
+
+def pid_namespaces() -> bool:
+    """Whether this process may run another as PID 1 of a new PID namespace (root, util-linux unshare)."""
+    if shutil.which("unshare") is None:
+        return False
+    done = subprocess.run(["unshare", "--pid", "--fork", "--kill-child", "true"], capture_output=True, timeout=30)
+    return done.returncode == 0
+
+
+async def test_sigterm_while_starting_as_pid_1_stops_the_start(tmp_path: Path, kube: FakeKube,
+                                                                schema: Schema) -> None:
+    """The image runs the daemon as PID 1, and the kernel drops a signal to PID 1 that has no handler.
+    The handlers came only once the worker ran and the site listened: a pod deleted while it started
+    (here: waiting for another replica's schema migration) went on to claim and resume work until the
+    kubelet's SIGKILL.  Now they come first: the start goes straight to cleanup, and nothing is claimed."""
+    if not pid_namespaces():
+        pytest.skip("needs unshare --pid (root)")
+    store = await PostgresStore.open(schema.dsn, SystemClock())  # the schema as another replica left it
+    try:
+        delivery = validate_payload(payload(alert_json({"alertname": "Broken", "deployment": "web"})))
+        await store.record_alerts([ReceivedAlert(a, SystemClock().now()) for a in delivery.alerts])
+    finally:
+        await store.close()
+    replica = Replica(tmp_path, kube, schema)
+    other = await asyncpg.connect(schema.dsn)  # another replica migrating: it holds the migration lock
+    try:
+        migrating = other.transaction()
+        await migrating.start()
+        await other.execute("SELECT pg_advisory_xact_lock(hashtext('remediator.migrate:' || current_schema()))")
+        async with started(replica.args, replica.env, wrap=("unshare", "--pid", "--fork", "--kill-child")) as daemon:
+            # The playbooks are loaded just before the store is opened, where the start waits for the lock.
+            await daemon.named("playbooks loaded")
+            os.kill(daemon.pid, signal.SIGTERM)
+            await migrating.rollback()
+            end = await daemon.event(lambda e: e.get("event") in ("listening", "stopped"))
+            assert end["event"] == "stopped", daemon.log()
+            assert await daemon.exited() == 0
+    finally:
+        await other.close()
+    assert "stop requested during startup: not listening" in [e.get("event") for e in daemon.events]
+    row = await schema.conn.fetchrow("SELECT processed, claimed_by, attempts FROM alerts")
+    assert (row["processed"], row["claimed_by"], row["attempts"]) == (False, None, 0)
     assert kube.cluster.requests.writes() == []
