@@ -414,8 +414,9 @@ def _new_quantity(resource: str, current: str | None, change: Mapping[str, Any],
     """One resource's new value: ``to``, or ``factor`` times the current one, within ``max``.
 
     Rounded to the resource's unit (a millicore, a byte) away from the current value, and
-    never past ``max``.  A raise (``factor`` >= 1) never lowers a value already above ``max``:
-    ``max`` bounds what the step sets, it does not take away what someone else gave.
+    never past ``max``.  A raise (``factor`` >= 1, or ``to`` at or above the current value) never
+    lowers a value already above ``max``: ``max`` bounds what the step sets, it does not take away
+    what someone else gave (as ``scale`` with ``max_replicas``).
     """
     unit = UNITS[resource]
     ceiling = _quantity(change["max"], f"{where}.max").rounded_down(unit) if "max" in change else None
@@ -428,9 +429,10 @@ def _new_quantity(resource: str, current: str | None, change: Mapping[str, Any],
         factor = change["factor"]
         raw = now.times(factor)
         value, binary = (raw.rounded_up(unit) if factor >= 1 else raw.rounded_down(unit)), is_binary(current)
+    raising = now is not None and (change["factor"] >= 1 if "factor" in change else value >= now)
     if ceiling is not None and value > ceiling:
         value = ceiling
-    if now is not None and "factor" in change and change["factor"] >= 1 and value < now:
+    if raising and now is not None and value < now:
         value = now
     if now is not None and value == now:
         return current  # unchanged: keep its spelling

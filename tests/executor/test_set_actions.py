@@ -219,6 +219,23 @@ async def test_set_resources_to_a_quantity_within_max_and_cpu_in_millicores(harn
     assert app(h)["resources"] == {"requests": {"cpu": "450m"}, "limits": {"cpu": "1500m", "memory": "1Gi"}}
 
 
+@pytest.mark.parametrize(("limit", "to", "after"), [
+    ("512Mi", "8Gi", "1Gi"),   # a raise, bounded by max
+    ("6Gi", "8Gi", "6Gi"),     # a raise past max, from above it already: left as someone set it (was 1Gi)
+    ("6Gi", "512Mi", "512Mi"),  # a lowering is a lowering
+])
+async def test_set_resources_to_above_max_never_turns_a_raise_into_a_lowering(
+    harness: OpenHarness, limit: str, to: str, after: str
+) -> None:
+    steps = '- action: set_resources\n  container: app\n  limits: {memory: {to: "{{ labels.memory }}", max: 1Gi}}\n'
+    async with harness({"fix": playbook(steps)}) as h:
+        h.cluster.apply(sized({"limits": {"memory": limit}}))
+        ex = await h.fire(memory=to)
+    assert steps_of(ex) == [("main", "set_resources", "ok")], ex["results"]
+    assert app(h)["resources"]["limits"]["memory"] == after
+    assert bool(h.cluster.requests.writes()) is (after != limit)
+
+
 @pytest.mark.parametrize(("resources", "steps", "why"), [
     ({"requests": {"memory": "3Gi"}, "limits": {"memory": "4Gi"}},
      "  requests: {memory: {factor: 1.5, max: 8Gi}}\n",
