@@ -27,9 +27,11 @@ def create_app(
     executors: tuple[Executor, Executor] | None = None,
     start_worker: bool = True,
     stop: asyncio.Event | None = None,
+    handle_sighup: bool = True,
 ) -> web.Application:
     """``stop``: set when a stop was asked for (``serve``'s signal handlers); if it is set before the
-    runtime is up, the worker never starts (see :func:`open_runtime`)."""
+    runtime is up, the worker never starts.  ``handle_sighup=False``: the caller handles SIGHUP
+    (``serve`` does, for the whole life of the process); see :func:`open_runtime`."""
     # The body limit is enforced by the webhook handler (413 with a JSON reason); aiohttp's
     # own limit is set higher so it never answers first with a plain-text error.
     app = web.Application(
@@ -41,7 +43,7 @@ def create_app(
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         kwargs: dict[str, Any] = dict(clock=clock, notifier=notifier, executors=executors, start_worker=start_worker,
-                                      stop=stop)
+                                      stop=stop, handle_sighup=handle_sighup)
         async with open_runtime(settings, **kwargs) as rt:
             app[RUNTIME] = rt
             yield

@@ -41,18 +41,20 @@ def _settings(args: argparse.Namespace) -> Any:
 
 
 class _Signals:
-    """``serve``'s SIGTERM and SIGINT handling: installed before anything else, kept until the process exits.
+    """``serve``'s signal handling: installed before anything else, kept until the process exits.
 
-    The first asks for a stop: at once it stops the runtime taking work if it is up
-    (:meth:`remediator.runtime.Runtime.stop_taking_work`), or keeps the worker from starting if it
-    is not yet, and wakes :func:`_serve`; a later one is only logged.
+    SIGTERM and SIGINT ask for a stop.  The first at once stops the runtime taking work if it is
+    up (:meth:`remediator.runtime.Runtime.stop_taking_work`), or keeps the worker from starting if
+    it is not yet, and wakes :func:`_serve`; a later one is only logged.  SIGHUP reloads once the
+    runtime runs (:func:`remediator.runtime.on_sighup`); before, and while stopping, it is only logged.
 
     Why first: as the image's PID 1 the daemon gets no default action for a signal it has no
     handler for: the kernel drops it.  Handlers installed only once the worker ran and the site
     listened meant that a pod deleted while it started went on to claim and resume work until the
-    kubelet's SIGKILL, mid-step, its leases held.  Python handlers rather than the loop's
-    (``loop.add_signal_handler``): they can be installed before the loop runs, and closing the loop
-    does not put back the default actions.
+    kubelet's SIGKILL, mid-step, its leases held.  Why Python handlers rather than the loop's
+    (``loop.add_signal_handler``): removing one, as the runtime did with SIGHUP, or closing the
+    loop, puts back the default action, and a SIGHUP during the shutdown killed the daemon with
+    its executions neither finished nor handed over; these stay until the process exits.
     """
 
     STOPS = (signal.SIGTERM, signal.SIGINT)
@@ -62,7 +64,7 @@ class _Signals:
         self.stop: asyncio.Event | None = None
         self.received = ""  # the signal that asked for the stop
         self.app: Any = None  # the web.Application, whose runtime the first stop reaches
-        for sig in self.STOPS:
+        for sig in (*self.STOPS, signal.SIGHUP):
             signal.signal(sig, self._caught)
 
     def _caught(self, signum: int, _frame: Any) -> None:
@@ -87,18 +89,27 @@ class _Signals:
         return self.stop
 
     def _handle(self, sig: signal.Signals) -> None:
-        if self.stop is not None and self.stop.is_set():
-            import structlog
+        import structlog
 
-            structlog.get_logger("remediator").info("already stopping", signal=sig.name)
-            return
-        self.received = sig.name
-        self.request_stop()
+        from remediator.runtime import RUNTIME, on_sighup
+
+        log = structlog.get_logger("remediator")
+        rt = self.app[RUNTIME] if self.app is not None and RUNTIME in self.app else None
+        if sig == signal.SIGHUP:
+            if rt is None:
+                log.info("SIGHUP ignored: the daemon is not running yet")
+            else:
+                on_sighup(rt)
+        elif self.stop is not None and self.stop.is_set():
+            log.info("already stopping", signal=sig.name)
+        else:
+            self.received = sig.name
+            self.request_stop()
 
     def ignore(self) -> None:
         """Once the loop has closed: ignored to the very end (interpreter finalization would put
         back the default action of a signal with a Python handler, not of an ignored one)."""
-        for sig in self.STOPS:
+        for sig in (*self.STOPS, signal.SIGHUP):
             signal.signal(sig, signal.SIG_IGN)
 
     def request_stop(self) -> None:
@@ -126,7 +137,7 @@ async def _serve(args: argparse.Namespace, signals: _Signals) -> int:
     log = structlog.get_logger("remediator")
     _require_cluster(settings)
     host, _, port = settings.listen.rpartition(":")
-    app = create_app(settings, stop=stop)
+    app = create_app(settings, stop=stop, handle_sighup=False)  # SIGHUP is _Signals' too
     signals.app = app
     runner = web.AppRunner(app, handle_signals=False, access_log=None, **http.server_options(settings))
     await runner.setup()  # runs cleanup_ctx startup: stores, worker (not if a stop came meanwhile)

@@ -326,9 +326,13 @@ async def open_runtime(
     executors: tuple[Executor, Executor] | None = None,
     start_worker: bool = True,
     stop: asyncio.Event | None = None,
+    handle_sighup: bool = True,
 ) -> AsyncIterator[Runtime]:
     """The runtime, its worker running unless ``start_worker`` is False, or ``stop`` was set while
-    it was being built (a SIGTERM during startup: nothing is claimed or resumed, it closes again)."""
+    it was being built (a SIGTERM during startup: nothing is claimed or resumed, it closes again).
+
+    ``handle_sighup``: SIGHUP reloads (:func:`on_sighup`) through a handler of the loop's, left in
+    place to the end; ``serve`` handles its signals itself and passes False."""
     clock = clock or SystemClock()
     log = structlog.get_logger("remediator")
     credentials = Credentials(settings)
@@ -393,9 +397,9 @@ async def open_runtime(
             rt.supervise(asyncio.create_task(_watch_playbooks(rt), name="remediator-playbook-watch"))
             if settings.worker.retention > 0:
                 rt.supervise(asyncio.create_task(_retention(rt), name="remediator-retention"))
-        loop = asyncio.get_running_loop()
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(signal.SIGHUP, lambda: on_sighup(rt))
+        if handle_sighup:
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, lambda: on_sighup(rt))
         log.info(
             "runtime ready",
             dry_run=settings.dry_run,
@@ -406,8 +410,9 @@ async def open_runtime(
         try:
             yield rt
         finally:
-            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                loop.remove_signal_handler(signal.SIGHUP)
+            # The SIGHUP handler stays: removing it restored the default action, and a SIGHUP
+            # during the stop (a config reloader, a token rotation script) killed the daemon with
+            # its executions neither finished nor handed over.  While stopping it is ignored.
             await rt.stop_taking_work()
 
 
@@ -415,7 +420,11 @@ def on_sighup(rt: Runtime) -> None:
     """SIGHUP re-reads what may be rotated or edited in place: the playbooks and the token files.
 
     The playbooks are parsed off the loop (a thousand of them take seconds), so the reload is
-    a task of its own; it is kept among the runtime's tasks so that stopping cancels it."""
+    a task of its own; it is kept among the runtime's tasks so that stopping cancels it.  Once
+    the runtime is stopping there is nothing to reload for: the signal is only logged."""
+    if rt.stopping:
+        structlog.get_logger("remediator").info("SIGHUP ignored: shutting down")
+        return
     task = asyncio.get_running_loop().create_task(_reload(rt), name="remediator-playbook-reload")
     task.add_done_callback(_log_failed_reload)
     rt.tasks.append(task)

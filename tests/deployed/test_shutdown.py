@@ -235,3 +235,24 @@ async def test_sigterm_while_starting_as_pid_1_stops_the_start(tmp_path: Path, k
     row = await schema.conn.fetchrow("SELECT processed, claimed_by, attempts FROM alerts")
     assert (row["processed"], row["claimed_by"], row["attempts"]) == (False, None, 0)
     assert kube.cluster.requests.writes() == []
+
+
+async def test_sighup_during_the_shutdown_is_ignored(tmp_path: Path, kube: FakeKube, schema: Schema) -> None:
+    """SIGHUP reloads; during the shutdown its handler had been removed, so its default action killed
+    the daemon in the middle of the stop, the execution neither finished nor handed over.  Now it is
+    logged and ignored, as is a second SIGTERM or SIGINT, and the stop ends as it would have."""
+    replica = Replica(tmp_path, kube, schema, SETTINGS.replace("shutdown_timeout: 1s", "shutdown_timeout: 3s"))
+    async with serving(replica.args, replica.env) as daemon:
+        assert await post(daemon, "web") == 200
+        await daemon.event(lambda e: e.get("event") == "step" and e.get("action") == "restart")
+        daemon.proc.send_signal(signal.SIGTERM)
+        await daemon.named("shutting down: no longer accepting requests")
+        daemon.proc.send_signal(signal.SIGHUP)
+        await daemon.named("SIGHUP ignored: shutting down")
+        daemon.proc.send_signal(signal.SIGINT)
+        await daemon.named("already stopping", signal="SIGINT")
+        assert await daemon.exited() == 0, daemon.log()
+    assert daemon.events[-1]["event"] == "stopped"
+    [(exec_status, owner)] = await schema.conn.fetch(
+        "SELECT exec_status, claimed_by FROM decisions WHERE exec_status IS NOT NULL")
+    assert (exec_status, owner) == ("running", None)
