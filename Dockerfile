@@ -19,8 +19,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # tini runs as PID 1 and hands signals on to the daemon: the kernel drops a signal sent to a
 # PID 1 that has no handler for it, and the interpreter's first moments have none; tini also
 # reaps orphaned processes.  (The daemon installs its handlers before anything else: see cli.py.)
+# Not pinned to a version: Debian's is a rebuild number per architecture (0.19.0-1+b3 on amd64
+# today) that a pin would turn into a failed build on another architecture or after a rebuild;
+# bookworm's tini is 0.19.0 on every architecture, and the base image is pinned.
+# hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends tini=0.19.0-1+b3 \
+    && apt-get install -y --no-install-recommends tini \
     && rm -rf /var/lib/apt/lists/*
 # A fixed non-root uid/gid (the Kubernetes manifests run as 10001 with runAsNonRoot).
 RUN groupadd --system --gid 10001 remediator \

@@ -114,7 +114,8 @@ DESCRIPTIONS: dict[str, str] = {
     "worker.lease": "How long a claimed alert or execution stays a replica's without renewal; a dead "
     "replica's work is taken over after it.",
     "worker.shutdown_timeout": "On SIGTERM, running executions get this long, then are handed over "
-    "(another replica resumes them). Keep it below the pod's `terminationGracePeriodSeconds`.",
+    "(another replica resumes them). The whole stop must fit the pod's `terminationGracePeriodSeconds`: "
+    "this plus about 15 s (handover, notifications, store close; the HTTP drain runs beside it).",
     "worker.step_timeout": "Bound on one step (a waiting step's own `timeout` plus a minute, when that is "
     "longer: `wait_healthy`, `http_check`, `prometheus_check`, `wait_resolved`).",
     "worker.retention": "Finished audit older than this is deleted (`90d`); alerts whose episode has not "
