@@ -92,8 +92,9 @@ class ExecutionQueue:
         for did in claimed:
             if did in self._running:
                 continue
-            if started >= free or (did in self._paused and now < self._paused[did][0]):
-                # claimed, but not to be run here now: give it back at once
+            if self._stopping or started >= free or (did in self._paused and now < self._paused[did][0]):
+                # claimed, but not to be run here now (a stop came while the claim was on its way,
+                # no room, backing off): give it back at once
                 await self.pipeline.store.release_execution(did, self.pipeline.owner)
                 continue
             task = asyncio.create_task(self.pipeline.run_claimed(did), name=f"execution-{did}")

@@ -164,3 +164,24 @@ async def test_executions_waiting_out_a_pause_do_not_crowd_a_newer_one_out(
         assert await rt.worker.decide_all() == 1
         await rt.worker.queue.drain()
     assert [target for _, target, _ in cluster.calls] == ["Deployment/other/api"]
+
+
+async def test_a_stop_that_comes_while_claiming_starts_none_of_what_the_claim_returns(
+    bounded: tuple[Runtime, Held], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # SIGTERM halts the queue; a claim already on its way back to this replica still started the
+    # executions it returned, which the shutdown then had to cut short mid-step.
+    rt, held = bounded
+    queue = rt.worker.queue
+    claim = rt.store.claim_unfinished
+
+    async def claimed_then_stopped(*args: Any, **kwargs: Any) -> list[str]:
+        got = await claim(*args, **kwargs)
+        queue.halt()  # the signal arrives while the claim's answer is on its way
+        return got
+
+    monkeypatch.setattr(rt.store, "claim_unfinished", claimed_then_stopped)
+    assert await queue.fill() == 0
+    assert queue.running == 0 and held.running == set()
+    # given back at once, not held until the lease runs out: another replica takes every one now
+    assert len(await claim("another-replica", 30, limit=10)) == len(APPS)
