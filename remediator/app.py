@@ -12,7 +12,7 @@ from aiohttp import web
 from remediator import http
 from remediator.notify.dispatcher import DEFAULT_DRAIN_TIMEOUT
 from remediator.ports import Clock, Executor, Notifier
-from remediator.runtime import HANDOVER_TIMEOUT, RUNTIME, open_runtime
+from remediator.runtime import HANDOVER_TIMEOUT, RELEASE_FLUSH_TIMEOUT, RUNTIME, open_runtime
 from remediator.settings import Settings
 
 #: What closing the store may take at the end: PostgresStore.close gives its pool 5 s, then terminates it.
@@ -64,7 +64,7 @@ class ShutdownBudget:
     """
 
     http: float  # stop listening, drain the requests in progress, aiohttp's own wait
-    executions: float  # worker.shutdown_timeout for running executions, then their handover
+    executions: float  # worker.shutdown_timeout for running executions, their handover, pending releases
     notifications: float  # queued notices and their audit records
     close: float  # the store's pool
 
@@ -76,7 +76,7 @@ class ShutdownBudget:
 def shutdown_budget(settings: Settings) -> ShutdownBudget:
     return ShutdownBudget(
         http=http.shutdown_budget(settings),
-        executions=settings.worker.shutdown_timeout + HANDOVER_TIMEOUT,
+        executions=settings.worker.shutdown_timeout + HANDOVER_TIMEOUT + RELEASE_FLUSH_TIMEOUT,
         notifications=DEFAULT_DRAIN_TIMEOUT,
         close=STORE_CLOSE_TIMEOUT,
     )

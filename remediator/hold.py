@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -68,12 +68,14 @@ class Releases:
     cooldown at its end).  The cooldown is counted from the execution's end, not from when the retry
     lands.  Repeating is safe: the guardrail state applies one owner's release once, and the id of a
     finished execution never holds its lock again (so a late release frees nobody else's).  Not
-    durable: a retry still pending when the process stops is lost (the lock still lapses by its TTL).
+    durable: at shutdown each is tried once more (:meth:`flush`), and one still unanswered is lost
+    (the lock still lapses by its TTL).
     """
 
     def __init__(self, clock: Clock) -> None:
         self._clock = clock
-        self._tasks: set[asyncio.Task[None]] = set()  # kept: the loop holds only weak references
+        # kept (the loop holds only weak references), each with what it retries
+        self._tasks: dict[asyncio.Task[None], _Release] = {}
 
     def __len__(self) -> int:
         """How many releases are waiting for the guardrail state."""
@@ -82,33 +84,72 @@ class Releases:
     def retry(self, guardrails: GuardrailStore, req: Request, *, succeeded: bool | None, ended: float,
               log: Any) -> None:
         """Retry ``req``'s release until applied; ``ended``: ``clock.monotonic()`` at the execution's end."""
-        task = asyncio.create_task(self._retry(guardrails, req, succeeded, ended, log), name=f"release-{req.owner}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        release = _Release(guardrails, req, succeeded, ended, log)
+        task = asyncio.create_task(self._retry(release), name=f"release-{req.owner}")
+        self._tasks[task] = release
+        task.add_done_callback(self._forget)
 
-    async def _retry(self, guardrails: GuardrailStore, req: Request, succeeded: bool | None, ended: float,
-                     log: Any) -> None:
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        self._tasks.pop(task, None)
+
+    async def flush(self, within: float) -> int:
+        """At shutdown: every release still waiting is tried once more, now, all of them within
+        ``within`` seconds; return how many were applied.  Those still unanswered are given up, said
+        in the log (their locks lapse by their TTL; a breaker outcome among them is lost)."""
+        waiting = list(self._tasks.items())
+        for task, _release in waiting:
+            task.cancel()
+        await asyncio.gather(*(t for t, _ in waiting), return_exceptions=True)
+        tries = [asyncio.ensure_future(self._attempt(r)) for _, r in waiting]
+        if tries:
+            await asyncio.wait(tries, timeout=within)
+        applied = 0
+        for attempt, (_, release) in zip(tries, waiting, strict=True):
+            if attempt.done() and not attempt.cancelled() and attempt.exception() is None and attempt.result():
+                applied += 1
+            else:
+                attempt.cancel()
+                release.log.warning("guardrail release given up at shutdown: the guardrail state did not answer",
+                                    target=release.req.target_key, outcome=release.succeeded)
+        return applied
+
+    async def _retry(self, release: _Release) -> None:
         delay = 1.0
         while True:
             await self._clock.sleep(delay)
             delay = _backoff(delay)
-            elapsed = self._clock.monotonic() - ended
-            if succeeded is None and elapsed >= max(req.lock_ttl, req.cooldown):
-                log.warning("guardrail release dropped: the lock has lapsed and the cooldown ended meanwhile",
-                            target=req.target_key)
+            if await self._attempt(release):
                 return
-            # What is left of the cooldown, so that it ends where it would have had the release landed at once.
-            late = replace(req, cooldown=max(0.0, req.cooldown - elapsed))
-            try:
-                await guardrails.release(late, succeeded=succeeded)
-            except GuardrailUnavailable:
-                continue
-            except Exception:  # kept alive: a lost release is what this exists to prevent
-                log.exception("guardrail release retry failed")
-                continue
-            log.warning("guardrails released after the guardrail state came back", target=req.target_key,
-                        late_seconds=round(elapsed, 3))
-            return
+
+    async def _attempt(self, release: _Release) -> bool:
+        """One try; True when there is nothing more to do (applied, or lapsed by itself)."""
+        req, log = release.req, release.log
+        elapsed = self._clock.monotonic() - release.ended
+        if release.succeeded is None and elapsed >= max(req.lock_ttl, req.cooldown):
+            log.warning("guardrail release dropped: the lock has lapsed and the cooldown ended meanwhile",
+                        target=req.target_key)
+            return True
+        # What is left of the cooldown, so that it ends where it would have had the release landed at once.
+        late = replace(req, cooldown=max(0.0, req.cooldown - elapsed))
+        try:
+            await release.guardrails.release(late, succeeded=release.succeeded)
+        except GuardrailUnavailable:
+            return False
+        except Exception:  # kept alive: a lost release is what this exists to prevent
+            log.exception("guardrail release retry failed")
+            return False
+        log.warning("guardrails released after the guardrail state came back", target=req.target_key,
+                    late_seconds=round(elapsed, 3))
+        return True
+
+
+@dataclass(frozen=True)
+class _Release:
+    guardrails: GuardrailStore
+    req: Request
+    succeeded: bool | None
+    ended: float  # clock.monotonic() at the execution's end
+    log: Any
 
 
 class Hold:

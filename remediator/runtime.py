@@ -476,6 +476,8 @@ async def _retention(rt: Runtime) -> None:
 #: After ``worker.shutdown_timeout``, what handing the unfinished executions over may take (cancel
 #: them, give their leases back: a store call each).  Past it the leases are left to run out.
 HANDOVER_TIMEOUT = 5.0
+#: Then the guardrail releases still waiting for the guardrail state get one more try, all within this.
+RELEASE_FLUSH_TIMEOUT = 2.0
 
 
 async def _stop(rt: Runtime) -> None:
@@ -499,4 +501,6 @@ async def _stop(rt: Runtime) -> None:
             await rt.worker.finish(left)
     except TimeoutError:
         log.warning("executions not handed over in time: their leases run out before another replica resumes them")
+    # Releases the guardrail state did not answer (an outage as executions ended): one more try each.
+    await rt.pipeline.releases.flush(RELEASE_FLUSH_TIMEOUT)
     await asyncio.gather(*rt.tasks, return_exceptions=True)
