@@ -188,18 +188,25 @@ def _tokens(listed: tuple[str, ...], file: str) -> tuple[str, ...]:
     return tuple(t for t in dict.fromkeys(tokens) if t)
 
 
-def read_secret_lines(path: str) -> list[str]:
+def _read_secret_file(path: str) -> str:
     try:
-        text = Path(path).read_text()
+        return Path(path).read_text()
     except OSError as exc:
         raise ConfigError(f"cannot read secret file {path}: {exc.strerror}") from None
+
+
+def read_secret_lines(path: str) -> list[str]:
+    """A file of several secrets (webhook tokens): one per line or comma-separated."""
+    text = _read_secret_file(path)
     return [line.strip() for line in text.replace(",", "\n").splitlines() if line.strip()]
 
 
 def read_secret(value: str, file: str) -> str:
+    """One secret (a URL, a key, an HMAC secret), from ``file`` when one is given: its first non-empty
+    line, stripped.  Commas are the secret's own: reading it as a list cut ``a,b`` to ``a`` (a signing
+    secret every receiver then refused, a URL that lost the rest of its query)."""
     if file:
-        lines = read_secret_lines(file)
-        return lines[0] if lines else ""
+        return next((line.strip() for line in _read_secret_file(file).splitlines() if line.strip()), "")
     return value
 
 

@@ -67,6 +67,22 @@ def test_missing_secret_file_is_a_config_error(tmp_path: Path) -> None:
         s.webhook_tokens()
 
 
+def test_a_single_secret_from_a_file_keeps_its_commas(tmp_path: Path) -> None:
+    # Read as a list of tokens, a signing secret "Zk3#p,9Lq" became "Zk3#p" (every signed notice
+    # refused with a 401, never retried) and a URL lost the rest of its query after a comma.
+    from remediator.settings import read_secret
+
+    secret, url = tmp_path / "secret", tmp_path / "url"
+    secret.write_text("Zk3#p,9Lq!v2@Xw8\n")
+    url.write_text("\n  https://hooks.example/x?tags=team-a,team-b  \nignored\n")
+    assert read_secret("", str(secret)) == "Zk3#p,9Lq!v2@Xw8"
+    assert read_secret("", str(url)) == "https://hooks.example/x?tags=team-a,team-b"
+    assert read_secret("inline", "") == "inline"
+    tokens = tmp_path / "tokens"  # a token list still splits on commas and lines
+    tokens.write_text("a,b\nc\n")
+    assert load_settings(None, env={"REMEDIATOR_WEBHOOK_TOKENS_FILE": str(tokens)}).webhook_tokens() == ("a", "b", "c")
+
+
 async def test_webhook_refuses_to_start_without_credentials(tmp_path: Path) -> None:
     from remediator.runtime import open_runtime
 
