@@ -54,6 +54,10 @@ def _button(text: str, url: str) -> dict[str, Any] | None:
 
 def slack_payload(notice: Notice, text: str) -> dict[str, Any]:
     d = notice.decision
+    if notice.dry_run and "DRY RUN" not in text:
+        # ``text`` is all a phone's notification shows (Slack: mobile notifications use the message's
+        # text, not its blocks): a channel template that does not say so made a dry run read as real.
+        text = f"[DRY RUN] {text}"
     headline = HEADLINES.get(notice.event, notice.event)
     if notice.event == MESSAGE:
         headline = f"{headline} {d.playbook}"

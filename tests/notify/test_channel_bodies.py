@@ -297,6 +297,31 @@ def test_a_template_that_renders_to_nothing_for_this_alert_sends_the_default_tex
     assert json.loads(pd.encode(notice).body)["payload"]["summary"].strip()
 
 
+def test_a_dry_runs_slack_text_says_so_whatever_the_channel_template() -> None:
+    # Slack's mobile notifications show the message's text only: with a channel template, the text
+    # lacked the marker the header has, and a dry run read on the on-call's phone as a real one.
+    import json
+    from dataclasses import replace
+    from datetime import UTC, datetime
+
+    from remediator.core.alerts import Alert
+    from remediator.notify.channels import Channel
+    from remediator.notify.events import build_notice
+    from tests.notify.helpers import sample_decision
+
+    alert = Alert("fp1", "firing", {"alertname": "WebDown", "app": "web"})
+    decision = replace(sample_decision(), dry_run=True)
+    notice = build_notice("started", decision, {"alert": alert}, at=datetime(2026, 11, 22, tzinfo=UTC))
+    assert notice.dry_run
+    slack = Channel("s", "slack", "https://hooks.slack.com/x", template="Remediation started on {{ labels.app }}",
+                    events=("started",))
+    body = json.loads(slack.encode(notice).body)
+    assert body["text"] == "[DRY RUN] Remediation started on web"
+    assert body["blocks"][1]["text"]["text"] == "[DRY RUN] Remediation started on web"
+    live = build_notice("started", sample_decision(), {"alert": alert}, at=datetime(2026, 11, 22, tzinfo=UTC))
+    assert json.loads(slack.encode(live).body)["text"] == "Remediation started on web"
+
+
 class _FailsWhenReleased:
     """The restart runs until the test lets it end, then fails."""
 
