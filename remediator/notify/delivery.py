@@ -3,16 +3,22 @@
 Retryable: connection failures, timeouts, 408, 429 (waiting what ``Retry-After``
 asks, within a cap) and 5xx.  Any other answer is the receiver refusing this body for
 good (bad URL, revoked key), so it fails at once instead of hammering it.
+
+A shutdown must not wait out a backoff or a ``Retry-After`` (minutes) with a drain of a
+few seconds: once ``last_call`` is set, a wait in progress ends at once and the next
+attempt is the last.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import random
 from collections.abc import Callable, Mapping
 from datetime import UTC
 from email.utils import parsedate_to_datetime
 
 import aiohttp
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
 from remediator import __version__
 from remediator.clock import within
@@ -23,7 +29,8 @@ from remediator.ports import Clock
 
 USER_AGENT = f"remediator/{__version__}"
 MAX_RETRY_AFTER = 300.0
-_BACKOFF = wait_exponential_jitter(initial=1.0, max=60.0, exp_base=2.0, jitter=1.0)
+#: Exponential backoff between failed attempts: 1 s doubling, at most a minute, plus up to 1 s of jitter.
+BACKOFF_INITIAL, BACKOFF_MAX, BACKOFF_JITTER = 1.0, 60.0, 1.0
 
 
 class DeliveryFailed(Exception):
@@ -53,11 +60,18 @@ def retry_after(headers: Mapping[str, str], clock: Clock) -> float | None:
         return None
 
 
-def _wait(state: RetryCallState) -> float:
-    exc = state.outcome.exception() if state.outcome else None
-    if isinstance(exc, TemporaryError) and exc.delay is not None:
-        return min(exc.delay, MAX_RETRY_AFTER)
-    return _BACKOFF(state)
+def backoff(failures: int) -> float:
+    """The wait after the ``failures``-th failed attempt."""
+    return min(BACKOFF_INITIAL * 2.0 ** (failures - 1) + random.uniform(0, BACKOFF_JITTER), BACKOFF_MAX)
+
+
+async def _pause(clock: Clock, seconds: float, last_call: asyncio.Event | None) -> None:
+    """Sleep ``seconds`` on ``clock``, or less if ``last_call`` is set meanwhile."""
+    if last_call is None:
+        await clock.sleep(seconds)
+    elif not last_call.is_set():
+        with contextlib.suppress(TimeoutError):  # the time passed: retry as planned
+            await within(clock, last_call.wait(), seconds)
 
 
 async def _post(
@@ -98,23 +112,32 @@ async def deliver(
     channel: Channel,
     out: Outgoing,
     *,
-    on_retry: Callable[[RetryCallState], None] | None = None,
+    last_call: asyncio.Event | None = None,
+    on_attempt: Callable[[int], None] | None = None,
+    on_retry: Callable[[], None] | None = None,
 ) -> int:
-    """Send until accepted; return the attempts used, or raise DeliveryFailed."""
-    retrying = AsyncRetrying(
-        stop=stop_after_attempt(channel.attempts),
-        wait=_wait,
-        retry=retry_if_exception_type(TemporaryError),
-        sleep=clock.sleep,
-        before_sleep=on_retry,
-        reraise=True,
-    )
+    """Send until accepted; return the attempts used, or raise DeliveryFailed.
+
+    ``on_attempt(n)`` is called before the n-th attempt, ``on_retry`` before each wait.
+    Once ``last_call`` is set (the daemon is stopping) the wait in progress is cut short
+    and the attempt that follows, or the one in progress, is the last.
+    """
     used = 0
-    try:
-        async for try_ in retrying:
-            with try_:
-                used = try_.retry_state.attempt_number
-                await attempt(session, clock, channel, out)
-    except (TemporaryError, PermanentError) as exc:
-        raise DeliveryFailed(str(exc), used) from None
-    return used
+    while True:
+        used += 1
+        if on_attempt is not None:
+            on_attempt(used)
+        try:
+            await attempt(session, clock, channel, out)
+            return used
+        except PermanentError as exc:
+            raise DeliveryFailed(str(exc), used) from None
+        except TemporaryError as exc:
+            if last_call is not None and last_call.is_set():
+                raise DeliveryFailed(f"{exc} (not retried: shutting down)", used) from None
+            if used >= channel.attempts:
+                raise DeliveryFailed(str(exc), used) from None
+            wait = min(exc.delay, MAX_RETRY_AFTER) if exc.delay is not None else backoff(used)
+        if on_retry is not None:
+            on_retry()
+        await _pause(clock, wait, last_call)

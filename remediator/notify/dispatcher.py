@@ -6,7 +6,9 @@ delivers in order so an incident's trigger never overtakes its resolve.  When a 
 is full the least important notice is dropped (counted and logged), see
 :class:`_Backlog`.  Failures are logged with the execution id, counted, and the most
 recent ones kept for inspection.  Outcomes reach the execution's audit through one
-bounded queue and one writer task, see :meth:`Dispatcher._write_outcomes`.
+bounded queue and one writer task, see :meth:`Dispatcher._write_outcomes`.  At shutdown
+every notice still queued or in flight gets one last attempt, and what the drain leaves
+is counted, logged and recorded as ``lost``, see :meth:`Dispatcher.close`.
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ from typing import Any
 import aiohttp
 import structlog
 from prometheus_client import CollectorRegistry, Counter
-from tenacity import RetryCallState
 
 from remediator.core.decisions import Decision
 from remediator.notify.channels import Channel, Outgoing, channels_from_settings
@@ -40,6 +41,10 @@ OutcomeSink = Callable[[str, Mapping[str, Any]], Awaitable[None]]
 DEFAULT_QUEUE_SIZE = 1000
 DEFAULT_DRAIN_TIMEOUT = 5.0
 DEFAULT_OUTCOME_QUEUE_SIZE = 1000
+#: The share of the shutdown drain kept for writing the audit records of the notices it
+#: leaves undelivered: those can only be written once the deliveries have been stopped.
+AUDIT_SHARE = 0.2
+LOST = "not delivered before shutdown"
 
 
 @dataclass(frozen=True)
@@ -182,17 +187,30 @@ class _NoticeQueue(asyncio.Queue[_Queued]):
 
 
 @dataclass
+class _InFlight:
+    """The notice a channel's delivery task is sending, and the attempts made so far."""
+
+    out: Outgoing
+    attempts: int = 0
+
+
+@dataclass
 class _Drops:
-    """The notices of one execution that one channel dropped since the writer last took the drops."""
+    """The notices of one execution that one channel dropped (or lost at shutdown) since the
+    writer last took them: one audit record with a count, not one per notice."""
 
     at: str
     events: dict[str, None]  # in the order first dropped
     count: int = 1
+    attempts: int = 0
 
-    def record(self, channel: str) -> dict[str, Any]:
-        error = "queue full" if self.count == 1 else f"queue full: {self.count} notices dropped"
-        return {"at": self.at, "channel": channel, "event": ", ".join(self.events), "result": "dropped",
-                "attempts": 0, "error": error, "count": self.count}
+    def record(self, channel: str, result: str) -> dict[str, Any]:
+        if result == "lost":
+            error = LOST if self.count == 1 else f"{LOST}: {self.count} notices"
+        else:
+            error = "queue full" if self.count == 1 else f"queue full: {self.count} notices dropped"
+        return {"at": self.at, "channel": channel, "event": ", ".join(self.events), "result": result,
+                "attempts": self.attempts, "error": error, "count": self.count}
 
 
 class NotificationMetrics:
@@ -200,7 +218,8 @@ class NotificationMetrics:
         self.registry = registry
         self.total = Counter(
             "remediator_notifications_total",
-            "Notifications by channel and final result (sent, failed, dropped)",
+            "Notifications by channel and final result (sent, failed, dropped; lost: still queued or in"
+            " flight when the shutdown drain ended)",
             ["channel", "result"],
             registry=registry,
         )
@@ -238,11 +257,17 @@ class Dispatcher:
         self.failures: deque[FailedDelivery] = deque(maxlen=keep_failures)
         self._queues: dict[str, _NoticeQueue] = {n: _NoticeQueue(queue_size) for n in self.channels}
         self._tasks: list[asyncio.Task[None]] = []
-        self._in_flight = 0
+        self._delivering: dict[str, _InFlight] = {}  # channel -> the notice its task is sending
+        # set: the daemon is stopping; waits end and each notice gets one last attempt
+        self._last_call = asyncio.Event()
+        self._stopped = False  # the delivery tasks are gone: a notice now is lost at once
+        self._late = 0  # notices lost so, logged for the first
+        self._failed_at_stop: dict[str, int] = {}  # channel -> failures during the drain (logged in one line)
         self._on_outcome = on_outcome
-        # the audit writer's queue: outcomes in order, and drops merged per (execution, channel)
+        # the audit writer's queue: outcomes in order, and drops (and losses) merged per
+        # (execution, channel, result)
         self._outcomes: deque[tuple[str, dict[str, Any]]] = deque()
-        self._drops: dict[tuple[str, str], _Drops] = {}
+        self._drops: dict[tuple[str, str, str], _Drops] = {}
         self._outcome_room = max(outcome_queue_size, 1)
         self._unrecorded = 0  # outcomes left out since the queue last had room: one log line per burst
         self._wake = asyncio.Event()  # set: something to write
@@ -283,21 +308,40 @@ class Dispatcher:
                 self._log.warning(
                     "channel template failed; sending the default text", channel=name, error=out.template_error
                 )
+            if self._stopped:  # nothing will send it: count it rather than queue it for nobody
+                self._lose(out, 0)
+                if not self._late:
+                    self._log.error("notifications after shutdown are not sent", channel=name, notice=event,
+                                    execution_id=out.execution_id)
+                self._late += 1
+                continue
             rank, subject = importance(channel, notice)
             dropped = self._queues[name].offer(_Queued(out, rank, subject))
             if dropped is not None:
                 self._dropped(dropped.out)
 
+    def _merge(self, out: Outgoing, result: str, attempts: int) -> None:
+        """Count ``out`` into the one audit record of its execution, channel and ``result`` still waiting."""
+        if self._on_outcome is None or not out.execution_id:
+            return
+        key = (out.execution_id, out.channel, result)
+        drops = self._drops.get(key)
+        if drops is not None:  # merged into the record the writer has not taken yet
+            drops.events[out.event] = None
+            drops.count += 1
+            drops.attempts += attempts
+        elif self._room():
+            self._drops[key] = _Drops(self._now(), {out.event: None}, attempts=attempts)
+            self._wake_writer()
+
+    def _lose(self, out: Outgoing, attempts: int) -> None:
+        """``out`` was still queued or in flight when the deliveries stopped: count and record it."""
+        self.metrics.total.labels(out.channel, "lost").inc()
+        self._merge(out, "lost", attempts)
+
     def _dropped(self, out: Outgoing) -> None:
         self.metrics.total.labels(out.channel, "dropped").inc()
-        if self._on_outcome is not None and out.execution_id:
-            drops = self._drops.get((out.execution_id, out.channel))
-            if drops is not None:  # merged into the record the writer has not taken yet
-                drops.events[out.event] = None
-                drops.count += 1
-            elif self._room():
-                self._drops[(out.execution_id, out.channel)] = _Drops(self._now(), {out.event: None})
-                self._wake_writer()
+        self._merge(out, "dropped", 0)
         self._log.error(
             "notification queue full: dropped the least important notice",
             channel=out.channel,
@@ -310,22 +354,30 @@ class Dispatcher:
     async def _run(self, channel: Channel) -> None:
         queue = self._queues[channel.name]
         while True:
-            out = (await queue.get()).out
-            self._in_flight += 1
+            flight = _InFlight((await queue.get()).out)
+            self._delivering[channel.name] = flight
             try:
-                await self._deliver(channel, out)
+                await self._deliver(channel, flight)
             except Exception:  # this task must outlive any bug in one delivery
-                self._log.exception("notification delivery crashed", channel=channel.name, notice=out.event)
+                self._log.exception("notification delivery crashed", channel=channel.name, notice=flight.out.event)
             finally:
-                self._in_flight -= 1
                 queue.task_done()
+            # Not in the finally: a delivery cancelled at shutdown has no outcome yet, and
+            # close() counts what is left here as lost.
+            del self._delivering[channel.name]
 
-    async def _deliver(self, channel: Channel, out: Outgoing) -> None:
-        def retried(state: RetryCallState) -> None:
+    async def _deliver(self, channel: Channel, flight: _InFlight) -> None:
+        out = flight.out
+
+        def attempting(n: int) -> None:
+            flight.attempts = n
+
+        def retried() -> None:
             self.metrics.retries.labels(channel.name).inc()
 
         try:
-            attempts = await deliver(self.session, self.clock, channel, out, on_retry=retried)
+            attempts = await deliver(self.session, self.clock, channel, out, last_call=self._last_call,
+                                     on_attempt=attempting, on_retry=retried)
         except DeliveryFailed as exc:
             self._failed(channel, out.event, out.execution_id, out.notice_id, str(exc), exc.attempts)
         except Exception as exc:
@@ -346,6 +398,9 @@ class Dispatcher:
         self.metrics.total.labels(channel.name, "failed").inc()
         self.failures.append(FailedDelivery(channel.name, event, execution, notice, error, attempts, self.clock.now()))
         self._outcome(execution, channel.name, event, "failed", attempts, error)
+        if self._last_call.is_set() and not self._stopped:  # a drain's last attempts: one line for all, see close()
+            self._failed_at_stop[channel.name] = self._failed_at_stop.get(channel.name, 0) + 1
+            return
         self._log.error(
             "notification failed",
             channel=channel.name,
@@ -399,8 +454,8 @@ class Dispatcher:
             self._wake.clear()
             while self._outcomes or self._drops:
                 drops, self._drops = self._drops, {}
-                for (execution, channel), dropped in drops.items():
-                    await self._audit(execution, dropped.record(channel))
+                for (execution, channel, result), dropped in drops.items():
+                    await self._audit(execution, dropped.record(channel, result))
                 for _ in range(len(self._outcomes)):
                     execution, record = self._outcomes.popleft()
                     await self._audit(execution, record)
@@ -421,7 +476,7 @@ class Dispatcher:
 
     def pending(self) -> int:
         """Notices queued or being delivered."""
-        return sum(q.qsize() for q in self._queues.values()) + self._in_flight
+        return sum(q.qsize() for q in self._queues.values()) + len(self._delivering)
 
     async def join(self) -> None:
         """Wait until every queued notice has been delivered or given up on, and its outcome recorded."""
@@ -441,21 +496,63 @@ class Dispatcher:
 
     async def close(self, drain_timeout: float = DEFAULT_DRAIN_TIMEOUT) -> None:
         """Give queued notices, and the audit records of their outcomes, ``drain_timeout`` (real)
-        seconds in all to go out, then stop: a hung receiver or store must not hold us."""
-        if (self._tasks or self._writer) and drain_timeout > 0:
+        seconds in all to go out, then stop: a hung receiver or store must not hold us.
+
+        The drain is a few seconds inside the pod's grace period, while a notice may be waiting
+        out a backoff or a ``Retry-After`` of minutes.  So every wait ends now, and each notice
+        in flight or queued gets one last attempt, in order, without retries.  Those the drain
+        still leaves (a receiver that hangs, a queue longer than the time) are counted as
+        ``lost``, recorded in their executions' audits (the store closes after us; the last
+        fifth of the drain is kept for those records) and told in one log line, together with
+        the last attempts that failed: a notice must not vanish without a trace, and a
+        shutdown with a dead receiver must not write a line per notice.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(drain_timeout, 0.0)
+        self._last_call.set()
+        if self._tasks and drain_timeout > 0:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.join(), timeout=drain_timeout)
-        tasks = self._tasks + ([self._writer] if self._writer else [])
-        for task in tasks:
+                await asyncio.wait_for(self._sent(), timeout=drain_timeout * (1 - AUDIT_SHARE))
+        self._stopped = True
+        for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        self._tasks, self._writer = [], None
-        left = self.pending()
-        if left:
-            self._log.warning("notifications not delivered before shutdown", count=left)
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        lost: dict[str, int] = {}
+        for flight in self._delivering.values():  # cut off mid-attempt, or never given its last one
+            self._lose(flight.out, flight.attempts)
+            lost[flight.out.channel] = lost.get(flight.out.channel, 0) + 1
+        self._delivering.clear()
+        for queue in self._queues.values():
+            while not queue.empty():
+                out = queue.get_nowait().out
+                queue.task_done()
+                self._lose(out, 0)
+                lost[out.channel] = lost.get(out.channel, 0) + 1
+        failed, self._failed_at_stop = self._failed_at_stop, {}
+        if lost or failed:
+            self._log.error(
+                "notifications not delivered before shutdown",
+                count=sum(lost.values()) + sum(failed.values()),
+                lost=sum(lost.values()),
+                failed=sum(failed.values()),
+                channels={c: lost.get(c, 0) + failed.get(c, 0) for c in sorted(lost.keys() | failed.keys())},
+            )
+        if self._writer is not None:
+            left = deadline - loop.time()
+            if left > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._written.wait(), timeout=left)
+            self._writer.cancel()
+            await asyncio.gather(self._writer, return_exceptions=True)
+            self._writer = None
         unwritten = len(self._outcomes) + sum(d.count for d in self._drops.values())
         if unwritten:
             self._log.warning("notification outcomes not recorded before shutdown", count=unwritten)
+
+    async def _sent(self) -> None:
+        """Every queue is empty and nothing is being sent."""
+        await asyncio.gather(*(q.join() for q in self._queues.values()))
 
     async def __aenter__(self) -> Dispatcher:
         self.start()
