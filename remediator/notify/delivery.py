@@ -1,8 +1,20 @@
 """Sending one request: per-attempt timeout and retries, both on the injectable clock.
 
-Retryable: connection failures, timeouts, 408, 429 (waiting what ``Retry-After``
-asks, within a cap) and 5xx.  Any other answer is the receiver refusing this body for
-good (bad URL, revoked key), so it fails at once instead of hammering it.
+Retryable: connection failures, timeouts, 408, 429 and 5xx.  Any other answer is the
+receiver refusing this body for good (bad URL, revoked key), so it fails at once
+instead of hammering it.
+
+A 429, or a 503 with ``Retry-After``, is the receiver throttling the channel, not a
+failure of this notice: PagerDuty answers 429 without ``Retry-After`` while it throttles
+a routing key and asks to retry "preferably with a backoff of a few minutes".  Counted
+against ``max_attempts`` with a backoff of seconds, a page was given up some 19 s into a
+throttle of a minute, and nobody was paged.  So a throttled answer is retried within
+:data:`THROTTLE_BUDGET` of the time the notice was queued, waiting what ``Retry-After``
+asks (within a cap, and no less than the usual backoff) or else a minute, then two, then
+three; only the other failures count against ``max_attempts``.  The throttle is the channel's (PagerDuty's is per
+routing key, Slack's per webhook), so the notices queued behind wait too, in order (a
+trigger is never overtaken by its resolve); as their budgets run from when they were
+queued, a throttle holds the queue for the budget at most, not the budget per notice.
 
 A shutdown must not wait out a backoff or a ``Retry-After`` (minutes) with a drain of a
 few seconds: once ``last_call`` is set, a wait in progress ends at once and the next
@@ -31,6 +43,15 @@ USER_AGENT = f"remediator/{__version__}"
 MAX_RETRY_AFTER = 300.0
 #: Exponential backoff between failed attempts: 1 s doubling, at most a minute, plus up to 1 s of jitter.
 BACKOFF_INITIAL, BACKOFF_MAX, BACKOFF_JITTER = 1.0, 60.0, 1.0
+#: How long after it was queued a notice is still retried while the receiver throttles.
+THROTTLE_BUDGET = 600.0
+#: The wait after a throttled answer without ``Retry-After``: 1 min, 2, then 3 each time, plus up
+#: to a tenth more (replicas throttled together must not come back together).
+THROTTLE_INITIAL, THROTTLE_MAX, THROTTLE_JITTER = 60.0, 180.0, 0.1
+
+
+class Throttled(TemporaryError):
+    """The receiver asked us to slow down (429, or 503 with Retry-After): retried on a time budget."""
 
 
 class DeliveryFailed(Exception):
@@ -63,6 +84,12 @@ def retry_after(headers: Mapping[str, str], clock: Clock) -> float | None:
 def backoff(failures: int) -> float:
     """The wait after the ``failures``-th failed attempt."""
     return min(BACKOFF_INITIAL * 2.0 ** (failures - 1) + random.uniform(0, BACKOFF_JITTER), BACKOFF_MAX)
+
+
+def throttle_backoff(throttled: int) -> float:
+    """The wait after the ``throttled``-th throttled answer that said not how long."""
+    wait = min(THROTTLE_INITIAL * throttled, THROTTLE_MAX)
+    return wait * (1 + random.uniform(0, THROTTLE_JITTER))
 
 
 async def _pause(clock: Clock, seconds: float, last_call: asyncio.Event | None) -> None:
@@ -99,8 +126,9 @@ async def attempt(session: aiohttp.ClientSession, clock: Clock, channel: Channel
     if 200 <= status < 300:
         return
     reason = f"HTTP {status}: {text.strip()[:200]}"
-    if status == 429:
-        raise TemporaryError(reason, delay=retry_after(resp_headers, clock))
+    delay = retry_after(resp_headers, clock) if status in (429, 503) else None
+    if status == 429 or delay is not None:
+        raise Throttled(reason, delay=delay, status=status)
     if status == 408 or status >= 500:
         raise TemporaryError(reason)
     raise PermanentError(reason)
@@ -112,17 +140,21 @@ async def deliver(
     channel: Channel,
     out: Outgoing,
     *,
+    queued: float | None = None,
     last_call: asyncio.Event | None = None,
     on_attempt: Callable[[int], None] | None = None,
     on_retry: Callable[[], None] | None = None,
 ) -> int:
     """Send until accepted; return the attempts used, or raise DeliveryFailed.
 
-    ``on_attempt(n)`` is called before the n-th attempt, ``on_retry`` before each wait.
-    Once ``last_call`` is set (the daemon is stopping) the wait in progress is cut short
-    and the attempt that follows, or the one in progress, is the last.
+    ``queued`` is when the notice was queued (``clock.monotonic()``; default: now), from
+    which the throttle budget runs.  ``on_attempt(n)`` is called before the n-th attempt,
+    ``on_retry`` before each wait.  Once ``last_call`` is set (the daemon is stopping) the
+    wait in progress is cut short and the attempt that follows, or the one in progress,
+    is the last.
     """
-    used = 0
+    deadline = (clock.monotonic() if queued is None else queued) + THROTTLE_BUDGET
+    used = failures = throttled = 0
     while True:
         used += 1
         if on_attempt is not None:
@@ -135,9 +167,22 @@ async def deliver(
         except TemporaryError as exc:
             if last_call is not None and last_call.is_set():
                 raise DeliveryFailed(f"{exc} (not retried: shutting down)", used) from None
-            if used >= channel.attempts:
-                raise DeliveryFailed(str(exc), used) from None
-            wait = min(exc.delay, MAX_RETRY_AFTER) if exc.delay is not None else backoff(used)
+            if isinstance(exc, Throttled):
+                throttled += 1
+                left = deadline - clock.monotonic()
+                if left <= 0:
+                    minutes = f"{THROTTLE_BUDGET / 60:g} min"
+                    raise DeliveryFailed(f"{exc} (throttled: given up {minutes} after it was queued)", used) from None
+                if exc.delay is None:
+                    wait = throttle_backoff(throttled)
+                else:  # at least the usual backoff: a "Retry-After: 0" must not make us hammer it for minutes
+                    wait = max(min(exc.delay, MAX_RETRY_AFTER), backoff(throttled))
+                wait = min(wait, left)  # the last try comes at the end of the budget, not after it
+            else:
+                failures += 1
+                if failures >= channel.attempts:
+                    raise DeliveryFailed(str(exc), used) from None
+                wait = backoff(failures)
         if on_retry is not None:
             on_retry()
         await _pause(clock, wait, last_call)

@@ -93,6 +93,7 @@ class _Queued:
     out: Outgoing
     rank: int
     subject: str
+    since: float  # clock.monotonic() when queued: a throttled receiver gets a budget from then
     seq: int = 0  # arrival order, set when queued
 
 
@@ -191,6 +192,7 @@ class _InFlight:
     """The notice a channel's delivery task is sending, and the attempts made so far."""
 
     out: Outgoing
+    since: float
     attempts: int = 0
 
 
@@ -316,7 +318,7 @@ class Dispatcher:
                 self._late += 1
                 continue
             rank, subject = importance(channel, notice)
-            dropped = self._queues[name].offer(_Queued(out, rank, subject))
+            dropped = self._queues[name].offer(_Queued(out, rank, subject, self.clock.monotonic()))
             if dropped is not None:
                 self._dropped(dropped.out)
 
@@ -354,7 +356,8 @@ class Dispatcher:
     async def _run(self, channel: Channel) -> None:
         queue = self._queues[channel.name]
         while True:
-            flight = _InFlight((await queue.get()).out)
+            item = await queue.get()
+            flight = _InFlight(item.out, item.since)
             self._delivering[channel.name] = flight
             try:
                 await self._deliver(channel, flight)
@@ -376,8 +379,8 @@ class Dispatcher:
             self.metrics.retries.labels(channel.name).inc()
 
         try:
-            attempts = await deliver(self.session, self.clock, channel, out, last_call=self._last_call,
-                                     on_attempt=attempting, on_retry=retried)
+            attempts = await deliver(self.session, self.clock, channel, out, queued=flight.since,
+                                     last_call=self._last_call, on_attempt=attempting, on_retry=retried)
         except DeliveryFailed as exc:
             self._failed(channel, out.event, out.execution_id, out.notice_id, str(exc), exc.attempts)
         except Exception as exc:

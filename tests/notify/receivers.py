@@ -66,7 +66,7 @@ class Receiver:
             await self.gate.wait()
             return web.Response(status=503)
         assert isinstance(answer, int)
-        headers = {"Retry-After": self.retry_after} if answer == 429 and self.retry_after else {}
+        headers = {"Retry-After": self.retry_after} if answer in (429, 503) and self.retry_after else {}
         return web.json_response({"status": "ok"}, status=answer, headers=headers)
 
     @property
