@@ -3,8 +3,8 @@
 ``notify`` only renders and enqueues, so a remediation never waits on a receiver.
 Each channel has its own queue so a dead Slack does not hold up PagerDuty, and
 delivers in order so an incident's trigger never overtakes its resolve.  When a queue
-is full the least important notice is dropped (counted and logged), see
-:class:`_Backlog`.  Failures are logged with the execution id, counted, and the most
+is full the least important notice is dropped (counted, and logged once per burst), see
+:class:`_Backlog` and :meth:`Dispatcher._dropped`.  Failures are logged with the execution id, counted, and the most
 recent ones kept for inspection.  Outcomes reach the execution's audit through one
 bounded queue and one writer task, see :meth:`Dispatcher._write_outcomes`.  At shutdown
 every notice still queued or in flight gets one last attempt, and what the drain leaves
@@ -45,6 +45,8 @@ DEFAULT_OUTCOME_QUEUE_SIZE = 1000
 #: leaves undelivered: those can only be written once the deliveries have been stopped.
 AUDIT_SHARE = 0.2
 LOST = "not delivered before shutdown"
+#: While a channel's queue keeps dropping, a line with the count at most this often (clock seconds).
+DROP_LOG_INTERVAL = 60.0
 
 
 @dataclass(frozen=True)
@@ -215,6 +217,15 @@ class _Drops:
                 "attempts": self.attempts, "error": error, "count": self.count}
 
 
+@dataclass
+class _DropBurst:
+    """A channel's queue dropping notices: since when it was last logged, and how many so far."""
+
+    logged: float  # clock.monotonic() of the last line
+    since_logged: int = 0
+    total: int = 1
+
+
 class NotificationMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
@@ -272,6 +283,7 @@ class Dispatcher:
         self._drops: dict[tuple[str, str, str], _Drops] = {}
         self._outcome_room = max(outcome_queue_size, 1)
         self._unrecorded = 0  # outcomes left out since the queue last had room: one log line per burst
+        self._drop_bursts: dict[str, _DropBurst] = {}  # channel -> its queue is dropping (until it empties)
         self._wake = asyncio.Event()  # set: something to write
         self._written = asyncio.Event()  # set: nothing queued and nothing being written
         self._written.set()
@@ -342,14 +354,38 @@ class Dispatcher:
         self._merge(out, "lost", attempts)
 
     def _dropped(self, out: Outgoing) -> None:
+        """Count every drop; log the first of a burst, then the count at most once a
+        :data:`DROP_LOG_INTERVAL`, and the total once the queue has emptied.
+
+        A storm against a stalled receiver drops one notice per ``notify``: a line each was
+        9,000 ERROR lines for 10,000 notices, burying the rest of the log (logs.py).  The
+        metric counts each drop, the audit records each execution's.
+        """
         self.metrics.total.labels(out.channel, "dropped").inc()
         self._merge(out, "dropped", 0)
-        self._log.error(
-            "notification queue full: dropped the least important notice",
-            channel=out.channel,
-            notice=out.event,
-            execution_id=out.execution_id,
-        )
+        now = self.clock.monotonic()
+        burst = self._drop_bursts.get(out.channel)
+        if burst is None:
+            self._drop_bursts[out.channel] = _DropBurst(now)
+            self._log.error(
+                "notification queue full: dropping the least important notices",
+                channel=out.channel,
+                size=self._queues[out.channel].maxsize,
+                notice=out.event,
+                execution_id=out.execution_id,
+            )
+            return
+        burst.total += 1
+        burst.since_logged += 1
+        if now - burst.logged >= DROP_LOG_INTERVAL:
+            self._log.error("notification queue full: still dropping", channel=out.channel, count=burst.since_logged)
+            burst.logged, burst.since_logged = now, 0
+
+    def _drops_ended(self, channel: str) -> None:
+        """``channel``'s queue has emptied (or the dispatcher stops): the burst, if any, is over."""
+        burst = self._drop_bursts.pop(channel, None)
+        if burst is not None:
+            self._log.warning("notification queue emptied after dropping", channel=channel, count=burst.total)
 
     # -- delivery ---------------------------------------------------------------------
 
@@ -357,6 +393,8 @@ class Dispatcher:
         queue = self._queues[channel.name]
         while True:
             item = await queue.get()
+            if queue.empty():
+                self._drops_ended(channel.name)
             flight = _InFlight(item.out, item.since)
             self._delivering[channel.name] = flight
             try:
@@ -532,6 +570,8 @@ class Dispatcher:
                 queue.task_done()
                 self._lose(out, 0)
                 lost[out.channel] = lost.get(out.channel, 0) + 1
+        for name in list(self._drop_bursts):
+            self._drops_ended(name)
         failed, self._failed_at_stop = self._failed_at_stop, {}
         if lost or failed:
             self._log.error(

@@ -93,6 +93,15 @@ def down_url() -> str:
     return f"http://127.0.0.1:{port}/hook"
 
 
+async def requests_seen(rx: Receiver, n: int) -> None:
+    """Wait (for local socket I/O, not for time) until ``rx`` has had ``n`` requests."""
+    for _ in range(2000):
+        if len(rx.requests) >= n:
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"{len(rx.requests)} request(s), expected {n}")
+
+
 async def settle(clock: VirtualClock, dispatcher: Dispatcher, *, step: float = 1.0, rounds: int = 2000) -> None:
     """Let deliveries finish: real time for local socket I/O, virtual time for backoff and timeouts.
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 
+from structlog.testing import capture_logs
+
 from remediator.clock import VirtualClock
 from remediator.core.decisions import Decision
 from remediator.notify.channels import Channel
 from remediator.notify.pagerduty import dedup_key
 from tests.notify.helpers import counted, running_dispatcher, sample_decision
-from tests.notify.receivers import Receiver, settle
+from tests.notify.receivers import HANG, Receiver, requests_seen, settle
 
 PD_EVENTS = ("started", "succeeded", "failed", "resolved")
 KEY = "K" * 32
@@ -93,3 +95,31 @@ async def test_failures_and_approval_requests_outlive_routine_notices(vclock: Vi
             await settle(vclock, d)
     seen = [(r.json()["event"], r.json()["execution"]["id"]) for r in rx.requests]
     assert seen == [("approval_requested", "ex-2"), ("failed", "ex-5")]
+
+
+async def test_a_storm_against_a_stalled_receiver_logs_its_drops_per_burst_with_counts(vclock: VirtualClock) -> None:
+    """A receiver that hangs and 1,000 executions' notices for a queue of 10: each drop is counted,
+    but the log gets one line when the dropping starts, one with the count a minute on while it
+    lasts, and one with the total once the queue has emptied (it was one ERROR line per drop)."""
+    with capture_logs() as logs:
+        async with Receiver(vclock, [HANG]) as rx:
+            ch = Channel("h", "webhook", rx.url(), events=("started",), timeout=3600)
+            async with running_dispatcher(vclock, ch, queue_size=10) as d:
+                await d.notify("started", execution("fp", "ex"), {"channels": ("h",)})
+                await requests_seen(rx, 1)  # stuck in delivery
+                for i in range(1000):
+                    await d.notify("started", execution(f"fp{i}", f"ex-{i}"), {"channels": ("h",)})
+                assert counted(d, "h", "dropped") == 990
+                await vclock.advance(61)  # the storm goes on a minute later
+                for i in range(1000, 1010):
+                    await d.notify("started", execution(f"fp{i}", f"ex-{i}"), {"channels": ("h",)})
+                assert counted(d, "h", "dropped") == 1000
+                rx.gate.set()  # the receiver comes back: the queue drains
+                await settle(vclock, d)
+    lines = [(e["log_level"], e["event"], e.get("count")) for e in logs if e["channel"] == "h"
+             and e["event"].startswith("notification queue")]
+    assert lines == [
+        ("error", "notification queue full: dropping the least important notices", None),
+        ("error", "notification queue full: still dropping", 990),
+        ("warning", "notification queue emptied after dropping", 1000),
+    ]

@@ -10,7 +10,6 @@ VirtualClock, which never moves here: whatever goes out, goes out without waitin
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import time
 from collections.abc import Mapping
@@ -26,7 +25,7 @@ from remediator.core.decisions import Decision
 from remediator.notify.dispatcher import Dispatcher
 from tests.notify.conftest import OpenRuntime, deliver
 from tests.notify.helpers import counted, sample_decision
-from tests.notify.receivers import HANG, Receiver
+from tests.notify.receivers import HANG, Receiver, requests_seen
 from tests.notify.test_delivery import PLAYBOOK, hook
 from tests.payloads import alert_json, payload
 from tests.pipeline.test_pipeline import Recorder
@@ -47,15 +46,6 @@ class Audit:
 
     def of(self, result: str) -> list[tuple[str, str, int, int]]:
         return [(e, o["event"], o["attempts"], o.get("count", 1)) for e, o in self.records if o["result"] == result]
-
-
-async def requests_seen(rx: Receiver, n: int) -> None:
-    """Wait (for local socket I/O, not for time) until ``rx`` has had ``n`` requests."""
-    for _ in range(2000):
-        if len(rx.requests) >= n:
-            return
-        await asyncio.sleep(0.005)
-    raise AssertionError(f"{len(rx.requests)} request(s), expected {n}")
 
 
 async def test_a_retry_after_wait_is_cut_and_every_notice_gets_one_last_attempt(vclock: VirtualClock) -> None:
