@@ -194,7 +194,13 @@ class MemoryStore:
         self._held: dict[str, set[int]] = {}  # worker -> ids it holds a claim on
         self._decisions: dict[str, _Decision] = {}
         self._by_alert: dict[str, list[str]] = {}  # alert key -> its decisions' ids
-        self._open: dict[str, None] = {}  # executions not over, as an ordered set
+        # Executions not over, kept apart by what may happen to them next, so that neither the
+        # execution queue's claim nor the approval sweep (both asked at every event in replay)
+        # reads the others: a long ``--approve none`` replay piles up executions awaiting an
+        # answer, and scanning them all at every event made it quadratic.
+        self._runnable_ids: dict[str, None] = {}  # pending or running, as an ordered set
+        self._awaiting: dict[str, None] = {}  # awaiting approval, as an ordered set
+        self._deadlines: list[tuple[float, int, str]] = []  # heap of (deadline, seq, id) of those with one
         self._steps: dict[str, dict[tuple[str, int], _Step]] = {}
         self._journal: dict[str, list[str]] = {}
         self._seq = 0
@@ -388,9 +394,22 @@ class MemoryStore:
         self._seq += 1
         d = self._decisions[did] = _Decision(decision, did, self._seq, status, deadline, finished)
         self._by_alert.setdefault(decision.alert_key, []).append(did)
-        if status in _OPEN:
-            self._open[did] = None
+        self._file(d)
         return d
+
+    def _file(self, d: _Decision) -> None:
+        """Put an execution among the runnable or the awaiting ones by its status (or neither: over)."""
+        self._runnable_ids.pop(d.id, None)
+        self._awaiting.pop(d.id, None)
+        if d.status in _RUNNABLE:
+            self._runnable_ids[d.id] = None
+        elif d.status == AWAITING_APPROVAL:
+            self._awaiting[d.id] = None
+            if d.approval_deadline is not None:  # stale entries are skipped when they come due
+                heapq.heappush(self._deadlines, (d.approval_deadline, d.seq, d.id))
+
+    def _is_open(self, did: str) -> bool:
+        return did in self._runnable_ids or did in self._awaiting
 
     async def decision(self, decision_id: str) -> Decision | None:
         self._check()
@@ -410,6 +429,8 @@ class MemoryStore:
         self._put_step(execution_id, _Step(step, json_rows.started_result(intent), started, started))
 
     def _put_step(self, execution_id: str, record: _Step) -> None:
+        if self._forgotten(execution_id):
+            return
         self._steps.setdefault(execution_id, {})[(record.step.phase, record.step.index)] = record
         d = self._decisions.get(execution_id)
         if d is not None and d.status == "pending":
@@ -419,8 +440,16 @@ class MemoryStore:
         self._check()
         return {k: s.result for k, s in self._steps.get(execution_id, {}).items()}
 
+    def _forgotten(self, execution_id: str) -> bool:
+        """Streaming: a step or journal entry for an execution no longer kept is dropped, not kept
+        alone for ever.  Its execution ended and was forgotten in the same call that ended it (an
+        execution ending unrun still has its audit written after: see ``Pipeline._unrun``)."""
+        return self._streaming and execution_id not in self._decisions
+
     async def record_notification(self, execution_id: str, outcome: Mapping[str, Any]) -> None:
         self._check()
+        if self._forgotten(execution_id):
+            return
         self._journal.setdefault(execution_id, []).append(json.dumps(dict(outcome), default=str))
 
     async def record_event(self, execution_id: str, event: str, at: datetime, **detail: Any) -> None:
@@ -428,11 +457,9 @@ class MemoryStore:
 
     def _finish(self, d: _Decision, status: str, finished: datetime | None) -> None:
         d.status, d.finished_at, d.claimed_by, d.claimed_until = status, finished, None, None
+        self._file(d)
         if status not in _OPEN:
-            self._open.pop(d.id, None)
             self._forget(d.decision.alert_key)
-        else:
-            self._open[d.id] = None
 
     async def finish_execution(self, execution_id: str, status: str, finished: datetime) -> None:
         self._check()
@@ -446,10 +473,9 @@ class MemoryStore:
         return d is not None and d.status in _RUNNABLE
 
     def _runnable(self) -> list[_Decision]:
-        if not self._open:  # the usual case between alerts: nothing to sort
+        if not self._runnable_ids:  # the usual case between alerts: nothing to sort
             return []
-        found = (self._decisions[did] for did in self._open)
-        return sorted((d for d in found if d.status in _RUNNABLE), key=lambda d: d.order)
+        return sorted((self._decisions[did] for did in self._runnable_ids), key=lambda d: d.order)
 
     async def unfinished_executions(self) -> list[str]:
         self._check()
@@ -472,7 +498,7 @@ class MemoryStore:
 
     async def claim_unfinished(self, worker: str, lease: float, *, limit: int = 20) -> list[str]:
         self._check()
-        if not self._open:  # the usual answer between alerts (asked at every round): nothing
+        if not self._runnable_ids:  # the usual answer between alerts (asked at every round): nothing
             return []
         now = self._clock.now().timestamp()
         claimed = [d for d in self._runnable() if d.free_for(worker, now)][:limit]
@@ -496,10 +522,16 @@ class MemoryStore:
         )
 
     async def claim_approval(self, execution_id: str, worker: str, lease: float) -> bool:
+        """As the SQL stores, an execution with no deadline (nobody was asked: replay's ``--approve
+        none``) cannot be claimed to be answered, except when streaming: replay has no one to answer,
+        so its only claimant is the alert's resolve ending it (``Pipeline._cancel_awaiting``), and
+        refused, it stayed open (kept, and read at every event) until the end of the replay."""
         self._check()
         now = self._clock.now().timestamp()
         d = self._decisions.get(execution_id)
-        if (d is None or d.status != AWAITING_APPROVAL or d.approval_deadline is None or d.approval_deadline <= now
+        deadline = d.approval_deadline if d is not None else None
+        if (d is None or d.status != AWAITING_APPROVAL
+                or (deadline is None and not self._streaming) or (deadline is not None and deadline <= now)
                 or not (d.claimed_by is None or d.claimed_until is None or d.claimed_until <= now)):
             return False
         d.claimed_by, d.claimed_until = worker, now + lease
@@ -524,17 +556,24 @@ class MemoryStore:
 
     async def expire_approvals(self, now: datetime, *, limit: int = 100) -> list[str]:
         self._check()
-        if not self._open:
-            return []
         stamp = now.timestamp()
-        due = [self._decisions[did] for did in self._open]
-        due = sorted((d for d in due if d.status == AWAITING_APPROVAL  # no deadline: it never expires (as in SQL)
-                      and d.approval_deadline is not None and d.approval_deadline <= stamp
-                      and (d.claimed_until is None or d.claimed_until <= stamp)),
-                     key=lambda d: d.approval_deadline or 0)[:limit]
-        for d in due:
+        heap = self._deadlines  # no deadline: never in it, it never expires (as in SQL)
+        due: dict[str, _Decision] = {}
+        answering: list[tuple[float, int, str]] = []  # due, but being answered right now: looked at again later
+        while heap and heap[0][0] <= stamp and len(due) < limit:
+            entry = heapq.heappop(heap)
+            d = self._decisions.get(entry[2])
+            if d is None or d.status != AWAITING_APPROVAL or d.approval_deadline != entry[0] or d.id in due:
+                continue  # forgotten, answered or awaiting again since it was pushed
+            if d.claimed_until is not None and d.claimed_until > stamp:
+                answering.append(entry)
+            else:
+                due[d.id] = d
+        for entry in answering:
+            heapq.heappush(heap, entry)
+        for d in due.values():
             self._finish(d, "expired", now)
-        return [d.id for d in due]
+        return list(due)
 
     # -- streaming: forgetting what is over -------------------------------------------------
 
@@ -547,7 +586,7 @@ class MemoryStore:
         rec = self._alerts.get(aid) if aid is not None else None
         if rec is None or not rec.processed or rec.parked_at is not None:
             return  # unknown (a decision recorded on its own is kept), still to decide, or parked
-        if any(did in self._open for did in self._by_alert.get(alert_key, ())):
+        if any(self._is_open(did) for did in self._by_alert.get(alert_key, ())):
             return
         del self._alerts[rec.id], self._by_key[alert_key]
         for did in self._by_alert.pop(alert_key, ()):
@@ -556,7 +595,8 @@ class MemoryStore:
     def _drop_decision(self, did: str) -> tuple[int, int]:
         """Remove a decision with its steps and journal; (steps, journal entries) removed."""
         self._decisions.pop(did, None)
-        self._open.pop(did, None)
+        self._runnable_ids.pop(did, None)
+        self._awaiting.pop(did, None)
         return len(self._steps.pop(did, {})), len(self._journal.pop(did, []))
 
     # -- the audit's documents ------------------------------------------------------------

@@ -3,11 +3,17 @@ approval request is simulated, and says so in the report."""
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from remediator.playbook_files import load_paths
+from remediator.replay import Engine, read_events
+from remediator.settings import load_settings
+from remediator.store.memory import MemoryStore
 from tests.payloads import alert_json, payload
 from tests.pipeline.test_approval import GATED
 from tests.pipeline.test_step_approval import STEPPED
@@ -99,3 +105,45 @@ def test_replay_stops_at_a_steps_approval_unless_told_it_was_given(
     [decision] = json.loads(out)["decisions"]
     assert (decision["decision"], decision.get("execution")) == ("executed", execution)
     assert [s["action"] for s in decision["steps"]] == ["scale", "restart", "wait_healthy"]
+
+
+class _Ignore:
+    def decision(self, entry: dict[str, Any]) -> None:
+        return None
+
+    def alert_done(self, alert_key: str, entries: list[dict[str, Any]]) -> None:
+        return None
+
+
+@pytest.mark.parametrize("playbook", [GATED, STEPPED], ids=["plan", "step"])
+async def test_an_execution_nobody_approves_ends_when_its_alert_resolves_and_is_forgotten(
+    tmp_path: Path, playbook: str
+) -> None:
+    """``--approve none`` records no deadline (nobody was asked).  The resolve ends the execution, as
+    live; it stayed open instead, kept by the store and read at every later event, so a long replay
+    with an approval playbook held every such alert and slowed down quadratically."""
+    (tmp_path / "pb").mkdir()
+    (tmp_path / "pb" / "p.yaml").write_text((playbook % "").replace("notify: [ops]\n", ""))
+    pset, problems = load_paths([tmp_path / "pb"])
+    assert not problems
+    name = "Gated" if playbook is GATED else "Stepped"
+    lines = []
+    for i, app in enumerate(("web", "api", "db")):
+        start, end = f"2026-11-22T10:0{i}:00Z", f"2026-11-22T10:0{i}:30Z"
+        lines.append({"received_at": start, "payload": payload(
+            alert_json({"alertname": name, "app": app}, fingerprint=str(i) * 16, starts_at=start))})
+        lines.append({"received_at": end, "payload": payload(alert_json(
+            {"alertname": name, "app": app}, fingerprint=str(i) * 16, starts_at=start, status="resolved",
+            ends_at=end))})
+    events = list(read_events(io.BytesIO("".join(json.dumps(x) + "\n" for x in lines).encode()), "h"))
+    async with Engine.open(pset, load_settings(None, env={}, overrides={}), _Ignore(), start=events[0].at) as engine:
+        store = engine.intake
+        assert isinstance(store, MemoryStore)
+        await engine.feed(events[0])
+        [did] = [d["id"] for d in await store.list_executions()]
+        assert (await store.get_execution(did) or {})["status"] == "awaiting_approval"
+        for event in events[1:]:
+            await engine.feed(event)
+        await engine.finish()
+        assert await store.get_execution(did) is None  # ended by its resolve, then forgotten
+        assert await store.list_executions() == [] and await store.count_alerts() == 0

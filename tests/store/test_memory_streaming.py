@@ -9,15 +9,20 @@ nothing but its key, which is enough to refuse its redelivery and to answer
 from __future__ import annotations
 
 import tracemalloc
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from remediator.clock import VirtualClock
 from remediator.core.alerts import Alert, format_time, labels_fingerprint, parse_time
-from remediator.core.decisions import DecisionKind
-from remediator.ports import ReceivedAlert
+from remediator.core.decisions import DecisionKind, PlannedStep
+from remediator.ports import ReceivedAlert, StepResult
 from remediator.store.memory import MemoryStore
 from tests.payloads import T0
 from tests.store.test_contract import a_decision, alerts, firing, resolved
+
+
+def a_step() -> PlannedStep:
+    return PlannedStep(0, "restart", {})
 
 
 async def _decide(store: MemoryStore, kind: DecisionKind = DecisionKind.COOLDOWN) -> list[str]:
@@ -75,6 +80,52 @@ async def test_what_is_not_over_is_kept_whole(vclock: VirtualClock) -> None:
     assert [s.received for s in await store.claim_alerts("w", 10, 30)] == [deferred]
     await store.park_alert(b.id, "boom")  # parked alerts are for a human: kept
     assert [p["id"] for p in await store.parked_alerts()] == [b.id]
+
+
+async def test_an_execution_awaiting_an_answer_nobody_gives_ends_with_its_alert_and_is_forgotten(
+    vclock: VirtualClock,
+) -> None:
+    """Replay's ``--approve none`` records no deadline: the resolve (its only claimant) must be able
+    to end it, or it stays open, kept and read at every event, to the end of the replay."""
+    store = MemoryStore(vclock, streaming=True)
+    [fired] = alerts(firing("a"))
+    await store.record_alerts([fired])
+    [a] = await store.claim_alerts("w", 10, 30)
+    d = replace(a_decision(fired.alert), kind=DecisionKind.AWAITING_APPROVAL)
+    did = d.execution_id or ""
+    assert await store.record_decision(d, approval_deadline=None)
+    await store.mark_processed(a.id)
+    assert await store.claim_unfinished("q", 30) == [] and await store.expire_approvals(vclock.now()) == []
+    assert await store.decision(did) == d  # awaiting: kept
+    assert await store.claim_approval(did, "resolve", 30)
+    assert await store.settle_approval(did, "resolve", "resolved_cancelled", vclock.now())
+    assert await store.decision(did) is None and await store.count_alerts() == 0
+    await store.record_event(did, "resolved_cancelled", vclock.now())  # the audit written after: not kept alone
+    await store.record_step(did, a_step(), StepResult("ok", ""), started=vclock.now(), finished=vclock.now())
+    assert await store.get_execution(did) is None and await store.step_results(did) == {}
+
+
+async def test_the_approval_sweep_expires_in_deadline_order_and_skips_one_being_answered(
+    vclock: VirtualClock,
+) -> None:
+    store = MemoryStore(vclock, streaming=True)
+    ids = []
+    for app, minutes in (("a", 20), ("b", 10), ("c", 15), ("d", 30)):
+        [r] = alerts(firing(app))
+        await store.record_alerts([r])
+        d = replace(a_decision(r.alert), kind=DecisionKind.AWAITING_APPROVAL)
+        assert await store.record_decision(d, approval_deadline=T0 + timedelta(minutes=minutes))
+        ids.append(d.execution_id or "")
+    a, b, c, d_ = ids
+    assert await store.claim_approval(c, "answering", 3600)
+    await vclock.advance(25 * 60)
+    assert await store.expire_approvals(vclock.now(), limit=1) == [b]
+    assert await store.expire_approvals(vclock.now()) == [a]  # c is being answered: not expired under it
+    assert await store.settle_approval(c, "answering", "pending", vclock.now())
+    assert await store.claim_unfinished("q", 30) == [c]
+    await vclock.advance(3600)
+    assert await store.expire_approvals(vclock.now()) == [d_]
+    assert await store.expire_approvals(vclock.now()) == []
 
 
 async def test_memory_stays_flat_as_the_history_grows(vclock: VirtualClock) -> None:
