@@ -23,8 +23,11 @@ alert, while a group notification re-sends alerts that started hours earlier.
 Ordering: events are applied in time order.  Input that is slightly out of order
 (exports interleaved from several replicas, clock skew) is sorted within a sliding
 window (``reorder_window``, default 5 minutes), so memory stays bounded by the
-events of one window; a line further back in time than that is rejected with
-``path:line`` rather than silently decided at the wrong time.  Events with equal
+events of one window; a line with an exact time (``received_at``, ``at``) further back
+than that is rejected with ``path:line`` rather than silently decided at the wrong time.
+A bare payload's time is only the earliest it can have been sent (Alertmanager re-sends
+a still-firing group at every ``repeat_interval``, its newest alert hours old), so one
+further back is replayed at the time already reached instead.  Events with equal
 times keep their input order.
 
 Approvals: a playbook with ``approval:`` asks a human, and replay has none to ask; ``approve``

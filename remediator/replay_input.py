@@ -50,6 +50,16 @@ class Event:
     line: int
     alerts: tuple[ReceivedAlert, ...] = ()
     control: Control | None = None
+    #: ``at`` is only the earliest the payload can have been sent: a bare payload's newest alert
+    #: time (a wrapped one's ``received_at``, a control line's ``at`` are exact).  Alertmanager
+    #: re-sends a still-firing group at every ``repeat_interval`` with nothing newer in it, so
+    #: such a line may come hours after its time; :func:`read_events` then moves it later.
+    at_least: bool = False
+
+    def moved_to(self, at: datetime) -> Event:
+        """The event received at ``at`` instead (a bare payload's time is a lower bound)."""
+        return Event(at, self.line, tuple(ReceivedAlert(r.alert, at, r.receiver, r.group_key, r.external_url)
+                                          for r in self.alerts), self.control, self.at_least)
 
 
 # -- input ---------------------------------------------------------------------------
@@ -86,7 +96,7 @@ def _payload_event(payload: WebhookPayload, stamp: str | None, line: int) -> Eve
     if at is None:
         return None
     received = (ReceivedAlert(a, at, payload.receiver, payload.group_key, payload.external_url) for a in payload.alerts)
-    return Event(at, line, tuple(received))
+    return Event(at, line, tuple(received), at_least=stamp is None)
 
 
 class _Line(msgspec.Struct):
@@ -149,7 +159,14 @@ def _decode(raw: bytes, path: str, line: int, fast: _FastLines | None = None) ->
 def read_events(
     stream: BinaryIO, path: str, *, reorder_window: float = DEFAULT_REORDER_WINDOW
 ) -> Iterator[Event]:
-    """Stream events in time order, sorting within ``reorder_window`` seconds."""
+    """Stream events in time order, sorting within ``reorder_window`` seconds.
+
+    An exact time (``received_at``, a control line's ``at``) earlier than what was already
+    released is an error: deciding it later than it happened would be wrong.  A bare payload's
+    time is only a lower bound (see :attr:`Event.at_least`): one later than that bound, at the
+    time last released, is as true, and is what it takes to replay a raw capture holding
+    Alertmanager's ``repeat_interval`` re-sends (each refused the whole history before).
+    """
     window = timedelta(seconds=reorder_window)
     heap: list[tuple[datetime, int, Event]] = []
     released: datetime | None = None
@@ -162,7 +179,9 @@ def read_events(
         event = _decode(raw, path, number, fast)
         if event is None:
             continue
-        if released is not None and event.at < released:
+        if released is not None and event.at < released and event.at_least:
+            event = event.moved_to(released)
+        elif released is not None and event.at < released:
             raise ReplayInputError(
                 path,
                 number,

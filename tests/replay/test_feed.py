@@ -72,6 +72,20 @@ def test_a_lone_surrogate_is_refused_in_a_payload_as_the_webhook_refuses_it_and_
         assert str(refused.value) == reason
 
 
+def test_a_bare_payload_moved_later_is_sent_as_read_in_process(tmp_path: Path) -> None:
+    """A repeat_interval re-send (a bare payload whose alerts started long before) is given at the
+    time already replayed, its alerts received then, by the child as in process."""
+    lines: list[object] = list(history(200))
+    bare = next(line for line in lines if isinstance(line, dict) and "alerts" in line)
+    lines.append(bare)
+    path = _write(tmp_path / "h.jsonl", lines)
+    expected = _in_process(path)
+    [moved] = [e for e in expected if e.line == len(lines)]
+    assert moved.at_least and moved.at > min(a.alert.starts_at for a in moved.alerts)
+    assert all(a.received_at == moved.at for a in moved.alerts)
+    assert _from_child(path) == expected
+
+
 @pytest.mark.parametrize("bad", ["[1]", '{"version": "4"', "too-far-back"])
 def test_every_event_before_a_bad_line_is_given_then_its_error(tmp_path: Path, bad: str) -> None:
     lines: list[object] = list(history(40))

@@ -190,6 +190,36 @@ def test_slightly_out_of_order_input_is_sorted_and_too_far_back_is_rejected(
     assert [d["at"] for d in json.loads(out)["decisions"]] == [at(m) for m in sorted(order)]
 
 
+def test_a_bare_payload_re_sent_hours_after_its_alerts_started_is_replayed_not_rejected(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A raw capture of webhook bodies holds Alertmanager's repeat_interval re-sends: the same
+    still-firing group, its newest alert hours old.  A bare payload's time is only the earliest it
+    can have been sent, so such a line comes at the time already replayed (a duplicate, as live),
+    where it stopped the whole replay; a wrapped line's received_at is exact and still checked."""
+    pb = write_playbooks(tmp_path / "pb")
+    path = tmp_path / "h.jsonl"
+    bodies = [[firing("PoolHigh", "orders", 0)], [firing("PoolHigh", "cart", 30)],
+              [firing("PoolHigh", "web", 239)], [firing("PoolHigh", "orders", 0)]]  # re-sent after 4h
+    path.write_text("".join(json.dumps({"version": "4", "status": "firing", "alerts": a}) + "\n" for a in bodies))
+    code, out, err = run_cli(capsys, "replay", str(path), "--playbooks", str(pb), "--format", "json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["summary"]["alerts"] == 4
+    assert [(d["at"], d["decision"]) for d in doc["decisions"]] == [
+        (at(0), "executed"), (at(30), "executed"), (at(239), "executed")]  # the re-send: a duplicate
+    with path.open("rb") as fh:
+        events = list(read_events(fh, str(path)))
+    # at the earliest time it can be given now: the last one released (line 3 still waits in the window)
+    assert [e.line for e in events] == [1, 2, 4, 3]
+    assert events[2].at == events[2].alerts[0].received_at == parse_time(at(30))
+    wrapped = tmp_path / "wrapped.jsonl"
+    wrapped.write_text("".join(x + "\n" for x in path.read_text().splitlines()[:3]) + json.dumps(
+        {"received_at": at(0), "payload": {"version": "4", "status": "firing", "alerts": bodies[0]}}) + "\n")
+    code, _, err = run_cli(capsys, "replay", str(wrapped), "--playbooks", str(pb))
+    assert code == 1 and err.startswith(f"{wrapped}:4: event at {at(0)} is earlier than {at(30)}"), err
+
+
 @pytest.mark.parametrize(
     ("lines", "message"),
     [
