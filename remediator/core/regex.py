@@ -293,3 +293,19 @@ def compile_re2(regex: str) -> Regex:
     except re2.error as exc:
         raise MatcherError(f"invalid regex {regex!r}: {exc}") from None
     return linear
+
+
+def compile_search(regex: str) -> Regex:
+    """Compile for ``search`` over a large text (an HTTP body, up to 1 MiB): always RE2's engine.
+
+    What :func:`compile_re2` gains with ``re`` (a fraction of a microsecond per short label value)
+    is nothing on a body, and there even one unbounded repeat costs ``re`` quadratic time in the
+    length of a line: ``.*"status":"UP"`` over a 1 MiB one-line answer held the event loop for
+    eleven minutes (no intake, leases lapsing, the liveness probe failing).  Checked as
+    :func:`compile_re2` checks (the same errors); searched in linear time."""
+    compile_re2(regex)
+    try:
+        linear: Regex = re2.compile(f"(?:{regex})")
+        return linear
+    except re2.error as exc:
+        raise MatcherError(f"invalid regex {regex!r}: {exc}") from None

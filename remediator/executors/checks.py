@@ -14,6 +14,7 @@ and why the check failed.  In dry-run a check is planned, not run (:func:`planne
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import math
@@ -30,7 +31,7 @@ from remediator.core.decisions import PlannedStep
 from remediator.core.durations import format_duration
 from remediator.core.errors import ConfigError, StoreUnavailable
 from remediator.core.playbooks import Condition, parse_condition
-from remediator.core.regex import compile_re2
+from remediator.core.regex import compile_search
 from remediator.core.schema import CHECK_ACTIONS
 from remediator.ports import Clock, Executor, StepContext, StepResult
 from remediator.settings import PrometheusSettings, read_secret
@@ -263,7 +264,7 @@ class Checks:
             tls = _tls(p)
         except (OSError, ssl.SSLError) as exc:
             return StepResult("failed", f"http_check: cannot use ca_file {p.get('ca_file')!r}: {exc}")
-        pattern = compile_re2(str(p["body_matches"])) if p.get("body_matches") else None
+        pattern = compile_search(str(p["body_matches"])) if p.get("body_matches") else None
         expect = frozenset(int(s) for s in p.get("expect_status", [200]))
         bound = float(p.get("request_timeout", 10.0))
 
@@ -281,10 +282,18 @@ class Checks:
         self, url: URL, method: str, expect: frozenset[int], pattern: Any, tls: ssl.SSLContext | bool, seconds: float
     ) -> Attempt:
         """One request, following redirects only within the URL's own origin (scheme, host and
-        port): a redirect elsewhere is a failed attempt, never a request to another host."""
-        timeout = aiohttp.ClientTimeout(total=seconds)
+        port): a redirect elsewhere is a failed attempt, never a request to another host.
+
+        ``seconds`` bounds the whole attempt, every hop with it: a timeout per request let a chain
+        of redirects take ``MAX_REDIRECTS + 1`` times ``request_timeout``."""
+        async with asyncio.timeout(seconds):
+            return await self._http_hops(url, method, expect, pattern, tls)
+
+    async def _http_hops(
+        self, url: URL, method: str, expect: frozenset[int], pattern: Any, tls: ssl.SSLContext | bool
+    ) -> Attempt:
         for _hop in range(MAX_REDIRECTS + 1):
-            async with self._session.request(method, url, allow_redirects=False, ssl=tls, timeout=timeout) as resp:
+            async with self._session.request(method, url, allow_redirects=False, ssl=tls) as resp:
                 status = resp.status
                 location = resp.headers.get("Location")
                 if status in _REDIRECTS and status not in expect and location:
@@ -401,6 +410,9 @@ class WithChecks:
 @contextlib.asynccontextmanager
 async def open_checks(prometheus: PrometheusSettings, history: Resolves) -> AsyncIterator[Checks]:
     """The checks with their HTTP session, closed on the way out.  ``trust_env`` is off: a
-    proxy from the environment would see every health URL and the Prometheus token."""
-    async with aiohttp.ClientSession(trust_env=False, raise_for_status=False) as session:
+    proxy from the environment would see every health URL and the Prometheus token.  No cookies
+    are kept: an ingress's affinity cookie (INGRESSCOOKIE, AWSALB) set by one answer pinned every
+    later check of that host, from any alert, to one backend, sampling one pod for the whole service."""
+    async with aiohttp.ClientSession(trust_env=False, raise_for_status=False,
+                                     cookie_jar=aiohttp.DummyCookieJar()) as session:
         yield Checks(session, history, prometheus)

@@ -701,3 +701,51 @@ async def test_a_check_cut_off_by_a_crash_checks_again_on_resume_and_repeats_no_
     result = full["results"][1]
     assert result["status"] == "ok" and result["details"]["attempts"] == attempts  # for: 20s counted afresh
     assert "intent" not in result["details"] and "wrote" not in result["details"]
+
+
+async def test_a_body_is_searched_in_linear_time_whatever_the_pattern(service: Service, checks: Checks,
+                                                                     vclock: VirtualClock) -> None:
+    # One unbounded repeat sent the search to Python's backtracking engine, quadratic in a line's
+    # length, on the event loop: a 1 MiB one-line answer without a match held the loop 11 minutes.
+    service.answer = status(200, "x" * (1024 * 1024 - 100))
+    step = planned({"action": "http_check", "url": service.url, "body_matches": '.*"status":"UP"',
+                    "timeout": "1s", "interval": "1s"})
+    result = await run(checks, vclock, step)  # an RE2 scan: milliseconds (pytest-timeout fails the old way)
+    assert result.status == "failed" and "the body does not match" in result.details["last"]
+    service.answer = status(200, "x" * 1000 + '"status":"UP"')
+    assert (await run(checks, vclock, step)).status == "ok"
+
+
+async def test_no_cookie_is_kept_from_one_check_to_the_next(service: Service, checks: Checks,
+                                                          vclock: VirtualClock) -> None:
+    # An ingress's affinity cookie pinned every later check of that host, from any alert, to one pod.
+    cookies: list[str] = []
+
+    async def sticky(t: float, request: web.Request) -> web.StreamResponse:
+        cookies.append(request.headers.get("Cookie", ""))
+        response = web.Response(text="ok")
+        response.set_cookie("INGRESSCOOKIE", "pod-a")
+        return response
+
+    service.answer = sticky
+    by_name = service.url.replace("127.0.0.1", "localhost")  # aiohttp keeps no cookie for a bare IP anyway
+    for _ in range(2):
+        assert (await run(checks, vclock, planned({"action": "http_check", "url": by_name}))).ok
+    assert cookies == ["", ""]
+
+
+async def test_request_timeout_bounds_an_attempt_with_its_redirects(service: Service, checks: Checks,
+                                                                    vclock: VirtualClock) -> None:
+    # Each same-origin hop had a timeout of its own: five slow hops took five times request_timeout.
+    async def slow_hops(t: float, request: web.Request) -> web.StreamResponse:
+        await asyncio.sleep(0.15)  # the server's own slowness, in real time (the client's bound is real time)
+        hop = int(request.query.get("hop", "0"))
+        if hop < 4:
+            raise web.HTTPFound(f"/?hop={hop + 1}")
+        return web.Response(text="ok")
+
+    service.answer = slow_hops
+    step = planned({"action": "http_check", "url": service.url, "timeout": "1s", "interval": "1s",
+                    "request_timeout": "400ms"})
+    result = await run(checks, vclock, step)
+    assert result.status == "failed" and result.details["last"] == "no answer within 0.4s"
