@@ -150,7 +150,9 @@ class PipelineSettings:
     execution_lease: float = 300.0  # how long a dead replica's execution waits before another resumes it
     # Plan-only executions read the guardrails and never consume them, so a dry run never holds a
     # live remediation back.  Replay sets this: its guardrail state is its own scratch copy, and
-    # showing what cooldowns, rate limits and locks would have done over time is its purpose.
+    # showing what cooldowns, rate limits and locks would have done over time is its purpose.  It
+    # is for the dry-run replay forces on every playbook only: a playbook on trial (its own
+    # ``dry_run``) was a dry run live too, so it still only reads them (see ``_plan_only``).
     dry_run_consumes_guardrails: bool = False
     # Who answers a playbook's ``approval``: "ask" waits for a human (the daemon).  Replay simulates
     # the answer (``--approve``): "all" approves every one at once, "none" never does.
@@ -335,7 +337,15 @@ class Pipeline:
         """Whether this decision only reads the guardrails: awaiting a human's approval, or a
         plan-only execution (which takes nothing from them)."""
         asks = playbook.needs_approval and self.settings.approvals != "all"
-        return asks or (plan.dry_run and not self.settings.dry_run_consumes_guardrails)
+        return asks or self._plan_only(plan.dry_run, playbook)
+
+    def _plan_only(self, dry_run: bool, playbook: Playbook | None) -> bool:
+        """Whether a dry run only reads the guardrails (takes nothing, holds no lock): every one,
+        unless replay's forced dry-run consumes them; even then a playbook's own ``dry_run`` (on
+        trial) only reads them, as it did live, where it held back no live remediation."""
+        if not dry_run or not self.settings.dry_run_consumes_guardrails:
+            return dry_run
+        return playbook is not None and bool(playbook.guardrails.dry_run)
 
     async def _resolved(self, alert: Alert, facts: BatchFacts | None) -> bool:
         episode = (alert.fingerprint, alert.starts_at)
@@ -766,7 +776,7 @@ class Pipeline:
                 await self.store.release_execution(did, self.owner)
             return "interrupted"
         # A plan-only execution holds no lock: it changes nothing, and took nothing at its decision.
-        plan_only = decision.dry_run and not self.settings.dry_run_consumes_guardrails
+        plan_only = self._plan_only(decision.dry_run, playbook)
         req = request if request is not None or plan_only else self._resume_request(decision, playbook, received)
         hold = Hold(did, owner=self.owner, store=self.store, guardrails=self.guardrails, clock=self.clock,
                     lease=self.settings.execution_lease, request=req, metrics=self.metrics, log=self._log,
@@ -919,7 +929,10 @@ class Pipeline:
         if channels:
             with contextlib.suppress(Exception):  # a message without step details beats no message
                 results = await self.store.step_results(did)
-        await self._notify(status, decision, channels, alert=alert, results=results)
+        # A page still being retried here when another replica decides the resolve: see _resolved_meanwhile
+        late = {"resolved_meanwhile": self._resolved_meanwhile(alert)} \
+            if status == "failed" and received is not None and alert.status == "firing" else {}
+        await self._notify(status, decision, channels, alert=alert, results=results, **late)
         if channels and received is not None and alert.status == "firing":
             with contextlib.suppress(StoreUnavailable):
                 if await self.store.resolved_for(alert.fingerprint, alert.starts_at):
@@ -1105,6 +1118,25 @@ class Pipeline:
         await self._notify("message", decision, (channel,), alert=ctx.alert, message=message, step=step)
         return _queued(step, dry_run=ctx.dry_run)
 
+    def _resolved_meanwhile(self, alert: Alert) -> Callable[[], Awaitable[bool]]:
+        """Asked by the notifier once a page about ``alert``'s firing episode has been delivered:
+        whether the episode has resolved since, with no later one of the alert firing.
+
+        Another replica deciding the resolve tells the channels at once (this execution has
+        finished, see _notify_resolved), while the page may still be retried here (PagerDuty
+        throttling: minutes).  PagerDuty drops a resolve for an incident not open yet, so the
+        page landing after it opened one that nothing would resolve.  The resolve is recorded
+        before it is decided, so a page that lands after the other replica's resolve finds it
+        here and is followed by its own; one that lands before it is resolved by that one.  A
+        later episode firing meanwhile owns the incident now: it is not resolved for it.
+        """
+
+        async def ask() -> bool:
+            return await self.store.resolved_for(alert.fingerprint, alert.starts_at) and \
+                await self.store.firing_count(alert.fingerprint, alert.starts_at) <= 1
+
+        return ask
+
     async def _notify_resolved(self, alert: Alert, firing: Alert, playbooks: Sequence[Playbook]) -> None:
         """Close the loop: tell the channels of every execution this alert's firing episode caused."""
         for playbook in playbooks:
@@ -1263,7 +1295,7 @@ class Pipeline:
                 await self.kill_switch.paused()
         admitted: Request | None = None
         try:
-            if decision.dry_run and not self.settings.dry_run_consumes_guardrails:
+            if self._plan_only(decision.dry_run, playbook):
                 verdict = await self._verdict(self.guardrails.evaluate(req), did)
                 kind, reason = verdict.kind, verdict.reason
             else:
@@ -1308,7 +1340,7 @@ class Pipeline:
         is not taken (``conflict``) and it keeps waiting, rather than run one too many or end half run."""
         did = decision.execution_id or execution_id(decision.alert_key, decision.playbook)
         req: Request | None = None
-        if not (decision.dry_run and not self.settings.dry_run_consumes_guardrails):  # else it holds no lock
+        if not self._plan_only(decision.dry_run, playbook):  # else it holds no lock
             alert = await self.store.recorded_alert(decision.alert_key)
             req = self._resume_request(decision, playbook, ReceivedAlert(alert, self.clock.now()) if alert else None)
             assert req is not None  # an admitted execution has a target

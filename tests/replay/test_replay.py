@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 from collections import defaultdict
@@ -28,6 +29,19 @@ from tests.replay.history import EXPECTED, HISTORY, at, firing, summarise, write
 from tests.tokens import ADMIN
 
 AUTH = {"Authorization": "Bearer t1"}
+
+
+class _Collect:
+    """A listener keeping every decision's entry in ``into``."""
+
+    def __init__(self, into: list[Entry]) -> None:
+        self.into = into
+
+    def decision(self, entry: Entry) -> None:
+        self.into.append(entry)
+
+    def alert_done(self, alert_key: str, entries: list[Entry]) -> None:
+        return None
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -121,13 +135,7 @@ async def test_live_daemon_and_replay_decide_identically(tmp_path: Path, setting
     pset, problems = load_paths([pb])
     assert not problems
     replayed: list[Entry] = []
-
-    class Collect:
-        def decision(self, entry: Entry) -> None:
-            replayed.append(entry)
-
-        def alert_done(self, alert_key: str, entries: list[Entry]) -> None:
-            return None
+    Collect = functools.partial(_Collect, replayed)
 
     with write_history(tmp_path / "history.jsonl").open("rb") as fh:
         await replay(read_events(fh, "history.jsonl"), [pset], settings_factory(playbooks=str(pb)), [Collect()])
@@ -267,3 +275,44 @@ def test_progress_is_drawn_only_on_a_terminal() -> None:
         progress(Event(T0, 1))
         progress.close()
         assert ("50.0%" in stream.getvalue()) is drawn
+
+
+TRIAL = """
+name: trial
+match: {alertname: Slow, matchers: ['deployment=~".+"']}
+target: {kind: Deployment, namespace: shop, name: "{{ labels.deployment }}"}
+guardrails: {dry_run: true, cooldown: 30m}
+steps: [{action: restart}]
+---
+name: live
+match: {alertname: Down, matchers: ['deployment=~".+"']}
+target: {kind: Deployment, namespace: shop, name: "{{ labels.deployment }}"}
+steps: [{action: restart}]
+"""
+
+
+async def test_a_playbook_on_trial_only_reads_the_guardrails_as_it_did_live(
+    tmp_path: Path, settings_factory: Callable[..., Any]
+) -> None:
+    """A playbook's own dry_run (on trial beside live ones) takes nothing from the guardrails live:
+    no cooldown, no budget.  Replay, which runs every playbook dry, had it consume them, so the
+    trial's own cooldown and the live playbook's budget answered what they never did live."""
+    (tmp_path / "pb").mkdir()
+    (tmp_path / "pb" / "p.yaml").write_text(TRIAL)
+    pset, problems = load_paths([tmp_path / "pb"])
+    assert not problems
+    lines = [firing("Slow", "cart", 0), {**firing("Slow", "cart", 1), "labels": {
+        **firing("Slow", "cart", 1)["labels"], "pod": "b"}}, firing("Down", "orders", 2), firing("Down", "web", 3)]
+    path = tmp_path / "h.jsonl"
+    path.write_text("".join(json.dumps({"received_at": at(i), "payload": {
+        "version": "4", "status": "firing", "alerts": [a]}}) + "\n" for i, a in enumerate(lines)))
+    replayed: list[Entry] = []
+    settings = settings_factory(playbooks=str(tmp_path / "pb"),
+                                guardrails={"budgets": [{"scope": "*", "max": 1, "per": "1h"}]})
+    with path.open("rb") as fh:
+        await replay(read_events(fh, str(path)), [pset], settings, [_Collect(replayed)])
+    assert [(e["playbook"], e["target"]["name"], e["decision"]) for e in replayed] == [
+        ("trial", "cart", "executed"), ("trial", "cart", "executed"),  # no cooldown taken by the first
+        ("live", "orders", "executed"),  # the budget untouched by the trial
+        ("live", "web", "budget_exhausted"),  # the live playbook's own run still counts
+    ]
