@@ -29,7 +29,7 @@ from remediator.ports import StepContext, StepResult
 from remediator.settings import PrometheusSettings
 from tests.e2e.monitoring import Prometheus
 from tests.e2e.processes import free_port
-from tests.payloads import T0
+from tests.payloads import ROOT, T0
 
 pytestmark = pytest.mark.e2e
 
@@ -63,9 +63,15 @@ class Exporter:
 
     def __init__(self) -> None:
         self.value = 0.0
+        self.served = 0
 
     async def metrics(self, request: web.Request) -> web.Response:
         text = f'# TYPE demo_error_ratio gauge\ndemo_error_ratio{{service="api"}} {self.value}\n'
+        # A service fresh from a rollback, as Micrometer exports it: requests served, none of them a
+        # 5xx, so there is no 5xx series at all (counters appear with their first increment).
+        self.served += 10
+        text += ("# TYPE http_server_requests_seconds_count counter\n"
+                 f'http_server_requests_seconds_count{{status="200",uri="/orders"}} {self.served}\n')
         return web.Response(text=text, content_type="text/plain")
 
 
@@ -158,3 +164,17 @@ async def test_a_label_quoted_with_tojson_is_one_prometheus_accepts_whatever_it_
         result = await checks.run(step, StepContext("e2e-2", alert, CTX.target, False, SystemClock()))
     assert (result.status, result.details["attempts"]) == ("ok", 1), result.message
     assert result.details["last"] == "no samples (on_empty: pass)"
+
+
+async def test_the_shipped_runbooks_error_ratio_check_passes_on_a_service_with_no_5xx_series(
+        prometheus: tuple[Prometheus, int], exporter: Exporter) -> None:
+    # Its query divided sum(rate(...5xx...)) by the total: with no 5xx series (fresh pods after the
+    # rollback) the ratio was empty, on_empty failed the check, and on_failure undid the rollback.
+    server, _ = prometheus
+    book = yaml.safe_load((ROOT / "examples/runbooks/playbooks/api-service.yaml").read_text())
+    [step] = [s for pb in book["playbooks"] for s in pb["steps"] if s["action"] == "prometheus_check"]
+    query = step["query"].replace('job="api-service"', 'job="demo"').replace("[2m]", "[5s]")
+    async with open_checks(PrometheusSettings(url=server.url, timeout=5.0), NoHistory()) as checks:
+        result = await check(checks, query=query, condition=step["condition"], timeout="30s")
+    assert result.status == "ok", result.message
+    assert result.details["values"][0]["value"] == 0.0
