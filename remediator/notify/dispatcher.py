@@ -8,13 +8,16 @@ is full the least important notice is dropped (counted, and logged once per burs
 recent ones kept for inspection.  Outcomes reach the execution's audit through one
 bounded queue and one writer task, see :meth:`Dispatcher._write_outcomes`.  At shutdown
 every notice still queued or in flight gets one last attempt, and what the drain leaves
-is counted, logged and recorded as ``lost``, see :meth:`Dispatcher.close`.
+is counted, logged and recorded as ``lost``, see :meth:`Dispatcher.close`.  A PagerDuty
+page delivered after its alert resolved is followed by the resolve, see
+:meth:`Dispatcher._after_page`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
@@ -27,6 +30,7 @@ import aiohttp
 import structlog
 from prometheus_client import CollectorRegistry, Counter
 
+from remediator.clock import within
 from remediator.core.decisions import Decision
 from remediator.notify.channels import Channel, Outgoing, channels_from_settings
 from remediator.notify.delivery import DeliveryFailed, deliver
@@ -47,6 +51,11 @@ AUDIT_SHARE = 0.2
 LOST = "not delivered before shutdown"
 #: While a channel's queue keeps dropping, a line with the count at most this often (clock seconds).
 DROP_LOG_INTERVAL = 60.0
+#: The key of a notice's detail that asks whether its alert resolved while a page was being sent:
+#: an async callable answering a bool (the pipeline's, see :meth:`Dispatcher._after_page`).
+RESOLVED_MEANWHILE = "resolved_meanwhile"
+#: How long that question may take (clock seconds): the channel's queue waits for the answer.
+RESOLVED_CHECK_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True)
@@ -88,6 +97,16 @@ def importance(channel: Channel, notice: Notice) -> tuple[int, str]:
     return (URGENT if notice.event in URGENT_EVENTS else ROUTINE), d.execution_id or ""
 
 
+@dataclass(frozen=True)
+class _AfterPage:
+    """A PagerDuty trigger's resolve, sent once the trigger is delivered if ``check()`` says the
+    alert resolved meanwhile and no newer notice of the incident (``subject``) is queued."""
+
+    check: Callable[[], Awaitable[bool]]
+    resolve: Outgoing
+    subject: str
+
+
 @dataclass(eq=False)
 class _Queued:
     """A notice in its channel's queue; ``rank`` drops to SUPERSEDED once a newer one of its subject follows."""
@@ -96,6 +115,7 @@ class _Queued:
     rank: int
     subject: str
     since: float  # clock.monotonic() when queued: a throttled receiver gets a budget from then
+    after: _AfterPage | None = None
     seq: int = 0  # arrival order, set when queued
 
 
@@ -174,6 +194,10 @@ class _NoticeQueue(asyncio.Queue[_Queued]):
     def _get(self) -> _Queued:
         return self._queue.popleft()
 
+    def queued_about(self, subject: str) -> bool:
+        """Whether a notice of ``subject`` waits in this queue."""
+        return bool(subject) and subject in self._queue._newest
+
     def offer(self, item: _Queued) -> _Queued | None:
         """Queue ``item`` without waiting; when full, drop and return the least important
         notice, which is ``item`` itself if everything queued matters more."""
@@ -195,7 +219,9 @@ class _InFlight:
 
     out: Outgoing
     since: float
+    after: _AfterPage | None = None
     attempts: int = 0
+    ended: bool = False  # its outcome is counted (what follows it, see _after_page, may still run)
 
 
 @dataclass
@@ -330,7 +356,8 @@ class Dispatcher:
                 self._late += 1
                 continue
             rank, subject = importance(channel, notice)
-            dropped = self._queues[name].offer(_Queued(out, rank, subject, self.clock.monotonic()))
+            after = _page_follow_up(channel, notice, detail, subject)
+            dropped = self._queues[name].offer(_Queued(out, rank, subject, self.clock.monotonic(), after))
             if dropped is not None:
                 self._dropped(dropped.out)
 
@@ -395,7 +422,7 @@ class Dispatcher:
             item = await queue.get()
             if queue.empty():
                 self._drops_ended(channel.name)
-            flight = _InFlight(item.out, item.since)
+            flight = _InFlight(item.out, item.since, item.after)
             self._delivering[channel.name] = flight
             try:
                 await self._deliver(channel, flight)
@@ -405,7 +432,7 @@ class Dispatcher:
                 queue.task_done()
             # Not in the finally: a delivery cancelled at shutdown has no outcome yet, and
             # close() counts what is left here as lost.
-            del self._delivering[channel.name]
+            self._delivering.pop(channel.name, None)
 
     async def _deliver(self, channel: Channel, flight: _InFlight) -> None:
         out = flight.out
@@ -420,11 +447,14 @@ class Dispatcher:
             attempts = await deliver(self.session, self.clock, channel, out, queued=flight.since,
                                      last_call=self._last_call, on_attempt=attempting, on_retry=retried)
         except DeliveryFailed as exc:
+            flight.ended = True
             self._failed(channel, out.event, out.execution_id, out.notice_id, str(exc), exc.attempts)
         except Exception as exc:
+            flight.ended = True
             self._log.exception("notification delivery crashed", channel=channel.name)
             self._failed(channel, out.event, out.execution_id, out.notice_id, type(exc).__name__, 0)
         else:
+            flight.ended = True
             self.metrics.total.labels(channel.name, "sent").inc()
             self._outcome(out.execution_id, channel.name, out.event, "sent", attempts, "")
             self._log.info(
@@ -434,6 +464,34 @@ class Dispatcher:
                 execution_id=out.execution_id,
                 attempts=attempts,
             )
+            if flight.after is not None:
+                await self._after_page(channel, flight.after)
+
+    async def _after_page(self, channel: Channel, after: _AfterPage) -> None:
+        """A page has just been delivered: resolve its incident if the alert resolved meanwhile.
+
+        Another replica that decided the alert's resolve told PagerDuty at once, and PagerDuty
+        drops a resolve for an incident that is not open: a page retried here through a throttle
+        and landing after it opened an incident nothing would ever resolve.  A newer notice of
+        the incident queued here speaks after the page, in order, so then nothing is asked.  When
+        the answer is unknown (the store is down) the incident is left as it is: resolving a page
+        that may be live is worse than one left open.
+        """
+        if self._queues[channel.name].queued_about(after.subject):
+            return
+        try:
+            resolved = await within(self.clock, after.check(), RESOLVED_CHECK_TIMEOUT)
+        except Exception as exc:
+            self._log.warning("could not ask whether the alert resolved while its page was sent",
+                              channel=channel.name, execution_id=after.resolve.execution_id, error=str(exc))
+            return
+        if not resolved:
+            return
+        self._log.warning("the alert resolved while its page was being sent: resolving the incident",
+                          channel=channel.name, execution_id=after.resolve.execution_id)
+        follow = _InFlight(after.resolve, self.clock.monotonic())
+        self._delivering[channel.name] = follow  # a shutdown counts it as lost, as any other
+        await self._deliver(channel, follow)
 
     def _failed(self, channel: Channel, event: str, execution: str, notice: str, error: str, attempts: int) -> None:
         self.metrics.total.labels(channel.name, "failed").inc()
@@ -561,6 +619,8 @@ class Dispatcher:
         self._tasks = []
         lost: dict[str, int] = {}
         for flight in self._delivering.values():  # cut off mid-attempt, or never given its last one
+            if flight.ended:  # sent or failed, and counted so: cut off while asking what follows it
+                continue
             self._lose(flight.out, flight.attempts)
             lost[flight.out.channel] = lost.get(flight.out.channel, 0) + 1
         self._delivering.clear()
@@ -605,6 +665,18 @@ class Dispatcher:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.close()
+
+
+def _page_follow_up(channel: Channel, notice: Notice, detail: Mapping[str, Any], subject: str) -> _AfterPage | None:
+    """What to do once ``notice`` is delivered on ``channel``: for a PagerDuty trigger whose detail
+    can tell whether the alert resolved meanwhile, on a channel told of resolves, the resolve."""
+    check = detail.get(RESOLVED_MEANWHILE)
+    if check is None or channel.type != "pagerduty" or not channel.wants("resolved"):
+        return None
+    if event_action(notice.event, dry_run=notice.dry_run, on_started=channel.on_started) != "trigger":
+        return None
+    resolve = channel.encode(dataclasses.replace(notice, event="resolved"))  # routing and dedup keys only
+    return _AfterPage(check, resolve, subject) if resolve is not None else None
 
 
 @contextlib.asynccontextmanager

@@ -85,6 +85,41 @@ class Receiver:
         return str(self.server.make_url(path))
 
 
+class PagerDuty(Receiver):
+    """The Events API v2 as PagerDuty documents it: a ``trigger`` opens (or updates) the alert of
+    its ``dedup_key``; an ``acknowledge`` or a ``resolve`` applies to an open one and is dropped
+    otherwise, answered 202 all the same.  The first ``throttle`` triggers get 429 (no Retry-After)."""
+
+    def __init__(self, clock: VirtualClock, *, throttle: int = 0) -> None:
+        super().__init__(clock)
+        self.throttle = throttle
+        self.open: dict[str, str] = {}  # dedup_key -> triggered / acknowledged
+        self.seen: list[tuple[str, str]] = []  # (event_action, what happened)
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        event = json.loads(await request.read())
+        key, action = event["dedup_key"], event["event_action"]
+        if action == "trigger" and self.throttle:
+            self.throttle -= 1
+            what, status = "throttled", 429
+        elif action == "trigger":
+            what, status = "opened" if key not in self.open else "updated", 202
+            self.open[key] = "triggered"
+        elif key not in self.open:
+            what, status = "dropped: no open alert", 202
+        else:
+            what, status = "applied", 202
+            if action == "resolve":
+                del self.open[key]
+            else:
+                self.open[key] = "acknowledged"
+        self.seen.append((action, what))
+        self.requests.append(Seen(request.path, dict(request.headers), json.dumps(event).encode(),
+                                  self.clock.monotonic(), self.clock.now().timestamp(), status))
+        return web.json_response({"status": "success" if status == 202 else "throttle event", "dedup_key": key},
+                                 status=status)
+
+
 def down_url() -> str:
     """A URL on which nothing listens: connections are refused."""
     with socket.socket() as s:
