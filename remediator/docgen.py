@@ -107,8 +107,9 @@ DESCRIPTIONS: dict[str, str] = {
     "channels.<name>.request_timeout": "Bound on one delivery attempt.",
     "channels.<name>.on_started": "PagerDuty: what `started` does to the incident, `acknowledge` or `trigger` "
     "(page as soon as automation acts).",
-    "channels.<name>.max_attempts": "Delivery attempts (connection errors, timeouts, 408, 429, 5xx) before "
-    "the message is counted as failed.",
+    "channels.<name>.max_attempts": "Delivery attempts (connection errors, timeouts, 408, 5xx) before "
+    "the message is counted as failed. A throttled answer (429, or 503 with `Retry-After`) does not count: "
+    "it is retried for up to 10 minutes from when the message was queued.",
     "worker.poll_interval": "How often the decision and execution loops look for work when nothing woke them.",
     "worker.batch": "Alerts claimed per decision round.",
     "worker.lease": "How long a claimed alert or execution stays a replica's without renewal; a dead "
