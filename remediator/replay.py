@@ -15,6 +15,10 @@ Input: JSON Lines, one event per line (blank lines are skipped):
 * a kill-switch control line ``{"at": RFC3339, "control": "pause"}`` or
   ``{"at": RFC3339, "control": "resume"}`` (as ``POST /api/v1/pause|resume``).
 
+A delivery is taken as the webhook takes it: an alert it would refuse alone (its
+delivery's others taken) is told as a warning, ``path:line: reason``, and the replay
+goes on; a line refused whole is an error, as it is a 400 live.
+
 An event's time is its ``received_at`` (or ``at``); for a bare payload it is the
 latest alert time inside it (a firing alert's ``startsAt``, a resolved alert's
 ``endsAt``), because Alertmanager cannot have sent a notification before its newest

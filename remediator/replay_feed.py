@@ -39,10 +39,10 @@ from remediator.replay_input import DEFAULT_REORDER_WINDOW, Event, ReplayInputEr
 PARALLEL_FROM = 8 << 20
 FRAME_EVENTS = 512  # events per frame: a frame or two in the pipe at a time
 _LENGTH = struct.Struct("<I")
-# One event: (at, line, control, receiver, group_key, external_url, alerts, at_least).  An event's
-# alerts share at and the next three (read_events makes them of one delivery, received at the
-# event's time).
-_Row = tuple[datetime, int, str | None, str, str, str, list[Restorable], bool]
+# One event: (at, line, control, receiver, group_key, external_url, alerts, at_least, refused).  An
+# event's alerts share at and the next three (read_events makes them of one delivery, received at
+# the event's time).
+_Row = tuple[datetime, int, str | None, str, str, str, list[Restorable], bool, list[str]]
 
 
 class ReaderFailed(ReplayInputError):
@@ -115,12 +115,12 @@ class _Child:
                 self.close()
                 raise ReaderFailed(self.path, f"the process reading it sent a damaged frame ({exc})") from exc
             self.position = position
-            for at, line, control, receiver, group_key, url, alerts, at_least in rows:
+            for at, line, control, receiver, group_key, url, alerts, at_least, refused in rows:
                 if control is not None:
                     yield Event(at, line, control=control)
                 else:
                     yield Event(at, line, tuple(ReceivedAlert(restored(*a), at, receiver, group_key, url)
-                                                for a in alerts), at_least=at_least)
+                                                for a in alerts), at_least=at_least, refused=tuple(refused))
             if error is not None:
                 raise ReplayInputError(self.path, error[0], error[1])
             if end:
@@ -141,9 +141,9 @@ class _Child:
 def _row(event: Event) -> _Row:
     first = event.alerts[0] if event.alerts else None
     if first is None:
-        return (event.at, event.line, event.control, "", "", "", [], event.at_least)
+        return (event.at, event.line, event.control, "", "", "", [], event.at_least, list(event.refused))
     return (event.at, event.line, event.control, first.receiver, first.group_key, first.external_url,
-            [r.alert.restorable() for r in event.alerts], event.at_least)
+            [r.alert.restorable() for r in event.alerts], event.at_least, list(event.refused))
 
 
 def _write_all(out: IO[bytes], data: bytes) -> None:

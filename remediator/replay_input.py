@@ -21,10 +21,9 @@ import msgspec
 from remediator.core.alerts import (
     Alert,
     WebhookPayload,
+    _taking_what_can_be_taken,
     format_time,
     parse_time,
-    refuse_bad_unicode,
-    validate_payload,
 )
 from remediator.core.errors import PayloadError
 from remediator.core.frozen import fast_frozen
@@ -55,11 +54,15 @@ class Event:
     #: re-sends a still-firing group at every ``repeat_interval`` with nothing newer in it, so
     #: such a line may come hours after its time; :func:`read_events` then moves it later.
     at_least: bool = False
+    #: The delivery's alerts not taken, each as the reason the webhook refuses it with
+    #: (``body.alerts[1].startsAt: ...``): live, the webhook takes the others and refuses these
+    #: alone, so replay does too, and says so (``path:line: reason``) rather than stop.
+    refused: tuple[str, ...] = ()
 
     def moved_to(self, at: datetime) -> Event:
         """The event received at ``at`` instead (a bare payload's time is a lower bound)."""
         return Event(at, self.line, tuple(ReceivedAlert(r.alert, at, r.receiver, r.group_key, r.external_url)
-                                          for r in self.alerts), self.control, self.at_least)
+                                          for r in self.alerts), self.control, self.at_least, self.refused)
 
 
 # -- input ---------------------------------------------------------------------------
@@ -87,8 +90,9 @@ def parse_event(obj: Any, line: int) -> Event | None:
     body, stamp = (obj["payload"], obj.get("received_at")) if "payload" in obj else (obj, None)
     if stamp is not None and not isinstance(stamp, str):
         raise PayloadError("received_at must be an RFC 3339 string")
-    refuse_bad_unicode(body)  # as the webhook does: the rest of the line (ignored keys) may hold anything
-    return _payload_event(validate_payload(body), stamp, line)
+    # As the webhook takes a delivery: its good alerts, refusing a bad one alone; and only the
+    # payload is checked for bad Unicode, the rest of the line (ignored keys) may hold anything.
+    return _payload_event(_taking_what_can_be_taken(body, unicode=True), stamp, line)
 
 
 def _payload_event(payload: WebhookPayload, stamp: str | None, line: int) -> Event | None:
@@ -96,7 +100,7 @@ def _payload_event(payload: WebhookPayload, stamp: str | None, line: int) -> Eve
     if at is None:
         return None
     received = (ReceivedAlert(a, at, payload.receiver, payload.group_key, payload.external_url) for a in payload.alerts)
-    return Event(at, line, tuple(received), at_least=stamp is None)
+    return Event(at, line, tuple(received), at_least=stamp is None, refused=payload.refused)
 
 
 class _Line(msgspec.Struct):

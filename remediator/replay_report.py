@@ -30,6 +30,7 @@ import json
 import sys
 import time
 from collections import Counter
+from collections.abc import Sequence
 from datetime import datetime
 from typing import IO, Any
 
@@ -141,9 +142,11 @@ class _Document:
             self.out.write(("\n  " if self.count == 0 else ",\n  ") + json.dumps(obj, sort_keys=True))
             self.count += 1
 
-    def close(self, summary: dict[str, Any]) -> None:
+    def close(self, summary: dict[str, Any], warnings: Sequence[str] = ()) -> None:
         if self.listed:
             self.out.write("\n], ")
+        if warnings:  # only when there are some: a clean history's document is as it always was
+            self.out.write(f'"warnings": {json.dumps(list(warnings), indent=2)}, ')
         self.out.write(f'"summary": {json.dumps(summary, indent=2, sort_keys=True)}}}\n')
 
 
@@ -176,10 +179,11 @@ class ReplayWriter:
     def alert_done(self, alert_key: str, entries: list[Entry]) -> None:
         return None
 
-    def close(self, alerts: int) -> None:
+    def close(self, alerts: int, warnings: Sequence[str] = ()) -> None:
+        """``warnings`` (:func:`refusals`) go in the JSON document; the CLI says them on stderr as they come."""
         self.summary.alerts = alerts
         if self._doc is not None:
-            self._doc.close(self.summary.to_json())
+            self._doc.close(self.summary.to_json(), warnings)
         else:
             if self.listed:
                 self.out.write("\n")
@@ -279,7 +283,7 @@ class CompareWriter:
                 alert=f"{some['alertname']}/{some['fingerprint'][:8]}",
                 detail=f"{state(before)}  ->  {state(after)}") + "\n")
 
-    def close(self, alerts: int) -> None:
+    def close(self, alerts: int, warnings: Sequence[str] = ()) -> None:
         for side in self.sides:
             side.summary.alerts = alerts
         summary = {
@@ -288,7 +292,7 @@ class CompareWriter:
             "after": self.sides[1].summary.to_json(),
         }
         if self._doc is not None:
-            self._doc.close(summary)
+            self._doc.close(summary, warnings)
             return
         if self.listed:
             self.out.write("\n")
@@ -323,10 +327,20 @@ class Progress:
         self.stream.write(f"\rreplay [{bar:30}] {done:6.1%}  {self.events:,} events  at {event.at:%Y-%m-%d %H:%M}")
         self.stream.flush()
 
-    def close(self) -> None:
+    def clear(self) -> None:
+        """Take the bar off its line (for a line of text, or at the end); drawn again at the next event."""
         if self.enabled and self._shown:
             self.stream.write("\r\033[K")
             self.stream.flush()
+
+    def close(self) -> None:
+        self.clear()
+
+
+def refusals(path: str, event: Event) -> list[str]:
+    """What replay warns of at an event: each alert of its delivery that the webhook refuses (and
+    takes the others), as ``path:line: reason``.  The replay goes on, as the daemon did."""
+    return [f"{path}:{event.line}: {reason}" for reason in event.refused]
 
 
 def run_replay(
@@ -348,7 +362,9 @@ def run_replay(
     default for a long history when there is a second core).
 
     Raises ReplayInputError (``path:line: reason``) on the first bad line; rows already
-    printed stay printed, the exit status says the output is incomplete.
+    printed stay printed, the exit status says the output is incomplete.  An alert the webhook
+    would have refused alone (its delivery's others taken) is told on stderr as it comes
+    (:func:`refusals`), and the replay goes on, as the daemon did.
     """
     writer: ReplayWriter | CompareWriter
     if len(playbook_sets) == 2:
@@ -359,8 +375,15 @@ def run_replay(
         listeners = [writer.summary if summary_only else writer]  # counts alone: no entry per decision
     with open_history(path, reorder_window=reorder_window, parallel=parallel) as feed:
         progress = Progress(feed.size, feed.position)
+
+        def on_event(event: Event) -> None:
+            if event.refused:
+                progress.clear()
+                print("\n".join(refusals(path, event)), file=progress.stream, flush=True)
+            progress(event)
+
         try:
-            run = replay(feed.events, playbook_sets, settings, listeners, kube=kube, on_event=progress,
+            run = replay(feed.events, playbook_sets, settings, listeners, kube=kube, on_event=on_event,
                          approve=approve)
             with heap.long_run():  # what a million alerts allocate is collected often enough at 10,000
                 alerts = asyncio.run(run)

@@ -40,7 +40,7 @@ from remediator.core.playbooks import PlaybookSet
 from remediator.playbook_files import SUFFIXES, load_paths
 from remediator.ports import Clock, Store
 from remediator.replay import Event, Listener, ReplayInputError, read_events, replay
-from remediator.replay_report import CompareWriter, ReplayWriter
+from remediator.replay_report import CompareWriter, ReplayWriter, refusals
 from remediator.settings import Settings
 from remediator.store.tools import export_alerts
 
@@ -231,7 +231,9 @@ def run_report(export: Path, name: str, sets: list[PlaybookSet], settings: Setti
     """The CLI's ``--format json`` document for this export and these sets (two: ``--compare``).
 
     Runs its own event loop: call it on a thread.  Raises ReplayInputError (``name:line: reason``)
-    for a bad line and Stopped when ``stop()`` says so between two events."""
+    for a bad line and Stopped when ``stop()`` says so between two events.  An alert refused
+    alone (its delivery's others replayed, as the webhook takes them) is in the document's
+    ``warnings``."""
     out = io.StringIO()
     writer: ReplayWriter | CompareWriter
     if len(sets) == 2:
@@ -241,9 +243,14 @@ def run_report(export: Path, name: str, sets: list[PlaybookSet], settings: Setti
         writer = ReplayWriter(out, "json")
         listeners = [writer]
     structlog.contextvars.bind_contextvars(replay="web UI")  # this thread's context, copied into its loop
+    warnings: list[str] = []  # the alerts refused alone, as the webhook refuses them: the page says which
+
+    def note(event: Event) -> None:
+        warnings.extend(refusals(name, event))
+
     with export.open("rb") as fh:
-        alerts = asyncio.run(replay(_until(stop, read_events(fh, name)), sets, settings, listeners))
-    writer.close(alerts)
+        alerts = asyncio.run(replay(_until(stop, read_events(fh, name)), sets, settings, listeners, on_event=note))
+    writer.close(alerts, warnings)
     return out.getvalue()
 
 
@@ -269,7 +276,8 @@ def report_view(document: str, compare: bool) -> dict[str, Any]:
     """What the page shows of the CLI's document: its summary and its first rows."""
     doc = json.loads(document)
     rows = doc.get("changes" if compare else "decisions", [])
-    return {"summary": doc["summary"], "rows": rows[:SHOWN], "total": len(rows), "compare": compare}
+    return {"summary": doc["summary"], "rows": rows[:SHOWN], "total": len(rows), "compare": compare,
+            "warnings": doc.get("warnings", [])}
 
 
 def scratch() -> tempfile.TemporaryDirectory[str]:

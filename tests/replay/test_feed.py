@@ -62,7 +62,9 @@ def test_a_lone_surrogate_is_refused_in_a_payload_as_the_webhook_refuses_it_and_
     path = _write(tmp_path / "ok.jsonl", lines)
     assert _from_child(path) == _in_process(path) and len(_in_process(path)) == 3
     body = json.loads(json.dumps(history(1)[0]))
-    body.get("payload", body)["alerts"][0]["labels"]["note"] = "\udc00"  # json reads it; it is not Unicode
+    alerts = body.get("payload", body)["alerts"]
+    del alerts[1:]  # alone in its delivery: refused whole (with others, it would be refused alone, as live)
+    alerts[0]["labels"]["note"] = "\udc00"  # json reads it; it is not Unicode
     path = _write(tmp_path / "bad.jsonl", [body])
     reason = (f"{path}:1: body.alerts[0].labels.note: a string holds an unpaired UTF-16 surrogate, "
               "which is not valid Unicode")
@@ -83,6 +85,23 @@ def test_a_bare_payload_moved_later_is_sent_as_read_in_process(tmp_path: Path) -
     [moved] = [e for e in expected if e.line == len(lines)]
     assert moved.at_least and moved.at > min(a.alert.starts_at for a in moved.alerts)
     assert all(a.received_at == moved.at for a in moved.alerts)
+    assert _from_child(path) == expected
+
+
+def test_the_alerts_refused_alone_are_sent_as_read_in_process(tmp_path: Path) -> None:
+    lines: list[object] = list(history(100))
+    at = next(i for i, x in enumerate(lines) if i >= 50 and isinstance(x, dict) and "payload" in x)
+    line = lines[at]
+    assert isinstance(line, dict)
+    payload = json.loads(json.dumps(line["payload"]))
+    payload["alerts"].append({**payload["alerts"][0], "startsAt": "yesterday"})
+    lines.insert(at + 1, {**line, "payload": payload})  # the same delivery again, with a bad alert more
+    path = _write(tmp_path / "h.jsonl", lines)
+    expected = _in_process(path)
+    [partial] = [e for e in expected if e.refused]
+    bad = len(payload["alerts"]) - 1
+    assert partial.line == at + 2
+    assert partial.refused == (f"body.alerts[{bad}].startsAt: invalid RFC 3339 timestamp 'yesterday'",)
     assert _from_child(path) == expected
 
 

@@ -316,3 +316,28 @@ async def test_a_playbook_on_trial_only_reads_the_guardrails_as_it_did_live(
         ("live", "orders", "executed"),  # the budget untouched by the trial
         ("live", "web", "budget_exhausted"),  # the live playbook's own run still counts
     ]
+
+
+def test_an_alert_the_webhook_refuses_alone_is_told_and_the_rest_of_its_delivery_replayed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Live, one bad alert no longer costs its whole delivery: the webhook takes the others and
+    refuses it alone.  Replay refused the whole line and stopped the whole history there."""
+    pb = write_playbooks(tmp_path / "pb")
+    bad = {**firing("PoolHigh", "cart", 0), "startsAt": "2026-12-31T23:59:60Z"}
+    lines = [{"received_at": at(0), "payload": {"version": "4", "status": "firing",
+                                                "alerts": [firing("PoolHigh", "orders", 0), bad]}},
+             {"received_at": at(1), "payload": {"version": "4", "status": "firing", "alerts": [bad]}}]
+    path = tmp_path / "h.jsonl"
+    path.write_text(json.dumps(lines[0]) + "\n")
+    code, out, err = run_cli(capsys, "replay", str(path), "--playbooks", str(pb), "--format", "json")
+    assert code == 0, err
+    assert err == (f"{path}:1: body.alerts[1].startsAt: invalid timestamp '2026-12-31T23:59:60Z': "
+                   "second must be in 0..59\n")
+    doc = json.loads(out)
+    assert [(d["target"]["name"], d["decision"]) for d in doc["decisions"]] == [("orders", "executed")]
+    assert doc["summary"]["alerts"] == 1 and "warnings" not in doc  # the CLI's document is as it was
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))  # a delivery with nothing to take: refused whole
+    code, out, err = run_cli(capsys, "replay", str(path), "--playbooks", str(pb), "--format", "json")
+    assert code == 1 and err.endswith(f"{path}:2: body.alerts[0].startsAt: invalid timestamp "
+                                      "'2026-12-31T23:59:60Z': second must be in 0..59\n"), err

@@ -375,3 +375,19 @@ async def _chunks(body: Any) -> AsyncIterator[bytes]:
     await body.write(sink)
     for part in sink.parts:
         yield part
+
+
+async def test_an_alert_refused_alone_is_a_warning_and_the_rest_is_replayed(client: Client, tmp_path: Path) -> None:
+    """As the webhook: one bad alert of a delivery is refused alone, the others are replayed.
+    The whole upload was refused (a 400) for it."""
+    bad = {**firing("PoolHigh", "cart", 0), "startsAt": "2026-12-31T23:59:60Z"}
+    line = {"received_at": "2026-11-22T10:00:00Z",
+            "payload": payload(firing("PoolHigh", "orders", 0), bad)}
+    export = (json.dumps(line) + "\n").encode()
+    reason = ("history.jsonl:1: body.alerts[1].startsAt: invalid timestamp '2026-12-31T23:59:60Z': "
+              "second must be in 0..59")
+    doc = json.loads(await post(client, form(export, fmt="json")))
+    assert doc["warnings"] == [reason] and doc["summary"]["alerts"] == 1
+    page = await post(client, form(export))
+    assert rows(page) == ["executed"] and "1 alert refused alone" in page
+    assert html.unescape(page).count(reason) == 1
