@@ -697,7 +697,11 @@ async def open_dispatcher(
     for c in channels.values():
         if c.type == "webhook" and not c.secret:
             log.warning("webhook channel has no secret: its requests are not signed", channel=c.name)
-    async with aiohttp.ClientSession() as session:
+    # trust_env: HTTP(S)_PROXY and NO_PROXY from the environment, as curl and every HTTP client an SRE
+    # knows take them.  Slack and PagerDuty are outside the cluster, and a cluster whose egress goes
+    # through a proxy could reach neither: no page ever left.  (The verification checks do not: their
+    # URLs are inside the cluster and a proxy would see the Prometheus token; see open_checks.)
+    async with aiohttp.ClientSession(trust_env=True) as session:
         dispatcher = Dispatcher(
             channels, session=session, clock=clock, registry=registry, public_url=settings.public_url,
             on_outcome=on_outcome,

@@ -11,6 +11,8 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from remediator.clock import VirtualClock
 from remediator.core.decisions import execution_id
 from remediator.executors.plan_only import PlanOnlyExecutor
@@ -366,3 +368,21 @@ async def test_an_alert_that_resolves_while_its_remediation_runs_is_told_resolve
         await settle(vclock, rt.notifications)
     assert [r.json()["event_action"] for r in pd.requests] == ["acknowledge", "trigger", "resolve"]
     assert [r.json()["event"] for r in hook.requests] == ["started", "failed", "resolved"]
+
+
+async def test_notifications_go_through_the_proxy_the_environment_names(
+    tmp_path: Path, vclock: VirtualClock, open_notify_runtime: OpenRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # HTTP(S)_PROXY was ignored: in a cluster whose egress goes through a proxy, no notice (no page)
+    # ever reached Slack or PagerDuty.
+    async with Receiver(vclock) as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url(""))
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        outside = {"ops-hook": {"type": "webhook", "url": "http://hooks.example.invalid/remediator"}}
+        async with open_notify_runtime(outside, Recorder(), notify=("ops-hook",)) as rt:
+            await deliver(rt, firing())
+            assert rt.notifications is not None
+            await settle(vclock, rt.notifications)
+    assert [r.json()["event"] for r in proxy.requests] == ["started", "message", "succeeded"]
+    assert {r.headers["Host"] for r in proxy.requests} == {"hooks.example.invalid"}
