@@ -50,6 +50,7 @@ from remediator.core.alerts import WebhookPayload, parse_time, parse_webhook
 from remediator.core.decisions import DecisionKind
 from remediator.core.errors import GuardrailUnavailable, PayloadError, StoreUnavailable
 from remediator.core.redact import redact_execution
+from remediator.inflight import InFlight
 from remediator.killswitch import NotPaused
 from remediator.ports import DecisionQuery, GuardrailUsage, ReceivedAlert
 from remediator.runtime import ADMIN, READ, RUNTIME, WEBHOOK, Runtime
@@ -189,21 +190,11 @@ class Drain:
         self.draining = False
         self._deadline: float | None = None  # loop time by which a body being read must be in
         self._reads: set[asyncio.Timeout] = set()
-        self._in_flight = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self._requests = InFlight()
 
-    @contextlib.contextmanager
-    def serving(self) -> Iterator[None]:
+    def serving(self) -> contextlib.AbstractContextManager[None]:
         """Around a request's handler: counted in progress until it has its answer."""
-        self._in_flight += 1
-        self._idle.clear()
-        try:
-            yield
-        finally:
-            self._in_flight -= 1
-            if not self._in_flight:
-                self._idle.set()
+        return self._requests.inside()
 
     @contextlib.contextmanager
     def reading(self, scope: asyncio.Timeout) -> Iterator[None]:
@@ -231,11 +222,11 @@ class Drain:
 
     @property
     def in_progress(self) -> int:
-        return self._in_flight
+        return self._requests.count
 
     async def idle(self) -> None:
         """Wait until no request is in progress."""
-        await self._idle.wait()
+        await self._requests.none_left()
 
 
 DRAIN = web.AppKey("drain", Drain)

@@ -20,13 +20,14 @@ import secrets
 import socket
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Protocol, runtime_checkable
 
 import structlog
 
 from remediator.core.errors import StoreUnavailable
+from remediator.inflight import InFlight
 from remediator.logs import writes
 from remediator.pipeline import BatchFacts, Pipeline
 from remediator.ports import IntakeQueue, StoredAlert
@@ -81,28 +82,18 @@ class Pacer:
     def __init__(self, share: float, now: Callable[[], float] = time.perf_counter) -> None:
         self.share = share
         self._now = now
-        self._in_flight = 0
-        self._quiet = asyncio.Event()
-        self._quiet.set()
+        self._taken_in = InFlight()
         self._started: float | None = None
         self._slice = 0.0  # when the decider last let the loop go (turn)
 
-    @contextlib.contextmanager
-    def receiving(self) -> Iterator[None]:
+    def receiving(self) -> contextlib.AbstractContextManager[None]:
         """Around a webhook delivery being taken in (parsed, recorded, answered)."""
-        self._in_flight += 1
-        self._quiet.clear()
-        try:
-            yield
-        finally:
-            self._in_flight -= 1
-            if not self._in_flight:
-                self._quiet.set()
+        return self._taken_in.inside()
 
     @property
     def in_progress(self) -> int:
         """Deliveries being taken in now."""
-        return self._in_flight
+        return self._taken_in.count
 
     def started(self) -> None:
         """A batch starts."""
@@ -136,9 +127,9 @@ class Pacer:
     async def rest(self) -> None:
         """Give way to the webhooks in progress, for at most :meth:`budget`; at once if none is."""
         budget = self.budget()
-        if budget > 0 and self._in_flight:
+        if budget > 0 and self._taken_in.count:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._quiet.wait(), budget)
+                await asyncio.wait_for(self._taken_in.none_left(), budget)
 
 
 #: Seconds a backlog count is reused: counting is a query, and the webhook asks on every POST.
