@@ -343,9 +343,15 @@ class Checks:
         """One instant query (``POST /api/v1/query``: a long expression fits in a form body)."""
         url = self._prometheus.url.rstrip("/") + "/api/v1/query"
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        async with self._session.post(url, data={"query": query}, headers=headers,
+        async with self._session.post(url, data={"query": query}, headers=headers, allow_redirects=False,
                                       timeout=aiohttp.ClientTimeout(total=seconds)) as resp:
             status = resp.status
+            if status in _REDIRECTS:
+                # Not followed: a 301/302 turns the POST into a GET without the query (Prometheus then
+                # answers bad_data, as if the expression were wrong), and takes the token along.
+                where = resp.headers.get("Location", "elsewhere")
+                return Attempt(False, f"HTTP {status}: Prometheus redirects to {where}: set prometheus.url "
+                                      "to the address it points to", status, final=True)
             raw = await _read_capped(resp, MAX_ANSWER + 1)
         if len(raw) > MAX_ANSWER:
             return Attempt(False, f"the answer is larger than {MAX_ANSWER} bytes", status, final=True)

@@ -749,3 +749,19 @@ async def test_request_timeout_bounds_an_attempt_with_its_redirects(service: Ser
                     "request_timeout": "400ms"})
     result = await run(checks, vclock, step)
     assert result.status == "failed" and result.details["last"] == "no answer within 0.4s"
+
+
+async def test_a_prometheus_that_redirects_is_told_not_followed(service: Service, checks: Checks,
+                                                                vclock: VirtualClock) -> None:
+    # Followed, a 301 turned the POST into a GET without the query, taking the bearer token along;
+    # what answered it (here a page that looks like a passing result) was judged as the query's answer.
+    async def moved(t: float, request: web.Request) -> web.StreamResponse:
+        if request.method == "POST":
+            raise web.HTTPMovedPermanently("/prometheus/api/v1/query")
+        return web.json_response(vector("0"))
+
+    service.answer = moved
+    result = await run(checks, vclock, query_step())
+    assert result.status == "failed" and result.details["attempts"] == 1
+    assert "HTTP 301: Prometheus redirects to /prometheus/api/v1/query: set prometheus.url" in result.message
+    assert [(method, path) for _, method, path, _ in service.seen] == [("POST", "/api/v1/query")]
