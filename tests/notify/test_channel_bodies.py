@@ -166,7 +166,10 @@ async def test_a_successful_remediation_reaches_every_channel_in_its_format(
     headers = hook.requests[2].headers
     assert headers["X-Remediator-Event"] == "succeeded"
     assert headers["X-Remediator-Delivery"] == done["id"]
-    assert 0 <= hook.requests[2].wall - int(headers["X-Remediator-Timestamp"]) <= 1  # signed when sent
+    # Signed when sent.  settle() moves the virtual clock a second per 5 ms of real time while the
+    # request is in flight, so a loaded machine sees a few seconds pass in transit (a bound of 1
+    # failed once in CI); receivers check a freshness window of minutes.
+    assert 0 <= hook.requests[2].wall - int(headers["X-Remediator-Timestamp"]) <= 10
     assert headers["X-Remediator-Signature"].startswith("v1=")
 
     # PagerDuty: started acknowledges, success resolves, both on the same incident
