@@ -265,6 +265,51 @@ def _unless_unchanged(key: str, intent: Mapping[str, Any], current: str) -> None
         )
 
 
+def _restart_reach(sts: Mapping[str, Any]) -> tuple[int, str]:
+    """Which pods a restart of StatefulSet ``sts`` replaces: its partition (0: every pod) and, for a partial
+    restart, a note naming the pods it keeps.  Refuses (:class:`PermanentError`) a set whose controller would
+    replace none of them, which a restart reported ``ok`` would hide; it is called before anything is written.
+
+    A restart only changes the pod template (``restartedAt``); what the controller does with that change
+    follows ``spec.updateStrategy`` (the apiserver's defaults, RollingUpdate from partition 0, where a field
+    is absent: given the type alone, it stores no ``rollingUpdate``):
+
+    * OnDelete: a pod is replaced only when someone deletes it, so none is;
+    * RollingUpdate: the pods from index ``partition`` up are replaced, highest ordinal first (ordinals count
+      from ``spec.ordinals.start``), so none once ``partition`` >= ``replicas``.
+
+    A partition between 0 and ``replicas`` is a partial restart, done and reported ``ok``, not refused: a
+    partition is the operator's deliberate canary or staged rollout, the pods from it up are restarted as
+    asked, and those below are kept as the operator chose, as ``kubectl rollout restart`` leaves them.  The
+    message names the pods not restarted, so no one reads it as a restart of the whole set.  A set scaled to
+    0 (no partition) is restarted, as a Deployment of 0 replicas is: its next pods start from the new template.
+    """
+    name = (sts.get("metadata") or {}).get("name", "")
+    spec = sts.get("spec") or {}
+    strategy = spec.get("updateStrategy") or {}
+    if (strategy.get("type") or "RollingUpdate") == "OnDelete":
+        raise PermanentError(
+            f'can\'t restart statefulset "{name}": its updateStrategy is OnDelete, so its controller replaces a pod '
+            "only when the pod is deleted and would restart none; delete its pods instead (delete_pod steps, one "
+            "at a time), or change its updateStrategy to RollingUpdate"
+        )
+    partition = int((strategy.get("rollingUpdate") or {}).get("partition") or 0)
+    if not partition:
+        return 0, ""
+    replicas = 1 if spec.get("replicas") is None else int(spec["replicas"])
+    if partition >= replicas:
+        raise PermanentError(
+            f'can\'t restart statefulset "{name}": its updateStrategy.rollingUpdate.partition ({partition}) is not '
+            f"below its replicas ({replicas}), so its controller would restart none of its pods; lower the "
+            "partition (0 restarts every pod), or delete its pods instead (delete_pod steps, one at a time)"
+        )
+    start = int((spec.get("ordinals") or {}).get("start") or 0)
+    first = start + partition
+    kept = [f"{name}-{o}" for o in range(start, first)]
+    shown = ", ".join(kept) if len(kept) <= 3 else f"{kept[0]} to {kept[-1]}"
+    return partition, f"only pods with ordinal >= {first} are replaced (partition {partition}): {shown} not restarted"
+
+
 def _template_change(origin: str | None, after: Mapping[str, Any] | None) -> dict[str, str]:
     """What ``undo`` needs of a rollback: the digests of the pod template it found and of the one it set
     (none when the template it found is not known: an intent recorded before digests were)."""
@@ -734,11 +779,14 @@ class KubeExecutor:
         before = await self._read(ctx)
         if ctx.target.kind == "Deployment" and (before.get("spec") or {}).get("paused"):
             raise PermanentError("can't restart paused deployment (run rollout resume first)")
+        partition, kept = _restart_reach(before) if ctx.target.kind == "StatefulSet" else (0, "")
+        note, partial = (f"; {kept}", {"partition": partition}) if partition else ("", {})
         intent = _intent(ctx)
         stamp = intent.get("restartedAt") or ctx.clock.now().astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         current = ((before["spec"]["template"].get("metadata") or {}).get("annotations") or {}).get(RESTARTED_AT)
         if current == stamp:
-            return self._done(f"restart at {stamp} was already applied", before, before, restartedAt=stamp)
+            return self._done(f"restart at {stamp} was already applied{note}", before, before, restartedAt=stamp,
+                              **partial)
         if intent and "from" in intent and current != intent["from"]:
             raise Superseded(
                 f"{ctx.target.key} was restarted again since (restartedAt {current}): not restarting it once more",
@@ -747,7 +795,8 @@ class KubeExecutor:
         await ctx.record_intent({"restartedAt": stamp, "from": current})
         body = {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: stamp}}}}}
         after = await self._patch(ctx, body)
-        return self._done(f"restarted {ctx.target.key} (restartedAt {stamp})", before, after, restartedAt=stamp)
+        return self._done(f"restarted {ctx.target.key} (restartedAt {stamp}){note}", before, after, restartedAt=stamp,
+                          **partial)
 
     async def _autoscaler_of(self, ctx: StepContext) -> dict[str, Any] | None:
         """The HorizontalPodAutoscaler that scales the target, if any (None where the API is not served)."""

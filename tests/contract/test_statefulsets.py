@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from remediator.core import rollout
 from remediator.core.alerts import Alert
 from remediator.core.decisions import PlannedStep, ResolvedTarget
@@ -89,14 +91,16 @@ DB = {"name": "db", "kind": "StatefulSet"}
 
 async def test_an_on_delete_statefulset_is_not_healthy_until_its_pods_are_deleted_and_rolled(backend: Backend) -> None:
     """OnDelete: the controller updates a pod only when someone deletes it, and kubectl refuses such a rollout.
-    After a restart nothing will roll db-0 and db-1: wait_healthy fails at once and says why (it called the
-    set healthy, every pod still on the old revision).  Once they are deleted and recreated, it is healthy."""
+    After a template change (a new image; the restart step refuses such a set, see below) nothing will roll
+    db-0 and db-1: wait_healthy fails at once and says why (it called the set healthy, every pod still on the
+    old revision).  Once they are deleted and recreated, it is healthy."""
     manifest = statefulset("db", backend.namespace, replicas=2)
     manifest["spec"]["updateStrategy"] = {"type": "OnDelete"}
     await backend.apps.create_namespaced_stateful_set(backend.namespace, manifest)
     await settled_db(backend)
     kube = executor(backend.api, server_dry_run=False)
-    await step(backend, "restart", {}, dry_run=False)
+    image = {"spec": {"template": {"spec": {"containers": [{"name": "db", "image": "registry.example/db:2.0"}]}}}}
+    await backend.apps.patch_namespaced_stateful_set("db", backend.namespace, image)
 
     waited = await run_step(kube, backend.namespace, "wait_healthy", {"timeout": 30}, **DB)
 
@@ -114,6 +118,106 @@ async def test_an_on_delete_statefulset_is_not_healthy_until_its_pods_are_delete
                                                        "updated)")
     pods = await backend.pods("app=db")
     assert [p["metadata"]["labels"]["controller-revision-hash"] for p in pods] == [update, update]
+
+
+async def restart_db(backend: Backend, *, dry_run: bool) -> StepResult:
+    """The restart step on db, whatever its outcome."""
+    return await run_step(executor(backend.api, server_dry_run=dry_run), backend.namespace, "restart", {}, **DB)
+
+
+async def create_db(backend: Backend, replicas: int, strategy: dict[str, Any] | None) -> dict[str, Any]:
+    manifest = statefulset("db", backend.namespace, replicas=replicas)
+    if strategy is not None:
+        manifest["spec"]["updateStrategy"] = strategy
+    await backend.apps.create_namespaced_stateful_set(backend.namespace, manifest)
+    return await settled_db(backend)
+
+
+def restart_stamp(sts: dict[str, Any]) -> str | None:
+    return ((sts["spec"]["template"]["metadata"].get("annotations") or {}).get(RESTARTED_AT))
+
+
+DELETE_INSTEAD = "delete its pods instead (delete_pod steps, one at a time)"
+
+
+@pytest.mark.parametrize(("strategy", "why"), [
+    ({"type": "OnDelete"},
+     "its updateStrategy is OnDelete, so its controller replaces a pod only when the pod is deleted and would "
+     f"restart none; {DELETE_INSTEAD}, or change its updateStrategy to RollingUpdate"),
+    ({"type": "RollingUpdate", "rollingUpdate": {"partition": 2}},
+     "its updateStrategy.rollingUpdate.partition (2) is not below its replicas (2), so its controller would "
+     f"restart none of its pods; lower the partition (0 restarts every pod), or {DELETE_INSTEAD}"),
+    ({"type": "RollingUpdate", "rollingUpdate": {"partition": 5}},
+     "its updateStrategy.rollingUpdate.partition (5) is not below its replicas (2), so its controller would "
+     f"restart none of its pods; lower the partition (0 restarts every pod), or {DELETE_INSTEAD}"),
+], ids=["OnDelete", "partition-equals-replicas", "partition-above-replicas"])
+async def test_a_restart_that_would_replace_no_pod_is_refused_before_anything_is_written(
+    backend: Backend, strategy: dict[str, Any], why: str,
+) -> None:
+    """The restart changes the pod template; on an OnDelete set, or one partitioned at or above its replicas,
+    the controller then replaces no pod, and "restarted" would be a lie (wait_healthy found out only later).
+    It is refused, in server-side dry-run too, and the set is left as it was: no restartedAt, nothing written."""
+    await create_db(backend, 2, strategy)
+    quiet = await backend.snapshot()
+
+    planned = await restart_db(backend, dry_run=True)
+    done = await restart_db(backend, dry_run=False)
+
+    expected = f'restart on StatefulSet/{backend.namespace}/db: can\'t restart statefulset "db": {why}'
+    assert (planned.status, planned.message) == ("failed", expected)
+    assert (done.status, done.message) == ("failed", expected)
+    assert done.details.get("wrote") is not True
+    assert restart_stamp(await read_db(backend)) is None
+    assert await backend.snapshot() == quiet  # not the set, nor a revision, nor a pod
+
+
+async def test_a_partitioned_statefulset_is_restarted_from_its_partition_up_and_the_result_says_so(
+    backend: Backend,
+) -> None:
+    """A partition between 0 and replicas is an operator's canary: the restart is done (ok) and its message
+    names the pods it leaves alone; the controller replaces db-1 and db-2 and keeps db-0."""
+    await create_db(backend, 3, {"type": "RollingUpdate", "rollingUpdate": {"partition": 1}})
+    partial = "only pods with ordinal >= 1 are replaced (partition 1): db-0 not restarted"
+
+    planned = await restart_db(backend, dry_run=True)
+    assert restart_stamp(await read_db(backend)) is None
+    done = await restart_db(backend, dry_run=False)
+
+    key, stamp = f"StatefulSet/{backend.namespace}/db", done.details["restartedAt"]
+    assert (planned.status, planned.message) == (
+        "planned", f"dry-run (server-side): would have restarted {key} (restartedAt {planned.details['restartedAt']})"
+                   f"; {partial}")
+    assert (done.status, done.message) == ("ok", f"restarted {key} (restartedAt {stamp}); {partial}")
+    assert done.details["partition"] == 1
+    waited = await run_step(executor(backend.api, server_dry_run=False), backend.namespace, "wait_healthy",
+                            {"timeout": 30}, **DB)
+    assert (waited.status, waited.message) == ("ok", "partitioned roll out complete")
+    sts = await settled_db(backend)
+    assert restart_stamp(sts) == stamp
+    update = sts["status"]["updateRevision"]
+    revs = {p["metadata"]["name"]: p["metadata"]["labels"]["controller-revision-hash"]
+            for p in await backend.pods("app=db")}
+    assert revs["db-0"] != update and revs["db-1"] == revs["db-2"] == update
+
+
+@pytest.mark.parametrize("strategy", [
+    None,  # the apiserver's default: RollingUpdate, partition 0
+    {"type": "RollingUpdate"},  # stored without rollingUpdate by the apiserver: partition 0 all the same
+    {"type": "RollingUpdate", "rollingUpdate": {"partition": 0}},
+], ids=["default", "type-only", "partition-0"])
+async def test_a_rolling_update_statefulset_is_restarted_whole(backend: Backend, strategy: dict[str, Any] | None
+                                                               ) -> None:
+    await create_db(backend, 2, strategy)
+
+    done = await restart_db(backend, dry_run=False)
+
+    stamp = done.details["restartedAt"]
+    assert (done.status, done.message) == ("ok", f"restarted StatefulSet/{backend.namespace}/db (restartedAt {stamp})")
+    assert "partition" not in done.details
+    sts = await settled_db(backend)
+    assert restart_stamp(sts) == stamp
+    assert [p["metadata"]["labels"]["controller-revision-hash"] for p in await backend.pods("app=db")] == [
+        sts["status"]["updateRevision"]] * 2
 
 
 FINALIZER = "contract.remediator.test/stuck"

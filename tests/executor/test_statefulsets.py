@@ -66,3 +66,23 @@ async def test_rollback_a_statefulset_without_history_fails_clearly(harness: Ope
         h.cluster.apply(db())
         ex = await h.fire("db")
     assert ex["results"][0]["message"] == "rollback on StatefulSet/shop/db: no last revision to roll back to"
+
+
+async def test_a_partial_restart_names_the_pods_it_keeps_by_their_ordinals(harness: OpenHarness) -> None:
+    """Pods are numbered from spec.ordinals.start; the partition counts from there (the controller's
+    replica index), so with start 5 and partition 2 the restart replaces db-7 and up and keeps db-5, db-6.
+    (The fake names its pods from 0 whatever the start: only the message is asserted; the rest of partial
+    restarts is in tests/contract/test_statefulsets.py, on both backends.)"""
+    manifest = db(replicas=4)
+    manifest["spec"]["ordinals"] = {"start": 5}
+    manifest["spec"]["updateStrategy"] = {"type": "RollingUpdate", "rollingUpdate": {"partition": 2}}
+    async with harness(sts_playbook("- action: restart\n")) as h:
+        h.cluster.apply(manifest)
+        ex = await h.fire("db")
+        stamp = h.clock.now().strftime("%Y-%m-%dT%H:%M:%SZ")
+        annotations = h.get("db", "statefulsets")["spec"]["template"]["metadata"]["annotations"]
+    assert steps_of(ex) == [("main", "restart", "ok")]
+    assert ex["results"][0]["message"] == (
+        f"restarted StatefulSet/{NS}/db (restartedAt {stamp}); only pods with ordinal >= 7 are replaced "
+        "(partition 2): db-5, db-6 not restarted")
+    assert annotations[RESTARTED_AT] == stamp
