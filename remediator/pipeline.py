@@ -1278,16 +1278,8 @@ class Pipeline:
         did = decision.execution_id or execution_id(decision.alert_key, decision.playbook)
         alert = await self.store.recorded_alert(decision.alert_key)
         received = ReceivedAlert(alert, self.clock.now()) if alert else None
-        if received is not None:
-            # The playbook as it is now must still allow what was asked: a reload that took the namespace
-            # off its allowlist (or names another target for this alert) is an SRE saying "not there any
-            # more".  Approving used to run it anyway, under a request with no rate limit.
-            plan = make_plan(playbook, received.alert, global_dry_run=self.settings.dry_run)
-            if isinstance(plan, Refusal) or plan.target != decision.target:
-                why = plan.reason if isinstance(plan, Refusal) else f"it now names {plan.target.key} for this alert"
-                return await self._settle(decision, playbook, "refused", "approval_refused", by=by,
-                                          verdict=DecisionKind.NOT_ALLOWED.value,
-                                          reason=f"the playbook as loaded now does not allow this execution: {why}")
+        if (refused := await self._refused_as_loaded_now(decision, playbook, received, by)) is not None:
+            return refused
         req = self._resume_request(decision, playbook, received)
         assert req is not None  # an awaiting execution was admitted by the guardrails: it has a target
         if self.kill_switch is not None:
@@ -1320,6 +1312,38 @@ class Pipeline:
         self.on_executable()
         return ApprovalAnswer("approved", f"approved: {reason}", "pending")
 
+    async def _refused_as_loaded_now(self, decision: Decision, playbook: Playbook, received: ReceivedAlert | None,
+                                     by: str) -> ApprovalAnswer | None:
+        """The refusal of an approval that the playbook as loaded now no longer allows, settled (None:
+        it still allows it, or the alert is not recorded to tell).  Both approvals ask this, the
+        playbook's own and a step's: a reload that took the namespace off the playbook's allowlist
+        (or makes it name another target for this alert) is an SRE saying "not there any more", and
+        approving used to run the execution (or the rest of it, from the gated step on) all the same.
+
+        Asked before anything is taken from the guardrails, so a refused approval takes no lock
+        (back).  A waiting execution normally holds none (a stop at a step's gate released it; the
+        playbook's own wait never took one), but it may still: an approval cut short after taking
+        it back (or after its admission) left it held, and so does a stop at a gate whose release
+        the guardrail state did not answer, until its TTL.  Nothing will run under this execution
+        any more, so that lock is given up now (``abandon``: only while the lock is this
+        execution's, and a lapsed record of it is kept, as a release leaves it; it changes nothing
+        when the execution holds none).  Only once the refusal is settled: an answer that won the
+        claim meanwhile and approved would be running under the same id, and the lock is its."""
+        if received is None:
+            return None
+        plan = make_plan(playbook, received.alert, global_dry_run=self.settings.dry_run)
+        if isinstance(plan, Plan) and plan.target == decision.target:
+            return None
+        why = plan.reason if isinstance(plan, Refusal) else f"it now names {plan.target.key} for this alert"
+        answer = await self._settle(decision, playbook, "refused", "approval_refused", by=by,
+                                    verdict=DecisionKind.NOT_ALLOWED.value,
+                                    reason=f"the playbook as loaded now does not allow this execution: {why}")
+        req = self._resume_request(decision, playbook, received)
+        if answer.outcome == "refused" and req is not None and not self._plan_only(decision.dry_run, playbook):
+            with contextlib.suppress(GuardrailUnavailable):  # then it lapses by its TTL
+                await self.guardrails.abandon(req)
+        return answer
+
     async def _waiting_gate(self, decision: Decision) -> PlannedStep | None:
         """The step an execution awaiting approval stopped before, or None when it awaits the playbook's
         own approval (it never ran): the step whose gate is recorded and that has not begun.  (A gated
@@ -1332,17 +1356,21 @@ class Pipeline:
     async def _approve_step(self, decision: Decision, playbook: Playbook, step: PlannedStep,
                             by: str) -> ApprovalAnswer:
         """Approve the step an admitted execution stopped before.  Its limits were counted when it was
-        admitted, so nothing is admitted again; what is checked is the target: the execution takes
+        admitted, so nothing is admitted again; what is checked is that the playbook as loaded now
+        still allows it (:meth:`_refused_as_loaded_now`), and the target: the execution takes
         its lock back, which it can only while no other execution has held the target since it
         stopped (whatever that one did came after this plan).  Else the approval is refused with
         the reason and the execution ends ``refused``, unrun from this step on.  Its concurrency
         slot went with the wait: while the executions running now fill the limits, the approval
         is not taken (``conflict``) and it keeps waiting, rather than run one too many or end half run."""
         did = decision.execution_id or execution_id(decision.alert_key, decision.playbook)
+        alert = await self.store.recorded_alert(decision.alert_key)
+        received = ReceivedAlert(alert, self.clock.now()) if alert else None
+        if (refused := await self._refused_as_loaded_now(decision, playbook, received, by)) is not None:
+            return refused
         req: Request | None = None
         if not self._plan_only(decision.dry_run, playbook):  # else it holds no lock
-            alert = await self.store.recorded_alert(decision.alert_key)
-            req = self._resume_request(decision, playbook, ReceivedAlert(alert, self.clock.now()) if alert else None)
+            req = self._resume_request(decision, playbook, received)
             assert req is not None  # an admitted execution has a target
             try:
                 held = await self.guardrails.take_back(req)

@@ -20,6 +20,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from remediator.app import create_app
 from remediator.clock import VirtualClock
 from remediator.core.decisions import Decision, DecisionKind, execution_id
+from remediator.core.guardrails import Check, Request
 from remediator.core.playbooks import parse_playbooks
 from remediator.runtime import RUNTIME, Runtime, open_runtime
 from tests.payloads import T0, alert_json, payload
@@ -430,3 +431,61 @@ async def test_an_approval_after_a_reload_that_no_longer_allows_the_target_is_re
         assert got.message == f"the playbook as loaded now does not allow this execution: {why}"
         await rt.worker.queue.drain()
         assert cluster.calls == [] and notices.events(did) == ["approval_requested", "approval_refused"]
+
+
+#: the same playbook with its approval on a step instead: admitted at once, it stops before the restart
+STEP_GATED = """
+name: gated
+match: {alertname: Gated, matchers: ['app=~".+"']}
+target: {kind: Deployment, namespace: "{{ labels.ns | default('shop') }}", name: "{{ labels.app }}"}
+guardrails: {cooldown: 1h, namespaces: %s}
+notify: [ops]
+steps:
+  - {action: scale, to: 3}
+  - {action: restart, approval: {timeout: 10m}}
+"""
+
+
+@pytest.mark.parametrize("held", [False, True])
+async def test_a_step_approval_after_a_reload_that_no_longer_allows_the_target_is_refused(
+    settings_factory: Callable[..., Any], tmp_path: Path, vclock: VirtualClock, held: bool
+) -> None:
+    # The step's approval did not ask the playbook as loaded now: it took the lock back and ran the
+    # rest of the execution in a namespace a reload had taken off the allowlist while it waited.
+    # held: the execution still holds its target's lock (an earlier approval was cut short after
+    # taking it back); refused, nothing will run under it, and the lock is given up.
+    pb = tmp_path / "pb"
+    pb.mkdir()
+    (pb / "gated.yaml").write_text(STEP_GATED % "[shop, payments]")
+    settings = settings_factory(playbooks=str(pb), dry_run=False, channels=CHANNELS)
+    async with gated_runtime(settings, vclock) as (rt, cluster, notices):
+        did = await decide(rt, gated_alert())
+        assert (await rt.store.approval(did)).status == "awaiting_approval"  # type: ignore[union-attr]
+        assert [c[0] for c in cluster.calls] == ["scale"]
+
+        def rival() -> Request:  # another execution, asking now
+            return Request("rival", "other", "Deployment/shop/web", "other|rival", "shop", rt.clock.now().timestamp())
+
+        if held:
+            own = Request(did, "gated", "Deployment/shop/web", "gated|Deployment/shop/web", "shop",
+                          rt.clock.now().timestamp(), cooldown=3600)
+            assert (await rt.guardrails.take_back(own)).check is Check.PASSED
+            assert (await rt.guardrails.evaluate(rival())).kind is DecisionKind.LOCKED
+        (pb / "gated.yaml").write_text(STEP_GATED % "[payments]")
+        assert rt.playbooks.reload()
+        await vclock.advance(60)
+        got = await answer(rt, did, True)
+        why = "the playbook as loaded now does not allow this execution: namespace 'shop' is not in the playbook's " \
+              "allowlist ['payments']"
+        assert (got.outcome, got.status, got.decision, got.message) == ("refused", "refused", "not_allowed", why)
+        await rt.worker.queue.drain()
+        ex = await rt.store.get_execution(did)
+        assert ex is not None and ex["status"] == "refused"
+        assert [(r["phase"], r["action"], r["status"]) for r in ex["results"]] == [
+            ("main", "scale", "ok"), ("approval", "approval", "failed")]  # the gate closed, the restart never began
+        [gate] = [r for r in ex["results"] if r["phase"] == "approval"]
+        assert gate["message"].endswith(f"; not approved: refused ({why})")
+        assert [c[0] for c in cluster.calls] == ["scale"]
+        assert notices.events(did) == ["started", "approval_requested", "approval_refused"]
+        assert (await rt.guardrails.evaluate(rival())).kind is DecisionKind.EXECUTED  # the target's lock is free
+        assert (await answer(rt, did, True)).outcome == "conflict"
