@@ -40,6 +40,7 @@ class ExecutionQueue:
         self._wake = asyncio.Event()
         self._stopping = False
         self._swept: float | None = None  # when (clock.monotonic()) overdue approvals were last expired
+        self._asked = True  # woken since the last round began (at first: whatever the store holds)
         self._log = structlog.get_logger("remediator.queue").bind(owner=pipeline.owner)
 
     @property
@@ -48,7 +49,18 @@ class ExecutionQueue:
 
     def wake(self) -> None:
         """Look for work now (a decision just admitted an execution, or one finished)."""
+        self._asked = True
         self._wake.set()
+
+    @property
+    def idle(self) -> bool:
+        """Whether a round would surely find nothing, where this process is the store's only user
+        (replay): nothing runs or backs off here, nothing was made executable since the last
+        round began (:meth:`wake`), and no approval can pass a deadline (nobody is asked: the
+        answers are simulated).  Why: replay drains after every event, and the round that finds
+        nothing (a sweep, a ping, a claim) was a tenth of its time.  With other replicas, or
+        leases that lapse, work appears unannounced: the daemon never asks this."""
+        return not (self._asked or self._running or self._paused) and self.pipeline.settings.approvals != "ask"
 
     async def fill(self) -> int:
         """Claim what there is room for and start it; return how many started.  Executions awaiting
@@ -59,6 +71,7 @@ class ExecutionQueue:
         """
         if self._stopping:
             return 0
+        self._asked = False  # what wakes the queue from here on is looked for in the next round
         # Rounds also sweep, at most once per poll interval (a round runs at every decision and every
         # finished execution): executions whose approval deadline passed are expired here, on the
         # pipeline's clock, by whichever replica gets to each first.
@@ -71,6 +84,7 @@ class ExecutionQueue:
         try:
             await self.pipeline.guardrails.ping()
         except GuardrailUnavailable:
+            self._asked = True  # nothing was looked for: still to do
             return 0
         # The store also returns (and renews) executions this replica already runs: ask for
         # enough that those can never crowd out the new ones (room + running = the bound).
@@ -122,7 +136,7 @@ class ExecutionQueue:
             self._paused[did] = (self.pipeline.clock.monotonic() + min(2.0 ** tries, 60.0), tries)
         else:
             self._paused.pop(did, None)
-        self._wake.set()
+        self.wake()
         if task.exception() is not None:
             # Recorded, not fatal: the execution stays unfinished and is claimed again later.
             self._log.error("execution task failed", execution_id=did, error=repr(task.exception()))

@@ -319,7 +319,8 @@ class Worker:
         """Decide everything claimable, then run every execution that left to its end; return
         how many alerts were decided.  Both stages once, in order: for tests and tools."""
         handled = await self.decide_all()
-        await self.queue.drain()
+        if not (self.inline and self.queue.idle):  # replay: see ExecutionQueue.idle
+            await self.queue.drain()
         return handled
 
     async def _decide_loop(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -147,3 +148,28 @@ async def test_an_execution_nobody_approves_ends_when_its_alert_resolves_and_is_
         await engine.finish()
         assert await store.get_execution(did) is None  # ended by its resolve, then forgotten
         assert await store.list_executions() == [] and await store.count_alerts() == 0
+
+
+async def test_replay_rounds_of_the_execution_queue_are_skipped_only_when_nothing_can_be_found(
+    tmp_path: Path,
+) -> None:
+    """Replay drains after every event; a round of the execution queue that can find nothing (a sweep,
+    a ping, a claim) was a tenth of its time, so it is skipped, but only while nothing runs or
+    backs off, nothing was made executable since the last round, and no approval has a deadline."""
+    (tmp_path / "pb").mkdir()
+    (tmp_path / "pb" / "free.yaml").write_text(FREE)
+    pset, problems = load_paths([tmp_path / "pb"])
+    assert not problems
+    events = list(read_events(io.BytesIO(history(tmp_path / "h.jsonl").read_bytes()), "h"))
+    settings = load_settings(None, env={}, overrides={})
+    async with Engine.open(pset, settings, _Ignore(), start=events[0].at) as engine:
+        queue = engine.worker.queue
+        assert not queue.idle  # at first the store may hold executions from before: look once
+        await engine.feed(events[-1])  # the ungated playbook's execution runs inside its decision
+        assert queue.idle
+        queue.wake()  # an execution was made executable (an approval, a resumed run)
+        assert not queue.idle
+        await engine.worker.drain()
+        assert queue.idle
+        queue.pipeline.settings = replace(queue.pipeline.settings, approvals="ask")  # deadlines can pass
+        assert not queue.idle
