@@ -560,7 +560,8 @@ class Pipeline:
         admitted, plan-only, an executor that asks nobody, and a store that records both at once.
         None: it runs as any execution does.  (Where dry runs consume the guardrails, replay's
         scratch copy, its admission is released as soon as it is recorded, as the execution
-        queue would release it after steps that take no time.)
+        queue would release it after its steps; replay's guardrail state keeps it held until its
+        virtual clock moves on.)
 
         Nothing here has effects (a ``notify`` step's message is queued by :meth:`_planned_done`,
         once the decision is recorded): the decision may yet lose a race or fail to be recorded.

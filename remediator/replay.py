@@ -6,6 +6,8 @@ driven by the history, with a scratch in-memory store (:mod:`remediator.store.me
 which forgets each alert once it is over), fresh in-memory guardrail state and a dry-run
 executor.  Rate limits, cooldowns, stabilisation windows, resolves and the kill switch
 therefore decide exactly as they did (or would have) live; only the adapters differ.
+Steps take no virtual time, but an execution holds its target's lock and running slot until
+the clock moves on (:class:`_HeldWhileTimeStands`), as steps that take some time would.
 
 Input: JSON Lines, one event per line (blank lines are skipped):
 
@@ -56,6 +58,7 @@ from remediator.clock import SystemClock, VirtualClock
 from remediator.core.alerts import format_time
 from remediator.core.decisions import Decision, DecisionKind, PlannedStep
 from remediator.core.errors import ConfigError
+from remediator.core.guardrails import BreakerView, Finding, GuardStatus, Request, Verdict
 from remediator.core.playbooks import PlaybookSet
 from remediator.executors.checks import WithChecks, open_checks
 from remediator.executors.plan_only import PlanOnlyExecutor
@@ -206,6 +209,78 @@ class _Quiet:
         return None
 
 
+# -- executions take time ------------------------------------------------------------
+
+
+class _HeldWhileTimeStands:
+    """Replay's guardrail state: what an execution holds (its target's lock, a running slot) is
+    freed when the virtual clock moves on, not the moment its steps were planned.
+
+    Why: live, an execution holds both from its admission to its last step, and steps take
+    time, so the alerts of one notification (decided together, before any of them ran) see
+    each other's lock and slots: two alerts for one target are ``executed, locked`` and
+    ``max_running`` binds a storm.  Replay plans an execution as its alert is decided, and
+    freeing there and then made them ``executed, executed``, over any ``max_running``.  How
+    long steps would have taken replay cannot know; that they take longer than no time at all
+    it can.  The release itself (cooldown, breaker) is made at the instant it was asked, just
+    before the clock leaves it (:meth:`Engine.feed`).
+    """
+
+    def __init__(self, inner: MemoryGuardrails) -> None:
+        self.inner = inner
+        self._ending: list[tuple[Request, bool | None]] = []
+
+    async def end_instant(self) -> None:
+        """Free what the executions of the instant now ending hold, in the order they ended."""
+        while self._ending:
+            ending, self._ending = self._ending, []
+            for req, succeeded in ending:
+                await self.inner.release(req, succeeded=succeeded)
+
+    async def release(self, req: Request, *, succeeded: bool | None) -> None:
+        self._ending.append((req, succeeded))
+
+    async def admit(self, req: Request) -> Verdict:
+        return await self.inner.admit(req)
+
+    async def evaluate(self, req: Request) -> Verdict:
+        return await self.inner.evaluate(req)
+
+    async def renew(self, req: Request) -> bool:
+        return await self.inner.renew(req)
+
+    async def reacquire(self, req: Request) -> bool:
+        return await self.inner.reacquire(req)
+
+    async def take_back(self, req: Request) -> Finding:
+        return await self.inner.take_back(req)
+
+    async def abandon(self, req: Request) -> None:
+        await self.inner.abandon(req)
+
+    async def go_on_as_trial(self, req: Request) -> bool:
+        return await self.inner.go_on_as_trial(req)
+
+    async def status(self) -> GuardStatus:
+        return await self.inner.status()
+
+    async def breaker(self, playbook: str) -> BreakerView:
+        return await self.inner.breaker(playbook)
+
+    async def paused(self) -> bool:
+        return await self.inner.paused()
+
+    async def set_paused(self, paused: bool) -> None:
+        await self.inner.set_paused(paused)
+
+    async def ping(self) -> None:
+        await self.inner.ping()
+
+    async def close(self) -> None:
+        await self.end_instant()
+        await self.inner.close()
+
+
 # -- the engine ----------------------------------------------------------------------
 
 
@@ -213,7 +288,7 @@ class Engine:
     """One replay: feed it events in time order, then ``finish``."""
 
     def __init__(
-        self, clock: VirtualClock, intake: IntakeQueue, guard: MemoryGuardrails, worker: Worker, tap: _Tap
+        self, clock: VirtualClock, intake: IntakeQueue, guard: _HeldWhileTimeStands, worker: Worker, tap: _Tap
     ) -> None:
         self.clock = clock
         self.intake = intake  # where the history goes in, as webhooks would put it
@@ -239,7 +314,7 @@ class Engine:
         async with contextlib.AsyncExitStack() as stack:
             store = MemoryStore(clock, streaming=True)  # forgets each alert once it is over
             stack.push_async_callback(store.close)
-            guard = MemoryGuardrails(guard_policy(settings), clock)
+            guard = _HeldWhileTimeStands(MemoryGuardrails(guard_policy(settings), clock))
             if settings.guardrails.paused:
                 await guard.set_paused(True)
             dry: Executor = PlanOnlyExecutor()
@@ -269,12 +344,17 @@ class Engine:
         limit = until.timestamp() if until is not None else float("inf")
         while due and due[0] <= limit:
             when = heapq.heappop(due)
-            self.clock.set(datetime.fromtimestamp(when, UTC))
+            await self._move_to(datetime.fromtimestamp(when, UTC))
             await self.worker.drain()
+
+    async def _move_to(self, at: datetime) -> None:
+        if at > self.clock.now():
+            await self.guard.end_instant()  # see _HeldWhileTimeStands
+        self.clock.set(at)
 
     async def feed(self, event: Event) -> None:
         await self._run_due(event.at)
-        self.clock.set(event.at)
+        await self._move_to(event.at)
         if event.control is not None:
             await self.guard.set_paused(event.control == "pause")
         else:

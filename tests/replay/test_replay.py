@@ -24,7 +24,7 @@ from remediator.ports import StepContext, StepResult
 from remediator.replay import Entry, read_events, replay
 from remediator.runtime import RUNTIME
 from remediator.store.tools import export_alerts
-from tests.payloads import T0
+from tests.payloads import T0, alert_json
 from tests.replay.history import EXPECTED, HISTORY, at, firing, summarise, write_history, write_playbooks
 from tests.tokens import ADMIN
 
@@ -341,3 +341,66 @@ def test_an_alert_the_webhook_refuses_alone_is_told_and_the_rest_of_its_delivery
     code, out, err = run_cli(capsys, "replay", str(path), "--playbooks", str(pb), "--format", "json")
     assert code == 1 and err.endswith(f"{path}:2: body.alerts[0].startsAt: invalid timestamp "
                                       "'2026-12-31T23:59:60Z': second must be in 0..59\n"), err
+
+
+SAME_INSTANT = """\
+name: bounce
+match: {alertname: Bounce, matchers: ['deployment=~".+"']}
+target: {kind: Deployment, namespace: shop, name: "{{ labels.deployment }}"}
+steps: [{action: restart}]
+"""
+
+
+async def test_executions_decided_at_one_instant_hold_their_locks_and_slots_as_live(
+    tmp_path: Path, settings_factory: Callable[..., Any], vclock: VirtualClock
+) -> None:
+    """Steps take time: live, an execution holds its target's lock and a running slot from its
+    admission to its end, so the alerts of one notification (decided together, before any of them
+    ran) see each other's.  Replay plans each execution as its alert is decided, and freed both
+    there and then: two alerts for one target in one notification were ``executed, executed``
+    (live: ``executed, locked``), and ``max_running`` never bound.  Now they are held until the
+    virtual clock moves on: the same decisions, live and replayed."""
+    pb = write_playbooks(tmp_path / "pb", SAME_INSTANT)
+
+    def alert(deployment: str, pod: str, minute: int) -> dict[str, Any]:
+        return alert_json({"alertname": "Bounce", "namespace": "shop", "deployment": deployment, "pod": pod},
+                          starts_at=at(minute))
+
+    deliveries = [
+        (0, [alert("web", "web-1", 0), alert("web", "web-2", 0)]),  # one target, twice in one notification
+        (1, [alert("a", "a-1", 1), alert("b", "b-1", 1), alert("c", "c-1", 1)]),  # three targets, max_running 2
+        (2, [alert("web", "web-3", 2)]),  # a minute on: the lock and slots were freed
+    ]
+    overrides = {"playbooks": str(pb), "guardrails": {"max_running": 2}}
+    live: list[Any] = []
+
+    class Succeeds:
+        async def run(self, step: PlannedStep, ctx: StepContext) -> StepResult:
+            return StepResult("ok", f"{step.action} done")
+
+    app = create_app(settings_factory(**overrides, dry_run=False), clock=vclock,
+                     executors=(Succeeds(), Succeeds()), start_worker=False)
+    async with TestClient(TestServer(app)) as client:
+        rt = client.app[RUNTIME]
+        for minute, alerts in deliveries:
+            vclock.set(T0 + timedelta(minutes=minute))
+            r = await client.post("/webhooks/alertmanager", headers=AUTH,
+                                  json={"version": "4", "status": "firing", "alerts": alerts})
+            assert r.status == 200, await r.text()
+            await rt.worker.drain()
+        live = [(d["at"], d["decision"], (d.get("target") or {}).get("name")) for d in
+                sorted(await rt.store.list_decisions(), key=lambda d: (d["at"], d["alert"]))]
+
+    history = tmp_path / "h.jsonl"
+    history.write_text("".join(json.dumps({"received_at": at(m), "payload": {
+        "version": "4", "status": "firing", "alerts": alerts}}) + "\n" for m, alerts in deliveries))
+    pset, problems = load_paths([pb])
+    assert not problems
+    replayed: list[Entry] = []
+    with history.open("rb") as fh:
+        await replay(read_events(fh, "h.jsonl"), [pset], settings_factory(**overrides), [_Collect(replayed)])
+    got = [(e["at"], e["decision"], (e.get("target") or {}).get("name")) for e in
+           sorted(replayed, key=lambda e: (e["at"], e["alert"]))]
+    assert sorted(x[1] for x in live if x[0] == at(0)) == ["executed", "locked"]
+    assert sorted(x[1] for x in live if x[0] == at(1)) == ["budget_exhausted", "executed", "executed"]
+    assert got == live
