@@ -50,6 +50,11 @@ FORMAT = 2
 #: Seconds between two sweeps of lapsed entries (:func:`remediator.core.guardrails.collect`):
 #: a sweep is linear in the state, and entries that lapsed meanwhile change no verdict.
 COLLECT_EVERY = 60.0
+#: The same for a state kept only in memory (replay's), where nothing is written: entries are
+#: dropped far less often, as a sweep is only there to keep memory flat.  One record per finished
+#: execution is kept a day (:data:`~remediator.core.guardrails.OUTCOME_RECORD_KEPT`), so memory is
+#: bounded by a day and an hour of them; a sweep a minute would walk them all every minute.
+MEMORY_COLLECT_EVERY = 3600.0
 T = TypeVar("T")
 
 
@@ -340,7 +345,11 @@ class MemoryGuardrails:
         if self._rows is not None:
             return await self._commit_rows(change, keep)
         result = change(self.state)
-        if self._path is None:
+        if self._path is None:  # in memory only: nothing to write, only lapsed entries to drop now and then
+            now = self._clock.now().timestamp()
+            if now - self._collected >= MEMORY_COLLECT_EVERY:
+                rules.collect(self.state, self._policy, now, self._grace)
+                self._collected = now
             return result
         batch = self._join() if keep(result) else (self._pending or self._inflight)
         if batch is not None:

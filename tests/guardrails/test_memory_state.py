@@ -259,3 +259,20 @@ async def test_a_cancelled_caller_does_not_leave_memory_and_disk_apart(tmp_path:
     await guard.close()  # finishes carrying what was changed
     assert "t1" in guard.state.locks
     assert "t1" in json.loads(path.read_text())["locks"]
+
+
+async def test_a_state_kept_only_in_memory_stays_flat_however_long_it_runs(clock: VirtualClock) -> None:
+    """Replay's guardrail state lives in memory only, and nothing ever swept it: each release leaves
+    a record of its execution's outcome (kept a day, for a release applied twice), so a replay of a
+    million alerts held some 260,000 of them (a third more memory), and ten million ten times that.
+    Lapsed entries are dropped now and then: a week of executions leaves about a day's records."""
+    guard = MemoryGuardrails(POLICY, clock)
+    per_hour = 60
+    for i in range(7 * 24 * per_hour):  # a week, an execution a minute, on 50 targets
+        r = req(clock, f"ex-{i}", f"t{i % 50}", lock_ttl=60.0)
+        assert (await guard.admit(r)).admitted
+        await guard.release(r, succeeded=True)
+        clock.advance_sync(60.0)
+    held = len(guard.state.outcomes)
+    assert 24 * per_hour <= held <= 26 * per_hour, held
+    assert len(guard.state.locks) == 50
