@@ -13,7 +13,8 @@ from remediator.core.alerts import Alert
 from remediator.core.decisions import PlannedStep, ResolvedTarget
 from remediator.executors.kube import RESTARTED_AT
 from remediator.ports import StepContext, StepResult
-from tests.contract.conftest import Backend
+from tests.contract.conftest import Backend, Raw
+from tests.contract.test_requests import SMP, status
 from tests.kube_fake.helpers import statefulset
 from tests.real_kube.helpers import executor, run_step
 
@@ -258,3 +259,122 @@ async def test_a_statefulset_rolled_beside_a_pod_stuck_terminating_outside_its_r
     finally:
         if backend.fake is None:
             await backend.core.patch_namespaced_pod("db-2", backend.namespace, {"metadata": {"finalizers": None}})
+
+
+# -- What the apiserver stores and refuses of an updateStrategy (the restart step reads it) -------------------
+
+MERGE = "application/merge-patch+json"
+ROLLING = {"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}
+
+
+async def create_raw(backend: Backend, name: str, strategy: Any, *, replicas: int = 1) -> Raw:
+    """POST StatefulSet ``name`` with exactly this ``updateStrategy`` (the key left out when ``...``)."""
+    manifest = statefulset(name, backend.namespace, replicas=replicas)
+    if strategy is not ...:
+        manifest["spec"]["updateStrategy"] = strategy
+    return await backend.raw("POST", backend.path("statefulsets"), manifest)
+
+
+@pytest.mark.parametrize(("sent", "stored"), [
+    (..., ROLLING),
+    (None, ROLLING),
+    ({"type": ""}, ROLLING),
+    ({"type": "RollingUpdate"}, {"type": "RollingUpdate"}),
+    ({"type": "RollingUpdate", "rollingUpdate": None}, {"type": "RollingUpdate"}),
+    ({"type": "RollingUpdate", "rollingUpdate": {}}, ROLLING),
+    ({"type": "RollingUpdate", "rollingUpdate": {"partition": None}}, ROLLING),
+    ({"rollingUpdate": {"partition": 2}}, {"type": "RollingUpdate", "rollingUpdate": {"partition": 2}}),
+    ({"type": "OnDelete"}, {"type": "OnDelete"}),
+    ({"type": "OnDelete", "rollingUpdate": None}, {"type": "OnDelete"}),
+], ids=["absent", "null", "empty-type", "type-only", "null-rollingUpdate", "empty-rollingUpdate", "null-partition",
+        "no-type", "OnDelete", "OnDelete-null-rollingUpdate"])
+async def test_an_update_strategy_is_defaulted_as_the_apiserver_does(backend: Backend, sent: Any, stored: Any) -> None:
+    """SetDefaults_StatefulSet: an empty type is RollingUpdate from partition 0, ``rollingUpdate`` included;
+    a partition is defaulted only inside a ``rollingUpdate`` that is there: given the type alone, none is added.
+    A null is an absent field."""
+    created = await create_raw(backend, "db", sent)
+
+    assert created.status == 201, created.text
+    assert created.json["spec"]["updateStrategy"] == stored
+    assert (await read_db(backend))["spec"]["updateStrategy"] == stored
+
+
+@pytest.mark.parametrize("content_type", [SMP, MERGE], ids=["strategic", "merge"])
+async def test_a_patch_from_on_delete_to_rolling_update_alone_stores_no_rolling_update(
+    backend: Backend, content_type: str,
+) -> None:
+    """The type alone, patched onto an OnDelete set, is stored as sent (no partition added), and the restart
+    step then restarts the whole set (partition 0 where none is given)."""
+    await create_db(backend, 2, {"type": "OnDelete"})
+
+    patched = await backend.raw("PATCH", backend.path("statefulsets", "db"),
+                                {"spec": {"updateStrategy": {"type": "RollingUpdate"}}}, content_type=content_type)
+
+    assert patched.status == 200, patched.text
+    assert patched.json["spec"]["updateStrategy"] == {"type": "RollingUpdate"}
+    assert (await read_db(backend))["spec"]["updateStrategy"] == {"type": "RollingUpdate"}
+    done = await restart_db(backend, dry_run=False)
+    assert (done.status, done.message) == (
+        "ok", f"restarted StatefulSet/{backend.namespace}/db (restartedAt {done.details['restartedAt']})")
+    assert "partition" not in done.details
+
+
+def on_delete_only(partition: int) -> tuple[str, str]:
+    """The cause of a ``rollingUpdate`` under OnDelete: the internal struct it decoded into (MaxUnavailable is
+    dropped, its feature gate off in v1.36), JSON with Go's field names."""
+    return ("spec.updateStrategy.rollingUpdate", f'Invalid value: {{"Partition":{partition},"MaxUnavailable":null}}: '
+                                                 "only allowed for updateStrategy 'RollingUpdate'")
+
+
+def invalid_db(*causes: tuple[str, str]) -> dict[str, Any]:
+    """The 422 Status of an invalid StatefulSet ``db``: its causes (field, message), all FieldValueInvalid."""
+    shown = [f"{field}: {message}" for field, message in causes]
+    text = shown[0] if len(shown) == 1 else "[" + ", ".join(shown) + "]"
+    return status(422, "Invalid", f'StatefulSet.apps "db" is invalid: {text}', {
+        "name": "db", "group": "apps", "kind": "StatefulSet",
+        "causes": [{"reason": "FieldValueInvalid", "message": message, "field": field} for field, message in causes]})
+
+
+@pytest.mark.parametrize(("sent", "replicas", "causes"), [
+    ({"type": "OnDelete", "rollingUpdate": {"partition": 1}}, 1, [on_delete_only(1)]),
+    ({"type": "OnDelete", "rollingUpdate": {}}, 1, [on_delete_only(0)]),
+    # the partition is not checked under OnDelete; the strategy is, before the replicas
+    ({"type": "OnDelete", "rollingUpdate": {"partition": -1}}, -1, [
+        on_delete_only(-1),
+        ("spec.replicas", "Invalid value: -1: must be greater than or equal to 0")]),
+    ({"type": "RollingUpdate", "rollingUpdate": {"partition": -2}}, 1, [
+        ("spec.updateStrategy.rollingUpdate.partition", "Invalid value: -2: must be greater than or equal to 0")]),
+    ({"type": "Bogus"}, 1, [
+        ("spec.updateStrategy",
+         'Invalid value: {"Type":"Bogus","RollingUpdate":null}: must be \'RollingUpdate\' or \'OnDelete\'')]),
+    ({"type": "Bogus", "rollingUpdate": {"partition": 1}}, 1, [
+        ("spec.updateStrategy", 'Invalid value: {"Type":"Bogus","RollingUpdate":{"Partition":1,"MaxUnavailable":null}}'
+                                ": must be 'RollingUpdate' or 'OnDelete'")]),
+], ids=["OnDelete-partition", "OnDelete-empty", "OnDelete-negative-partition-and-replicas",
+        "negative-partition", "unknown-type", "unknown-type-rollingUpdate"])
+async def test_an_invalid_update_strategy_is_422_as_the_apiserver_words_it(
+    backend: Backend, sent: Any, replicas: int, causes: list[tuple[str, str]],
+) -> None:
+    created = await create_raw(backend, "db", sent, replicas=replicas)
+
+    assert (created.status, created.json) == (422, invalid_db(*causes))
+
+
+@pytest.mark.parametrize("content_type", [SMP, MERGE], ids=["strategic", "merge"])
+async def test_a_patch_to_on_delete_that_keeps_the_rolling_update_is_422(backend: Backend, content_type: str) -> None:
+    """A patch of the type alone merges into the stored ``rollingUpdate`` (no retainKeys on updateStrategy):
+    the set would be OnDelete with a partition, which is refused; nothing is written.  The patch must null
+    ``rollingUpdate`` too."""
+    await create_db(backend, 2, {"type": "RollingUpdate", "rollingUpdate": {"partition": 1}})
+    quiet = await backend.snapshot()
+    path = backend.path("statefulsets", "db")
+
+    refused = await backend.raw("PATCH", path, {"spec": {"updateStrategy": {"type": "OnDelete"}}},
+                                content_type=content_type)
+
+    assert (refused.status, refused.json) == (422, invalid_db(on_delete_only(1)))
+    assert await backend.snapshot() == quiet
+    done = await backend.raw("PATCH", path, {"spec": {"updateStrategy": {"type": "OnDelete", "rollingUpdate": None}}},
+                             content_type=content_type)
+    assert done.status == 200, done.text
+    assert (await read_db(backend))["spec"]["updateStrategy"] == {"type": "OnDelete"}

@@ -107,15 +107,34 @@ def deployment(obj: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _update_strategy(strategy: Any) -> Any:
+    """A StatefulSet's ``updateStrategy`` as ``SetDefaults_StatefulSet`` leaves it: an empty type becomes
+    RollingUpdate with a ``rollingUpdate``, and a RollingUpdate's ``rollingUpdate``, when there is one, gets
+    partition 0.  Given the type alone, no ``rollingUpdate`` is added (the apiserver stores
+    ``{"type": "RollingUpdate"}`` as sent, and a patch from OnDelete to that type leaves it so).  A null is
+    an absent field, as Go's nil pointer: not stored."""
+    if strategy is None:
+        strategy = {}
+    if not isinstance(strategy, dict):
+        return strategy
+    if not strategy.get("type"):
+        strategy["type"] = "RollingUpdate"
+        if strategy.get("rollingUpdate") is None:
+            strategy["rollingUpdate"] = {}
+    rolling = strategy.get("rollingUpdate")
+    if rolling is None:
+        strategy.pop("rollingUpdate", None)
+    elif strategy["type"] == "RollingUpdate" and isinstance(rolling, dict) and rolling.get("partition") is None:
+        rolling["partition"] = 0
+    return strategy
+
+
 def statefulset(obj: dict[str, Any]) -> dict[str, Any]:
     out = clone(obj)
     spec = out.setdefault("spec", {})
     spec.setdefault("replicas", 1)
     spec.setdefault("podManagementPolicy", "OrderedReady")
-    strategy = spec.setdefault("updateStrategy", {})
-    strategy.setdefault("type", "RollingUpdate")
-    if strategy["type"] == "RollingUpdate":
-        strategy.setdefault("rollingUpdate", {}).setdefault("partition", 0)
+    spec["updateStrategy"] = _update_strategy(spec.get("updateStrategy"))
     spec.setdefault("revisionHistoryLimit", 10)
     spec.setdefault("persistentVolumeClaimRetentionPolicy", {"whenDeleted": "Retain", "whenScaled": "Retain"})
     spec["template"] = pod_template(spec.get("template"))

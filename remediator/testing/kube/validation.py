@@ -7,6 +7,7 @@ runs on defaulted objects, as in the apiserver.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -165,21 +166,50 @@ _STS_MUTABLE = ("replicas", "ordinals", "template", "updateStrategy", "persisten
                 "minReadySeconds")
 
 
+def _go_struct(fields: Mapping[str, str]) -> str:
+    """A Go struct as a field error shows it: its JSON, fields in declaration order under their Go names
+    (:func:`.status.go_value` would sort them); ``fields`` are rendered already.  The error carries it in its
+    detail (``Invalid value: <struct>: <why>``), its value left unset."""
+    return "{" + ",".join(f"{json.dumps(k)}:{v}" for k, v in fields.items()) + "}"
+
+
+def _rolling_update_value(rolling: Any) -> str:
+    """The internal ``RollingUpdateStatefulSetStrategy`` a ``rollingUpdate`` decodes into, as a field error
+    shows it: an absent partition is 0, and ``MaxUnavailable`` is always null (v1.36 drops the field before
+    validating: the MaxUnavailableStatefulSet feature is off)."""
+    if rolling is None:
+        return "null"
+    partition = rolling.get("partition") if isinstance(rolling, Mapping) else None
+    return _go_struct({"Partition": json.dumps(0 if partition is None else partition), "MaxUnavailable": "null"})
+
+
+def _update_strategy(strategy: Mapping[str, Any]) -> list[FieldError]:
+    """``ValidateStatefulSetSpec`` on the (defaulted, so typed) ``updateStrategy``: a ``rollingUpdate`` only
+    with RollingUpdate, whose partition alone is checked; any other type is an Invalid strategy."""
+    kind, rolling = strategy.get("type"), strategy.get("rollingUpdate")
+    path = "spec.updateStrategy"
+    if kind == "RollingUpdate":
+        return non_negative((rolling or {}).get("partition"), f"{path}.rollingUpdate.partition")
+    if kind == "OnDelete":
+        if rolling is None:
+            return []
+        return [FieldError(CauseType.INVALID, f"{path}.rollingUpdate",
+                           f"{_rolling_update_value(rolling)}: only allowed for updateStrategy 'RollingUpdate'")]
+    shown = _go_struct({"Type": json.dumps(kind), "RollingUpdate": _rolling_update_value(rolling)})
+    return [FieldError(CauseType.INVALID, path, f"{shown}: must be 'RollingUpdate' or 'OnDelete'")]
+
+
 def statefulset(obj: Mapping[str, Any], old: Mapping[str, Any] | None) -> list[FieldError]:
+    """In the apiserver's order: metadata, podManagementPolicy, updateStrategy, replicas, selector, template."""
     spec = obj.get("spec") or {}
     errs = metadata(obj)
-    errs += non_negative(spec.get("replicas"), "spec.replicas")
-    errs += _selector_and_template(spec, "statefulset", ("Always",))
     policy = spec.get("podManagementPolicy")
     if policy not in ("OrderedReady", "Parallel"):
         errs.append(FieldError(CauseType.NOT_SUPPORTED, "spec.podManagementPolicy", value=policy,
                                supported=("OrderedReady", "Parallel")))
-    strategy = spec.get("updateStrategy") or {}
-    if strategy.get("type") not in ("RollingUpdate", "OnDelete"):
-        errs.append(FieldError(CauseType.NOT_SUPPORTED, "spec.updateStrategy.type", value=strategy.get("type"),
-                               supported=("OnDelete", "RollingUpdate")))
-    errs += non_negative((strategy.get("rollingUpdate") or {}).get("partition"),
-                          "spec.updateStrategy.rollingUpdate.partition")
+    errs += _update_strategy(spec.get("updateStrategy") or {})
+    errs += non_negative(spec.get("replicas"), "spec.replicas")
+    errs += _selector_and_template(spec, "statefulset", ("Always",))
     if old is not None:
         before = {k: v for k, v in (old.get("spec") or {}).items() if k not in _STS_MUTABLE}
         after = {k: v for k, v in spec.items() if k not in _STS_MUTABLE}
