@@ -60,7 +60,8 @@ class Refusal:
 
 
 def _kubelet_literal(context: Mapping[str, Any]) -> dict[str, Any]:
-    """``context`` with every ``$`` of the alert's labels and annotations doubled.
+    """``context`` with every ``$`` of what the alert said doubled: its labels, annotations and
+    ``generatorURL`` (any string its sender wrote; a fingerprint, status and time cannot hold one).
 
     The kubelet expands ``$(NAME)`` in a container's env values to the value of the variable NAME
     defined before it (a secret's, say), and reads ``$$`` as ``$``.  A value ``set_env`` renders from
@@ -71,7 +72,10 @@ def _kubelet_literal(context: Mapping[str, Any]) -> dict[str, Any]:
     def doubled(values: Mapping[str, str]) -> dict[str, str]:
         return {k: v.replace("$", "$$") for k, v in values.items()}
 
-    return {**context, "labels": doubled(context["labels"]), "annotations": doubled(context["annotations"])}
+    literal = {**context, "labels": doubled(context["labels"]), "annotations": doubled(context["annotations"])}
+    if "generatorURL" in context:  # a remembered plan's context holds only what its templates read
+        literal["generatorURL"] = context["generatorURL"].replace("$", "$$")
+    return literal
 
 
 def _params(step: Step, context: Mapping[str, Any]) -> dict[str, Any]:
