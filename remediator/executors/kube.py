@@ -265,6 +265,20 @@ def _unless_unchanged(key: str, intent: Mapping[str, Any], current: str) -> None
         )
 
 
+#: What a rollback's intent pins once chosen (the revision it rolls back to, the template it found).
+_ROLLBACK_PINS = ("replicaset", "controllerrevision", "revision", "from")
+
+
+def _pinned(intent: Mapping[str, Any]) -> dict[str, Any]:
+    """A rollback's intent as it is recorded again before each write of a retry or a resume (empty: none).
+
+    Recorded again, as every other action records its intent before each write: it is what tells
+    :meth:`KubeExecutor.run` that the attempt sent a write, which may have landed (a rollback refused
+    once, by a controller's write say, and made on its retry was otherwise recorded as having written
+    nothing, and ``undo`` passed over it)."""
+    return {k: intent[k] for k in _ROLLBACK_PINS if k in intent}
+
+
 def _restart_reach(sts: Mapping[str, Any]) -> tuple[int, str]:
     """Which pods a restart of StatefulSet ``sts`` replaces: its partition (0: every pod) and, for a partial
     restart, a note naming the pods it keeps.  Refuses (:class:`PermanentError`) a set whose controller would
@@ -1056,8 +1070,8 @@ class KubeExecutor:
                 current = rollout.template_digest(before["spec"].get("template"))
                 if intent:
                     _unless_unchanged(t.key, intent, current)
-                else:
-                    await ctx.record_intent({"replicaset": plan.replicaset, "revision": plan.revision, "from": current})
+                await ctx.record_intent(_pinned(intent) or {
+                    "replicaset": plan.replicaset, "revision": plan.revision, "from": current})
                 # With the resourceVersion read, as every other write: a release landing between the read and
                 # the write is a 409, and the retry re-checks the template against the intent's (superseded).
                 version = {"op": "replace", "path": "/metadata/resourceVersion",
@@ -1082,8 +1096,8 @@ class KubeExecutor:
                     return self._done(message, before, before, revision=intent["revision"],
                                       **_template_change(intent.get("from"), before))
                 _unless_unchanged(t.key, intent, current)
-            else:
-                await ctx.record_intent({"controllerrevision": name, "revision": revision, "from": current})
+            await ctx.record_intent(_pinned(intent) or {
+                "controllerrevision": name, "revision": revision, "from": current})
             # the revision's own data (applying it twice changes nothing), with the resourceVersion read
             body = {**data, "metadata": {**(data.get("metadata") or {}),
                                          "resourceVersion": before["metadata"]["resourceVersion"]}}

@@ -56,3 +56,33 @@ async def test_a_release_during_the_rollback_is_not_rolled_back(harness: OpenHar
         assert {"op": "replace", "path": "/metadata/resourceVersion", "value": read_version} in body
     else:
         assert body["metadata"] == {"resourceVersion": read_version}
+
+
+@pytest.mark.parametrize("kind", sorted(CASES))
+async def test_a_rollback_made_on_its_retry_after_a_conflict_is_recorded_as_written(
+    harness: OpenHarness, kind: str
+) -> None:
+    """A 409 (a controller's write between the read and the write: routine) refuses the first write; the retry
+    makes it.  The step is recorded as having written, so the playbook's ``undo`` rolls it forward again:
+    the retry did not record its intent again, and the step said it wrote nothing (undo passed over it)."""
+    resource, manifest, _, image = CASES[kind]
+    plural, name = resource.split("/")
+    path = f"/namespaces/{NS}/{resource}$"
+    fails = f"- action: set_image\n  container: missing\n  image: {image}:9.0\n"
+    async with harness({"fix": playbook("- action: rollback\n" + fails, kind=kind,
+                                        on_failure="- action: undo\n")}) as h:
+        h.cluster.apply(manifest(f"{image}:1.0"))
+        h.cluster.apply(manifest(f"{image}:2.0"))
+        await h.settle()
+        h.cluster.faults.conflict(method="PATCH", path=path)  # the rollback's first write, refused once
+        await h.until_done(h.start(name))
+        ex = await h.execution()
+        running = h.cluster.get(plural, NS, name)["spec"]["template"]["spec"]["containers"][0]["image"]
+        patches = [p.status for p in h.cluster.requests.matching("PATCH", path)]
+    assert steps_of(ex) == [("main", "rollback", "ok"), ("main", "set_image", "failed"),
+                            ("on_failure", "undo", "ok")]
+    rollback, _, undo = ex["results"]
+    assert rollback["details"]["wrote"] and rollback["details"]["attempts"] == 2
+    assert [(e["action"], e["outcome"]) for e in undo["details"]["steps"]] == [("rollback", "undone")]
+    assert running == f"{image}:2.0"  # rolled back to 1.0, then forward again by the undo
+    assert patches == [409, 200, 200]
