@@ -1,5 +1,6 @@
 """One SQLite connection driven from the event loop: statements on the loop's thread, the
-disk waits (COMMIT's fsync, opening, large batches) on the connection's own thread.
+disk waits (COMMIT's fsync, opening, large batches) and the waits for another process's write
+lock (``BEGIN IMMEDIATE``) on the connection's own thread.
 
 Why not aiosqlite: it sends every statement to its thread and the answer back, two thread
 hand-offs (and, on a busy machine, two scheduler slices) for a statement that itself takes
@@ -30,6 +31,10 @@ T = TypeVar("T")
 
 #: Statements that end a transaction: the disk waits for them.
 _ENDS = ("COMMIT", "ROLLBACK", "END")
+#: Statements that take the database's write lock at once: they wait (up to ``busy_timeout``) while
+#: another process holds it (``remediator export``, a ``sqlite3`` shell), which on the loop's thread
+#: froze every request, ``/healthz`` included, for seconds, out of reach of any ``asyncio.timeout``.
+_LOCKS = ("BEGIN IMMEDIATE", "BEGIN EXCLUSIVE")
 
 
 class Cursor:
@@ -115,8 +120,8 @@ class InlineConnection:
         read; not a statement that ends a transaction or commits by itself."""
         if off_loop is not None or not self.inline:
             return self.inline and not off_loop
-        head = sql.lstrip()[:8].upper()
-        if head.startswith(_ENDS):
+        head = sql.lstrip()[:16].upper()
+        if head.startswith(_ENDS) or head.startswith(_LOCKS):
             return False
         return self._conn.in_transaction or head.startswith(("SELECT", "BEGIN"))
 

@@ -8,6 +8,7 @@ statement itself (directly, or through a trigger)."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -56,3 +57,32 @@ async def test_a_closed_connection_answers_value_error(conn: tuple[InlineConnect
     with pytest.raises(ValueError, match="no active connection"):
         await db.execute("SELECT 1")
     await db.close()  # twice is fine
+
+
+async def test_a_write_lock_held_by_another_process_is_waited_for_off_the_loop(tmp_path: Path) -> None:
+    """Another process holding the file's write lock (``remediator export``, a ``sqlite3`` shell) made
+    ``BEGIN IMMEDIATE`` wait up to ``busy_timeout`` (5 s) on the loop's thread: every request, the
+    daemon's ``/healthz`` included, froze, and no ``asyncio.timeout`` (``http.store_timeout``) could
+    fire.  Now the wait is on the connection's thread: the loop goes on, and the write lands once
+    the lock is given back."""
+    from remediator.clock import SystemClock
+    from remediator.core.alerts import validate_payload
+    from remediator.ports import ReceivedAlert
+    from remediator.store.sqlite import SQLiteStore
+    from tests.payloads import alert_json, payload
+
+    path = tmp_path / "remediator.db"
+    store = await SQLiteStore.open(path, SystemClock())
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        other.execute("BEGIN EXCLUSIVE")  # another process's write lock
+        p = validate_payload(payload(alert_json({"alertname": "Down"})))
+        write = asyncio.create_task(store.record_alerts([ReceivedAlert(a, SystemClock().now()) for a in p.alerts]))
+        probe = asyncio.create_task(asyncio.sleep(0))  # anything else the loop has to do meanwhile
+        done, _ = await asyncio.wait({write, probe}, return_when=asyncio.FIRST_COMPLETED)
+        assert probe in done and not write.done()  # the loop was not held while the write waited
+        other.execute("ROLLBACK")
+        assert await write == 1
+    finally:
+        other.close()
+        await store.close()
