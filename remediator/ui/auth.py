@@ -136,8 +136,11 @@ def clear_session(response: web.StreamResponse) -> None:
 
 
 def local_next(target: str | None) -> str:
-    """Where to go after signing in: a path of the UI only (never another site: no open redirect)."""
-    if target and (target == "/ui" or target.startswith(("/ui/", "/ui?"))):
+    """Where to go after signing in: a path of the UI only (never another site: no open redirect),
+    in printable ASCII (it becomes the ``Location`` header: a CR/LF in it made aiohttp refuse to
+    write the answer, and the sign-in ended in a dropped connection)."""
+    if target and (target == "/ui" or target.startswith(("/ui/", "/ui?"))) and target.isascii() \
+            and target.isprintable():
         parts = urlsplit(target)
         if not parts.scheme and not parts.netloc:
             return target

@@ -76,7 +76,8 @@ async def test_a_body_that_is_no_form_is_a_400(client: Client, content_type: str
     assert r.status == 400 and "could not be read" in await r.text()
 
 
-@pytest.mark.parametrize("target", ["https://evil.example/", "//evil.example/ui", "/uix", "/api/v1/pause"])
+@pytest.mark.parametrize("target", ["https://evil.example/", "//evil.example/ui", "/uix", "/api/v1/pause",
+                                    "/ui/\r\nSet-Cookie: s=1", "/ui/\x00", "/ui/\x7f", "/ui/caf\u00e9"])
 async def test_login_never_redirects_off_the_ui(client: Client, target: str) -> None:
     r = await client.post("/ui/login", data={"token": "r1", "next": target}, allow_redirects=False)
     assert (r.status, r.headers["Location"]) == (303, "/ui")
