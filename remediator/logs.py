@@ -20,6 +20,7 @@ from typing import Any
 
 import msgspec
 import structlog
+from aiohttp.http_exceptions import HttpProcessingError
 
 #: The stdlib logger that writes raw API response bodies at DEBUG.
 SECRET_BEARING_LOGGER = "kubernetes_asyncio.client.rest"
@@ -95,6 +96,23 @@ class DisconnectsAtDebug(logging.Filter):
         return True
 
 
+class RequestBytesUnlogged(logging.Filter):
+    """A request aiohttp's parser refused (a control character in a header, a line too long) is
+    logged without its bytes, at WARNING: the parser's error quotes the offending line, and an
+    ``Authorization`` header with a stray control character put the token itself in the log at
+    ERROR, once per delivery.  What is kept says what was wrong with the request, not what it held;
+    it is the client's error, not the daemon's."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            record.msg = (f"{record.getMessage()}: refused a malformed request ({type(exc).__name__}, status "
+                          f"{exc.code}); its bytes are not logged, they may hold a token")
+            record.args, record.exc_info, record.exc_text = (), None, None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
 def _unencodable(obj: Any) -> str:
     """What msgspec cannot encode is logged as its repr (as structlog's own JSON renderer does)."""
     return repr(obj)
@@ -150,6 +168,7 @@ def configure(fmt: str = "auto", level: str = "info") -> None:
         )
     )
     handler.addFilter(DisconnectsAtDebug(numeric))
+    handler.addFilter(RequestBytesUnlogged())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

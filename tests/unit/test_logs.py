@@ -123,3 +123,44 @@ def test_a_logger_that_writes_no_debug_is_not_asked() -> None:
             raise AssertionError("asked for a debug line it does not write")
 
     Deferred(Refusing(), {"a": 1}, debug=False).bind(b=2).debug("e", c=3)  # nothing merged, nothing called
+
+
+SERVER = textwrap.dedent(
+    """
+    import asyncio, socket, sys
+    from aiohttp import web
+    from remediator.logs import configure
+
+    configure("json", "info")
+
+    async def main():
+        app = web.Application()
+        app.router.add_post("/webhooks/alertmanager", lambda r: web.json_response({}))
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST /webhooks/alertmanager HTTP/1.1\\r\\nHost: x\\r\\n"
+                     b"Authorization: Bearer tok-SECRET-1\\x01\\r\\nContent-Length: 0\\r\\n\\r\\n")
+        await writer.drain()
+        print(await reader.read(100), file=sys.stdout)
+        writer.close()
+        await runner.cleanup()
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_a_request_the_parser_refuses_is_logged_without_its_bytes() -> None:
+    """aiohttp's parser quotes the offending header line in its error: a token with a stray control
+    character was logged at ERROR, token included, for every delivery."""
+    done = subprocess.run([sys.executable, "-c", SERVER], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "400 Bad Request" in done.stdout  # the answer the client got (its bytes, printed)
+    assert "tok-SECRET-1" not in done.stderr
+    [event] = [e for e in map(json.loads, done.stderr.splitlines()) if e["logger"] == "aiohttp.server"]
+    assert event["level"] == "warning" and event["logger"] == "aiohttp.server"
+    assert "refused a malformed request (BadHttpMessage, status 400)" in event["event"]
