@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import structlog
+
 
 @dataclass(frozen=True)
 class Migration:
@@ -157,9 +159,66 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX decisions_kind ON decisions (kind, at, seq);
         """,
     ),
+    Migration(
+        8,
+        "a decision's target columns filled from its body when its writer left them out",
+        # During a rolling update the release before migration 5 still runs beside this one, and after
+        # a roll back it runs alone: its INSERT names no target columns, and its decisions would be
+        # missing from every target and namespace filter.  The trigger gives such a row the target
+        # its body holds, as migration 5 did once; it fires only when all three columns are NULL (a
+        # writer that sets them is left alone) and only on the columns it reads, so claims and status
+        # updates never run it.  An unreadable body (an escaped NUL, see migration 5) keeps no target
+        # columns rather than failing the write.  The trigger is created first: its lock holds back
+        # inserts until this commits, so the UPDATE below (rows written since migration 5) misses none.
+        """
+        CREATE FUNCTION decisions_target_from_body() RETURNS trigger LANGUAGE plpgsql AS $fn$
+        DECLARE
+            t json;
+        BEGIN
+            IF strpos(NEW.body, '\\u0000') = 0 THEN
+                BEGIN
+                    t := NEW.body::json -> 'target';
+                    IF json_typeof(t) = 'object' THEN
+                        NEW.target_kind := t ->> 'kind';
+                        NEW.target_namespace := t ->> 'namespace';
+                        NEW.target_name := t ->> 'name';
+                    END IF;
+                EXCEPTION WHEN others THEN
+                    NULL;  -- not JSON after all: the row is written without its target columns
+                END;
+            END IF;
+            RETURN NEW;
+        END
+        $fn$;
+        CREATE TRIGGER decisions_target BEFORE INSERT OR UPDATE OF body, target_kind, target_namespace, target_name
+            ON decisions FOR EACH ROW
+            WHEN (NEW.target_kind IS NULL AND NEW.target_namespace IS NULL AND NEW.target_name IS NULL)
+            EXECUTE FUNCTION decisions_target_from_body();
+        UPDATE decisions SET target_kind = x.t ->> 'kind', target_namespace = x.t ->> 'namespace',
+            target_name = x.t ->> 'name'
+        FROM (SELECT id, body::json -> 'target' AS t FROM decisions
+              WHERE target_kind IS NULL AND target_namespace IS NULL AND target_name IS NULL
+              AND strpos(body, '\\u0000') = 0) AS x
+        WHERE decisions.id = x.id AND json_typeof(x.t) = 'object';
+        """,
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version
+
+
+def _newer_schema(version: int) -> None:
+    """A database migrated by a later release: this one (an image rolled back) goes on, loudly.
+
+    Refusing to start would not make the rollback safe and could break a rolling update: a
+    replica of the older release that restarts meanwhile (a crash, a drained node) runs this
+    too, while the newer release's replicas still serve.  What holds instead is the rule in
+    docs/deploy.md: a release runs on the schema of the release after it, no further."""
+    structlog.get_logger("remediator.store").error(
+        "the database schema is newer than this release: it was migrated by a later release (rolled back?); "
+        "this release runs on the schema of the next release only, see docs/deploy.md (rolling back)",
+        schema_version=version, release_schema_version=LATEST,
+    )
 
 
 async def migrate(conn: Any) -> list[int]:
@@ -173,6 +232,8 @@ async def migrate(conn: Any) -> list[int]:
             " version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
         )
         done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+        if done and max(done) > LATEST:
+            _newer_schema(max(done))
         for m in MIGRATIONS:
             if m.version in done:
                 continue
