@@ -32,6 +32,7 @@ from remediator.core.errors import GuardrailUnavailable, StoreUnavailable
 from remediator.core.guardrails import Request
 from remediator.metrics import Metrics
 from remediator.ports import Clock, GuardrailStore, PipelineStore
+from remediator.ports import LeaseLost as LeaseLost  # raised by the store's fenced writes too
 
 T = TypeVar("T")
 
@@ -42,10 +43,6 @@ RETRY_MAX = 30.0
 
 def _backoff(delay: float) -> float:
     return min(2 * delay, RETRY_MAX)
-
-
-class LeaseLost(Exception):
-    """Another replica holds this execution (our lease ran out, or was never ours): stop touching it."""
 
 
 class LockUnconfirmed(Exception):
@@ -278,7 +275,7 @@ class Hold:
         did = self.execution_id
         await self.take_lease(force=True)
         try:
-            await self._store.finish_execution(did, status, at)
+            await self._store.finish_execution(did, status, at, owner=self.owner)
             return
         except StoreUnavailable as exc:
             self._metrics.store_unavailable.inc()
@@ -295,7 +292,7 @@ class Hold:
                         return
                     raise LeaseLost(did)
                 await self.take_lease(force=True)
-                await self._store.finish_execution(did, status, at)
+                await self._store.finish_execution(did, status, at, owner=self.owner)
             except StoreUnavailable:
                 continue
             self._log.warning("the execution's end is recorded now that the store is back", result=status)

@@ -982,7 +982,8 @@ class Pipeline:
                     "one lost it, so the target may have changed since this execution was planned",
                     details={**(previous.details if previous else {})},
                 )
-                await self.store.record_step(ctx.execution_id, step, lost, started=started, finished=started)
+                await self.store.record_step(ctx.execution_id, step, lost, started=started, finished=started,
+                                             owner=hold.owner)
                 self.events.step_finished(ctx.execution_id, step, lost)
                 done[(step.phase, step.index)] = lost
                 self.metrics.steps.labels(step.action, lost.status).inc()
@@ -999,7 +1000,7 @@ class Pipeline:
                 await self._record_intent(ctx.execution_id, step, started, intent)
 
             if previous is None:
-                await self.store.begin_step(ctx.execution_id, step, {}, started=started)
+                await self.store.begin_step(ctx.execution_id, step, {}, started=started, owner=hold.owner)
             else:
                 log.warning("re-checking a step interrupted by a restart", action=step.action)
             step_ctx = replace(ctx, previous=previous, record_intent=record_intent,
@@ -1019,7 +1020,8 @@ class Pipeline:
             except Exception as exc:  # an executor bug must be recorded, not crash the worker
                 log.exception("executor raised", action=step.action)
                 result = StepResult("failed", f"{type(exc).__name__}: {exc}", details=_maybe_wrote(wrote, previous))
-            await self.store.record_step(ctx.execution_id, step, result, started=started, finished=self.clock.now())
+            await self.store.record_step(ctx.execution_id, step, result, started=started, finished=self.clock.now(),
+                                         owner=hold.owner)
             self.events.step_finished(ctx.execution_id, step, result)
             done[(step.phase, step.index)] = result
             self.metrics.steps.labels(step.action, result.status).inc()
@@ -1056,7 +1058,7 @@ class Pipeline:
         did, now = ctx.execution_id, self.clock.now()
         if self.settings.approvals == "all":
             result = StepResult("ok", "approval simulated (--approve all)")
-            await self.store.record_step(did, gate_step(step), result, started=now, finished=now)
+            await self.store.record_step(did, gate_step(step), result, started=now, finished=now, owner=self.owner)
             done[(APPROVAL_PHASE, step.index)] = result
             return
         assert step.approval is not None
@@ -1066,7 +1068,7 @@ class Pipeline:
         # recorded, the execution still runs, and asks again when it is resumed.
         until = f" until {format_time(deadline)}" if deadline else " (nobody to ask: --approve none)"
         asked = StepResult("awaiting_approval", f"approval asked before {_describe_step(step)}{until}")
-        await self.store.record_step(did, gate_step(step), asked, started=now, finished=now)
+        await self.store.record_step(did, gate_step(step), asked, started=now, finished=now, owner=self.owner)
         if not await self.store.await_approval(did, self.owner, deadline):
             raise LeaseLost(did)  # another replica holds it now: it asks, not us
         await self.store.record_event(did, "approval_requested", now, before=_describe_step(step),
@@ -1105,7 +1107,7 @@ class Pipeline:
     async def _record_intent(
         self, execution: str, step: PlannedStep, started: datetime, intent: Mapping[str, Any]
     ) -> None:
-        await self.store.begin_step(execution, step, intent, started=started)
+        await self.store.begin_step(execution, step, intent, started=started, owner=self.owner)
 
     async def _notify(self, event: str, decision: Decision, channels: tuple[str, ...], **detail: Any) -> None:
         """Hand an event to the notifier, which only queues it: nothing it does may stop a remediation."""

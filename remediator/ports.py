@@ -180,6 +180,17 @@ class AlertHistory(Protocol):
         episode): ``id``, ``status``, ``startsAt``, ``endsAt``, ``received_at``, ``receiver``, ``labels``."""
 
 
+class LeaseLost(Exception):
+    """Another replica holds this execution (our lease ran out, or was never ours): stop touching it.
+
+    Raised by the ledger's fenced writes (``begin_step``, ``record_step`` and ``finish_execution``
+    given an ``owner``): each lands only while the execution is unfinished and claimed by ``owner``
+    with its claim not run out (``claimed_until`` after the store's now: the clock the leases are
+    taken on), checked in the same statement as the write, so that a replica frozen past its lease
+    (SIGSTOP, a VM paused) cannot record, nor then send, a step that another replica has taken over;
+    nothing is written then.  Also raised by :class:`remediator.hold.Hold`, which re-exports it."""
+
+
 class ExecutionLedger(Protocol):
     """The execution queue: admitted executions, who runs each (a lease), and their steps.
 
@@ -211,22 +222,31 @@ class ExecutionLedger(Protocol):
     async def unfinished_executions(self) -> list[str]: ...
 
     async def begin_step(
-        self, execution_id: str, step: PlannedStep, intent: Mapping[str, Any], *, started: datetime
+        self, execution_id: str, step: PlannedStep, intent: Mapping[str, Any], *, started: datetime,
+        owner: str | None = None,
     ) -> None:
         """Write-ahead record of a step about to run, with the absolute values it will apply.
 
         After a crash, ``step_results`` shows it with status ``started`` and
         ``details["intent"]``; the executor re-checks the target and re-applies the same
-        intent (idempotent) instead of recomputing a relative change twice."""
+        intent (idempotent) instead of recomputing a relative change twice.
+
+        ``owner``: the replica running the execution, whose lease fences the write (see
+        :class:`LeaseLost`); None only for a caller that holds no lease (an approval's record)."""
 
     async def record_step(
-        self, execution_id: str, step: PlannedStep, result: StepResult, *, started: datetime, finished: datetime
-    ) -> None: ...
+        self, execution_id: str, step: PlannedStep, result: StepResult, *, started: datetime, finished: datetime,
+        owner: str | None = None,
+    ) -> None:
+        """Record a step's result (``owner``: fenced by its lease, as :meth:`begin_step`)."""
 
     async def step_results(self, execution_id: str) -> dict[tuple[str, int], StepResult]: ...
 
-    async def finish_execution(self, execution_id: str, status: str, finished: datetime) -> None:
-        """Record the execution's final status; its lease ends with it."""
+    async def finish_execution(
+        self, execution_id: str, status: str, finished: datetime, *, owner: str | None = None
+    ) -> None:
+        """Record the execution's final status; its lease ends with it (``owner``: fenced by
+        that lease, as :meth:`begin_step`)."""
 
 
 @dataclass(frozen=True)

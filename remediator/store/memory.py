@@ -42,6 +42,7 @@ from remediator.ports import (
     DecisionCount,
     DecisionQuery,
     KillSwitchRecord,
+    LeaseLost,
     ReceivedAlert,
     StepRecord,
     StepResult,
@@ -417,16 +418,30 @@ class MemoryStore:
         return d.decision if d is not None else None
 
     async def record_step(
-        self, execution_id: str, step: PlannedStep, result: StepResult, *, started: datetime, finished: datetime
+        self, execution_id: str, step: PlannedStep, result: StepResult, *, started: datetime, finished: datetime,
+        owner: str | None = None,
     ) -> None:
         self._check()
+        self._fence(execution_id, owner)
         self._put_step(execution_id, _Step(step, result, started, finished))
 
     async def begin_step(
-        self, execution_id: str, step: PlannedStep, intent: Mapping[str, Any], *, started: datetime
+        self, execution_id: str, step: PlannedStep, intent: Mapping[str, Any], *, started: datetime,
+        owner: str | None = None,
     ) -> None:
         self._check()
+        self._fence(execution_id, owner)
         self._put_step(execution_id, _Step(step, json_rows.started_result(intent), started, started))
+
+    def _fence(self, execution_id: str, owner: str | None) -> None:
+        """A fenced write (``owner`` given, see ExecutionLedger.begin_step) lands only on an unfinished
+        execution that ``owner`` still claims, its claim not run out: else LeaseLost."""
+        if owner is None:
+            return
+        d = self._decisions.get(execution_id)
+        if d is None or d.status not in _RUNNABLE or d.claimed_by != owner or d.claimed_until is None \
+                or d.claimed_until <= self._clock.now().timestamp():
+            raise LeaseLost(execution_id)
 
     def _put_step(self, execution_id: str, record: _Step) -> None:
         if self._forgotten(execution_id):
@@ -461,8 +476,11 @@ class MemoryStore:
         if status not in _OPEN:
             self._forget(d.decision.alert_key)
 
-    async def finish_execution(self, execution_id: str, status: str, finished: datetime) -> None:
+    async def finish_execution(
+        self, execution_id: str, status: str, finished: datetime, *, owner: str | None = None
+    ) -> None:
         self._check()
+        self._fence(execution_id, owner)
         d = self._decisions.get(execution_id)
         if d is not None:
             self._finish(d, status, finished)

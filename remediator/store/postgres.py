@@ -46,6 +46,7 @@ from remediator.ports import (
     DecisionCount,
     DecisionQuery,
     KillSwitchRecord,
+    LeaseLost,
     ReceivedAlert,
     StepRecord,
     StepResult,
@@ -73,6 +74,10 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
 )
 
 _UNFINISHED = "('pending', 'running')"
+_STEP_COLUMNS = "(execution_id, phase, idx, action, params, result, started_at, finished_at)"
+_STEP_UPSERT = ("ON CONFLICT (execution_id, phase, idx) DO UPDATE SET action = excluded.action,"
+                " params = excluded.params, result = excluded.result, started_at = excluded.started_at,"
+                " finished_at = excluded.finished_at")
 # Options read from the DSN's query string that are ours, not PostgreSQL settings.
 _POOL_OPTIONS = ("pool_min_size", "pool_max_size", "connect_timeout", "acquire_timeout")
 
@@ -706,24 +711,35 @@ class PostgresStore:
         return [r["id"] for r in sorted(rows, key=lambda r: (r["at"], r["seq"]))]
 
     async def record_step(
-        self, execution_id: str, step: PlannedStep, result: StepResult, *, started: datetime, finished: datetime
+        self, execution_id: str, step: PlannedStep, result: StepResult, *, started: datetime, finished: datetime,
+        owner: str | None = None,
     ) -> None:
-        # One statement: the step and the execution's "running" status commit together, in one round trip.
-        await self._execute(
-            "WITH step AS (INSERT INTO steps (execution_id, phase, idx, action, params, result, started_at,"
-            " finished_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (execution_id, phase, idx) DO UPDATE"
-            " SET action = excluded.action, params = excluded.params, result = excluded.result,"
-            " started_at = excluded.started_at, finished_at = excluded.finished_at)"
-            " UPDATE decisions SET exec_status = 'running' WHERE id = $1 AND exec_status = 'pending'",
-            execution_id,
-            step.phase,
-            step.index,
-            step.action,
-            json.dumps(step.params, default=str),
-            json.dumps(result.to_json(), default=str),
-            started,
-            finished,
+        args = (execution_id, step.phase, step.index, step.action, json.dumps(step.params, default=str),
+                json.dumps(result.to_json(), default=str), started, finished)
+        if owner is None:
+            # One statement: the step and the execution's "running" status commit together, in one round trip.
+            await self._execute(
+                f"WITH step AS (INSERT INTO steps {_STEP_COLUMNS} VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+                f" {_STEP_UPSERT}) UPDATE decisions SET exec_status = 'running'"
+                " WHERE id = $1 AND exec_status = 'pending'",
+                *args,
+            )
+            return
+        # Fenced (ExecutionLedger.begin_step): the step is written only if the claim is still ours, in the
+        # statement that checks it.  The check is an UPDATE: it locks the execution's row, so that a claim
+        # taking the execution over waits for this write and then finds it (or this write, once that claim
+        # committed, finds the claim another replica's and writes nothing).
+        rows = await self._fetch(
+            f"WITH own AS (UPDATE decisions SET exec_status = 'running' WHERE id = $1 AND exec_status IN {_UNFINISHED}"
+            " AND claimed_by = $9 AND claimed_until > $10 RETURNING id)"
+            f" INSERT INTO steps {_STEP_COLUMNS} SELECT id, $2::text, $3::integer, $4::text, $5::text, $6::text,"
+            f" $7::timestamptz, $8::timestamptz FROM own {_STEP_UPSERT} RETURNING 1",
+            *args,
+            owner,
+            self._clock.now(),
         )
+        if not rows:
+            raise LeaseLost(execution_id)
 
     async def record_notification(self, execution_id: str, outcome: Mapping[str, Any]) -> None:
         await self._execute(
@@ -737,23 +753,31 @@ class PostgresStore:
         await self.record_notification(execution_id, journal_entry(event, format_time(at), **detail))
 
     async def begin_step(
-        self, execution_id: str, step: PlannedStep, intent: Mapping[str, Any], *, started: datetime
+        self, execution_id: str, step: PlannedStep, intent: Mapping[str, Any], *, started: datetime,
+        owner: str | None = None,
     ) -> None:
-        await self.record_step(execution_id, step, json_rows.started_result(intent), started=started, finished=started)
+        await self.record_step(execution_id, step, json_rows.started_result(intent), started=started, finished=started,
+                               owner=owner)
 
     async def step_results(self, execution_id: str) -> dict[tuple[str, int], StepResult]:
         return json_rows.results_of(
             await self._fetch("SELECT phase, idx, result FROM steps WHERE execution_id = $1", execution_id)
         )
 
-    async def finish_execution(self, execution_id: str, status: str, finished: datetime) -> None:
-        await self._execute(
-            "UPDATE decisions SET exec_status = $2, finished_at = $3, claimed_by = NULL, claimed_until = NULL"
-            " WHERE id = $1",
-            execution_id,
-            status,
-            finished,
+    async def finish_execution(
+        self, execution_id: str, status: str, finished: datetime, *, owner: str | None = None
+    ) -> None:
+        sql = "UPDATE decisions SET exec_status = $2, finished_at = $3, claimed_by = NULL, claimed_until = NULL"
+        if owner is None:
+            await self._execute(f"{sql} WHERE id = $1", execution_id, status, finished)
+            return
+        rows = await self._fetch(
+            f"{sql} WHERE id = $1 AND exec_status IN {_UNFINISHED} AND claimed_by = $4 AND claimed_until > $5"
+            " RETURNING id",
+            execution_id, status, finished, owner, self._clock.now(),
         )
+        if not rows:
+            raise LeaseLost(execution_id)
 
     async def unfinished(self, execution_id: str) -> bool:
         return bool(await self._fetch(

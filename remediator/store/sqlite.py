@@ -31,6 +31,7 @@ from remediator.ports import (
     DecisionCount,
     DecisionQuery,
     KillSwitchRecord,
+    LeaseLost,
     ReceivedAlert,
     StepRecord,
     StepResult,
@@ -560,16 +561,37 @@ class SQLiteStore:
         return decision_from_json(json.loads(row["body"])) if row else None
 
     async def record_step(
-        self, execution_id: str, step: PlannedStep, result: StepResult, *, started: datetime, finished: datetime
+        self, execution_id: str, step: PlannedStep, result: StepResult, *, started: datetime, finished: datetime,
+        owner: str | None = None,
     ) -> None:
-        await self._run(
-            "INSERT OR REPLACE INTO steps (execution_id, phase, idx, action, params, result, started_at, finished_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            _step_row(execution_id, step, result, started, finished),
+        row = _step_row(execution_id, step, result, started, finished)
+        if owner is None:
+            await self._run(_STEP_INSERT, row)
+            await self._run(
+                "UPDATE decisions SET exec_status = 'running' WHERE id = ? AND exec_status = 'pending'", (execution_id,)
+            )
+            return
+
+        async def fenced() -> bool:
+            # Fenced (ExecutionLedger.begin_step): the claim is checked and the step written in one
+            # transaction, under the connection's lock, so no claim comes between the two.
+            if not await self._still_claimed("exec_status = 'running'", (), execution_id, owner):
+                return False
+            await self._db.execute(_STEP_INSERT, row)
+            return True
+
+        if not await self._shared.write(fenced):  # not raised inside: that would roll back the others' writes
+            raise LeaseLost(execution_id)
+
+    async def _still_claimed(self, assign: str, values: tuple[Any, ...], execution_id: str, owner: str) -> bool:
+        """Set ``assign`` on an unfinished execution that ``owner`` still claims (its claim not run out on
+        the store's clock); whether it does.  Inside a shared write's body."""
+        cur = await self._db.execute(
+            f"UPDATE decisions SET {assign} WHERE id = ? AND exec_status IN ('pending', 'running')"
+            " AND claimed_by = ? AND claimed_until > ?",
+            (*values, execution_id, owner, self._clock.now().timestamp()),
         )
-        await self._run(
-            "UPDATE decisions SET exec_status = 'running' WHERE id = ? AND exec_status = 'pending'", (execution_id,)
-        )
+        return cur.rowcount == 1
 
     async def record_notification(self, execution_id: str, outcome: Mapping[str, Any]) -> None:
         await self._run(
@@ -581,20 +603,27 @@ class SQLiteStore:
         await self.record_notification(execution_id, journal_entry(event, format_time(at), **detail))
 
     async def begin_step(
-        self, execution_id: str, step: PlannedStep, intent: Mapping[str, Any], *, started: datetime
+        self, execution_id: str, step: PlannedStep, intent: Mapping[str, Any], *, started: datetime,
+        owner: str | None = None,
     ) -> None:
-        await self.record_step(execution_id, step, json_rows.started_result(intent), started=started, finished=started)
+        await self.record_step(execution_id, step, json_rows.started_result(intent), started=started, finished=started,
+                               owner=owner)
 
     async def step_results(self, execution_id: str) -> dict[tuple[str, int], StepResult]:
         cur = await self._run("SELECT phase, idx, result FROM steps WHERE execution_id = ?", (execution_id,))
         return json_rows.results_of(await cur.fetchall())
 
-    async def finish_execution(self, execution_id: str, status: str, finished: datetime) -> None:
-        await self._run(
-            "UPDATE decisions SET exec_status = ?, finished_at = ?, claimed_by = NULL, claimed_until = NULL"
-            " WHERE id = ?",
-            (status, format_time(finished), execution_id),
-        )
+    async def finish_execution(
+        self, execution_id: str, status: str, finished: datetime, *, owner: str | None = None
+    ) -> None:
+        assign = "exec_status = ?, finished_at = ?, claimed_by = NULL, claimed_until = NULL"
+        values = (status, format_time(finished))
+        if owner is None:
+            await self._run(f"UPDATE decisions SET {assign} WHERE id = ?", (*values, execution_id))
+            return
+        fenced = await self._shared.write(lambda: self._still_claimed(assign, values, execution_id, owner), single=True)
+        if not fenced:
+            raise LeaseLost(execution_id)
 
     async def unfinished(self, execution_id: str) -> bool:
         cur = await self._run(

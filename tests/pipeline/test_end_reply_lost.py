@@ -142,15 +142,15 @@ class EndLost:
 
         return call
 
-    async def finish_execution(self, execution_id: str, status: str, finished: datetime) -> None:
+    async def finish_execution(self, execution_id: str, status: str, finished: datetime, **kw: Any) -> None:
         if self.down:
             raise StoreUnavailable("connection refused")
         if self.lose_end is not None:
             landed, self.lose_end, self.down = self.lose_end == "landed", None, True
             if landed:
-                await self.inner.finish_execution(execution_id, status, finished)
+                await self.inner.finish_execution(execution_id, status, finished, **kw)
             raise StoreUnavailable("connection reset before the reply")
-        await self.inner.finish_execution(execution_id, status, finished)
+        await self.inner.finish_execution(execution_id, status, finished, **kw)
 
 
 LEASE = 30.0

@@ -15,7 +15,9 @@ then hang forever: the moment to kill the process.
 Optional, for the kill tests (``test_kill.py``): ``--redis-url`` shares the guardrail
 state through Redis as production replicas do (without it each replica's is embedded);
 ``--step-delay S`` holds every applied step S seconds before it returns, so that many
-executions are mid-step at any moment; ``--notify-url`` adds a webhook channel ``hook``
+executions are mid-step at any moment; ``--read-delay S`` makes every step read for S seconds
+before its intent and write (the Kubernetes executor's GET of the object: where ``test_freeze.py``
+stops the process); ``--notify-url`` adds a webhook channel ``hook``
 (``succeeded`` events only) for playbooks that ``notify: [hook]``; ``--hang-after-admit``
 makes the first admission (cluster-wide) of a target named ``hang-after-admit`` hang once
 the guardrails admitted it, before its decision is recorded (event ``hanging``, phase
@@ -46,9 +48,10 @@ from remediator.settings import load_settings  # noqa: E402
 
 
 class RecordingExecutor:
-    def __init__(self, record_dir: Path, step_delay: float = 0.0) -> None:
+    def __init__(self, record_dir: Path, step_delay: float = 0.0, read_delay: float = 0.0) -> None:
         self._dir = record_dir
         self._delay = step_delay
+        self._read = read_delay
         self._fd = os.open(record_dir / f"{os.getpid()}.jsonl", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
 
     def _write(self, **event: Any) -> None:
@@ -68,6 +71,10 @@ class RecordingExecutor:
         self._write(event="call", action=step.action, previous=previous, **key)
         if previous == "started" and self._applied(key):
             return StepResult("ok", "found already applied when re-checked")
+        if self._read:  # reading the object before the write: the window test_freeze.py stops the process in
+            await asyncio.sleep(self._read)
+        # As the Kubernetes executor does before every write: its intent first (fenced by the lease).
+        await ctx.record_intent({"action": step.action})
         self._write(event="apply", action=step.action, target=ctx.target.key, **key)
         if ctx.alert.labels.get("hang") == step.action and previous is None:
             self._write(event="hanging", **key)
@@ -120,7 +127,7 @@ async def main(args: argparse.Namespace) -> None:
         },
     )
     configure(settings.log.format, settings.log.level)
-    executor = RecordingExecutor(Path(args.record_dir), args.step_delay)
+    executor = RecordingExecutor(Path(args.record_dir), args.step_delay, args.read_delay)
     if args.hang_after_admit:
         hang_after_admit(executor)
     runner = web.AppRunner(create_app(settings, executors=(executor, executor)), handle_signals=False,
@@ -146,6 +153,7 @@ if __name__ == "__main__":
     parser.add_argument("--batch", type=int, default=10)
     parser.add_argument("--redis-url", default="", help="shared guardrail state (default: embedded per replica)")
     parser.add_argument("--step-delay", type=float, default=0.0, help="hold every applied step this long")
+    parser.add_argument("--read-delay", type=float, default=0.0, help="read S seconds before a step's write")
     parser.add_argument("--notify-url", default="", help="a webhook channel 'hook' for succeeded executions")
     parser.add_argument("--hang-after-admit", action="store_true", help="see the module's docstring")
     parser.add_argument("--log", help="append stderr (the daemon's log) to this file")

@@ -408,3 +408,39 @@ async def test_an_alert_whose_decider_was_killed_after_its_admission_is_decided_
     row = await db.conn.fetchrow("SELECT kind, exec_status FROM decisions WHERE id = $1", hang["execution"])
     assert (row["kind"], row["exec_status"]) == ("executed", "succeeded")
     assert set(applications(cluster.events()).values()) == {1}
+
+
+async def test_a_replica_stopped_past_its_lease_in_a_step_that_another_then_finished_applies_nothing_when_continued(
+    replicas: Replicas,
+) -> None:
+    """SIGSTOP (a paused VM, a long GC) where kill -9 was: the frozen replica comes back.  It was reading
+    the object for its first step when it stopped; another replica took the execution over once the lease
+    lapsed and finished it.  Continued, the first one must not apply that step (nor any other) again: its
+    intent write, before its API write, is refused by the store (or its lease renewal stops the step)."""
+    replicas.configure(lease=2.0, steps="[{action: restart}, {action: scale, to: 3}]", extra=["--read-delay", "2"])
+    a = await replicas.start(0)
+    cluster = Cluster([a], replicas.record_dir, replicas.schema)
+    async with aiohttp.ClientSession(headers=AUTH) as session:
+        assert await deliver(session, [a], [delivery(1)]) == 1
+
+    async def reading() -> bool:
+        return any(e["event"] == "call" and e["pid"] == a.pid for e in cluster.events())
+
+    await cluster.wait_for("replica A to begin the first step", reading)
+    os.kill(a.pid, signal.SIGSTOP)
+    try:
+        assert not applications(cluster.events())  # stopped inside its read, before its write
+        replicas.extra = []
+        b = await replicas.start(1)
+        await cluster.wait_for("replica B to finish the execution", lambda: cluster.all_done(1))
+    finally:
+        os.kill(a.pid, signal.SIGCONT)
+
+    async def gave_up() -> bool:
+        return "lost the execution lease" in replicas.log(0).read_text()
+
+    await cluster.wait_for("replica A to find its lease lost", gave_up, seconds=30)
+    events = cluster.events()
+    assert set(applications(events).values()) == {1} and len(applications(events)) == 2
+    assert {e["pid"] for e in events if e["event"] == "apply"} == {b.pid}
+    assert await cluster.schema.count("SELECT count(*) FROM decisions WHERE exec_status = 'succeeded'") == 1
