@@ -115,6 +115,12 @@ class Metrics:
         self.kube_retries = Counter(
             "remediator_kube_api_retries_total", "Steps retried after a transient API error", ["action"], registry=r
         )
+        self.clock_skew = Gauge(
+            "remediator_clock_skew_seconds",
+            "This replica's clock minus the guardrail state's (Redis TIME), read in the middle of the round trip;"
+            " measured every 10 s while guardrails.max_clock_skew is set",
+            registry=r,
+        )
         self.guardrail_locks_lost = Counter(
             "remediator_guardrail_locks_lost_total",
             "Executions whose target lock lapsed or was taken while they ran (renewal failed)",

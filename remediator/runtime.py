@@ -192,7 +192,7 @@ async def _open_store(settings: Settings, clock: Clock, stack: contextlib.AsyncE
 
 
 async def _open_guardrails(
-    settings: Settings, clock: Clock, stack: contextlib.AsyncExitStack, store: Store
+    settings: Settings, clock: Clock, stack: contextlib.AsyncExitStack, store: Store, metrics: Metrics
 ) -> GuardrailStore:
     policy = guard_policy(settings)
     if settings.redis_url:
@@ -200,7 +200,11 @@ async def _open_guardrails(
             from remediator.guardstate.redis import RedisGuardrails  # type: ignore[import-not-found,unused-ignore]
         except ImportError:
             raise ConfigError("redis_url is set but the Redis guardrail state is not available in this build") from None
-        guard: GuardrailStore = await RedisGuardrails.open(settings.redis_url, policy, clock)  # pragma: no cover
+        # The clock is measured against Redis's only when it is the wall clock: a virtual one (tests) keeps
+        # a time of its own that no server's clock can judge.
+        skew = settings.guardrails.max_clock_skew if isinstance(clock, SystemClock) else 0.0
+        guard: GuardrailStore = await RedisGuardrails.open(  # pragma: no cover
+            settings.redis_url, policy, clock, max_clock_skew=skew, on_skew=metrics.clock_skew.set)
     else:
         if settings.database_url:  # a shared store usually means replicas; embedded guardrails would not be shared
             structlog.get_logger("remediator").warning(
@@ -352,7 +356,7 @@ async def open_runtime(
     metrics.playbooks_loaded.set(len(repo.current.playbooks))
     async with contextlib.AsyncExitStack() as stack:
         store = await _open_store(settings, clock, stack)
-        guard = await _open_guardrails(settings, clock, stack, store)
+        guard = await _open_guardrails(settings, clock, stack, store, metrics)
         if executors is None:
             cluster = find_cluster(settings.kubernetes, os.environ)
             log.info("kubernetes", mode=cluster.mode, server=cluster.server or None, context=cluster.context or None,

@@ -105,6 +105,13 @@ class GuardrailSettings:
     breaker_threshold: int = _at_least(1, 3)
     breaker_cooloff: float = _above(0, 600.0)
     paused: bool = False
+    max_clock_skew: float = field(default=10.0, metadata={"min": 0.0, "doc": (
+        "How far this replica's clock may be off the guardrail state's (Redis `TIME`, measured every 10 s). "
+        "Beyond it nothing is admitted and no lock renewed, as when Redis is unreachable, until the clock is "
+        "back: guardrail times (lock expiries, cooldowns, windows) are each replica's own clock's. Keep it under "
+        "a third of the smallest `lock_ttl`. `0`: not measured. Only with `redis_url` "
+        "([operations.md](operations.md#clocks))."
+    )})
 
 
 @dataclass(frozen=True)
@@ -213,6 +220,7 @@ def read_secret(value: str, file: str) -> str:
 _DURATION_FIELDS = {
     "per",
     "breaker_cooloff",
+    "max_clock_skew",
     "poll_interval",
     "lease",
     "shutdown_timeout",

@@ -23,6 +23,15 @@ come in between, answers that refusal).  An admission whose reply never came (a 
 that refusal) may still have been recorded; its lock and slot then lapse by their TTL,
 and its cooldown, rate and budget count once, which errs on the side of doing nothing.
 
+Clocks: every script takes its ``now`` from the calling replica (see :mod:`lua`), so a replica
+whose clock is behind writes lock expiries, cooldowns and windows that end early for the others
+(a lock renewed every third of its TTL lapses, for them, between two renewals once the clock is
+two thirds of the TTL behind).  With ``max_clock_skew`` set, the replica measures its clock
+against Redis ``TIME`` (a round trip at most every :data:`SKEW_INTERVAL`, and at once when its
+wall clock jumps) and, while it is off by more, fails closed: every call that writes a time
+raises ``GuardrailUnavailable``, as an unreachable Redis does (ABANDON, which only ends a lock
+earlier, and the reads of the panel are left alone).
+
 Keys are ``<prefix><kind>:<name>``; the prefix (``remediator:`` unless given, or
 ``?prefix=`` on the URL) separates daemons sharing one Redis.  Every per-target key
 expires once it cannot matter any more; only the kill switch, the breakers (one per
@@ -32,7 +41,8 @@ playbook) and a sequence counter stay.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Sequence
+import contextlib
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from typing import TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -68,6 +78,11 @@ USAGE_LOCKS = 500
 #: Lock records read per pipeline while listing them: a page view never sends Redis (which admits
 #: every execution, single-threaded) one pipeline of a day of targets' records at once.
 USAGE_CHUNK = 500
+#: Seconds between two measurements of this replica's clock against Redis ``TIME``, at most.
+SKEW_INTERVAL = 10.0
+#: A jump of the wall clock against the monotonic one (an NTP step, a VM resumed) that has the
+#: clock measured again at once, in seconds.
+SKEW_JUMP = 1.0
 T = TypeVar("T")
 
 
@@ -101,6 +116,8 @@ class RedisGuardrails:
         prefix: str = DEFAULT_PREFIX,
         grace: float = 3600.0,
         deadline: float = 3.0,
+        max_clock_skew: float = 0.0,
+        on_skew: Callable[[float], None] | None = None,
     ) -> None:
         self._client = client
         self._policy = policy
@@ -120,6 +137,15 @@ class RedisGuardrails:
         # the latest one is stale (prefetch_evaluations).  owner -> (changes then, request, reply).
         self._changes = 0
         self._prefetched: dict[str, tuple[int, Request, list[str]]] = {}
+        # This replica's clock against Redis's: 0 never measures (a virtual clock has nothing to compare).
+        self._max_skew = max_clock_skew
+        self._on_skew = on_skew
+        #: The last measurement: this replica's clock minus Redis's, seconds (None: not measured yet).
+        self.clock_skew: float | None = None
+        self._skewed = False
+        self._skew_at: float | None = None  # monotonic time of the last measurement
+        self._skew_base = 0.0  # wall clock minus monotonic clock then
+        self._measuring: asyncio.Future[None] | None = None
 
     @classmethod
     async def open(
@@ -131,6 +157,8 @@ class RedisGuardrails:
         prefix: str | None = None,
         socket_timeout: float = 1.0,
         grace: float = 3600.0,
+        max_clock_skew: float = 0.0,
+        on_skew: Callable[[float], None] | None = None,
     ) -> RedisGuardrails:
         """Connect lazily: an unreachable Redis at start-up fails closed like one lost later."""
         url, url_prefix = split_prefix(url)
@@ -142,13 +170,16 @@ class RedisGuardrails:
             retry=Retry(NoBackoff(), 1, (RedisConnectionError,)),
         )
         guard = cls(client, policy, clock, prefix=prefix or url_prefix or DEFAULT_PREFIX, grace=grace,
-                    deadline=3 * socket_timeout + 0.5)
+                    deadline=3 * socket_timeout + 0.5, max_clock_skew=max_clock_skew, on_skew=on_skew)
         try:
             await guard.ping()
         except GuardrailUnavailable as exc:
             structlog.get_logger("remediator.guardrails").error(
                 "redis unreachable: no remediation starts until it is", error=str(exc)
             )
+        else:
+            with contextlib.suppress(GuardrailUnavailable):  # logged as it is measured
+                await guard._in_time()
         return guard
 
     def _key(self, kind: str, name: str = "") -> str:
@@ -160,6 +191,57 @@ class RedisGuardrails:
                 return await call
         except (RedisError, OSError, TimeoutError) as exc:
             raise GuardrailUnavailable(f"redis {op} failed: {str(exc) or type(exc).__name__}") from exc
+
+    # -- this replica's clock against Redis's ------------------------------------------------
+
+    async def _in_time(self) -> None:
+        """Raise GuardrailUnavailable while this replica's clock is off Redis's by more than
+        ``max_clock_skew`` (certainly: half the round trip is allowed for); measure it first when due."""
+        if self._max_skew <= 0:
+            return
+        if self._skew_due():
+            if self._measuring is None:  # one measurement for every call waiting on it
+                self._measuring = asyncio.ensure_future(self._guarded("time", self._measure_skew()))
+                self._measuring.add_done_callback(self._measured)
+            await asyncio.shield(self._measuring)
+        if self._skewed:
+            raise GuardrailUnavailable(
+                f"this replica's clock is {self.clock_skew:+.3f}s off the guardrail state's (Redis TIME), more "
+                f"than guardrails.max_clock_skew ({self._max_skew:g}s): nothing is admitted or renewed until it "
+                "is back (is NTP running on this node?)")
+
+    def _measured(self, done: asyncio.Future[None]) -> None:
+        self._measuring = None
+        if not done.cancelled():
+            done.exception()  # retrieved: each caller awaiting it raised it already
+
+    def _skew_due(self) -> bool:
+        if self._skew_at is None:
+            return True
+        mono = self._clock.monotonic()
+        jump = abs(self._clock.now().timestamp() - mono - self._skew_base)
+        return mono - self._skew_at >= SKEW_INTERVAL or jump > SKEW_JUMP
+
+    async def _measure_skew(self) -> None:
+        start = self._clock.monotonic()
+        wall = self._clock.now().timestamp()
+        seconds, micros = await self._client.time()
+        half = (self._clock.monotonic() - start) / 2
+        skew = wall + half - (seconds + micros / 1e6)  # Redis read its clock about halfway through
+        self.clock_skew = skew
+        self._skew_at, self._skew_base = start, wall - start
+        if self._on_skew is not None:
+            self._on_skew(skew)
+        skewed = abs(skew) - half > self._max_skew  # beyond it however the round trip split
+        log = structlog.get_logger("remediator.guardrails")
+        if skewed and not self._skewed:
+            log.error("this replica's clock is off the guardrail state's (Redis TIME) by more than "
+                      "guardrails.max_clock_skew: nothing is admitted or renewed until it is back (NTP?)",
+                      skew_seconds=round(skew, 3), round_trip_seconds=round(2 * half, 3), max_clock_skew=self._max_skew)
+        elif self._skewed and not skewed:
+            log.warning("this replica's clock is back within guardrails.max_clock_skew of the guardrail state's",
+                        skew_seconds=round(skew, 3), max_clock_skew=self._max_skew)
+        self._skewed = skewed
 
     def _admission(self, req: Request) -> tuple[list[str], list[str | int | float]]:
         """The keys and arguments of ADMIT and EVALUATE (one layout for both scripts)."""
@@ -194,6 +276,7 @@ class RedisGuardrails:
             self._changes += 1
 
     async def admit(self, req: Request) -> Verdict:
+        await self._in_time()
         keys, args = self._admission(req)
         reply = await self._changing("admit", self._admit(keys=keys, args=args))
         return rules.explain(_finding(reply), req, self._policy)
@@ -203,6 +286,7 @@ class RedisGuardrails:
         hit = self._prefetched.pop(req.owner, None)
         if hit is not None and hit[0] == self._changes and replace(hit[1], now=req.now) == req:
             return rules.explain(_finding(hit[2]), req, self._policy)
+        await self._in_time()
         keys, args = self._admission(req)
         reply = await self._guarded("evaluate", self._evaluate(keys=keys, args=args))
         return rules.explain(_finding(reply), req, self._policy)
@@ -212,6 +296,7 @@ class RedisGuardrails:
         self._prefetched.clear()
         if not requests:
             return
+        await self._in_time()
         pipe = self._client.pipeline(transaction=False)
         for req in requests:
             keys, args = self._admission(req)
@@ -222,18 +307,21 @@ class RedisGuardrails:
             self._prefetched = {req.owner: (changes, req, reply) for req, reply in zip(requests, replies, strict=True)}
 
     async def renew(self, req: Request) -> bool:
+        await self._in_time()
         now = self._clock.now().timestamp()
         keys = [self._key("lock", req.target_key), self._key("running"), self._key("running-ns")]
         args: list[str | int | float] = [req.owner, req.namespace, now, req.lock_ttl, self._grace]
         return bool(await self._changing("renew", self._renew(keys=keys, args=args)))
 
     async def reacquire(self, req: Request) -> bool:
+        await self._in_time()
         now = self._clock.now().timestamp()
         keys = [self._key("lock", req.target_key), self._key("running"), self._key("running-ns")]
         args: list[str | int | float] = [req.owner, req.namespace, now, req.lock_ttl, self._grace]
         return bool(await self._changing("reacquire", self._reacquire(keys=keys, args=args)))
 
     async def take_back(self, req: Request) -> Finding:
+        await self._in_time()
         now = self._clock.now().timestamp()
         keys = [self._key("lock", req.target_key), self._key("running"), self._key("running-ns")]
         args: list[str | int | float] = [req.owner, req.namespace, now, req.lock_ttl, self._grace,
@@ -242,6 +330,7 @@ class RedisGuardrails:
         return Finding(Check.PASSED) if reply == 1 else _finding([str(x) for x in reply])
 
     async def go_on_as_trial(self, req: Request) -> bool:
+        await self._in_time()
         keys = [self._key("breaker", req.playbook), self._key("running")]
         args: list[str | int | float] = [req.owner, self._clock.now().timestamp(), self._policy.breaker_threshold]
         return bool(await self._changing("trial", self._trial(keys=keys, args=args)))
@@ -251,6 +340,7 @@ class RedisGuardrails:
         await self._changing("abandon", self._abandon(keys=keys, args=[req.owner, req.now]))
 
     async def release(self, req: Request, *, succeeded: bool | None) -> None:
+        await self._in_time()
         now = self._clock.now().timestamp()
         keys = [
             self._key("lock", req.target_key),
@@ -357,4 +447,6 @@ class RedisGuardrails:
         await self._guarded("ping", self._client.ping())
 
     async def close(self) -> None:
+        if self._measuring is not None:
+            self._measuring.cancel()
         await self._client.aclose()
