@@ -58,10 +58,13 @@ def park_error(error: str) -> str:
 
 
 def timestamp(value: str | float | datetime | None) -> str | None:
-    """A stored time as the API shows it (:func:`format_time`): SQLite's text is already that,
-    its REAL columns are epoch seconds, PostgreSQL's are datetimes."""
-    if value is None or isinstance(value, str):
-        return value
+    """A stored time as the API shows it (:func:`format_time`): SQLite's text is already that, but
+    for the columns kept fixed-width (an alert's ``received_at``: a zero fraction written, which
+    format_time leaves out); its REAL columns are epoch seconds, PostgreSQL's are datetimes."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value[:-8] + "Z" if value.endswith(".000000Z") else value
     if isinstance(value, datetime):
         return format_time(value)
     return format_time(datetime.fromtimestamp(value, UTC))

@@ -143,22 +143,27 @@ _ADDED_INDEXES = (
 
 #: ``PRAGMA user_version`` of a file whose rows are in the current shape.  Version 1: a
 #: decision's ``at`` is fixed-width (:func:`_at`) and its target is in its own columns.
-DATA_VERSION = 1
-# What takes a file's existing rows to DATA_VERSION, run once (in the upgrade's transaction).
-_DATA_UPGRADE = (
-    # format_time leaves out a zero fraction, and "10:00:00Z" sorts after "10:00:00.5Z" as text
-    "UPDATE decisions SET at = substr(at, 1, 19) || '.000000Z' WHERE length(at) = 20",
-    "UPDATE decisions SET target_kind = json_extract(body, '$.target.kind'),"
-    " target_namespace = json_extract(body, '$.target.namespace'),"
-    " target_name = json_extract(body, '$.target.name') WHERE json_extract(body, '$.target') IS NOT NULL",
+#: Version 2: an alert's ``received_at`` is fixed-width too.
+DATA_VERSION = 2
+# What takes a file's existing rows from the version before each to it, run once (in the upgrade's
+# transaction).  format_time leaves out a zero fraction, and "10:00:00Z" sorts after "10:00:00.5Z" as text.
+_DATA_UPGRADES: tuple[tuple[int, tuple[str, ...]], ...] = (
+    (1, (
+        "UPDATE decisions SET at = substr(at, 1, 19) || '.000000Z' WHERE length(at) = 20",
+        "UPDATE decisions SET target_kind = json_extract(body, '$.target.kind'),"
+        " target_namespace = json_extract(body, '$.target.namespace'),"
+        " target_name = json_extract(body, '$.target.name') WHERE json_extract(body, '$.target') IS NOT NULL",
+    )),
+    (2, ("UPDATE alerts SET received_at = substr(received_at, 1, 19) || '.000000Z' WHERE length(received_at) = 20",)),
 )
 
 T = TypeVar("T")
 
 
 def _at(value: datetime) -> str:
-    """A decision's time as the ``at`` column keeps it: fixed-width text (microseconds always
-    written), so that comparing and ordering the text compares and orders the times."""
+    """A time as the columns compared or ordered by it keep it (a decision's ``at``, an alert's
+    ``received_at``): fixed-width text (microseconds always written), so that comparing and
+    ordering the text compares and orders the times."""
     return value.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
@@ -177,7 +182,7 @@ def _rows(alerts: Sequence[ReceivedAlert]) -> list[tuple[str, ...]]:
             r.receiver,
             r.group_key,
             r.external_url,
-            received.get(r.received_at) or received.setdefault(r.received_at, format_time(r.received_at)),
+            received.get(r.received_at) or received.setdefault(r.received_at, _at(r.received_at)),
         )
         for r in alerts
     ]
@@ -287,7 +292,7 @@ class SQLiteStore:
             cur = await conn.execute("PRAGMA user_version")
             row = await cur.fetchone()
             if row is not None and row[0] < DATA_VERSION:
-                for statement in _DATA_UPGRADE:
+                for statement in (s for version, upgrade in _DATA_UPGRADES if version > row[0] for s in upgrade):
                     await conn.execute(statement)
                 await conn.execute(f"PRAGMA user_version = {DATA_VERSION}")
             await conn.execute("COMMIT")
@@ -780,12 +785,12 @@ class SQLiteStore:
 
     async def alerts_between(self, since: datetime, until: datetime, *, batch: int = 500) -> AsyncIterator[StoredAlert]:
         """Recorded alerts with ``since <= received_at < until``, oldest first, paged by keyset."""
-        last: tuple[str, int] = (format_time(since), -1)
+        last: tuple[str, int] = (_at(since), -1)
         while True:
             cur = await self._run(
                 "SELECT id, alert, receiver, group_key, external_url, received_at FROM alerts"
                 " WHERE (received_at, id) > (?, ?) AND received_at < ? ORDER BY received_at, id LIMIT ?",
-                (*last, format_time(until), batch),
+                (*last, _at(until), batch),
                 report=True,
             )
             rows = list(await cur.fetchall())
