@@ -15,19 +15,25 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 import structlog
+from aiohttp.test_utils import TestClient, TestServer
 
-from remediator.clock import SystemClock
+from remediator.app import create_app
+from remediator.clock import SystemClock, VirtualClock
 from remediator.core.decisions import DecisionKind
 from remediator.core.errors import GuardrailUnavailable
 from remediator.core.guardrails import Policy, Request
 from remediator.guardstate import redis as redis_state
 from remediator.guardstate.redis import RedisGuardrails
 from remediator.metrics import Metrics
+from remediator.runtime import RUNTIME
 from tests.guardrails.conftest import REDIS_URL, prefixed
+from tests.guardrails.test_outage import PLAYBOOK, Cluster
+from tests.payloads import alert_json, payload
 
 TTL = 60.0
 
@@ -158,3 +164,53 @@ def test_the_setting(settings_factory: Callable[..., Any]) -> None:
     assert settings_factory().guardrails.max_clock_skew == 10.0
     assert settings_factory(guardrails={"max_clock_skew": "30s"}).guardrails.max_clock_skew == 30.0
     assert settings_factory(guardrails={"max_clock_skew": 0}).guardrails.max_clock_skew == 0.0
+
+
+class NodeClock(SystemClock):
+    """The daemon's clock on a node whose wall clock is ``offset`` seconds off, the real one
+    otherwise; its waits (backoffs, renewals) run on a virtual clock the test advances."""
+
+    def __init__(self, offset: float) -> None:
+        self.offset = offset
+        self.waits = VirtualClock(datetime.now(UTC))
+
+    def now(self) -> datetime:
+        return datetime.now(UTC) + timedelta(seconds=self.offset)
+
+    def monotonic(self) -> float:
+        return self.waits.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await self.waits.sleep(seconds)
+
+    def timer(self, seconds: float) -> asyncio.Future[None]:
+        return self.waits.timer(seconds)
+
+
+async def test_the_daemon_holds_an_alert_while_its_clock_is_off_and_acts_on_it_once_back(
+    tmp_path: Path, settings_factory: Callable[..., Any], redis_prefix: str
+) -> None:
+    """Through the daemon (its settings' default bound): the alert is deferred, nothing runs, the
+    metric shows the skew; once NTP has fixed the clock the same alert is executed."""
+    (tmp_path / "pb").mkdir()
+    (tmp_path / "pb" / "outage.yaml").write_text(PLAYBOOK)
+    settings = settings_factory(redis_url=prefixed(REDIS_URL, redis_prefix), playbooks=str(tmp_path / "pb"),
+                                dry_run=False)
+    clock, cluster = NodeClock(-45.0), Cluster()
+    app = create_app(settings, clock=clock, executors=(cluster, cluster), start_worker=False)
+    async with TestClient(TestServer(app)) as client:
+        rt = client.app[RUNTIME]
+        r = await client.post("/webhooks/alertmanager", json=payload(alert_json({"alertname": "X", "app": "one"})),
+                              headers={"Authorization": "Bearer t1"})
+        assert r.status == 200
+        await rt.worker.drain()
+        assert cluster.restarted == [] and await rt.store.list_executions() == []
+        metrics = await (await client.get("/metrics")).text()
+        assert 'remediator_decisions_deferred_total{cause="guardrail_unavailable"} 1.0' in metrics
+        assert -46.0 < skew_metric(rt.metrics) < -44.0
+
+        clock.offset = 0.0
+        await clock.waits.advance(30)  # the longest backoff
+        await rt.worker.drain()
+        assert cluster.restarted == ["one"]
+        assert abs(skew_metric(rt.metrics)) < 1.0
