@@ -254,15 +254,54 @@ def _wrote(result: StepResult, wrote: bool, intent: Mapping[str, Any] | None = N
     return replace(result, details={**result.details, **kept, "wrote": True})
 
 
-def _unless_unchanged(key: str, intent: Mapping[str, Any], current: str) -> None:
+def _unless_unchanged(key: str, intent: Mapping[str, Any], current: str, generation: int | None) -> None:
     """A resumed rollback re-applies only while the workload still runs the template it was
-    planned from (intents written before this check existed carry no ``from``)."""
+    planned from (intents written before this check existed carry no ``from``), and nothing
+    changed its spec since (:func:`_unless_spec_unchanged`)."""
+    values = {"from": intent.get("from"), "to": intent.get("revision"), "current": current}
     if "from" in intent and intent["from"] != current:
         raise Superseded(
             f"{key} runs another pod template than when this rollback was planned (a release or change "
             f"since): not rolling it back to revision {intent.get('revision')}",
-            **{"from": intent["from"], "to": intent.get("revision"), "current": current},
+            **values,
         )
+    _unless_spec_unchanged(intent, generation, f"{key} runs the pod template this rollback was planned from",
+                           values)
+
+
+#: The key :meth:`KubeExecutor.run` adds to the intent it hands to the retry of a write the apiserver refused
+#: (kept to pin the plan: a rollback's, an undo's) when no write of the step may still be landing.  Only in
+#: memory: the stored intent is the one recorded before the write.
+_REFUSED = "refused"
+
+
+def _generation(obj: Mapping[str, Any]) -> int | None:
+    """A workload's ``metadata.generation``: moved by every change of its spec (the scale subresource's too,
+    and a Deployment's annotations), never by a status write."""
+    value = (obj.get("metadata") or {}).get("generation")
+    return None if value is None else int(value)
+
+
+def _unless_spec_unchanged(
+    intent: Mapping[str, Any], generation: int | None, holds: str, values: Mapping[str, Any]
+) -> None:
+    """A resumed step that finds the value it planned from (``holds`` says so) re-applies it only if nothing
+    changed the workload's spec since its write-ahead intent: the generation it recorded, read right before
+    its write, has not moved.  The same value again is otherwise ambiguous: its write never landed, or it
+    landed (the daemon dying before recording the result) and a person, a deploy or another execution put the
+    old value back since, which re-applying would revert.  A moved generation is that, or something else in
+    the spec changed meanwhile; either way the step is superseded and writes nothing.
+
+    An intent recorded before generations were (none in it) keeps the value-only judgement of then; so does
+    one whose write the apiserver refused (:data:`_REFUSED`): it certainly did not land."""
+    if "generation" not in intent or intent.get(_REFUSED) or generation == intent["generation"]:
+        return
+    raise Superseded(
+        f"{holds}, but its spec changed since this step's write-ahead intent (generation {intent['generation']} "
+        f"-> {generation}): its write may have landed and been reverted since, by a person, a deploy or another "
+        "execution: not re-applied (that would revert the later change)",
+        **values, generation={"intent": intent["generation"], "now": generation},
+    )
 
 
 #: What a rollback's intent pins once chosen (the revision it rolls back to, the template it found).
@@ -693,6 +732,10 @@ class KubeExecutor:
                 recorded.clear()
                 if wrote:  # nor may a resume after a crash during the backoff apply the refused value
                     await ctx.record_intent({})
+            elif not uncertain and recorded:
+                # Kept to pin the plan, though its write was refused and so never landed: the retry judges
+                # it by value, as a generation moved by the change that caused the 409 says nothing of ours.
+                recorded[_REFUSED] = True
             wrote = False
             attempt.unanswered = attempt.landed = False
             errors.append(str(exc))
@@ -848,6 +891,10 @@ class KubeExecutor:
                 self.apps.replace_namespaced_stateful_set_scale,
             )
         scale = self._dict(await self._call(read, t.name, t.namespace, **self._kw()))
+        # The workload itself, for its generation (the Scale carries none).  Read after the Scale: if anything
+        # wrote the workload in between, the write (with the Scale's resourceVersion) is refused, a 409.
+        obj = await self._read(ctx)
+        generation = _generation(obj)
         current = int((scale.get("spec") or {}).get("replicas") or 0)
         # The count this step acts on: the cluster's, except in a server-side dry-run after an earlier
         # dry-run scale of this execution, which would have set a count that is not in the cluster
@@ -858,12 +905,16 @@ class KubeExecutor:
         if "replicas" in intent:
             desired = int(intent["replicas"])
             origin = int(intent.get("from", current))
+            values = {"from": origin, "to": desired, "current": current}
             if current not in (origin, desired):
                 raise Superseded(
                     f"{t.key} has {current} replicas, changed since this step planned {origin} -> {desired}: "
                     "not re-applied (that would revert the later change)",
-                    **{"from": origin, "to": desired, "current": current},
+                    **values,
                 )
+            if current != desired:
+                _unless_spec_unchanged(intent, generation, f"{t.key} has {current} replicas, as this step planned "
+                                       f"{origin} -> {desired} from", values)
         else:
             desired = desired_amount(acts_on, step.params, ceiling=step.params.get("max_replicas"))
             origin = acts_on
@@ -874,11 +925,10 @@ class KubeExecutor:
         if desired < acts_on and step.params.get("min_healthy_replicas") is not None:
             # Counted from the pods, as for delete_pod (the status lags a delete); which of them a
             # scale down keeps depends on the kind (rollout.serving_after_scale_down).
-            obj = await self._read(ctx)
             up = await self._serving(ctx, obj)
             _keep_healthy(step, f"scaling from {acts_on} to {desired}", t.key, min(len(up), acts_on),
                           rollout.serving_after_scale_down(t.kind, obj, up, desired))
-        await ctx.record_intent({"replicas": desired, "from": origin})
+        await ctx.record_intent({"replicas": desired, "from": origin, "generation": generation})
         body = {**scale, "spec": {"replicas": desired}}
         after = self._dict(await self._call(replace, t.name, t.namespace, body, **self._kw(True)))
         step_from = f"{origin}" if after_earlier is None else f"{origin} (as this execution's steps before leave it)"
@@ -907,13 +957,17 @@ class KubeExecutor:
         if "value" in intent:
             desired, planned = int(intent["value"]), intent.get("from")
             origin = _pool_size(planned)
+            now = current if current is not None else ("a reference (valueFrom)" if entry is not None else "unset")
+            values = {"from": origin, "to": desired, "current": current}
             if current != desired and not _still_planned_from(planned, entry, current):
-                now = current if current is not None else ("a reference (valueFrom)" if entry is not None else "unset")
                 raise Superseded(
                     f"{env_name} in container {name} is {now}, changed since this step planned "
                     f"{origin} -> {desired}: not re-applied (that would revert the later change)",
-                    **{"from": origin, "to": desired, "current": current},
+                    **values,
                 )
+            if current != desired:
+                _unless_spec_unchanged(intent, _generation(before), f"{env_name} in container {name} is {now}, as "
+                                       f"this step planned {origin} -> {desired} from", values)
         else:
             if current is None and "to" not in step.params:
                 why = "comes from valueFrom" if entry is not None else "is not set"
@@ -925,7 +979,7 @@ class KubeExecutor:
             planned = _env_state(entry)
         if current == desired:
             return self._done(f"{env_name} is already {desired}", before, before, **{"from": origin, "to": desired})
-        await ctx.record_intent({"value": desired, "from": planned})
+        await ctx.record_intent({"value": desired, "from": planned, "generation": _generation(before)})
         after = await self._patch(ctx, _env_patch(before, name, env_name, str(desired), entry))
         return self._done(
             f"set {env_name} from {origin} to {desired} in container {name}",
@@ -943,12 +997,16 @@ class KubeExecutor:
         intent = _intent(ctx)
         if "image" in intent:
             desired, origin = intent["image"], intent.get("from")
+            values = {"from": origin, "to": desired, "current": current}
             if current not in (origin, desired):
                 raise Superseded(
                     f"container {name} runs {current}, changed since this step planned {origin} -> {desired}: "
                     "not re-applied (that would revert the later change)",
-                    **{"from": origin, "to": desired, "current": current},
+                    **values,
                 )
+            if current != desired:
+                _unless_spec_unchanged(intent, _generation(before), f"container {name} runs {current}, as this "
+                                       f"step planned {origin} -> {desired} from", values)
         else:
             desired, origin = image, current
             pattern = step.params.get("only_if_current")
@@ -961,7 +1019,7 @@ class KubeExecutor:
         if current == desired:
             return self._done(f"container {name} already runs {desired}", before, before,
                               **{"from": origin, "to": desired})
-        await ctx.record_intent({"image": desired, "from": origin})
+        await ctx.record_intent({"image": desired, "from": origin, "generation": _generation(before)})
         after = await self._patch(ctx, _container_patch(before, {"name": name, "image": desired}))
         return self._done(f"set the image of container {name} from {origin} to {desired}", before, after,
                           **{"from": origin, "to": desired})
@@ -976,18 +1034,22 @@ class KubeExecutor:
         intent = _intent(ctx)
         if "value" in intent:
             desired, origin = str(intent["value"]), intent.get("from")
+            values = {"from": origin, "to": {"value": desired}, "current": current}
             if current not in (origin, {"value": desired}):
                 raise Superseded(
                     f"{env_name} in container {name} was changed since this step planned to set it: "
                     "not re-applied (that would revert the later change)",
-                    **{"from": origin, "to": {"value": desired}, "current": current},
+                    **values,
                 )
+            if current != {"value": desired}:  # its value stays out of the message: it may be a secret
+                _unless_spec_unchanged(intent, _generation(before), f"{env_name} in container {name} holds what "
+                                       "this step planned to change", values)
         else:
             desired, origin = str(value), current
         if current == {"value": desired}:
             return self._done(f"{env_name} in container {name} already holds the value", before, before,
                               **{"from": origin, "to": {"value": desired}})
-        await ctx.record_intent({"value": desired, "from": origin})
+        await ctx.record_intent({"value": desired, "from": origin, "generation": _generation(before)})
         after = await self._patch(ctx, _env_patch(before, name, env_name, desired, entry))
         was = "unset" if "absent" in (origin or {}) else ("a reference" if "valueFrom" in (origin or {}) else "a value")
         return self._done(f"set {env_name} in container {name} (was {was})", before, after,
@@ -1014,19 +1076,23 @@ class KubeExecutor:
             }
         current: Resources = {s: {r: (held.get(s) or {}).get(r) for r in rs} for s, rs in desired.items()}
         if "resources" in intent:
+            values = {"from": origin, "to": desired, "current": current}
             if not (_same_resources(current, origin) or _same_resources(current, desired)):
                 raise Superseded(
                     f"the resources of container {name} are {current}, changed since this step planned "
                     f"{origin} -> {desired}: not re-applied (that would revert the later change)",
-                    **{"from": origin, "to": desired, "current": current},
+                    **values,
                 )
+            if not _same_resources(current, desired):
+                _unless_spec_unchanged(intent, _generation(before), f"the resources of container {name} are "
+                                       f"{current}, as this step planned {origin} -> {desired} from", values)
         else:
             origin = current
             _requests_within_limits(held, desired, name)
         if _same_resources(current, desired):
             return self._done(f"the resources of container {name} are already {desired}", before, before,
                               **{"from": origin, "to": desired})
-        await ctx.record_intent({"resources": desired, "from": origin})
+        await ctx.record_intent({"resources": desired, "from": origin, "generation": _generation(before)})
         patch = {
             s: {r: v for r, v in rs.items() if not _same_resources({s: {r: current[s][r]}}, {s: {r: v}})}
             for s, rs in desired.items()
@@ -1069,9 +1135,10 @@ class KubeExecutor:
                     )
                 current = rollout.template_digest(before["spec"].get("template"))
                 if intent:
-                    _unless_unchanged(t.key, intent, current)
-                await ctx.record_intent(_pinned(intent) or {
-                    "replicaset": plan.replicaset, "revision": plan.revision, "from": current})
+                    _unless_unchanged(t.key, intent, current, _generation(before))
+                await ctx.record_intent({**(_pinned(intent) or {
+                    "replicaset": plan.replicaset, "revision": plan.revision, "from": current}),
+                    "generation": _generation(before)})
                 # With the resourceVersion read, as every other write: a release landing between the read and
                 # the write is a 409, and the retry re-checks the template against the intent's (superseded).
                 version = {"op": "replace", "path": "/metadata/resourceVersion",
@@ -1095,9 +1162,9 @@ class KubeExecutor:
                     message = f"rolled back to revision {intent['revision']} (already applied)"
                     return self._done(message, before, before, revision=intent["revision"],
                                       **_template_change(intent.get("from"), before))
-                _unless_unchanged(t.key, intent, current)
-            await ctx.record_intent(_pinned(intent) or {
-                "controllerrevision": name, "revision": revision, "from": current})
+                _unless_unchanged(t.key, intent, current, _generation(before))
+            await ctx.record_intent({**(_pinned(intent) or {
+                "controllerrevision": name, "revision": revision, "from": current}), "generation": _generation(before)})
             # the revision's own data (applying it twice changes nothing), with the resourceVersion read
             body = {**data, "metadata": {**(data.get("metadata") or {}),
                                          "resourceVersion": before["metadata"]["resourceVersion"]}}

@@ -89,9 +89,10 @@ async def test_a_write_of_unknown_outcome_still_counts_when_the_retries_after_it
         api = f"/namespaces/{NS}/deployments/api$"
         h.cluster.faults.server_error(500, method="PATCH", path=api)
         h.cluster.faults.throttle(method="PATCH", path=api, retry_after=1, times=2)
+        generation = h.cluster.get("deployments", NS, "api")["metadata"]["generation"]
         uncertain = await h.fire("api")
         details = uncertain["results"][0]["details"]
         assert details["wrote"] is True
-        assert details["intent"] == {"image": "registry.example/web:2.1", "from": RELEASE}
+        assert details["intent"] == {"image": "registry.example/web:2.1", "from": RELEASE, "generation": generation}
         assert steps_of(uncertain) == [("main", "set_image", "failed"), ("on_failure", "rollback", "ok")]
         assert image_of(h, "api") == "registry.example/web:1.0"

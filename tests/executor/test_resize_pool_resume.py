@@ -80,14 +80,22 @@ async def test_a_reference_changed_since_the_intent_is_not_overwritten(kube: Fak
     failed = await executor(kube, vclock).run(PlannedStep(0, "resize_pool", TO_20), context(vclock))
     assert failed.status == "failed" and failed.details["wrote"] is True
     intent = failed.details["intent"]
-    assert intent == {"value": 20, "from": {"valueFrom": OLD_REF["valueFrom"]}}  # which reference, not None
+    generation = kube.cluster.get("deployments", NS, "web")["metadata"]["generation"]
+    # which reference, not None; and the generation it was planned at
+    assert intent == {"value": 20, "from": {"valueFrom": OLD_REF["valueFrom"]}, "generation": generation}
     kube.cluster.apply(web(env=[NEW_REF]))
     result = await resume(kube, vclock, intent)
     assert result.status == "superseded", result.message
     assert env(kube) == [NEW_REF]
-    # while it still holds the reference it was planned from, the resume applies the step
+    # the reference it was planned from put back: the spec changed since all the same (a write of this step
+    # may have landed and been reverted), so nothing is written
     kube.cluster.apply(web(env=[OLD_REF]))
     result = await resume(kube, vclock, intent)
+    assert result.status == "superseded" and result.details["generation"] == {"intent": generation,
+                                                                                "now": generation + 2}
+    assert env(kube) == [OLD_REF]
+    # an intent recorded before generations were is judged by the value alone, as then: applied
+    result = await resume(kube, vclock, {k: v for k, v in intent.items() if k != "generation"})
     assert result.status == "ok" and (result.details["from"], result.details["to"]) == (None, 20)
     assert env(kube) == [{"name": "DB_POOL", "value": "20"}]
 

@@ -15,8 +15,9 @@ from typing import Any
 
 import pytest
 
+from remediator.testing.kube.faults import RecordedRequest
 from tests.executor.conftest import OpenHarness
-from tests.executor.harness import NS, db, playbook, steps_of, web
+from tests.executor.harness import NS, Harness, db, playbook, steps_of, web
 
 SMP = "application/strategic-merge-patch+json"
 #: kind -> (the workload's resource path, its manifest, its container, its image without the tag)
@@ -26,28 +27,44 @@ CASES: dict[str, tuple[str, Callable[[str], dict[str, Any]], str, str]] = {
 }
 
 
-@pytest.mark.parametrize("kind", sorted(CASES))
-async def test_a_release_during_the_rollback_is_not_rolled_back(harness: OpenHarness, kind: str) -> None:
-    resource, manifest, container, image = CASES[kind]
+async def rollback_meanwhile(
+    h: Harness, kind: str, change: Callable[[Harness], None]
+) -> tuple[dict[str, Any], dict[str, Any], list[RecordedRequest], str]:
+    """2.0 rolled back to 1.0, with ``change`` made between the rollback's read and its (first) write.
+    Returns the execution, the workload after, the rollback's PATCHes, and the resourceVersion it read."""
+    resource, manifest, _, image = CASES[kind]
     plural, name = resource.split("/")
     path = f"/namespaces/{NS}/{resource}$"
-    async with harness({"fix": playbook("- action: rollback\n", kind=kind)}) as h:
-        h.cluster.apply(manifest(f"{image}:1.0"))
-        h.cluster.apply(manifest(f"{image}:2.0"))
-        await h.settle()
-        read_version = h.cluster.get(plural, NS, name)["metadata"]["resourceVersion"]
-        h.cluster.faults.hang(method="PATCH", path=path)
-        task = h.start(name)
-        await h.cluster.requests.arrival("PATCH", path)
-        # a person ships 3.0 while the rollback (planned 2.0 -> 1.0) is in flight
+    h.cluster.apply(manifest(f"{image}:1.0"))
+    h.cluster.apply(manifest(f"{image}:2.0"))
+    await h.settle()
+    read_version = h.cluster.get(plural, NS, name)["metadata"]["resourceVersion"]
+    h.cluster.faults.hang(method="PATCH", path=path)
+    task = h.start(name)
+    await h.cluster.requests.arrival("PATCH", path)
+    change(h)
+    h.cluster.faults.release()
+    await h.until_done(task)
+    patches = h.cluster.requests.matching("PATCH", path)
+    return await h.execution(), h.cluster.get(plural, NS, name), patches, read_version
+
+
+def image_in(obj: dict[str, Any], container: str) -> str:
+    return str(next(c["image"] for c in obj["spec"]["template"]["spec"]["containers"] if c["name"] == container))
+
+
+@pytest.mark.parametrize("kind", sorted(CASES))
+async def test_a_release_during_the_rollback_is_not_rolled_back(harness: OpenHarness, kind: str) -> None:
+    resource, _, container, image = CASES[kind]
+    plural, name = resource.split("/")
+
+    def ships_3_0(h: Harness) -> None:  # a person ships 3.0 while the rollback (planned 2.0 -> 1.0) is in flight
         h.cluster.patch(plural, NS, name, SMP, {"spec": {"template": {"spec": {"containers": [
             {"name": container, "image": f"{image}:3.0"}]}}}})
-        h.cluster.faults.release()
-        await h.until_done(task)
-        ex = await h.execution()
-        running = h.cluster.get(plural, NS, name)["spec"]["template"]["spec"]["containers"][0]["image"]
-        patches = h.cluster.requests.matching("PATCH", path)
-    assert running == f"{image}:3.0"
+
+    async with harness({"fix": playbook("- action: rollback\n", kind=kind)}) as h:
+        ex, obj, patches, read_version = await rollback_meanwhile(h, kind, ships_3_0)
+    assert image_in(obj, container) == f"{image}:3.0"
     assert [p.status for p in patches] == [409]  # refused, and not sent again once superseded
     assert steps_of(ex) == [("main", "rollback", "superseded")]
     assert not ex["results"][0]["details"].get("wrote")  # nothing of it landed: no on_failure either
@@ -86,3 +103,23 @@ async def test_a_rollback_made_on_its_retry_after_a_conflict_is_recorded_as_writ
     assert [(e["action"], e["outcome"]) for e in undo["details"]["steps"]] == [("rollback", "undone")]
     assert running == f"{image}:2.0"  # rolled back to 1.0, then forward again by the undo
     assert patches == [409, 200, 200]
+
+
+@pytest.mark.parametrize("kind", sorted(CASES))
+async def test_a_scale_during_the_rollback_refuses_its_write_and_the_retry_still_rolls_back(
+    harness: OpenHarness, kind: str
+) -> None:
+    """A scale (an autoscaler's, a person's) between the read and the write: a 409, and the spec's generation
+    moves, but the pod template is the one the rollback was planned from.  The refused write certainly did
+    not land, so the moved generation says nothing of it: the retry rolls back (not superseded)."""
+    resource, _, container, image = CASES[kind]
+    plural, name = resource.split("/")
+
+    def scales_to_5(h: Harness) -> None:
+        h.cluster.patch_scale(plural, NS, name, "application/merge-patch+json", {"spec": {"replicas": 5}})
+
+    async with harness({"fix": playbook("- action: rollback\n", kind=kind)}) as h:
+        ex, obj, patches, _ = await rollback_meanwhile(h, kind, scales_to_5)
+    assert steps_of(ex) == [("main", "rollback", "ok")]
+    assert [p.status for p in patches] == [409, 200]
+    assert (image_in(obj, container), obj["spec"]["replicas"]) == (f"{image}:1.0", 5)

@@ -10,6 +10,8 @@ no ``on_failure``.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -149,14 +151,47 @@ async def test_a_write_that_landed_before_the_crash_is_not_made_again(
 
 
 @pytest.mark.parametrize("action", sorted(CASES))
+async def test_the_old_value_put_back_meanwhile_is_not_reverted_by_the_resumed_step(
+    action: str, tmp_path: Path, settings_factory: Callable[..., Any], vclock: VirtualClock, kube: FakeKube
+) -> None:
+    """The write landed; a person then put the planned-from value back.  The object holds it again, but its
+    spec changed since the intent (the generation moved): superseded, and the person's value stays."""
+    case = CASES[action]
+    full, value, writes = await crash_then_resume(case, tmp_path, settings_factory, vclock, kube,
+                                                  meanwhile=case.planned[0])
+    assert value == case.planned[0] and writes == []  # nothing written: no re-apply, no rollback
+    assert full["status"] == "superseded"
+    [result] = full["results"]
+    assert (result["action"], result["status"]) == (action, "superseded")
+    assert tuple(result["details"][k] for k in ("from", "to", "current")) == (*case.recorded[:2], case.recorded[0])
+    assert result["details"]["generation"]["now"] == result["details"]["generation"]["intent"] + 2
+
+
+@pytest.mark.parametrize("action", sorted(CASES))
 async def test_a_write_that_never_landed_is_made_once_on_resume(
     action: str, tmp_path: Path, settings_factory: Callable[..., Any], vclock: VirtualClock, kube: FakeKube
 ) -> None:
-    case = CASES[action]  # the object back at the planned-from value: as if the write had never landed
-    full, value, writes = await crash_then_resume(case, tmp_path, settings_factory, vclock, kube,
-                                                  meanwhile=case.planned[0])
+    """The PATCH is answered 503 (not applied) and the daemon dies in the backoff: the object holds the
+    planned-from value at the generation the intent recorded, so the resumed step makes the write, once."""
+    case = CASES[action]
+    kube.cluster.apply(case.manifest(case.planned[0]))
+    kube.cluster.faults.fail(503, method="PATCH", path=PATCH, times=None)
+    async with open_harness(tmp_path, settings_factory, vclock, kube, case.books) as h:
+        task = h.start()
+        await h.cluster.requests.arrival("PATCH", PATCH)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        [started] = (await h.execution())["results"]
+        assert started["details"]["intent"]["generation"] == h.get()["metadata"]["generation"]
+    kube.cluster.faults.clear()
+    await h.advance(601)
+    async with open_harness(tmp_path, settings_factory, vclock, kube, case.books) as h:
+        writes = len(kube.cluster.requests.writes())
+        assert await h.until_done(h.rt.pipeline.resume_unfinished()) == 1
+        full, value, sent = await h.execution(), case.value(h), writes_after(kube, writes)
     assert value == case.planned[1]
-    assert writes == [f"PATCH /apis/apps/v1/namespaces/{NS}/deployments/web"]
+    assert sent == [f"PATCH /apis/apps/v1/namespaces/{NS}/deployments/web"]
     assert full["status"] == "succeeded"
 
 

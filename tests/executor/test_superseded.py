@@ -10,6 +10,8 @@ execution stops without ``on_failure``.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -100,39 +102,78 @@ async def test_seven_later_executions_are_not_reverted_by_the_resumed_one(
     assert "fix" not in breakers or breakers["fix"]["consecutive_failures"] == 0
 
 
+@pytest.mark.parametrize("theirs", [21, 13], ids=["another value", "the old value put back"])
 @pytest.mark.parametrize("case", sorted(CASES))
 async def test_a_change_made_by_hand_meanwhile_is_not_reverted_by_the_resumed_step(
-    case: str, tmp_path: Path, settings_factory: Callable[..., Any], vclock: VirtualClock, kube: FakeKube
+    case: str, theirs: int, tmp_path: Path, settings_factory: Callable[..., Any], vclock: VirtualClock,
+    kube: FakeKube,
 ) -> None:
-    """Nobody else took the lock (a person used kubectl): the lock is taken back, and the executor
-    itself sees that the object holds neither the planned-from nor the planned-to value."""
+    """Nobody else took the lock (a person used kubectl): the lock is taken back, and the executor itself
+    sees the change.  21: the object holds neither the planned-from nor the planned-to value.  13: the
+    person put back the value the step found, on purpose; the object holds the planned-from value again,
+    but its spec changed since the intent (its generation moved twice: the step's write, then the
+    person's), and re-applying 14 would revert the person."""
     books, _, _, value, manifest = CASES[case]
     await crashed_after_13_to_14(case, tmp_path, settings_factory, vclock, kube)
-    kube.cluster.apply(manifest(21))
+    kube.cluster.apply(manifest(theirs))
     async with open_harness(tmp_path, settings_factory, vclock, kube, books) as h:
         writes = len(kube.cluster.requests.writes())
         assert await h.until_done(h.rt.pipeline.resume_unfinished()) == 1
         full = await h.execution()
-        assert value(h) == 21
-        assert writes_after(kube, writes) == []
+        assert value(h) == theirs
+        assert writes_after(kube, writes) == []  # no re-apply, no rollback
+        now = h.get()["metadata"]["generation"]
     assert full["status"] == "superseded"
     [result] = full["results"]
     assert (result["action"], result["status"]) == (case, "superseded")
-    assert {k: result["details"][k] for k in ("from", "to", "current")} == {"from": 13, "to": 14, "current": 21}
+    assert {k: result["details"][k] for k in ("from", "to", "current")} == {"from": 13, "to": 14, "current": theirs}
+    if theirs == 13:
+        assert result["details"]["generation"] == {"intent": now - 2, "now": now}
+        assert "its spec changed since this step's write-ahead intent" in result["message"]
+
+
+_SETS = {"resize_pool": "value", "scale": "replicas"}
+
+
+async def crashed_before_13_to_14_landed(
+    case: str, tmp_path: Path, settings_factory: Callable[..., Any], vclock: VirtualClock, kube: FakeKube
+) -> None:
+    """The intent of 13 -> 14 is recorded; its write is answered 503 (not applied); the daemon dies in the
+    backoff before the retry; its lock and lease lapse."""
+    books, method, path, value, manifest = CASES[case]
+    kube.cluster.apply(manifest(13))
+    kube.cluster.faults.fail(503, method=method, path=path, times=None)
+    async with open_harness(tmp_path, settings_factory, vclock, kube, books) as h:
+        task = h.start()
+        await h.cluster.requests.arrival(method, path)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        assert value(h) == 13
+        [started] = (await h.execution())["results"]  # what the resume goes by
+        generation = h.get()["metadata"]["generation"]
+        assert started["details"]["intent"] == {_SETS[case]: 14, "from": {"value": "13"} if case == "resize_pool"
+                                                else 13, "generation": generation}
+    kube.cluster.faults.clear()
+    await h.advance(601)
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
 async def test_a_resumed_step_whose_write_never_landed_still_applies_it_once(
     case: str, tmp_path: Path, settings_factory: Callable[..., Any], vclock: VirtualClock, kube: FakeKube
 ) -> None:
-    """The object still holds the planned-from value: the intent is re-applied (13 -> 14, once)."""
-    books, _, _, value, manifest = CASES[case]
-    await crashed_after_13_to_14(case, tmp_path, settings_factory, vclock, kube)
-    kube.cluster.apply(manifest(13))  # as if the write had never landed
+    """The object holds the planned-from value and its spec is as the intent found it (its generation has
+    not moved; the controllers' status writes meanwhile do not move it): the intent is re-applied (13 -> 14,
+    once)."""
+    books, method, _, value, _ = CASES[case]
+    await crashed_before_13_to_14_landed(case, tmp_path, settings_factory, vclock, kube)
+    kube.cluster.reconcile()
     async with open_harness(tmp_path, settings_factory, vclock, kube, books) as h:
+        writes = len(kube.cluster.requests.writes())
         assert await h.until_done(h.rt.pipeline.resume_unfinished()) == 1
         full = await h.execution()
         assert value(h) == 14
+        assert [w.method for w in kube.cluster.requests.writes()[writes:]] == [method]
     assert full["status"] == "succeeded"
     assert (full["results"][0]["details"]["from"], full["results"][0]["details"]["to"]) == (13, 14)
 

@@ -153,7 +153,7 @@ async def test_a_step_cut_off_by_the_step_timeout_keeps_its_intent_and_is_undone
     held; the PATCH lands after all.  The pipeline's failed result keeps the intent, and undo reverts it."""
     manifest, params, value, _ = CASES["set_image"]
     kube.cluster.apply(manifest)
-    prior = value(kube)
+    prior, generation = value(kube), kube.cluster.get("deployments", NS, "web")["metadata"]["generation"]
     directory = tmp_path / "playbooks"
     directory.mkdir()
     (directory / "fix.yaml").write_text(playbook(
@@ -177,7 +177,8 @@ async def test_a_step_cut_off_by_the_step_timeout_keeps_its_intent_and_is_undone
     assert steps_of(full) == [("main", "set_image", "failed"), ("on_failure", "undo", "ok")]
     cut = full["results"][0]
     assert cut["message"] == "step did not finish within 20s"
-    assert cut["details"] == {"wrote": True, "intent": {"image": params["image"], "from": prior}}
+    assert cut["details"] == {"wrote": True,
+                              "intent": {"image": params["image"], "from": prior, "generation": generation}}
     assert full["results"][1]["details"]["steps"][0]["outcome"] == "undone"
     assert value(kube) == prior
 
@@ -208,7 +209,7 @@ async def test_on_failure_undo_reverts_the_write_of_the_step_that_failed(
     undo puts the image back."""
     manifest, params, value, _ = CASES["set_image"]
     kube.cluster.apply(manifest)
-    prior = value(kube)
+    prior, generation = value(kube), kube.cluster.get("deployments", NS, "web")["metadata"]["generation"]
     books = {"fix": playbook(f"- action: set_image\n  container: app\n  image: {params['image']}\n",
                              on_failure="- action: undo\n")}
     kube.cluster.faults.hang(method="PATCH", path=PATCH)
@@ -224,7 +225,8 @@ async def test_on_failure_undo_reverts_the_write_of_the_step_that_failed(
         await h.until_done(task)
         full = await h.execution()
     assert steps_of(full) == [("main", "set_image", "failed"), ("on_failure", "undo", "ok")]
-    assert full["results"][0]["details"]["intent"] == {"image": params["image"], "from": prior}
+    assert full["results"][0]["details"]["intent"] == {"image": params["image"], "from": prior,
+                                                       "generation": generation}
     [entry] = full["results"][1]["details"]["steps"]
     assert (entry["outcome"], entry["from"], entry["to"]) == ("undone", prior, params["image"])
     assert value(kube) == prior
