@@ -425,6 +425,11 @@ async def _take_in(rt: Runtime, body: bytes) -> web.Response:
         "duplicates": len(received) - new,
         "truncatedAlerts": payload.truncated_alerts,
     }
+    if payload.truncated_alerts:  # the group was larger than the receiver's max_alerts: never sent, never seen
+        rt.metrics.alerts_truncated.inc(payload.truncated_alerts)
+        structlog.get_logger("remediator.http").warning(
+            "Alertmanager left alerts out of a delivery (its max_alerts); those are not recorded",
+            truncated=payload.truncated_alerts, recorded=len(received), group_key=payload.group_key[:200])
     if payload.refused:  # the others were taken: Alertmanager would not retry a 4xx, and re-send them all
         rt.metrics.alerts_refused.inc(len(payload.refused))
         structlog.get_logger("remediator.http").warning(

@@ -44,6 +44,10 @@ class Metrics:
             "remediator_alerts_refused_total",
             "Alerts refused from a delivery whose other alerts were taken (the reasons are logged)", registry=r
         )
+        self.alerts_truncated = Counter(
+            "remediator_alerts_truncated_total",
+            "Alerts Alertmanager left out of accepted deliveries (truncatedAlerts: its max_alerts)", registry=r
+        )
         self.webhook_rejected = Counter(
             "remediator_webhook_rejected_total", "Webhook requests rejected", ["reason"], registry=r
         )
