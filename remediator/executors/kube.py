@@ -396,6 +396,27 @@ def _container_of(obj: Mapping[str, Any], name: str, key: str) -> dict[str, Any]
     return container
 
 
+class DefinedTwice(PermanentError):
+    """A container defines the env var a step changes more than once (:func:`_env_entry`)."""
+
+
+def _env_entry(container: Mapping[str, Any], env_name: str) -> dict[str, Any] | None:
+    """The entry of env var ``env_name`` in ``container`` (None: it has none).
+
+    A container may list a name twice: the apiserver accepts it (with a warning) and the container gets
+    the last definition, while a strategic-merge patch by name reads and changes the first.  A step
+    (or an undo) would report a change the container never sees, so such a container is refused
+    (:class:`DefinedTwice`) before anything is written."""
+    entries = [e for e in container.get("env") or [] if e.get("name") == env_name]
+    if len(entries) > 1:
+        raise DefinedTwice(
+            f"env {env_name} is defined {len(entries)} times in container {container.get('name')!r}: "
+            "the container gets the last definition, which a change by its name would not reach; nothing is "
+            f"changed: fix the manifest so that {env_name} is defined once"
+        )
+    return entries[0] if entries else None
+
+
 def _container_patch(before: Mapping[str, Any], container: dict[str, Any]) -> dict[str, Any]:
     """A strategic-merge patch of one container (merged by name: the others are untouched), carrying
     the resourceVersion it was planned from, so a change made meanwhile is a 409 and a fresh plan."""
@@ -940,7 +961,7 @@ class KubeExecutor:
         name, env_name = step.params["container"], step.params["env"]
         before = await self._read(ctx)
         container = _container_of(before, name, ctx.target.key)
-        entry = next((e for e in container.get("env") or [] if e.get("name") == env_name), None)
+        entry = _env_entry(container, env_name)
         intent = _intent(ctx)
         current: int | None = None
         if entry is not None and entry.get("value") is not None:
@@ -1029,7 +1050,7 @@ class KubeExecutor:
         name, env_name, value = step.params["container"], step.params["name"], step.params["value"]
         before = await self._read(ctx)
         container = _container_of(before, name, ctx.target.key)
-        entry = next((e for e in container.get("env") or [] if e.get("name") == env_name), None)
+        entry = _env_entry(container, env_name)
         current = _env_state(entry)
         intent = _intent(ctx)
         if "value" in intent:
@@ -1353,7 +1374,7 @@ class KubeExecutor:
                                           _same_resources)
             else:  # resize_pool, set_env: one env var
                 env_name = p["env"] if action == "resize_pool" else p["name"]
-                entry = next((e for e in container.get("env") or [] if e.get("name") == env_name), None)
+                entry = _env_entry(container, env_name)
                 current = _env_state(entry)
                 if action == "resize_pool":
                     if isinstance(origin, Mapping):  # a failed step's intent: the state it found, exactly
@@ -1366,6 +1387,8 @@ class KubeExecutor:
                 body = _env_restore(obj, p["container"], env_name, origin, entry)
         except RefusedInput as exc:  # the container is gone: that is a change since, not this undo's input
             return {"outcome": _CHANGED, "reason": str(exc), "from": origin, "to": set_to}
+        except DefinedTwice as exc:  # which definition the step changed, and which one counts, are not known
+            return {"outcome": _NOT_UNDONE_FAILED, "reason": str(exc), "from": origin, "to": set_to}
         return await self._revert(current, origin, set_to, before_write, lambda: self._patch(ctx, body), operator.eq)
 
     async def _undo_rollback(
