@@ -45,7 +45,8 @@ class WebhookSettings:
 
     tokens: tuple[str, ...] = ()
     tokens_file: str = ""
-    max_body_bytes: int = field(default=1024 * 1024, metadata={"min": 256, "max": 1024 * 1024 * 1024})
+    # 16 MiB: MAX_ALERTS (10,000) alerts of up to some 1.6 KiB each (docs/operations.md, "Large alert groups")
+    max_body_bytes: int = field(default=16 * 1024 * 1024, metadata={"min": 256, "max": 1024 * 1024 * 1024})
     insecure_no_auth: bool = False
 
 

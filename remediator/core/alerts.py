@@ -32,7 +32,15 @@ MAX_LABELS = 128
 MAX_LABEL_NAME = 256
 MAX_LABEL_VALUE = 4096
 MAX_ANNOTATION_VALUE = 65536
-MAX_ALERTS = 5000
+#: Alerts in one delivery (one Alertmanager group).  Set the receiver's ``max_alerts`` to it
+#: (deploy/alertmanager/alertmanager.yml): Alertmanager then sends the first 10,000 of a larger
+#: group and counts the rest in ``truncatedAlerts``, which the daemon records and reports, where
+#: a group over it would be refused whole (a 400, never retried).  ``webhook.max_body_bytes``
+#: (16 MiB) holds this many alerts of up to some 1.6 KiB each, over twice a typical Kubernetes
+#: alert's 0.7 KiB, so a group Alertmanager cut to this count is not refused for its size.
+#: Memory bounds both: one such delivery costs some 80 MiB (embedded store) to 190 MiB
+#: (PostgreSQL) at its peak; docs/operations.md, "Large alert groups".
+MAX_ALERTS = 10_000
 
 _labels_schema: dict[str, Any] = {
     "type": "object",

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from remediator.core.alerts import MAX_ALERTS
+from remediator.settings import WebhookSettings
 from tests.payloads import alert_json, payload
 
 Body = dict[str, Any]
@@ -177,8 +179,8 @@ CASES: list[Case] = [
          "body.alerts[0].labels: label name 'nnnnnnnn"),
     Case("label-name-empty", _edit(_set("alerts.0.labels.", "v")),
          "body.alerts[0].labels: label name '': must not be empty"),
-    Case("too-many-alerts", _edit(_set("alerts", [TINY_ALERT] * 5001)),  # small enough to pass the body limit
-         "body.alerts: too many items (5001; at most 5000)"),
+    Case("too-many-alerts", _edit(_set("alerts", [TINY_ALERT] * (MAX_ALERTS + 1))),  # small enough for the body limit
+         f"body.alerts: too many items ({MAX_ALERTS + 1}; at most {MAX_ALERTS})"),
     # deep nesting
     Case("deep-nesting", b'{"version": "4", "alerts": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
          "body is nested too deeply"),
@@ -221,8 +223,8 @@ ENCODING_CASES: list[EncodedCase] = [
     EncodedCase("gzip-twice-claimed", _GZIPPED, "gzip, gzip", 400, f"{_MISMATCH} gzip: {_BAD_HEADER}"),
     EncodedCase("gzip-empty", b"", "gzip", 400, f"{_MISMATCH} gzip: truncated"),
     EncodedCase("gzip-of-garbage", gzip.compress(b"\xff\xfe not json"), "gzip", 400, "body is not valid UTF-8"),
-    EncodedCase("gzip-bomb", gzip.compress(b" " * (8 * 1024 * 1024)), "gzip", 413,
-                "body larger than 1048576 bytes once decoded (gzip)"),
+    EncodedCase("gzip-bomb", gzip.compress(b" " * (2 * WebhookSettings().max_body_bytes)), "gzip", 413,
+                f"body larger than {WebhookSettings().max_body_bytes} bytes once decoded (gzip)"),
     EncodedCase("br", b"\x8b\x01\x80not brotli", "br", 415, "Content-Encoding 'br' is not supported"),
     EncodedCase("zstd", b"\x28\xb5\x2f\xfd garbage", "zstd", 415, "Content-Encoding 'zstd' is not supported"),
     EncodedCase("compress", _GOOD, "compress", 415, "Content-Encoding 'compress' is not supported"),

@@ -9,7 +9,15 @@ from typing import Any
 
 import pytest
 
-from remediator.core.alerts import ZERO_TIME, Alert, format_time, labels_fingerprint, parse_webhook, validate_payload
+from remediator.core.alerts import (
+    MAX_ALERTS,
+    ZERO_TIME,
+    Alert,
+    format_time,
+    labels_fingerprint,
+    parse_webhook,
+    validate_payload,
+)
 from remediator.core.errors import PayloadError
 from tests.core.malformed import CASES, Case, refusal, valid_body
 from tests.payloads import alert_json, payload
@@ -209,7 +217,7 @@ def test_an_alert_is_taken_from_a_delivery_exactly_when_it_would_be_taken_alone(
     )
     # a bad envelope, too many alerts, or no alert that can be taken: the whole delivery, as ever
     for whole in ({**body, "version": "3"}, payload(long_label, no_labels),
-                  payload(*(good * 1667), long_label)):
+                  payload(*(good * (MAX_ALERTS // 3 + 1)), long_label)):
         with pytest.raises(PayloadError):
             parse_webhook(json.dumps(whole).encode())
 

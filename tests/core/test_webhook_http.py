@@ -19,13 +19,14 @@ import structlog
 
 from remediator.logs import DisconnectsAtDebug
 from remediator.runtime import RUNTIME
+from remediator.settings import WebhookSettings
 from tests.core.conftest import Client, OpenClient
 from tests.core.malformed import CASES, ENCODING_CASES, valid_body
 from tests.payloads import alert_json, payload
 
 URL = "/webhooks/alertmanager"
 AUTH = {"Authorization": "Bearer t1"}
-LIMIT = 1024 * 1024  # the default webhook.max_body_bytes
+LIMIT = WebhookSettings().max_body_bytes  # the default
 
 
 async def recorded_fingerprints(client: Client) -> list[str]:
@@ -71,13 +72,13 @@ async def test_every_malformed_body_is_a_400_with_its_reason(client: Client) -> 
 
 
 async def test_a_huge_body_is_a_413_whether_announced_or_streamed(client: Client) -> None:
-    huge = b'{"version": "4", "alerts": [' + b" " * (10 * 1024 * 1024) + b"]}"
+    huge = b'{"version": "4", "alerts": [' + b" " * (2 * LIMIT) + b"]}"
     r = await client.post(URL, data=io.BytesIO(huge), headers=AUTH)  # sent with its Content-Length
     assert r.status == 413
     assert await r.json() == {"error": f"body larger than {LIMIT} bytes"}
 
     async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: the limit must hold while reading
-        for _ in range(10 * 16):
+        for _ in range(2 * LIMIT // 65536):
             yield b" " * 65536
 
     r = await client.post(URL, data=chunks(), headers=AUTH)
@@ -139,7 +140,7 @@ async def test_after_all_the_abuse_the_daemon_still_records_good_deliveries(clie
     for encoded in ENCODING_CASES:
         r = await client.post(URL, data=encoded.body, headers={**AUTH, "Content-Encoding": encoded.encoding})
         assert r.status == encoded.status, encoded
-    assert (await client.post(URL, data=io.BytesIO(b"x" * (10 * 1024 * 1024)), headers=AUTH)).status == 413
+    assert (await client.post(URL, data=io.BytesIO(b"x" * (2 * LIMIT)), headers=AUTH)).status == 413
     for header in ({}, {"Authorization": "Bearer nope"}, {"Authorization": basic("t1", "t3")}):
         assert (await client.post(URL, json=valid_body(), headers=header)).status == 401
     assert (await client.get(URL)).status == 405  # and even that answers JSON

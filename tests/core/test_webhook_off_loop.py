@@ -16,6 +16,7 @@ import pytest
 
 from remediator import http
 from remediator.core.alerts import WebhookPayload, parse_webhook
+from remediator.settings import WebhookSettings
 from tests.core.conftest import Client
 from tests.core.malformed import CASES, refusal, valid_body
 from tests.payloads import alert_json, payload
@@ -23,7 +24,7 @@ from tests.threads import where
 
 URL = "/webhooks/alertmanager"
 AUTH = {"Authorization": "Bearer t1"}
-LIMIT = 1024 * 1024  # the default webhook.max_body_bytes
+LIMIT = WebhookSettings().max_body_bytes  # the default
 HANG_GUARD = 30.0  # only so that a regression fails instead of hanging; never a speed check
 
 

@@ -9,13 +9,19 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import urllib.parse
+import urllib.request
 from collections import Counter
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
-from tests.e2e.processes import Alertmanager, Daemon, wait_for
+from tests.e2e.processes import ROOT, Alertmanager, Daemon, http_get, wait_for
+from tests.large_groups import outage_alert
 
 pytestmark = pytest.mark.e2e
 
@@ -79,6 +85,106 @@ def all_processed(daemon: Daemon) -> bool | None:
     with sqlite3.connect(f"file:{daemon.db_path}?mode=ro", uri=True) as db:
         [(pending,)] = db.execute("SELECT count(*) FROM alerts WHERE processed = 0")
     return True if pending == 0 else None
+
+
+def shipped_receiver() -> dict[str, Any]:
+    """The remediator receiver's webhook_config in deploy/alertmanager/alertmanager.yml."""
+    conf = yaml.safe_load((ROOT / "deploy/alertmanager/alertmanager.yml").read_text())
+    [hook] = next(r for r in conf["receivers"] if r["name"] == "remediator")["webhook_configs"]
+    return dict(hook)
+
+
+@pytest.fixture
+def grouping_alertmanager(
+    alertmanager_binaries: tuple[str, str], daemon: Daemon, tmp_path: Path
+) -> Iterator[Callable[[int], Alertmanager]]:
+    """Starts an Alertmanager that groups as the shipped route does (by alertname and namespace) and
+    sends the daemon at most ``max_alerts`` alerts of a group (the receiver's setting)."""
+    started: list[Alertmanager] = []
+
+    def start(max_alerts: int) -> Alertmanager:
+        workdir = tmp_path / "grouping-alertmanager"
+        workdir.mkdir()
+        am = Alertmanager(*alertmanager_binaries, workdir, daemon)
+        config = yaml.safe_load(am.config_path.read_text())
+        # group_wait lets one POST of many alerts settle into the group before its first delivery
+        config["route"].update(group_by=["alertname", "namespace"], group_wait="2s")
+        config["receivers"][0]["webhook_configs"][0]["max_alerts"] = max_alerts
+        am.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+        started.append(am)
+        am.start()
+        return am
+
+    yield start
+    for am in started:
+        am.stop()
+
+
+def post_alerts(alertmanager: Alertmanager, alerts: list[dict[str, Any]]) -> None:
+    """Alerts into Alertmanager in one POST of its API, as Prometheus sends them."""
+    request = urllib.request.Request(alertmanager.url + "/api/v2/alerts", json.dumps(alerts).encode(),
+                                     {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as r:
+        assert r.status == 200
+
+
+def held_by(alertmanager: Alertmanager, namespace: str) -> set[str]:
+    """The fingerprints of the alerts Alertmanager holds in ``namespace``."""
+    query = urllib.parse.quote(f'namespace="{namespace}"')
+    status, body = http_get(f"{alertmanager.url}/api/v2/alerts?filter={query}", timeout=30)
+    assert status == 200, body[:500]
+    return {a["fingerprint"] for a in json.loads(body)}
+
+
+def recorded_in(daemon: Daemon, namespace: str) -> set[str]:
+    """The fingerprints the daemon's embedded store holds in ``namespace`` (read-only, beside the daemon)."""
+    with sqlite3.connect(f"file:{daemon.db_path}?mode=ro", uri=True) as db:
+        rows = db.execute("SELECT fingerprint, alert FROM alerts").fetchall()
+    return {fp for fp, alert in rows if json.loads(alert)["labels"].get("namespace") == namespace}
+
+
+LARGE_GROUP = 2000  # some 1.4 MiB as Alertmanager delivers it: refused whole (413) under the old 1 MiB limit
+
+
+def test_a_large_group_is_recorded_whole(grouping_alertmanager: Callable[[int], Alertmanager], daemon: Daemon) -> None:
+    """An outage of a large namespace: one group of 2,000 realistic alerts, through the shipped receiver
+    settings, reaches the daemon and every alert of it is recorded (Alertmanager never retries a 4xx:
+    a refused group was lost for good)."""
+    alertmanager = grouping_alertmanager(shipped_receiver()["max_alerts"])
+    post_alerts(alertmanager, [outage_alert(i, "bigns") for i in range(LARGE_GROUP)])
+
+    def whole_group() -> set[str] | None:
+        held = held_by(alertmanager, "bigns")
+        return held if len(held) == LARGE_GROUP else None
+
+    held = wait_for(whole_group, timeout=DELIVERY_TIMEOUT, what="Alertmanager to hold the whole group")
+    wait_for(lambda: True if recorded_in(daemon, "bigns") == held else None, timeout=DELIVERY_TIMEOUT,
+             what=f"the daemon to record all {LARGE_GROUP} alerts of the group")
+    assert daemon.metric("remediator_webhook_rejected_total") == 0
+    assert daemon.metric("remediator_alerts_truncated_total") == 0
+    assert alertmanager.metric("alertmanager_notifications_failed_total", integration="webhook") == 0
+
+
+def test_a_group_over_max_alerts_is_cut_and_what_was_sent_is_recorded(
+    grouping_alertmanager: Callable[[int], Alertmanager], daemon: Daemon
+) -> None:
+    """Beyond the receiver's max_alerts Alertmanager sends the first ones and counts the rest in
+    truncatedAlerts: the daemon records what came and reports what did not (metric, WARNING)."""
+    alertmanager = grouping_alertmanager(100)
+    post_alerts(alertmanager, [outage_alert(i, "cutns") for i in range(130)])
+
+    def cut() -> list[dict[str, Any]]:
+        return [json.loads(line) for line in daemon.log_path.read_text().splitlines()
+                if line.startswith("{") and "max_alerts" in line]
+
+    # a first delivery may come before Alertmanager has taken all 130 in: wait for the whole group's
+    wait_for(lambda: True if any(w["truncated"] == 30 for w in cut()) else None, timeout=DELIVERY_TIMEOUT,
+             what="a delivery of the whole group cut to max_alerts, with its truncatedAlerts")
+    assert all(w["level"] == "warning" and w["recorded"] == 100 for w in cut()), cut()
+    assert daemon.metric("remediator_alerts_truncated_total") == sum(w["truncated"] for w in cut())
+    recorded = recorded_in(daemon, "cutns")
+    assert len(recorded) >= 100 and recorded <= held_by(alertmanager, "cutns")
+    assert daemon.metric("remediator_webhook_rejected_total") == 0
 
 
 def test_alertmanager_alerts_become_dry_run_executions_exactly_once(alertmanager: Alertmanager, daemon: Daemon) -> None:
