@@ -871,7 +871,10 @@ class KubeExecutor:
                 **{"from": intent["from"], "to": stamp, "current": current},
             )
         await ctx.record_intent({"restartedAt": stamp, "from": current})
-        body = {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: stamp}}}}}
+        # With the resourceVersion read, as every other write (kubectl sends none): the checks above (a pause,
+        # a StatefulSet's strategy) hold for that version only, so a change since is a 409, read and judged again.
+        body = {"metadata": {"resourceVersion": before["metadata"]["resourceVersion"]},
+                "spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: stamp}}}}}
         after = await self._patch(ctx, body)
         return self._done(f"restarted {ctx.target.key} (restartedAt {stamp}){note}", before, after, restartedAt=stamp,
                           **partial)

@@ -49,8 +49,10 @@ async def test_restart_sets_the_restarted_at_annotation_and_rolls_out(harness: O
     assert after["metadata"]["generation"] == before["metadata"]["generation"] + 1
     [patch] = h.cluster.requests.matching("PATCH", f"/namespaces/{NS}/deployments/web$")
     assert patch.content_type == "application/strategic-merge-patch+json"
-    assert patch.body == {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: stamp}}}}}
-    assert "resourceVersion" not in str(patch.body)
+    # kubectl's patch, with the resourceVersion read (as every other write: a change since is a 409)
+    read_version = ex["results"][0]["before"]["metadata"]["resourceVersion"]
+    assert patch.body == {"metadata": {"resourceVersion": read_version},
+                          "spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: stamp}}}}}
     # the controller rolled the pods: a second ReplicaSet now owns them all
     old, new = h.cluster.replicasets_of(NS, "web")
     assert (old["spec"]["replicas"], new["spec"]["replicas"]) == (0, 3)
