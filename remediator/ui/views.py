@@ -328,9 +328,18 @@ async def confirmed_form(request: web.Request, ui: UiState, viewer: auth.Viewer,
     return None
 
 
+#: The largest form body read (bytes): the UI's forms hold a token, a CSRF token and a path.  The
+#: application's own limit is the webhook's (twice ``webhook.max_body_bytes``, tens of MiB), and the
+#: sign-in form is read before anyone is known: without this, anyone could make the daemon hold
+#: that much per request.
+FORM_MAX_BYTES = 64 * 1024
+
+
 async def _form(request: web.Request) -> dict[str, str] | None:
     """A posted form's text fields; None for a body that is not a readable form (a broken multipart
-    body, an unknown charset): a 400, never a 500."""
+    body, an unknown charset, one without a length or over :data:`FORM_MAX_BYTES`): a 400, never a 500."""
+    if request.content_length is None or request.content_length > FORM_MAX_BYTES:
+        return None
     try:
         form = await request.post()
     except (ValueError, LookupError):

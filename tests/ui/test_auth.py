@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import tomllib
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -74,6 +74,22 @@ async def test_a_bad_token_at_login_is_refused(client: Client, token: str, statu
 async def test_a_body_that_is_no_form_is_a_400(client: Client, content_type: str) -> None:
     r = await client.post("/ui/login", data=b"garbage", headers={"Content-Type": content_type})
     assert r.status == 400 and "could not be read" in await r.text()
+
+
+async def test_the_sign_in_form_is_not_read_past_a_small_bound(client: Client) -> None:
+    # Read before anyone is known, under the application's own limit (the webhook's, tens of MiB):
+    # anyone could make the daemon hold that much per request.
+    r = await client.post("/ui/login", data={"token": "r1", "pad": "x" * (65 * 1024)}, allow_redirects=False)
+    assert r.status == 400 and "could not be read" in await r.text()
+
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: its size is not known before reading it
+        yield b"token=r1"
+
+    r = await client.post("/ui/login", data=chunks(), headers={"Content-Type": "application/x-www-form-urlencoded"},
+                          allow_redirects=False)
+    assert r.status == 400
+    r = await client.post("/ui/login", data={"token": "r1"}, allow_redirects=False)
+    assert r.status == 303
 
 
 @pytest.mark.parametrize("target", ["https://evil.example/", "//evil.example/ui", "/uix", "/api/v1/pause",
