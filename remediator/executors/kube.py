@@ -749,7 +749,10 @@ class KubeExecutor:
             exc = state.outcome.exception() if state.outcome else None
             if landed(exc):
                 uncertain = maybe_landed = True
-            if not uncertain and not isinstance(exc, Contended):
+            if not uncertain and not isinstance(exc, Contended) and not recorded.get(_REFUSED):
+                # (Once pinned by a conflict, the plan stays pinned through later retries: a retry that
+                # waits for the controller to catch up (Lagging) planned afresh, and rolled back the
+                # release that had caused the conflict.)
                 recorded.clear()
                 if wrote:  # nor may a resume after a crash during the backoff apply the refused value
                     await ctx.record_intent({})

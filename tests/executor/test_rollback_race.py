@@ -10,14 +10,21 @@ it changed, so the step is ``superseded`` and 3.0 stays.  Re-planning afresh ins
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
+from remediator.clock import VirtualClock
+from remediator.core.decisions import PlannedStep
+from remediator.executors.kube import KubeExecutor
+from remediator.settings import KubernetesSettings
+from remediator.testing.kube import FakeCluster, running_fake_kube
 from remediator.testing.kube.faults import RecordedRequest
 from tests.executor.conftest import OpenHarness
 from tests.executor.harness import NS, Harness, db, playbook, steps_of, web
+from tests.executor.test_undo import context
 
 SMP = "application/strategic-merge-patch+json"
 #: kind -> (the workload's resource path, its manifest, its container, its image without the tag)
@@ -123,3 +130,41 @@ async def test_a_scale_during_the_rollback_refuses_its_write_and_the_retry_still
     assert steps_of(ex) == [("main", "rollback", "ok")]
     assert [p.status for p in patches] == [409, 200]
     assert (image_in(obj, container), obj["spec"]["replicas"]) == (f"{image}:1.0", 5)
+
+
+async def test_a_release_during_the_rollback_stays_when_the_retry_waits_for_the_controller() -> None:
+    """A release lands while the rollback's write is in flight (409), and the retry finds the Deployment
+    controller not caught up with it yet (a routine wait on a real cluster): that second retry dropped
+    the plan the conflict had pinned, planned afresh from the object as it was then, and rolled the
+    new release back."""
+    clock = VirtualClock()
+    cluster = FakeCluster(clock=lambda: clock.now().timestamp())
+    async with running_fake_kube(cluster) as kube:
+        for version in ("1.0", "2.0"):
+            cluster.apply(web(image=f"registry.example/web:{version}"))
+            cluster.reconcile()
+        path = f"/namespaces/{NS}/deployments/web$"
+        cluster.faults.hang(method="PATCH", path=path)
+        ex = KubeExecutor(kube.api, clock, KubernetesSettings(mode="kubeconfig", request_timeout=30))
+        run = asyncio.create_task(ex.run(PlannedStep(0, "rollback", {}), context(clock)))
+        await cluster.requests.arrival("PATCH", path)
+        cluster.sync_controllers = False  # the controller has not seen the release yet
+        cluster.patch("deployments", NS, "web", SMP, {"spec": {"template": {"spec": {"containers": [
+            {"name": "app", "image": "registry.example/web:3.0"}]}}}})
+        cluster.faults.release()
+        backoffs = 0
+        while not run.done():
+            due = asyncio.ensure_future(clock.sleeping(lambda left: left <= 15))
+            await asyncio.wait({run, due}, return_when=asyncio.FIRST_COMPLETED)
+            if not due.done():
+                due.cancel()
+                continue
+            backoffs += 1
+            if backoffs == 2:  # the controller catches up
+                cluster.sync_controllers = True
+                cluster.reconcile()
+            await clock.advance(due.result())
+        result = run.result()
+        now = cluster.get("deployments", NS, "web")
+    assert image_in(now, "app") == "registry.example/web:3.0"
+    assert result.status == "superseded", result.message
