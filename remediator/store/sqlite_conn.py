@@ -34,7 +34,11 @@ _ENDS = ("COMMIT", "ROLLBACK", "END")
 #: Statements that take the database's write lock at once: they wait (up to ``busy_timeout``) while
 #: another process holds it (``remediator export``, a ``sqlite3`` shell), which on the loop's thread
 #: froze every request, ``/healthz`` included, for seconds, out of reach of any ``asyncio.timeout``.
+#: They are tried on the loop without waiting, and only a lock found taken is waited for on the
+#: connection's thread: sending every one there cut the embedded intake to a third (a thread hop
+#: per transaction, with the store's lock held across it).
 _LOCKS = ("BEGIN IMMEDIATE", "BEGIN EXCLUSIVE")
+_BUSY = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
 class Cursor:
@@ -78,6 +82,7 @@ class InlineConnection:
         self._conn = conn
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-disk")
         self._closed = False
+        self._busy_timeout: int | None = None  # the connection's, read at the first BEGIN IMMEDIATE (see _lock)
         #: False: every statement on the thread, as with aiosqlite.  Tests that stop a statement
         #: half way (a gate inside SQLite) need that; the store's cancellation safety is the same.
         self.inline = True
@@ -120,8 +125,8 @@ class InlineConnection:
         read; not a statement that ends a transaction or commits by itself."""
         if off_loop is not None or not self.inline:
             return self.inline and not off_loop
-        head = sql.lstrip()[:16].upper()
-        if head.startswith(_ENDS) or head.startswith(_LOCKS):
+        head = sql.lstrip()[:8].upper()
+        if head.startswith(_ENDS):
             return False
         return self._conn.in_transaction or head.startswith(("SELECT", "BEGIN"))
 
@@ -131,7 +136,26 @@ class InlineConnection:
     async def execute(self, sql: str, args: Sequence[Any] | Any = (), *, off_loop: bool | None = None) -> Cursor:
         conn = self._live()
         if self._inline(sql, off_loop):
+            if sql.lstrip()[:16].upper().startswith(_LOCKS):
+                return await self._lock(conn, sql, args)
             return _run(conn, sql, args)
+        return await self._on_thread(lambda: _run(conn, sql, args))
+
+    async def _lock(self, conn: sqlite3.Connection, sql: str, args: Sequence[Any] | Any) -> Cursor:
+        """``BEGIN IMMEDIATE`` on the loop if the write lock is free (the usual case), else waited for on
+        the connection's thread, up to the connection's ``busy_timeout`` (see :data:`_LOCKS`)."""
+        if self._busy_timeout is None:
+            self._busy_timeout = int(conn.execute("PRAGMA busy_timeout").fetchone()[0])
+        if self._busy_timeout:
+            conn.execute("PRAGMA busy_timeout=0")
+        try:
+            return _run(conn, sql, args)
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode not in _BUSY or not self._busy_timeout:
+                raise
+        finally:
+            if self._busy_timeout:
+                conn.execute(f"PRAGMA busy_timeout={self._busy_timeout}")
         return await self._on_thread(lambda: _run(conn, sql, args))
 
     async def executemany(
