@@ -363,7 +363,8 @@ def _describe(error: jsonschema.ValidationError) -> str:
     if validator == "oneOf" and isinstance(error.instance, dict) and "action" in error.instance:
         given = [k for k in ("to", "by", "factor") if k in error.instance]
         return f"{where}: give exactly one of to, by, factor (got {', '.join(given) if given else 'none'})"
-    if validator == "oneOf" and isinstance(error.instance, dict) and set(error.instance) <= {"to", "factor", "max"}:
+    if validator == "oneOf" and isinstance(error.instance, dict) and set(error.instance) <= {"to", "factor", "max",
+                                                                                              "min"}:
         given = [k for k in ("to", "factor") if k in error.instance]
         return f"{where}: give exactly one of to, factor (got {', '.join(given) if given else 'none'})"
     if validator == "dependentRequired":
@@ -495,7 +496,8 @@ def _is_template(value: str) -> bool:
 
 
 def _resource_problems(step: Mapping[str, Any], at: tuple[str | int, ...]) -> list[tuple[tuple[str | int, ...], str]]:
-    """``set_resources``' quantities: templates must compile, fixed ones parse, and ``to`` stay within ``max``."""
+    """``set_resources``' quantities: templates must compile, fixed ones parse, and ``to`` stay within
+    ``min`` and ``max``."""
     found: list[tuple[tuple[str | int, ...], str]] = []
     for section in ("requests", "limits"):
         changes = step.get(section)
@@ -504,7 +506,7 @@ def _resource_problems(step: Mapping[str, Any], at: tuple[str | int, ...]) -> li
                 continue
             where = (*at, section, resource)
             parsed: dict[str, Quantity] = {}
-            for key in ("to", "max"):
+            for key in ("to", "max", "min"):
                 value = change.get(key)
                 if isinstance(value, str) and _is_template(value):
                     if msg := _template_problem(value, (*where, key)):
@@ -516,6 +518,11 @@ def _resource_problems(step: Mapping[str, Any], at: tuple[str | int, ...]) -> li
                         found.append(((*where, key), f"{_dotted((*where, key))}: {exc}"))
             if "to" in parsed and "max" in parsed and parsed["to"] > parsed["max"]:
                 found.append(((*where, "to"), f"{_dotted(where)}: to ({change['to']}) is above max ({change['max']})"))
+            if "to" in parsed and "min" in parsed and parsed["to"] < parsed["min"]:
+                found.append(((*where, "to"), f"{_dotted(where)}: to ({change['to']}) is below min ({change['min']})"))
+            if "min" in parsed and "max" in parsed and parsed["min"] > parsed["max"]:
+                found.append(((*where, "min"),
+                              f"{_dotted(where)}: min ({change['min']}) is above max ({change['max']})"))
     return found
 
 

@@ -63,11 +63,12 @@ _COMMON_STEP = {"action": {"enum": list(ACTIONS)}, "description": {"type": "stri
 #: For the actions that can take serving capacity away (scale, delete_pod): refuse below this many ready.
 _MIN_HEALTHY = {"min_healthy_replicas": {"type": "integer", "minimum": 0}}
 _QUANTITY = {"type": ["string", "number"], "description": "a Kubernetes quantity: 500m, 2, 1.5Gi, 4Gi"}
-#: One resource of ``set_resources``: ``to`` a quantity or ``factor`` a number, within ``max``.
+#: One resource of ``set_resources``: ``to`` a quantity or ``factor`` a number, within ``min`` and ``max``.
 _RESOURCE_CHANGE = {
     "type": "object",
     "additionalProperties": False,
-    "properties": {"to": _QUANTITY, "factor": {"type": "number", "exclusiveMinimum": 0}, "max": _QUANTITY},
+    "properties": {"to": _QUANTITY, "factor": {"type": "number", "exclusiveMinimum": 0}, "max": _QUANTITY,
+                   "min": _QUANTITY},
     "oneOf": [{"required": ["to"]}, {"required": ["factor"]}],
     "dependentRequired": {"factor": ["max"]},
 }

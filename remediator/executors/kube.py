@@ -530,15 +530,19 @@ def _same_resources(a: Resources, b: Resources) -> bool:
 
 
 def _new_quantity(resource: str, current: str | None, change: Mapping[str, Any], where: str) -> str | None:
-    """One resource's new value: ``to``, or ``factor`` times the current one, within ``max``.
+    """One resource's new value: ``to``, or ``factor`` times the current one, within ``min`` and ``max``.
 
     Rounded to the resource's unit (a millicore, a byte) away from the current value, and
-    never past ``max``.  A raise (``factor`` >= 1, or ``to`` at or above the current value) never
-    lowers a value already above ``max``: ``max`` bounds what the step sets, it does not take away
-    what someone else gave (as ``scale`` with ``max_replicas``).
+    never past ``max`` nor below ``min``.  A raise (``factor`` >= 1, or ``to`` at or above the current
+    value) never lowers a value already above ``max``: ``max`` bounds what the step sets, it does not
+    take away what someone else gave (as ``scale`` with ``max_replicas``); likewise a lowering never
+    raises a value already below ``min``.  ``min`` is what keeps a ``to`` rendered from an alert (an
+    annotation saying ``0.0001m`` of memory: one byte, which the apiserver accepts) from making the
+    new pods unusable.
     """
     unit = UNITS[resource]
     ceiling = _quantity(change["max"], f"{where}.max").rounded_down(unit) if "max" in change else None
+    floor = _quantity(change["min"], f"{where}.min").rounded_up(unit) if "min" in change else None
     now = _quantity(current, where) if current is not None else None
     if "to" in change:
         value, binary = _quantity(change["to"], f"{where}.to").rounded_up(unit), is_binary(change["to"])
@@ -551,7 +555,11 @@ def _new_quantity(resource: str, current: str | None, change: Mapping[str, Any],
     raising = now is not None and (change["factor"] >= 1 if "factor" in change else value >= now)
     if ceiling is not None and value > ceiling:
         value = ceiling
+    if floor is not None and value < floor:
+        value = floor
     if raising and now is not None and value < now:
+        value = now
+    if not raising and now is not None and value > now:  # a lowering never raises what is below min
         value = now
     if now is not None and value == now:
         return current  # unchanged: keep its spelling

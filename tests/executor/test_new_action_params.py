@@ -144,6 +144,28 @@ def test_bad_parameters_are_load_time_problems_on_their_own_lines() -> None:
     assert [str(p) for p in problems] == EXPECTED
 
 
+def test_set_resources_min_is_checked_at_load_against_to_and_max() -> None:
+    text = textwrap.dedent("""\
+        name: floors
+        match: {alertname: A}
+        target: {kind: Deployment, namespace: shop, name: web}
+        steps:
+          - action: set_resources
+            container: app
+            limits:
+              memory: {to: 64Mi, min: 128Mi, max: 4Gi}
+              cpu: {factor: 0.5, min: 2, max: 1}
+            requests:
+              memory: {to: "{{ annotations.memory }}", min: 128Mi, max: 1Gi}
+        """)
+    playbooks, problems = parse_playbooks(text, "floors.yaml")
+    assert playbooks == []
+    assert [str(p) for p in problems] == [
+        "floors.yaml:8: steps.0.limits.memory: to (64Mi) is below min (128Mi)",
+        "floors.yaml:9: steps.0.limits.cpu: min (2) is above max (1)",
+    ]
+
+
 def test_the_documented_steps_load() -> None:
     good = textwrap.dedent("""\
         name: good

@@ -236,6 +236,28 @@ async def test_set_resources_to_above_max_never_turns_a_raise_into_a_lowering(
     assert bool(h.cluster.requests.writes()) is (after != limit)
 
 
+@pytest.mark.parametrize(("limit", "to", "after"), [
+    ("1Gi", "0.0001m", "256Mi"),  # an alert's annotation asks for one byte: held at min
+    ("1Gi", "0", "256Mi"),
+    ("1Gi", "512Mi", "512Mi"),    # within the bounds: as asked
+    ("128Mi", "64Mi", "128Mi"),   # a lowering from below min already: left as someone set it
+    ("128Mi", "1Gi", "1Gi"),      # a raise is a raise
+])
+async def test_set_resources_to_rendered_from_the_alert_never_goes_below_min(
+    harness: OpenHarness, limit: str, to: str, after: str
+) -> None:
+    """``max`` bounded a ``to`` rendered from an alert, nothing bounded it from below: an annotation
+    ``0.0001m`` set a memory limit of one byte (the apiserver accepts it) and the new pods were unusable."""
+    steps = ('- action: set_resources\n  container: app\n'
+             '  limits: {memory: {to: "{{ labels.memory }}", min: 256Mi, max: 2Gi}}\n')
+    async with harness({"fix": playbook(steps)}) as h:
+        h.cluster.apply(sized({"limits": {"memory": limit}}))
+        ex = await h.fire(memory=to)
+    assert steps_of(ex) == [("main", "set_resources", "ok")], ex["results"]
+    assert app(h)["resources"]["limits"]["memory"] == after
+    assert bool(h.cluster.requests.writes()) is (after != limit)
+
+
 @pytest.mark.parametrize(("resources", "steps", "why"), [
     ({"requests": {"memory": "3Gi"}, "limits": {"memory": "4Gi"}},
      "  requests: {memory: {factor: 1.5, max: 8Gi}}\n",
