@@ -1324,28 +1324,17 @@ class Pipeline:
         approving used to run the execution (or the rest of it, from the gated step on) all the same.
 
         Asked before anything is taken from the guardrails, so a refused approval takes no lock
-        (back).  A waiting execution normally holds none (a stop at a step's gate released it; the
-        playbook's own wait never took one), but it may still: an approval cut short after taking
-        it back (or after its admission) left it held, and so does a stop at a gate whose release
-        the guardrail state did not answer, until its TTL.  Nothing will run under this execution
-        any more, so that lock is given up now (``abandon``: only while the lock is this
-        execution's, and a lapsed record of it is kept, as a release leaves it; it changes nothing
-        when the execution holds none).  Only once the refusal is settled: an answer that won the
-        claim meanwhile and approved would be running under the same id, and the lock is its."""
+        (back); one it may still hold from before is given up once the refusal is settled
+        (:meth:`_unrun`)."""
         if received is None:
             return None
         plan = make_plan(playbook, received.alert, global_dry_run=self.settings.dry_run)
         if isinstance(plan, Plan) and plan.target == decision.target:
             return None
         why = plan.reason if isinstance(plan, Refusal) else f"it now names {plan.target.key} for this alert"
-        answer = await self._settle(decision, playbook, "refused", "approval_refused", by=by,
-                                    verdict=DecisionKind.NOT_ALLOWED.value,
-                                    reason=f"the playbook as loaded now does not allow this execution: {why}")
-        req = self._resume_request(decision, playbook, received)
-        if answer.outcome == "refused" and req is not None and not self._plan_only(decision.dry_run, playbook):
-            with contextlib.suppress(GuardrailUnavailable):  # then it lapses by its TTL
-                await self.guardrails.abandon(req)
-        return answer
+        return await self._settle(decision, playbook, "refused", "approval_refused", by=by,
+                                  verdict=DecisionKind.NOT_ALLOWED.value,
+                                  reason=f"the playbook as loaded now does not allow this execution: {why}")
 
     async def _waiting_gate(self, decision: Decision) -> PlannedStep | None:
         """The step an execution awaiting approval stopped before, or None when it awaits the playbook's
@@ -1431,8 +1420,21 @@ class Pipeline:
         self, decision: Decision, playbook: Playbook | None, status: str, event: str | None, **detail: str
     ) -> None:
         """What follows an execution that ended without running: its audit, metrics, log and notice
-        (``event``; None: none)."""
+        (``event``; None: none); and the target's lock and slot given up.
+
+        A waiting execution normally holds neither (a stop at a step's gate released them; the
+        playbook's own wait never took them), but it may: an approval cut short after taking them
+        back (or after its admission), or a stop whose release the guardrail state did not answer.
+        Nothing will run under it any more, whichever way it ended (denied, refused, expired, its
+        alert resolved), so they are given up now rather than left to block the target until the
+        lock's TTL.  ``abandon`` frees only what this execution holds, so it changes nothing when
+        it holds none.  Called once the end is settled under this replica's claim: an answer that
+        approved meanwhile would be running under the same id, and the lock would be its."""
         did = decision.execution_id or ""
+        if not self._plan_only(decision.dry_run, playbook) \
+                and (req := self._resume_request(decision, playbook, None)) is not None:
+            with contextlib.suppress(GuardrailUnavailable):  # then it lapses by its TTL
+                await self.guardrails.abandon(req)
         await self.store.record_event(did, status, self.clock.now(), **detail)
         await self._close_gate(decision, status, detail)
         self.events.execution_finished(did, status)

@@ -82,6 +82,15 @@ async def gated_runtime(settings: Any, clock: VirtualClock) -> AsyncIterator[tup
         yield rt, cluster, notices
 
 
+async def resolve(rt: Runtime, ends_at: str) -> None:
+    """Record and decide the resolve of :func:`gated_alert`."""
+    resolved = alert_json({"alertname": "Gated", "app": "web"}, fingerprint="a1a1a1a1a1a1a1a1", status="resolved",
+                          ends_at=ends_at)
+    [r] = received(payload(resolved), rt.clock)
+    await rt.store.record_alerts([r])
+    await rt.worker.drain()
+
+
 async def answer(rt: Runtime, did: str, approve: bool, token: str = "a1") -> Any:
     return await rt.pipeline.answer_approval(did, approve=approve, by=f"test {token}",
                                              token_sha256=hashlib.sha256(token.encode()).hexdigest())
@@ -183,11 +192,7 @@ async def test_an_alert_that_resolves_while_waiting_leaves_nothing_to_approve(
     async with gated_runtime(gated_settings(settings_factory, tmp_path), vclock) as (rt, cluster, notices):
         did = await decide(rt, gated_alert())
         await vclock.advance(120)
-        resolved = alert_json({"alertname": "Gated", "app": "web"}, fingerprint="a1a1a1a1a1a1a1a1",
-                              status="resolved", ends_at="2026-11-22T10:02:00Z")
-        [r] = received(payload(resolved), rt.clock)
-        await rt.store.record_alerts([r])
-        await rt.worker.drain()
+        await resolve(rt, "2026-11-22T10:02:00Z")
         ex = await rt.store.get_execution(did)
         assert ex is not None and (ex["status"], ex["finished_at"]) == ("resolved_cancelled", "2026-11-22T10:02:00Z")
         assert [(e["journal"], e["reason"]) for e in ex["events"]] == [
@@ -446,6 +451,34 @@ steps:
 """
 
 
+def rival(rt: Runtime) -> Request:
+    """Another execution, asking for the step-gated execution's target now."""
+    return Request("rival", "other", "Deployment/shop/web", "other|rival", "shop", rt.clock.now().timestamp())
+
+
+async def take_the_lock_back(rt: Runtime, did: str, **kw: Any) -> None:
+    """What an approval cut short after taking the lock back leaves: the waiting execution holds it."""
+    own = Request(did, "gated", "Deployment/shop/web", "gated|Deployment/shop/web", "shop",
+                  rt.clock.now().timestamp(), cooldown=3600, **kw)
+    assert (await rt.guardrails.take_back(own)).check is Check.PASSED
+    assert (await rt.guardrails.evaluate(rival(rt))).kind is DecisionKind.LOCKED
+
+
+@contextlib.asynccontextmanager
+async def step_gated(settings_factory: Callable[..., Any], tmp_path: Path, clock: VirtualClock, namespaces: str
+                     ) -> AsyncIterator[tuple[Runtime, Recorder, Notices, str]]:
+    """A runtime with STEP_GATED, and the execution of one alert, stopped at the restart's gate."""
+    pb = tmp_path / "pb"
+    pb.mkdir()
+    (pb / "gated.yaml").write_text(STEP_GATED % namespaces)
+    settings = settings_factory(playbooks=str(pb), dry_run=False, channels=CHANNELS)
+    async with gated_runtime(settings, clock) as (rt, cluster, notices):
+        did = await decide(rt, gated_alert())
+        assert (await rt.store.approval(did)).status == "awaiting_approval"  # type: ignore[union-attr]
+        assert [c[0] for c in cluster.calls] == ["scale"]
+        yield rt, cluster, notices, did
+
+
 @pytest.mark.parametrize("held", [False, True])
 async def test_a_step_approval_after_a_reload_that_no_longer_allows_the_target_is_refused(
     settings_factory: Callable[..., Any], tmp_path: Path, vclock: VirtualClock, held: bool
@@ -454,24 +487,10 @@ async def test_a_step_approval_after_a_reload_that_no_longer_allows_the_target_i
     # rest of the execution in a namespace a reload had taken off the allowlist while it waited.
     # held: the execution still holds its target's lock (an earlier approval was cut short after
     # taking it back); refused, nothing will run under it, and the lock is given up.
-    pb = tmp_path / "pb"
-    pb.mkdir()
-    (pb / "gated.yaml").write_text(STEP_GATED % "[shop, payments]")
-    settings = settings_factory(playbooks=str(pb), dry_run=False, channels=CHANNELS)
-    async with gated_runtime(settings, vclock) as (rt, cluster, notices):
-        did = await decide(rt, gated_alert())
-        assert (await rt.store.approval(did)).status == "awaiting_approval"  # type: ignore[union-attr]
-        assert [c[0] for c in cluster.calls] == ["scale"]
-
-        def rival() -> Request:  # another execution, asking now
-            return Request("rival", "other", "Deployment/shop/web", "other|rival", "shop", rt.clock.now().timestamp())
-
+    async with step_gated(settings_factory, tmp_path, vclock, "[shop, payments]") as (rt, cluster, notices, did):
         if held:
-            own = Request(did, "gated", "Deployment/shop/web", "gated|Deployment/shop/web", "shop",
-                          rt.clock.now().timestamp(), cooldown=3600)
-            assert (await rt.guardrails.take_back(own)).check is Check.PASSED
-            assert (await rt.guardrails.evaluate(rival())).kind is DecisionKind.LOCKED
-        (pb / "gated.yaml").write_text(STEP_GATED % "[payments]")
+            await take_the_lock_back(rt, did)
+        (tmp_path / "pb" / "gated.yaml").write_text(STEP_GATED % "[payments]")
         assert rt.playbooks.reload()
         await vclock.advance(60)
         got = await answer(rt, did, True)
@@ -487,5 +506,28 @@ async def test_a_step_approval_after_a_reload_that_no_longer_allows_the_target_i
         assert gate["message"].endswith(f"; not approved: refused ({why})")
         assert [c[0] for c in cluster.calls] == ["scale"]
         assert notices.events(did) == ["started", "approval_requested", "approval_refused"]
-        assert (await rt.guardrails.evaluate(rival())).kind is DecisionKind.EXECUTED  # the target's lock is free
+        assert (await rt.guardrails.evaluate(rival(rt))).kind is DecisionKind.EXECUTED  # the target's lock is free
         assert (await answer(rt, did, True)).outcome == "conflict"
+
+
+@pytest.mark.parametrize("end", ["denied", "expired", "resolved_cancelled"])
+async def test_a_lock_still_held_at_a_step_gate_is_given_up_however_the_execution_ends(
+    settings_factory: Callable[..., Any], tmp_path: Path, vclock: VirtualClock, end: str
+) -> None:
+    # An approval cut short after taking the lock back (the replica died, the request timed out) left
+    # the waiting execution holding its target.  Denied, expired or cancelled by its resolve, nothing
+    # runs under it any more: the lock used to stay until its TTL, refusing every other execution on
+    # the target meanwhile; only a refusal (the playbook as loaded now) gave it up.
+    async with step_gated(settings_factory, tmp_path, vclock, "[shop]") as (rt, cluster, _notices, did):
+        await take_the_lock_back(rt, did, lock_ttl=3600)  # outlives the 10 min gate
+        if end == "denied":
+            assert (await answer(rt, did, False)).outcome == "denied"
+        elif end == "expired":
+            await vclock.advance(10 * 60)
+            await rt.worker.queue.fill()
+        else:
+            await vclock.advance(60)
+            await resolve(rt, "2026-11-22T10:01:00Z")
+        assert (await rt.store.approval(did)).status == end  # type: ignore[union-attr]
+        assert [c[0] for c in cluster.calls] == ["scale"]  # the gated restart never ran
+        assert (await rt.guardrails.evaluate(rival(rt))).kind is DecisionKind.EXECUTED  # the target is free now
