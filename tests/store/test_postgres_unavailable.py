@@ -98,3 +98,53 @@ async def test_a_database_that_takes_no_writes_is_unavailable_not_an_error(pg_sc
     finally:
         await ro.close()
         await rw.close()
+
+
+async def test_backends_terminated_under_load_are_always_store_unavailable(pg_schema: Schema) -> None:
+    """pg_terminate_backend (a restart, a failover, an operator) while deliveries and decisions run.
+
+    asyncpg's protocol can be left out of step with a connection the server has just ended, and the
+    next statement on it raises InternalClientError ("cannot switch to state 12; another operation
+    (2) is in progress"), not a connection error: it used to reach intake as a 500 and the decider as
+    an unexpected error.  Every failure must be StoreUnavailable, and the store must work once the
+    terminations stop (the out-of-step connection is not handed out again).  Real time is the subject
+    here: the server ends the connections while statements are in flight.
+    """
+    store = await PostgresStore.open(pg_schema.dsn, VirtualClock(), min_size=4, max_size=4)
+    admin = await asyncpg.connect(pg_schema.dsn)
+    await admin.execute("SET application_name = 'test-admin'")
+    seen: dict[str, int] = {}
+    stop = asyncio.Event()
+
+    async def terminate() -> None:
+        while not stop.is_set():
+            await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid <> "
+                                "pg_backend_pid() AND application_name = 'remediator'")
+            await asyncio.sleep(0.02)
+
+    async def use(worker: int) -> None:
+        for i in range(250):
+            try:
+                if i % 2:
+                    await store.record_alerts(alerts(firing(f"w{worker}-{i}")))
+                else:
+                    await store.undecided()
+            except StoreUnavailable:
+                seen["StoreUnavailable"] = seen.get("StoreUnavailable", 0) + 1
+            except Exception as exc:  # what is under test: nothing else may come out
+                seen[type(exc).__name__] = seen.get(type(exc).__name__, 0) + 1
+            await asyncio.sleep(0)
+
+    killer = asyncio.create_task(terminate())
+    try:
+        await asyncio.gather(*(use(w) for w in range(6)))
+    finally:
+        stop.set()
+        await killer
+        await admin.close()
+    try:
+        assert set(seen) == {"StoreUnavailable"}, seen  # terminations were seen, and as nothing else
+        assert await store.record_alerts(alerts(firing("after"))) == 1
+        assert await store.undecided() >= 1
+    finally:
+        await store.close()
