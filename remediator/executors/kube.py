@@ -182,7 +182,7 @@ def _set_by_intent(action: str, intent: Any) -> dict[str, Any] | None:
     if key is None or not isinstance(intent, Mapping) or key not in intent or "from" not in intent:
         return None
     to = {"value": str(intent[key])} if action == "set_env" else intent[key]
-    return {"from": intent["from"], "to": to}
+    return {"from": intent["from"], "to": to, **({"uid": intent["uid"]} if intent.get("uid") else {})}
 
 
 def _undo_line(entry: Mapping[str, Any]) -> str:
@@ -280,6 +280,25 @@ def _generation(obj: Mapping[str, Any]) -> int | None:
     and a Deployment's annotations), never by a status write."""
     value = (obj.get("metadata") or {}).get("generation")
     return None if value is None else int(value)
+
+
+def _uid(obj: Mapping[str, Any] | None) -> str | None:
+    """An object's ``metadata.uid`` (a workload's Scale carries the workload's): one object for its whole life,
+    where a name is not (deleted and created again under the same name, it is another object, of a new uid)."""
+    return ((obj or {}).get("metadata") or {}).get("uid") or None
+
+
+def _recreated(recorded: Mapping[str, Any], obj: Mapping[str, Any], key: str) -> dict[str, Any] | None:
+    """The undo outcome of a step whose target is no longer the object it changed (None: it is, or the step
+    recorded no uid: a result from before uids were recorded is judged by value alone, as it was then).
+
+    Deleted and created again under its name (a redeploy from manifests, say), the workload is another object,
+    which this execution never changed: whatever it holds is someone else's doing, never reverted."""
+    was, now = recorded.get("uid"), _uid(obj)
+    if not was or was == now:
+        return None
+    return {"outcome": _CHANGED, "reason": f"{key} was deleted and created again since this step (uid {was} -> "
+            f"{now}): another object than the one it changed, left as it is"}
 
 
 def _unless_spec_unchanged(
@@ -846,9 +865,10 @@ class KubeExecutor:
         b, a = redact.snapshot_pair(_snapshot(before, redacted=False), _snapshot(after, redacted=False))
         status: Any = "planned" if self.server_dry_run else "ok"
         prefix = "dry-run (server-side): would have " if self.server_dry_run else ""
-        return StepResult(
-            status, prefix + message, b, a, {**details, "diff": rollout.diff(b, a), "server_side": self.server_dry_run}
-        )
+        # The target's uid (not a deleted pod's): undo reverts a step only on the object it changed.
+        uid = None if (before or after or {}).get("kind") == "Pod" else _uid(after) or _uid(before)
+        return StepResult(status, prefix + message, b, a, {
+            **details, **({"uid": uid} if uid else {}), "diff": rollout.diff(b, a), "server_side": self.server_dry_run})
 
     async def _read(self, ctx: StepContext) -> dict[str, Any]:
         t = ctx.target
@@ -963,7 +983,7 @@ class KubeExecutor:
             up = await self._serving(ctx, obj)
             _keep_healthy(step, f"scaling from {acts_on} to {desired}", t.key, min(len(up), acts_on),
                           rollout.serving_after_scale_down(t.kind, obj, up, desired))
-        await ctx.record_intent({"replicas": desired, "from": origin, "generation": generation})
+        await ctx.record_intent({"replicas": desired, "from": origin, "generation": generation, "uid": _uid(scale)})
         body = {**scale, "spec": {"replicas": desired}}
         after = self._dict(await self._call(replace, t.name, t.namespace, body, **self._kw(True)))
         step_from = f"{origin}" if after_earlier is None else f"{origin} (as this execution's steps before leave it)"
@@ -1014,7 +1034,8 @@ class KubeExecutor:
             planned = _env_state(entry)
         if current == desired:
             return self._done(f"{env_name} is already {desired}", before, before, **{"from": origin, "to": desired})
-        await ctx.record_intent({"value": desired, "from": planned, "generation": _generation(before)})
+        await ctx.record_intent({"value": desired, "from": planned, "generation": _generation(before),
+                                 "uid": _uid(before)})
         after = await self._patch(ctx, _env_patch(before, name, env_name, str(desired), entry))
         return self._done(
             f"set {env_name} from {origin} to {desired} in container {name}",
@@ -1054,7 +1075,8 @@ class KubeExecutor:
         if current == desired:
             return self._done(f"container {name} already runs {desired}", before, before,
                               **{"from": origin, "to": desired})
-        await ctx.record_intent({"image": desired, "from": origin, "generation": _generation(before)})
+        await ctx.record_intent({"image": desired, "from": origin, "generation": _generation(before),
+                                 "uid": _uid(before)})
         after = await self._patch(ctx, _container_patch(before, {"name": name, "image": desired}))
         return self._done(f"set the image of container {name} from {origin} to {desired}", before, after,
                           **{"from": origin, "to": desired})
@@ -1084,7 +1106,8 @@ class KubeExecutor:
         if current == {"value": desired}:
             return self._done(f"{env_name} in container {name} already holds the value", before, before,
                               **{"from": origin, "to": {"value": desired}})
-        await ctx.record_intent({"value": desired, "from": origin, "generation": _generation(before)})
+        await ctx.record_intent({"value": desired, "from": origin, "generation": _generation(before),
+                                 "uid": _uid(before)})
         after = await self._patch(ctx, _env_patch(before, name, env_name, desired, entry))
         was = "unset" if "absent" in (origin or {}) else ("a reference" if "valueFrom" in (origin or {}) else "a value")
         return self._done(f"set {env_name} in container {name} (was {was})", before, after,
@@ -1127,7 +1150,8 @@ class KubeExecutor:
         if _same_resources(current, desired):
             return self._done(f"the resources of container {name} are already {desired}", before, before,
                               **{"from": origin, "to": desired})
-        await ctx.record_intent({"resources": desired, "from": origin, "generation": _generation(before)})
+        await ctx.record_intent({"resources": desired, "from": origin, "generation": _generation(before),
+                                 "uid": _uid(before)})
         patch = {
             s: {r: v for r, v in rs.items() if not _same_resources({s: {r: current[s][r]}}, {s: {r: v}})}
             for s, rs in desired.items()
@@ -1173,7 +1197,7 @@ class KubeExecutor:
                     _unless_unchanged(t.key, intent, current, _generation(before))
                 await ctx.record_intent({**(_pinned(intent) or {
                     "replicaset": plan.replicaset, "revision": plan.revision, "from": current}),
-                    "generation": _generation(before)})
+                    "generation": _generation(before), "uid": _uid(before)})
                 # With the resourceVersion read, as every other write: a release landing between the read and
                 # the write is a 409, and the retry re-checks the template against the intent's (superseded).
                 version = {"op": "replace", "path": "/metadata/resourceVersion",
@@ -1199,7 +1223,8 @@ class KubeExecutor:
                                       **_template_change(intent.get("from"), before))
                 _unless_unchanged(t.key, intent, current, _generation(before))
             await ctx.record_intent({**(_pinned(intent) or {
-                "controllerrevision": name, "revision": revision, "from": current}), "generation": _generation(before)})
+                "controllerrevision": name, "revision": revision, "from": current}), "generation": _generation(before),
+                "uid": _uid(before)})
             # the revision's own data (applying it twice changes nothing), with the resourceVersion read
             body = {**data, "metadata": {**(data.get("metadata") or {}),
                                          "resourceVersion": before["metadata"]["resourceVersion"]}}
@@ -1319,7 +1344,8 @@ class KubeExecutor:
                         "template it found: check the target by hand")})
                     continue
                 result = replace(result, details={**result.details, "template_from": intent["from"],
-                                                  "rolled_back_to": to})
+                                                  "rolled_back_to": to,
+                                                  **({"uid": intent["uid"]} if intent.get("uid") else {})})
                 note = {"note": "the step failed after sending its write"}
 
             async def before_write(key: list[Any] = key) -> None:
@@ -1368,6 +1394,16 @@ class KubeExecutor:
                 )
                 scale = self._dict(await self._call(read, t.name, t.namespace, **self._kw()))
                 current: Any = int((scale.get("spec") or {}).get("replicas") or 0)
+                values = {"from": origin, "to": set_to, "current": current}
+                if (other := _recreated(d, scale, t.key)) is not None:
+                    return {**other, **values}
+                if current == set_to != origin and (hpa := await self._autoscaler_of(ctx)) is not None:
+                    # As a fresh scale is refused: the autoscaler owns the count now, and would undo the revert
+                    # at its next sync (or the revert would fight it, below its minReplicas).
+                    return {"outcome": _NOT_UNDONE_FAILED, **values, "reason": (
+                        f"{t.key} is scaled by HorizontalPodAutoscaler {hpa['metadata']['name']} since (minReplicas "
+                        f"{hpa['spec'].get('minReplicas', 1)}, maxReplicas {hpa['spec'].get('maxReplicas')}): the "
+                        "count is the autoscaler's; change its bounds instead")}
 
                 async def write() -> None:  # the Scale read carries its resourceVersion: a change since is a 409
                     body = {**scale, "spec": {"replicas": int(origin)}}
@@ -1375,6 +1411,8 @@ class KubeExecutor:
 
                 return await self._revert(current, origin, set_to, before_write, write, operator.eq)
             obj = await self._read(ctx)
+            if (other := _recreated(d, obj, t.key)) is not None:
+                return {**other, "from": origin, "to": set_to}
             container = _container_of(obj, p["container"], t.key)
             body: dict[str, Any]
             if action == "set_image":
@@ -1413,18 +1451,19 @@ class KubeExecutor:
         template the rollback set.  The write carries the resourceVersion read."""
         origin, set_to = d.get("template_from"), d.get("template_to")
         t = ctx.target
-        if origin and not set_to and d.get("rolled_back_to"):  # it failed after sending its write
-            obj = await self._read(ctx)
+        failed = origin and not set_to and d.get("rolled_back_to")  # it failed after sending its write
+        if not failed and (not origin or not set_to):
+            return {"outcome": _NOT_UNDONE_FAILED, "reason": "the rollback recorded no pod template digests "
+                    "(it ran before undo existed): roll forward by hand or with set_image"}
+        obj = await self._read(ctx)
+        current = rollout.template_digest(obj["spec"].get("template"))
+        if (other := _recreated(d, obj, t.key)) is not None:
+            return {**other, "from": origin, "to": set_to, "current": current}
+        if failed:
             set_to = await self._revision_template(ctx, obj, str(d["rolled_back_to"]))
             if set_to is None:
                 return {"outcome": _NOT_UNDONE_FAILED, "reason": f"{d['rolled_back_to']}, the revision the failed "
                         "rollback was rolling back to, no longer exists: check the target by hand"}
-        elif not origin or not set_to:
-            return {"outcome": _NOT_UNDONE_FAILED, "reason": "the rollback recorded no pod template digests "
-                    "(it ran before undo existed): roll forward by hand or with set_image"}
-        else:
-            obj = await self._read(ctx)
-        current = rollout.template_digest(obj["spec"].get("template"))
         if current != set_to or current == origin:
             return await self._revert(current, origin, set_to, before_write, _nothing, operator.eq)
         selector = rollout.selector_text(obj)

@@ -93,6 +93,8 @@ async def test_a_write_of_unknown_outcome_still_counts_when_the_retries_after_it
         uncertain = await h.fire("api")
         details = uncertain["results"][0]["details"]
         assert details["wrote"] is True
-        assert details["intent"] == {"image": "registry.example/web:2.1", "from": RELEASE, "generation": generation}
+        uid = h.cluster.get("deployments", NS, "api")["metadata"]["uid"]
+        assert details["intent"] == {"image": "registry.example/web:2.1", "from": RELEASE, "generation": generation,
+                                     "uid": uid}
         assert steps_of(uncertain) == [("main", "set_image", "failed"), ("on_failure", "rollback", "ok")]
         assert image_of(h, "api") == "registry.example/web:1.0"

@@ -82,7 +82,8 @@ async def test_a_reference_changed_since_the_intent_is_not_overwritten(kube: Fak
     intent = failed.details["intent"]
     generation = kube.cluster.get("deployments", NS, "web")["metadata"]["generation"]
     # which reference, not None; and the generation it was planned at
-    assert intent == {"value": 20, "from": {"valueFrom": OLD_REF["valueFrom"]}, "generation": generation}
+    uid = kube.cluster.get("deployments", NS, "web")["metadata"]["uid"]
+    assert intent == {"value": 20, "from": {"valueFrom": OLD_REF["valueFrom"]}, "generation": generation, "uid": uid}
     kube.cluster.apply(web(env=[NEW_REF]))
     result = await resume(kube, vclock, intent)
     assert result.status == "superseded", result.message

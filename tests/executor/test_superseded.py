@@ -151,9 +151,9 @@ async def crashed_before_13_to_14_landed(
             await task
         assert value(h) == 13
         [started] = (await h.execution())["results"]  # what the resume goes by
-        generation = h.get()["metadata"]["generation"]
+        generation, uid = h.get()["metadata"]["generation"], h.get()["metadata"]["uid"]
         assert started["details"]["intent"] == {_SETS[case]: 14, "from": {"value": "13"} if case == "resize_pool"
-                                                else 13, "generation": generation}
+                                                else 13, "generation": generation, "uid": uid}
     kube.cluster.faults.clear()
     await h.advance(601)
 

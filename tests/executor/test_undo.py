@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -291,14 +292,20 @@ def image_of(kube: FakeKube, kind: str) -> str:
     return str(obj["spec"]["template"]["spec"]["containers"][0]["image"])
 
 
-@pytest.mark.parametrize("kind", ["Deployment", "StatefulSet"])
-async def test_a_rollback_is_undone_by_rolling_forward_to_the_template_it_found(
-    kind: str, vclock: VirtualClock, kube: FakeKube
-) -> None:
+async def rolled_back(kube: FakeKube, vclock: VirtualClock, kind: str) -> tuple[PlannedStep, StepResult]:
+    """Two releases of the target, then a rollback to the first: the step and its result."""
     await released_twice(kube, kind)
     rollback = PlannedStep(0, "rollback", {})
     result = await executor(kube, vclock).run(rollback, context(vclock, kind=kind))
     assert result.status == "ok" and image_of(kube, kind).endswith(":1.0"), result.message
+    return rollback, result
+
+
+@pytest.mark.parametrize("kind", ["Deployment", "StatefulSet"])
+async def test_a_rollback_is_undone_by_rolling_forward_to_the_template_it_found(
+    kind: str, vclock: VirtualClock, kube: FakeKube
+) -> None:
+    rollback, result = await rolled_back(kube, vclock, kind)
     kube.cluster.reconcile()
 
     undo = await executor(kube, vclock).run(UNDO, context(vclock, ((rollback, result),), kind=kind))
@@ -473,3 +480,66 @@ async def test_the_daemon_dies_mid_undo_and_the_resumed_execution_reverts_each_s
     assert steps_of(full)[-1] == ("on_failure", "undo", "ok")
     assert [(e["index"], e["outcome"]) for e in full["results"][-1]["details"]["steps"]] == [
         (1, "undone"), (0, "already undone")]
+
+
+def created_again(kube: FakeKube, kind: str = "Deployment") -> None:
+    """The target deleted and created again as it is now, under its name: another object (a new uid)."""
+    resource, name = ("deployments", "web") if kind == "Deployment" else ("statefulsets", "db")
+    obj = kube.cluster.get(resource, NS, name)
+    assert obj is not None
+    kube.cluster.delete(resource, NS, name)
+    kube.cluster.reconcile()
+    again = kube.cluster.apply({"apiVersion": "apps/v1", "kind": kind, "spec": obj["spec"],
+                                "metadata": {"name": name, "namespace": NS, "labels": obj["metadata"].get("labels")}})
+    assert again["metadata"]["uid"] != obj["metadata"]["uid"]
+
+
+@pytest.mark.parametrize("kind", ["Deployment", "StatefulSet"])
+async def test_a_rollback_of_an_object_created_again_since_is_not_undone(
+    kind: str, vclock: VirtualClock, kube: FakeKube
+) -> None:
+    """The new object runs the template the rollback set: another object all the same, which it never changed."""
+    rollback, result = await rolled_back(kube, vclock, kind)
+    created_again(kube, kind)
+    before = writes(kube)
+
+    undo = await executor(kube, vclock).run(UNDO, context(vclock, ((rollback, result),), kind=kind))
+
+    assert undo.status == "failed" and image_of(kube, kind).endswith(":1.0"), undo.message
+    assert writes(kube) == before
+    [entry] = undo.details["steps"]
+    assert entry["outcome"] == "changed since; not undone"
+    assert "was deleted and created again since this step (uid " in entry["reason"]
+
+
+async def test_a_failed_step_s_write_on_an_object_created_again_since_is_not_undone(
+    vclock: VirtualClock, kube: FakeKube
+) -> None:
+    """A step failed after its write (the answer lost): undo goes by its intent, whose uid names the object."""
+    kube.cluster.apply(web())
+    uid = kube.cluster.get("deployments", NS, "web")["metadata"]["uid"]
+    step = PlannedStep(0, "set_image", {"container": "app", "image": "registry.example/web:2.0"})
+    failed = StepResult("failed", "set_image: timed out", details={"wrote": True, "intent": {
+        "image": "registry.example/web:2.0", "from": "registry.example/web:1.0", "generation": 1, "uid": uid}})
+    kube.cluster.apply(web(image="registry.example/web:2.0"))  # the write landed
+    created_again(kube)
+
+    undo = await executor(kube, vclock).run(UNDO, context(vclock, ((step, failed),)))
+
+    assert undo.status == "failed" and app(kube)["image"] == "registry.example/web:2.0", undo.message
+    assert undo.details["steps"][0]["outcome"] == "changed since; not undone"
+
+
+async def test_a_result_recorded_before_uids_were_is_judged_by_value_as_then(
+    vclock: VirtualClock, kube: FakeKube
+) -> None:
+    """No uid in the step's result (recorded by an older version): the object is not known, the values decide."""
+    kube.cluster.apply(web())
+    [(step, result)] = await apply(kube, vclock, ("set_image", {"container": "app",
+                                                                "image": "registry.example/web:2.0"}))
+    older = replace(result, details={k: v for k, v in result.details.items() if k != "uid"})
+    created_again(kube)
+
+    undo = await executor(kube, vclock).run(UNDO, context(vclock, ((step, older),)))
+
+    assert undo.status == "ok" and app(kube)["image"] == "registry.example/web:1.0", undo.message

@@ -154,6 +154,7 @@ async def test_a_step_cut_off_by_the_step_timeout_keeps_its_intent_and_is_undone
     manifest, params, value, _ = CASES["set_image"]
     kube.cluster.apply(manifest)
     prior, generation = value(kube), kube.cluster.get("deployments", NS, "web")["metadata"]["generation"]
+    uid = kube.cluster.get("deployments", NS, "web")["metadata"]["uid"]
     directory = tmp_path / "playbooks"
     directory.mkdir()
     (directory / "fix.yaml").write_text(playbook(
@@ -178,7 +179,8 @@ async def test_a_step_cut_off_by_the_step_timeout_keeps_its_intent_and_is_undone
     cut = full["results"][0]
     assert cut["message"] == "step did not finish within 20s"
     assert cut["details"] == {"wrote": True,
-                              "intent": {"image": params["image"], "from": prior, "generation": generation}}
+                              "intent": {"image": params["image"], "from": prior, "generation": generation,
+                                         "uid": uid}}
     assert full["results"][1]["details"]["steps"][0]["outcome"] == "undone"
     assert value(kube) == prior
 
@@ -210,6 +212,7 @@ async def test_on_failure_undo_reverts_the_write_of_the_step_that_failed(
     manifest, params, value, _ = CASES["set_image"]
     kube.cluster.apply(manifest)
     prior, generation = value(kube), kube.cluster.get("deployments", NS, "web")["metadata"]["generation"]
+    uid = kube.cluster.get("deployments", NS, "web")["metadata"]["uid"]
     books = {"fix": playbook(f"- action: set_image\n  container: app\n  image: {params['image']}\n",
                              on_failure="- action: undo\n")}
     kube.cluster.faults.hang(method="PATCH", path=PATCH)
@@ -226,7 +229,7 @@ async def test_on_failure_undo_reverts_the_write_of_the_step_that_failed(
         full = await h.execution()
     assert steps_of(full) == [("main", "set_image", "failed"), ("on_failure", "undo", "ok")]
     assert full["results"][0]["details"]["intent"] == {"image": params["image"], "from": prior,
-                                                       "generation": generation}
+                                                       "generation": generation, "uid": uid}
     [entry] = full["results"][1]["details"]["steps"]
     assert (entry["outcome"], entry["from"], entry["to"]) == ("undone", prior, params["image"])
     assert value(kube) == prior
