@@ -32,8 +32,9 @@ What each call does when a side is unreachable:
   state's answer.  Guardrail state unreachable: the store's.  Neither: True (fail closed).
 
 Only the direction store -> guardrail state is repaired automatically: a resume is always
-an operator's act, never inferred.  The store keeps the last setting only; who paused and
-when is for the API and the logs.
+an operator's act, never inferred.  The store keeps the last setting (who, when) for the API,
+and every setting in its history (:class:`~remediator.ports.KillSwitchHistory`, written with it)
+for ``remediator export``, whose control lines let a replay pause where the daemon paused.
 
 :meth:`paused` runs before every admission and every step, so it must not cost a store
 round trip each time (in a storm of 10,000 alerts that was most of the deciding).  It

@@ -399,7 +399,22 @@ class KillSwitchStore(Protocol):
     async def kill_switch(self) -> KillSwitchRecord | None:
         """The last setting recorded; None if the switch was never set."""
 
-    async def set_kill_switch(self, paused: bool, by: str, at: datetime) -> None: ...
+    async def set_kill_switch(self, paused: bool, by: str, at: datetime) -> None:
+        """Record a setting: the last one, and in the same transaction one more entry of
+        :class:`KillSwitchHistory`."""
+
+
+class KillSwitchHistory(Protocol):
+    """Every setting of the kill switch, in order, so that an export of the alerts carries the
+    pauses they were decided under (``remediator export``, the UI's replay of its own history):
+    replayed without them, an alert decided ``paused`` live would replay as ``executed``.
+
+    Kept as long as the alerts (:meth:`AuditLog.delete_older_than` prunes it with them), except
+    the setting in force at the cutoff, which still governs every alert kept."""
+
+    async def kill_switch_history(self, since: datetime, until: datetime) -> list[KillSwitchRecord]:
+        """Oldest first: the setting in force at ``since`` (the last one set before it, when one is
+        kept), then every setting made in ``[since, until)``."""
 
 
 @fast_frozen
@@ -452,7 +467,8 @@ class PipelineStore(AlertHistory, ExecutionLedger, ApprovalLedger, AuditLog, Pro
 
 
 class Store(
-    IntakeQueue, AlertHistory, ExecutionLedger, ApprovalLedger, AuditLog, KillSwitchStore, DecisionStats, Protocol
+    IntakeQueue, AlertHistory, ExecutionLedger, ApprovalLedger, AuditLog, KillSwitchStore, KillSwitchHistory,
+    DecisionStats, Protocol
 ):
     """Every role, in one database: what the adapters implement and the runtime wires."""
 

@@ -206,6 +206,7 @@ class MemoryStore:
         self._journal: dict[str, list[str]] = {}
         self._seq = 0
         self._switch: KillSwitchRecord | None = None
+        self._switches: list[KillSwitchRecord] = []  # every setting, in the order set (the history)
 
     def _check(self) -> None:
         if self._closed:
@@ -696,7 +697,8 @@ class MemoryStore:
         is accepted for their signature: each call is atomic here anyway."""
         self._check()
         cutoff = self._clock.now() - timedelta(days=days)
-        counts = {"decisions": 0, "steps": 0, "notifications": 0, "alerts": 0}
+        counts = {"decisions": 0, "steps": 0, "notifications": 0, "alerts": 0,
+                  "kill_switch": self._prune_switches(cutoff)}
         for d in [d for d in self._decisions.values() if d.decision.at < cutoff and d.status not in _OPEN
                   and self._closed_episode(d.decision.alert_key)]:
             steps, journal = self._drop_decision(d.id)
@@ -735,3 +737,17 @@ class MemoryStore:
     async def set_kill_switch(self, paused: bool, by: str, at: datetime) -> None:
         self._check()
         self._switch = KillSwitchRecord(paused, json_rows.without_nul(by), at.astimezone(UTC))
+        self._switches.append(self._switch)
+
+    async def kill_switch_history(self, since: datetime, until: datetime) -> list[KillSwitchRecord]:
+        self._check()
+        ordered = sorted(enumerate(self._switches), key=lambda p: (p[1].at, p[0]))  # as the SQL stores order
+        before = [r for _, r in ordered if r.at < since][-1:]
+        return before + [r for _, r in ordered if since <= r.at < until]
+
+    def _prune_switches(self, cutoff: datetime) -> int:
+        """Retention of the history: the settings older than ``cutoff`` but the last of them (in force at it)."""
+        old = {i for i, r in enumerate(self._switches) if r.at < cutoff}
+        old.discard(max(old, key=lambda i: (self._switches[i].at, i), default=-1))
+        self._switches = [r for i, r in enumerate(self._switches) if i not in old]
+        return len(old)

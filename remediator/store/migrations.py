@@ -202,6 +202,33 @@ MIGRATIONS: tuple[Migration, ...] = (
         WHERE decisions.id = x.id AND json_typeof(x.t) = 'object';
         """,
     ),
+    Migration(
+        9,
+        "every setting of the kill switch, for the export's control lines",
+        # Written by a trigger in the setting's own statement (so its transaction), whichever release
+        # set it: during a rolling update the release before this one still serves pause and resume,
+        # and after a roll back it serves them alone; its pauses belong in the history too.  The
+        # trigger is created first: its lock holds back writes to kill_switch until this commits, so
+        # the history's first row (the setting kept so far, the only one known) misses none.
+        """
+        CREATE TABLE kill_switch_history (
+            id bigserial PRIMARY KEY,
+            at timestamptz NOT NULL,
+            paused boolean NOT NULL,
+            set_by text NOT NULL
+        );
+        CREATE INDEX kill_switch_history_at ON kill_switch_history (at, id);
+        CREATE FUNCTION kill_switch_history_append() RETURNS trigger LANGUAGE plpgsql AS $fn$
+        BEGIN
+            INSERT INTO kill_switch_history (at, paused, set_by) VALUES (NEW.set_at, NEW.paused, NEW.set_by);
+            RETURN NULL;
+        END
+        $fn$;
+        CREATE TRIGGER kill_switch_set AFTER INSERT OR UPDATE ON kill_switch
+            FOR EACH ROW EXECUTE FUNCTION kill_switch_history_append();
+        INSERT INTO kill_switch_history (at, paused, set_by) SELECT set_at, paused, set_by FROM kill_switch;
+        """,
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version

@@ -866,6 +866,12 @@ class PostgresStore:
         """
         cutoff = self._clock.now() - timedelta(days=days)
         counts = {"decisions": 0, "steps": 0, "notifications": 0, "alerts": 0}
+        # The kill switch's history: one short statement (a setting is an operator's act, rows are few).
+        counts["kill_switch"] = _count(await self._execute(
+            "DELETE FROM kill_switch_history WHERE at < $1 AND id <> (SELECT id FROM kill_switch_history"
+            " WHERE at < $1 ORDER BY at DESC, id DESC LIMIT 1)",
+            cutoff,
+        ))
         while True:
             async with self._conn() as conn, conn.transaction():
                 ids = [
@@ -914,6 +920,16 @@ class PostgresStore:
             _text(by),
             at,
         )
+
+    async def kill_switch_history(self, since: datetime, until: datetime) -> list[KillSwitchRecord]:
+        rows = await self._fetch(
+            "(SELECT id, paused, set_by, at FROM kill_switch_history WHERE at < $1 ORDER BY at DESC, id DESC LIMIT 1)"
+            " UNION ALL (SELECT id, paused, set_by, at FROM kill_switch_history WHERE at >= $1 AND at < $2)"
+            " ORDER BY at, id",
+            since,
+            until,
+        )
+        return [KillSwitchRecord(r["paused"], r["set_by"], r["at"]) for r in rows]
 
     # --- lifecycle -----------------------------------------------------------------
 

@@ -115,6 +115,24 @@ CREATE TABLE IF NOT EXISTS kill_switch (
     set_by TEXT NOT NULL,
     set_at TEXT NOT NULL
 );
+-- Every setting of the kill switch (KillSwitchHistory: the export's control lines), written by the
+-- database itself in the setting's own statement, whichever release wrote it.  ``at`` fixed-width
+-- (_at), as every time compared or ordered as text; an older release wrote set_at by format_time.
+CREATE TABLE IF NOT EXISTS kill_switch_history (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at TEXT NOT NULL,
+    paused INTEGER NOT NULL,
+    set_by TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS kill_switch_history_at ON kill_switch_history (at, id);
+CREATE TRIGGER IF NOT EXISTS kill_switch_set AFTER INSERT ON kill_switch BEGIN
+    INSERT INTO kill_switch_history (at, paused, set_by) VALUES (CASE WHEN length(NEW.set_at) = 20
+        THEN substr(NEW.set_at, 1, 19) || '.000000Z' ELSE NEW.set_at END, NEW.paused, NEW.set_by);
+END;
+CREATE TRIGGER IF NOT EXISTS kill_switch_changed AFTER UPDATE ON kill_switch BEGIN
+    INSERT INTO kill_switch_history (at, paused, set_by) VALUES (CASE WHEN length(NEW.set_at) = 20
+        THEN substr(NEW.set_at, 1, 19) || '.000000Z' ELSE NEW.set_at END, NEW.paused, NEW.set_by);
+END;
 """
 
 # Columns added since the first release, for files created before them: (table, column, type).
@@ -143,8 +161,9 @@ _ADDED_INDEXES = (
 
 #: ``PRAGMA user_version`` of a file whose rows are in the current shape.  Version 1: a
 #: decision's ``at`` is fixed-width (:func:`_at`) and its target is in its own columns.
-#: Version 2: an alert's ``received_at`` is fixed-width too.
-DATA_VERSION = 2
+#: Version 2: an alert's ``received_at`` is fixed-width too.  Version 3: the kill switch's history
+#: starts with the setting the file holds (older releases kept the last one only).
+DATA_VERSION = 3
 # What takes a file's existing rows from the version before each to it, run once (in the upgrade's
 # transaction).  format_time leaves out a zero fraction, and "10:00:00Z" sorts after "10:00:00.5Z" as text.
 _DATA_UPGRADES: tuple[tuple[int, tuple[str, ...]], ...] = (
@@ -155,6 +174,9 @@ _DATA_UPGRADES: tuple[tuple[int, tuple[str, ...]], ...] = (
         " target_name = json_extract(body, '$.target.name') WHERE json_extract(body, '$.target') IS NOT NULL",
     )),
     (2, ("UPDATE alerts SET received_at = substr(received_at, 1, 19) || '.000000Z' WHERE length(received_at) = 20",)),
+    (3, ("INSERT INTO kill_switch_history (at, paused, set_by) SELECT CASE WHEN length(set_at) = 20"
+         " THEN substr(set_at, 1, 19) || '.000000Z' ELSE set_at END, paused, set_by FROM kill_switch"
+         " WHERE NOT EXISTS (SELECT 1 FROM kill_switch_history)",)),
 )
 
 T = TypeVar("T")
@@ -818,6 +840,8 @@ class SQLiteStore:
         """
         cutoff = _at(self._clock.now() - timedelta(days=days))
         counts = {"decisions": 0, "steps": 0, "notifications": 0, "alerts": 0}
+        # The kill switch's history: one short statement (a setting is an operator's act, rows are few).
+        counts["kill_switch"] = await _complete(self._shared.write(lambda: self._prune_switches(cutoff)), eager=True)
         alerts_round = (
             "SELECT a.id FROM alerts a WHERE a.processed = 1 AND a.received_at < ? AND {} AND NOT EXISTS ("
             " SELECT 1 FROM decisions d WHERE d.alert_key = a.dedup_key"
@@ -870,6 +894,24 @@ class SQLiteStore:
             " SET paused = excluded.paused, set_by = excluded.set_by, set_at = excluded.set_at",
             (int(paused), json_rows.without_nul(by), format_time(at)),
         )
+
+    async def kill_switch_history(self, since: datetime, until: datetime) -> list[KillSwitchRecord]:
+        cur = await self._run(
+            "SELECT * FROM (SELECT id, paused, set_by, at FROM kill_switch_history WHERE at < ?"
+            " ORDER BY at DESC, id DESC LIMIT 1) UNION ALL SELECT id, paused, set_by, at"
+            " FROM kill_switch_history WHERE at >= ? AND at < ? ORDER BY at, id",
+            (_at(since), _at(since), _at(until)),
+        )
+        return [KillSwitchRecord(bool(r["paused"]), r["set_by"], parse_time(r["at"])) for r in await cur.fetchall()]
+
+    async def _prune_switches(self, cutoff: str) -> int:
+        """The settings older than ``cutoff`` but the last of them: it is the one in force at the cutoff."""
+        cur = await self._db.execute(
+            "DELETE FROM kill_switch_history WHERE at < ? AND id <> (SELECT id FROM kill_switch_history"
+            " WHERE at < ? ORDER BY at DESC, id DESC LIMIT 1)",
+            (cutoff, cutoff),
+        )
+        return cur.rowcount
 
     async def guard_rows(self) -> list[tuple[str, str, str]]:
         """The embedded guardrail state (remediator.guardstate.memory.GuardStateRows)."""

@@ -15,7 +15,7 @@ from typing import Any, TextIO
 from remediator.clock import SystemClock
 from remediator.core.alerts import WebhookPayload, format_time
 from remediator.core.errors import ConfigError
-from remediator.ports import Store, StoredAlert
+from remediator.ports import KillSwitchRecord, Store, StoredAlert
 from remediator.settings import Settings
 
 
@@ -57,10 +57,33 @@ def replay_line(stored: StoredAlert) -> dict[str, Any]:
     return {"received_at": format_time(r.received_at), "payload": payload.to_json()}
 
 
+def control_line(record: KillSwitchRecord) -> dict[str, Any]:
+    """A setting of the kill switch as the replay input's control line (``by``: for the reader, replay
+    ignores it)."""
+    return {"at": format_time(record.at), "control": "pause" if record.paused else "resume", "by": record.by}
+
+
 async def export_alerts(store: Store, since: datetime, until: datetime, out: TextIO) -> int:
-    """Write every alert received in ``[since, until)`` as JSON Lines; return how many."""
+    """Write every alert received in ``[since, until)`` as JSON Lines, with the kill switch's settings
+    of that span as control lines among them in time order (a setting before an alert received at
+    the same instant); return how many alerts.
+
+    Without them, replay would decide ``executed`` what the daemon decided ``paused``.  A span that
+    starts while paused starts with a pause line at ``since``."""
+    settings = await store.kill_switch_history(since, until)
+    if settings and settings[0].at < since:
+        before = settings.pop(0)
+        if before.paused:
+            settings.insert(0, KillSwitchRecord(True, before.by, since))
+    controls = iter(settings)
+    control = next(controls, None)
     count = 0
     async for stored in store.alerts_between(since, until):
+        while control is not None and control.at <= stored.received.received_at:
+            out.write(json.dumps(control_line(control), separators=(",", ":")) + "\n")
+            control = next(controls, None)
         out.write(json.dumps(replay_line(stored), separators=(",", ":")) + "\n")
         count += 1
+    for rest in (control, *controls) if control is not None else ():
+        out.write(json.dumps(control_line(rest), separators=(",", ":")) + "\n")
     return count

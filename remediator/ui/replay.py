@@ -144,9 +144,10 @@ class _Bounded(io.TextIOWrapper):
 
 
 async def export_history(upload: Upload, store: Store, now: datetime, limits: ReplayLimits) -> None:
-    """Write the daemon's recorded alerts of the chosen span as the export to replay, as
-    ``remediator export --since <span>`` would: the SRE sees what a playbook change would have
-    done to what really arrived, without exporting and uploading by hand."""
+    """Write the daemon's recorded alerts of the chosen span, with the kill switch's settings among
+    them, as the export to replay, as ``remediator export --since <span>`` would: the SRE sees what a
+    playbook change would have done to what really arrived (paused where it was paused), without
+    exporting and uploading by hand."""
     span = upload.fields[HISTORY]
     since = now - timedelta(seconds=parse_duration(span))
     upload.export = upload.root / "export.jsonl"

@@ -191,7 +191,7 @@ async def test_a_cancelled_retention_batch_leaves_no_transaction_open(
         assert await store.count_alerts() == 3  # the new alert is durable
         # the cancelled batch went whole: retention goes on with the alerts
         counts = await store.delete_older_than(30)
-        assert counts == {"decisions": 0, "steps": 0, "notifications": 0, "alerts": 2}
+        assert counts == {"decisions": 0, "steps": 0, "notifications": 0, "alerts": 2, "kill_switch": 0}
     finally:
         await store.close()
 
@@ -235,7 +235,8 @@ async def test_postgres_a_cancelled_retention_batch_is_rolled_back_whole(
         assert await pg_schema.count("SELECT count(*) FROM steps") == 0  # there were none to begin with
         assert await pg_schema.count("SELECT count(*) FROM decisions") == 1  # rolled back whole
         assert await pg_schema.count("SELECT count(*) FROM notifications") == 1
-        assert await store.delete_older_than(30) == {"decisions": 1, "steps": 0, "notifications": 1, "alerts": 2}
+        assert await store.delete_older_than(30) == {"decisions": 1, "steps": 0, "notifications": 1, "alerts": 2,
+                                                     "kill_switch": 0}
         assert await store.count_alerts() == 1
     finally:
         await store.close()

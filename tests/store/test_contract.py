@@ -307,11 +307,12 @@ async def test_retention_deletes_only_old_finished_work_of_ended_episodes_in_bat
     await store.record_decision(a_decision(new[0].alert, at=vclock.now()))
     counts = await store.delete_older_than(30, batch=2)
     # old0-old2: decisions (4 with pb2's), their steps, firing and resolved records
-    assert counts == {"decisions": 4, "steps": 3, "notifications": 3, "alerts": 6}
+    assert counts == {"decisions": 4, "steps": 3, "notifications": 3, "alerts": 6, "kill_switch": 0}
     assert sorted(e["target"]["name"] for e in await store.list_executions()) == ["new", "old3", "old5"]
     # kept: old3 (running: both records), old4 (unprocessed firing + its resolved proof), old5 (still firing), new
     assert await store.count_alerts() == 6
-    assert await store.delete_older_than(30) == {"decisions": 0, "steps": 0, "notifications": 0, "alerts": 0}
+    assert await store.delete_older_than(30) == {"decisions": 0, "steps": 0, "notifications": 0, "alerts": 0,
+                                                 "kill_switch": 0}
     # a redelivery of the still-firing old5 is still a duplicate: it cannot be decided again
     assert await store.record_alerts(alerts(firing("old5"), at=vclock.now())) == 0
 
@@ -351,9 +352,11 @@ async def test_retention_keeps_an_episodes_alerts_while_a_younger_decision_remai
     await store.record_decision(d)
     await store.finish_execution(d.execution_id, "succeeded", vclock.now())
     await vclock.advance(11 * 86400)  # the alerts are 31 days old, the decision 11
-    assert await store.delete_older_than(30) == {"decisions": 0, "steps": 0, "notifications": 0, "alerts": 0}
+    assert await store.delete_older_than(30) == {"decisions": 0, "steps": 0, "notifications": 0, "alerts": 0,
+                                                 "kill_switch": 0}
     await vclock.advance(20 * 86400)  # now the decision is old too, and everything goes
-    assert await store.delete_older_than(30) == {"decisions": 1, "steps": 0, "notifications": 0, "alerts": 2}
+    assert await store.delete_older_than(30) == {"decisions": 1, "steps": 0, "notifications": 0, "alerts": 2,
+                                                 "kill_switch": 0}
 
 
 async def test_the_kill_switch_is_recorded_durably_last_setting_wins(store: Any, vclock: VirtualClock) -> None:

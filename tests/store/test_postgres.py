@@ -32,7 +32,7 @@ async def test_replicas_starting_together_migrate_once(pg_schema: Schema, vclock
             "SELECT table_name FROM information_schema.tables WHERE table_schema = $1 ORDER BY 1", pg_schema.name
         )
         assert [t["table_name"] for t in tables] == [
-            "alerts", "decisions", "kill_switch", "notifications", "schema_migrations", "steps"]
+            "alerts", "decisions", "kill_switch", "kill_switch_history", "notifications", "schema_migrations", "steps"]
     finally:
         for s in stores:
             await s.close()
