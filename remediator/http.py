@@ -52,7 +52,7 @@ from remediator.core.errors import GuardrailUnavailable, PayloadError, StoreUnav
 from remediator.core.redact import redact_execution
 from remediator.inflight import InFlight
 from remediator.killswitch import NotPaused
-from remediator.ports import DecisionQuery, GuardrailUsage, ReceivedAlert
+from remediator.ports import AWAITING_APPROVAL, DecisionQuery, GuardrailUsage, ReceivedAlert
 from remediator.runtime import ADMIN, READ, RUNTIME, WEBHOOK, Runtime
 from remediator.settings import Settings
 from remediator.store.rows import alert_episode
@@ -506,6 +506,11 @@ MAX_LIMIT = 1000
 #: Decision kinds the store records (``no_match`` is only counted, never recorded).
 RECORDED_KINDS = tuple(k.value for k in DecisionKind if k is not DecisionKind.NO_MATCH)
 
+#: The statuses an execution is recorded with (docs/playbooks.md): not over (pending, running, awaiting
+#: approval), then how it ended, run or not.  ``/api/v1/executions?status=`` takes one of them.
+EXECUTION_STATUSES = ("pending", "running", AWAITING_APPROVAL, "succeeded", "failed", "superseded", "dry_run",
+                      "resolved_cancelled", "denied", "expired", "refused")
+
 
 def _time(q: Mapping[str, str], name: str) -> datetime | None:
     if not q.get(name):
@@ -606,12 +611,18 @@ async def get_alert(request: web.Request, rt: Runtime) -> web.Response:
 async def list_executions(request: web.Request, rt: Runtime) -> web.Response:
     q = request.query
     limit = _limit(q)
+    status, before = q.get("status") or None, q.get("before") or None
+    if status is not None and status not in EXECUTION_STATUSES:
+        raise BadQuery(f"status: unknown status {status!r} (one of {', '.join(EXECUTION_STATUSES)})")
     items = await _bounded(rt, rt.store.list_executions(
         playbook=q.get("playbook") or None,
-        status=q.get("status") or None,
+        status=status,
         limit=limit,
-        before=q.get("before") or None,
+        before=before,
     ), StoreUnavailable)
+    # An unknown cursor would read as the end of the listing, as in list_decisions: say so instead.
+    if not items and before is not None and await _bounded(rt, rt.store.decision(before), StoreUnavailable) is None:
+        return _error(400, f"before: no execution {before!r} is recorded")
     # the cursor for the next page: pass it back as ?before=
     return web.json_response(
         {"executions": [redact_execution(i) for i in items], "next": items[-1]["id"] if len(items) == limit else None}
