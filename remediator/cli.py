@@ -294,6 +294,23 @@ def cmd_test(args: argparse.Namespace) -> int:
     return run_tests(args.path, settings, sys.stdout)
 
 
+#: The widest ``--reorder-window``, a year: wider is no use (the whole input is held to be sorted) and,
+#: far enough, is past the earliest time there is.
+MAX_REORDER_WINDOW = 365 * 86400.0
+
+
+def _reorder_window(text: str) -> float:
+    """``--reorder-window``: seconds, 0 (the input in order) to :data:`MAX_REORDER_WINDOW`; argparse
+    answers anything else with a usage error (exit 2) naming the option."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 <= value <= MAX_REORDER_WINDOW:  # NaN too
+        raise argparse.ArgumentTypeError(f"{text} is not a number of seconds from 0 to {MAX_REORDER_WINDOW:.0f}")
+    return value
+
+
 def _add_replay_commands(sub: Any) -> None:
     from remediator.replay import DEFAULT_REORDER_WINDOW
 
@@ -310,10 +327,10 @@ def _add_replay_commands(sub: Any) -> None:
                              "nothing runs)")
     replay.add_argument(
         "--reorder-window",
-        type=float,
+        type=_reorder_window,
         default=DEFAULT_REORDER_WINDOW,
         metavar="SECONDS",
-        help="how far out of time order the input may be (default %(default).0f)",
+        help=f"how far out of time order the input may be, 0 to {MAX_REORDER_WINDOW:.0f} (default %(default).0f)",
     )
     replay.set_defaults(func=cmd_replay)
 
@@ -383,11 +400,21 @@ def _when(text: str | None, default: Any) -> Any:
 def cmd_export(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
+    from remediator.core.alerts import format_time
     from remediator.store.tools import export_alerts, open_store
 
-    async def run(settings: Any) -> int:
+    try:
         since = _when(args.since, datetime(1, 1, 1, tzinfo=UTC))
         until = _when(args.until, datetime(9999, 12, 31, tzinfo=UTC))
+    except ConfigError as exc:
+        print(f"remediator: configuration error: {exc}", file=sys.stderr)
+        return 2
+    if since >= until:  # an empty span: exporting nothing, and saying it went well, would hide the mistake
+        print(f"remediator export: --since ({format_time(since)}) must be earlier than --until ({format_time(until)})",
+              file=sys.stderr)
+        return 2
+
+    async def run(settings: Any) -> int:
         store = await open_store(settings)
         try:
             count = await export_alerts(store, since, until, out)
