@@ -46,7 +46,9 @@ class Metrics:
         )
         self.alerts_truncated = Counter(
             "remediator_alerts_truncated_total",
-            "Alerts Alertmanager left out of accepted deliveries (truncatedAlerts: its max_alerts)", registry=r
+            "Each accepted delivery's truncatedAlerts (alerts Alertmanager left out: its max_alerts), summed: a group"
+            " re-sent while still too large adds its count again at each re-send, so this is not distinct alerts",
+            registry=r,
         )
         self.webhook_rejected = Counter(
             "remediator_webhook_rejected_total", "Webhook requests rejected", ["reason"], registry=r
