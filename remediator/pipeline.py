@@ -22,8 +22,15 @@ from typing import Any, Literal
 import structlog
 
 from remediator.clock import within
-from remediator.core.alerts import Alert, format_time
-from remediator.core.decisions import APPROVAL_PHASE, Decision, DecisionKind, PlannedStep, execution_id
+from remediator.core.alerts import Alert, format_time, parse_time
+from remediator.core.decisions import (
+    APPROVAL_PHASE,
+    Decision,
+    DecisionKind,
+    PlannedStep,
+    decision_from_json,
+    execution_id,
+)
 from remediator.core.errors import GuardrailUnavailable, StoreUnavailable
 from remediator.core.guardrails import BreakerState, Check, GuardStatus, Request, Verdict, with_playbooks
 from remediator.core.planning import Plan, Refusal, make_plan
@@ -37,6 +44,7 @@ from remediator.ports import (
     ApprovalState,
     BatchLookups,
     Clock,
+    DecisionQuery,
     Executor,
     GuardrailStore,
     NoEvents,
@@ -54,6 +62,8 @@ from remediator.ports import (
 
 #: Seconds between two re-arm checks of the kill switch by decisions that only read the guardrails.
 REARM_EVERY = 1.0
+#: How many of an alert's latest executions its resolve looks through (see Pipeline._notify_resolved).
+RESOLVE_LOOKBACK = 20
 
 
 def guard_request(plan: Plan, did: str, now: float) -> Request:
@@ -1141,20 +1151,82 @@ class Pipeline:
         return ask
 
     async def _notify_resolved(self, alert: Alert, firing: Alert, playbooks: Sequence[Playbook]) -> None:
-        """Close the loop: tell the channels of every execution this alert's firing episode caused."""
+        """Close the loop: tell the channels of every execution of this alert since its previous resolve.
+
+        Not only this firing episode's: a flapping alert fires a new episode (a new startsAt)
+        with no resolve between, and an earlier episode's failed execution opened a PagerDuty
+        incident of its own that only this resolve closes (this one's may even have been
+        refused, by a cooldown, say).  So the alert's latest executions are walked back to the
+        first whose own episode resolved (its resolve told it).  An execution is told on the
+        channels of its playbook as loaded now and, when that playbook changed since it was
+        decided (its ``notify`` list may have) or is no longer loaded (renamed), on those its
+        audit shows it told: otherwise the incident its failure opened would stay open for good.
+        """
+        told: set[str] = set()
+        loaded = {p.name: p for p in playbooks}
         for playbook in playbooks:
             if not playbook.notify:
                 continue
             did = execution_id(firing.dedup_key, playbook.name)
+            told.add(did)
             decision = await self.store.decision(did)
             if decision is not None and decision.kind is DecisionKind.EXECUTED:
-                if await self.store.unfinished(did):
-                    # Still to run, or running: told at its end (see _execute_held), after its outcome.  Told
-                    # now, a failure after it would leave the channels' last word 'failed': a PagerDuty
-                    # incident triggered after its resolve, open for good, for an alert already gone.
-                    continue
-                results = await self.store.step_results(decision.execution_id or "")
-                await self._notify("resolved", decision, playbook.notify, alert=alert, results=results)
+                await self._notify_resolved_execution(alert, decision, loaded)
+        await self._notify_resolved_earlier(alert, firing, loaded, told)
+
+    async def _notify_resolved_earlier(
+        self, alert: Alert, firing: Alert, loaded: Mapping[str, Playbook], told: set[str]
+    ) -> None:
+        """The executions of ``alert`` no resolve has told yet, besides ``told``: see _notify_resolved."""
+        query = DecisionQuery(fingerprint=alert.fingerprint, kinds=(DecisionKind.EXECUTED,),
+                              limit=RESOLVE_LOOKBACK)
+        previous: datetime | None = None  # the start of the latest earlier episode that resolved, once asked
+        for row in await self.store.query_decisions(query):
+            did = row.get("execution_id")
+            if not did or did in told:
+                continue
+            told.add(did)
+            decision = decision_from_json(row)
+            if decision.alert_key != firing.dedup_key:
+                starts = parse_time(decision.alert_key.rsplit("|", 2)[1])
+                if starts > firing.starts_at:
+                    continue  # a later episode, still firing: its incident is not this resolve's
+                if await self.store.resolved_for(alert.fingerprint, starts):
+                    break  # its own resolve told it, and everything before it
+                if previous is None:
+                    previous = await self._notify_resolved_before(alert, firing.starts_at)
+                if starts <= previous:
+                    break  # a later episode's resolve told it (it flapped into that one)
+            await self._notify_resolved_execution(alert, decision, loaded)
+
+    async def _notify_resolved_before(self, alert: Alert, starts: datetime) -> datetime:
+        """The start of the latest episode of ``alert`` before ``starts`` whose resolve is recorded
+        (that resolve told every execution up to it), or the earliest time when none is."""
+        resolved = [parse_time(d["startsAt"]) for d in await self.store.deliveries(alert.fingerprint,
+                                                                                  limit=RESOLVE_LOOKBACK * 2)
+                    if d.get("status") == "resolved" and d.get("startsAt")]
+        return max((t for t in resolved if t < starts), default=datetime.min.replace(tzinfo=starts.tzinfo))
+
+    async def _notify_resolved_execution(
+        self, alert: Alert, decision: Decision, loaded: Mapping[str, Playbook]
+    ) -> None:
+        """Tell ``decision``'s execution's channels that its alert resolved (see _notify_resolved)."""
+        did = decision.execution_id or ""
+        if await self.store.unfinished(did):
+            # Still to run, or running: told at its end (see _execute_held), after its outcome.  Told
+            # now, a failure after it would leave the channels' last word 'failed': a PagerDuty
+            # incident triggered after its resolve, open for good, for an alert already gone.
+            return
+        playbook = loaded.get(decision.playbook)
+        channels = tuple(playbook.notify) if playbook is not None else ()
+        if playbook is None or playbook.version != decision.playbook_version:
+            document = await self.store.get_execution(did) or {}
+            channels = tuple(dict.fromkeys(
+                (*channels, *(str(n.get("channel", "")) for n in document.get("notifications") or ()))))
+        if not channels:
+            return
+        results = await self.store.step_results(did)
+        await self._notify("resolved", decision, channels, alert=alert, results=results)
 
     def _resume_request(
         self, decision: Decision, playbook: Playbook | None, received: ReceivedAlert | None

@@ -35,7 +35,7 @@ from remediator.core.decisions import Decision
 from remediator.notify.channels import Channel, Outgoing, channels_from_settings
 from remediator.notify.delivery import DeliveryFailed, deliver
 from remediator.notify.events import MESSAGE, Notice, build_notice
-from remediator.notify.pagerduty import dedup_key, event_action
+from remediator.notify.pagerduty import event_action, notice_dedup_key
 from remediator.ports import Clock
 from remediator.settings import Settings
 
@@ -71,7 +71,7 @@ class FailedDelivery:
 
 #: How much a queued notice matters when its channel's queue is full (see _Backlog).
 SUPERSEDED = -1  # a newer notice about the same incident or execution is queued behind it
-ROUTINE = 0  # started, succeeded, resolved, skipped...; PagerDuty: acknowledge, resolve
+ROUTINE = 0  # started, succeeded, resolved, skipped...; PagerDuty: resolve
 NOTE = 1  # a playbook's own ``notify`` message
 URGENT = 2  # a human must act: failed, approval_requested; PagerDuty: every trigger (a page)
 #: Events after which a human must act, on channels other than PagerDuty.
@@ -84,14 +84,14 @@ def importance(channel: Channel, notice: Notice) -> tuple[int, str]:
     PagerDuty ranks by what the event does: a trigger pages someone, an acknowledge or a
     resolve of an incident nobody was paged for does nothing, so in a storm of healthy
     remediations those must go before a failed one's trigger.  Its subject is the
-    incident (``dedup_key``), whose state is whatever its last event says.  On the other
+    incident (``dedup_key``, one per execution), whose state is whatever its last event says.  On the other
     channels the subject is the execution, whose last notice is its newest state; a
     playbook's message is content, not state, so it has no subject.
     """
     d = notice.decision
     if channel.type == "pagerduty":
         action = event_action(notice.event, dry_run=notice.dry_run, on_started=channel.on_started)
-        return (URGENT if action == "trigger" else ROUTINE), dedup_key(d.fingerprint, d.playbook)
+        return (URGENT if action == "trigger" else ROUTINE), notice_dedup_key(notice)
     if notice.event == MESSAGE:
         return NOTE, ""
     return (URGENT if notice.event in URGENT_EVENTS else ROUTINE), d.execution_id or ""

@@ -88,13 +88,22 @@ class Receiver:
 class PagerDuty(Receiver):
     """The Events API v2 as PagerDuty documents it: a ``trigger`` opens (or updates) the alert of
     its ``dedup_key``; an ``acknowledge`` or a ``resolve`` applies to an open one and is dropped
-    otherwise, answered 202 all the same.  The first ``throttle`` triggers get 429 (no Retry-After)."""
+    otherwise, answered 202 all the same.  The first ``throttle`` triggers get 429 (no Retry-After).
+
+    ``pages`` are the notifications a human gets: a trigger that opens an alert notifies; one on
+    an open alert does not, and an acknowledged alert "won't generate any additional notifications,
+    even if it receives new trigger events".  ``acknowledge_by_hand`` is the on-call answering a page."""
 
     def __init__(self, clock: VirtualClock, *, throttle: int = 0) -> None:
         super().__init__(clock)
         self.throttle = throttle
         self.open: dict[str, str] = {}  # dedup_key -> triggered / acknowledged
         self.seen: list[tuple[str, str]] = []  # (event_action, what happened)
+        self.pages: list[str] = []  # the dedup_key of each notification a human got
+
+    def acknowledge_by_hand(self, key: str) -> None:
+        assert self.open.get(key) == "triggered", f"no triggered alert {key}: {self.open}"
+        self.open[key] = "acknowledged"
 
     async def _handle(self, request: web.Request) -> web.Response:
         event = json.loads(await request.read())
@@ -104,7 +113,9 @@ class PagerDuty(Receiver):
             what, status = "throttled", 429
         elif action == "trigger":
             what, status = "opened" if key not in self.open else "updated", 202
-            self.open[key] = "triggered"
+            if key not in self.open:
+                self.pages.append(key)
+            self.open.setdefault(key, "triggered")
         elif key not in self.open:
             what, status = "dropped: no open alert", 202
         else:

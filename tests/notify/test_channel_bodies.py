@@ -27,7 +27,8 @@ LABELS = {"alertname": "WebDown", "namespace": "shop", "deployment": "web", "sev
 EX = execution_id(f"{FP}|2026-11-22T10:00:00Z|firing", "restart-web")
 EX_URL = f"{PUBLIC_URL}/api/v1/executions/{EX}"
 ROUTING_KEY = "R0UT1NGKEY0000000000000000000000"
-DEDUP = hashlib.sha256(f"remediator|{FP}|restart-web".encode()).hexdigest()
+# one incident per execution: a later execution's failure pages anew (see notify/pagerduty.py)
+DEDUP = hashlib.sha256(f"remediator|{FP}|restart-web|{EX}".encode()).hexdigest()
 WHERE = " | alert WebDown on Deployment shop/web | playbook restart-web"
 
 
@@ -172,9 +173,8 @@ async def test_a_successful_remediation_reaches_every_channel_in_its_format(
     assert 0 <= hook.requests[2].wall - int(headers["X-Remediator-Timestamp"]) <= 10
     assert headers["X-Remediator-Signature"].startswith("v1=")
 
-    # PagerDuty: started acknowledges, success resolves, both on the same incident
+    # PagerDuty: started sends nothing (the daemon never acknowledges), success resolves the execution's incident
     assert [r.json() for r in pd.requests] == [
-        {"routing_key": ROUTING_KEY, "event_action": "acknowledge", "dedup_key": DEDUP},
         {"routing_key": ROUTING_KEY, "event_action": "resolve", "dedup_key": DEDUP},
     ]
     assert pd.requests[0].path == "/v2/enqueue"
@@ -240,9 +240,8 @@ async def test_a_failed_remediation_pages_and_the_alert_resolving_closes_the_inc
             {"href": EX_URL, "text": "Execution"},
         ],
     }
-    ack = {"routing_key": ROUTING_KEY, "event_action": "acknowledge", "dedup_key": DEDUP}
     resolve = {"routing_key": ROUTING_KEY, "event_action": "resolve", "dedup_key": DEDUP}
-    assert [r.json() for r in pd.requests] == [ack, trigger, resolve]  # one dedup_key from trigger to resolve
+    assert [r.json() for r in pd.requests] == [trigger, resolve]  # one dedup_key from trigger to resolve
 
     assert [r.json()["event"] for r in hook.requests] == ["started", "failed", "resolved"]
     back = hook.requests[2].json()
@@ -369,7 +368,7 @@ async def test_an_alert_that_resolves_while_its_remediation_runs_is_told_resolve
         cluster.release.set()
         await asyncio.wait_for(running, 10)
         await settle(vclock, rt.notifications)
-    assert [r.json()["event_action"] for r in pd.requests] == ["acknowledge", "trigger", "resolve"]
+    assert [r.json()["event_action"] for r in pd.requests] == ["trigger", "resolve"]
     assert [r.json()["event"] for r in hook.requests] == ["started", "failed", "resolved"]
 
 

@@ -27,53 +27,50 @@ def execution(fingerprint: str, execution_id: str) -> Decision:
     return dataclasses.replace(sample_decision(), fingerprint=fingerprint, execution_id=execution_id)
 
 
-def incident(fingerprint: str) -> str:
-    return dedup_key(fingerprint, sample_decision().playbook)
+def incident(fingerprint: str, execution_id: str) -> str:
+    return dedup_key(fingerprint, sample_decision().playbook, execution_id)
 
 
 async def test_a_failed_remediations_page_outlives_a_burst_of_healthy_ones(vclock: VirtualClock) -> None:
-    """Every healthy execution queues an acknowledge and a resolve that change nothing in
-    PagerDuty; five of them used to push the failed execution's trigger out of a queue of
-    ten, and nobody was paged."""
+    """Every healthy execution queues a resolve that changes nothing in PagerDuty; ten of
+    them used to push the failed execution's trigger out of a queue of ten, and nobody was paged."""
     async with Receiver(vclock, ok=202) as pd:
         ch = Channel("pd", "pagerduty", pd.url("/v2/enqueue"), routing_key=KEY, events=PD_EVENTS)
         async with running_dispatcher(vclock, ch, start=False, queue_size=10) as d:
             await d.notify("failed", execution("fp-broken", "ex-broken"), {"channels": ("pd",)})
-            for i in range(5):
+            for i in range(10):
                 ok = execution(f"fp{i}", f"ex{i}")
-                await d.notify("started", ok, {"channels": ("pd",)})
+                await d.notify("started", ok, {"channels": ("pd",)})  # not sent: the daemon never acknowledges
                 await d.notify("succeeded", ok, {"channels": ("pd",)})
             assert counted(d, "pd", "dropped") == 1
             d.start()
             await settle(vclock, d)
     seen = [(r.json()["event_action"], r.json()["dedup_key"]) for r in pd.requests]
-    assert seen[0] == ("trigger", incident("fp-broken"))  # paged, and still first: order is kept
-    # the one dropped is the oldest routine event: the first healthy execution's acknowledge
-    assert seen[1:] == [("resolve", incident("fp0"))] + [
-        (action, incident(f"fp{i}")) for i in range(1, 5) for action in ("acknowledge", "resolve")
-    ]
+    assert seen[0] == ("trigger", incident("fp-broken", "ex-broken"))  # paged, and still first: order is kept
+    # the one dropped is the oldest routine event: the first healthy execution's resolve
+    assert seen[1:] == [("resolve", incident(f"fp{i}", f"ex{i}")) for i in range(1, 10)]
 
 
 async def test_a_resolve_is_not_dropped_to_keep_the_trigger_it_closes(vclock: VirtualClock) -> None:
-    """A later execution of the same alert succeeded: its resolve is the incident's newest
-    state, so the older trigger is what goes (dropping the resolve would leave an incident
-    open for a fixed alert), and no other page is lost for it."""
+    """The failed execution's alert resolved: its resolve is the incident's newest state, so
+    the older trigger is what goes (dropping the resolve would leave an incident open for an
+    alert gone), and no other page is lost for it."""
     async with Receiver(vclock, ok=202) as pd:
         ch = Channel("pd", "pagerduty", pd.url("/v2/enqueue"), routing_key=KEY, events=PD_EVENTS)
         async with running_dispatcher(vclock, ch, start=False, queue_size=3) as d:
             await d.notify("failed", execution("fp1", "ex-a"), {"channels": ("pd",)})  # fp1 pages...
             await d.notify("failed", execution("fp2", "ex-c"), {"channels": ("pd",)})
-            await d.notify("started", execution("fp3", "ex-d"), {"channels": ("pd",)})
-            await d.notify("succeeded", execution("fp1", "ex-b"), {"channels": ("pd",)})  # ...then is fixed
-            await d.notify("started", execution("fp4", "ex-e"), {"channels": ("pd",)})
+            await d.notify("succeeded", execution("fp3", "ex-d"), {"channels": ("pd",)})
+            await d.notify("resolved", execution("fp1", "ex-a"), {"channels": ("pd",)})  # ...then resolves
+            await d.notify("succeeded", execution("fp4", "ex-e"), {"channels": ("pd",)})
             assert counted(d, "pd", "dropped") == 2
             d.start()
             await settle(vclock, d)
     seen = [(r.json()["event_action"], r.json()["dedup_key"]) for r in pd.requests]
     assert seen == [
-        ("trigger", incident("fp2")),  # the page for the still-broken alert
-        ("resolve", incident("fp1")),  # the fixed alert's incident ends resolved
-        ("acknowledge", incident("fp4")),  # the newest routine event; fp3's older one went
+        ("trigger", incident("fp2", "ex-c")),  # the page for the still-broken alert
+        ("resolve", incident("fp1", "ex-a")),  # the resolved alert's incident ends resolved
+        ("resolve", incident("fp4", "ex-e")),  # the newest routine event; fp3's older one went
     ]
 
 

@@ -22,6 +22,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from remediator.clock import VirtualClock
+from remediator.core.decisions import execution_id
 from remediator.notify.channels import Channel
 from remediator.notify.pagerduty import dedup_key
 from remediator.runtime import Runtime, open_runtime
@@ -153,8 +154,8 @@ def webdown(status: str = "firing", starts_at: str = FIRST) -> dict[str, Any]:
 async def page_throttled_on_a_then_resolved_on_b(a: Runtime, b: Runtime, pd: PagerDuty) -> None:
     await record(a, webdown())
     await a.worker.drain()  # A runs it: it fails, and its page is throttled
-    await requests_seen(pd, 2)  # the acknowledge of 'started' (dropped: nothing open), the trigger (429)
-    assert pd.seen == [("acknowledge", "dropped: no open alert"), ("trigger", "throttled")]
+    await requests_seen(pd, 1)  # the trigger (429); 'started' sends nothing
+    assert pd.seen == [("trigger", "throttled")]
     await record(b, webdown("resolved"))
     await b.worker.drain()  # B decides the resolve and tells PagerDuty at once: nothing is open yet
     assert b.notifications is not None
@@ -172,11 +173,11 @@ async def test_a_page_retried_past_the_resolve_another_replica_sent_is_resolved_
         [ex] = await a.store.list_executions()
         await a.notifications.join()
         audit = await a.store.get_execution(ex["id"])
-    assert pd.seen[3:] == [("trigger", "opened"), ("resolve", "applied")]
+    assert pd.seen[2:] == [("trigger", "opened"), ("resolve", "applied")]
     assert pd.open == {}, "an incident for an alert already resolved, open for good"
     assert audit is not None
     assert [(n["event"], n["result"]) for n in audit["notifications"] if n.get("channel") == "pd"] == [
-        ("started", "sent"), ("resolved", "sent"), ("failed", "sent"), ("resolved", "sent")  # B's resolve, A's
+        ("resolved", "sent"), ("failed", "sent"), ("resolved", "sent")  # B's resolve, A's
     ]
 
 
@@ -190,5 +191,6 @@ async def test_a_late_page_is_not_resolved_once_the_alert_fires_again(
         await record(b, webdown(starts_at=LATER))  # a new episode, not decided yet
         assert a.notifications is not None
         await settle(vclock, a.notifications, step=2.0)
-    assert pd.seen[3:] == [("trigger", "opened")]
-    assert pd.open == {dedup_key("f00d", "restart-web"): "triggered"}
+    assert pd.seen[2:] == [("trigger", "opened")]
+    ex = execution_id(f"f00d|{FIRST}|firing", "restart-web")
+    assert pd.open == {dedup_key("f00d", "restart-web", ex): "triggered"}

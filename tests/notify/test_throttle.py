@@ -47,7 +47,7 @@ async def test_a_page_throttled_for_minutes_is_delivered_and_its_resolve_follows
         await settle(vclock, d, step=STEP)
     seen = [(r.json()["event_action"], r.answer) for r in pd.requests]
     assert seen == [("trigger", 429)] * 4 + [("trigger", 202), ("resolve", 202)]
-    assert {r.json()["dedup_key"] for r in pd.requests} == {dedup_key("fp1", "restart-web")}
+    assert {r.json()["dedup_key"] for r in pd.requests} == {dedup_key("fp1", "restart-web", "ex-1")}
     waits = gaps(pd)[:4]
     assert all(w >= 60 for w in waits), f"waits of {waits}: seconds, not minutes"
     assert pd.requests[4].at - pd.requests[0].at <= THROTTLE_BUDGET
