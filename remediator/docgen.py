@@ -105,11 +105,14 @@ DESCRIPTIONS: dict[str, str] = {
     "channels.<name>.template": "Sandboxed Jinja template of the message text (README, Notifications); "
     "empty: the default text.",
     "channels.<name>.request_timeout": "Bound on one delivery attempt.",
-    "channels.<name>.on_started": "PagerDuty: what `started` does to the incident, `acknowledge` or `trigger` "
-    "(page as soon as automation acts).",
+    "channels.<name>.on_started": "PagerDuty: what `started` does. `acknowledge` (the default): nothing is "
+    "sent; the daemon never acknowledges an incident (README, Notifications). `trigger`: the execution's "
+    "incident opens, and pages, as soon as automation acts.",
     "channels.<name>.max_attempts": "Delivery attempts (connection errors, timeouts, 408, 5xx) before "
-    "the message is counted as failed. A throttled answer (429, or 503 with `Retry-After`) does not count: "
-    "it is retried for up to 10 minutes from when the message was queued.",
+    "a routine message is counted as failed. A page (a PagerDuty trigger, a `failed` or an "
+    "`approval_requested`) is retried at least this many times and until 10 minutes after it was queued "
+    "(backoff 1 s doubling, at most a minute). A throttled answer (429, or 503 with `Retry-After`) does not "
+    "count: it is retried for up to 10 minutes from when the message was queued.",
     "worker.poll_interval": "How often the decision and execution loops look for work when nothing woke them.",
     "worker.batch": "Alerts claimed per decision round.",
     "worker.lease": "How long a claimed alert or execution stays a replica's without renewal; a dead "

@@ -12,7 +12,7 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 REVISION = "deployment.kubernetes.io/revision"
@@ -64,7 +64,31 @@ def deployment_health(dep: dict[str, Any], replicasets: list[dict[str, Any]] | N
     * a paused Deployment whose template has not rolled out fails at once, saying so: its
       controller creates no ReplicaSet for the new template until it is resumed
       (:func:`_paused_before_rollout`), so waiting would only run out the timeout.
+
+    A rollout still under way whose pods cannot be created (an admission refusal: a LimitRange,
+    a ResourceQuota, a policy) carries the ``ReplicaFailure`` condition, which its controller
+    copies from the ReplicaSet and removes once a create succeeds; its message is added to the
+    verdict (:func:`_replica_failure`), so that a wait running out says why, not only what.  It
+    does not fail the rollout by itself: a quota may free up and the controller retries.
     """
+    health = _deployment_health(dep, replicasets)
+    failure = _replica_failure(dep)
+    if health.done or health.failed or failure is None:
+        return health
+    return replace(health, message=f"{health.message} ({failure})")
+
+
+def _replica_failure(dep: Mapping[str, Any]) -> str | None:
+    """What the Deployment's ``ReplicaFailure`` condition (status True) says, e.g. ``ReplicaFailure (FailedCreate):
+    pods "web-5d9c-x7" is forbidden: maximum cpu usage per Container is 500m, but limit is 1``; None without one."""
+    for cond in _get(dep, "status", "conditions", default=[]):
+        if cond.get("type") == "ReplicaFailure" and cond.get("status") == "True":
+            reason = f" ({cond['reason']})" if cond.get("reason") else ""
+            return f"ReplicaFailure{reason}: {cond.get('message') or 'no message'}"
+    return None
+
+
+def _deployment_health(dep: dict[str, Any], replicasets: list[dict[str, Any]] | None) -> Health:
     name = _get(dep, "metadata", "name", default="")
     generation = _get(dep, "metadata", "generation", default=0)
     observed = _get(dep, "status", "observedGeneration", default=0)

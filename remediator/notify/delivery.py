@@ -4,6 +4,15 @@ Retryable: connection failures, timeouts, 408, 429 and 5xx.  Any other answer is
 receiver refusing this body for good (bad URL, revoked key), so it fails at once
 instead of hammering it.
 
+A failure (connection, timeout, 408, 5xx) is retried with a backoff of 1 s doubling, at
+most a minute.  A routine notice gives up after ``max_attempts``.  A page (``budget``: the
+dispatcher gives one to its urgent notices, a PagerDuty trigger, a ``failed`` or an
+``approval_requested``) is retried, at least ``max_attempts`` times, until
+:data:`FAILURE_BUDGET` after it was queued: PagerDuty asks for 5xx and network errors to be
+retried "after some time", and with 1+2+4+8 s a page was given up 15 s into an outage of
+45 s, and nobody was paged.  A routine notice gives up as before, so it holds a page queued
+behind it for those few seconds at most.
+
 A 429, or a 503 with ``Retry-After``, is the receiver throttling the channel, not a
 failure of this notice: PagerDuty answers 429 without ``Retry-After`` while it throttles
 a routing key and asks to retry "preferably with a backoff of a few minutes".  Counted
@@ -45,6 +54,8 @@ MAX_RETRY_AFTER = 300.0
 BACKOFF_INITIAL, BACKOFF_MAX, BACKOFF_JITTER = 1.0, 60.0, 1.0
 #: How long after it was queued a notice is still retried while the receiver throttles.
 THROTTLE_BUDGET = 600.0
+#: How long after it was queued a page is still retried while the receiver fails (5xx, unreachable).
+FAILURE_BUDGET = 600.0
 #: The wait after a throttled answer without ``Retry-After``: 1 min, 2, then 3 each time, plus up
 #: to a tenth more (replicas throttled together must not come back together).
 THROTTLE_INITIAL, THROTTLE_MAX, THROTTLE_JITTER = 60.0, 180.0, 0.1
@@ -83,7 +94,7 @@ def retry_after(headers: Mapping[str, str], clock: Clock) -> float | None:
 
 def backoff(failures: int) -> float:
     """The wait after the ``failures``-th failed attempt."""
-    return min(BACKOFF_INITIAL * 2.0 ** (failures - 1) + random.uniform(0, BACKOFF_JITTER), BACKOFF_MAX)
+    return min(BACKOFF_INITIAL * 2.0 ** min(failures - 1, 16) + random.uniform(0, BACKOFF_JITTER), BACKOFF_MAX)
 
 
 def throttle_backoff(throttled: int) -> float:
@@ -141,6 +152,7 @@ async def deliver(
     out: Outgoing,
     *,
     queued: float | None = None,
+    budget: float = 0.0,
     last_call: asyncio.Event | None = None,
     on_attempt: Callable[[int], None] | None = None,
     on_retry: Callable[[], None] | None = None,
@@ -148,12 +160,14 @@ async def deliver(
     """Send until accepted; return the attempts used, or raise DeliveryFailed.
 
     ``queued`` is when the notice was queued (``clock.monotonic()``; default: now), from
-    which the throttle budget runs.  ``on_attempt(n)`` is called before the n-th attempt,
+    which the throttle budget runs, and ``budget`` (seconds) how long from then a failure is
+    retried after ``max_attempts`` (0: not at all).  ``on_attempt(n)`` is called before the n-th attempt,
     ``on_retry`` before each wait.  Once ``last_call`` is set (the daemon is stopping) the
     wait in progress is cut short and the attempt that follows, or the one in progress,
     is the last.
     """
-    deadline = (clock.monotonic() if queued is None else queued) + THROTTLE_BUDGET
+    since = clock.monotonic() if queued is None else queued
+    deadline = since + THROTTLE_BUDGET
     used = failures = throttled = 0
     while True:
         used += 1
@@ -180,9 +194,13 @@ async def deliver(
                 wait = min(wait, left)  # the last try comes at the end of the budget, not after it
             else:
                 failures += 1
-                if failures >= channel.attempts:
-                    raise DeliveryFailed(str(exc), used) from None
                 wait = backoff(failures)
+                if failures >= channel.attempts:
+                    left = since + budget - clock.monotonic()
+                    if left <= 0:
+                        given_up = f" (given up {budget / 60:g} min after it was queued)" if budget else ""
+                        raise DeliveryFailed(f"{exc}{given_up}", used) from None
+                    wait = min(wait, left)  # the last try comes at the end of the budget
         if on_retry is not None:
             on_retry()
         await _pause(clock, wait, last_call)

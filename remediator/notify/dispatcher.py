@@ -33,7 +33,7 @@ from prometheus_client import CollectorRegistry, Counter
 from remediator.clock import within
 from remediator.core.decisions import Decision
 from remediator.notify.channels import Channel, Outgoing, channels_from_settings
-from remediator.notify.delivery import DeliveryFailed, deliver
+from remediator.notify.delivery import FAILURE_BUDGET, DeliveryFailed, deliver
 from remediator.notify.events import MESSAGE, Notice, build_notice
 from remediator.notify.pagerduty import event_action, notice_dedup_key
 from remediator.ports import Clock
@@ -220,6 +220,7 @@ class _InFlight:
     out: Outgoing
     since: float
     after: _AfterPage | None = None
+    urgent: bool = False  # a page: retried through an outage of minutes, not max_attempts (see delivery)
     attempts: int = 0
     ended: bool = False  # its outcome is counted (what follows it, see _after_page, may still run)
 
@@ -422,7 +423,7 @@ class Dispatcher:
             item = await queue.get()
             if queue.empty():
                 self._drops_ended(channel.name)
-            flight = _InFlight(item.out, item.since, item.after)
+            flight = _InFlight(item.out, item.since, item.after, item.rank >= URGENT)
             self._delivering[channel.name] = flight
             try:
                 await self._deliver(channel, flight)
@@ -445,6 +446,7 @@ class Dispatcher:
 
         try:
             attempts = await deliver(self.session, self.clock, channel, out, queued=flight.since,
+                                     budget=FAILURE_BUDGET if flight.urgent else 0.0,
                                      last_call=self._last_call, on_attempt=attempting, on_retry=retried)
         except DeliveryFailed as exc:
             flight.ended = True

@@ -105,8 +105,9 @@ async def test_a_retry_after_of_zero_backs_off_all_the_same(vclock: VirtualClock
 
 
 async def test_a_503_without_retry_after_is_a_failure_counted_against_max_attempts(vclock: VirtualClock) -> None:
+    """A routine notice; a page is retried for minutes (test_outage.py)."""
     async with Receiver(vclock, [503] * 5) as rx, running_dispatcher(vclock, hook("h", rx.url(), attempts=3)) as d:
-        await d.notify("failed", sample_decision(), {"channels": ("h",)})
+        await d.notify("started", sample_decision(), {"channels": ("h",)})
         await settle(vclock, d, step=0.5)
     assert len(rx.requests) == 3 and all(g < 10 for g in gaps(rx))
     [failure] = d.failures

@@ -211,3 +211,31 @@ async def test_a_statefulset_with_a_terminating_pod_is_not_healthy_until_its_rep
 def api_dict(api: Any, model: Any) -> dict[str, Any]:
     out: dict[str, Any] = api.sanitize_for_serialization(model)
     return out
+
+
+async def test_a_timeout_names_why_the_new_pods_cannot_be_created(
+    kube_admin: Any, namespace: str, kubelet: Kubelet
+) -> None:
+    """A LimitRange (cpu at most 500m, so a default limit of 500m) refuses the pods of a template requesting 1 cpu:
+    the Deployment carries ReplicaFailure (FailedCreate) with the refusal, and wait_healthy's timeout says it."""
+    await apply_web(kube_admin, namespace, mark=False)
+    limits = {"metadata": {"name": "cpu"}, "spec": {"limits": [{"type": "Container", "max": {"cpu": "500m"}}]}}
+    await client.CoreV1Api(kube_admin).create_namespaced_limit_range(namespace, limits)
+    body = {"spec": {"template": {"spec": {"containers": [{"name": "app", "resources": {"requests": {"cpu": "1"}}}]}}}}
+    await client.AppsV1Api(kube_admin).patch_namespaced_deployment("web", namespace, body)
+
+    async def refused() -> dict[str, Any] | None:
+        conditions = (await read(kube_admin, namespace))["status"].get("conditions") or []
+        return next((c for c in conditions if c["type"] == "ReplicaFailure"), None)
+
+    condition = await poll_until(refused, limit=LIMIT, what="the ReplicaFailure condition")
+    assert (condition["status"], condition["reason"]) == ("True", "FailedCreate")
+    assert "must be less than or equal to cpu limit of 500m" in condition["message"]
+
+    result = await timed_out(kube_admin, namespace, 300)
+
+    assert result.status == "failed"
+    assert result.message.startswith(f"wait_healthy on Deployment/{namespace}/web: Deployment/{namespace}/web did "
+                                     "not become healthy within 300s (last seen: 0 out of 2 new replicas have been "
+                                     "updated... (ReplicaFailure (FailedCreate): "), result.message
+    assert condition["message"] in result.message
