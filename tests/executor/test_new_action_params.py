@@ -245,3 +245,15 @@ def test_a_fixed_set_env_value_out_of_bounds_is_refused_at_load(value: str, why:
     [line] = [n for n, text_line in enumerate(text.splitlines(), 1) if '"value":' in text_line]
     assert playbooks == [] and [p.line for p in problems] == [line]  # one problem, at the value's line
     assert why in problems[0].message, problems
+
+
+def test_resize_pool_env_cannot_be_rendered_from_an_alert() -> None:
+    """resize_pool's ``env`` is no template: the schema holds it to Kubernetes' env var name grammar, braces
+    excluded, so no alert content can choose the variable (set_env's ``name`` is a template, checked once
+    rendered: PARAM_RULES)."""
+    step = {"action": "resize_pool", "container": "app", "env": "{{ labels.pool_env }}", "to": 20}
+    text = json.dumps({"name": "pool", "match": {"alertname": "A"},
+                       "target": {"kind": "Deployment", "namespace": "shop", "name": "web"}, "steps": [step]}, indent=1)
+    playbooks, problems = parse_playbooks(text, "pool.yaml")
+    assert playbooks == [] and len(problems) == 1
+    assert "steps.0.env" in problems[0].message and "does not match" in problems[0].message, problems
