@@ -132,6 +132,14 @@ class Metrics:
             "Executions whose target lock lapsed or was taken while they ran (renewal failed)",
             registry=r,
         )
+        self.guardrail_state_lost = Counter(
+            "remediator_guardrail_state_lost_total",
+            "Times this replica found the guardrail state (Redis) lost and rebuilt it from the store, by how it"
+            " was found: marker_missing (Redis restarted without persistence, flushed, failed over),"
+            " lock_record_missing (a held lock's record gone), startup (lost while no replica ran)",
+            ["detected_by"],
+            registry=r,
+        )
 
     def count(self, counter: Counter, *labels: str) -> None:
         """``counter.labels(*labels).inc()``, added when the registry is next collected: ``labels()``

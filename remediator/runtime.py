@@ -192,11 +192,13 @@ async def _open_store(settings: Settings, clock: Clock, stack: contextlib.AsyncE
 
 
 async def _open_guardrails(
-    settings: Settings, clock: Clock, stack: contextlib.AsyncExitStack, store: Store, metrics: Metrics
+    settings: Settings, clock: Clock, stack: contextlib.AsyncExitStack, store: Store, metrics: Metrics,
+    playbooks: PlaybookRepository,
 ) -> GuardrailStore:
     policy = guard_policy(settings)
     if settings.redis_url:
         try:
+            from remediator.guardstate.rebuild import Rebuilder
             from remediator.guardstate.redis import RedisGuardrails  # type: ignore[import-not-found,unused-ignore]
         except ImportError:
             raise ConfigError("redis_url is set but the Redis guardrail state is not available in this build") from None
@@ -204,7 +206,10 @@ async def _open_guardrails(
         # a time of its own that no server's clock can judge.
         skew = settings.guardrails.max_clock_skew if isinstance(clock, SystemClock) else 0.0
         guard: GuardrailStore = await RedisGuardrails.open(  # pragma: no cover
-            settings.redis_url, policy, clock, max_clock_skew=skew, on_skew=metrics.clock_skew.set)
+            settings.redis_url, policy, clock, max_clock_skew=skew, on_skew=metrics.clock_skew.set,
+            # a state found lost (Redis restarted without persistence) is rebuilt from the store
+            rebuild=Rebuilder(store, playbooks, policy),
+            on_lost=lambda how: metrics.guardrail_state_lost.labels(how).inc())
     else:
         if settings.database_url:  # a shared store usually means replicas; embedded guardrails would not be shared
             structlog.get_logger("remediator").warning(
@@ -356,7 +361,7 @@ async def open_runtime(
     metrics.playbooks_loaded.set(len(repo.current.playbooks))
     async with contextlib.AsyncExitStack() as stack:
         store = await _open_store(settings, clock, stack)
-        guard = await _open_guardrails(settings, clock, stack, store, metrics)
+        guard = await _open_guardrails(settings, clock, stack, store, metrics, repo)
         if executors is None:
             cluster = find_cluster(settings.kubernetes, os.environ)
             log.info("kubernetes", mode=cluster.mode, server=cluster.server or None, context=cluster.context or None,

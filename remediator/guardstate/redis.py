@@ -35,13 +35,22 @@ earlier, and the reads of the panel are left alone).
 Keys are ``<prefix><kind>:<name>``; the prefix (``remediator:`` unless given, or
 ``?prefix=`` on the URL) separates daemons sharing one Redis.  Every per-target key
 expires once it cannot matter any more; only the kill switch, the breakers (one per
-playbook) and a sequence counter stay.
+playbook), a sequence counter and the state's marker stay.
+
+A lost state (Redis restarted without persistence, flushed, failed over to a replica that never
+had it) would forget the locks and slots of the executions still running, and admit a second one
+on their targets.  So the state carries a marker (``<prefix>state``, no expiry, set once it is whole)
+that every script admitting, keeping, taking back or freeing a lock checks in the same round trip;
+without it, or when a renewal finds no record at all of the lock its execution holds, the adapter
+fails closed (GuardrailUnavailable), says so once (ERROR, ``on_lost``) and rebuilds the state from
+the store (``rebuild``: :mod:`remediator.guardstate.rebuild`) before setting the marker again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from typing import TypeVar
@@ -52,7 +61,7 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from remediator.core import guardrails as rules
 from remediator.core.errors import GuardrailUnavailable
@@ -70,6 +79,7 @@ from remediator.core.guardrails import (
     Verdict,
 )
 from remediator.guardstate import lua
+from remediator.guardstate.rebuild import Seed
 from remediator.ports import Clock
 
 DEFAULT_PREFIX = "remediator:"
@@ -83,7 +93,18 @@ SKEW_INTERVAL = 10.0
 #: A jump of the wall clock against the monotonic one (an NTP step, a VM resumed) that has the
 #: clock measured again at once, in seconds.
 SKEW_JUMP = 1.0
+#: The state's marker: a key with no expiry, set once the state is whole (new, or rebuilt from the
+#: store).  Every script that admits, takes, keeps or frees a lock refuses to run without it.
+MARKER = "state"
+#: Held (SET NX, for :data:`REBUILD_LEASE` seconds) by the replica rebuilding a lost state.
+REBUILDING = "rebuilding"
+REBUILD_LEASE = 60.0
+#: Seeding writes sent per pipeline.
+SEED_CHUNK = 500
+#: The operations whose scripts check the marker: one that succeeds shows the state whole.
+_CHECKED = frozenset({"admit", "renew", "reacquire", "take back", "trial", "release"})
 T = TypeVar("T")
+Rebuild = Callable[[float], Awaitable[Seed]]
 
 
 def split_prefix(url: str) -> tuple[str, str | None]:
@@ -98,6 +119,11 @@ def split_prefix(url: str) -> tuple[str, str | None]:
 def _glob_escape(text: str) -> str:
     """``text`` matched literally by SCAN's glob (a prefix may hold ``*``, ``?`` or ``[``)."""
     return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+def _history(keep: float, entries: dict[str, float]) -> list[str | int | float]:
+    """SEED_HISTORY's arguments: how long the key is kept, then member, time pairs."""
+    return [keep, *(x for owner, at in entries.items() for x in (owner, repr(at)))]
 
 
 def _finding(reply: list[str]) -> Finding:
@@ -118,6 +144,8 @@ class RedisGuardrails:
         deadline: float = 3.0,
         max_clock_skew: float = 0.0,
         on_skew: Callable[[float], None] | None = None,
+        rebuild: Rebuild | None = None,
+        on_lost: Callable[[str], None] | None = None,
     ) -> None:
         self._client = client
         self._policy = policy
@@ -133,6 +161,15 @@ class RedisGuardrails:
         self._trial = client.register_script(lua.TRIAL)
         self._reacquire = client.register_script(lua.REACQUIRE)
         self._take_back = client.register_script(lua.TAKE_BACK)
+        self._seed_lock = client.register_script(lua.SEED_LOCK)
+        self._seed_cooldown = client.register_script(lua.SEED_COOLDOWN)
+        self._seed_history = client.register_script(lua.SEED_HISTORY)
+        # A lost state (see _state_lost): what it is rebuilt from (None: nothing, the marker is set again),
+        # who is told (the metric), the rebuild under way, and since when it is known lost (None: whole).
+        self._rebuild = rebuild
+        self._on_lost = on_lost
+        self._rebuilding: asyncio.Future[bool] | None = None
+        self._lost_since: float | None = None
         # Changes this adapter made (admit, release, renew...): a prefetched verdict read before
         # the latest one is stale (prefetch_evaluations).  owner -> (changes then, request, reply).
         self._changes = 0
@@ -159,8 +196,13 @@ class RedisGuardrails:
         grace: float = 3600.0,
         max_clock_skew: float = 0.0,
         on_skew: Callable[[float], None] | None = None,
+        rebuild: Rebuild | None = None,
+        on_lost: Callable[[str], None] | None = None,
     ) -> RedisGuardrails:
-        """Connect lazily: an unreachable Redis at start-up fails closed like one lost later."""
+        """Connect lazily: an unreachable Redis at start-up fails closed like one lost later.
+
+        A state without its marker (new, or lost while no replica ran) is seeded from ``rebuild``
+        (the store: see :mod:`remediator.guardstate.rebuild`) before this returns, if it can be."""
         url, url_prefix = split_prefix(url)
         client = Redis.from_url(
             url,
@@ -170,7 +212,8 @@ class RedisGuardrails:
             retry=Retry(NoBackoff(), 1, (RedisConnectionError,)),
         )
         guard = cls(client, policy, clock, prefix=prefix or url_prefix or DEFAULT_PREFIX, grace=grace,
-                    deadline=3 * socket_timeout + 0.5, max_clock_skew=max_clock_skew, on_skew=on_skew)
+                    deadline=3 * socket_timeout + 0.5, max_clock_skew=max_clock_skew, on_skew=on_skew,
+                    rebuild=rebuild, on_lost=on_lost)
         try:
             await guard.ping()
         except GuardrailUnavailable as exc:
@@ -180,6 +223,7 @@ class RedisGuardrails:
         else:
             with contextlib.suppress(GuardrailUnavailable):  # logged as it is measured
                 await guard._in_time()
+            await guard._recover(force=False, at_start=True)  # else the first script finds it lost
         return guard
 
     def _key(self, kind: str, name: str = "") -> str:
@@ -188,9 +232,127 @@ class RedisGuardrails:
     async def _guarded(self, op: str, call: Awaitable[T]) -> T:
         try:
             async with asyncio.timeout(self._deadline):
-                return await call
+                reply = await call
+        except ResponseError as exc:
+            if lua.STATE_LOST in str(exc):
+                raise self._state_lost("marker_missing", op) from exc
+            if lua.NO_LOCK_RECORD in str(exc):
+                raise self._state_lost("lock_record_missing", op) from exc
+            raise GuardrailUnavailable(f"redis {op} failed: {exc}") from exc
         except (RedisError, OSError, TimeoutError) as exc:
             raise GuardrailUnavailable(f"redis {op} failed: {str(exc) or type(exc).__name__}") from exc
+        if op in _CHECKED:
+            self._lost_since = None  # the marker was there: the state is whole (again)
+        return reply
+
+    # -- a lost state ------------------------------------------------------------------------
+
+    def _state_lost(self, how: str, op: str) -> GuardrailUnavailable:
+        """A script found the state lost: its marker missing (``marker_missing``: Redis restarted without
+        persistence, was flushed or failed over to a replica that never had it), or no record at all of
+        a lock its caller holds (``lock_record_missing``: a record outlives its lock by a day, so part of
+        the state went).  Said once per loss (ERROR, and the metric), a rebuild from the store started
+        unless one is under way, and GuardrailUnavailable returned for the caller to raise: nothing is
+        admitted, taken back or kept until the rebuild has set the marker again (the pipeline defers its
+        decisions and pauses its executions meanwhile, as for an unreachable Redis)."""
+        if self._lost_since is None:
+            self._lost_since = self._clock.monotonic()
+            if self._on_lost is not None:
+                self._on_lost(how)
+            structlog.get_logger("remediator.guardrails").error(
+                "the guardrail state was lost (Redis restarted without persistence, flushed, or failed over?): "
+                "nothing is admitted or renewed until it is rebuilt from the store", detected_by=how, op=op,
+                prefix=self.prefix)
+        if self._rebuilding is None:
+            self._rebuilding = asyncio.ensure_future(self._recover(force=how == "lock_record_missing"))
+            self._rebuilding.add_done_callback(self._rebuilt)
+        what = ("its marker key is missing" if how == "marker_missing"
+                else "a lock this execution holds has no record at all")
+        return GuardrailUnavailable(f"the guardrail state was lost ({what}): rebuilding it from the store; "
+                                    f"nothing is admitted or renewed until then")
+
+    async def recover(self) -> bool:
+        """Wait for the rebuild under way, or rebuild now if the state is lost; True once it is whole
+        (False: the store or Redis did not answer, or another replica is rebuilding it)."""
+        if self._rebuilding is not None:
+            return await asyncio.shield(self._rebuilding)
+        return await self._recover(force=False)
+
+    def _rebuilt(self, done: asyncio.Future[bool]) -> None:
+        self._rebuilding = None
+        if not done.cancelled():
+            done.exception()  # _recover logs its own failures
+
+    async def _bounded(self, call: Awaitable[T]) -> T:
+        async with asyncio.timeout(self._deadline):
+            return await call
+
+    async def _recover(self, *, force: bool, at_start: bool = False) -> bool:
+        """Rebuild the state from the store and set its marker; True when the state is whole.
+
+        One replica at a time (the :data:`REBUILDING` key; another finding it held leaves the work to
+        it, and its callers keep being deferred until the marker is back), and every write only adds
+        what is missing, so a rebuild repeated (by a replica whose lease on it lapsed) or over a state
+        that kept part of it changes nothing that is there.  ``force``: rebuild although the marker
+        is there (a lock's record went missing under it).  Never raises: a store or Redis that does
+        not answer leaves the marker missing, and the next script to find it so tries again."""
+        log = structlog.get_logger("remediator.guardrails")
+        token = secrets.token_hex(8)
+        lease = self._key(REBUILDING)
+        try:
+            if not await self._bounded(self._client.set(lease, token, nx=True, px=int(REBUILD_LEASE * 1000))):
+                log.info("the guardrail state is being rebuilt by another replica")
+                return False
+            try:
+                marked: int = await self._bounded(self._client.exists(self._key(MARKER)))
+                if marked and not force:
+                    return True
+                now = self._clock.now().timestamp()
+                seed = await self._rebuild(now) if self._rebuild is not None else Seed()
+                await self._seed(seed, now)
+                await self._bounded(self._client.set(self._key(MARKER), f"{now!r} {token}"))
+            finally:
+                with contextlib.suppress(RedisError, OSError, TimeoutError):
+                    await self._bounded(self._client.eval(
+                        "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end", 1, lease,
+                        token))
+        except Exception as exc:  # a rebuild that failed is tried again by the next script that finds it lost
+            log.error("could not rebuild the guardrail state from the store: nothing is admitted until it can be",
+                      error=str(exc) or type(exc).__name__)
+            return False
+        self._changes += 1  # verdicts prefetched before it are stale
+        self._lost_since = None  # whole again: a later loss is news
+        summary = seed.summary()
+        if at_start and not any(summary.values()):
+            log.info("guardrail state initialised (nothing to rebuild from the store)")
+            return True
+        if at_start and self._on_lost is not None:
+            self._on_lost("startup")  # lost while no replica ran (or from a version without the marker)
+        log.warning("guardrail state rebuilt from the store", forced=force, at_start=at_start, **summary)
+        return True
+
+    async def _seed(self, seed: Seed, now: float) -> None:
+        """Write ``seed`` (see :mod:`lua`'s SEED scripts: each only adds what is missing)."""
+        grace = self._grace
+        calls: list[tuple[object, list[str], list[str | int | float]]] = []
+        for held in seed.locks.values():
+            calls.append((self._seed_lock, [self._key("lock", held.target_key), self._key("running"),
+                                            self._key("running-ns")],
+                          [held.owner, held.namespace, repr(held.expires), repr(now), grace, int(held.live)]))
+        for key, until in seed.cooldowns.items():
+            calls.append((self._seed_cooldown, [self._key("cooldown", key)], [repr(until), repr(now), grace]))
+        for key, (per, entries) in seed.rates.items():
+            calls.append((self._seed_history, [self._key("rate", key)], _history(2 * per + grace, entries)))
+        for scope, entries in seed.budgets.items():
+            calls.append((self._seed_history, [self._key("budget", scope)],
+                          _history(2 * self._policy.longest_budget + grace, entries)))
+        for start in range(0, len(calls), SEED_CHUNK):
+            pipe = self._client.pipeline(transaction=False)
+            for script, keys, args in calls[start:start + SEED_CHUNK]:
+                await script(keys=keys, args=args, client=pipe)  # type: ignore[operator]
+            await self._bounded(pipe.execute())
+        if seed.paused:
+            await self._bounded(self._client.set(self._key("paused"), "1"))
 
     # -- this replica's clock against Redis's ------------------------------------------------
 
@@ -256,6 +418,7 @@ class RedisGuardrails:
             self._key("running"),
             self._key("running-ns"),
             self._key("seq"),
+            self._key(MARKER),
             *(self._key("budget", b.scope) for _, b in budgets),
         ]
         args: list[str | int | float] = [
@@ -306,24 +469,28 @@ class RedisGuardrails:
         if changes == self._changes:  # else read across a change: ask each again
             self._prefetched = {req.owner: (changes, req, reply) for req, reply in zip(requests, replies, strict=True)}
 
+    def _hold_keys(self, req: Request) -> list[str]:
+        """RENEW's, REACQUIRE's and TAKE_BACK's keys."""
+        return [self._key("lock", req.target_key), self._key("running"), self._key("running-ns"), self._key(MARKER)]
+
     async def renew(self, req: Request) -> bool:
         await self._in_time()
         now = self._clock.now().timestamp()
-        keys = [self._key("lock", req.target_key), self._key("running"), self._key("running-ns")]
+        keys = self._hold_keys(req)
         args: list[str | int | float] = [req.owner, req.namespace, now, req.lock_ttl, self._grace]
         return bool(await self._changing("renew", self._renew(keys=keys, args=args)))
 
     async def reacquire(self, req: Request) -> bool:
         await self._in_time()
         now = self._clock.now().timestamp()
-        keys = [self._key("lock", req.target_key), self._key("running"), self._key("running-ns")]
+        keys = self._hold_keys(req)
         args: list[str | int | float] = [req.owner, req.namespace, now, req.lock_ttl, self._grace]
         return bool(await self._changing("reacquire", self._reacquire(keys=keys, args=args)))
 
     async def take_back(self, req: Request) -> Finding:
         await self._in_time()
         now = self._clock.now().timestamp()
-        keys = [self._key("lock", req.target_key), self._key("running"), self._key("running-ns")]
+        keys = self._hold_keys(req)
         args: list[str | int | float] = [req.owner, req.namespace, now, req.lock_ttl, self._grace,
                                          self._policy.max_running, self._policy.max_running_per_namespace]
         reply = await self._changing("take back", self._take_back(keys=keys, args=args))
@@ -331,7 +498,7 @@ class RedisGuardrails:
 
     async def go_on_as_trial(self, req: Request) -> bool:
         await self._in_time()
-        keys = [self._key("breaker", req.playbook), self._key("running")]
+        keys = [self._key("breaker", req.playbook), self._key("running"), self._key(MARKER)]
         args: list[str | int | float] = [req.owner, self._clock.now().timestamp(), self._policy.breaker_threshold]
         return bool(await self._changing("trial", self._trial(keys=keys, args=args)))
 
@@ -350,6 +517,7 @@ class RedisGuardrails:
             self._key("breaker", req.playbook),
             self._key("breakers"),
             self._key("outcome", req.owner),
+            self._key(MARKER),
         ]
         args: list[str | int | float] = [
             req.owner, now, req.cooldown, "-" if succeeded is None else int(succeeded), self._policy.breaker_threshold,
@@ -449,4 +617,6 @@ class RedisGuardrails:
     async def close(self) -> None:
         if self._measuring is not None:
             self._measuring.cancel()
+        if self._rebuilding is not None:
+            self._rebuilding.cancel()
         await self._client.aclose()

@@ -815,7 +815,8 @@ async def test_evaluate_leaves_no_key_in_redis(redis_prefix: str, clock: Virtual
         limits = {"limit_key": "k1", "cooldown": 60.0, "rate_max": 3, "rate_per": 600.0}
         for n in range(5):
             assert (await s.evaluate(f"dry{n}", "t1", **limits)).admitted
-        assert [k async for k in raw_redis.scan_iter(f"{redis_prefix}*")] == []
+        # the state's marker, set when the state was opened, is the only key
+        assert [k async for k in raw_redis.scan_iter(f"{redis_prefix}*")] == [f"{redis_prefix}state".encode()]
         assert (await s.admit("a", "t1", **limits)).admitted
         await guard.set_paused(True)
         assert await evaluated_as_admitted(s, raw_redis, s.req("b", "t2")) == Verdict(
@@ -976,7 +977,7 @@ async def test_redis_keys_live_under_the_prefix_and_expire(redis_prefix: str, cl
     finally:
         await client.aclose()
         await guard.close()
-    forever = {"paused", "breaker:pb", "breakers", "seq"}
+    forever = {"paused", "breaker:pb", "breakers", "seq", "state"}  # state: the marker (see test_state_lost)
     assert set(ttl) == forever | {"lock:t1", "lock:t2", "cooldown:k1", "rate:k1", "running", "running-ns",
                                   "budget:*", "outcome:b"}
     assert all(ttl[k] == -1 for k in forever)

@@ -117,6 +117,12 @@ async def test_redis_outage_fails_closed_and_recovers_without_a_restart(
         await rt.worker.drain()
         await deliver("four")
         await rt.worker.drain()
+        # the restarted Redis is empty: the first script to run finds the state lost, and nothing is
+        # decided until it is rebuilt from the store (the decisions wait one more backoff)
+        metrics = await (await client.get("/metrics")).text()
+        assert 'remediator_guardrail_state_lost_total{detected_by="marker_missing"} 1.0' in metrics
+        await vclock.advance(30)
+        await rt.worker.drain()
         assert (await decision_of("four"))["decision"] == "executed"
         for name in ("two", "three"):  # each executed once, now that its verdict can be had
             assert (await decision_of(name))["decision"] == "executed"
@@ -178,6 +184,11 @@ async def test_redis_stopped_between_two_steps_sends_no_second_step_until_it_is_
         assert await rt.pipeline.resume_unfinished() == 0  # still down: nothing resumes
 
         private_redis.start()  # back, and empty (no persistence)
+        # its first renewal finds the state lost: the execution waits while the state is rebuilt from
+        # the store, which gives it its lock back (it is unfinished there)
+        assert await rt.pipeline.resume_unfinished() == 0
+        assert cluster.sent == ["restart"]
+        assert await rt.guardrails.recover()  # type: ignore[attr-defined]
         assert await rt.pipeline.resume_unfinished() == 1
         assert await rt.pipeline.resume_unfinished() == 0
         [ex] = await rt.store.list_executions()
