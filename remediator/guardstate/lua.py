@@ -289,10 +289,11 @@ return 1
 SEED_LOCK = PRELUDE + """
 local owner, namespace = ARGV[1], ARGV[2]
 local expires, now, grace = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+if expires + kept <= now then return 0 end  -- a record kept no longer: the lost one would be gone too
 local holder = redis.call('HGET', KEYS[1], 'owner')
 if not holder then
   redis.call('HSET', KEYS[1], 'owner', owner, 'expires', num(expires))
-  redis.call('PEXPIRE', KEYS[1], ms(math.max(expires - now, 0) + kept))
+  redis.call('PEXPIRE', KEYS[1], ms(expires - now + kept))  -- as long as the lost one was kept
   holder = owner
 end
 if ARGV[6] == '1' and holder == owner and expires > now and not redis.call('ZSCORE', KEYS[2], owner) then

@@ -24,7 +24,7 @@ from remediator.app import create_app
 from remediator.clock import VirtualClock
 from remediator.core.decisions import PlannedStep
 from remediator.core.errors import GuardrailUnavailable
-from remediator.core.guardrails import Policy, Request
+from remediator.core.guardrails import LOCK_RECORD_KEPT, Policy, Request
 from remediator.guardstate.rebuild import Held, Seed
 from remediator.guardstate.redis import RedisGuardrails
 from remediator.ports import StepContext, StepResult
@@ -166,6 +166,8 @@ async def test_a_rebuild_reseeds_locks_slots_pause_cooldowns_and_histories(
         assert set(usage.running) == set(before.running) == {a}
         # the target X acted on keeps X as its last holder (lapsed), for reacquire and take_back
         assert await raw.hget(f"{redis_prefix}lock:Deployment/shop/api", "owner") == x
+        kept = await raw.pttl(f"{redis_prefix}lock:Deployment/shop/api")  # as long as the lost record was
+        assert (ended + LOCK_RECORD_KEPT - now - 1) * 1000 < kept <= (ended + LOCK_RECORD_KEPT - now) * 1000
         # cooldowns: X's from its end, A's from now (the least its end will set)
         api, web = "restart-and-wait|Deployment/shop/api", "restart-and-wait|Deployment/shop/web"
         assert float(await raw.get(f"{redis_prefix}cooldown:{api}")) == ended + 900
