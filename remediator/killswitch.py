@@ -13,6 +13,7 @@ Usage (the runtime builds one per replica; the HTTP API and the pipeline share i
     await switch.resume(by="alice")     # POST /api/v1/resume
     if await switch.paused(): ...       # before every step; re-arms a state that lost the pause
     await switch.record()               # who set it last, and when (None: never set)
+    await switch.close()                # at shutdown: stops re-arming a pause Redis did not take
 
 What each call does when a side is unreachable:
 
@@ -22,8 +23,10 @@ What each call does when a side is unreachable:
   Both unreachable (the embedded default keeps both in one database): :class:`NotPaused`,
   a StoreUnavailable that says nothing was paused.
   Guardrail state unreachable: the pause is recorded and GuardrailUnavailable raised;
-  nothing runs meanwhile anyway (unreachable state fails closed), and the state is
-  re-armed at the first :meth:`paused` that reaches it.
+  nothing runs meanwhile anyway (unreachable state fails closed), and this replica keeps
+  trying to set it (every :data:`REARM_EVERY` seconds, reading the store's setting before
+  each try: a resume recorded meanwhile ends the tries) until it has, is resumed or closed;
+  any replica's :meth:`paused` that reads the store re-arms it too.
 - :meth:`resume` writes the store first: if that fails nothing changes (otherwise the
   store's old "paused" would re-arm the state at once).  Then the guardrail state; if
   that fails GuardrailUnavailable is raised, and the state stays paused until a
@@ -40,20 +43,39 @@ for ``remediator export``, whose control lines let a replay pause where the daem
 round trip each time (in a storm of 10,000 alerts that was most of the deciding).  It
 keeps what it last read from (or wrote to) the store for :data:`STORE_READ_EVERY` seconds
 and uses it only where a stale reading cannot do harm: "not paused" when the guardrail
-state agrees (a pause set meanwhile, by any replica, is in the guardrail state that is
-read every time).  Re-arming is never done from a kept reading (a resume may have landed
-since), and with the guardrail state unreachable the store is always asked.
+state agrees.  A pause set meanwhile, by any replica, is in the guardrail state that is
+read every time, unless it could not reach it: a pause asked for while Redis was
+unreachable is in the store only.  So a kept reading is dropped as soon as this replica's
+connection to the guardrail state was interrupted after it was taken (the adapter's
+:class:`~remediator.ports.Interruptions` count moved: a reconnection, an error, a timeout),
+and whenever the guardrail state does not answer.  Redis down or restarted for everyone,
+every replica reads the store at its first check once it is back, and answers paused.
+
+What is left: a replica that cannot reach Redis while this one can (a partition between
+them and Redis, not a Redis outage) records a pause that this replica does not see for up
+to :data:`STORE_READ_EVERY` seconds after the store committed it (its kept reading is still
+fresh and its connection never broke), or until the pausing replica's re-arm reaches Redis,
+whichever comes first.  And the re-arm reads the store, then sets the guardrail state: a
+resume by another replica landing between the two leaves the state paused (safe: paused is
+paused if either side says so; resuming again lifts it).  Re-arming is never done from a
+kept reading (a resume may have landed since), and with the guardrail state unreachable the
+store is always asked.
 """
 
 from __future__ import annotations
 
+import asyncio
+
 import structlog
 
 from remediator.core.errors import GuardrailUnavailable, StoreUnavailable
-from remediator.ports import Clock, KillSwitchRecord, KillSwitchStore, PauseState
+from remediator.ports import Clock, Interruptions, KillSwitchRecord, KillSwitchStore, PauseState
 
-#: Seconds a reading of the store's switch is kept (see the module docstring for where it is used).
-STORE_READ_EVERY = 5.0
+#: Seconds a reading of the store's switch is kept (see the module docstring for where it is used, and
+#: the window it leaves).  One store read a second per replica costs nothing measurable in a storm.
+STORE_READ_EVERY = 1.0
+#: Seconds between two tries to set a pause that could not reach the guardrail state.
+REARM_EVERY = 0.5
 
 
 class NotPaused(StoreUnavailable):
@@ -71,7 +93,9 @@ class KillSwitch:
         self._clock = clock
         self._log = structlog.get_logger("remediator.killswitch")
         self._rearmed = False  # warned about the current loss already (once per loss, not per check)
-        self._kept: tuple[float, bool] | None = None  # (when, the store's paused) last read or written
+        # (when, the store's paused, the guardrail state's interruptions then) last read or written
+        self._kept: tuple[float, bool, int] | None = None
+        self._rearming: asyncio.Task[None] | None = None  # setting a pause that could not reach the state
 
     async def pause(self, by: str) -> None:
         """Stop automation: no new execution is admitted, running ones stop before their next step."""
@@ -87,12 +111,25 @@ class KillSwitch:
             self._log.error("paused, but not durably: the store is unreachable", by=by)
             raise
         self._keep(True)
-        await self._guardrails.set_paused(True)
+        try:
+            await self._guardrails.set_paused(True)
+        except GuardrailUnavailable:
+            self._log.error("paused in the store, not yet in the guardrail state (unreachable): setting it "
+                            "as soon as it answers", by=by)
+            self._keep_rearming()
+            raise
+        self._stop_rearming()
         self._log.warning("remediation paused (kill switch)", by=by)
 
     async def resume(self, by: str) -> None:
         """Let automation go on; paused executions resume at their next claim."""
-        await self._store.set_kill_switch(False, by, self._clock.now())
+        rearming = await self._stop_rearming_now()  # before the store says resumed: never re-armed over it
+        try:
+            await self._store.set_kill_switch(False, by, self._clock.now())
+        except StoreUnavailable:
+            if rearming:  # nothing changed: the pause still has to reach the guardrail state
+                self._keep_rearming()
+            raise
         self._keep(False)
         await self._guardrails.set_paused(False)
         self._rearmed = False
@@ -107,13 +144,15 @@ class KillSwitch:
         try:
             state = await self._guardrails.paused()
         except GuardrailUnavailable:
-            record, known = await self._read()
+            self._kept = None  # a pause set meanwhile may reach the store only: read it again once back
+            record, known = await self._read(keep=False)
             return not known or (record is not None and record.paused)  # neither side answers: fail closed
         if state:
             self._rearmed = False  # both agree again: a later loss is news
             return True
         kept = self._kept
-        if kept is not None and not kept[1] and self._clock.monotonic() - kept[0] < STORE_READ_EVERY:
+        if (kept is not None and not kept[1] and self._clock.monotonic() - kept[0] < STORE_READ_EVERY
+                and kept[2] == self._interruptions()):
             return False  # the store said "not paused" a moment ago, and the guardrail state agrees
         record, _ = await self._read()
         if record is not None and record.paused:
@@ -121,17 +160,78 @@ class KillSwitch:
             return True
         return False
 
-    async def _read(self) -> tuple[KillSwitchRecord | None, bool]:
-        """(the store's record, whether the store answered); keeps the reading."""
+    async def _read(self, *, keep: bool = True) -> tuple[KillSwitchRecord | None, bool]:
+        """(the store's record, whether the store answered); keeps the reading unless told not to."""
+        interruptions = self._interruptions()  # taken before the read: a break during it drops the reading
         try:
             record = await self._store.kill_switch()
         except StoreUnavailable:
             return None, False
-        self._keep(record is not None and record.paused)
+        if keep:
+            self._keep(record is not None and record.paused, interruptions)
         return record, True
 
-    def _keep(self, paused: bool) -> None:
-        self._kept = (self._clock.monotonic(), paused)
+    def _keep(self, paused: bool, interruptions: int | None = None) -> None:
+        counted = self._interruptions() if interruptions is None else interruptions
+        self._kept = (self._clock.monotonic(), paused, counted)
+
+    def _interruptions(self) -> int:
+        """How many times the guardrail state's connection broke so far (0: it has none to break)."""
+        return self._guardrails.interruptions if isinstance(self._guardrails, Interruptions) else 0
+
+    # -- a pause that could not reach the guardrail state ----------------------------------------
+
+    def _keep_rearming(self) -> None:
+        if self._rearming is None or self._rearming.done():
+            self._rearming = asyncio.get_running_loop().create_task(self._rearm_until_set(),
+                                                                    name="remediator-kill-switch-rearm")
+            self._rearming.add_done_callback(self._rearm_ended)
+
+    async def _rearm_until_set(self) -> None:
+        """Every :data:`REARM_EVERY` seconds: the store's setting, and if it is still a pause, the
+        guardrail state set paused; until that succeeds or the store says resumed."""
+        while True:
+            await self._clock.sleep(REARM_EVERY)
+            try:
+                record = await self._store.kill_switch()
+            except StoreUnavailable:
+                continue
+            if record is None or not record.paused:
+                self._log.info("a resume was recorded before the pause reached the guardrail state: not re-armed")
+                return
+            try:
+                await self._guardrails.set_paused(True)
+            except GuardrailUnavailable:
+                continue
+            self._log.warning("the pause recorded while the guardrail state was unreachable is set there now",
+                              paused_by=record.by, paused_at=record.at.isoformat())
+            return
+
+    def _rearm_ended(self, task: asyncio.Task[None]) -> None:
+        if self._rearming is task:
+            self._rearming = None
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            self._log.error("could not keep setting the pause in the guardrail state: it is set at the next "
+                            "check that reads the store", error=repr(exc), exc_info=exc)
+
+    def _stop_rearming(self) -> asyncio.Task[None] | None:
+        task, self._rearming = self._rearming, None
+        if task is not None:
+            task.cancel()
+        return task
+
+    async def _stop_rearming_now(self) -> bool:
+        """Stop the tries and wait until they have; True if they were under way."""
+        task = self._stop_rearming()
+        if task is None:
+            return False
+        await asyncio.wait({task})  # its cancellation is not raised here (ours would be)
+        return True
+
+    async def close(self) -> None:
+        """Stop setting a pause that could not reach the guardrail state (the runtime closes it before
+        the store and the guardrail state; the store keeps the pause, any replica re-arms it)."""
+        await self._stop_rearming_now()
 
     async def _rearm(self, record: KillSwitchRecord) -> None:
         """The guardrail state lost a pause the store holds (a Redis restart without persistence):

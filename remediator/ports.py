@@ -489,6 +489,20 @@ class PauseState(Pausable, Protocol):
     async def set_paused(self, paused: bool) -> None: ...
 
 
+@runtime_checkable
+class Interruptions(Protocol):
+    """A pause state reached over connections that can break (Redis): how many times they did.
+
+    A reading of the store's switch that predates a break is not to be trusted (a pause set while
+    the state was unreachable never reached it: see :class:`remediator.killswitch.KillSwitch`).
+    Its own protocol, not a member of :class:`PauseState`, so that wrappers of a guardrail state
+    (replay's) need not forward it; a state without it (the embedded one: nothing to break) counts none."""
+
+    @property
+    def interruptions(self) -> int:
+        """Grows at every connection made and every connection error seen; never goes down."""
+
+
 class GuardrailStore(PauseState, Protocol):
     """Shared guardrail state; every method raises GuardrailUnavailable when unreachable."""
 

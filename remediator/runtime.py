@@ -377,6 +377,7 @@ async def open_runtime(
             open_dispatcher(settings, clock, metrics.registry, on_outcome=store.record_notification)
         )
         switch = KillSwitch(store, guard, clock=clock)
+        stack.push_async_callback(switch.close)  # its re-arming stops before the stores close
         await _arm_kill_switch(settings, switch)
         pipeline = Pipeline(
             playbooks=repo,

@@ -440,6 +440,12 @@ class MemoryGuardrails:
     async def set_paused(self, paused: bool) -> None:
         await self._commit(lambda s: setattr(s, "paused", paused), lambda _: True)
 
+    @property
+    def interruptions(self) -> int:
+        """Always 0 (:class:`~remediator.ports.Interruptions`): the state lives in this process (and the
+        store's own database), so there is no connection of its own to lose a pause over."""
+        return 0
+
     async def status(self) -> GuardStatus:
         await self._fresh()
         return rules.status(self.state.paused, self.state.breakers, self._policy, self._clock.now().timestamp())

@@ -44,6 +44,12 @@ that every script admitting, keeping, taking back or freeing a lock checks in th
 without it, or when a renewal finds no record at all of the lock its execution holds, the adapter
 fails closed (GuardrailUnavailable), says so once (ERROR, ``on_lost``) and rebuilds the state from
 the store (``rebuild``: :mod:`remediator.guardstate.rebuild`) before setting the marker again.
+
+Interruptions (:attr:`RedisGuardrails.interruptions`): every connection made to Redis (through ``open``:
+the first ones, a pool growing, and every reconnection, including the one redis-py's retry makes
+silently after a restart) and every connection error or timeout the adapter sees.  The kill switch
+(:mod:`remediator.killswitch`) does not trust a reading of the store taken before the count moved: a
+pause recorded while Redis was unreachable is in the store and never reached Redis.
 """
 
 from __future__ import annotations
@@ -58,6 +64,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import structlog
 from redis.asyncio import Redis
+from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -107,6 +114,18 @@ T = TypeVar("T")
 Rebuild = Callable[[float], Awaitable[Seed]]
 
 
+class _Connections:
+    """Counts the connections redis-py makes (its ``redis_connect_func``: called for every new socket,
+    then it does what redis-py would have done)."""
+
+    def __init__(self) -> None:
+        self.made = 0
+
+    async def connected(self, connection: AbstractConnection) -> None:
+        self.made += 1
+        await connection.on_connect()
+
+
 def split_prefix(url: str) -> tuple[str, str | None]:
     """Take ``prefix`` out of the URL's query (redis-py would reject it); the rest is for redis-py."""
     parts = urlsplit(url)
@@ -146,8 +165,11 @@ class RedisGuardrails:
         on_skew: Callable[[float], None] | None = None,
         rebuild: Rebuild | None = None,
         on_lost: Callable[[str], None] | None = None,
+        connections: _Connections | None = None,
     ) -> None:
         self._client = client
+        self._connections = connections or _Connections()  # a client made elsewhere: its errors are counted
+        self._errors = 0  # connection errors and timeouts seen (interruptions)
         self._policy = policy
         self._clock = clock
         self.prefix = prefix
@@ -204,16 +226,18 @@ class RedisGuardrails:
         A state without its marker (new, or lost while no replica ran) is seeded from ``rebuild``
         (the store: see :mod:`remediator.guardstate.rebuild`) before this returns, if it can be."""
         url, url_prefix = split_prefix(url)
+        connections = _Connections()
         client = Redis.from_url(
             url,
             decode_responses=True,
             socket_timeout=socket_timeout,
             socket_connect_timeout=socket_timeout,
             retry=Retry(NoBackoff(), 1, (RedisConnectionError,)),
+            redis_connect_func=connections.connected,
         )
         guard = cls(client, policy, clock, prefix=prefix or url_prefix or DEFAULT_PREFIX, grace=grace,
                     deadline=3 * socket_timeout + 0.5, max_clock_skew=max_clock_skew, on_skew=on_skew,
-                    rebuild=rebuild, on_lost=on_lost)
+                    rebuild=rebuild, on_lost=on_lost, connections=connections)
         try:
             await guard.ping()
         except GuardrailUnavailable as exc:
@@ -240,6 +264,7 @@ class RedisGuardrails:
                 raise self._state_lost("lock_record_missing", op) from exc
             raise GuardrailUnavailable(f"redis {op} failed: {exc}") from exc
         except (RedisError, OSError, TimeoutError) as exc:
+            self._errors += 1
             raise GuardrailUnavailable(f"redis {op} failed: {str(exc) or type(exc).__name__}") from exc
         if op in _CHECKED:
             self._lost_since = None  # the marker was there: the state is whole (again)
@@ -524,6 +549,12 @@ class RedisGuardrails:
             self._policy.breaker_cooloff, self._grace, req.playbook,
         ]
         await self._changing("release", self._release(keys=keys, args=args))
+
+    @property
+    def interruptions(self) -> int:
+        """Connections made plus connection errors and timeouts seen (:class:`~remediator.ports.Interruptions`):
+        a reading of the store taken before this moved may have missed a pause that never reached Redis."""
+        return self._connections.made + self._errors
 
     async def paused(self) -> bool:
         return bool(await self._guarded("read pause", self._client.exists(self._key("paused"))))
