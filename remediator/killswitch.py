@@ -51,11 +51,11 @@ connection to the guardrail state was interrupted after it was taken (the adapte
 and whenever the guardrail state does not answer.  Redis down or restarted for everyone,
 every replica reads the store at its first check once it is back, and answers paused.
 
-What is left: a replica that cannot reach Redis while this one can (a partition between
-them and Redis, not a Redis outage) records a pause that this replica does not see for up
-to :data:`STORE_READ_EVERY` seconds after the store committed it (its kept reading is still
-fresh and its connection never broke), or until the pausing replica's re-arm reaches Redis,
-whichever comes first.  And the re-arm reads the store, then sets the guardrail state: a
+What is left: a replica whose connection did not break while the pause could not reach
+Redis (the pausing replica alone cut off from it, or a Redis that stalled while this one asked
+it nothing) does not see that pause for up to :data:`STORE_READ_EVERY` seconds after the store
+committed it (its kept reading is still fresh), or until the pausing replica's re-arm reaches
+Redis, whichever comes first.  And the re-arm reads the store, then sets the guardrail state: a
 resume by another replica landing between the two leaves the state paused (safe: paused is
 paused if either side says so; resuming again lifts it).  Re-arming is never done from a
 kept reading (a resume may have landed since), and with the guardrail state unreachable the
