@@ -90,6 +90,7 @@ class KillSwitch:
     def __init__(self, store: KillSwitchStore, guardrails: PauseState, *, clock: Clock) -> None:
         self._store = store
         self._guardrails = guardrails
+        self._watched = guardrails if isinstance(guardrails, Interruptions) else None  # checked once, not per call
         self._clock = clock
         self._log = structlog.get_logger("remediator.killswitch")
         self._rearmed = False  # warned about the current loss already (once per loss, not per check)
@@ -177,7 +178,7 @@ class KillSwitch:
 
     def _interruptions(self) -> int:
         """How many times the guardrail state's connection broke so far (0: it has none to break)."""
-        return self._guardrails.interruptions if isinstance(self._guardrails, Interruptions) else 0
+        return 0 if self._watched is None else self._watched.interruptions
 
     # -- a pause that could not reach the guardrail state ----------------------------------------
 
