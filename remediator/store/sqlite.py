@@ -153,11 +153,18 @@ _ADDED_INDEXES = (
     "CREATE INDEX IF NOT EXISTS alerts_parked ON alerts (parked_at) WHERE parked_at IS NOT NULL",
     "CREATE INDEX IF NOT EXISTS decisions_namespace ON decisions (target_namespace, at)",
     "CREATE INDEX IF NOT EXISTS decisions_kind ON decisions (kind, at)",  # a rare kind without reading every row
+    # One alert's decisions of a kind (an alert's resolve looks back through its executions, see
+    # Pipeline._notify_resolved): SQLite has no statistics here (no ANALYZE), and with only the two
+    # indexes above it read every decision of the kind and filtered them by fingerprint.
+    "CREATE INDEX IF NOT EXISTS decisions_fingerprint_kind ON decisions (fingerprint, kind, at)",
     # claim_unfinished runs after every decision: without it, a scan of every finished one (a storm's O(n^2))
     "CREATE INDEX IF NOT EXISTS decisions_unfinished ON decisions (at) WHERE exec_status IN ('pending', 'running')",
     "CREATE INDEX IF NOT EXISTS decisions_awaiting ON decisions (approval_deadline)"
     " WHERE exec_status = 'awaiting_approval'",
 )
+
+#: A decisions query of at most this many rows of one alert is read on the event loop (query_decisions).
+INLINE_ROWS = 50
 
 #: ``PRAGMA user_version`` of a file whose rows are in the current shape.  Version 1: a
 #: decision's ``at`` is fixed-width (:func:`_at`) and its target is in its own columns.
@@ -766,7 +773,11 @@ class SQLiteStore:
 
     async def query_decisions(self, query: DecisionQuery) -> list[dict[str, Any]]:
         params = Params(numbered=False)
-        cur = await self._run(decisions_sql(query, params, time=_at, order="rowid"), params.values, report=True)
+        # A page for the API or the UI is a report (on the connection's thread); a lookup of a few rows
+        # on an index (an alert's latest executions, looked back through by every resolve) reads on the
+        # loop: the hop to the thread and back cost several times the read, once per resolved alert.
+        report = query.limit > INLINE_ROWS or query.fingerprint is None
+        cur = await self._run(decisions_sql(query, params, time=_at, order="rowid"), params.values, report=report)
         return [json_rows.decision_entry(r) for r in await cur.fetchall()]
 
     async def decision_counts(self, since: datetime) -> list[DecisionCount]:

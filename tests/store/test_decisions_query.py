@@ -233,3 +233,25 @@ async def test_a_postgres_schema_before_the_decisions_api_gets_its_target_column
         assert {i["playbook"] for i in await store.query_decisions(DecisionQuery())} == {"good", "hostile"}
     finally:
         await store.close()
+
+
+async def test_one_alerts_decisions_of_a_kind_are_read_off_its_own_index_on_sqlite(
+    tmp_path: Path, vclock: VirtualClock
+) -> None:
+    """Every resolve looks back through its alert's executions (``fingerprint`` + ``kind``).  SQLite has
+    no statistics (no ANALYZE) and chose the kind index: each resolve read every executed decision
+    and filtered them by fingerprint, so a storm of resolves grew with the square of the history."""
+    from remediator.store.decision_query import Params, decisions_sql
+    from remediator.store.sqlite import _at
+
+    path = tmp_path / "remediator.db"
+    store = await SQLiteStore.open(path, vclock)
+    await store.close()
+    params = Params(numbered=False)
+    sql = decisions_sql(DecisionQuery(fingerprint="f", kinds=(EXECUTED,), limit=20), params, time=_at, order="rowid")
+    conn = sqlite3.connect(path)
+    try:
+        plan = " | ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, params.values))
+    finally:
+        conn.close()
+    assert "USING INDEX decisions_fingerprint_kind (fingerprint=? AND kind=?)" in plan, plan
