@@ -64,6 +64,7 @@ async def set_image_answer_lost(proxy: LossyProxy, namespace: str) -> tuple[Plan
     assert result.status == "failed" and result.details["wrote"], result.message
     intent = dict(result.details["intent"])
     assert isinstance(intent.pop("generation"), int)  # as read before the write
+    assert isinstance(intent.pop("uid"), str)  # the object written: undo reverts it on that object only
     assert intent == {"image": V2, "from": V1}
     return step, result
 
