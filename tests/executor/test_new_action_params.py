@@ -144,12 +144,15 @@ def test_bad_parameters_are_load_time_problems_on_their_own_lines() -> None:
     assert [str(p) for p in problems] == EXPECTED
 
 
+def on_web(name: str, steps: str) -> str:
+    """A playbook ``name`` acting on shop/web with ``steps`` (a YAML list, dedented here); its first step
+    is on line 5, so a problem's ``file:line`` reads as in the caller's text."""
+    return f"name: {name}\nmatch: {{alertname: A}}\ntarget: {{kind: Deployment, namespace: shop, name: web}}\n" \
+           f"steps:\n{textwrap.dedent(steps)}"
+
+
 def test_set_resources_min_is_checked_at_load_against_to_and_max() -> None:
-    text = textwrap.dedent("""\
-        name: floors
-        match: {alertname: A}
-        target: {kind: Deployment, namespace: shop, name: web}
-        steps:
+    text = on_web("floors", """\
           - action: set_resources
             container: app
             limits:
@@ -167,11 +170,7 @@ def test_set_resources_min_is_checked_at_load_against_to_and_max() -> None:
 
 
 def test_the_documented_steps_load() -> None:
-    good = textwrap.dedent("""\
-        name: good
-        match: {alertname: A}
-        target: {kind: Deployment, namespace: shop, name: web}
-        steps:
+    good = on_web("good", """\
           - action: set_image
             container: app
             image: "registry.example/web:{{ annotations.rollback_version }}"
